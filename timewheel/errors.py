@@ -1,0 +1,53 @@
+"""Exceptions raised by timewheel."""
+
+from __future__ import annotations
+
+__all__ = [
+    "TimeWheelError", "TaskFailed", "StoreError", "StoreBusy", "NotAStore", "StoreMismatch",
+    "TaskNotFound",
+]
+
+
+class TimeWheelError(Exception):
+    """Base class of every timewheel error."""
+
+
+class TaskFailed(TimeWheelError):
+    """The task ended without a result: it failed, was cancelled or was skipped as misfired.
+
+    ``status`` says which; the message holds the task's error text.
+    """
+
+    def __init__(self, task_id: str, status: str, error: str | None,
+                 traceback: str | None = None) -> None:
+        self.task_id = task_id
+        self.status = status
+        self.error = error
+        self.traceback = traceback
+        super().__init__(f"task {task_id} {status}: {error}" if error else f"task {task_id} {status}")
+
+    def __reduce__(self):  # picklable, like filelock's Timeout
+        return (self.__class__, (self.task_id, self.status, self.error, self.traceback))
+
+
+class StoreError(TimeWheelError):
+    """The store could not be read or written."""
+
+
+class StoreBusy(StoreError):
+    """Another process held the store's write lock for longer than ``busy_timeout``."""
+
+
+class NotAStore(StoreError):
+    """The file exists but is not a timewheel store."""
+
+
+class StoreMismatch(StoreError):
+    """The store was created with another wheel geometry (slots, tick)."""
+
+
+class TaskNotFound(TimeWheelError, KeyError):
+    """No task with that id is in the store (never enqueued, or purged after its TTL)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "task not found"

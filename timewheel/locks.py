@@ -1,0 +1,124 @@
+"""Who ticks, and who is alive: POSIX record locks on ``<store>.lock``.
+
+The kernel drops a process's record locks the moment it dies (SIGKILL included), so a lock
+is a lease that cannot expire while its holder still works, and needs no heartbeat.
+
+* byte 0: the *ticking lock*.  Its holder is the one process that advances the wheel and runs
+  due tasks; the others keep trying, and the first to get it after the holder dies takes over.
+* bytes ``64 + 8*pid .. +8``: each process that runs tasks holds its own 8 bytes for as long
+  as it lives and writes a random nonce there.  A task claimed by ``"pid:nonce"`` whose bytes
+  are unlocked, or hold another nonce (the pid was reused), lost its process.
+
+``fcntl.lockf`` (POSIX) rather than ``flock``: POSIX locks are not inherited by ``fork()``
+children, so a gunicorn worker forked from a leader does not also appear to hold the lock.
+Their one trap -- closing *any* descriptor of the file drops all of the process's locks on
+it -- is why the file is opened exactly once per process, here.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import threading
+import weakref
+
+__all__ = ["ProcessLocks"]
+
+_LIVE_BASE = 64
+_LIVE_LEN = 8
+_instances: "weakref.WeakSet[ProcessLocks]" = weakref.WeakSet()
+
+
+class ProcessLocks:
+    """The ticking lock and this process's liveness lock for one store."""
+
+    def __init__(self, store_path: str) -> None:
+        self.path = store_path + ".lock"
+        self._mutex = threading.Lock()
+        self._fd: int | None = None
+        self._pid = -1
+        self._nonce = ""
+        self.leading = False
+        _instances.add(self)
+
+    @property
+    def token(self) -> str:
+        """``"pid:nonce"``: names this process incarnation as the owner of a claimed task."""
+        self._ensure()
+        return f"{self._pid}:{self._nonce}"
+
+    def _ensure(self) -> int:
+        with self._mutex:
+            if self._pid != os.getpid() or self._fd is None:
+                self._reset_after_fork()
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                pid = os.getpid()
+                nonce = os.urandom(_LIVE_LEN // 2).hex()
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, _LIVE_LEN, self._offset(pid))
+                os.pwrite(fd, nonce.encode(), self._offset(pid))
+                self._fd, self._pid, self._nonce = fd, pid, nonce
+            return self._fd
+
+    def _reset_after_fork(self) -> None:
+        # The descriptor came from the parent; our process holds no locks through it.
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+        self._fd = None
+        self.leading = False
+
+    @staticmethod
+    def _offset(pid: int) -> int:
+        return _LIVE_BASE + _LIVE_LEN * pid
+
+    def try_lead(self) -> bool:
+        """Take the ticking lock if nobody holds it.  Never blocks."""
+        fd = self._ensure()
+        if self.leading:
+            return True
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EAGAIN):
+                return False
+            raise
+        self.leading = True
+        return True
+
+    def resign(self) -> None:
+        """Give up the ticking lock (another process may take over at once)."""
+        if self.leading and self._fd is not None and self._pid == os.getpid():
+            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, 0)
+        self.leading = False
+
+    def is_dead(self, token: str) -> bool:
+        """True if the process incarnation ``token`` is certainly gone."""
+        try:
+            pid_s, nonce = token.split(":", 1)
+            pid = int(pid_s)
+        except ValueError:
+            return True
+        fd = self._ensure()
+        if pid == self._pid:
+            return nonce != self._nonce
+        off = self._offset(pid)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, _LIVE_LEN, off)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            # Held: a live process has that pid.  Is it the same incarnation?
+            return os.pread(fd, _LIVE_LEN, off).decode("ascii", "replace") != nonce
+        fcntl.lockf(fd, fcntl.LOCK_UN, _LIVE_LEN, off)
+        return True
+
+
+def _after_fork_in_child() -> None:
+    for inst in list(_instances):
+        inst.leading = False
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

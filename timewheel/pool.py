@@ -1,0 +1,71 @@
+"""The bounded worker pool: user code runs here, never on the boss thread.
+
+The boss hands over no more claimed tasks than ``capacity``; everything else that is due
+stays on disk.  A thread-per-worker loop over a SimpleQueue is used instead of
+``concurrent.futures`` because the boss needs no future per task, only a callback.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Callable, Optional
+
+from .records import TaskRecord
+from .store.base import Outcome
+
+__all__ = ["WorkerPool"]
+
+log = logging.getLogger("timewheel.pool")
+_STOP = None
+
+
+class WorkerPool:
+    def __init__(self, workers: int, execute: Callable[[TaskRecord], Outcome],
+                 on_done: Callable[[Outcome], None], name: str = "timewheel-worker") -> None:
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise ValueError(f"workers must be a positive int, got {workers!r}")
+        self.workers = workers
+        self._execute = execute
+        self._on_done = on_done
+        self._name = name
+        self._queue: "queue.SimpleQueue[Optional[TaskRecord]]" = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self._threads = [threading.Thread(target=self._loop, name=f"{self._name}-{i}", daemon=True)
+                         for i in range(self.workers)]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, rec: TaskRecord) -> None:
+        self._queue.put(rec)
+
+    def _loop(self) -> None:
+        while True:
+            rec = self._queue.get()
+            if rec is _STOP:
+                return
+            try:
+                outcome = self._execute(rec)
+            except BaseException:   # execute() catches task errors; this is our own bug
+                log.exception("internal error running task %s", rec.id)
+                continue
+            try:
+                self._on_done(outcome)
+            except BaseException:
+                log.exception("could not record the outcome of task %s", rec.id)
+
+    def stop(self, wait: bool = True, timeout: Optional[float] = None) -> None:
+        """Let the workers finish what they were handed, then end them."""
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        if wait:
+            for t in self._threads:
+                t.join(timeout)
+        self._threads = []
+
+    @property
+    def alive(self) -> int:
+        return sum(t.is_alive() for t in self._threads)
