@@ -19,6 +19,7 @@ from typing import (
     Any, Callable, Generic, Iterator, NamedTuple, Optional, TypeVar, Union, overload,
 )
 
+from .aio import run_coroutine
 from .boss import Boss
 from .errors import TaskFailed, TaskNotFound
 from .locks import ProcessLocks
@@ -277,6 +278,8 @@ class TimeWheel:
         self._batch = threading.local()
         self._changed = threading.Condition()
         self._generation = 0
+        #: called (in order) by start() once the boss runs; periodic schedules hook in here
+        self._start_hooks: list[Callable[[], None]] = []
         _instances.add(self)
 
     def __repr__(self) -> str:
@@ -335,6 +338,13 @@ class TimeWheel:
         if fn is not None:
             return register(fn)
         return register
+
+    def periodic(self, *, every: Any = None, cron: Optional[str] = None, tz: Optional[str] = None,
+                 name: Optional[str] = None, **options: Any) -> Callable[[F], "Task[Any]"]:
+        """Register a recurring task: ``@hu.periodic(every=900)`` or
+        ``@hu.periodic(cron="0 3 * * *", tz="Europe/Berlin")``.  See :mod:`timewheel.periodic`."""
+        from .periodic import periodic
+        return periodic(self, every=every, cron=cron, tz=tz, name=name, **options)
 
     @property
     def tasks(self) -> dict[str, "Task[Any]"]:
@@ -432,7 +442,7 @@ class TimeWheel:
         try:
             value = task.fn(*args, **kwargs)
             if inspect.isawaitable(value):
-                value = _run_coroutine(value)
+                value = run_coroutine(value)
             result = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         except BaseException as exc:   # a task's SystemExit must not kill the worker either
             now = self.clock()
@@ -492,6 +502,8 @@ class TimeWheel:
             boss.start()
             self._pool, self._boss = pool, boss
             log.info("started %s", self)
+            for hook in self._start_hooks:
+                hook()
         return self
 
     def stop(self, wait: bool = True, timeout: Optional[float] = None) -> Stopped:
@@ -538,15 +550,6 @@ class TimeWheel:
         self._start_lock = threading.RLock()
         self._store_lock = threading.Lock()
         self._changed = threading.Condition()
-
-
-def _run_coroutine(coro: Any) -> Any:
-    import asyncio
-    return asyncio.run(_await(coro))
-
-
-async def _await(coro: Any) -> Any:
-    return await coro
 
 
 def _after_fork_in_child() -> None:

@@ -10,6 +10,7 @@ decoded when the task runs, is a full pickle.
 from __future__ import annotations
 
 import io
+import operator
 import pickle
 from dataclasses import dataclass, fields
 from typing import Any, Optional
@@ -64,11 +65,11 @@ class TaskRecord:
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(TaskRecord))
+_values = operator.attrgetter(*_FIELD_NAMES)
 
 
 def encode_record(rec: TaskRecord) -> bytes:
-    return pickle.dumps(tuple(getattr(rec, n) for n in _FIELD_NAMES),
-                        protocol=pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps(_values(rec), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class _PlainUnpickler(pickle.Unpickler):

@@ -16,16 +16,17 @@ Keys are the table's primary key, so "the tasks of slot 12, cycle 480" is an ind
 read, not a scan, and one enqueue writes two small rows instead of rewriting a growing
 per-slot value.
 
-sqlitedict quirks handled here (see shared/NOTES-sqlitedict-and-wheels.md):
-
-* ``outer_stack=False`` (5-20x faster calls); ``journal_mode="WAL"`` on *every* open, or a
-  second opener downgrades the file or fails with "database is locked";
-* ``synchronous`` is forced OFF by sqlitedict; we set NORMAL: with WAL that survives a
-  process kill, and costs no fsync per commit;
-* its ``commit()`` hangs forever if COMMIT itself raises (piskvorky/sqlitedict#108), and its
-  ``execute()`` reports errors at some later call -- so we COMMIT as a statement whose result
-  we wait for, and start multi-statement transactions with a BEGIN IMMEDIATE we wait for;
-* the connection lives in a thread that does not survive ``fork()``; we reopen per pid.
+How we use sqlitedict (see shared/NOTES-sqlitedict-and-wheels.md for the measurements):
+the file is a :class:`~sqlitedict.SqliteDict` table, opened through sqlitedict, but its
+connection layer -- one background thread per dict, to which every call is queued -- is
+replaced by :class:`_Connection`, which runs each call synchronously in the caller's thread.
+That thread is what makes sqlitedict slow and unsafe for a durable queue: a round trip costs
+~65 us (10k commits/s at best against 41k for sqlite3), write errors surface at some later
+call, ``commit()`` hangs forever when COMMIT raises (piskvorky/sqlitedict#108), and a dict
+opened before ``fork()`` hangs in the child.  We also pass ``journal_mode="WAL"`` on *every*
+open (a second opener without it downgrades the file or fails with "database is locked"),
+set ``synchronous=NORMAL`` (sqlitedict hard-codes OFF; with WAL, NORMAL survives a process
+kill without an fsync per commit) and a real busy timeout (its ``timeout=`` does not set one).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import os
 import sqlite3
 import threading
 from contextlib import contextmanager
+from urllib.parse import quote
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from sqlitedict import SqliteDict
@@ -67,6 +69,72 @@ _ADD_ONE = (
 
 def _identity(x: Any) -> Any:
     return x
+
+
+class _Connection:
+    """sqlitedict's connection interface (``SqliteMultithread``), run in the calling thread.
+
+    Autocommit mode: a statement outside an explicit BEGIN is its own durable transaction.
+    Thread-safe through one lock; the store's own lock spans multi-statement transactions.
+    """
+
+    def __init__(self, filename: str, journal_mode: str, busy_timeout: float, readonly: bool) -> None:
+        self.filename = filename
+        self.autocommit = True
+        self.journal_mode = journal_mode
+        self._lock = threading.RLock()
+        if readonly:
+            # mode=ro: never creates, converts or writes the file; no journal_mode pragma.
+            self._con = sqlite3.connect(f"file:{quote(filename)}?mode=ro", uri=True,
+                                        timeout=busy_timeout, isolation_level=None,
+                                        check_same_thread=False)
+        else:
+            self._con = sqlite3.connect(filename, timeout=busy_timeout, isolation_level=None,
+                                        check_same_thread=False)
+            self._con.execute(f"PRAGMA journal_mode = {journal_mode}")
+            self._con.execute("PRAGMA synchronous = NORMAL")
+
+    def execute(self, req: str, arg: Sequence[Any] = (), res: Any = None) -> None:
+        with self._lock:
+            cur = self._con.execute(req, arg or ())
+            if res is not None:
+                for row in cur:
+                    res.put(row)
+                res.put("--no more--")
+
+    def executemany(self, req: str, items: Iterable[Sequence[Any]]) -> None:
+        with self._lock:
+            self._con.executemany(req, items)
+
+    def select(self, req: str, arg: Sequence[Any] = ()) -> Iterator[tuple]:
+        with self._lock:
+            return iter(self._con.execute(req, arg or ()).fetchall())
+
+    def select_one(self, req: str, arg: Sequence[Any] = ()) -> Optional[tuple]:
+        with self._lock:
+            return self._con.execute(req, arg or ()).fetchone()
+
+    def commit(self, blocking: bool = True) -> None:
+        with self._lock:
+            if self._con.in_transaction:
+                self._con.execute("COMMIT")
+
+    def close(self, force: bool = False) -> None:
+        with self._lock:
+            self._con.close()
+
+
+class _Dict(SqliteDict):
+    """A SqliteDict whose connection is a :class:`_Connection`."""
+
+    def __init__(self, path: str, readonly: bool, busy_timeout: float) -> None:
+        self._tw_readonly = readonly
+        self._tw_busy_timeout = busy_timeout
+        super().__init__(path, tablename=TABLE, flag="r" if readonly else "c", autocommit=True,
+                         journal_mode="WAL", encode=_identity, decode=_identity, outer_stack=False)
+
+    def _new_conn(self) -> Any:
+        return _Connection(self.filename, self.journal_mode, self._tw_busy_timeout, self._tw_readonly)
 
 
 def tkey(task_id: str) -> str:
@@ -161,12 +229,7 @@ class SqliteDictStore(WheelStore):
 
     def _open(self) -> None:
         try:
-            self._db = SqliteDict(self.path, tablename=TABLE, flag="r" if self.readonly else "c",
-                                  autocommit=False, journal_mode="WAL", encode=_identity,
-                                  decode=_identity, outer_stack=False)
-            conn = self._db.conn
-            list(conn.select(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}"))
-            list(conn.select("PRAGMA synchronous = NORMAL"))
+            self._db = _Dict(self.path, self.readonly, self.busy_timeout)
         except sqlite3.OperationalError as exc:
             raise self._translate(exc) from None
         except (sqlite3.Error, RuntimeError) as exc:
@@ -175,8 +238,8 @@ class SqliteDictStore(WheelStore):
 
     def _conn(self) -> Any:
         if self._pid != os.getpid():
-            # Forked: the parent's connection thread does not exist here, and touching its
-            # queue would hang.  Abandon it (never close it: that, too, would hang) and reopen.
+            # Forked: an SQLite connection must not cross fork().  Abandon the parent's (do not
+            # close it: its file locks are the parent's business) and open our own.
             self._db = None
             self._open()
         if self._db is None:
@@ -201,7 +264,7 @@ class SqliteDictStore(WheelStore):
 
     # -- statements -------------------------------------------------------------------------
     def _x(self, sql: str, params: Sequence[Any] = ()) -> None:
-        """Queue a statement; its error, if any, surfaces at the next _q()."""
+        """Run a statement that returns no rows."""
         self._conn().execute(sql, params)
 
     def _q(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
@@ -220,17 +283,24 @@ class SqliteDictStore(WheelStore):
     def _writing(self, immediate: bool = True) -> Iterator[None]:
         """One write transaction, committed when the block ends, rolled back on any error.
 
-        ``immediate=False`` is for a block that issues exactly one statement: SQLite makes a
-        single statement atomic, and skipping the BEGIN round trip halves its latency.
+        ``immediate=False`` is for a block that runs exactly one statement: in autocommit
+        mode SQLite makes it its own atomic, durable transaction, with no BEGIN/COMMIT.
+        BEGIN IMMEDIATE takes the write lock up front, so a read-modify-write (a claim) cannot
+        interleave with another process's.
         """
         if self.readonly:
             raise StoreError(f"{self.path} is open read-only")
         with self._lock:
+            if not immediate:
+                try:
+                    yield
+                except sqlite3.Error as exc:
+                    raise self._translate(exc) from None
+                return
             try:
-                if immediate:
-                    self._q("BEGIN IMMEDIATE")
+                self._x("BEGIN IMMEDIATE")
                 yield
-                self._q("COMMIT")
+                self._x("COMMIT")
             except BaseException as exc:
                 self._rollback()
                 if isinstance(exc, sqlite3.Error):
@@ -239,9 +309,9 @@ class SqliteDictStore(WheelStore):
 
     def _rollback(self) -> None:
         try:
-            self._q("ROLLBACK")
+            self._x("ROLLBACK")
         except sqlite3.Error:
-            pass   # "no transaction is active": the failed statement already undid itself
+            pass   # "no transaction is active": BEGIN itself failed
 
     def _upsert(self, rows: Sequence[tuple[str, Any]]) -> None:
         for i in range(0, len(rows), _CHUNK):
@@ -280,9 +350,10 @@ class SqliteDictStore(WheelStore):
 
     # -- keys -------------------------------------------------------------------------------
     def wkey(self, task_id: str, eta: float) -> str:
-        t = self.wheel.due_tick(eta)
-        return (f"w:{self.wheel.slot(t):06d}:{self.wheel.cycle(t):015d}:"
-                f"{round(eta * 1e6):018d}:{task_id}")
+        return self._wkey(task_id, eta, self.wheel.due_tick(eta))
+
+    def _wkey(self, task_id: str, eta: float, t: int) -> str:
+        return f"w:{t % self.wheel.slots:06d}:{t // self.wheel.slots:015d}:{round(eta * 1e6):018d}:{task_id}"
 
     @staticmethod
     def _wprefix(slot: int, cycle: int) -> str:
@@ -324,9 +395,10 @@ class SqliteDictStore(WheelStore):
         try:
             if len(records) == 1:
                 rec = records[0]
+                t = self.wheel.due_tick(rec.eta)
                 with self._writing(immediate=False):
-                    self._x(_ADD_ONE, (tkey(rec.id), encode_record(rec), self.wkey(rec.id, rec.eta),
-                                       "l:" + rec.id, rec.eta, self.wheel.due_tick(rec.eta)))
+                    self._x(_ADD_ONE, (tkey(rec.id), encode_record(rec), self._wkey(rec.id, rec.eta, t),
+                                       "l:" + rec.id, rec.eta, t))
                 return
             with self._writing():
                 horizon = int(self._meta("horizon"))

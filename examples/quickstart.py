@@ -1,0 +1,46 @@
+"""Schedule a few tasks a few seconds out, watch them run, print their results.
+
+    python examples/quickstart.py [path/to/tasks.db]
+"""
+
+import logging
+import os
+import sys
+import tempfile
+import time
+
+from timewheel import TaskFailed, TimeWheel
+
+logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(tempfile.mkdtemp(), "tasks.db")
+hu = TimeWheel(path, workers=4)
+
+
+@hu.task()
+def send_email(to: str, subject: str) -> str:
+    print(f"  {time.strftime('%H:%M:%S')}  sending {subject!r} to {to}")
+    return f"sent to {to}"
+
+
+@hu.task(retries=2, retry_delay=0.5)
+def flaky_webhook(url: str) -> None:
+    raise ConnectionError(f"{url} is down")
+
+
+with hu:                                   # start(); stop(wait=True) at the end
+    t0 = time.time()
+    print(f"store: {path}")
+    handles = [send_email.delay(f"user{i}@example.com", "welcome", count_down=i) for i in (1, 2, 3)]
+    hook = flaky_webhook.delay("https://example.com/hook", count_down=0.5)
+    late = send_email.delay("later@example.com", "reminder", count_down=3600)
+    print(f"scheduled {len(handles) + 2} tasks; one is due in an hour and is cancelled:", late.cancel())
+
+    for h in handles:
+        print(f"  {h.id}: {h.result(timeout=10)!r} after {time.time() - t0:.2f}s")
+    try:
+        hook.result(timeout=10)
+    except TaskFailed as exc:
+        print(f"  {hook.id}: failed after {hook.record.attempts} attempts: {exc.error}")
+    print("statuses:", {h.id: h.status for h in handles + [hook, late]})
+print("done; inspect the store with:  timewheel inspect", path)
