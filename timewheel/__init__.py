@@ -17,7 +17,13 @@ documented re-run).
 
 from .api import Stopped, Task, TaskHandle, TimeWheel
 from .errors import (
-    NotAStore, StoreBusy, StoreError, StoreMismatch, TaskFailed, TaskNotFound, TimeWheelError,
+    NotAStore,
+    StoreBusy,
+    StoreError,
+    StoreMismatch,
+    TaskFailed,
+    TaskNotFound,
+    TimeWheelError,
 )
 from .records import STATUSES, TaskRecord
 

@@ -16,7 +16,15 @@ import traceback as _traceback
 import weakref
 from contextlib import contextmanager
 from typing import (
-    Any, Callable, Generic, Iterator, NamedTuple, Optional, TypeVar, Union, overload,
+    Any,
+    Callable,
+    Generic,
+    Iterator,
+    NamedTuple,
+    Optional,
+    TypeVar,
+    Union,
+    overload,
 )
 
 from .aio import run_coroutine
@@ -408,7 +416,7 @@ class TimeWheel:
     def get(self, task_id: str) -> TaskHandle:
         """A handle for a task id (from another process, or from before a restart)."""
         h = TaskHandle(self, task_id)
-        h.record   # raises TaskNotFound now rather than at first use
+        _ = h.record   # raises TaskNotFound now rather than at first use
         return h
 
     def cancel(self, task_id: str) -> bool:

@@ -20,13 +20,20 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, NamedTuple, Optional, Sequence
 
 from ..records import (
-    CANCELLED, FAILED, MISFIRED, PENDING, RUNNING, SUCCEEDED, TaskRecord,
+    CANCELLED,
+    FAILED,
+    MISFIRED,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL,
+    TaskRecord,
 )
 from ..wheel import Wheel
 
 __all__ = [
     "WheelStore", "Due", "Claim", "Outcome", "StoreState", "start_run", "end_run",
-    "requeue_crashed", "reset_for_retry", "cancel_record", "RETRYABLE", "ordered",
+    "requeue_crashed", "reset_for_retry", "cancel_record", "RETRYABLE", "ordered", "purge_statuses",
 ]
 
 
@@ -169,6 +176,7 @@ class WheelStore(abc.ABC):
     def occupancy(self) -> list[tuple[int, int, int]]:
         """(slot, cycle, count) for every non-empty (slot, cycle) of the wheel."""
 
+    @abc.abstractmethod
     def close(self) -> None:
         """Release the backend's resources; the instance is unusable afterwards."""
 
@@ -237,3 +245,13 @@ def ordered(recs: list[TaskRecord]) -> list[TaskRecord]:
     rest = sorted((r for r in recs if r.status != PENDING),
                   key=lambda r: -(r.finished or r.started or r.created))
     return pending + rest
+
+
+def purge_statuses(statuses: Optional[Iterable[str]]) -> list[str]:
+    """The statuses purge() may delete: finished ones only (default: all of them)."""
+    wanted = sorted(TERMINAL) if statuses is None else list(statuses)
+    unknown = [s for s in wanted if s not in TERMINAL]
+    if unknown:
+        raise ValueError(f"can only purge finished tasks ({', '.join(sorted(TERMINAL))}), "
+                         f"not {', '.join(unknown)}")
+    return wanted

@@ -10,11 +10,22 @@ import threading
 import time
 from typing import Callable, Iterable, Optional, Sequence
 
-from ..records import PENDING, RUNNING, STATUSES, TERMINAL, TaskRecord, decode_record, encode_record
+from ..records import PENDING, RUNNING, STATUSES, TaskRecord, decode_record, encode_record
 from ..wheel import Wheel
 from .base import (
-    RETRYABLE, Claim, Due, Outcome, StoreState, WheelStore, cancel_record, end_run, ordered,
-    requeue_crashed, reset_for_retry, start_run,
+    RETRYABLE,
+    Claim,
+    Due,
+    Outcome,
+    StoreState,
+    WheelStore,
+    cancel_record,
+    end_run,
+    ordered,
+    purge_statuses,
+    requeue_crashed,
+    reset_for_retry,
+    start_run,
 )
 
 __all__ = ["MemoryStore"]
@@ -178,11 +189,11 @@ class MemoryStore(WheelStore):
 
     def purge(self, now: float, limit: int = 1000, statuses: Optional[Iterable[str]] = None,
               finished_before: Optional[float] = None) -> int:
+        wanted = set(purge_statuses(statuses))
         with self._lock:
             if finished_before is None:
                 victims = [i for i, exp in self._expiry.items() if exp <= now][:limit]
             else:
-                wanted = set(statuses or TERMINAL)
                 victims = []
                 for i in list(self._expiry):
                     rec = self.get(i)
@@ -224,6 +235,9 @@ class MemoryStore(WheelStore):
             except ValueError as exc:
                 out.append((i, str(exc)))
         return out
+
+    def close(self) -> None:
+        """Nothing to release: the data goes with the object."""
 
     def occupancy(self) -> list[tuple[int, int, int]]:
         with self._lock:

@@ -36,20 +36,40 @@ import os
 import sqlite3
 import threading
 from contextlib import contextmanager
-from urllib.parse import quote
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from urllib.parse import quote
 
 from sqlitedict import SqliteDict
 
 from ..errors import NotAStore, StoreBusy, StoreError, StoreMismatch
 from ..records import (
-    CANCELLED, FAILED, MISFIRED, PENDING, RUNNING, STATUSES, SUCCEEDED, TERMINAL,
-    RecordDecodeError, TaskRecord, decode_record, encode_record,
+    CANCELLED,
+    FAILED,
+    MISFIRED,
+    PENDING,
+    RUNNING,
+    STATUSES,
+    SUCCEEDED,
+    RecordDecodeError,
+    TaskRecord,
+    decode_record,
+    encode_record,
 )
 from ..wheel import Wheel
 from .base import (
-    RETRYABLE, Claim, Due, Outcome, StoreState, WheelStore, cancel_record, end_run, ordered,
-    requeue_crashed, reset_for_retry, start_run,
+    RETRYABLE,
+    Claim,
+    Due,
+    Outcome,
+    StoreState,
+    WheelStore,
+    cancel_record,
+    end_run,
+    ordered,
+    purge_statuses,
+    requeue_crashed,
+    reset_for_retry,
+    start_run,
 )
 
 __all__ = ["SqliteDictStore"]
@@ -585,11 +605,7 @@ class SqliteDictStore(WheelStore):
 
     def purge(self, now: float, limit: int = 1000, statuses: Optional[Iterable[str]] = None,
               finished_before: Optional[float] = None) -> int:
-        wanted = list(statuses) if statuses is not None else sorted(TERMINAL)
-        unknown = [s for s in wanted if s not in _STATUS_CODE]
-        if unknown:
-            raise ValueError(f"can only purge finished tasks ({', '.join(sorted(TERMINAL))}), "
-                             f"not {', '.join(unknown)}")
+        wanted = purge_statuses(statuses)
         victims: list[str] = []
         with self._reading():
             for status in wanted:
