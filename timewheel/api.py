@@ -30,7 +30,7 @@ from typing import (
 from .aio import run_coroutine
 from .boss import Boss
 from .errors import TaskFailed, TaskNotFound
-from .locks import ProcessLocks
+from .locks import ProcessLocks, locks_for
 from .pool import WorkerPool
 from .records import PENDING, SUCCEEDED, TERMINAL, TaskRecord
 from .store.base import Due, Outcome, WheelStore
@@ -499,7 +499,7 @@ class TimeWheel:
             if self._boss is not None:
                 return self
             store = self.store
-            self._locks = self._locks or ProcessLocks(store.path or "")
+            self._locks = self._locks or locks_for(store.path)
             boss_ref: list[Boss] = []
             pool = WorkerPool(self.workers, self._execute, lambda out: boss_ref[0].report(out))
             boss = Boss(store, self._locks, pool, capacity=self.workers + self.prefetch,

@@ -104,7 +104,7 @@ class Boss:
         explicit = now is not None
         now = self.clock() if now is None else now
         if self.loaded_through is None:
-            if not self.locks.try_lead():
+            if not self.locks.try_lead(self):
                 return self.wheel.tick
             self._take_over(now)
         self._record_outcomes()
@@ -152,20 +152,26 @@ class Boss:
             self._push(self._inbox.popleft())
 
     def _maintain(self, now: float) -> None:
-        if now >= self._next_recover:
-            self._next_recover = now + self.recover_every
+        if self._timer_due("_next_recover", self.recover_every, now):
             if self.store.recover(self.locks.is_dead, now, self.max_crashes):
                 self._next_late = now      # they came back with late markers
                 self.on_change()
-        if now >= self._next_purge:
-            self._next_purge = now + self.purge_every
+        if self._timer_due("_next_purge", self.purge_every, now):
             n = self.store.purge(now)
             if n:
                 log.info("purged %d finished task(s) past their result TTL", n)
-        if now >= self._next_late:
-            self._next_late = now + self.late_poll
+        if self._timer_due("_next_late", self.late_poll, now):
             for due in self.store.late():
                 self._push(due)
+
+    def _timer_due(self, attr: str, interval: float, now: float) -> bool:
+        """True (and re-armed) when the periodic chore in ``attr`` is due.  A deadline more
+        than one interval ahead means the clock went back: due now rather than in hours."""
+        at = getattr(self, attr)
+        if now >= at or at - now > interval:
+            setattr(self, attr, now + interval)
+            return True
+        return False
 
     def _load(self, now: float) -> None:
         assert self.loaded_through is not None
@@ -250,7 +256,7 @@ class Boss:
             self._accepting = False
         self._thread = None
         self._record_outcomes()
-        self.locks.resign()
+        self.locks.resign(self)
         self.loaded_through = None
         self._heap.clear()
         self._known.clear()

@@ -22,25 +22,51 @@ import fcntl
 import os
 import threading
 import weakref
+from typing import Optional
 
-__all__ = ["ProcessLocks"]
+__all__ = ["ProcessLocks", "locks_for"]
 
 _LIVE_BASE = 64
 _LIVE_LEN = 8
 _instances: "weakref.WeakSet[ProcessLocks]" = weakref.WeakSet()
+_shared: dict[str, "ProcessLocks"] = {}
+_shared_mutex = threading.Lock()
+
+
+def locks_for(store_path: Optional[str]) -> "ProcessLocks":
+    """The one :class:`ProcessLocks` of this process for a store (None: a memory store).
+
+    One per process and file, because record locks are per process: two instances would
+    both "hold" the ticking lock, and each would take the other's nonce for a dead process.
+    """
+    if store_path is None:
+        return ProcessLocks(None)
+    key = os.path.realpath(store_path)
+    with _shared_mutex:
+        inst = _shared.get(key)
+        if inst is None:
+            inst = _shared[key] = ProcessLocks(key)
+        return inst
 
 
 class ProcessLocks:
-    """The ticking lock and this process's liveness lock for one store."""
+    """The ticking lock and this process's liveness lock for one store.
 
-    def __init__(self, store_path: str) -> None:
-        self.path = store_path + ".lock"
+    With ``store_path=None`` (a memory store, one process by nature) no file is used.
+    """
+
+    def __init__(self, store_path: Optional[str]) -> None:
+        self.path = None if store_path is None else store_path + ".lock"
         self._mutex = threading.Lock()
-        self._fd: int | None = None
+        self._fd: Optional[int] = None
         self._pid = -1
         self._nonce = ""
-        self.leading = False
+        self._holder: Optional[object] = None   # which boss of this process leads
         _instances.add(self)
+
+    @property
+    def leading(self) -> bool:
+        return self._holder is not None
 
     @property
     def token(self) -> str:
@@ -50,15 +76,17 @@ class ProcessLocks:
 
     def _ensure(self) -> int:
         with self._mutex:
-            if self._pid != os.getpid() or self._fd is None:
+            if self._pid != os.getpid():
                 self._reset_after_fork()
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
                 pid = os.getpid()
                 nonce = os.urandom(_LIVE_LEN // 2).hex()
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, _LIVE_LEN, self._offset(pid))
-                os.pwrite(fd, nonce.encode(), self._offset(pid))
-                self._fd, self._pid, self._nonce = fd, pid, nonce
-            return self._fd
+                if self.path is not None:
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, _LIVE_LEN, self._offset(pid))
+                    os.pwrite(fd, nonce.encode(), self._offset(pid))
+                    self._fd = fd
+                self._pid, self._nonce = pid, nonce
+            return -1 if self._fd is None else self._fd
 
     def _reset_after_fork(self) -> None:
         # The descriptor came from the parent; our process holds no locks through it.
@@ -68,31 +96,36 @@ class ProcessLocks:
             except OSError:
                 pass
         self._fd = None
-        self.leading = False
+        self._holder = None
 
     @staticmethod
     def _offset(pid: int) -> int:
         return _LIVE_BASE + _LIVE_LEN * pid
 
-    def try_lead(self) -> bool:
-        """Take the ticking lock if nobody holds it.  Never blocks."""
+    def try_lead(self, holder: object) -> bool:
+        """Take the ticking lock for ``holder`` (a boss) if nobody holds it.  Never blocks."""
         fd = self._ensure()
-        if self.leading:
+        with self._mutex:
+            if self._holder is not None:
+                return self._holder is holder
+            if fd >= 0:
+                try:
+                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+                except OSError as exc:
+                    if exc.errno in (errno.EACCES, errno.EAGAIN):
+                        return False
+                    raise
+            self._holder = holder
             return True
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
-        except OSError as exc:
-            if exc.errno in (errno.EACCES, errno.EAGAIN):
-                return False
-            raise
-        self.leading = True
-        return True
 
-    def resign(self) -> None:
+    def resign(self, holder: object) -> None:
         """Give up the ticking lock (another process may take over at once)."""
-        if self.leading and self._fd is not None and self._pid == os.getpid():
-            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, 0)
-        self.leading = False
+        with self._mutex:
+            if self._holder is not holder:
+                return
+            if self._fd is not None and self._pid == os.getpid():
+                fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, 0)
+            self._holder = None
 
     def is_dead(self, token: str) -> bool:
         """True if the process incarnation ``token`` is certainly gone."""
@@ -104,6 +137,8 @@ class ProcessLocks:
         fd = self._ensure()
         if pid == self._pid:
             return nonce != self._nonce
+        if fd < 0:
+            return True        # a memory store: no other process can own its tasks
         off = self._offset(pid)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, _LIVE_LEN, off)
@@ -118,7 +153,7 @@ class ProcessLocks:
 
 def _after_fork_in_child() -> None:
     for inst in list(_instances):
-        inst.leading = False
+        inst._holder = None
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
