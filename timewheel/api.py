@@ -504,6 +504,7 @@ class TimeWheel:
             pool = WorkerPool(self.workers, self._execute, lambda out: boss_ref[0].report(out))
             boss = Boss(store, self._locks, pool, capacity=self.workers + self.prefetch,
                         clock=self.clock, late_poll=self.late_poll, max_crashes=self.max_crashes,
+                        purge_every=min(60.0, max(1.0, self.result_ttl / 10)),
                         on_change=self._changed_notify)
             boss_ref.append(boss)
             pool.start()
