@@ -22,6 +22,8 @@ T0 = 1_700_000_000
 class Recorder:
     """Stands in for WorkerPool: remembers what was submitted and when."""
 
+    workers = 4
+
     def __init__(self, clock: "FakeClock") -> None:
         self.clock = clock
         self.got: list[tuple[float, TaskRecord]] = []

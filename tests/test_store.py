@@ -90,8 +90,9 @@ def test_adding_into_a_loaded_tick_leaves_a_late_marker(store: WheelStore) -> No
 def test_claim_moves_pending_to_running_once(store: WheelStore) -> None:
     store.add([rec("a", T0 + 1), rec("b", T0 + 1.5)])
     due = load_all(store, T0 + 2)
-    c1 = store.claim(due, "1:x", T0 + 2)
+    c1 = store.claim(due, "1:x", T0 + 2, starting=1)
     assert sorted(r.id for r in c1.run) == ["a", "b"]
+    assert sorted(r.started is None for r in c1.run) == [False, True]
     assert all(r.status == RUNNING and r.owner == "1:x" and r.attempts == 1 for r in c1.run)
     c2 = store.claim(due, "2:y", T0 + 2)
     assert c2.run == [] and sorted(c2.gone) == ["a", "b"]
@@ -170,12 +171,13 @@ def test_retry_a_failed_task(store: WheelStore) -> None:
 def test_recover_requeues_only_tasks_of_dead_owners(store: WheelStore) -> None:
     store.add([rec("a", T0 + 1), rec("b", T0 + 1), rec("c", T0 + 1, )])
     due = {d.id: d for d in load_all(store, T0 + 1)}
-    store.claim([due["a"], due["b"]], "111:dead", T0 + 1)
+    store.claim([due["a"], due["b"]], "111:dead", T0 + 1, starting=1)   # b waits for a worker
     store.claim([due["c"]], "222:alive", T0 + 1)
     back = store.recover(lambda owner: owner == "111:dead", T0 + 2, max_crashes=3)
     assert sorted(back) == ["a", "b"]
-    a = store.get("a")
+    a, b = store.get("a"), store.get("b")
     assert a.status == PENDING and a.crashes == 1 and a.attempts == 0 and a.owner is None
+    assert b.status == PENDING and b.crashes == 0    # never started: no crash counted
     assert store.get("c").status == RUNNING
     assert {"a", "b"} <= {d.id for d in store.late()}   # the leader finds them again
     assert store.recover(lambda owner: owner == "111:dead", T0 + 2, 3) == []
@@ -184,7 +186,8 @@ def test_recover_requeues_only_tasks_of_dead_owners(store: WheelStore) -> None:
 def test_a_task_that_keeps_killing_its_process_is_failed(store: WheelStore) -> None:
     store.add([rec("a", T0 + 1)])
     for n in range(3):
-        store.claim(store.load(store.state().horizon, T0 + 1 + n, T0) + store.late(), f"{n}:x", T0 + 5)
+        due = store.load(store.state().horizon, T0 + 1 + n, T0) + store.late()
+        store.claim(due, f"{n}:x", T0 + 5, starting=1)
         store.recover(lambda owner: True, T0 + 5, max_crashes=3)
     a = store.get("a")
     assert a.status == FAILED and a.crashes == 3 and "died 3 times" in a.error

@@ -252,7 +252,7 @@ class TimeWheel:
         more than this many seconds late.  ``None``: always run, however late.
     :param immediate: run ``delay()`` inline, synchronously, in memory -- for test suites.
     :param busy_timeout: seconds a write waits for another process before ``StoreBusy``.
-    :param prefetch: claimed tasks that may wait for a free worker (default ``max(16, workers)``).
+    :param prefetch: claimed tasks that may wait for a free worker (default ``max(64, 4 * workers)``).
     :param clock: returns unix time; inject a fake one in tests.
     :param max_crashes: a task whose process died this many times while running it is failed.
     """
@@ -272,7 +272,7 @@ class TimeWheel:
         self.misfire_grace = _seconds(misfire_grace, "misfire_grace", allow_none=True)
         self.immediate = immediate
         self.busy_timeout = _number(busy_timeout, "busy_timeout")
-        self.prefetch = max(16, workers) if prefetch is None else prefetch
+        self.prefetch = max(64, 4 * workers) if prefetch is None else prefetch
         self.clock = clock
         self.max_crashes = max_crashes
         self.late_poll = late_poll
@@ -434,6 +434,12 @@ class TimeWheel:
 
     # -- running --------------------------------------------------------------------------
     def _execute(self, rec: TaskRecord) -> Outcome:
+        started = self.clock()
+        out = self._call(rec)
+        out.started = started
+        return out
+
+    def _call(self, rec: TaskRecord) -> Outcome:
         task = self._registry.get(rec.name)
         if task is None:
             log.error("task %s: %r is not registered in this process; left failed", rec.id, rec.name)
@@ -471,7 +477,7 @@ class TimeWheel:
         """immediate=True: claim, run and record right here, retries included."""
         due = Due(rec.eta, rec.id)
         while True:
-            claim = self.store.claim([due], "immediate", max(self.clock(), due.eta))
+            claim = self.store.claim([due], "immediate", max(self.clock(), due.eta), starting=1)
             if not claim.run:
                 break
             again = self.store.finish([self._execute(claim.run[0])])

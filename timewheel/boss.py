@@ -194,7 +194,8 @@ class Boss:
         ready = []
         while self._heap and self._heap[0].eta <= now and len(ready) < room:
             ready.append(heapq.heappop(self._heap).due)
-        claim = self.store.claim(ready, self.locks.token, now)
+        idle = max(0, self.pool.workers - self.inflight)
+        claim = self.store.claim(ready, self.locks.token, now, starting=idle)
         for i in claim.gone:
             self._known.discard(i)
         for rec in claim.misfired:

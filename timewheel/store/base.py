@@ -67,6 +67,7 @@ class Outcome:
     traceback: Optional[str] = None
     retry_at: Optional[float] = None        #: failed but has attempts left: pending again at this eta
     finished: float = 0.0
+    started: Optional[float] = None         #: when the worker really started it
 
 
 @dataclass
@@ -127,8 +128,12 @@ class WheelStore(abc.ABC):
         """Every PENDING task that carries a late marker."""
 
     @abc.abstractmethod
-    def claim(self, due: Sequence[Due], owner: str, now: float) -> Claim:
+    def claim(self, due: Sequence[Due], owner: str, now: float, starting: int) -> Claim:
         """Atomically move still-PENDING tasks among ``due`` to RUNNING owned by ``owner``.
+
+        The first ``starting`` of them start at once (idle workers): they get ``started``
+        set, and count as a crash if their process dies.  The others wait for a worker and
+        only get ``started`` when they finish, so a crash while they merely waited is free.
 
         A task past its ``misfire_grace`` becomes MISFIRED instead; one whose exact eta is
         still after ``now`` is left alone and returned in ``not_due`` (never early).  Ids that
@@ -183,7 +188,7 @@ class WheelStore(abc.ABC):
 
 # -- record transitions shared by every backend (pure: they only edit the record) -----------
 
-def start_run(rec: TaskRecord, owner: str, now: float) -> bool:
+def start_run(rec: TaskRecord, owner: str, now: float, starting: bool) -> bool:
     """PENDING -> RUNNING, or -> MISFIRED when too late.  Returns True if it is to be run."""
     if rec.misfire_grace is not None and now - rec.eta > rec.misfire_grace:
         rec.status = MISFIRED
@@ -193,7 +198,7 @@ def start_run(rec: TaskRecord, owner: str, now: float) -> bool:
         return False
     rec.status = RUNNING
     rec.owner = owner
-    rec.started = now
+    rec.started = now if starting else None
     rec.attempts += 1
     return True
 
@@ -202,6 +207,8 @@ def end_run(rec: TaskRecord, out: Outcome) -> None:
     """RUNNING -> SUCCEEDED / FAILED / PENDING (retry), as ``out`` says."""
     rec.owner = None
     rec.finished = out.finished
+    if out.started is not None:
+        rec.started = out.started
     if out.ok:
         rec.status, rec.result, rec.error, rec.traceback = SUCCEEDED, out.result, None, None
         return
@@ -213,9 +220,14 @@ def end_run(rec: TaskRecord, out: Outcome) -> None:
 
 
 def requeue_crashed(rec: TaskRecord, now: float, max_crashes: int) -> None:
-    """RUNNING whose process died -> PENDING again (the documented re-run), or FAILED."""
+    """RUNNING whose process died -> PENDING again (the documented re-run), or FAILED.
+
+    Only a task that had started counts as a crash: one still waiting for a worker is just
+    handed back."""
     rec.owner = None
-    rec.crashes += 1
+    if rec.started is not None:
+        rec.crashes += 1
+    rec.started = None
     rec.attempts = max(0, rec.attempts - 1)
     if rec.crashes >= max_crashes:
         rec.status, rec.finished = FAILED, now

@@ -129,7 +129,7 @@ class MemoryStore(WheelStore):
         with self._lock:
             return [Due(eta, i, True) for i, eta in self._late.items()]
 
-    def claim(self, due: Sequence[Due], owner: str, now: float) -> Claim:
+    def claim(self, due: Sequence[Due], owner: str, now: float, starting: int = 0) -> Claim:
         claim = Claim()
         with self._lock:
             for d in due:
@@ -142,7 +142,7 @@ class MemoryStore(WheelStore):
                     claim.not_due.append(Due(rec.eta, i, d.late))
                     continue
                 self._unplace(rec)
-                if start_run(rec, owner, now):
+                if start_run(rec, owner, now, len(claim.run) < starting):
                     self._running[i] = owner
                     claim.run.append(rec)
                 else:

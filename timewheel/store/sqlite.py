@@ -504,7 +504,7 @@ class SqliteDictStore(WheelStore):
     def _late_rows(self) -> list[Due]:
         return [Due(float(v), k[2:], True) for k, v in self._prefix("l:")]
 
-    def claim(self, due: Sequence[Due], owner: str, now: float) -> Claim:
+    def claim(self, due: Sequence[Due], owner: str, now: float, starting: int = 0) -> Claim:
         claim = Claim()
         if not due:
             return claim
@@ -513,7 +513,11 @@ class SqliteDictStore(WheelStore):
             dead: list[str] = []
             rows: list[tuple[str, Any]] = []
             broken: list[tuple[str, Any]] = []
+            seen: set[str] = set()
             for d in due:
+                if d.id in seen:           # listed twice (wheel row and late marker)
+                    continue
+                seen.add(d.id)
                 blob = blobs.get(tkey(d.id))
                 if blob is None:
                     claim.gone.append(d.id)
@@ -534,7 +538,7 @@ class SqliteDictStore(WheelStore):
                     claim.not_due.append(Due(rec.eta, rec.id, d.late, d.key))
                     continue
                 dead += [self.wkey(rec.id, rec.eta), "l:" + rec.id]
-                if start_run(rec, owner, now):
+                if start_run(rec, owner, now, len(claim.run) < starting):
                     rows.append(("r:" + rec.id, owner))
                     claim.run.append(rec)
                 else:
