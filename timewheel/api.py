@@ -72,9 +72,7 @@ class _Ids:
 _ids = _Ids()
 
 
-def _number(value: Any, what: str, *, allow_none: bool = False, minimum: float = 0.0) -> Optional[float]:
-    if value is None and allow_none:
-        return None
+def _number(value: Any, what: str, *, minimum: float = 0.0) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{what} must be a number of seconds, got {type(value).__name__} {value!r}")
     if not math.isfinite(value):
@@ -84,10 +82,14 @@ def _number(value: Any, what: str, *, allow_none: bool = False, minimum: float =
     return float(value)
 
 
-def _seconds(value: Any, what: str, *, allow_none: bool = False) -> Optional[float]:
+def _optional(value: Any, what: str) -> Optional[float]:
+    return None if value is None else _seconds(value, what)
+
+
+def _seconds(value: Any, what: str) -> float:
     if isinstance(value, _dt.timedelta):
         value = value.total_seconds()
-    return _number(value, what, allow_none=allow_none)
+    return _number(value, what)
 
 
 class TaskHandle:
@@ -136,7 +138,7 @@ class TaskHandle:
         skipped as misfired, and :class:`TimeoutError` if it is still unfinished after
         ``timeout`` seconds (``None``: wait as long as it takes).
         """
-        timeout = _number(timeout, "timeout", allow_none=True)
+        timeout = _optional(timeout, "timeout")
         deadline = None if timeout is None else time.monotonic() + timeout
         poll = 0.005
         while True:
@@ -154,7 +156,7 @@ class TaskHandle:
     async def aresult(self, timeout: Optional[float] = None) -> Any:
         """Like :meth:`result`, for ``await`` in an event loop: it never blocks the loop."""
         import asyncio
-        timeout = _number(timeout, "timeout", allow_none=True)
+        timeout = _optional(timeout, "timeout")
         deadline = None if timeout is None else time.monotonic() + timeout
         poll = 0.005
         while True:
@@ -233,7 +235,7 @@ class Task(Generic[R]):
             raise TypeError(f"{self.name}: arguments cannot be serialised with pickle "
                             f"({exc.__class__.__name__}: {exc})") from None
         grace = (self.misfire_grace if misfire_grace is ...
-                 else _seconds(misfire_grace, "misfire_grace", allow_none=True))
+                 else _optional(misfire_grace, "misfire_grace"))
         rec = TaskRecord(id=_ids.new(), name=self.name, eta=due, payload=payload,
                          created=self.timewheel.clock(), retries=self.retries,
                          retry_delay=self.retry_delay, misfire_grace=grace)
@@ -269,7 +271,7 @@ class TimeWheel:
         self.path = None if path is None else os.path.abspath(os.fspath(path))
         self.workers = workers
         self.result_ttl = _number(result_ttl, "result_ttl")
-        self.misfire_grace = _seconds(misfire_grace, "misfire_grace", allow_none=True)
+        self.misfire_grace = _optional(misfire_grace, "misfire_grace")
         self.immediate = immediate
         self.busy_timeout = _number(busy_timeout, "busy_timeout")
         self.prefetch = max(64, 4 * workers) if prefetch is None else prefetch
@@ -327,7 +329,7 @@ class TimeWheel:
             raise ValueError(f"retries must be an int >= 0, got {retries!r}")
         delay_s = _seconds(retry_delay, "retry_delay")
         grace = (self.misfire_grace if misfire_grace is ...
-                 else _seconds(misfire_grace, "misfire_grace", allow_none=True))
+                 else _optional(misfire_grace, "misfire_grace"))
 
         def register(f: Callable[..., Any]) -> Task[Any]:
             if not callable(f):
@@ -339,7 +341,7 @@ class TimeWheel:
             if old is not None and old.fn is not f and (
                     getattr(old.fn, "__code__", None) is not getattr(f, "__code__", None)):
                 raise ValueError(f"another function is already registered as task {task_name!r}")
-            t: Task[Any] = Task(self, f, task_name, retries, delay_s or 0.0, grace)
+            t: Task[Any] = Task(self, f, task_name, retries, delay_s, grace)
             self._registry[task_name] = t
             return t
 
@@ -364,7 +366,7 @@ class TimeWheel:
         if count_down is not None and eta is not None:
             raise ValueError("give count_down or eta, not both")
         if eta is None:
-            return self.clock() + (_seconds(count_down, "count_down", allow_none=True) or 0.0)
+            return self.clock() + (_optional(count_down, "count_down") or 0.0)
         if isinstance(eta, _dt.datetime):
             when = eta.timestamp()        # naive datetimes are local time, as documented
         elif isinstance(eta, (int, float)) and not isinstance(eta, bool):

@@ -191,7 +191,7 @@ class Boss:
         room = self.capacity - self.inflight
         if room <= 0 or not self._heap or self._heap[0].eta > now:
             return
-        ready = []
+        ready: list[Due] = []
         while self._heap and self._heap[0].eta <= now and len(ready) < room:
             ready.append(heapq.heappop(self._heap).due)
         idle = max(0, self.pool.workers - self.inflight)

@@ -176,6 +176,8 @@ class SqliteDictStore(WheelStore):
         :class:`StoreBusy` is raised.
     """
 
+    path: str
+
     def __init__(self, path: str, wheel: Optional[Wheel] = None, *, readonly: bool = False,
                  busy_timeout: float = 10.0, result_ttl: float = 7 * 86400.0,
                  now: Optional[float] = None) -> None:
