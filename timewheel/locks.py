@@ -82,7 +82,9 @@ class ProcessLocks:
                 nonce = os.urandom(_LIVE_LEN // 2).hex()
                 if self.path is not None:
                     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, _LIVE_LEN, self._offset(pid))
+                    # Blocking: nobody holds our pid's bytes except, for an instant, a process
+                    # testing whether the previous owner of this pid is dead (is_dead).
+                    fcntl.lockf(fd, fcntl.LOCK_EX, _LIVE_LEN, self._offset(pid))
                     os.pwrite(fd, nonce.encode(), self._offset(pid))
                     self._fd = fd
                 self._pid, self._nonce = pid, nonce

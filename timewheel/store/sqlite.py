@@ -35,6 +35,7 @@ import logging
 import os
 import sqlite3
 import threading
+import weakref
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 from urllib.parse import quote
@@ -166,6 +167,18 @@ def _range_end(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
+_open_stores: "weakref.WeakSet[SqliteDictStore]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A lock held by another thread of the parent at fork() stays held forever in the child.
+    for store in list(_open_stores):
+        store._lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class SqliteDictStore(WheelStore):
     """A :class:`WheelStore` in one SQLite file.  Thread-safe; one instance per process.
 
@@ -188,6 +201,7 @@ class SqliteDictStore(WheelStore):
         self._lock = threading.RLock()
         self._db: Optional[SqliteDict] = None
         self._pid = -1
+        _open_stores.add(self)
         self._check_file()
         self._open()
         stored = self._geometry()
