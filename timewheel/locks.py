@@ -154,8 +154,11 @@ class ProcessLocks:
 
 
 def _after_fork_in_child() -> None:
+    global _shared_mutex
+    _shared_mutex = threading.Lock()
     for inst in list(_instances):
         inst._holder = None
+        inst._mutex = threading.Lock()   # may have been held by a parent thread at fork()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
