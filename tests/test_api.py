@@ -372,3 +372,30 @@ def test_result_values_round_trip_through_pickle(hu) -> None:
         return {"when": dt.datetime(2026, 1, 2), "data": b"\x00\x01", "n": [1, 2.5, None]}
     hu.start()
     assert make.delay().result(timeout=10) == pickle.loads(pickle.dumps(make()))
+
+
+def test_a_normal_interpreter_exit_lets_running_tasks_finish(tmp_path) -> None:
+    import subprocess
+    import sys
+    import textwrap
+    db = str(tmp_path / "tasks.db")
+    script = textwrap.dedent("""
+        import sys, time
+        from timewheel import TimeWheel
+        hu = TimeWheel(sys.argv[1])
+        @hu.task(name="slow")
+        def slow():
+            time.sleep(0.5)
+            return "done"
+        hu.start()
+        h = slow.delay()
+        while h.status != "running":
+            time.sleep(0.01)
+        print(h.id)              # and exit without stop(): the atexit hook waits for it
+    """)
+    out = subprocess.run([sys.executable, "-c", script, db], capture_output=True, text=True,
+                         timeout=60, check=True)
+    hu = TimeWheel(db)
+    rec = hu.get(out.stdout.strip()).record
+    assert rec.status == "succeeded" and rec.crashes == 0
+    hu.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import datetime as _dt
 import functools
 import inspect
@@ -257,6 +258,8 @@ class TimeWheel:
     :param prefetch: claimed tasks that may wait for a free worker (default ``max(64, 4 * workers)``).
     :param clock: returns unix time; inject a fake one in tests.
     :param max_crashes: a task whose process died this many times while running it is failed.
+    :param exit_grace: at interpreter exit a started wheel stops, waiting this many seconds
+        for running tasks; those still running after it run again at the next start.
     """
 
     def __init__(self, path: Union[str, "os.PathLike[str]", None] = "tasks.db", workers: int = 4, *,
@@ -264,7 +267,7 @@ class TimeWheel:
                  misfire_grace: Optional[float] = None, immediate: bool = False,
                  busy_timeout: float = 10.0, prefetch: Optional[int] = None,
                  clock: Callable[[], float] = time.time, max_crashes: int = 3,
-                 late_poll: float = 0.2) -> None:
+                 late_poll: float = 0.2, exit_grace: float = 5.0) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be a positive int, got {workers!r}")
         self.wheel = Wheel(slots=slots, tick=tick)
@@ -278,6 +281,7 @@ class TimeWheel:
         self.clock = clock
         self.max_crashes = max_crashes
         self.late_poll = late_poll
+        self.exit_grace = _number(exit_grace, "exit_grace")
         self._registry: dict[str, Task[Any]] = {}
         self._store: Optional[WheelStore] = None
         self._store_lock = threading.Lock()
@@ -574,4 +578,16 @@ def _after_fork_in_child() -> None:
         hu._after_fork_in_child()
 
 
+def _stop_all_at_exit() -> None:
+    # Workers are daemon threads: without this, tasks still running at exit would die
+    # mid-run and run again after the next start, and finished ones might go unrecorded.
+    for hu in list(_instances):
+        if hu.running:
+            try:
+                hu.stop(wait=True, timeout=hu.exit_grace)
+            except Exception:
+                log.exception("stopping %s at exit failed", hu)
+
+
 os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_stop_all_at_exit)
