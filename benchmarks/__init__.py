@@ -1,0 +1,19 @@
+"""Benchmarks: timewheel side by side with Huey, APScheduler and raw sqlite3.
+
+Run ``python -m benchmarks --quick`` (under 3 minutes) or ``python -m benchmarks`` (the full
+run, about 20-25 minutes on 2 cores), ``--only WORKLOAD`` for one workload.  Every measurement
+runs in a fresh Python process; repetitions are interleaved (ABCABC...) so that noise from other
+work on the machine spreads over all systems alike.  Raw results go to ``benchmarks/results/``
+(JSON, git-ignored); ``python -m benchmarks.report`` turns the last full run into
+``benchmarks/RESULTS.md`` and the plots in ``benchmarks/plots/``.
+
+Modules:
+
+* :mod:`benchmarks.cli` -- the parent: plans, interleaves, spawns, writes JSON.
+* :mod:`benchmarks.child` -- the entry point of one measurement process.
+* :mod:`benchmarks.systems` -- one adapter per system (enqueue, batch, start a consumer).
+* :mod:`benchmarks.workloads` -- what a measurement process does, per workload.
+* :mod:`benchmarks.tasks` -- the task function every system runs, and where it records runs.
+* :mod:`benchmarks.report` -- statistics, target checks, RESULTS.md and plots.
+* :mod:`benchmarks.profiling` -- cProfile of timewheel's hot paths, for the targets it misses.
+"""

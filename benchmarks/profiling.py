@@ -1,0 +1,143 @@
+"""cProfile of timewheel's enqueue paths, to explain the targets it misses.
+
+``python -m benchmarks.profiling [--n N] [--batch-n N]`` runs, each in a fresh process like the
+benchmarks, (1) ``N`` per-call ``delay()`` and (2) one ``hu.batch()`` of ``batch-n`` tasks, under
+cProfile, and for comparison the same with raw sqlite3.  It writes the top functions to
+``benchmarks/results/profile-*.txt`` and prints where the time goes: inside SQLite
+(``execute``/``executemany``) versus Python around it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import pstats
+import sys
+from typing import Callable
+
+from .cli import RESULTS, SCRATCH, Runner
+
+_SQLITE_CALLS = ("execute' of 'sqlite3.Connection", "executemany' of 'sqlite3.Connection",
+                 "execute' of 'sqlite3.Cursor", "executemany' of 'sqlite3.Cursor")
+
+
+def _sqlite_time(stats: pstats.Stats) -> float:
+    total = 0.0
+    for (_file, _line, name), (_cc, _nc, tt, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        if any(s in name for s in _SQLITE_CALLS):
+            total += tt
+    return total
+
+
+def profile(runner: Runner, system: str, n: int, batch: bool, tag: str) -> dict:
+    d = os.path.join(runner.run_dir, tag)
+    os.makedirs(d, exist_ok=True)
+    prof = os.path.join(RESULTS, f"profile-{tag}.prof")
+    res = runner.run({"workload": "enqueue", "system": system, "n": n, "batch": batch,
+                      "profile": prof, "store": os.path.join(d, "store.db")}, tag)
+    st = pstats.Stats(prof)
+    total = st.total_tt  # type: ignore[attr-defined]
+    in_sqlite = _sqlite_time(st)
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(25)
+    pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(30)
+    head = (f"# {tag}: {system}, {n:,} tasks, {'batch' if batch else 'per call'}\n"
+            f"# rate under the profiler {res.get('rate', 0):,.0f}/s; profiled total {total:.3f}s, "
+            f"inside sqlite3 execute/executemany {in_sqlite:.3f}s ({100 * in_sqlite / total:.0f}%), "
+            f"per task: total {1e6 * total / n:.1f} us, sqlite {1e6 * in_sqlite / n:.1f} us, "
+            f"python {1e6 * (total - in_sqlite) / n:.1f} us\n\n")
+    with open(os.path.join(RESULTS, f"profile-{tag}.txt"), "w") as fh:
+        fh.write(head + buf.getvalue())
+    print(head.strip())
+    return {"total": total, "sqlite": in_sqlite}
+
+
+def breakdown(n: int, store_dir: str) -> list[str]:
+    """Where one enqueue's time goes, measured without a profiler (which inflates Python
+    calls far more than the C calls into SQLite), in this process, on a fresh store."""
+    import pickle
+    import time
+
+    from timewheel import TimeWheel
+    from timewheel.store import sqlite as tws
+
+    from . import tasks
+
+    def per(fn: "Callable[[int], object]", k: int = n) -> float:
+        t0 = time.perf_counter()
+        for i in range(k):
+            fn(i)
+        return (time.perf_counter() - t0) / k * 1e6
+
+    path = os.path.join(store_dir, "breakdown.db")
+    for suffix in ("", "-wal", "-shm", ".lock"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+    hu = TimeWheel(path, workers=4)
+    t = hu.task(name="benchmarks.run")(tasks.run)
+    due = time.time() + 3600
+    store = hu.store
+    lines = []
+    full = per(lambda i: t.delay(i, due + i * 1e-3, eta=due + i * 1e-3))
+    lines.append(f"delay(), per call, whole: {full:.1f} us")
+    sig = t._signature
+    lines.append(f"  inspect.Signature.bind: {per(lambda i: sig.bind(i, due)):.1f} us")
+    lines.append(f"  pickle of (args, kwargs): "
+                 f"{per(lambda i: pickle.dumps(((i, due), {}), protocol=5)):.1f} us")
+    real_add = store.add
+    store.add = lambda recs: None        # type: ignore[method-assign]
+    py = per(lambda i: t.delay(i, due + i * 1e-3, eta=due + i * 1e-3))
+    store.add = real_add                 # type: ignore[method-assign]
+    lines.append(f"  everything but store.add (Python): {py:.1f} us")
+    recs = []
+    store.add = lambda r: recs.extend(r)  # type: ignore[method-assign]
+    per(lambda i: t.delay(i, due + 100 + i * 1e-3, eta=due + 100 + i * 1e-3))
+    store.add = real_add                 # type: ignore[method-assign]
+    params = [(tws.tkey(r.id), tws.encode_record(r), store._wkey(r.id, r.eta, store.wheel.due_tick(r.eta)),
+               "l:" + r.id, r.eta, store.wheel.due_tick(r.eta)) for r in recs]
+    con = store._conn()
+    lines.append(f"  store.add's one INSERT..SELECT (2 rows + horizon check), SQLite only: "
+                 f"{per(lambda i: con.execute(tws._ADD_ONE, params[i])):.1f} us")
+    lines.append(f"  store.add's Python (encode, keys, lock, context managers): "
+                 f"{full - py - per(lambda i: None):.1f} us total store.add minus the SQL above")
+    # batch
+    recs.clear()
+    store.add = lambda r: recs.extend(r)  # type: ignore[method-assign]
+    t0 = time.perf_counter()
+    with hu.batch():
+        for i in range(n):
+            t.delay(i, due + 200 + i * 1e-3, eta=due + 200 + i * 1e-3)
+    py_batch = (time.perf_counter() - t0) / n * 1e6
+    store.add = real_add                 # type: ignore[method-assign]
+    t0 = time.perf_counter()
+    store.add(recs)
+    add_batch = (time.perf_counter() - t0) / n * 1e6
+    lines.append(f"batch: delay() inside hu.batch() (Python, records only): {py_batch:.1f} us per task")
+    lines.append(f"batch: store.add(records) (encode + keys + multi-row INSERTs): "
+                 f"{add_batch:.1f} us per task")
+    hu.close()
+    return lines
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.profiling")
+    ap.add_argument("--n", type=int, default=20_000)
+    ap.add_argument("--batch-n", type=int, default=100_000)
+    args = ap.parse_args(argv[1:])
+    os.makedirs(RESULTS, exist_ok=True)
+    runner = Runner(os.path.join(SCRATCH, "profiling"))
+    os.makedirs(runner.run_dir, exist_ok=True)
+    for system in ("timewheel", "sqlite3"):
+        profile(runner, system, args.n, False, f"{system}-per-call")
+        profile(runner, system, args.batch_n, True, f"{system}-batch")
+    lines = breakdown(args.n, runner.run_dir)
+    with open(os.path.join(RESULTS, "profile-breakdown.txt"), "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"details: {os.path.relpath(RESULTS)}/profile-*.txt")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

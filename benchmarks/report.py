@@ -1,0 +1,564 @@
+"""Turn a results JSON into tables, target verdicts, ``RESULTS.md`` and plots.
+
+``python -m benchmarks.report [RESULTS.json]`` -- default: the newest complete full run in
+``benchmarks/results/``.  ``benchmarks/ANALYSIS.md`` (hand-written: profiling of the targets
+timewheel misses) is appended to RESULTS.md verbatim when present.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import statistics
+import sys
+from collections import OrderedDict
+from typing import Any, Callable, Iterable, Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS_DIR = os.path.join(HERE, "results")
+PLOTS_DIR = os.path.join(HERE, "plots")
+RESULTS_MD = os.path.join(HERE, "RESULTS.md")
+ANALYSIS_MD = os.path.join(HERE, "ANALYSIS.md")
+
+SYSTEM_ORDER = ["timewheel", "huey", "huey-normal", "apscheduler", "apscheduler-nograce", "sqlite3"]
+COLORS = {"timewheel": "#1f77b4", "huey": "#ff7f0e", "huey-normal": "#ffbb78",
+          "apscheduler": "#2ca02c", "apscheduler-nograce": "#98df8a", "sqlite3": "#7f7f7f"}
+
+
+# -- statistics -------------------------------------------------------------------------------
+class Stat:
+    """Median and range of one metric over the repetitions of one case."""
+
+    def __init__(self, values: Iterable[Any]) -> None:
+        self.values = [v for v in values if isinstance(v, (int, float)) and v == v]
+
+    def __bool__(self) -> bool:
+        return bool(self.values)
+
+    @property
+    def med(self) -> float:
+        return statistics.median(self.values) if self.values else float("nan")
+
+    @property
+    def lo(self) -> float:
+        return min(self.values) if self.values else float("nan")
+
+    @property
+    def hi(self) -> float:
+        return max(self.values) if self.values else float("nan")
+
+    def fmt(self, f: str = "{:,.0f}", scale: float = 1.0) -> str:
+        if not self.values:
+            return "n/a"
+        if len(self.values) == 1:
+            return f.format(self.med * scale)
+        return f"{f.format(self.med * scale)} ({f.format(self.lo * scale)}–{f.format(self.hi * scale)})"
+
+
+def group(doc: dict, workload: str) -> "OrderedDict[str, list[dict]]":
+    """Results of one workload by case, in plan order; failed measurements kept aside."""
+    out: "OrderedDict[str, list[dict]]" = OrderedDict()
+    for m in doc["measurements"]:
+        if m["workload"] == workload:
+            out.setdefault(m["case"], []).append(m)
+    return out
+
+
+def ok(ms: list[dict]) -> list[dict]:
+    return [m["result"] for m in ms if "error" not in m["result"]]
+
+
+def errors(ms: list[dict]) -> list[str]:
+    return [str(m["result"]["error"]) for m in ms if "error" in m["result"]]
+
+
+def stat(ms: list[dict], key: str) -> Stat:
+    return Stat(r.get(key) for r in ok(ms))
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _ratio(x: float, ref: float) -> str:
+    if not (x == x and ref == ref) or ref == 0:
+        return "n/a"
+    return f"{x / ref:.2f}×"
+
+
+def _system(case: str) -> str:
+    return case.split("@", 1)[0]
+
+
+def _n(case: str) -> int:
+    return int(case.split("@", 1)[1]) if "@" in case else 0
+
+
+# -- per-workload tables ----------------------------------------------------------------------
+def table_enqueue(doc: dict, workload: str) -> str:
+    g = group(doc, workload)
+    if not g:
+        return ""
+    rows = []
+    for case, ms in g.items():
+        tw = stat(g.get(f"timewheel@{_n(case)}", []), "rate")
+        s = stat(ms, "rate")
+        rows.append([_system(case), f"{_n(case):,}", s.fmt() if s else "; ".join(errors(ms)) or "n/a",
+                     _ratio(s.med, tw.med), f"{tw.med / s.med:.2f}×" if s and tw else "n/a",
+                     str(len(ok(ms)))])
+    return _table(["system", "tasks", "tasks/s median (min–max)", "rate vs timewheel",
+                   "timewheel is … faster", "runs"], rows)
+
+
+def table_pending(doc: dict) -> str:
+    g = group(doc, "pending")
+    if not g:
+        return ""
+    rows = []
+    for case, ms in g.items():
+        s = stat(ms, "rate")
+        empty = stat(g.get(f"{_system(case)}@0", []), "rate")
+        rows.append([_system(case), f"{_n(case):,}", s.fmt(),
+                     f"{empty.med / s.med:.2f}×" if s and empty else "n/a", str(len(ok(ms)))])
+    return _table(["system", "already pending", "enqueue tasks/s median (min–max)",
+                   "slower than empty store by", "runs"], rows)
+
+
+def table_builds(doc: dict) -> str:
+    if not doc.get("builds"):
+        return ""
+    rows = [[b["system"], f"{b['n']:,}", f"{b['rate']:,.0f}", f"{b['seconds']:.1f}",
+             f"{b['bytes'] / 2**20:,.0f}"] for b in doc["builds"]]
+    return _table(["system", "tasks", "tasks/s", "seconds", "file MiB"], rows)
+
+
+def table_startup(doc: dict) -> str:
+    g = group(doc, "startup")
+    if not g:
+        return ""
+    rows = []
+    for case, ms in g.items():
+        rows.append([_system(case), f"{_n(case):,}",
+                     stat(ms, "first_tick_s").fmt("{:.1f}", 1e3) if stat(ms, "first_tick_s") else "n/a",
+                     stat(ms, "first_task_s").fmt("{:.1f}", 1e3),
+                     stat(ms, "rss_kib").fmt("{:.1f}", 1 / 1024), stat(ms, "hwm_kib").fmt("{:.1f}", 1 / 1024),
+                     stat(ms, "rss_python_kib").fmt("{:.1f}", 1 / 1024),
+                     stat(ms, "idle_cpu_per_10s").fmt("{:.4f}"), stat(ms, "threads").fmt("{:.0f}"),
+                     str(len(ok(ms)))])
+    return _table(["system", "pending", "start() → first tick, ms", "start() → first task run, ms",
+                   "RSS MiB", "peak RSS MiB", "bare interpreter MiB", "idle CPU-s per 10 s", "threads",
+                   "runs"], rows)
+
+
+def table_lateness(doc: dict) -> str:
+    g = group(doc, "lateness")
+    if not g:
+        return ""
+    rows = []
+    for case, ms in g.items():
+        rs = ok(ms)
+        rows.append([case, stat(ms, "ran").fmt() + f" / {rs[0]['n']:,}" if rs else "n/a",
+                     str(sum(r["early"] for r in rs)), stat(ms, "p50_ms").fmt("{:,.1f}"),
+                     stat(ms, "p99_ms").fmt("{:,.1f}"), stat(ms, "max_ms").fmt("{:,.1f}"),
+                     str(sum(r["late_enqueued"] for r in rs)), str(len(rs))])
+    return _table(["system", "ran", "early (all runs)", "p50 ms", "p99 ms", "max ms",
+                   "enqueued after their eta", "runs"], rows)
+
+
+def table_burst(doc: dict) -> str:
+    g = group(doc, "burst")
+    if not g:
+        return ""
+    rows = []
+    for case, ms in g.items():
+        rs = ok(ms)
+        rows.append([case, stat(ms, "ran").fmt() + (f" / {rs[0]['n']:,}" if rs else ""),
+                     stat(ms, "first_s").fmt("{:.3f}"), stat(ms, "p50_s").fmt("{:.3f}"),
+                     stat(ms, "last_s").fmt("{:.3f}"), stat(ms, "enqueue_s").fmt("{:.2f}"),
+                     stat(ms, "margin_s").fmt("{:.2f}"), str(sum(r["early"] for r in rs)), str(len(rs))])
+    return _table(["system", "ran", "first start after due, s", "median start, s", "last start, s",
+                   "enqueue took, s", "stored this long before due, s", "early", "runs"], rows)
+
+
+def table_kill(doc: dict) -> str:
+    g = group(doc, "kill")
+    if not g:
+        return ""
+    rows = []
+    for case, ms in g.items():
+        rs = ok(ms)
+        rows.append([case, f"{sum(1 for r in rs if r['all_ran'])}/{len(ms)}",
+                     stat(ms, "unique").fmt() + (f" / {rs[0]['n']:,}" if rs else ""),
+                     stat(ms, "missing").fmt(), stat(ms, "duplicates").fmt(),
+                     str(sum(r["runs_before_kill"] for r in rs)), str(sum(r["early"] for r in rs)),
+                     stat(ms, "recovery_s").fmt("{:.2f}")])
+    return _table(["system", "runs with every task once", "tasks run (unique)", "lost", "duplicate runs",
+                   "ran before the kill", "early", "restart → last run, s"], rows)
+
+
+def table_multi(doc: dict) -> str:
+    g = group(doc, "multiproc")
+    if not g:
+        return ""
+    rows = []
+    for case, ms in g.items():
+        rs = ok(ms)
+        hist: dict[str, int] = {}
+        for r in rs:
+            for k, v in r["runs_per_task_histogram"].items():
+                hist[k] = hist.get(k, 0) + v
+        hist_s = ", ".join(f"{k}×: {v:,}" for k, v in sorted(hist.items(), key=lambda kv: int(kv[0])))
+        exact = sum(1 for r in rs if r["missing"] == 0 and r["duplicates"] == 0)
+        rows.append([case, f"{exact}/{len(ms)}",
+                     stat(ms, "unique").fmt() + (f" / {rs[0]['n']:,}" if rs else ""),
+                     stat(ms, "runs").fmt(), hist_s or "n/a", stat(ms, "throughput").fmt(),
+                     stat(ms, "enqueue_rate").fmt(), stat(ms, "running_pids").fmt(),
+                     str(sum(r["enqueue_errors"] for r in rs))])
+    return _table(["system", "exactly-once runs", "tasks run (unique)", "runs", "runs per task (all runs)",
+                   "throughput tasks/s", "enqueue tasks/s (3 procs)", "processes running tasks",
+                   "enqueue errors"], rows)
+
+
+# -- targets ----------------------------------------------------------------------------------
+def targets(doc: dict) -> list[list[str]]:
+    """[target, measured, verdict] for each of the issue's targets that the run covered."""
+    out: list[list[str]] = []
+
+    def verdict(good: bool) -> str:
+        return "met" if good else "**MISSED**"
+
+    g = group(doc, "enqueue")
+    for n in sorted({_n(c) for c in g}):
+        tw, hu, raw = (stat(g.get(f"{s}@{n}", []), "rate") for s in ("timewheel", "huey", "sqlite3"))
+        if tw and hu:
+            out.append([f"enqueue {n:,}, per call: ≥ 4× Huey", f"{tw.med / hu.med:.2f}× "
+                        f"({tw.med:,.0f} vs {hu.med:,.0f}/s)", verdict(tw.med >= 4 * hu.med)])
+        if tw and raw:
+            out.append([f"enqueue {n:,}, per call: ≥ 45% of raw sqlite3 per-commit",
+                        f"{100 * tw.med / raw.med:.0f}% ({tw.med:,.0f} vs {raw.med:,.0f}/s)",
+                        verdict(tw.med >= 0.45 * raw.med)])
+    g = group(doc, "batch")
+    for n in sorted({_n(c) for c in g}):
+        tw, raw = (stat(g.get(f"{s}@{n}", []), "rate") for s in ("timewheel", "sqlite3"))
+        if tw and raw:
+            out.append([f"enqueue {n:,}, batch API: ≥ 50% of raw executemany",
+                        f"{100 * tw.med / raw.med:.0f}% ({tw.med:,.0f} vs {raw.med:,.0f}/s)",
+                        verdict(tw.med >= 0.5 * raw.med)])
+    g = group(doc, "pending")
+    levels = sorted(_n(c) for c in g if _system(c) == "timewheel")
+    if len(levels) > 1:
+        empty, full = stat(g["timewheel@0"], "rate"), stat(g[f"timewheel@{levels[-1]}"], "rate")
+        if empty and full:
+            out.append([f"enqueue with {levels[-1]:,} pending: ≤ 1.5× slower than empty",
+                        f"{empty.med / full.med:.2f}× slower ({full.med:,.0f} vs {empty.med:,.0f}/s)",
+                        verdict(empty.med / full.med <= 1.5)])
+    g = group(doc, "lateness")
+    if "timewheel" in g:
+        rs = ok(g["timewheel"])
+        early = sum(r["early"] for r in rs)
+        p99 = Stat(r["p99_ms"] for r in rs)
+        out.append(["lateness: 0 early", f"{early} early in {len(rs)} runs",
+                    verdict(early == 0 and bool(rs))])
+        out.append(["lateness: p99 ≤ 5 ms", f"p99 {p99.fmt('{:.1f}')} ms",
+                    verdict(bool(p99) and p99.hi <= 5.0)])
+    g = group(doc, "burst")
+    if "timewheel" in g:
+        rs = ok(g["timewheel"])
+        last = Stat(r["last_s"] for r in rs)
+        allran = all(r["ran"] >= r["n"] for r in rs) and bool(rs)
+        out.append([f"burst of {rs[0]['n']:,} due at once: all run, last ≤ 1 s after due" if rs else "burst",
+                    f"ran all: {'yes' if allran else 'no'}; last {last.fmt('{:.3f}')} s",
+                    verdict(allran and bool(last) and last.hi <= 1.0)])
+    g = group(doc, "startup")
+    big = [c for c in g if c.startswith("timewheel@") and _n(c) >= max(_n(x) for x in g)]
+    if big:
+        ms = g[big[0]]
+        tick, rss, idle = stat(ms, "first_tick_s"), stat(ms, "rss_kib"), stat(ms, "idle_cpu_per_10s")
+        n = _n(big[0])
+        out.append([f"{n:,} pending: start() → first tick < 100 ms", f"{tick.fmt('{:.1f}', 1e3)} ms",
+                    verdict(bool(tick) and tick.hi < 0.1)])
+        out.append([f"{n:,} pending: RSS < 60 MB", f"{rss.fmt('{:.1f}', 1024 / 1e6)} MB",
+                    verdict(bool(rss) and rss.hi * 1024 < 60e6)])
+        out.append([f"{n:,} pending: idle CPU < 0.05 CPU-s per 10 s", f"{idle.fmt('{:.4f}')} CPU-s",
+                    verdict(bool(idle) and idle.hi < 0.05)])
+    g = group(doc, "kill")
+    if "timewheel" in g:
+        rs = ok(g["timewheel"])
+        good = sum(1 for r in rs if r["all_ran"])
+        n = rs[0]["n"] if rs else 0
+        out.append([f"SIGKILL + restart: {n:,}/{n:,} run, 0 duplicates, every run",
+                    f"{good}/{len(g['timewheel'])} runs; lost {sum(r['missing'] for r in rs)}, "
+                    f"duplicates {sum(r['duplicates'] for r in rs)}",
+                    verdict(good == len(g["timewheel"]) and good > 0)])
+    g = group(doc, "multiproc")
+    if "timewheel" in g:
+        rs = ok(g["timewheel"])
+        exact = sum(1 for r in rs if r["missing"] == 0 and r["duplicates"] == 0)
+        thr = Stat(r["throughput"] for r in rs)
+        out.append(["3 processes on one file: exactly-once (throughput reported)",
+                    f"{exact}/{len(g['timewheel'])} runs exactly-once; {thr.fmt()} tasks/s",
+                    verdict(exact == len(g["timewheel"]) and exact > 0)])
+    return out
+
+
+# -- text -------------------------------------------------------------------------------------
+SECTIONS: list[tuple[str, str, Callable[[dict], str], str]] = [
+    ("enqueue", "Enqueue, one call per task (durable per call), tasks due in 1 h",
+     lambda d: table_enqueue(d, "enqueue"),
+     "One thread, nothing consuming. Huey's default `synchronous` is FULL (an fsync per commit); "
+     "`huey-normal` is the same code with timewheel's `synchronous=NORMAL`. APScheduler's job "
+     "store is SQLAlchemy on SQLite with its defaults (rollback journal, FULL), scheduler "
+     "started paused so that `add_job` writes through to the store."),
+    ("batch", "Enqueue through the batch API (one transaction)", lambda d: table_enqueue(d, "batch"),
+     "timewheel: `with hu.batch():` around all the `delay()` calls; sqlite3: `executemany` in one "
+     "transaction. Huey and APScheduler have no batch API (not applicable)."),
+    ("pending", "Enqueue rate with tasks already pending", table_pending,
+     "Per-call enqueues into a copy of a store pre-filled through the batch API with tasks due "
+     "1 h – 7 days out. The stores are built once per run:"),
+    ("startup", "Start-up, memory and idle CPU with many tasks pending", table_startup,
+     "timewheel is measured on a copy of the large pre-built store and, like the peers, on a small "
+     "store filled through its own API in the same process. *First tick*: the boss has loaded the "
+     "next tick (timewheel only); *first task*: a task due at once, enqueued right after "
+     "`start()` returned, has started. RSS is VmRSS after the idle window; idle CPU is "
+     "`time.process_time()` over the window, scaled to 10 s."),
+    ("lateness", "Lateness (start inside the task − eta)", table_lateness,
+     "Tasks enqueued up front with the consumer running, due evenly over the window; all values "
+     "over the runs. APScheduler's default 1 s misfire grace skips tasks that would start later "
+     "than that (they never run)."),
+    ("burst", "Burst: many no-op tasks due at the same instant", table_burst,
+     "All tasks are stored first (timewheel with `hu.batch()`, the peers one call each), then the "
+     "consumer is started, before the due instant (the *stored … before due* column is > 0). Times "
+     "are task start times relative to the due instant."),
+    ("kill", "SIGKILL and restart", table_kill,
+     "Schedule the tasks (due 3–6 s out) with the consumer running, SIGKILL the process 1 s "
+     "after the last enqueue returned, start a new process on the same file 8 s later. Runs are "
+     "counted in an O_APPEND log written by the task, outside any store."),
+    ("multiproc", "Three processes enqueuing and running on one file", table_multi,
+     "Each of 3 processes starts its consumer on the same file, then at the same instant enqueues "
+     "its share, one call each, each task due 0.5 s after its enqueue. Throughput: distinct tasks "
+     "run per second from the common start to the last run. APScheduler documents that a job store "
+     "cannot be shared between processes: the table shows what it does anyway."),
+]
+
+
+def summary_text(doc: dict) -> str:
+    parts = []
+    for _key, title, fn, _ in SECTIONS:
+        t = fn(doc)
+        if t:
+            parts.append(f"## {title}\n\n{t}\n")
+    tg = targets(doc)
+    if tg:
+        parts.append("## Targets (timewheel)\n\n" + _table(["target", "measured", "verdict"], tg) + "\n")
+    return "\n".join(parts)
+
+
+def results_md(doc: dict, json_name: str, plots: list[str]) -> str:
+    m = doc["machine"]
+    pk = ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
+    lines = [
+        "# Benchmarks: timewheel vs Huey, APScheduler and raw sqlite3",
+        "",
+        "Generated by `python -m benchmarks.report` from the last full run "
+        f"(`benchmarks/results/{json_name}`, not committed). Re-run with `python -m benchmarks` "
+        "(full, ~25 min) or `python -m benchmarks --quick` (< 3 min); `--only WORKLOAD` runs one of "
+        "`enqueue batch pending startup lateness burst kill multiproc`.",
+        "",
+        "Every measurement runs in a fresh process; repetitions are interleaved across systems "
+        "(ABCABC…); cells are **median (min–max)** over the runs. Other engineers were using the same "
+        "2-core machine during the run, so single numbers are noisy (load average before each "
+        "measurement is in the JSON).",
+        "",
+        "## Machine",
+        "",
+        _table(["", ""], [
+            ["date", m["date"]], ["cores", str(m["cores"])], ["cpu", m.get("cpu", "")],
+            ["memory", f"{m.get('mem_gib', '?')} GiB"], ["python", m["python"]],
+            ["SQLite", m["sqlite"]], ["packages", pk], ["platform", m["platform"]],
+            ["commit", m.get("git_commit", "")], ["run took", f"{doc.get('elapsed_s', 0) / 60:.1f} min"],
+        ]),
+        "",
+        "Systems: `timewheel` = `TimeWheel(path, workers=4)`; `huey` = `SqliteHuey` + in-process thread "
+        "consumer, 4 workers (defaults otherwise); `apscheduler` = `BackgroundScheduler` + "
+        "`SQLAlchemyJobStore('sqlite:///…')` + 4 threads, default `misfire_grace_time` (1 s); "
+        "`apscheduler-nograce` = same with `misfire_grace_time=None`; `sqlite3` = raw sqlite3, WAL, "
+        "`synchronous=NORMAL`, one table with a primary key and an eta index (the storage ceiling).",
+        "",
+    ]
+    tg = targets(doc)
+    if tg:
+        lines += ["## Targets", "", _table(["target", "measured (timewheel)", "verdict"], tg), ""]
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p}](plots/{p})" for p in plots] + [""]
+    for key, title, fn, note in SECTIONS:
+        t = fn(doc)
+        if not t:
+            continue
+        lines += [f"## {title}", "", note, ""]
+        if key == "pending" and doc.get("builds"):
+            lines += [table_builds(doc), ""]
+        lines += [t, ""]
+    if os.path.exists(ANALYSIS_MD):
+        with open(ANALYSIS_MD) as fh:
+            lines += [fh.read().rstrip(), ""]
+    return "\n".join(lines)
+
+
+# -- plots ------------------------------------------------------------------------------------
+def plots(doc: dict, outdir: str = PLOTS_DIR) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(outdir, exist_ok=True)
+    made = []
+
+    # 1. enqueue rate vs pending count
+    g = group(doc, "pending")
+    if g:
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+        for system in ("timewheel", "sqlite3"):
+            cases = sorted((c for c in g if _system(c) == system), key=_n)
+            xs, med, lo, hi = [], [], [], []
+            for c in cases:
+                s = stat(g[c], "rate")
+                if s:
+                    xs.append(max(_n(c), 1))
+                    med.append(s.med)
+                    lo.append(s.med - s.lo)
+                    hi.append(s.hi - s.med)
+            if xs:
+                ax.errorbar(xs, med, yerr=[lo, hi], marker="o", capsize=4, color=COLORS[system],
+                            label=f"{system} (per call, into a pre-filled store)")
+        e = group(doc, "enqueue")
+        big = max((_n(c) for c in e if _system(c) == "timewheel"), default=0)
+        for system in ("timewheel", "sqlite3", "huey"):
+            for m in e.get(f"{system}@{big}", []):
+                r = m["result"]
+                if "chunk_rates" not in r:
+                    continue
+                xs = [max(1, k * r["chunk_size"]) for k in range(len(r["chunk_rates"]))]
+                ax.plot(xs, r["chunk_rates"], color=COLORS[system], alpha=0.35, lw=1,
+                        label=f"{system}: during the {big:,}-task enqueue run" if m["rep"] == 0 else None)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("tasks already pending (1 = empty store)")
+        ax.set_ylabel("enqueue rate, tasks/s")
+        ax.set_title("Enqueue rate vs pending count (one thread, durable per call)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(outdir, "enqueue_vs_pending.png"))
+        plt.close(fig)
+        made.append("enqueue_vs_pending.png")
+
+    # 2. lateness CDF
+    g = group(doc, "lateness")
+    if g:
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+        for case, ms in g.items():
+            vals = sorted(v for r in ok(ms) for v in r["cdf_ms"])
+            if not vals:
+                continue
+            ran = Stat(r["ran"] / r["n"] for r in ok(ms)).med
+            ys = [ran * (k + 1) / len(vals) for k in range(len(vals))]
+            ax.plot([max(v, 1e-3) for v in vals], ys, color=COLORS.get(case), lw=1.8,
+                    label=f"{case} (ran {100 * ran:.0f}%)")
+        ax.set_xscale("log")
+        ax.axvline(5, color="red", ls=":", lw=1)
+        ax.text(5.3, 0.02, "5 ms", color="red", fontsize=8)
+        ax.set_xlabel("lateness = start − eta, ms (log)")
+        ax.set_ylabel("fraction of tasks started")
+        ax.set_ylim(0, 1.02)
+        ax.set_title("Lateness CDF (all runs pooled)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left")
+        fig.tight_layout()
+        fig.savefig(os.path.join(outdir, "lateness_cdf.png"))
+        plt.close(fig)
+        made.append("lateness_cdf.png")
+
+    # 3. burst drain
+    g = group(doc, "burst")
+    if g:
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+        for case, ms in g.items():
+            for k, r in enumerate(ok(ms)):
+                curve = r["drain_curve_s"]
+                if not curve:
+                    continue
+                ys = [r["ran"] * q / (len(curve) - 1) for q in range(len(curve))]
+                ax.plot([max(x, 1e-3) for x in curve], ys, color=COLORS.get(case), lw=1.5, alpha=0.8,
+                        label=case if k == 0 else None)
+        n = next((r["n"] for ms in g.values() for r in ok(ms)), 0)
+        ax.axhline(n, color="black", lw=0.7, ls=":")
+        ax.axvline(1.0, color="red", lw=1, ls=":")
+        ax.set_xscale("log")
+        ax.set_xlabel("seconds after the due instant (log)")
+        ax.set_ylabel("tasks started")
+        ax.set_title(f"Burst drain: {n:,} no-op tasks due at once (each run)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left")
+        fig.tight_layout()
+        fig.savefig(os.path.join(outdir, "burst_drain.png"))
+        plt.close(fig)
+        made.append("burst_drain.png")
+
+    # 4. enqueue rates, side by side
+    g = group(doc, "enqueue")
+    b = group(doc, "batch")
+    if g:
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+        labels, vals, errs, cols = [], [], [[], []], []
+        for case, ms in list(g.items()) + [(c + " batch", v) for c, v in b.items()]:
+            s = stat(ms, "rate")
+            if not s:
+                continue
+            labels.append(case.replace("@", "\n"))
+            vals.append(s.med)
+            errs[0].append(s.med - s.lo)
+            errs[1].append(s.hi - s.med)
+            cols.append(COLORS.get(_system(case), "#333"))
+        ax.bar(range(len(vals)), vals, yerr=errs, color=cols, capsize=3)
+        ax.set_xticks(range(len(vals)))
+        ax.set_xticklabels(labels, fontsize=6, rotation=90)
+        ax.set_yscale("log")
+        ax.set_ylabel("tasks/s (log)")
+        ax.set_title("Enqueue rate (median, min–max), per call and batch")
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(os.path.join(outdir, "enqueue_rates.png"))
+        plt.close(fig)
+        made.append("enqueue_rates.png")
+    return made
+
+
+# -- entry points -----------------------------------------------------------------------------
+def latest_full() -> Optional[str]:
+    files = sorted(glob.glob(os.path.join(RESULTS_DIR, "*-full.json")))
+    return files[-1] if files else None
+
+
+def write_all(path: str) -> None:
+    with open(path) as fh:
+        doc = json.load(fh)
+    made = plots(doc)
+    with open(RESULTS_MD, "w") as fh:
+        fh.write(results_md(doc, os.path.basename(path), made))
+
+
+def main(argv: list[str]) -> int:
+    path = argv[1] if len(argv) > 1 else latest_full()
+    if not path:
+        print("no full run in benchmarks/results/: run `python -m benchmarks` first", file=sys.stderr)
+        return 1
+    write_all(path)
+    print(f"wrote {os.path.relpath(RESULTS_MD)} and plots from {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
