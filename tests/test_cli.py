@@ -466,6 +466,17 @@ def test_files_that_are_not_stores(tmp_path: Path, command: list[str]) -> None:
     assert sorted(tmp_path.iterdir()) == listing          # no -wal, -shm or .lock left behind
 
 
+def test_paths_sqlite_would_misread_as_uri_syntax_are_refused(tmp_path: Path) -> None:
+    make_store(tmp_path / "tasks.db")
+    odd = tmp_path / "we#ird?dir"
+    odd.mkdir()
+    (tmp_path / "tasks.db").rename(odd / "tasks.db")
+    before = sorted(tmp_path.rglob("*"))
+    for command in READ_COMMANDS + WRITE_COMMANDS:
+        assert_clean_error(invoke(*_args(command, odd / "tasks.db")), 1, "'?' or '#' is not supported")
+    assert sorted(tmp_path.rglob("*")) == before          # no stray file named "we"
+
+
 def test_directory_is_refused(tmp_path: Path) -> None:
     assert_clean_error(invoke("inspect", str(tmp_path)), 1, "is a directory")
     assert_clean_error(invoke("purge", str(tmp_path), "--older-than", "1d"), 1, "is a directory")

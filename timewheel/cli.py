@@ -55,6 +55,7 @@ from .records import (
     TaskRecord,
 )
 from .store.sqlite import SqliteDictStore
+from .wheel import Wheel
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -94,14 +95,18 @@ def _wal_guard(path: str) -> Iterator[None]:
         con.execute("BEGIN")
         con.execute("SELECT count(*) FROM sqlite_master").fetchone()
         yield
-        gc.collect()
     finally:
+        gc.collect()
         con.close()
 
 
 @contextmanager
 def open_store(path: str, *, write: bool = False) -> Iterator[SqliteDictStore]:
     """The store at ``path``, closed afterwards; library errors become ClickExceptions."""
+    if any(c in os.path.abspath(path) for c in "?#"):
+        # The store's file check passes the path to SQLite as an unescaped URI, which reads
+        # "?" and "#" as URI syntax and opens -- creating it -- a different file.
+        raise click.ClickException(f"{path}: a store path containing '?' or '#' is not supported")
     try:
         with _wal_guard(path):
             store = SqliteDictStore(path, readonly=True)
@@ -242,12 +247,14 @@ def seconds(x: Optional[float]) -> str:
 
 
 def size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+    if n < 1024:
+        return f"{n} B"
+    value = n / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
         value /= 1024
-    return f"{n} B"
+    return f"{value:.1f} GiB"
 
 
 def clip(text: str, limit: Optional[int]) -> str:
@@ -456,9 +463,9 @@ def _ticker(info: dict[str, Any], now: float, tick: float, current: int) -> dict
             "leader": info["leader"]}
 
 
-def _cell(slot: int, cycle: int, count: int, store: SqliteDictStore, now: float) -> dict[str, Any]:
-    tick = cycle * store.wheel.slots + slot
-    due = store.wheel.tick_end(tick)
+def _cell(slot: int, cycle: int, count: int, wheel: Wheel, now: float) -> dict[str, Any]:
+    tick = cycle * wheel.slots + slot
+    due = wheel.tick_end(tick)
     return {"slot": slot, "cycle": cycle, "tick": tick, "due": due, "due_in": due - now, "count": count}
 
 
@@ -502,7 +509,7 @@ def inspect(db: str, all_slots: bool, next_n: int, out: Output) -> None:
         wheel = store.wheel
     current = wheel.current_tick(now)
     by_name = collections.Counter(r.name for r in pending)
-    cells = [_cell(s, c, n, store, now) for s, c, n in occupancy]
+    cells = [_cell(s, c, n, wheel, now) for s, c, n in occupancy]
     shown = cells if all_slots else cells[:10]
     data = {
         "store": {k: info[k] for k in ("path", "journal_mode", "size_bytes", "wal_bytes", "slots", "tick")},
@@ -653,7 +660,6 @@ def show(db: str, task_id: str, full: bool, out: Output) -> None:
     if rec.traceback:
         out.title("Traceback")
         click.echo(clip(rec.traceback.rstrip(), None if full else 4000))
-
 
 
 # -- cancel / retry / purge --------------------------------------------------------------------
