@@ -390,14 +390,14 @@ def test_downtime_is_coalesced_into_one_late_run(db_path: str) -> None:
         wait_for(lambda: len(runs) >= 3, timeout=5)
     finally:
         hu.stop()
-    assert runs[0] - restart < 0.9                     # the missed ones ran once, at once
+    assert runs[0] - restart < 2                       # the missed ones ran once, at once
     done = records(hu, "job", SUCCEEDED)
     late = [r for r in done if r.eta < restart]
     assert len(late) == 2                              # the first run, and the coalesced late one
     assert late[1].started - late[1].eta > 25
     # The 29 occurrences in between never existed; the schedule resumed on its 1 s grid.
     after = [r.eta for r in done if r.eta > restart]
-    assert after and after == [math.ceil(restart) + i for i in range(len(after))]
+    assert after and _consecutive(after) and after[0] == int(after[0]) and after[0] - restart < 1.5
 
 
 def test_downtime_without_coalescing_runs_each_missed_occurrence(db_path: str) -> None:

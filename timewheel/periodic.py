@@ -304,28 +304,40 @@ class _Periodics:
     def _keep(self, boss: object) -> None:
         hu = self.hu
         while hu._boss is boss:
-            try:
-                with self.lock:
-                    now = hu.clock()
-                    wake_at = min((self._ensure(e, now) for e in self.entries.values()),
-                                  default=now + _MAX_SLEEP)
-            except Exception:
-                log.exception("periodic keeper: could not add the next occurrences; retrying")
-                wake_at = hu.clock() + _MAX_SLEEP
+            with self.lock:
+                now = hu.clock()
+                wake_at = now + _MAX_SLEEP
+                for e in list(self.entries.values()):
+                    try:
+                        wake_at = min(wake_at, self._ensure(e, now))
+                    except Exception:     # StoreBusy, ...: try again within _MAX_SLEEP
+                        log.exception("periodic %s: could not add the next occurrence; retrying",
+                                      e.task.name)
             # Wake just after the next due time, when next_after() moves on to the one after.
             self.wake.wait(min(_MAX_SLEEP, max(0.0, wake_at - hu.clock()) + 0.001))
             self.wake.clear()
 
 
-_registries: "weakref.WeakKeyDictionary[TimeWheel, _Periodics]" = weakref.WeakKeyDictionary()
-_registries_lock = threading.Lock()
+_all: "weakref.WeakSet[_Periodics]" = weakref.WeakSet()
+_all_lock = threading.Lock()
+
+
+def _find(hu: "TimeWheel") -> Optional[_Periodics]:
+    # Kept in the wheel's own start hooks rather than a module-level map, which would keep
+    # every wheel alive (the map's value refers to its key).
+    for hook in hu._start_hooks:
+        owner = getattr(hook, "__self__", None)
+        if isinstance(owner, _Periodics):
+            return owner
+    return None
 
 
 def _periodics(hu: "TimeWheel") -> _Periodics:
-    with _registries_lock:
-        p = _registries.get(hu)
+    with _all_lock:
+        p = _find(hu)
         if p is None:
-            p = _registries[hu] = _Periodics(hu)
+            p = _Periodics(hu)
+            _all.add(p)
             hu._start_hooks.append(p.on_start)
         return p
 
@@ -341,13 +353,17 @@ def periodic(hu: "TimeWheel", *, every: Union[float, _dt.timedelta, None] = None
     Other ``options`` (``retries``, ``retry_delay``, ``misfire_grace``) go to ``hu.task()``.
     The function takes no arguments; it is also an ordinary task (``.delay()`` works).
     """
-    if (every is None) == (cron is None):
-        raise ValueError("give every= or cron=, exactly one")
-    if tz is not None and cron is None:
-        raise ValueError("tz= applies to cron= schedules only")
     if not isinstance(coalesce, bool):
         raise TypeError(f"coalesce must be a bool, got {coalesce!r}")
-    schedule: Schedule = Every(every) if every is not None else Cron(cron, tz)  # type: ignore[arg-type]
+    schedule: Schedule
+    if cron is not None and every is None:
+        schedule = Cron(cron, tz)
+    elif every is not None and cron is None:
+        if tz is not None:
+            raise ValueError("tz= applies to cron= schedules only")
+        schedule = Every(every)
+    else:
+        raise ValueError("give every= or cron=, exactly one")
     # An expression like "0 0 31 2 *" never fires: say so now, not in the keeper thread.
     try:
         first = schedule.next_after(hu.clock())
@@ -372,8 +388,7 @@ def periodic(hu: "TimeWheel", *, every: Union[float, _dt.timedelta, None] = None
 
 def schedules(hu: "TimeWheel") -> dict[str, Schedule]:
     """The periodic tasks registered on ``hu``, by task name."""
-    with _registries_lock:
-        p = _registries.get(hu)
+    p = _find(hu)
     if p is None:
         return {}
     with p.lock:
@@ -382,9 +397,9 @@ def schedules(hu: "TimeWheel") -> dict[str, Schedule]:
 
 def _after_fork_in_child() -> None:
     # A lock held by a thread of the parent would stay held forever in the child.
-    global _registries_lock
-    _registries_lock = threading.Lock()
-    for p in list(_registries.values()):
+    global _all_lock
+    _all_lock = threading.Lock()
+    for p in list(_all):
         p.lock = threading.RLock()
         p.wake = threading.Event()
 
