@@ -160,8 +160,11 @@ class TaskHandle:
         timeout = _optional(timeout, "timeout")
         deadline = None if timeout is None else time.monotonic() + timeout
         poll = 0.005
+        loop = asyncio.get_running_loop()
         while True:
-            rec = self.record
+            # Off the loop: a read can wait behind this process's writer, which may itself be
+            # waiting (up to busy_timeout) for another process's write lock.
+            rec = await loop.run_in_executor(None, lambda: self.record)
             if rec.status in TERMINAL:
                 return _outcome_of(rec)
             remaining = None if deadline is None else deadline - time.monotonic()
