@@ -1,0 +1,324 @@
+"""Crash loop: SIGKILL random processes sharing one tasks.db while tasks come due.
+
+    python benchmarks/crashloop.py --kills 100 --procs 3 --tasks 3000
+
+``--procs`` worker processes each run ``hu.start()`` on one store.  This controller enqueues
+``--tasks`` tasks at a steady rate (from a TimeWheel it never starts: a process that only
+enqueues), each due 0..1.5 s later and sleeping 0..``--task-sleep`` s, while it SIGKILLs a
+random worker at a random moment every 0.25..1.0 s (``--kills`` times) and restarts it at
+once.  Then it lets the survivors drain the queue and checks, from the append-only log the
+tasks write (``start <tag> <pid> <t>`` / ``end <tag> <pid> <t>``), never from the store:
+
+* lost: enqueued tasks with no ``end`` line;
+* duplicates: extra ``start`` lines.  A re-run is *allowed* when the earlier run has no
+  ``end`` line and its process was killed (it was running at the kill: the documented
+  re-run).  A re-run whose earlier run did log its ``end`` but whose process was killed
+  within ``--window`` s after it (before the outcome could be committed) is reported as
+  ``after_end`` -- the unavoidable gap between a task's side effects and the commit of its
+  outcome; ``bad_duplicates`` are all the others;
+* takeover: for each kill of the ticking process, the time until another process ticks.
+
+Prints the figures (``--json`` for one JSON object) and exits 1 if anything was lost or run
+twice without excuse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from typing import Optional
+
+TASK_NAME = "crashloop.record"
+
+
+def _append(path: str, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def _lines(path: str) -> list[list[str]]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return [ln.split() for ln in fh.read().splitlines() if ln.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def record(log: str, tag: str, sleep: float) -> None:
+    _append(log, f"start {tag} {os.getpid()} {time.time():.6f}")
+    time.sleep(sleep)
+    _append(log, f"end {tag} {os.getpid()} {time.time():.6f}")
+
+
+def _wheel(db: str, tick: float, workers: int, max_crashes: int):
+    from timewheel import TimeWheel
+    hu = TimeWheel(db, workers=workers, tick=tick, slots=600, max_crashes=max_crashes, late_poll=0.05)
+    return hu, hu.task(name=TASK_NAME)(record)
+
+
+# -- one worker process ------------------------------------------------------------------------
+
+def worker(a: argparse.Namespace) -> int:
+    import logging
+
+    class ToEvents(logging.Handler):
+        def emit(self, rec: logging.LogRecord) -> None:
+            msg = rec.getMessage().replace("\n", " | ")
+            if rec.exc_info and rec.exc_info[1] is not None:
+                msg += f" | {rec.exc_info[0].__name__}: {rec.exc_info[1]}"
+            _append(a.events, f"log {os.getpid()} {time.time():.6f} {rec.levelname} {msg}")
+
+    logging.getLogger("timewheel").addHandler(ToEvents(logging.WARNING))
+    hu, _ = _wheel(a.db, a.tick, a.workers, a.max_crashes)
+    hu.start()
+    _append(a.events, f"ready {os.getpid()} {time.time():.6f}")
+    was = False
+    stop = os.path.join(os.path.dirname(a.db), "stop")
+    while not os.path.exists(stop):
+        now = hu.is_leader
+        if now and not was:
+            _append(a.events, f"lead {os.getpid()} {time.time():.6f}")
+        was = now
+        time.sleep(0.005)
+    hu.stop(wait=True, timeout=10)
+    return 0
+
+
+# -- the controller ----------------------------------------------------------------------------
+
+class _Procs:
+    def __init__(self, d: str, args: list[str]) -> None:
+        self.d, self.args = d, args
+        self.live: list[subprocess.Popen] = []
+        self.all: list[subprocess.Popen] = []
+
+    def spawn(self) -> subprocess.Popen:
+        out = open(os.path.join(self.d, "workers.out"), "ab")
+        p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", *self.args],
+                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        out.close()
+        self.live.append(p)
+        self.all.append(p)
+        return p
+
+    def kill(self, p: subprocess.Popen) -> None:
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+        self.live.remove(p)
+
+    def finish(self, timeout: float = 20.0) -> None:
+        _append(os.path.join(self.d, "stop"), "stop")
+        deadline = time.monotonic() + timeout
+        for p in self.all:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for p in self.all:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+
+
+def run(kills: int = 100, procs: int = 3, tasks: int = 3000, *, tick: float = 0.25, workers: int = 4,
+        task_sleep: float = 0.05, window: float = 1.0, max_crashes: int = 3, seed: Optional[int] = None,
+        workdir: Optional[str] = None, drain_timeout: float = 30.0, quiet: bool = False) -> dict:
+    """Run the crash loop; return its figures (see the module docstring)."""
+    rnd = random.Random(seed)
+    own = workdir is None
+    d = tempfile.mkdtemp(prefix="crashloop-") if own else workdir
+    db, log, events = (os.path.join(d, n) for n in ("tasks.db", "runs.log", "events.log"))
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    pool = _Procs(d, ["--db", db, "--log", log, "--events", events, "--tick", str(tick),
+                      "--workers", str(workers), "--max-crashes", str(max_crashes)])
+    kill_log: list[tuple[float, int, bool]] = []       # (time, pid, was it the ticking one)
+    enqueued: dict[str, str] = {}                     # tag -> task id
+    delay_errors: list[str] = []
+    t_start = time.time()
+    try:
+        hu, task = _wheel(db, tick, workers, max_crashes)
+        hu.store.counts()                          # create the file before the workers race
+        for _ in range(procs):
+            pool.spawn()
+        deadline = time.monotonic() + 30
+        while len([p for p in _lines(events) if p[0] == "ready"]) < procs:
+            if time.monotonic() > deadline:
+                raise RuntimeError("workers did not start within 30 s")
+            time.sleep(0.02)
+
+        intervals = [rnd.uniform(0.25, 1.0) for _ in range(kills)]
+        span = max(1.0, sum(intervals))
+
+        frnd = random.Random(rnd.random())       # the feeder thread's own sequence
+
+        def enqueue() -> None:
+            t0 = time.monotonic()
+            for i in range(tasks):
+                target = t0 + span * i / tasks
+                pause = target - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                tag = f"t{i}"
+                try:
+                    h = task.delay(log, tag, frnd.uniform(0, task_sleep), count_down=frnd.uniform(0, 1.5))
+                except Exception as exc:
+                    delay_errors.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                enqueued[tag] = h.id
+
+        feeder = threading.Thread(target=enqueue, name="crashloop-enqueue", daemon=True)
+        feeder.start()
+        for n, pause in enumerate(intervals):
+            time.sleep(pause)
+            victim = rnd.choice(pool.live)
+            leads = [p for p in _lines(events) if p[0] == "lead"]
+            was_leader = bool(leads) and int(leads[-1][1]) == victim.pid
+            pool.kill(victim)
+            kill_log.append((time.time(), victim.pid, was_leader))
+            _append(os.path.join(d, "kills.log"),
+                    f"kill {victim.pid} {kill_log[-1][0]:.6f} {int(was_leader)}")
+            pool.spawn()
+            say(f"kill {n + 1}/{kills}: pid {victim.pid}{' (ticking)' if was_leader else ''}")
+        feeder.join()
+
+        deadline = time.monotonic() + drain_timeout
+        while time.monotonic() < deadline:
+            ended = {p[1] for p in _lines(log) if p[0] == "end"}
+            if set(enqueued) <= ended:
+                break
+            time.sleep(0.1)
+        time.sleep(3 * tick)      # anything that would wrongly run twice has had its chance
+        pool.finish()
+        res = _verdict(log, events, enqueued, kill_log, window)
+        lost_status: dict[str, int] = defaultdict(int)
+        if res["lost"]:
+            for tag in res.pop("lost_tags"):
+                try:
+                    lost_status[hu.get(enqueued[tag]).status] += 1
+                except Exception as exc:      # diagnosis only
+                    lost_status[type(exc).__name__] += 1
+        else:
+            res.pop("lost_tags")
+        hu.close()
+        res.update(kills=kills, procs=procs, tasks=tasks, enqueued=len(enqueued), tick=tick,
+                   delay_errors=len(delay_errors), seconds=round(time.time() - t_start, 1),
+                   lost_store_status=dict(lost_status))
+        if delay_errors:
+            res["first_delay_error"] = delay_errors[0]
+        return res
+    finally:
+        for p in pool.all:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        if own:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _verdict(log: str, events: str, enqueued: dict[str, str], kill_log: list[tuple[float, int, bool]],
+             window: float) -> dict:
+    starts: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    ends: dict[str, dict[str, float]] = defaultdict(dict)
+    for parts in _lines(log):
+        kind, tag, pid, t = parts[0], parts[1], parts[2], float(parts[3])
+        if kind == "start":
+            starts[tag].append((pid, t))
+        elif kind == "end":
+            ends[tag][pid] = t
+    killed_at = {str(pid): t for t, pid, _ in kill_log}
+    allowed = after_end = bad = 0
+    bad_examples: list[str] = []
+    for tag, runs in starts.items():
+        for pid, _t in runs[:-1]:                  # every run but the last was repeated
+            k = killed_at.get(pid)
+            end = ends[tag].get(pid)
+            if k is not None and end is None:
+                allowed += 1
+            elif k is not None and end is not None and 0 <= k - end <= window:
+                after_end += 1
+            else:
+                bad += 1
+                bad_examples.append(f"{tag}: runs {runs}, ends {ends[tag]}, killed {k}")
+    lost_tags = sorted(t for t in enqueued if not ends.get(t))
+    leads = [(int(p[1]), float(p[2])) for p in _lines(events) if p[0] == "lead"]
+    takeovers = []
+    for t, pid, was_leader in kill_log:
+        if was_leader:
+            nxt = [lt for lp, lt in leads if lp != pid and lt >= t]
+            takeovers.append(min(nxt) - t if nxt else float("inf"))
+    finite = [x for x in takeovers if x != float("inf")]
+    logs = [p for p in _lines(events) if p[0] == "log"]
+    res = {
+        "runs": sum(len(v) for v in starts.values()),
+        "distinct": len(starts),
+        "duplicates": sum(len(v) - 1 for v in starts.values()),
+        "allowed_duplicates": allowed,
+        "after_end": after_end,
+        "bad_duplicates": bad,
+        "lost": len(lost_tags),
+        "lost_tags": lost_tags,
+        "leader_kills": len(takeovers),
+        "takeovers_missing": len(takeovers) - len(finite),
+        "median_takeover_s": round(statistics.median(finite), 3) if finite else None,
+        "max_takeover_s": round(max(takeovers), 3) if takeovers else None,
+        "worker_errors": sum(1 for p in logs if p[3] in ("ERROR", "CRITICAL")),
+        "worker_warnings": sum(1 for p in logs if p[3] == "WARNING"),
+    }
+    if bad_examples:
+        res["bad_examples"] = bad_examples[:5]
+    errs = [" ".join(p[4:])[:300] for p in logs if p[3] in ("ERROR", "CRITICAL")]
+    if errs:
+        res["first_worker_error"] = errs[0]
+    return res
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kills", type=int, default=100, help="SIGKILLs (default 100)")
+    ap.add_argument("--procs", type=int, default=3, help="worker processes (default 3)")
+    ap.add_argument("--tasks", type=int, default=3000, help="tasks enqueued during the loop (default 3000)")
+    ap.add_argument("--tick", type=float, default=0.25, help="wheel tick in seconds (default 0.25)")
+    ap.add_argument("--workers", type=int, default=4, help="worker threads per process (default 4)")
+    ap.add_argument("--task-sleep", type=float, default=0.05, help="max seconds a task sleeps (default 0.05)")
+    ap.add_argument("--window", type=float, default=1.0,
+                    help="a kill this soon after a run's end excuses its re-run (default 1.0)")
+    ap.add_argument("--max-crashes", type=int, default=3, help="TimeWheel(max_crashes=) (default 3)")
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--dir", default=None, help="work directory (kept); default: a temp dir, removed")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--db", help=argparse.SUPPRESS)
+    ap.add_argument("--log", help=argparse.SUPPRESS)
+    ap.add_argument("--events", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.worker:
+        return worker(a)
+    if a.dir:
+        os.makedirs(a.dir, exist_ok=True)
+    res = run(a.kills, a.procs, a.tasks, tick=a.tick, workers=a.workers, task_sleep=a.task_sleep,
+              window=a.window, max_crashes=a.max_crashes, seed=a.seed, workdir=a.dir, quiet=a.json)
+    if a.json:
+        print(json.dumps(res))
+    else:
+        for k, v in res.items():
+            print(f"{k:>22}: {v}")
+    ok = res["lost"] == 0 and res["bad_duplicates"] == 0 and res["delay_errors"] == 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
