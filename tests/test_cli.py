@@ -301,6 +301,14 @@ def test_safe_unpickler_placeholders() -> None:
     assert peek_repr(b"\x80\x05\x95garbage")[1].startswith("cannot decode it")
 
 
+def test_output_options(store: Path) -> None:
+    default = ok("tasks", str(store)).stdout
+    assert ok("tasks", str(store), "-t").stdout == ok("tasks", str(store), "--table").stdout == default
+    assert ok("tasks", str(store), "--fmt", "github").stdout.startswith("| id ")
+    assert "\t" in ok("stats", str(store), "--fmt", "tsv").stdout
+    json.loads(ok("tasks", str(store), "--fmt", "grid", "--json").stdout)
+
+
 def test_span_formatting() -> None:
     assert span(5) == "5s" and span(190) == "3m 10s" and span(3600) == "1h" and span(90061) == "1d 1h"
 

@@ -535,7 +535,7 @@ def inspect(db: str, all_slots: bool, next_n: int, out: Output) -> None:
                   f" (buried), done: {counts[SUCCEEDED]} succeeded, {counts[CANCELLED]} cancelled,"
                   f" {counts[MISFIRED]} misfired" + (f"; {broken} BROKEN" if broken else "")],
         ["now", f"{local(now)}, tick {current}"],
-        ["ticker", (f"ticking, lag {seconds(tk['lag_seconds'])}" if tk["ticking"] else
+        ["ticker", (f"ticking, lag {span(tk['lag_seconds'])}" if tk["ticking"] else
                     f"NOT ticking: {span((current - tk['horizon']) * wheel.tick)} behind"
                     " (no process has called start()?)")],
         ["state", f"horizon tick {tk['horizon']} ({tk['horizon'] - current:+d}),"
