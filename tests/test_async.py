@@ -133,10 +133,9 @@ def test_aresult_does_not_block_the_callers_loop(hu: TimeWheel) -> None:
     asyncio.run(main())
 
 
-@pytest.mark.xfail(strict=True, reason="core: aresult() reads the store on the event loop; the "
-                   "read waits for the store lock while this process's writer waits for "
-                   "another process's write lock (up to busy_timeout)")
 def test_aresult_stays_responsive_while_another_process_writes(hu: TimeWheel, db_path: str) -> None:
+    # aresult() must not read the store on the loop: the read can wait behind this process's
+    # writer, which itself waits (up to busy_timeout) for another process's write lock.
     @hu.task()
     async def quick() -> int:
         await asyncio.sleep(0.2)
