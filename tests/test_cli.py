@@ -330,6 +330,20 @@ def test_stats(store: Path) -> None:
     assert fingerprint(store) == before
 
 
+def test_stats_ignores_the_old_start_of_a_task_waiting_for_its_retry(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.db"
+    s = SqliteDictStore(str(path))
+    now = time.time()
+    s.add([rec("r", "x", now - 1, retries=1)])
+    st = s.state()
+    s.claim(s.load(st.horizon, s.wheel.current_tick(now) + 1, st.done_through), DEAD_OWNER, now, starting=1)
+    s.finish([Outcome("r", False, error="boom", retry_at=now + 300, finished=now)])
+    assert s.get("r").status == "pending" and s.get("r").started is not None
+    s.close()
+    assert as_json("stats", str(path))["lateness"]["runs"] == 0
+    assert "(no runs yet)" in ok("stats", str(path)).stdout
+
+
 def test_timeline(store: Path) -> None:
     before = fingerprint(store)
     data = as_json("timeline", str(store), "--hours", "24")

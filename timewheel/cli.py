@@ -61,6 +61,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
+#: statuses whose ``started - eta`` is the lateness of a run.  A pending record may still
+#: carry the start of a failed attempt next to the eta of its retry: that pair measures nothing.
+RAN = frozenset({RUNNING, SUCCEEDED, FAILED})
+
 #: library errors that mean "this store (or this request) cannot be served": one line, exit 1
 _STORE_ERRORS = (TimeWheelError, RecordDecodeError, sqlite3.Error, OSError)
 
@@ -627,7 +631,7 @@ def show(db: str, task_id: str, full: bool, out: Output) -> None:
         else:
             args_error = f"unexpected payload shape {type(call).__name__}"
     result, result_error = peek_repr(rec.result)
-    lateness = None if rec.started is None else rec.started - rec.eta
+    lateness = rec.started - rec.eta if rec.started is not None and rec.status in RAN else None
     data = {**_task_json(rec, now), "error": rec.error, "traceback": rec.traceback,
             "retries": rec.retries, "retry_delay": rec.retry_delay, "misfire_grace": rec.misfire_grace,
             "lateness": lateness, "args": args, "kwargs": kwargs, "args_error": args_error,
@@ -807,8 +811,8 @@ def stats(db: str, recent: int, out: Output) -> None:
     by_name: dict[str, dict[str, int]] = {}
     for r in recs:
         by_name.setdefault(r.name, dict.fromkeys(STATUSES, 0))[r.status] += 1
-    runs = sorted((r for r in recs if r.started is not None), key=lambda r: r.started or 0.0, reverse=True)
-    runs = runs[:recent]
+    runs = sorted((r for r in recs if r.started is not None and r.status in RAN),
+                  key=lambda r: r.started or 0.0, reverse=True)[:recent]
     late_by_name: dict[str, list[float]] = {}
     for r in runs:
         late_by_name.setdefault(r.name, []).append((r.started or 0.0) - r.eta)
