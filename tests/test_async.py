@@ -232,3 +232,18 @@ def test_async_task_can_use_loop_bound_state_across_runs(hu: TimeWheel) -> None:
     hu.start()
     assert [remember.delay().result(timeout=10) for _ in range(3)] == [True, True, True]
     assert state["queue"].qsize() == 3
+
+
+def test_periodic_async_task(hu: TimeWheel) -> None:
+    runs: list[int] = []
+
+    @hu.periodic(every=1, name="async-tick")
+    async def tick() -> int:
+        await asyncio.sleep(0)
+        runs.append(1)
+        return len(runs)
+
+    hu.start()
+    wait_for(lambda: len(runs) >= 2, timeout=6)
+    done = [r for r in hu.store.tasks(name="async-tick") if r.status == "succeeded"]
+    assert sorted(hu.get(r.id).result(timeout=0) for r in done) == list(range(1, len(done) + 1))
