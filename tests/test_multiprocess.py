@@ -1,0 +1,449 @@
+"""Several real processes on one tasks.db (GitHub issue 4): exactly once, failover, fork.
+
+Every scenario runs real interpreters (``tests/mp_worker.py``, ``tests/mp_fork.py``,
+``benchmarks/crashloop.py``) on a real file and kills them with SIGKILL.  Runs are counted
+from the append-only logs the tasks write, never from the store's statuses.  Figures
+(takeover times, crash-loop counts) are attached with ``record_property`` and printed; see
+them with ``pytest -s tests/test_multiprocess.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+
+import pytest
+
+from timewheel import StoreBusy, StoreError
+
+from . import mp_worker
+from .mp_worker import Runs, events_of, read_lines, wait_for
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+TICK = 0.25
+
+
+def _sleep_until(t: float) -> None:
+    """Wait for a moment of wall-clock time (an eta), not for a condition."""
+    time.sleep(max(0.0, t - time.time()))
+
+
+def _load_crashloop():
+    path = os.path.join(ROOT, "benchmarks", "crashloop.py")
+    spec = importlib.util.spec_from_file_location("crashloop", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class Cluster:
+    """Worker processes (``mp_worker.py``) on one store in a tmp dir; all SIGKILLed at the end."""
+
+    def __init__(self, d) -> None:
+        self.dir = str(d)
+        self.db = os.path.join(self.dir, "tasks.db")
+        self.log = os.path.join(self.dir, "runs.log")
+        self.events = os.path.join(self.dir, "events.log")
+        self.stop_file = os.path.join(self.dir, "stop")
+        self.go_file = os.path.join(self.dir, "go")
+        self.procs: list[subprocess.Popen] = []
+        self._n = 0
+
+    def common(self, tick: float = TICK) -> list[str]:
+        return ["--db", self.db, "--log", self.log, "--events", self.events, "--tick", str(tick),
+                "--stop-file", self.stop_file]
+
+    def worker(self, *extra: str, start: bool = True, tick: float = TICK) -> subprocess.Popen:
+        self._n += 1
+        out = open(os.path.join(self.dir, f"worker{self._n}.out"), "wb")
+        args = self.common(tick) + (["--start"] if start else []) + list(extra)
+        p = mp_worker.spawn(args, stdout=out, stderr=subprocess.STDOUT)
+        out.close()
+        self.procs.append(p)
+        return p
+
+    def enqueue(self, n: int, *extra: str, tick: float = TICK, timeout: float = 60) -> None:
+        """Enqueue from a process that never starts (it exits once its delay() calls returned)."""
+        r = subprocess.run([sys.executable, os.path.join(HERE, "mp_worker.py"), *self.common(tick),
+                            "--enqueue", str(n), "--lifetime", "0", *extra],
+                           timeout=timeout, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+
+    def ready(self, n: int, timeout: float = 30) -> None:
+        wait_for(lambda: len(events_of(self.events, "ready")) >= n, timeout, what=f"{n} workers ready")
+
+    def leader(self, timeout: float = 10, other_than: int | None = None) -> tuple[int, float]:
+        """(pid, time) of the latest ``lead`` event (by a pid other than ``other_than``)."""
+        def latest():
+            leads = [(int(p[1]), float(p[2])) for p in events_of(self.events, "lead")]
+            leads = [x for x in leads if x[0] != other_than]
+            return leads[-1] if leads else None
+        return wait_for(latest, timeout, interval=0.005, what="a leader")
+
+    def proc(self, pid: int) -> subprocess.Popen:
+        return next(p for p in self.procs if p.pid == pid)
+
+    def errors(self) -> list[str]:
+        return [" ".join(p) for p in read_lines(self.events) if p[0] in ("error", "delay-error")]
+
+    def close(self) -> None:
+        mp_worker.kill_all(self.procs)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path)
+    yield c
+    c.close()
+
+
+def _assert_exactly_once(runs: Runs, tags: set[str]) -> None:
+    dups = runs.duplicates()
+    assert not dups, f"{len(dups)} task(s) ran more than once: {sorted(dups.items())[:10]}"
+    missing = tags - set(runs.starts)
+    assert not missing, f"{len(missing)} task(s) never ran: {sorted(missing)[:10]}"
+    unfinished = tags - runs.finished()
+    assert not unfinished, f"{len(unfinished)} task(s) started but never ended: {sorted(unfinished)[:10]}"
+
+
+# -- 3 processes x 400 tasks ------------------------------------------------------------------
+
+def test_three_processes_each_enqueue_400_all_run_exactly_once(cluster, record_property):
+    procs = [cluster.worker("--enqueue", "400", "--count-down", "0.5", "--spread", "2",
+                            "--threads", "2", "--go-file", cluster.go_file, "--tag", f"p{i}")
+             for i in range(3)]
+    cluster.ready(3)
+    mp_worker.append_line(cluster.go_file, "go")
+    tags = {f"p{i}-{k}" for i in range(3) for k in range(400)}
+    wait_for(lambda: len(events_of(cluster.events, "enqueued")) == 3, 60, what="enqueueing")
+    wait_for(lambda: len(Runs(cluster.log).finished()) >= 1200, 60, what="1200 runs")
+    time.sleep(2 * TICK)   # anything that would run twice has had its chance
+    assert mp_worker.stop_all(procs, cluster.stop_file) == [0, 0, 0]
+
+    runs = Runs(cluster.log)
+    record_property("runs", runs.total_starts)
+    print(f"\n3x400: {runs.total_starts} runs, {len(runs.starts)} distinct tasks")
+    assert cluster.errors() == []
+    assert runs.total_starts == 1200
+    _assert_exactly_once(runs, tags)
+    # Design: only the process holding the ticking lock runs tasks.
+    leaders = {p[1] for p in events_of(cluster.events, "lead")}
+    assert {pid for pids in runs.starts.values() for pid in pids} <= leaders
+    assert len(leaders) == 1
+
+
+# -- failover -----------------------------------------------------------------------------------
+
+def test_leader_sigkilled_just_before_a_batch_survivor_runs_it(cluster, record_property):
+    procs = [cluster.worker() for _ in range(3)]
+    cluster.ready(3)
+    first, _ = cluster.leader()
+    # A batch spread over 4 ticks, due 1.5 s from now, enqueued by a process that never starts.
+    eta0 = time.time() + 1.5
+    for k in range(4):
+        cluster.enqueue(25, "--eta", str(eta0 + k * TICK), "--tag", f"b{k}")
+    tags = {f"b{k}-{i}" for k in range(4) for i in range(25)}
+    _sleep_until(eta0 - 0.1)
+    assert Runs(cluster.log).total_starts == 0
+    killed_at = time.time()
+    cluster.proc(first).send_signal(signal.SIGKILL)
+    cluster.proc(first).wait(10)
+
+    second, took_over = cluster.leader(timeout=10, other_than=first)
+    wait_for(lambda: tags <= Runs(cluster.log).finished(), 15, what="the batch to run")
+    time.sleep(2 * TICK)
+    runs = Runs(cluster.log)
+    record_property("takeover_s", round(took_over - killed_at, 3))
+    print(f"\ntakeover {took_over - killed_at:.3f}s after SIGKILL (tick {TICK}s); "
+          f"batch done {max(max(v) for v in runs.start_times.values()) - killed_at:.3f}s after it")
+    assert took_over - killed_at < 2 * TICK + 1.0
+    _assert_exactly_once(runs, tags)
+    assert {pid for pids in runs.starts.values() for pid in pids} == {str(second)}
+    for k in range(4):          # never early, even when caught up by another process
+        assert min(t for i in range(25) for t in runs.start_times[f"b{k}-{i}"]) >= eta0 + k * TICK
+    assert cluster.errors() == []
+    mp_worker.stop_all([p for p in procs if p.pid != first], cluster.stop_file)
+
+
+def test_new_process_catches_up_every_tick_missed_while_nobody_ran(cluster):
+    """The only started process dies; tasks come due over 6 ticks while nobody runs; a process
+    started later resumes from the stored done_through and runs each of them once."""
+    only = cluster.worker()
+    cluster.ready(1)
+    pid, _ = cluster.leader()
+    eta0 = time.time() + 0.8
+    for k in range(6):
+        cluster.enqueue(5, "--eta", str(eta0 + k * TICK), "--tag", f"c{k}")
+    _sleep_until(eta0 - 0.05)
+    only.send_signal(signal.SIGKILL)
+    only.wait(10)
+    _sleep_until(eta0 + 6 * TICK + 0.5)
+    assert Runs(cluster.log).total_starts <= 5     # maybe the first tick's, nothing after
+    late = cluster.worker()
+    tags = {f"c{k}-{i}" for k in range(6) for i in range(5)}
+    wait_for(lambda: tags <= Runs(cluster.log).finished(), 20, what="catch-up")
+    time.sleep(2 * TICK)
+    _assert_exactly_once(Runs(cluster.log), tags)
+    mp_worker.stop_all([late], cluster.stop_file)
+
+
+def test_takeover_time_after_sigkill(cluster, record_property):
+    """Kill the ticking process 6 times; each time measure when a survivor starts ticking."""
+    for _ in range(3):
+        cluster.worker()
+    cluster.ready(3)
+    times = []
+    for round_ in range(6):
+        pid, _ = cluster.leader()
+        # a few tasks due right after the kill, so the survivor has work to take over
+        eta = time.time() + 0.8
+        cluster.enqueue(5, "--eta", str(eta), "--tag", f"r{round_}")
+        _sleep_until(eta - 0.05)
+        killed_at = time.time()
+        cluster.proc(pid).send_signal(signal.SIGKILL)
+        cluster.proc(pid).wait(10)
+        _, took = cluster.leader(timeout=10, other_than=pid)
+        times.append(took - killed_at)
+        cluster.worker()                # restart it, as a supervisor would
+        cluster.ready(3 + round_ + 1)
+    tags = {f"r{r}-{i}" for r in range(6) for i in range(5)}
+    wait_for(lambda: tags <= Runs(cluster.log).finished(), 20, what="all tasks")
+    med, worst = statistics.median(times), max(times)
+    record_property("takeover_median_s", round(med, 3))
+    record_property("takeover_max_s", round(worst, 3))
+    print(f"\ntakeover after SIGKILL (tick {TICK}s): median {med:.3f}s, max {worst:.3f}s, "
+          f"all {[round(t, 3) for t in times]}")
+    assert worst < 2 * TICK + 1.0
+    # a task running at a kill may run again (documented), but only then
+    runs = Runs(cluster.log)
+    assert tags <= runs.finished()
+    assert runs.rerun_after_end() == {}
+
+
+# -- crash loop ---------------------------------------------------------------------------------
+
+def _crashloop_check(res: dict) -> None:
+    assert res["lost"] == 0, res
+    assert res["bad_duplicates"] == 0, res
+    assert res["delay_errors"] == 0, res
+    assert res["max_takeover_s"] is not None and res["max_takeover_s"] < 2 * res["tick"] + 1.5, res
+
+
+def test_crash_loop_short(tmp_path, record_property):
+    crashloop = _load_crashloop()
+    res = crashloop.run(kills=14, procs=3, tasks=500, workdir=str(tmp_path), seed=4, quiet=True)
+    for k, v in res.items():
+        record_property(k, v)
+    print("\ncrash loop:", json.dumps(res))
+    _crashloop_check(res)
+
+
+@pytest.mark.slow
+def test_crash_loop_long(tmp_path, record_property):
+    crashloop = _load_crashloop()
+    res = crashloop.run(kills=110, procs=3, tasks=3000, workdir=str(tmp_path), seed=44, quiet=True)
+    for k, v in res.items():
+        record_property(k, v)
+    print("\ncrash loop:", json.dumps(res))
+    _crashloop_check(res)
+
+
+# -- fork safety --------------------------------------------------------------------------------
+
+def _run_fork_scenario(mode: str, d, child_timeout: float = 20.0) -> tuple[dict, Runs]:
+    r = subprocess.run([sys.executable, os.path.join(HERE, "mp_fork.py"), mode, str(d), str(child_timeout)],
+                       timeout=child_timeout + 30, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    return out, Runs(os.path.join(str(d), "runs.log"))
+
+
+@pytest.mark.parametrize("mode", ["os-fork", "mp-fork", "mp-spawn"])
+def test_fork_children_of_a_parent_that_enqueued(tmp_path, mode):
+    """A TimeWheel created and used for delay() in a parent that never starts; children
+    (os.fork, multiprocessing fork, multiprocessing spawn) call start() and run tasks."""
+    out, runs = _run_fork_scenario(mode, tmp_path)
+    assert out["children"] == ["exit 0"] * 3, out
+    tags = {f"parent-{i}" for i in range(20)} | {f"child{n}-{i}" for n in range(3) for i in range(20)}
+    _assert_exactly_once(runs, tags)
+    assert runs.total_starts == 80
+    assert str(out["parent_pid"]) not in {p for ps in runs.starts.values() for p in ps}
+
+
+def test_fork_while_parent_threads_use_the_store(tmp_path):
+    """The parent has started its TimeWheel and a thread of it reads statuses while it forks.
+
+    A child must not inherit a store lock held by a parent thread (the store's RLock, the
+    sqlite connection's lock): today every child hangs on its first store call."""
+    out, runs = _run_fork_scenario("busy-parent", tmp_path, child_timeout=12.0)
+    assert out["children"] == ["exit 0"] * 3, out
+    _assert_exactly_once(runs, {f"parent-{i}" for i in range(20)}
+                         | {f"child{n}-{i}" for n in range(3) for i in range(20)})
+
+
+# -- contention and StoreBusy ---------------------------------------------------------------------
+
+def test_processes_opening_a_new_store_at_once_do_not_fail(tmp_path):
+    """Freshly booted workers all open a store that does not exist yet at their first request.
+    None may get StoreBusy ("database is locked") without having waited busy_timeout.  (Today
+    a few opens in a hundred fail within ~2 ms: two connections converting the new file to WAL at
+    once; the loser's error does not go through the busy handler.)"""
+    r = subprocess.run([sys.executable, os.path.join(HERE, "mp_fork.py"), "first-open", str(tmp_path)],
+                       timeout=120, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["failed"] == 0, f"{out['failed']} of {out['opens']} opens failed:\n{r.stderr[-1500:]}"
+
+
+def test_many_threads_and_processes_enqueue_at_once(cluster):
+    """4 processes x 8 threads x 40 delay() calls at the same moment, 2 of them ticking."""
+    procs = [cluster.worker("--enqueue", "320", "--threads", "8", "--count-down", "0.3", "--spread", "1",
+                            "--go-file", cluster.go_file, "--tag", f"q{i}", start=i < 2)
+             for i in range(4)]
+    cluster.ready(4)
+    mp_worker.append_line(cluster.go_file, "go")
+    wait_for(lambda: len(events_of(cluster.events, "enqueued")) == 4, 60, what="enqueueing")
+    tags = {f"q{i}-{k}" for i in range(4) for k in range(320)}
+    wait_for(lambda: tags <= Runs(cluster.log).finished(), 60, what="1280 runs")
+    time.sleep(2 * TICK)
+    assert cluster.errors() == []
+    assert [int(p[2]) for p in events_of(cluster.events, "enqueued")] == [320] * 4
+    _assert_exactly_once(Runs(cluster.log), tags)
+    mp_worker.stop_all(procs, cluster.stop_file)
+
+
+def _hold_write_lock(db: str, seconds: float) -> subprocess.Popen:
+    """Another process holding a raw ``BEGIN IMMEDIATE`` on the file for ``seconds``."""
+    code = ("import sqlite3, sys, time\n"
+            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "c.execute('BEGIN IMMEDIATE')\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(float(sys.argv[2]))\n"
+            "c.execute('ROLLBACK')\n")
+    p = subprocess.Popen([sys.executable, "-c", code, db, str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "locked"
+    return p
+
+
+def _task_rows(db: str) -> int:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT count(*) FROM timewheel WHERE key >= 't:' AND key < 't;'").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_writer_waits_for_a_short_transaction_of_another_process(tmp_path):
+    db = str(tmp_path / "tasks.db")
+    hu, task = mp_worker.make_wheel(db, busy_timeout=5.0)
+    hu.store.counts()      # create it
+    holder = _hold_write_lock(db, 0.5)
+    try:
+        t0 = time.monotonic()
+        h = task.delay(str(tmp_path / "runs.log"), "w", count_down=60)
+        waited = time.monotonic() - t0
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert 0.2 < waited < 4.0
+    assert hu.get(h.id).status == "pending"
+    hu.close()
+
+
+def test_delay_raises_storebusy_when_another_process_holds_the_write_lock(tmp_path):
+    db = str(tmp_path / "tasks.db")
+    log = str(tmp_path / "runs.log")
+    hu, task = mp_worker.make_wheel(db, busy_timeout=0.2)
+    kept = task.delay(log, "before", count_down=60)
+    before = _task_rows(db)
+    holder = _hold_write_lock(db, 30)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(StoreBusy) as ei:
+            task.delay(log, "x", count_down=1)
+        waited = time.monotonic() - t0
+        msg = str(ei.value)
+        assert isinstance(ei.value, StoreError)
+        assert db in msg and "locked" in msg and "0.2s" in msg, msg
+        assert 0.15 < waited < 3.0, waited
+        with pytest.raises(StoreBusy):
+            with hu.batch():
+                for i in range(50):
+                    task.delay(log, f"b{i}", count_down=1)
+        with pytest.raises(StoreBusy):
+            kept.cancel()
+        assert hu.get(kept.id).status == "pending"       # readers are not blocked (WAL)
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert _task_rows(db) == before                      # nothing was written
+    task.delay(log, "after", count_down=60)              # and the store works again
+    assert _task_rows(db) == before + 1
+    hu.close()
+
+
+def test_leader_loses_no_task_when_a_claim_hits_storebusy(cluster):
+    """Tasks loaded into the boss's heap whose claim fails with StoreBusy must still run once
+    the lock is free.  (Today they are popped from the heap, stay in its 'known' set, and
+    done_through moves past them: they stay pending forever, even after a failover.)"""
+    tick = 1.0
+    leader = cluster.worker("--busy-timeout", "0.3", tick=tick)
+    cluster.ready(1)
+    cluster.leader()
+    k = math.ceil(time.time()) + 1
+    eta = k + 0.9                               # due tick k+1, loaded into the heap at time k
+    cluster.enqueue(10, "--eta", str(eta), "--tag", "cb", tick=tick)
+    _sleep_until(k + 0.3)
+    holder = _hold_write_lock(cluster.db, k + 2.5 - time.time())   # over the eta and the claim
+    try:
+        holder.wait(10)
+    finally:
+        holder.kill()
+    tags = {f"cb-{i}" for i in range(10)}
+    try:
+        wait_for(lambda: tags <= Runs(cluster.log).finished(), 6, what="tasks after StoreBusy")
+    finally:
+        print("\nboss errors:", cluster.errors()[:3])
+    _assert_exactly_once(Runs(cluster.log), tags)
+    mp_worker.stop_all([leader], cluster.stop_file)
+
+
+def test_outcome_that_hits_storebusy_is_recorded_later(cluster):
+    """A task that ends while another process holds the write lock longer than busy_timeout:
+    its outcome must still be recorded once the lock is free, and it must not run again
+    after a failover.  (Today the outcome is dropped: it stays 'running' while its process
+    lives, the pool's capacity leaks, and it runs a second time after that process dies.)"""
+    leader = cluster.worker("--busy-timeout", "0.3")
+    cluster.ready(1)
+    first, _ = cluster.leader()
+    cluster.enqueue(3, "--task-sleep", "1.0", "--tag", "fb")
+    wait_for(lambda: len(Runs(cluster.log).starts) == 3, 10, what="3 tasks running")
+    time.sleep(0.3)
+    holder = _hold_write_lock(cluster.db, 2.0)      # the tasks end (and report) meanwhile
+    try:
+        holder.wait(10)
+    finally:
+        holder.kill()
+    ids = [p[2] for p in events_of(cluster.events, "enq")]
+    hu, _ = mp_worker.make_wheel(cluster.db)
+    try:
+        wait_for(lambda: all(hu.get(i).status == "succeeded" for i in ids), 5,
+                 what="outcomes recorded after the lock was released")
+    finally:
+        leader.send_signal(signal.SIGKILL)
+        leader.wait(10)
+        survivor = cluster.worker()
+        cluster.leader(other_than=first)
+        time.sleep(4 * TICK)
+        mp_worker.stop_all([survivor], cluster.stop_file)
+        hu.close()
+    _assert_exactly_once(Runs(cluster.log), {"fb-0", "fb-1", "fb-2"})
