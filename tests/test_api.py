@@ -274,7 +274,7 @@ def test_stop_reports_what_is_left_and_tasks_survive_restart(db_path) -> None:
         return "later"
     hu.start()
     h = later.delay(count_down=1.5)
-    assert hu.stop() == (1, 0)
+    assert hu.stop() == (1, 0, 0)
     hu.close()
     hu2 = TimeWheel(db_path)
     hu2.task(name="later")(lambda: "again")
@@ -399,3 +399,20 @@ def test_a_normal_interpreter_exit_lets_running_tasks_finish(tmp_path) -> None:
     rec = hu.get(out.stdout.strip()).record
     assert rec.status == "succeeded" and rec.crashes == 0
     hu.close()
+
+
+def test_stop_timeout_bounds_the_whole_wait(hu) -> None:
+    release = threading.Event()
+
+    @hu.task()
+    def stuck():
+        release.wait(30)
+    hu.start()
+    hs = [stuck.delay() for _ in range(3)]
+    wait_for(lambda: all(h.status == "running" for h in hs), timeout=10)
+    t0 = time.monotonic()
+    stopped = hu.stop(wait=True, timeout=0.5)
+    assert time.monotonic() - t0 < 2.0            # not 0.5 s per worker
+    assert stopped.unfinished == 3 and stopped.running == 3
+    release.set()
+    wait_for(lambda: all(h.status == "succeeded" for h in hs), timeout=10)   # recorded anyway

@@ -360,3 +360,69 @@ def test_record_from_a_newer_version_is_refused(tmp_path) -> None:
         decode_record(encode_record(r))
     with pytest.raises(RecordDecodeError):
         decode_record(pickle.dumps(os.getcwd))    # names a global: refused without importing
+
+
+def test_readonly_open_of_a_crashed_writers_file_changes_no_byte(tmp_path) -> None:
+    import hashlib
+    import subprocess
+    import sys
+    p = str(tmp_path / "tasks.db")
+    code = ("import os, sys, pickle\n"
+            "from timewheel.store import SqliteDictStore\n"
+            "from timewheel.records import TaskRecord\n"
+            "s = SqliteDictStore(sys.argv[1])\n"
+            "s.add([TaskRecord(id=str(i), name='t', eta=2e9, payload=b'') for i in range(50)])\n"
+            "os._exit(0)\n")                       # dies with its WAL not checkpointed
+    subprocess.run([sys.executable, "-c", code, p], check=True, timeout=60)
+    assert os.path.getsize(p + "-wal") > 0
+
+    def digest() -> str:
+        with open(p, "rb") as fh:
+            return hashlib.sha1(fh.read()).hexdigest()
+    before = digest()
+    ro = SqliteDictStore(p, readonly=True)
+    assert ro.counts()[PENDING] == 50
+    ro.close()
+    import gc
+    gc.collect()
+    assert digest() == before
+
+
+def test_paths_with_uri_characters_are_opened_as_files(tmp_path) -> None:
+    d = tmp_path / "a#b?c"
+    d.mkdir()
+    p = str(d / "t.db")
+    s = SqliteDictStore(p, now=NOW)
+    s.add([rec("x", NOW + 5)])
+    s.close()
+    ro = SqliteDictStore(p, readonly=True)
+    assert ro.get("x") is not None
+    ro.close()
+    assert sorted(os.listdir(tmp_path)) == ["a#b?c"]
+
+
+def test_purge_never_takes_a_task_retried_meanwhile(tmp_path) -> None:
+    p = str(tmp_path / "tasks.db")
+    a, b = SqliteDictStore(p, now=NOW), SqliteDictStore(p)
+    a.add([rec("x", T0 + 1)])
+    a.claim(load_all(a, T0 + 1), "1:x", T0 + 1, starting=1)
+    a.finish([Outcome("x", False, error="e", finished=T0 + 2)])
+    real_writing = a._writing
+
+    def retry_first(*args, **kw):           # another process retries x just before purge writes
+        b.retry("x", T0 + 3)
+        return real_writing(*args, **kw)
+    a._writing = retry_first
+    assert a.purge(T0 + 3, statuses=[FAILED], finished_before=T0 + 3) == 0
+    a._writing = real_writing
+    assert a.get("x").status == PENDING and a.counts()[PENDING] == 1
+    a.close()
+    b.close()
+
+
+def test_listing_by_id_prefix(store: WheelStore) -> None:
+    store.add([rec("periodic-a-1", T0 + 5), rec("periodic-a-2", T0 + 6), rec("periodic-b-1", T0 + 7),
+               rec("other", T0 + 1)])
+    assert [r.id for r in store.tasks(id_prefix="periodic-a-")] == ["periodic-a-1", "periodic-a-2"]
+    assert len(store.tasks(status=PENDING, id_prefix="periodic-")) == 3
+    assert store.tasks(status=FAILED, id_prefix="periodic-") == []

@@ -52,8 +52,9 @@ _instances: "weakref.WeakSet[TimeWheel]" = weakref.WeakSet()
 class Stopped(NamedTuple):
     """What :meth:`TimeWheel.stop` left behind in the store."""
 
-    pending: int    #: tasks still waiting for their eta (they run after the next start)
-    running: int    #: tasks claimed and not finished (by this or another process)
+    pending: int     #: tasks still waiting for their eta (they run after the next start)
+    running: int     #: tasks claimed and not finished, by any process
+    unfinished: int  #: of those, claimed by this wheel and still running when stop() returned
 
 
 class _Ids:
@@ -522,27 +523,31 @@ class TimeWheel:
                         purge_every=min(60.0, max(1.0, self.result_ttl / 10)),
                         on_change=self._changed_notify)
             boss_ref.append(boss)
+            self._pool, self._boss = pool, boss
+            for hook in self._start_hooks:      # before the boss can claim anything
+                hook()
             pool.start()
             boss.start()
-            self._pool, self._boss = pool, boss
             log.info("started %s", self)
-            for hook in self._start_hooks:
-                hook()
         return self
 
     def stop(self, wait: bool = True, timeout: Optional[float] = None) -> Stopped:
         """Stop ticking.  ``wait``: first let running tasks finish (up to ``timeout`` s) and
         record their results; otherwise they finish in the background.  Pending tasks stay in
         the store and run after the next ``start()`` here or in another process."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        unfinished = 0
         with self._start_lock:
             boss, pool = self._boss, self._pool
             self._boss = self._pool = None
             if boss is not None and pool is not None:
                 boss.stop(wait=wait, timeout=timeout)
-                pool.stop(wait=wait, timeout=timeout)
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                pool.stop(wait=wait, timeout=remaining)
+                unfinished = boss.inflight
                 log.info("stopped %s", self)
         counts = self.store.counts()
-        return Stopped(counts[PENDING], counts["running"])
+        return Stopped(counts[PENDING], counts["running"], unfinished)
 
     @property
     def running(self) -> bool:

@@ -255,7 +255,7 @@ class _Periodics:
             entries = list(self.entries.values())
         wanted = {(e.task.name, e.digest) for e in entries}
         cancelled = False
-        for rec in store.tasks(status=PENDING):
+        for rec in store.tasks(status=PENDING, id_prefix="periodic-"):
             m = _ID.match(rec.id)
             if m is not None and (rec.name, m.group(1)) not in wanted and store.cancel(rec.id, now):
                 cancelled = True
@@ -270,7 +270,8 @@ class _Periodics:
                 self._ensure(e, now)
 
     def _latest(self, e: _Entry) -> Optional[float]:
-        dues = [int(m.group(2)) / 1e6 for rec in self.hu.store.tasks(name=e.task.name)
+        dues = [int(m.group(2)) / 1e6
+                for rec in self.hu.store.tasks(name=e.task.name, id_prefix=f"periodic-{e.digest}-")
                 if (m := _ID.match(rec.id)) is not None and m.group(1) == e.digest]
         return max(dues, default=None)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from typing import Callable, Optional
 
 from .records import TaskRecord
@@ -58,12 +59,14 @@ class WorkerPool:
                 log.exception("could not record the outcome of task %s", rec.id)
 
     def stop(self, wait: bool = True, timeout: Optional[float] = None) -> None:
-        """Let the workers finish what they were handed, then end them."""
+        """Let the workers finish what they were handed, then end them; ``timeout`` bounds
+        the whole wait, not each thread's."""
         for _ in self._threads:
             self._queue.put(_STOP)
         if wait:
+            deadline = None if timeout is None else time.monotonic() + timeout
             for t in self._threads:
-                t.join(timeout)
+                t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         self._threads = []
 
     @property

@@ -169,8 +169,9 @@ class WheelStore(abc.ABC):
 
     @abc.abstractmethod
     def tasks(self, status: Optional[str] = None, name: Optional[str] = None,
-              limit: Optional[int] = None) -> list[TaskRecord]:
+              limit: Optional[int] = None, id_prefix: Optional[str] = None) -> list[TaskRecord]:
         """Records, filtered; pending ones in due order, others most recently finished first.
+        With ``id_prefix`` only ids starting with it are read (cheap, whatever else is stored).
         Undecodable records are skipped here (see :meth:`broken`)."""
 
     @abc.abstractmethod

@@ -212,9 +212,9 @@ class MemoryStore(WheelStore):
         return out
 
     def tasks(self, status: Optional[str] = None, name: Optional[str] = None,
-              limit: Optional[int] = None) -> list[TaskRecord]:
+              limit: Optional[int] = None, id_prefix: Optional[str] = None) -> list[TaskRecord]:
         with self._lock:
-            blobs = list(self._records.values())
+            blobs = [b for i, b in self._records.items() if not id_prefix or i.startswith(id_prefix)]
         recs = []
         for b in blobs:
             try:

@@ -104,6 +104,7 @@ class _Connection:
         self.autocommit = True
         self.journal_mode = journal_mode
         self._lock = threading.RLock()
+        self._readonly = readonly
         if readonly:
             # mode=ro: never creates, converts or writes the file; no journal_mode pragma.
             self._con = sqlite3.connect(f"file:{quote(filename)}?mode=ro", uri=True,
@@ -116,6 +117,8 @@ class _Connection:
             self._con.execute("PRAGMA synchronous = NORMAL")
 
     def execute(self, req: str, arg: Sequence[Any] = (), res: Any = None) -> None:
+        if self._readonly and req.startswith("CREATE TABLE IF NOT EXISTS"):
+            return
         with self._lock:
             cur = self._con.execute(req, arg or ())
             if res is not None:
@@ -146,12 +149,18 @@ class _Connection:
 
 
 class _Dict(SqliteDict):
-    """A SqliteDict whose connection is a :class:`_Connection`."""
+    """A SqliteDict whose connection is a :class:`_Connection`.
+
+    Read-only stores are opened with flag "c" on a ``mode=ro`` connection, whose CREATE TABLE
+    IF NOT EXISTS is skipped (the table was checked already): flag "r" would make sqlitedict
+    list the tables through a read-write connection that it never closes, and whose eventual
+    finalisation checkpoints a WAL left by a killed process -- a "read" that rewrites the file.
+    """
 
     def __init__(self, path: str, readonly: bool, busy_timeout: float) -> None:
         self._tw_readonly = readonly
         self._tw_busy_timeout = busy_timeout
-        super().__init__(path, tablename=TABLE, flag="r" if readonly else "c", autocommit=True,
+        super().__init__(path, tablename=TABLE, flag="c", autocommit=True,
                          journal_mode="WAL", encode=_identity, decode=_identity, outer_stack=False)
 
     def _new_conn(self) -> Any:
@@ -250,7 +259,7 @@ class SqliteDictStore(WheelStore):
         if magic != b"SQLite format 3\x00":
             raise NotAStore(f"{self.path} is not a timewheel store (not an SQLite file)")
         try:
-            con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=self.busy_timeout)
+            con = sqlite3.connect(f"file:{quote(self.path)}?mode=ro", uri=True, timeout=self.busy_timeout)
             try:
                 tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
                 ours = TABLE in tables and con.execute(
@@ -259,6 +268,8 @@ class SqliteDictStore(WheelStore):
                 con.close()
         except sqlite3.Error as exc:
             raise NotAStore(f"{self.path} is not a readable timewheel store ({exc})") from None
+        if self.readonly and not ours:
+            raise NotAStore(f"{self.path} is not a timewheel store (no timewheel data in it)")
         if tables and not ours:
             raise NotAStore(f"{self.path} is an SQLite file but not a timewheel store "
                             f"(tables: {', '.join(sorted(tables))})")
@@ -627,7 +638,9 @@ class SqliteDictStore(WheelStore):
               finished_before: Optional[float] = None) -> int:
         wanted = purge_statuses(statuses)
         victims: list[str] = []
-        with self._reading():
+        # Chosen inside the write transaction: a task retried meanwhile (its x: row deleted
+        # in the same transaction that made it pending) is then never a victim.
+        with self._writing():
             for status in wanted:
                 prefix = f"x:{_STATUS_CODE[status]}:"
                 if finished_before is None:
@@ -643,10 +656,8 @@ class SqliteDictStore(WheelStore):
                 victims += keys
                 if finished_before is None and len(victims) >= limit:
                     break
-        if not victims:
-            return 0
-        with self._writing():
-            self._delete(victims + [tkey(k.rsplit(":", 1)[1]) for k in victims])
+            if victims:
+                self._delete(victims + [tkey(k.rsplit(":", 1)[1]) for k in victims])
         return len(victims)
 
     # -- observers ------------------------------------------------------------------------
@@ -663,10 +674,21 @@ class SqliteDictStore(WheelStore):
             return out
 
     def tasks(self, status: Optional[str] = None, name: Optional[str] = None,
-              limit: Optional[int] = None) -> list[TaskRecord]:
+              limit: Optional[int] = None, id_prefix: Optional[str] = None) -> list[TaskRecord]:
         if status is not None and status not in STATUSES:
             raise ValueError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
         out: list[TaskRecord] = []
+        if id_prefix:                     # a range of record keys: no need to walk an index
+            with self._reading():
+                rows = self._prefix(tkey(id_prefix))
+            for _, blob in rows:
+                try:
+                    rec = decode_record(blob)
+                except RecordDecodeError:
+                    continue
+                if (status is None or rec.status == status) and (name is None or rec.name == name):
+                    out.append(rec)
+            return ordered(out)[:limit]
         with self._reading():
             for st in ([status] if status else list(STATUSES)):
                 if limit is not None and len(out) >= limit:
