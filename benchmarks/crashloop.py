@@ -5,9 +5,10 @@
 ``--procs`` worker processes each run ``hu.start()`` on one store.  This controller enqueues
 ``--tasks`` tasks at a steady rate (from a TimeWheel it never starts: a process that only
 enqueues), each due 0..1.5 s later and sleeping 0..``--task-sleep`` s, while it SIGKILLs a
-random worker at a random moment every 0.25..1.0 s (``--kills`` times) and restarts it at
-once.  Then it lets the survivors drain the queue and checks, from the append-only log the
-tasks write (``start <tag> <pid> <t>`` / ``end <tag> <pid> <t>``), never from the store:
+random worker at a random moment every 0.25..1.0 s (``--kills`` times) and restarts it
+``--restart-delay`` s later (so that a survivor, not the replacement, usually takes over).
+Then it lets the workers drain the queue and checks, from the append-only log the tasks
+write (``start <tag> <pid> <t>`` / ``end <tag> <pid> <t>``), never from the store:
 
 * lost: enqueued tasks with no ``end`` line;
 * duplicates: extra ``start`` lines.  A re-run is *allowed* when the earlier run has no
@@ -16,7 +17,8 @@ tasks write (``start <tag> <pid> <t>`` / ``end <tag> <pid> <t>``), never from th
   within ``--window`` s after it (before the outcome could be committed) is reported as
   ``after_end`` -- the unavoidable gap between a task's side effects and the commit of its
   outcome; ``bad_duplicates`` are all the others;
-* takeover: for each kill of the ticking process, the time until another process ticks.
+* takeover: for each kill of the ticking process, the time until another process ticks
+  (``survivor``: one that was already running at the kill).
 
 Prints the figures (``--json`` for one JSON object) and exits 1 if anything was lost or run
 twice without excuse.
@@ -105,6 +107,7 @@ class _Procs:
         self.d, self.args = d, args
         self.live: list[subprocess.Popen] = []
         self.all: list[subprocess.Popen] = []
+        self.born: dict[int, float] = {}          # pid -> when it was started
 
     def spawn(self) -> subprocess.Popen:
         out = open(os.path.join(self.d, "workers.out"), "ab")
@@ -113,6 +116,7 @@ class _Procs:
         out.close()
         self.live.append(p)
         self.all.append(p)
+        self.born[p.pid] = time.time()
         return p
 
     def kill(self, p: subprocess.Popen) -> None:
@@ -135,8 +139,9 @@ class _Procs:
 
 
 def run(kills: int = 100, procs: int = 3, tasks: int = 3000, *, tick: float = 0.25, workers: int = 4,
-        task_sleep: float = 0.05, window: float = 1.0, max_crashes: int = 3, seed: Optional[int] = None,
-        workdir: Optional[str] = None, drain_timeout: float = 30.0, quiet: bool = False) -> dict:
+        task_sleep: float = 0.05, window: float = 1.0, restart_delay: float = 0.5, max_crashes: int = 3,
+        seed: Optional[int] = None, workdir: Optional[str] = None, drain_timeout: float = 30.0,
+        quiet: bool = False) -> dict:
     """Run the crash loop; return its figures (see the module docstring)."""
     rnd = random.Random(seed)
     own = workdir is None
@@ -182,8 +187,20 @@ def run(kills: int = 100, procs: int = 3, tasks: int = 3000, *, tick: float = 0.
 
         feeder = threading.Thread(target=enqueue, name="crashloop-enqueue", daemon=True)
         feeder.start()
+        restarts: list[float] = []         # when to restart the workers killed so far
         for n, pause in enumerate(intervals):
-            time.sleep(pause)
+            until = time.monotonic() + pause
+            while True:
+                now = time.monotonic()
+                for r in [r for r in restarts if r <= now]:
+                    restarts.remove(r)
+                    pool.spawn()
+                if now >= until:
+                    break
+                time.sleep(min(0.01, until - now))
+            if not pool.live:              # never leave the store without a process
+                restarts.pop(0)
+                pool.spawn()
             victim = rnd.choice(pool.live)
             leads = [p for p in _lines(events) if p[0] == "lead"]
             was_leader = bool(leads) and int(leads[-1][1]) == victim.pid
@@ -191,8 +208,10 @@ def run(kills: int = 100, procs: int = 3, tasks: int = 3000, *, tick: float = 0.
             kill_log.append((time.time(), victim.pid, was_leader))
             _append(os.path.join(d, "kills.log"),
                     f"kill {victim.pid} {kill_log[-1][0]:.6f} {int(was_leader)}")
-            pool.spawn()
+            restarts.append(time.monotonic() + restart_delay)
             say(f"kill {n + 1}/{kills}: pid {victim.pid}{' (ticking)' if was_leader else ''}")
+        for _ in restarts:
+            pool.spawn()
         feeder.join()
 
         deadline = time.monotonic() + drain_timeout
@@ -203,7 +222,7 @@ def run(kills: int = 100, procs: int = 3, tasks: int = 3000, *, tick: float = 0.
             time.sleep(0.1)
         time.sleep(3 * tick)      # anything that would wrongly run twice has had its chance
         pool.finish()
-        res = _verdict(log, events, enqueued, kill_log, window)
+        res = _verdict(log, events, enqueued, kill_log, window, pool.born)
         lost_status: dict[str, int] = defaultdict(int)
         if res["lost"]:
             for tag in res.pop("lost_tags"):
@@ -230,7 +249,7 @@ def run(kills: int = 100, procs: int = 3, tasks: int = 3000, *, tick: float = 0.
 
 
 def _verdict(log: str, events: str, enqueued: dict[str, str], kill_log: list[tuple[float, int, bool]],
-             window: float) -> dict:
+             window: float, born: dict[int, float]) -> dict:
     starts: dict[str, list[tuple[str, float]]] = defaultdict(list)
     ends: dict[str, dict[str, float]] = defaultdict(dict)
     for parts in _lines(log):
@@ -255,12 +274,16 @@ def _verdict(log: str, events: str, enqueued: dict[str, str], kill_log: list[tup
                 bad_examples.append(f"{tag}: runs {runs}, ends {ends[tag]}, killed {k}")
     lost_tags = sorted(t for t in enqueued if not ends.get(t))
     leads = [(int(p[1]), float(p[2])) for p in _lines(events) if p[0] == "lead"]
-    takeovers = []
+    takeovers = []                                  # (seconds, taken over by a survivor?)
     for t, pid, was_leader in kill_log:
         if was_leader:
-            nxt = [lt for lp, lt in leads if lp != pid and lt >= t]
-            takeovers.append(min(nxt) - t if nxt else float("inf"))
-    finite = [x for x in takeovers if x != float("inf")]
+            nxt = sorted((lt, lp) for lp, lt in leads if lp != pid and lt >= t)
+            if nxt:
+                takeovers.append((nxt[0][0] - t, born.get(nxt[0][1], 0.0) < t))
+            else:
+                takeovers.append((float("inf"), False))
+    by_survivor = [x for x, surv in takeovers if surv]
+    finite = [x for x, _ in takeovers if x != float("inf")]
     logs = [p for p in _lines(events) if p[0] == "log"]
     res = {
         "runs": sum(len(v) for v in starts.values()),
@@ -274,7 +297,10 @@ def _verdict(log: str, events: str, enqueued: dict[str, str], kill_log: list[tup
         "leader_kills": len(takeovers),
         "takeovers_missing": len(takeovers) - len(finite),
         "median_takeover_s": round(statistics.median(finite), 3) if finite else None,
-        "max_takeover_s": round(max(takeovers), 3) if takeovers else None,
+        "max_takeover_s": round(max(x for x, _ in takeovers), 3) if takeovers else None,
+        "takeovers_by_survivor": len(by_survivor),
+        "median_survivor_takeover_s": round(statistics.median(by_survivor), 3) if by_survivor else None,
+        "max_survivor_takeover_s": round(max(by_survivor), 3) if by_survivor else None,
         "worker_errors": sum(1 for p in logs if p[3] in ("ERROR", "CRITICAL")),
         "worker_warnings": sum(1 for p in logs if p[3] == "WARNING"),
     }
@@ -296,6 +322,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--task-sleep", type=float, default=0.05, help="max seconds a task sleeps (default 0.05)")
     ap.add_argument("--window", type=float, default=1.0,
                     help="a kill this soon after a run's end excuses its re-run (default 1.0)")
+    ap.add_argument("--restart-delay", type=float, default=0.5,
+                    help="seconds before a killed worker is restarted (default 0.5)")
     ap.add_argument("--max-crashes", type=int, default=3, help="TimeWheel(max_crashes=) (default 3)")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--dir", default=None, help="work directory (kept); default: a temp dir, removed")
@@ -310,12 +338,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     if a.dir:
         os.makedirs(a.dir, exist_ok=True)
     res = run(a.kills, a.procs, a.tasks, tick=a.tick, workers=a.workers, task_sleep=a.task_sleep,
-              window=a.window, max_crashes=a.max_crashes, seed=a.seed, workdir=a.dir, quiet=a.json)
+              window=a.window, restart_delay=a.restart_delay, max_crashes=a.max_crashes, seed=a.seed,
+              workdir=a.dir, quiet=a.json)
     if a.json:
         print(json.dumps(res))
     else:
         for k, v in res.items():
-            print(f"{k:>22}: {v}")
+            print(f"{k:>27}: {v}")
     ok = res["lost"] == 0 and res["bad_duplicates"] == 0 and res["delay_errors"] == 0
     return 0 if ok else 1
 
