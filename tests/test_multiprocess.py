@@ -13,6 +13,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -284,10 +285,54 @@ def test_fork_while_parent_threads_use_the_store(tmp_path):
 
     A child must not inherit a store lock held by a parent thread (the store's RLock, the
     sqlite connection's lock): today every child hangs on its first store call."""
-    out, runs = _run_fork_scenario("busy-parent", tmp_path, child_timeout=12.0)
+    out, runs = _run_fork_scenario("busy-parent", tmp_path, child_timeout=8.0)
     assert out["children"] == ["exit 0"] * 3, out
     _assert_exactly_once(runs, {f"parent-{i}" for i in range(20)}
                          | {f"child{n}-{i}" for n in range(3) for i in range(20)})
+
+
+def _can_unshare_pid() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    try:
+        r = subprocess.run(["unshare", "--pid", "--fork", "--kill-child", "true"], capture_output=True,
+                           timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+@pytest.mark.skipif(not _can_unshare_pid(), reason="needs unshare --pid (root)")
+def test_same_pid_in_another_pid_namespace_does_not_hang(cluster):
+    """Two containers sharing the store's directory: each process is pid 1 in its own PID
+    namespace.  The second may refuse to start with a clear error or stand by, but must not
+    hang.  (Today its boss thread blocks forever in ProcessLocks._ensure() on the liveness
+    bytes the first holds for "pid 1", and at exit hu.stop() joins that thread forever.)"""
+    def in_namespace(name: str) -> tuple[subprocess.Popen, str, str]:
+        events, stop = os.path.join(cluster.dir, f"events-{name}"), os.path.join(cluster.dir, f"stop-{name}")
+        args = ["--db", cluster.db, "--log", cluster.log, "--events", events, "--tick", str(TICK),
+                "--stop-file", stop, "--start", "--lifetime", "60"]
+        out = open(os.path.join(cluster.dir, f"{name}.out"), "wb")
+        p = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child=SIGKILL", sys.executable,
+                              os.path.join(HERE, "mp_worker.py"), *args],
+                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        out.close()
+        cluster.procs.append(p)
+        return p, events, stop
+
+    _a, events_a, _ = in_namespace("a")
+    wait_for(lambda: events_of(events_a, "lead"), 20, what="the first process to tick")
+    assert events_of(events_a, "lead")[0][1] == "1"          # pid 1 in its namespace
+    b, events_b, stop_b = in_namespace("b")
+    wait_for(lambda: events_of(events_b, "ready"), 20, what="the second process to start")
+    time.sleep(3 * TICK)
+    mp_worker.append_line(stop_b, "stop")
+    try:
+        b.wait(timeout=6)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a process whose pid (in its own namespace) equals another user's pid hangs in "
+                    "hu.stop(): its boss thread is blocked on the other's liveness lock")
+    assert events_of(events_b, "exit")
 
 
 # -- contention and StoreBusy ---------------------------------------------------------------------
