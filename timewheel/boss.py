@@ -30,6 +30,7 @@ import time
 from collections import deque
 from typing import Callable, NamedTuple, Optional
 
+from .errors import StoreError
 from .locks import ProcessLocks
 from .pool import WorkerPool
 from .store.base import Due, Outcome, WheelStore
@@ -94,8 +95,18 @@ class Boss:
                 self._outcomes.append(outcome)
                 self._wake.set()
                 return
-        # The boss has stopped (stop(wait=False)): record it from the worker thread.
-        self.store.finish([outcome])
+        # The boss has stopped (stop(wait=False)): record it from the worker thread, and
+        # keep trying while the store is busy, since a lost outcome leaves the task stuck.
+        pause = 0.05
+        while True:
+            try:
+                self.store.finish([outcome])
+                break
+            except StoreError:
+                log.warning("could not record the outcome of task %s yet; retrying", outcome.id,
+                            exc_info=True)
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
         self.on_change()
 
     # -- one round --------------------------------------------------------------------------
@@ -137,7 +148,13 @@ class Boss:
             batch.append(self._outcomes.popleft())
         if not batch:
             return
-        again = self.store.finish(batch)
+        try:
+            again = self.store.finish(batch)
+        except BaseException:
+            # Not recorded (e.g. StoreBusy): keep them for the next round.  Dropping them would
+            # leave the tasks RUNNING under a live owner -- stuck until this process dies.
+            self._outcomes.extendleft(reversed(batch))
+            raise
         self.inflight -= len(batch)
         for out in batch:
             self._known.discard(out.id)
@@ -195,7 +212,13 @@ class Boss:
         while self._heap and self._heap[0].eta <= now and len(ready) < room:
             ready.append(heapq.heappop(self._heap).due)
         idle = max(0, self.pool.workers - self.inflight)
-        claim = self.store.claim(ready, self.locks.token, now, starting=idle)
+        try:
+            claim = self.store.claim(ready, self.locks.token, now, starting=idle)
+        except BaseException:
+            # Nothing was claimed: put them back, or they would wait for the next leader.
+            for due in ready:
+                heapq.heappush(self._heap, _Entry(due.eta, next(self._seq), due))
+            raise
         for i in claim.gone:
             self._known.discard(i)
         for rec in claim.misfired:

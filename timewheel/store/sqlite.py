@@ -35,6 +35,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
@@ -92,6 +93,12 @@ def _identity(x: Any) -> Any:
     return x
 
 
+# Every call into SQLite from this module holds _GATE, and fork() waits for it (see the
+# at-fork handlers below): SQLite keeps process-wide mutexes, and a child forked while another
+# thread was inside SQLite inherits them locked -- its first open then hangs forever.
+_GATE = threading.RLock()
+
+
 class _Connection:
     """sqlitedict's connection interface (``SqliteMultithread``), run in the calling thread.
 
@@ -103,8 +110,12 @@ class _Connection:
         self.filename = filename
         self.autocommit = True
         self.journal_mode = journal_mode
-        self._lock = threading.RLock()
+        self._lock = _GATE
         self._readonly = readonly
+        with _GATE:
+            self._connect(filename, journal_mode, busy_timeout, readonly)
+
+    def _connect(self, filename: str, journal_mode: str, busy_timeout: float, readonly: bool) -> None:
         if readonly:
             # mode=ro: never creates, converts or writes the file; no journal_mode pragma.
             self._con = sqlite3.connect(f"file:{quote(filename)}?mode=ro", uri=True,
@@ -177,15 +188,18 @@ def _range_end(prefix: str) -> str:
 
 
 _open_stores: "weakref.WeakSet[SqliteDictStore]" = weakref.WeakSet()
+_abandoned: list[Any] = []      # connections inherited through fork(): kept, never touched
 
 
 def _after_fork_in_child() -> None:
+    _GATE.release()
     # A lock held by another thread of the parent at fork() stays held forever in the child.
     for store in list(_open_stores):
         store._lock = threading.RLock()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(before=_GATE.acquire, after_in_parent=_GATE.release,
+                    after_in_child=_after_fork_in_child)
 
 
 class SqliteDictStore(WheelStore):
@@ -218,8 +232,8 @@ class SqliteDictStore(WheelStore):
             if readonly:
                 raise NotAStore(f"{self.path} is not a timewheel store (no timewheel data in it)")
             self.wheel = wheel or Wheel()
-            self._initialise(now)
-        else:
+            stored = self._initialise(now)      # another process may have won the race
+        if stored is not None:
             if wheel is not None and wheel != stored:
                 raise StoreMismatch(
                     f"{self.path} was created with slots={stored.slots}, tick={stored.tick}; "
@@ -259,13 +273,15 @@ class SqliteDictStore(WheelStore):
         if magic != b"SQLite format 3\x00":
             raise NotAStore(f"{self.path} is not a timewheel store (not an SQLite file)")
         try:
-            con = sqlite3.connect(f"file:{quote(self.path)}?mode=ro", uri=True, timeout=self.busy_timeout)
-            try:
-                tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-                ours = TABLE in tables and con.execute(
-                    f'SELECT 1 FROM "{TABLE}" WHERE key = ?', ("m:format",)).fetchone() is not None
-            finally:
-                con.close()
+            with _GATE:
+                con = sqlite3.connect(f"file:{quote(self.path)}?mode=ro", uri=True,
+                                      timeout=self.busy_timeout)
+                try:
+                    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                    ours = TABLE in tables and con.execute(
+                        f'SELECT 1 FROM "{TABLE}" WHERE key = ?', ("m:format",)).fetchone() is not None
+                finally:
+                    con.close()
         except sqlite3.Error as exc:
             raise NotAStore(f"{self.path} is not a readable timewheel store ({exc})") from None
         if self.readonly and not ours:
@@ -275,18 +291,32 @@ class SqliteDictStore(WheelStore):
                             f"(tables: {', '.join(sorted(tables))})")
 
     def _open(self) -> None:
-        try:
-            self._db = _Dict(self.path, self.readonly, self.busy_timeout)
-        except sqlite3.OperationalError as exc:
-            raise self._translate(exc) from None
-        except (sqlite3.Error, RuntimeError) as exc:
-            raise StoreError(f"{self.path}: cannot open the store ({exc})") from None
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.005
+        while True:
+            try:
+                self._db = _Dict(self.path, self.readonly, self.busy_timeout)
+                break
+            except sqlite3.OperationalError as exc:
+                # Two processes switching a new file to WAL at once: the loser gets "database
+                # is locked" at once, without SQLite's busy handler.  Wait like a busy write.
+                if self._translate(exc).__class__ is StoreBusy and time.monotonic() < deadline:
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.1)
+                    continue
+                raise self._translate(exc) from None
+            except (sqlite3.Error, RuntimeError) as exc:
+                raise StoreError(f"{self.path}: cannot open the store ({exc})") from None
         self._pid = os.getpid()
 
     def _conn(self) -> Any:
         if self._pid != os.getpid():
-            # Forked: an SQLite connection must not cross fork().  Abandon the parent's (do not
-            # close it: its file locks are the parent's business) and open our own.
+            # Forked: an SQLite connection must not cross fork().  Abandon the parent's and
+            # open our own.  Never close or even garbage-collect it here: closing may try a
+            # checkpoint on the parent's file, and its lock may be held by a parent thread
+            # that does not exist in this process (sqlitedict's __del__ would wait forever).
+            if self._db is not None:
+                _abandoned.append(self._db)
             self._db = None
             self._open()
         if self._db is None:
@@ -425,15 +455,18 @@ class SqliteDictStore(WheelStore):
                 raise NotAStore(f"{self.path} has store format {fmt!r}; this timewheel reads {FORMAT!r}")
             return Wheel(slots=int(self._meta("slots")), tick=float(self._meta("tick")))
 
-    def _initialise(self, now: Optional[float]) -> None:
-        import time
+    def _initialise(self, now: Optional[float]) -> Optional[Wheel]:
+        """Write the bookkeeping of a new store; if another process just did, return the
+        geometry it chose instead."""
         t = self.wheel.current_tick(time.time() if now is None else now)
         with self._writing():
-            if self._meta("format") is None:
-                self._x(f'INSERT INTO "{TABLE}" (key, value) VALUES (?,?),(?,?),(?,?),(?,?),(?,?)',
-                        ("m:slots", self.wheel.slots, "m:tick", self.wheel.tick,
-                         "m:horizon", t, "m:done", t, "m:format", FORMAT))
+            if self._meta("format") is not None:
+                return Wheel(slots=int(self._meta("slots")), tick=float(self._meta("tick")))
+            self._x(f'INSERT INTO "{TABLE}" (key, value) VALUES (?,?),(?,?),(?,?),(?,?),(?,?)',
+                    ("m:slots", self.wheel.slots, "m:tick", self.wheel.tick,
+                     "m:horizon", t, "m:done", t, "m:format", FORMAT))
         log.info("created store %s (slots=%d, tick=%gs)", self.path, self.wheel.slots, self.wheel.tick)
+        return None
 
     # -- producers ------------------------------------------------------------------------
     def add(self, records: Sequence[TaskRecord]) -> None:
