@@ -5,9 +5,11 @@ is a lease that cannot expire while its holder still works, and needs no heartbe
 
 * byte 0: the *ticking lock*.  Its holder is the one process that advances the wheel and runs
   due tasks; the others keep trying, and the first to get it after the holder dies takes over.
-* bytes ``64 + 8*pid .. +8``: each process that runs tasks holds its own 8 bytes for as long
-  as it lives and writes a random nonce there.  A task claimed by ``"pid:nonce"`` whose bytes
-  are unlocked, or hold another nonce (the pid was reused), lost its process.
+* bytes ``64 + 8*slot .. +8``: each process that runs tasks holds its own 8 bytes for as long
+  as it lives and writes a random nonce there.  Its slot is its pid, unless a process with the
+  same pid number in another PID namespace (another container sharing the directory) holds
+  that one; then a free slot beyond any pid.  A task claimed by ``"pid:nonce:slot"`` whose
+  bytes are unlocked, or hold another nonce (the pid was reused), lost its process.
 
 ``fcntl.lockf`` (POSIX) rather than ``flock``: POSIX locks are not inherited by ``fork()``
 children, so a gunicorn worker forked from a leader does not also appear to hold the lock.
@@ -21,6 +23,7 @@ import errno
 import fcntl
 import os
 import threading
+import time
 import weakref
 from typing import Optional
 
@@ -28,6 +31,7 @@ __all__ = ["ProcessLocks", "locks_for"]
 
 _LIVE_BASE = 64
 _LIVE_LEN = 8
+_SPARE_SLOTS = 1 << 22        # first slot past any pid (Linux pid_max is at most 2**22)
 _instances: "weakref.WeakSet[ProcessLocks]" = weakref.WeakSet()
 _shared: dict[str, "ProcessLocks"] = {}
 _shared_mutex = threading.Lock()
@@ -61,6 +65,7 @@ class ProcessLocks:
         self._fd: Optional[int] = None
         self._pid = -1
         self._nonce = ""
+        self._slot = -1
         self._holder: Optional[object] = None   # which boss of this process leads
         _instances.add(self)
 
@@ -70,9 +75,9 @@ class ProcessLocks:
 
     @property
     def token(self) -> str:
-        """``"pid:nonce"``: names this process incarnation as the owner of a claimed task."""
+        """``"pid:nonce:slot"``: names this process incarnation as the owner of a claimed task."""
         self._ensure()
-        return f"{self._pid}:{self._nonce}"
+        return f"{self._pid}:{self._nonce}:{self._slot}"
 
     def _ensure(self) -> int:
         with self._mutex:
@@ -80,15 +85,36 @@ class ProcessLocks:
                 self._reset_after_fork()
                 pid = os.getpid()
                 nonce = os.urandom(_LIVE_LEN // 2).hex()
+                slot = pid
                 if self.path is not None:
                     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-                    # Blocking: nobody holds our pid's bytes except, for an instant, a process
-                    # testing whether the previous owner of this pid is dead (is_dead).
-                    fcntl.lockf(fd, fcntl.LOCK_EX, _LIVE_LEN, self._offset(pid))
-                    os.pwrite(fd, nonce.encode(), self._offset(pid))
+                    slot = self._take_slot(fd, pid)
+                    os.pwrite(fd, nonce.encode(), self._offset(slot))
                     self._fd = fd
-                self._pid, self._nonce = pid, nonce
+                self._pid, self._nonce, self._slot = pid, nonce, slot
             return -1 if self._fd is None else self._fd
+
+    def _take_slot(self, fd: int, pid: int) -> int:
+        # Our pid's bytes can be held for an instant by a process probing whether their previous
+        # owner died (is_dead), or for good by a same-numbered pid of another PID namespace.
+        for _ in range(20):
+            if self._try_lock(fd, self._offset(pid)):
+                return pid
+            time.sleep(0.005)
+        while True:
+            slot = _SPARE_SLOTS + int.from_bytes(os.urandom(3), "big")
+            if self._try_lock(fd, self._offset(slot)):
+                return slot
+
+    @staticmethod
+    def _try_lock(fd: int, offset: int) -> bool:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, _LIVE_LEN, offset)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EAGAIN):
+                return False
+            raise
+        return True
 
     def _reset_after_fork(self) -> None:
         # The descriptor came from the parent; our process holds no locks through it.
@@ -101,8 +127,8 @@ class ProcessLocks:
         self._holder = None
 
     @staticmethod
-    def _offset(pid: int) -> int:
-        return _LIVE_BASE + _LIVE_LEN * pid
+    def _offset(slot: int) -> int:
+        return _LIVE_BASE + _LIVE_LEN * slot
 
     def try_lead(self, holder: object) -> bool:
         """Take the ticking lock for ``holder`` (a boss) if nobody holds it.  Never blocks."""
@@ -132,22 +158,19 @@ class ProcessLocks:
     def is_dead(self, token: str) -> bool:
         """True if the process incarnation ``token`` is certainly gone."""
         try:
-            pid_s, nonce = token.split(":", 1)
-            pid = int(pid_s)
-        except ValueError:
+            parts = token.split(":")
+            nonce = parts[1]
+            slot = int(parts[2] if len(parts) > 2 else parts[0])
+        except (ValueError, IndexError):
             return True
         fd = self._ensure()
-        if pid == self._pid:
+        if slot == self._slot:
             return nonce != self._nonce
         if fd < 0:
             return True        # a memory store: no other process can own its tasks
-        off = self._offset(pid)
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, _LIVE_LEN, off)
-        except OSError as exc:
-            if exc.errno not in (errno.EACCES, errno.EAGAIN):
-                raise
-            # Held: a live process has that pid.  Is it the same incarnation?
+        off = self._offset(slot)
+        if not self._try_lock(fd, off):
+            # Held: a live process has that slot.  Is it the same incarnation?
             return os.pread(fd, _LIVE_LEN, off).decode("ascii", "replace") != nonce
         fcntl.lockf(fd, fcntl.LOCK_UN, _LIVE_LEN, off)
         return True

@@ -93,10 +93,12 @@ def _identity(x: Any) -> Any:
     return x
 
 
-# Every call into SQLite from this module holds _GATE, and fork() waits for it (see the
-# at-fork handlers below): SQLite keeps process-wide mutexes, and a child forked while another
-# thread was inside SQLite inherits them locked -- its first open then hangs forever.
-_GATE = threading.RLock()
+# Every call into SQLite from this module holds its connection's lock (or _CONNECTING while
+# opening), and fork() waits for all of them (see the at-fork handlers below): SQLite keeps
+# process-wide mutexes, and a child forked while another thread was inside SQLite inherits
+# them locked -- its first open then hangs forever.
+_CONNECTING = threading.RLock()
+_connections: "weakref.WeakSet[_Connection]" = weakref.WeakSet()
 
 
 class _Connection:
@@ -110,10 +112,11 @@ class _Connection:
         self.filename = filename
         self.autocommit = True
         self.journal_mode = journal_mode
-        self._lock = _GATE
+        self._lock = threading.RLock()
         self._readonly = readonly
-        with _GATE:
+        with _CONNECTING:
             self._connect(filename, journal_mode, busy_timeout, readonly)
+            _connections.add(self)
 
     def _connect(self, filename: str, journal_mode: str, busy_timeout: float, readonly: bool) -> None:
         if readonly:
@@ -191,14 +194,30 @@ _open_stores: "weakref.WeakSet[SqliteDictStore]" = weakref.WeakSet()
 _abandoned: list[Any] = []      # connections inherited through fork(): kept, never touched
 
 
+_held_for_fork: list[Any] = []
+
+
+def _before_fork() -> None:
+    _CONNECTING.acquire()
+    for conn in sorted(_connections, key=id):
+        conn._lock.acquire()
+        _held_for_fork.append(conn._lock)
+
+
+def _after_fork_in_parent() -> None:
+    while _held_for_fork:
+        _held_for_fork.pop().release()
+    _CONNECTING.release()
+
+
 def _after_fork_in_child() -> None:
-    _GATE.release()
+    _after_fork_in_parent()
     # A lock held by another thread of the parent at fork() stays held forever in the child.
     for store in list(_open_stores):
         store._lock = threading.RLock()
 
 
-os.register_at_fork(before=_GATE.acquire, after_in_parent=_GATE.release,
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
                     after_in_child=_after_fork_in_child)
 
 
@@ -273,7 +292,7 @@ class SqliteDictStore(WheelStore):
         if magic != b"SQLite format 3\x00":
             raise NotAStore(f"{self.path} is not a timewheel store (not an SQLite file)")
         try:
-            with _GATE:
+            with _CONNECTING:
                 con = sqlite3.connect(f"file:{quote(self.path)}?mode=ro", uri=True,
                                       timeout=self.busy_timeout)
                 try:
