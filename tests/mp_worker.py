@@ -192,6 +192,37 @@ def stop_all(procs: list[subprocess.Popen], stop_file: str, timeout: float = 20.
 
 # -- the worker process ------------------------------------------------------------------------
 
+def _enqueued_by(events: str, prefix: str) -> list[tuple[str, str]]:
+    """(task id, tag) of every task enqueued with tag prefix ``prefix``, in index order."""
+    rows = [(p[2], p[3]) for p in events_of(events, "enq") if p[3].rsplit("-", 1)[0] == prefix]
+    return sorted(rows, key=lambda r: int(r[1].rsplit("-", 1)[1]))
+
+
+def _cancel_peer(hu: TimeWheel, events: str, peer: str) -> None:
+    """Cancel the even-numbered tasks of ``peer`` close to their eta, racing their claim:
+    some just before it, some just after.  Logs ``cancel <tag> <pid> <True|False>``."""
+    import random
+    rnd = random.Random(os.getpid())
+    victims = [(hu.get(i).record.eta, i, tag) for i, tag in _enqueued_by(events, peer)
+               if int(tag.rsplit("-", 1)[1]) % 2 == 0]
+    for eta, task_id, tag in sorted(victims):
+        time.sleep(max(0.0, eta + rnd.uniform(-0.05, 0.02) - time.time()))
+        ok = hu.cancel(task_id)
+        append_line(events, f"cancel {tag} {os.getpid()} {ok}")
+
+
+def _await_results(hu: TimeWheel, events: str, prefix: str) -> None:
+    """Wait for each own task's result; logs ``result <tag> <pid> <value or TaskFailed:status>``."""
+    from timewheel import TaskFailed
+    for task_id, tag in _enqueued_by(events, prefix):
+        try:
+            value = hu.get(task_id).result(timeout=30)
+        except TaskFailed as exc:
+            value = f"TaskFailed:{exc.status}"
+        except Exception as exc:
+            value = f"{type(exc).__name__}"
+        append_line(events, f"result {tag} {os.getpid()} {value}")
+
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--db", required=True)
@@ -212,6 +243,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--tag", default=None, help="tag prefix (default: the pid)")
     ap.add_argument("--go-file", default=None, help="wait for this file before enqueueing")
     ap.add_argument("--lifetime", type=float, default=120.0, help="exit after this long anyway")
+    ap.add_argument("--peers", type=int, default=0,
+                    help="with --cancel-peer/--await-results: wait for this many 'enqueued' events first")
+    ap.add_argument("--cancel-peer", default=None,
+                    help="cancel every other task of the process with this tag, around its eta")
+    ap.add_argument("--await-results", action="store_true",
+                    help="wait for the result of each own task (hu.get(id).result())")
     a = ap.parse_args(argv)
 
     log_errors_to(a.events)
@@ -251,6 +288,18 @@ def main(argv: Optional[list[str]] = None) -> int:
         for t in threads:
             t.join()
         append_line(a.events, f"enqueued {pid} {a.enqueue - sum(failures.values())}")
+
+    if a.peers:
+        wait_for(lambda: len(events_of(a.events, "enqueued")) >= a.peers, 60, what="peers' enqueueing")
+    threads = []
+    if a.cancel_peer:
+        threads.append(threading.Thread(target=_cancel_peer, args=(hu, a.events, a.cancel_peer)))
+    if a.await_results:
+        threads.append(threading.Thread(target=_await_results, args=(hu, a.events, prefix)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
     deadline = time.monotonic() + a.lifetime
     while time.monotonic() < deadline:

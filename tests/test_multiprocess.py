@@ -142,6 +142,36 @@ def test_three_processes_each_enqueue_400_all_run_exactly_once(cluster, record_p
     assert len(leaders) == 1
 
 
+def test_cancel_and_result_across_processes(cluster):
+    """3 processes (2 ticking, 1 only enqueueing) each enqueue 100 tasks; each cancels every
+    other task of the next one right around its eta (racing the claim) and waits for the
+    results of its own.  A cancel() that returned True means the task never ran; False means
+    it was claimed and runs exactly once; result() returns the value, or raises TaskFailed
+    ('cancelled') for the cancelled ones."""
+    for i in range(3):
+        cluster.worker("--enqueue", "100", "--count-down", "1.0", "--spread", "1.5", "--tag", f"p{i}",
+                       "--go-file", cluster.go_file, "--peers", "3", "--cancel-peer", f"p{(i + 1) % 3}",
+                       "--await-results", start=i < 2)
+    cluster.ready(3)
+    mp_worker.append_line(cluster.go_file, "go")
+    wait_for(lambda: len(events_of(cluster.events, "result")) == 300, 60, what="300 results")
+    time.sleep(2 * TICK)
+    runs = Runs(cluster.log)
+    cancels = {p[1]: p[3] == "True" for p in events_of(cluster.events, "cancel")}
+    results = {p[1]: p[3] for p in events_of(cluster.events, "result")}
+    assert len(cancels) == 150 and len(results) == 300
+    assert cluster.errors() == []
+    for tag, value in results.items():
+        if cancels.get(tag):
+            assert tag not in runs.starts, f"{tag}: cancel() returned True but it ran"
+            assert value == "TaskFailed:cancelled", (tag, value)
+        else:
+            assert len(runs.starts.get(tag, [])) == 1, f"{tag} ran {len(runs.starts.get(tag, []))} times"
+            assert value == tag, (tag, value)
+    won = sum(cancels.values())
+    print(f"\ncancel() around the eta: {won} of 150 cancelled in time, {150 - won} had been claimed")
+
+
 # -- failover -----------------------------------------------------------------------------------
 
 def test_leader_sigkilled_just_before_a_batch_survivor_runs_it(cluster, record_property):
