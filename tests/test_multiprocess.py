@@ -82,11 +82,13 @@ class Cluster:
     def ready(self, n: int, timeout: float = 30) -> None:
         wait_for(lambda: len(events_of(self.events, "ready")) >= n, timeout, what=f"{n} workers ready")
 
-    def leader(self, timeout: float = 10, other_than: int | None = None) -> tuple[int, float]:
-        """(pid, time) of the latest ``lead`` event (by a pid other than ``other_than``)."""
+    def leader(self, timeout: float = 10, other_than: int | None = None,
+               after: float = 0.0) -> tuple[int, float]:
+        """(pid, time) of the latest ``lead`` event (by a pid other than ``other_than``, at or
+        after ``after``)."""
         def latest():
             leads = [(int(p[1]), float(p[2])) for p in events_of(self.events, "lead")]
-            leads = [x for x in leads if x[0] != other_than]
+            leads = [x for x in leads if x[0] != other_than and x[1] >= after]
             return leads[-1] if leads else None
         return wait_for(latest, timeout, interval=0.005, what="a leader")
 
@@ -189,7 +191,7 @@ def test_leader_sigkilled_just_before_a_batch_survivor_runs_it(cluster, record_p
     cluster.proc(first).send_signal(signal.SIGKILL)
     cluster.proc(first).wait(10)
 
-    second, took_over = cluster.leader(timeout=10, other_than=first)
+    second, took_over = cluster.leader(timeout=10, other_than=first, after=killed_at)
     wait_for(lambda: tags <= Runs(cluster.log).finished(), 15, what="the batch to run")
     time.sleep(2 * TICK)
     runs = Runs(cluster.log)
@@ -242,7 +244,7 @@ def test_takeover_time_after_sigkill(cluster, record_property):
         killed_at = time.time()
         cluster.proc(pid).send_signal(signal.SIGKILL)
         cluster.proc(pid).wait(10)
-        _, took = cluster.leader(timeout=10, other_than=pid)
+        _, took = cluster.leader(timeout=10, other_than=pid, after=killed_at)
         times.append(took - killed_at)
         cluster.worker()                # restart it, as a supervisor would
         cluster.ready(3 + round_ + 1)
