@@ -305,7 +305,7 @@ class SqliteDictStore(WheelStore):
             raise NotAStore(f"{self.path} is not a readable timewheel store ({exc})") from None
         if self.readonly and not ours:
             raise NotAStore(f"{self.path} is not a timewheel store (no timewheel data in it)")
-        if tables and not ours:
+        if tables - {TABLE} and not ours:     # our table alone: another process is creating it
             raise NotAStore(f"{self.path} is an SQLite file but not a timewheel store "
                             f"(tables: {', '.join(sorted(tables))})")
 
