@@ -268,7 +268,11 @@ def _crashloop_check(res: dict) -> None:
     assert res["lost"] == 0, res
     assert res["bad_duplicates"] == 0, res
     assert res["delay_errors"] == 0, res
-    assert res["max_takeover_s"] is not None and res["max_takeover_s"] < 2 * res["tick"] + 1.5, res
+    assert res["leader_kills"] > 0 and res["takeovers_missing"] == 0, res
+    # a survivor (a process already running at the kill) ticks within about one tick; a
+    # takeover by a freshly restarted process also includes its start-up time
+    worst = res["max_survivor_takeover_s"]
+    assert worst is None or worst < 2 * res["tick"] + 1.0, res
 
 
 def test_crash_loop_short(tmp_path, record_property):
