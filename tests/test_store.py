@@ -426,3 +426,12 @@ def test_listing_by_id_prefix(store: WheelStore) -> None:
     assert [r.id for r in store.tasks(id_prefix="periodic-a-")] == ["periodic-a-1", "periodic-a-2"]
     assert len(store.tasks(status=PENDING, id_prefix="periodic-")) == 3
     assert store.tasks(status=FAILED, id_prefix="periodic-") == []
+
+
+def test_listing_without_status_puts_the_most_recent_finished_first(store: WheelStore) -> None:
+    store.add([rec("ok-old", T0 + 1), rec("bad-new", T0 + 1), rec("ok-new", T0 + 1), rec("p", T0 + 99)])
+    store.claim(load_all(store, T0 + 1), "1:x", T0 + 1)
+    store.finish([Outcome("ok-old", True, finished=T0 + 2), Outcome("ok-new", True, finished=T0 + 9),
+                  Outcome("bad-new", False, error="e", finished=T0 + 5)])
+    assert [r.id for r in store.tasks(limit=3)] == ["p", "ok-new", "bad-new"]
+    assert [r.id for r in store.tasks(limit=1)] == ["p"]

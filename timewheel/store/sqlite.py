@@ -742,34 +742,43 @@ class SqliteDictStore(WheelStore):
                     out.append(rec)
             return ordered(out)[:limit]
         with self._reading():
-            for st in ([status] if status else list(STATUSES)):
-                if limit is not None and len(out) >= limit:
-                    break
-                if st == PENDING:
-                    ids = [d.id for d in sorted(self._due_from_wkey(k) for (k,) in self._prefix("w:", "key"))]
-                elif st == RUNNING:
-                    ids = [k[2:] for (k,) in self._prefix("r:", "key")]
-                else:
-                    ids = [k.rsplit(":", 1)[1] for (k,) in
-                           self._prefix(f"x:{_STATUS_CODE[st]}:", "key", order="DESC")]
-                for i in range(0, len(ids), _CHUNK):
-                    part = ids[i:i + _CHUNK]
-                    blobs = self._fetch([tkey(x) for x in part])
-                    for x in part:
-                        blob = blobs.get(tkey(x))
-                        if blob is None:
-                            continue
-                        try:
-                            rec = decode_record(blob)
-                        except RecordDecodeError:
-                            continue
-                        if name is None or rec.name == name:
-                            out.append(rec)
-                    if limit is not None and len(out) >= limit:
-                        break
-        if status is None:
-            out = ordered(out)
+            if status is not None:
+                return self._records_of(status, name, limit)
+            pending = self._records_of(PENDING, name, limit)
+            if limit is not None and len(pending) >= limit:
+                return pending
+            # the others merged by recency: each status can contribute up to ``limit``
+            rest = [r for st in STATUSES if st != PENDING for r in self._records_of(st, name, limit)]
+        out = pending + ordered(rest)
         return out[:limit] if limit is not None else out
+
+    def _records_of(self, status: str, name: Optional[str], limit: Optional[int]) -> list[TaskRecord]:
+        """Records of one status in its natural order (pending: by eta; running: by id;
+        finished: most recent first), up to ``limit``."""
+        if status == PENDING:
+            ids = [d.id for d in sorted(self._due_from_wkey(k) for (k,) in self._prefix("w:", "key"))]
+        elif status == RUNNING:
+            ids = [k[2:] for (k,) in self._prefix("r:", "key")]
+        else:
+            ids = [k.rsplit(":", 1)[1] for (k,) in
+                   self._prefix(f"x:{_STATUS_CODE[status]}:", "key", order="DESC")]
+        out: list[TaskRecord] = []
+        for i in range(0, len(ids), _CHUNK):
+            part = ids[i:i + _CHUNK]
+            blobs = self._fetch([tkey(x) for x in part])
+            for x in part:
+                blob = blobs.get(tkey(x))
+                if blob is None:
+                    continue
+                try:
+                    rec = decode_record(blob)
+                except RecordDecodeError:
+                    continue
+                if name is None or rec.name == name:
+                    out.append(rec)
+                    if limit is not None and len(out) >= limit:
+                        return out
+        return out
 
     def broken(self) -> list[tuple[str, str]]:
         with self._reading():
