@@ -97,10 +97,10 @@ def breakdown(n: int, store_dir: str) -> list[str]:
     params = [(tws.tkey(r.id), tws.encode_record(r), store._wkey(r.id, r.eta, store.wheel.due_tick(r.eta)),
                "l:" + r.id, r.eta, store.wheel.due_tick(r.eta)) for r in recs]
     con = store._conn()
-    lines.append(f"  store.add's one INSERT..SELECT (2 rows + horizon check), SQLite only: "
-                 f"{per(lambda i: con.execute(tws._ADD_ONE, params[i])):.1f} us")
-    lines.append(f"  store.add's Python (encode, keys, lock, context managers): "
-                 f"{full - py - per(lambda i: None):.1f} us total store.add minus the SQL above")
+    sql = per(lambda i: con.execute(tws._ADD_ONE, params[i]))
+    lines.append(f"  store.add's one INSERT..SELECT (2 rows + horizon check), SQLite only: {sql:.1f} us")
+    lines.append(f"  so store.add's own Python (encode, keys, due_tick, locks, context managers): "
+                 f"~{full - py - sql:.1f} us")
     # batch
     recs.clear()
     store.add = lambda r: recs.extend(r)  # type: ignore[method-assign]
@@ -120,6 +120,95 @@ def breakdown(n: int, store_dir: str) -> list[str]:
     return lines
 
 
+def sql_variants(n: int, store_dir: str, reps: int = 5) -> list[str]:
+    """SQLite alone (parameters prepared up front): timewheel's statements on its table shape
+    (sqlitedict's rowid table + an automatic index on ``key``) versus a ``WITHOUT ROWID``
+    table, versus the raw benchmark's one row per task.  Interleaved, median of ``reps``."""
+    import sqlite3
+    import statistics
+    import time
+
+    from timewheel.store import sqlite as tws
+
+    blob = bytes(200)                 # about the size of an encoded record with small args
+    now = time.time() + 3600
+    rows = []
+    for i in range(n):
+        eta = now + i * 1e-3
+        t = int(eta) + 1
+        tid = f"{i:016x}{i:08x}"
+        rows.append((f"t:{tid}", blob, f"w:{t % 3600:06d}:{t // 3600:015d}:{round(eta * 1e6):018d}:{tid}",
+                     "l:" + tid, eta, t))
+
+    def fresh(name: str, ddl: list[str]) -> sqlite3.Connection:
+        path = os.path.join(store_dir, name + ".db")
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+        con = sqlite3.connect(path, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        for stmt in ddl:
+            con.execute(stmt)
+        return con
+
+    kv = ['CREATE TABLE "timewheel" (key TEXT PRIMARY KEY, value BLOB)',
+          "INSERT INTO \"timewheel\" VALUES ('m:horizon', 0)"]
+    kv_wr = [kv[0] + " WITHOUT ROWID", kv[1]]
+    raw = ["CREATE TABLE q (id TEXT PRIMARY KEY, eta REAL NOT NULL, payload BLOB NOT NULL)",
+           "CREATE INDEX q_eta ON q (eta)"]
+    two = 'INSERT INTO "timewheel" (key, value) VALUES (?,?),(?,?)'
+
+    def multi_row(con: sqlite3.Connection) -> None:
+        con.execute("BEGIN")
+        for i in range(0, n, 200):          # 200 tasks = 400 rows per statement, as store.add does
+            part = rows[i:i + 200]
+            sql = 'INSERT INTO "timewheel" (key, value) VALUES ' + ",".join(["(?,?)"] * (2 * len(part)))
+            con.execute(sql, [v for r in part for v in (r[0], r[1], r[2], b"")])
+        con.execute("COMMIT")
+
+    def em(con: sqlite3.Connection) -> None:
+        con.execute("BEGIN")
+        con.executemany('INSERT INTO "timewheel" (key, value) VALUES (?,?)',
+                        (kv_ for r in rows for kv_ in ((r[0], r[1]), (r[2], b""))))
+        con.execute("COMMIT")
+
+    def raw_em(con: sqlite3.Connection) -> None:
+        con.execute("BEGIN")
+        con.executemany("INSERT INTO q VALUES (?,?,?)", ((r[0], r[4], r[1]) for r in rows))
+        con.execute("COMMIT")
+
+    variants: dict[str, tuple[list[str], Callable[[sqlite3.Connection], None]]] = {
+        "per call: store.add's INSERT..SELECT (2 rows + horizon check), sqlitedict table":
+            (kv, lambda c: [c.execute(tws._ADD_ONE, r) for r in rows] and None),
+        "per call: same statement, WITHOUT ROWID table":
+            (kv_wr, lambda c: [c.execute(tws._ADD_ONE, r) for r in rows] and None),
+        "per call: plain 2-row INSERT, sqlitedict table":
+            (kv, lambda c: [c.execute(two, (r[0], r[1], r[2], b"")) for r in rows] and None),
+        "per call: raw benchmark's 1-row INSERT (pk + eta index)":
+            (raw, lambda c: [c.execute("INSERT INTO q VALUES (?,?,?)", (r[0], r[4], r[1])) for r in rows]
+             and None),
+        "batch: store.add's 400-row INSERTs, sqlitedict table": (kv, multi_row),
+        "batch: same, WITHOUT ROWID table": (kv_wr, multi_row),
+        "batch: executemany 2 rows per task, sqlitedict table": (kv, em),
+        "batch: executemany 2 rows per task, WITHOUT ROWID": (kv_wr, em),
+        "batch: raw benchmark's executemany (1 row per task)": (raw, raw_em),
+    }
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(reps):
+        for k, (ddl, fn) in variants.items():
+            con = fresh("variant", ddl)
+            t0 = time.perf_counter()
+            fn(con)
+            times[k].append(time.perf_counter() - t0)
+            con.close()
+    out = [f"SQLite only, {n:,} tasks, median of {reps} interleaved runs (us per task, tasks/s):"]
+    for k, ts in times.items():
+        med = statistics.median(ts)
+        out.append(f"  {k}: {1e6 * med / n:.1f} us  ({n / med:,.0f}/s)")
+    return out
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.profiling")
     ap.add_argument("--n", type=int, default=20_000)
@@ -131,7 +220,7 @@ def main(argv: list[str]) -> int:
     for system in ("timewheel", "sqlite3"):
         profile(runner, system, args.n, False, f"{system}-per-call")
         profile(runner, system, args.batch_n, True, f"{system}-batch")
-    lines = breakdown(args.n, runner.run_dir)
+    lines = breakdown(args.n, runner.run_dir) + sql_variants(args.n, runner.run_dir)
     with open(os.path.join(RESULTS, "profile-breakdown.txt"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
     print("\n".join(lines))

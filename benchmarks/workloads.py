@@ -217,7 +217,7 @@ def burst(spec: dict) -> dict:
     # that a slow enqueue (APScheduler: ~1 ms per add_job) is not slowed further by a running
     # scheduler.  Calibrate: time a few enqueues (due tomorrow, never run here) to pick a lead
     # that lets the whole burst be stored before its due instant, whatever the enqueue rate.
-    m = max(100, min(500, n // 20))
+    m = max(100, min(1000, n // 20))
     far = time.time() + 86400
     t = time.perf_counter()
     if batch:
@@ -226,7 +226,7 @@ def burst(spec: dict) -> dict:
         for j in range(m):
             system.enqueue(-2 - j, far)
     per_task = (time.perf_counter() - t) / m
-    lead = max(spec.get("min_lead", 1.5), per_task * n * 1.8 + 1.5)
+    lead = max(spec.get("min_lead", 1.5), per_task * n * 1.4 + 2.0)
     due = time.time() + lead
     t0 = time.time()
     if batch:
