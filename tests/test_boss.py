@@ -218,3 +218,31 @@ def test_one_leader_per_process_and_store(tmp_path) -> None:
     assert a.is_dead("999999999:deadbeef")                    # no such pid holds its bytes
     assert not a.is_dead(a.token)
     assert a.is_dead(a.token.split(":")[0] + ":00000000")     # same pid, another incarnation
+
+
+def test_lookahead_loads_several_ticks_per_write_and_stays_exact(tmp_path) -> None:
+    clock = FakeClock(T0 + 0.5)
+    store = SqliteDictStore(str(tmp_path / "tasks.db"), Wheel(), now=clock.now)
+    pool = Recorder(clock)
+    boss = Boss(store, ProcessLocks(store.path), pool, capacity=1000, clock=clock, lookahead=4)
+    etas = [T0 + 0.75, T0 + 3.9, T0 + 4.0, T0 + 4.01, T0 + 9.5]
+    for n, eta in enumerate(etas):
+        add(store, f"t{n}", eta)
+    loads = []
+    real_load = store.load
+
+    def counting_load(*args, **kw):
+        loads.append(clock.now)
+        return real_load(*args, **kw)
+    store.load = counting_load
+    run_until(clock, boss, T0 + 12)
+    assert [at for at, _ in pool.got] == [rec.eta for _, rec in pool.got] == sorted(etas)
+    assert len(loads) <= 4                    # 12 ticks, loaded 4 at a time
+    # a task added by another process into the loaded ticks is still found (late marker)
+    other = SqliteDictStore(store.path)
+    add(other, "late", clock.now + 1.5)
+    run_until(clock, boss, clock.now + 2)
+    assert pool.ids[-1] == "late" and pool.got[-1][0] == pool.got[-1][1].eta
+    boss.locks.resign(boss)
+    other.close()
+    store.close()

@@ -175,6 +175,17 @@ class TaskHandle:
             poll = min(poll * 2, 0.1)
 
 
+def _plain_arity(sig: Optional[inspect.Signature]) -> Optional[tuple[int, int]]:
+    """(required, total) positional parameters when they are all a function has, so that
+    delay(*args) can be checked by counting; None sends every call through Signature.bind."""
+    if sig is None:
+        return None
+    params = list(sig.parameters.values())
+    if any(p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params):
+        return None
+    return sum(p.default is p.empty for p in params), len(params)
+
+
 def _outcome_of(rec: TaskRecord) -> Any:
     if rec.status == SUCCEEDED:
         return None if rec.result is None else pickle.loads(rec.result)
@@ -196,6 +207,7 @@ class Task(Generic[R]):
             self._signature: Optional[inspect.Signature] = inspect.signature(fn)
         except (TypeError, ValueError):   # some builtins have none; skip the check then
             self._signature = None
+        self._arity = _plain_arity(self._signature)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
@@ -229,7 +241,9 @@ class Task(Generic[R]):
         if not isinstance(args, tuple):
             args = tuple(args)
         due = self.timewheel._eta(count_down, eta)
-        if self._signature is not None:
+        arity = self._arity
+        if self._signature is not None and not (
+                arity is not None and not kwargs and arity[0] <= len(args) <= arity[1]):
             try:
                 self._signature.bind(*args, **kwargs)
             except TypeError as exc:
@@ -262,6 +276,7 @@ class TimeWheel:
     :param prefetch: claimed tasks that may wait for a free worker (default ``max(64, 4 * workers)``).
     :param clock: returns unix time; inject a fake one in tests.
     :param max_crashes: a task whose process died this many times while running it is failed.
+    :param lookahead: ticks loaded into memory at once (each load is one write).
     :param exit_grace: at interpreter exit a started wheel stops, waiting this many seconds
         for running tasks; those still running after it run again at the next start.
     """
@@ -271,7 +286,7 @@ class TimeWheel:
                  misfire_grace: Optional[float] = None, immediate: bool = False,
                  busy_timeout: float = 10.0, prefetch: Optional[int] = None,
                  clock: Callable[[], float] = time.time, max_crashes: int = 3,
-                 late_poll: float = 0.2, exit_grace: float = 5.0) -> None:
+                 late_poll: float = 0.2, exit_grace: float = 5.0, lookahead: int = 4) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be a positive int, got {workers!r}")
         self.wheel = Wheel(slots=slots, tick=tick)
@@ -286,6 +301,9 @@ class TimeWheel:
         self.max_crashes = max_crashes
         self.late_poll = late_poll
         self.exit_grace = _number(exit_grace, "exit_grace")
+        if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 1:
+            raise ValueError(f"lookahead must be a positive int, got {lookahead!r}")
+        self.lookahead = lookahead
         self._registry: dict[str, Task[Any]] = {}
         self._store: Optional[WheelStore] = None
         self._store_lock = threading.Lock()
@@ -521,6 +539,7 @@ class TimeWheel:
             boss = Boss(store, self._locks, pool, capacity=self.workers + self.prefetch,
                         clock=self.clock, late_poll=self.late_poll, max_crashes=self.max_crashes,
                         purge_every=min(60.0, max(1.0, self.result_ttl / 10)),
+                        lookahead=self.lookahead,
                         on_change=self._changed_notify)
             boss_ref.append(boss)
             self._pool, self._boss = pool, boss

@@ -8,12 +8,12 @@ clock.
 
 How a task gets from the store to a worker:
 
-1. At each tick boundary ``k`` the boss *loads* tick ``k + 1`` (one tick ahead) into an
-   in-memory heap ordered by exact eta, and raises the stored horizon in the same
-   transaction; a task added later into a loaded tick gets a late marker instead, which the
-   boss polls every ``late_poll`` seconds.  Ticks are absolute (``k * tick``), so lateness
-   never accumulates; after a pause, downtime or a clock jump forward every skipped tick is
-   loaded, and when the clock goes back nothing is loaded twice.
+1. At tick boundary ``k``, if tick ``k + 1`` is not loaded yet, the boss *loads* ticks
+   ``k + 1 .. k + lookahead`` into an in-memory heap ordered by exact eta, and raises the
+   stored horizon in the same transaction; a task added later into a loaded tick gets a late
+   marker instead, which the boss polls every ``late_poll`` seconds.  Ticks are absolute
+   (``k * tick``), so lateness never accumulates; after a pause, downtime or a clock jump
+   forward every skipped tick is loaded, and when the clock goes back nothing is loaded twice.
 2. When a heap entry's eta has passed, the boss *claims* it (one transaction, which re-checks
    the exact eta: never early) and submits it, but only as many as the pool has room for.
    Due work beyond that waits on disk.
@@ -50,7 +50,7 @@ class Boss:
     def __init__(self, store: WheelStore, locks: ProcessLocks, pool: WorkerPool, *,
                  capacity: int, clock: Callable[[], float] = time.time,
                  late_poll: float = 0.2, recover_every: float = 10.0, purge_every: float = 60.0,
-                 max_crashes: int = 3, heap_cap: int = 100_000,
+                 max_crashes: int = 3, heap_cap: int = 100_000, lookahead: int = 1,
                  on_change: Callable[[], None] = lambda: None) -> None:
         self.store = store
         self.wheel = store.wheel
@@ -63,6 +63,7 @@ class Boss:
         self.purge_every = purge_every
         self.max_crashes = max_crashes
         self.heap_cap = heap_cap
+        self.lookahead = max(1, lookahead)
         self.on_change = on_change
 
         self.loaded_through: Optional[int] = None   # None: not the ticking process
@@ -192,9 +193,12 @@ class Boss:
 
     def _load(self, now: float) -> None:
         assert self.loaded_through is not None
-        target = self.wheel.current_tick(now) + 1      # one tick of look-ahead
-        if target <= self.loaded_through or len(self._heap) >= self.heap_cap:
+        current = self.wheel.current_tick(now)
+        if current + 1 <= self.loaded_through or len(self._heap) >= self.heap_cap:
             return
+        # Next tick needed: load ``lookahead`` ticks at once.  Each load is a write (the
+        # horizon), so an idle wheel commits once per ``lookahead`` ticks, not every tick.
+        target = current + self.lookahead
         if self._heap:
             done = min(self.loaded_through, self.wheel.due_tick(self._heap[0].eta) - 1)
         else:
