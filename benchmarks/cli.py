@@ -1,5 +1,9 @@
-"""The parent process: plans the measurements, interleaves them, spawns one fresh process per
-measurement, and writes the raw results as JSON.
+"""Benchmarks of timewheel side by side with Huey, APScheduler and raw sqlite3: one fresh
+process per measurement, repetitions interleaved across systems, raw results as JSON in
+benchmarks/results/, RESULTS.md and plots regenerated after a complete full run.
+
+This module is the parent process: it plans the measurements, interleaves them, spawns the
+measurement processes (:mod:`benchmarks.child`) and writes the JSON.
 
 ``python -m benchmarks [--quick] [--only WORKLOAD ...] [--reps N] [--no-report]``
 """
@@ -128,6 +132,19 @@ def _version(mod: str) -> Optional[str]:
         return version(mod)
     except Exception:
         return None
+
+
+def timewheel_rev() -> str:
+    """The commit of the checkout, with ``+dirty`` if timewheel/ has uncommitted changes: the
+    checkout is shared, so the code under test can change during a run."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "timewheel"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except Exception:
+        return ""
 
 
 def machine() -> dict:
@@ -483,11 +500,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                     if rep >= case.reps:
                         continue
                     load = os.getloadavg()[0]
+                    rev = timewheel_rev()
                     t0 = time.time()
                     res = runner.measure(case)
                     doc["measurements"].append({
                         "workload": workload, "system": case.system, "case": case.key(),
-                        "params": case.params, "rep": rep, "loadavg_before": load,
+                        "params": case.params, "rep": rep, "loadavg_before": load, "rev": rev,
                         "seconds": time.time() - t0, "result": res})
                     print(f"  [{rep + 1}/{case.reps}] {case.key():32s} {_brief(workload, res)}", flush=True)
                     save()

@@ -1,10 +1,12 @@
 """cProfile of timewheel's enqueue paths, to explain the targets it misses.
 
-``python -m benchmarks.profiling [--n N] [--batch-n N]`` runs, each in a fresh process like the
-benchmarks, (1) ``N`` per-call ``delay()`` and (2) one ``hu.batch()`` of ``batch-n`` tasks, under
-cProfile, and for comparison the same with raw sqlite3.  It writes the top functions to
-``benchmarks/results/profile-*.txt`` and prints where the time goes: inside SQLite
-(``execute``/``executemany``) versus Python around it.
+``python -m benchmarks.profiling [--n N] [--batch-n N] [--lateness RUNS] [--only-lateness]`` runs,
+each in a fresh process like the benchmarks, (1) ``N`` per-call ``delay()`` and (2) one
+``hu.batch()`` of ``batch-n`` tasks, under cProfile, and for comparison the same with raw
+sqlite3.  It writes the top functions to ``benchmarks/results/profile-*.txt`` and prints where
+the time goes: inside SQLite (``execute``/``executemany``) versus Python around it; then the
+same paths timed piece by piece without the profiler, SQLite statements alone, and a lateness
+probe that times every SQLite call and boss phase to find what delays late tasks.
 """
 
 from __future__ import annotations
@@ -209,18 +211,108 @@ def sql_variants(n: int, store_dir: str, reps: int = 5) -> list[str]:
     return out
 
 
+def lateness_probe(runs: int = 3, n: int = 2000, spread: float = 10.0, slow_ms: float = 5.0) -> list[str]:
+    """The lateness workload on timewheel, in this process, with every SQLite call of the store
+    and every phase of the boss's step timed (wall clock, lock waits included): which calls are
+    slow when a task starts more than ``slow_ms`` late."""
+    import statistics
+    import tempfile
+    import time
+    from collections import defaultdict
+
+    from timewheel import TimeWheel
+    from timewheel import boss as twboss
+    from timewheel.store import sqlite as tws
+
+    from . import tasks
+
+    slow: list[tuple[float, str, float]] = []      # (when, what, ms)
+
+    def timed(fn: Callable, what: Callable[..., str]) -> Callable:
+        def wrapper(*a: object, **kw: object) -> object:
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                ms = (time.perf_counter() - t0) * 1e3
+                if ms >= slow_ms:
+                    slow.append((time.time(), what(*a), ms))
+        return wrapper
+
+    conn = tws._Connection
+    patched = {}
+    for name in ("execute", "select", "select_one", "executemany"):
+        if hasattr(conn, name):
+            patched[(conn, name)] = getattr(conn, name)
+            setattr(conn, name, timed(getattr(conn, name),
+                                      lambda self, req, *a, _n=name: f"sql {_n}: {str(req)[:60]}"))
+    for name in ("_record_outcomes", "_maintain", "_load", "_dispatch"):
+        if hasattr(twboss.Boss, name):
+            patched[(twboss.Boss, name)] = getattr(twboss.Boss, name)
+            setattr(twboss.Boss, name, timed(getattr(twboss.Boss, name),
+                                             lambda self, *a, _n=name: f"boss.{_n}"))
+    out = [f"lateness probe: {runs} runs of {n} tasks over {spread:g} s, calls >= {slow_ms:g} ms:"]
+    try:
+        for r in range(runs):
+            slow.clear()
+            tasks.records.clear()
+            with tempfile.TemporaryDirectory(dir=os.path.join(SCRATCH)) as d:
+                hu = TimeWheel(os.path.join(d, "probe.db"), workers=4)
+                t = hu.task(name="benchmarks.run")(tasks.run)
+                hu.start()
+                t0 = time.time()
+                dues = [t0 + 2.0 + spread * k / n for k in range(n)]
+                for k, due in enumerate(dues):
+                    t.delay(k, due, eta=due)
+                while len(tasks.records) < n and time.time() < dues[-1] + 10:
+                    time.sleep(0.05)
+                hu.stop(wait=True)
+                hu.close()
+            lat = sorted((s_ - d_) * 1e3 for _, d_, s_ in tasks.records)
+            late = [(s_, (s_ - d_) * 1e3) for _, d_, s_ in tasks.records if (s_ - d_) * 1e3 >= slow_ms]
+            out.append(f"  run {r + 1}: p50 {statistics.median(lat):.2f} ms, p99 "
+                       f"{lat[int(0.99 * len(lat)) - 1]:.2f} ms, max {lat[-1]:.1f} ms, "
+                       f"{len(late)} tasks >= {slow_ms:g} ms late")
+            groups: dict[str, list[float]] = defaultdict(list)
+            for _, what, ms in slow:
+                groups[what].append(ms)
+            for what, mss in sorted(groups.items(), key=lambda kv: -max(kv[1]))[:8]:
+                out.append(f"      {len(mss):4d}x max {max(mss):7.1f} ms  {what}")
+            if late:
+                worst = max(late, key=lambda x: x[1])
+                near = [f"{what} {ms:.0f} ms" for when, what, ms in slow if abs(when - worst[0]) < 0.3]
+                out.append(f"      worst task ({worst[1]:.1f} ms late) coincides with: "
+                           f"{'; '.join(near[:6]) or 'no slow call within 0.3 s'}")
+    finally:
+        for (owner, name), fn in patched.items():
+            setattr(owner, name, fn)
+    return out
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.profiling")
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("--batch-n", type=int, default=100_000)
+    ap.add_argument("--lateness", type=int, default=3, metavar="RUNS",
+                    help="runs of the lateness probe (0: skip)")
+    ap.add_argument("--only-lateness", action="store_true", help="run only the lateness probe")
     args = ap.parse_args(argv[1:])
     os.makedirs(RESULTS, exist_ok=True)
+    if args.only_lateness:
+        os.makedirs(SCRATCH, exist_ok=True)
+        lines = lateness_probe(args.lateness or 3)
+        with open(os.path.join(RESULTS, "profile-lateness.txt"), "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return 0
     runner = Runner(os.path.join(SCRATCH, "profiling"))
     os.makedirs(runner.run_dir, exist_ok=True)
     for system in ("timewheel", "sqlite3"):
         profile(runner, system, args.n, False, f"{system}-per-call")
         profile(runner, system, args.batch_n, True, f"{system}-batch")
     lines = breakdown(args.n, runner.run_dir) + sql_variants(args.n, runner.run_dir)
+    if args.lateness:
+        lines += lateness_probe(args.lateness)
     with open(os.path.join(RESULTS, "profile-breakdown.txt"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
     print("\n".join(lines))
