@@ -15,6 +15,7 @@ import argparse
 import io
 import os
 import pstats
+import shutil
 import sys
 from typing import Callable
 
@@ -316,6 +317,7 @@ def main(argv: list[str]) -> int:
     with open(os.path.join(RESULTS, "profile-breakdown.txt"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
     print("\n".join(lines))
+    shutil.rmtree(runner.run_dir, ignore_errors=True)
     print(f"details: {os.path.relpath(RESULTS)}/profile-*.txt")
     return 0
 
