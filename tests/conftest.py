@@ -17,7 +17,8 @@ def db_path(tmp_path) -> str:
     return str(tmp_path / "tasks.db")
 
 
-def wait_for(cond: Callable[[], object], timeout: float = 10.0, interval: float = 0.01) -> object:
+def wait_for(cond: Callable[[], object], timeout: float = 10.0, interval: float = 0.01,
+             what: str = "") -> object:
     """Poll ``cond`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -25,7 +26,7 @@ def wait_for(cond: Callable[[], object], timeout: float = 10.0, interval: float 
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {cond}")
+            raise AssertionError(f"{what or cond} not met within {timeout}s")
         time.sleep(interval)
 
 

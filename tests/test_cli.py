@@ -15,7 +15,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import pytest
 from click.testing import CliRunner, Result
@@ -24,6 +24,8 @@ from timewheel import TimeWheel
 from timewheel.cli import SafeUnpickler, cli, peek_repr, span
 from timewheel.records import TaskRecord
 from timewheel.store import Outcome, SqliteDictStore
+
+from .conftest import wait_for
 
 READ_COMMANDS = [["inspect"], ["tasks"], ["show", "{id}"], ["stats"], ["timeline"]]
 WRITE_COMMANDS = [["cancel", "{id}"], ["retry", "{id}"], ["purge", "--older-than", "1d"]]
@@ -48,17 +50,6 @@ class Evil:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-def poll(cond: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        time.sleep(0.02)
-
 
 def fingerprint(path: Path) -> tuple[str, int]:
     return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns
@@ -612,7 +603,7 @@ def test_console_script_against_a_store_another_process_is_using(tmp_path: Path)
         child = subprocess.Popen([sys.executable, str(tmp_path / "cliapp_live.py"), str(ready)],
                                  env=env, cwd=tmp_path, stderr=err)
     try:
-        poll(lambda: ready.exists() or child.poll() is not None, what="child ready")
+        wait_for(lambda: ready.exists() or child.poll() is not None, 15, what="child ready")
         assert child.poll() is None, log.read_text()
         exe = console_script()
         done = subprocess.run([exe, "inspect", str(path), "--json"], capture_output=True, text=True,
@@ -655,11 +646,11 @@ def test_run_finishes_the_running_task_on_sigterm_and_exits_0(tmp_path: Path) ->
                                   cwd=tmp_path, env={**os.environ, "TW_DB": str(path)},
                                   stdout=subprocess.PIPE, stderr=err, text=True)
     try:
-        poll(lambda: marker.exists() or worker.poll() is not None, what="task started")
+        wait_for(lambda: marker.exists() or worker.poll() is not None, 15, what="task started")
         assert worker.poll() is None, log.read_text()
         worker.send_signal(signal.SIGTERM)
         sent = time.time()
-        poll(lambda: "taking no new tasks" in log.read_text(), what="shutdown logged")
+        wait_for(lambda: "taking no new tasks" in log.read_text(), 15, what="shutdown logged")
         # Due now, but added after the signal: the stopping worker must leave it alone.
         producer = TimeWheel(str(path))
         after = producer.task(name="slow")(slow_signature).delay(0.0, str(tmp_path / "never"))
