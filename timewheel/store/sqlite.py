@@ -531,7 +531,7 @@ class SqliteDictStore(WheelStore):
 
     def cancel(self, task_id: str, now: float) -> bool:
         with self._writing():
-            rec = self._get_in_txn(task_id)
+            rec = self.get(task_id)        # the lock is reentrant: read inside the txn
             if rec is None or rec.status != PENDING:
                 return False
             self._delete([self.wkey(rec.id, rec.eta), "l:" + rec.id])
@@ -541,17 +541,13 @@ class SqliteDictStore(WheelStore):
 
     def retry(self, task_id: str, now: float) -> bool:
         with self._writing():
-            rec = self._get_in_txn(task_id)
+            rec = self.get(task_id)        # the lock is reentrant: read inside the txn
             if rec is None or rec.status not in RETRYABLE:
                 return False
             self._delete([self._xkey(rec)])
             reset_for_retry(rec, now)
             self._upsert([(tkey(rec.id), encode_record(rec))] + self._placement(rec, None))
             return True
-
-    def _get_in_txn(self, task_id: str) -> Optional[TaskRecord]:
-        rows = self._q(f'SELECT value FROM "{TABLE}" WHERE key = ?', (tkey(task_id),))
-        return decode_record(rows[0][0]) if rows else None
 
     def _placement(self, rec: TaskRecord, horizon: Optional[int]) -> list[tuple[str, Any]]:
         """Wheel row (and late marker if needed) for a record becoming pending in a txn."""
