@@ -141,6 +141,10 @@ class Boss:
         if due.id in self._known:
             return
         self._known.add(due.id)
+        self._requeue(due)
+
+    def _requeue(self, due: Due) -> None:
+        """Into the heap, for a task already counted in ``_known``."""
         heapq.heappush(self._heap, _Entry(due.eta, next(self._seq), due))
 
     def _record_outcomes(self) -> None:
@@ -221,14 +225,14 @@ class Boss:
         except BaseException:
             # Nothing was claimed: put them back, or they would wait for the next leader.
             for due in ready:
-                heapq.heappush(self._heap, _Entry(due.eta, next(self._seq), due))
+                self._requeue(due)
             raise
         for i in claim.gone:
             self._known.discard(i)
         for rec in claim.misfired:
             self._known.discard(rec.id)
         for due in claim.not_due:
-            heapq.heappush(self._heap, _Entry(due.eta, next(self._seq), due))
+            self._requeue(due)
         for rec in claim.run:
             self.inflight += 1
             self.pool.submit(rec)

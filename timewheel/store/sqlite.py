@@ -505,16 +505,12 @@ class SqliteDictStore(WheelStore):
                 with self._writing(immediate=False):
                     self._x(_ADD_ONE, params)
                 return
-            due_tick, wkey = self.wheel.due_tick, self._wkey
             with self._writing():
                 horizon = int(self._meta("horizon"))
                 rows: list[tuple[str, Any]] = []
                 for rec in records:
-                    t = due_tick(rec.eta)
                     rows.append((tkey(rec.id), encode_record(rec)))
-                    rows.append((wkey(rec.id, rec.eta, t), b""))
-                    if t <= horizon:
-                        rows.append(("l:" + rec.id, rec.eta))
+                    rows += self._placement(rec, horizon)
                 for i in range(0, len(rows), _CHUNK):
                     part = rows[i:i + _CHUNK]
                     self._x(f'INSERT INTO "{TABLE}" (key, value) VALUES '
@@ -553,8 +549,9 @@ class SqliteDictStore(WheelStore):
         """Wheel row (and late marker if needed) for a record becoming pending in a txn."""
         if horizon is None:
             horizon = int(self._meta("horizon"))
-        rows: list[tuple[str, Any]] = [(self.wkey(rec.id, rec.eta), b"")]
-        if self.wheel.due_tick(rec.eta) <= horizon:
+        t = self.wheel.due_tick(rec.eta)
+        rows: list[tuple[str, Any]] = [(self._wkey(rec.id, rec.eta, t), b"")]
+        if t <= horizon:
             rows.append(("l:" + rec.id, rec.eta))
         return rows
 
