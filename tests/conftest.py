@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from typing import Callable
 
 import pytest
+
+from .mp_worker import wait_for as _poll
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,14 +21,7 @@ def db_path(tmp_path) -> str:
 def wait_for(cond: Callable[[], object], timeout: float = 10.0, interval: float = 0.01,
              what: str = "") -> object:
     """Poll ``cond`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what or cond} not met within {timeout}s")
-        time.sleep(interval)
+    return _poll(cond, timeout, interval, what or str(cond))
 
 
 @pytest.fixture

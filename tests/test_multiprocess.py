@@ -275,23 +275,22 @@ def _crashloop_check(res: dict) -> None:
     assert worst is None or worst < 2 * res["tick"] + 1.0, res
 
 
-def test_crash_loop_short(tmp_path, record_property):
-    crashloop = _load_crashloop()
-    res = crashloop.run(kills=14, procs=3, tasks=500, workdir=str(tmp_path), seed=4, quiet=True)
+def _crash_loop(tmp_path, record_property, kills: int, tasks: int, seed: int) -> None:
+    res = _load_crashloop().run(kills=kills, procs=3, tasks=tasks, workdir=str(tmp_path),
+                                seed=seed, quiet=True)
     for k, v in res.items():
         record_property(k, v)
     print("\ncrash loop:", json.dumps(res))
     _crashloop_check(res)
+
+
+def test_crash_loop_short(tmp_path, record_property):
+    _crash_loop(tmp_path, record_property, kills=14, tasks=500, seed=4)
 
 
 @pytest.mark.slow
 def test_crash_loop_long(tmp_path, record_property):
-    crashloop = _load_crashloop()
-    res = crashloop.run(kills=110, procs=3, tasks=3000, workdir=str(tmp_path), seed=44, quiet=True)
-    for k, v in res.items():
-        record_property(k, v)
-    print("\ncrash loop:", json.dumps(res))
-    _crashloop_check(res)
+    _crash_loop(tmp_path, record_property, kills=110, tasks=3000, seed=44)
 
 
 # -- fork safety --------------------------------------------------------------------------------
