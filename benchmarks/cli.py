@@ -269,26 +269,18 @@ class Runner:
         w = case.workload
         if w in ("enqueue", "batch"):
             return self.run(dict(case.params, workload="enqueue", system=case.system), case.key())
-        if w == "pending":
-            spec = dict(case.params, workload="enqueue", system=case.system)
-            if case.params["pending"]:
-                d, _, _ = self._paths(case.key() + "-copy")
-                spec["store"] = self.copy_of(self.base_store(case.system, case.params["pending"]), d)
-                try:
-                    return self.run(spec, case.key())
-                finally:
-                    shutil.rmtree(d, ignore_errors=True)
-            return self.run(spec, case.key())
-        if w == "startup":
-            spec = dict(case.params, workload="startup", system=case.system)
-            if case.params.get("pending"):
-                d, _, _ = self._paths(case.key() + "-copy")
-                spec["store"] = self.copy_of(self.base_store(case.system, case.params["pending"]), d)
-                try:
-                    return self.run(spec, case.key())
-                finally:
-                    shutil.rmtree(d, ignore_errors=True)
-            return self.run(spec, case.key())
+        if w in ("pending", "startup"):
+            spec = dict(case.params, workload="enqueue" if w == "pending" else "startup",
+                        system=case.system)
+            if not case.params.get("pending"):
+                return self.run(spec, case.key())
+            # measured on a copy of the prebuilt store, so every repetition starts the same
+            d, _, _ = self._paths(case.key() + "-copy")
+            spec["store"] = self.copy_of(self.base_store(case.system, case.params["pending"]), d)
+            try:
+                return self.run(spec, case.key())
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
         if w in ("lateness", "burst"):
             return self.run(dict(case.params, workload=w, system=case.system), case.key(), timeout=600)
         if w == "kill":
