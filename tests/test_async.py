@@ -15,7 +15,7 @@ import pytest
 from timewheel import TaskFailed, TimeWheel
 from timewheel.aio import run_coroutine
 
-from .conftest import wait_for
+from .conftest import records_of, wait_for
 
 
 def aio_threads() -> list[threading.Thread]:
@@ -156,7 +156,7 @@ def test_aresult_stays_responsive_while_another_process_writes(hu: TimeWheel, db
     threading.Thread(target=other_process_writes).start()
     held.wait()
     # A writer of this process (here a cancel; in real life the boss) now waits for the file.
-    writer = threading.Thread(target=hu.store.cancel, args=("no-such-task", time.time()))
+    writer = threading.Thread(target=hu.cancel, args=("no-such-task",))
     writer.start()
     time.sleep(0.05)
     try:
@@ -245,5 +245,5 @@ def test_periodic_async_task(hu: TimeWheel) -> None:
 
     hu.start()
     wait_for(lambda: len(runs) >= 2, timeout=6)
-    done = [r for r in hu.store.tasks(name="async-tick") if r.status == "succeeded"]
+    done = records_of(hu.store, "succeeded", "async-tick")
     assert sorted(hu.get(r.id).result(timeout=0) for r in done) == list(range(1, len(done) + 1))

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pickle
 
 import pytest
+from timewheel.locks import ProcessLocks, locks_for
 
 from timewheel.boss import Boss
-from timewheel.locks import ProcessLocks, locks_for
 from timewheel.records import MISFIRED, PENDING, RUNNING, SUCCEEDED, TaskRecord
 from timewheel.store import Outcome, SqliteDictStore
 from timewheel.wheel import Wheel

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,10 +14,9 @@ from collections import Counter
 import pytest
 
 from timewheel import TimeWheel
-from timewheel.records import decode_record
 from timewheel.store import SqliteDictStore
 
-from .conftest import wait_for
+from .conftest import check_file_store, count_of, records_of, wait_for
 
 WORKER = os.path.join(os.path.dirname(__file__), "kill_worker.py")
 
@@ -45,19 +43,9 @@ def succeeded_args(db: str) -> set[str]:
     """The argument (the log's name) of every task the store has recorded as succeeded."""
     store = SqliteDictStore(db, readonly=True)
     try:
-        return {str(pickle.loads(r.payload)[0][0]) for r in store.tasks(status="succeeded")}
+        return {str(pickle.loads(r.payload)[0][0]) for r in records_of(store, "succeeded")}
     finally:
         store.close()
-
-
-def integrity(db: str) -> None:
-    con = sqlite3.connect(db)
-    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    wheel = [k.rsplit(":", 1)[1] for (k,) in con.execute("SELECT key FROM timewheel WHERE key LIKE 'w:%'")]
-    records = [decode_record(v) for (v,) in con.execute("SELECT value FROM timewheel WHERE key LIKE 't:%'")]
-    con.close()
-    pending = [r.id for r in records if r.status == "pending"]
-    assert sorted(wheel) == sorted(pending), "every pending record has exactly one wheel entry"
 
 
 @pytest.mark.parametrize("mode", ["each", "batch"])
@@ -75,14 +63,14 @@ def test_sigkill_during_an_enqueue_burst_loses_nothing_that_was_returned(tmp_pat
     store = SqliteDictStore(db, readonly=True)
     missing = [i for i in returned if store.get(i) is None]
     assert missing == [], f"{len(missing)} tasks lost after delay() had returned"
-    pending = store.counts()["pending"]
+    pending = count_of(store, "pending")
     assert pending >= len(returned)
     if mode == "batch":
         assert pending % 50 == 0, "a batch was half written"
     else:
         assert pending - len(returned) <= 3       # at most the one in flight per round
     store.close()
-    integrity(db)
+    check_file_store(db)
 
 
 def test_sigkill_while_running_then_restart(tmp_path) -> None:
@@ -118,7 +106,7 @@ def test_sigkill_while_running_then_restart(tmp_path) -> None:
     assert not twice & recorded
     assert all(c <= 2 for c in runs.values())
     store = SqliteDictStore(db, readonly=True)
-    recs = store.tasks()
+    recs = records_of(store)
     assert len(recs) == n and {r.status for r in recs} == {"succeeded"}
     # Only a task that had started counts as a crash (tasks claimed but still waiting for a
     # worker are handed back for free).
@@ -126,4 +114,4 @@ def test_sigkill_while_running_then_restart(tmp_path) -> None:
     assert {i for i, r in by_arg.items() if r.crashes} <= may_rerun
     assert all(r.crashes <= 1 for r in recs)
     store.close()
-    integrity(db)
+    check_file_store(db)

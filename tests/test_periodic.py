@@ -30,7 +30,7 @@ from timewheel.periodic import (
 )
 from timewheel.records import CANCELLED, MISFIRED, PENDING, SUCCEEDED
 
-from .conftest import ROOT, wait_for
+from .conftest import ROOT, records_of, wait_for
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -307,7 +307,7 @@ class Clock:
 
 
 def records(hu: TimeWheel, name: str, status: str | None = None) -> list:
-    return sorted(hu.store.tasks(name=name, status=status), key=lambda r: r.eta)
+    return sorted(records_of(hu.store, status, name), key=lambda r: r.eta)
 
 
 def _consecutive(etas: list[float]) -> bool:

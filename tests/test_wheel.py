@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from timewheel.wheel import SlotRange, Wheel, retry_backoff
+from timewheel.wheel import Wheel
 
 etas = st.floats(min_value=0, max_value=2.5e11, allow_nan=False, allow_infinity=False)
-wheels = st.builds(Wheel, slots=st.integers(1, 5000),
+wheels = st.builds(Wheel, slots=st.integers(1, 999_999),
                    tick=st.sampled_from([1.0, 0.5, 0.1, 0.25, 2.0, 3600.0, 0.001]))
 
 
@@ -63,38 +63,6 @@ def test_fractional_count_down_rounds_up(count_down: float) -> None:
     assert t == math.ceil(now + count_down)
 
 
-@given(st.integers(1, 50), st.integers(0, 10**7), st.integers(0, 300))
-@settings(max_examples=300)
-def test_ranges_cover_every_tick_exactly_once(slots: int, after: int, gap: int) -> None:
-    w = Wheel(slots=slots)
-    through = after + gap
-    covered: list[int] = []
-    for r in w.ranges(after, through):
-        assert isinstance(r, SlotRange)
-        for c in range(r.cycle_lo, r.cycle_hi + 1):
-            covered.append(c * slots + r.slot)
-    assert sorted(covered) == list(range(after + 1, through + 1))
-
-
-def test_ranges_after_long_downtime_cost_one_read_per_slot() -> None:
-    w = Wheel()
-    week = 7 * 86400
-    ranges = list(w.ranges(1_700_000_000, 1_700_000_000 + week))
-    assert len(ranges) == 3600
-    assert sum(r.cycle_hi - r.cycle_lo + 1 for r in ranges) == week
-
-
-def test_ranges_short_gap_is_in_time_order() -> None:
-    w = Wheel()
-    ticks = [r.cycle_lo * 3600 + r.slot for r in w.ranges(100, 110)]
-    assert ticks == list(range(101, 111))
-
-
-def test_clock_going_back_gives_no_ranges() -> None:
-    assert list(Wheel().ranges(500, 400)) == []
-    assert list(Wheel().ranges(500, 500)) == []
-
-
 @pytest.mark.parametrize("kwargs", [dict(slots=0), dict(slots=-1), dict(slots=1.5), dict(tick=0),
                                     dict(tick=-1), dict(tick=float("nan")), dict(tick=True)])
 def test_bad_geometry_is_rejected(kwargs: dict) -> None:
@@ -102,14 +70,9 @@ def test_bad_geometry_is_rejected(kwargs: dict) -> None:
         Wheel(**kwargs)
 
 
-def test_retry_backoff_doubles_and_caps() -> None:
-    assert [retry_backoff(2.0, n) for n in (1, 2, 3, 4)] == [2.0, 4.0, 8.0, 16.0]
-    assert retry_backoff(1.0, 10_000) == 6 * 3600.0
+@pytest.mark.parametrize("t", [float("nan"), float("inf"), 1e300, -1e300, 1e13])
+def test_times_no_caller_can_mean_are_refused_not_spun_on(t: float) -> None:
     with pytest.raises(ValueError):
-        retry_backoff(1.0, 0)
-
-
-@given(st.floats(0, 1e6), st.integers(1, 200))
-def test_retry_backoff_is_monotonic_and_bounded(base: float, n: int) -> None:
-    assume(base >= 0)
-    assert retry_backoff(base, n) <= retry_backoff(base, n + 1) <= 6 * 3600.0
+        Wheel().due_tick(t)
+    with pytest.raises(ValueError):
+        Wheel().current_tick(t)

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import os
 import threading
 import weakref
 from typing import Any, Awaitable, Optional
+
+from .errors import TaskTimeout
 
 __all__ = ["run_coroutine"]
 
@@ -28,8 +31,13 @@ _IDLE_CHECK = 1.0          # seconds between checks whether the loop's users are
 _SHUTDOWN_GRACE = 1.0      # seconds leftover background tasks get to handle cancellation
 
 
-async def _await(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
+async def _await(awaitable: Awaitable[Any], timeout: Optional[float] = None) -> Any:
+    if timeout is None:
+        return await awaitable
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except asyncio.TimeoutError:
+        raise TaskTimeout(f"did not finish within its timeout of {timeout:g}s") from None
 
 
 class _LoopThread:
@@ -75,16 +83,17 @@ _current: Optional[_LoopThread] = None
 _aside = threading.local()                    # .active: this thread runs a private loop
 
 
-def run_coroutine(awaitable: Awaitable[Any]) -> Any:
+def run_coroutine(awaitable: Awaitable[Any], timeout: Optional[float] = None) -> Any:
     """Run an awaitable to completion on the shared loop and return its value (or raise its
-    exception).  Blocks the calling thread, never the loop."""
+    exception); past ``timeout`` seconds it is cancelled and TaskTimeout raised.  Blocks the
+    calling thread, never the loop.  The awaitable sees the caller's context variables."""
     global _current
     me = threading.current_thread()
     lt = _current
     if getattr(_aside, "active", False) or (lt is not None and me is lt.thread):
         # A task on the loop ran another one inline (immediate=True): waiting here for the
         # loop would deadlock it, so that one gets a private loop on a helper thread.
-        return _run_aside(awaitable)
+        return _run_aside(awaitable, timeout)
     with _lock:
         if _current is None:
             _current = _LoopThread()
@@ -92,7 +101,7 @@ def run_coroutine(awaitable: Awaitable[Any]) -> Any:
         lt.active += 1
         lt.users.add(me)
         try:
-            future = asyncio.run_coroutine_threadsafe(_await(awaitable), lt.loop)
+            future = asyncio.run_coroutine_threadsafe(_await(awaitable, timeout), lt.loop)
         except BaseException:
             lt.active -= 1
             raise
@@ -103,17 +112,18 @@ def run_coroutine(awaitable: Awaitable[Any]) -> Any:
             lt.active -= 1
 
 
-def _run_aside(awaitable: Awaitable[Any]) -> Any:
+def _run_aside(awaitable: Awaitable[Any], timeout: Optional[float]) -> Any:
     box: dict[str, Any] = {}
 
     def run() -> None:
         _aside.active = True
         try:
-            box["value"] = asyncio.run(_await(awaitable))
+            box["value"] = asyncio.run(_await(awaitable, timeout))
         except BaseException as exc:
             box["error"] = exc
 
-    t = threading.Thread(target=run, name="timewheel-aio-nested", daemon=True)
+    ctx = contextvars.copy_context()
+    t = threading.Thread(target=ctx.run, args=(run,), name="timewheel-aio-nested", daemon=True)
     t.start()
     t.join()
     if "error" in box:

@@ -1,4 +1,10 @@
-"""The public API: :class:`TimeWheel`, the ``@hu.task()`` decorator and task handles."""
+"""The public API: :class:`TimeWheel`, the ``@hu.task()`` decorator and task handles.
+
+A task's way: ``delay()`` validates and builds a :class:`~timewheel.records.TaskRecord` and
+adds it to the store (:mod:`timewheel.store`); a started wheel's boss (:mod:`timewheel.boss`)
+claims it once due and hands it to a worker, which runs it (:mod:`timewheel.execute`); the
+boss records the outcome through :func:`~timewheel.records.end_run`; the handle reads it.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,6 @@ import os
 import pickle
 import threading
 import time
-import traceback as _traceback
 import weakref
 from contextlib import contextmanager
 from typing import (
@@ -28,24 +33,35 @@ from typing import (
     overload,
 )
 
-from .aio import run_coroutine
-from .boss import Boss
+from .boss import Boss, Health
 from .errors import TaskFailed, TaskNotFound
-from .locks import ProcessLocks, locks_for
-from .pool import WorkerPool
-from .records import PENDING, SUCCEEDED, TERMINAL, TaskRecord
-from .store.base import Due, Outcome, WheelStore
-from .store.memory import MemoryStore
-from .store.sqlite import SqliteDictStore
-from .wheel import Wheel, retry_backoff
+from .execute import execute
+from .records import (
+    MAX_ETA,
+    MAX_RECORD_BYTES,
+    PENDING,
+    RETRYABLE,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL,
+    TaskRecord,
+    cancel,
+    end_run,
+    reset_for_retry,
+    start_run,
+)
+from .store import MemoryStore, WheelStore, is_url, open_store
+from .wheel import Wheel
 
-__all__ = ["TimeWheel", "Task", "TaskHandle", "Stopped"]
+__all__ = ["TimeWheel", "Task", "TaskHandle", "Stopped", "EVENTS"]
 
 log = logging.getLogger("timewheel")
+log.addHandler(logging.NullHandler())     # a library prints nothing unless the app says so
 
 R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
-_MAX_ETA = 253402300799.0           # 9999-12-31T23:59:59Z: keys have fixed-width time fields
+#: what ``hu.on()`` accepts: a task changed state (the change is durable when hooks run)
+EVENTS = ("started", "succeeded", "failed", "retrying", "misfired")
 _instances: "weakref.WeakSet[TimeWheel]" = weakref.WeakSet()
 
 
@@ -74,24 +90,37 @@ class _Ids:
 _ids = _Ids()
 
 
-def _number(value: Any, what: str, *, minimum: float = 0.0) -> float:
+def _number(value: Any, what: str, *, minimum: float = 0.0, maximum: float = MAX_ETA) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{what} must be a number of seconds, got {type(value).__name__} {value!r}")
     if not math.isfinite(value):
         raise ValueError(f"{what} must be finite, got {value!r}")
     if value < minimum:
         raise ValueError(f"{what} must be >= {minimum:g}, got {value!r}")
+    if value > maximum:
+        raise ValueError(f"{what} must be <= {maximum:.6g}, got {value!r}")
     return float(value)
 
 
-def _optional(value: Any, what: str) -> Optional[float]:
-    return None if value is None else _seconds(value, what)
-
-
-def _seconds(value: Any, what: str) -> float:
+def _seconds(value: Any, what: str, **bounds: float) -> float:
     if isinstance(value, _dt.timedelta):
         value = value.total_seconds()
-    return _number(value, what)
+    return _number(value, what, **bounds)
+
+
+def _optional(value: Any, what: str, **bounds: float) -> Optional[float]:
+    return None if value is None else _seconds(value, what, **bounds)
+
+
+def _label(value: Any, what: str, limit: int) -> str:
+    """A task name or id: a non-empty printable str of at most ``limit`` characters."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, got {type(value).__name__} {value!r}")
+    if not value or len(value) > limit or not value.isprintable() or value != value.strip():
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        raise ValueError(f"{what} must be 1 to {limit} printable characters without surrounding "
+                         f"spaces, got {shown!r}")
+    return value
 
 
 class TaskHandle:
@@ -117,7 +146,7 @@ class TaskHandle:
         """The stored record.  Raises :class:`TaskNotFound` once purged."""
         rec = self._wheel.store.get(self.id)
         if rec is None:
-            raise TaskNotFound(f"no task {self.id} in {self._wheel.path or 'memory'} "
+            raise TaskNotFound(f"no task {self.id} in {self._wheel.store.location} "
                                "(never committed, or purged after its result TTL)")
         return rec
 
@@ -128,10 +157,7 @@ class TaskHandle:
 
     def cancel(self) -> bool:
         """True if the task was still pending and now never runs; False otherwise."""
-        ok = self._wheel.store.cancel(self.id, self._wheel.clock())
-        if ok:
-            self._wheel._changed_notify()
-        return ok
+        return self._wheel.cancel(self.id)
 
     def result(self, timeout: Optional[float] = None) -> Any:
         """Wait for the task to end and return its value.
@@ -196,13 +222,14 @@ class Task(Generic[R]):
     """A registered task function.  Calling it calls the function; ``.delay()`` schedules it."""
 
     def __init__(self, wheel: "TimeWheel", fn: Callable[..., R], name: str, retries: int,
-                 retry_delay: float, misfire_grace: Optional[float]) -> None:
+                 retry_delay: float, misfire_grace: Optional[float], timeout: Optional[float]) -> None:
         self.timewheel = wheel
         self.fn = fn
         self.name = name
         self.retries = retries
         self.retry_delay = retry_delay
         self.misfire_grace = misfire_grace
+        self.timeout = timeout
         try:
             self._signature: Optional[inspect.Signature] = inspect.signature(fn)
         except (TypeError, ValueError):   # some builtins have none; skip the check then
@@ -221,25 +248,47 @@ class Task(Generic[R]):
         return self.fn(*args, **kwargs)
 
     def delay(self, *args: Any, count_down: Optional[float] = None,
-              eta: Optional[Union[_dt.datetime, float]] = None, **kwargs: Any) -> TaskHandle:
+              eta: Optional[Union[_dt.datetime, float]] = None, task_id: Optional[str] = None,
+              **kwargs: Any) -> TaskHandle:
         """Schedule ``fn(*args, **kwargs)`` to run ``count_down`` seconds from now (default 0)
-        or at ``eta`` (a datetime; naive means local time).
+        or at ``eta`` (a datetime, naive meaning local time, or unix seconds).
+
+        ``task_id`` names the task: while a task with that id is pending or running, nothing
+        is added and its handle is returned; once it has finished, the new task replaces it.
 
         Returns once the task is committed to the store (inside ``with hu.batch()``: once the
         batch is).  Bad timing options, arguments that do not fit the function, or arguments
         that cannot be pickled raise ``ValueError``/``TypeError`` and nothing is written.
         """
-        return self.schedule(args, kwargs, count_down=count_down, eta=eta)
+        return self.schedule(args, kwargs, count_down=count_down, eta=eta, task_id=task_id)
 
-    def schedule(self, args: tuple = (), kwargs: Optional[dict] = None, *,
+    def schedule(self, args: Union[tuple, list] = (), kwargs: Optional[dict] = None, *,
                  count_down: Optional[float] = None,
                  eta: Optional[Union[_dt.datetime, float]] = None,
-                 misfire_grace: Any = ...) -> TaskHandle:
-        """Like :meth:`delay` with the arguments given explicitly, so they may be named
-        ``count_down`` or ``eta`` too, and with a per-call ``misfire_grace``."""
-        kwargs = {} if kwargs is None else kwargs
-        if not isinstance(args, tuple):
-            args = tuple(args)
+                 misfire_grace: Any = ..., task_id: Optional[str] = None,
+                 replace: bool = False, once: bool = False) -> TaskHandle:
+        """Like :meth:`delay` with the arguments given explicitly (so they may have any name),
+        and with a per-call ``misfire_grace``.
+
+        With ``task_id``: ``replace=True`` replaces a pending task of that id (new arguments
+        and eta) in one atomic step (a running one raises :class:`DuplicateTask`);
+        ``once=True`` adds nothing while any task of that id is stored, finished or not, so
+        an id runs once until its record is purged (periodic occurrences use this).
+        """
+        if not isinstance(args, (tuple, list)):
+            raise TypeError(f"{self.name}: args must be a tuple or list, got {type(args).__name__}")
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise TypeError(f"{self.name}: kwargs must be a dict, got {type(kwargs).__name__}")
+        args, kwargs = tuple(args), kwargs or {}
+        if replace and once:
+            raise ValueError("replace=True and once=True contradict each other")
+        if (replace or once) and task_id is None:
+            raise ValueError("replace= and once= apply to a task_id you choose")
+        existing = "replace" if replace else "keep" if once else "reuse"
+        if task_id is None:
+            existing = "fail"
+        else:
+            _label(task_id, "task_id", 200)
         due = self.timewheel._eta(count_down, eta)
         arity = self._arity
         if self._signature is not None and not (
@@ -253,73 +302,98 @@ class Task(Generic[R]):
         except Exception as exc:
             raise TypeError(f"{self.name}: arguments cannot be serialised with pickle "
                             f"({exc.__class__.__name__}: {exc})") from None
+        if len(payload) > MAX_RECORD_BYTES // 2:
+            raise ValueError(f"{self.name}: arguments are {len(payload)} bytes pickled; the limit "
+                             f"is {MAX_RECORD_BYTES // 2} (store large data elsewhere, pass a key)")
         grace = (self.misfire_grace if misfire_grace is ...
                  else _optional(misfire_grace, "misfire_grace"))
-        rec = TaskRecord(id=_ids.new(), name=self.name, eta=due, payload=payload,
-                         created=self.timewheel.clock(), retries=self.retries,
-                         retry_delay=self.retry_delay, misfire_grace=grace)
-        return self.timewheel._submit(rec)
+        rec = TaskRecord(id=task_id or _ids.new(), name=self.name, eta=due, payload=payload,
+                         created=self.timewheel.now(), retries=self.retries,
+                         retry_delay=self.retry_delay, misfire_grace=grace, timeout=self.timeout)
+        return self.timewheel._submit(rec, existing)
 
 
 class TimeWheel:
     """An embedded, persistent delayed-task scheduler.
 
-    :param path: the store file (created mode 0600).  ``None`` keeps tasks in memory only.
+    :param path: the store: a file (created mode 0600), a ``redis://``, ``rediss://`` or
+        ``unix://`` URL (``pip install 'timewheel[redis]'``), or ``None`` for memory only.
     :param workers: threads running tasks in this process.
     :param tick: seconds per wheel slot.  :param slots: slots in the ring.  Both are fixed
         when the store is created.
     :param result_ttl: seconds results and errors are kept after a task ends.
     :param misfire_grace: default for tasks: skip (status ``misfired``) rather than start
         more than this many seconds late.  ``None``: always run, however late.
+    :param timeout: default for tasks: seconds a run may take (``None``: no limit).
     :param immediate: run ``delay()`` inline, synchronously, in memory -- for test suites.
     :param busy_timeout: seconds a write waits for another process before ``StoreBusy``.
-    :param prefetch: claimed tasks that may wait for a free worker (default ``max(64, 4 * workers)``).
-    :param clock: returns unix time; inject a fake one in tests.
+    :param clock: returns unix time; inject a fake one in tests.  (A Redis store judges
+        time by its server's clock and uses this one only to measure the offset.)
     :param max_crashes: a task whose process died this many times while running it is failed.
-    :param lookahead: ticks loaded into memory at once (each load is one write).
+    :param lookahead: ticks made ready ahead of the clock at once (each advance is one write).
     :param exit_grace: at interpreter exit a started wheel stops, waiting this many seconds
         for running tasks; those still running after it run again at the next start.
+    :param namespace: the key prefix in a Redis database (several apps can share one).
     """
 
     def __init__(self, path: Union[str, "os.PathLike[str]", None] = "tasks.db", workers: int = 4, *,
                  tick: float = 1.0, slots: int = 3600, result_ttl: float = 7 * 86400.0,
-                 misfire_grace: Optional[float] = None, immediate: bool = False,
-                 busy_timeout: float = 10.0, prefetch: Optional[int] = None,
+                 misfire_grace: Optional[float] = None, timeout: Optional[float] = None,
+                 immediate: bool = False, busy_timeout: float = 10.0,
                  clock: Callable[[], float] = time.time, max_crashes: int = 3,
-                 late_poll: float = 0.2, exit_grace: float = 5.0, lookahead: int = 4) -> None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"workers must be a positive int, got {workers!r}")
+                 exit_grace: float = 5.0, lookahead: int = 4, namespace: str = "timewheel") -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024:
+            raise ValueError(f"workers must be an int from 1 to 1024, got {workers!r}")
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a file path, a redis:// URL or None, got {type(path).__name__}")
         self.wheel = Wheel(slots=slots, tick=tick)
-        self.path = None if path is None else os.path.abspath(os.fspath(path))
+        spec = None if path is None else os.fspath(path)
+        if isinstance(spec, bytes):
+            raise TypeError("path must be a str or os.PathLike of str, not bytes")
+        self.url = spec if spec is not None and is_url(spec) else None
+        self.path = None if spec is None or self.url else os.path.abspath(spec)
+        if self.path is not None and (not spec or "\0" in spec):
+            raise ValueError(f"not a usable store path: {spec!r}")
         self.workers = workers
         self.result_ttl = _number(result_ttl, "result_ttl")
         self.misfire_grace = _optional(misfire_grace, "misfire_grace")
+        self.timeout = _optional(timeout, "timeout", minimum=0.001)
+        if not isinstance(immediate, bool):
+            raise TypeError(f"immediate must be a bool, got {immediate!r}")
         self.immediate = immediate
-        self.busy_timeout = _number(busy_timeout, "busy_timeout")
-        self.prefetch = max(64, 4 * workers) if prefetch is None else prefetch
+        self.busy_timeout = _number(busy_timeout, "busy_timeout", maximum=86400.0)
+        if not callable(clock):
+            raise TypeError(f"clock must be a callable returning unix seconds, got {clock!r}")
         self.clock = clock
+        if isinstance(max_crashes, bool) or not isinstance(max_crashes, int) or max_crashes < 1:
+            raise ValueError(f"max_crashes must be an int >= 1, got {max_crashes!r}")
         self.max_crashes = max_crashes
-        self.late_poll = late_poll
-        self.exit_grace = _number(exit_grace, "exit_grace")
-        if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 1:
-            raise ValueError(f"lookahead must be a positive int, got {lookahead!r}")
+        self.exit_grace = _number(exit_grace, "exit_grace", maximum=86400.0)
+        if isinstance(lookahead, bool) or not isinstance(lookahead, int) or not 1 <= lookahead <= 3600:
+            raise ValueError(f"lookahead must be an int from 1 to 3600, got {lookahead!r}")
         self.lookahead = lookahead
+        self.namespace = _label(namespace, "namespace", 100)
         self._registry: dict[str, Task[Any]] = {}
+        self._hooks: dict[str, list[Callable[..., Any]]] = {e: [] for e in EVENTS}
         self._store: Optional[WheelStore] = None
         self._store_lock = threading.Lock()
-        self._locks: Optional[ProcessLocks] = None
         self._boss: Optional[Boss] = None
-        self._pool: Optional[WorkerPool] = None
         self._start_lock = threading.RLock()
         self._batch = threading.local()
         self._changed = threading.Condition()
         self._generation = 0
-        #: called (in order) by start() once the boss runs; periodic schedules hook in here
-        self._start_hooks: list[Callable[[], None]] = []
+        self._periodics: Any = None          # timewheel.periodic.Periodics, made by periodic()
         _instances.add(self)
 
     def __repr__(self) -> str:
-        return f"<TimeWheel {self.path or 'memory'} workers={self.workers}>"
+        return f"<TimeWheel {self.location} workers={self.workers}>"
+
+    @property
+    def location(self) -> str:
+        """The store's file path or URL (``memory`` for none)."""
+        if self.immediate:
+            return "memory"
+        return self.url or self.path or "memory"
 
     # -- the store (opened lazily, so nothing -- no thread -- starts in a pre-fork master) ----
     @property
@@ -327,47 +401,55 @@ class TimeWheel:
         if self._store is None:
             with self._store_lock:
                 if self._store is None:
-                    if self.immediate or self.path is None:
-                        self._store = MemoryStore(self.wheel, now=self.clock(),
-                                                  result_ttl=self.result_ttl)
-                    else:
-                        self._store = SqliteDictStore(self.path, self.wheel,
-                                                      busy_timeout=self.busy_timeout,
-                                                      result_ttl=self.result_ttl, now=self.clock())
+                    self._store = self._open_store()
         return self._store
+
+    def _open_store(self) -> WheelStore:
+        if self.immediate or (self.path is None and self.url is None):
+            return MemoryStore(self.wheel, clock=self.clock)
+        return open_store(self.url or self.path or "", wheel=self.wheel, namespace=self.namespace,
+                          timeout=self.busy_timeout, clock=self.clock)
+
+    def now(self) -> float:
+        """The store's clock: what etas and ``count_down`` are measured by."""
+        return self.store.now()
 
     # -- registering ----------------------------------------------------------------------
     @overload
     def task(self, fn: F) -> "Task[Any]": ...
     @overload
     def task(self, *, name: Optional[str] = None, retries: int = 0, retry_delay: float = 1.0,
-             misfire_grace: Any = ...) -> Callable[[F], "Task[Any]"]: ...
+             misfire_grace: Any = ..., timeout: Any = ...) -> Callable[[F], "Task[Any]"]: ...
 
     def task(self, fn: Optional[Callable[..., Any]] = None, *, name: Optional[str] = None,
-             retries: int = 0, retry_delay: float = 1.0, misfire_grace: Any = ...) -> Any:
+             retries: int = 0, retry_delay: float = 1.0, misfire_grace: Any = ...,
+             timeout: Any = ...) -> Any:
         """Register a function as a task: ``@hu.task()`` or ``@hu.task(retries=3, ...)``.
 
         ``retries``: extra attempts after a failure (at most ``retries + 1`` calls); attempt
         ``n`` waits ``retry_delay * 2 ** (n - 1)`` seconds (capped at 6 h) after failure ``n``.
+        ``timeout``: seconds a run may take before it fails with :class:`TaskTimeout`.
         ``name`` defaults to ``module.qualname`` and must be the same in every process.
         """
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"retries must be an int >= 0, got {retries!r}")
-        delay_s = _seconds(retry_delay, "retry_delay")
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 1000:
+            raise ValueError(f"retries must be an int from 0 to 1000, got {retries!r}")
+        delay_s = _seconds(retry_delay, "retry_delay", maximum=86400.0)
         grace = (self.misfire_grace if misfire_grace is ...
                  else _optional(misfire_grace, "misfire_grace"))
+        limit = self.timeout if timeout is ... else _optional(timeout, "timeout", minimum=0.001)
+        if name is not None:
+            _label(name, "task name", 500)
 
         def register(f: Callable[..., Any]) -> Task[Any]:
             if not callable(f):
                 raise TypeError(f"@task needs a function, got {type(f).__name__} {f!r}")
-            task_name = name or f"{f.__module__}.{f.__qualname__}"
-            if not isinstance(task_name, str) or not task_name:
-                raise ValueError(f"task name must be a non-empty str, got {task_name!r}")
+            task_name = name if name is not None else _label(
+                f"{getattr(f, '__module__', None)}.{getattr(f, '__qualname__', repr(f))}", "task name", 500)
             old = self._registry.get(task_name)
             if old is not None and old.fn is not f and (
                     getattr(old.fn, "__code__", None) is not getattr(f, "__code__", None)):
                 raise ValueError(f"another function is already registered as task {task_name!r}")
-            t: Task[Any] = Task(self, f, task_name, retries, delay_s, grace)
+            t: Task[Any] = Task(self, f, task_name, retries, delay_s, grace, limit)
             self._registry[task_name] = t
             return t
 
@@ -379,47 +461,77 @@ class TimeWheel:
                  name: Optional[str] = None, **options: Any) -> Callable[[F], "Task[Any]"]:
         """Register a recurring task: ``@hu.periodic(every=900)`` or
         ``@hu.periodic(cron="0 3 * * *", tz="Europe/Berlin")``.  See :mod:`timewheel.periodic`."""
-        from .periodic import periodic
-        return periodic(self, every=every, cron=cron, tz=tz, name=name, **options)
+        from .periodic import Periodics
+        if self._periodics is None:
+            self._periodics = Periodics(self)
+        return self._periodics.decorator(every=every, cron=cron, tz=tz, name=name, **options)
 
     @property
     def tasks(self) -> dict[str, "Task[Any]"]:
         """The registered tasks by name."""
         return dict(self._registry)
 
+    def on(self, event: str, fn: Optional[Callable[..., Any]] = None) -> Any:
+        """Call ``fn(record, exception)`` after a task's change to ``event`` is durable, in the
+        process that made it: ``started``, ``succeeded``, ``failed`` (for good), ``retrying``
+        (failed, will run again) or ``misfired``.  ``exception`` is the task's exception for
+        ``failed`` and ``retrying``, else None.  Also a decorator: ``@hu.on("failed")``.
+        A hook that raises is logged and changes nothing."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown event {event!r}; one of {', '.join(EVENTS)}")
+
+        def add(f: Callable[..., Any]) -> Callable[..., Any]:
+            if not callable(f):
+                raise TypeError(f"a hook must be callable, got {f!r}")
+            self._hooks[event].append(f)
+            return f
+
+        return add if fn is None else add(fn)
+
+    def _fire(self, event: str, rec: TaskRecord, exc: Optional[BaseException]) -> None:
+        for hook in self._hooks[event]:
+            try:
+                hook(rec, exc)
+            except Exception:  # noqa: BLE001 - a hook never changes a task's outcome
+                log.exception("%s hook %r raised for task %s", event, hook, rec.id)
+
     # -- scheduling -----------------------------------------------------------------------
     def _eta(self, count_down: Any, eta: Any) -> float:
         if count_down is not None and eta is not None:
             raise ValueError("give count_down or eta, not both")
         if eta is None:
-            return self.clock() + (_optional(count_down, "count_down") or 0.0)
+            now = self.now()
+            delay = _optional(count_down, "count_down") or 0.0
+            if now + delay > MAX_ETA:
+                raise ValueError(f"count_down={count_down!r} would put the task after 9999-12-31")
+            return now + delay
         if isinstance(eta, _dt.datetime):
-            when = eta.timestamp()        # naive datetimes are local time, as documented
+            try:
+                when = eta.timestamp()        # naive datetimes are local time, as documented
+            except (OverflowError, OSError, ValueError) as exc:
+                raise ValueError(f"eta {eta!r} cannot be turned into a time ({exc})") from None
         elif isinstance(eta, (int, float)) and not isinstance(eta, bool):
             when = float(eta)
         else:
             raise TypeError(f"eta must be a datetime or unix seconds, got {type(eta).__name__} {eta!r}")
-        if not (math.isfinite(when) and 0 <= when <= _MAX_ETA):
+        if not (math.isfinite(when) and 0 <= when <= MAX_ETA):
             raise ValueError(f"eta {eta!r} is outside 1970..9999")
         return when
 
-    def _submit(self, rec: TaskRecord) -> TaskHandle:
-        pending = getattr(self._batch, "records", None)
-        if pending is not None:
-            pending.append(rec)
+    def _submit(self, rec: TaskRecord, existing: str) -> TaskHandle:
+        batch = getattr(self._batch, "records", None)
+        if batch is not None:
+            mode = getattr(self._batch, "existing", "fail")
+            if existing != "fail" and mode not in ("fail", existing):
+                raise ValueError(f"one batch cannot mix task_id policies ({mode} and {existing})")
+            if existing != "fail":
+                self._batch.existing = existing
+            batch.append(rec)
             return TaskHandle(self, rec.id)
-        self.store.add([rec])
-        if self.immediate:
+        (stored,) = self.store.add([rec], existing=existing)
+        if self.immediate and stored is rec:
             self._run_inline(rec)
-        else:
-            self._notify_boss([rec])
-        return TaskHandle(self, rec.id)
-
-    def _notify_boss(self, recs: list[TaskRecord]) -> None:
-        boss = self._boss
-        if boss is not None:
-            for rec in recs:
-                boss.notify(Due(rec.eta, rec.id))
+        return TaskHandle(self, stored.id)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -428,18 +540,17 @@ class TimeWheel:
         if getattr(self._batch, "records", None) is not None:   # nested: the outer one commits
             yield
             return
-        self._batch.records = []
+        self._batch.records, self._batch.existing = [], "fail"
         try:
             yield
-            recs = self._batch.records
+            recs, existing = self._batch.records, self._batch.existing
         finally:
             self._batch.records = None
-        self.store.add(recs)
+        stored = self.store.add(recs, existing=existing)
         if self.immediate:
-            for rec in recs:
-                self._run_inline(rec)
-        else:
-            self._notify_boss(recs)
+            for rec, kept in zip(recs, stored):
+                if kept is rec:
+                    self._run_inline(rec)
 
     def get(self, task_id: str) -> TaskHandle:
         """A handle for a task id (from another process, or from before a restart)."""
@@ -448,70 +559,43 @@ class TimeWheel:
         return h
 
     def cancel(self, task_id: str) -> bool:
-        return TaskHandle(self, task_id).cancel()
+        """True if the task was pending and now never runs; False otherwise."""
+        return self._change(task_id, lambda r: r.status == PENDING, cancel)
 
     def retry(self, task_id: str) -> bool:
         """Put a failed, misfired or cancelled task back as pending, due now, with its full
         retry budget.  False if it is not in one of those states."""
-        ok = self.store.retry(task_id, self.clock())
-        if ok:
-            rec = self.store.get(task_id)
-            if rec is not None:
-                self._notify_boss([rec])
-        return ok
+        return self._change(task_id, lambda r: r.status in RETRYABLE, reset_for_retry)
+
+    def _change(self, task_id: str, allowed: Callable[[TaskRecord], bool],
+                transition: Callable[[TaskRecord, float], TaskRecord]) -> bool:
+        store = self.store
+        while True:      # a compare-and-set: if the record changed meanwhile, look again
+            rec = store.get(task_id)
+            if rec is None or not allowed(rec):
+                return False
+            if store.swap([(rec, transition(rec, store.now()))])[0] is not None:
+                self._changed_notify()
+                return True
 
     # -- running --------------------------------------------------------------------------
-    def _execute(self, rec: TaskRecord) -> Outcome:
-        started = self.clock()
-        out = self._call(rec)
-        out.started = started
-        return out
-
-    def _call(self, rec: TaskRecord) -> Outcome:
-        task = self._registry.get(rec.name)
-        if task is None:
-            log.error("task %s: %r is not registered in this process; left failed", rec.id, rec.name)
-            return Outcome(rec.id, False, error=(
-                f"task {rec.name!r} is not registered in process {os.getpid()}; "
-                "register it and retry the task"), finished=self.clock())
-        try:
-            args, kwargs = pickle.loads(rec.payload)
-        except Exception as exc:
-            log.error("task %s (%s): cannot decode its arguments: %s", rec.id, rec.name, exc)
-            return Outcome(rec.id, False, error=f"cannot decode its arguments: "
-                           f"{exc.__class__.__name__}: {exc}", traceback=_traceback.format_exc(),
-                           finished=self.clock())
-        try:
-            value = task.fn(*args, **kwargs)
-            if inspect.isawaitable(value):
-                value = run_coroutine(value)
-            result = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        except BaseException as exc:   # a task's SystemExit must not kill the worker either
-            now = self.clock()
-            error = f"{exc.__class__.__name__}: {exc}"
-            retry_at = None
-            if rec.attempts <= rec.retries:
-                retry_at = now + retry_backoff(rec.retry_delay, rec.attempts)
-                log.warning("task %s (%s) failed, attempt %d of %d, retrying in %.3gs: %s",
-                            rec.id, rec.name, rec.attempts, rec.retries + 1, retry_at - now, error)
-            else:
-                log.error("task %s (%s) failed after %d attempt(s): %s",
-                          rec.id, rec.name, rec.attempts, error)
-            return Outcome(rec.id, False, error=error, traceback=_traceback.format_exc(),
-                           retry_at=retry_at, finished=now)
-        return Outcome(rec.id, True, result=result, finished=self.clock())
+    def _execute(self, rec: TaskRecord) -> Any:
+        return execute(self._registry, rec, self.store.now)
 
     def _run_inline(self, rec: TaskRecord) -> None:
-        """immediate=True: claim, run and record right here, retries included."""
-        due = Due(rec.eta, rec.id)
-        while True:
-            claim = self.store.claim([due], "immediate", max(self.clock(), due.eta), starting=1)
-            if not claim.run:
+        """immediate=True: run and record right here, retries included (without waiting)."""
+        store = self.store
+        while rec is not None and rec.status == PENDING:
+            (running,) = store.swap([(rec, start_run(rec, "immediate", store.now()))])
+            if running is None:
                 break
-            again = self.store.finish([self._execute(claim.run[0])])
-            if not again:
-                break
-            due = again[0]
+            self._fire("started", running, None)
+            out = self._execute(running)
+            (rec,) = store.swap([(running, end_run(running, out))])
+            if rec is not None:
+                event = {SUCCEEDED: "succeeded", PENDING: "retrying"}.get(rec.status, rec.status)
+                if event in self._hooks:
+                    self._fire(event, rec, out.exception)
         self._changed_notify()
 
     def _changed_notify(self) -> None:
@@ -525,48 +609,45 @@ class TimeWheel:
                 self._changed.wait(timeout)
 
     def start(self) -> "TimeWheel":
-        """Start ticking and working in this process (idempotent, thread-safe; call it lazily
-        from a request handler or after fork, never in a pre-fork master).  Returns self."""
+        """Start running due tasks in this process, and ticking when its turn comes
+        (idempotent, thread-safe; call it lazily from a request handler or after fork, never
+        in a pre-fork master).  Raises StoreError if the store cannot be used.  Returns self."""
         if self.immediate:
             return self
         with self._start_lock:
             if self._boss is not None:
                 return self
-            store = self.store
-            self._locks = self._locks or locks_for(store.path)
-            boss_ref: list[Boss] = []
-            pool = WorkerPool(self.workers, self._execute, lambda out: boss_ref[0].report(out))
-            boss = Boss(store, self._locks, pool, capacity=self.workers + self.prefetch,
-                        clock=self.clock, late_poll=self.late_poll, max_crashes=self.max_crashes,
-                        purge_every=min(60.0, max(1.0, self.result_ttl / 10)),
-                        lookahead=self.lookahead,
-                        on_change=self._changed_notify)
-            boss_ref.append(boss)
-            self._pool, self._boss = pool, boss
-            for hook in self._start_hooks:      # before the boss can claim anything
-                hook()
-            pool.start()
+            boss = Boss(self.store, self._execute, workers=self.workers, lookahead=self.lookahead,
+                        result_ttl=self.result_ttl, max_crashes=self.max_crashes,
+                        on_change=self._changed_notify, on_event=self._fire)
+            if self._periodics is not None:
+                self._periodics.reconcile()    # before the boss can claim anything
             boss.start()
+            self._boss = boss
+            if self._periodics is not None:
+                self._periodics.start()
             log.info("started %s", self)
         return self
 
     def stop(self, wait: bool = True, timeout: Optional[float] = None) -> Stopped:
-        """Stop ticking.  ``wait``: first let running tasks finish (up to ``timeout`` s) and
-        record their results; otherwise they finish in the background.  Pending tasks stay in
-        the store and run after the next ``start()`` here or in another process."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        """Stop running tasks here.  ``wait``: first let running tasks finish (up to
+        ``timeout`` s) and record their results; otherwise they finish in the background.
+        Pending tasks stay in the store and run after the next ``start()`` here or in another
+        process.  On a wheel whose store was never opened this is a no-op."""
+        timeout = _optional(timeout, "timeout", maximum=86400.0 * 365)
         unfinished = 0
         with self._start_lock:
-            boss, pool = self._boss, self._pool
-            self._boss = self._pool = None
-            if boss is not None and pool is not None:
-                boss.stop(wait=wait, timeout=timeout)
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                pool.stop(wait=wait, timeout=remaining)
-                unfinished = boss.inflight
+            boss, self._boss = self._boss, None
+            if self._periodics is not None:
+                self._periodics.stop()
+            if boss is not None:
+                unfinished = boss.stop(wait=wait, timeout=timeout)
                 log.info("stopped %s", self)
-        counts = self.store.counts()
-        return Stopped(counts[PENDING], counts["running"], unfinished)
+        if self._store is None:
+            return Stopped(0, 0, 0)
+        counts = self._store.counts()
+        return Stopped(sum(n for (s, _), n in counts.items() if s == PENDING),
+                       sum(n for (s, _), n in counts.items() if s == RUNNING), unfinished)
 
     @property
     def running(self) -> bool:
@@ -576,7 +657,13 @@ class TimeWheel:
     def is_leader(self) -> bool:
         """True while this process is the one ticking the store."""
         boss = self._boss
-        return boss is not None and boss.loaded_through is not None
+        return boss is not None and boss.leading
+
+    def health(self) -> Optional[Health]:
+        """How the started wheel is doing (None if not started): whether store calls
+        succeed, whether this process ticks, the last error."""
+        boss = self._boss
+        return None if boss is None else boss.health()
 
     def close(self) -> None:
         """Stop (waiting) and release the store."""
@@ -592,9 +679,9 @@ class TimeWheel:
         self.stop(wait=True)
 
     def _after_fork_in_child(self) -> None:
-        # Threads do not survive fork: forget the parent's boss and pool (a child starts its
-        # own with start()).  The store reopens itself on first use in the new pid.
-        self._boss = self._pool = None
+        # Threads do not survive fork: forget the parent's boss (a child starts its own with
+        # start()).  The store reopens itself on first use in the new pid.
+        self._boss = None
         self._start_lock = threading.RLock()
         self._store_lock = threading.Lock()
         self._changed = threading.Condition()
@@ -612,7 +699,7 @@ def _stop_all_at_exit() -> None:
         if hu.running:
             try:
                 hu.stop(wait=True, timeout=hu.exit_grace)
-            except Exception:
+            except Exception:  # noqa: BLE001
                 log.exception("stopping %s at exit failed", hu)
 
 

@@ -1,294 +1,362 @@
-"""The boss: turns the wheel and hands due tasks to the pool.
+"""The boss: one thread per started wheel, in every process that called ``start()``.
 
-One boss per process; in each store only the process holding the ticking lock
-(:class:`~timewheel.locks.ProcessLocks`) acts, the others retry every tick and take over
-when the holder dies.  :meth:`Boss.step` does one round of work for a given ``now`` and says
-how long to sleep; the thread is a thin loop around it, so tests can drive it with a fake
-clock.
+It does two jobs, each a few store calls per round:
 
-How a task gets from the store to a worker:
+* **ticking**, only while this process holds the ticking role (:class:`~timewheel.store.Liveness`):
+  at each tick boundary it *advances* the wheel ``lookahead`` ticks ahead of the clock (pending
+  tasks of those ticks become ready, oldest first, a page at a time after downtime), every tick
+  it requeues the tasks of processes that died (the documented re-run), and now and then it
+  purges finished tasks past their TTL.  Ticks are absolute (``k * tick``): lateness never
+  accumulates, and a clock that goes back loads nothing twice.  When the holder dies another
+  process's boss takes the role within a tick.
+* **working**, in every process: it claims due ready tasks -- never more than its idle
+  workers, so work spreads over the processes and a claimed task is a started one -- hands
+  them to the pool, and records their outcomes in batches through the pure transitions of
+  :mod:`timewheel.records` (a compare-and-set: an outcome fenced out by a recovery is dropped,
+  and logged).
 
-1. At tick boundary ``k``, if tick ``k + 1`` is not loaded yet, the boss *loads* ticks
-   ``k + 1 .. k + lookahead`` into an in-memory heap ordered by exact eta, and raises the
-   stored horizon in the same transaction; a task added later into a loaded tick gets a late
-   marker instead, which the boss polls every ``late_poll`` seconds.  Ticks are absolute
-   (``k * tick``), so lateness never accumulates; after a pause, downtime or a clock jump
-   forward every skipped tick is loaded, and when the clock goes back nothing is loaded twice.
-2. When a heap entry's eta has passed, the boss *claims* it (one transaction, which re-checks
-   the exact eta: never early) and submits it, but only as many as the pool has room for.
-   Due work beyond that waits on disk.
-3. Workers report outcomes back; the boss records them in batches (group commit).
+Between rounds it sleeps until the earliest ready eta it knows, the next tick boundary (if
+ticking), or a ring of the store's doorbell (a task became ready elsewhere, a worker finished
+here), and looks at the store at least once a tick.  :meth:`Boss.step` does one round for a
+given ``now``; the thread is a thin loop around it, so tests drive it with a fake clock.
+
+Store errors (disk full, busy, a server away) never stop it: it backs off exponentially (up
+to 5 s), keeps claimed tasks and unrecorded outcomes, logs once when it starts failing and
+once when it recovers, and reports its state in :meth:`health`.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import threading
 import time
 from collections import deque
-from typing import Callable, NamedTuple, Optional
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 from .errors import StoreError
-from .locks import ProcessLocks
 from .pool import WorkerPool
-from .store.base import Due, Outcome, WheelStore
+from .records import (
+    FAILED,
+    MISFIRED,
+    PENDING,
+    SUCCEEDED,
+    Outcome,
+    TaskRecord,
+    end_run,
+    is_misfire,
+    requeue_crashed,
+    skip_misfired,
+)
+from .store.base import Doorbell, WheelStore
 
-__all__ = ["Boss"]
+__all__ = ["Boss", "Health"]
 
 log = logging.getLogger("timewheel.boss")
 
+PAGE = 20_000             #: tasks made ready per advance: bounds memory and a transaction
+_BACKOFF_MIN, _BACKOFF_MAX = 0.05, 5.0
 
-class _Entry(NamedTuple):
-    eta: float
-    seq: int
-    due: Due
+
+@dataclass(frozen=True)
+class Health:
+    """What a started wheel is doing, for the application (``TimeWheel.health()``)."""
+
+    ok: bool                    #: False while store calls fail
+    ticking: bool               #: this process holds the ticking role
+    running: int                #: tasks claimed here and not yet recorded
+    error: Optional[str] = None  #: the last failure while not ok
+    since: Optional[float] = None  #: when the current state began (unix time)
 
 
 class Boss:
-    def __init__(self, store: WheelStore, locks: ProcessLocks, pool: WorkerPool, *,
-                 capacity: int, clock: Callable[[], float] = time.time,
-                 late_poll: float = 0.2, recover_every: float = 10.0, purge_every: float = 60.0,
-                 max_crashes: int = 3, heap_cap: int = 100_000, lookahead: int = 1,
-                 on_change: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, store: WheelStore, execute: Callable[[TaskRecord], Outcome], *,
+                 workers: int, lookahead: int = 4, result_ttl: float = 7 * 86400.0,
+                 max_crashes: int = 3, on_change: Callable[[], None] = lambda: None,
+                 on_event: Callable[[str, TaskRecord, Optional[BaseException]], None] = lambda *a: None,
+                 recover_every: Optional[float] = None,
+                 purge_every: Optional[float] = None) -> None:
         self.store = store
         self.wheel = store.wheel
-        self.locks = locks
-        self.pool = pool
-        self.capacity = capacity
-        self.clock = clock
-        self.late_poll = late_poll
-        self.recover_every = recover_every
-        self.purge_every = purge_every
+        self.liveness = store.liveness
+        self.clock = store.now
+        self.lookahead = lookahead
+        self.result_ttl = result_ttl
         self.max_crashes = max_crashes
-        self.heap_cap = heap_cap
-        self.lookahead = max(1, lookahead)
+        self.recover_every = recover_every or self.wheel.tick
+        self.purge_every = purge_every or min(60.0, max(1.0, result_ttl / 10))
         self.on_change = on_change
-
-        self.loaded_through: Optional[int] = None   # None: not the ticking process
-        self.inflight = 0
-        self._heap: list[_Entry] = []
-        self._known: set[str] = set()   # ids in the heap or in flight: a task is queued once
-        self._seq = itertools.count()
-        self._inbox: "deque[Due]" = deque()
-        self._outcomes: "deque[Outcome]" = deque()
-        self._next_late = self._next_recover = self._next_purge = 0.0
-        self._leader_token = ""
-        self._wake = threading.Event()
+        self.on_event = on_event
+        self.pool = WorkerPool(workers, execute, self._done)
+        self.leading = False
+        self.bell: Doorbell = Doorbell()
+        self._running: dict[str, TaskRecord] = {}      # claimed here, outcome not yet recorded
+        self._outcomes: "deque[tuple[TaskRecord, Outcome]]" = deque()
+        self._next_eta: Optional[float] = None          # earliest ready eta at the last look
+        self._look_at = 0.0                             # the next look even if nothing rang
+        self._rang = True
+        self._horizon: Optional[int] = None
+        self._complete = True
+        self._lead_at = self._recover_at = self._purge_at = self._renew_at = 0.0
         self._stopping = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-        self._accepting = False          # outcomes go through the boss thread (batched)
+        self._accepting = False
         self._report_lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+        self._health = Health(True, False, 0, since=time.time())
+        self._pause = _BACKOFF_MIN
 
-    # -- called from other threads ----------------------------------------------------------
-    def notify(self, due: Due) -> None:
-        """A task was just added in this process; schedule it without waiting for a reload."""
-        lt = self.loaded_through
-        if lt is not None and self.wheel.due_tick(due.eta) <= lt:
-            self._inbox.append(due)
-            self._wake.set()
-
-    def report(self, outcome: Outcome) -> None:
-        """A worker finished a task (the pool's ``on_done``)."""
+    # -- called from worker threads ---------------------------------------------------------
+    def _done(self, rec: TaskRecord, outcome: Outcome) -> None:
+        """A worker finished ``rec`` (the pool's callback)."""
         with self._report_lock:
             if self._accepting:
-                self._outcomes.append(outcome)
-                self._wake.set()
+                self._outcomes.append((rec, outcome))
+                self.bell.poke()
                 return
-        # The boss has stopped (stop(wait=False)): record it from the worker thread, and
-        # keep trying while the store is busy, since a lost outcome leaves the task stuck.
-        pause = 0.05
+        # The boss has stopped (stop(wait=False)): record it from this thread, and keep
+        # trying while the store fails, since a lost outcome leaves the task running forever.
+        pause = _BACKOFF_MIN
         while True:
             try:
-                self.store.finish([outcome])
-                break
-            except StoreError:
-                log.warning("could not record the outcome of task %s yet; retrying", outcome.id,
-                            exc_info=True)
+                self._apply([(rec, outcome)])
+                return
+            except StoreError as exc:
+                log.warning("could not record the outcome of task %s yet (%s); retrying", rec.id, exc)
                 time.sleep(pause)
-                pause = min(pause * 2, 5.0)
-        self.on_change()
+                pause = min(pause * 2, _BACKOFF_MAX)
 
     # -- one round --------------------------------------------------------------------------
     def step(self, now: Optional[float] = None) -> float:
         """Do whatever is due at ``now``; return the seconds until there is more to do."""
-        explicit = now is not None
         now = self.clock() if now is None else now
-        if self.loaded_through is None:
-            if not self.locks.try_lead(self):
-                return self.wheel.tick
-            self._take_over(now)
-        self._record_outcomes()
-        self._drain_inbox()
-        self._maintain(now)
-        self._load(now)
-        self._dispatch(now)
-        return self._sleep_for(now if explicit else self.clock())
+        self._record()
+        if self._lead(now):
+            self._tick(now)
+        self._claim(now)
+        self._renew(now)
+        return self._sleep_for(now)
 
-    def _take_over(self, now: float) -> None:
-        st = self.store.state()
-        self.loaded_through = st.done_through
-        self._heap.clear()
-        self._known.clear()
-        self._next_late = self._next_recover = now
-        log.info("pid %s is now ticking %s (resuming after tick %d, %d behind)",
-                 self.locks.token, self.store.path or "memory", st.done_through,
-                 max(0, self.wheel.current_tick(now) - st.done_through))
-        self._leader_token = self.locks.token
+    def _lead(self, now: float) -> bool:
+        if self.leading or now >= self._lead_at or self._lead_at - now > self.wheel.tick:
+            was = self.leading
+            self.leading = self.liveness.try_lead()
+            self._lead_at = now + self.wheel.tick
+            if self.leading and not was:
+                st = self.store.state()
+                self._horizon, self._complete = st.horizon, False
+                self._recover_at = now
+                log.info("%s now ticks %s (horizon tick %d, %d ticks behind)", self.liveness.token,
+                         self.store.location, st.horizon,
+                         max(0, self.wheel.current_tick(now) - st.horizon))
+            elif was and not self.leading:
+                log.warning("%s lost the ticking role of %s", self.liveness.token, self.store.location)
+        return self.leading
 
-    def _push(self, due: Due) -> None:
-        if due.id in self._known:
+    def _tick(self, now: float) -> None:
+        current = self.wheel.current_tick(now)
+        if not self._complete or self._horizon is None or current + 1 > self._horizon:
+            adv = self.store.advance(current + self.lookahead, PAGE, self.liveness.token)
+            self._horizon, self._complete = adv.horizon, adv.complete
+            if adv.moved:
+                self._rang = True
+        if _due(self, "_recover_at", self.recover_every, now):
+            lost = self.store.abandoned(now)
+            if lost:
+                back = self.store.swap([(r, requeue_crashed(r, now, self.max_crashes)) for r in lost])
+                n = sum(b is not None for b in back)
+                if n:
+                    log.warning("requeued %d task(s) whose process died while running them: %s",
+                                n, ", ".join(b.id for b in back if b is not None)[:300])
+                    self._rang = True
+                    self.on_change()
+        if _due(self, "_purge_at", self.purge_every, now):
+            n = self.store.purge(now - self.result_ttl)
+            if n:
+                log.info("purged %d finished task(s) past their result TTL", n)
+
+    def _claim(self, now: float) -> None:
+        idle = self.pool.workers - len(self._running)
+        if idle <= 0 or self._stopping.is_set():
             return
-        self._known.add(due.id)
-        self._requeue(due)
+        due = self._next_eta is not None and self._next_eta <= now
+        if not (self._rang or due or now >= self._look_at):
+            return
+        self._rang = False
+        got = self.store.claim(self.liveness.token, now, idle)
+        self._next_eta = got.next_eta
+        self._look_at = now + self.wheel.tick
+        misfired = []
+        for rec in got.records:
+            if is_misfire(rec, now):
+                misfired.append((rec, skip_misfired(rec, now)))
+                continue
+            self._running[rec.id] = rec
+            self.pool.submit(rec)
+            self.on_event("started", rec, None)
+        if misfired:
+            for new in self.store.swap(misfired):
+                if new is not None:
+                    log.warning("task %s (%s) misfired: %s", new.id, new.name, new.error)
+                    self.on_event(MISFIRED, new, None)
+            self.on_change()
 
-    def _requeue(self, due: Due) -> None:
-        """Into the heap, for a task already counted in ``_known``."""
-        heapq.heappush(self._heap, _Entry(due.eta, next(self._seq), due))
+    def _renew(self, now: float) -> None:
+        every = getattr(self.liveness, "renew_every", None)
+        if not every or not self._running or now < self._renew_at:
+            return
+        self._renew_at = now + every
+        for task_id in self.liveness.keepalive(list(self._running.values())):
+            log.warning("task %s is still running here, but its lease was lost (this process was "
+                        "paused or cut off from the store): it will run again elsewhere, and "
+                        "this run's outcome will be refused", task_id)
 
-    def _record_outcomes(self) -> None:
+    def _record(self) -> None:
         batch = []
         while self._outcomes:
             batch.append(self._outcomes.popleft())
         if not batch:
             return
         try:
-            again = self.store.finish(batch)
+            self._apply(batch)
         except BaseException:
             # Not recorded (e.g. StoreBusy): keep them for the next round.  Dropping them would
             # leave the tasks RUNNING under a live owner -- stuck until this process dies.
             self._outcomes.extendleft(reversed(batch))
             raise
-        self.inflight -= len(batch)
-        for out in batch:
-            self._known.discard(out.id)
-        lt = self.loaded_through if self.loaded_through is not None else -1
-        for due in again:
-            if self.wheel.due_tick(due.eta) <= lt:
-                self._push(due)
+        self._rang = True                # workers are free: look for more
+
+    def _apply(self, batch: list[tuple[TaskRecord, Outcome]]) -> None:
+        stored = self.store.swap([(rec, end_run(rec, out)) for rec, out in batch])
+        for (rec, out), new in zip(batch, stored):
+            self._running.pop(rec.id, None)
+            if new is None:
+                log.warning("task %s (%s): this run's outcome was refused: the task was recovered "
+                            "meanwhile (its process was taken for dead) and runs again", rec.id, rec.name)
+                continue
+            event = {SUCCEEDED: SUCCEEDED, FAILED: FAILED, PENDING: "retrying"}.get(new.status)
+            if event is not None:
+                if event == "retrying":
+                    log.info("task %s (%s) will retry at %.3f", new.id, new.name, new.eta)
+                self.on_event(event, new, out.exception)
         self.on_change()
 
-    def _drain_inbox(self) -> None:
-        while self._inbox:
-            self._push(self._inbox.popleft())
-
-    def _maintain(self, now: float) -> None:
-        if self._timer_due("_next_recover", self.recover_every, now):
-            if self.store.recover(self.locks.is_dead, now, self.max_crashes):
-                self._next_late = now      # they came back with late markers
-                self.on_change()
-        if self._timer_due("_next_purge", self.purge_every, now):
-            n = self.store.purge(now)
-            if n:
-                log.info("purged %d finished task(s) past their result TTL", n)
-        if self._timer_due("_next_late", self.late_poll, now):
-            for due in self.store.late():
-                self._push(due)
-
-    def _timer_due(self, attr: str, interval: float, now: float) -> bool:
-        """True (and re-armed) when the periodic chore in ``attr`` is due.  A deadline more
-        than one interval ahead means the clock went back: due now rather than in hours."""
-        at = getattr(self, attr)
-        if now >= at or at - now > interval:
-            setattr(self, attr, now + interval)
-            return True
-        return False
-
-    def _load(self, now: float) -> None:
-        assert self.loaded_through is not None
-        current = self.wheel.current_tick(now)
-        if current + 1 <= self.loaded_through or len(self._heap) >= self.heap_cap:
-            return
-        # Next tick needed: load ``lookahead`` ticks at once.  Each load is a write (the
-        # horizon), so an idle wheel commits once per ``lookahead`` ticks, not every tick.
-        target = current + self.lookahead
-        if self._heap:
-            done = min(self.loaded_through, self.wheel.due_tick(self._heap[0].eta) - 1)
-        else:
-            done = self.loaded_through
-        found = self.store.load(self.loaded_through, target, done, self._leader_token)
-        self.loaded_through = target
-        for due in found:
-            self._push(due)
-
-    def _dispatch(self, now: float) -> None:
-        room = self.capacity - self.inflight
-        if room <= 0 or not self._heap or self._heap[0].eta > now:
-            return
-        ready: list[Due] = []
-        while self._heap and self._heap[0].eta <= now and len(ready) < room:
-            ready.append(heapq.heappop(self._heap).due)
-        idle = max(0, self.pool.workers - self.inflight)
-        try:
-            claim = self.store.claim(ready, self.locks.token, now, starting=idle)
-        except BaseException:
-            # Nothing was claimed: put them back, or they would wait for the next leader.
-            for due in ready:
-                self._requeue(due)
-            raise
-        for i in claim.gone:
-            self._known.discard(i)
-        for rec in claim.misfired:
-            self._known.discard(rec.id)
-        for due in claim.not_due:
-            self._requeue(due)
-        for rec in claim.run:
-            self.inflight += 1
-            self.pool.submit(rec)
-        if claim.misfired or claim.gone:
-            self.on_change()
-
     def _sleep_for(self, now: float) -> float:
-        if self._outcomes or self._inbox:
+        if self._outcomes or (self._rang and len(self._running) < self.pool.workers):
             return 0.0
-        if self.loaded_through is None:
-            return self.wheel.tick
-        wake = min(self.wheel.tick_end(self.wheel.current_tick(now) + 1),
-                   self._next_late, self._next_recover, self._next_purge)
-        if self._heap and self.inflight < self.capacity:
-            wake = min(wake, self._heap[0].eta)
+        wake = self._look_at
+        if self._next_eta is not None and len(self._running) < self.pool.workers:
+            wake = min(wake, self._next_eta)
+        if self.leading:
+            if not self._complete:
+                return 0.0
+            wake = min(wake, self.wheel.tick_end(self.wheel.current_tick(now) + 1),
+                       self._recover_at, self._purge_at)
+        else:
+            wake = min(wake, self._lead_at)
+        if self._running and getattr(self.liveness, "renew_every", None):
+            wake = min(wake, self._renew_at)
         return max(0.0, wake - now)
 
     # -- the thread ---------------------------------------------------------------------------
     def start(self) -> None:
+        """Open the doorbell, do a first round here (so a store that cannot be used fails
+        ``start()``), then run rounds on the boss thread."""
+        self.bell = self.store.doorbell()
         self._stopping.clear()
         self._accepting = True
-        self._thread = threading.Thread(target=self._run, name="timewheel-boss", daemon=True)
+        self.pool.start()
+        try:
+            delay = self.step()
+        except BaseException:
+            self._accepting = False
+            self.pool.stop(wait=False)
+            self._close_bell()
+            raise
+        self._thread = threading.Thread(target=self._run, args=(delay,), name="timewheel-boss",
+                                        daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
+    def _run(self, delay: float) -> None:
         while not self._stopping.is_set():
+            if delay > 0 and self.bell.wait(delay):
+                self._rang = True
+            if self._stopping.is_set():
+                break
             try:
                 delay = self.step()
-            except Exception:
-                # Log and keep ticking: a transient "locked" or I/O error must not stop the
-                # wheel.  Nothing is lost: the store rolled the failed transaction back.
-                log.exception("boss step failed; retrying")
-                delay = min(1.0, self.wheel.tick)
-            if delay > 0:
-                self._wake.wait(delay)
-            self._wake.clear()
+                self._healthy()
+            except Exception as exc:  # noqa: BLE001 - log and keep going: see the module doc
+                delay = self._failing(exc)
 
-    def stop(self, wait: bool = True, timeout: Optional[float] = None) -> None:
-        """Stop claiming; with ``wait``, let running tasks finish and record them first."""
+    def _healthy(self) -> None:
+        h = self._health
+        if not h.ok:
+            log.warning("the store %s works again (it failed since %s)", self.store.location,
+                        time.strftime("%H:%M:%S", time.localtime(h.since)))
+            self._pause = _BACKOFF_MIN
+        if not h.ok or h.ticking != self.leading or h.running != len(self._running):
+            self._health = Health(True, self.leading, len(self._running),
+                                  since=h.since if h.ok else time.time())
+
+    def _failing(self, exc: Exception) -> float:
+        text = f"{exc.__class__.__name__}: {exc}"
+        h = self._health
+        if h.ok or h.error != text:
+            if isinstance(exc, (StoreError, OSError)):
+                log.error("store %s fails: %s; retrying with backoff (up to %gs), tasks are kept",
+                          self.store.location, text, _BACKOFF_MAX)
+            else:
+                log.exception("internal error in the boss of %s; retrying", self.store.location)
+        self._health = Health(False, self.leading, len(self._running), text,
+                              h.since if not h.ok else time.time())
+        pause, self._pause = self._pause, min(self._pause * 2, _BACKOFF_MAX)
+        return pause
+
+    def health(self) -> Health:
+        return self._health
+
+    def stop(self, wait: bool = True, timeout: Optional[float] = None) -> int:
+        """Stop claiming; with ``wait``, let running tasks finish (up to ``timeout`` s) and
+        record them first.  Returns how many claimed tasks were still unfinished."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._stopping.set()
-        self._wake.set()
+        self.bell.poke()
         if self._thread is not None:
             self._thread.join()
-        if wait:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while self.inflight > 0:
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-                self._wake.wait(0.05)
-                self._wake.clear()
-                self._record_outcomes()
+            self._thread = None
+        while wait and self._running and (deadline is None or time.monotonic() < deadline):
+            self.bell.wait(0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic())))
+            self._record_quietly()
         with self._report_lock:
             self._accepting = False
-        self._thread = None
-        self._record_outcomes()
-        self.locks.resign(self)
-        self.loaded_through = None
-        self._heap.clear()
-        self._known.clear()
+        self._record_quietly()
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        self.pool.stop(wait=wait, timeout=remaining)
+        unfinished = len(self._running)
+        if self.leading:
+            self.liveness.resign()
+            self.leading = False
+        self._close_bell()
+        return unfinished
+
+    def _record_quietly(self) -> None:
+        try:
+            self._record()
+        except StoreError as exc:
+            log.warning("could not record outcomes while stopping: %s", exc)
+
+    def _close_bell(self) -> None:
+        try:
+            self.bell.close()
+        except Exception:  # noqa: BLE001 - a bell that cannot unregister is forgotten by the ticker
+            log.debug("closing the doorbell failed", exc_info=True)
+
+
+def _due(boss: Boss, attr: str, interval: float, now: float) -> bool:
+    """True (and re-armed) when the periodic chore in ``attr`` is due.  A deadline more than
+    one interval ahead means the clock went back: due now rather than in hours."""
+    at = getattr(boss, attr)
+    if now >= at or at - now > interval:
+        setattr(boss, attr, now + interval)
+        return True
+    return False

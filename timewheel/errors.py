@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "TimeWheelError", "TaskFailed", "StoreError", "StoreBusy", "NotAStore", "StoreMismatch",
-    "TaskNotFound",
+    "TaskNotFound", "DuplicateTask", "TaskTimeout",
 ]
 
 
@@ -51,3 +51,15 @@ class TaskNotFound(TimeWheelError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "task not found"
+
+
+class DuplicateTask(TimeWheelError, KeyError):
+    """A task with that id is already stored (and the requested add may not replace it)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "task id already exists"
+
+
+class TaskTimeout(TimeWheelError):
+    """A run took longer than its task's ``timeout``; raised inside the task, recorded as its
+    error, and retried like any other failure while attempts remain."""

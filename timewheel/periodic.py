@@ -13,9 +13,10 @@ Two layers, kept apart so the arithmetic can be tested without threads or sleepi
     fall-back night -- use ``every=3600`` for "every 60 minutes of real time".
 
 * **Occurrences** are ordinary wheel tasks with a deterministic id,
-  ``periodic-<hash of name and schedule>-<due in microseconds>``.  Adding an id that exists
-  fails, so every process sharing the store can try to add the next occurrence and exactly
-  one record results; the store's exclusive claims then run it exactly once.
+  ``periodic-<hash of name and schedule>-<due in microseconds>``, added with
+  ``schedule(task_id=..., once=True)``: an id that is stored (whatever its state) is never
+  added again, so every process sharing the store can try to add the next occurrence and
+  exactly one record results; the store's exclusive claims then run it exactly once.
 
 How the chain is kept: when a process starts (and whenever one of its occurrences falls
 due, on a small keeper thread that waits for the next due time), it makes sure the next
@@ -46,7 +47,6 @@ import inspect
 import logging
 import math
 import os
-import pickle
 import re
 import threading
 import weakref
@@ -55,18 +55,16 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 if TYPE_CHECKING:
     from .api import Task, TimeWheel
 
-from .records import PENDING, TaskRecord
+from .records import MAX_ETA, PENDING, STATUSES
 
-__all__ = ["Schedule", "Every", "Cron", "periodic", "schedules", "occurrence_id", "due_between",
-           "plan", "MAX_CATCH_UP"]
+__all__ = ["Schedule", "Every", "Cron", "Periodics", "periodic", "schedules", "occurrence_id",
+           "due_between", "plan", "MAX_CATCH_UP"]
 
 log = logging.getLogger("timewheel.periodic")
 
 #: with ``coalesce=False``, at most this many missed occurrences are run after downtime
 MAX_CATCH_UP = 1000
-_MAX_ETA = 253402300799.0            # the store's keys hold times up to 9999-12-31
 _MAX_SLEEP = 1.0                     # the keeper notices stop() and clock jumps this fast
-_PAYLOAD = pickle.dumps(((), {}), protocol=pickle.HIGHEST_PROTOCOL)
 _ID = re.compile(r"^periodic-([0-9a-f]{12})-(\d+)$")
 
 
@@ -222,47 +220,81 @@ class _Entry:
         self.last: Optional[float] = None     # latest occurrence known to exist
 
 
-class _Periodics:
-    """The periodic tasks of one TimeWheel, and the thread that keeps their chains going."""
+class Periodics:
+    """The periodic tasks of one TimeWheel, and the thread that keeps their chains going.
+
+    Made by ``TimeWheel.periodic()``; its ``start()``/``stop()`` follow the wheel's.  It uses
+    the wheel's public API only: occurrences are added with ``schedule(task_id=..., once=True)``
+    (an id that exists, finished or not, is never added again) and reconciled through the
+    store's ``scan``.
+    """
 
     def __init__(self, hu: "TimeWheel") -> None:
         self.hu = hu
         self.entries: dict[str, _Entry] = {}
         self.lock = threading.RLock()        # guards entries and each entry's ``last``
         self.wake = threading.Event()
+        self._keeper: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+        _all.add(self)
 
-    def register(self, entry: _Entry) -> None:
-        with self.lock:
-            self.entries[entry.task.name] = entry
-            if self.hu.running:               # registered after start(): begin at once
-                self._ensure(entry, self.hu.clock())
-                self.wake.set()
+    def decorator(self, *, every: Union[float, _dt.timedelta, None] = None,
+                  cron: Optional[str] = None, tz: Union[str, _dt.tzinfo, None] = None,
+                  name: Optional[str] = None, coalesce: bool = True,
+                  **options: Any) -> Callable[[Callable[[], Any]], "Task[Any]"]:
+        """``@hu.periodic(...)``: see :func:`periodic`."""
+        schedule = _schedule(every, cron, tz, coalesce, self.hu.clock())   # no store opened yet
 
-    def on_start(self) -> None:
-        """start() hook: reconcile the store with this process's schedules, then keep them."""
+        def register(fn: Callable[[], Any]) -> "Task[Any]":
+            try:
+                inspect.signature(fn).bind()
+            except TypeError:
+                raise TypeError(f"a periodic task is called without arguments; {fn!r} needs some") from None
+            except ValueError:
+                pass                           # no signature to check (some builtins)
+            task = self.hu.task(name=name, **options)(fn)
+            entry = _Entry(task, schedule, coalesce)
+            with self.lock:
+                self.entries[task.name] = entry
+                if self.hu.running:            # registered after start(): begin at once
+                    self._ensure(entry, self.hu.now())
+                    self.wake.set()
+            return task
+
+        return register
+
+    def reconcile(self) -> None:
+        """At start: cancel pending occurrences whose schedule is gone or changed, and make
+        sure each chain has its next occurrence.  Failures are logged; the keeper retries."""
         try:
             self._reconcile()
-        except Exception:        # the keeper retries the adds; start() must not fail for this
-            log.exception("could not reconcile periodic tasks with %s", self.hu.path or "memory")
+        except Exception:        # start() must not fail for this
+            log.exception("could not reconcile periodic tasks with %s", self.hu.location)
+
+    def start(self) -> None:
+        self._stop.clear()
         self.wake.clear()
-        threading.Thread(target=self._keep, args=(self.hu._boss,), daemon=True,
-                         name="timewheel-periodic").start()
+        self._keeper = threading.Thread(target=self._keep, daemon=True, name="timewheel-periodic")
+        self._keeper.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake.set()
+        if self._keeper is not None and self._keeper is not threading.current_thread():
+            self._keeper.join(5.0)
+        self._keeper = None
 
     def _reconcile(self) -> None:
-        store = self.hu.store
-        now = self.hu.clock()
+        hu = self.hu
         with self.lock:
             entries = list(self.entries.values())
         wanted = {(e.task.name, e.digest) for e in entries}
-        cancelled = False
-        for rec in store.tasks(status=PENDING, id_prefix="periodic-"):
+        for rec in hu.store.scan(PENDING, id_prefix="periodic-"):
             m = _ID.match(rec.id)
-            if m is not None and (rec.name, m.group(1)) not in wanted and store.cancel(rec.id, now):
-                cancelled = True
+            if m is not None and (rec.name, m.group(1)) not in wanted and hu.cancel(rec.id):
                 log.warning("cancelled %s (%s): the task is no longer periodic with that "
                             "schedule in this code", rec.id, rec.name)
-        if cancelled:
-            self.hu._changed_notify()         # wake anyone waiting on their results
+        now = hu.now()
         with self.lock:
             for e in entries:
                 if not e.coalesce:
@@ -271,7 +303,8 @@ class _Periodics:
 
     def _latest(self, e: _Entry) -> Optional[float]:
         dues = [int(m.group(2)) / 1e6
-                for rec in self.hu.store.tasks(name=e.task.name, id_prefix=f"periodic-{e.digest}-")
+                for status in STATUSES
+                for rec in self.hu.store.scan(status, name=e.task.name, id_prefix=f"periodic-{e.digest}-")
                 if (m := _ID.match(rec.id)) is not None and m.group(1) == e.digest]
         return max(dues, default=None)
 
@@ -281,32 +314,18 @@ class _Periodics:
         if len(dues) > 1:
             log.warning("periodic %s: running %d missed occurrence(s)", e.task.name, len(dues) - 1)
         for due in dues:
-            self._add(e, due, now)
+            if due > MAX_ETA:
+                raise ValueError(f"periodic {e.task.name}: next occurrence is after 9999")
+            task_id = occurrence_id(e.task.name, e.schedule, due)
+            e.task.schedule((), {}, eta=due, task_id=task_id, once=True)
         e.last = dues[-1]
         return dues[-1]
 
-    def _add(self, e: _Entry, due: float, now: float) -> None:
-        if due > _MAX_ETA:
-            raise ValueError(f"periodic {e.task.name}: next occurrence is after 9999")
-        task_id = occurrence_id(e.task.name, e.schedule, due)
-        store = self.hu.store
-        if store.get(task_id) is not None:    # a cheap read spares most processes a write
-            return
-        t = e.task
-        rec = TaskRecord(id=task_id, name=t.name, eta=due, payload=_PAYLOAD, created=now,
-                         retries=t.retries, retry_delay=t.retry_delay, misfire_grace=t.misfire_grace)
-        try:
-            store.add([rec])
-        except ValueError:
-            return                            # another process added it first
-        self.hu._notify_boss([rec])
-        log.debug("periodic %s: next occurrence %s at %.3f", t.name, task_id, due)
-
-    def _keep(self, boss: object) -> None:
+    def _keep(self) -> None:
         hu = self.hu
-        while hu._boss is boss:
+        while not self._stop.is_set():
             with self.lock:
-                now = hu.clock()
+                now = hu.now()
                 wake_at = now + _MAX_SLEEP
                 for e in list(self.entries.values()):
                     try:
@@ -315,45 +334,14 @@ class _Periodics:
                         log.exception("periodic %s: could not add the next occurrence; retrying",
                                       e.task.name)
             # Wake just after the next due time, when next_after() moves on to the one after.
-            self.wake.wait(min(_MAX_SLEEP, max(0.0, wake_at - hu.clock()) + 0.001))
+            self.wake.wait(min(_MAX_SLEEP, max(0.0, wake_at - hu.now()) + 0.001))
             self.wake.clear()
 
 
-_all: "weakref.WeakSet[_Periodics]" = weakref.WeakSet()
-_all_lock = threading.Lock()
+_all: "weakref.WeakSet[Periodics]" = weakref.WeakSet()
 
 
-def _find(hu: "TimeWheel") -> Optional[_Periodics]:
-    # Kept in the wheel's own start hooks rather than a module-level map, which would keep
-    # every wheel alive (the map's value refers to its key).
-    for hook in hu._start_hooks:
-        owner = getattr(hook, "__self__", None)
-        if isinstance(owner, _Periodics):
-            return owner
-    return None
-
-
-def _periodics(hu: "TimeWheel") -> _Periodics:
-    with _all_lock:
-        p = _find(hu)
-        if p is None:
-            p = _Periodics(hu)
-            _all.add(p)
-            hu._start_hooks.append(p.on_start)
-        return p
-
-
-def periodic(hu: "TimeWheel", *, every: Union[float, _dt.timedelta, None] = None,
-             cron: Optional[str] = None, tz: Union[str, _dt.tzinfo, None] = None,
-             name: Optional[str] = None, coalesce: bool = True,
-             **options: Any) -> Callable[[Callable[[], Any]], "Task[Any]"]:
-    """Register a recurring task on ``hu``; use it as ``@hu.periodic(...)``.
-
-    Exactly one of ``every`` (seconds or a timedelta) and ``cron`` (with an optional ``tz``).
-    ``coalesce``: after downtime run the missed occurrences once (default) or each of them.
-    Other ``options`` (``retries``, ``retry_delay``, ``misfire_grace``) go to ``hu.task()``.
-    The function takes no arguments; it is also an ordinary task (``.delay()`` works).
-    """
+def _schedule(every: Any, cron: Optional[str], tz: Any, coalesce: Any, now: float) -> Schedule:
     if not isinstance(coalesce, bool):
         raise TypeError(f"coalesce must be a bool, got {coalesce!r}")
     schedule: Schedule
@@ -367,29 +355,31 @@ def periodic(hu: "TimeWheel", *, every: Union[float, _dt.timedelta, None] = None
         raise ValueError("give every= or cron=, exactly one")
     # An expression like "0 0 31 2 *" never fires: say so now, not in the keeper thread.
     try:
-        first = schedule.next_after(hu.clock())
+        first = schedule.next_after(now)
     except ValueError as exc:
         raise ValueError(f"schedule {schedule.spec} never fires: {exc}") from None
-    if first > _MAX_ETA:
+    if first > MAX_ETA:
         raise ValueError(f"schedule {schedule.spec} first fires after 9999")
+    return schedule
 
-    def register(fn: Callable[[], Any]) -> "Task[Any]":
-        try:
-            inspect.signature(fn).bind()
-        except TypeError:
-            raise TypeError(f"a periodic task is called without arguments; {fn!r} needs some") from None
-        except ValueError:
-            pass                           # no signature to check (some builtins)
-        task = hu.task(name=name, **options)(fn)
-        _periodics(hu).register(_Entry(task, schedule, coalesce))
-        return task
 
-    return register
+def periodic(hu: "TimeWheel", *, every: Union[float, _dt.timedelta, None] = None,
+             cron: Optional[str] = None, tz: Union[str, _dt.tzinfo, None] = None,
+             name: Optional[str] = None, coalesce: bool = True,
+             **options: Any) -> Callable[[Callable[[], Any]], "Task[Any]"]:
+    """Register a recurring task on ``hu``; the same as ``@hu.periodic(...)``.
+
+    Exactly one of ``every`` (seconds or a timedelta) and ``cron`` (with an optional ``tz``).
+    ``coalesce``: after downtime run the missed occurrences once (default) or each of them.
+    Other ``options`` (``retries``, ``retry_delay``, ``misfire_grace``, ``timeout``) go to
+    ``hu.task()``.  The function takes no arguments; it is also an ordinary task.
+    """
+    return hu.periodic(every=every, cron=cron, tz=tz, name=name, coalesce=coalesce, **options)
 
 
 def schedules(hu: "TimeWheel") -> dict[str, Schedule]:
     """The periodic tasks registered on ``hu``, by task name."""
-    p = _find(hu)
+    p = hu._periodics
     if p is None:
         return {}
     with p.lock:
@@ -398,11 +388,11 @@ def schedules(hu: "TimeWheel") -> dict[str, Schedule]:
 
 def _after_fork_in_child() -> None:
     # A lock held by a thread of the parent would stay held forever in the child.
-    global _all_lock
-    _all_lock = threading.Lock()
     for p in list(_all):
         p.lock = threading.RLock()
         p.wake = threading.Event()
+        p._stop = threading.Event()
+        p._keeper = None
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

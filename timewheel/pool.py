@@ -1,8 +1,9 @@
 """The bounded worker pool: user code runs here, never on the boss thread.
 
-The boss hands over no more claimed tasks than ``capacity``; everything else that is due
-stays on disk.  A thread-per-worker loop over a SimpleQueue is used instead of
-``concurrent.futures`` because the boss needs no future per task, only a callback.
+The boss hands over no more claimed tasks than there are idle workers, so nothing waits in
+here and a task claimed is a task started.  A thread-per-worker loop over a SimpleQueue is
+used instead of ``concurrent.futures`` because the boss needs no future per task, only a
+callback.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from .records import TaskRecord
-from .store.base import Outcome
+from .records import Outcome, TaskRecord
 
 __all__ = ["WorkerPool"]
 
@@ -24,7 +24,7 @@ _STOP = None
 
 class WorkerPool:
     def __init__(self, workers: int, execute: Callable[[TaskRecord], Outcome],
-                 on_done: Callable[[Outcome], None], name: str = "timewheel-worker") -> None:
+                 on_done: Callable[[TaskRecord, Outcome], None], name: str = "timewheel-worker") -> None:
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise ValueError(f"workers must be a positive int, got {workers!r}")
         self.workers = workers
@@ -54,9 +54,9 @@ class WorkerPool:
                 log.exception("internal error running task %s", rec.id)
                 continue
             try:
-                self._on_done(outcome)
+                self._on_done(rec, outcome)
             except BaseException:
-                log.exception("could not record the outcome of task %s", rec.id)
+                log.exception("could not hand over the outcome of task %s", rec.id)
 
     def stop(self, wait: bool = True, timeout: Optional[float] = None) -> None:
         """Let the workers finish what they were handed, then end them; ``timeout`` bounds
@@ -68,7 +68,3 @@ class WorkerPool:
             for t in self._threads:
                 t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         self._threads = []
-
-    @property
-    def alive(self) -> int:
-        return sum(t.is_alive() for t in self._threads)

@@ -1,23 +1,38 @@
-"""The task record: what the store keeps per task, and how it is encoded.
+"""The task record and its state machine: what the store keeps per task, and how it changes.
 
-A record is plain data (no callables).  It is stored as a pickle of a tuple of primitives and
-``bytes``; the caller's arguments and the task's return value stay nested, still pickled, as
-``payload`` and ``result``.  :func:`decode_record` refuses any pickle that names a global, so
-reading a record (the CLI does it for every row) never imports or runs code; only the payload,
-decoded when the task runs, is a full pickle.
+A record is plain data (no callables).  Every change of state is a pure function here that
+takes a record and returns a new one (``start_run``, ``end_run``, ``requeue_crashed``, ...);
+stores only *apply* them atomically (see :class:`timewheel.store.WheelStore.swap`), so the
+rules -- when a failure is retried and how long it waits, when a crash is forgiven, what a
+manual retry resets -- live in this one module and are tested without threads or files::
+
+    pending --claim--> running --end_run--> succeeded | failed | pending (retry at a later eta)
+       |                  |---requeue_crashed--> pending (its process died) | failed (too often)
+       |---skip_misfired--> misfired        pending --cancel--> cancelled
+    failed | misfired | cancelled --reset_for_retry--> pending
+
+Records are stored as a pickle of a tuple of primitives and ``bytes``; the caller's
+arguments and the task's return value stay nested, still pickled, as ``payload`` and
+``result``.  :func:`decode_record` refuses any pickle that names a global and checks the type
+of every field, so reading a record (the CLI does it for every row it shows) never imports or
+runs code, and a tampered record is reported instead of crashing whoever reads it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import math
 import operator
 import pickle
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 __all__ = [
-    "TaskRecord", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "MISFIRED",
-    "STATUSES", "TERMINAL", "encode_record", "decode_record", "RecordDecodeError",
+    "TaskRecord", "Outcome", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "MISFIRED",
+    "STATUSES", "TERMINAL", "RETRYABLE", "encode_record", "decode_record", "RecordDecodeError",
+    "start_run", "is_misfire", "skip_misfired", "end_run", "requeue_crashed", "reset_for_retry",
+    "cancel", "retry_backoff", "MAX_RECORD_BYTES", "MAX_ETA", "MAX_BACKOFF",
 ]
 
 PENDING = "pending"
@@ -28,17 +43,24 @@ CANCELLED = "cancelled"
 MISFIRED = "misfired"      # skipped: it would have started later than its misfire_grace
 STATUSES = (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED, MISFIRED)
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, MISFIRED})
+RETRYABLE = frozenset({FAILED, MISFIRED, CANCELLED})   #: what reset_for_retry accepts
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
+#: 9999-12-31T23:59:59Z: the latest eta any store accepts (keys hold fixed-width times)
+MAX_ETA = 253402300799.0
+#: a record (arguments and result included) larger than this is refused when written
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+#: the longest a retry waits, however many attempts failed before
+MAX_BACKOFF = 6 * 3600.0
 
 
 class RecordDecodeError(ValueError):
     """A stored record is not a timewheel record this version can read."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class TaskRecord:
-    """One task, as stored.  Times are unix seconds."""
+    """One task, as stored.  Times are unix seconds (the store's clock)."""
 
     id: str
     name: str
@@ -53,18 +75,120 @@ class TaskRecord:
     crashes: int = 0                #: runs lost because the process running it died
     started: Optional[float] = None
     finished: Optional[float] = None
-    owner: Optional[str] = None     #: "pid:nonce" of the process running it
+    owner: Optional[str] = None     #: the liveness token of the process running it
     error: Optional[str] = None
     traceback: Optional[str] = None
     result: Optional[bytes] = None  #: pickle of the return value
     version: int = RECORD_VERSION
+    rev: int = 0                    #: bumped by the store at every change; a claim's rev fences it
+    timeout: Optional[float] = None  #: seconds a run may take before it fails with TaskTimeout
+    lease: Optional[float] = None   #: while running on a store with leases: the lease's deadline
 
     @property
     def done(self) -> bool:
         return self.status in TERMINAL
 
 
-_FIELD_NAMES = tuple(f.name for f in fields(TaskRecord))
+@dataclass(frozen=True)
+class Outcome:
+    """How one run ended, as the worker saw it; :func:`end_run` turns it into a new state."""
+
+    ok: bool
+    started: float
+    finished: float
+    result: Optional[bytes] = None       #: pickled return value when ok
+    error: Optional[str] = None          #: ``"ExcType: message"`` when not ok
+    traceback: Optional[str] = None
+    retryable: bool = True               #: False: fail now, whatever attempts are left
+    #: the exception itself, for hooks in this process (never stored)
+    exception: Optional[BaseException] = field(default=None, compare=False, repr=False)
+
+
+# -- transitions --------------------------------------------------------------------------------
+# Each returns a new record and leaves ``rev`` alone: the store bumps it when it applies one.
+
+def start_run(rec: TaskRecord, owner: str, now: float, lease: Optional[float] = None) -> TaskRecord:
+    """PENDING -> RUNNING for ``owner``, starting at ``now`` (a claim)."""
+    return dataclasses.replace(rec, status=RUNNING, owner=owner, started=now, finished=None,
+                               attempts=rec.attempts + 1, lease=lease)
+
+
+def is_misfire(rec: TaskRecord, now: float) -> bool:
+    """True if a run starting at ``now`` would be later than the task's ``misfire_grace``."""
+    return rec.misfire_grace is not None and now - rec.eta > rec.misfire_grace
+
+
+def skip_misfired(rec: TaskRecord, now: float) -> TaskRecord:
+    """A claimed task that is too late -> MISFIRED, not run (its attempt is not counted)."""
+    return dataclasses.replace(
+        rec, status=MISFIRED, owner=None, started=None, finished=now, lease=None,
+        attempts=max(0, rec.attempts - 1),
+        error=(f"skipped: would have started {now - rec.eta:.3f}s after its eta, "
+               f"misfire_grace is {rec.misfire_grace:g}s"))
+
+
+def retry_backoff(retry_delay: float, attempt: int, factor: float = 2.0,
+                  cap: float = MAX_BACKOFF) -> float:
+    """Seconds to wait before re-running after failed attempt number ``attempt`` (1-based).
+
+    ``retry_delay * factor ** (attempt - 1)``, capped at ``cap`` (6 h) so a long retry chain
+    cannot push a task years out.
+    """
+    if attempt < 1:
+        raise ValueError(f"attempt is 1-based, got {attempt}")
+    try:
+        return min(cap, retry_delay * factor ** (attempt - 1))
+    except OverflowError:
+        return cap
+
+
+def end_run(rec: TaskRecord, out: Outcome) -> TaskRecord:
+    """RUNNING -> SUCCEEDED, FAILED, or PENDING again for a retry, as ``out`` says.
+
+    A failure is retried while ``attempts <= retries`` (so at most ``retries + 1`` runs), at
+    ``finished + retry_backoff(retry_delay, attempts)``, unless the outcome is not retryable.
+    """
+    common = dict(owner=None, lease=None, started=out.started, finished=out.finished)
+    if out.ok:
+        return dataclasses.replace(rec, status=SUCCEEDED, result=out.result, error=None,
+                                   traceback=None, **common)
+    if out.retryable and rec.attempts <= rec.retries:
+        eta = min(MAX_ETA, out.finished + retry_backoff(rec.retry_delay, max(1, rec.attempts)))
+        return dataclasses.replace(rec, status=PENDING, eta=eta, error=out.error,
+                                   traceback=out.traceback, **common)
+    return dataclasses.replace(rec, status=FAILED, error=out.error, traceback=out.traceback,
+                               **common)
+
+
+def requeue_crashed(rec: TaskRecord, now: float, max_crashes: int) -> TaskRecord:
+    """RUNNING whose process died (or lost its lease) -> PENDING again, due at once: the
+    documented re-run.  After ``max_crashes`` such deaths it is FAILED instead, so a task
+    that kills its process cannot take the whole fleet down in a loop."""
+    crashes = rec.crashes + 1
+    if crashes >= max_crashes:
+        return dataclasses.replace(
+            rec, status=FAILED, owner=None, lease=None, crashes=crashes, finished=now,
+            error=f"the process running it died {crashes} times; not run again")
+    return dataclasses.replace(rec, status=PENDING, owner=None, lease=None, crashes=crashes,
+                               started=None, attempts=max(0, rec.attempts - 1))
+
+
+def reset_for_retry(rec: TaskRecord, now: float) -> TaskRecord:
+    """A failed, misfired or cancelled task -> PENDING now, with a fresh attempt budget."""
+    return dataclasses.replace(rec, status=PENDING, eta=now, attempts=0, crashes=0, started=None,
+                               finished=None, owner=None, lease=None, result=None)
+
+
+def cancel(rec: TaskRecord, now: float) -> TaskRecord:
+    """PENDING -> CANCELLED: it will never run."""
+    return dataclasses.replace(rec, status=CANCELLED, finished=now, error="cancelled")
+
+
+# -- encoding -----------------------------------------------------------------------------------
+
+_FIELDS = fields(TaskRecord)
+_FIELD_NAMES = tuple(f.name for f in _FIELDS)
+_V1_LEN = 18                     # 0.1.0 stored the first 18 fields, version last
 _values = operator.attrgetter(*_FIELD_NAMES)
 
 
@@ -73,20 +197,74 @@ def encode_record(rec: TaskRecord) -> bytes:
 
 
 class _PlainUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:  # pragma: no cover - hostile input
+    def find_class(self, module: str, name: str) -> Any:
         raise pickle.UnpicklingError(f"record refers to {module}.{name}; records hold plain data")
 
 
-def decode_record(blob: bytes) -> TaskRecord:
-    """Decode a stored record without importing or running anything."""
+def _is_time(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= 1e12
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2 ** 62
+
+
+_CHECKS: dict[str, Any] = {
+    "id": lambda v: isinstance(v, str) and 0 < len(v) <= 200,
+    "name": lambda v: isinstance(v, str) and 0 < len(v) <= 500,
+    "eta": _is_time, "created": _is_time, "retry_delay": _is_time,
+    "payload": lambda v: isinstance(v, bytes),
+    "status": lambda v: v in STATUSES,
+    "retries": _is_int, "attempts": _is_int, "crashes": _is_int, "version": _is_int, "rev": _is_int,
+}
+_OPTIONAL: dict[str, Any] = {
+    "misfire_grace": _is_time, "started": _is_time, "finished": _is_time, "timeout": _is_time,
+    "lease": _is_time, "owner": lambda v: isinstance(v, str), "error": lambda v: isinstance(v, str),
+    "traceback": lambda v: isinstance(v, str), "result": lambda v: isinstance(v, bytes),
+}
+
+
+def decode_record(blob: Any) -> TaskRecord:
+    """Decode a stored record without importing or running anything, checking every field.
+
+    Raises :class:`RecordDecodeError` naming what is wrong.  Reads records written by
+    timewheel 0.1.0 (version 1) too.
+    """
+    if not isinstance(blob, bytes):
+        raise RecordDecodeError(f"not a timewheel record (a {type(blob).__name__}, not bytes)")
+    if len(blob) > MAX_RECORD_BYTES:
+        raise RecordDecodeError(f"not a timewheel record ({len(blob)} bytes, more than any record)")
     try:
         values = _PlainUnpickler(io.BytesIO(blob)).load()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - hostile input can raise anything
         raise RecordDecodeError(f"not a timewheel record ({exc.__class__.__name__}: {exc})") from None
-    if not isinstance(values, tuple) or len(values) != len(_FIELD_NAMES):
+    if not isinstance(values, tuple):
         raise RecordDecodeError("not a timewheel record (unexpected shape)")
+    if len(values) == _V1_LEN and values[-1] == 1:
+        values = values + tuple(f.default for f in _FIELDS[_V1_LEN:])
+    elif len(values) != len(_FIELD_NAMES):
+        raise RecordDecodeError("not a timewheel record (unexpected shape)")
+    for name, value in zip(_FIELD_NAMES, values):
+        check = _CHECKS.get(name)
+        ok = check(value) if check is not None else (value is None or _OPTIONAL[name](value))
+        if not ok:
+            raise RecordDecodeError(f"not a timewheel record (field {name} holds "
+                                    f"{type(value).__name__} {_short(value)})")
     rec = TaskRecord(*values)
     if rec.version > RECORD_VERSION:
         raise RecordDecodeError(
             f"record version {rec.version} is newer than this timewheel understands ({RECORD_VERSION})")
+    if rec.version < RECORD_VERSION:
+        rec = dataclasses.replace(rec, version=RECORD_VERSION)
     return rec
+
+
+def _short(value: Any) -> str:
+    # Never repr() a container of a hostile record: a few hundred bytes of pickle can hold a
+    # DAG of shared lists whose repr has billions of characters.
+    if isinstance(value, int) and not -10 ** 18 < value < 10 ** 18:
+        return "(a huge int)"
+    if isinstance(value, (str, bytes, int, float)) or value is None:
+        text = repr(value[:60] if isinstance(value, (str, bytes)) else value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return "(a container)"

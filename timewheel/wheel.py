@@ -12,17 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple
 
-__all__ = ["Wheel", "SlotRange", "retry_backoff"]
+__all__ = ["Wheel"]
 
 
-class SlotRange(NamedTuple):
-    """A run of ticks that share one slot: ``cycle_lo..cycle_hi`` inclusive."""
-
-    slot: int
-    cycle_lo: int
-    cycle_hi: int
+MAX_SLOTS = 999_999        #: slot numbers are six digits in the store's keys
+MIN_TICK, MAX_TICK = 0.001, 86400.0
 
 
 @dataclass(frozen=True)
@@ -33,12 +28,13 @@ class Wheel:
     tick: float = 1.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.slots, int) or isinstance(self.slots, bool) or self.slots < 1:
-            raise ValueError(f"slots must be a positive int, got {self.slots!r}")
+        slots = self.slots
+        if not isinstance(slots, int) or isinstance(slots, bool) or not 1 <= slots <= MAX_SLOTS:
+            raise ValueError(f"slots must be an int from 1 to {MAX_SLOTS}, got {self.slots!r}")
         if not isinstance(self.tick, (int, float)) or isinstance(self.tick, bool):
             raise ValueError(f"tick must be a number of seconds, got {self.tick!r}")
-        if not (math.isfinite(self.tick) and self.tick > 0):
-            raise ValueError(f"tick must be a positive number of seconds, got {self.tick!r}")
+        if not (math.isfinite(self.tick) and MIN_TICK <= self.tick <= MAX_TICK):
+            raise ValueError(f"tick must be from {MIN_TICK:g} to {MAX_TICK:g} seconds, got {self.tick!r}")
 
     def tick_end(self, tick: int) -> float:
         """The instant at which tick ``tick`` ends (and the next begins)."""
@@ -50,6 +46,7 @@ class Wheel:
         Floating-point division can land one off either way (0.3 / 0.1 == 2.999...), so the
         estimate is corrected against :meth:`tick_end`, which is what the boss compares with.
         """
+        _check_time(eta)
         t = math.ceil(eta / self.tick)
         while self.tick_end(t) < eta:
             t += 1
@@ -59,6 +56,7 @@ class Wheel:
 
     def current_tick(self, now: float) -> int:
         """The last tick that has fully ended at ``now`` (its end is <= now)."""
+        _check_time(now)
         t = math.floor(now / self.tick)
         while self.tick_end(t) > now:
             t -= 1
@@ -72,38 +70,9 @@ class Wheel:
     def cycle(self, tick: int) -> int:
         return tick // self.slots
 
-    def ranges(self, after: int, through: int) -> Iterator[SlotRange]:
-        """Slot ranges covering exactly the ticks in ``(after, through]``.
 
-        A short gap is walked tick by tick, in time order.  A gap longer than one revolution
-        (downtime, a clock jump) is covered slot by slot, so catching up after a week off
-        costs ``slots`` range reads instead of 604,800.
-        """
-        if through <= after:
-            return
-        if through - after <= self.slots:
-            for t in range(after + 1, through + 1):
-                c = t // self.slots
-                yield SlotRange(t % self.slots, c, c)
-            return
-        first = after + 1
-        for s in range(self.slots):
-            t0 = first + (s - first) % self.slots
-            t1 = through - (through - s) % self.slots
-            if t0 <= t1:
-                yield SlotRange(s, t0 // self.slots, t1 // self.slots)
-
-
-def retry_backoff(retry_delay: float, attempt: int, factor: float = 2.0,
-                  cap: float = 6 * 3600.0) -> float:
-    """Seconds to wait before re-running after failed attempt number ``attempt`` (1-based).
-
-    ``retry_delay * factor ** (attempt - 1)``, capped at ``cap`` (6 h) so a long retry chain
-    cannot push a task years out.
-    """
-    if attempt < 1:
-        raise ValueError(f"attempt is 1-based, got {attempt}")
-    try:
-        return min(cap, retry_delay * factor ** (attempt - 1))
-    except OverflowError:
-        return cap
+def _check_time(t: float) -> None:
+    # Beyond ~2**53 ticks a float step is larger than one tick and the corrections above
+    # would never end: refuse times no caller can mean (the API stops at year 9999).
+    if not (isinstance(t, (int, float)) and math.isfinite(t) and abs(t) <= 1e12):
+        raise ValueError(f"time {t!r} is outside what the wheel can place (|t| <= 1e12 s)")

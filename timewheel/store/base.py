@@ -1,270 +1,324 @@
-"""The storage interface: the only thing the wheel, the boss and the CLI know about a store.
+"""The storage interface: all that the runner, the API, the CLI and the web view know of a store.
 
-A backend keeps :class:`~timewheel.records.TaskRecord` values and four indexes over them:
+A store keeps :class:`~timewheel.records.TaskRecord` values.  Where a pending task sits is the
+store's business -- a ring of ``wheel.slots`` slots, each holding the tasks of its cycles, in
+every backend -- and a task moves through three places a caller can observe:
 
-* the *wheel*: pending tasks by (slot, cycle, eta) -- the ring buffer of the design;
-* *late markers*: pending tasks added into a tick some boss has already loaded;
-* *running*: claimed tasks and the process that owns each;
-* *expiry*: finished tasks by the time their result may be purged.
+* **pending** in the wheel, at the tick ``wheel.due_tick(eta)``;
+* **ready**: pending, and its tick is at or below the *horizon*, the tick through which the
+  ticking process has *advanced* the wheel.  Only ready tasks are claimed, earliest eta
+  first, and only once their exact eta has passed (never early);
+* **running** under an *owner* (a :class:`Liveness` token), then finished.
 
-Every method is atomic and, when it returns, durable against a process kill.  Methods that
-change several tasks do so all-or-nothing.  Backends raise :class:`~timewheel.errors.StoreBusy`
-when they could not get the write lock in time and :class:`~timewheel.errors.StoreError` for
-other I/O failures; in both cases nothing was changed.
+Every state change goes through the pure transitions of :mod:`timewheel.records`; a store
+applies them with :meth:`WheelStore.swap`, a compare-and-set on the record's ``rev``, which it
+bumps at every write.  A claim's ``rev`` is its fencing token: an outcome recorded with an
+older one (a process that lost its task to a crash recovery while it was paused) is refused.
+
+Each method says what it does atomically.  Every write is durable when the method returns
+(to the backend's own durability: see the README).  Errors: :class:`~timewheel.errors.StoreBusy`
+when the backend stayed locked or unreachable for longer than its timeout, and
+:class:`~timewheel.errors.StoreError` for other failures; in both cases nothing was written.
+:class:`~timewheel.errors.DuplicateTask` when :meth:`add` finds an id taken.
+
+Ten methods are abstract.  The observers below them (``ticks``, ``wheel_stats``) have
+defaults built on :meth:`scan` that real backends override with a cheap query, so that an
+operator's view of a store holding a million tasks costs what it prints.
 """
 
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, NamedTuple, Optional, Sequence
+import math
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Iterable, Optional, Sequence
 
-from ..records import (
-    CANCELLED,
-    FAILED,
-    MISFIRED,
-    PENDING,
-    RUNNING,
-    SUCCEEDED,
-    TERMINAL,
-    TaskRecord,
-)
+from ..records import PENDING, STATUSES, TERMINAL, TaskRecord
 from ..wheel import Wheel
 
 __all__ = [
-    "WheelStore", "Due", "Claim", "Outcome", "StoreState", "start_run", "end_run",
-    "requeue_crashed", "reset_for_retry", "cancel_record", "RETRYABLE", "ordered", "purge_statuses",
+    "WheelStore", "Liveness", "Doorbell", "Claimed", "Advanced", "StoreState", "EXISTING",
+    "BROKEN", "LISTABLE",
 ]
 
-
-class Due(NamedTuple):
-    """A pending task as the boss sees it before claiming: when, and which."""
-
-    eta: float
-    id: str
-    late: bool = False        #: found through a late marker (its tick was loaded before it arrived)
-    key: Optional[str] = None  #: the backend's wheel key, handed back to claim()
+#: what :meth:`WheelStore.add` does with an id that is already stored
+EXISTING = ("fail", "keep", "reuse", "replace")
+#: the pseudo-status of records that cannot be decoded; :meth:`WheelStore.scan` lists them
+BROKEN = "broken"
+LISTABLE = STATUSES + (BROKEN,)
 
 
-@dataclass
-class Claim:
-    """What :meth:`WheelStore.claim` did."""
+@dataclass(frozen=True)
+class Claimed:
+    """What :meth:`WheelStore.claim` took, and when the next ready task is due."""
 
-    run: list[TaskRecord] = field(default_factory=list)       #: now RUNNING, owned by the caller
-    misfired: list[TaskRecord] = field(default_factory=list)  #: now MISFIRED, not to be run
-    gone: list[str] = field(default_factory=list)             #: no longer pending (cancelled, ...)
-    not_due: list[Due] = field(default_factory=list)          #: exact eta still in the future
+    records: list[TaskRecord]       #: now RUNNING, owned by the caller, earliest eta first
+    next_eta: Optional[float]       #: eta of the earliest ready task left; None if none
 
 
-@dataclass
-class Outcome:
-    """How one claimed run ended, for :meth:`WheelStore.finish`."""
+@dataclass(frozen=True)
+class Advanced:
+    """What :meth:`WheelStore.advance` did."""
 
-    id: str
-    ok: bool
-    result: Optional[bytes] = None          #: pickled return value when ok
-    error: Optional[str] = None
-    traceback: Optional[str] = None
-    retry_at: Optional[float] = None        #: failed but has attempts left: pending again at this eta
-    finished: float = 0.0
-    started: Optional[float] = None         #: when the worker really started it
+    horizon: int        #: the stored horizon after the call
+    moved: int          #: tasks this call made ready
+    complete: bool      #: False: more is to be made ready below ``through``; call again
 
 
-@dataclass
+@dataclass(frozen=True)
 class StoreState:
     """Bookkeeping shared by every process using the store."""
 
-    horizon: int        #: ticks <= horizon have been loaded by a boss (later adds get a late marker)
-    done_through: int   #: every task due in a tick <= this has been claimed
-    leader: Optional[str] = None   #: owner token of the last process that took the ticking lock
+    horizon: int                    #: ticks <= horizon are ready
+    leader: Optional[str] = None    #: token of the last process that advanced the wheel
+    advanced_at: Optional[float] = None  #: when it last did (the store's clock)
+
+
+class Liveness(abc.ABC):
+    """Who is alive and who ticks, for one store: file locks for a file, leases for a server.
+
+    One instance per process and store; thread-safe.
+    """
+
+    @property
+    @abc.abstractmethod
+    def token(self) -> str:
+        """This process incarnation's name, stored as the ``owner`` of the tasks it claims."""
+
+    @abc.abstractmethod
+    def try_lead(self) -> bool:
+        """Take (or keep) the ticking role if no live process has it.  Never blocks."""
+
+    @abc.abstractmethod
+    def resign(self) -> None:
+        """Give the ticking role up; another process may take it at once."""
+
+    @abc.abstractmethod
+    def leader(self) -> Optional[str]:
+        """The token of the process that holds the ticking role now, if it is alive."""
+
+    @abc.abstractmethod
+    def is_dead(self, token: str) -> bool:
+        """True if the process incarnation ``token`` certainly no longer runs its tasks."""
+
+    def keepalive(self, running: Sequence[TaskRecord]) -> list[str]:
+        """Renew the leases of ``running`` (tasks this process claimed and still runs).
+
+        Returns the ids whose lease was already lost (the task will run again elsewhere).
+        File locks need no renewal: the default does nothing.
+        """
+        return []
+
+    def close(self) -> None:  # noqa: B027 - optional: most hold nothing
+        """Release what the liveness holds (the ticking role included)."""
+
+
+class Doorbell:
+    """Wakes a waiting runner when a task becomes ready sooner than it planned to look.
+
+    This default reaches the runners of this process only; a backend shared by several
+    processes returns one that crosses process boundaries from :meth:`WheelStore.doorbell`.
+    """
+
+    def __init__(self, store: "Optional[WheelStore]" = None) -> None:
+        self._event = threading.Event()
+        self._store = store
+
+    def ring(self) -> None:
+        """Wake every runner of the store (a task became ready)."""
+        if self._store is not None:
+            self._store.ring()
+        else:
+            self.poke()
+
+    def poke(self) -> None:
+        """Wake this bell's own runner (an outcome arrived, it is stopping)."""
+        self._event.set()
+
+    def wait(self, timeout: Optional[float]) -> bool:
+        """Sleep until rung or ``timeout`` seconds passed; True if rung."""
+        rung = self._event.wait(timeout)
+        self._event.clear()
+        return rung
+
+    def close(self) -> None:
+        self._event.set()
 
 
 class WheelStore(abc.ABC):
     """Persistent wheel of task records.  One instance per process; thread-safe."""
 
     wheel: Wheel
-    path: Optional[str] = None
-    #: seconds a finished task (and its result or error) is kept before purge() deletes it
-    result_ttl: float = 7 * 86400.0
+    #: the file path or URL, for messages and the CLI
+    location: str
+    #: who is alive and who ticks (see :class:`Liveness`)
+    liveness: Liveness
 
-    # -- producers ------------------------------------------------------------------------
+    def now(self) -> float:
+        """The store's clock: what etas, claims and leases are judged by.  A backend whose
+        server has the authoritative clock (Redis) overrides this."""
+        return self._clock()
+
+    # -- tasks --------------------------------------------------------------------------------
     @abc.abstractmethod
-    def add(self, records: Sequence[TaskRecord]) -> None:
-        """Store new PENDING tasks, all or none, and commit before returning.
+    def add(self, records: Sequence[TaskRecord], *, existing: str = "fail") -> list[TaskRecord]:
+        """Store new PENDING tasks in one atomic write; returns what is stored for each.
 
-        Each goes into the wheel at ``wheel.due_tick(eta)``; one whose tick is <= the stored
-        horizon also gets a late marker so the ticking process still finds it.
-        Raises ``ValueError`` if an id already exists (nothing is written).
+        ``existing`` says what happens to an id that is already stored (or given twice):
+
+        * ``"fail"``: raise :class:`DuplicateTask`; nothing is written;
+        * ``"keep"``: leave the stored task, whatever its state, and return it;
+        * ``"reuse"``: keep a pending or running one; replace a finished one;
+        * ``"replace"``: replace a pending or finished one; a running one raises
+          :class:`DuplicateTask` and nothing is written.
+
+        A replacement continues the old record's ``rev``.
         """
 
     @abc.abstractmethod
     def get(self, task_id: str) -> Optional[TaskRecord]:
-        """The record for ``task_id``, or None.  Raises RecordDecodeError for a corrupt one."""
+        """The record for ``task_id``, or None.  Raises RecordDecodeError for a broken one."""
 
     @abc.abstractmethod
-    def cancel(self, task_id: str, now: float) -> bool:
-        """PENDING -> CANCELLED; True if it was pending (it will never run), else False."""
+    def swap(self, changes: Sequence[tuple[TaskRecord, TaskRecord]]) -> list[Optional[TaskRecord]]:
+        """Compare-and-set: for each ``(old, new)`` (same id), if the stored record's ``rev``
+        is still ``old.rev``, store ``new`` with ``rev = old.rev + 1`` and return that;
+        otherwise return None and change nothing.
+
+        Each pair is atomic on its own; a batch costs one transaction (round trip) but its
+        pairs succeed or fail independently.  ``new.status`` decides where the task goes:
+        pending -> the wheel at its eta (ready at once if its tick is within the horizon);
+        running -> running under ``new.owner``; finished -> purgeable (see :meth:`purge`).
+        """
+
+    # -- workers ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def claim(self, owner: str, now: float, limit: int) -> Claimed:
+        """Atomically take up to ``limit`` ready tasks whose eta is <= ``now``, earliest
+        first, and make them RUNNING for ``owner`` (:func:`~timewheel.records.start_run`,
+        started at ``now``, with a lease where the backend has them).
+
+        No task is ever claimed twice, across threads, processes and hosts.  A backend with
+        an authoritative clock judges ``now`` by it and ignores the argument.  ``limit=0``
+        claims nothing and only reports ``next_eta``.
+        """
+
+    # -- the ticking process ------------------------------------------------------------------
+    @abc.abstractmethod
+    def advance(self, through: int, limit: int, leader: str) -> Advanced:
+        """Make ready every pending task of the ticks ``<= through``, at most ``limit`` per
+        call, oldest ticks first, and raise the horizon to ``through`` once none is left
+        below it; record ``leader`` and the time.  Never lowers the horizon.
+
+        Several processes may call it at once; each task is made ready once.
+        """
 
     @abc.abstractmethod
-    def retry(self, task_id: str, now: float) -> bool:
-        """FAILED/MISFIRED/CANCELLED -> PENDING due at ``now`` with fresh attempts; else False."""
+    def abandoned(self, now: float, limit: int = 1000) -> list[TaskRecord]:
+        """RUNNING tasks whose owner is gone: the owning process died (file locks), or its
+        lease ran out by the store's clock (leases).  The caller requeues them through
+        :meth:`swap` (:func:`~timewheel.records.requeue_crashed`)."""
 
-    # -- the ticking process ----------------------------------------------------------------
+    @abc.abstractmethod
+    def purge(self, finished_before: float, statuses: Optional[Iterable[str]] = None,
+              limit: int = 1000) -> int:
+        """Delete up to ``limit`` finished tasks (in ``statuses``, default all finished ones)
+        that finished before ``finished_before``; returns how many.  Pending and running
+        tasks are never purged.  Atomic per call."""
+
+    # -- observers ----------------------------------------------------------------------------
     @abc.abstractmethod
     def state(self) -> StoreState:
         """The shared bookkeeping (see :class:`StoreState`)."""
 
     @abc.abstractmethod
-    def load(self, after: int, through: int, done_through: int,
-             leader: Optional[str] = None) -> list[Due]:
-        """Raise the horizon to ``through`` and return the PENDING tasks of ticks
-        ``(after, through]`` plus every late marker, in one transaction.
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Number of tasks per (status, name), broken records under ``"broken"``.
 
-        Also records ``done_through`` (and ``leader`` if given).  Order is unspecified.
+        Kept by the writes themselves: its cost does not grow with the store."""
+
+    @abc.abstractmethod
+    def scan(self, status: str, *, name: Optional[str] = None, id_prefix: Optional[str] = None,
+             after: Optional[TaskRecord] = None, limit: Optional[int] = None) -> list[TaskRecord]:
+        """Records of one status (or ``"broken"``) in its natural order, up to ``limit``:
+        pending by (:func:`eta_us`, id); running by (started, id); finished by
+        (:func:`finished_ms`, id), most recent first.  ``after`` (a record from the previous
+        page) continues after it.  Reads about as many records as it returns when ``name``
+        and ``id_prefix`` are not given.
+
+        Broken records come as placeholders: status ``"broken"``, the reason in ``error``.
         """
 
-    @abc.abstractmethod
-    def late(self) -> list[Due]:
-        """Every PENDING task that carries a late marker."""
+    def ticks(self, start: Optional[int] = None, stop: Optional[int] = None, *,
+              limit: Optional[int] = None) -> list[tuple[int, int]]:
+        """``(tick, pending tasks due in it)`` for every non-empty tick in ``[start, stop)``,
+        in tick order, up to ``limit`` ticks."""
+        per: dict[int, int] = {}
+        for rec in self.scan(PENDING):
+            t = self.wheel.due_tick(rec.eta)
+            if (start is None or t >= start) and (stop is None or t < stop):
+                per[t] = per.get(t, 0) + 1
+        return sorted(per.items())[:limit]
 
-    @abc.abstractmethod
-    def claim(self, due: Sequence[Due], owner: str, now: float, starting: int) -> Claim:
-        """Atomically move still-PENDING tasks among ``due`` to RUNNING owned by ``owner``.
+    def histogram(self, start: int, stop: int, bucket: int) -> list[int]:
+        """Pending tasks per run of ``bucket`` ticks from ``start`` to ``stop``."""
+        out = [0] * max(0, -(-(stop - start) // bucket))
+        for t, n in self.ticks(start, stop):
+            out[(t - start) // bucket] += n
+        return out
 
-        The first ``starting`` of them start at once (idle workers): they get ``started``
-        set, and count as a crash if their process dies.  The others wait for a worker and
-        only get ``started`` when they finish, so a crash while they merely waited is free.
+    def wheel_stats(self) -> tuple[int, int]:
+        """(occupied cells, occupied slots): non-empty (slot, cycle) pairs and slots."""
+        cells = self.ticks()
+        return len(cells), len({t % self.wheel.slots for t, _ in cells})
 
-        A task past its ``misfire_grace`` becomes MISFIRED instead; one whose exact eta is
-        still after ``now`` is left alone and returned in ``not_due`` (never early).  Ids that
-        are no longer pending are reported in ``gone``; a record that cannot be decoded is
-        taken off the wheel and listed by :meth:`broken`.  No task is ever claimed twice,
-        across processes.
-        """
+    def doorbell(self) -> Doorbell:
+        """A bell for one runner (see :class:`Doorbell`); close it when done."""
+        bell = Doorbell(self)
+        self.__dict__.setdefault("_local_bells", weakref.WeakSet()).add(bell)
+        return bell
 
-    @abc.abstractmethod
-    def finish(self, outcomes: Sequence[Outcome]) -> list[Due]:
-        """Record how claimed runs ended: SUCCEEDED, FAILED, or PENDING again for a retry.
+    def ring(self) -> None:
+        """Wake every runner of this store (a task became ready).  The default reaches the
+        runners of this process; backends shared by processes reach theirs too."""
+        for bell in list(self.__dict__.get("_local_bells", ())):
+            bell.poke()
 
-        Finished tasks become purgeable ``result_ttl`` seconds after they finished.  Returns
-        the tasks that are pending again (retries), so the ticking process can schedule them.
-        """
-
-    @abc.abstractmethod
-    def recover(self, is_dead: Callable[[str], bool], now: float, max_crashes: int) -> list[str]:
-        """Put RUNNING tasks whose owner ``is_dead`` back to PENDING (they run again), or
-        FAILED once they have crashed their process ``max_crashes`` times.  Returns their ids.
-        """
-
-    @abc.abstractmethod
-    def purge(self, now: float, limit: int = 1000, statuses: Optional[Iterable[str]] = None,
-              finished_before: Optional[float] = None) -> int:
-        """Delete finished tasks whose TTL ran out (or, with ``finished_before``, those that
-        finished before it, in ``statuses``).  Returns how many were deleted."""
-
-    # -- observers (CLI) -----------------------------------------------------------------------
-    @abc.abstractmethod
-    def counts(self) -> dict[str, int]:
-        """Number of tasks per status (every status key present)."""
-
-    @abc.abstractmethod
-    def tasks(self, status: Optional[str] = None, name: Optional[str] = None,
-              limit: Optional[int] = None, id_prefix: Optional[str] = None) -> list[TaskRecord]:
-        """Records, filtered; pending ones in due order, others most recently finished first.
-        With ``id_prefix`` only ids starting with it are read (cheap, whatever else is stored).
-        Undecodable records are skipped here (see :meth:`broken`)."""
-
-    @abc.abstractmethod
-    def broken(self) -> list[tuple[str, str]]:
-        """(id, reason) of every stored record that cannot be decoded."""
-
-    @abc.abstractmethod
-    def occupancy(self) -> list[tuple[int, int, int]]:
-        """(slot, cycle, count) for every non-empty (slot, cycle) of the wheel."""
-
-    @abc.abstractmethod
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: a memory store holds nothing
         """Release the backend's resources; the instance is unusable afterwards."""
 
-
-# -- record transitions shared by every backend (pure: they only edit the record) -----------
-
-def start_run(rec: TaskRecord, owner: str, now: float, starting: bool) -> bool:
-    """PENDING -> RUNNING, or -> MISFIRED when too late.  Returns True if it is to be run."""
-    if rec.misfire_grace is not None and now - rec.eta > rec.misfire_grace:
-        rec.status = MISFIRED
-        rec.finished = now
-        rec.error = (f"skipped: would have started {now - rec.eta:.3f}s after its eta, "
-                     f"misfire_grace is {rec.misfire_grace}s")
-        return False
-    rec.status = RUNNING
-    rec.owner = owner
-    rec.started = now if starting else None
-    rec.attempts += 1
-    return True
-
-
-def end_run(rec: TaskRecord, out: Outcome) -> None:
-    """RUNNING -> SUCCEEDED / FAILED / PENDING (retry), as ``out`` says."""
-    rec.owner = None
-    rec.finished = out.finished
-    if out.started is not None:
-        rec.started = out.started
-    if out.ok:
-        rec.status, rec.result, rec.error, rec.traceback = SUCCEEDED, out.result, None, None
-        return
-    rec.error, rec.traceback = out.error, out.traceback
-    if out.retry_at is not None:
-        rec.status, rec.eta = PENDING, out.retry_at
-    else:
-        rec.status = FAILED
-
-
-def requeue_crashed(rec: TaskRecord, now: float, max_crashes: int) -> None:
-    """RUNNING whose process died -> PENDING again (the documented re-run), or FAILED.
-
-    Only a task that had started counts as a crash: one still waiting for a worker is just
-    handed back."""
-    rec.owner = None
-    if rec.started is not None:
-        rec.crashes += 1
-    rec.started = None
-    rec.attempts = max(0, rec.attempts - 1)
-    if rec.crashes >= max_crashes:
-        rec.status, rec.finished = FAILED, now
-        rec.error = f"the process running it died {rec.crashes} times; not run again"
-    else:
-        rec.status = PENDING
-
-
-def reset_for_retry(rec: TaskRecord, now: float) -> None:
-    """A finished task -> PENDING now, with a fresh attempt budget."""
-    rec.status, rec.eta = PENDING, now
-    rec.attempts = rec.crashes = 0
-    rec.started = rec.finished = rec.owner = None
-    rec.result = None
-
-
-def cancel_record(rec: TaskRecord, now: float) -> None:
-    rec.status, rec.finished, rec.error = CANCELLED, now, "cancelled"
-
-
-RETRYABLE = frozenset({FAILED, MISFIRED, CANCELLED})
-
-
-def ordered(recs: list[TaskRecord]) -> list[TaskRecord]:
-    """Pending first in due order, then the rest most recently finished first."""
-    pending = sorted((r for r in recs if r.status == PENDING), key=lambda r: r.eta)
-    rest = sorted((r for r in recs if r.status != PENDING),
-                  key=lambda r: -(r.finished or r.started or r.created))
-    return pending + rest
+    def _clock(self) -> float:
+        raise NotImplementedError
 
 
 def purge_statuses(statuses: Optional[Iterable[str]]) -> list[str]:
     """The statuses purge() may delete: finished ones only (default: all of them)."""
-    wanted = sorted(TERMINAL) if statuses is None else list(statuses)
+    wanted = sorted(TERMINAL) if statuses is None else sorted(set(statuses))
     unknown = [s for s in wanted if s not in TERMINAL]
     if unknown:
         raise ValueError(f"can only purge finished tasks ({', '.join(sorted(TERMINAL))}), "
                          f"not {', '.join(unknown)}")
     return wanted
+
+
+def check_existing(existing: str) -> None:
+    if existing not in EXISTING:
+        raise ValueError(f"existing must be one of {', '.join(EXISTING)}, got {existing!r}")
+
+
+def check_listable(status: str) -> None:
+    if status not in LISTABLE:
+        raise ValueError(f"unknown status {status!r}; one of {', '.join(LISTABLE)}")
+
+
+def eta_us(eta: float) -> int:
+    """An eta in whole microseconds, rounded up: a key or score of this value is never before
+    the eta, so comparing it with ``floor(now)`` in microseconds is never early."""
+    return math.ceil(eta * 1e6)
+
+
+def finished_ms(finished: Optional[float]) -> int:
+    """When a task finished, in milliseconds: the order of finished tasks (most recent first)."""
+    return round((finished or 0.0) * 1000)

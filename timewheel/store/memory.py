@@ -1,245 +1,255 @@
 """In-memory store: the reference backend, for tests and ``immediate=True``.
 
-Same semantics as the file store except durability.  Records are kept encoded so that a
-caller editing a returned record never changes what is stored, as with a real file.
+Same semantics as the file store except durability, in plain dicts under one lock.  Records
+are frozen dataclasses, so handing out the stored objects cannot change what is stored.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import heapq
+import os
 import threading
 import time
 from typing import Callable, Iterable, Optional, Sequence
 
-from ..records import PENDING, RUNNING, STATUSES, TaskRecord, decode_record, encode_record
+from ..errors import DuplicateTask
+from ..records import PENDING, RUNNING, TERMINAL, TaskRecord, start_run
 from ..wheel import Wheel
 from .base import (
-    RETRYABLE,
-    Claim,
-    Due,
-    Outcome,
+    BROKEN,
+    Advanced,
+    Claimed,
+    Liveness,
     StoreState,
     WheelStore,
-    cancel_record,
-    end_run,
-    ordered,
+    check_existing,
+    check_listable,
+    eta_us,
+    finished_ms,
     purge_statuses,
-    requeue_crashed,
-    reset_for_retry,
-    start_run,
 )
 
-__all__ = ["MemoryStore"]
+__all__ = ["MemoryStore", "MemoryLiveness"]
+
+
+class MemoryLiveness(Liveness):
+    """One process owns everything in a memory store: its own tasks are alive, others not."""
+
+    def __init__(self) -> None:
+        self._token = f"memory:{os.getpid()}:{os.urandom(4).hex()}"
+
+    @property
+    def token(self) -> str:
+        return self._token
+
+    def try_lead(self) -> bool:
+        return True
+
+    def resign(self) -> None:
+        pass
+
+    def leader(self) -> Optional[str]:
+        return self._token
+
+    def is_dead(self, token: str) -> bool:
+        return token != self._token
 
 
 class MemoryStore(WheelStore):
-    def __init__(self, wheel: Wheel = Wheel(), *, now: Optional[float] = None,
-                 result_ttl: float = 7 * 86400.0) -> None:
+    def __init__(self, wheel: Wheel = Wheel(), *, clock: Callable[[], float] = time.time) -> None:
         self.wheel = wheel
-        self.result_ttl = result_ttl
+        self.location = "memory"
+        self.liveness = MemoryLiveness()
+        self._clock = clock           # type: ignore[assignment]
         self._lock = threading.RLock()
-        self._records: dict[str, bytes] = {}
-        self._ring: dict[tuple[int, int], dict[str, float]] = {}   # (slot, cycle) -> {id: eta}
-        self._late: dict[str, float] = {}
-        self._running: dict[str, str] = {}
-        self._expiry: dict[str, float] = {}
-        t = wheel.current_tick(time.time() if now is None else now)
-        self._state = StoreState(horizon=t, done_through=t)
+        self._records: dict[str, TaskRecord] = {}
+        self._wheel: dict[int, set[str]] = {}       # tick -> ids, pending and not yet ready
+        self._ready: list[tuple[float, str, int]] = []   # heap of (eta, id, rev); stale entries skipped
+        self._state = StoreState(horizon=wheel.current_tick(clock()))
+        self._ring = False               # a task became ready: ring once the lock is released
 
-    # -- index helpers --------------------------------------------------------------------
-    def _place(self, rec: TaskRecord) -> None:
-        t = self.wheel.due_tick(rec.eta)
-        self._ring.setdefault((self.wheel.slot(t), self.wheel.cycle(t)), {})[rec.id] = rec.eta
-        if t <= self._state.horizon:
-            self._late[rec.id] = rec.eta
+    # -- placement ------------------------------------------------------------------------------
+    def _store(self, rec: TaskRecord) -> None:
+        old = self._records.get(rec.id)
+        if old is not None and old.status == PENDING:
+            bucket = self._wheel.get(self.wheel.due_tick(old.eta))
+            if bucket is not None:
+                bucket.discard(old.id)
+        self._records[rec.id] = rec
+        if rec.status == PENDING:
+            t = self.wheel.due_tick(rec.eta)
+            if t <= self._state.horizon:
+                heapq.heappush(self._ready, (rec.eta, rec.id, rec.rev))
+                self._ring = True
+            else:
+                self._wheel.setdefault(t, set()).add(rec.id)
 
-    def _unplace(self, rec: TaskRecord) -> None:
-        t = self.wheel.due_tick(rec.eta)
-        key = (self.wheel.slot(t), self.wheel.cycle(t))
-        bucket = self._ring.get(key)
-        if bucket is not None:
-            bucket.pop(rec.id, None)
-            if not bucket:
-                del self._ring[key]
-        self._late.pop(rec.id, None)
+    def _flush_ring(self) -> None:
+        if self._ring:
+            self._ring = False
+            self.ring()
 
-    def _put(self, rec: TaskRecord) -> None:
-        self._records[rec.id] = encode_record(rec)
+    def _is_ready(self, eta: float, task_id: str, rev: int) -> bool:
+        rec = self._records.get(task_id)
+        return rec is not None and rec.rev == rev and rec.status == PENDING and rec.eta == eta
 
-    def _finished(self, rec: TaskRecord) -> None:
-        self._expiry[rec.id] = (rec.finished or 0.0) + self.result_ttl
-
-    # -- producers ------------------------------------------------------------------------
-    def add(self, records: Sequence[TaskRecord]) -> None:
+    # -- tasks ----------------------------------------------------------------------------------
+    def add(self, records: Sequence[TaskRecord], *, existing: str = "fail") -> list[TaskRecord]:
+        check_existing(existing)
         with self._lock:
-            ids = [r.id for r in records]
-            if len(set(ids)) != len(ids) or any(i in self._records for i in ids):
-                raise ValueError("task id already exists")
+            out: list[TaskRecord] = []
+            plan: dict[str, TaskRecord] = {}
             for rec in records:
-                self._put(rec)
-                self._place(rec)
+                old = plan.get(rec.id) or self._records.get(rec.id)
+                if old is None:
+                    plan[rec.id] = rec
+                    out.append(rec)
+                    continue
+                if existing == "fail":
+                    raise DuplicateTask(f"task id {rec.id!r} already exists; nothing was added")
+                replace = (existing == "reuse" and old.status in TERMINAL) or (
+                    existing == "replace" and old.status != RUNNING)
+                if existing == "replace" and old.status == RUNNING:
+                    raise DuplicateTask(f"task {rec.id!r} is running and cannot be replaced; "
+                                        "nothing was added")
+                if replace:
+                    new = _replacing(rec, old)
+                    plan[rec.id] = new
+                    out.append(new)
+                else:
+                    out.append(old)
+            for rec in plan.values():
+                self._store(rec)
+        self._flush_ring()
+        return out
 
     def get(self, task_id: str) -> Optional[TaskRecord]:
         with self._lock:
-            blob = self._records.get(task_id)
-        return None if blob is None else decode_record(blob)
+            return self._records.get(task_id)
 
-    def cancel(self, task_id: str, now: float) -> bool:
+    def swap(self, changes: Sequence[tuple[TaskRecord, TaskRecord]]) -> list[Optional[TaskRecord]]:
+        out: list[Optional[TaskRecord]] = []
         with self._lock:
-            rec = self.get(task_id)
-            if rec is None or rec.status != PENDING:
-                return False
-            self._unplace(rec)
-            cancel_record(rec, now)
-            self._put(rec)
-            self._expiry[rec.id] = now + self.result_ttl
-            return True
-
-    def retry(self, task_id: str, now: float) -> bool:
-        with self._lock:
-            rec = self.get(task_id)
-            if rec is None or rec.status not in RETRYABLE:
-                return False
-            self._expiry.pop(rec.id, None)
-            reset_for_retry(rec, now)
-            self._put(rec)
-            self._place(rec)
-            return True
-
-    # -- the ticking process ----------------------------------------------------------------
-    def state(self) -> StoreState:
-        with self._lock:
-            return StoreState(self._state.horizon, self._state.done_through, self._state.leader)
-
-    def load(self, after: int, through: int, done_through: int,
-             leader: Optional[str] = None) -> list[Due]:
-        with self._lock:
-            self._state.horizon = max(self._state.horizon, through)
-            self._state.done_through = done_through
-            if leader is not None:
-                self._state.leader = leader
-            out: list[Due] = []
-            for r in self.wheel.ranges(after, through):
-                for c in range(r.cycle_lo, r.cycle_hi + 1):
-                    for i, eta in self._ring.get((r.slot, c), {}).items():
-                        out.append(Due(eta, i))
-            out.extend(self.late())
-            return out
-
-    def late(self) -> list[Due]:
-        with self._lock:
-            return [Due(eta, i, True) for i, eta in self._late.items()]
-
-    def claim(self, due: Sequence[Due], owner: str, now: float, starting: int = 0) -> Claim:
-        claim = Claim()
-        with self._lock:
-            for d in due:
-                i = d.id
-                rec = self.get(i)
-                if rec is None or rec.status != PENDING:
-                    claim.gone.append(i)
+            for old, new in changes:
+                cur = self._records.get(old.id)
+                if cur is None or cur.rev != old.rev or new.id != old.id:
+                    out.append(None)
                     continue
-                if rec.eta > now:
-                    claim.not_due.append(Due(rec.eta, i, d.late))
-                    continue
-                self._unplace(rec)
-                if start_run(rec, owner, now, len(claim.run) < starting):
-                    self._running[i] = owner
-                    claim.run.append(rec)
-                else:
-                    self._finished(rec)
-                    claim.misfired.append(rec)
-                self._put(rec)
-        return claim
+                stored = _with_rev(new, old.rev + 1)
+                self._store(stored)
+                out.append(stored)
+        self._flush_ring()
+        return out
 
-    def finish(self, outcomes: Sequence[Outcome]) -> list[Due]:
-        again: list[Due] = []
+    # -- workers --------------------------------------------------------------------------------
+    def claim(self, owner: str, now: float, limit: int) -> Claimed:
+        taken: list[TaskRecord] = []
         with self._lock:
-            for out in outcomes:
-                rec = self.get(out.id)
-                if rec is None or rec.status != RUNNING:
+            while self._ready:
+                eta, task_id, rev = self._ready[0]
+                if not self._is_ready(eta, task_id, rev):
+                    heapq.heappop(self._ready)
                     continue
-                end_run(rec, out)
-                self._running.pop(rec.id, None)
-                if rec.status == PENDING:
-                    self._place(rec)
-                    again.append(Due(rec.eta, rec.id))
-                else:
-                    self._finished(rec)
-                self._put(rec)
-        return again
+                if eta > now or len(taken) >= limit:
+                    break
+                heapq.heappop(self._ready)
+                old = self._records[task_id]
+                new = _with_rev(start_run(old, owner, now), old.rev + 1)
+                self._store(new)
+                taken.append(new)
+            return Claimed(taken, self._ready[0][0] if self._ready else None)
 
-    def recover(self, is_dead: Callable[[str], bool], now: float, max_crashes: int) -> list[str]:
+    # -- the ticking process --------------------------------------------------------------------
+    def advance(self, through: int, limit: int, leader: str) -> Advanced:
+        moved = 0
         with self._lock:
-            back = []
-            for i, owner in list(self._running.items()):
-                if not is_dead(owner):
-                    continue
-                rec = self.get(i)
-                del self._running[i]
-                if rec is None:
-                    continue
-                requeue_crashed(rec, now, max_crashes)
-                if rec.status == PENDING:
-                    self._place(rec)
-                else:
-                    self._finished(rec)
-                self._put(rec)
-                back.append(i)
-            return back
+            reached = horizon = self._state.horizon
+            for t in sorted(t for t in self._wheel if horizon < t <= through):
+                bucket = self._wheel[t]
+                while bucket and moved < limit:
+                    rec = self._records[bucket.pop()]
+                    heapq.heappush(self._ready, (rec.eta, rec.id, rec.rev))
+                    moved += 1
+                if bucket:
+                    reached = t - 1          # the page is full: the rest of this tick next time
+                    break
+                del self._wheel[t]
+            else:
+                reached = through
+            reached = max(horizon, reached)
+            self._state = StoreState(reached, leader, self.now())
+        if moved:
+            self.ring()
+        return Advanced(reached, moved, reached >= through)
 
-    def purge(self, now: float, limit: int = 1000, statuses: Optional[Iterable[str]] = None,
-              finished_before: Optional[float] = None) -> int:
+    def abandoned(self, now: float, limit: int = 1000) -> list[TaskRecord]:
+        with self._lock:
+            running = [r for r in self._records.values() if r.status == RUNNING]
+        return [r for r in running if self.liveness.is_dead(r.owner or "")][:limit]
+
+    def purge(self, finished_before: float, statuses: Optional[Iterable[str]] = None,
+              limit: int = 1000) -> int:
         wanted = set(purge_statuses(statuses))
         with self._lock:
-            if finished_before is None:
-                victims = [i for i, exp in self._expiry.items() if exp <= now][:limit]
-            else:
-                victims = []
-                for i in list(self._expiry):
-                    rec = self.get(i)
-                    if rec and rec.status in wanted and (rec.finished or 0) < finished_before:
-                        victims.append(i)
-            for i in victims:
-                self._expiry.pop(i, None)
-                self._records.pop(i, None)
+            victims = [r.id for r in self._records.values()
+                       if r.status in wanted and (r.finished or 0.0) < finished_before][:limit]
+            for task_id in victims:
+                del self._records[task_id]
             return len(victims)
 
-    # -- observers ------------------------------------------------------------------------
-    def counts(self) -> dict[str, int]:
-        out = dict.fromkeys(STATUSES, 0)
-        for rec in self.tasks():
-            out[rec.status] += 1
+    # -- observers ------------------------------------------------------------------------------
+    def state(self) -> StoreState:
+        with self._lock:
+            return self._state
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        out: dict[tuple[str, str], int] = {}
+        with self._lock:
+            for r in self._records.values():
+                out[(r.status, r.name)] = out.get((r.status, r.name), 0) + 1
         return out
 
-    def tasks(self, status: Optional[str] = None, name: Optional[str] = None,
-              limit: Optional[int] = None, id_prefix: Optional[str] = None) -> list[TaskRecord]:
+    def scan(self, status: str, *, name: Optional[str] = None, id_prefix: Optional[str] = None,
+             after: Optional[TaskRecord] = None, limit: Optional[int] = None) -> list[TaskRecord]:
+        check_listable(status)
+        if status == BROKEN:
+            return []             # records are objects here: nothing can be undecodable
         with self._lock:
-            blobs = [b for i, b in self._records.items() if not id_prefix or i.startswith(id_prefix)]
-        recs = []
-        for b in blobs:
-            try:
-                recs.append(decode_record(b))
-            except ValueError:
-                continue
-        recs = [r for r in recs if (status is None or r.status == status)
-                and (name is None or r.name == name)]
-        return ordered(recs)[:limit]
+            recs = [r for r in self._records.values() if r.status == status
+                    and (name is None or r.name == name)
+                    and (not id_prefix or r.id.startswith(id_prefix))]
+        key = _order(status)
+        recs.sort(key=key)
+        if after is not None:
+            mark = key(after)
+            recs = [r for r in recs if key(r) > mark]
+        return recs[:limit]
 
-    def broken(self) -> list[tuple[str, str]]:
-        out = []
-        with self._lock:
-            items = list(self._records.items())
-        for i, b in items:
-            try:
-                decode_record(b)
-            except ValueError as exc:
-                out.append((i, str(exc)))
-        return out
 
-    def close(self) -> None:
-        """Nothing to release: the data goes with the object."""
+def _order(status: str) -> Callable[[TaskRecord], tuple]:
+    """The natural order of a status in :meth:`WheelStore.scan`, as a sort key."""
+    if status == PENDING:
+        return lambda r: (eta_us(r.eta), r.id)
+    if status == RUNNING:
+        return lambda r: (r.started or 0.0, r.id)
+    return lambda r: (-finished_ms(r.finished), _Desc(r.id))
 
-    def occupancy(self) -> list[tuple[int, int, int]]:
-        with self._lock:
-            return sorted((s, c, len(b)) for (s, c), b in self._ring.items() if b)
 
+class _Desc(str):
+    """A string that sorts in reverse, for ties broken by id descending."""
+
+    def __lt__(self, other: str) -> bool:
+        return str.__gt__(self, other)
+
+    def __gt__(self, other: str) -> bool:
+        return str.__lt__(self, other)
+
+
+def _with_rev(rec: TaskRecord, rev: int) -> TaskRecord:
+    return dataclasses.replace(rec, rev=rev)
+
+
+def _replacing(new: TaskRecord, old: TaskRecord) -> TaskRecord:
+    """``new`` taking over ``old``'s id: it continues old's rev, so stale fences stay stale."""
+    return _with_rev(new, old.rev + 1)

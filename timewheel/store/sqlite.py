@@ -1,92 +1,142 @@
 """The default store: one SQLite file, opened through sqlitedict.
 
-Every row is a key/value pair in sqlitedict's table; the key prefix says what the row is:
+The file holds sqlitedict's table ``timewheel`` -- ``key``/``value`` as sqlitedict keeps them,
+plus two columns of ours -- and two small tables of counters.  One row per task:
 
-========================================  ==================================================
-``t:<id>``                                the task record (see :mod:`timewheel.records`)
-``w:<slot>:<cycle>:<eta_us>:<id>``        the wheel: one row per pending task
-``l:<id>`` -> eta                          late marker: added into an already-loaded tick
-``r:<id>`` -> owner                        running, claimed by process ``owner``
-``x:<status>:<expires_ms>:<id>``           finished; purge after ``expires_ms``
-``b:<id>`` -> reason                       a record that could not be decoded
-``m:<name>``                               shared bookkeeping (geometry, horizon, ...)
-========================================  ==================================================
+=================  ============================================================================
+``key``            ``t:<id>`` (``m:<name>`` rows hold shared bookkeeping: geometry, horizon, ...)
+``value``          the record (:func:`timewheel.records.encode_record`)
+``name``           the task's name, for the counters and ``--name`` filters
+``pos``            where the task is, indexed (``timewheel_pos``):
 
-Keys are the table's primary key, so "the tasks of slot 12, cycle 480" is an index range
-read, not a scan, and one enqueue writes two small rows instead of rewriting a growing
-per-slot value.
+                   ``n:<slot>:<cycle>:<eta>``   just added, not yet counted (see below)
+                   ``p:<slot>:<cycle>:<eta>``   pending in the wheel: slot ``tick % slots`` of
+                                                cycle ``tick // slots``
+                   ``q:<eta>``                  ready: its tick is within the horizon
+                   ``r:<owner>``                running, claimed by the process ``owner``
+                   ``x:<s|f|c|m>:<finished>``   succeeded / failed / cancelled / misfired
+                   ``b:``                       a record that cannot be decoded
+=================  ============================================================================
+
+Numbers in ``pos`` are zero-padded to a fixed width (etas in microseconds, finish times in
+milliseconds), so the index's order is their numeric order: "the tasks of slot 12, cycle 480"
+is an index range, "ready and due at ``now``" is the range below ``q:<now>``, "succeeded,
+most recent first" is a range read backwards.  ``timewheel_counts`` (tasks per state and
+name) and ``timewheel_ticks`` (pending tasks per due tick) are updated in the same
+transactions that move tasks, so the CLI and the web view answer from them without reading
+the tasks.
+
+One exception keeps ``delay()`` as cheap as a bare INSERT: a task added on its own is one
+statement that writes one row, at ``n:``, uncounted.  The next transaction of a worker or of
+the ticking process *absorbs* such rows -- counts them and moves them to ``p:`` or ``q:`` --
+in three SQL statements; readers add the few ``n:`` rows to the counters themselves.
 
 How we use sqlitedict (see shared/NOTES-sqlitedict-and-wheels.md for the measurements):
-the file is a :class:`~sqlitedict.SqliteDict` table, opened through sqlitedict, but its
-connection layer -- one background thread per dict, to which every call is queued -- is
-replaced by :class:`_Connection`, which runs each call synchronously in the caller's thread.
-That thread is what makes sqlitedict slow and unsafe for a durable queue: a round trip costs
-~65 us (10k commits/s at best against 41k for sqlite3), write errors surface at some later
-call, ``commit()`` hangs forever when COMMIT raises (piskvorky/sqlitedict#108), and a dict
-opened before ``fork()`` hangs in the child.  We also pass ``journal_mode="WAL"`` on *every*
-open (a second opener without it downgrades the file or fails with "database is locked"),
-set ``synchronous=NORMAL`` (sqlitedict hard-codes OFF; with WAL, NORMAL survives a process
-kill without an fsync per commit) and a real busy timeout (its ``timeout=`` does not set one).
+the table is a :class:`~sqlitedict.SqliteDict`, opened through sqlitedict, but its connection
+layer -- one background thread per dict, to which every call is queued -- is replaced by
+:class:`_Connection`, which runs each call synchronously in the caller's thread.  That thread
+is what makes sqlitedict slow and unsafe for a durable queue: a round trip costs ~65 us (10k
+commits/s at best against 41k for sqlite3), write errors surface at some later call,
+``commit()`` hangs forever when COMMIT raises (piskvorky/sqlitedict#108), and a dict opened
+before ``fork()`` hangs in the child.  We also pass ``journal_mode="WAL"`` on *every* open (a
+second opener without it downgrades the file or fails with "database is locked"), set
+``synchronous=NORMAL`` (sqlitedict hard-codes OFF; with WAL, NORMAL survives a process kill
+without an fsync per commit) and a real busy timeout (its ``timeout=`` does not set one).
+
+Stores written by timewheel 0.1 (format ``timewheel/1``: a record row plus index rows per
+task) are converted in place, in one transaction, the first time they are opened for writing.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import os
+import select
+import socket
 import sqlite3
+import stat
+import sys
 import threading
 import time
 import weakref
+from collections import Counter
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 from urllib.parse import quote
 
 from sqlitedict import SqliteDict
 
-from ..errors import NotAStore, StoreBusy, StoreError, StoreMismatch
+from ..errors import DuplicateTask, NotAStore, StoreBusy, StoreError, StoreMismatch
 from ..records import (
     CANCELLED,
     FAILED,
+    MAX_RECORD_BYTES,
     MISFIRED,
     PENDING,
     RUNNING,
-    STATUSES,
     SUCCEEDED,
+    TERMINAL,
     RecordDecodeError,
     TaskRecord,
     decode_record,
     encode_record,
+    start_run,
 )
 from ..wheel import Wheel
 from .base import (
-    RETRYABLE,
-    Claim,
-    Due,
-    Outcome,
+    BROKEN,
+    Advanced,
+    Claimed,
+    Doorbell,
+    Liveness,
     StoreState,
     WheelStore,
-    cancel_record,
-    end_run,
-    ordered,
+    check_existing,
+    check_listable,
+    eta_us,
+    finished_ms,
     purge_statuses,
-    requeue_crashed,
-    reset_for_retry,
-    start_run,
 )
+from .locks import FileLiveness, probe
 
 __all__ = ["SqliteDictStore"]
 
 log = logging.getLogger("timewheel.store")
 
 TABLE = "timewheel"
-FORMAT = "timewheel/1"
-_STATUS_CODE = {SUCCEEDED: "s", FAILED: "f", CANCELLED: "c", MISFIRED: "m"}
+FORMAT = "timewheel/2"
+OLD_FORMAT = "timewheel/1"
+_CODE = {SUCCEEDED: "s", FAILED: "f", CANCELLED: "c", MISFIRED: "m"}
+_STATUS_OF_CODE = {c: s for s, c in _CODE.items()}
 _CHUNK = 400          # rows per multi-row statement (SQLite allows 32766 bound variables)
-
-_ADD_ONE = (
-    f'INSERT INTO "{TABLE}" (key, value) SELECT ?, ? UNION ALL SELECT ?, X\'\' '
-    f'UNION ALL SELECT ?, ? WHERE ? <= (SELECT value FROM "{TABLE}" WHERE key = \'m:horizon\')'
+_PAGE = 20_000        # tasks made ready per advance() call: bounds a transaction's length
+#: a record read is never larger than this in memory: bigger rows read as broken
+_VALUE = f"CASE WHEN length(value) <= {MAX_RECORD_BYTES} THEN value END"
+_SCHEMA = (
+    f'CREATE TABLE IF NOT EXISTS "{TABLE}" (key TEXT PRIMARY KEY, value BLOB, pos TEXT, name TEXT) '
+    "WITHOUT ROWID",
+    f'CREATE INDEX IF NOT EXISTS "{TABLE}_pos" ON "{TABLE}" (pos) WHERE pos IS NOT NULL',
+    f'CREATE TABLE IF NOT EXISTS "{TABLE}_counts" (state TEXT NOT NULL, name TEXT NOT NULL, '
+    "n INTEGER NOT NULL, PRIMARY KEY (state, name)) WITHOUT ROWID",
+    f'CREATE TABLE IF NOT EXISTS "{TABLE}_ticks" (tick INTEGER PRIMARY KEY, n INTEGER NOT NULL)',
 )
+_ADD = f'INSERT INTO "{TABLE}" (key, value, pos, name) VALUES (?, ?, ?, ?)'
+_SET = f'UPDATE "{TABLE}" SET value = ?, pos = ?, name = ? WHERE key = ?'
+_FRESH = "pos >= 'n:' AND pos < 'n;'"
+_TICK_OF_CELL = "CAST(substr(pos, 10, 15) AS INTEGER) * :slots + CAST(substr(pos, 3, 6) AS INTEGER)"
+
+
+def _ro_uri(path: str) -> str:
+    """The URI of a read-only connection that creates nothing beside the file.
+
+    With no ``-wal`` file no process has the store open, and ``immutable=1`` reads it
+    without the ``-shm`` index or locks (so also in a directory we cannot write).  Otherwise
+    a writer may be live: ``mode=ro`` reads through its WAL like any reader.
+    """
+    uri = f"file:{quote(path, safe='/')}?mode=ro"
+    return uri if os.path.exists(path + "-wal") else uri + "&immutable=1"
 
 
 def _identity(x: Any) -> Any:
@@ -120,20 +170,16 @@ class _Connection:
 
     def _connect(self, filename: str, journal_mode: str, busy_timeout: float, readonly: bool) -> None:
         if readonly:
-            # mode=ro: never creates, converts or writes the file; no journal_mode pragma.
-            self._con = sqlite3.connect(f"file:{quote(filename)}?mode=ro", uri=True,
-                                        timeout=busy_timeout, isolation_level=None,
-                                        check_same_thread=False)
+            # Never creates, converts or writes the file, nor its -wal and -shm (see _ro_uri).
+            self._con = sqlite3.connect(_ro_uri(filename), uri=True, timeout=busy_timeout,
+                                        isolation_level=None, check_same_thread=False)
         else:
             self._con = sqlite3.connect(filename, timeout=busy_timeout, isolation_level=None,
                                         check_same_thread=False)
             self._con.execute(f"PRAGMA journal_mode = {journal_mode}")
             self._con.execute("PRAGMA synchronous = NORMAL")
-            # sqlitedict's own CREATE TABLE IF NOT EXISTS then finds this one.  WITHOUT ROWID
-            # stores each key once (a rowid table keeps it again in the primary-key index):
-            # ~8% less SQLite time per enqueue.
-            self._con.execute(f'CREATE TABLE IF NOT EXISTS "{TABLE}" '
-                              "(key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID")
+            # sqlitedict's own CREATE TABLE IF NOT EXISTS then finds this one (see _SCHEMA).
+            self._con.execute(_SCHEMA[0])
 
     def execute(self, req: str, arg: Sequence[Any] = (), res: Any = None) -> None:
         if self._readonly and req.startswith("CREATE TABLE IF NOT EXISTS"):
@@ -145,9 +191,14 @@ class _Connection:
                     res.put(row)
                 res.put("--no more--")
 
-    def executemany(self, req: str, items: Iterable[Sequence[Any]]) -> None:
+    def executemany(self, req: str, items: Iterable[Sequence[Any]]) -> int:
         with self._lock:
-            self._con.executemany(req, items)
+            return self._con.executemany(req, items).rowcount
+
+    def run(self, req: str, arg: Sequence[Any] = ()) -> int:
+        """Run a statement; the number of rows it changed."""
+        with self._lock:
+            return self._con.execute(req, arg).rowcount
 
     def select(self, req: str, arg: Sequence[Any] = ()) -> Iterator[tuple]:
         with self._lock:
@@ -165,34 +216,6 @@ class _Connection:
     def close(self, force: bool = False) -> None:
         with self._lock:
             self._con.close()
-
-
-class _Dict(SqliteDict):
-    """A SqliteDict whose connection is a :class:`_Connection`.
-
-    Read-only stores are opened with flag "c" on a ``mode=ro`` connection, whose CREATE TABLE
-    IF NOT EXISTS is skipped (the table was checked already): flag "r" would make sqlitedict
-    list the tables through a read-write connection that it never closes, and whose eventual
-    finalisation checkpoints a WAL left by a killed process -- a "read" that rewrites the file.
-    """
-
-    def __init__(self, path: str, readonly: bool, busy_timeout: float) -> None:
-        self._tw_readonly = readonly
-        self._tw_busy_timeout = busy_timeout
-        super().__init__(path, tablename=TABLE, flag="c", autocommit=True,
-                         journal_mode="WAL", encode=_identity, decode=_identity, outer_stack=False)
-
-    def _new_conn(self) -> Any:
-        return _Connection(self.filename, self.journal_mode, self._tw_busy_timeout, self._tw_readonly)
-
-
-def tkey(task_id: str) -> str:
-    return "t:" + task_id
-
-
-def _range_end(prefix: str) -> str:
-    """The smallest key greater than every key starting with ``prefix``."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 _open_stores: "weakref.WeakSet[SqliteDictStore]" = weakref.WeakSet()
@@ -226,68 +249,186 @@ os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
                     after_in_child=_after_fork_in_child)
 
 
+class _Dict(SqliteDict):
+    """A SqliteDict whose connection is a :class:`_Connection`.
+
+    Read-only stores are opened with flag "c" on a read-only connection, whose CREATE TABLE
+    IF NOT EXISTS is skipped (the table was checked already): flag "r" would make sqlitedict
+    list the tables through a read-write connection that it never closes, and whose eventual
+    finalisation checkpoints a WAL left by a killed process -- a "read" that rewrites the file.
+    """
+
+    def __init__(self, path: str, readonly: bool, busy_timeout: float) -> None:
+        self._tw_readonly = readonly
+        self._tw_busy_timeout = busy_timeout
+        super().__init__(path, tablename=TABLE, flag="c", autocommit=True,
+                         journal_mode="WAL", encode=_identity, decode=_identity, outer_stack=False)
+
+    def _new_conn(self) -> Any:
+        return _Connection(self.filename, self.journal_mode, self._tw_busy_timeout, self._tw_readonly)
+
+
+class _ReadOnlyLiveness(Liveness):
+    """What a read-only opener may know of liveness: probes, never locks (see locks.probe)."""
+
+    def __init__(self, path: str) -> None:
+        self._probe = probe(path)
+
+    @property
+    def token(self) -> str:
+        return f"{os.getpid()}:readonly:0"
+
+    def try_lead(self) -> bool:
+        return False
+
+    def resign(self) -> None:
+        pass
+
+    def leader(self) -> Optional[str]:
+        return self._probe.leader()
+
+    def is_dead(self, token: str) -> bool:
+        return self._probe.is_dead(token)
+
+    def close(self) -> None:
+        self._probe.close()
+
+
+class _SocketBell(Doorbell):
+    """A doorbell that crosses processes: an abstract unix datagram socket per runner.
+
+    Its name is registered in the store (``m:bell:<name>`` -> owner token), so whoever adds a
+    task that is due within the horizon can ring every runner; the ticking process forgets
+    the names of dead owners.  Linux only (abstract names); elsewhere the in-process bell is
+    used and other processes find new work at their next look, within one tick.
+    """
+
+    def __init__(self, store: "SqliteDictStore") -> None:
+        super().__init__(store)
+        self._store: SqliteDictStore = store
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.name = f"{store._bell_prefix}{os.urandom(6).hex()}"
+        self._sock.bind("\0" + self.name)
+        self._sock.setblocking(False)
+        store._register_bell(self.name)
+
+    def ring(self) -> None:
+        self._store.ring()
+
+    def poke(self) -> None:
+        try:
+            self._sock.sendto(b"!", "\0" + self.name)
+        except OSError:
+            pass
+
+    def wait(self, timeout: Optional[float]) -> bool:
+        try:
+            ready, _, _ = select.select([self._sock], [], [], timeout)
+        except (OSError, ValueError):       # closed meanwhile
+            return False
+        if not ready:
+            return False
+        try:
+            while True:
+                self._sock.recv(64)
+        except (BlockingIOError, OSError):
+            pass
+        return True
+
+    def close(self) -> None:
+        try:
+            self._store._unregister_bell(self.name)
+        except StoreError:
+            log.debug("could not unregister doorbell %s", self.name, exc_info=True)
+        self._sock.close()
+
+
+class _Counters:
+    """Deltas of the counter tables gathered during one transaction, written at its end."""
+
+    def __init__(self) -> None:
+        self.states: Counter[tuple[str, str]] = Counter()
+        self.ticks: Counter[int] = Counter()
+
+    def move(self, old: Optional[tuple[str, str, Optional[int]]],
+             new: Optional[tuple[str, str, Optional[int]]]) -> None:
+        for item, d in ((old, -1), (new, 1)):
+            if item is None:
+                continue
+            state, name, tick = item
+            self.states[(state, name)] += d
+            if tick is not None:
+                self.ticks[tick] += d
+
+    def flush(self, x: Callable[..., int], many: Callable[..., int]) -> None:
+        states = [(s, n, d) for (s, n), d in self.states.items() if d]
+        ticks = [(t, d) for t, d in self.ticks.items() if d]
+        if states:
+            many(f'INSERT INTO "{TABLE}_counts" (state, name, n) VALUES (?, ?, ?) '
+                 "ON CONFLICT (state, name) DO UPDATE SET n = n + excluded.n", states)
+            x(f'DELETE FROM "{TABLE}_counts" WHERE n <= 0')
+        if ticks:
+            many(f'INSERT INTO "{TABLE}_ticks" (tick, n) VALUES (?, ?) '
+                 "ON CONFLICT (tick) DO UPDATE SET n = n + excluded.n", ticks)
+            many(f'DELETE FROM "{TABLE}_ticks" WHERE tick = ? AND n <= 0',
+                 [(t,) for t, d in ticks if d < 0])
+        self.states.clear()
+        self.ticks.clear()
+
+
 class SqliteDictStore(WheelStore):
     """A :class:`WheelStore` in one SQLite file.  Thread-safe; one instance per process.
 
     :param path: the store file; created (mode 0600) unless ``readonly``.
     :param readonly: open an existing store for reading only (the CLI's read commands): the
-        file is never created, converted or written.
+        file is never created, converted or written, nor are files created beside it.
     :param busy_timeout: seconds a write waits for another process's transaction before
         :class:`StoreBusy` is raised.
     """
 
-    path: str
-
-    def __init__(self, path: str, wheel: Optional[Wheel] = None, *, readonly: bool = False,
-                 busy_timeout: float = 10.0, result_ttl: float = 7 * 86400.0,
-                 now: Optional[float] = None) -> None:
+    def __init__(self, path: "str | os.PathLike[str]", wheel: Optional[Wheel] = None, *,
+                 readonly: bool = False, busy_timeout: float = 10.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self.path = os.path.abspath(os.fspath(path))
+        self.location = self.path
         self.readonly = readonly
         self.busy_timeout = busy_timeout
-        self.result_ttl = result_ttl
+        self._clock = clock            # type: ignore[assignment]
         self._lock = threading.RLock()
         self._db: Optional[SqliteDict] = None
         self._pid = -1
+        self._bells: tuple[float, list[str]] = (-1e9, [])
+        self._horizon_hint: tuple[float, int] = (-1e9, 0)
+        self._bell_prefix = "timewheel-" + hashlib.sha1(
+            os.path.realpath(self.path).encode()).hexdigest()[:16] + "-"
         _open_stores.add(self)
         self._check_file()
         self._open()
-        stored = self._geometry()
-        if stored is None:
-            if readonly:
-                raise NotAStore(f"{self.path} is not a timewheel store (no timewheel data in it)")
-            self.wheel = wheel or Wheel()
-            stored = self._initialise(now)      # another process may have won the race
-        if stored is not None:
-            if wheel is not None and wheel != stored:
-                raise StoreMismatch(
-                    f"{self.path} was created with slots={stored.slots}, tick={stored.tick}; "
-                    f"cannot open it with slots={wheel.slots}, tick={wheel.tick}")
-            self.wheel = stored
+        self.wheel = self._set_up(wheel)
+        self.liveness: Liveness = (_ReadOnlyLiveness(self.path) if readonly
+                                   else FileLiveness(self.path))
 
-    # -- connection -----------------------------------------------------------------------
+    # -- opening ----------------------------------------------------------------------------
     def _check_file(self) -> None:
         """Refuse files that are not ours before sqlitedict touches them (it would add a table
         to any SQLite file and switch its journal mode)."""
-        exists = os.path.exists(self.path)
-        if not exists:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
             if self.readonly:
-                raise StoreError(f"{self.path}: no such file")
-            parent = os.path.dirname(self.path)
-            if not os.path.isdir(parent):
-                raise StoreError(f"{self.path}: directory {parent} does not exist")
-            try:
-                # Created by us, 0600: the store holds pickles, which run code when loaded.
-                os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-            except FileExistsError:
-                pass
-            except OSError as exc:
-                raise StoreError(f"{self.path}: cannot create the store ({exc.strerror})") from None
+                raise StoreError(f"{self.path}: no such file") from None
+            self._create_file()
             return
-        if os.path.isdir(self.path):
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot read ({exc.strerror})") from None
+        if stat.S_ISDIR(st.st_mode):
             raise NotAStore(f"{self.path} is a directory, not a timewheel store")
-        if os.path.getsize(self.path) == 0:
+        if not stat.S_ISREG(st.st_mode):
+            raise NotAStore(f"{self.path} is not a regular file, so not a timewheel store")
+        if st.st_size == 0:
             if self.readonly:
                 raise NotAStore(f"{self.path} is empty, not a timewheel store")
+            self._make_private()      # an empty file we adopt (`touch tasks.db`) becomes 0600
             return
         try:
             with open(self.path, "rb") as fh:
@@ -298,21 +439,50 @@ class SqliteDictStore(WheelStore):
             raise NotAStore(f"{self.path} is not a timewheel store (not an SQLite file)")
         try:
             with _CONNECTING:
-                con = sqlite3.connect(f"file:{quote(self.path)}?mode=ro", uri=True,
-                                      timeout=self.busy_timeout)
+                con = sqlite3.connect(_ro_uri(self.path), uri=True, timeout=self.busy_timeout)
                 try:
                     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-                    ours = TABLE in tables and con.execute(
-                        f'SELECT 1 FROM "{TABLE}" WHERE key = ?', ("m:format",)).fetchone() is not None
+                    fmt = rows = None
+                    if TABLE in tables:
+                        fmt = con.execute(f'SELECT value FROM "{TABLE}" WHERE key = ?',
+                                          ("m:format",)).fetchone()
+                        rows = con.execute(f'SELECT 1 FROM "{TABLE}" LIMIT 1').fetchone()
                 finally:
                     con.close()
         except sqlite3.Error as exc:
             raise NotAStore(f"{self.path} is not a readable timewheel store ({exc})") from None
+        ours = fmt is not None
         if self.readonly and not ours:
             raise NotAStore(f"{self.path} is not a timewheel store (no timewheel data in it)")
-        if tables - {TABLE} and not ours:     # our table alone: another process is creating it
+        # Our table alone, and empty: another process is creating the store right now.
+        if not ours and (tables - {TABLE, f"{TABLE}_counts", f"{TABLE}_ticks"} or rows is not None):
             raise NotAStore(f"{self.path} is an SQLite file but not a timewheel store "
                             f"(tables: {', '.join(sorted(tables))})")
+        if ours and self.readonly and fmt[0] == OLD_FORMAT:
+            raise NotAStore(f"{self.path} is in the store format of timewheel 0.1 ({OLD_FORMAT}); "
+                            "it is converted when an application or a write command "
+                            "(timewheel cancel, retry, purge) opens it")
+
+    def _create_file(self) -> None:
+        parent = os.path.dirname(self.path)
+        if not os.path.isdir(parent):
+            raise StoreError(f"{self.path}: directory {parent} does not exist")
+        try:
+            # Created by us, 0600: the store holds pickles, which run code when loaded.
+            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot create the store ({exc.strerror})") from None
+
+    def _make_private(self) -> None:
+        try:
+            if os.stat(self.path).st_mode & 0o077:
+                os.chmod(self.path, 0o600)
+                log.warning("%s was readable by other users; made it private (0600): the store "
+                            "holds pickles", self.path)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot make the store private ({exc.strerror})") from None
 
     def _open(self) -> None:
         deadline = time.monotonic() + self.busy_timeout
@@ -324,7 +494,7 @@ class SqliteDictStore(WheelStore):
             except sqlite3.OperationalError as exc:
                 # Two processes switching a new file to WAL at once: the loser gets "database
                 # is locked" at once, without SQLite's busy handler.  Wait like a busy write.
-                if self._translate(exc).__class__ is StoreBusy and time.monotonic() < deadline:
+                if isinstance(self._translate(exc), StoreBusy) and time.monotonic() < deadline:
                     time.sleep(pause)
                     pause = min(pause * 2, 0.1)
                     continue
@@ -342,6 +512,7 @@ class SqliteDictStore(WheelStore):
             if self._db is not None:
                 _abandoned.append(self._db)
             self._db = None
+            self._bells = (-1e9, [])
             self._open()
         if self._db is None:
             raise StoreError(f"{self.path}: the store is closed")
@@ -349,10 +520,11 @@ class SqliteDictStore(WheelStore):
 
     def close(self) -> None:
         with self._lock:
+            self.liveness.close()
             if self._db is not None and self._pid == os.getpid():
                 try:
                     self._db.close()
-                except Exception:  # closing must not raise; nothing is pending here
+                except Exception:  # noqa: BLE001 - closing must not raise; nothing is pending
                     log.debug("closing %s failed", self.path, exc_info=True)
             self._db = None
 
@@ -361,14 +533,105 @@ class SqliteDictStore(WheelStore):
         if "locked" in text or "busy" in text:
             return StoreBusy(f"{self.path} stayed locked by another process for more than "
                              f"{self.busy_timeout:g}s ({text})")
+        if "disk is full" in text:
+            return StoreError(f"{self.path}: the disk is full ({text}); nothing was written")
+        if "readonly" in text or "read-only" in text:
+            return StoreError(f"{self.path}: cannot write the store ({text}): check the "
+                              "permissions of the file and its directory")
         return StoreError(f"{self.path}: {text}")
 
-    # -- statements -------------------------------------------------------------------------
-    def _x(self, sql: str, params: Sequence[Any] = ()) -> None:
-        """Run a statement that returns no rows."""
-        self._conn().execute(sql, params)
+    # -- set-up and migration ---------------------------------------------------------------
+    def _set_up(self, wheel: Optional[Wheel]) -> Wheel:
+        with self._reading():
+            fmt = self._meta("format")
+            stored = self._geometry() if fmt is not None else None
+        if fmt is None:
+            if self.readonly:
+                raise NotAStore(f"{self.path} is not a timewheel store (no timewheel data in it)")
+            stored = self._initialise(wheel or Wheel())
+        elif fmt == OLD_FORMAT and not self.readonly:
+            self._migrate()
+        elif fmt not in (FORMAT, OLD_FORMAT):
+            raise NotAStore(f"{self.path} has store format {fmt!r}; this timewheel reads {FORMAT!r}")
+        if wheel is not None and wheel != stored:
+            raise StoreMismatch(
+                f"{self.path} was created with slots={stored.slots}, tick={stored.tick}; "
+                f"cannot open it with slots={wheel.slots}, tick={wheel.tick}")
+        return stored
 
-    def _q(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    def _geometry(self) -> Wheel:
+        try:
+            return Wheel(slots=int(self._meta("slots")), tick=float(self._meta("tick")))
+        except (TypeError, ValueError) as exc:
+            raise NotAStore(f"{self.path}: its wheel geometry is damaged ({exc})") from None
+
+    def _initialise(self, wheel: Wheel) -> Wheel:
+        """Write the schema and bookkeeping of a new store; if another process just did,
+        return the geometry it chose instead."""
+        self._make_private()
+        t = wheel.current_tick(self.now())
+        with self._writing():
+            if self._meta("format") is not None:
+                return self._geometry()
+            for ddl in _SCHEMA[1:]:
+                self._x(ddl)
+            self._x(f'INSERT INTO "{TABLE}" (key, value) VALUES (?,?),(?,?),(?,?),(?,?)',
+                    ("m:slots", wheel.slots, "m:tick", wheel.tick, "m:horizon", t, "m:format", FORMAT))
+        log.info("created store %s (slots=%d, tick=%gs)", self.path, wheel.slots, wheel.tick)
+        return wheel
+
+    def _migrate(self) -> None:
+        """timewheel/1 -> /2, in one transaction: every ``t:`` record gets its ``pos`` and
+        ``name``, the index rows of 0.1 go, the counters are built."""
+        with self._writing():
+            if self._meta("format") != OLD_FORMAT:
+                return                      # another process converted it meanwhile
+            columns = {r[1] for r in self._q(f'PRAGMA table_info("{TABLE}")')}
+            for col in ("pos", "name"):
+                if col not in columns:
+                    self._x(f'ALTER TABLE "{TABLE}" ADD COLUMN {col} TEXT')
+            for ddl in _SCHEMA[1:]:
+                self._x(ddl)
+            wheel = self._geometry()
+            horizon = int(self._meta("horizon"))
+            counters = _Counters()
+            n = 0
+            after = "t:"
+            while True:
+                rows = self._q(f'SELECT key, {_VALUE} FROM "{TABLE}" WHERE key > ? AND key < ? '
+                               "ORDER BY key LIMIT 1000", (after, "t;"))
+                if not rows:
+                    break
+                updates = []
+                for key, blob in rows:
+                    try:
+                        rec = decode_record(blob)
+                    except RecordDecodeError:
+                        updates.append((blob, "b:", None, key))
+                        counters.move(None, (BROKEN, "", None))
+                        continue
+                    pos = self._pos(rec, horizon, wheel)
+                    updates.append((encode_record(rec), pos, rec.name, key))
+                    counters.move(None, self._state(pos, rec.name, rec, wheel))
+                    n += 1
+                self._many(_SET, updates)
+                after = rows[-1][0]
+            self._x(f'DELETE FROM "{TABLE}" WHERE key < \'m:\' OR (key > \'m;\' AND key < \'t:\') '
+                    "OR key > 't;'")
+            self._x(f'DELETE FROM "{TABLE}" WHERE key = \'m:done\'')
+            counters.flush(self._x, self._many)
+            self._upsert_meta(format=FORMAT)
+        log.warning("converted %s from the store format of timewheel 0.1 (%d tasks)", self.path, n)
+
+    # -- statements -------------------------------------------------------------------------
+    def _x(self, sql: str, params: Any = ()) -> int:
+        """Run a statement that returns no rows; how many rows it changed."""
+        return self._conn().run(sql, params)
+
+    def _many(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        return self._conn().executemany(sql, rows)
+
+    def _q(self, sql: str, params: Any = ()) -> list[tuple]:
         """Run a statement and wait for its rows."""
         return list(self._conn().select(sql, params))
 
@@ -381,23 +644,15 @@ class SqliteDictStore(WheelStore):
                 raise self._translate(exc) from None
 
     @contextmanager
-    def _writing(self, immediate: bool = True) -> Iterator[None]:
+    def _writing(self) -> Iterator[None]:
         """One write transaction, committed when the block ends, rolled back on any error.
 
-        ``immediate=False`` is for a block that runs exactly one statement: in autocommit
-        mode SQLite makes it its own atomic, durable transaction, with no BEGIN/COMMIT.
-        BEGIN IMMEDIATE takes the write lock up front, so a read-modify-write (a claim) cannot
-        interleave with another process's.
+        BEGIN IMMEDIATE takes the write lock up front, so a read-modify-write (a claim)
+        cannot interleave with another process's.
         """
         if self.readonly:
             raise StoreError(f"{self.path} is open read-only")
         with self._lock:
-            if not immediate:
-                try:
-                    yield
-                except sqlite3.Error as exc:
-                    raise self._translate(exc) from None
-                return
             try:
                 self._x("BEGIN IMMEDIATE")
                 yield
@@ -414,392 +669,594 @@ class SqliteDictStore(WheelStore):
         except sqlite3.Error:
             pass   # "no transaction is active": BEGIN itself failed
 
-    def _upsert(self, rows: Sequence[tuple[str, Any]]) -> None:
-        for i in range(0, len(rows), _CHUNK):
-            part = rows[i:i + _CHUNK]
-            flat = [v for row in part for v in row]
-            self._x(f'INSERT OR REPLACE INTO "{TABLE}" (key, value) VALUES '
-                    + ",".join(["(?,?)"] * len(part)), flat)
-
-    def _delete(self, keys: Sequence[str]) -> None:
-        for i in range(0, len(keys), _CHUNK):
-            part = list(keys[i:i + _CHUNK])
-            self._x(f'DELETE FROM "{TABLE}" WHERE key IN ({",".join("?" * len(part))})', part)
-
-    def _fetch(self, keys: Sequence[str]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for i in range(0, len(keys), _CHUNK):
-            part = list(keys[i:i + _CHUNK])
-            out.update(self._q(f'SELECT key, value FROM "{TABLE}" WHERE key IN '
-                               f'({",".join("?" * len(part))})', part))
-        return out
-
-    def _prefix(self, prefix: str, columns: str = "key, value", order: str = "",
-                limit: Optional[int] = None, below: Optional[str] = None) -> list[tuple]:
-        sql = f'SELECT {columns} FROM "{TABLE}" WHERE key >= ? AND key < ?'
-        params: list[Any] = [prefix, below if below is not None else _range_end(prefix)]
-        if order:
-            sql += " ORDER BY key " + order
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        return self._q(sql, params)
-
     def _meta(self, name: str) -> Any:
         rows = self._q(f'SELECT value FROM "{TABLE}" WHERE key = ?', ("m:" + name,))
         return rows[0][0] if rows else None
 
-    # -- keys -------------------------------------------------------------------------------
-    def wkey(self, task_id: str, eta: float) -> str:
-        return self._wkey(task_id, eta, self.wheel.due_tick(eta))
+    def _upsert_meta(self, **values: Any) -> None:
+        self._many(f'INSERT OR REPLACE INTO "{TABLE}" (key, value) VALUES (?, ?)',
+                   [("m:" + k, v) for k, v in values.items()])
 
-    def _wkey(self, task_id: str, eta: float, t: int) -> str:
-        return f"w:{t % self.wheel.slots:06d}:{t // self.wheel.slots:015d}:{round(eta * 1e6):018d}:{task_id}"
-
-    @staticmethod
-    def _wprefix(slot: int, cycle: int) -> str:
-        return f"w:{slot:06d}:{cycle:015d}:"
-
-    @staticmethod
-    def _due_from_wkey(key: str) -> Due:
-        _, _, _, eta_us, task_id = key.split(":", 4)
-        return Due(int(eta_us) / 1e6, task_id, False, key)
-
-    def _xkey(self, rec: TaskRecord) -> str:
-        expires = round(((rec.finished or 0.0) + self.result_ttl) * 1000)
-        return f"x:{_STATUS_CODE[rec.status]}:{expires:015d}:{rec.id}"
-
-    # -- set-up -----------------------------------------------------------------------------
-    def _geometry(self) -> Optional[Wheel]:
-        with self._reading():
-            fmt = self._meta("format")
-            if fmt is None:
-                return None
-            if fmt != FORMAT:
-                raise NotAStore(f"{self.path} has store format {fmt!r}; this timewheel reads {FORMAT!r}")
-            return Wheel(slots=int(self._meta("slots")), tick=float(self._meta("tick")))
-
-    def _initialise(self, now: Optional[float]) -> Optional[Wheel]:
-        """Write the bookkeeping of a new store; if another process just did, return the
-        geometry it chose instead."""
-        t = self.wheel.current_tick(time.time() if now is None else now)
-        with self._writing():
-            if self._meta("format") is not None:
-                return Wheel(slots=int(self._meta("slots")), tick=float(self._meta("tick")))
-            self._x(f'INSERT INTO "{TABLE}" (key, value) VALUES (?,?),(?,?),(?,?),(?,?),(?,?)',
-                    ("m:slots", self.wheel.slots, "m:tick", self.wheel.tick,
-                     "m:horizon", t, "m:done", t, "m:format", FORMAT))
-        log.info("created store %s (slots=%d, tick=%gs)", self.path, self.wheel.slots, self.wheel.tick)
-        return None
-
-    # -- producers ------------------------------------------------------------------------
-    def add(self, records: Sequence[TaskRecord]) -> None:
-        if not records:
-            return
+    def _horizon(self) -> int:
+        value = self._meta("horizon")
         try:
-            if len(records) == 1:      # the hot path of delay(): one statement, no BEGIN
-                rec = records[0]
-                t = self.wheel.due_tick(rec.eta)
-                params = (tkey(rec.id), encode_record(rec), self._wkey(rec.id, rec.eta, t),
-                          "l:" + rec.id, rec.eta, t)
-                with self._writing(immediate=False):
-                    self._x(_ADD_ONE, params)
-                return
-            with self._writing():
-                horizon = int(self._meta("horizon"))
-                rows: list[tuple[str, Any]] = []
-                for rec in records:
-                    rows.append((tkey(rec.id), encode_record(rec)))
-                    rows += self._placement(rec, horizon)
-                for i in range(0, len(rows), _CHUNK):
-                    part = rows[i:i + _CHUNK]
-                    self._x(f'INSERT INTO "{TABLE}" (key, value) VALUES '
-                            + ",".join(["(?,?)"] * len(part)), [v for r in part for v in r])
-        except StoreError as exc:
-            if "UNIQUE" in str(exc):
-                raise ValueError("task id already exists in the store; nothing was added") from None
-            raise
+            return int(value)
+        except (TypeError, ValueError):
+            raise StoreError(f"{self.path}: its bookkeeping is damaged (horizon {value!r})") from None
+
+    def _fetch(self, keys: Sequence[str]) -> dict[str, tuple[Any, Optional[str], Optional[str]]]:
+        """key -> (value, pos, name) for the keys that exist."""
+        out: dict[str, tuple[Any, Optional[str], Optional[str]]] = {}
+        for i in range(0, len(keys), _CHUNK):
+            part = list(keys[i:i + _CHUNK])
+            for key, value, pos, name in self._q(
+                    f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" WHERE key IN '
+                    f'({",".join("?" * len(part))})', part):
+                out[key] = (value, pos, name)
+        return out
+
+    # -- positions and counters -------------------------------------------------------------
+    def _pos(self, rec: TaskRecord, horizon: int, wheel: Optional[Wheel] = None) -> str:
+        """Where ``rec`` belongs, given the horizon (a counted position, never ``n:``)."""
+        w = wheel or self.wheel
+        if rec.status == PENDING:
+            t = w.due_tick(rec.eta)
+            if t <= horizon:
+                return f"q:{eta_us(rec.eta):018d}"
+            return f"p:{t % w.slots:06d}:{t // w.slots:015d}:{eta_us(rec.eta):018d}"
+        if rec.status == RUNNING:
+            return "r:" + (rec.owner or "")
+        return f"x:{_CODE[rec.status]}:{finished_ms(rec.finished):015d}"
+
+    def _state(self, pos: Optional[str], name: Optional[str], rec: Optional[TaskRecord],
+               wheel: Optional[Wheel] = None) -> Optional[tuple[str, str, Optional[int]]]:
+        """(state, name, due tick if pending) that the counters hold for a row at ``pos``;
+        None for an uncounted (``n:``) row."""
+        if not pos or pos[0] == "n":
+            return None
+        kind = pos[0]
+        name = name or ""
+        if kind in "pq":
+            tick = (wheel or self.wheel).due_tick(rec.eta) if rec is not None else None
+            return PENDING, name, tick
+        if kind == "r":
+            return RUNNING, name, None
+        if kind == "x":
+            return _STATUS_OF_CODE[pos[2]], name, None
+        return BROKEN, name, None
+
+    def _absorb(self) -> None:
+        """Count the rows added on their own since the last transaction and move them to the
+        wheel or, if their tick is within the horizon, to ready.  Three statements."""
+        if not self._q(f'SELECT 1 FROM "{TABLE}" WHERE {_FRESH} LIMIT 1'):
+            return
+        args = {"slots": self.wheel.slots, "horizon": self._horizon()}
+        self._x(f'INSERT INTO "{TABLE}_counts" (state, name, n) SELECT \'pending\', '
+                f'coalesce(name, \'\'), count(*) FROM "{TABLE}" WHERE {_FRESH} GROUP BY 2 '
+                "ON CONFLICT (state, name) DO UPDATE SET n = n + excluded.n")
+        self._x(f'INSERT INTO "{TABLE}_ticks" (tick, n) SELECT {_TICK_OF_CELL}, count(*) '
+                f'FROM "{TABLE}" WHERE {_FRESH} GROUP BY 1 '
+                "ON CONFLICT (tick) DO UPDATE SET n = n + excluded.n", args)
+        self._x(f'UPDATE "{TABLE}" SET pos = CASE WHEN {_TICK_OF_CELL} <= :horizon '
+                "THEN 'q:' || substr(pos, 26) ELSE 'p:' || substr(pos, 3) END "
+                f"WHERE {_FRESH}", args)
+
+    def _fresh_rows(self, columns: str = "pos, name") -> list[tuple]:
+        return self._q(f'SELECT {columns} FROM "{TABLE}" WHERE {_FRESH}')
+
+    def _cell_tick(self, pos: str) -> int:
+        return int(pos[9:24]) * self.wheel.slots + int(pos[2:8])
+
+    # -- tasks ------------------------------------------------------------------------------
+    def add(self, records: Sequence[TaskRecord], *, existing: str = "fail") -> list[TaskRecord]:
+        check_existing(existing)
+        if not records:
+            return []
+        if len(records) == 1 and existing == "fail":
+            # The hot path of delay(): one statement, one row, uncounted until absorbed.
+            rec = records[0]
+            t = self.wheel.due_tick(rec.eta)
+            pos = f"n:{t % self.wheel.slots:06d}:{t // self.wheel.slots:015d}:{eta_us(rec.eta):018d}"
+            blob = encode_record(rec)
+            with self._lock:
+                try:
+                    self._x(_ADD, ("t:" + rec.id, blob, pos, rec.name))
+                except sqlite3.IntegrityError:
+                    raise DuplicateTask(f"task id {rec.id!r} already exists; nothing was added") from None
+                except sqlite3.Error as exc:
+                    raise self._translate(exc) from None
+            self._ring_if_near([t])
+            return [rec]
+        with self._writing():
+            out = self._add_in_transaction(records, existing)
+        self._ring_if_near([self.wheel.due_tick(r.eta) for r in out if r.status == PENDING])
+        return out
+
+    def _add_in_transaction(self, records: Sequence[TaskRecord], existing: str) -> list[TaskRecord]:
+        horizon = self._horizon()
+        counters = _Counters()
+        stored = {} if existing == "fail" else self._fetch(["t:" + r.id for r in records])
+        inserts: list[tuple[str, bytes, str, str]] = []
+        updates: list[tuple[bytes, str, str, str]] = []
+        out: list[TaskRecord] = []
+        seen: dict[str, TaskRecord] = {}
+        for rec in records:
+            key = "t:" + rec.id
+            if rec.id in seen or key in stored:
+                old, old_pos, old_name = self._current(seen.get(rec.id), stored.get(key))
+                if existing == "fail":
+                    raise DuplicateTask(f"task id {rec.id!r} already exists; nothing was added")
+                if existing == "replace" and old is not None and old.status == RUNNING:
+                    raise DuplicateTask(f"task {rec.id!r} is running and cannot be replaced; "
+                                        "nothing was added")
+                finished = old is None or old.status in TERMINAL
+                if old is not None and (existing == "keep" or (existing == "reuse" and not finished)):
+                    out.append(old)
+                    continue
+                new = dataclasses.replace(rec, rev=(old.rev + 1) if old is not None else 0)
+                pos = self._pos(new, horizon)
+                counters.move(self._state(old_pos, old_name, old), self._state(pos, new.name, new))
+                updates.append((encode_record(new), pos, new.name, key))
+                stored[key] = (None, pos, new.name)
+                seen[rec.id] = new
+                out.append(new)
+                continue
+            pos = self._pos(rec, horizon)
+            counters.move(None, (PENDING, rec.name, self.wheel.due_tick(rec.eta)))
+            inserts.append((key, encode_record(rec), pos, rec.name))
+            seen[rec.id] = rec
+            out.append(rec)
+        try:
+            for i in range(0, len(inserts), _CHUNK):
+                part = inserts[i:i + _CHUNK]
+                self._x(f'INSERT INTO "{TABLE}" (key, value, pos, name) VALUES '
+                        + ",".join(["(?,?,?,?)"] * len(part)), [v for row in part for v in row])
+        except sqlite3.IntegrityError:
+            raise DuplicateTask("a task id is given twice or already exists; nothing was added") from None
+        self._many(_SET, updates)
+        counters.flush(self._x, self._many)
+        return out
+
+    def _current(self, planned: Optional[TaskRecord], row: Optional[tuple]) -> tuple:
+        """(record or None if broken, pos, name) of an id met again during an add."""
+        if planned is not None:
+            return planned, self._pos(planned, self._horizon()), planned.name
+        value, pos, name = row
+        try:
+            return decode_record(value), pos, name
+        except RecordDecodeError:
+            return None, pos, name
 
     def get(self, task_id: str) -> Optional[TaskRecord]:
         with self._reading():
-            rows = self._q(f'SELECT value FROM "{TABLE}" WHERE key = ?', (tkey(task_id),))
+            rows = self._q(f'SELECT {_VALUE} FROM "{TABLE}" WHERE key = ?', ("t:" + task_id,))
         return decode_record(rows[0][0]) if rows else None
 
-    def cancel(self, task_id: str, now: float) -> bool:
+    def swap(self, changes: Sequence[tuple[TaskRecord, TaskRecord]]) -> list[Optional[TaskRecord]]:
+        if not changes:
+            return []
+        out: list[Optional[TaskRecord]] = []
+        ticks: list[int] = []
         with self._writing():
-            rec = self.get(task_id)        # the lock is reentrant: read inside the txn
-            if rec is None or rec.status != PENDING:
-                return False
-            self._delete([self.wkey(rec.id, rec.eta), "l:" + rec.id])
-            cancel_record(rec, now)
-            self._upsert([(tkey(rec.id), encode_record(rec)), (self._xkey(rec), b"")])
-            return True
-
-    def retry(self, task_id: str, now: float) -> bool:
-        with self._writing():
-            rec = self.get(task_id)        # the lock is reentrant: read inside the txn
-            if rec is None or rec.status not in RETRYABLE:
-                return False
-            self._delete([self._xkey(rec)])
-            reset_for_retry(rec, now)
-            self._upsert([(tkey(rec.id), encode_record(rec))] + self._placement(rec, None))
-            return True
-
-    def _placement(self, rec: TaskRecord, horizon: Optional[int]) -> list[tuple[str, Any]]:
-        """Wheel row (and late marker if needed) for a record becoming pending in a txn."""
-        if horizon is None:
-            horizon = int(self._meta("horizon"))
-        t = self.wheel.due_tick(rec.eta)
-        rows: list[tuple[str, Any]] = [(self._wkey(rec.id, rec.eta, t), b"")]
-        if t <= horizon:
-            rows.append(("l:" + rec.id, rec.eta))
-        return rows
-
-    # -- the ticking process ----------------------------------------------------------------
-    def state(self) -> StoreState:
-        with self._reading():
-            return StoreState(int(self._meta("horizon")), int(self._meta("done")),
-                              self._meta("leader"))
-
-    def load(self, after: int, through: int, done_through: int,
-             leader: Optional[str] = None) -> list[Due]:
-        with self._writing():
-            self._x(f'UPDATE "{TABLE}" SET value = max(value, ?) WHERE key = \'m:horizon\'', (through,))
-            self._upsert([("m:done", done_through)] + ([("m:leader", leader)] if leader else []))
-            out: list[Due] = []
-            ranges = list(self.wheel.ranges(after, through))
-            for i in range(0, len(ranges), 64):
-                parts, params = [], []
-                for r in ranges[i:i + 64]:
-                    parts.append(f'SELECT key FROM "{TABLE}" WHERE key >= ? AND key < ?')
-                    params += [self._wprefix(r.slot, r.cycle_lo), self._wprefix(r.slot, r.cycle_hi + 1)]
-                out.extend(self._due_from_wkey(k) for (k,) in self._q(" UNION ALL ".join(parts), params))
-            out.extend(self._late_rows())
-            return out
-
-    def late(self) -> list[Due]:
-        with self._reading():
-            return self._late_rows()
-
-    def _late_rows(self) -> list[Due]:
-        return [Due(float(v), k[2:], True) for k, v in self._prefix("l:")]
-
-    def claim(self, due: Sequence[Due], owner: str, now: float, starting: int = 0) -> Claim:
-        claim = Claim()
-        if not due:
-            return claim
-        with self._writing():
-            blobs = self._fetch([tkey(d.id) for d in due])
-            dead: list[str] = []
-            rows: list[tuple[str, Any]] = []
-            broken: list[tuple[str, Any]] = []
-            seen: set[str] = set()
-            for d in due:
-                if d.id in seen:           # listed twice (wheel row and late marker)
+            rows = self._fetch(["t:" + old.id for old, _ in changes])
+            horizon = self._horizon()
+            counters = _Counters()
+            updates = []
+            for old, new in changes:
+                key = "t:" + old.id
+                row = rows.get(key)
+                cur = None
+                if row is not None and new.id == old.id:
+                    try:
+                        cur = decode_record(row[0])
+                    except RecordDecodeError:
+                        cur = None
+                if cur is None or cur.rev != old.rev:
+                    out.append(None)
                     continue
-                seen.add(d.id)
-                blob = blobs.get(tkey(d.id))
-                if blob is None:
-                    claim.gone.append(d.id)
-                    continue
+                stored = dataclasses.replace(new, rev=old.rev + 1)
+                pos = self._pos(stored, horizon)
+                counters.move(self._state(row[1], row[2], cur), self._state(pos, stored.name, stored))
+                updates.append((encode_record(stored), pos, stored.name, key))
+                rows[key] = (updates[-1][0], pos, stored.name)
+                if stored.status == PENDING:
+                    ticks.append(self.wheel.due_tick(stored.eta))
+                out.append(stored)
+            self._many(_SET, updates)
+            counters.flush(self._x, self._many)
+        self._ring_if_near(ticks)
+        return out
+
+    # -- workers ----------------------------------------------------------------------------
+    def claim(self, owner: str, now: float, limit: int) -> Claimed:
+        bound = f"q:{int(now * 1e6):018d}"
+        with self._reading():
+            fresh, head = self._q(
+                f'SELECT (SELECT 1 FROM "{TABLE}" WHERE {_FRESH} LIMIT 1), '
+                f'(SELECT pos FROM "{TABLE}" WHERE pos >= \'q:\' AND pos < \'q;\' ORDER BY pos LIMIT 1)')[0]
+        if limit <= 0 or (not fresh and (head is None or head > bound)):
+            return Claimed([], None if head is None else int(head[2:]) / 1e6)
+        taken: list[TaskRecord] = []
+        with self._writing():
+            self._absorb()
+            counters = _Counters()
+            updates = []
+            for key, blob, pos, name in self._q(
+                    f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" WHERE pos >= \'q:\' AND pos <= ? '
+                    "ORDER BY pos LIMIT ?", (bound, limit)):
                 try:
                     rec = decode_record(blob)
                 except RecordDecodeError as exc:
                     # Never dropped, never retried in a loop: off the wheel, kept, reported.
-                    log.error("task %s: %s; left in the store as broken", d.id, exc)
-                    dead += [k for k in (d.key, "l:" + d.id) if k]
-                    broken.append(("b:" + d.id, str(exc)))
-                    claim.gone.append(d.id)
+                    log.error("task %s: %s; left in the store as broken", key[2:], exc)
+                    updates.append((blob, "b:", name, key))
+                    counters.move((PENDING, name or "", self.wheel.due_tick(int(pos[2:]) / 1e6)),
+                                  (BROKEN, name or "", None))
                     continue
-                if rec.status != PENDING:
-                    claim.gone.append(d.id)
+                if rec.eta > now:          # the key's microseconds rounded up past a float
                     continue
-                if rec.eta > now:
-                    claim.not_due.append(Due(rec.eta, rec.id, d.late, d.key))
-                    continue
-                dead += [self.wkey(rec.id, rec.eta), "l:" + rec.id]
-                if start_run(rec, owner, now, len(claim.run) < starting):
-                    rows.append(("r:" + rec.id, owner))
-                    claim.run.append(rec)
-                else:
-                    rows.append((self._xkey(rec), b""))
-                    claim.misfired.append(rec)
-                rows.append((tkey(rec.id), encode_record(rec)))
-            self._delete(dead)
-            self._upsert(rows + broken)
-        return claim
+                new = dataclasses.replace(start_run(rec, owner, now), rev=rec.rev + 1)
+                updates.append((encode_record(new), "r:" + owner, new.name, key))
+                counters.move((PENDING, rec.name, self.wheel.due_tick(rec.eta)), (RUNNING, rec.name, None))
+                taken.append(new)
+            self._many(_SET, updates)
+            counters.flush(self._x, self._many)
+            head_rows = self._q(f'SELECT pos FROM "{TABLE}" WHERE pos >= \'q:\' AND pos < \'q;\' '
+                                "ORDER BY pos LIMIT 1")
+            self._horizon_hint = (time.monotonic(), self._horizon())
+        return Claimed(taken, int(head_rows[0][0][2:]) / 1e6 if head_rows else None)
 
-    def finish(self, outcomes: Sequence[Outcome]) -> list[Due]:
-        again: list[Due] = []
-        if not outcomes:
-            return again
+    # -- the ticking process ----------------------------------------------------------------
+    def advance(self, through: int, limit: int, leader: str) -> Advanced:
+        moved = 0
         with self._writing():
-            blobs = self._fetch([tkey(o.id) for o in outcomes])
-            horizon = int(self._meta("horizon"))
-            rows: list[tuple[str, Any]] = []
-            dead: list[str] = []
-            for out in outcomes:
-                blob = blobs.get(tkey(out.id))
-                if blob is None:
-                    continue
-                rec = decode_record(blob)
-                if rec.status != RUNNING:
-                    continue
-                end_run(rec, out)
-                dead.append("r:" + rec.id)
-                if rec.status == PENDING:
-                    rows += self._placement(rec, horizon)
-                    again.append(Due(rec.eta, rec.id, False, self.wkey(rec.id, rec.eta)))
-                else:
-                    rows.append((self._xkey(rec), b""))
-                rows.append((tkey(rec.id), encode_record(rec)))
-            self._delete(dead)
-            self._upsert(rows)
-        return again
-
-    def recover(self, is_dead: Callable[[str], bool], now: float, max_crashes: int) -> list[str]:
-        with self._reading():
-            running = self._prefix("r:")
-        verdict = {owner: is_dead(owner) for owner in {o for _, o in running}}
-        suspects = [k for k, owner in running if verdict[owner]]
-        if not suspects:
-            return []
-        back: list[str] = []
-        with self._writing():
-            horizon = int(self._meta("horizon"))
-            owners = dict(self._fetch(suspects))       # re-read inside the transaction
-            blobs = self._fetch([tkey(k[2:]) for k in owners])
-            rows: list[tuple[str, Any]] = []
-            for rkey, owner in owners.items():
-                if not verdict.get(owner, False):
-                    continue
-                blob = blobs.get(tkey(rkey[2:]))
-                if blob is None:
-                    continue
-                rec = decode_record(blob)
-                requeue_crashed(rec, now, max_crashes)
-                rows += self._placement(rec, horizon) if rec.status == PENDING else [(self._xkey(rec), b"")]
-                rows.append((tkey(rec.id), encode_record(rec)))
-                back.append(rec.id)
-            self._delete(list(owners))
-            self._upsert(rows)
-        if back:
-            log.warning("requeued %d task(s) whose process died while running them", len(back))
-        return back
-
-    def purge(self, now: float, limit: int = 1000, statuses: Optional[Iterable[str]] = None,
-              finished_before: Optional[float] = None) -> int:
-        wanted = purge_statuses(statuses)
-        victims: list[str] = []
-        # Chosen inside the write transaction: a task retried meanwhile (its x: row deleted
-        # in the same transaction that made it pending) is then never a victim.
-        with self._writing():
-            for status in wanted:
-                prefix = f"x:{_STATUS_CODE[status]}:"
-                if finished_before is None:
-                    below = f"{prefix}{round(now * 1000):015d}:"
-                    keys = [k for (k,) in self._prefix(prefix, "key", below=below,
-                                                        limit=limit - len(victims))]
-                else:
-                    keys = [k for (k,) in self._prefix(prefix, "key")]
-                    recs = self._fetch([tkey(k.rsplit(":", 1)[1]) for k in keys])
-                    keys = [k for k in keys
-                            if (b := recs.get(tkey(k.rsplit(":", 1)[1]))) is not None
-                            and (decode_record(b).finished or 0.0) < finished_before]
-                victims += keys
-                if finished_before is None and len(victims) >= limit:
+            self._absorb()
+            horizon = reached = self._horizon()
+            complete = True
+            while reached < through and complete:
+                ticks = [t for (t,) in self._q(
+                    f'SELECT tick FROM "{TABLE}_ticks" WHERE tick > ? AND tick <= ? ORDER BY tick LIMIT 1000',
+                    (reached, through))]
+                if not ticks:
+                    reached = through
                     break
-            if victims:
-                self._delete(victims + [tkey(k.rsplit(":", 1)[1]) for k in victims])
-        return len(victims)
+                for t in ticks:
+                    lo = f"p:{t % self.wheel.slots:06d}:{t // self.wheel.slots:015d}:"
+                    if moved < limit:
+                        moved += self._x(
+                            f'UPDATE "{TABLE}" SET pos = \'q:\' || substr(pos, 26) WHERE key IN '
+                            f'(SELECT key FROM "{TABLE}" WHERE pos >= ? AND pos < ? LIMIT ?)',
+                            (lo, lo[:-1] + ";", limit - moved))
+                    if moved >= limit and self._q(f'SELECT 1 FROM "{TABLE}" WHERE pos >= ? AND pos < ? '
+                                                  "LIMIT 1", (lo, lo[:-1] + ";")):
+                        complete = False        # the page is full: the rest of this cell next time
+                        reached = t - 1
+                        break
+                    reached = t
+            if reached > horizon:
+                self._upsert_meta(horizon=reached)
+            self._upsert_meta(leader=leader, advanced=self.now())
+            self._forget_dead_bells()
+        self._horizon_hint = (time.monotonic(), max(horizon, reached))
+        if moved:
+            self.ring()
+        return Advanced(max(horizon, reached), moved, reached >= through)
 
-    # -- observers ------------------------------------------------------------------------
-    def _count(self, prefix: str) -> int:
-        return int(self._prefix(prefix, "count(*)")[0][0])
-
-    def counts(self) -> dict[str, int]:
+    def abandoned(self, now: float, limit: int = 1000) -> list[TaskRecord]:
         with self._reading():
-            out = dict.fromkeys(STATUSES, 0)
-            out[PENDING] = self._count("w:")
-            out[RUNNING] = self._count("r:")
-            for status, code in _STATUS_CODE.items():
-                out[status] = self._count(f"x:{code}:")
-            return out
-
-    def tasks(self, status: Optional[str] = None, name: Optional[str] = None,
-              limit: Optional[int] = None, id_prefix: Optional[str] = None) -> list[TaskRecord]:
-        if status is not None and status not in STATUSES:
-            raise ValueError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
+            owners = [o for (o,) in self._q(
+                f'SELECT DISTINCT substr(pos, 3) FROM "{TABLE}" WHERE pos >= \'r:\' AND pos < \'r;\'')]
         out: list[TaskRecord] = []
-        if id_prefix:                     # a range of record keys: no need to walk an index
+        for owner in owners:
+            if len(out) >= limit or not self.liveness.is_dead(owner):
+                continue
             with self._reading():
-                rows = self._prefix(tkey(id_prefix))
-            for _, blob in rows:
+                rows = self._q(f'SELECT key, {_VALUE} FROM "{TABLE}" WHERE pos = ? LIMIT ?',
+                               ("r:" + owner, limit - len(out)))
+            for key, blob in rows:
                 try:
-                    rec = decode_record(blob)
-                except RecordDecodeError:
-                    continue
-                if (status is None or rec.status == status) and (name is None or rec.name == name):
-                    out.append(rec)
-            return ordered(out)[:limit]
-        with self._reading():
-            if status is not None:
-                return self._records_of(status, name, limit)
-            pending = self._records_of(PENDING, name, limit)
-            if limit is not None and len(pending) >= limit:
-                return pending
-            # the others merged by recency: each status can contribute up to ``limit``
-            rest = [r for st in STATUSES if st != PENDING for r in self._records_of(st, name, limit)]
-        out = pending + ordered(rest)
-        return out[:limit] if limit is not None else out
-
-    def _records_of(self, status: str, name: Optional[str], limit: Optional[int]) -> list[TaskRecord]:
-        """Records of one status in its natural order (pending: by eta; running: by id;
-        finished: most recent first), up to ``limit``."""
-        if status == PENDING:
-            ids = [d.id for d in sorted(self._due_from_wkey(k) for (k,) in self._prefix("w:", "key"))]
-        elif status == RUNNING:
-            ids = [k[2:] for (k,) in self._prefix("r:", "key")]
-        else:
-            ids = [k.rsplit(":", 1)[1] for (k,) in
-                   self._prefix(f"x:{_STATUS_CODE[status]}:", "key", order="DESC")]
-        out: list[TaskRecord] = []
-        for i in range(0, len(ids), _CHUNK):
-            part = ids[i:i + _CHUNK]
-            blobs = self._fetch([tkey(x) for x in part])
-            for x in part:
-                blob = blobs.get(tkey(x))
-                if blob is None:
-                    continue
-                try:
-                    rec = decode_record(blob)
-                except RecordDecodeError:
-                    continue
-                if name is None or rec.name == name:
-                    out.append(rec)
-                    if limit is not None and len(out) >= limit:
-                        return out
+                    out.append(decode_record(blob))
+                except RecordDecodeError as exc:
+                    log.error("task %s: %s; its process died; left in the store as broken", key[2:], exc)
+                    self._mark_broken(key, RUNNING)
         return out
 
-    def broken(self) -> list[tuple[str, str]]:
-        with self._reading():
-            return [(k[2:], str(v)) for k, v in self._prefix("b:")]
+    def _mark_broken(self, key: str, state: str) -> None:
+        with self._writing():
+            rows = self._q(f'SELECT name FROM "{TABLE}" WHERE key = ?', (key,))
+            if not rows:
+                return
+            counters = _Counters()
+            counters.move((state, rows[0][0] or "", None), (BROKEN, rows[0][0] or "", None))
+            self._x(f'UPDATE "{TABLE}" SET pos = \'b:\' WHERE key = ?', (key,))
+            counters.flush(self._x, self._many)
 
-    def occupancy(self) -> list[tuple[int, int, int]]:
-        with self._reading():
-            rows = self._q(f'SELECT substr(key, 3, 6), substr(key, 10, 15), count(*) FROM "{TABLE}" '
-                           f"WHERE key >= 'w:' AND key < 'w;' GROUP BY 1, 2")
-        return [(int(s), int(c), int(n)) for s, c, n in rows]
+    def purge(self, finished_before: float, statuses: Optional[Iterable[str]] = None,
+              limit: int = 1000) -> int:
+        wanted = purge_statuses(statuses)
+        bound = f"{finished_ms(finished_before):015d}"
+        n = 0
+        with self._writing():
+            counters = _Counters()
+            for status in wanted:
+                prefix = f"x:{_CODE[status]}:"
+                rows = self._q(f'SELECT key, name FROM "{TABLE}" WHERE pos >= ? AND pos < ? '
+                               "ORDER BY pos LIMIT ?", (prefix, prefix + bound, limit - n))
+                self._many(f'DELETE FROM "{TABLE}" WHERE key = ?', [(k,) for k, _ in rows])
+                for _, name in rows:
+                    counters.move((status, name or "", None), None)
+                n += len(rows)
+                if n >= limit:
+                    break
+            counters.flush(self._x, self._many)
+        return n
 
-    # -- CLI helpers ----------------------------------------------------------------------
+    # -- observers --------------------------------------------------------------------------
+    def state(self) -> StoreState:
+        with self._reading():
+            rows = dict(self._q(f'SELECT key, value FROM "{TABLE}" WHERE key IN '
+                                "('m:horizon', 'm:leader', 'm:advanced')"))
+        try:
+            horizon = int(rows["m:horizon"])
+            advanced = rows.get("m:advanced")
+            advanced = None if advanced is None else float(advanced)
+        except (KeyError, TypeError, ValueError):
+            raise StoreError(f"{self.path}: its bookkeeping is damaged (horizon "
+                             f"{rows.get('m:horizon')!r})") from None
+        leader = rows.get("m:leader")
+        return StoreState(horizon, leader if isinstance(leader, str) else None, advanced)
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        with self._reading():
+            out = {(s, n): c for s, n, c in self._q(
+                f'SELECT state, name, n FROM "{TABLE}_counts" WHERE n > 0')}
+            for name, c in self._q(f'SELECT coalesce(name, \'\'), count(*) FROM "{TABLE}" '
+                                   f"WHERE {_FRESH} GROUP BY 1"):
+                out[(PENDING, name)] = out.get((PENDING, name), 0) + c
+        return out
+
+    def ticks(self, start: Optional[int] = None, stop: Optional[int] = None, *,
+              limit: Optional[int] = None) -> list[tuple[int, int]]:
+        lo = -1 if start is None else start
+        hi = 2 ** 62 if stop is None else stop
+        with self._reading():
+            rows = self._q(f'SELECT tick, n FROM "{TABLE}_ticks" WHERE tick >= ? AND tick < ? AND n > 0 '
+                           "ORDER BY tick LIMIT ?", (lo, hi, -1 if limit is None else limit))
+            fresh = [self._cell_tick(p) for (p,) in self._fresh_rows("pos")]
+        if not fresh:
+            return rows
+        per = dict(rows)
+        for t in fresh:
+            if lo <= t < hi:
+                per[t] = per.get(t, 0) + 1
+        return sorted(per.items())[:limit]
+
+    def histogram(self, start: int, stop: int, bucket: int) -> list[int]:
+        out = [0] * max(0, -(-(stop - start) // bucket))
+        with self._reading():
+            rows = self._q(f'SELECT (tick - ?) / ?, sum(n) FROM "{TABLE}_ticks" '
+                           "WHERE tick >= ? AND tick < ? GROUP BY 1", (start, bucket, start, stop))
+            fresh = [self._cell_tick(p) for (p,) in self._fresh_rows("pos")]
+        for i, n in rows:
+            out[i] += n
+        for t in fresh:
+            if start <= t < stop:
+                out[(t - start) // bucket] += 1
+        return out
+
+    def wheel_stats(self) -> tuple[int, int]:
+        with self._reading():
+            cells, slots = self._q(f'SELECT count(*), count(DISTINCT tick % ?) FROM "{TABLE}_ticks" '
+                                   "WHERE n > 0", (self.wheel.slots,))[0]
+            fresh = {self._cell_tick(p) for (p,) in self._fresh_rows("pos")}
+            if fresh:
+                known = {t for (t,) in self._q(f'SELECT tick FROM "{TABLE}_ticks" WHERE n > 0 AND tick IN '
+                                               f'({",".join("?" * len(fresh))})', sorted(fresh))}
+                new = fresh - known
+                cells += len(new)
+                old_slots = {s for (s,) in self._q(
+                    f'SELECT DISTINCT tick % ? FROM "{TABLE}_ticks" WHERE n > 0', (self.wheel.slots,))}
+                slots = len(old_slots | {t % self.wheel.slots for t in new})
+        return cells, slots
+
+    def scan(self, status: str, *, name: Optional[str] = None, id_prefix: Optional[str] = None,
+             after: Optional[TaskRecord] = None, limit: Optional[int] = None) -> list[TaskRecord]:
+        check_listable(status)
+        if limit is not None and limit <= 0:
+            return []
+        with self._reading():
+            if id_prefix:
+                rows = self._q(f'SELECT key, {_VALUE}, pos FROM "{TABLE}" WHERE key >= ? AND key < ?',
+                               ("t:" + id_prefix, "t:" + id_prefix + "\U0010ffff"))
+                recs = [r for r in self._records(rows, status) if name is None or r.name == name]
+                return _page(recs, status, after, limit)
+            if status == PENDING:
+                return self._pending(name, after, limit)
+            if status == RUNNING:
+                rows = self._q(f'SELECT key, {_VALUE}, pos FROM "{TABLE}" WHERE pos >= \'r:\' '
+                               "AND pos < 'r;'" + (" AND name = ?" if name else ""),
+                               (name,) if name else ())
+                return _page(self._records(rows, status), status, after, limit)
+            if status == BROKEN:
+                rows = self._q(f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" WHERE pos = \'b:\' '
+                               + ("AND name = ? " if name else "") + "ORDER BY key LIMIT ?",
+                               ((name,) if name else ()) + (-1 if limit is None else limit,))
+                return [_broken(key, blob, rname) for key, blob, _, rname in rows
+                        if after is None or key > "t:" + after.id]
+            prefix = f"x:{_CODE[status]}:"
+            sql = (f'SELECT key, {_VALUE}, pos FROM "{TABLE}" WHERE pos >= ? AND pos < ?'
+                   + (" AND name = ?" if name else ""))
+            params: list[Any] = [prefix, prefix[:-1] + ";"] + ([name] if name else [])
+            if after is not None:
+                mark = f"{prefix}{finished_ms(after.finished):015d}"
+                sql += " AND (pos < ? OR (pos = ? AND key < ?))"
+                params += [mark, mark, "t:" + after.id]
+            rows = self._q(sql + " ORDER BY pos DESC, key DESC LIMIT ?",
+                           params + [-1 if limit is None else limit])
+            return self._records(rows, status)
+
+    def _records(self, rows: Iterable[tuple], status: str) -> list[TaskRecord]:
+        """Decode (key, value, pos) rows of ``status``; undecodable ones are skipped here
+        (they are listed as broken once a writer has seen them)."""
+        out = []
+        for _key, blob, pos, *_ in rows:
+            state = self._state(pos, None, None)
+            if (state is None and status != PENDING) or (state is not None and state[0] != status):
+                continue
+            try:
+                out.append(decode_record(blob))
+            except RecordDecodeError:
+                continue
+        return out
+
+    def _pending(self, name: Optional[str], after: Optional[TaskRecord],
+                 limit: Optional[int]) -> list[TaskRecord]:
+        """Pending tasks in due order: the ready ones, then the wheel's cells tick by tick
+        (from the tick counters), merged with the rows not yet absorbed."""
+        want = None if limit is None else limit
+        mark = None if after is None else (eta_us(after.eta), after.id)
+        only = " AND name = ?" if name else ""
+        named = [name] if name else []
+        out: list[TaskRecord] = []
+
+        def keep(rows: Iterable[tuple]) -> bool:
+            for rec in self._records(rows, PENDING):
+                if mark is None or (eta_us(rec.eta), rec.id) > mark:
+                    out.append(rec)
+            return want is not None and len(out) >= want
+
+        fresh = self._records(self._q(f'SELECT key, {_VALUE}, pos FROM "{TABLE}" WHERE {_FRESH}{only}',
+                                      named), PENDING)
+        start = "q:" if mark is None else f"q:{mark[0]:018d}"
+        if not keep(self._q(f'SELECT key, {_VALUE}, pos FROM "{TABLE}" WHERE pos >= ? AND pos < \'q;\''
+                            f"{only} ORDER BY pos, key" + ("" if want is None else " LIMIT ?"),
+                            [start] + named + ([] if want is None else [want + 1]))):
+            first = self._horizon() + 1
+            if mark is not None:
+                first = max(first, self.wheel.due_tick(mark[0] / 1e6))
+            while True:
+                ticks = [t for (t,) in self._q(f'SELECT tick FROM "{TABLE}_ticks" WHERE tick >= ? AND n > 0 '
+                                               "ORDER BY tick LIMIT 256", (first,))]
+                if not ticks:
+                    break
+                done = False
+                for t in ticks:
+                    lo = f"p:{t % self.wheel.slots:06d}:{t // self.wheel.slots:015d}:"
+                    left = [] if want is None else [want - len(out) + 1]
+                    if keep(self._q(f'SELECT key, {_VALUE}, pos FROM "{TABLE}" WHERE pos >= ? AND pos < ?'
+                                    f"{only} ORDER BY pos, key" + (" LIMIT ?" if left else ""),
+                                    [lo, lo[:-1] + ";"] + named + left)):
+                        done = True
+                        break
+                if done:
+                    break
+                first = ticks[-1] + 1
+        merged = sorted(out + [r for r in fresh if mark is None or (eta_us(r.eta), r.id) > mark],
+                        key=lambda r: (eta_us(r.eta), r.id))
+        return merged[:want]
+
+    # -- the doorbell -----------------------------------------------------------------------
+    def doorbell(self) -> Doorbell:
+        if sys.platform != "linux" or self.readonly:
+            return Doorbell()
+        return _SocketBell(self)
+
+    def _register_bell(self, name: str) -> None:
+        with self._writing():
+            self._upsert_meta(**{"bell:" + name: self.liveness.token})
+        self._bells = (-1e9, [])
+
+    def _unregister_bell(self, name: str) -> None:
+        if self._db is None:
+            return
+        with self._writing():
+            self._x(f'DELETE FROM "{TABLE}" WHERE key = ?', ("m:bell:" + name,))
+
+    def _forget_dead_bells(self) -> None:
+        rows = self._q(f'SELECT key, value FROM "{TABLE}" WHERE key >= \'m:bell:\' AND key < \'m:bell;\'')
+        dead = [(k,) for k, owner in rows if not isinstance(owner, str) or self.liveness.is_dead(owner)]
+        self._many(f'DELETE FROM "{TABLE}" WHERE key = ?', dead)
+
+    def ring(self) -> None:
+        """Wake every runner of this store, in any process on this host."""
+        if sys.platform != "linux":
+            return
+        at, names = self._bells
+        if time.monotonic() - at > 1.0:
+            try:
+                with self._reading():
+                    names = [k[7:] for (k,) in self._q(
+                        f'SELECT key FROM "{TABLE}" WHERE key >= \'m:bell:\' AND key < \'m:bell;\'')]
+            except StoreError:
+                return
+            self._bells = (time.monotonic(), names)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.setblocking(False)
+            for name in names:
+                try:
+                    s.sendto(b"!", "\0" + name)
+                except OSError:          # gone, or its queue is full: it will look anyway
+                    pass
+
+    def _ring_if_near(self, ticks: Sequence[int]) -> None:
+        """Ring if a task just became pending in a tick that is (about to be) ready."""
+        if not ticks:
+            return
+        at, horizon = self._horizon_hint
+        if time.monotonic() - at > 1.0:
+            try:
+                horizon = self.state().horizon
+            except StoreError:
+                return
+            self._horizon_hint = (time.monotonic(), horizon)
+        # Two ticks of slack: the hint may be a tick old, and the ticker about to advance.
+        if min(ticks) <= horizon + 2:
+            self.ring()
+
+    # -- for the CLI ------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
-        """Journal mode, file sizes and bookkeeping, for ``timewheel inspect``."""
+        """Journal mode and file sizes, for ``timewheel inspect``."""
         with self._reading():
             mode = self._q("PRAGMA journal_mode")[0][0]
-            st = self.state()
-        size = os.path.getsize(self.path)
         wal = self.path + "-wal"
-        return {"path": self.path, "journal_mode": mode, "size_bytes": size,
+        return {"path": self.path, "journal_mode": mode, "size_bytes": os.path.getsize(self.path),
                 "wal_bytes": os.path.getsize(wal) if os.path.exists(wal) else 0,
-                "slots": self.wheel.slots, "tick": self.wheel.tick,
-                "horizon": st.horizon, "done_through": st.done_through, "leader": st.leader}
+                "slots": self.wheel.slots, "tick": self.wheel.tick}
+
+
+def _order_key(status: str, rec: TaskRecord) -> tuple:
+    if status == PENDING:
+        return (eta_us(rec.eta), rec.id)
+    if status == RUNNING:
+        return (rec.started or 0.0, rec.id)
+    return (-finished_ms(rec.finished), "")
+
+
+def _page(recs: list[TaskRecord], status: str, after: Optional[TaskRecord],
+          limit: Optional[int]) -> list[TaskRecord]:
+    """Sort ``recs`` in the natural order of ``status`` and cut the page after ``after``."""
+    if status in TERMINAL:
+        recs.sort(key=lambda r: (finished_ms(r.finished), r.id), reverse=True)
+        if after is not None:
+            mark = (finished_ms(after.finished), after.id)
+            recs = [r for r in recs if (finished_ms(r.finished), r.id) < mark]
+    else:
+        recs.sort(key=lambda r: _order_key(status, r))
+        if after is not None:
+            mark = _order_key(status, after)
+            recs = [r for r in recs if _order_key(status, r) > mark]
+    return recs[:limit]
+
+
+def _broken(key: str, blob: Any, name: Optional[str]) -> TaskRecord:
+    """A placeholder record for a row that cannot be decoded: why, in ``error``."""
+    try:
+        decode_record(blob)
+        reason = "record could not be decoded when it was read"
+    except RecordDecodeError as exc:
+        reason = str(exc)
+    size = len(blob) if isinstance(blob, (bytes, str)) else 0
+    if blob is None:
+        reason = f"record larger than {MAX_RECORD_BYTES} bytes"
+    return TaskRecord(id=key[2:] or "?", name=name or "?", eta=0.0, payload=b"", status=BROKEN,
+                      error=f"{reason} ({size} bytes)")

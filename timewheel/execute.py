@@ -1,0 +1,177 @@
+"""Running one claimed task: find its function, decode its arguments, call it, pickle what it
+returned -- and never raise: every way a run can end becomes an :class:`~timewheel.records.Outcome`.
+
+Shared by the worker pool and by ``immediate=True``.  Inside a run,
+:func:`current_task` tells the task who it is (id, attempt, eta, fencing token).  A task's
+``timeout`` is enforced here: an ``async def`` task is cancelled at its deadline; a sync task
+gets :class:`~timewheel.errors.TaskTimeout` raised in its thread by a watchdog (this
+interrupts Python code, not a C call that blocks: see the README).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import ctypes
+import heapq
+import inspect
+import itertools
+import logging
+import os
+import pickle
+import threading
+import time
+import traceback as _traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
+
+from .aio import run_coroutine
+from .errors import TaskTimeout
+from .records import MAX_RECORD_BYTES, Outcome, TaskRecord
+
+__all__ = ["TaskContext", "current_task", "execute"]
+
+log = logging.getLogger("timewheel.execute")
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """Who the running task is.  ``fence`` is the claim's token: a store refuses an outcome
+    recorded under an older one, so a task can tag its side effects with it."""
+
+    id: str
+    name: str
+    attempt: int        #: 1 for the first run, 2 for the first retry, ...
+    eta: float
+    fence: int
+
+
+_current: "contextvars.ContextVar[Optional[TaskContext]]" = contextvars.ContextVar(
+    "timewheel_current_task", default=None)
+
+
+def current_task() -> Optional[TaskContext]:
+    """The task running in this thread or coroutine, or None outside a task."""
+    return _current.get()
+
+
+def execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], float]) -> Outcome:
+    """Run ``rec`` (claimed, RUNNING) with the function registered under its name."""
+    started = clock()
+
+    def failed(error: str, tb: Optional[str] = None, retryable: bool = True,
+               exc: Optional[BaseException] = None) -> Outcome:
+        return Outcome(ok=False, started=started, finished=clock(), error=error, traceback=tb,
+                       retryable=retryable, exception=exc)
+
+    task = registry.get(rec.name)
+    if task is None:
+        log.error("task %s: %r is not registered in this process; failed", rec.id, rec.name)
+        return failed(f"task {rec.name!r} is not registered in process {os.getpid()}; "
+                      "register it and retry the task", retryable=False)
+    try:
+        args, kwargs = pickle.loads(rec.payload)
+    except Exception as exc:  # noqa: BLE001 - whatever the payload holds, it is this task's failure
+        log.error("task %s (%s): cannot decode its arguments: %s", rec.id, rec.name, exc)
+        return failed(f"cannot decode its arguments: {exc.__class__.__name__}: {exc}",
+                      _traceback.format_exc(), retryable=False, exc=exc)
+    token = _current.set(TaskContext(rec.id, rec.name, rec.attempts, rec.eta, rec.rev))
+    try:
+        value = _call(task.fn, args, kwargs, rec.timeout)
+    except BaseException as exc:   # a task's SystemExit must not kill the worker either
+        error = f"{exc.__class__.__name__}: {exc}"
+        log.warning("task %s (%s) failed, attempt %d of %d: %s", rec.id, rec.name, rec.attempts,
+                    rec.retries + 1, error)
+        return failed(error, _traceback.format_exc(), exc=exc)
+    finally:
+        _current.reset(token)
+    try:
+        result = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # noqa: BLE001
+        return failed(f"its return value cannot be pickled: {exc.__class__.__name__}: {exc}",
+                      _traceback.format_exc(), retryable=False, exc=exc)
+    if len(result) > MAX_RECORD_BYTES // 2:
+        return failed(f"its return value is {len(result)} bytes pickled; the limit is "
+                      f"{MAX_RECORD_BYTES // 2}", retryable=False)
+    return Outcome(ok=True, started=started, finished=clock(), result=result)
+
+
+def _call(fn: Callable[..., Any], args: tuple, kwargs: dict, timeout: Optional[float]) -> Any:
+    if inspect.iscoroutinefunction(fn):
+        return run_coroutine(fn(*args, **kwargs), timeout)
+    if timeout is None:
+        value = fn(*args, **kwargs)
+    else:
+        with _watchdog.guard(timeout):
+            value = fn(*args, **kwargs)
+    if inspect.isawaitable(value):       # a sync function that returned a coroutine
+        return run_coroutine(value, timeout)
+    return value
+
+
+class _Watchdog:
+    """Raises TaskTimeout in threads whose sync task ran past its deadline.
+
+    One thread for the process, sleeping until the earliest deadline.  The exception is
+    delivered by ``PyThreadState_SetAsyncExc``: the interpreter raises it at the thread's
+    next bytecode, so a thread inside a blocking C call sees it only when the call returns.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._heap: list[tuple[float, int, int]] = []     # (deadline, seq, thread id)
+        self._live: set[int] = set()
+        self._seq = itertools.count()
+        self._thread: Optional[threading.Thread] = None
+        self._pid = -1
+
+    def guard(self, timeout: float) -> "_Guard":
+        return _Guard(self, timeout)
+
+    def _arm(self, timeout: float) -> int:
+        seq = next(self._seq)
+        with self._lock:
+            if self._thread is None or self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._heap, self._live = [], set()
+                self._thread = threading.Thread(target=self._run, name="timewheel-watchdog", daemon=True)
+                self._thread.start()
+            heapq.heappush(self._heap, (time.monotonic() + timeout, seq, threading.get_ident()))
+            self._live.add(seq)
+            self._lock.notify()
+        return seq
+
+    def _disarm(self, seq: int) -> None:
+        with self._lock:
+            self._live.discard(seq)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while self._heap and self._heap[0][1] not in self._live:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._lock.wait()
+                    continue
+                deadline, seq, ident = self._heap[0]
+                delay = deadline - time.monotonic()
+                if delay > 0:
+                    self._lock.wait(delay)
+                    continue
+                heapq.heappop(self._heap)
+                self._live.discard(seq)
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident),
+                                                           ctypes.py_object(TaskTimeout))
+
+
+class _Guard:
+    def __init__(self, dog: _Watchdog, timeout: float) -> None:
+        self._dog, self._timeout, self._seq = dog, timeout, -1
+
+    def __enter__(self) -> None:
+        self._seq = self._dog._arm(self._timeout)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._dog._disarm(self._seq)
+
+
+_watchdog = _Watchdog()
