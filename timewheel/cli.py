@@ -988,3 +988,4 @@ def run(app: str, grace: float, log_level: str, out: Output) -> None:
     if out.as_json:
         out.json({"app": app, "pid": os.getpid(), "signal": name,
                   "pending": stopped.pending, "running": stopped.running})
+cli.add_command(importlib.import_module(".web.command", __package__).web)  # timewheel web (the web helper)
