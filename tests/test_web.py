@@ -140,7 +140,8 @@ def test_tasks_page_through_with_after(site) -> None:
     seen: list[str] = []
     after = None
     while True:
-        page = client.get("api/tasks", params={"status": "pending", "limit": 4, **({"after": after} if after else {})})
+        query_string = {"status": "pending", "limit": 4, **({"after": after} if after else {})}
+        page = client.get("api/tasks", params=query_string)
         ids = [t["id"] for t in page.json()["tasks"]]
         seen += ids
         if len(ids) < 4:
@@ -188,7 +189,7 @@ def test_bad_input_gets_a_one_line_4xx(site, path, code, needle) -> None:
         message = r.json()["error"]
         assert "\n" not in message and needle in message
     else:
-        assert f'<p class="message">' in r.text and needle in r.text
+        assert '<p class="message">' in r.text and needle in r.text
 
 
 def test_wrong_method_is_405(site) -> None:
@@ -440,7 +441,8 @@ def test_mounted_in_flask_behind_the_apps_login(tmp_path) -> None:
 def test_mounted_in_fastapi_with_a_token(tmp_path) -> None:
     path = str(tmp_path / "tasks.db")
     store, demo = make_store(path)
-    proc, url = start_example("fastapi_dashboard.py", {"TIMEWHEEL_DB": path, "DASHBOARD_TOKEN": "t0ken-t0ken"})
+    proc, url = start_example("fastapi_dashboard.py",
+                              {"TIMEWHEEL_DB": path, "DASHBOARD_TOKEN": "t0ken-t0ken"})
     try:
         with httpx.Client(timeout=10) as client:
             assert client.get(url + "/timewheel/api/inspect").status_code == 401

@@ -176,6 +176,8 @@ class WebView:
             response = self._error(request, api, exc.code or 400, exc.description or exc.name)
         except TaskNotFound as exc:
             response = self._error(request, api, 404, _one_line(str(exc)))
+        except ValueError as exc:        # the query layer's word for a bad argument
+            response = self._error(request, api, 400, _one_line(str(exc)))
         except StoreBusy as exc:
             response = self._error(request, api, 503, _one_line(str(exc)), [("Retry-After", "1")])
         except StoreError as exc:
@@ -292,7 +294,7 @@ class WebView:
         data = query.tasks_data(self.store, time.time(), **f)
         tasks = data["tasks"]
         return self._page(request, "tasks.html", title="Tasks", filter=f, tasks=tasks, now=data["now"],
-                          statuses=LISTABLE, more=len(tasks) == f["limit"],
+                          statuses=LISTABLE, next_after=data["next_after"],
                           counts=query.inspect_data(self.store, data["now"], next_n=0)["counts"])
 
     def on_task(self, request: Request, task_id: str) -> Response:
@@ -305,7 +307,7 @@ class WebView:
         name = params.text(request.args, "name")
         limit = params.integer(request.args, "limit", 100, 1, MAX_PAGE)
         now = time.time()
-        sections = [(s, query.tasks_data(self.store, now, status=s, name=name, limit=limit)["tasks"])
+        sections = [(s, query.tasks_data(self.store, now, status=s, name=name, limit=limit))
                     for s in (FAILED, MISFIRED)]
         counts = query.inspect_data(self.store, now, next_n=0)["counts"]
         return self._page(request, "failed.html", title="Failed and misfired", sections=sections,
@@ -314,12 +316,9 @@ class WebView:
     def on_running(self, request: Request) -> Response:
         name = params.text(request.args, "name")
         limit = params.integer(request.args, "limit", 200, 1, MAX_PAGE)
-        store = self.store
-        data = query.tasks_data(store, time.time(), status=RUNNING, name=name, limit=limit)
-        # Whether each owner still runs its tasks: a dead one's are re-run by the ticker.
-        gone = {t["owner"]: store.liveness.is_dead(t["owner"]) for t in data["tasks"] if t["owner"]}
+        data = query.tasks_data(self.store, time.time(), status=RUNNING, name=name, limit=limit)
         return self._page(request, "running.html", title="Running", tasks=data["tasks"], now=data["now"],
-                          name=name, limit=limit, gone=gone)
+                          name=name, limit=limit, more=data["next_after"] is not None)
 
     def on_login(self, request: Request) -> Response:
         target = request.values.get("next", "")

@@ -84,6 +84,11 @@ def web(store: str, host: str, port: int, allow_actions: bool, auth: Optional[st
     except (OSError, SystemExit) as exc:
         app.close()
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
+    def stop(signum: int, frame: Any) -> None:
+        # shutdown() waits for serve_forever() to return: not from the thread running it.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)           # before the address is printed: a caller may stop us then
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{server.server_port}/"
     mode = "actions allowed" if allow_actions else "read-only"
@@ -94,13 +99,8 @@ def web(store: str, host: str, port: int, allow_actions: bool, auth: Optional[st
                    "it sees task arguments and errors" + (" and can change tasks" if allow_actions else ""),
                    err=True)
 
-    def stop(signum: int, frame: Any) -> None:
-        # shutdown() waits for serve_forever() to return: not from the thread running it.
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
     try:
-        server.serve_forever()
+        server.serve_forever(poll_interval=0.1)    # (how soon a SIGTERM is acted on)
     except KeyboardInterrupt:
         pass
     finally:

@@ -186,8 +186,9 @@
       var tk = ins.ticker;
       facts(document.getElementById("ticker"), [
         ["state", tk.ticking ? "ticking" : "NOT ticking", tk.ticking ? "ok" : "bad", "ticking"],
-        ["leader", tk.leader || "- (no process has ticked)", null, "leader"],
-        ["lag", tk.ticking ? span(tk.lag_seconds) : span(tk.lag_seconds) + " behind the clock", null, "lag"],
+        ["leader", tk.leader || (tk.last_leader ? "none alive (last: " + tk.last_leader + ")" : "- (no process has ticked)"), null, "leader"],
+        ["advanced", tk.advanced_at === null || tk.advanced_at === undefined ? "never" : relative(tk.advanced_at, now)],
+        ["lag", span(tk.lag_seconds) + (tk.lag_ticks ? " (" + num(tk.lag_ticks) + " ticks)" : ""), tk.lag_seconds > 2 * ins.store.tick ? "bad" : null, "lag"],
         ["current tick", num(tk.current_tick) + "  (slot " + (tk.current_tick % ins.store.slots) + ")"],
         ["horizon", num(tk.horizon) + "  (" + (tk.horizon - tk.current_tick >= 0 ? "+" : "") + (tk.horizon - tk.current_tick) + " ticks)"],
         ["wheel", ins.store.slots + " slots × " + ins.store.tick + "s; " + num(ins.ring.occupied_cells) + " occupied cells in " + num(ins.ring.occupied_slots) + " slots"],
@@ -243,7 +244,7 @@
   // -- The wheel ------------------------------------------------------------------------------
   // Slot 0 at twelve o'clock, clockwise, like a clock face: with the default geometry
   // (3600 slots of 1 s) slot s is second s of every hour.
-  var C = 340, R_OUT = 300, R_IN = 205;
+  var C = 340, R_OUT = 300, R_IN = 205, R_TURN_OUT = 196, R_TURN_IN = 178;
 
   function polar(r, frac) {
     var a = frac * 2 * Math.PI;
@@ -257,10 +258,12 @@
   }
   // light to dark blue, by log(1 + n) / log(1 + max): a slot of 1 task stays visible next to one of 10,000
   var STOPS = [[219, 228, 255], [116, 143, 252], [59, 91, 219], [28, 47, 128], [11, 19, 64]];
-  function shade(n, max) {
+  var WARM = [[255, 224, 178], [255, 146, 43], [217, 72, 15], [134, 46, 10]];
+  function shade(n, max, stops) {
+    stops = stops || STOPS;
     var t = max > 0 ? Math.log(1 + n) / Math.log(1 + max) : 0;
-    var x = t * (STOPS.length - 1), i = Math.min(STOPS.length - 2, Math.floor(x)), f = x - i;
-    var c = STOPS[i].map(function (v, k) { return Math.round(v + (STOPS[i + 1][k] - v) * f); });
+    var x = t * (stops.length - 1), i = Math.min(stops.length - 2, Math.floor(x)), f = x - i;
+    var c = stops[i].map(function (v, k) { return Math.round(v + (stops[i + 1][k] - v) * f); });
     return "rgb(" + c.join(",") + ")";
   }
 
@@ -270,7 +273,9 @@
     var sel = null, selCycle = null;
     var root = svg("svg", { viewBox: "0 0 " + (2 * C) + " " + (2 * C), id: "ring-svg" });
     var band = svg("path", { d: wedge(0, 0.99999, R_IN, R_OUT), "class": "band" });
+    var turnBand = svg("path", { d: wedge(0, 0.99999, R_TURN_IN, R_TURN_OUT), "class": "band turn-band" });
     var slotsG = svg("g", { id: "slots" });
+    var turnG = svg("g", { id: "turn" });
     var marks = svg("g");
     var hand = svg("line", { "class": "hand", id: "hand" });
     var handDot = svg("circle", { r: 7, "class": "hand-dot" });
@@ -278,7 +283,7 @@
     var centreN = svg("text", { x: C, y: C - 6, "class": "centre-n", id: "centre-n" });
     var centreL = svg("text", { x: C, y: C + 20, "class": "centre-l", id: "centre-l" });
     var centreL2 = svg("text", { x: C, y: C + 40, "class": "centre-l", id: "centre-l2" });
-    [band, slotsG, marks, selMark, hand, handDot, centreN, centreL, centreL2].forEach(function (n) { root.appendChild(n); });
+    [band, turnBand, slotsG, turnG, marks, selMark, hand, handDot, centreN, centreL, centreL2].forEach(function (n) { root.appendChild(n); });
     ring.appendChild(root);
 
     function sectors() { return data.load.length; }
@@ -297,24 +302,41 @@
       }
       void per;
     }
-    function drawSlots() {
-      clear(slotsG);
+    // One wedge per occupied slot; its stroke (the fill colour) keeps a one-task slot visible
+    // where the ring gives a slot less than a pixel.
+    function drawBand(group, counts, r0, r1, stops, cls, title) {
+      clear(group);
       var n = sectors(), max = 0;
-      data.load.forEach(function (v) { if (v > max) max = v; });
+      counts.forEach(function (v) { if (v > max) max = v; });
       var frag = document.createDocumentFragment();
       for (var i = 0; i < n; i++) {
-        var v = data.load[i];
+        var v = counts[i];
         if (!v) continue;
-        var p = svg("path", { d: wedge(i / n, (i + 1) / n, R_IN, R_OUT), fill: shade(v, max), "class": "slot",
-                              "data-slot": i * data.sector_slots, "data-count": v, "data-cells": data.cells[i] });
-        p.appendChild(svg("title", {}, slotName(i * data.sector_slots) + ": " + num(v) + " task(s) in " + data.cells[i] + " cycle(s)"));
+        var colour = shade(v, max, stops);
+        var p = svg("path", { d: wedge(i / n, (i + 1) / n, r0, r1), fill: colour, stroke: colour, "class": cls,
+                              "data-slot": i * data.sector_slots, "data-count": v });
+        p.appendChild(svg("title", {}, title(i, v)));
         frag.appendChild(p);
       }
-      slotsG.appendChild(frag);
+      group.appendChild(frag);
+      return max;
+    }
+    function drawSlots() {
+      var max = drawBand(slotsG, data.load, R_IN, R_OUT, STOPS, "slot", function (i, v) {
+        return slotName(i * data.sector_slots) + ": " + num(v) + " task(s) in " + data.cells[i] + " cycle(s)";
+      });
+      slotsG.querySelectorAll(".slot").forEach(function (p) {
+        p.dataset.cells = data.cells[parseInt(p.dataset.slot, 10) / data.sector_slots];
+      });
+      var maxTurn = drawBand(turnG, data.next_turn, R_TURN_IN, R_TURN_OUT, WARM, "turn", function (i, v) {
+        return slotName(i * data.sector_slots) + ": " + num(v) + " task(s) in the coming turn";
+      });
       var legend = clear(document.getElementById("legend"));
-      legend.appendChild(el("span", null, "1"));
       legend.appendChild(el("span", { "class": "scale" }));
-      legend.appendChild(el("span", null, num(max) + " tasks per slot, next " + data.revolutions + " revolution(s) (log scale)"));
+      legend.appendChild(el("span", null, "outer ring: 1 to " + num(max) + " tasks per slot over the next " +
+        data.revolutions + " revolution(s)"));
+      legend.appendChild(el("span", { "class": "scale warm" }));
+      legend.appendChild(el("span", null, "inner ring: the coming turn (up to " + num(maxTurn) + "), log scales"));
       centreN.textContent = num(data.in_window);
       centreL.textContent = "due in the next " + span(data.revolutions * data.slots * data.tick);
       centreL2.textContent = num(data.overdue) + " overdue · " + num(data.later) + " later";
@@ -329,7 +351,7 @@
     function currentTick() { return Math.floor(serverNow() / data.tick); }
     function drawHand() {
       var t = currentTick(), f = (t % data.slots) / data.slots;
-      var a = polar(R_IN - 30, f), b = polar(R_OUT + 4, f);
+      var a = polar(R_TURN_IN - 24, f), b = polar(R_OUT + 4, f);
       hand.setAttribute("x1", a[0]); hand.setAttribute("y1", a[1]);
       hand.setAttribute("x2", b[0]); hand.setAttribute("y2", b[1]);
       handDot.setAttribute("cx", b[0]); handDot.setAttribute("cy", b[1]);
@@ -351,7 +373,10 @@
     function select(slot, cycle) {
       sel = slot; selCycle = cycle === undefined ? null : cycle;
       var n = sectors(), i = Math.floor(slot / data.sector_slots);
-      selMark.setAttribute("d", wedge(i / n, (i + 1) / n, R_IN - 6, R_OUT + 6));
+      var half = Math.max(0.5 / n, 0.0012);          // at least ~1 degree wide, centred on the slot
+      var mid = (i + 0.5) / n;
+      selMark.setAttribute("d", wedge(mid - half, mid + half, R_TURN_IN - 8, R_OUT + 8));
+      selMark.dataset.slot = slot;
       slotsG.querySelectorAll(".slot.selected").forEach(function (p) { p.classList.remove("selected"); });
       var p = slotsG.querySelector('[data-slot="' + (i * data.sector_slots) + '"]');
       if (p) p.classList.add("selected");
@@ -404,12 +429,20 @@
       var pt = root.createSVGPoint(); pt.x = ev.clientX; pt.y = ev.clientY;
       var p = pt.matrixTransform(root.getScreenCTM().inverse());
       var dx = p.x - C, dy = p.y - C, r = Math.sqrt(dx * dx + dy * dy);
-      if (r < R_IN - 8 || r > R_OUT + 8) return null;
+      if (r < R_TURN_IN - 8 || r > R_OUT + 8) return null;
       var f = (Math.atan2(dx, -dy) / (2 * Math.PI) + 1) % 1;
-      return Math.min(data.slots - 1, Math.floor(f * sectors()) * data.sector_slots);
+      var i = Math.min(sectors() - 1, Math.floor(f * sectors()));
+      // Snap to an occupied slot within about 4 px: a slot is thinner than a pointer.
+      var reach = Math.ceil(sectors() * 4 / (2 * Math.PI * R_OUT));
+      for (var d = 0; d <= reach; d++) {
+        var a = (i + d) % sectors(), b = (i - d + sectors()) % sectors();
+        if (data.load[a]) return a * data.sector_slots;
+        if (data.load[b]) return b * data.sector_slots;
+      }
+      return i * data.sector_slots;
     }
     root.addEventListener("click", function (ev) {
-      var target = ev.target.closest && ev.target.closest(".slot");
+      var target = ev.target.closest && ev.target.closest(".slot, .turn");
       var s = target ? parseInt(target.dataset.slot, 10) : slotAt(ev);
       if (s !== null) select(s);
     });
