@@ -59,7 +59,7 @@ import threading
 import time
 import weakref
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode
 
 from ..errors import DuplicateTask, NotAStore, StoreBusy, StoreError, StoreMismatch
 from ..records import (
@@ -113,11 +113,11 @@ _OUR_PARAMS = ("lease",)
 
 def _split_url(url: str) -> tuple[str, dict[str, str]]:
     """(the URL for redis-py, our own query parameters)."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    ours = {k: v for k, v in query if k in _OUR_PARAMS}
-    rest = [(k, v) for k, v in query if k not in _OUR_PARAMS]
-    return urlunsplit(parts._replace(query=urlencode(rest))), ours
+    base, _, query = url.partition("?")      # (urlunsplit would turn unix:///p into unix:/p)
+    pairs = parse_qsl(query, keep_blank_values=True)
+    ours = {k: v for k, v in pairs if k in _OUR_PARAMS}
+    rest = urlencode([(k, v) for k, v in pairs if k not in _OUR_PARAMS])
+    return (base + "?" + rest if rest else base), ours
 
 
 def _public(url: str) -> str:
@@ -132,6 +132,10 @@ def _glob_escape(text: str) -> str:
 
 def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _num(t: Optional[float]) -> str:
+    return "" if t is None else repr(float(t))
 
 
 def _opt_time(v: Optional[bytes]) -> Optional[float]:
@@ -291,7 +295,10 @@ class _PubSubBell(Doorbell):
                 while not self._closed.is_set():
                     if pubsub.get_message(timeout=0.5) is not None:
                         self.poke()
-            except (redis.RedisError, OSError, ValueError):
+            except Exception as exc:  # noqa: BLE001 - a closed pool fails in many ways
+                # The runner still looks at least once a tick: a missed ring makes it late by
+                # at most that, never lost.
+                log.debug("doorbell of %s: %s; resubscribing", self._channel, exc)
                 self._closed.wait(pause)
                 pause = min(pause * 2, 5.0)
             finally:
@@ -506,23 +513,18 @@ class RedisStore(WheelStore):
 
     # -- writing records ----------------------------------------------------------------------
     def _item(self, rec: TaskRecord, expect: Optional[int]) -> list[Any]:
-        """PUT's arguments for storing ``rec`` if the stored rev is ``expect`` (None: absent)."""
-        pairs: list[Any] = ["r", encode_record(rec), "s", rec.status, "n", rec.name,
-                            "v", rec.rev, "a", rec.attempts]
+        """PUT's 13 values for storing ``rec`` if the stored rev is ``expect`` (None: absent)."""
         tick: Any = ""
         if rec.status == PENDING:
             tick = self.wheel.due_tick(rec.eta)
             score = eta_us(rec.eta)
-            pairs += ["k", tick]
         elif rec.status == RUNNING:
             score = round((rec.lease if rec.lease is not None else self.now() + self.lease) * 1e6)
         else:
             score = finished_ms(rec.finished)
-        for field, value in (("o", rec.owner), ("st", rec.started), ("f", rec.finished), ("l", rec.lease)):
-            if value is not None:
-                pairs += [field, value if isinstance(value, str) else repr(float(value))]
-        return [rec.id, "" if expect is None else expect, rec.status, rec.name, tick, score,
-                len(pairs) // 2, *pairs]
+        return [rec.id, "" if expect is None else expect, rec.status, rec.name, tick, score, rec.rev,
+                rec.attempts, rec.owner or "", _num(rec.started), _num(rec.finished), _num(rec.lease),
+                encode_record(rec)]
 
     def _put(self, mode: str, items: list[list[Any]]) -> list[int]:
         ttl = 0 if self.result_ttl is None else max(1000, round(self.result_ttl * 1000))
@@ -645,7 +647,9 @@ class RedisStore(WheelStore):
     def purge(self, finished_before: float, statuses: Optional[Iterable[str]] = None,
               limit: int = 1000) -> int:
         wanted = purge_statuses(statuses)
-        return int(self._script("purge", [finished_ms(finished_before), limit, *wanted]))
+        # (at most 4000 per call: one script must not block the server for long)
+        return int(self._script("purge", [finished_ms(finished_before), max(0, min(limit, 4000)),
+                                          *wanted]))
 
     def _decoded(self, ids: Sequence[str]) -> list[TaskRecord]:
         """The records of ``ids`` that are stored and decodable; broken ones are set aside

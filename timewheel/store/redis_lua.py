@@ -53,36 +53,81 @@ local function slot_cycle(t)                     -- tick -> slot, cycle (exact i
   return slot, cycle
 end
 
+local CELLS = {}
 local function cell(t)                           -- the wheel's (slot, cycle) ZSET of tick t
-  local slot, cycle = slot_cycle(t)
-  return P .. 'w:' .. fmt(slot) .. ':' .. fmt(cycle)
+  local key = CELLS[t]
+  if key == nil then
+    local slot, cycle = slot_cycle(t)
+    key = P .. 'w:' .. fmt(slot) .. ':' .. fmt(cycle)
+    CELLS[t] = key
+  end
+  return key
 end
 
+-- Writes to counters, sorted sets and the xn hash are gathered and made by flush(), one
+-- command per key and kind: a batch of 10,000 tasks costs a few commands per distinct key
+-- instead of several per task.  Removals run before additions, so a task moved within one
+-- index ends up in it; a script meeting the same task twice flushes in between.
+local PHASE = {ZREM = 1, HDEL = 1, DEL = 1, ZADD = 2, HSET = 2}
+local OPS, ORDER, COUNTS, TICKS = {ZREM = {}, HDEL = {}, DEL = {}, ZADD = {}, HSET = {}}, {}, {}, {}
+
+local function later(cmd, key, a, b)             -- key false: the values are keys (DEL)
+  local op = OPS[cmd][key]
+  if op == nil then
+    op = {phase = PHASE[cmd], cmd = cmd, key = key, n = 0}
+    OPS[cmd][key] = op
+    ORDER[#ORDER + 1] = op
+  end
+  op.n = op.n + 1
+  op[op.n] = a
+  if b ~= nil then op.n = op.n + 1; op[op.n] = b end
+end
+local function zrem(key, member) later('ZREM', key, member) end
+local function zadd(key, score, member) later('ZADD', key, score, member) end
 local function count(status, name, d)            -- tasks per (status, name)
   local f = status .. '|' .. name
-  if redis.call('HINCRBY', P .. 'counts', f, d) <= 0 then redis.call('HDEL', P .. 'counts', f) end
+  COUNTS[f] = (COUNTS[f] or 0) + d
 end
+local function tick_count(t, d) TICKS[t] = (TICKS[t] or 0) + d end   -- pending per due tick
 
-local function tick_count(t, d)                  -- pending tasks per due tick (t: a string)
-  local n = redis.call('HINCRBY', P .. 'tickn', t, d)
-  local slot = fmt((slot_cycle(tonumber(t))))
-  if d > 0 and n == d then                        -- the tick was empty: one more occupied cell
-    redis.call('ZADD', P .. 'ticks', t, t)
-    redis.call('HINCRBY', P .. 'slotn', slot, 1)
-  elseif n <= 0 then
-    redis.call('HDEL', P .. 'tickn', t)
-    redis.call('ZREM', P .. 'ticks', t)
-    if redis.call('HINCRBY', P .. 'slotn', slot, -1) <= 0 then redis.call('HDEL', P .. 'slotn', slot) end
+local function flush()
+  for phase = 1, 2 do
+    for _, op in ipairs(ORDER) do
+      if op.phase == phase then
+        for i = 1, op.n, 4000 do                  -- unpack() is limited to ~8000 values
+          local j = math.min(i + 3999, op.n)
+          if op.key then redis.call(op.cmd, op.key, unpack(op, i, j)) else redis.call(op.cmd, unpack(op, i, j)) end
+        end
+      end
+    end
   end
+  for f, d in pairs(COUNTS) do
+    if d ~= 0 and redis.call('HINCRBY', P .. 'counts', f, d) <= 0 then redis.call('HDEL', P .. 'counts', f) end
+  end
+  for t, d in pairs(TICKS) do
+    if d ~= 0 then
+      local n = redis.call('HINCRBY', P .. 'tickn', t, d)
+      local slot = fmt((slot_cycle(tonumber(t))))
+      if n <= 0 then                              -- the tick emptied: one occupied cell less
+        redis.call('HDEL', P .. 'tickn', t)
+        redis.call('ZREM', P .. 'ticks', t)
+        if redis.call('HINCRBY', P .. 'slotn', slot, -1) <= 0 then redis.call('HDEL', P .. 'slotn', slot) end
+      elseif n == d then                          -- it was empty: one more
+        redis.call('ZADD', P .. 'ticks', t, t)
+        redis.call('HINCRBY', P .. 'slotn', slot, 1)
+      end
+    end
+  end
+  OPS, ORDER, COUNTS, TICKS = {ZREM = {}, HDEL = {}, DEL = {}, ZADD = {}, HSET = {}}, {}, {}, {}
 end
 
 local function unplace(id, s, name, k)           -- out of the index of its status, uncounted
   if s == 'pending' then
-    if redis.call('ZREM', P .. 'ready', id) == 0 and k then redis.call('ZREM', cell(tonumber(k)), id) end
-    if k then tick_count(k, -1) end
-  elseif s == 'running' then redis.call('ZREM', P .. 'running', id)
-  elseif s == 'broken' then redis.call('ZREM', P .. 'broken', id)
-  else redis.call('ZREM', P .. 'x:' .. s, id); redis.call('HDEL', P .. 'xn', id) end
+    zrem(P .. 'ready', id)                        -- ready, or in its cell: removing from both
+    if k then zrem(cell(tonumber(k)), id); tick_count(k, -1) end   -- costs no lookup
+  elseif s == 'running' then zrem(P .. 'running', id)
+  elseif s == 'broken' then zrem(P .. 'broken', id)
+  else zrem(P .. 'x:' .. s, id); later('HDEL', P .. 'xn', id) end
   count(s, name, -1)
 end
 
@@ -103,72 +148,93 @@ return redis.call('HMGET', KEYS[1], 'format', 'slots', 'tick')
 
 #: Write whole records, each only if the stored one is still what the caller saw.
 #: ARGV: mode ('all': every item or none; 'each': independently), result TTL in ms (0: none),
-#: bell channel, then per item: id, expected rev ('' = must not be stored), status, name,
-#: due tick (pending) or '', score (eta us / lease us / finished ms), npairs, field, value, ...
+#: bell channel, then 13 values per item: id, expected rev ('' = must not be stored), status,
+#: name, due tick (pending) or '', score (eta us / lease us / finished ms), rev, attempts,
+#: owner, started, finished, lease ('' = None), record.
 #: Returns {1} or {0, index of the first conflict} ('all'), or a 1/0 per item ('each').
 PUT = _PRELUDE + r"""
 local mode, ttl, channel = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local items = {}
-local i = 4
-while i <= #ARGV do
-  local n = tonumber(ARGV[i + 6])
-  items[#items + 1] = {id = ARGV[i], expect = ARGV[i + 1], s = ARGV[i + 2], name = ARGV[i + 3],
-                       k = ARGV[i + 4], score = ARGV[i + 5], first = i + 7, last = i + 6 + 2 * n}
-  i = i + 7 + 2 * n
+local W = 13
+local n = (#ARGV - 3) / W
+local function arg(j, f) return ARGV[3 + (j - 1) * W + f] end
+local function key_of(j) return P .. 't:' .. arg(j, 1) end
+local function matches(j)
+  local rev = redis.call('HGET', key_of(j), 'v')
+  if arg(j, 2) == '' then return rev == false end
+  return rev == arg(j, 2)
 end
 
-local function matches(it)
-  local rev = redis.call('HGET', P .. 't:' .. it.id, 'v')
-  if it.expect == '' then return rev == false end
-  return rev == it.expect
-end
-
+local fresh = true                                -- only new tasks: delay() and batches
+for j = 1, n do if arg(j, 2) ~= '' then fresh = false; break end end
+local gone = {}                                   -- finished tasks whose hash expired: id -> 'status|name'
 if mode == 'all' then
-  for j, it in ipairs(items) do
-    if not matches(it) then return {0, j} end
+  local conflict = false
+  if fresh then                                   -- one EXISTS per 1000 ids, unless one is taken
+    for i = 1, n, 1000 do
+      local keys, ids = {}, {}
+      for j = i, math.min(i + 999, n) do keys[#keys + 1] = key_of(j); ids[#ids + 1] = arg(j, 1) end
+      if redis.call('EXISTS', unpack(keys)) > 0 then conflict = true end
+      local xn = redis.call('HMGET', P .. 'xn', unpack(ids))
+      for m, v in ipairs(ids) do if xn[m] then gone[v] = xn[m] end end
+    end
+  end
+  if conflict or not fresh then
+    for j = 1, n do if not matches(j) then return {0, j} end end
   end
 end
 
 local horizon = tonumber(redis.call('HGET', META, 'horizon'))
 local head = ready_head()
 local ring = false
-local out = {}
-for j, it in ipairs(items) do
-  if mode == 'all' or matches(it) then
-    local key = P .. 't:' .. it.id
-    local cur = redis.call('HMGET', key, 's', 'n', 'k')
-    if cur[1] then                                    -- take it out of where it is
-      unplace(it.id, cur[1], cur[2] or '', cur[3] or nil)
+local seen, out = {}, {}
+local OPTIONAL = {{'k', 5}, {'o', 9}, {'st', 10}, {'f', 11}, {'l', 12}}
+for j = 1, n do
+  local id, s, name, k, score = arg(j, 1), arg(j, 3), arg(j, 4), arg(j, 5), arg(j, 6)
+  if seen[id] then flush() end                    -- its first occurrence's writes come first
+  seen[id] = true
+  if mode == 'all' or matches(j) then
+    local key = key_of(j)
+    local cur = {false}
+    if not fresh then cur = redis.call('HMGET', key, 's', 'n', 'k') end
+    if cur[1] then                                -- take it out of where it is
+      unplace(id, cur[1], cur[2] or '', cur[3] or nil)
       redis.call('DEL', key)
-    else                                              -- a finished task whose hash expired
-      local gone = redis.call('HGET', P .. 'xn', it.id)
-      if gone then
-        local bar = string.find(gone, '|', 1, true)
-        unplace(it.id, string.sub(gone, 1, bar - 1), string.sub(gone, bar + 1), nil)
+    else
+      local was = gone[id]
+      if was == nil and not fresh then was = redis.call('HGET', P .. 'xn', id) end
+      if was then
+        local bar = string.find(was, '|', 1, true)
+        unplace(id, string.sub(was, 1, bar - 1), string.sub(was, bar + 1), nil)
       end
     end
-    redis.call('HSET', key, unpack(ARGV, it.first, it.last))
-    if it.s == 'pending' then
-      if tonumber(it.k) <= horizon then
-        redis.call('ZADD', P .. 'ready', it.score, it.id)
-        if head == nil or tonumber(it.score) < head then ring = true end
+    local f = {'r', arg(j, 13), 's', s, 'n', name, 'v', arg(j, 7), 'a', arg(j, 8)}
+    for _, o in ipairs(OPTIONAL) do
+      local v = arg(j, o[2])
+      if v ~= '' then f[#f + 1] = o[1]; f[#f + 1] = v end
+    end
+    redis.call('HSET', key, unpack(f))
+    if s == 'pending' then
+      if tonumber(k) <= horizon then
+        zadd(P .. 'ready', score, id)
+        if head == nil or tonumber(score) < head then ring = true end
       else
-        redis.call('ZADD', cell(tonumber(it.k)), it.score, it.id)
+        zadd(cell(tonumber(k)), score, id)
       end
-      tick_count(it.k, 1)
-    elseif it.s == 'running' then
-      redis.call('ZADD', P .. 'running', it.score, it.id)
+      tick_count(k, 1)
+    elseif s == 'running' then
+      zadd(P .. 'running', score, id)
     else
-      redis.call('ZADD', P .. 'x:' .. it.s, it.score, it.id)
-      redis.call('HSET', P .. 'xn', it.id, it.s .. '|' .. it.name)
+      zadd(P .. 'x:' .. s, score, id)
+      later('HSET', P .. 'xn', id, s .. '|' .. name)
       if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
     end
-    count(it.s, it.name, 1)
+    count(s, name, 1)
     out[j] = 1
   else
     out[j] = 0
   end
 end
+flush()
 if ring then redis.call('PUBLISH', channel, '!') end
 if mode == 'all' then return {1} end
 return out
@@ -197,12 +263,12 @@ if limit > 0 then
   for _, id in ipairs(ids) do
     local key = P .. 't:' .. id
     local h = redis.call('HMGET', key, 's', 'n', 'k', 'v', 'a', 'r')
-    redis.call('ZREM', P .. 'ready', id)
+    zrem(P .. 'ready', id)
     if h[1] == 'pending' then
       redis.call('HSET', key, 's', 'running', 'o', owner, 'st', started, 'l', lease,
                  'v', fmt(tonumber(h[4]) + 1), 'a', fmt(tonumber(h[5]) + 1))
       redis.call('HDEL', key, 'f', 'k')
-      redis.call('ZADD', P .. 'running', deadline, id)
+      zadd(P .. 'running', deadline, id)
       tick_count(h[3], -1)
       count('pending', h[2], -1)
       count('running', h[2], 1)
@@ -211,6 +277,7 @@ if limit > 0 then
     end
   end
 end
+flush()
 local head = ready_head()
 local out = {started, lease, head and fmt(head) or ''}
 for _, v in ipairs(taken) do out[#out + 1] = v end
@@ -234,7 +301,7 @@ while not full and reached < through do
     if room > 0 then
       local members = redis.call('ZRANGE', key, 0, room - 1, 'WITHSCORES')
       for m = 1, #members, 2 do
-        redis.call('ZADD', P .. 'ready', members[m + 1], members[m])
+        zadd(P .. 'ready', members[m + 1], members[m])
         local score = tonumber(members[m + 1])
         if first == nil or score < first then first = score end
       end
@@ -257,6 +324,7 @@ else
   reached = horizon
 end
 redis.call('HSET', META, 'leader', ARGV[3], 'advanced', secs(now))
+flush()
 if first ~= nil and (head == nil or first < head) then redis.call('PUBLISH', ARGV[4], '!') end
 return {fmt(reached), moved, reached >= through and 1 or 0}
 """
@@ -287,7 +355,8 @@ return lost
 """
 
 #: Delete finished tasks (and the index entries of those whose hash already expired) that
-#: finished before a bound.  ARGV: bound in ms (exclusive), limit, status, ...  Returns n.
+#: finished before a bound.  ARGV: bound in ms (exclusive), limit (<= 4000), status, ...
+#: Returns how many.
 PURGE = _PRELUDE + r"""
 local bound, limit = ARGV[1], tonumber(ARGV[2])
 local n = 0
@@ -295,20 +364,22 @@ for i = 3, #ARGV do
   local s = ARGV[i]
   if n >= limit then break end
   local ids = redis.call('ZRANGEBYSCORE', P .. 'x:' .. s, '-inf', '(' .. bound, 'LIMIT', 0, limit - n)
-  for _, id in ipairs(ids) do
-    local key = P .. 't:' .. id
-    local gone = redis.call('HGET', P .. 'xn', id)
-    local name = gone and string.sub(gone, string.find(gone, '|', 1, true) + 1) or ''
-    local cur = redis.call('HGET', key, 's')
-    if cur == false or cur == s then
-      redis.call('DEL', key)
-      count(s, name, -1)
-      n = n + 1
+  if #ids > 0 then
+    local names = redis.call('HMGET', P .. 'xn', unpack(ids))
+    for m, id in ipairs(ids) do
+      local key = P .. 't:' .. id
+      local cur = redis.call('HGET', key, 's')
+      if cur == false or cur == s then            -- never a task that is not finished
+        later('DEL', false, key)
+        count(s, names[m] and string.sub(names[m], string.find(names[m], '|', 1, true) + 1) or '', -1)
+        n = n + 1
+      end
+      zrem(P .. 'x:' .. s, id)
+      later('HDEL', P .. 'xn', id)
     end
-    redis.call('ZREM', P .. 'x:' .. s, id)
-    redis.call('HDEL', P .. 'xn', id)
   end
 end
+flush()
 return n
 """
 
@@ -350,6 +421,7 @@ count('broken', name, 1)
 redis.call('HSET', key, 's', 'broken')
 redis.call('HDEL', key, 'k')
 redis.call('PERSIST', key)
-redis.call('ZADD', P .. 'broken', 0, id)
+zadd(P .. 'broken', 0, id)
+flush()
 return 1
 """
