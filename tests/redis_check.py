@@ -34,11 +34,12 @@ def _check(r: redis.Redis, p: str) -> None:
     ready, running, broken = _zset(r, p + "ready"), _zset(r, p + "running"), _zset(r, p + "broken")
     finished = {s: _zset(r, p + "x:" + s) for s in TERMINAL}
     xn = {k.decode(): v.decode() for k, v in r.hgetall(p + "xn").items()}
-    cells = {k.decode(): _zset(r, k.decode()) for k in r.scan_iter(match=p.replace("{", "\\{").replace("}", "\\}") + "w:*")}
+    glob = p.replace("{", "\\{").replace("}", "\\}")
+    cells = {k.decode(): _zset(r, k.decode()) for k in r.scan_iter(match=glob + "w:*")}
     states: Counter = Counter()
     ticks: Counter = Counter()
     seen_pending: set[str] = set()
-    tasks = [k.decode() for k in r.scan_iter(match=p.replace("{", "\\{").replace("}", "\\}") + "t:*", count=1000)]
+    tasks = [k.decode() for k in r.scan_iter(match=glob + "t:*", count=1000)]
     for key in tasks:
         task_id = key[len(p) + 2:]
         h = r.hgetall(key)

@@ -10,7 +10,6 @@ its lease.  Figures are printed (``pytest -s``) and attached with ``record_prope
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import signal
 import subprocess
@@ -387,8 +386,8 @@ def test_a_broken_record_is_set_aside(open_redis, redis_db):
 def test_scripts_run_on_redis_cluster(tmp_path, opened):
     """A one-node Redis Cluster owning every slot: each script touches keys of one hash slot
     only (the server refuses a script that crosses slots)."""
-    server = RedisServer(tmp_path / "cluster", port=free_port(below=55536), extra=["--cluster-enabled", "yes",
-                                                        "--cluster-config-file", str(tmp_path / "nodes.conf")])
+    server = RedisServer(tmp_path / "cluster", port=free_port(below=55536), extra=[
+        "--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf")])
     with server:
         r = redis.Redis(port=server.port)
         r.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)

@@ -152,7 +152,8 @@ class _Keys:
 
     def __init__(self, namespace: str) -> None:
         self.prefix = p = "{" + namespace + "}:"
-        self.meta, self.counts, self.ready, self.running = p + "meta", p + "counts", p + "ready", p + "running"
+        self.meta, self.counts = p + "meta", p + "counts"
+        self.ready, self.running = p + "ready", p + "running"
         self.ticks, self.tickn, self.slotn = p + "ticks", p + "tickn", p + "slotn"
         self.xn, self.broken, self.leader = p + "xn", p + "broken", p + "leader"
 
@@ -345,7 +346,9 @@ class RedisStore(WheelStore):
         self.namespace = namespace
         self.readonly = readonly
         self.timeout = timeout
-        self.lease = float(ours["lease"]) if lease is None and "lease" in ours else (lease or DEFAULT_LEASE)
+        if lease is None:
+            lease = float(ours["lease"]) if "lease" in ours else DEFAULT_LEASE
+        self.lease = lease
         if not (math.isfinite(self.lease) and 0.05 <= self.lease <= 86400):
             raise ValueError(f"lease must be from 0.05 to 86400 seconds, got {self.lease!r}")
         self.result_ttl = result_ttl
@@ -668,7 +671,8 @@ class RedisStore(WheelStore):
 
     # -- observers ----------------------------------------------------------------------------
     def state(self) -> StoreState:
-        horizon, leader, advanced = self._io(lambda c: c.hmget(self.keys.meta, "horizon", "leader", "advanced"))
+        horizon, leader, advanced = self._io(
+            lambda c: c.hmget(self.keys.meta, "horizon", "leader", "advanced"))
         try:
             return StoreState(int(horizon), None if leader is None else _text(leader),
                               None if advanced is None else float(advanced))
@@ -741,7 +745,8 @@ class RedisStore(WheelStore):
             ids = [e[0] for _, e in zip(range(_PAGE), entries)]
             if not ids:
                 break
-            out += [r for r in self._decoded(ids) if r.status == status and (name is None or r.name == name)]
+            out += [r for r in self._decoded(ids)
+                    if r.status == status and (name is None or r.name == name)]
         return out[:limit]
 
     def _walk(self, key: str, mark: Optional[tuple[float, str]], reverse: bool = False
@@ -752,11 +757,7 @@ class RedisStore(WheelStore):
             edge = ("+inf" if reverse else "-inf") if mark is None else mark[0]
             skip = 0
             while True:
-                rows = self._io(lambda c: (c.zrevrangebyscore(key, edge, "-inf", start=skip, num=_PAGE,
-                                                              withscores=True) if reverse else
-                                           c.zrangebyscore(key, edge, "+inf", start=skip, num=_PAGE,
-                                                           withscores=True)))
-                rows = [(_text(m), s) for m, s in rows]
+                rows = self._zpage(key, edge, skip, reverse)
                 fresh = [(m, s) for m, s in rows if mark is None
                          or ((s, m) < mark if reverse else (s, m) > mark)]
                 if fresh or len(rows) < _PAGE:
@@ -766,6 +767,14 @@ class RedisStore(WheelStore):
             if len(rows) < _PAGE:
                 return
             mark = (rows[-1][1], rows[-1][0])
+
+    def _zpage(self, key: str, edge: Any, skip: int, reverse: bool) -> list[tuple[str, float]]:
+        """A page of zset ``key`` from score ``edge`` on (down with ``reverse``), ``skip`` in."""
+        def read(c: Any) -> list:
+            if reverse:
+                return c.zrevrangebyscore(key, edge, "-inf", start=skip, num=_PAGE, withscores=True)
+            return c.zrangebyscore(key, edge, "+inf", start=skip, num=_PAGE, withscores=True)
+        return [(_text(m), s) for m, s in self._io(read)]
 
     def _wheel_entries(self, mark: Optional[tuple[float, str]]) -> Iterator[tuple[str, float]]:
         """(id, eta us) of the pending tasks in the wheel's cells, in due order."""

@@ -96,13 +96,19 @@ local function flush()
       if op.phase == phase then
         for i = 1, op.n, 4000 do                  -- unpack() is limited to ~8000 values
           local j = math.min(i + 3999, op.n)
-          if op.key then redis.call(op.cmd, op.key, unpack(op, i, j)) else redis.call(op.cmd, unpack(op, i, j)) end
+          if op.key then
+            redis.call(op.cmd, op.key, unpack(op, i, j))
+          else
+            redis.call(op.cmd, unpack(op, i, j))
+          end
         end
       end
     end
   end
   for f, d in pairs(COUNTS) do
-    if d ~= 0 and redis.call('HINCRBY', P .. 'counts', f, d) <= 0 then redis.call('HDEL', P .. 'counts', f) end
+    if d ~= 0 and redis.call('HINCRBY', P .. 'counts', f, d) <= 0 then
+      redis.call('HDEL', P .. 'counts', f)
+    end
   end
   for t, d in pairs(TICKS) do
     if d ~= 0 then
