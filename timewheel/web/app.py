@@ -25,7 +25,7 @@ from werkzeug.wrappers import Request, Response
 
 from .. import __version__, query, text
 from ..errors import StoreBusy, StoreError, TaskNotFound
-from ..records import FAILED, MISFIRED, PENDING, RETRYABLE, RUNNING, STATUSES, TERMINAL
+from ..records import FAILED, MISFIRED, PENDING, RETRYABLE, RUNNING, STATUSES, TERMINAL, RecordDecodeError
 from ..store import WheelStore, open_store
 from ..store.base import LISTABLE
 from . import params
@@ -291,11 +291,20 @@ class WebView:
 
     def on_tasks(self, request: Request) -> Response:
         f = _task_filter(request)
+        if f["id_prefix"] and f["after"] is None and self._exists(f["id_prefix"]):
+            # a whole id: straight to the task (a prefix search reads every id it matches)
+            return redirect(self._url(request, "task", task_id=f["id_prefix"]), code=303)
         data = query.tasks_data(self.store, time.time(), **f)
         tasks = data["tasks"]
         return self._page(request, "tasks.html", title="Tasks", filter=f, tasks=tasks, now=data["now"],
                           statuses=LISTABLE, next_after=data["next_after"],
-                          counts=query.inspect_data(self.store, data["now"], next_n=0)["counts"])
+                          counts=query.counts_by_status(self.store)[0])
+
+    def _exists(self, task_id: str) -> bool:
+        try:
+            return self.store.get(task_id) is not None
+        except RecordDecodeError:
+            return True          # a broken record: its page says why
 
     def on_task(self, request: Request, task_id: str) -> Response:
         full = params.flag(request.args, "full")
@@ -309,7 +318,7 @@ class WebView:
         now = time.time()
         sections = [(s, query.tasks_data(self.store, now, status=s, name=name, limit=limit))
                     for s in (FAILED, MISFIRED)]
-        counts = query.inspect_data(self.store, now, next_n=0)["counts"]
+        counts = query.counts_by_status(self.store)[0]
         return self._page(request, "failed.html", title="Failed and misfired", sections=sections,
                           name=name, limit=limit, counts=counts, now=now, terminal=sorted(TERMINAL))
 
@@ -510,7 +519,7 @@ def _revolutions(request: Request) -> int:
 
 def _revolution_choices(wheel: dict[str, Any]) -> list[tuple[int, str]]:
     turn = wheel["slots"] * wheel["tick"]
-    return [(k, text.span(k * turn)) for k in (1, 6, 24, 72, query.MAX_REVOLUTIONS)]
+    return [(k, text.span(k * turn)) for k in sorted({1, 6, 12, query.MAX_REVOLUTIONS})]
 
 
 def _summary(result: dict[str, Any], verb: str, selected: Optional[int] = None) -> str:
