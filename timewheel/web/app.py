@@ -119,7 +119,7 @@ class WebView:
         source = self._source
         if isinstance(source, WheelStore):
             return source
-        if hasattr(source, "store") and hasattr(source, "task"):     # a TimeWheel
+        if _is_wheel(source):
             return source.store
         location = os.fspath(source)
         with self._opening:
@@ -170,8 +170,9 @@ class WebView:
         except MethodNotAllowed as exc:
             response = self._error(request, api, exc.code or 405,
                                    f"{request.method} is not allowed here", exc.get_headers())
-        except NotFound:
-            response = self._error(request, api, 404, f"nothing at {request.path}")
+        except NotFound as exc:
+            said = exc.description if exc.description != NotFound.description else None
+            response = self._error(request, api, 404, said or f"nothing at {request.path}")
         except HTTPException as exc:
             response = self._error(request, api, exc.code or 400, exc.description or exc.name)
         except TaskNotFound as exc:
@@ -356,11 +357,17 @@ class WebView:
         return response
 
     def on_metrics(self, request: Request) -> Response:
+        """The app's Prometheus metrics (timewheel.metrics), when the view was made for its
+        TimeWheel: the per-run series are the serving process's own."""
         try:
             from .. import metrics  # type: ignore[attr-defined]
         except ImportError:
-            raise NotFound() from None
-        body, content_type = metrics.exposition(self.store)
+            raise NotFound("no metrics here: they need prometheus_client "
+                           "(pip install 'timewheel[metrics]')") from None
+        if not _is_wheel(self._source):
+            raise NotFound("no metrics here: they are served by a view mounted in the app with "
+                           "make_app(hu), from the app's own TimeWheel")
+        body, content_type = metrics.render(self._source, accept=request.headers.get("Accept"))
         return Response(body, content_type=content_type)
 
     # -- actions from the pages ------------------------------------------------------------------
@@ -476,6 +483,11 @@ class WebView:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+
+def _is_wheel(source: Any) -> bool:
+    from ..api import TimeWheel
+    return isinstance(source, TimeWheel)
+
 
 def _here(request: Request) -> str:
     """This request's path and query, as a link from the page (mount prefix included)."""
