@@ -77,4 +77,7 @@ def test_series_data_counts_the_last_hour_per_minute(store) -> None:
     (busy,) = [b for b in data["buckets"] if b["succeeded"]]
     assert busy["start"] == minute and busy["succeeded"] == 5
     assert busy["lateness_p50"] == pytest.approx(0.5) and busy["lateness_max"] == pytest.approx(2.5)
-    assert query.series_data(store, now, cap=2)["sampled"] is True
+    sampled = query.series_data(store, now, cap=2)
+    assert sampled["sampled"] is True and sampled["complete_since"] >= minute + 5 + 3
+    assert [b["succeeded"] for b in sampled["buckets"] if b["start"] <= minute] == [None] * (
+        sum(b["start"] <= minute for b in sampled["buckets"]))

@@ -599,8 +599,9 @@ def series_data(store: WheelStore, now: float, *, minutes: int = 60, cap: int = 
     were skipped as misfired, and how late they started (``lateness_p50``, ``_p95``, ``_max``
     of ``started - eta``; None in a minute without runs).
 
-    Reads the ``cap`` most recent records of each of those statuses, no more; ``sampled`` is
-    true when one had more in the window (its counts are then a lower bound).
+    Reads the ``cap`` most recent records of each of those statuses, no more.  When one had
+    more in the window, ``sampled`` is true and ``complete_since`` says from when the counts
+    are complete: the minutes before it have None for counts (not known, rather than wrong).
     """
     _check_int(minutes, "minutes", 1, 24 * 60)
     _check_int(cap, "cap", 1, MAX_RECENT)
@@ -610,11 +611,11 @@ def series_data(store: WheelStore, now: float, *, minutes: int = 60, cap: int = 
     buckets: list[dict[str, Any]] = [{"start": start + 60 * i, SUCCEEDED: 0, FAILED: 0, MISFIRED: 0}
                                      for i in range(n)]
     late: list[list[float]] = [[] for _ in range(n)]
-    sampled = False
+    complete = since
     for status in (SUCCEEDED, FAILED, MISFIRED):
         recs = [r for r in store.scan(status, limit=cap) if r.status == status and r.finished is not None]
-        if len(recs) == cap and (recs[-1].finished or 0.0) >= since:
-            sampled = True
+        if len(recs) == cap:
+            complete = max(complete, recs[-1].finished or 0.0)
         for r in recs:
             if since <= (r.finished or 0.0) <= now + 60:
                 i = min(n - 1, int(((r.finished or 0.0) - start) // 60))
@@ -624,4 +625,7 @@ def series_data(store: WheelStore, now: float, *, minutes: int = 60, cap: int = 
     for b, xs in zip(buckets, late):
         stats = _lateness(xs)
         b.update(lateness_p50=stats["p50"], lateness_p95=stats["p95"], lateness_max=stats["max"])
-    return {"now": now, "minutes": minutes, "bucket_seconds": 60, "sampled": sampled, "buckets": buckets}
+        if complete > since and b["start"] < complete:    # partly before what was read: unknown
+            b.update({SUCCEEDED: None, FAILED: None, MISFIRED: None})
+    return {"now": now, "minutes": minutes, "bucket_seconds": 60, "sampled": complete > since,
+            "complete_since": complete, "buckets": buckets}

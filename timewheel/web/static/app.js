@@ -144,7 +144,7 @@
       series: [{}].concat(series), legend: { show: true },
       scales: { x: { time: true }, y: { range: function (u, min, max) { return [0, Math.max(max || 0, opts.ymin || 1) * 1.1]; } } },
       axes: [{ stroke: "#6b7285", grid: { stroke: "#eef0f5" } },
-             { stroke: "#6b7285", grid: { stroke: "#eef0f5" }, size: 56, values: opts.yvalues }],
+             { stroke: "#6b7285", grid: { stroke: "#eef0f5" }, size: 56 }],
       cursor: { drag: { x: false, y: false } },
     };
     var c = new window.uPlot(o, data, node);
@@ -158,7 +158,7 @@
     return { stroke: color, fill: color + "cc", width: 1, paths: window.uPlot && window.uPlot.paths.bars({ size: [0.8, 40] }), points: { show: false } };
   }
   function line(color, label) {
-    return { label: label, stroke: color, width: 2, spanGaps: false, points: { show: true, size: 4 } };
+    return { label: label, stroke: color, width: 2, spanGaps: false, points: { show: false } };
   }
 
   // -- Overview -------------------------------------------------------------------------------
@@ -220,13 +220,15 @@
                    b.map(function (x) { return x.misfired; })];
       var ldata = [xs, b.map(function (x) { return x.lateness_p50; }), b.map(function (x) { return x.lateness_p95; }),
                    b.map(function (x) { return x.lateness_max; })];
-      document.getElementById("sampled").hidden = !state.series.sampled;
+      var note = document.getElementById("sampled");
+      note.hidden = !state.series.sampled;
+      if (state.series.sampled) note.textContent = "More runs finished in this hour than were read: the counts start at " +
+        when(state.series.complete_since) + ".";
       if (!thr) {
         thr = chart(document.getElementById("chart-throughput"),
           [Object.assign(bars("#2f9e44"), { label: "succeeded" }), line("#e03131", "failed"), line("#f08c00", "misfired")], tdata);
         lat = chart(document.getElementById("chart-lateness"),
-          [line("#3b5bdb", "p50"), line("#7048e8", "p95"), line("#e8590c", "max")], ldata,
-          { ymin: 0.01, yvalues: function (u, vals) { return vals.map(function (v) { return seconds(v); }); } });
+          [line("#3b5bdb", "p50"), line("#7048e8", "p95"), line("#e8590c", "max")], ldata, { ymin: 0.01 });
       } else {
         thr.setData(tdata); lat.setData(ldata);
       }
