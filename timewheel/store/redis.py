@@ -179,7 +179,8 @@ def _record(fields: dict) -> TaskRecord:
         if status not in STATUSES:
             raise ValueError(f"status {status!r}")
         owner = fields.get(b"o")
-        return rec._replace(status=status, rev=int(fields[b"v"]), attempts=int(fields[b"a"]),
+        return rec._replace(
+            status=status, rev=int(fields[b"v"]), attempts=int(fields[b"a"]),
             owner=None if owner is None else owner.decode(), started=_opt_time(fields.get(b"st")),
             finished=_opt_time(fields.get(b"f")), lease=_opt_time(fields.get(b"l")))
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
