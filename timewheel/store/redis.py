@@ -48,7 +48,6 @@ sent, the message says the write may or may not have been made.
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import logging
 import math
@@ -180,8 +179,8 @@ def _record(fields: dict) -> TaskRecord:
         if status not in STATUSES:
             raise ValueError(f"status {status!r}")
         owner = fields.get(b"o")
-        return dataclasses.replace(
-            rec, status=status, rev=int(fields[b"v"]), attempts=int(fields[b"a"]),
+        return rec._replace(
+            status=status, rev=int(fields[b"v"]), attempts=int(fields[b"a"]),
             owner=None if owner is None else owner.decode(), started=_opt_time(fields.get(b"st")),
             finished=_opt_time(fields.get(b"f")), lease=_opt_time(fields.get(b"l")))
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
@@ -588,7 +587,7 @@ class RedisStore(WheelStore):
                 out.append(old)
                 continue
             # A replacement continues the old record's rev, so stale fences stay stale.
-            plan[rec.id] = new = dataclasses.replace(rec, rev=rev + 1)
+            plan[rec.id] = new = rec._replace(rev=rev + 1)
             out.append(new)
         return out, plan, {i: stored[i][1] if i in stored else None for i in plan}
 
@@ -611,17 +610,18 @@ class RedisStore(WheelStore):
     def swap(self, changes: Sequence[tuple[TaskRecord, TaskRecord]]) -> list[Optional[TaskRecord]]:
         if not changes:
             return []
-        planned = [dataclasses.replace(new, rev=old.rev + 1) if new.id == old.id else None
+        planned = [new._replace(rev=old.rev + 1) if new.id == old.id else None
                    for old, new in changes]
         items = [self._item(p, old.rev) for (old, _), p in zip(changes, planned) if p is not None]
         done = iter(self._put("each", items) if items else [])
         return [p if p is not None and next(done) == 1 else None for p in planned]
 
     # -- workers ------------------------------------------------------------------------------
-    def claim(self, owner: str, now: float, limit: int) -> Claimed:
+    def claim(self, owner: str, now: float, limit: int, queued: int = 0) -> Claimed:
         own = "1" if owner == self.liveness.token else "0"
-        res = self._script("claim", [owner, max(0, limit), round(self.lease * 1e6), own,
-                                     RedisLiveness._ms(self.liveness.alive_ttl)])
+        limit, queued = max(0, limit), max(0, queued)
+        res = self._script("claim", [owner, limit + queued, round(self.lease * 1e6), own,
+                                     RedisLiveness._ms(self.liveness.alive_ttl), limit])
         started, lease, head = float(res[0]), float(res[1]), _text(res[2])
         taken = []
         for task_id, blob in zip(res[3::2], res[4::2]):
@@ -632,7 +632,8 @@ class RedisStore(WheelStore):
                 log.error("task %s: %s; left in the store as broken", _text(task_id), exc)
                 self._script("mark_broken", [task_id])
                 continue
-            taken.append(dataclasses.replace(start_run(old, owner, started, lease), rev=old.rev + 1))
+            taken.append(start_run(old, owner, started, lease, queued=len(taken) >= limit)
+                         ._replace(rev=old.rev + 1))
         return Claimed(taken, int(head) / 1e6 if head else None)
 
     # -- the ticking process ------------------------------------------------------------------

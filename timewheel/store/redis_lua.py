@@ -253,6 +253,7 @@ return out
 #: Returns {started, lease, score of the earliest ready task left or '', id, record, ...}.
 CLAIM = _PRELUDE + r"""
 local owner, limit, lease_us = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local starting = tonumber(ARGV[6])          -- the first this many start now; the rest queue
 local now, started = now_us()
 local alive = P .. 'alive:' .. owner
 local deadline = now
@@ -271,9 +272,14 @@ if limit > 0 then
     local h = redis.call('HMGET', key, 's', 'n', 'k', 'v', 'a', 'r')
     zrem(P .. 'ready', id)
     if h[1] == 'pending' then
-      redis.call('HSET', key, 's', 'running', 'o', owner, 'st', started, 'l', lease,
+      redis.call('HSET', key, 's', 'running', 'o', owner, 'l', lease,
                  'v', fmt(tonumber(h[4]) + 1), 'a', fmt(tonumber(h[5]) + 1))
-      redis.call('HDEL', key, 'f', 'k')
+      if #taken / 2 < starting then
+        redis.call('HSET', key, 'st', started)
+        redis.call('HDEL', key, 'f', 'k')
+      else
+        redis.call('HDEL', key, 'f', 'k', 'st')
+      end
       zadd(P .. 'running', deadline, id)
       tick_count(h[3], -1)
       count('pending', h[2], -1)
