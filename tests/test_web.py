@@ -21,7 +21,7 @@ from timewheel import query
 from timewheel.store import SqliteDictStore
 
 from .conftest import ROOT, wait_for
-from .web_server import DEAD_OWNER, HOSTILE_NAME, make_store, serve, web_command
+from .web_server import DEAD_OWNER, HOSTILE_NAME, fill, make_store, record, serve, web_command
 
 PAGES = ["", "wheel", "timeline", "tasks", "tasks?status=failed", "failed", "running", "tasks/s000"]
 
@@ -350,6 +350,38 @@ def test_token_auth(tmp_path) -> None:
             assert browser.post("api/tasks/f001/retry").status_code == 403
             assert browser.post("api/tasks/f001/retry", headers={"X-CSRF-Token": token}).status_code == 200
     store.close()
+
+
+# -- on a Redis store ---------------------------------------------------------------------------
+
+def test_a_redis_store(redis_db) -> None:
+    """``timewheel web redis://...``: the same pages, and the running tasks' leases."""
+    from timewheel.store import open_store
+    store = open_store(redis_db)
+    try:
+        demo = fill(store, time.time())
+        now = store.now()
+        current = store.wheel.current_tick(now)
+        store.add([record(f"lease{i}", now - 1) for i in range(2)])
+        store.advance(current, 1000, store.liveness.token)
+        claimed = store.claim(store.liveness.token, now, 2).records
+        assert sorted(r.id for r in claimed) == ["lease0", "lease1"] and all(r.lease for r in claimed)
+        with serve(redis_db, "--allow-actions") as server, httpx.Client(base_url=server.url) as client:
+            for page in PAGES:
+                assert client.get(page).status_code == 200, page
+            assert initial(client.get("").text)["inspect"]["counts"] == query.inspect_data(store, now)["counts"]
+            listing = client.get("api/tasks", params={"status": "running"}).json()
+            rows = {t["id"]: t for t in listing["tasks"]}
+            assert {i: rows[i]["lease"] for i in ("lease0", "lease1")} == {r.id: r.lease for r in claimed}
+            running = client.get("running").text
+            assert running.count('class="lease" data-lease=') >= 2
+            token = csrf(client, "failed")
+            r = client.post("api/retry", json={"all": True, "status": "failed"},
+                            headers={"X-CSRF-Token": token})
+            assert sorted(r.json()["retried"]) == sorted(demo.failed)
+            assert all(store.get(i).status == "pending" for i in demo.failed)
+    finally:
+        store.close()
 
 
 # -- the command -------------------------------------------------------------------------------
