@@ -369,7 +369,8 @@ def test_a_redis_store(redis_db) -> None:
         with serve(redis_db, "--allow-actions") as server, httpx.Client(base_url=server.url) as client:
             for page in PAGES:
                 assert client.get(page).status_code == 200, page
-            assert initial(client.get("").text)["inspect"]["counts"] == query.inspect_data(store, now)["counts"]
+            shown = initial(client.get("").text)["inspect"]["counts"]
+            assert shown == query.inspect_data(store, now)["counts"]
             listing = client.get("api/tasks", params={"status": "running"}).json()
             rows = {t["id"]: t for t in listing["tasks"]}
             assert {i: rows[i]["lease"] for i in ("lease0", "lease1")} == {r.id: r.lease for r in claimed}
