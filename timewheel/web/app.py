@@ -151,7 +151,8 @@ class WebView:
     # -- WSGI ------------------------------------------------------------------------------------
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         request = Request(environ)
-        request.max_form_memory_size = 1024 * 1024
+        # Bounded bodies: a bulk action names at most BULK_LIMIT ids.
+        request.max_content_length = request.max_form_memory_size = 1024 * 1024
         response = self.dispatch(request)
         return response(environ, start_response)
 
