@@ -259,7 +259,35 @@ def attempts(row: dict[str, Any]) -> str:
 
 # -- the command group -----------------------------------------------------------------------------
 
-@click.group(context_settings=CONTEXT_SETTINGS, epilog="\b\nTable formats (--fmt):\n  "
+class Group(click.Group):
+    """click's group, with every error on one line of stderr: ``Error: ...`` and exit 1, or a
+    usage error as ``Error: ... (see 'timewheel CMD --help')`` and exit 2 (click would print
+    the usage and a hint around it)."""
+
+    def main(self, args: Optional[Sequence[str]] = None, prog_name: Optional[str] = None,
+             complete_var: Optional[str] = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":      # `timewheel` alone: the help
+                click.echo(exc.format_message())
+                sys.exit(0)
+            where = exc.ctx.command_path if exc.ctx is not None else "timewheel"
+            message = clean(" ".join(exc.format_message().split()))
+            click.echo(f"Error: {message} (see '{where} --help')", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"Error: {clean(' '.join(exc.format_message().split()))}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=Group, context_settings=CONTEXT_SETTINGS, epilog="\b\nTable formats (--fmt):\n  "
              + "\n  ".join(", ".join(FORMATS[i:i + 8]) for i in range(0, len(FORMATS), 8)))
 @click.version_option(None, "-V", "--version", prog_name="timewheel", package_name="timewheel",
                       message="%(prog)s %(version)s")
