@@ -57,8 +57,8 @@ def populate(store: WheelStore, now: float, owner: str,
     result = pickle.dumps({"sent": 3, "to": Account("ann")})
     trace = "Traceback (most recent call last):\n  File 'app.py', line 1\nValueError: no such mailbox\n"
     done = store.swap([
-        (claimed["ok"], end_run(claimed["ok"], Outcome(True, now, now + 0.01, result=result))),
-        (claimed["bad"], end_run(claimed["bad"], Outcome(False, now, now + 0.02, traceback=trace,
+        (claimed["ok"], end_run(claimed["ok"], Outcome(True, now - 0.01, now - 0.003, result=result))),
+        (claimed["bad"], end_run(claimed["bad"], Outcome(False, now - 0.01, now - 0.002, traceback=trace,
                                                          error="ValueError: no such mailbox"))),
         (claimed["late"], skip_misfired(claimed["late"], now)),
     ])
@@ -71,6 +71,14 @@ def populate(store: WheelStore, now: float, owner: str,
 
 def fingerprint(path: Path) -> dict[str, str]:
     """Checksums of every file in ``path``'s directory: a read-only command changes none,
-    and creates or deletes none."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(path.parent.iterdir())}
+    and creates or deletes none.
+
+    A ``-shm`` file only counts as present: it is SQLite's shared-memory index of the
+    ``-wal``, in which every reader of a WAL database records its read marks (that is how a
+    reader coexists with a live writer); the database and its log stay byte for byte.
+    """
+    def digest(p: Path) -> str:
+        if not p.is_file():
+            return "dir"
+        return "shm" if p.name.endswith("-shm") else hashlib.sha256(p.read_bytes()).hexdigest()
+    return {p.name: digest(p) for p in sorted(path.parent.iterdir())}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 from .errors import StoreError, TaskNotFound
@@ -59,20 +60,21 @@ _BUCKETS = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 7 *
 
 # -- checking what the store returns -----------------------------------------------------------
 
-def _damaged(store: WheelStore, what: str) -> StoreError:
-    return StoreError(f"{store.location}: {what} is damaged")
+def _damaged(store: WheelStore, what: str, value: Any) -> StoreError:
+    return StoreError(f"{store.location}: the store's {what} are damaged ({_short(value)})")
 
 
 def _count(store: WheelStore, value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or value < 0 or value != int(value) or value > 2 ** 62:
-        raise _damaged(store, f"its {what} ({_short(value)})")
+        raise _damaged(store, what, value)
     return int(value)
 
 
 def _short(value: Any) -> str:
-    text = repr(value) if isinstance(value, (int, float, str, bytes, type(None))) else type(value).__name__
-    return text if len(text) <= 40 else text[:37] + "..."
+    import reprlib
+    text = reprlib.Repr().repr(value)      # bounded, whatever the value holds
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def counts_by_status(store: WheelStore) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
@@ -81,7 +83,7 @@ def counts_by_status(store: WheelStore) -> tuple[dict[str, int], dict[str, dict[
     by_name: dict[str, dict[str, int]] = {}
     for key, n in store.counts().items():
         if not (isinstance(key, tuple) and len(key) == 2 and key[0] in LISTABLE and isinstance(key[1], str)):
-            raise _damaged(store, f"its task counters ({_short(key)})")
+            raise _damaged(store, "task counters", key)
         n = _count(store, n, "task counters")
         totals[key[0]] += n
         by_name.setdefault(key[1], dict.fromkeys(LISTABLE, 0))[key[0]] += n
@@ -141,7 +143,7 @@ def _ticker(store: WheelStore, now: float, head: Optional[TaskRecord]) -> dict[s
     wheel = store.wheel
     st = store.state()
     if isinstance(st.horizon, bool) or not isinstance(st.horizon, int):
-        raise _damaged(store, "its horizon")
+        raise _damaged(store, "bookkeeping (horizon)", st.horizon)
     current = wheel.current_tick(now)
     # Every task due in a tick up to done_through has been claimed: the earliest pending
     # task, if it is ready (within the horizon), marks the first tick not done yet.
@@ -158,7 +160,7 @@ def _ticker(store: WheelStore, now: float, head: Optional[TaskRecord]) -> dict[s
 
 def _cell(store: WheelStore, tick: Any, count: Any, now: float) -> dict[str, Any]:
     if isinstance(tick, bool) or not isinstance(tick, int):
-        raise _damaged(store, f"its tick counters ({_short(tick)})")
+        raise _damaged(store, "tick counters", tick)
     wheel = store.wheel
     due = wheel.tick_end(tick)
     return {"slot": wheel.slot(tick), "cycle": wheel.cycle(tick), "tick": tick, "due": due,
@@ -214,12 +216,22 @@ def _recency(rec: TaskRecord) -> tuple[int, str]:
     return finished_ms(rec.finished), rec.id
 
 
+def _placeholder(store: WheelStore, task_id: str) -> Optional[tuple[str, TaskRecord]]:
+    """(the status it is listed under, the placeholder) of a record that cannot be decoded."""
+    for status in LISTABLE:
+        for r in store.scan(status, id_prefix=task_id):
+            if r.id == task_id and r.status == BROKEN:
+                return status, r
+    return None
+
+
 def _mark(store: WheelStore, task_id: str) -> TaskRecord:
     """The record a page continues after (``after=`` is the id of the previous page's last row)."""
     try:
         rec = store.get(task_id)
     except RecordDecodeError:
-        return TaskRecord(id=task_id, name="?", eta=0.0, payload=b"", status=BROKEN)
+        found = _placeholder(store, task_id)       # a finished one sorts where it sits
+        rec = None if found is None else replace(found[1], status=found[0])
     if rec is None:
         raise TaskNotFound(f"no task {task_id} in {store.location} (to continue a listing after)")
     return rec
@@ -275,7 +287,9 @@ def show_data(store: WheelStore, task_id: str, now: float, *, full: bool = False
     try:
         rec = store.get(task_id)
     except RecordDecodeError as exc:
-        rec = TaskRecord(id=task_id, name="?", eta=0.0, payload=b"", status=BROKEN, error=str(exc))
+        found = _placeholder(store, task_id)
+        rec = found[1] if found is not None else TaskRecord(
+            id=task_id, name="?", eta=0.0, payload=b"", status=BROKEN, error=str(exc))
     if rec is None:
         raise TaskNotFound(f"no task {task_id} in {store.location}")
     limits = decode.FULL if full else decode.LIMITS
