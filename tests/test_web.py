@@ -282,7 +282,7 @@ def test_actions_from_the_api(actions) -> None:
     r = client.post("api/cancel", json={"ids": []}, headers=h)
     assert r.status_code == 400 and "select at least one" in r.json()["error"]
     r = client.post("api/purge", data={"older_than": "x"}, headers=h)
-    assert r.status_code == 400 and "older_than must be a duration" in r.json()["error"]
+    assert r.status_code == 400 and "older_than: 'x' is not a duration" in r.json()["error"]
     r = client.post("api/purge", data={"older_than": "0s", "status": "succeeded"}, headers=h)
     assert r.json()["purged"] == len(demo.succeeded) and totals(store).get("succeeded", 0) == 0
 
@@ -415,6 +415,14 @@ def test_command_errors_are_one_line(tmp_path) -> None:
 def test_command_binds_loopback_by_default(tmp_path) -> None:
     path = str(tmp_path / "tasks.db")
     make_store(path)[0].close()
+    proc = subprocess.Popen(web_command(path, "--port", "0"), stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert re.fullmatch(rf"timewheel web: {re.escape(path)} at http://127\.0\.0\.1:\d+/ \(read-only\); "
+                            r"Ctrl-C stops\n", line), line
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
     with serve(path) as server:
         assert server.url.startswith("http://127.0.0.1:")
         port = int(server.url.rsplit(":", 1)[1].strip("/"))

@@ -79,11 +79,6 @@ _RULES = [
 _PUBLIC = {"login", "static"}
 
 
-class Conflict(HTTPException):
-    code = 409
-    description = "the task is not in a state that allows this"
-
-
 class WebView:
     """The web view of one store, as a WSGI application (see :func:`timewheel.web.make_app`).
 
@@ -434,7 +429,7 @@ class WebView:
         return _json(query.show_data(self.store, task_id, time.time(), full=full))
 
     def on_api_task_action(self, request: Request, task_id: str, verb: str) -> Response:
-        self._require_api_actions(request)
+        self._require_actions(request)
         result = query.change_tasks(self.open(writable=True), [task_id], verb)
         if result["unknown"]:
             raise TaskNotFound(f"no task {task_id} in {self.store.location}")
@@ -444,17 +439,13 @@ class WebView:
         return _json(result)
 
     def on_api_bulk(self, request: Request, verb: str) -> Response:
-        self._require_api_actions(request)
+        self._require_actions(request)
         ids = self._selection(_body(request))
         return _json(query.change_tasks(self.open(writable=True), ids, verb))
 
     def on_api_purge(self, request: Request) -> Response:
-        self._require_api_actions(request)
+        self._require_actions(request)
         return _json(self._purge(_body(request)))
-
-    def _require_api_actions(self, request: Request) -> None:
-        if not self.actions_allowed(request):
-            raise Forbidden("actions are off: this view is read-only (start it with --allow-actions)")
 
     def on_api_stats(self, request: Request) -> Response:
         recent = params.integer(request.args, "recent", 1000, 1, 100_000)
