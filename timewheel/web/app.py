@@ -101,7 +101,8 @@ class WebView:
         self._allow_actions = allow_actions
         self.access = access
         self.refresh = refresh
-        self.url_map = Map(_RULES, strict_slashes=False)
+        # Fresh copies: a rule belongs to one map, and a process may mount several views.
+        self.url_map = Map([rule.empty() for rule in _RULES], strict_slashes=False)
         self.templates = Environment(
             loader=PackageLoader("timewheel.web", "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
