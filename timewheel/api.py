@@ -9,6 +9,7 @@ boss records the outcome through :func:`~timewheel.records.end_run`; the handle 
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import datetime as _dt
 import functools
 import inspect
@@ -210,6 +211,12 @@ def _plain_arity(sig: Optional[inspect.Signature]) -> Optional[tuple[int, int]]:
     if any(p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params):
         return None
     return sum(p.default is p.empty for p in params), len(params)
+
+
+def _added(stored: TaskRecord, rec: TaskRecord) -> bool:
+    """Whether ``store.add`` stored ``rec`` (possibly as a replacement continuing an old
+    record's rev) rather than keeping the task that had its id."""
+    return stored is rec or dataclasses.replace(stored, rev=rec.rev) == rec
 
 
 def _outcome_of(rec: TaskRecord) -> Any:
@@ -529,8 +536,8 @@ class TimeWheel:
             batch.append(rec)
             return TaskHandle(self, rec.id)
         (stored,) = self.store.add([rec], existing=existing)
-        if self.immediate and stored is rec:
-            self._run_inline(rec)
+        if self.immediate and _added(stored, rec):
+            self._run_inline(stored)
         return TaskHandle(self, stored.id)
 
     @contextmanager
@@ -549,8 +556,8 @@ class TimeWheel:
         stored = self.store.add(recs, existing=existing)
         if self.immediate:
             for rec, kept in zip(recs, stored):
-                if kept is rec:
-                    self._run_inline(rec)
+                if _added(kept, rec):
+                    self._run_inline(kept)
 
     def get(self, task_id: str) -> TaskHandle:
         """A handle for a task id (from another process, or from before a restart)."""
