@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import pickle
+import sys
 import threading
 import time
 import weakref
@@ -499,7 +500,12 @@ class TimeWheel:
         for hook in self._hooks[event]:
             try:
                 hook(rec, exc)
-            except Exception:  # noqa: BLE001 - a hook never changes a task's outcome
+            except BaseException:  # noqa: BLE001 - a hook never changes a task's outcome
+                # sys.exit() in a hook would otherwise end the boss thread mid-batch; only a
+                # Ctrl-C (or exit) in the application's own main thread (immediate mode) goes on.
+                if (threading.current_thread() is threading.main_thread()
+                        and not isinstance(sys.exc_info()[1], Exception)):
+                    raise
                 log.exception("%s hook %r raised for task %s", event, hook, rec.id)
 
     # -- scheduling -----------------------------------------------------------------------
