@@ -61,10 +61,10 @@ def record(log: str, tag: str, sleep: float = 0.0) -> str:
 
 
 def make_wheel(db: str, *, workers: int = 4, tick: float = 0.25, busy_timeout: float = 10.0,
-               max_crashes: int = 3, late_poll: float = 0.05) -> tuple[TimeWheel, object]:
+               max_crashes: int = 3) -> tuple[TimeWheel, object]:
     """A TimeWheel on ``db`` with the test task registered under a fixed name."""
     hu = TimeWheel(db, workers=workers, tick=tick, slots=600, busy_timeout=busy_timeout,
-                   max_crashes=max_crashes, late_poll=late_poll)
+                   max_crashes=max_crashes)
     task = hu.task(name=TASK_NAME)(record)
     return hu, task
 
