@@ -1,0 +1,43 @@
+"""``python manage.py timewheel_run``: run the project's TimeWheel in the foreground.
+
+The same loop as ``timewheel run``: start, run until SIGTERM or SIGINT, then take no new
+tasks, let running ones finish for up to ``--grace`` seconds, record them and exit 0; a
+second signal ends the process at once (tasks still running then run again later).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+
+class Command(BaseCommand):
+    help = ("Run the project's TimeWheel (settings.TIMEWHEEL) until SIGTERM/SIGINT, then let "
+            "running tasks finish for up to --grace seconds.")
+    requires_system_checks: list[str] = []      # a worker needs no URL/model checks to run tasks
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--grace", type=float, default=30.0,
+                            help="Seconds to let running tasks finish after SIGTERM/SIGINT (default 30).")
+        parser.add_argument("--log-level", default="INFO",
+                            choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                            help="Logging level of the timewheel logger, to stderr (default INFO).")
+
+    def handle(self, *args: Any, grace: float, log_level: str, **options: Any) -> None:
+        from timewheel.cli import run
+
+        from ... import get_wheel
+        if grace < 0:
+            raise CommandError(f"--grace must be >= 0, got {grace:g}")
+        hu = get_wheel()
+        if hu.immediate or (hu.path is None and hu.url is None):
+            raise CommandError("settings.TIMEWHEEL keeps tasks in memory (immediate=True or "
+                               "path=None): there is nothing for a worker to run")
+        try:
+            # The CLI command, on the wheel this package makes from the settings.
+            run.main(["timewheel.contrib.django:hu", "--grace", repr(grace), "--log-level", log_level],
+                     prog_name="manage.py timewheel_run", standalone_mode=False)
+        except click.ClickException as exc:
+            raise CommandError(exc.format_message()) from None
