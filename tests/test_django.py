@@ -6,89 +6,19 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 
 import pytest
 
 from .conftest import ROOT, wait_for
+from .django_procs import Project, free_port, get, post, scrape
 
 PROJECT = os.path.join(ROOT, "tests", "django_project")
 
-
-class Project:
-    """The test project with its own databases under ``tmp``; runs ``manage.py`` commands."""
-
-    def __init__(self, tmp, **env: str) -> None:
-        self.tmp = tmp
-        self.app_db = str(tmp / "app.sqlite3")
-        self.env = {**os.environ, "PYTHONPATH": ROOT, "DJANGO_DB": self.app_db,
-                    "TIMEWHEEL_DB": str(tmp / "tasks.db"), "PYTHONUNBUFFERED": "1", **env}
-        self.procs: list[subprocess.Popen] = []
-
-    def manage(self, *args: str, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "manage.py", *args], cwd=PROJECT, env={**self.env, **env},
-                              capture_output=True, text=True, timeout=120)
-
-    def spawn(self, name: str, *args: str) -> subprocess.Popen:
-        err = open(self.tmp / f"{name}.log", "w")
-        p = subprocess.Popen([sys.executable, "manage.py", *args], cwd=PROJECT, env=self.env,
-                             stdout=err, stderr=subprocess.STDOUT, text=True)
-        err.close()
-        self.procs.append(p)
-        return p
-
-    def log(self, name: str) -> str:
-        return (self.tmp / f"{name}.log").read_text()
-
-    def runserver(self) -> tuple[subprocess.Popen, str]:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        p = self.spawn("web", "runserver", f"127.0.0.1:{port}", "--noreload")
-        base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: p.poll() is not None or _up(base), timeout=30, what="runserver to answer")
-        assert p.poll() is None, self.log("web")
-        return p, base
-
-    def close(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait(timeout=10)
-
-
-def _up(base: str) -> bool:
-    try:
-        urllib.request.urlopen(base + "/tasks/none/", timeout=2)
-    except urllib.error.HTTPError as exc:
-        return exc.code == 404
-    except OSError:
-        return False
-    return True
-
-
-def post(url: str, **form: str) -> dict:
-    data = urllib.parse.urlencode(form).encode()
-    with urllib.request.urlopen(url, data=data, timeout=10) as r:
-        assert r.status == 202
-        return json.loads(r.read())
-
-
-def get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as r:
-        return json.loads(r.read())
-
-
 @pytest.fixture
 def project(tmp_path):
-    p = Project(tmp_path)
+    p = Project(PROJECT, tmp_path)
     done = p.manage("migrate", "--noinput", "-v", "0")
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "tasks.db").exists()       # nothing opened the store at start-up
@@ -103,7 +33,8 @@ def wait_status(base: str, task_id: str, status: str, timeout: float = 20) -> di
 
 def test_timewheel_run_runs_a_task_scheduled_by_a_view_and_drains_on_sigterm(project) -> None:
     web, base = project.runserver()
-    worker = project.spawn("worker", "timewheel_run", "--grace", "20")
+    metrics_port = free_port()
+    worker = project.spawn("worker", "timewheel_run", "--grace", "20", "--metrics-port", str(metrics_port))
     wait_for(lambda: "SIGTERM or SIGINT stops it" in project.log("worker") or worker.poll() is not None,
              timeout=30, what="the worker to start")
     assert worker.poll() is None, project.log("worker")
@@ -116,6 +47,14 @@ def test_timewheel_run_runs_a_task_scheduled_by_a_view_and_drains_on_sigterm(pro
     assert done["result"] == {"email": "ada@example.com", "pid": worker.pid}
     with sqlite3.connect(project.app_db) as con:       # the ORM wrote from the worker's thread
         assert con.execute("SELECT welcomed_by FROM shop_customer").fetchall() == [(worker.pid,)]
+
+    # metrics: the store's counts from the web process, this worker's runs from its own port
+    web_metrics = scrape(base + "/metrics")
+    assert web_metrics[("timewheel_tasks", (("name", "shop.send_welcome"), ("status", "succeeded")))] == 1
+    worker_metrics = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
+    assert worker_metrics[("timewheel_runs_total", (("name", "shop.send_welcome"),
+                                                    ("outcome", "succeeded")))] == 1
+    assert worker_metrics[("timewheel_workers", ())] == 2
 
     slow = post(base + "/slow/", seconds="1.5")["task_id"]
     wait_status(base, slow, "running", timeout=10)
@@ -132,7 +71,7 @@ def test_timewheel_run_runs_a_task_scheduled_by_a_view_and_drains_on_sigterm(pro
 
 
 def test_run_in_web_starts_the_wheel_in_the_web_process_at_its_first_request(tmp_path) -> None:
-    project = Project(tmp_path, TIMEWHEEL_RUN_IN_WEB="1")
+    project = Project(PROJECT, tmp_path, TIMEWHEEL_RUN_IN_WEB="1")
     try:
         assert project.manage("migrate", "--noinput", "-v", "0").returncode == 0
         web, base = project.runserver()
@@ -158,7 +97,7 @@ def test_the_apps_own_django_tests_run_tasks_inline_with_immediate(project) -> N
     ({"run_in_web": "yes"}, "settings.TIMEWHEEL: run_in_web must be True or False"),
 ])
 def test_a_wrong_setting_fails_start_up_naming_it(tmp_path, options, message) -> None:
-    done = Project(tmp_path).manage("check", TIMEWHEEL_OPTIONS=json.dumps(options))
+    done = Project(PROJECT, tmp_path).manage("check", TIMEWHEEL_OPTIONS=json.dumps(options))
     assert done.returncode != 0 and "ImproperlyConfigured: " + message in done.stderr, done.stderr
 
 
@@ -169,7 +108,7 @@ def test_a_wrong_setting_fails_start_up_naming_it(tmp_path, options, message) ->
 ])
 def test_timewheel_run_refuses_what_it_cannot_run_without_a_traceback(tmp_path, args, options,
                                                                        message) -> None:
-    done = Project(tmp_path).manage("timewheel_run", *args, TIMEWHEEL_OPTIONS=json.dumps(options))
+    done = Project(PROJECT, tmp_path).manage("timewheel_run", *args, TIMEWHEEL_OPTIONS=json.dumps(options))
     assert done.returncode == 1 and done.stderr.startswith(message), done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "tasks.db").exists()

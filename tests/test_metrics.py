@@ -7,21 +7,12 @@ import urllib.request
 
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
-from prometheus_client.parser import text_string_to_metric_families
 
 from timewheel import TimeWheel
 from timewheel.metrics import collector, instrument, render
 
 from .conftest import wait_for
-
-
-def samples(text: str) -> dict[tuple, float]:
-    """{(sample name, sorted labels): value} of an exposition text."""
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
+from .django_procs import samples
 
 
 def value(got: dict, metric: str, /, **labels: str) -> float:

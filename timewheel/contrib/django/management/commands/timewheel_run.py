@@ -7,7 +7,7 @@ second signal ends the process at once (tasks still running then run again later
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import click
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -24,20 +24,45 @@ class Command(BaseCommand):
         parser.add_argument("--log-level", default="INFO",
                             choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                             help="Logging level of the timewheel logger, to stderr (default INFO).")
+        parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                            help="Serve this worker's Prometheus metrics on PORT (pip install "
+                                 "'timewheel[metrics]').")
+        parser.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
+                            help="Address for --metrics-port (default 127.0.0.1).")
 
-    def handle(self, *args: Any, grace: float, log_level: str, **options: Any) -> None:
+    def handle(self, *args: Any, grace: float, log_level: str, metrics_port: Optional[int],
+               metrics_addr: str, **options: Any) -> None:
         from timewheel.cli import run
-
-        from ... import get_wheel
+        from timewheel.contrib.django import get_wheel
         if grace < 0:
             raise CommandError(f"--grace must be >= 0, got {grace:g}")
         hu = get_wheel()
         if hu.immediate or (hu.path is None and hu.url is None):
             raise CommandError("settings.TIMEWHEEL keeps tasks in memory (immediate=True or "
                                "path=None): there is nothing for a worker to run")
+        if metrics_port is not None:
+            _serve_metrics(hu, metrics_addr, metrics_port)
         try:
             # The CLI command, on the wheel this package makes from the settings.
             run.main(["timewheel.contrib.django:hu", "--grace", repr(grace), "--log-level", log_level],
                      prog_name="manage.py timewheel_run", standalone_mode=False)
         except click.ClickException as exc:
             raise CommandError(exc.format_message()) from None
+
+
+def _serve_metrics(hu: Any, addr: str, port: int) -> None:
+    """This process's metrics (the wheel's and prometheus_client's process collectors) over
+    HTTP on a daemon thread: the per-run series exist only in the process that runs tasks."""
+    try:
+        from prometheus_client import start_http_server
+
+        from timewheel.metrics import instrument
+    except ImportError as exc:
+        raise CommandError(f"--metrics-port: {exc}") from None
+    if not 0 < port < 65536:
+        raise CommandError(f"--metrics-port must be from 1 to 65535, got {port}")
+    instrument(hu)
+    try:
+        start_http_server(port, addr=addr)
+    except OSError as exc:
+        raise CommandError(f"--metrics-port: cannot listen on {addr}:{port}: {exc.strerror or exc}") from None
