@@ -42,29 +42,12 @@ import time
 from collections import defaultdict
 from typing import Optional
 
+try:
+    from .mp_worker import append_line as _append, read_lines as _lines, record
+except ImportError:               # run as a script: tests/ is sys.path[0]
+    from mp_worker import append_line as _append, read_lines as _lines, record  # type: ignore[no-redef]
+
 TASK_NAME = "crashloop.record"
-
-
-def _append(path: str, line: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
-
-
-def _lines(path: str) -> list[list[str]]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return [ln.split() for ln in fh.read().splitlines() if ln.strip()]
-    except FileNotFoundError:
-        return []
-
-
-def record(log: str, tag: str, sleep: float) -> None:
-    _append(log, f"start {tag} {os.getpid()} {time.time():.6f}")
-    time.sleep(sleep)
-    _append(log, f"end {tag} {os.getpid()} {time.time():.6f}")
 
 
 def _wheel(store: str, tick: float, workers: int, max_crashes: int):

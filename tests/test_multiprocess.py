@@ -230,16 +230,15 @@ def test_new_process_catches_up_every_tick_missed_while_nobody_ran(cluster):
     only = cluster.worker()
     cluster.ready(1)
     cluster.leader()
-    eta0 = time.time() + 3.0
-    for k in range(6):
-        cluster.enqueue(5, "--eta", str(eta0 + k * TICK), "--tag", f"c{k}")
-    assert time.time() < eta0 - 0.5, "enqueueing took too long for this test"
+    # 30 tasks due 3..4.5 s after they are enqueued (6 ticks), by a process that never starts
+    cluster.enqueue(30, "--count-down", "3.0", "--spread", str(6 * TICK), "--tag", "c")
+    enqueued_at = time.time()
     only.send_signal(signal.SIGKILL)
     only.wait(10)
-    _sleep_until(eta0 + 6 * TICK + 0.5)
+    _sleep_until(enqueued_at + 3.0 + 6 * TICK + 0.5)
     assert Runs(cluster.log).total_starts == 0       # nobody ran: nothing started
     late = cluster.worker()
-    tags = {f"c{k}-{i}" for k in range(6) for i in range(5)}
+    tags = {f"c-{i}" for i in range(30)}
     wait_for(lambda: tags <= Runs(cluster.log).finished(), 20, what="catch-up")
     time.sleep(2 * TICK)
     _assert_exactly_once(Runs(cluster.log), tags)

@@ -102,7 +102,7 @@ def test_manual_retry_cancel_and_misfire() -> None:
 
 
 records = st.builds(
-    TaskRecord, id=st.text(min_size=1, max_size=30), name=st.text(min_size=1, max_size=30),
+    lambda **fields: TaskRecord(**fields), id=st.text(min_size=1, max_size=30), name=st.text(min_size=1, max_size=30),
     eta=times, payload=st.binary(max_size=50),
     status=st.sampled_from([PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED, MISFIRED]),
     attempts=st.integers(0, 100), rev=st.integers(0, 10**6),

@@ -1,12 +1,11 @@
 """In-memory store: the reference backend, for tests and ``immediate=True``.
 
 Same semantics as the file store except durability, in plain dicts under one lock.  Records
-are frozen dataclasses, so handing out the stored objects cannot change what is stored.
+are immutable named tuples, so handing out the stored objects cannot change what is stored.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import os
 import threading
@@ -247,7 +246,7 @@ class _Desc(str):
 
 
 def _with_rev(rec: TaskRecord, rev: int) -> TaskRecord:
-    return dataclasses.replace(rec, rev=rev)
+    return rec._replace(rev=rev)
 
 
 def _replacing(new: TaskRecord, old: TaskRecord) -> TaskRecord:

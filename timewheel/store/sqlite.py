@@ -49,7 +49,6 @@ task) are converted in place, in one transaction, the first time they are opened
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
@@ -765,17 +764,21 @@ class SqliteDictStore(WheelStore):
                     raise DuplicateTask(f"task id {rec.id!r} already exists; nothing was added") from None
                 except sqlite3.Error as exc:
                     raise self._translate(exc) from None
-            self._ring_if_near([t])
+            self._ring_if_near(rec.eta)
             return [rec]
         with self._writing():
             out = self._add_in_transaction(records, existing)
-        self._ring_if_near([self.wheel.due_tick(r.eta) for r in out if r.status == PENDING])
+        self._ring_if_near(min((r.eta for r in out if r.status == PENDING), default=None))
         return out
 
     def _add_in_transaction(self, records: Sequence[TaskRecord], existing: str) -> list[TaskRecord]:
         horizon = self._horizon()
         counters = _Counters()
-        stored = {} if existing == "fail" else self._fetch(["t:" + r.id for r in records])
+        if existing == "fail":
+            self._insert(records, horizon, counters)
+            counters.flush(self._x, self._many)
+            return list(records)
+        stored = self._fetch(["t:" + r.id for r in records])
         inserts: list[tuple[str, bytes, str, str]] = []
         updates: list[tuple[bytes, str, str, str]] = []
         out: list[TaskRecord] = []
@@ -793,7 +796,7 @@ class SqliteDictStore(WheelStore):
                 if old is not None and (existing == "keep" or (existing == "reuse" and not finished)):
                     out.append(old)
                     continue
-                new = dataclasses.replace(rec, rev=(old.rev + 1) if old is not None else 0)
+                new = rec._replace(rev=(old.rev + 1) if old is not None else 0)
                 pos = self._pos(new, horizon)
                 counters.move(self._state(old_pos, old_name, old), self._state(pos, new.name, new))
                 updates.append((encode_record(new), pos, new.name, key))
@@ -801,21 +804,36 @@ class SqliteDictStore(WheelStore):
                 seen[rec.id] = new
                 out.append(new)
                 continue
-            pos = self._pos(rec, horizon)
-            counters.move(None, (PENDING, rec.name, self.wheel.due_tick(rec.eta)))
-            inserts.append((key, encode_record(rec), pos, rec.name))
+            inserts.append(rec)
             seen[rec.id] = rec
             out.append(rec)
-        try:
-            for i in range(0, len(inserts), _CHUNK):
-                part = inserts[i:i + _CHUNK]
-                self._x(f'INSERT INTO "{TABLE}" (key, value, pos, name) VALUES '
-                        + ",".join(["(?,?,?,?)"] * len(part)), [v for row in part for v in row])
-        except sqlite3.IntegrityError:
-            raise DuplicateTask("a task id is given twice or already exists; nothing was added") from None
+        self._insert(inserts, horizon, counters)
         self._many(_SET, updates)
         counters.flush(self._x, self._many)
         return out
+
+    def _insert(self, records: Sequence[TaskRecord], horizon: int, counters: "_Counters") -> None:
+        """INSERT new pending records, counted; the batch path of delay(), kept tight."""
+        slots, due = self.wheel.slots, self.wheel.due_tick
+        rows: list[Any] = []
+        ticks: list[int] = []
+        last, cell = None, ""
+        for rec in records:
+            t = due(rec.eta)
+            if t != last:                  # tasks of a batch mostly share ticks: one prefix each
+                last, cell = t, "q:" if t <= horizon else f"p:{t % slots:06d}:{t // slots:015d}:"
+            rows += ("t:" + rec.id, encode_record(rec), f"{cell}{eta_us(rec.eta):018d}", rec.name)
+            ticks.append(t)
+        try:
+            step = 4 * _CHUNK
+            for i in range(0, len(rows), step):
+                part = rows[i:i + step]
+                self._x(f'INSERT INTO "{TABLE}" (key, value, pos, name) VALUES '
+                        + ",".join(["(?,?,?,?)"] * (len(part) // 4)), part)
+        except sqlite3.IntegrityError:
+            raise DuplicateTask("a task id is given twice or already exists; nothing was added") from None
+        counters.ticks.update(ticks)
+        counters.states.update((PENDING, r.name) for r in records)
 
     def _current(self, planned: Optional[TaskRecord], row: Optional[tuple]) -> tuple:
         """(record or None if broken, pos, name) of an id met again during an add."""
@@ -836,7 +854,6 @@ class SqliteDictStore(WheelStore):
         if not changes:
             return []
         out: list[Optional[TaskRecord]] = []
-        ticks: list[int] = []
         with self._writing():
             rows = self._fetch(["t:" + old.id for old, _ in changes])
             horizon = self._horizon()
@@ -854,17 +871,15 @@ class SqliteDictStore(WheelStore):
                 if cur is None or cur.rev != old.rev:
                     out.append(None)
                     continue
-                stored = dataclasses.replace(new, rev=old.rev + 1)
+                stored = new._replace(rev=old.rev + 1)
                 pos = self._pos(stored, horizon)
                 counters.move(self._state(row[1], row[2], cur), self._state(pos, stored.name, stored))
                 updates.append((encode_record(stored), pos, stored.name, key))
                 rows[key] = (updates[-1][0], pos, stored.name)
-                if stored.status == PENDING:
-                    ticks.append(self.wheel.due_tick(stored.eta))
                 out.append(stored)
             self._many(_SET, updates)
             counters.flush(self._x, self._many)
-        self._ring_if_near(ticks)
+        self._ring_if_near(min((r.eta for r in out if r is not None and r.status == PENDING), default=None))
         return out
 
     # -- workers ----------------------------------------------------------------------------
@@ -895,7 +910,7 @@ class SqliteDictStore(WheelStore):
                     continue
                 if rec.eta > now:          # the key's microseconds rounded up past a float
                     continue
-                new = dataclasses.replace(start_run(rec, owner, now), rev=rec.rev + 1)
+                new = start_run(rec, owner, now)._replace(rev=rec.rev + 1)
                 updates.append((encode_record(new), "r:" + owner, new.name, key))
                 counters.move((PENDING, rec.name, self.wheel.due_tick(rec.eta)), (RUNNING, rec.name, None))
                 taken.append(new)
@@ -1198,9 +1213,10 @@ class SqliteDictStore(WheelStore):
                 except OSError:          # gone, or its queue is full: it will look anyway
                     pass
 
-    def _ring_if_near(self, ticks: Sequence[int]) -> None:
-        """Ring if a task just became pending in a tick that is (about to be) ready."""
-        if not ticks:
+    def _ring_if_near(self, eta: Optional[float]) -> None:
+        """Ring if a task just became pending (the earliest at ``eta``) in a tick that is, or
+        is about to be, ready."""
+        if eta is None:
             return
         at, horizon = self._horizon_hint
         if time.monotonic() - at > 1.0:
@@ -1210,7 +1226,7 @@ class SqliteDictStore(WheelStore):
                 return
             self._horizon_hint = (time.monotonic(), horizon)
         # Two ticks of slack: the hint may be a tick old, and the ticker about to advance.
-        if min(ticks) <= horizon + 2:
+        if self.wheel.due_tick(eta) <= horizon + 2:
             self.ring()
 
     # -- for the CLI ------------------------------------------------------------------------
