@@ -9,7 +9,6 @@ boss records the outcome through :func:`~timewheel.records.end_run`; the handle 
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import datetime as _dt
 import functools
 import inspect
@@ -241,7 +240,7 @@ def _plain_arity(sig: Optional[inspect.Signature]) -> Optional[tuple[int, int]]:
 def _added(stored: TaskRecord, rec: TaskRecord) -> bool:
     """Whether ``store.add`` stored ``rec`` (possibly as a replacement continuing an old
     record's rev) rather than keeping the task that had its id."""
-    return stored is rec or dataclasses.replace(stored, rev=rec.rev) == rec
+    return stored is rec or stored._replace(rev=rec.rev) == rec
 
 
 def _outcome_of(rec: TaskRecord) -> Any:
