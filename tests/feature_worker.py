@@ -4,9 +4,9 @@
     python tests/feature_worker.py race DB DIR N      # run tasks, and delay() one task id N times
 
 Both register ``features.welcome(user, pause=0, fail_first=False)``, which appends
-``run <user> <attempt> <pid>`` to ``DIR/runs.log``, and a hook on every event that appends
-``<event> <task id> <attempts> <pid>`` to ``DIR/hooks.log`` (one ``write()`` per line, so the
-lines of several processes never mix).
+``run <user> <attempt> <pid>`` to ``DIR/runs.log``, ``features.die()``, which kills its
+process, and a hook on every event that appends ``<event> <task id> <attempts> <pid>`` to
+``DIR/hooks.log`` (one ``write()`` per line, so the lines of several processes never mix).
 
 ``race`` waits for ``DIR/go``, which holds the eta to use, calls
 ``welcome.delay(7, pause=2, task_id="welcome:7", eta=...)`` N times as fast as it can, and once
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 
@@ -40,6 +41,10 @@ def make_wheel(db: str, out: str) -> tuple[TimeWheel, object]:
         if fail_first and ctx.attempt == 1:
             raise RuntimeError("first attempt fails")
         return user
+
+    @hu.task(name="features.die")
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)     # a crash mid-run: the process is gone
 
     for event in EVENTS:
         hu.on(event, lambda rec, exc, event=event: append_line(

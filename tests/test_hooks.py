@@ -187,3 +187,26 @@ def test_across_processes_hooks_fire_once_in_the_process_that_made_the_change(tm
         for _event, attempt, pid in events:
             assert pid == pid_of[i, attempt], (h.id, events)
     assert len({pid for *_, pid in lines}) == 2, "both processes should have run tasks"
+
+
+def test_a_task_whose_process_died_too_often_fires_failed_in_the_process_that_recovered_it(
+        tmp_path, db_path) -> None:
+    hu = TimeWheel(db_path, tick=0.1, slots=600, max_crashes=1)
+    seen = recorder(hu, db_path)
+    die = hu.task(name="features.die")(lambda: None)
+    h = die.delay()
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "feature_worker.py"), "work", db_path,
+                          str(tmp_path)], stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.wait(timeout=30) == -9                   # it claimed the task and died running it
+    finally:
+        p.kill()
+    assert h.status == "running"
+    hu.start()                                            # takes over, recovers the dead one's task
+    try:
+        wait_for(lambda: h.status == "failed", timeout=10)
+        time.sleep(0.2)
+        assert [s[:3] for s in seen] == [("failed", 1, "failed")] and seen[0][3] is None
+        assert "died 1 times" in h.record.error
+    finally:
+        hu.close()
