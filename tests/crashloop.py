@@ -43,9 +43,13 @@ from collections import defaultdict
 from typing import Optional
 
 try:
-    from .mp_worker import append_line as _append, read_lines as _lines, record
+    from .mp_worker import append_line as _append
+    from .mp_worker import read_lines as _lines
+    from .mp_worker import record
 except ImportError:               # run as a script: tests/ is sys.path[0]
-    from mp_worker import append_line as _append, read_lines as _lines, record  # type: ignore[no-redef]
+    from mp_worker import append_line as _append  # type: ignore[no-redef]
+    from mp_worker import read_lines as _lines
+    from mp_worker import record
 
 TASK_NAME = "crashloop.record"
 

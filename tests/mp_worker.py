@@ -268,17 +268,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     def enqueue(idx: Iterable[int]) -> None:
         for i in idx:
             if a.eta is not None:
-                when = {"eta": a.eta}
+                eta = a.eta
             else:
-                when = {"count_down": a.count_down + (a.spread * i / max(1, a.enqueue))}
+                eta = time.time() + a.count_down + (a.spread * i / max(1, a.enqueue))
             try:
-                h = task.schedule((a.log, f"{prefix}-{i}", a.task_sleep), **when)
+                h = task.schedule((a.log, f"{prefix}-{i}", a.task_sleep), eta=eta)
             except Exception as exc:   # counted and reported: the test asserts there are none
                 failures[type(exc).__name__] += 1
                 append_line(a.events, f"delay-error {pid} {time.time():.6f} "
                                       f"{type(exc).__name__}: {exc}".replace("\n", " "))
                 continue
-            append_line(a.events, f"enq {pid} {h.id} {prefix}-{i}")
+            append_line(a.events, f"enq {pid} {h.id} {prefix}-{i} {eta:.6f}")
 
     if a.enqueue:
         threads = [threading.Thread(target=enqueue, args=(range(k, a.enqueue, a.threads),))

@@ -31,17 +31,8 @@ statement that writes one row, at ``n:``, uncounted.  The next transaction of a 
 the ticking process *absorbs* such rows -- counts them and moves them to ``p:`` or ``q:`` --
 in three SQL statements; readers add the few ``n:`` rows to the counters themselves.
 
-How we use sqlitedict (see shared/NOTES-sqlitedict-and-wheels.md for the measurements):
-the table is a :class:`~sqlitedict.SqliteDict`, opened through sqlitedict, but its connection
-layer -- one background thread per dict, to which every call is queued -- is replaced by
-:class:`_Connection`, which runs each call synchronously in the caller's thread.  That thread
-is what makes sqlitedict slow and unsafe for a durable queue: a round trip costs ~65 us (10k
-commits/s at best against 41k for sqlite3), write errors surface at some later call,
-``commit()`` hangs forever when COMMIT raises (piskvorky/sqlitedict#108), and a dict opened
-before ``fork()`` hangs in the child.  We also pass ``journal_mode="WAL"`` on *every* open (a
-second opener without it downgrades the file or fails with "database is locked"), set
-``synchronous=NORMAL`` (sqlitedict hard-codes OFF; with WAL, NORMAL survives a process kill
-without an fsync per commit) and a real busy timeout (its ``timeout=`` does not set one).
+How the file is opened through sqlitedict, and why its connection thread is replaced:
+see :mod:`timewheel.store.connection`.
 
 Stores written by timewheel 0.1 (format ``timewheel/1``: a record row plus index rows per
 task) are converted in place, in one transaction, the first time they are opened for writing.
@@ -59,11 +50,9 @@ import stat
 import sys
 import threading
 import time
-import weakref
 from collections import Counter
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
-from urllib.parse import quote
 
 from sqlitedict import SqliteDict
 
@@ -98,13 +87,13 @@ from .base import (
     finished_ms,
     purge_statuses,
 )
+from .connection import CONNECTING, SCHEMA, TABLE, SqlitedictFile, abandon, ro_uri, track
 from .locks import FileLiveness, probe
 
 __all__ = ["SqliteDictStore"]
 
 log = logging.getLogger("timewheel.store")
 
-TABLE = "timewheel"
 FORMAT = "timewheel/2"
 OLD_FORMAT = "timewheel/1"
 _CODE = {SUCCEEDED: "s", FAILED: "f", CANCELLED: "c", MISFIRED: "m"}
@@ -113,158 +102,10 @@ _CHUNK = 400          # rows per multi-row statement (SQLite allows 32766 bound 
 _PAGE = 20_000        # tasks made ready per advance() call: bounds a transaction's length
 #: a record read is never larger than this in memory: bigger rows read as broken
 _VALUE = f"CASE WHEN length(value) <= {MAX_RECORD_BYTES} THEN value END"
-_SCHEMA = (
-    f'CREATE TABLE IF NOT EXISTS "{TABLE}" (key TEXT PRIMARY KEY, value BLOB, pos TEXT, name TEXT) '
-    "WITHOUT ROWID",
-    f'CREATE INDEX IF NOT EXISTS "{TABLE}_pos" ON "{TABLE}" (pos) WHERE pos IS NOT NULL',
-    f'CREATE TABLE IF NOT EXISTS "{TABLE}_counts" (state TEXT NOT NULL, name TEXT NOT NULL, '
-    "n INTEGER NOT NULL, PRIMARY KEY (state, name)) WITHOUT ROWID",
-    f'CREATE TABLE IF NOT EXISTS "{TABLE}_ticks" (tick INTEGER PRIMARY KEY, n INTEGER NOT NULL)',
-)
 _ADD = f'INSERT INTO "{TABLE}" (key, value, pos, name) VALUES (?, ?, ?, ?)'
 _SET = f'UPDATE "{TABLE}" SET value = ?, pos = ?, name = ? WHERE key = ?'
 _FRESH = "pos >= 'n:' AND pos < 'n;'"
 _TICK_OF_CELL = "CAST(substr(pos, 10, 15) AS INTEGER) * :slots + CAST(substr(pos, 3, 6) AS INTEGER)"
-
-
-def _ro_uri(path: str) -> str:
-    """The URI of a read-only connection that creates nothing beside the file.
-
-    With no ``-wal`` file no process has the store open, and ``immutable=1`` reads it
-    without the ``-shm`` index or locks (so also in a directory we cannot write).  Otherwise
-    a writer may be live: ``mode=ro`` reads through its WAL like any reader.
-    """
-    uri = f"file:{quote(path, safe='/')}?mode=ro"
-    return uri if os.path.exists(path + "-wal") else uri + "&immutable=1"
-
-
-def _identity(x: Any) -> Any:
-    return x
-
-
-# Every call into SQLite from this module holds its connection's lock (or _CONNECTING while
-# opening), and fork() waits for all of them (see the at-fork handlers below): SQLite keeps
-# process-wide mutexes, and a child forked while another thread was inside SQLite inherits
-# them locked -- its first open then hangs forever.
-_CONNECTING = threading.RLock()
-_connections: "weakref.WeakSet[_Connection]" = weakref.WeakSet()
-
-
-class _Connection:
-    """sqlitedict's connection interface (``SqliteMultithread``), run in the calling thread.
-
-    Autocommit mode: a statement outside an explicit BEGIN is its own durable transaction.
-    Thread-safe through one lock; the store's own lock spans multi-statement transactions.
-    """
-
-    def __init__(self, filename: str, journal_mode: str, busy_timeout: float, readonly: bool) -> None:
-        self.filename = filename
-        self.autocommit = True
-        self.journal_mode = journal_mode
-        self._lock = threading.RLock()
-        self._readonly = readonly
-        with _CONNECTING:
-            self._connect(filename, journal_mode, busy_timeout, readonly)
-            _connections.add(self)
-
-    def _connect(self, filename: str, journal_mode: str, busy_timeout: float, readonly: bool) -> None:
-        if readonly:
-            # Never creates, converts or writes the file, nor its -wal and -shm (see _ro_uri).
-            self._con = sqlite3.connect(_ro_uri(filename), uri=True, timeout=busy_timeout,
-                                        isolation_level=None, check_same_thread=False)
-        else:
-            self._con = sqlite3.connect(filename, timeout=busy_timeout, isolation_level=None,
-                                        check_same_thread=False)
-            self._con.execute(f"PRAGMA journal_mode = {journal_mode}")
-            self._con.execute("PRAGMA synchronous = NORMAL")
-            # sqlitedict's own CREATE TABLE IF NOT EXISTS then finds this one (see _SCHEMA).
-            self._con.execute(_SCHEMA[0])
-
-    def execute(self, req: str, arg: Sequence[Any] = (), res: Any = None) -> None:
-        if self._readonly and req.startswith("CREATE TABLE IF NOT EXISTS"):
-            return
-        with self._lock:
-            cur = self._con.execute(req, arg or ())
-            if res is not None:
-                for row in cur:
-                    res.put(row)
-                res.put("--no more--")
-
-    def executemany(self, req: str, items: Iterable[Sequence[Any]]) -> int:
-        with self._lock:
-            return self._con.executemany(req, items).rowcount
-
-    def run(self, req: str, arg: Sequence[Any] = ()) -> int:
-        """Run a statement; the number of rows it changed."""
-        with self._lock:
-            return self._con.execute(req, arg).rowcount
-
-    def select(self, req: str, arg: Sequence[Any] = ()) -> Iterator[tuple]:
-        with self._lock:
-            return iter(self._con.execute(req, arg or ()).fetchall())
-
-    def select_one(self, req: str, arg: Sequence[Any] = ()) -> Optional[tuple]:
-        with self._lock:
-            return self._con.execute(req, arg or ()).fetchone()
-
-    def commit(self, blocking: bool = True) -> None:
-        with self._lock:
-            if self._con.in_transaction:
-                self._con.execute("COMMIT")
-
-    def close(self, force: bool = False) -> None:
-        with self._lock:
-            self._con.close()
-
-
-_open_stores: "weakref.WeakSet[SqliteDictStore]" = weakref.WeakSet()
-_abandoned: list[Any] = []      # connections inherited through fork(): kept, never touched
-
-
-_held_for_fork: list[Any] = []
-
-
-def _before_fork() -> None:
-    _CONNECTING.acquire()
-    for conn in sorted(_connections, key=id):
-        conn._lock.acquire()
-        _held_for_fork.append(conn._lock)
-
-
-def _after_fork_in_parent() -> None:
-    while _held_for_fork:
-        _held_for_fork.pop().release()
-    _CONNECTING.release()
-
-
-def _after_fork_in_child() -> None:
-    _after_fork_in_parent()
-    # A lock held by another thread of the parent at fork() stays held forever in the child.
-    for store in list(_open_stores):
-        store._lock = threading.RLock()
-
-
-os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
-                    after_in_child=_after_fork_in_child)
-
-
-class _Dict(SqliteDict):
-    """A SqliteDict whose connection is a :class:`_Connection`.
-
-    Read-only stores are opened with flag "c" on a read-only connection, whose CREATE TABLE
-    IF NOT EXISTS is skipped (the table was checked already): flag "r" would make sqlitedict
-    list the tables through a read-write connection that it never closes, and whose eventual
-    finalisation checkpoints a WAL left by a killed process -- a "read" that rewrites the file.
-    """
-
-    def __init__(self, path: str, readonly: bool, busy_timeout: float) -> None:
-        self._tw_readonly = readonly
-        self._tw_busy_timeout = busy_timeout
-        super().__init__(path, tablename=TABLE, flag="c", autocommit=True,
-                         journal_mode="WAL", encode=_identity, decode=_identity, outer_stack=False)
-
-    def _new_conn(self) -> Any:
-        return _Connection(self.filename, self.journal_mode, self._tw_busy_timeout, self._tw_readonly)
 
 
 class _ReadOnlyLiveness(Liveness):
@@ -400,7 +241,7 @@ class SqliteDictStore(WheelStore):
         self._horizon_hint: tuple[float, int] = (-1e9, 0)
         self._bell_prefix = "timewheel-" + hashlib.sha1(
             os.path.realpath(self.path).encode()).hexdigest()[:16] + "-"
-        _open_stores.add(self)
+        track(self)
         self._check_file()
         self._open()
         self.wheel = self._set_up(wheel)
@@ -437,8 +278,8 @@ class SqliteDictStore(WheelStore):
         if magic != b"SQLite format 3\x00":
             raise NotAStore(f"{self.path} is not a timewheel store (not an SQLite file)")
         try:
-            with _CONNECTING:
-                con = sqlite3.connect(_ro_uri(self.path), uri=True, timeout=self.busy_timeout)
+            with CONNECTING:
+                con = sqlite3.connect(ro_uri(self.path), uri=True, timeout=self.busy_timeout)
                 try:
                     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
                     fmt = rows = None
@@ -488,7 +329,7 @@ class SqliteDictStore(WheelStore):
         pause = 0.005
         while True:
             try:
-                self._db = _Dict(self.path, self.readonly, self.busy_timeout)
+                self._db = SqlitedictFile(self.path, self.readonly, self.busy_timeout)
                 break
             except sqlite3.OperationalError as exc:
                 # Two processes switching a new file to WAL at once: the loser gets "database
@@ -509,7 +350,7 @@ class SqliteDictStore(WheelStore):
             # checkpoint on the parent's file, and its lock may be held by a parent thread
             # that does not exist in this process (sqlitedict's __del__ would wait forever).
             if self._db is not None:
-                _abandoned.append(self._db)
+                abandon(self._db)
             self._db = None
             self._bells = (-1e9, [])
             self._open()
@@ -572,7 +413,7 @@ class SqliteDictStore(WheelStore):
         with self._writing():
             if self._meta("format") is not None:
                 return self._geometry()
-            for ddl in _SCHEMA[1:]:
+            for ddl in SCHEMA[1:]:
                 self._x(ddl)
             self._x(f'INSERT INTO "{TABLE}" (key, value) VALUES (?,?),(?,?),(?,?),(?,?)',
                     ("m:slots", wheel.slots, "m:tick", wheel.tick, "m:horizon", t, "m:format", FORMAT))
@@ -589,7 +430,7 @@ class SqliteDictStore(WheelStore):
             for col in ("pos", "name"):
                 if col not in columns:
                     self._x(f'ALTER TABLE "{TABLE}" ADD COLUMN {col} TEXT')
-            for ddl in _SCHEMA[1:]:
+            for ddl in SCHEMA[1:]:
                 self._x(ddl)
             wheel = self._geometry()
             horizon = int(self._meta("horizon"))
