@@ -26,6 +26,11 @@ def project(tmp_path):
     p.close()
 
 
+def open_files(pid: int, path: str) -> list[str]:
+    fds = f"/proc/{pid}/fd"
+    return [fd for fd in os.listdir(fds) if os.path.realpath(os.path.join(fds, fd)) == os.path.realpath(path)]
+
+
 def wait_status(base: str, task_id: str, status: str, timeout: float = 20) -> dict:
     return wait_for(lambda: (j := get(f"{base}/tasks/{task_id}/"))["status"] == status and j,
                     timeout=timeout, what=f"{task_id} {status}")
@@ -47,6 +52,9 @@ def test_timewheel_run_runs_a_task_scheduled_by_a_view_and_drains_on_sigterm(pro
     assert done["result"] == {"email": "ada@example.com", "pid": worker.pid}
     with sqlite3.connect(project.app_db) as con:       # the ORM wrote from the worker's thread
         assert con.execute("SELECT welcomed_by FROM shop_customer").fetchall() == [(worker.pid,)]
+    # ... and closed its connection after the run, as Django does after a request
+    wait_for(lambda: not open_files(worker.pid, project.app_db), timeout=5,
+             what="the worker to close its database connection")
 
     # metrics: the store's counts from the web process, this worker's runs from its own port
     web_metrics = scrape(base + "/metrics")
