@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -54,11 +57,31 @@ class Project:
         assert p.poll() is None, self.log("web")
         return p, base
 
+    def gunicorn(self, *extra: str, workers: int = 2) -> tuple[subprocess.Popen, str]:
+        """``gunicorn -w N project.wsgi`` on a free port; returns once every worker booted."""
+        exe = shutil.which("gunicorn", path=os.path.dirname(sys.executable))
+        assert exe, "gunicorn is in the test extra: pip install -e '.[test]'"
+        with open(self.tmp / "web.log", "w") as out:
+            p = subprocess.Popen([exe, "-w", str(workers), "-b", "127.0.0.1:0", "--graceful-timeout", "10",
+                                  *extra, "project.wsgi"], cwd=self.directory, env=self.env,
+                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(p)
+
+        def listening():
+            assert p.poll() is None, self.log("web")
+            found = re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", self.log("web"))
+            return found and self.log("web").count("Booting worker") >= workers and found.group(1)
+        return p, wait_for(listening, timeout=30, what="gunicorn to boot")
+
     def close(self) -> None:
         for p in self.procs:
             if p.poll() is None:
                 p.kill()
             p.wait(timeout=10)
+            try:
+                os.killpg(p.pid, signal.SIGKILL)     # gunicorn's workers, if any are left
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 def free_port() -> int:

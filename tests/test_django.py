@@ -93,6 +93,26 @@ def test_run_in_web_starts_the_wheel_in_the_web_process_at_its_first_request(tmp
         project.close()
 
 
+@pytest.mark.parametrize("preload", [False, True])
+def test_run_in_web_under_gunicorn_starts_each_worker_after_the_fork(tmp_path, preload) -> None:
+    project = Project(PROJECT, tmp_path, TIMEWHEEL_RUN_IN_WEB="1")
+    try:
+        assert project.manage("migrate", "--noinput", "-v", "0").returncode == 0
+        master, base = project.gunicorn(*(["--preload"] if preload else []))
+        signups = [post(base + "/signup/", email=f"u{i}@example.com") for i in range(6)]
+        pids = {wait_status(base, s["task_id"], "succeeded")["result"]["pid"] for s in signups}
+        assert master.pid not in pids                 # the (pre-fork) master never started one
+        with sqlite3.connect(project.app_db) as con:
+            assert con.execute("SELECT count(*) FROM shop_customer WHERE welcomed_at IS NOT NULL"
+                               ).fetchone() == (6,)
+        master.send_signal(signal.SIGTERM)
+        assert master.wait(timeout=20) == 0
+        log = project.log("web")
+        assert "Traceback" not in log and "Shutting down: Master" in log
+    finally:
+        project.close()
+
+
 def test_the_apps_own_django_tests_run_tasks_inline_with_immediate(project) -> None:
     done = project.manage("test", "shop", "-v", "2", TIMEWHEEL_OPTIONS=json.dumps({"immediate": True}))
     assert done.returncode == 0, done.stdout + done.stderr
