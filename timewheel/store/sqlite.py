@@ -724,13 +724,13 @@ class SqliteDictStore(WheelStore):
         return out
 
     # -- workers ----------------------------------------------------------------------------
-    def claim(self, owner: str, now: float, limit: int) -> Claimed:
+    def claim(self, owner: str, now: float, limit: int, queued: int = 0) -> Claimed:
         bound = f"q:{int(now * 1e6):018d}"
         with self._reading():
             fresh, head = self._q(
                 f'SELECT (SELECT 1 FROM "{TABLE}" WHERE {_FRESH} LIMIT 1), '
                 f'(SELECT pos FROM "{TABLE}" WHERE pos >= \'q:\' AND pos < \'q;\' ORDER BY pos LIMIT 1)')[0]
-        if limit <= 0 or (not fresh and (head is None or head > bound)):
+        if limit + queued <= 0 or (not fresh and (head is None or head > bound)):
             return Claimed([], None if head is None else int(head[2:]) / 1e6)
         taken: list[TaskRecord] = []
         with self._writing():
@@ -739,7 +739,7 @@ class SqliteDictStore(WheelStore):
             updates = []
             for key, blob, pos, name in self._q(
                     f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" WHERE pos >= \'q:\' AND pos <= ? '
-                    "ORDER BY pos LIMIT ?", (bound, limit)):
+                    "ORDER BY pos LIMIT ?", (bound, limit + queued)):
                 try:
                     rec = decode_record(blob)
                 except RecordDecodeError as exc:
@@ -751,7 +751,7 @@ class SqliteDictStore(WheelStore):
                     continue
                 if rec.eta > now:          # the key's microseconds rounded up past a float
                     continue
-                new = start_run(rec, owner, now)._replace(rev=rec.rev + 1)
+                new = start_run(rec, owner, now, queued=len(taken) >= limit)._replace(rev=rec.rev + 1)
                 updates.append((encode_record(new), "r:" + owner, new.name, key))
                 counters.move((PENDING, rec.name, self.wheel.due_tick(rec.eta)), (RUNNING, rec.name, None))
                 taken.append(new)
