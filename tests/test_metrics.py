@@ -131,3 +131,19 @@ def test_a_store_that_cannot_be_read_shows_as_down_not_as_a_failed_scrape(tmp_pa
     assert value(got, "timewheel_store_up") == 0
     assert not any(name == "timewheel_tasks" for name, _ in got)
     assert path.read_bytes() == b"this is not a database" * 100     # untouched
+
+
+def test_a_burst_counts_every_run_also_those_queued_before_a_worker_took_them(served) -> None:
+    hu, scrape = served
+    quick = hu.task(name="quick")(lambda i: i)
+    with hu.batch():
+        handles = [quick.delay(i) for i in range(200)]
+    hu.start()
+    for h in handles:
+        h.result(timeout=30)
+    wait_for(lambda: value(scrape(), "timewheel_runs_total", name="quick", outcome="succeeded") == 200,
+             timeout=10)
+    got = scrape()
+    assert value(got, "timewheel_lateness_seconds_count", name="quick") == 200
+    assert value(got, "timewheel_duration_seconds_count", name="quick") == 200
+    assert collector(hu)._etas == {}                   # nothing left behind per task

@@ -12,9 +12,8 @@ endpoint of your own (the web view serves it).  Series:
 * ``timewheel_runs_total{name,outcome}`` -- runs that ended **in this process**: outcome
   ``succeeded``, ``failed`` (for good) or ``retrying`` (failed, will run again);
   ``timewheel_misfires_total{name}`` -- tasks this process skipped as too late;
-* ``timewheel_lateness_seconds{name}`` -- histogram of ``started - eta`` of the runs this
-  process started (its ``_count`` is the runs started);
-  ``timewheel_duration_seconds{name}`` -- histogram of ``finished - started`` of the runs
+* ``timewheel_lateness_seconds{name}`` -- histogram of ``started - eta`` and
+  ``timewheel_duration_seconds{name}`` -- histogram of ``finished - started``, of the runs
   that ended here;
 * ``timewheel_store_up``, ``timewheel_ticking``, ``timewheel_running``, ``timewheel_workers``
   -- this process: whether the store answered the scrape and the boss's last calls, whether
@@ -57,6 +56,7 @@ LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                     300.0, 1800.0, float("inf"))
 _OUTCOMES = ("succeeded", "failed", "retrying")      # the events that end a run
+_MAX_CLAIMED = 100_000
 
 
 class TimeWheelCollector:
@@ -72,12 +72,13 @@ class TimeWheelCollector:
         self._misfires = Counter("timewheel_misfires", "Tasks this process skipped as misfired.",
                                  ["name"], registry=None)
         self._lateness = Histogram("timewheel_lateness_seconds",
-                                   "Seconds between a task's eta and its start, runs started here.",
+                                   "Seconds between a task's eta and its start, runs ended here.",
                                    ["name"], buckets=lateness_buckets, registry=None)
         self._duration = Histogram("timewheel_duration_seconds",
                                    "Seconds a run took, runs that ended here.",
                                    ["name"], buckets=duration_buckets, registry=None)
         self._registries: "weakref.WeakSet[CollectorRegistry]" = weakref.WeakSet()
+        self._etas: dict[str, float] = {}     # id -> eta of the run claimed here, until it ends
         hu.on("started", self._started)
         for outcome in _OUTCOMES:
             hu.on(outcome, functools.partial(self._ended, outcome))
@@ -85,13 +86,22 @@ class TimeWheelCollector:
 
     # -- hooks (on the boss thread, after the change is durable) --------------------------
     def _started(self, rec: TaskRecord, exc: Optional[BaseException]) -> None:
-        if rec.started is not None:
-            self._lateness.labels(rec.name).observe(max(0.0, rec.started - rec.eta))
+        # A claimed task may still wait for a worker here (``started`` None until its outcome
+        # says when it began), and a retry's outcome moves ``eta`` on: keep the run's eta.
+        if len(self._etas) >= _MAX_CLAIMED:       # outcomes refused (recoveries) leave entries
+            self._etas.clear()
+        self._etas[rec.id] = rec.eta
 
     def _ended(self, outcome: str, rec: TaskRecord, exc: Optional[BaseException]) -> None:
         self._runs.labels(rec.name, outcome).inc()
-        if rec.started is not None and rec.finished is not None:
-            self._duration.labels(rec.name).observe(max(0.0, rec.finished - rec.started))
+        eta = self._etas.pop(rec.id, None)
+        if rec.started is None or rec.finished is None:
+            return
+        if eta is None and outcome != "retrying":
+            eta = rec.eta
+        if eta is not None:
+            self._lateness.labels(rec.name).observe(max(0.0, rec.started - eta))
+        self._duration.labels(rec.name).observe(max(0.0, rec.finished - rec.started))
 
     def _misfired(self, rec: TaskRecord, exc: Optional[BaseException]) -> None:
         self._misfires.labels(rec.name).inc()
