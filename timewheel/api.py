@@ -444,7 +444,8 @@ class TimeWheel:
         if self.immediate or (self.path is None and self.url is None):
             return MemoryStore(self.wheel, clock=self.clock)
         return open_store(self.url or self.path or "", wheel=self.wheel, namespace=self.namespace,
-                          timeout=self.busy_timeout, clock=self.clock)
+                          timeout=self.busy_timeout, clock=self.clock,
+                          result_ttl=self.result_ttl if self.url else None)
 
     def now(self) -> float:
         """The store's clock: what etas and ``count_down`` are measured by."""

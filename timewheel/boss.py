@@ -135,13 +135,16 @@ class Boss:
     # -- one round --------------------------------------------------------------------------
     def step(self, now: Optional[float] = None) -> float:
         """Do whatever is due at ``now``; return the seconds until there is more to do."""
+        given = now
         now = self.clock() if now is None else now
         self._record()
         if self._lead(now):
             self._tick(now)
         self._claim(now)
         self._renew(now)
-        return self._sleep_for(now)
+        # The calls above took time (a round trip each to a server): sleep from a fresh
+        # reading, or every wake-up is late by this round's length.
+        return self._sleep_for(now if given is not None else self.clock())
 
     def _lead(self, now: float) -> bool:
         if self.leading or now >= self._lead_at or self._lead_at - now > self.wheel.tick:
