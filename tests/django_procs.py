@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -18,6 +17,7 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import ROOT, wait_for
+from .redis_server import free_port
 
 
 class Project:
@@ -82,12 +82,6 @@ class Project:
                 os.killpg(p.pid, signal.SIGKILL)     # gunicorn's workers, if any are left
             except (ProcessLookupError, PermissionError):
                 pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _answers(url: str) -> bool:

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from .conftest import ROOT, wait_for
-from .django_procs import Project, free_port, get, post, scrape
+from .django_procs import Project, get, post, scrape
+from .redis_server import free_port
 
 PROJECT = os.path.join(ROOT, "tests", "django_project")
 

@@ -15,6 +15,7 @@ import pytest
 
 from timewheel import EVENTS, TimeWheel
 from timewheel.records import decode_record
+from timewheel.store import open_store
 
 from .conftest import wait_for
 from .mp_worker import read_lines
@@ -22,14 +23,28 @@ from .mp_worker import read_lines
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def stored_elsewhere(db: str, task_id: str):
-    """The record as another connection sees it: what is committed to the file."""
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+def stored_elsewhere(location: str, task_id: str):
+    """The record as another connection sees it: what is committed to the store."""
+    if location.startswith("redis://"):
+        other = open_store(location)
+        try:
+            return other.get(task_id)
+        finally:
+            other.close()
+    con = sqlite3.connect(f"file:{location}?mode=ro", uri=True)
     try:
         (blob,) = con.execute("SELECT value FROM timewheel WHERE key = ?", ("t:" + task_id,)).fetchone()
         return decode_record(blob)
     finally:
         con.close()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def shared(request, db_path) -> str:
+    """The location of a store several processes share (Redis: claims lease 1 s)."""
+    if request.param == "sqlite":
+        return db_path
+    return request.getfixturevalue("redis_db") + "?lease=1"
 
 
 def recorder(hu: TimeWheel, db: "str | None" = None) -> list[tuple]:
@@ -148,8 +163,8 @@ def test_immediate_mode_fires_the_same_events() -> None:
     assert [s[3] for s in seen if s[0] == "retrying"] == errors
 
 
-def test_across_processes_hooks_fire_once_in_the_process_that_made_the_change(tmp_path, db_path) -> None:
-    out = str(tmp_path)
+def test_across_processes_hooks_fire_once_in_the_process_that_made_the_change(tmp_path, shared) -> None:
+    db_path, out = shared, str(tmp_path)
     enqueuer = TimeWheel(db_path, tick=0.1, slots=600)    # never starts: its hooks never fire
     mine = recorder(enqueuer)
     welcome = enqueuer.task(name="features.welcome", retries=1, retry_delay=0.05)(
@@ -190,7 +205,8 @@ def test_across_processes_hooks_fire_once_in_the_process_that_made_the_change(tm
 
 
 def test_a_task_whose_process_died_too_often_fires_failed_in_the_process_that_recovered_it(
-        tmp_path, db_path) -> None:
+        tmp_path, shared) -> None:
+    db_path = shared
     hu = TimeWheel(db_path, tick=0.1, slots=600, max_crashes=1)
     seen = recorder(hu, db_path)
     die = hu.task(name="features.die")(lambda: None)

@@ -91,8 +91,10 @@ def test_a_scrape_shows_the_counters_moving_as_tasks_run(served) -> None:
     assert value(after, "timewheel_running") == 0
 
 
-def test_render_serves_one_wheel_and_speaks_openmetrics(db_path) -> None:
-    hu = TimeWheel(db_path, tick=0.1, slots=600)
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_render_serves_one_wheel_and_speaks_openmetrics(request, db_path, backend) -> None:
+    hu = TimeWheel(db_path if backend == "sqlite" else request.getfixturevalue("redis_db"),
+                   tick=0.1, slots=600)
     try:
         hu.task(name="t")(lambda: None).delay(count_down=60)
         body, ctype = render(hu)

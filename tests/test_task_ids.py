@@ -55,7 +55,18 @@ def wheel(db_path):
     check_file_store(db_path)
 
 
-def test_two_processes_racing_on_one_id_leave_one_task_that_runs_once(tmp_path, db_path) -> None:
+@pytest.fixture(params=["sqlite", "redis"])
+def shared(request, db_path):
+    """A store several processes share: (location, a check of its invariants)."""
+    if request.param == "sqlite":
+        return db_path, lambda: check_file_store(db_path)
+    from .redis_check import check_redis_store
+    url = request.getfixturevalue("redis_db")
+    return url, lambda: check_redis_store(url, "timewheel")
+
+
+def test_two_processes_racing_on_one_id_leave_one_task_that_runs_once(tmp_path, shared) -> None:
+    db_path, check_store = shared
     out = str(tmp_path)
     procs = [worker("race", db_path, out, "100") for _ in range(2)]
     try:
@@ -88,7 +99,7 @@ def test_two_processes_racing_on_one_id_leave_one_task_that_runs_once(tmp_path, 
         assert hu.store.counts() == {(SUCCEEDED, "features.welcome"): 1}
     finally:
         hu.close()
-    check_file_store(db_path)
+    check_store()
 
 
 def test_replace_while_pending_runs_only_the_new_arguments(tmp_path, db_path) -> None:
