@@ -8,6 +8,8 @@ import os
 import signal
 import sqlite3
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -110,6 +112,24 @@ def test_run_in_web_under_gunicorn_starts_each_worker_after_the_fork(tmp_path, p
         assert master.wait(timeout=20) == 0
         log = project.log("web")
         assert "Traceback" not in log and "Shutting down: Master" in log
+    finally:
+        project.close()
+
+
+def test_run_in_web_with_a_broken_store_logs_and_keeps_serving(tmp_path) -> None:
+    broken = tmp_path / "not-a-store.db"
+    broken.write_bytes(b"not a database" * 100)
+    project = Project(PROJECT, tmp_path, TIMEWHEEL_RUN_IN_WEB="1", TIMEWHEEL_DB=str(broken))
+    try:
+        assert project.manage("migrate", "--noinput", "-v", "0").returncode == 0
+        web, base = project.runserver(probe="/customers/1/")
+        for _ in range(3):                      # 404: the page works; the wheel did not start
+            with pytest.raises(urllib.error.HTTPError) as info:
+                urllib.request.urlopen(base + "/customers/1/", timeout=10)
+            assert info.value.code == 404
+        log = project.log("web")
+        assert log.count("could not start the TimeWheel in this web process; trying again in 10s") == 1
+        assert broken.read_bytes() == b"not a database" * 100
     finally:
         project.close()
 

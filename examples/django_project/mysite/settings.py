@@ -37,6 +37,6 @@ TIMEWHEEL = {
 LOGGING = {
     "version": 1,
     "handlers": {"stderr": {"class": "logging.StreamHandler"}},
-    "loggers": {"timewheel": {"handlers": ["stderr"], "level": "INFO"},
+    "loggers": {"timewheel": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
                 "newsletter": {"handlers": ["stderr"], "level": "INFO"}},
 }

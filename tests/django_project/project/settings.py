@@ -49,3 +49,9 @@ TIMEWHEEL = {
     "run_in_web": os.environ.get("TIMEWHEEL_RUN_IN_WEB") == "1",
     **json.loads(os.environ.get("TIMEWHEEL_OPTIONS", "{}")),
 }
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "loggers": {"timewheel": {"handlers": ["stderr"], "level": "INFO", "propagate": False}},
+}
