@@ -4,8 +4,8 @@
     instrument(hu)                      # into prometheus_client's default REGISTRY
     instrument(hu, registry=my_registry)
 
-or ``registry.register(TimeWheelCollector(hu))``, or :func:`render` for a ``/metrics``
-endpoint of your own (the web view serves it).  Series:
+or ``registry.register(collector(hu))``, or :func:`exposition` for a ``/metrics`` endpoint
+of your own (the web view serves it; for a bare store it gives the store's series).  Series:
 
 * ``timewheel_tasks{status,name}`` -- tasks in the store, every process's, read from
   ``store.counts()`` at each scrape (counter tables: cheap however big the store);
@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import threading
 import weakref
-from typing import TYPE_CHECKING, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union
 
 try:
     from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -42,12 +42,13 @@ except ImportError as exc:     # pragma: no cover - the message is the point
 
 from .errors import StoreError
 from .records import STATUSES, TaskRecord
+from .store.base import WheelStore
 
 if TYPE_CHECKING:
     from .api import TimeWheel
 
-__all__ = ["TimeWheelCollector", "collector", "instrument", "render", "LATENESS_BUCKETS",
-           "DURATION_BUCKETS"]
+__all__ = ["TimeWheelCollector", "StoreCollector", "collector", "instrument", "exposition",
+           "LATENESS_BUCKETS", "DURATION_BUCKETS"]
 
 #: seconds late a run started: a healthy wheel starts within a tick, downtime shows in minutes
 LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0,
@@ -57,6 +58,44 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
                     300.0, 1800.0, float("inf"))
 _OUTCOMES = ("succeeded", "failed", "retrying")      # the events that end a run
 _MAX_CLAIMED = 100_000
+
+
+class StoreCollector:
+    """The store's own series, ``timewheel_store_up`` and ``timewheel_tasks``: all there is to
+    say about a store without a wheel of this process (the web view of a file or URL)."""
+
+    def __init__(self, store: WheelStore) -> None:
+        self._store = store
+
+    def describe(self) -> Iterator[Metric]:
+        """The names, without reading the store (a registry calls this to check for clashes)."""
+        return iter(_store_families())
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(_store_metrics(self._store))
+
+
+def _store_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    return (GaugeMetricFamily("timewheel_store_up",
+                              "1 if the store answered this scrape (and the boss's last calls)."),
+            GaugeMetricFamily("timewheel_tasks", "Tasks in the store (all processes).",
+                              labels=["status", "name"]))
+
+
+def _store_metrics(store: WheelStore, healthy: bool = True) -> list[Metric]:
+    up, tasks = _store_families()
+    try:
+        counts = store.counts()
+    except StoreError:
+        up.add_metric([], 0)
+        return [up]
+    for name in sorted({n for _, n in counts}):
+        for status in STATUSES:
+            tasks.add_metric([status, name], counts.get((status, name), 0))
+        if counts.get(("broken", name)):
+            tasks.add_metric(["broken", name], counts[("broken", name)])
+    up.add_metric([], 1 if healthy else 0)
+    return [up, tasks]
 
 
 class TimeWheelCollector:
@@ -109,6 +148,7 @@ class TimeWheelCollector:
     # -- scrape ---------------------------------------------------------------------------
     def describe(self) -> Iterator[Metric]:
         """The names, without reading the store (a registry calls this to check for clashes)."""
+        yield from _store_families()
         yield from self._gauges()
         for metric in (self._runs, self._misfires, self._lateness, self._duration):
             yield from metric.describe()
@@ -116,10 +156,6 @@ class TimeWheelCollector:
     @staticmethod
     def _gauges() -> tuple[GaugeMetricFamily, ...]:
         return (
-            GaugeMetricFamily("timewheel_store_up",
-                              "1 if the store answered this scrape and the boss's last calls."),
-            GaugeMetricFamily("timewheel_tasks", "Tasks in the store (all processes).",
-                              labels=["status", "name"]),
             GaugeMetricFamily("timewheel_ticking", "1 while this process ticks the wheel."),
             GaugeMetricFamily("timewheel_running", "Tasks this process is running now."),
             GaugeMetricFamily("timewheel_workers", "Worker threads of this process's pool "
@@ -129,24 +165,20 @@ class TimeWheelCollector:
         hu = self._hu()
         if hu is None:
             return
-        up, tasks, ticking, running, workers = self._gauges()
-        try:
-            counts = hu.store.counts()
-        except StoreError:
-            ok = False
-        else:
-            ok = True
-            for name in sorted({n for _, n in counts}):
-                for status in STATUSES:
-                    tasks.add_metric([status, name], counts.get((status, name), 0))
-                if counts.get(("broken", name)):
-                    tasks.add_metric(["broken", name], counts[("broken", name)])
         health = hu.health()
-        up.add_metric([], 1 if ok and (health is None or health.ok) else 0)
+        try:
+            store = hu.store
+        except StoreError:                  # it cannot even be opened
+            up = _store_families()[0]
+            up.add_metric([], 0)
+            yield up
+        else:
+            yield from _store_metrics(store, healthy=health is None or health.ok)
+        ticking, running, workers = self._gauges()
         ticking.add_metric([], 1 if health is not None and health.ticking else 0)
         running.add_metric([], 0 if health is None else health.running)
         workers.add_metric([], hu.workers if hu.running else 0)
-        yield from (up, tasks, ticking, running, workers) if ok else (up, ticking, running, workers)
+        yield from (ticking, running, workers)
         for metric in (self._runs, self._misfires, self._lateness, self._duration):
             yield from metric.collect()
 
@@ -179,15 +211,18 @@ def instrument(hu: "TimeWheel", registry: Optional[CollectorRegistry] = None) ->
     return found
 
 
-def render(hu: "Optional[TimeWheel]" = None, *, registry: Optional[CollectorRegistry] = None,
-           accept: Optional[str] = None) -> tuple[bytes, str]:
+def exposition(source: "Union[TimeWheel, WheelStore, None]" = None, *,
+               registry: Optional[CollectorRegistry] = None,
+               accept: Optional[str] = None) -> tuple[bytes, str]:
     """``(body, content type)`` of a ``/metrics`` response: ``registry``'s metrics, or (no
-    registry) ``hu``'s alone.  ``accept`` (the request's Accept header) picks OpenMetrics
-    when the scraper asks for it, else Prometheus text."""
+    registry) those of ``source`` alone -- a TimeWheel's (:func:`collector`), or a bare
+    store's (:class:`StoreCollector`).  ``accept`` (the request's Accept header) picks
+    OpenMetrics when the scraper asks for it, else Prometheus text."""
     if registry is None:
-        if hu is None:
-            raise TypeError("render() needs a TimeWheel or a registry")
+        if source is None:
+            raise TypeError("exposition() needs a TimeWheel, a store or a registry")
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(collector(hu))
+        registry.register(StoreCollector(source) if isinstance(source, WheelStore)
+                          else collector(source))
     encode, content_type = choose_encoder(accept or "")
     return encode(registry), content_type
