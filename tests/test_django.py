@@ -161,3 +161,12 @@ def test_timewheel_run_refuses_what_it_cannot_run_without_a_traceback(tmp_path, 
     assert done.returncode == 1 and done.stderr.startswith(message), done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "tasks.db").exists()
+
+
+def test_timewheel_run_on_a_file_that_is_not_a_store_fails_in_one_line(tmp_path) -> None:
+    broken = tmp_path / "not-a-store.db"
+    broken.write_bytes(b"not a database" * 100)
+    done = Project(PROJECT, tmp_path, TIMEWHEEL_DB=str(broken)).manage("timewheel_run", "--grace", "1")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith(f"CommandError: {broken}: ") and done.stderr.count("\n") == 1
+    assert broken.read_bytes() == b"not a database" * 100

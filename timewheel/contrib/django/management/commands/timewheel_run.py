@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import click
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 
@@ -32,22 +31,21 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, grace: float, log_level: str, metrics_port: Optional[int],
                metrics_addr: str, **options: Any) -> None:
-        from timewheel.cli import run
+        from timewheel import TimeWheelError
         from timewheel.contrib.django import get_wheel
+        from timewheel.serve import serve
         if grace < 0:
             raise CommandError(f"--grace must be >= 0, got {grace:g}")
         hu = get_wheel()
-        if hu.immediate or (hu.path is None and hu.url is None):
+        if hu.location == "memory":
             raise CommandError("settings.TIMEWHEEL keeps tasks in memory (immediate=True or "
                                "path=None): there is nothing for a worker to run")
         if metrics_port is not None:
             _serve_metrics(hu, metrics_addr, metrics_port)
         try:
-            # The CLI command, on the wheel this package makes from the settings.
-            run.main(["timewheel.contrib.django:hu", "--grace", repr(grace), "--log-level", log_level],
-                     prog_name="manage.py timewheel_run", standalone_mode=False)
-        except click.ClickException as exc:
-            raise CommandError(exc.format_message()) from None
+            serve(hu, grace=grace, log_level=log_level)      # the loop of `timewheel run`
+        except (TimeWheelError, OSError) as exc:             # the store cannot be used
+            raise CommandError(f"{hu.location}: {' '.join(str(exc).split())}") from None
 
 
 def _serve_metrics(hu: Any, addr: str, port: int) -> None:
