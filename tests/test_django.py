@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -170,3 +171,94 @@ def test_timewheel_run_on_a_file_that_is_not_a_store_fails_in_one_line(tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.startswith(f"CommandError: {broken}: ") and done.stderr.count("\n") == 1
     assert broken.read_bytes() == b"not a database" * 100
+
+
+class Browser:
+    """An HTTP client with cookies, that does not follow redirects (to see them)."""
+
+    def __init__(self, base: str) -> None:
+        import http.cookiejar
+        self.base = base
+        self.jar = http.cookiejar.CookieJar()
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args, **kwargs):
+                return None
+
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), NoRedirect)
+
+    def cookie(self, name: str) -> str:
+        return next(c.value for c in self.jar if c.name == name)
+
+    def request(self, path: str, form: "dict | None" = None, headers: "dict | None" = None):
+        data = None if form is None else urllib.parse.urlencode(form).encode()
+        req = urllib.request.Request(self.base + path, data=data, headers=headers or {})
+        try:
+            with self.opener.open(req, timeout=10) as r:
+                return r.status, dict(r.headers), r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read().decode()
+
+    def login(self, user: str) -> None:
+        self.request("/admin/login/")
+        status, headers, _ = self.request("/admin/login/", {
+            "username": user, "password": "pw-" + user, "csrfmiddlewaretoken": self.cookie("csrftoken"),
+            "next": "/admin/"})
+        assert status == 302 and headers["Location"] == "/admin/", (status, headers)
+
+
+def test_the_web_view_is_mounted_for_staff_only_and_actions_for_superusers(project) -> None:
+    made = project.manage("shell", "-c", "\n".join([
+        "from django.contrib.auth.models import User",
+        "User.objects.create_user('plain', password='pw-plain')",
+        "User.objects.create_user('staff', password='pw-staff', is_staff=True)",
+        "User.objects.create_superuser('root', password='pw-root')",
+        "from shop.tasks import slow",
+        "h = slow.schedule((0,), task_id='to-retry', count_down=3600)",
+        "assert h.cancel()",
+        "slow.schedule((0,), task_id='grüße:1', count_down=3600)",
+        "from django.test import Client",                # a signed-in user who is not staff
+        "for name in ('plain', 'staff'):",
+        "    c = Client(); c.force_login(User.objects.get(username=name))",
+        "    print('SESSION', name, c.cookies['sessionid'].value)",
+    ]))
+    assert made.returncode == 0, made.stderr
+    sessions = {line.split()[1]: line.split()[2] for line in made.stdout.splitlines()
+                if line.startswith("SESSION ")}
+    web, base = project.runserver()
+    anonymous = Browser(base)
+    status, headers, _ = anonymous.request("/ops/timewheel/")
+    assert status == 302 and headers["Location"] == "/admin/login/?next=/ops/timewheel/"
+    assert anonymous.request("/ops/timewheel/api/stats")[0] == 403
+
+    as_plain = {"Cookie": f"sessionid={sessions['plain']}"}          # signed in, not staff
+    status, headers, _ = anonymous.request("/ops/timewheel/tasks", headers=as_plain)
+    assert status == 302 and headers["Location"] == "/admin/login/?next=/ops/timewheel/tasks"
+    assert anonymous.request("/ops/timewheel/api/tasks", headers=as_plain)[0] == 403
+    as_staff = {"Cookie": f"sessionid={sessions['staff']}"}          # the same way in, as staff
+    assert anonymous.request("/ops/timewheel/api/tasks", headers=as_staff)[0] == 200
+
+    staff = Browser(base)
+    staff.login("staff")
+    status, headers, page = staff.request("/ops/timewheel/")
+    assert status == 200 and "text/html" in headers["Content-Type"]
+    assert 'href="/ops/timewheel/static/app.css"' in page           # links under the mount
+    status, headers, css = staff.request("/ops/timewheel/static/app.css")
+    assert status == 200 and "text/css" in headers["Content-Type"] and css
+    status, _, body = staff.request("/ops/timewheel/api/tasks/to-retry")
+    assert status == 200 and json.loads(body)["status"] == "cancelled"
+    status, _, body = staff.request("/ops/timewheel/api/tasks/" + urllib.parse.quote("grüße:1"))
+    assert status == 200 and json.loads(body)["id"] == "grüße:1"           # a non-ASCII id
+    token = {"X-CSRF-Token": staff.cookie("timewheel_csrf")}
+    status, _, _ = staff.request("/ops/timewheel/api/tasks/to-retry/retry", {}, token)
+    assert status == 403                                # staff may look, not change
+
+    root = Browser(base)
+    root.login("root")
+    root.request("/ops/timewheel/")
+    assert root.request("/ops/timewheel/api/tasks/to-retry/retry", {})[0] == 403     # no CSRF token
+    status, _, body = root.request("/ops/timewheel/api/tasks/to-retry/retry", {},
+                                   {"X-CSRF-Token": root.cookie("timewheel_csrf")})
+    assert status == 200, body
+    assert json.loads(staff.request("/ops/timewheel/api/tasks/to-retry")[2])["status"] == "pending"
+    assert "Traceback" not in project.log("web")

@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from shop import views
 
 from timewheel.contrib.django.views import metrics
@@ -11,4 +11,5 @@ urlpatterns = [
     path("tasks/<str:task_id>/", views.task_status),
     path("customers/<int:pk>/", views.customer),
     path("metrics", metrics),
+    path("ops/timewheel/", include("timewheel.contrib.django.urls")),
 ]
