@@ -358,17 +358,15 @@ class WebView:
         return response
 
     def on_metrics(self, request: Request) -> Response:
-        """The app's Prometheus metrics (timewheel.metrics), when the view was made for its
-        TimeWheel: the per-run series are the serving process's own."""
+        """Prometheus metrics (timewheel.metrics): the store's (tasks per status) and, when
+        the view was made for the app's TimeWheel, this process's per-run series too."""
         try:
             from .. import metrics  # type: ignore[attr-defined]
         except ImportError:
             raise NotFound("no metrics here: they need prometheus_client "
                            "(pip install 'timewheel[metrics]')") from None
-        if not _is_wheel(self._source):
-            raise NotFound("no metrics here: they are served by a view mounted in the app with "
-                           "make_app(hu), from the app's own TimeWheel")
-        body, content_type = metrics.render(self._source, accept=request.headers.get("Accept"))
+        source = self._source if _is_wheel(self._source) else self.store
+        body, content_type = metrics.exposition(source, accept=request.headers.get("Accept"))
         return Response(body, content_type=content_type)
 
     # -- actions from the pages ------------------------------------------------------------------
