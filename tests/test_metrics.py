@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 from timewheel import TimeWheel
-from timewheel.metrics import collector, instrument, render
+from timewheel.metrics import collector, exposition, instrument
 
 from .conftest import wait_for
 from .django_procs import samples
@@ -92,20 +92,20 @@ def test_a_scrape_shows_the_counters_moving_as_tasks_run(served) -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
-def test_render_of_one_wheel_speaks_openmetrics(request, db_path, backend) -> None:
+def test_exposition_of_one_wheel_speaks_openmetrics(request, db_path, backend) -> None:
     hu = TimeWheel(db_path if backend == "sqlite" else request.getfixturevalue("redis_db"),
                    tick=0.1, slots=600)
     try:
         hu.task(name="t")(lambda: None).delay(count_down=60)
-        body, ctype = render(hu)
+        body, ctype = exposition(hu)
         assert ctype.startswith("text/plain; version=0.0.4")
         assert value(samples(body.decode()), "timewheel_tasks", status="pending", name="t") == 1
-        body, ctype = render(hu, accept="application/openmetrics-text; version=1.0.0")
+        body, ctype = exposition(hu, accept="application/openmetrics-text; version=1.0.0")
         assert ctype.startswith("application/openmetrics-text") and body.endswith(b"# EOF\n")
         with pytest.raises(TypeError):
-            render()
+            exposition()
         # a bare store (what the web view has for a file or URL): the store's series only
-        got = samples(render(hu.store)[0].decode())
+        got = samples(exposition(hu.store)[0].decode())
         assert value(got, "timewheel_tasks", status="pending", name="t") == 1
         assert value(got, "timewheel_store_up") == 1 and ("timewheel_workers", ()) not in got
     finally:
@@ -133,7 +133,7 @@ def test_a_store_that_cannot_be_read_shows_as_down_not_as_a_failed_scrape(tmp_pa
     path = tmp_path / "not-a-store.db"
     path.write_bytes(b"this is not a database" * 100)
     hu = TimeWheel(str(path))
-    got = samples(render(hu)[0].decode())
+    got = samples(exposition(hu)[0].decode())
     assert value(got, "timewheel_store_up") == 0
     assert not any(name == "timewheel_tasks" for name, _ in got)
     assert path.read_bytes() == b"this is not a database" * 100     # untouched

@@ -4,7 +4,7 @@
     instrument(hu)                      # into prometheus_client's default REGISTRY
     instrument(hu, registry=my_registry)
 
-or ``registry.register(collector(hu))``, or :func:`render` for a ``/metrics`` endpoint
+or ``registry.register(collector(hu))``, or :func:`exposition` for a ``/metrics`` endpoint
 of your own (the web view serves it; for a bare store it gives the store's series).  Series:
 
 * ``timewheel_tasks{status,name}`` -- tasks in the store, every process's, read from
@@ -47,7 +47,7 @@ from .store.base import WheelStore
 if TYPE_CHECKING:
     from .api import TimeWheel
 
-__all__ = ["TimeWheelCollector", "StoreCollector", "collector", "instrument", "render",
+__all__ = ["TimeWheelCollector", "StoreCollector", "collector", "instrument", "exposition",
            "LATENESS_BUCKETS", "DURATION_BUCKETS"]
 
 #: seconds late a run started: a healthy wheel starts within a tick, downtime shows in minutes
@@ -211,7 +211,7 @@ def instrument(hu: "TimeWheel", registry: Optional[CollectorRegistry] = None) ->
     return found
 
 
-def render(source: "Union[TimeWheel, WheelStore, None]" = None, *,
+def exposition(source: "Union[TimeWheel, WheelStore, None]" = None, *,
                registry: Optional[CollectorRegistry] = None,
                accept: Optional[str] = None) -> tuple[bytes, str]:
     """``(body, content type)`` of a ``/metrics`` response: ``registry``'s metrics, or (no
@@ -220,7 +220,7 @@ def render(source: "Union[TimeWheel, WheelStore, None]" = None, *,
     OpenMetrics when the scraper asks for it, else Prometheus text."""
     if registry is None:
         if source is None:
-            raise TypeError("render() needs a TimeWheel, a store or a registry")
+            raise TypeError("exposition() needs a TimeWheel, a store or a registry")
         registry = CollectorRegistry(auto_describe=False)
         registry.register(StoreCollector(source) if isinstance(source, WheelStore)
                           else collector(source))

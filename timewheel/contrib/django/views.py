@@ -20,6 +20,6 @@ __all__ = ["metrics"]
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
     """The project wheel's Prometheus metrics (``pip install 'timewheel[metrics]'``)."""
-    from ...metrics import render
-    body, content_type = render(get_wheel(), accept=request.headers.get("Accept"))
+    from ...metrics import exposition
+    body, content_type = exposition(get_wheel(), accept=request.headers.get("Accept"))
     return HttpResponse(body, content_type=content_type)
