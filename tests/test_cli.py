@@ -194,7 +194,8 @@ def test_tasks_lists_and_filters(store: Path) -> None:
     assert as_json("tasks", str(store), "--status", "running")["tasks"][0]["owner"] == DEAD_OWNER
     named = as_json("tasks", str(store), "--name", "reports.build", "--status", "pending")["tasks"]
     assert [t["id"] for t in named] == ["p-evil", "p-far"]
-    assert [t["id"] for t in as_json("tasks", str(store), "--id", "p-")["tasks"]][:1] == ["p-evil"]  # id order
+    by_id = as_json("tasks", str(store), "--id", "p-")["tasks"]          # in id order
+    assert [t["id"] for t in by_id][:1] == ["p-evil"]
     page = as_json("tasks", str(store), "--limit", "2")
     assert len(page["tasks"]) == 2 and page["next_after"] == "p-evil"
     assert "--after p-evil shows the next page" in ok("tasks", str(store), "--limit", "2").stdout
