@@ -68,6 +68,8 @@ def open_redis(redis_db, opened):
 def test_geometry_is_stored_and_checked(open_redis):
     first = open_redis(wheel=Wheel(slots=60, tick=0.5))
     assert first.wheel == Wheel(slots=60, tick=0.5)
+    info = first.info()
+    assert info["namespace"] == "t" and info["redis_version"].startswith("7") and info["slots"] == 60
     assert open_redis(wheel=None).wheel == Wheel(slots=60, tick=0.5)      # read back
     with pytest.raises(StoreMismatch, match="slots=60"):
         open_redis(wheel=Wheel(slots=3600, tick=1.0))
@@ -232,6 +234,7 @@ def test_a_lease_runs_out_unless_renewed_and_is_never_revived(open_redis):
     assert [r.id for r in lost] == ["b"]     # "b" was not renewed
     assert s.liveness.keepalive([a, b]) == ["b"]     # an expired lease is not renewed ...
     assert [r.id for r in other.abandoned(other.now())] == ["b"]   # ... so it stays abandoned
+    assert s.liveness.keepalive([a, b]) == []        # (and is reported once)
     from timewheel.records import requeue_crashed
     (back,) = other.swap([(lost[0], requeue_crashed(lost[0], other.now(), 3))])
     assert back.status == PENDING and back.crashes == 1
@@ -365,6 +368,17 @@ def test_cells_are_named_alike_by_python_and_lua_far_out(open_redis, redis_db):
     step = s.advance(s.wheel.due_tick(now + 3600.25), 10, "L")
     assert step.moved == 2 and step.complete
     check_redis_store(redis_db, "t")
+
+
+def test_a_deleted_store_fails_cleanly(open_redis, redis_db):
+    s = open_redis()
+    s.add([make_record("a", s.now() - 1)])
+    redis.Redis.from_url(redis_db).flushdb()
+    for call in (lambda: s.add([make_record("b", s.now())]), lambda: s.claim(s.liveness.token, 0, 1),
+                 lambda: s.advance(10 ** 10, 10, "x"), lambda: s.purge(s.now())):
+        with pytest.raises(StoreError, match="no timewheel store here"):
+            call()
+    assert redis.Redis.from_url(redis_db).dbsize() == 0          # nothing half-written
 
 
 def test_a_broken_record_is_set_aside(open_redis, redis_db):

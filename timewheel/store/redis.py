@@ -48,7 +48,6 @@ sent, the message says the write may or may not have been made.
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import logging
 import math
@@ -180,8 +179,8 @@ def _record(fields: dict) -> TaskRecord:
         if status not in STATUSES:
             raise ValueError(f"status {status!r}")
         owner = fields.get(b"o")
-        return dataclasses.replace(
-            rec, status=status, rev=int(fields[b"v"]), attempts=int(fields[b"a"]),
+        return rec._replace(
+            status=status, rev=int(fields[b"v"]), attempts=int(fields[b"a"]),
             owner=None if owner is None else owner.decode(), started=_opt_time(fields.get(b"st")),
             finished=_opt_time(fields.get(b"f")), lease=_opt_time(fields.get(b"l")))
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
@@ -199,6 +198,7 @@ class RedisLiveness(Liveness):
         self._pid = -1
         self._token = ""
         self._leading_until = 0.0       # monotonic: the role is ours at least until then
+        self._lost: dict[str, int] = {}   # id -> rev of claims already reported lost
         self.renew_every = store.lease / 3
         #: the ticking role lapses this long after its holder's last renewal
         self.role_ttl = max(0.5, 2 * store.wheel.tick)
@@ -251,12 +251,18 @@ class RedisLiveness(Liveness):
         return not self._store._io(lambda c: c.exists(self._store.keys.alive(token)))
 
     def keepalive(self, running: Sequence[TaskRecord]) -> list[str]:
+        """Renew; returns each claim whose lease was lost once (it is not renewed again)."""
         if self._store.readonly or not running:
             return []
+        self._lost = {r.id: r.rev for r in running if self._lost.get(r.id) == r.rev}
         args: list[Any] = [self.token, round(self._store.lease * 1e6), self._ms(self.alive_ttl)]
         for rec in running:
-            args += [rec.id, rec.rev]
-        return [_text(i) for i in self._store._script("renew", args)]
+            if rec.id not in self._lost:
+                args += [rec.id, rec.rev]
+        lost = [_text(i) for i in self._store._script("renew", args)]
+        revs = {r.id: r.rev for r in running}
+        self._lost.update((i, revs[i]) for i in lost)
+        return lost
 
     def close(self) -> None:
         self._leading_until = 0.0
@@ -588,7 +594,7 @@ class RedisStore(WheelStore):
                 out.append(old)
                 continue
             # A replacement continues the old record's rev, so stale fences stay stale.
-            plan[rec.id] = new = dataclasses.replace(rec, rev=rev + 1)
+            plan[rec.id] = new = rec._replace(rev=rev + 1)
             out.append(new)
         return out, plan, {i: stored[i][1] if i in stored else None for i in plan}
 
@@ -611,7 +617,7 @@ class RedisStore(WheelStore):
     def swap(self, changes: Sequence[tuple[TaskRecord, TaskRecord]]) -> list[Optional[TaskRecord]]:
         if not changes:
             return []
-        planned = [dataclasses.replace(new, rev=old.rev + 1) if new.id == old.id else None
+        planned = [new._replace(rev=old.rev + 1) if new.id == old.id else None
                    for old, new in changes]
         items = [self._item(p, old.rev) for (old, _), p in zip(changes, planned) if p is not None]
         done = iter(self._put("each", items) if items else [])
@@ -632,7 +638,7 @@ class RedisStore(WheelStore):
                 log.error("task %s: %s; left in the store as broken", _text(task_id), exc)
                 self._script("mark_broken", [task_id])
                 continue
-            taken.append(dataclasses.replace(start_run(old, owner, started, lease), rev=old.rev + 1))
+            taken.append(start_run(old, owner, started, lease)._replace(rev=old.rev + 1))
         return Claimed(taken, int(head) / 1e6 if head else None)
 
     # -- the ticking process ------------------------------------------------------------------

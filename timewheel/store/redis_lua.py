@@ -44,6 +44,9 @@ local function secs(us)                          -- microseconds -> '<s>.<us>' s
 end
 
 local SLOTS = tonumber(redis.call('HGET', META, 'slots'))
+if SLOTS == nil then                             -- deleted under us (FLUSHDB): write nothing
+  return redis.error_reply('no timewheel store here any more (' .. META .. ' is gone)')
+end
 
 local function slot_cycle(t)                     -- tick -> slot, cycle (exact integer arithmetic)
   local cycle = math.floor(t / SLOTS)
