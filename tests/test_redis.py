@@ -630,7 +630,7 @@ def test_recovery_of_a_sigkilled_workers_task_within_lease_plus_a_tick(redis_clu
     c.leader()
     b = c.worker("--workers", "2")
     c.ready(2)
-    c.enqueue(1, "--tag", "victim", "--task-sleep", "3.0", "--count-down", "0.5")
+    c.enqueue(1, "--tag", "victim", "--task-sleep", "2.0", "--count-down", "0.5")
     wait_for(lambda: Runs(c.log).starts.get("victim-0"), 10, what="the task to start")
     if Runs(c.log).starts["victim-0"] != [str(a.pid)]:
         a, b = b, a                              # b took it: kill b, a recovers it
