@@ -110,6 +110,8 @@ def test_location_hides_the_password_and_lease_comes_from_the_url(redis_server, 
     assert "wrong" not in str(ei.value) and "credentials" in str(ei.value)
     with pytest.raises(ValueError, match="lease"):
         RedisStore(redis_db + "?lease=0", namespace="t")
+    with pytest.raises(ValueError, match="lease= in the URL must be seconds"):
+        RedisStore(redis_db + "?lease=soon", namespace="t")
 
 
 def test_unix_socket_url(redis_server, opened):
@@ -457,6 +459,27 @@ def test_an_unreachable_server_raises_store_errors_naming_it(tmp_path):
     check_redis_store(server.url, "t")           # "x" is either wholly there or not at all
     s.close()
     server.stop()
+
+
+def test_a_full_server_refuses_writes_whole(open_redis, redis_db):
+    """At maxmemory with noeviction a write fails up front (the scripts declare that they
+    write): delay() raises StoreError, nothing of it is stored, and reads go on."""
+    s = open_redis()
+    now = s.now()
+    s.add([make_record("before", now + 60)])
+    r = redis.Redis.from_url(redis_db)
+    r.config_set("maxmemory", r.info("memory")["used_memory"] + 200_000)
+    try:
+        with pytest.raises(StoreError, match="out of memory") as ei:
+            for i in range(2000):
+                s.add([make_record(f"b{i}-{k}", now + 60, payload=b"x" * 2000) for k in range(20)])
+        assert "nothing was written" in str(ei.value)
+        failed = i
+        assert s.get("before").status == PENDING and s.counts()[(PENDING, "t")] == 1 + 20 * failed
+        assert s.get(f"b{failed}-0") is None
+    finally:
+        r.config_set("maxmemory", 0)
+    check_redis_store(redis_db, "t")
 
 
 # -- real processes -------------------------------------------------------------------------------

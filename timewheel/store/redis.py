@@ -351,9 +351,13 @@ class RedisStore(WheelStore):
         self.location = _public(url)
         self.namespace = namespace
         self.readonly = readonly
-        self.timeout = timeout
+        # (0 would make redis-py's sockets non-blocking: "do not wait" means a short wait here)
+        self.timeout = timeout = max(0.1, timeout)
         if lease is None:
-            lease = float(ours["lease"]) if "lease" in ours else DEFAULT_LEASE
+            try:
+                lease = float(ours["lease"]) if "lease" in ours else DEFAULT_LEASE
+            except ValueError:
+                raise ValueError(f"lease= in the URL must be seconds, got {ours['lease']!r}") from None
         self.lease = lease
         if not (math.isfinite(self.lease) and 0.05 <= self.lease <= 86400):
             raise ValueError(f"lease must be from 0.05 to 86400 seconds, got {self.lease!r}")
