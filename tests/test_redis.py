@@ -219,6 +219,53 @@ def test_count_down_counts_from_the_servers_now(redis_db):
         hu.close()
 
 
+def test_the_api_works_unchanged_on_redis(redis_db):
+    """Retries, async tasks, periodic tasks (two wheels: each occurrence runs once), cancel,
+    retry and results, through TimeWheel on a Redis URL."""
+    import asyncio
+    runs: list[str] = []
+    lock = threading.Lock()
+    tries = {"n": 0}            # shared: a retry may run in either wheel
+
+    def wheel() -> TimeWheel:
+        hu = TimeWheel(redis_db, workers=2, tick=0.25, slots=60, namespace="api")
+
+        @hu.task(name="flaky", retries=2, retry_delay=0.05)
+        def flaky() -> str:
+            tries["n"] += 1
+            if tries["n"] < 3:
+                raise ValueError("not yet")
+            return "third time"
+
+        @hu.task(name="later")
+        async def later(x: int) -> int:
+            await asyncio.sleep(0.01)
+            return x * 2
+
+        @hu.periodic(every=0.5, name="beat")
+        def beat() -> None:
+            from timewheel.execute import current_task
+            with lock:
+                runs.append(current_task().id)
+        return hu
+
+    a, b = wheel(), wheel()
+    a.start()
+    b.start()
+    try:
+        flaky, later = a.tasks["flaky"], a.tasks["later"]
+        assert flaky.delay().result(timeout=10) == "third time"
+        assert later.delay(21).result(timeout=10) == 42
+        h = later.delay(1, count_down=60)
+        assert h.cancel() and h.status == "cancelled" and a.retry(h.id)
+        assert h.result(timeout=10) == 2
+        time.sleep(2.2)
+    finally:
+        a.close()
+        b.close()
+    assert len(runs) >= 3 and len(runs) == len(set(runs)), runs     # each occurrence once
+
+
 # -- leases, the ticking role, heartbeats ---------------------------------------------------------
 
 def test_a_lease_runs_out_unless_renewed_and_is_never_revived(open_redis):
