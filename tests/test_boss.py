@@ -139,18 +139,27 @@ def test_clock_going_back_makes_nothing_ready_twice(env) -> None:
     assert store.get("x").status == SUCCEEDED
 
 
-def test_claims_no_more_than_idle_workers(env) -> None:
+def test_claims_idle_workers_and_queues_only_in_a_backlog(env) -> None:
     clock = FakeClock(T0 + 0.5)
     store = MemoryStore(Wheel(), clock=clock)
     boss, pool = make_boss(store, clock, workers=3)
-    store.add([make_record(f"t{i}", T0 + 1) for i in range(10)])
-    run_until(clock, boss, T0 + 2)
-    assert len(pool.got) == 3                        # the other 7 wait in the store, ready
-    assert sum(r.status == PENDING for r in (store.get(f"t{i}") for i in range(10))) == 7
+    boss._accepting = True
+    store.add([make_record(f"t{i}", T0 + 1) for i in range(40)])
+    clock.now = T0 + 1.5
+    boss.step()
+    assert len(pool.got) == 3 and all(r.started is not None for _, r in pool.got)
+    boss.step()            # the claim came back full with more due: a backlog, queue some
+    queued = [r for _, r in pool.got[3:]]
+    assert 0 < len(queued) <= boss.max_extra and all(r.started is None for r in queued)
+    while len(pool.got) < 40:
+        finish_all(boss, pool)
+        boss.step()
     finish_all(boss, pool)
-    run_until(clock, boss, T0 + 2.1)
-    assert len(pool.got) == 6
-    assert store.get(pool.got[0][1].id).status == SUCCEEDED
+    boss.step()
+    assert boss._extra == 0                            # the backlog is gone
+    store.add([make_record("s1", T0 + 3), make_record("s2", T0 + 3)])
+    run_until(clock, boss, T0 + 3.5)
+    assert [r.started is not None for _, r in pool.got[40:]] == [True, True]   # no queueing
 
 
 def test_a_late_task_past_its_misfire_grace_is_skipped_visibly(env) -> None:

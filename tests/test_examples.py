@@ -6,6 +6,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -45,6 +46,10 @@ def test_quickstart(tmp_path) -> None:
     assert "failed after 3 attempts: ConnectionError" in out
     assert "is cancelled: True" in out
     assert "'cancelled'" in out and out.count("'succeeded'") == 3 and "'failed'" in out
+    # its last line names a command that works as printed, with no venv activated (issue 12.11)
+    hint = shlex.split(out.strip().splitlines()[-1].split("with:", 1)[1])
+    done = subprocess.run(hint, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0 and "3 succeeded, 1 cancelled" in done.stdout, done.stderr
 
 
 def test_periodic_report(tmp_path) -> None:

@@ -108,10 +108,13 @@ class Outcome:
 # -- transitions --------------------------------------------------------------------------------
 # Each returns a new record and leaves ``rev`` alone: the store bumps it when it applies one.
 
-def start_run(rec: TaskRecord, owner: str, now: float, lease: Optional[float] = None) -> TaskRecord:
-    """PENDING -> RUNNING for ``owner``, starting at ``now`` (a claim)."""
-    return rec._replace(status=RUNNING, owner=owner, started=now, finished=None,
-                               attempts=rec.attempts + 1, lease=lease)
+def start_run(rec: TaskRecord, owner: str, now: float, lease: Optional[float] = None,
+              queued: bool = False) -> TaskRecord:
+    """PENDING -> RUNNING for ``owner`` (a claim), starting at ``now`` -- or, ``queued``,
+    waiting in the owner's queue for a worker: then ``started`` stays None until the outcome
+    says when it started, and a death of the owner meanwhile is not held against the task."""
+    return rec._replace(status=RUNNING, owner=owner, started=None if queued else now,
+                        finished=None, attempts=rec.attempts + 1, lease=lease)
 
 
 def is_misfire(rec: TaskRecord, now: float) -> bool:
@@ -163,9 +166,11 @@ def end_run(rec: TaskRecord, out: Outcome) -> TaskRecord:
 
 def requeue_crashed(rec: TaskRecord, now: float, max_crashes: int) -> TaskRecord:
     """RUNNING whose process died (or lost its lease) -> PENDING again, due at once: the
-    documented re-run.  After ``max_crashes`` such deaths it is FAILED instead, so a task
-    that kills its process cannot take the whole fleet down in a loop."""
-    crashes = rec.crashes + 1
+    documented re-run.  After ``max_crashes`` such deaths while it had started it is FAILED
+    instead, so a task that kills its process cannot take the whole fleet down in a loop.
+    (A task that was still queued, ``started`` None, is handed back without a crash; it keeps
+    its eta, the oldest, so the next claim -- for idle workers -- starts it and counts it.)"""
+    crashes = rec.crashes + (rec.started is not None)
     if crashes >= max_crashes:
         return rec._replace(
             status=FAILED, owner=None, lease=None, crashes=crashes, finished=now,

@@ -142,7 +142,7 @@ class MemoryStore(WheelStore):
         return out
 
     # -- workers --------------------------------------------------------------------------------
-    def claim(self, owner: str, now: float, limit: int) -> Claimed:
+    def claim(self, owner: str, now: float, limit: int, queued: int = 0) -> Claimed:
         taken: list[TaskRecord] = []
         with self._lock:
             while self._ready:
@@ -150,11 +150,11 @@ class MemoryStore(WheelStore):
                 if not self._is_ready(eta, task_id, rev):
                     heapq.heappop(self._ready)
                     continue
-                if eta > now or len(taken) >= limit:
+                if eta > now or len(taken) >= limit + queued:
                     break
                 heapq.heappop(self._ready)
                 old = self._records[task_id]
-                new = _with_rev(start_run(old, owner, now), old.rev + 1)
+                new = _with_rev(start_run(old, owner, now, queued=len(taken) >= limit), old.rev + 1)
                 self._store(new)
                 taken.append(new)
             return Claimed(taken, self._ready[0][0] if self._ready else None)

@@ -628,13 +628,14 @@ class RedisStore(WheelStore):
         return [p if p is not None and next(done) == 1 else None for p in planned]
 
     # -- workers ------------------------------------------------------------------------------
-    def claim(self, owner: str, now: float, limit: int) -> Claimed:
+    def claim(self, owner: str, now: float, limit: int, queued: int = 0) -> Claimed:
         own = "1" if owner == self.liveness.token else "0"
-        res = self._script("claim", [owner, max(0, limit), round(self.lease * 1e6), own,
-                                     RedisLiveness._ms(self.liveness.alive_ttl)])
+        limit, queued = max(0, limit), max(0, queued)
+        res = self._script("claim", [owner, limit + queued, round(self.lease * 1e6), own,
+                                     RedisLiveness._ms(self.liveness.alive_ttl), limit])
         started, lease, head = float(res[0]), float(res[1]), _text(res[2])
         taken = []
-        for task_id, blob in zip(res[3::2], res[4::2]):
+        for k, (task_id, blob) in enumerate(zip(res[3::2], res[4::2])):
             try:
                 old = decode_record(blob)
             except RecordDecodeError as exc:
@@ -642,7 +643,9 @@ class RedisStore(WheelStore):
                 log.error("task %s: %s; left in the store as broken", _text(task_id), exc)
                 self._script("mark_broken", [task_id])
                 continue
-            taken.append(start_run(old, owner, started, lease)._replace(rev=old.rev + 1))
+            # the script started the first ``limit`` it took, counting any broken ones
+            taken.append(start_run(old, owner, started, lease, queued=k >= limit)
+                         ._replace(rev=old.rev + 1))
         return Claimed(taken, int(head) / 1e6 if head else None)
 
     # -- the ticking process ------------------------------------------------------------------

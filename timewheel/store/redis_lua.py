@@ -250,12 +250,14 @@ return out
 """
 
 #: Take up to ``limit`` ready tasks due by the server's clock, earliest first, for ``owner``.
-#: ARGV: owner, limit, lease in us, '1' if the owner is the caller itself, heartbeat TTL in ms.
+#: ARGV: owner, limit, lease in us, '1' if the owner is the caller itself, heartbeat TTL in ms,
+#: how many of them start now (the others are queued: no ``started``).
 #: A claim by an owner with no heartbeat (not a live process) gets a lease that has already
 #: run out, so whoever recovers abandoned tasks takes them back at once.
 #: Returns {started, lease, score of the earliest ready task left or '', id, record, ...}.
 CLAIM = _PRELUDE + r"""
 local owner, limit, lease_us = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local starting = tonumber(ARGV[6])          -- the first this many start now; the rest queue
 local now, started = now_us()
 local ids = {}
 if limit > 0 then ids = redis.call('ZRANGEBYSCORE', P .. 'ready', '-inf', now, 'LIMIT', 0, limit) end
@@ -276,9 +278,14 @@ for _, id in ipairs(ids) do
   local h = redis.call('HMGET', key, 's', 'n', 'k', 'v', 'a', 'r')
   zrem(P .. 'ready', id)
   if h[1] == 'pending' then
-    redis.call('HSET', key, 's', 'running', 'o', owner, 'st', started, 'l', lease,
+    redis.call('HSET', key, 's', 'running', 'o', owner, 'l', lease,
                'v', fmt(tonumber(h[4]) + 1), 'a', fmt(tonumber(h[5]) + 1))
-    redis.call('HDEL', key, 'f', 'k')
+    if #taken / 2 < starting then
+      redis.call('HSET', key, 'st', started)
+      redis.call('HDEL', key, 'f', 'k')
+    else
+      redis.call('HDEL', key, 'f', 'k', 'st')
+    end
     zadd(P .. 'running', deadline, id)
     tick_count(h[3], -1)
     count('pending', h[2], -1)

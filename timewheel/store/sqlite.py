@@ -724,13 +724,13 @@ class SqliteDictStore(WheelStore):
         return out
 
     # -- workers ----------------------------------------------------------------------------
-    def claim(self, owner: str, now: float, limit: int) -> Claimed:
+    def claim(self, owner: str, now: float, limit: int, queued: int = 0) -> Claimed:
         bound = f"q:{int(now * 1e6):018d}"
         with self._reading():
             fresh, head = self._q(
                 f'SELECT (SELECT 1 FROM "{TABLE}" WHERE {_FRESH} LIMIT 1), '
                 f'(SELECT pos FROM "{TABLE}" WHERE pos >= \'q:\' AND pos < \'q;\' ORDER BY pos LIMIT 1)')[0]
-        if limit <= 0 or (not fresh and (head is None or head > bound)):
+        if limit + queued <= 0 or (not fresh and (head is None or head > bound)):
             return Claimed([], None if head is None else int(head[2:]) / 1e6)
         taken: list[TaskRecord] = []
         with self._writing():
@@ -739,7 +739,7 @@ class SqliteDictStore(WheelStore):
             updates = []
             for key, blob, pos, name in self._q(
                     f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" WHERE pos >= \'q:\' AND pos <= ? '
-                    "ORDER BY pos LIMIT ?", (bound, limit)):
+                    "ORDER BY pos LIMIT ?", (bound, limit + queued)):
                 try:
                     rec = decode_record(blob)
                 except RecordDecodeError as exc:
@@ -751,7 +751,7 @@ class SqliteDictStore(WheelStore):
                     continue
                 if rec.eta > now:          # the key's microseconds rounded up past a float
                     continue
-                new = start_run(rec, owner, now)._replace(rev=rec.rev + 1)
+                new = start_run(rec, owner, now, queued=len(taken) >= limit)._replace(rev=rec.rev + 1)
                 updates.append((encode_record(new), "r:" + owner, new.name, key))
                 counters.move((PENDING, rec.name, self.wheel.due_tick(rec.eta)), (RUNNING, rec.name, None))
                 taken.append(new)
@@ -921,26 +921,29 @@ class SqliteDictStore(WheelStore):
         if limit is not None and limit <= 0:
             return []
         with self._reading():
+            if status == BROKEN:
+                lo = "t:" + (id_prefix or "")
+                hi = lo + "\U0010ffff" if id_prefix else "t;"
+                rows = self._q(f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" WHERE pos = \'b:\' '
+                               "AND key >= ? AND key < ? " + ("AND name = ? " if name else "")
+                               + "ORDER BY key LIMIT ?",
+                               (lo, hi) + ((name,) if name else ()) + (-1 if limit is None else limit,))
+                return [_broken(key, blob, rname) for key, blob, _, rname in rows
+                        if after is None or key > "t:" + after.id]
             if id_prefix:
-                rows = self._q(f'SELECT key, {_VALUE}, pos FROM "{TABLE}" WHERE key >= ? AND key < ?',
+                rows = self._q(f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" WHERE key >= ? AND key < ?',
                                ("t:" + id_prefix, "t:" + id_prefix + "\U0010ffff"))
                 recs = [r for r in self._records(rows, status) if name is None or r.name == name]
                 return _page(recs, status, after, limit)
             if status == PENDING:
                 return self._pending(name, after, limit)
             if status == RUNNING:
-                rows = self._q(f'SELECT key, {_VALUE}, pos FROM "{TABLE}" WHERE pos >= \'r:\' '
+                rows = self._q(f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" WHERE pos >= \'r:\' '
                                "AND pos < 'r;'" + (" AND name = ?" if name else ""),
                                (name,) if name else ())
                 return _page(self._records(rows, status), status, after, limit)
-            if status == BROKEN:
-                rows = self._q(f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" WHERE pos = \'b:\' '
-                               + ("AND name = ? " if name else "") + "ORDER BY key LIMIT ?",
-                               ((name,) if name else ()) + (-1 if limit is None else limit,))
-                return [_broken(key, blob, rname) for key, blob, _, rname in rows
-                        if after is None or key > "t:" + after.id]
             prefix = f"x:{_CODE[status]}:"
-            sql = (f'SELECT key, {_VALUE}, pos FROM "{TABLE}" WHERE pos >= ? AND pos < ?'
+            sql = (f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" WHERE pos >= ? AND pos < ?'
                    + (" AND name = ?" if name else ""))
             params: list[Any] = [prefix, prefix[:-1] + ";"] + ([name] if name else [])
             if after is not None:
@@ -952,17 +955,19 @@ class SqliteDictStore(WheelStore):
             return self._records(rows, status)
 
     def _records(self, rows: Iterable[tuple], status: str) -> list[TaskRecord]:
-        """Decode (key, value, pos) rows of ``status``; undecodable ones are skipped here
-        (they are listed as broken once a writer has seen them)."""
+        """Decode (key, value, pos[, name]) rows of ``status``.  An undecodable row of a
+        running or finished task comes as a placeholder in its place (nobody else would ever
+        notice it); a pending one is skipped: the claim that meets it marks it broken."""
         out = []
-        for _key, blob, pos, *_ in rows:
+        for key, blob, pos, *name in rows:
             state = self._state(pos, None, None)
             if (state is None and status != PENDING) or (state is not None and state[0] != status):
                 continue
             try:
                 out.append(decode_record(blob))
             except RecordDecodeError:
-                continue
+                if status != PENDING:
+                    out.append(_broken(key, blob, name[0] if name else None, pos))
         return out
 
     def _pending(self, name: Optional[str], after: Optional[TaskRecord],
@@ -1075,6 +1080,15 @@ class SqliteDictStore(WheelStore):
         """Journal mode and file sizes, for ``timewheel inspect``."""
         with self._reading():
             mode = self._q("PRAGMA journal_mode")[0][0]
+        if self.readonly:
+            # an immutable=1 connection (see _ro_uri) says "delete" whatever the file is in;
+            # the file header says what it is: read/write versions 2 mean WAL
+            try:
+                with open(self.path, "rb") as fh:
+                    if fh.read(20)[18:20] == b"\x02\x02":
+                        mode = "wal"
+            except OSError:
+                pass
         wal = self.path + "-wal"
         return {"path": self.path, "journal_mode": mode, "size_bytes": os.path.getsize(self.path),
                 "wal_bytes": os.path.getsize(wal) if os.path.exists(wal) else 0,
@@ -1105,8 +1119,9 @@ def _page(recs: list[TaskRecord], status: str, after: Optional[TaskRecord],
     return recs[:limit]
 
 
-def _broken(key: str, blob: Any, name: Optional[str]) -> TaskRecord:
-    """A placeholder record for a row that cannot be decoded: why, in ``error``."""
+def _broken(key: str, blob: Any, name: Optional[str], pos: Optional[str] = None) -> TaskRecord:
+    """A placeholder record for a row that cannot be decoded: why, in ``error``; when it
+    finished (or who runs it) as its position says, so that it sorts where it sits."""
     try:
         decode_record(blob)
         reason = "record could not be decoded when it was read"
@@ -1115,5 +1130,13 @@ def _broken(key: str, blob: Any, name: Optional[str]) -> TaskRecord:
     size = len(blob) if isinstance(blob, (bytes, str)) else 0
     if blob is None:
         reason = f"record larger than {MAX_RECORD_BYTES} bytes"
+    finished = owner = None
+    if pos and pos.startswith("x:"):
+        try:
+            finished = int(pos[4:]) / 1000
+        except ValueError:
+            pass
+    elif pos and pos.startswith("r:"):
+        owner = pos[2:]
     return TaskRecord(id=key[2:] or "?", name=name or "?", eta=0.0, payload=b"", status=BROKEN,
-                      error=f"{reason} ({size} bytes)")
+                      finished=finished, owner=owner, error=f"{reason} ({size} bytes)")
