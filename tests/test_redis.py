@@ -433,16 +433,19 @@ def test_a_deleted_store_fails_cleanly(open_redis, redis_db):
 def test_a_broken_record_is_set_aside(open_redis, redis_db):
     s = open_redis()
     now = s.now()
-    s.add([make_record("bad", now - 1), make_record("good", now - 0.5)])
+    s.add([make_record("bad", now - 1), make_record("good", now - 0.5), make_record("next", now - 0.4)])
     r = redis.Redis.from_url(redis_db)
     r.hset("{t}:t:bad", "r", b"\x80\x04not a pickle")
     with pytest.raises(RecordDecodeError):
         s.get("bad")
     _ready_all(s)
-    assert [x.id for x in s.claim(s.liveness.token, s.now(), 10).records] == ["good"]
+    # one to start, one queued: the broken one took the started place, both good ones queue
+    got = s.claim(s.liveness.token, s.now(), 1, queued=2).records
+    assert [x.id for x in got] == ["good", "next"]
+    assert [s.get(x.id) for x in got] == got and all(x.started is None for x in got)
     (b,) = s.scan(BROKEN)
     assert b.id == "bad" and b.status == BROKEN and "not a timewheel record" in b.error
-    assert s.counts() == {(RUNNING, "t"): 1, (BROKEN, "t"): 1}
+    assert s.counts() == {(RUNNING, "t"): 2, (BROKEN, "t"): 1}
     check_redis_store(redis_db, "t")
 
 
