@@ -199,6 +199,20 @@ def test_now_is_the_servers_clock_whatever_the_local_one_says(open_redis, redis_
     assert abs(fast.now() - server_now) < 0.2 and abs(slow.now() - server_now) < 0.2
 
 
+def test_now_never_falls_below_a_server_time_seen(open_redis):
+    """The local clock steps back 0.5 s after the offset was measured (NTP, a VM resumed):
+    until the next measurement now() is behind the server -- but never behind a claim, so a
+    task is never recorded as started before its eta."""
+    step = [0.0]
+    s = open_redis(clock=lambda: time.time() + step[0])
+    s.add([make_record("a", s.now() - 0.01)])
+    _ready_all(s)
+    time.sleep(0.7)
+    step[0] = -0.5            # (still after the last measurement: no new one before 10 s)
+    (rec,) = s.claim(s.liveness.token, s.now(), 1).records
+    assert rec.started >= rec.eta and s.now() >= rec.started
+
+
 def test_a_claim_is_judged_by_the_servers_clock_not_the_callers(open_redis):
     s = open_redis(clock=lambda: time.time() + 3600)
     now = s.now()
