@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import pickle
+import sys
 import threading
 import time
 import weakref
@@ -234,6 +235,12 @@ def _plain_arity(sig: Optional[inspect.Signature]) -> Optional[tuple[int, int]]:
     if any(p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params):
         return None
     return sum(p.default is p.empty for p in params), len(params)
+
+
+def _added(stored: TaskRecord, rec: TaskRecord) -> bool:
+    """Whether ``store.add`` stored ``rec`` (possibly as a replacement continuing an old
+    record's rev) rather than keeping the task that had its id."""
+    return stored is rec or stored._replace(rev=rec.rev) == rec
 
 
 def _outcome_of(rec: TaskRecord) -> Any:
@@ -522,7 +529,12 @@ class TimeWheel:
         for hook in self._hooks[event]:
             try:
                 hook(rec, exc)
-            except Exception:  # noqa: BLE001 - a hook never changes a task's outcome
+            except BaseException:  # noqa: BLE001 - a hook never changes a task's outcome
+                # sys.exit() in a hook would otherwise end the boss thread mid-batch; only a
+                # Ctrl-C (or exit) in the application's own main thread (immediate mode) goes on.
+                if (threading.current_thread() is threading.main_thread()
+                        and not isinstance(sys.exc_info()[1], Exception)):
+                    raise
                 log.exception("%s hook %r raised for task %s", event, hook, rec.id)
 
     # -- scheduling -----------------------------------------------------------------------
@@ -550,8 +562,8 @@ class TimeWheel:
 
     def _submit(self, rec: TaskRecord, existing: str) -> TaskHandle:
         (stored,) = self.store.add([rec], existing=existing)
-        if self.immediate and stored is rec:
-            self._run_inline(rec)
+        if self.immediate and _added(stored, rec):
+            self._run_inline(stored)
         return TaskHandle(self, stored.id)
 
     @contextmanager
@@ -570,8 +582,8 @@ class TimeWheel:
         stored = self.store.add(recs, existing=batch.existing)
         if self.immediate:
             for rec, kept in zip(recs, stored):
-                if kept is rec:
-                    self._run_inline(rec)
+                if _added(kept, rec):
+                    self._run_inline(kept)
 
     def get(self, task_id: str) -> TaskHandle:
         """A handle for a task id (from another process, or from before a restart)."""

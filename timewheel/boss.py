@@ -177,6 +177,9 @@ class Boss:
                 if n:
                     log.warning("requeued %d task(s) whose process died while running them: %s",
                                 n, ", ".join(b.id for b in back if b is not None)[:300])
+                    for b in back:
+                        if b is not None and b.status == FAILED:     # died max_crashes times
+                            self.on_event(FAILED, b, None)
                     self._rang = True
                     self.on_change()
         if _due(self, "_purge_at", self.purge_every, now):
