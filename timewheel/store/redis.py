@@ -82,14 +82,14 @@ from .base import (
     Liveness,
     StoreState,
     WheelStore,
+    broken_record,
     check_existing,
     check_listable,
     eta_us,
     finished_ms,
+    page,
     purge_statuses,
 )
-from .memory import _order
-from .sqlite import _broken
 
 try:
     import redis
@@ -750,7 +750,7 @@ class RedisStore(WheelStore):
             for task_id, fields in zip(ids, self._hashes(ids)):
                 rname = _text(fields.get(b"n", b"?"))
                 if fields and (name is None or rname == name) and (after is None or task_id > after.id):
-                    out.append(_broken("t:" + task_id, fields.get(b"r"), rname))
+                    out.append(broken_record(task_id, fields.get(b"r"), rname))
             return out[:limit]
         if status == RUNNING:
             ids = [_text(i) for i in self._io(lambda c: c.zrange(self.keys.running, 0, -1))]
@@ -827,11 +827,8 @@ class RedisStore(WheelStore):
     @staticmethod
     def _page(recs: list[TaskRecord], status: str, name: Optional[str], after: Optional[TaskRecord],
               limit: Optional[int]) -> list[TaskRecord]:
-        key = _order(status)
-        recs = sorted((r for r in recs if r.status == status and (name is None or r.name == name)), key=key)
-        if after is not None:
-            recs = [r for r in recs if key(r) > key(after)]
-        return recs[:limit]
+        return page([r for r in recs if r.status == status and (name is None or r.name == name)],
+                    status, after, limit)
 
     # -- the doorbell -------------------------------------------------------------------------
     def doorbell(self) -> Doorbell:

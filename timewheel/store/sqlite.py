@@ -81,10 +81,12 @@ from .base import (
     Liveness,
     StoreState,
     WheelStore,
+    broken_record,
     check_existing,
     check_listable,
     eta_us,
     finished_ms,
+    page,
     purge_statuses,
 )
 from .connection import CONNECTING, SCHEMA, TABLE, SqlitedictFile, abandon, ro_uri, track
@@ -951,7 +953,7 @@ class SqliteDictStore(WheelStore):
                 rows = self._q(f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" WHERE pos >= \'r:\' '
                                "AND pos < 'r;'" + (" AND name = ?" if name else ""),
                                (name,) if name else ())
-                return _page(self._records(rows, status), status, after, limit)
+                return page(self._records(rows, status), status, after, limit)
             prefix = f"x:{_CODE[status]}:"
             sql = (f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" WHERE pos >= ? AND pos < ?'
                    + (" AND name = ?" if name else ""))
@@ -1105,41 +1107,9 @@ class SqliteDictStore(WheelStore):
                 "slots": self.wheel.slots, "tick": self.wheel.tick}
 
 
-def _order_key(status: str, rec: TaskRecord) -> tuple:
-    if status == PENDING:
-        return (eta_us(rec.eta), rec.id)
-    if status == RUNNING:
-        return (rec.started or 0.0, rec.id)
-    return (-finished_ms(rec.finished), "")
-
-
-def _page(recs: list[TaskRecord], status: str, after: Optional[TaskRecord],
-          limit: Optional[int]) -> list[TaskRecord]:
-    """Sort ``recs`` in the natural order of ``status`` and cut the page after ``after``."""
-    if status in TERMINAL:
-        recs.sort(key=lambda r: (finished_ms(r.finished), r.id), reverse=True)
-        if after is not None:
-            mark = (finished_ms(after.finished), after.id)
-            recs = [r for r in recs if (finished_ms(r.finished), r.id) < mark]
-    else:
-        recs.sort(key=lambda r: _order_key(status, r))
-        if after is not None:
-            mark = _order_key(status, after)
-            recs = [r for r in recs if _order_key(status, r) > mark]
-    return recs[:limit]
-
-
 def _broken(key: str, blob: Any, name: Optional[str], pos: Optional[str] = None) -> TaskRecord:
-    """A placeholder record for a row that cannot be decoded: why, in ``error``; when it
-    finished (or who runs it) as its position says, so that it sorts where it sits."""
-    try:
-        decode_record(blob)
-        reason = "record could not be decoded when it was read"
-    except RecordDecodeError as exc:
-        reason = str(exc)
-    size = len(blob) if isinstance(blob, (bytes, str)) else 0
-    if blob is None:
-        reason = f"record larger than {MAX_RECORD_BYTES} bytes"
+    """The placeholder of an undecodable row: when it finished (or who runs it) as its
+    position says, so that it sorts where it sits."""
     finished = owner = None
     if pos and pos.startswith("x:"):
         try:
@@ -1148,5 +1118,4 @@ def _broken(key: str, blob: Any, name: Optional[str], pos: Optional[str] = None)
             pass
     elif pos and pos.startswith("r:"):
         owner = pos[2:]
-    return TaskRecord(id=key[2:] or "?", name=name or "?", eta=0.0, payload=b"", status=BROKEN,
-                      finished=finished, owner=owner, error=f"{reason} ({size} bytes)")
+    return broken_record(key[2:], blob, name, finished=finished, owner=owner)
