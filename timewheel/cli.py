@@ -510,22 +510,33 @@ def show(db: str, task_id: str, full: bool, out: Output) -> None:
 
 # -- cancel / retry / purge ------------------------------------------------------------------------
 
+def _ids(ids: Sequence[str], most: int = 20) -> str:
+    shown = ", ".join(ids[:most])
+    return shown + (f" and {len(ids) - most} more" if len(ids) > most else "")
+
+
 def _report_changes(location: str, result: dict[str, Any], verb: str, why_not: str, out: Output,
                     strict: bool) -> None:
+    """Print what changed; what could not be changed is one error line (exit 1): unknown ids,
+    and, when the user named them (``strict``), tasks in a state that does not allow it."""
     if out.as_json:
         out.json(result)
     else:
-        # Refusals are errors only for ids the user named (strict); they go to stderr then.
         skipped = [] if strict else result["skipped"]
         out.table([[i, verb] for i in result[verb]]
                   + [[s["id"], f"not {verb}: it is {s['status']}"] for s in skipped],
                   ["id", "result"], empty=f"(nothing {verb})")
-    for task_id in result["unknown"]:
-        click.echo(clean(f"Error: no task {task_id} in {location}"), err=True)
-    if strict:
+    problems = []
+    if result["unknown"]:
+        problems.append(f"no task {_ids(result['unknown'])} in {location}")
+    if strict and result["skipped"]:
+        by_status: dict[str, list[str]] = {}
         for s in result["skipped"]:
-            click.echo(clean(f"Error: task {s['id']} is {s['status']}; {why_not}"), err=True)
-    if result["unknown"] or (strict and result["skipped"]):
+            by_status.setdefault(s["status"], []).append(s["id"])
+        problems.append("; ".join(f"task {_ids(ids)} {'is' if len(ids) == 1 else 'are'} {status}"
+                                  for status, ids in by_status.items()) + f" ({why_not})")
+    if problems:
+        click.echo(clean(f"Error: {'; '.join(problems)}"), err=True)
         click.get_current_context().exit(1)
 
 
