@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import sqlite3
+import string
 import subprocess
 import sys
 import textwrap
@@ -19,8 +20,10 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from timewheel.cli import FORMATS, cli
+from timewheel.cli import FORMATS, cli, simple_table
 from timewheel.records import Outcome, TaskRecord, end_run
 from timewheel.store import open_store
 
@@ -695,3 +698,18 @@ def test_run_finishes_the_running_task_on_sigterm_and_exits_0(tmp_path: Path) ->
     assert not (tmp_path / "never").exists()
     text = log.read_text()
     assert "Traceback" not in text and "SIGTERM" in text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 4).flatmap(lambda n: st.tuples(
+    st.lists(st.text(string.ascii_letters + string.digits + " -:.()'", max_size=12), min_size=n, max_size=n)
+    | st.just([]),
+    st.lists(st.lists(st.text(string.ascii_letters + string.digits + " -:.()'", max_size=15)
+                      | st.integers(0, 10 ** 9), min_size=n, max_size=n), min_size=1, max_size=5))))
+def test_the_default_table_is_what_tabulate_prints(case: tuple[list[str], list[list[Any]]]) -> None:
+    from tabulate import tabulate
+    headers, rows = case
+    right = [all(isinstance(r[i], int) for r in rows) for i in range(len(rows[0]))]
+    expected = tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True,
+                        colalign=["right" if r else "left" for r in right])
+    assert simple_table(rows, headers, right) == expected

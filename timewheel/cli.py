@@ -222,9 +222,12 @@ class Output:
             lines = (["\t".join(headers)] if headers else []) + ["\t".join(map(str, r)) for r in cells]
             click.echo("\n".join(lines))
             return
-        from tabulate import tabulate
-        numeric = [all(isinstance(r[i], (int, float)) and not isinstance(r[i], bool) for r in cells)
+        numeric = [all(isinstance(r[i], int) and not isinstance(r[i], bool) for r in cells)
                    for i in range(len(cells[0]))]
+        if self.fmt == "simple":
+            click.echo(simple_table(cells, headers, numeric))
+            return
+        from tabulate import tabulate
         # disable_numparse: task ids are strings, some of which look like numbers (1e5...)
         click.echo(tabulate(cells, headers=list(headers), tablefmt=self.fmt, disable_numparse=True,
                             colalign=["right" if n else "left" for n in numeric]))
@@ -235,6 +238,23 @@ class Output:
 
     def text(self, text: str, lines: bool = False) -> None:
         click.echo(clean(text, lines=lines))
+
+
+def simple_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], right: Sequence[bool]) -> str:
+    """What ``tabulate(rows, headers, tablefmt="simple")`` prints (test_cli checks they agree),
+    without importing tabulate: its import costs more than a command on a big store."""
+    text = [[str(c).strip() for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in text) for i in range(len(text[0]))]
+    if headers:
+        widths = [max(w, len(h) + 2) for w, h in zip(widths, headers)]      # tabulate's padding
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip()
+
+    dashes = "  ".join("-" * w for w in widths).rstrip()
+    if headers:
+        return "\n".join([line(list(headers)), dashes, *map(line, text)])
+    return "\n".join([dashes, *map(line, text), dashes])
 
 
 def output_options(f: Callable[..., Any]) -> Callable[..., Any]:
