@@ -6,9 +6,14 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import shutil
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from click.testing import CliRunner, Result
+
+from timewheel.cli import cli
 from timewheel.records import Outcome, TaskRecord, cancel, end_run, skip_misfired
 from timewheel.store.base import WheelStore
 
@@ -82,3 +87,15 @@ def fingerprint(path: Path) -> dict[str, str]:
             return "dir"
         return "shm" if p.name.endswith("-shm") else hashlib.sha256(p.read_bytes()).hexdigest()
     return {p.name: digest(p) for p in sorted(path.parent.iterdir())}
+
+
+def invoke(*args: str) -> Result:
+    """Run the command line in this process (click's runner): output, exit code, exception."""
+    return CliRunner().invoke(cli, list(args), catch_exceptions=True)
+
+
+def console_script() -> str:
+    """The installed ``timewheel`` command next to this interpreter (tests run it as users do)."""
+    found = shutil.which("timewheel", path=os.path.dirname(sys.executable))
+    assert found, "the timewheel console script is not installed next to this python"
+    return found

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +27,7 @@ from timewheel.cli import FORMATS, cli, simple_table
 from timewheel.records import Outcome, TaskRecord, end_run
 from timewheel.store import open_store
 
-from .cli_fixtures import fingerprint, populate, rec
+from .cli_fixtures import console_script, fingerprint, invoke, populate, rec
 from .conftest import ROOT, wait_for
 
 READ_COMMANDS = [["inspect"], ["tasks"], ["show", "{id}"], ["stats"], ["timeline"]]
@@ -36,10 +36,6 @@ DEAD_OWNER = "999999:deadbeef:999999"
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=True)
-
 
 def ok(*args: str) -> Result:
     result = invoke(*args)
@@ -94,12 +90,6 @@ def not_stores(tmp_path: Path) -> dict[str, Path]:
     con.commit()
     con.close()
     return {"text": text, "foreign": foreign, "empty": empty, "blank": blank}
-
-
-def console_script() -> str:
-    found = shutil.which("timewheel", path=os.path.dirname(sys.executable))
-    assert found, "the timewheel console script is not installed next to this python"
-    return found
 
 
 def _args(command: list[str], path: "Path | str", task_id: str = "p-soon") -> list[str]:
@@ -713,3 +703,25 @@ def test_the_default_table_is_what_tabulate_prints(case: tuple[list[str], list[l
     expected = tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True,
                         colalign=["right" if r else "left" for r in right])
     assert simple_table(rows, headers, right) == expected
+
+
+def test_serve_runs_only_on_the_main_thread(tmp_path: Path) -> None:
+    """serve() handles signals, which Python delivers to the main thread only."""
+    import threading
+
+    from timewheel import TimeWheel
+    from timewheel.serve import serve
+    hu = TimeWheel(str(tmp_path / "tasks.db"))
+    got: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            serve(hu, 1.0, None)
+        except RuntimeError as exc:
+            got.append(exc)
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join(10)
+    assert len(got) == 1 and "main thread" in str(got[0]) and not hu.running
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -10,6 +10,8 @@ times as many with ``-m slow``; the counts are reported at the end of the module
 from __future__ import annotations
 
 import collections
+import dataclasses
+import json
 import os
 import pickle
 import resource
@@ -17,7 +19,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,15 +26,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from timewheel.cli import FORMATS, cli
 from timewheel.records import Outcome, TaskRecord, encode_record, end_run
 from timewheel.store import open_store
 
-from .cli_fixtures import fingerprint, populate, rec
+from .cli_fixtures import console_script, fingerprint, invoke, populate, rec
 
 DEAD_OWNER = "999999:deadbeef:999999"
 ESCAPES = ["\x1b[2J\x1b[H", "\x1b]0;pwned\x07", "\x1b]8;;http://evil/\x1b\\", "\x9b31m", "\u202eexe.txt",
@@ -65,10 +65,6 @@ def report_counts(request: pytest.FixtureRequest):
 
 # -- helpers -----------------------------------------------------------------------------------
 
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=True)
-
-
 def check_answer(result: Result, what: Any, seconds: float, limit: float = 10.0) -> None:
     """The promise for one command: exit 0, 1 or 2; on an error one line on stderr; never a
     traceback; within ``limit`` seconds."""
@@ -76,7 +72,8 @@ def check_answer(result: Result, what: Any, seconds: float, limit: float = 10.0)
     assert isinstance(result.exception, (SystemExit, type(None))), (what, repr(result.exception))
     assert "Traceback" not in result.output, (what, result.output)
     if result.exit_code:
-        assert result.stderr.startswith("Error: ") and result.stderr.strip().count("\n") == 0, (what, result.stderr)
+        one_line = result.stderr.startswith("Error: ") and result.stderr.strip().count("\n") == 0
+        assert one_line, (what, result.stderr)
     assert seconds < limit, (what, seconds)
 
 
@@ -108,19 +105,14 @@ def measured(args: list[str], timeout: float = 30.0) -> tuple[int, str, str, flo
         return p.returncode, out.read().decode(), err.read().decode(), took, usage.ru_maxrss / 1024
 
 
-def console_script() -> str:
-    found = shutil.which("timewheel", path=os.path.dirname(sys.executable))
-    assert found, "the timewheel console script is not installed next to this python"
-    return found
-
-
 def build(path: Path, extra: int = 40) -> Path:
     """A store with a task in every status, ``extra`` more pending ones, and a broken record."""
     s = open_store(str(path))
     try:
         now = time.time()
         populate(s, now, DEAD_OWNER)
-        s.add([rec(f"x{i:03d}", "bulk" if i % 2 else "emails.send", now + 30 + 97 * i, (i,)) for i in range(extra)])
+        s.add([rec(f"x{i:03d}", "bulk" if i % 2 else "emails.send", now + 30 + 97 * i, (i,))
+               for i in range(extra)])
     finally:
         s.close()
     return path
@@ -159,7 +151,8 @@ def test_escape_sequences_from_the_store_never_reach_the_terminal(tmp_path: Path
            rec("e-failed", "fail" + ESCAPES[0], now - 1)])
     s.advance(s.wheel.current_tick(now), 10, "tests" + ESCAPES[1])
     (claimed,) = s.claim(DEAD_OWNER, now, 1).records
-    s.swap([(claimed, end_run(claimed, Outcome(False, now, now, error="boom" + evil, traceback="tb\n" + evil)))])
+    failed = Outcome(False, now, now, error="boom" + evil, traceback="tb\n" + evil)
+    s.swap([(claimed, end_run(claimed, failed))])
     s.close()
     ids = ["e-pending" + ESCAPES[1], "e-failed"]
     runs = [["inspect", str(path)], ["tasks", str(path)], ["tasks", str(path), "--fmt", "tsv"],
@@ -269,7 +262,8 @@ WRITES = [["cancel", "p-far"], ["retry", "bad"], ["purge", "--older-than", "100w
 
 
 @pytest.mark.parametrize("case", sorted(TAMPERING), ids=lambda c: c.replace(" ", "-"))
-def test_a_tampered_store_gets_one_line_errors_never_tracebacks(base: Path, tmp_path: Path, case: str) -> None:
+def test_a_tampered_store_gets_one_line_errors_never_tracebacks(base: Path, tmp_path: Path,
+                                                                case: str) -> None:
     statement, expected = TAMPERING[case]
     path = copy_of(base, tmp_path)
     sql(path, statement)
@@ -312,7 +306,7 @@ def test_tampered_stores_from_outside_the_process(base: Path, tmp_path: Path) ->
 def _record_tuple(**wrong: Any) -> bytes:
     good = encode_record(rec("w", "n", time.time() + 60))
     values = list(pickle.loads(good))
-    names = [f.name for f in __import__("dataclasses").fields(TaskRecord)]
+    names = [f.name for f in dataclasses.fields(TaskRecord)]
     for k, v in wrong.items():
         values[names.index(k)] = v
     return pickle.dumps(tuple(values))
@@ -334,7 +328,7 @@ def test_records_whose_fields_have_the_wrong_types_are_listed_as_broken(base: Pa
         check_answer(result, command, took, limit=3.0)
         assert result.exit_code == 0, (command, result.stderr)
     listing = invoke("tasks", str(path), "--limit", "0", "--json")
-    rows = {t["id"]: t for t in __import__("json").loads(listing.stdout)["tasks"]}
+    rows = {t["id"]: t for t in json.loads(listing.stdout)["tasks"]}
     for key in blobs:
         assert rows[key]["status"] == "broken", key
     assert "field name holds list (a container)" in rows["ok"]["error"]
@@ -347,9 +341,10 @@ def test_tasks_status_broken_lists_undecodable_records_with_their_reason(base: P
     path = copy_of(base, tmp_path)
     sql(path, "UPDATE timewheel SET value = x'00112233' WHERE key = 't:ok'",
         "UPDATE timewheel SET value = 'junk', pos = 'b:' WHERE key = 't:p-far'")
-    data = __import__("json").loads(invoke("tasks", str(path), "--status", "broken", "--json").stdout)
-    assert [t["id"] for t in data["tasks"]] == ["p-far"] and "not a timewheel record" in data["tasks"][0]["error"]
-    everything = __import__("json").loads(invoke("tasks", str(path), "--limit", "0", "--json").stdout)
+    data = json.loads(invoke("tasks", str(path), "--status", "broken", "--json").stdout)
+    assert [t["id"] for t in data["tasks"]] == ["p-far"]
+    assert "not a timewheel record" in data["tasks"][0]["error"]
+    everything = json.loads(invoke("tasks", str(path), "--limit", "0", "--json").stdout)
     broken = {t["id"]: t["error"] for t in everything["tasks"] if t["status"] == "broken"}
     assert set(broken) == {"ok", "p-far"} and all("not a timewheel record" in e for e in broken.values())
     text = invoke("tasks", str(path), "--status", "broken").stdout
@@ -371,14 +366,15 @@ def test_the_longest_timeline_is_bounded(base: Path) -> None:
     for hours in ("87840", "0.0001"):
         result, took = timed("timeline", str(base), "--hours", hours, "--json")
         assert result.exit_code == 0 and took < 3, (hours, result.output)
-        assert len(__import__("json").loads(result.stdout)["buckets"]) <= 2000
+        assert len(json.loads(result.stdout)["buckets"]) <= 2000
 
 
 # -- any value of any option -------------------------------------------------------------------------
 
 ODD = ["", " ", "-", "--", "-1", "0", "1", "7", "1e400", "inf", "-inf", "nan", "1e308", "0x10", "1_000", " 5",
        "5 ", "10" * 30, "--json", "-h", "\x1b[31m", "\u202e", "1h30m", "7d", "99999999999999999999w", "0s",
-       "pending", "broken", "failed", "p-soon", "ok", "emails.send", "simple", "tsv", "DEBUG", "x:y", "a" * 300]
+       "pending", "broken", "failed", "p-soon", "ok", "emails.send", "simple", "tsv", "DEBUG", "x:y",
+       "a" * 300]
 values = st.one_of(st.sampled_from(ODD), st.text(max_size=12), st.integers(-10 ** 20, 10 ** 20).map(str),
                    st.floats(allow_nan=True, allow_infinity=True).map(repr))
 
@@ -446,7 +442,8 @@ def test_property_run_refuses_bad_options_in_one_line(tmp_path: Path, scale: int
     (tmp_path / "twapp_plain.py").write_text("number = 3\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    names = st.from_regex(r"tw_no_such_[a-z]{1,8}(:[a-z]{1,5})?", fullmatch=True) | st.just("twapp_plain:number")
+    names = (st.from_regex(r"tw_no_such_[a-z]{1,8}(:[a-z]{1,5})?", fullmatch=True)
+             | st.just("twapp_plain:number"))
 
     @settings(max_examples=150 * scale, deadline=None, database=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -472,12 +469,14 @@ cells = st.one_of(st.none(), st.integers(-2 ** 63, 2 ** 63 - 1), st.floats(allow
                   st.sampled_from(["p:", "q:", "r:", "x:s:", "b:", "n:", "p:000001:000000000000001:",
                                    "x:f:000000000000000", "q:000000000000000000", "r:1:2:3"]))
 edits = st.one_of(
-    st.tuples(st.just("flip"), st.lists(st.tuples(st.floats(0, 1), st.integers(1, 255)), min_size=1, max_size=24)),
+    st.tuples(st.just("flip"), st.lists(st.tuples(st.floats(0, 1), st.integers(1, 255)),
+                                        min_size=1, max_size=24)),
     st.tuples(st.just("truncate"), st.floats(0, 1)),
     st.tuples(st.just("row"), st.lists(st.tuples(
         st.sampled_from(["timewheel", "timewheel_counts", "timewheel_ticks"]),
         st.sampled_from(["update", "delete", "insert"]), st.integers(0, 10 ** 6),
-        st.sampled_from(["key", "value", "pos", "name", "state", "n", "tick"]), cells), min_size=1, max_size=5)),
+        st.sampled_from(["key", "value", "pos", "name", "state", "n", "tick"]), cells),
+        min_size=1, max_size=5)),
 )
 _COLUMNS = {"timewheel": ("key", "value", "pos", "name"), "timewheel_counts": ("state", "name", "n"),
             "timewheel_ticks": ("tick", "n")}
