@@ -123,3 +123,31 @@ def test_tornado_app(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert example.hu.running                                  # started by the first request
     finally:
         example.hu.stop()
+
+
+def test_django_project(tmp_path) -> None:
+    from .django_procs import Project, get, post, scrape
+
+    project = Project(os.path.join(EXAMPLES, "django_project"), tmp_path,
+                      MAIL_DIR=str(tmp_path / "mail"), CONFIRM_DELAY="0.5")
+    try:
+        done = project.manage("migrate", "--noinput", "-v", "0")
+        assert done.returncode == 0, done.stderr
+        web, base = project.runserver(probe="/tasks/none")
+        first = post(base + "/subscribe", email="ada@example.com")
+        assert first["task_id"] == "confirm:1"
+        assert post(base + "/subscribe", email="ada@example.com") == first      # pending: one task
+        done = wait_for(lambda: (j := get(f"{base}/tasks/confirm:1"))["status"] == "succeeded" and j,
+                        timeout=15)
+        assert done["result"] == "sent to ada@example.com (attempt 1)"
+        (mail,) = (tmp_path / "mail").iterdir()
+        assert "To: ada@example.com" in mail.read_text()
+        again = post(base + "/subscribe", email="ada@example.com")      # finished: runs again
+        wait_for(lambda: get(f"{base}/tasks/{again['task_id']}").get("result")
+                 == "already sent to ada@example.com", timeout=15)
+        assert len(list((tmp_path / "mail").iterdir())) == 1
+        metrics = scrape(base + "/metrics")
+        assert metrics[("timewheel_runs_total", (("name", "newsletter.send_confirmation"),
+                                                 ("outcome", "succeeded")))] == 2
+    finally:
+        project.close()
