@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 from .errors import StoreError, TaskNotFound
@@ -230,7 +229,7 @@ def _mark(store: WheelStore, task_id: str) -> TaskRecord:
         rec = store.get(task_id)
     except RecordDecodeError:
         found = _placeholder(store, task_id)       # a finished one sorts where it sits
-        rec = None if found is None else replace(found[1], status=found[0])
+        rec = None if found is None else found[1]._replace(status=found[0])
     if rec is None:
         raise TaskNotFound(f"no task {task_id} in {store.location} (to continue a listing after)")
     return rec
