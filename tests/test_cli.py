@@ -725,3 +725,44 @@ def test_serve_runs_only_on_the_main_thread(tmp_path: Path) -> None:
     t.join(10)
     assert len(got) == 1 and "main thread" in str(got[0]) and not hu.running
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def _redis_snapshot(url: str) -> dict[bytes, tuple[Any, int]]:
+    """Every key of the database with its serialized value and time to live."""
+    import redis
+    r = redis.Redis.from_url(url)
+    try:
+        return {k: (r.dump(k), r.pttl(k)) for k in r.scan_iter(count=1000)}
+    finally:
+        r.close()
+
+
+def test_every_command_on_a_redis_store(redis_db: str, redis_server: Any) -> None:
+    """The same commands on a real redis-server: read-only ones change no key (value or TTL)."""
+    s = open_store(redis_db, namespace="shop")
+    try:
+        populate(s, time.time(), DEAD_OWNER)
+    finally:
+        s.close()
+    ns = ["--namespace", "shop"]
+    before = _redis_snapshot(redis_db)
+    assert before
+    for command in READ_COMMANDS:
+        ok(*_args(command, redis_db), *ns)
+        ok(*_args(command, redis_db), *ns, "--json")
+    ok("purge", redis_db, "--older-than", "0s", "--dry-run", *ns)
+    for url in (redis_db, redis_server.unix_url):
+        data = as_json("inspect", url, *ns)
+        assert data["counts"]["pending"] == 4 and data["store"]["backend"] == "RedisStore"
+        assert data["store"]["namespace"] == "shop" and data["running"][0]["owner_alive"] is False
+    assert "namespace 'shop'" in ok("inspect", redis_db, *ns).stdout
+    assert _redis_snapshot(redis_db) == before
+    assert_clean_error(invoke("inspect", redis_db), 1, "no timewheel store in namespace 'timewheel'")
+    assert_clean_error(invoke("cancel", redis_db, "p-soon"), 1, "no timewheel store")
+    assert _redis_snapshot(redis_db) == before            # a write command creates nothing either
+    assert invoke("inspect", redis_db, "--namespace", "a{b}").exit_code == 2
+    assert as_json("cancel", redis_db, "p-soon", *ns)["cancelled"] == ["p-soon"]
+    assert as_json("retry", redis_db, "bad", *ns)["retried"] == ["bad"]
+    assert as_json("tasks", redis_db, "--status", "cancelled", *ns)["tasks"][0]["id"] == "p-soon"
+    assert as_json("purge", redis_db, "--older-than", "1h", *ns)["purged"] == 0
+    assert as_json("purge", redis_db, "--older-than", "0s", "--status", "succeeded", *ns)["purged"] == 1

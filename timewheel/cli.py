@@ -71,7 +71,7 @@ def _one_line(location: str) -> Iterator[None]:
     """
     try:
         yield
-    except (click.exceptions.Exit, click.ClickException, click.Abort):
+    except (click.exceptions.Exit, click.ClickException, click.Abort):   # usage errors too
         raise
     except _library_errors() as exc:
         _fail(exc)
@@ -98,7 +98,8 @@ def _needs_redis(location: str) -> None:
 
 @contextmanager
 def opened(location: str, *, write: bool = False, timeout: float = 10.0) -> Iterator["WheelStore"]:
-    """The store at ``location``, closed afterwards; every error is one line, exit 1.
+    """The store at ``location`` (in the ``--namespace`` of the command line), closed
+    afterwards; every error is one line, exit 1.
 
     A write command opens the store for writing only after a read-only open found one there:
     opening for writing would create a missing store, or adopt an empty or foreign file.
@@ -107,10 +108,19 @@ def opened(location: str, *, write: bool = False, timeout: float = 10.0) -> Iter
     from .store import open_store
 
     _needs_redis(location)
+    ctx = click.get_current_context(silent=True)
+    namespace = ctx.meta.get(NAMESPACE, "timewheel") if ctx is not None else "timewheel"
+
+    def open_it(readonly: bool) -> "WheelStore":
+        try:
+            return open_store(location, readonly=readonly, timeout=timeout, namespace=namespace)
+        except ValueError as exc:         # an argument the backend refuses: --namespace
+            raise click.BadParameter(str(exc), param_hint="'--namespace'") from None
+
     with _one_line(location):
         store = None
         try:
-            store = open_store(location, readonly=True, timeout=timeout)
+            store = open_it(readonly=True)
         except NotAStore as exc:
             # a store of timewheel 0.1 is converted by the first writer: allowed to write it
             if not (write and "timewheel/1" in str(exc)):
@@ -118,7 +128,7 @@ def opened(location: str, *, write: bool = False, timeout: float = 10.0) -> Iter
         if write:
             if store is not None:
                 store.close()
-            store = open_store(location, timeout=timeout)
+            store = open_it(readonly=False)
         try:
             yield store
         finally:
@@ -153,8 +163,19 @@ class StoreLocation(click.ParamType):
         return text
 
 
+NAMESPACE = "timewheel.namespace"
+
+
+def _keep_namespace(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    ctx.meta[NAMESPACE] = value
+    return value
+
+
 def db_argument(f: F) -> F:
-    """The store, the first argument of every store command."""
+    """The store, the first argument of every store command, and its ``--namespace``."""
+    f = click.option("--namespace", default="timewheel", show_default=True, expose_value=False,
+                     callback=_keep_namespace, metavar="NAME",
+                     help="Redis stores: the application's key prefix (its TimeWheel namespace=).")(f)
     return click.argument("db", metavar="DB", type=StoreLocation())(f)
 
 
@@ -391,11 +412,18 @@ def inspect(db: str, all_slots: bool, next_n: int, out: Output) -> None:
         last = f" (last: {tk['last_leader']})" if tk["last_leader"] else " (no process has called start())"
         ticker = ("NOT ticking: no live process holds the ticking role" + last
                   + (f"; {span(behind)} behind" if behind > 0 else ""))
-    file = (f"{size(st['size_bytes'])} + {size(st['wal_bytes'] or 0)} WAL, journal_mode={st['journal_mode']}"
-            if st["size_bytes"] is not None else "-")
+    if st["size_bytes"] is not None:
+        where = ["file", f"{size(st['size_bytes'])} + {size(st['wal_bytes'] or 0)} WAL, "
+                         f"journal_mode={st['journal_mode']}"]
+    elif "redis_version" in st:
+        used = "" if st.get("used_memory_bytes") is None else f", {size(st['used_memory_bytes'])} used"
+        lease = "" if st.get("lease") is None else f", leases of {st['lease']:g}s"
+        where = ["server", f"Redis {st['redis_version']}{used}; namespace {st.get('namespace')!r}{lease}"]
+    else:
+        where = ["where", st["backend"]]
     out.table([
         ["store", f"{st['path']} ({st['backend']})"],
-        ["file", file],
+        where,
         ["wheel", f"{st['slots']} slots x {st['tick']:g}s"],
         ["tasks", f"{n['pending']} pending, {n['running']} running, {n['failed']} failed (buried), done: "
                   f"{n['succeeded']} succeeded, {n['cancelled']} cancelled, {n['misfired']} misfired"

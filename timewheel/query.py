@@ -125,14 +125,14 @@ def _live(recs: Iterable[TaskRecord], status: str) -> list[TaskRecord]:
 # -- inspect ---------------------------------------------------------------------------------------
 
 def store_details(store: WheelStore) -> dict[str, Any]:
-    """Where the store is and its geometry; file sizes and journal mode where the backend
-    has them (its ``info()``)."""
+    """Where the store is and its geometry, plus what the backend tells of itself (its
+    ``info()``): a file's sizes and journal mode, a Redis server's version, memory, namespace
+    and lease."""
     details: dict[str, Any] = {"path": store.location, "backend": type(store).__name__,
                                "journal_mode": None, "size_bytes": None, "wal_bytes": None}
     info = getattr(store, "info", None)
     if callable(info):
-        extra = info()
-        details.update({k: extra[k] for k in ("journal_mode", "size_bytes", "wal_bytes") if k in extra})
+        details.update({k: v for k, v in info().items() if k not in ("path", "url", "backend")})
     details.update(slots=store.wheel.slots, tick=store.wheel.tick)
     return details
 
