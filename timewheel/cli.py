@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Optional, S
 
 import click
 
+from .query import FINISHED
+from .store.base import LISTABLE
 from .text import clean, clip, local, relative, seconds, size, span
 
 if TYPE_CHECKING:
@@ -33,9 +35,6 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-STATUSES = ("pending", "running", "succeeded", "failed", "cancelled", "misfired")
-LISTABLE = STATUSES + ("broken",)
-FINISHED = ("succeeded", "failed", "cancelled", "misfired")
 #: tabulate's formats (tabulate.tabulate_formats), listed here so that --help does not
 #: import tabulate; test_cli checks the two agree.
 FORMATS = ("asciidoc", "colon_grid", "double_grid", "double_outline", "fancy_grid", "fancy_outline",
@@ -123,7 +122,8 @@ def opened(location: str, *, write: bool = False, timeout: float = 10.0) -> Iter
             store = open_it(readonly=True)
         except NotAStore as exc:
             # a store of timewheel 0.1 is converted by the first writer: allowed to write it
-            if not (write and "timewheel/1" in str(exc)):
+            from .store.sqlite import OLD_FORMAT
+            if not (write and OLD_FORMAT in str(exc)):
                 raise
         if write:
             if store is not None:
@@ -133,10 +133,6 @@ def opened(location: str, *, write: bool = False, timeout: float = 10.0) -> Iter
             yield store
         finally:
             store.close()
-
-
-def _now(store: "WheelStore") -> float:
-    return store.now()
 
 
 # -- parameters ----------------------------------------------------------------------------------
@@ -399,7 +395,7 @@ def inspect(db: str, all_slots: bool, next_n: int, out: Output) -> None:
     """
     from .query import inspect_data
     with opened(db) as store:
-        data = inspect_data(store, _now(store), all_slots=all_slots, next_n=next_n)
+        data = inspect_data(store, store.now(), all_slots=all_slots, next_n=next_n)
     if out.as_json:
         out.json(data)
         return
@@ -485,7 +481,7 @@ def tasks(db: str, status: Optional[str], name: Optional[str], id_prefix: Option
     """
     from .query import tasks_data
     with opened(db) as store:
-        data = tasks_data(store, _now(store), status=status, name=name, id_prefix=id_prefix,
+        data = tasks_data(store, store.now(), status=status, name=name, id_prefix=id_prefix,
                           limit=limit or None, after=after)
     if out.as_json:
         out.json(data)
@@ -520,7 +516,7 @@ def show(db: str, task_id: str, full: bool, out: Output) -> None:
     """
     from .query import show_data
     with opened(db) as store:
-        d = show_data(store, task_id, _now(store), full=full)
+        d = show_data(store, task_id, store.now(), full=full)
     if out.as_json:
         out.json(d)
         return
@@ -664,7 +660,7 @@ def purge(db: str, older_than: float, statuses: tuple[str, ...], dry_run: bool, 
     """
     from .query import purge_data
     with opened(db, write=not dry_run, timeout=timeout) as store:
-        data = purge_data(store, _now(store), older_than=older_than, statuses=statuses or None,
+        data = purge_data(store, store.now(), older_than=older_than, statuses=statuses or None,
                           dry_run=dry_run)
     if out.as_json:
         out.json(data)
@@ -695,7 +691,7 @@ def stats(db: str, recent: int, out: Output) -> None:
     """
     from .query import stats_data
     with opened(db) as store:
-        data = stats_data(store, _now(store), recent=recent)
+        data = stats_data(store, store.now(), recent=recent)
     if out.as_json:
         out.json(data)
         return
@@ -732,7 +728,7 @@ def timeline(db: str, hours: float, name: Optional[str], width: int, out: Output
     """
     from .query import timeline_data
     with opened(db) as store:
-        data = timeline_data(store, _now(store), hours=hours, name=name)
+        data = timeline_data(store, store.now(), hours=hours, name=name)
     if out.as_json:
         out.json(data)
         return
