@@ -350,6 +350,19 @@ def test_tasks_status_broken_lists_undecodable_records_with_their_reason(base: P
     assert "p-far" in text and "not a timewheel record" in text
 
 
+@pytest.mark.parametrize("keep", [0.05, 0.5, 0.9])
+def test_a_truncated_store_is_refused_without_creating_files_beside_it(base: Path, tmp_path: Path,
+                                                                       keep: float) -> None:
+    """Issue 12.5: a read that fails on a truncated file must not leave -wal/-shm behind."""
+    path = copy_of(base, tmp_path)
+    path.write_bytes(path.read_bytes()[:int(path.stat().st_size * keep)])
+    before = fingerprint(path)
+    for command in HOSTILE_COMMANDS:
+        result, took = timed(command[0], str(path), *command[1:])
+        check_answer(result, command, took)
+    assert fingerprint(path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["tasks.db"]
+
+
 # -- timeline windows ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("hours", ["inf", "nan", "-inf", "1e12", "1e8", "87841", "0", "-1", "1e400", "x", ""])

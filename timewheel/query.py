@@ -38,7 +38,8 @@ from .text import first_line
 
 __all__ = [
     "inspect_data", "tasks_data", "show_data", "stats_data", "timeline_data", "change_tasks",
-    "retry_failed", "purge_data", "task_row", "MAX_HOURS", "MAX_RECENT", "FINISHED",
+    "retry_failed", "purge_data", "task_row", "counts_by_status", "store_details", "check_hours",
+    "MAX_HOURS", "MAX_RECENT", "FINISHED",
 ]
 
 #: statuses whose ``started - eta`` is the lateness of a run.  A pending record may still
