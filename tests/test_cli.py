@@ -111,7 +111,8 @@ def test_every_command_has_help_with_an_example_and_the_formats_are_listed_once(
         assert ok(name, "--help").output == text
         assert command.help and command.help.strip().splitlines()[0], name
         assert "Example:" in text and f"timewheel {name} " in text, name
-        assert "--json" in text, name
+        if name != "web":                # a server: it prints no data to format
+            assert "--json" in text, name
         assert "unsafehtml" not in text and "latex_booktabs" not in text, name
     assert "--fmt" not in ok("run", "-h").output and "--table" not in ok("run", "-h").output
     assert re.match(r"timewheel \d+\.\d+", ok("--version").output)

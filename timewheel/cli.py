@@ -28,6 +28,7 @@ import click
 from .query import FINISHED
 from .store.base import LISTABLE
 from .text import clean, clip, local, relative, seconds, size, span
+from .web.command import web as web_command
 
 if TYPE_CHECKING:
     from .store.base import WheelStore
@@ -785,6 +786,9 @@ def run(app: str, grace: float, log_level: str, as_json: bool) -> None:
         Output(as_json=True).json({"app": app, "pid": os.getpid(), "signal": names[0] if names else None,
                                    "pending": stopped.pending, "running": stopped.running,
                                    "unfinished": stopped.unfinished})
+
+
+cli.add_command(web_command)     # timewheel web: the web view's command, from timewheel.web
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -39,7 +39,7 @@ from .text import first_line
 __all__ = [
     "inspect_data", "tasks_data", "show_data", "stats_data", "timeline_data", "change_tasks",
     "retry_failed", "purge_data", "task_row", "counts_by_status", "store_details", "check_hours",
-    "MAX_HOURS", "MAX_RECENT", "FINISHED",
+    "wheel_data", "slot_data", "series_data", "MAX_HOURS", "MAX_RECENT", "MAX_REVOLUTIONS", "FINISHED",
 ]
 
 #: statuses whose ``started - eta`` is the lateness of a run.  A pending record may still
@@ -114,7 +114,7 @@ def task_row(rec: TaskRecord, now: float, owner_alive: Optional[bool] = None) ->
             "attempts": rec.attempts, "max_attempts": rec.retries + 1, "crashes": rec.crashes,
             "created": None if broken else rec.created, "started": rec.started,
             "finished": rec.finished, "owner": rec.owner, "owner_alive": owner_alive,
-            "error": first_line(rec.error)}
+            "lease": rec.lease, "error": first_line(rec.error)}
 
 
 def _live(recs: Iterable[TaskRecord], status: str) -> list[TaskRecord]:
@@ -522,3 +522,123 @@ def purge_data(store: WheelStore, now: float, *, older_than: float,
         matching = purged
     return {"purged": purged, "matching": matching, "finished_before": before,
             "statuses": wanted, "dry_run": dry_run}
+
+
+# -- the web view: the ring, one slot, the last hour ----------------------------------------------
+
+#: the ring is drawn with at most this many sectors; larger wheels fold slots into sectors
+MAX_SECTORS = 3600
+#: how many revolutions ahead the web view's ring may look (each is one ``slots``-tick window)
+MAX_REVOLUTIONS = 24
+
+
+def wheel_data(store: WheelStore, now: float, *, revolutions: int = 24) -> dict[str, Any]:
+    """The ring: pending tasks per slot over the next ``revolutions`` turns of the wheel.
+
+    The ``revolutions * slots`` ticks after the current one are folded slot by slot
+    (``sector_slots`` slots per sector when the wheel has more than 3600): ``load`` (tasks),
+    ``cells`` (cycles that hold any) and ``next_turn`` (tasks of the first revolution only);
+    ``by_revolution`` sums each turn.  ``overdue`` are pending tasks of ticks already over
+    (ready, or waiting for a ticker); ``later`` those due after the window.  Costs one
+    :meth:`~WheelStore.ticks` call over the window: it reads the occupied ticks in it.
+    """
+    _check_int(revolutions, "revolutions", 1, MAX_REVOLUTIONS)
+    w = store.wheel
+    current = w.current_tick(now)
+    start, stop = current + 1, current + 1 + revolutions * w.slots
+    per = -(-w.slots // MAX_SECTORS)
+    sectors = -(-w.slots // per)
+    load, cells, next_turn = [0] * sectors, [0] * sectors, [0] * sectors
+    by_revolution = [0] * revolutions
+    for tick, n in store.ticks(start, stop):
+        # (checked inline: this loop runs once per occupied tick of the window, ~70,000 times
+        # for a day of a store of a million tasks spread over a week)
+        if type(tick) is not int or type(n) is not int or not start <= tick < stop or n < 0:
+            raise _damaged(store, "tick counters", (tick, n))
+        sector = (tick % w.slots) // per
+        load[sector] += n
+        cells[sector] += 1
+        by_revolution[(tick - start) // w.slots] += n
+        if tick - start < w.slots:
+            next_turn[sector] += n
+    totals, _ = counts_by_status(store)
+    lowest = w.due_tick(-1e12)
+    overdue = _count(store, sum(store.histogram(lowest, start, start - lowest)), "tick counters")
+    return {"now": now, "slots": w.slots, "tick": w.tick, "current_tick": current,
+            "current_slot": w.slot(current), "current_cycle": w.cycle(current),
+            "horizon": store.state().horizon, "revolutions": revolutions,
+            "window": {"start": start, "stop": stop, "until": w.tick_end(stop - 1)},
+            "sector_slots": per, "load": load, "cells": cells, "next_turn": next_turn,
+            "by_revolution": by_revolution, "pending": totals[PENDING], "overdue": overdue,
+            "in_window": sum(load), "later": max(0, totals[PENDING] - overdue - sum(load))}
+
+
+def slot_data(store: WheelStore, now: float, slot: int, *, revolutions: int = 24,
+              cycle: Optional[int] = None, limit: int = 50) -> dict[str, Any]:
+    """One slot of the ring: its occupied cells (``slot``, ``cycle``, ``tick``, ``due``,
+    ``due_in``, ``count``) over the next ``revolutions`` turns, and the pending tasks of one
+    cell (``cycle``, default the first occupied one), in due order, up to ``limit``.
+
+    One :meth:`~WheelStore.ticks` call per revolution, and one :meth:`~WheelStore.scan` page
+    that starts at the chosen tick.
+    """
+    w = store.wheel
+    _check_int(slot, "slot", 0, w.slots - 1)
+    _check_int(revolutions, "revolutions", 1, MAX_REVOLUTIONS)
+    _check_int(limit, "limit", 1, 10_000)
+    if cycle is not None:
+        _check_int(cycle, "cycle", 0, 2 ** 53)
+    current = w.current_tick(now)
+    first = current + 1 + (slot - current - 1) % w.slots       # the slot's next tick
+    cells = [_cell(store, t, n, now) for r in range(revolutions)
+             for t, n in store.ticks(first + r * w.slots, first + r * w.slots + 1)]
+    chosen = cycle * w.slots + slot if cycle is not None else cells[0]["tick"] if cells else None
+    tasks: list[dict[str, Any]] = []
+    cell = None
+    if chosen is not None:
+        # A page from the end of the previous tick (an id below every id) onward: the tasks
+        # of this tick come first, in due order.
+        mark = TaskRecord(id="", name="", eta=w.tick_end(chosen - 1), payload=b"")
+        tasks = [task_row(r, now) for r in store.scan(PENDING, after=mark, limit=limit + 1)
+                 if r.status == PENDING and w.due_tick(r.eta) == chosen][:limit]
+        cell = next((c for c in cells if c["tick"] == chosen), _cell(store, chosen, 0, now))
+    return {"now": now, "slot": slot, "slots": w.slots, "tick": w.tick, "current_tick": current,
+            "revolutions": revolutions, "cells": cells, "cycle": None if chosen is None else w.cycle(chosen),
+            "cell": cell, "tasks": tasks}
+
+
+def series_data(store: WheelStore, now: float, *, minutes: int = 60, cap: int = 2000) -> dict[str, Any]:
+    """Runs that finished in the last ``minutes``, per minute: how many succeeded, failed or
+    were skipped as misfired, and how late they started (``lateness_p50``, ``_p95``, ``_max``
+    of ``started - eta``; None in a minute without runs).
+
+    Reads the ``cap`` most recent records of each of those statuses, no more.  When one had
+    more in the window, ``sampled`` is true and ``complete_since`` says from when the counts
+    are complete: the minutes before it have None for counts (not known, rather than wrong).
+    """
+    _check_int(minutes, "minutes", 1, 24 * 60)
+    _check_int(cap, "cap", 1, MAX_RECENT)
+    since = now - minutes * 60
+    start = math.floor(since / 60) * 60
+    n = max(1, math.ceil((now - start) / 60))
+    buckets: list[dict[str, Any]] = [{"start": start + 60 * i, SUCCEEDED: 0, FAILED: 0, MISFIRED: 0}
+                                     for i in range(n)]
+    late: list[list[float]] = [[] for _ in range(n)]
+    complete = since
+    for status in (SUCCEEDED, FAILED, MISFIRED):
+        recs = [r for r in store.scan(status, limit=cap) if r.status == status and r.finished is not None]
+        if len(recs) == cap:
+            complete = max(complete, recs[-1].finished or 0.0)
+        for r in recs:
+            if since <= (r.finished or 0.0) <= now + 60:
+                i = min(n - 1, int(((r.finished or 0.0) - start) // 60))
+                buckets[i][status] += 1
+                if r.started is not None and status in RAN:
+                    late[i].append(r.started - r.eta)
+    for b, xs in zip(buckets, late):
+        stats = _lateness(xs)
+        b.update(lateness_p50=stats["p50"], lateness_p95=stats["p95"], lateness_max=stats["max"])
+        if complete > since and b["start"] < complete:    # partly before what was read: unknown
+            b.update({SUCCEEDED: None, FAILED: None, MISFIRED: None})
+    return {"now": now, "minutes": minutes, "bucket_seconds": 60, "sampled": complete > since,
+            "complete_since": complete, "buckets": buckets}
