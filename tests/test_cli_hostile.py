@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import pickle
 import resource
 import shutil
-import signal
 import sqlite3
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -32,7 +28,7 @@ from hypothesis import strategies as st
 from timewheel.records import Outcome, TaskRecord, end_run
 from timewheel.store import open_store
 
-from .cli_fixtures import console_script, fingerprint, invoke, populate, rec
+from .cli_fixtures import console_script, fingerprint, invoke, measured, populate, rec
 
 DEAD_OWNER = "999999:deadbeef:999999"
 ESCAPES = ["\x1b[2J\x1b[H", "\x1b]0;pwned\x07", "\x1b]8;;http://evil/\x1b\\", "\x9b31m", "\u202eexe.txt",
@@ -85,37 +81,6 @@ def timed(*args: str) -> tuple[Result, float]:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-# A process's peak RSS (ru_maxrss) survives exec(): a command spawned straight from this test
-# process would report this process's size.  So a small helper forks it and reports its peak.
-_MEASURE = """
-import os, sys
-pid = os.fork()
-if pid == 0:
-    os.execv(sys.argv[2], sys.argv[2:])
-_, status, usage = os.wait4(pid, 0)
-with open(sys.argv[1], "w") as fh:
-    fh.write(str(usage.ru_maxrss))
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
-
-
-def measured(args: list[str], timeout: float = 30.0) -> tuple[int, str, str, float, float]:
-    """Run a command; (exit code, stdout, stderr, seconds, its own peak RSS in MiB)."""
-    with tempfile.TemporaryDirectory() as scratch:
-        rss = os.path.join(scratch, "rss")
-        t0 = time.perf_counter()
-        p = subprocess.Popen([sys.executable, "-c", _MEASURE, rss, *args], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-        try:
-            out, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            out, err = p.communicate()
-        took = time.perf_counter() - t0
-        with open(rss) as fh:
-            return p.returncode, out, err, took, int(fh.read()) / 1024
 
 
 def build(path: Path, extra: int = 40) -> Path:
@@ -221,7 +186,7 @@ def test_hostile_payloads_are_shown_quickly_with_little_memory(tmp_path: Path) -
     before = fingerprint(path)
     for task_id in payloads:
         for extra in ([], ["--full", "--json"]):
-            code, out, err, took, rss = measured([console_script(), "show", str(path), task_id, *extra])
+            code, out, err, took, rss, _ = measured([console_script(), "show", str(path), task_id, *extra])
             TALLY["hostile payloads (console script)"]["runs"] += 1
             assert code == 0, (task_id, err)
             assert took < 5 and rss < 60, (task_id, extra, took, rss)      # seconds (a process start); MiB
@@ -310,7 +275,7 @@ def test_tampered_stores_from_outside_the_process(base: Path, tmp_path: Path) ->
         sql(path, TAMPERING[case][0])
         before = fingerprint(path)
         for command in (["inspect"], ["tasks", "--limit", "0"], ["stats", "--json"]):
-            code, out, err, took, rss = measured([console_script(), command[0], str(path), *command[1:]])
+            code, out, err, took, rss, _ = measured([console_script(), command[0], str(path), *command[1:]])
             assert code in (0, 1) and "Traceback" not in err and err.count("\n") <= 1, (case, command, err)
             assert took < 10 and rss < 200, (case, command, took, rss)
         assert fingerprint(path) == before
