@@ -207,6 +207,14 @@ class WheelStore(abc.ABC):
         (and no ``queued``) claims nothing and only reports ``next_eta``.
         """
 
+    def record_and_claim(self, changes: Sequence[tuple[TaskRecord, TaskRecord]], owner: str,
+                         now: float, limit: int, queued: int = 0
+                         ) -> tuple[list[Optional[TaskRecord]], Claimed]:
+        """:meth:`swap` the outcomes of finished runs, then :meth:`claim` more: a worker's
+        round.  Each part keeps its own guarantees; a backend that can do both in one
+        transaction or round trip overrides this."""
+        return (self.swap(changes) if changes else []), self.claim(owner, now, limit, queued)
+
     # -- the ticking process ------------------------------------------------------------------
     @abc.abstractmethod
     def advance(self, through: int, limit: int, leader: str) -> Advanced:

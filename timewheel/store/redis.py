@@ -553,11 +553,14 @@ class RedisStore(WheelStore):
                 encode_record(rec)]
 
     def _put(self, mode: str, items: list[list[Any]]) -> list[int]:
+        return [int(x) for x in self._script("put", self._put_args(mode, items))]
+
+    def _put_args(self, mode: str, items: list[list[Any]]) -> list[Any]:
         ttl = 0 if self.result_ttl is None else max(1000, round(self.result_ttl * 1000))
         args: list[Any] = [mode, ttl, self.channel]
         for item in items:
             args += item
-        return [int(x) for x in self._script("put", args)]
+        return args
 
     def add(self, records: Sequence[TaskRecord], *, existing: str = "fail") -> list[TaskRecord]:
         check_existing(existing)
@@ -634,18 +637,54 @@ class RedisStore(WheelStore):
     def swap(self, changes: Sequence[tuple[TaskRecord, TaskRecord]]) -> list[Optional[TaskRecord]]:
         if not changes:
             return []
+        planned, items = self._plan_swap(changes)
+        return self._swapped(planned, self._put("each", items) if items else [])
+
+    def _plan_swap(self, changes: Sequence[tuple[TaskRecord, TaskRecord]]
+                   ) -> tuple[list[Optional[TaskRecord]], list[list[Any]]]:
         planned = [new._replace(rev=old.rev + 1) if new.id == old.id else None
                    for old, new in changes]
         items = [self._item(p, old.rev) for (old, _), p in zip(changes, planned) if p is not None]
-        done = iter(self._put("each", items) if items else [])
-        return [p if p is not None and next(done) == 1 else None for p in planned]
+        return planned, items
+
+    @staticmethod
+    def _swapped(planned: list[Optional[TaskRecord]], done: Sequence[Any]) -> list[Optional[TaskRecord]]:
+        results = iter(int(x) for x in done)
+        return [p if p is not None and next(results) == 1 else None for p in planned]
 
     # -- workers ------------------------------------------------------------------------------
     def claim(self, owner: str, now: float, limit: int, queued: int = 0) -> Claimed:
-        own = "1" if owner == self.liveness.token else "0"
         limit, queued = max(0, limit), max(0, queued)
-        res = self._script("claim", [owner, limit + queued, round(self.lease * 1e6), own,
-                                     RedisLiveness._ms(self.liveness.alive_ttl), limit])
+        return self._claimed(self._script("claim", self._claim_args(owner, limit, queued)), owner, limit)
+
+    def record_and_claim(self, changes: Sequence[tuple[TaskRecord, TaskRecord]], owner: str,
+                         now: float, limit: int, queued: int = 0
+                         ) -> tuple[list[Optional[TaskRecord]], Claimed]:
+        """The outcomes' script and the claim's, pipelined: one round trip (and one fsync
+        with ``appendfsync always``) per worker round.  Each script is atomic on its own."""
+        planned, items = self._plan_swap(changes)
+        if not items:
+            return self._swapped(planned, []), self.claim(owner, now, limit, queued)
+        if self.readonly:
+            raise StoreError(f"{self.location} is open read-only")
+        limit, queued = max(0, limit), max(0, queued)
+
+        def both(c: Any) -> Any:
+            pipe = c.pipeline(transaction=False)
+            self._scripts["put"](keys=[self.keys.meta], args=self._put_args("each", items), client=pipe)
+            self._scripts["claim"](keys=[self.keys.meta], args=self._claim_args(owner, limit, queued),
+                                   client=pipe)
+            return pipe.execute()
+
+        done, res = self._io(both, write=True)
+        return self._swapped(planned, done), self._claimed(res, owner, limit)
+
+    def _claim_args(self, owner: str, limit: int, queued: int) -> list[Any]:
+        own = "1" if owner == self.liveness.token else "0"
+        return [owner, limit + queued, round(self.lease * 1e6), own,
+                RedisLiveness._ms(self.liveness.alive_ttl), limit]
+
+    def _claimed(self, res: Sequence[Any], owner: str, limit: int) -> Claimed:
         started, lease, head = float(res[0]), float(res[1]), _text(res[2])
         self._saw(started)
         taken = []

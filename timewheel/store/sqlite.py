@@ -699,33 +699,38 @@ class SqliteDictStore(WheelStore):
     def swap(self, changes: Sequence[tuple[TaskRecord, TaskRecord]]) -> list[Optional[TaskRecord]]:
         if not changes:
             return []
-        out: list[Optional[TaskRecord]] = []
         with self._writing():
-            rows = self._fetch(["t:" + old.id for old, _ in changes])
-            horizon = self._horizon()
-            counters = _Counters()
-            updates = []
-            for old, new in changes:
-                key = "t:" + old.id
-                row = rows.get(key)
-                cur = None
-                if row is not None and new.id == old.id:
-                    try:
-                        cur = decode_record(row[0])
-                    except RecordDecodeError:
-                        cur = None
-                if cur is None or cur.rev != old.rev:
-                    out.append(None)
-                    continue
-                stored = new._replace(rev=old.rev + 1)
-                pos = self._pos(stored, horizon)
-                counters.move(self._state(row[1], row[2], cur), self._state(pos, stored.name, stored))
-                updates.append((encode_record(stored), pos, stored.name, key))
-                rows[key] = (updates[-1][0], pos, stored.name)
-                out.append(stored)
-            self._many(_SET, updates)
-            counters.flush(self._x, self._many)
+            out = self._swap_in_transaction(changes)
         self._ring_if_near(min((r.eta for r in out if r is not None and r.status == PENDING), default=None))
+        return out
+
+    def _swap_in_transaction(self, changes: Sequence[tuple[TaskRecord, TaskRecord]]
+                             ) -> list[Optional[TaskRecord]]:
+        out: list[Optional[TaskRecord]] = []
+        rows = self._fetch(["t:" + old.id for old, _ in changes])
+        horizon = self._horizon()
+        counters = _Counters()
+        updates = []
+        for old, new in changes:
+            key = "t:" + old.id
+            row = rows.get(key)
+            cur = None
+            if row is not None and new.id == old.id:
+                try:
+                    cur = decode_record(row[0])
+                except RecordDecodeError:
+                    cur = None
+            if cur is None or cur.rev != old.rev:
+                out.append(None)
+                continue
+            stored = new._replace(rev=old.rev + 1)
+            pos = self._pos(stored, horizon)
+            counters.move(self._state(row[1], row[2], cur), self._state(pos, stored.name, stored))
+            updates.append((encode_record(stored), pos, stored.name, key))
+            rows[key] = (updates[-1][0], pos, stored.name)
+            out.append(stored)
+        self._many(_SET, updates)
+        counters.flush(self._x, self._many)
         return out
 
     # -- workers ----------------------------------------------------------------------------
@@ -737,34 +742,47 @@ class SqliteDictStore(WheelStore):
                 f'(SELECT pos FROM "{TABLE}" WHERE pos >= \'q:\' AND pos < \'q;\' ORDER BY pos LIMIT 1)')[0]
         if limit + queued <= 0 or (not fresh and (head is None or head > bound)):
             return Claimed([], None if head is None else int(head[2:]) / 1e6)
-        taken: list[TaskRecord] = []
         with self._writing():
-            self._absorb()
-            counters = _Counters()
-            updates = []
-            for key, blob, pos, name in self._q(
-                    f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" WHERE pos >= \'q:\' AND pos <= ? '
-                    "ORDER BY pos LIMIT ?", (bound, limit + queued)):
-                try:
-                    rec = decode_record(blob)
-                except RecordDecodeError as exc:
-                    # Never dropped, never retried in a loop: off the wheel, kept, reported.
-                    log.error("task %s: %s; left in the store as broken", key[2:], exc)
-                    updates.append((blob, "b:", name, key))
-                    counters.move((PENDING, name or "", self.wheel.due_tick(int(pos[2:]) / 1e6)),
-                                  (BROKEN, name or "", None))
-                    continue
-                if rec.eta > now:          # the key's microseconds rounded up past a float
-                    continue
-                new = start_run(rec, owner, now, queued=len(taken) >= limit)._replace(rev=rec.rev + 1)
-                updates.append((encode_record(new), "r:" + owner, new.name, key))
-                counters.move((PENDING, rec.name, self.wheel.due_tick(rec.eta)), (RUNNING, rec.name, None))
-                taken.append(new)
-            self._many(_SET, updates)
-            counters.flush(self._x, self._many)
-            head_rows = self._q(f'SELECT pos FROM "{TABLE}" WHERE pos >= \'q:\' AND pos < \'q;\' '
-                                "ORDER BY pos LIMIT 1")
-            self._horizon_hint = (time.monotonic(), self._horizon())
+            return self._claim_in_transaction(owner, now, limit, queued)
+
+    def record_and_claim(self, changes: Sequence[tuple[TaskRecord, TaskRecord]], owner: str, now: float,
+                         limit: int, queued: int = 0) -> tuple[list[Optional[TaskRecord]], Claimed]:
+        """:meth:`swap` then :meth:`claim`, in one transaction: a worker's round costs one."""
+        with self._writing():
+            out = self._swap_in_transaction(changes) if changes else []
+            got = self._claim_in_transaction(owner, now, limit, queued)
+        self._ring_if_near(min((r.eta for r in out if r is not None and r.status == PENDING), default=None))
+        return out, got
+
+    def _claim_in_transaction(self, owner: str, now: float, limit: int, queued: int) -> Claimed:
+        bound = f"q:{int(now * 1e6):018d}"
+        taken: list[TaskRecord] = []
+        self._absorb()
+        counters = _Counters()
+        updates = []
+        for key, blob, pos, name in self._q(
+                f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" WHERE pos >= \'q:\' AND pos <= ? '
+                "ORDER BY pos LIMIT ?", (bound, limit + queued)):
+            try:
+                rec = decode_record(blob)
+            except RecordDecodeError as exc:
+                # Never dropped, never retried in a loop: off the wheel, kept, reported.
+                log.error("task %s: %s; left in the store as broken", key[2:], exc)
+                updates.append((blob, "b:", name, key))
+                counters.move((PENDING, name or "", self.wheel.due_tick(int(pos[2:]) / 1e6)),
+                              (BROKEN, name or "", None))
+                continue
+            if rec.eta > now:          # the key's microseconds rounded up past a float
+                continue
+            new = start_run(rec, owner, now, queued=len(taken) >= limit)._replace(rev=rec.rev + 1)
+            updates.append((encode_record(new), "r:" + owner, new.name, key))
+            counters.move((PENDING, rec.name, self.wheel.due_tick(rec.eta)), (RUNNING, rec.name, None))
+            taken.append(new)
+        self._many(_SET, updates)
+        counters.flush(self._x, self._many)
+        head_rows = self._q(f'SELECT pos FROM "{TABLE}" WHERE pos >= \'q:\' AND pos < \'q;\' '
+                            "ORDER BY pos LIMIT 1")
+        self._horizon_hint = (time.monotonic(), self._horizon())
         return Claimed(taken, int(head_rows[0][0][2:]) / 1e6 if head_rows else None)
 
     # -- the ticking process ----------------------------------------------------------------
