@@ -111,6 +111,8 @@ _FRESH = "pos >= 'n:' AND pos < 'n;'"
 _POS_RANGE = {PENDING: ("n:", "q;"), RUNNING: ("r:", "r;"),
               **{status: (f"x:{code}:", f"x:{code};") for status, code in _CODE.items()}}
 _TICK_OF_CELL = "CAST(substr(pos, 10, 15) AS INTEGER) * :slots + CAST(substr(pos, 3, 6) AS INTEGER)"
+#: an unabsorbed row's position ends with its task's name: counted from the index alone
+_FRESH_NAME = "substr(pos, 45)"
 
 
 class _ReadOnlyLiveness(Liveness):
@@ -577,20 +579,14 @@ class SqliteDictStore(WheelStore):
             return
         args = {"slots": self.wheel.slots, "horizon": self._horizon()}
         self._x(f'INSERT INTO "{TABLE}_counts" (state, name, n) SELECT \'pending\', '
-                f'coalesce(name, \'\'), count(*) FROM "{TABLE}" WHERE {_FRESH} GROUP BY 2 '
+                f'{_FRESH_NAME}, count(*) FROM "{TABLE}" WHERE {_FRESH} GROUP BY 2 '
                 "ON CONFLICT (state, name) DO UPDATE SET n = n + excluded.n")
         self._x(f'INSERT INTO "{TABLE}_ticks" (tick, n) SELECT {_TICK_OF_CELL}, count(*) '
                 f'FROM "{TABLE}" WHERE {_FRESH} GROUP BY 1 '
                 "ON CONFLICT (tick) DO UPDATE SET n = n + excluded.n", args)
         self._x(f'UPDATE "{TABLE}" SET pos = CASE WHEN {_TICK_OF_CELL} <= :horizon '
-                "THEN 'q:' || substr(pos, 26) ELSE 'p:' || substr(pos, 3) END "
+                "THEN 'q:' || substr(pos, 26, 18) ELSE 'p:' || substr(pos, 3, 41) END "
                 f"WHERE {_FRESH}", args)
-
-    def _fresh_rows(self, columns: str = "pos, name") -> list[tuple]:
-        return self._q(f'SELECT {columns} FROM "{TABLE}" WHERE {_FRESH}')
-
-    def _cell_tick(self, pos: str) -> int:
-        return int(pos[9:24]) * self.wheel.slots + int(pos[2:8])
 
     # -- tasks ------------------------------------------------------------------------------
     def add(self, records: Sequence[TaskRecord], *, existing: str = "fail") -> list[TaskRecord]:
@@ -601,7 +597,8 @@ class SqliteDictStore(WheelStore):
             # The hot path of delay(): one statement, one row, uncounted until absorbed.
             rec = records[0]
             t = self.wheel.due_tick(rec.eta)
-            pos = f"n:{t % self.wheel.slots:06d}:{t // self.wheel.slots:015d}:{eta_us(rec.eta):018d}"
+            pos = (f"n:{t % self.wheel.slots:06d}:{t // self.wheel.slots:015d}:{eta_us(rec.eta):018d}:"
+                   + rec.name)
             blob = encode_record(rec)
             with self._lock:
                 try:
@@ -889,54 +886,43 @@ class SqliteDictStore(WheelStore):
         with self._reading():
             out = {(s, n): c for s, n, c in self._q(
                 f'SELECT state, name, n FROM "{TABLE}_counts" WHERE n > 0')}
-            for name, c in self._q(f'SELECT coalesce(name, \'\'), count(*) FROM "{TABLE}" '
+            for name, c in self._q(f'SELECT {_FRESH_NAME}, count(*) FROM "{TABLE}" '
                                    f"WHERE {_FRESH} GROUP BY 1"):
                 out[(PENDING, name)] = out.get((PENDING, name), 0) + c
         return out
 
+    # The rows not yet absorbed are counted here in SQL, grouped by tick, never pulled into
+    # Python one by one: a store that took many single adds while no worker ran holds many.
+    _FRESH_TICKS = f'SELECT {_TICK_OF_CELL} AS tick FROM "{TABLE}" WHERE {_FRESH}'
+
     def ticks(self, start: Optional[int] = None, stop: Optional[int] = None, *,
               limit: Optional[int] = None) -> list[tuple[int, int]]:
-        lo = -1 if start is None else start
-        hi = 2 ** 62 if stop is None else stop
+        args = {"lo": -1 if start is None else start, "hi": 2 ** 62 if stop is None else stop,
+                "limit": -1 if limit is None else limit, "slots": self.wheel.slots}
         with self._reading():
-            rows = self._q(f'SELECT tick, n FROM "{TABLE}_ticks" WHERE tick >= ? AND tick < ? AND n > 0 '
-                           "ORDER BY tick LIMIT ?", (lo, hi, -1 if limit is None else limit))
-            fresh = [self._cell_tick(p) for (p,) in self._fresh_rows("pos")]
-        if not fresh:
-            return rows
-        per = dict(rows)
-        for t in fresh:
-            if lo <= t < hi:
-                per[t] = per.get(t, 0) + 1
-        return sorted(per.items())[:limit]
+            return [(int(t), int(n)) for t, n in self._q(
+                f'SELECT tick, sum(n) FROM (SELECT tick, n FROM "{TABLE}_ticks" WHERE n > 0 '
+                f"UNION ALL SELECT tick, 1 FROM ({self._FRESH_TICKS})) "
+                "WHERE tick >= :lo AND tick < :hi GROUP BY tick ORDER BY tick LIMIT :limit", args)]
 
     def histogram(self, start: int, stop: int, bucket: int) -> list[int]:
         out = [0] * max(0, -(-(stop - start) // bucket))
+        args = {"start": start, "stop": stop, "bucket": bucket, "slots": self.wheel.slots}
         with self._reading():
-            rows = self._q(f'SELECT (tick - ?) / ?, sum(n) FROM "{TABLE}_ticks" '
-                           "WHERE tick >= ? AND tick < ? GROUP BY 1", (start, bucket, start, stop))
-            fresh = [self._cell_tick(p) for (p,) in self._fresh_rows("pos")]
+            rows = self._q("SELECT (tick - :start) / :bucket, sum(n) FROM "
+                           f'(SELECT tick, n FROM "{TABLE}_ticks" '
+                           f"UNION ALL SELECT tick, 1 FROM ({self._FRESH_TICKS})) "
+                           "WHERE tick >= :start AND tick < :stop GROUP BY 1", args)
         for i, n in rows:
-            out[i] += n
-        for t in fresh:
-            if start <= t < stop:
-                out[(t - start) // bucket] += 1
+            out[int(i)] += int(n)
         return out
 
     def wheel_stats(self) -> tuple[int, int]:
         with self._reading():
-            cells, slots = self._q(f'SELECT count(*), count(DISTINCT tick % ?) FROM "{TABLE}_ticks" '
-                                   "WHERE n > 0", (self.wheel.slots,))[0]
-            fresh = {self._cell_tick(p) for (p,) in self._fresh_rows("pos")}
-            if fresh:
-                known = {t for (t,) in self._q(f'SELECT tick FROM "{TABLE}_ticks" WHERE n > 0 AND tick IN '
-                                               f'({",".join("?" * len(fresh))})', sorted(fresh))}
-                new = fresh - known
-                cells += len(new)
-                old_slots = {s for (s,) in self._q(
-                    f'SELECT DISTINCT tick % ? FROM "{TABLE}_ticks" WHERE n > 0', (self.wheel.slots,))}
-                slots = len(old_slots | {t % self.wheel.slots for t in new})
-        return cells, slots
+            cells, slots = self._q(
+                f'SELECT count(*), count(DISTINCT tick % :slots) FROM (SELECT tick FROM "{TABLE}_ticks" '
+                f"WHERE n > 0 UNION SELECT tick FROM ({self._FRESH_TICKS}))", {"slots": self.wheel.slots})[0]
+        return int(cells), int(slots)
 
     def scan(self, status: str, *, name: Optional[str] = None, id_prefix: Optional[str] = None,
              after: Optional[TaskRecord] = None, limit: Optional[int] = None) -> list[TaskRecord]:
@@ -1016,8 +1002,17 @@ class SqliteDictStore(WheelStore):
                     out.append(rec)
             return want is not None and len(out) >= want
 
-        fresh = self._records(self._q(f'SELECT key, {_VALUE}, pos FROM "{TABLE}" WHERE {_FRESH}{only}',
-                                      named), PENDING)
+        # The rows not yet absorbed: ordered and cut by the eta in their position, read from
+        # the index alone, and only the records that can be shown are fetched and decoded.
+        after_mark = "" if mark is None else (" AND (substr(pos, 26, 18) > ? OR "
+                                              "(substr(pos, 26, 18) = ? AND key > ?))")
+        marked = [] if mark is None else [f"{mark[0]:018d}", f"{mark[0]:018d}", "t:" + mark[1]]
+        keys = [k for (k,) in self._q(
+            f'SELECT key FROM "{TABLE}" WHERE {_FRESH}' + (f" AND {_FRESH_NAME} = ?" if name else "")
+            + f"{after_mark} ORDER BY substr(pos, 26, 18), key" + ("" if want is None else " LIMIT ?"),
+            named + marked + ([] if want is None else [want]))]
+        rows = self._fetch(keys)
+        fresh = self._records([(k, rows[k][0], rows[k][1]) for k in keys if k in rows], PENDING)
         start = "q:" if mark is None else f"q:{mark[0]:018d}"
         if not keep(self._q(f'SELECT key, {_VALUE}, pos FROM "{TABLE}" WHERE pos >= ? AND pos < \'q;\''
                             f"{only} ORDER BY pos, key" + ("" if want is None else " LIMIT ?"),
