@@ -489,6 +489,11 @@ class SqliteDictStore(WheelStore):
                 yield
             except sqlite3.Error as exc:
                 raise self._translate(exc) from None
+            except (ValueError, OverflowError) as exc:
+                if isinstance(exc, RecordDecodeError):      # one record: the caller's to report
+                    raise
+                # a position or a counter that no write of ours makes: a tampered file
+                raise StoreError(f"{self.path}: the store's data is damaged ({exc})") from None
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
