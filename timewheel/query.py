@@ -449,23 +449,17 @@ def change_tasks(store: WheelStore, ids: Sequence[str], verb: str) -> dict[str, 
     skipped: list[dict[str, str]] = []
     unknown: list[str] = []
     for task_id in dict.fromkeys(ids):
-        for _ in range(_ATTEMPTS):
-            try:
-                rec = store.get(task_id)
-            except RecordDecodeError:
-                skipped.append({"id": task_id, "status": BROKEN})
-                break
-            if rec is None:
-                unknown.append(task_id)
-                break
-            if not allowed(rec):
-                skipped.append({"id": task_id, "status": rec.status})
-                break
-            if store.swap([(rec, transition(rec, store.now()))])[0] is not None:
-                done.append(task_id)
-                break
+        try:
+            rec, new = store.change(task_id, allowed, transition, attempts=_ATTEMPTS)
+        except RecordDecodeError:
+            skipped.append({"id": task_id, "status": BROKEN})
+            continue
+        if new is not None:
+            done.append(task_id)
+        elif rec is None:
+            unknown.append(task_id)
         else:
-            skipped.append({"id": task_id, "status": "changing"})
+            skipped.append({"id": task_id, "status": rec.status if not allowed(rec) else "changing"})
     return {key: done, "skipped": skipped, "unknown": unknown}
 
 

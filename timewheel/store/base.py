@@ -207,6 +207,27 @@ class WheelStore(abc.ABC):
         (and no ``queued``) claims nothing and only reports ``next_eta``.
         """
 
+    def change(self, task_id: str, allowed: Callable[[TaskRecord], bool],
+               transition: Callable[[TaskRecord, float], TaskRecord], attempts: int = 100
+               ) -> tuple[Optional[TaskRecord], Optional[TaskRecord]]:
+        """Apply ``transition`` (a function of :mod:`timewheel.records`) to one task if
+        ``allowed`` says its current state permits it: a compare-and-set, looked at again
+        while another process changes the task meanwhile (up to ``attempts`` times).
+
+        Returns ``(the record as last read, the stored result)``: ``(None, None)`` for an
+        unknown id, ``(rec, None)`` when not allowed (or still changing after ``attempts``).
+        Raises RecordDecodeError for a broken record.
+        """
+        rec = None
+        for _ in range(attempts):
+            rec = self.get(task_id)
+            if rec is None or not allowed(rec):
+                return rec, None
+            new = self.swap([(rec, transition(rec, self.now()))])[0]
+            if new is not None:
+                return rec, new
+        return rec, None
+
     def record_and_claim(self, changes: Sequence[tuple[TaskRecord, TaskRecord]], owner: str,
                          now: float, limit: int, queued: int = 0
                          ) -> tuple[list[Optional[TaskRecord]], Claimed]:
