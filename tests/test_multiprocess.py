@@ -486,9 +486,9 @@ def test_delay_raises_storebusy_when_another_process_holds_the_write_lock(tmp_pa
 
 
 def test_leader_loses_no_task_when_a_claim_hits_storebusy(cluster):
-    """Tasks loaded into the boss's heap whose claim fails with StoreBusy must still run once
-    the lock is free.  (Today they are popped from the heap, stay in its 'known' set, and
-    done_through moves past them: they stay pending forever, even after a failover.)"""
+    """Tasks whose claim fails with StoreBusy stay ready in the store (the claim's transaction
+    rolled back) and run once the lock is free, here or after a failover -- none is skipped
+    for good."""
     tick = 1.0
     leader = cluster.worker("--busy-timeout", "0.3", tick=tick)
     cluster.ready(1)
@@ -513,9 +513,10 @@ def test_leader_loses_no_task_when_a_claim_hits_storebusy(cluster):
 
 def test_outcome_that_hits_storebusy_is_recorded_later(cluster):
     """A task that ends while another process holds the write lock longer than busy_timeout:
-    its outcome must still be recorded once the lock is free, and it must not run again
-    after a failover.  (Today the outcome is dropped: it stays 'running' while its process
-    lives, the pool's capacity leaks, and it runs a second time after that process dies.)"""
+    its outcome is kept (the boss puts it back when the store call fails) and recorded once
+    the lock is free, and the task does not run again after a failover.  (Dropping it would
+    leave the task 'running' while its process lives, leak a worker, and run it a second
+    time after that process dies.)"""
     leader = cluster.worker("--busy-timeout", "0.3")
     cluster.ready(1)
     first, _ = cluster.leader()
