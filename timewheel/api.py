@@ -34,7 +34,7 @@ from typing import (
 )
 
 from .boss import Boss, Health
-from .errors import TaskFailed, TaskNotFound
+from .errors import TaskFailed, TaskNotFound, shown
 from .execute import execute
 from .records import (
     MAX_ETA,
@@ -92,13 +92,14 @@ _ids = _Ids()
 
 def _number(value: Any, what: str, *, minimum: float = 0.0, maximum: float = MAX_ETA) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be a number of seconds, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value):
+        raise TypeError(f"{what} must be a number of seconds, got {type(value).__name__} {shown(value)}")
+    # Compared before float(): an int beyond any float is out of bounds, not an OverflowError.
+    if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{what} must be finite, got {value!r}")
     if value < minimum:
-        raise ValueError(f"{what} must be >= {minimum:g}, got {value!r}")
+        raise ValueError(f"{what} must be >= {minimum:g}, got {shown(value)}")
     if value > maximum:
-        raise ValueError(f"{what} must be <= {maximum:.6g}, got {value!r}")
+        raise ValueError(f"{what} must be <= {maximum:.6g}, got {shown(value)}")
     return float(value)
 
 
@@ -115,11 +116,11 @@ def _optional(value: Any, what: str, **bounds: float) -> Optional[float]:
 def _label(value: Any, what: str, limit: int) -> str:
     """A task name or id: a non-empty printable str of at most ``limit`` characters."""
     if not isinstance(value, str):
-        raise TypeError(f"{what} must be a str, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{what} must be a str, got {type(value).__name__} {shown(value)}")
     if not value or len(value) > limit or not value.isprintable() or value != value.strip():
-        shown = value if len(value) <= 60 else value[:57] + "..."
+        text = value if len(value) <= 60 else value[:57] + "..."
         raise ValueError(f"{what} must be 1 to {limit} printable characters without surrounding "
-                         f"spaces, got {shown!r}")
+                         f"spaces, got {text!r}")
     return value
 
 
@@ -343,7 +344,7 @@ class TimeWheel:
                  clock: Callable[[], float] = time.time, max_crashes: int = 3,
                  exit_grace: float = 5.0, lookahead: int = 4, namespace: str = "timewheel") -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024:
-            raise ValueError(f"workers must be an int from 1 to 1024, got {workers!r}")
+            raise ValueError(f"workers must be an int from 1 to 1024, got {shown(workers)}")
         if path is not None and not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a file path, a redis:// URL or None, got {type(path).__name__}")
         self.wheel = Wheel(slots=slots, tick=tick)
@@ -359,18 +360,18 @@ class TimeWheel:
         self.misfire_grace = _optional(misfire_grace, "misfire_grace")
         self.timeout = _optional(timeout, "timeout", minimum=0.001)
         if not isinstance(immediate, bool):
-            raise TypeError(f"immediate must be a bool, got {immediate!r}")
+            raise TypeError(f"immediate must be a bool, got {shown(immediate)}")
         self.immediate = immediate
         self.busy_timeout = _number(busy_timeout, "busy_timeout", maximum=86400.0)
         if not callable(clock):
-            raise TypeError(f"clock must be a callable returning unix seconds, got {clock!r}")
+            raise TypeError(f"clock must be a callable returning unix seconds, got {shown(clock)}")
         self.clock = clock
         if isinstance(max_crashes, bool) or not isinstance(max_crashes, int) or max_crashes < 1:
-            raise ValueError(f"max_crashes must be an int >= 1, got {max_crashes!r}")
+            raise ValueError(f"max_crashes must be an int >= 1, got {shown(max_crashes)}")
         self.max_crashes = max_crashes
         self.exit_grace = _number(exit_grace, "exit_grace", maximum=86400.0)
         if isinstance(lookahead, bool) or not isinstance(lookahead, int) or not 1 <= lookahead <= 3600:
-            raise ValueError(f"lookahead must be an int from 1 to 3600, got {lookahead!r}")
+            raise ValueError(f"lookahead must be an int from 1 to 3600, got {shown(lookahead)}")
         self.lookahead = lookahead
         self.namespace = _label(namespace, "namespace", 100)
         self._registry: dict[str, Task[Any]] = {}
@@ -432,7 +433,7 @@ class TimeWheel:
         ``name`` defaults to ``module.qualname`` and must be the same in every process.
         """
         if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 1000:
-            raise ValueError(f"retries must be an int from 0 to 1000, got {retries!r}")
+            raise ValueError(f"retries must be an int from 0 to 1000, got {shown(retries)}")
         delay_s = _seconds(retry_delay, "retry_delay", maximum=86400.0)
         grace = (self.misfire_grace if misfire_grace is ...
                  else _optional(misfire_grace, "misfire_grace"))
@@ -511,11 +512,12 @@ class TimeWheel:
             except (OverflowError, OSError, ValueError) as exc:
                 raise ValueError(f"eta {eta!r} cannot be turned into a time ({exc})") from None
         elif isinstance(eta, (int, float)) and not isinstance(eta, bool):
-            when = float(eta)
+            # an int beyond any float is out of range, not an OverflowError
+            when = float(eta) if isinstance(eta, float) or abs(eta) <= MAX_ETA else math.inf
         else:
-            raise TypeError(f"eta must be a datetime or unix seconds, got {type(eta).__name__} {eta!r}")
+            raise TypeError(f"eta must be a datetime or unix seconds, got {type(eta).__name__} {shown(eta)}")
         if not (math.isfinite(when) and 0 <= when <= MAX_ETA):
-            raise ValueError(f"eta {eta!r} is outside 1970..9999")
+            raise ValueError(f"eta {shown(eta)} is outside 1970..9999")
         return when
 
     def _submit(self, rec: TaskRecord, existing: str) -> TaskHandle:
