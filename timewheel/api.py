@@ -124,6 +124,24 @@ def _label(value: Any, what: str, limit: int) -> str:
     return value
 
 
+def _storable_id(task_id: Any) -> bool:
+    """Whether a task can be stored under ``task_id``, for lookups: an id that cannot is not
+    found without asking the store.  Anything but a str is a TypeError."""
+    if not isinstance(task_id, str):
+        raise TypeError(f"task_id must be a str, got {type(task_id).__name__} {shown(task_id)}")
+    if not 0 < len(task_id) <= 200:
+        return False
+    return _encodable(task_id)      # a lone surrogate: no store can hold it
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class TaskHandle:
     """A task in the store, by id.  Cheap: it holds no state besides the id."""
 
@@ -145,9 +163,10 @@ class TaskHandle:
     @property
     def record(self) -> TaskRecord:
         """The stored record.  Raises :class:`TaskNotFound` once purged."""
-        rec = self._wheel.store.get(self.id)
+        rec = self._wheel.store.get(self.id) if _storable_id(self.id) else None
         if rec is None:
-            raise TaskNotFound(f"no task {self.id} in {self._wheel.store.location} "
+            name = self.id if self.id.isprintable() else repr(self.id[:200])
+            raise TaskNotFound(f"no task {name} in {self._wheel.store.location} "
                                "(never committed, or purged after its result TTL)")
         return rec
 
@@ -353,7 +372,8 @@ class TimeWheel:
             raise TypeError("path must be a str or os.PathLike of str, not bytes")
         self.url = spec if spec is not None and is_url(spec) else None
         self.path = None if spec is None or self.url else os.path.abspath(spec)
-        if self.path is not None and (not spec or "\0" in spec):
+        if self.path is not None and (not spec or "\0" in spec or not _encodable(spec)):
+            # SQLite takes UTF-8 file names: one with undecodable bytes cannot be opened
             raise ValueError(f"not a usable store path: {spec!r}")
         self.workers = workers
         self.result_ttl = _number(result_ttl, "result_ttl")
@@ -556,6 +576,7 @@ class TimeWheel:
 
     def get(self, task_id: str) -> TaskHandle:
         """A handle for a task id (from another process, or from before a restart)."""
+        _storable_id(task_id)
         h = TaskHandle(self, task_id)
         _ = h.record   # raises TaskNotFound now rather than at first use
         return h
@@ -571,6 +592,8 @@ class TimeWheel:
 
     def _change(self, task_id: str, allowed: Callable[[TaskRecord], bool],
                 transition: Callable[[TaskRecord, float], TaskRecord]) -> bool:
+        if not _storable_id(task_id):
+            return False
         store = self.store
         while True:      # a compare-and-set: if the record changed meanwhile, look again
             rec = store.get(task_id)
