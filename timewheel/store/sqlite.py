@@ -874,7 +874,9 @@ class SqliteDictStore(WheelStore):
             fresh, head = self._q(
                 f'SELECT (SELECT 1 FROM "{TABLE}" WHERE {_FRESH} LIMIT 1), '
                 f'(SELECT pos FROM "{TABLE}" WHERE pos >= \'q:\' AND pos < \'q;\' ORDER BY pos LIMIT 1)')[0]
-        if limit <= 0 or (not fresh and (head is None or head > bound)):
+        # Rows added on their own are not in the ready index until absorbed: with any, even a
+        # probe (limit=0) absorbs them, or its next_eta would miss them.
+        if not fresh and (limit <= 0 or head is None or head > bound):
             return Claimed([], None if head is None else int(head[2:]) / 1e6)
         taken: list[TaskRecord] = []
         with self._writing():
