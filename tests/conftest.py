@@ -164,6 +164,21 @@ def examples(n: int) -> int:
     return n * _HYPOTHESIS["scale"]
 
 
+_TALLY: dict[str, int] = {}
+
+
+def tally(what: str, n: int = 1) -> None:
+    """Count a case a suite tried; the counts are printed at the end of the run."""
+    _TALLY[what] = _TALLY.get(what, 0) + n
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _TALLY:
+        terminalreporter.write_sep("-", f"cases tried (hypothesis x{_HYPOTHESIS['scale']})")
+        for what, n in sorted(_TALLY.items()):
+            terminalreporter.write_line(f"{n:8d}  {what}")
+
+
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "properties: property/model/fault suite sized by "
                             "conftest.examples() (10x under -m slow or TIMEWHEEL_HYPOTHESIS=slow)")
