@@ -55,8 +55,7 @@ if __name__ == "__main__":
     with hu:                              # start(); stop(wait=True) at the end
         time.sleep(RUN_FOR)
     for name in ("reports.rebuild", "maintenance.cleanup"):
-        recs = hu.store.tasks(name=name)
-        done = [r for r in recs if r.status == "succeeded"]
-        pending = sorted(r.eta for r in recs if r.status == "pending")
-        nxt = dt.datetime.fromtimestamp(pending[0]).strftime("%H:%M:%S") if pending else "-"
+        done = hu.store.scan("succeeded", name=name)
+        pending = hu.store.scan("pending", name=name, limit=1)      # in due order
+        nxt = dt.datetime.fromtimestamp(pending[0].eta).strftime("%H:%M:%S") if pending else "-"
         print(f"{name}: {len(done)} run(s), next at {nxt}")

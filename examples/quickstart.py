@@ -5,6 +5,7 @@
 
 import logging
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -43,4 +44,9 @@ with hu:                                   # start(); stop(wait=True) at the end
     except TaskFailed as exc:
         print(f"  {hook.id}: failed after {hook.record.attempts} attempts: {exc.error}")
     print("statuses:", {h.id: h.status for h in handles + [hook, late]})
-print("done; inspect the store with:  timewheel inspect", path)
+# The console script sits next to this interpreter (.venv/bin/timewheel after the README's
+# set-up), and a venv that was never activated is not on PATH: name it by its path.
+cli = os.path.join(os.path.dirname(sys.executable), "timewheel")
+if not os.path.relpath(cli).startswith(".."):
+    cli = os.path.relpath(cli)
+print("done; inspect the store with: ", shlex.join([cli, "inspect", path]))

@@ -21,7 +21,7 @@ from timewheel.wheel import Wheel
 from .mp_worker import wait_for as _poll
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "redis"]
 
 
 @pytest.fixture
@@ -54,17 +54,22 @@ def backend(request) -> str:
 
 
 @pytest.fixture
-def store_factory(backend, tmp_path):
+def store_factory(backend, tmp_path, request):
     """Open another instance of this test's store (for memory: the same one)."""
     opened: list[WheelStore] = []
     memory: list[MemoryStore] = []
+    redis_url = request.getfixturevalue("redis_db") if backend == "redis" else None
 
     def open_store() -> WheelStore:
         if backend == "memory":
             if not memory:
                 memory.append(MemoryStore(Wheel()))
             return memory[0]
-        s = SqliteDictStore(str(tmp_path / "store.db"), Wheel())
+        if redis_url is not None:
+            from timewheel.store.redis import RedisStore
+            s: WheelStore = RedisStore(redis_url, Wheel(), namespace="conformance")
+        else:
+            s = SqliteDictStore(str(tmp_path / "store.db"), Wheel())
         opened.append(s)
         return s
 
@@ -73,6 +78,30 @@ def store_factory(backend, tmp_path):
         s.close()
     if backend == "sqlite" and opened:
         check_file_store(str(tmp_path / "store.db"))     # after every conformance test
+    if redis_url is not None and opened:
+        from .redis_check import check_redis_store
+        check_redis_store(redis_url, "conformance")
+
+
+# -- Redis: one real server per test session, an empty database per test ---------------------
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A redis-server of our own (free port, temp dir, AOF fsynced at every write)."""
+    from .redis_server import RedisServer
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_db(redis_server) -> str:
+    """The URL of the session's server, its database emptied for this test."""
+    import redis
+    r = redis.Redis.from_url(redis_server.url)
+    r.flushall()
+    r.close()
+    return redis_server.url
 
 
 @pytest.fixture
@@ -82,7 +111,8 @@ def store(store_factory) -> WheelStore:
 
 @pytest.fixture
 def dead_owner(backend) -> str:
-    """An owner token whose process is gone, for the backend under test."""
+    """An owner token whose process is gone, for the backend under test (for Redis: one with
+    no heartbeat, whose claims get a lease that has already run out)."""
     return "memory:1:gone" if backend == "memory" else "999999:deadbeef:999999"
 
 

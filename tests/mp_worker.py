@@ -61,10 +61,12 @@ def record(log: str, tag: str, sleep: float = 0.0) -> str:
 
 
 def make_wheel(db: str, *, workers: int = 4, tick: float = 0.25, busy_timeout: float = 10.0,
-               max_crashes: int = 3, late_poll: float = 0.05) -> tuple[TimeWheel, object]:
-    """A TimeWheel on ``db`` with the test task registered under a fixed name."""
+               max_crashes: int = 3, clock_offset: float = 0.0) -> tuple[TimeWheel, object]:
+    """A TimeWheel on ``db`` with the test task registered under a fixed name (and a clock
+    ``clock_offset`` seconds off, for clock-skew tests)."""
+    clock = time.time if not clock_offset else (lambda: time.time() + clock_offset)
     hu = TimeWheel(db, workers=workers, tick=tick, slots=600, busy_timeout=busy_timeout,
-                   max_crashes=max_crashes, late_poll=late_poll)
+                   max_crashes=max_crashes, clock=clock)
     task = hu.task(name=TASK_NAME)(record)
     return hu, task
 
@@ -243,6 +245,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--tag", default=None, help="tag prefix (default: the pid)")
     ap.add_argument("--go-file", default=None, help="wait for this file before enqueueing")
     ap.add_argument("--lifetime", type=float, default=120.0, help="exit after this long anyway")
+    ap.add_argument("--clock-offset", type=float, default=0.0,
+                    help="this process's clock is off by this many seconds (TimeWheel(clock=))")
     ap.add_argument("--peers", type=int, default=0,
                     help="with --cancel-peer/--await-results: wait for this many 'enqueued' events first")
     ap.add_argument("--cancel-peer", default=None,
@@ -253,7 +257,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     log_errors_to(a.events)
     hu, task = make_wheel(a.db, workers=a.workers, tick=a.tick, busy_timeout=a.busy_timeout,
-                          max_crashes=a.max_crashes)
+                          max_crashes=a.max_crashes, clock_offset=a.clock_offset)
     pid = os.getpid()
     if a.start:
         hu.start()
@@ -268,17 +272,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     def enqueue(idx: Iterable[int]) -> None:
         for i in idx:
             if a.eta is not None:
-                when = {"eta": a.eta}
+                eta = a.eta
             else:
-                when = {"count_down": a.count_down + (a.spread * i / max(1, a.enqueue))}
+                eta = time.time() + a.count_down + (a.spread * i / max(1, a.enqueue))
             try:
-                h = task.schedule((a.log, f"{prefix}-{i}", a.task_sleep), **when)
+                h = task.schedule((a.log, f"{prefix}-{i}", a.task_sleep), eta=eta)
             except Exception as exc:   # counted and reported: the test asserts there are none
                 failures[type(exc).__name__] += 1
                 append_line(a.events, f"delay-error {pid} {time.time():.6f} "
                                       f"{type(exc).__name__}: {exc}".replace("\n", " "))
                 continue
-            append_line(a.events, f"enq {pid} {h.id} {prefix}-{i}")
+            append_line(a.events, f"enq {pid} {h.id} {prefix}-{i} {eta:.6f}")
 
     if a.enqueue:
         threads = [threading.Thread(target=enqueue, args=(range(k, a.enqueue, a.threads),))

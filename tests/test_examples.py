@@ -6,6 +6,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -45,6 +46,10 @@ def test_quickstart(tmp_path) -> None:
     assert "failed after 3 attempts: ConnectionError" in out
     assert "is cancelled: True" in out
     assert "'cancelled'" in out and out.count("'succeeded'") == 3 and "'failed'" in out
+    # its last line names a command that works as printed, with no venv activated (issue 12.11)
+    hint = shlex.split(out.strip().splitlines()[-1].split("with:", 1)[1])
+    done = subprocess.run(hint, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0 and "3 succeeded, 1 cancelled" in done.stdout, done.stderr
 
 
 def test_periodic_report(tmp_path) -> None:
@@ -118,3 +123,31 @@ def test_tornado_app(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert example.hu.running                                  # started by the first request
     finally:
         example.hu.stop()
+
+
+def test_django_project(tmp_path) -> None:
+    from .django_procs import Project, get, post, scrape
+
+    project = Project(os.path.join(EXAMPLES, "django_project"), tmp_path,
+                      MAIL_DIR=str(tmp_path / "mail"), CONFIRM_DELAY="0.5")
+    try:
+        done = project.manage("migrate", "--noinput", "-v", "0")
+        assert done.returncode == 0, done.stderr
+        web, base = project.runserver(probe="/tasks/none")
+        first = post(base + "/subscribe", email="ada@example.com")
+        assert first["task_id"] == "confirm:1"
+        assert post(base + "/subscribe", email="ada@example.com") == first      # pending: one task
+        done = wait_for(lambda: (j := get(f"{base}/tasks/confirm:1"))["status"] == "succeeded" and j,
+                        timeout=15)
+        assert done["result"] == "sent to ada@example.com (attempt 1)"
+        (mail,) = (tmp_path / "mail").iterdir()
+        assert "To: ada@example.com" in mail.read_text()
+        again = post(base + "/subscribe", email="ada@example.com")      # finished: runs again
+        wait_for(lambda: get(f"{base}/tasks/{again['task_id']}").get("result")
+                 == "already sent to ada@example.com", timeout=15)
+        assert len(list((tmp_path / "mail").iterdir())) == 1
+        metrics = scrape(base + "/metrics")
+        assert metrics[("timewheel_runs_total", (("name", "newsletter.send_confirmation"),
+                                                 ("outcome", "succeeded")))] == 2
+    finally:
+        project.close()

@@ -1,7 +1,7 @@
-"""Several real processes on one tasks.db (GitHub issue 4): exactly once, failover, fork.
+"""Several real processes on one tasks.db: competing workers, exactly once, failover, fork.
 
 Every scenario runs real interpreters (``tests/mp_worker.py``, ``tests/mp_fork.py``,
-``benchmarks/crashloop.py``) on a real file and kills them with SIGKILL.  Runs are counted
+``tests/crashloop.py``) on a real file and kills them with SIGKILL.  Runs are counted
 from the append-only logs the tasks write, never from the store's statuses.  Figures
 (takeover times, crash-loop counts) are attached with ``record_property`` and printed; see
 them with ``pytest -s tests/test_multiprocess.py``.
@@ -9,7 +9,6 @@ them with ``pytest -s tests/test_multiprocess.py``.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -25,7 +24,7 @@ import pytest
 
 from timewheel import StoreBusy, StoreError
 
-from . import mp_worker
+from . import crashloop, mp_worker
 from .mp_worker import Runs, events_of, read_lines, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -36,14 +35,6 @@ TICK = 0.25
 def _sleep_until(t: float) -> None:
     """Wait for a moment of wall-clock time (an eta), not for a condition."""
     time.sleep(max(0.0, t - time.time()))
-
-
-def _load_crashloop():
-    path = os.path.join(ROOT, "benchmarks", "crashloop.py")
-    spec = importlib.util.spec_from_file_location("crashloop", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 class Cluster:
@@ -138,10 +129,32 @@ def test_three_processes_each_enqueue_400_all_run_exactly_once(cluster, record_p
     assert cluster.errors() == []
     assert runs.total_starts == 1200
     _assert_exactly_once(runs, tags)
-    # Design: only the process holding the ticking lock runs tasks.
-    leaders = {p[1] for p in events_of(cluster.events, "lead")}
-    assert {pid for pids in runs.starts.values() for pid in pids} <= leaders
-    assert len(leaders) == 1
+    # Competing workers: every started process runs tasks, one of them ticks.
+    assert len({pid for pids in runs.starts.values() for pid in pids}) >= 2
+    assert len({p[1] for p in events_of(cluster.events, "lead")}) == 1
+
+
+def test_three_processes_of_two_workers_share_600_tasks_due_over_3s(cluster, record_property):
+    """Issue 10: 600 tasks due over 3 s, enqueued by a process that never starts, run by 3
+    started processes with 2 workers each: every task once, at least 2 processes ran tasks,
+    none before its eta."""
+    procs = [cluster.worker("--workers", "2") for _ in range(3)]
+    cluster.ready(3)
+    cluster.enqueue(600, "--count-down", "1.0", "--spread", "3", "--tag", "s")
+    tags = {f"s-{i}" for i in range(600)}
+    wait_for(lambda: tags <= Runs(cluster.log).finished(), 30, what="600 runs")
+    time.sleep(2 * TICK)
+    assert mp_worker.stop_all(procs, cluster.stop_file) == [0, 0, 0]
+    runs = Runs(cluster.log)
+    _assert_exactly_once(runs, tags)
+    per_pid: dict[str, int] = {}
+    for pids in runs.starts.values():
+        for pid in pids:
+            per_pid[pid] = per_pid.get(pid, 0) + 1
+    record_property("runs_per_process", sorted(per_pid.values()))
+    print(f"\n600 tasks over 3 processes: runs per process {sorted(per_pid.values())}")
+    assert len(per_pid) >= 2, per_pid
+    assert cluster.errors() == []
 
 
 def test_cancel_and_result_across_processes(cluster):
@@ -180,12 +193,11 @@ def test_leader_sigkilled_just_before_a_batch_survivor_runs_it(cluster, record_p
     procs = [cluster.worker() for _ in range(3)]
     cluster.ready(3)
     first, _ = cluster.leader()
-    # A batch spread over 4 ticks, due 1.5 s from now, enqueued by a process that never starts.
-    eta0 = time.time() + 1.5
-    for k in range(4):
-        cluster.enqueue(25, "--eta", str(eta0 + k * TICK), "--tag", f"b{k}")
-    tags = {f"b{k}-{i}" for k in range(4) for i in range(25)}
-    _sleep_until(eta0 - 0.1)
+    # 100 tasks due 3..4 s after they are enqueued (4 ticks), by a process that never starts
+    cluster.enqueue(100, "--count-down", "3.0", "--spread", str(4 * TICK), "--tag", "b")
+    etas = {p[3]: float(p[4]) for p in events_of(cluster.events, "enq")}
+    tags = set(etas)
+    _sleep_until(min(etas.values()) - 0.1)
     assert Runs(cluster.log).total_starts == 0
     killed_at = time.time()
     cluster.proc(first).send_signal(signal.SIGKILL)
@@ -200,29 +212,31 @@ def test_leader_sigkilled_just_before_a_batch_survivor_runs_it(cluster, record_p
           f"batch done {max(max(v) for v in runs.start_times.values()) - killed_at:.3f}s after it")
     assert took_over - killed_at < 2 * TICK + 1.0
     _assert_exactly_once(runs, tags)
-    assert {pid for pids in runs.starts.values() for pid in pids} == {str(second)}
-    for k in range(4):          # never early, even when caught up by another process
-        assert min(t for i in range(25) for t in runs.start_times[f"b{k}-{i}"]) >= eta0 + k * TICK
+    # the batch ran on the survivors (both take work), never on the killed process
+    ran_on = {pid for pids in runs.starts.values() for pid in pids}
+    assert str(first) not in ran_on and str(second) in ran_on | {str(second)}
+    assert ran_on <= {str(p.pid) for p in procs if p.pid != first}
+    for tag, eta in etas.items():     # never early, even when caught up by another process
+        assert min(runs.start_times[tag]) >= eta, tag
     assert cluster.errors() == []
     mp_worker.stop_all([p for p in procs if p.pid != first], cluster.stop_file)
 
 
 def test_new_process_catches_up_every_tick_missed_while_nobody_ran(cluster):
     """The only started process dies; tasks come due over 6 ticks while nobody runs; a process
-    started later resumes from the stored done_through and runs each of them once."""
+    started later makes every missed tick ready and runs each of them once."""
     only = cluster.worker()
     cluster.ready(1)
-    pid, _ = cluster.leader()
-    eta0 = time.time() + 0.8
-    for k in range(6):
-        cluster.enqueue(5, "--eta", str(eta0 + k * TICK), "--tag", f"c{k}")
-    _sleep_until(eta0 - 0.05)
+    cluster.leader()
+    # 30 tasks due 3..4.5 s after they are enqueued (6 ticks), by a process that never starts
+    cluster.enqueue(30, "--count-down", "3.0", "--spread", str(6 * TICK), "--tag", "c")
+    enqueued_at = time.time()
     only.send_signal(signal.SIGKILL)
     only.wait(10)
-    _sleep_until(eta0 + 6 * TICK + 0.5)
-    assert Runs(cluster.log).total_starts <= 5     # maybe the first tick's, nothing after
+    _sleep_until(enqueued_at + 3.0 + 6 * TICK + 0.5)
+    assert Runs(cluster.log).total_starts == 0       # nobody ran: nothing started
     late = cluster.worker()
-    tags = {f"c{k}-{i}" for k in range(6) for i in range(5)}
+    tags = {f"c-{i}" for i in range(30)}
     wait_for(lambda: tags <= Runs(cluster.log).finished(), 20, what="catch-up")
     time.sleep(2 * TICK)
     _assert_exactly_once(Runs(cluster.log), tags)
@@ -276,7 +290,7 @@ def _crashloop_check(res: dict) -> None:
 
 
 def _crash_loop(tmp_path, record_property, kills: int, tasks: int, seed: int) -> None:
-    res = _load_crashloop().run(kills=kills, procs=3, tasks=tasks, workdir=str(tmp_path),
+    res = crashloop.run(kills=kills, procs=3, tasks=tasks, workdir=str(tmp_path),
                                 seed=seed, quiet=True)
     for k, v in res.items():
         record_property(k, v)

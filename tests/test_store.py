@@ -6,7 +6,6 @@ by its own server's clock; tests of exact instants with a fake clock live with e
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
 import threading
 import time
@@ -132,6 +131,21 @@ def test_claim_takes_earliest_first_up_to_the_limit_and_marks_running(store: Whe
         assert r.status == RUNNING and r.owner == "me" and r.attempts == 1
         assert r.started is not None and store.get(r.id) == r
     assert store.counts() == {(PENDING, "t"): 2, (RUNNING, "t"): 3}
+
+
+def test_claim_can_queue_beyond_the_started_ones(store: WheelStore, dead_owner: str) -> None:
+    now = store.now()
+    store.add([make_record(f"t{i}", now - 10 + i) for i in range(6)])
+    ready_all(store)
+    got = store.claim(dead_owner, store.now(), 2, queued=3).records
+    assert [r.id for r in got] == ["t0", "t1", "t2", "t3", "t4"]
+    assert [r.started is not None for r in got] == [True, True, False, False, False]
+    assert all(r.status == RUNNING and r.owner == dead_owner for r in got)
+    # the owner dies: the started ones count a crash, the queued ones are handed back free
+    lost = {r.id: r for r in store.abandoned(store.now())}
+    assert sorted(lost) == ["t0", "t1", "t2", "t3", "t4"]
+    back = store.swap([(r, requeue_crashed(r, store.now(), 3)) for r in lost.values()])
+    assert {b.id: b.crashes for b in back} == {"t0": 1, "t1": 1, "t2": 0, "t3": 0, "t4": 0}
 
 
 def test_a_task_added_within_the_horizon_is_ready_at_once(store: WheelStore) -> None:
@@ -312,6 +326,6 @@ def test_concurrent_claims_never_take_a_task_twice(store_factory) -> None:
 def test_records_returned_are_snapshots(store: WheelStore) -> None:
     now = store.now()
     (r,) = store.add([make_record("a", now + 10)])
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         r.status = RUNNING          # type: ignore[misc]
     assert store.get("a").status == PENDING

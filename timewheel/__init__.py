@@ -15,8 +15,8 @@ eta, is never lost once ``delay()`` has returned, and runs once (a process kille
 running it is the one documented re-run).
 """
 
-from .api import EVENTS, Stopped, Task, TaskHandle, TimeWheel
-from .boss import Health
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     DuplicateTask,
     NotAStore,
@@ -28,7 +28,6 @@ from .errors import (
     TaskTimeout,
     TimeWheelError,
 )
-from .execute import TaskContext, current_task
 from .records import STATUSES, TaskRecord
 
 __all__ = [
@@ -37,3 +36,28 @@ __all__ = [
     "StoreMismatch", "TaskRecord", "STATUSES", "TaskContext", "current_task",
 ]
 __version__ = "0.2.0"
+
+# The runtime (api, boss, execute: threads, asyncio) is imported on first use, so that
+# `import timewheel.cli` -- a command on a store of a million tasks answers in a few hundred
+# milliseconds -- does not pay ~100 ms for machinery it never starts.
+_LAZY = {"TimeWheel": "api", "Task": "api", "TaskHandle": "api", "Stopped": "api", "EVENTS": "api",
+         "Health": "boss", "TaskContext": "execute", "current_task": "execute"}
+
+if TYPE_CHECKING:
+    from .api import EVENTS, Stopped, Task, TaskHandle, TimeWheel
+    from .boss import Health
+    from .execute import TaskContext, current_task
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'timewheel' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

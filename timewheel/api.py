@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import pickle
+import sys
 import threading
 import time
 import weakref
@@ -47,6 +48,7 @@ from .records import (
     TaskRecord,
     cancel,
     end_run,
+    new_task,
     reset_for_retry,
     start_run,
 )
@@ -74,20 +76,43 @@ class Stopped(NamedTuple):
 
 
 class _Ids:
-    """Unique task ids, cheaply: a random per-process prefix plus a counter."""
+    """Unique task ids, cheaply: a random per-process prefix plus a counter.  A forked child
+    draws a new prefix (see _after_fork_in_child), so it never repeats its parent's ids."""
 
     def __init__(self) -> None:
-        self._pid = -1
-        self._prefix = ""
+        self.reset()
+
+    def reset(self) -> None:
+        self._prefix = os.urandom(8).hex()
         self._count = itertools.count()
 
     def new(self) -> str:
-        if self._pid != os.getpid():      # forked: a child must not repeat its parent's ids
-            self._pid, self._prefix, self._count = os.getpid(), os.urandom(8).hex(), itertools.count()
         return f"{self._prefix}{next(self._count):08x}"
 
 
 _ids = _Ids()
+
+
+class _Local(threading.local):
+    batch: "Optional[_Batch]" = None      #: this thread's open batch
+
+
+class _Batch:
+    """The records of an open ``with hu.batch():`` block, written when it ends."""
+
+    __slots__ = ("records", "existing", "now")
+
+    def __init__(self, now: float) -> None:
+        self.records: list[TaskRecord] = []
+        self.existing = "fail"
+        self.now = now                   #: the ``created`` time of every task in it
+
+    def add(self, rec: TaskRecord, existing: str) -> None:
+        if existing != "fail":
+            if self.existing not in ("fail", existing):
+                raise ValueError(f"one batch cannot mix task_id policies ({self.existing} and {existing})")
+            self.existing = existing
+        self.records.append(rec)
 
 
 def _number(value: Any, what: str, *, minimum: float = 0.0, maximum: float = MAX_ETA) -> float:
@@ -232,6 +257,12 @@ def _plain_arity(sig: Optional[inspect.Signature]) -> Optional[tuple[int, int]]:
     return sum(p.default is p.empty for p in params), len(params)
 
 
+def _added(stored: TaskRecord, rec: TaskRecord) -> bool:
+    """Whether ``store.add`` stored ``rec`` (possibly as a replacement continuing an old
+    record's rev) rather than keeping the task that had its id."""
+    return stored is rec or stored._replace(rev=rec.rev) == rec
+
+
 def _outcome_of(rec: TaskRecord) -> Any:
     if rec.status == SUCCEEDED:
         return None if rec.result is None else pickle.loads(rec.result)
@@ -327,10 +358,15 @@ class Task(Generic[R]):
                              f"is {MAX_RECORD_BYTES // 2} (store large data elsewhere, pass a key)")
         grace = (self.misfire_grace if misfire_grace is ...
                  else _optional(misfire_grace, "misfire_grace"))
-        rec = TaskRecord(id=task_id or _ids.new(), name=self.name, eta=due, payload=payload,
-                         created=self.timewheel.now(), retries=self.retries,
-                         retry_delay=self.retry_delay, misfire_grace=grace, timeout=self.timeout)
-        return self.timewheel._submit(rec, existing)
+        hu = self.timewheel
+        batch = hu._local.batch
+        rec = new_task(task_id or _ids.new(), self.name, due, payload,
+                       hu.now() if batch is None else batch.now, self.retries, self.retry_delay,
+                       grace, self.timeout)
+        if batch is not None:
+            batch.add(rec, existing)
+            return TaskHandle(hu, rec.id)
+        return hu._submit(rec, existing)
 
 
 class TimeWheel:
@@ -400,7 +436,7 @@ class TimeWheel:
         self._store_lock = threading.Lock()
         self._boss: Optional[Boss] = None
         self._start_lock = threading.RLock()
-        self._batch = threading.local()
+        self._local = _Local()
         self._changed = threading.Condition()
         self._generation = 0
         self._periodics: Any = None          # timewheel.periodic.Periodics, made by periodic()
@@ -429,7 +465,8 @@ class TimeWheel:
         if self.immediate or (self.path is None and self.url is None):
             return MemoryStore(self.wheel, clock=self.clock)
         return open_store(self.url or self.path or "", wheel=self.wheel, namespace=self.namespace,
-                          timeout=self.busy_timeout, clock=self.clock)
+                          timeout=self.busy_timeout, clock=self.clock,
+                          result_ttl=self.result_ttl if self.url else None)
 
     def now(self) -> float:
         """The store's clock: what etas and ``count_down`` are measured by."""
@@ -513,7 +550,12 @@ class TimeWheel:
         for hook in self._hooks[event]:
             try:
                 hook(rec, exc)
-            except Exception:  # noqa: BLE001 - a hook never changes a task's outcome
+            except BaseException:  # noqa: BLE001 - a hook never changes a task's outcome
+                # sys.exit() in a hook would otherwise end the boss thread mid-batch; only a
+                # Ctrl-C (or exit) in the application's own main thread (immediate mode) goes on.
+                if (threading.current_thread() is threading.main_thread()
+                        and not isinstance(sys.exc_info()[1], Exception)):
+                    raise
                 log.exception("%s hook %r raised for task %s", event, hook, rec.id)
 
     # -- scheduling -----------------------------------------------------------------------
@@ -541,38 +583,29 @@ class TimeWheel:
         return when
 
     def _submit(self, rec: TaskRecord, existing: str) -> TaskHandle:
-        batch = getattr(self._batch, "records", None)
-        if batch is not None:
-            mode = getattr(self._batch, "existing", "fail")
-            if existing != "fail" and mode not in ("fail", existing):
-                raise ValueError(f"one batch cannot mix task_id policies ({mode} and {existing})")
-            if existing != "fail":
-                self._batch.existing = existing
-            batch.append(rec)
-            return TaskHandle(self, rec.id)
         (stored,) = self.store.add([rec], existing=existing)
-        if self.immediate and stored is rec:
-            self._run_inline(rec)
+        if self.immediate and _added(stored, rec):
+            self._run_inline(stored)
         return TaskHandle(self, stored.id)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
         """Enqueue many tasks with one commit: every ``delay()`` in the block is written when
         the block ends, all or none.  If the block raises, nothing is written."""
-        if getattr(self._batch, "records", None) is not None:   # nested: the outer one commits
+        if self._local.batch is not None:          # nested: the outer one commits
             yield
             return
-        self._batch.records, self._batch.existing = [], "fail"
+        batch = self._local.batch = _Batch(self.now())
         try:
             yield
-            recs, existing = self._batch.records, self._batch.existing
         finally:
-            self._batch.records = None
-        stored = self.store.add(recs, existing=existing)
+            self._local.batch = None
+        recs = batch.records
+        stored = self.store.add(recs, existing=batch.existing)
         if self.immediate:
             for rec, kept in zip(recs, stored):
-                if kept is rec:
-                    self._run_inline(rec)
+                if _added(kept, rec):
+                    self._run_inline(kept)
 
     def get(self, task_id: str) -> TaskHandle:
         """A handle for a task id (from another process, or from before a restart)."""
@@ -713,6 +746,7 @@ class TimeWheel:
 
 
 def _after_fork_in_child() -> None:
+    _ids.reset()
     for hu in list(_instances):
         hu._after_fork_in_child()
 

@@ -9,9 +9,11 @@ It does two jobs, each a few store calls per round:
   purges finished tasks past their TTL.  Ticks are absolute (``k * tick``): lateness never
   accumulates, and a clock that goes back loads nothing twice.  When the holder dies another
   process's boss takes the role within a tick.
-* **working**, in every process: it claims due ready tasks -- never more than its idle
-  workers, so work spreads over the processes and a claimed task is a started one -- hands
-  them to the pool, and records their outcomes in batches through the pure transitions of
+* **working**, in every process: it claims due ready tasks -- no more than its idle workers,
+  so work spreads over the processes and a claimed task is a started one; only while a
+  backlog lasts (a claim came back full and more was due) it also queues up to
+  ``4 * workers`` more, so that its workers never wait for a claim's round trip -- hands them
+  to the pool, and records their outcomes in batches through the pure transitions of
   :mod:`timewheel.records` (a compare-and-set: an outcome fenced out by a recovery is dropped,
   and logged).
 
@@ -88,6 +90,8 @@ class Boss:
         self.on_change = on_change
         self.on_event = on_event
         self.pool = WorkerPool(workers, execute, self._done)
+        self.max_extra = 4 * workers     #: most tasks queued here beyond the workers, in a backlog
+        self._extra = 0
         self.leading = False
         self.bell: Doorbell = Doorbell()
         self._running: dict[str, TaskRecord] = {}      # claimed here, outcome not yet recorded
@@ -110,8 +114,11 @@ class Boss:
         """A worker finished ``rec`` (the pool's callback)."""
         with self._report_lock:
             if self._accepting:
+                # The first outcome of a batch wakes the boss; the others ride along.
+                first = not self._outcomes
                 self._outcomes.append((rec, outcome))
-                self.bell.poke()
+                if first:
+                    self.bell.poke()
                 return
         # The boss has stopped (stop(wait=False)): record it from this thread, and keep
         # trying while the store fails, since a lost outcome leaves the task running forever.
@@ -128,13 +135,16 @@ class Boss:
     # -- one round --------------------------------------------------------------------------
     def step(self, now: Optional[float] = None) -> float:
         """Do whatever is due at ``now``; return the seconds until there is more to do."""
+        given = now
         now = self.clock() if now is None else now
         self._record()
         if self._lead(now):
             self._tick(now)
         self._claim(now)
         self._renew(now)
-        return self._sleep_for(now)
+        # The calls above took time (a round trip each to a server): sleep from a fresh
+        # reading, or every wake-up is late by this round's length.
+        return self._sleep_for(now if given is not None else self.clock())
 
     def _lead(self, now: float) -> bool:
         if self.leading or now >= self._lead_at or self._lead_at - now > self.wheel.tick:
@@ -167,6 +177,9 @@ class Boss:
                 if n:
                     log.warning("requeued %d task(s) whose process died while running them: %s",
                                 n, ", ".join(b.id for b in back if b is not None)[:300])
+                    for b in back:
+                        if b is not None and b.status == FAILED:     # died max_crashes times
+                            self.on_event(FAILED, b, None)
                     self._rang = True
                     self.on_change()
         if _due(self, "_purge_at", self.purge_every, now):
@@ -174,17 +187,31 @@ class Boss:
             if n:
                 log.info("purged %d finished task(s) past their result TTL", n)
 
+    def _room(self) -> tuple[int, int]:
+        """How many tasks to claim now: (for idle workers, to queue while a backlog lasts)."""
+        busy = len(self._running)
+        idle = max(0, self.pool.workers - busy)
+        return idle, max(0, self.pool.workers + self._extra - busy - idle) if self._extra else 0
+
     def _claim(self, now: float) -> None:
-        idle = self.pool.workers - len(self._running)
-        if idle <= 0 or self._stopping.is_set():
+        idle, queue = self._room()
+        room = idle + queue
+        if room <= 0 or self._stopping.is_set():
             return
         due = self._next_eta is not None and self._next_eta <= now
         if not (self._rang or due or now >= self._look_at):
             return
         self._rang = False
-        got = self.store.claim(self.liveness.token, now, idle)
+        got = self.store.claim(self.liveness.token, now, idle, queued=queue)
         self._next_eta = got.next_eta
         self._look_at = now + self.wheel.tick
+        # A backlog (a full claim, and more already due): queue some tasks here so the workers
+        # never wait for the next claim's round trip.  Without one, claim only for idle
+        # workers, so that tasks go to whichever process has a worker free.
+        if len(got.records) == room and got.next_eta is not None and got.next_eta <= now:
+            self._extra = min(self.max_extra, max(self.pool.workers, 2 * self._extra))
+        elif len(got.records) < room:
+            self._extra = 0
         misfired = []
         for rec in got.records:
             if is_misfire(rec, now):
@@ -211,9 +238,9 @@ class Boss:
                         "this run's outcome will be refused", task_id)
 
     def _record(self) -> None:
-        batch = []
-        while self._outcomes:
-            batch.append(self._outcomes.popleft())
+        with self._report_lock:          # drained under the lock _done appends under: see there
+            batch = list(self._outcomes)
+            self._outcomes.clear()
         if not batch:
             return
         try:
@@ -241,10 +268,10 @@ class Boss:
         self.on_change()
 
     def _sleep_for(self, now: float) -> float:
-        if self._outcomes or (self._rang and len(self._running) < self.pool.workers):
+        if self._outcomes or (self._rang and sum(self._room())):
             return 0.0
         wake = self._look_at
-        if self._next_eta is not None and len(self._running) < self.pool.workers:
+        if self._next_eta is not None and sum(self._room()):
             wake = min(wake, self._next_eta)
         if self.leading:
             if not self._complete:

@@ -101,11 +101,21 @@ def _call(fn: Callable[..., Any], args: tuple, kwargs: dict, timeout: Optional[f
     if timeout is None:
         value = fn(*args, **kwargs)
     else:
-        with _watchdog.guard(timeout):
-            value = fn(*args, **kwargs)
+        try:
+            with _watchdog.guard(timeout):
+                value = fn(*args, **kwargs)
+        except TaskTimeout as exc:
+            if exc.args:
+                raise
+            # The watchdog's bare exception went off on the way into the guard's __exit__.
+            raise _timed_out(timeout, exc.__traceback__) from None
     if inspect.isawaitable(value):       # a sync function that returned a coroutine
         return run_coroutine(value, timeout)
     return value
+
+
+def _timed_out(timeout: float, tb: Any) -> TaskTimeout:
+    return TaskTimeout(f"did not finish within its timeout of {timeout:g}s").with_traceback(tb)
 
 
 class _Watchdog:
@@ -140,9 +150,13 @@ class _Watchdog:
             self._lock.notify()
         return seq
 
-    def _disarm(self, seq: int) -> None:
+    def _disarm(self, seq: int) -> bool:
+        """Cancel deadline ``seq``; False if the watchdog already fired for it."""
         with self._lock:
-            self._live.discard(seq)
+            if seq in self._live:
+                self._live.discard(seq)
+                return True
+            return False
 
     def _run(self) -> None:
         while True:
@@ -164,14 +178,25 @@ class _Watchdog:
 
 
 class _Guard:
+    """The deadline of one sync run.  Once the watchdog has fired for it, the run is a
+    timeout however it ends: the bare exception the watchdog raises gets its message here, a
+    task that swallowed it still fails, and one that returned just as the watchdog fired has
+    the pending exception withdrawn -- so it can never go off later, outside the run, in the
+    worker's own code (which would leave the outcome unrecorded)."""
+
     def __init__(self, dog: _Watchdog, timeout: float) -> None:
         self._dog, self._timeout, self._seq = dog, timeout, -1
 
     def __enter__(self) -> None:
         self._seq = self._dog._arm(self._timeout)
 
-    def __exit__(self, *exc: Any) -> None:
-        self._dog._disarm(self._seq)
+    def __exit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> None:
+        if self._dog._disarm(self._seq):
+            return                                        # the deadline had not passed
+        # Fired: if the exception is still pending (the task returned, or raised something
+        # else, just then), withdraw it (NULL clears it) rather than let it land later.
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(threading.get_ident()), None)
+        raise _timed_out(self._timeout, tb if exc_type is TaskTimeout else None)
 
 
 _watchdog = _Watchdog()

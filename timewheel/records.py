@@ -20,19 +20,17 @@ runs code, and a tampered record is reported instead of crashing whoever reads i
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import math
-import operator
 import pickle
-from dataclasses import dataclass, field, fields
-from typing import Any, Optional
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Optional
 
 __all__ = [
     "TaskRecord", "Outcome", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "MISFIRED",
     "STATUSES", "TERMINAL", "RETRYABLE", "encode_record", "decode_record", "RecordDecodeError",
     "start_run", "is_misfire", "skip_misfired", "end_run", "requeue_crashed", "reset_for_retry",
-    "cancel", "retry_backoff", "MAX_RECORD_BYTES", "MAX_ETA", "MAX_BACKOFF",
+    "cancel", "retry_backoff", "new_task", "MAX_RECORD_BYTES", "MAX_ETA", "MAX_BACKOFF",
 ]
 
 PENDING = "pending"
@@ -58,9 +56,12 @@ class RecordDecodeError(ValueError):
     """A stored record is not a timewheel record this version can read."""
 
 
-@dataclass(frozen=True)
-class TaskRecord:
-    """One task, as stored.  Times are unix seconds (the store's clock)."""
+class TaskRecord(NamedTuple):
+    """One task, as stored.  Times are unix seconds (the store's clock).
+
+    Immutable: a transition returns a new record (``rec._replace(...)``).  A named tuple
+    rather than a frozen dataclass because enqueueing builds one per task: 5x cheaper.
+    """
 
     id: str
     name: str
@@ -107,10 +108,13 @@ class Outcome:
 # -- transitions --------------------------------------------------------------------------------
 # Each returns a new record and leaves ``rev`` alone: the store bumps it when it applies one.
 
-def start_run(rec: TaskRecord, owner: str, now: float, lease: Optional[float] = None) -> TaskRecord:
-    """PENDING -> RUNNING for ``owner``, starting at ``now`` (a claim)."""
-    return dataclasses.replace(rec, status=RUNNING, owner=owner, started=now, finished=None,
-                               attempts=rec.attempts + 1, lease=lease)
+def start_run(rec: TaskRecord, owner: str, now: float, lease: Optional[float] = None,
+              queued: bool = False) -> TaskRecord:
+    """PENDING -> RUNNING for ``owner`` (a claim), starting at ``now`` -- or, ``queued``,
+    waiting in the owner's queue for a worker: then ``started`` stays None until the outcome
+    says when it started, and a death of the owner meanwhile is not held against the task."""
+    return rec._replace(status=RUNNING, owner=owner, started=None if queued else now,
+                        finished=None, attempts=rec.attempts + 1, lease=lease)
 
 
 def is_misfire(rec: TaskRecord, now: float) -> bool:
@@ -120,8 +124,8 @@ def is_misfire(rec: TaskRecord, now: float) -> bool:
 
 def skip_misfired(rec: TaskRecord, now: float) -> TaskRecord:
     """A claimed task that is too late -> MISFIRED, not run (its attempt is not counted)."""
-    return dataclasses.replace(
-        rec, status=MISFIRED, owner=None, started=None, finished=now, lease=None,
+    return rec._replace(
+        status=MISFIRED, owner=None, started=None, finished=now, lease=None,
         attempts=max(0, rec.attempts - 1),
         error=(f"skipped: would have started {now - rec.eta:.3f}s after its eta, "
                f"misfire_grace is {rec.misfire_grace:g}s"))
@@ -150,50 +154,68 @@ def end_run(rec: TaskRecord, out: Outcome) -> TaskRecord:
     """
     common = dict(owner=None, lease=None, started=out.started, finished=out.finished)
     if out.ok:
-        return dataclasses.replace(rec, status=SUCCEEDED, result=out.result, error=None,
+        return rec._replace(status=SUCCEEDED, result=out.result, error=None,
                                    traceback=None, **common)
     if out.retryable and rec.attempts <= rec.retries:
         eta = min(MAX_ETA, out.finished + retry_backoff(rec.retry_delay, max(1, rec.attempts)))
-        return dataclasses.replace(rec, status=PENDING, eta=eta, error=out.error,
+        return rec._replace(status=PENDING, eta=eta, error=out.error,
                                    traceback=out.traceback, **common)
-    return dataclasses.replace(rec, status=FAILED, error=out.error, traceback=out.traceback,
+    return rec._replace(status=FAILED, error=out.error, traceback=out.traceback,
                                **common)
 
 
 def requeue_crashed(rec: TaskRecord, now: float, max_crashes: int) -> TaskRecord:
     """RUNNING whose process died (or lost its lease) -> PENDING again, due at once: the
-    documented re-run.  After ``max_crashes`` such deaths it is FAILED instead, so a task
-    that kills its process cannot take the whole fleet down in a loop."""
-    crashes = rec.crashes + 1
+    documented re-run.  After ``max_crashes`` such deaths while it had started it is FAILED
+    instead, so a task that kills its process cannot take the whole fleet down in a loop.
+    (A task that was still queued, ``started`` None, is handed back without a crash; it keeps
+    its eta, the oldest, so the next claim -- for idle workers -- starts it and counts it.)"""
+    crashes = rec.crashes + (rec.started is not None)
     if crashes >= max_crashes:
-        return dataclasses.replace(
-            rec, status=FAILED, owner=None, lease=None, crashes=crashes, finished=now,
+        return rec._replace(
+            status=FAILED, owner=None, lease=None, crashes=crashes, finished=now,
             error=f"the process running it died {crashes} times; not run again")
-    return dataclasses.replace(rec, status=PENDING, owner=None, lease=None, crashes=crashes,
+    return rec._replace(status=PENDING, owner=None, lease=None, crashes=crashes,
                                started=None, attempts=max(0, rec.attempts - 1))
 
 
 def reset_for_retry(rec: TaskRecord, now: float) -> TaskRecord:
     """A failed, misfired or cancelled task -> PENDING now, with a fresh attempt budget."""
-    return dataclasses.replace(rec, status=PENDING, eta=now, attempts=0, crashes=0, started=None,
+    return rec._replace(status=PENDING, eta=now, attempts=0, crashes=0, started=None,
                                finished=None, owner=None, lease=None, result=None)
 
 
 def cancel(rec: TaskRecord, now: float) -> TaskRecord:
     """PENDING -> CANCELLED: it will never run."""
-    return dataclasses.replace(rec, status=CANCELLED, finished=now, error="cancelled")
+    return rec._replace(status=CANCELLED, finished=now, error="cancelled")
 
 
 # -- encoding -----------------------------------------------------------------------------------
 
-_FIELDS = fields(TaskRecord)
-_FIELD_NAMES = tuple(f.name for f in _FIELDS)
-_V1_LEN = 18                     # 0.1.0 stored the first 18 fields, version last
-_values = operator.attrgetter(*_FIELD_NAMES)
+_FIELD_NAMES = TaskRecord._fields
+_DEFAULTS = tuple(TaskRecord._field_defaults.get(n) for n in _FIELD_NAMES)
+_REQUIRED = 4                    # id, name, eta, payload: always stored
+_V1_LEN = 18                     # 0.1.0 stored the first 18 fields, version (1) last
+_CUTS = (9, 17)                  # after misfire_grace; before version (never 18: that is v1)
+
+
+def new_task(task_id: str, name: str, eta: float, payload: bytes, created: float, retries: int,
+             retry_delay: float, misfire_grace: Optional[float], timeout: Optional[float]) -> TaskRecord:
+    """A new PENDING record, built positionally: ``delay()`` makes one per task, and this is
+    about twice as fast as the keyword constructor."""
+    return tuple.__new__(TaskRecord, (task_id, name, eta, payload, PENDING, created, retries,
+                                      retry_delay, misfire_grace, 0, 0, None, None, None, None,
+                                      None, None, RECORD_VERSION, 0, timeout, None))
 
 
 def encode_record(rec: TaskRecord) -> bytes:
-    return pickle.dumps(_values(rec), protocol=pickle.HIGHEST_PROTOCOL)
+    """A pickle of the record's fields as a plain tuple, without trailing fields that hold
+    their default -- most of a new task's (a batch of a million writes 20 MB less).  The cut
+    is found with a few tuple comparisons, done in C, rather than a loop over the fields."""
+    for cut in _CUTS:
+        if rec[cut:] == _DEFAULTS[cut:]:
+            return pickle.dumps(rec[:cut], protocol=pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps(rec[:], protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class _PlainUnpickler(pickle.Unpickler):
@@ -240,22 +262,22 @@ def decode_record(blob: Any) -> TaskRecord:
         raise RecordDecodeError(f"not a timewheel record ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(values, tuple):
         raise RecordDecodeError("not a timewheel record (unexpected shape)")
-    if len(values) == _V1_LEN and values[-1] == 1:
-        values = values + tuple(f.default for f in _FIELDS[_V1_LEN:])
-    elif len(values) != len(_FIELD_NAMES):
+    if not _REQUIRED <= len(values) <= len(_FIELD_NAMES) or (len(values) == _V1_LEN and values[-1] != 1
+                                                            and values[-1] != RECORD_VERSION):
         raise RecordDecodeError("not a timewheel record (unexpected shape)")
+    values = values + _DEFAULTS[len(values):]     # fields left out hold their default
     for name, value in zip(_FIELD_NAMES, values):
         check = _CHECKS.get(name)
         ok = check(value) if check is not None else (value is None or _OPTIONAL[name](value))
         if not ok:
             raise RecordDecodeError(f"not a timewheel record (field {name} holds "
                                     f"{type(value).__name__} {_short(value)})")
-    rec = TaskRecord(*values)
+    rec = TaskRecord._make(values)
     if rec.version > RECORD_VERSION:
         raise RecordDecodeError(
             f"record version {rec.version} is newer than this timewheel understands ({RECORD_VERSION})")
     if rec.version < RECORD_VERSION:
-        rec = dataclasses.replace(rec, version=RECORD_VERSION)
+        rec = rec._replace(version=RECORD_VERSION)
     return rec
 
 

@@ -22,13 +22,15 @@ def is_url(location: str) -> bool:
 
 def open_store(location: str, *, readonly: bool = False, wheel: Any = None,
                namespace: str = "timewheel", timeout: float = 10.0,
-               clock: Optional[Any] = None) -> WheelStore:
+               clock: Optional[Any] = None, result_ttl: Optional[float] = None) -> WheelStore:
     """The store at ``location``: a ``redis://``/``rediss://``/``unix://`` URL or a file path.
 
     ``readonly`` opens an existing store for reading only: nothing is created or written.
+    ``result_ttl`` (Redis only): seconds a finished task is kept, as a Redis TTL.
     """
     kw: dict[str, Any] = {} if clock is None else {"clock": clock}
     if is_url(location):
         from .redis import RedisStore
-        return RedisStore(location, wheel, namespace=namespace, timeout=timeout, readonly=readonly, **kw)
+        return RedisStore(location, wheel, namespace=namespace, timeout=timeout, readonly=readonly,
+                          result_ttl=result_ttl, **kw)
     return SqliteDictStore(location, wheel, readonly=readonly, busy_timeout=timeout, **kw)

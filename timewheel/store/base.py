@@ -195,14 +195,16 @@ class WheelStore(abc.ABC):
 
     # -- workers ------------------------------------------------------------------------------
     @abc.abstractmethod
-    def claim(self, owner: str, now: float, limit: int) -> Claimed:
-        """Atomically take up to ``limit`` ready tasks whose eta is <= ``now``, earliest
-        first, and make them RUNNING for ``owner`` (:func:`~timewheel.records.start_run`,
-        started at ``now``, with a lease where the backend has them).
+    def claim(self, owner: str, now: float, limit: int, queued: int = 0) -> Claimed:
+        """Atomically take up to ``limit + queued`` ready tasks whose eta is <= ``now``,
+        earliest first, and make them RUNNING for ``owner``
+        (:func:`~timewheel.records.start_run`, with a lease where the backend has them): the
+        first ``limit`` started at ``now``, the others ``queued`` (``started`` None: they
+        wait for a worker of the owner).
 
         No task is ever claimed twice, across threads, processes and hosts.  A backend with
         an authoritative clock judges ``now`` by it and ignores the argument.  ``limit=0``
-        claims nothing and only reports ``next_eta``.
+        (and no ``queued``) claims nothing and only reports ``next_eta``.
         """
 
     # -- the ticking process ------------------------------------------------------------------

@@ -1,12 +1,11 @@
 """In-memory store: the reference backend, for tests and ``immediate=True``.
 
 Same semantics as the file store except durability, in plain dicts under one lock.  Records
-are frozen dataclasses, so handing out the stored objects cannot change what is stored.
+are immutable named tuples, so handing out the stored objects cannot change what is stored.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import os
 import threading
@@ -143,7 +142,7 @@ class MemoryStore(WheelStore):
         return out
 
     # -- workers --------------------------------------------------------------------------------
-    def claim(self, owner: str, now: float, limit: int) -> Claimed:
+    def claim(self, owner: str, now: float, limit: int, queued: int = 0) -> Claimed:
         taken: list[TaskRecord] = []
         with self._lock:
             while self._ready:
@@ -151,11 +150,11 @@ class MemoryStore(WheelStore):
                 if not self._is_ready(eta, task_id, rev):
                     heapq.heappop(self._ready)
                     continue
-                if eta > now or len(taken) >= limit:
+                if eta > now or len(taken) >= limit + queued:
                     break
                 heapq.heappop(self._ready)
                 old = self._records[task_id]
-                new = _with_rev(start_run(old, owner, now), old.rev + 1)
+                new = _with_rev(start_run(old, owner, now, queued=len(taken) >= limit), old.rev + 1)
                 self._store(new)
                 taken.append(new)
             return Claimed(taken, self._ready[0][0] if self._ready else None)
@@ -247,7 +246,7 @@ class _Desc(str):
 
 
 def _with_rev(rec: TaskRecord, rev: int) -> TaskRecord:
-    return dataclasses.replace(rec, rev=rev)
+    return rec._replace(rev=rev)
 
 
 def _replacing(new: TaskRecord, old: TaskRecord) -> TaskRecord:

@@ -31,17 +31,8 @@ statement that writes one row, at ``n:``, uncounted.  The next transaction of a 
 the ticking process *absorbs* such rows -- counts them and moves them to ``p:`` or ``q:`` --
 in three SQL statements; readers add the few ``n:`` rows to the counters themselves.
 
-How we use sqlitedict (see shared/NOTES-sqlitedict-and-wheels.md for the measurements):
-the table is a :class:`~sqlitedict.SqliteDict`, opened through sqlitedict, but its connection
-layer -- one background thread per dict, to which every call is queued -- is replaced by
-:class:`_Connection`, which runs each call synchronously in the caller's thread.  That thread
-is what makes sqlitedict slow and unsafe for a durable queue: a round trip costs ~65 us (10k
-commits/s at best against 41k for sqlite3), write errors surface at some later call,
-``commit()`` hangs forever when COMMIT raises (piskvorky/sqlitedict#108), and a dict opened
-before ``fork()`` hangs in the child.  We also pass ``journal_mode="WAL"`` on *every* open (a
-second opener without it downgrades the file or fails with "database is locked"), set
-``synchronous=NORMAL`` (sqlitedict hard-codes OFF; with WAL, NORMAL survives a process kill
-without an fsync per commit) and a real busy timeout (its ``timeout=`` does not set one).
+How the file is opened through sqlitedict, and why its connection thread is replaced:
+see :mod:`timewheel.store.connection`.
 
 Stores written by timewheel 0.1 (format ``timewheel/1``: a record row plus index rows per
 task) are converted in place, in one transaction, the first time they are opened for writing.
@@ -49,7 +40,6 @@ task) are converted in place, in one transaction, the first time they are opened
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
@@ -60,11 +50,9 @@ import stat
 import sys
 import threading
 import time
-import weakref
 from collections import Counter
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
-from urllib.parse import quote
 
 from sqlitedict import SqliteDict
 
@@ -99,13 +87,13 @@ from .base import (
     finished_ms,
     purge_statuses,
 )
+from .connection import CONNECTING, SCHEMA, TABLE, SqlitedictFile, abandon, ro_uri, track
 from .locks import FileLiveness, probe
 
 __all__ = ["SqliteDictStore"]
 
 log = logging.getLogger("timewheel.store")
 
-TABLE = "timewheel"
 FORMAT = "timewheel/2"
 OLD_FORMAT = "timewheel/1"
 _CODE = {SUCCEEDED: "s", FAILED: "f", CANCELLED: "c", MISFIRED: "m"}
@@ -114,158 +102,10 @@ _CHUNK = 400          # rows per multi-row statement (SQLite allows 32766 bound 
 _PAGE = 20_000        # tasks made ready per advance() call: bounds a transaction's length
 #: a record read is never larger than this in memory: bigger rows read as broken
 _VALUE = f"CASE WHEN length(value) <= {MAX_RECORD_BYTES} THEN value END"
-_SCHEMA = (
-    f'CREATE TABLE IF NOT EXISTS "{TABLE}" (key TEXT PRIMARY KEY, value BLOB, pos TEXT, name TEXT) '
-    "WITHOUT ROWID",
-    f'CREATE INDEX IF NOT EXISTS "{TABLE}_pos" ON "{TABLE}" (pos) WHERE pos IS NOT NULL',
-    f'CREATE TABLE IF NOT EXISTS "{TABLE}_counts" (state TEXT NOT NULL, name TEXT NOT NULL, '
-    "n INTEGER NOT NULL, PRIMARY KEY (state, name)) WITHOUT ROWID",
-    f'CREATE TABLE IF NOT EXISTS "{TABLE}_ticks" (tick INTEGER PRIMARY KEY, n INTEGER NOT NULL)',
-)
 _ADD = f'INSERT INTO "{TABLE}" (key, value, pos, name) VALUES (?, ?, ?, ?)'
 _SET = f'UPDATE "{TABLE}" SET value = ?, pos = ?, name = ? WHERE key = ?'
 _FRESH = "pos >= 'n:' AND pos < 'n;'"
 _TICK_OF_CELL = "CAST(substr(pos, 10, 15) AS INTEGER) * :slots + CAST(substr(pos, 3, 6) AS INTEGER)"
-
-
-def _ro_uri(path: str) -> str:
-    """The URI of a read-only connection that creates nothing beside the file.
-
-    With no ``-wal`` file no process has the store open, and ``immutable=1`` reads it
-    without the ``-shm`` index or locks (so also in a directory we cannot write).  Otherwise
-    a writer may be live: ``mode=ro`` reads through its WAL like any reader.
-    """
-    uri = f"file:{quote(path, safe='/')}?mode=ro"
-    return uri if os.path.exists(path + "-wal") else uri + "&immutable=1"
-
-
-def _identity(x: Any) -> Any:
-    return x
-
-
-# Every call into SQLite from this module holds its connection's lock (or _CONNECTING while
-# opening), and fork() waits for all of them (see the at-fork handlers below): SQLite keeps
-# process-wide mutexes, and a child forked while another thread was inside SQLite inherits
-# them locked -- its first open then hangs forever.
-_CONNECTING = threading.RLock()
-_connections: "weakref.WeakSet[_Connection]" = weakref.WeakSet()
-
-
-class _Connection:
-    """sqlitedict's connection interface (``SqliteMultithread``), run in the calling thread.
-
-    Autocommit mode: a statement outside an explicit BEGIN is its own durable transaction.
-    Thread-safe through one lock; the store's own lock spans multi-statement transactions.
-    """
-
-    def __init__(self, filename: str, journal_mode: str, busy_timeout: float, readonly: bool) -> None:
-        self.filename = filename
-        self.autocommit = True
-        self.journal_mode = journal_mode
-        self._lock = threading.RLock()
-        self._readonly = readonly
-        with _CONNECTING:
-            self._connect(filename, journal_mode, busy_timeout, readonly)
-            _connections.add(self)
-
-    def _connect(self, filename: str, journal_mode: str, busy_timeout: float, readonly: bool) -> None:
-        if readonly:
-            # Never creates, converts or writes the file, nor its -wal and -shm (see _ro_uri).
-            self._con = sqlite3.connect(_ro_uri(filename), uri=True, timeout=busy_timeout,
-                                        isolation_level=None, check_same_thread=False)
-        else:
-            self._con = sqlite3.connect(filename, timeout=busy_timeout, isolation_level=None,
-                                        check_same_thread=False)
-            self._con.execute(f"PRAGMA journal_mode = {journal_mode}")
-            self._con.execute("PRAGMA synchronous = NORMAL")
-            # sqlitedict's own CREATE TABLE IF NOT EXISTS then finds this one (see _SCHEMA).
-            self._con.execute(_SCHEMA[0])
-
-    def execute(self, req: str, arg: Sequence[Any] = (), res: Any = None) -> None:
-        if self._readonly and req.startswith("CREATE TABLE IF NOT EXISTS"):
-            return
-        with self._lock:
-            cur = self._con.execute(req, arg or ())
-            if res is not None:
-                for row in cur:
-                    res.put(row)
-                res.put("--no more--")
-
-    def executemany(self, req: str, items: Iterable[Sequence[Any]]) -> int:
-        with self._lock:
-            return self._con.executemany(req, items).rowcount
-
-    def run(self, req: str, arg: Sequence[Any] = ()) -> int:
-        """Run a statement; the number of rows it changed."""
-        with self._lock:
-            return self._con.execute(req, arg).rowcount
-
-    def select(self, req: str, arg: Sequence[Any] = ()) -> Iterator[tuple]:
-        with self._lock:
-            return iter(self._con.execute(req, arg or ()).fetchall())
-
-    def select_one(self, req: str, arg: Sequence[Any] = ()) -> Optional[tuple]:
-        with self._lock:
-            return self._con.execute(req, arg or ()).fetchone()
-
-    def commit(self, blocking: bool = True) -> None:
-        with self._lock:
-            if self._con.in_transaction:
-                self._con.execute("COMMIT")
-
-    def close(self, force: bool = False) -> None:
-        with self._lock:
-            self._con.close()
-
-
-_open_stores: "weakref.WeakSet[SqliteDictStore]" = weakref.WeakSet()
-_abandoned: list[Any] = []      # connections inherited through fork(): kept, never touched
-
-
-_held_for_fork: list[Any] = []
-
-
-def _before_fork() -> None:
-    _CONNECTING.acquire()
-    for conn in sorted(_connections, key=id):
-        conn._lock.acquire()
-        _held_for_fork.append(conn._lock)
-
-
-def _after_fork_in_parent() -> None:
-    while _held_for_fork:
-        _held_for_fork.pop().release()
-    _CONNECTING.release()
-
-
-def _after_fork_in_child() -> None:
-    _after_fork_in_parent()
-    # A lock held by another thread of the parent at fork() stays held forever in the child.
-    for store in list(_open_stores):
-        store._lock = threading.RLock()
-
-
-os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
-                    after_in_child=_after_fork_in_child)
-
-
-class _Dict(SqliteDict):
-    """A SqliteDict whose connection is a :class:`_Connection`.
-
-    Read-only stores are opened with flag "c" on a read-only connection, whose CREATE TABLE
-    IF NOT EXISTS is skipped (the table was checked already): flag "r" would make sqlitedict
-    list the tables through a read-write connection that it never closes, and whose eventual
-    finalisation checkpoints a WAL left by a killed process -- a "read" that rewrites the file.
-    """
-
-    def __init__(self, path: str, readonly: bool, busy_timeout: float) -> None:
-        self._tw_readonly = readonly
-        self._tw_busy_timeout = busy_timeout
-        super().__init__(path, tablename=TABLE, flag="c", autocommit=True,
-                         journal_mode="WAL", encode=_identity, decode=_identity, outer_stack=False)
-
-    def _new_conn(self) -> Any:
-        return _Connection(self.filename, self.journal_mode, self._tw_busy_timeout, self._tw_readonly)
 
 
 class _ReadOnlyLiveness(Liveness):
@@ -401,7 +241,7 @@ class SqliteDictStore(WheelStore):
         self._horizon_hint: tuple[float, int] = (-1e9, 0)
         self._bell_prefix = "timewheel-" + hashlib.sha1(
             os.path.realpath(self.path).encode()).hexdigest()[:16] + "-"
-        _open_stores.add(self)
+        track(self)
         self._check_file()
         self._open()
         self.wheel = self._set_up(wheel)
@@ -438,8 +278,8 @@ class SqliteDictStore(WheelStore):
         if magic != b"SQLite format 3\x00":
             raise NotAStore(f"{self.path} is not a timewheel store (not an SQLite file)")
         try:
-            with _CONNECTING:
-                con = sqlite3.connect(_ro_uri(self.path), uri=True, timeout=self.busy_timeout)
+            with CONNECTING:
+                con = sqlite3.connect(ro_uri(self.path), uri=True, timeout=self.busy_timeout)
                 try:
                     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
                     fmt = rows = None
@@ -489,7 +329,7 @@ class SqliteDictStore(WheelStore):
         pause = 0.005
         while True:
             try:
-                self._db = _Dict(self.path, self.readonly, self.busy_timeout)
+                self._db = SqlitedictFile(self.path, self.readonly, self.busy_timeout)
                 break
             except sqlite3.OperationalError as exc:
                 # Two processes switching a new file to WAL at once: the loser gets "database
@@ -510,7 +350,7 @@ class SqliteDictStore(WheelStore):
             # checkpoint on the parent's file, and its lock may be held by a parent thread
             # that does not exist in this process (sqlitedict's __del__ would wait forever).
             if self._db is not None:
-                _abandoned.append(self._db)
+                abandon(self._db)
             self._db = None
             self._bells = (-1e9, [])
             self._open()
@@ -573,7 +413,7 @@ class SqliteDictStore(WheelStore):
         with self._writing():
             if self._meta("format") is not None:
                 return self._geometry()
-            for ddl in _SCHEMA[1:]:
+            for ddl in SCHEMA[1:]:
                 self._x(ddl)
             self._x(f'INSERT INTO "{TABLE}" (key, value) VALUES (?,?),(?,?),(?,?),(?,?)',
                     ("m:slots", wheel.slots, "m:tick", wheel.tick, "m:horizon", t, "m:format", FORMAT))
@@ -590,7 +430,7 @@ class SqliteDictStore(WheelStore):
             for col in ("pos", "name"):
                 if col not in columns:
                     self._x(f'ALTER TABLE "{TABLE}" ADD COLUMN {col} TEXT')
-            for ddl in _SCHEMA[1:]:
+            for ddl in SCHEMA[1:]:
                 self._x(ddl)
             wheel = self._geometry()
             horizon = int(self._meta("horizon"))
@@ -765,17 +605,21 @@ class SqliteDictStore(WheelStore):
                     raise DuplicateTask(f"task id {rec.id!r} already exists; nothing was added") from None
                 except sqlite3.Error as exc:
                     raise self._translate(exc) from None
-            self._ring_if_near([t])
+            self._ring_if_near(rec.eta)
             return [rec]
         with self._writing():
             out = self._add_in_transaction(records, existing)
-        self._ring_if_near([self.wheel.due_tick(r.eta) for r in out if r.status == PENDING])
+        self._ring_if_near(min((r.eta for r in out if r.status == PENDING), default=None))
         return out
 
     def _add_in_transaction(self, records: Sequence[TaskRecord], existing: str) -> list[TaskRecord]:
         horizon = self._horizon()
         counters = _Counters()
-        stored = {} if existing == "fail" else self._fetch(["t:" + r.id for r in records])
+        if existing == "fail":
+            self._insert(records, horizon, counters)
+            counters.flush(self._x, self._many)
+            return list(records)
+        stored = self._fetch(["t:" + r.id for r in records])
         inserts: list[tuple[str, bytes, str, str]] = []
         updates: list[tuple[bytes, str, str, str]] = []
         out: list[TaskRecord] = []
@@ -793,7 +637,7 @@ class SqliteDictStore(WheelStore):
                 if old is not None and (existing == "keep" or (existing == "reuse" and not finished)):
                     out.append(old)
                     continue
-                new = dataclasses.replace(rec, rev=(old.rev + 1) if old is not None else 0)
+                new = rec._replace(rev=(old.rev + 1) if old is not None else 0)
                 pos = self._pos(new, horizon)
                 counters.move(self._state(old_pos, old_name, old), self._state(pos, new.name, new))
                 updates.append((encode_record(new), pos, new.name, key))
@@ -801,21 +645,36 @@ class SqliteDictStore(WheelStore):
                 seen[rec.id] = new
                 out.append(new)
                 continue
-            pos = self._pos(rec, horizon)
-            counters.move(None, (PENDING, rec.name, self.wheel.due_tick(rec.eta)))
-            inserts.append((key, encode_record(rec), pos, rec.name))
+            inserts.append(rec)
             seen[rec.id] = rec
             out.append(rec)
-        try:
-            for i in range(0, len(inserts), _CHUNK):
-                part = inserts[i:i + _CHUNK]
-                self._x(f'INSERT INTO "{TABLE}" (key, value, pos, name) VALUES '
-                        + ",".join(["(?,?,?,?)"] * len(part)), [v for row in part for v in row])
-        except sqlite3.IntegrityError:
-            raise DuplicateTask("a task id is given twice or already exists; nothing was added") from None
+        self._insert(inserts, horizon, counters)
         self._many(_SET, updates)
         counters.flush(self._x, self._many)
         return out
+
+    def _insert(self, records: Sequence[TaskRecord], horizon: int, counters: "_Counters") -> None:
+        """INSERT new pending records, counted; the batch path of delay(), kept tight."""
+        slots, due = self.wheel.slots, self.wheel.due_tick
+        rows: list[Any] = []
+        ticks: list[int] = []
+        last, cell = None, ""
+        for rec in records:
+            t = due(rec.eta)
+            if t != last:                  # tasks of a batch mostly share ticks: one prefix each
+                last, cell = t, "q:" if t <= horizon else f"p:{t % slots:06d}:{t // slots:015d}:"
+            rows += ("t:" + rec.id, encode_record(rec), f"{cell}{eta_us(rec.eta):018d}", rec.name)
+            ticks.append(t)
+        try:
+            step = 4 * _CHUNK
+            for i in range(0, len(rows), step):
+                part = rows[i:i + step]
+                self._x(f'INSERT INTO "{TABLE}" (key, value, pos, name) VALUES '
+                        + ",".join(["(?,?,?,?)"] * (len(part) // 4)), part)
+        except sqlite3.IntegrityError:
+            raise DuplicateTask("a task id is given twice or already exists; nothing was added") from None
+        counters.ticks.update(ticks)
+        counters.states.update((PENDING, r.name) for r in records)
 
     def _current(self, planned: Optional[TaskRecord], row: Optional[tuple]) -> tuple:
         """(record or None if broken, pos, name) of an id met again during an add."""
@@ -836,7 +695,6 @@ class SqliteDictStore(WheelStore):
         if not changes:
             return []
         out: list[Optional[TaskRecord]] = []
-        ticks: list[int] = []
         with self._writing():
             rows = self._fetch(["t:" + old.id for old, _ in changes])
             horizon = self._horizon()
@@ -854,21 +712,19 @@ class SqliteDictStore(WheelStore):
                 if cur is None or cur.rev != old.rev:
                     out.append(None)
                     continue
-                stored = dataclasses.replace(new, rev=old.rev + 1)
+                stored = new._replace(rev=old.rev + 1)
                 pos = self._pos(stored, horizon)
                 counters.move(self._state(row[1], row[2], cur), self._state(pos, stored.name, stored))
                 updates.append((encode_record(stored), pos, stored.name, key))
                 rows[key] = (updates[-1][0], pos, stored.name)
-                if stored.status == PENDING:
-                    ticks.append(self.wheel.due_tick(stored.eta))
                 out.append(stored)
             self._many(_SET, updates)
             counters.flush(self._x, self._many)
-        self._ring_if_near(ticks)
+        self._ring_if_near(min((r.eta for r in out if r is not None and r.status == PENDING), default=None))
         return out
 
     # -- workers ----------------------------------------------------------------------------
-    def claim(self, owner: str, now: float, limit: int) -> Claimed:
+    def claim(self, owner: str, now: float, limit: int, queued: int = 0) -> Claimed:
         bound = f"q:{int(now * 1e6):018d}"
         with self._reading():
             fresh, head = self._q(
@@ -876,7 +732,7 @@ class SqliteDictStore(WheelStore):
                 f'(SELECT pos FROM "{TABLE}" WHERE pos >= \'q:\' AND pos < \'q;\' ORDER BY pos LIMIT 1)')[0]
         # Rows added on their own are not in the ready index until absorbed: with any, even a
         # probe (limit=0) absorbs them, or its next_eta would miss them.
-        if not fresh and (limit <= 0 or head is None or head > bound):
+        if not fresh and (limit + queued <= 0 or head is None or head > bound):
             return Claimed([], None if head is None else int(head[2:]) / 1e6)
         taken: list[TaskRecord] = []
         with self._writing():
@@ -885,7 +741,7 @@ class SqliteDictStore(WheelStore):
             updates = []
             for key, blob, pos, name in self._q(
                     f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" WHERE pos >= \'q:\' AND pos <= ? '
-                    "ORDER BY pos LIMIT ?", (bound, limit)):
+                    "ORDER BY pos LIMIT ?", (bound, limit + queued)):
                 try:
                     rec = decode_record(blob)
                 except RecordDecodeError as exc:
@@ -897,7 +753,7 @@ class SqliteDictStore(WheelStore):
                     continue
                 if rec.eta > now:          # the key's microseconds rounded up past a float
                     continue
-                new = dataclasses.replace(start_run(rec, owner, now), rev=rec.rev + 1)
+                new = start_run(rec, owner, now, queued=len(taken) >= limit)._replace(rev=rec.rev + 1)
                 updates.append((encode_record(new), "r:" + owner, new.name, key))
                 counters.move((PENDING, rec.name, self.wheel.due_tick(rec.eta)), (RUNNING, rec.name, None))
                 taken.append(new)
@@ -1067,26 +923,29 @@ class SqliteDictStore(WheelStore):
         if limit is not None and limit <= 0:
             return []
         with self._reading():
+            if status == BROKEN:
+                lo = "t:" + (id_prefix or "")
+                hi = lo + "\U0010ffff" if id_prefix else "t;"
+                rows = self._q(f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" WHERE pos = \'b:\' '
+                               "AND key >= ? AND key < ? " + ("AND name = ? " if name else "")
+                               + "ORDER BY key LIMIT ?",
+                               (lo, hi) + ((name,) if name else ()) + (-1 if limit is None else limit,))
+                return [_broken(key, blob, rname) for key, blob, _, rname in rows
+                        if after is None or key > "t:" + after.id]
             if id_prefix:
-                rows = self._q(f'SELECT key, {_VALUE}, pos FROM "{TABLE}" WHERE key >= ? AND key < ?',
+                rows = self._q(f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" WHERE key >= ? AND key < ?',
                                ("t:" + id_prefix, "t:" + id_prefix + "\U0010ffff"))
                 recs = [r for r in self._records(rows, status) if name is None or r.name == name]
                 return _page(recs, status, after, limit)
             if status == PENDING:
                 return self._pending(name, after, limit)
             if status == RUNNING:
-                rows = self._q(f'SELECT key, {_VALUE}, pos FROM "{TABLE}" WHERE pos >= \'r:\' '
+                rows = self._q(f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" WHERE pos >= \'r:\' '
                                "AND pos < 'r;'" + (" AND name = ?" if name else ""),
                                (name,) if name else ())
                 return _page(self._records(rows, status), status, after, limit)
-            if status == BROKEN:
-                rows = self._q(f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" WHERE pos = \'b:\' '
-                               + ("AND name = ? " if name else "") + "ORDER BY key LIMIT ?",
-                               ((name,) if name else ()) + (-1 if limit is None else limit,))
-                return [_broken(key, blob, rname) for key, blob, _, rname in rows
-                        if after is None or key > "t:" + after.id]
             prefix = f"x:{_CODE[status]}:"
-            sql = (f'SELECT key, {_VALUE}, pos FROM "{TABLE}" WHERE pos >= ? AND pos < ?'
+            sql = (f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" WHERE pos >= ? AND pos < ?'
                    + (" AND name = ?" if name else ""))
             params: list[Any] = [prefix, prefix[:-1] + ";"] + ([name] if name else [])
             if after is not None:
@@ -1098,17 +957,19 @@ class SqliteDictStore(WheelStore):
             return self._records(rows, status)
 
     def _records(self, rows: Iterable[tuple], status: str) -> list[TaskRecord]:
-        """Decode (key, value, pos) rows of ``status``; undecodable ones are skipped here
-        (they are listed as broken once a writer has seen them)."""
+        """Decode (key, value, pos[, name]) rows of ``status``.  An undecodable row of a
+        running or finished task comes as a placeholder in its place (nobody else would ever
+        notice it); a pending one is skipped: the claim that meets it marks it broken."""
         out = []
-        for _key, blob, pos, *_ in rows:
+        for key, blob, pos, *name in rows:
             state = self._state(pos, None, None)
             if (state is None and status != PENDING) or (state is not None and state[0] != status):
                 continue
             try:
                 out.append(decode_record(blob))
             except RecordDecodeError:
-                continue
+                if status != PENDING:
+                    out.append(_broken(key, blob, name[0] if name else None, pos))
         return out
 
     def _pending(self, name: Optional[str], after: Optional[TaskRecord],
@@ -1200,9 +1061,10 @@ class SqliteDictStore(WheelStore):
                 except OSError:          # gone, or its queue is full: it will look anyway
                     pass
 
-    def _ring_if_near(self, ticks: Sequence[int]) -> None:
-        """Ring if a task just became pending in a tick that is (about to be) ready."""
-        if not ticks:
+    def _ring_if_near(self, eta: Optional[float]) -> None:
+        """Ring if a task just became pending (the earliest at ``eta``) in a tick that is, or
+        is about to be, ready."""
+        if eta is None:
             return
         at, horizon = self._horizon_hint
         if time.monotonic() - at > 1.0:
@@ -1212,7 +1074,7 @@ class SqliteDictStore(WheelStore):
                 return
             self._horizon_hint = (time.monotonic(), horizon)
         # Two ticks of slack: the hint may be a tick old, and the ticker about to advance.
-        if min(ticks) <= horizon + 2:
+        if self.wheel.due_tick(eta) <= horizon + 2:
             self.ring()
 
     # -- for the CLI ------------------------------------------------------------------------
@@ -1220,6 +1082,15 @@ class SqliteDictStore(WheelStore):
         """Journal mode and file sizes, for ``timewheel inspect``."""
         with self._reading():
             mode = self._q("PRAGMA journal_mode")[0][0]
+        if self.readonly:
+            # an immutable=1 connection (see _ro_uri) says "delete" whatever the file is in;
+            # the file header says what it is: read/write versions 2 mean WAL
+            try:
+                with open(self.path, "rb") as fh:
+                    if fh.read(20)[18:20] == b"\x02\x02":
+                        mode = "wal"
+            except OSError:
+                pass
         wal = self.path + "-wal"
         return {"path": self.path, "journal_mode": mode, "size_bytes": os.path.getsize(self.path),
                 "wal_bytes": os.path.getsize(wal) if os.path.exists(wal) else 0,
@@ -1250,8 +1121,9 @@ def _page(recs: list[TaskRecord], status: str, after: Optional[TaskRecord],
     return recs[:limit]
 
 
-def _broken(key: str, blob: Any, name: Optional[str]) -> TaskRecord:
-    """A placeholder record for a row that cannot be decoded: why, in ``error``."""
+def _broken(key: str, blob: Any, name: Optional[str], pos: Optional[str] = None) -> TaskRecord:
+    """A placeholder record for a row that cannot be decoded: why, in ``error``; when it
+    finished (or who runs it) as its position says, so that it sorts where it sits."""
     try:
         decode_record(blob)
         reason = "record could not be decoded when it was read"
@@ -1260,5 +1132,13 @@ def _broken(key: str, blob: Any, name: Optional[str]) -> TaskRecord:
     size = len(blob) if isinstance(blob, (bytes, str)) else 0
     if blob is None:
         reason = f"record larger than {MAX_RECORD_BYTES} bytes"
+    finished = owner = None
+    if pos and pos.startswith("x:"):
+        try:
+            finished = int(pos[4:]) / 1000
+        except ValueError:
+            pass
+    elif pos and pos.startswith("r:"):
+        owner = pos[2:]
     return TaskRecord(id=key[2:] or "?", name=name or "?", eta=0.0, payload=b"", status=BROKEN,
-                      error=f"{reason} ({size} bytes)")
+                      finished=finished, owner=owner, error=f"{reason} ({size} bytes)")

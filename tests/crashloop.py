@@ -1,8 +1,9 @@
-"""Crash loop: SIGKILL random processes sharing one tasks.db while tasks come due.
+"""Crash loop: SIGKILL random processes sharing one store while tasks come due.
 
-    python benchmarks/crashloop.py --kills 100 --procs 3 --tasks 3000
+    python tests/crashloop.py --kills 100 --procs 3 --tasks 3000 [--store redis://...]
 
-``--procs`` worker processes each run ``hu.start()`` on one store.  This controller enqueues
+``--procs`` worker processes each run ``hu.start()`` on one store (a tasks.db in the work
+directory, or ``--store``: any location TimeWheel accepts, e.g. a redis:// URL).  This controller enqueues
 ``--tasks`` tasks at a steady rate (from a TimeWheel it never starts: a process that only
 enqueues), each due 0..1.5 s later and sleeping 0..``--task-sleep`` s, while it SIGKILLs a
 random worker at a random moment every 0.25..1.0 s (``--kills`` times) and restarts it
@@ -41,34 +42,21 @@ import time
 from collections import defaultdict
 from typing import Optional
 
+try:
+    from .mp_worker import append_line as _append
+    from .mp_worker import read_lines as _lines
+    from .mp_worker import record
+except ImportError:               # run as a script: tests/ is sys.path[0]
+    from mp_worker import append_line as _append  # type: ignore[no-redef]
+    from mp_worker import read_lines as _lines
+    from mp_worker import record
+
 TASK_NAME = "crashloop.record"
 
 
-def _append(path: str, line: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
-
-
-def _lines(path: str) -> list[list[str]]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return [ln.split() for ln in fh.read().splitlines() if ln.strip()]
-    except FileNotFoundError:
-        return []
-
-
-def record(log: str, tag: str, sleep: float) -> None:
-    _append(log, f"start {tag} {os.getpid()} {time.time():.6f}")
-    time.sleep(sleep)
-    _append(log, f"end {tag} {os.getpid()} {time.time():.6f}")
-
-
-def _wheel(db: str, tick: float, workers: int, max_crashes: int):
+def _wheel(store: str, tick: float, workers: int, max_crashes: int):
     from timewheel import TimeWheel
-    hu = TimeWheel(db, workers=workers, tick=tick, slots=600, max_crashes=max_crashes, late_poll=0.05)
+    hu = TimeWheel(store, workers=workers, tick=tick, slots=600, max_crashes=max_crashes)
     return hu, hu.task(name=TASK_NAME)(record)
 
 
@@ -85,11 +73,11 @@ def worker(a: argparse.Namespace) -> int:
             _append(a.events, f"log {os.getpid()} {time.time():.6f} {rec.levelname} {msg}")
 
     logging.getLogger("timewheel").addHandler(ToEvents(logging.WARNING))
-    hu, _ = _wheel(a.db, a.tick, a.workers, a.max_crashes)
+    hu, _ = _wheel(a.store, a.tick, a.workers, a.max_crashes)
     hu.start()
     _append(a.events, f"ready {os.getpid()} {time.time():.6f}")
     was = False
-    stop = os.path.join(os.path.dirname(a.db), "stop")
+    stop = os.path.join(os.path.dirname(a.events), "stop")
     while not os.path.exists(stop):
         now = hu.is_leader
         if now and not was:
@@ -141,14 +129,15 @@ class _Procs:
 def run(kills: int = 100, procs: int = 3, tasks: int = 3000, *, tick: float = 0.25, workers: int = 4,
         task_sleep: float = 0.05, window: float = 1.0, restart_delay: float = 0.5, max_crashes: int = 3,
         seed: Optional[int] = None, workdir: Optional[str] = None, drain_timeout: float = 30.0,
-        quiet: bool = False) -> dict:
+        quiet: bool = False, store: Optional[str] = None) -> dict:
     """Run the crash loop; return its figures (see the module docstring)."""
     rnd = random.Random(seed)
     own = workdir is None
     d = tempfile.mkdtemp(prefix="crashloop-") if own else workdir
-    db, log, events = (os.path.join(d, n) for n in ("tasks.db", "runs.log", "events.log"))
+    log, events = (os.path.join(d, n) for n in ("runs.log", "events.log"))
+    db = store or os.path.join(d, "tasks.db")
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
-    pool = _Procs(d, ["--db", db, "--log", log, "--events", events, "--tick", str(tick),
+    pool = _Procs(d, ["--store", db, "--log", log, "--events", events, "--tick", str(tick),
                       "--workers", str(workers), "--max-crashes", str(max_crashes)])
     kill_log: list[tuple[float, int, bool]] = []       # (time, pid, was it the ticking one)
     enqueued: dict[str, str] = {}                     # tag -> task id
@@ -327,9 +316,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--max-crashes", type=int, default=3, help="TimeWheel(max_crashes=) (default 3)")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--dir", default=None, help="work directory (kept); default: a temp dir, removed")
+    ap.add_argument("--store", default=None, help="the store (default: tasks.db in the work directory)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--db", help=argparse.SUPPRESS)
     ap.add_argument("--log", help=argparse.SUPPRESS)
     ap.add_argument("--events", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -339,7 +328,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         os.makedirs(a.dir, exist_ok=True)
     res = run(a.kills, a.procs, a.tasks, tick=a.tick, workers=a.workers, task_sleep=a.task_sleep,
               window=a.window, restart_delay=a.restart_delay, max_crashes=a.max_crashes, seed=a.seed,
-              workdir=a.dir, quiet=a.json)
+              workdir=a.dir, quiet=a.json, store=a.store)
     if a.json:
         print(json.dumps(res))
     else:

@@ -1,0 +1,14 @@
+from django.contrib import admin
+from django.urls import path
+from shop import views
+
+from timewheel.contrib.django.views import metrics
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("signup/", views.signup),
+    path("slow/", views.slow_view),
+    path("tasks/<str:task_id>/", views.task_status),
+    path("customers/<int:pk>/", views.customer),
+    path("metrics", metrics),
+]

@@ -1,0 +1,89 @@
+"""The Redis store's invariants, read with plain redis-py commands (no timewheel code but the
+record decoder and the wheel's arithmetic): every task sits in exactly the index its status
+says, every index entry is a task of that status, and the counters equal a recount."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import redis
+
+from timewheel.records import TERMINAL, decode_record
+from timewheel.store.base import eta_us, finished_ms
+from timewheel.wheel import Wheel
+
+
+def check_redis_store(url: str, namespace: str) -> None:
+    r = redis.Redis.from_url(url)
+    try:
+        _check(r, "{" + namespace + "}:")
+    finally:
+        r.close()
+
+
+def _zset(r: redis.Redis, key: str) -> dict[str, float]:
+    return {m.decode(): s for m, s in r.zrange(key, 0, -1, withscores=True)}
+
+
+def _check(r: redis.Redis, p: str) -> None:
+    meta = {k.decode(): v.decode() for k, v in r.hgetall(p + "meta").items()}
+    if not meta:
+        return
+    wheel = Wheel(slots=int(meta["slots"]), tick=float(meta["tick"]))
+    horizon = int(meta["horizon"])
+    ready, running, broken = _zset(r, p + "ready"), _zset(r, p + "running"), _zset(r, p + "broken")
+    finished = {s: _zset(r, p + "x:" + s) for s in TERMINAL}
+    xn = {k.decode(): v.decode() for k, v in r.hgetall(p + "xn").items()}
+    glob = p.replace("{", "\\{").replace("}", "\\}")
+    cells = {k.decode(): _zset(r, k.decode()) for k in r.scan_iter(match=glob + "w:*")}
+    states: Counter = Counter()
+    ticks: Counter = Counter()
+    seen_pending: set[str] = set()
+    tasks = [k.decode() for k in r.scan_iter(match=glob + "t:*", count=1000)]
+    for key in tasks:
+        task_id = key[len(p) + 2:]
+        h = r.hgetall(key)
+        s, name = h[b"s"].decode(), h[b"n"].decode()
+        states[(s, name)] += 1
+        if s == "broken":
+            assert task_id in broken, key
+            continue
+        rec = decode_record(h[b"r"])
+        assert rec.id == task_id and rec.name == name, key
+        assert int(h[b"v"]) >= rec.rev, key
+        if s == "pending":
+            t = wheel.due_tick(rec.eta)
+            assert int(h[b"k"]) == t, (key, h[b"k"], t)
+            cell = f"{p}w:{t % wheel.slots}:{t // wheel.slots}"
+            in_ready, in_cell = task_id in ready, task_id in cells.get(cell, {})
+            assert in_ready != in_cell, (key, in_ready, in_cell)
+            assert (ready if in_ready else cells[cell])[task_id] == eta_us(rec.eta), key
+            assert in_ready or t > horizon, (key, t, horizon)
+            assert r.ttl(key) == -1, key
+            ticks[t] += 1
+            seen_pending.add(task_id)
+        elif s == "running":
+            assert task_id in running and h.get(b"o"), key
+            assert r.ttl(key) == -1, key
+        else:
+            assert s in TERMINAL, key
+            assert finished[s].get(task_id) == finished_ms(float(h[b"f"])), key
+            assert xn.get(task_id) == f"{s}|{name}", key
+    ids = {k[len(p) + 2:] for k in tasks}
+    for task_id in list(ready) + [i for c in cells.values() for i in c]:
+        assert task_id in seen_pending, f"index entry {task_id} is not a pending task"
+    for task_id in running:
+        assert task_id in ids and r.hget(p + "t:" + task_id, "s") == b"running", task_id
+    for s, members in finished.items():
+        for task_id in members:
+            assert xn.get(task_id, "").startswith(s + "|"), task_id
+            if task_id not in ids:            # its hash expired (result TTL): still counted
+                states[(s, xn[task_id].partition("|")[2])] += 1
+    assert len(xn) == sum(len(m) for m in finished.values())
+    stored = Counter({tuple(k.decode().split("|", 1)): int(v) for k, v in r.hgetall(p + "counts").items()})
+    assert stored == +states, f"counts {dict(stored)} != recount {dict(+states)}"
+    tickn = Counter({int(k): int(v) for k, v in r.hgetall(p + "tickn").items()})
+    assert tickn == +ticks, f"tickn {dict(tickn)} != recount {dict(+ticks)}"
+    assert {int(m) for m in _zset(r, p + "ticks")} == set(ticks)
+    slotn = Counter({int(k): int(v) for k, v in r.hgetall(p + "slotn").items()})
+    assert slotn == Counter(t % wheel.slots for t in ticks)

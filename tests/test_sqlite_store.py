@@ -1,0 +1,234 @@
+"""The file store's own promises, beyond the conformance suite (test_store.py): a private file,
+fixed geometry, foreign files left alone, read-only opens that write nothing, broken records
+kept and reported, fork safety, and the uncounted rows of delay()'s one-statement path."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from timewheel.errors import NotAStore, StoreError, StoreMismatch
+from timewheel.records import PENDING, cancel
+from timewheel.store import SqliteDictStore
+from timewheel.wheel import Wheel
+
+from .conftest import check_file_store, count_of, make_record
+
+
+def digest(path: str) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha1(fh.read()).hexdigest()
+
+
+def test_file_and_its_siblings_are_private(tmp_path) -> None:
+    p = str(tmp_path / "tasks.db")
+    s = SqliteDictStore(p)
+    s.add([make_record("a", time.time() + 100)])
+    assert s.liveness.token                           # creates the .lock file
+    for f in (p, p + "-wal", p + "-shm", p + ".lock"):
+        assert os.path.exists(f), f
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o600, f
+    s.close()
+
+
+def test_an_empty_file_made_with_a_loose_umask_is_adopted_private(tmp_path) -> None:
+    p = tmp_path / "tasks.db"
+    p.touch(mode=0o644)
+    os.chmod(p, 0o644)
+    s = SqliteDictStore(str(p))
+    s.add([make_record("a", time.time() + 100)])
+    for f in (str(p), str(p) + "-wal", str(p) + "-shm"):
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o600, f
+    s.close()
+
+
+def test_data_survives_reopen_and_geometry_is_fixed(tmp_path) -> None:
+    p = str(tmp_path / "tasks.db")
+    s = SqliteDictStore(p, Wheel(slots=60, tick=0.5))
+    s.add([make_record("a", time.time() + 100)])
+    s.close()
+    s2 = SqliteDictStore(p)                     # geometry read back from the file
+    assert s2.wheel == Wheel(slots=60, tick=0.5) and s2.get("a") is not None
+    s2.close()
+    with pytest.raises(StoreMismatch, match="slots=60"):
+        SqliteDictStore(p, Wheel())
+
+
+def test_refuses_files_that_are_not_stores_and_leaves_them_alone(tmp_path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(NotAStore, match="not an SQLite file"):
+        SqliteDictStore(str(text))
+    assert text.read_text() == "hello"
+    for name, ddl in (("users.db", "CREATE TABLE users (id INTEGER)"),
+                      # only a table that happens to be called like ours, with rows in it
+                      ("lookalike.db", "CREATE TABLE timewheel (key TEXT PRIMARY KEY, value BLOB)")):
+        other = tmp_path / name
+        con = sqlite3.connect(other)
+        con.execute(ddl)
+        if name == "lookalike.db":
+            con.execute("INSERT INTO timewheel VALUES ('k', 'v')")
+        con.commit()
+        con.close()
+        before = other.read_bytes()
+        with pytest.raises(NotAStore):
+            SqliteDictStore(str(other))
+        assert other.read_bytes() == before
+        assert sorted(os.listdir(tmp_path)).count(name + "-wal") == 0
+    with pytest.raises(StoreError, match="no such file"):
+        SqliteDictStore(str(tmp_path / "missing.db"), readonly=True)
+    assert not (tmp_path / "missing.db").exists()
+    with pytest.raises(StoreError, match="does not exist"):
+        SqliteDictStore(str(tmp_path / "nodir" / "x.db"))
+
+
+def test_readonly_store_reads_and_never_writes(tmp_path) -> None:
+    p = str(tmp_path / "tasks.db")
+    s = SqliteDictStore(p)
+    (r,) = s.add([make_record("a", time.time() + 100)])
+    ro = SqliteDictStore(p, readonly=True)
+    assert ro.get("a") == r and count_of(ro, PENDING) == 1
+    assert ro.info()["journal_mode"] == "wal"
+    with pytest.raises(StoreError, match="read-only"):
+        ro.swap([(r, cancel(r, time.time()))])
+    assert s.get("a").status == PENDING
+    ro.close()
+    s.close()
+
+
+def test_readonly_open_of_a_closed_store_creates_nothing_beside_it(tmp_path) -> None:
+    p = str(tmp_path / "tasks.db")
+    s = SqliteDictStore(p)
+    s.add([make_record("a", time.time() + 100)])
+    s.close()
+    os.remove(p + ".lock") if os.path.exists(p + ".lock") else None
+    listing, before = sorted(os.listdir(tmp_path)), digest(p)
+    assert listing == ["tasks.db"]                # a clean close leaves no -wal/-shm
+    ro = SqliteDictStore(p, readonly=True)
+    assert ro.get("a") is not None and ro.liveness.leader() is None
+    ro.close()
+    assert sorted(os.listdir(tmp_path)) == listing and digest(p) == before
+
+
+def test_readonly_open_of_a_crashed_writers_file_changes_no_byte(tmp_path) -> None:
+    p = str(tmp_path / "tasks.db")
+    code = ("import os, sys\n"
+            "from timewheel.store import SqliteDictStore\n"
+            "from timewheel.records import TaskRecord\n"
+            "s = SqliteDictStore(sys.argv[1])\n"
+            "s.add([TaskRecord(id=str(i), name='t', eta=2e9, payload=b'') for i in range(50)])\n"
+            "os._exit(0)\n")                       # dies with its WAL not checkpointed
+    subprocess.run([sys.executable, "-c", code, p], check=True, timeout=60)
+    assert os.path.getsize(p + "-wal") > 0
+    before = digest(p)
+    ro = SqliteDictStore(p, readonly=True)
+    assert count_of(ro, PENDING) == 50
+    ro.close()
+    import gc
+    gc.collect()
+    assert digest(p) == before
+
+
+def test_undecodable_record_is_reported_not_dropped(tmp_path) -> None:
+    p = str(tmp_path / "tasks.db")
+    s = SqliteDictStore(p)
+    now = time.time()
+    s.add([make_record("a", now - 1), make_record("b", now - 1)])
+    con = sqlite3.connect(p)
+    con.execute("UPDATE timewheel SET value = ? WHERE key = 't:a'", (b"garbage",))
+    con.commit()
+    con.close()
+    assert [r.id for r in s.claim("me", time.time(), 10).records] == ["b"]
+    (broken,) = s.scan("broken")
+    assert broken.id == "a" and broken.status == "broken" and "not a timewheel record" in broken.error
+    assert s.claim("me", time.time(), 10).records == []      # off the ready queue: no claim loop
+    con = sqlite3.connect(p)
+    assert con.execute("SELECT value FROM timewheel WHERE key = 't:a'").fetchone()[0] == b"garbage"
+    con.close()
+    assert s.counts()[("broken", "t")] == 1
+    s.close()
+    check_file_store(p)
+
+
+def test_a_single_add_is_one_uncounted_row_until_absorbed(tmp_path) -> None:
+    p = str(tmp_path / "tasks.db")
+    s = SqliteDictStore(p)
+    now = time.time()
+    s.add([make_record("one", now + 50)])
+    con = sqlite3.connect(p)
+    rows = con.execute("SELECT key, pos FROM timewheel WHERE key LIKE 't:%'").fetchall()
+    assert len(rows) == 1 and rows[0][1].startswith("n:")
+    assert con.execute("SELECT count(*) FROM timewheel_counts").fetchone()[0] == 0
+    con.close()
+    assert s.counts() == {(PENDING, "t"): 1}               # readers count it anyway
+    assert s.ticks() == [(s.wheel.due_tick(now + 50), 1)]
+    s.claim("me", time.time(), 1)                          # any write transaction absorbs it
+    con = sqlite3.connect(p)
+    assert con.execute("SELECT pos FROM timewheel WHERE key = 't:one'").fetchone()[0].startswith("p:")
+    con.close()
+    s.close()
+    check_file_store(p)
+
+
+def test_store_reopens_after_fork(tmp_path) -> None:
+    p = str(tmp_path / "tasks.db")
+    s = SqliteDictStore(p)
+    s.add([make_record("parent", time.time() + 100)])
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                   # child: must not hang on the parent's connection
+        try:
+            s.add([make_record("child", time.time() + 100)])
+            ok = s.get("parent") is not None
+            os.write(w, b"ok" if ok else b"no")
+        finally:
+            os._exit(0)
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(r, 10) == b"ok" and status == 0
+    assert s.get("child") is not None
+    s.close()
+
+
+def test_paths_with_uri_characters_are_opened_as_files(tmp_path) -> None:
+    d = tmp_path / "a#b?c"
+    d.mkdir()
+    p = str(d / "t.db")
+    s = SqliteDictStore(p)
+    s.add([make_record("x", time.time() + 5)])
+    s.close()
+    ro = SqliteDictStore(p, readonly=True)
+    assert ro.get("x") is not None
+    ro.close()
+    assert sorted(os.listdir(tmp_path)) == ["a#b?c"]
+
+
+def test_doorbells_cross_processes_and_dead_ones_are_forgotten(tmp_path) -> None:
+    p = str(tmp_path / "tasks.db")
+    s = SqliteDictStore(p)
+    bell = s.doorbell()
+    assert not bell.wait(0.05)
+    code = ("import sys, time\nfrom timewheel.store import SqliteDictStore\n"
+            "from timewheel.records import TaskRecord\n"
+            "s = SqliteDictStore(sys.argv[1])\n"
+            "s.add([TaskRecord(id='soon', name='t', eta=time.time(), payload=b'')])\n")
+    subprocess.run([sys.executable, "-c", code, p], check=True, timeout=60)
+    assert bell.wait(5.0)                      # another process's add of a due task rang us
+    con = sqlite3.connect(p)
+    con.execute("INSERT INTO timewheel (key, value) VALUES ('m:bell:gone', '999999:dead:999999')")
+    con.commit()
+    con.close()
+    s.advance(s.wheel.current_tick(time.time()) + 2, 100, s.liveness.token)
+    con = sqlite3.connect(p)
+    names = [k for (k,) in con.execute("SELECT key FROM timewheel WHERE key LIKE 'm:bell:%'")]
+    con.close()
+    assert names == [f"m:bell:{bell.name}"]
+    bell.close()
+    s.close()

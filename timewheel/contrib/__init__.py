@@ -1,0 +1,1 @@
+"""Integrations with frameworks that need more than ``TimeWheel`` itself (Django)."""

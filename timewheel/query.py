@@ -1,0 +1,645 @@
+"""What the CLI and the web view show, as plain dicts: the keys of ``timewheel ... --json``.
+
+Every function takes an open :class:`~timewheel.store.WheelStore` and reads it through the
+store interface only, so it works on every backend.  Costs follow what is shown, not what
+the store holds: counts come from :meth:`~WheelStore.counts`, the ring from
+:meth:`~WheelStore.ticks` and :meth:`~WheelStore.wheel_stats`, the timeline from
+:meth:`~WheelStore.histogram`, listings from :meth:`~WheelStore.scan` pages -- no function
+reads every record (except the dry run of a purge, which counts what it would delete).
+
+Whatever comes out of a store is checked before it is used: a tampered store raises
+:class:`~timewheel.errors.StoreError` naming what is damaged, never a ``TypeError`` from deep
+inside.  Bad arguments raise ``ValueError``.  Text from the store is returned as stored;
+:func:`timewheel.text.clean` makes it safe for a terminal.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+from .errors import StoreError, TaskNotFound
+from .records import (
+    CANCELLED,
+    FAILED,
+    MISFIRED,
+    PENDING,
+    RETRYABLE,
+    RUNNING,
+    SUCCEEDED,
+    RecordDecodeError,
+    TaskRecord,
+    cancel,
+    reset_for_retry,
+)
+from .store.base import BROKEN, LISTABLE, WheelStore, finished_ms, purge_statuses
+from .text import first_line
+
+__all__ = [
+    "inspect_data", "tasks_data", "show_data", "stats_data", "timeline_data", "change_tasks",
+    "retry_failed", "purge_data", "task_row", "MAX_HOURS", "MAX_RECENT", "FINISHED",
+    "wheel_data", "slot_data", "series_data", "MAX_REVOLUTIONS",
+]
+
+#: statuses whose ``started - eta`` is the lateness of a run.  A pending record may still
+#: carry the start of a failed attempt next to the eta of its retry: that pair measures nothing.
+RAN = (RUNNING, SUCCEEDED, FAILED)
+#: finished statuses, merged most recent first in a listing without a status
+FINISHED = (SUCCEEDED, FAILED, CANCELLED, MISFIRED)
+#: the longest timeline: ten years ahead
+MAX_HOURS = 10 * 366 * 24.0
+#: the most runs stats_data() measures lateness over (each is a record read)
+MAX_RECENT = 100_000
+#: text fields (error, traceback) longer than this are cut unless ``full``
+TEXT_LIMIT = 20_000
+_PAGE = 1000
+_BUCKETS = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 7 * 86400)
+
+
+# -- checking what the store returns -----------------------------------------------------------
+
+def _damaged(store: WheelStore, what: str, value: Any) -> StoreError:
+    return StoreError(f"{store.location}: the store's {what} are damaged ({_short(value)})")
+
+
+def _count(store: WheelStore, value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < 0 or value != int(value) or value > 2 ** 62:
+        raise _damaged(store, what, value)
+    return int(value)
+
+
+def _short(value: Any) -> str:
+    import reprlib
+    text = reprlib.Repr().repr(value)      # bounded, whatever the value holds
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def counts_by_status(store: WheelStore) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """({status: n} for every listable status, {name: {status: n}}) from the store's counters."""
+    totals = dict.fromkeys(LISTABLE, 0)
+    by_name: dict[str, dict[str, int]] = {}
+    for key, n in store.counts().items():
+        if not (isinstance(key, tuple) and len(key) == 2 and key[0] in LISTABLE and isinstance(key[1], str)):
+            raise _damaged(store, "task counters", key)
+        n = _count(store, n, "task counters")
+        totals[key[0]] += n
+        by_name.setdefault(key[1], dict.fromkeys(LISTABLE, 0))[key[0]] += n
+    return totals, dict(sorted(by_name.items()))
+
+
+# -- rows ------------------------------------------------------------------------------------------
+
+class _Owners:
+    """Whether the owners of running tasks are alive, asked once per owner."""
+
+    def __init__(self, store: WheelStore) -> None:
+        self._store = store
+        self._known: dict[str, bool] = {}
+
+    def alive(self, rec: TaskRecord) -> Optional[bool]:
+        if rec.status != RUNNING or rec.owner is None:
+            return None
+        if rec.owner not in self._known:
+            self._known[rec.owner] = not self._store.liveness.is_dead(rec.owner)
+        return self._known[rec.owner]
+
+
+def task_row(rec: TaskRecord, now: float, owner_alive: Optional[bool] = None) -> dict[str, Any]:
+    """The keys of one row of ``timewheel tasks --json``."""
+    broken = rec.status == BROKEN
+    return {"id": rec.id, "name": rec.name, "status": rec.status,
+            "eta": None if broken else rec.eta, "due_in": None if broken else rec.eta - now,
+            "attempts": rec.attempts, "max_attempts": rec.retries + 1, "crashes": rec.crashes,
+            "created": None if broken else rec.created, "started": rec.started,
+            "finished": rec.finished, "owner": rec.owner, "owner_alive": owner_alive,
+            "lease": rec.lease, "error": first_line(rec.error)}
+
+
+def _live(recs: Iterable[TaskRecord], status: str) -> list[TaskRecord]:
+    """Records of ``status`` as they should be: a placeholder (a broken record a scan
+    returns in place) is kept, anything else out of place is a damaged store's doing."""
+    return [r for r in recs if r.status in (status, BROKEN)]
+
+
+# -- inspect ---------------------------------------------------------------------------------------
+
+def store_details(store: WheelStore) -> dict[str, Any]:
+    """Where the store is and its geometry; file sizes and journal mode where the backend
+    has them (its ``info()``)."""
+    details: dict[str, Any] = {"path": store.location, "backend": type(store).__name__,
+                               "journal_mode": None, "size_bytes": None, "wal_bytes": None}
+    info = getattr(store, "info", None)
+    if callable(info):
+        extra = info()
+        details.update({k: extra[k] for k in ("journal_mode", "size_bytes", "wal_bytes") if k in extra})
+    details.update(slots=store.wheel.slots, tick=store.wheel.tick)
+    return details
+
+
+def _ticker(store: WheelStore, now: float, head: Optional[TaskRecord]) -> dict[str, Any]:
+    wheel = store.wheel
+    st = store.state()
+    if isinstance(st.horizon, bool) or not isinstance(st.horizon, int):
+        raise _damaged(store, "bookkeeping (horizon)", st.horizon)
+    current = wheel.current_tick(now)
+    # Every task due in a tick up to done_through has been claimed: the earliest pending
+    # task, if it is ready (within the horizon), marks the first tick not done yet.
+    done = st.horizon if head is None else min(st.horizon, wheel.due_tick(head.eta) - 1)
+    lag = max(0, current - done)
+    leader = store.liveness.leader()
+    return {"now": now, "current_tick": current, "horizon": st.horizon, "done_through": done,
+            "lag_ticks": lag, "lag_seconds": lag * wheel.tick,
+            # the liveness of the ticking role itself (a lock probe, a lease), not a guess
+            # from how recently the horizon moved: false within a tick of the leader's death
+            "ticking": leader is not None, "leader": leader,
+            "last_leader": st.leader, "advanced_at": st.advanced_at}
+
+
+def _cell(store: WheelStore, tick: Any, count: Any, now: float) -> dict[str, Any]:
+    if isinstance(tick, bool) or not isinstance(tick, int):
+        raise _damaged(store, "tick counters", tick)
+    wheel = store.wheel
+    due = wheel.tick_end(tick)
+    return {"slot": wheel.slot(tick), "cycle": wheel.cycle(tick), "tick": tick, "due": due,
+            "due_in": due - now, "count": _count(store, count, "tick counters")}
+
+
+def inspect_data(store: WheelStore, now: float, *, all_slots: bool = False, next_n: int = 5,
+                 running_n: int = 10) -> dict[str, Any]:
+    """The wheel at a glance: ``timewheel inspect --json``.
+
+    ``ring.cells`` holds the first 10 occupied (slot, cycle) cells in due order, every one
+    with ``all_slots``; ``running`` the ``running_n`` longest-running tasks, each saying
+    whether its owner is alive.
+    """
+    _check_int(next_n, "next_n", 0, 10_000)
+    _check_int(running_n, "running_n", 0, 10_000)
+    totals, by_name = counts_by_status(store)
+    pending = [r for r in store.scan(PENDING, limit=max(1, next_n)) if r.status == PENDING]
+    owners = _Owners(store)
+    running = _live(store.scan(RUNNING, limit=running_n), RUNNING) if running_n else []
+    occupied_cells, occupied_slots = store.wheel_stats()
+    cells = [_cell(store, t, n, now) for t, n in store.ticks(limit=None if all_slots else 10)]
+    occupied_cells = _count(store, occupied_cells, "tick counters")
+    pending_by_name = {n: c[PENDING] for n, c in by_name.items() if c[PENDING]}
+    return {
+        "store": store_details(store),
+        "counts": totals,
+        "ticker": _ticker(store, now, pending[0] if pending else None),
+        "next_due": [{"id": r.id, "name": r.name, "eta": r.eta, "due_in": r.eta - now}
+                     for r in pending[:next_n]],
+        "running": [{**task_row(r, now, owners.alive(r)),
+                     "running_for": None if r.started is None else now - r.started} for r in running],
+        "pending_by_name": dict(sorted(pending_by_name.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "ring": {"occupied_slots": _count(store, occupied_slots, "tick counters"),
+                 "occupied_cells": occupied_cells, "cells": cells,
+                 "complete": len(cells) >= occupied_cells},
+    }
+
+
+# -- tasks / show ----------------------------------------------------------------------------------
+
+def _check_int(value: Any, what: str, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{what} must be an integer from {lo} to {hi}, got {value!r}")
+
+
+def _check_status(status: Optional[str]) -> None:
+    if status is not None and status not in LISTABLE:
+        raise ValueError(f"unknown status {status!r}; one of {', '.join(LISTABLE)}")
+
+
+def _recency(rec: TaskRecord) -> tuple[int, str]:
+    return finished_ms(rec.finished), rec.id
+
+
+def _placeholder(store: WheelStore, task_id: str) -> Optional[tuple[str, TaskRecord]]:
+    """(the status it is listed under, the placeholder) of a record that cannot be decoded."""
+    for status in LISTABLE:
+        for r in store.scan(status, id_prefix=task_id):
+            if r.id == task_id and r.status == BROKEN:
+                return status, r
+    return None
+
+
+def _mark(store: WheelStore, task_id: str) -> TaskRecord:
+    """The record a page continues after (``after=`` is the id of the previous page's last row)."""
+    try:
+        rec = store.get(task_id)
+    except RecordDecodeError:
+        found = _placeholder(store, task_id)       # a finished one sorts where it sits
+        rec = None if found is None else replace(found[1], status=found[0])
+    if rec is None:
+        raise TaskNotFound(f"no task {task_id} in {store.location} (to continue a listing after)")
+    return rec
+
+
+def tasks_data(store: WheelStore, now: float, *, status: Optional[str] = None, name: Optional[str] = None,
+               id_prefix: Optional[str] = None, limit: Optional[int] = 50,
+               after: Optional[str] = None) -> dict[str, Any]:
+    """One row per task: ``timewheel tasks --json``, plus ``next_after`` (the ``after`` of the
+    next page, None on the last one).
+
+    Without ``status``: pending in due order, then running (longest first), then finished
+    tasks of every status most recent first, then broken records.  Reads about ``limit``
+    records per status.  ``limit=None`` lists all.
+    """
+    _check_status(status)
+    if limit is not None:
+        _check_int(limit, "limit", 0, 10 ** 9)
+    mark = None if after is None else _mark(store, after)
+    phases: list[tuple[str, ...]] = ([(status,)] if status is not None else
+                                     [(PENDING,), (RUNNING,), FINISHED, (BROKEN,)])
+    if mark is not None and status is None:
+        # continue in the phase of the previous page's last row
+        phases = phases[next((i for i, p in enumerate(phases) if mark.status in p), 0):]
+    want = None if limit is None else limit + 1       # one more: is there a next page?
+    rows: list[TaskRecord] = []
+    for i, phase in enumerate(phases):
+        left = None if want is None else want - len(rows)
+        if left is not None and left <= 0:
+            break
+        since = mark if i == 0 else None
+        got: list[TaskRecord] = []
+        for s in phase:
+            got += _live(store.scan(s, name=name, id_prefix=id_prefix or None, after=since, limit=left), s)
+        if len(phase) > 1:
+            got.sort(key=_recency, reverse=True)
+        rows += got[:left]
+    more = limit is not None and len(rows) > limit
+    rows = rows[:limit]
+    owners = _Owners(store)
+    return {"now": now, "tasks": [task_row(r, now, owners.alive(r)) for r in rows],
+            "next_after": rows[-1].id if more and rows else None}
+
+
+def show_data(store: WheelStore, task_id: str, now: float, *, full: bool = False) -> dict[str, Any]:
+    """Everything about one task: ``timewheel show --json``.  Raises TaskNotFound.
+
+    Arguments and result are decoded without importing anything (:mod:`timewheel.decode`),
+    within bounds; ``full`` raises the bounds and shows error and traceback uncut.
+    """
+    from . import decode
+
+    try:
+        rec = store.get(task_id)
+    except RecordDecodeError as exc:
+        found = _placeholder(store, task_id)
+        rec = found[1] if found is not None else TaskRecord(
+            id=task_id, name="?", eta=0.0, payload=b"", status=BROKEN, error=str(exc))
+    if rec is None:
+        raise TaskNotFound(f"no task {task_id} in {store.location}")
+    limits = decode.FULL if full else decode.LIMITS
+    if rec.status == BROKEN:
+        args = kwargs = decode.Shown(None, "the record cannot be decoded")
+        result = None
+    else:
+        args, kwargs = decode.show_call(rec.payload, limits)
+        result = decode.show_value(rec.result, limits)
+    text_limit = None if full else TEXT_LIMIT
+    lateness = rec.started - rec.eta if rec.started is not None and rec.status in RAN else None
+    return {**task_row(rec, now, _Owners(store).alive(rec)),
+            "error": _cut(rec.error, text_limit), "traceback": _cut(rec.traceback, text_limit),
+            "retries": rec.retries, "retry_delay": rec.retry_delay, "misfire_grace": rec.misfire_grace,
+            "timeout": rec.timeout, "lease": rec.lease, "lateness": lateness,
+            "args": args.text, "kwargs": kwargs.text, "args_error": args.error or kwargs.error,
+            "args_truncated": args.truncated or kwargs.truncated, "payload_bytes": len(rec.payload),
+            "result": None if result is None else result.text,
+            "result_error": None if result is None else result.error,
+            "result_truncated": bool(result and result.truncated),
+            "result_bytes": None if rec.result is None else len(rec.result)}
+
+
+def _cut(text: Optional[str], limit: Optional[int]) -> Optional[str]:
+    if text is None or limit is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} chars in all)"
+
+
+# -- stats -----------------------------------------------------------------------------------------
+
+def _quantile(xs: Sequence[float], q: float) -> float:
+    """Nearest-rank quantile of sorted ``xs``."""
+    return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]
+
+
+def _lateness(values: Sequence[float]) -> dict[str, Any]:
+    xs = sorted(values)
+    if not xs:
+        return {"runs": 0, "min": None, "p50": None, "p95": None, "max": None, "mean": None}
+    return {"runs": len(xs), "min": xs[0], "p50": _quantile(xs, 0.5), "p95": _quantile(xs, 0.95),
+            "max": xs[-1], "mean": sum(xs) / len(xs)}
+
+
+def stats_data(store: WheelStore, now: float, *, recent: int = 1000) -> dict[str, Any]:
+    """Counts per status and name, and how late the ``recent`` most recent runs started:
+    ``timewheel stats --json``.  Reads at most ``recent`` records per status that runs."""
+    _check_int(recent, "recent", 1, MAX_RECENT)
+    totals, by_name = counts_by_status(store)
+    runs = [r for s in RAN for r in store.scan(s, limit=recent) if r.status == s and r.started is not None]
+    runs.sort(key=lambda r: r.started or 0.0, reverse=True)
+    late_by_name: dict[str, list[float]] = {}
+    for r in runs[:recent]:
+        late_by_name.setdefault(r.name, []).append((r.started or 0.0) - r.eta)
+    return {"now": now, "counts": totals, "by_name": by_name,
+            "lateness": _lateness([x for xs in late_by_name.values() for x in xs]),
+            "lateness_by_name": {n: _lateness(xs) for n, xs in sorted(late_by_name.items())}}
+
+
+# -- timeline --------------------------------------------------------------------------------------
+
+def check_hours(hours: Any) -> float:
+    """``hours`` as a float, or ValueError: finite, above 0, at most :data:`MAX_HOURS`."""
+    if isinstance(hours, bool) or not isinstance(hours, (int, float)) or not math.isfinite(hours) \
+            or not 0 < hours <= MAX_HOURS:
+        raise ValueError(f"hours must be a number above 0 and at most {MAX_HOURS:g} (ten years), "
+                         f"got {hours!r}")
+    return float(hours)
+
+
+def timeline_data(store: WheelStore, now: float, *, hours: float = 24.0,
+                  name: Optional[str] = None) -> dict[str, Any]:
+    """When pending tasks come due, in about 24 buckets over ``hours`` (at most a few hundred):
+    ``timewheel timeline --json``.  Buckets start on local clock boundaries (14:00, 14:15, ...);
+    ``overdue`` counts tasks due in ticks that have ended, ``later`` those after the window.
+
+    Without ``name`` it reads the store's per-tick counters only; with one it reads the
+    pending tasks of that name due up to the end of the window.
+    """
+    hours = check_hours(hours)
+    wheel = store.wheel
+    window = hours * 3600
+    bucket_s = next((b for b in _BUCKETS if b * 24 >= window), _BUCKETS[-1])
+    per = max(1, round(bucket_s / wheel.tick))            # ticks per bucket
+    bucket_s = per * wheel.tick
+    offset = time.localtime(now).tm_gmtoff
+    start = math.floor((now + offset) / bucket_s) * bucket_s - offset
+    n = max(1, math.ceil((now + window - start) / bucket_s))
+    first = wheel.current_tick(start) + 1                 # the first tick ending after start
+    current = wheel.current_tick(now)
+    if name is None:
+        counts, overdue, total = _tick_counts(store, first, current, per, n)
+    else:
+        counts, overdue, total = _named_counts(store, name, first, current, per, n, now + window)
+    later = max(0, total - overdue - sum(counts))
+    return {"now": now, "hours": hours, "name": name, "bucket_seconds": bucket_s, "pending": total,
+            "overdue": overdue, "later": later,
+            "buckets": [{"start": start + i * bucket_s, "end": start + (i + 1) * bucket_s, "count": c}
+                        for i, c in enumerate(counts)]}
+
+
+def _tick_counts(store: WheelStore, first: int, current: int, per: int, n: int) -> tuple[list[int], int, int]:
+    totals, _ = counts_by_status(store)
+    counts = [_count(store, c, "tick counters") for c in store.histogram(first, first + n * per, per)]
+    lowest = store.wheel.due_tick(-1e12)
+    overdue = _count(store, sum(store.histogram(lowest, current + 1, current + 1 - lowest)), "tick counters")
+    if current + 1 > first:      # the part of the first buckets that is already overdue
+        for i, c in enumerate(store.histogram(first, current + 1, per)):
+            counts[i] = max(0, counts[i] - _count(store, c, "tick counters"))
+    return counts, overdue, totals[PENDING]
+
+
+def _named_counts(store: WheelStore, name: str, first: int, current: int, per: int, n: int,
+                  end: float) -> tuple[list[int], int, int]:
+    totals, by_name = counts_by_status(store)
+    wheel = store.wheel
+    counts = [0] * n
+    overdue = 0
+    after: Optional[TaskRecord] = None
+    while True:
+        page = store.scan(PENDING, name=name, after=after, limit=_PAGE)
+        for rec in page:
+            if rec.status != PENDING:
+                continue
+            t = wheel.due_tick(rec.eta)
+            if t <= current:
+                overdue += 1
+            elif first <= t < first + n * per:
+                counts[(t - first) // per] += 1
+        if len(page) < _PAGE or page[-1].eta > end:
+            break
+        after = page[-1]
+    return counts, overdue, by_name.get(name, {}).get(PENDING, 0)
+
+
+# -- changes ---------------------------------------------------------------------------------------
+
+#: verb -> (who may change, the transition, the key of the changed ids)
+_VERBS: dict[str, tuple[Callable[[TaskRecord], bool], Callable[[TaskRecord, float], TaskRecord], str]] = {
+    "cancel": (lambda r: r.status == PENDING, cancel, "cancelled"),
+    "retry": (lambda r: r.status in RETRYABLE, reset_for_retry, "retried"),
+}
+_ATTEMPTS = 20          # compare-and-set rounds for a task another process keeps changing
+
+
+def change_tasks(store: WheelStore, ids: Sequence[str], verb: str) -> dict[str, Any]:
+    """Cancel (pending -> cancelled) or retry (failed, misfired, cancelled -> pending now)
+    each task, once per id, in the order given: ``timewheel cancel|retry --json``.
+
+    ``{"cancelled"|"retried": [ids], "skipped": [{"id", "status"}], "unknown": [ids]}``.
+    Each change is a compare-and-set, so a task another process changes meanwhile is looked
+    at again, never overwritten.
+    """
+    if verb not in _VERBS:
+        raise ValueError(f"verb must be 'cancel' or 'retry', got {verb!r}")
+    allowed, transition, key = _VERBS[verb]
+    done: list[str] = []
+    skipped: list[dict[str, str]] = []
+    unknown: list[str] = []
+    for task_id in dict.fromkeys(ids):
+        for _ in range(_ATTEMPTS):
+            try:
+                rec = store.get(task_id)
+            except RecordDecodeError:
+                skipped.append({"id": task_id, "status": BROKEN})
+                break
+            if rec is None:
+                unknown.append(task_id)
+                break
+            if not allowed(rec):
+                skipped.append({"id": task_id, "status": rec.status})
+                break
+            if store.swap([(rec, transition(rec, store.now()))])[0] is not None:
+                done.append(task_id)
+                break
+        else:
+            skipped.append({"id": task_id, "status": "changing"})
+    return {key: done, "skipped": skipped, "unknown": unknown}
+
+
+def retry_failed(store: WheelStore, *, name: Optional[str] = None) -> dict[str, Any]:
+    """Retry every failed task (of ``name``), a page per transaction: ``retry --all-failed``."""
+    done: list[str] = []
+    lost = 0
+    while True:
+        page = [r for r in store.scan(FAILED, name=name, limit=_PAGE) if r.status == FAILED]
+        if not page:
+            break
+        now = store.now()
+        back = store.swap([(r, reset_for_retry(r, now)) for r in page])
+        done += [b.id for b in back if b is not None]
+        lost += sum(b is None for b in back)
+        if lost > _ATTEMPTS * _PAGE:      # another process keeps changing them: stop here
+            break
+    return {"retried": done, "skipped": [], "unknown": []}
+
+
+def purge_data(store: WheelStore, now: float, *, older_than: float,
+               statuses: Optional[Iterable[str]] = None, dry_run: bool = False) -> dict[str, Any]:
+    """Delete finished tasks that finished more than ``older_than`` seconds before ``now``
+    (``statuses``: default every finished one): ``timewheel purge --json``.
+
+    ``dry_run`` deletes nothing and counts what would go (reading those records).
+    """
+    if isinstance(older_than, bool) or not isinstance(older_than, (int, float)) \
+            or not math.isfinite(older_than) or older_than < 0:
+        raise ValueError(f"older_than must be a number of seconds >= 0, got {older_than!r}")
+    wanted = purge_statuses(statuses)
+    before = now - older_than
+    matching = 0
+    if dry_run:
+        for status in wanted:
+            # a record that finished at ``before``, with an id below every id: the scan
+            # continues after it, through what purge() would delete
+            mark: TaskRecord = TaskRecord(id="", name="", eta=0.0, payload=b"", status=status,
+                                          finished=before)
+            while True:
+                page = store.scan(status, after=mark, limit=_PAGE)
+                matching += sum(r.status == status for r in page)
+                if len(page) < _PAGE:
+                    break
+                mark = page[-1]
+        purged = 0
+    else:
+        purged = 0
+        while True:
+            n = store.purge(before, wanted, limit=_PAGE)
+            purged += n
+            if n < _PAGE:
+                break
+        matching = purged
+    return {"purged": purged, "matching": matching, "finished_before": before,
+            "statuses": wanted, "dry_run": dry_run}
+
+
+# -- the web view: the ring, one slot, the last hour ----------------------------------------------
+
+#: the ring is drawn with at most this many sectors; larger wheels fold slots into sectors
+MAX_SECTORS = 3600
+#: how many revolutions ahead the web view's ring may look (each is one ``slots``-tick window)
+MAX_REVOLUTIONS = 24
+
+
+def wheel_data(store: WheelStore, now: float, *, revolutions: int = 24) -> dict[str, Any]:
+    """The ring: pending tasks per slot over the next ``revolutions`` turns of the wheel.
+
+    The ``revolutions * slots`` ticks after the current one are folded slot by slot
+    (``sector_slots`` slots per sector when the wheel has more than 3600): ``load`` (tasks),
+    ``cells`` (cycles that hold any) and ``next_turn`` (tasks of the first revolution only);
+    ``by_revolution`` sums each turn.  ``overdue`` are pending tasks of ticks already over
+    (ready, or waiting for a ticker); ``later`` those due after the window.  Costs one
+    :meth:`~WheelStore.ticks` call over the window: it reads the occupied ticks in it.
+    """
+    _check_int(revolutions, "revolutions", 1, MAX_REVOLUTIONS)
+    w = store.wheel
+    current = w.current_tick(now)
+    start, stop = current + 1, current + 1 + revolutions * w.slots
+    per = -(-w.slots // MAX_SECTORS)
+    sectors = -(-w.slots // per)
+    load, cells, next_turn = [0] * sectors, [0] * sectors, [0] * sectors
+    by_revolution = [0] * revolutions
+    for tick, n in store.ticks(start, stop):
+        # (checked inline: this loop runs once per occupied tick of the window, ~70,000 times
+        # for a day of a store of a million tasks spread over a week)
+        if type(tick) is not int or type(n) is not int or not start <= tick < stop or n < 0:
+            raise _damaged(store, f"its tick counters ({_short(tick)}: {_short(n)})")
+        sector = (tick % w.slots) // per
+        load[sector] += n
+        cells[sector] += 1
+        by_revolution[(tick - start) // w.slots] += n
+        if tick - start < w.slots:
+            next_turn[sector] += n
+    totals, _ = counts_by_status(store)
+    lowest = w.due_tick(-1e12)
+    overdue = _count(store, sum(store.histogram(lowest, start, start - lowest)), "tick counters")
+    return {"now": now, "slots": w.slots, "tick": w.tick, "current_tick": current,
+            "current_slot": w.slot(current), "current_cycle": w.cycle(current),
+            "horizon": store.state().horizon, "revolutions": revolutions,
+            "window": {"start": start, "stop": stop, "until": w.tick_end(stop - 1)},
+            "sector_slots": per, "load": load, "cells": cells, "next_turn": next_turn,
+            "by_revolution": by_revolution, "pending": totals[PENDING], "overdue": overdue,
+            "in_window": sum(load), "later": max(0, totals[PENDING] - overdue - sum(load))}
+
+
+def slot_data(store: WheelStore, now: float, slot: int, *, revolutions: int = 24,
+              cycle: Optional[int] = None, limit: int = 50) -> dict[str, Any]:
+    """One slot of the ring: its occupied cells (``slot``, ``cycle``, ``tick``, ``due``,
+    ``due_in``, ``count``) over the next ``revolutions`` turns, and the pending tasks of one
+    cell (``cycle``, default the first occupied one), in due order, up to ``limit``.
+
+    One :meth:`~WheelStore.ticks` call per revolution, and one :meth:`~WheelStore.scan` page
+    that starts at the chosen tick.
+    """
+    w = store.wheel
+    _check_int(slot, "slot", 0, w.slots - 1)
+    _check_int(revolutions, "revolutions", 1, MAX_REVOLUTIONS)
+    _check_int(limit, "limit", 1, 10_000)
+    if cycle is not None:
+        _check_int(cycle, "cycle", 0, 2 ** 53)
+    current = w.current_tick(now)
+    first = current + 1 + (slot - current - 1) % w.slots       # the slot's next tick
+    cells = [_cell(store, t, n, now) for r in range(revolutions)
+             for t, n in store.ticks(first + r * w.slots, first + r * w.slots + 1)]
+    chosen = cycle * w.slots + slot if cycle is not None else cells[0]["tick"] if cells else None
+    tasks: list[dict[str, Any]] = []
+    cell = None
+    if chosen is not None:
+        # A page from the end of the previous tick (an id below every id) onward: the tasks
+        # of this tick come first, in due order.
+        mark = TaskRecord(id="", name="", eta=w.tick_end(chosen - 1), payload=b"")
+        tasks = [task_row(r, now) for r in store.scan(PENDING, after=mark, limit=limit + 1)
+                 if r.status == PENDING and w.due_tick(r.eta) == chosen][:limit]
+        cell = next((c for c in cells if c["tick"] == chosen), _cell(store, chosen, 0, now))
+    return {"now": now, "slot": slot, "slots": w.slots, "tick": w.tick, "current_tick": current,
+            "revolutions": revolutions, "cells": cells, "cycle": None if chosen is None else w.cycle(chosen),
+            "cell": cell, "tasks": tasks}
+
+
+def series_data(store: WheelStore, now: float, *, minutes: int = 60, cap: int = 2000) -> dict[str, Any]:
+    """Runs that finished in the last ``minutes``, per minute: how many succeeded, failed or
+    were skipped as misfired, and how late they started (``lateness_p50``, ``_p95``, ``_max``
+    of ``started - eta``; None in a minute without runs).
+
+    Reads the ``cap`` most recent records of each of those statuses, no more.  When one had
+    more in the window, ``sampled`` is true and ``complete_since`` says from when the counts
+    are complete: the minutes before it have None for counts (not known, rather than wrong).
+    """
+    _check_int(minutes, "minutes", 1, 24 * 60)
+    _check_int(cap, "cap", 1, MAX_RECENT)
+    since = now - minutes * 60
+    start = math.floor(since / 60) * 60
+    n = max(1, math.ceil((now - start) / 60))
+    buckets: list[dict[str, Any]] = [{"start": start + 60 * i, SUCCEEDED: 0, FAILED: 0, MISFIRED: 0}
+                                     for i in range(n)]
+    late: list[list[float]] = [[] for _ in range(n)]
+    complete = since
+    for status in (SUCCEEDED, FAILED, MISFIRED):
+        recs = [r for r in store.scan(status, limit=cap) if r.status == status and r.finished is not None]
+        if len(recs) == cap:
+            complete = max(complete, recs[-1].finished or 0.0)
+        for r in recs:
+            if since <= (r.finished or 0.0) <= now + 60:
+                i = min(n - 1, int(((r.finished or 0.0) - start) // 60))
+                buckets[i][status] += 1
+                if r.started is not None and status in RAN:
+                    late[i].append(r.started - r.eta)
+    for b, xs in zip(buckets, late):
+        stats = _lateness(xs)
+        b.update(lateness_p50=stats["p50"], lateness_p95=stats["p95"], lateness_max=stats["max"])
+        if complete > since and b["start"] < complete:    # partly before what was read: unknown
+            b.update({SUCCEEDED: None, FAILED: None, MISFIRED: None})
+    return {"now": now, "minutes": minutes, "bucket_seconds": 60, "sampled": complete > since,
+            "complete_since": complete, "buckets": buckets}

@@ -1,0 +1,192 @@
+"""How the file store talks to SQLite: sqlitedict's table, on a synchronous, fork-safe connection.
+
+How we use sqlitedict (see shared/NOTES-sqlitedict-and-wheels.md for the measurements):
+the table is a :class:`~sqlitedict.SqliteDict`, opened through sqlitedict, but its connection
+layer -- one background thread per dict, to which every call is queued -- is replaced by
+:class:`_Connection`, which runs each call synchronously in the caller's thread.  That thread
+is what makes sqlitedict slow and unsafe for a durable queue: a round trip costs ~65 us (10k
+commits/s at best against 41k for sqlite3), write errors surface at some later call,
+``commit()`` hangs forever when COMMIT raises (piskvorky/sqlitedict#108), and a dict opened
+before ``fork()`` hangs in the child.  We also pass ``journal_mode="WAL"`` on *every* open (a
+second opener without it downgrades the file or fails with "database is locked"), set
+``synchronous=NORMAL`` (sqlitedict hard-codes OFF; with WAL, NORMAL survives a process kill
+without an fsync per commit) and a real busy timeout (its ``timeout=`` does not set one).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import weakref
+from typing import Any, Iterable, Iterator, Optional, Sequence
+from urllib.parse import quote
+
+from sqlitedict import SqliteDict
+
+__all__ = ["TABLE", "SCHEMA", "CONNECTING", "SqlitedictFile", "ro_uri", "track", "abandon"]
+
+TABLE = "timewheel"
+#: the table sqlitedict reads (key, value) plus our columns, its index, and the counters
+SCHEMA = (
+    f'CREATE TABLE IF NOT EXISTS "{TABLE}" (key TEXT PRIMARY KEY, value BLOB, pos TEXT, name TEXT) '
+    "WITHOUT ROWID",
+    f'CREATE INDEX IF NOT EXISTS "{TABLE}_pos" ON "{TABLE}" (pos) WHERE pos IS NOT NULL',
+    f'CREATE TABLE IF NOT EXISTS "{TABLE}_counts" (state TEXT NOT NULL, name TEXT NOT NULL, '
+    "n INTEGER NOT NULL, PRIMARY KEY (state, name)) WITHOUT ROWID",
+    f'CREATE TABLE IF NOT EXISTS "{TABLE}_ticks" (tick INTEGER PRIMARY KEY, n INTEGER NOT NULL)',
+)
+
+
+def ro_uri(path: str) -> str:
+    """The URI of a read-only connection that creates nothing beside the file.
+
+    With no ``-wal`` file no process has the store open, and ``immutable=1`` reads it
+    without the ``-shm`` index or locks (so also in a directory we cannot write).  Otherwise
+    a writer may be live: ``mode=ro`` reads through its WAL like any reader.
+    """
+    uri = f"file:{quote(path, safe='/')}?mode=ro"
+    return uri if os.path.exists(path + "-wal") else uri + "&immutable=1"
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+# Every call into SQLite from this module holds its connection's lock (or CONNECTING while
+# opening), and fork() waits for all of them (see the at-fork handlers below): SQLite keeps
+# process-wide mutexes, and a child forked while another thread was inside SQLite inherits
+# them locked -- its first open then hangs forever.
+CONNECTING = threading.RLock()
+_connections: "weakref.WeakSet[_Connection]" = weakref.WeakSet()
+
+
+class _Connection:
+    """sqlitedict's connection interface (``SqliteMultithread``), run in the calling thread.
+
+    Autocommit mode: a statement outside an explicit BEGIN is its own durable transaction.
+    Thread-safe through one lock; the store's own lock spans multi-statement transactions.
+    """
+
+    def __init__(self, filename: str, journal_mode: str, busy_timeout: float, readonly: bool) -> None:
+        self.filename = filename
+        self.autocommit = True
+        self.journal_mode = journal_mode
+        self._lock = threading.RLock()
+        self._readonly = readonly
+        with CONNECTING:
+            self._connect(filename, journal_mode, busy_timeout, readonly)
+            _connections.add(self)
+
+    def _connect(self, filename: str, journal_mode: str, busy_timeout: float, readonly: bool) -> None:
+        if readonly:
+            # Never creates, converts or writes the file, nor its -wal and -shm (see _ro_uri).
+            self._con = sqlite3.connect(ro_uri(filename), uri=True, timeout=busy_timeout,
+                                        isolation_level=None, check_same_thread=False)
+        else:
+            self._con = sqlite3.connect(filename, timeout=busy_timeout, isolation_level=None,
+                                        check_same_thread=False)
+            self._con.execute(f"PRAGMA journal_mode = {journal_mode}")
+            self._con.execute("PRAGMA synchronous = NORMAL")
+            # sqlitedict's own CREATE TABLE IF NOT EXISTS then finds this one (see _SCHEMA).
+            self._con.execute(SCHEMA[0])
+
+    def execute(self, req: str, arg: Sequence[Any] = (), res: Any = None) -> None:
+        if self._readonly and req.startswith("CREATE TABLE IF NOT EXISTS"):
+            return
+        with self._lock:
+            cur = self._con.execute(req, arg or ())
+            if res is not None:
+                for row in cur:
+                    res.put(row)
+                res.put("--no more--")
+
+    def executemany(self, req: str, items: Iterable[Sequence[Any]]) -> int:
+        with self._lock:
+            return self._con.executemany(req, items).rowcount
+
+    def run(self, req: str, arg: Sequence[Any] = ()) -> int:
+        """Run a statement; the number of rows it changed."""
+        with self._lock:
+            return self._con.execute(req, arg).rowcount
+
+    def select(self, req: str, arg: Sequence[Any] = ()) -> Iterator[tuple]:
+        with self._lock:
+            return iter(self._con.execute(req, arg or ()).fetchall())
+
+    def select_one(self, req: str, arg: Sequence[Any] = ()) -> Optional[tuple]:
+        with self._lock:
+            return self._con.execute(req, arg or ()).fetchone()
+
+    def commit(self, blocking: bool = True) -> None:
+        with self._lock:
+            if self._con.in_transaction:
+                self._con.execute("COMMIT")
+
+    def close(self, force: bool = False) -> None:
+        with self._lock:
+            self._con.close()
+
+
+_open_stores: "weakref.WeakSet[Any]" = weakref.WeakSet()   # stores, whose locks fork resets
+_abandoned: list[Any] = []      # connections inherited through fork(): kept, never touched
+
+
+def track(store: Any) -> None:
+    """Reset ``store._lock`` in a forked child (a parent thread may have held it)."""
+    _open_stores.add(store)
+
+
+def abandon(db: Any) -> None:
+    """Keep a connection inherited through fork() referenced forever: never closed, never even
+    garbage-collected (closing may checkpoint the parent's file; its lock may be held by a
+    parent thread that does not exist here, and sqlitedict's __del__ would wait forever)."""
+    _abandoned.append(db)
+
+
+_held_for_fork: list[Any] = []
+
+
+def _before_fork() -> None:
+    CONNECTING.acquire()
+    for conn in sorted(_connections, key=id):
+        conn._lock.acquire()
+        _held_for_fork.append(conn._lock)
+
+
+def _after_fork_in_parent() -> None:
+    while _held_for_fork:
+        _held_for_fork.pop().release()
+    CONNECTING.release()
+
+
+def _after_fork_in_child() -> None:
+    _after_fork_in_parent()
+    # A lock held by another thread of the parent at fork() stays held forever in the child.
+    for store in list(_open_stores):
+        store._lock = threading.RLock()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
+
+
+class SqlitedictFile(SqliteDict):
+    """A SqliteDict whose connection is a :class:`_Connection`.
+
+    Read-only stores are opened with flag "c" on a read-only connection, whose CREATE TABLE
+    IF NOT EXISTS is skipped (the table was checked already): flag "r" would make sqlitedict
+    list the tables through a read-write connection that it never closes, and whose eventual
+    finalisation checkpoints a WAL left by a killed process -- a "read" that rewrites the file.
+    """
+
+    def __init__(self, path: str, readonly: bool, busy_timeout: float) -> None:
+        self._tw_readonly = readonly
+        self._tw_busy_timeout = busy_timeout
+        super().__init__(path, tablename=TABLE, flag="c", autocommit=True,
+                         journal_mode="WAL", encode=_identity, decode=_identity, outer_stack=False)
+
+    def _new_conn(self) -> Any:
+        return _Connection(self.filename, self.journal_mode, self._tw_busy_timeout, self._tw_readonly)
+
+

@@ -1,0 +1,832 @@
+"""The Redis store: the same wheel on a Redis server, shared by processes on many hosts.
+
+``TimeWheel("redis://host:6379/0")`` (also ``rediss://`` for TLS and ``unix:///path?db=0``)
+opens it; ``namespace=`` (default ``"timewheel"``) keeps apps sharing a database apart, and
+the query parameter ``lease=`` (seconds, default 10) sets how long a claim lasts without a
+renewal.  Requires Redis 7.0 or later (or a compatible server) and redis-py.
+
+Keys, all under the hash tag ``{ns}`` so that every script touches one cluster slot:
+
+===========================  ===================================================================
+``{ns}:meta``                hash: format, slots, tick, horizon, leader, advanced
+``{ns}:t:<id>``              hash per task: ``r`` the record (:func:`~timewheel.records.encode_record`)
+                             and the fields the scripts read and change: ``s`` status, ``v`` rev,
+                             ``n`` name, ``a`` attempts, ``k`` due tick (pending), ``o`` owner,
+                             ``st`` started, ``f`` finished, ``l`` lease.  These override the
+                             same fields of ``r`` (a claim changes them without unpickling).
+``{ns}:w:<slot>:<cycle>``    zset: the wheel's cell -- pending tasks of tick ``cycle*slots+slot``
+                             not yet ready, scored by eta (microseconds)
+``{ns}:ready``               zset: ready tasks by eta (us); claimed once due by the server's clock
+``{ns}:running``             zset: running tasks by lease deadline (us, the server's clock)
+``{ns}:x:<status>``          zset per finished status: by finish time (ms)
+``{ns}:xn``                  hash: id -> ``status|name`` of finished tasks, so that purge keeps the
+                             counters right when a finished task's hash has expired (result TTL)
+``{ns}:broken``              zset: records that cannot be decoded, set aside
+``{ns}:counts``              hash: ``status|name`` -> tasks
+``{ns}:ticks``, ``tickn``    zset of ticks holding pending tasks, hash tick -> how many;
+``{ns}:slotn``               hash slot -> occupied cells: the CLI's wheel view costs what it prints
+``{ns}:leader``              the ticking process's token (``SET NX PX``, renewed by its owner)
+``{ns}:alive:<token>``       a process's heartbeat (expires unless renewed)
+===========================  ===================================================================
+
+Every change of more than one key is one Lua script (:mod:`timewheel.store.redis_lua`).  The
+server's clock is the store's: scripts read ``TIME``, so a task is never claimed before its
+eta whatever the hosts' clocks say, and :meth:`RedisStore.now` is the local clock corrected by
+the offset to the server's, measured at open and every few seconds after.
+
+Never twice: a claim takes a lease (a deadline on the server's clock) which the owner renews
+while the task runs (:meth:`RedisLiveness.keepalive`); only an expired lease makes the task
+abandoned (:meth:`RedisStore.abandoned`), and an expired lease is never renewed, so the
+recovery and a late renewal cannot both win.  The record's ``rev`` fences the outcome: a
+process that lost its lease (paused, cut off) has its outcome refused.
+
+Faults: with the server unreachable every method raises :class:`StoreError` (refused
+connection) or :class:`StoreBusy` (no answer within ``timeout``) naming the server; the
+scripts are atomic, so nothing is half-written.  When the connection fails *after* a write was
+sent, the message says the write may or may not have been made.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import os
+import re
+import socket
+import threading
+import time
+import weakref
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from urllib.parse import parse_qsl, urlencode
+
+from ..errors import DuplicateTask, NotAStore, StoreBusy, StoreError, StoreMismatch
+from ..records import (
+    PENDING,
+    RUNNING,
+    STATUSES,
+    TERMINAL,
+    RecordDecodeError,
+    TaskRecord,
+    decode_record,
+    encode_record,
+    start_run,
+)
+from ..wheel import Wheel
+from . import redis_lua
+from .base import (
+    BROKEN,
+    Advanced,
+    Claimed,
+    Doorbell,
+    Liveness,
+    StoreState,
+    WheelStore,
+    check_existing,
+    check_listable,
+    eta_us,
+    finished_ms,
+    purge_statuses,
+)
+from .memory import _order
+from .sqlite import _broken
+
+try:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+except ImportError:  # pragma: no cover - the message is the point
+    redis = None
+
+__all__ = ["RedisStore", "RedisLiveness", "FORMAT", "DEFAULT_LEASE"]
+
+log = logging.getLogger("timewheel.store")
+
+FORMAT = "timewheel-redis/1"
+DEFAULT_LEASE = 10.0        #: seconds a claim lasts without renewal (URL: ``?lease=``)
+_RESYNC = 10.0              #: seconds between measurements of the offset to the server's clock
+_ADVANCE_PAGE = 5000        #: tasks one ADVANCE script moves: bounds how long it blocks the server
+_PAGE = 500                 #: entries read per round trip while scanning
+_OUR_PARAMS = ("lease",)
+
+
+def _split_url(url: str) -> tuple[str, dict[str, str]]:
+    """(the URL for redis-py, our own query parameters)."""
+    base, _, query = url.partition("?")      # (urlunsplit would turn unix:///p into unix:/p)
+    pairs = parse_qsl(query, keep_blank_values=True)
+    ours = {k: v for k, v in pairs if k in _OUR_PARAMS}
+    rest = urlencode([(k, v) for k, v in pairs if k not in _OUR_PARAMS])
+    return (base + "?" + rest if rest else base), ours
+
+
+def _public(url: str) -> str:
+    """The URL without its password, for messages and the CLI."""
+    url = re.sub(r"(://[^:@/]*:)[^@/]*@", r"\1***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _num(t: Optional[float]) -> str:
+    return "" if t is None else repr(float(t))
+
+
+def _opt_time(v: Optional[bytes]) -> Optional[float]:
+    if v is None:
+        return None
+    t = float(v)
+    if not math.isfinite(t):
+        raise ValueError(f"time {v!r}")
+    return t
+
+
+class _Keys:
+    """Names of a namespace's keys: ``{ns}:...``, one hash tag."""
+
+    def __init__(self, namespace: str) -> None:
+        self.prefix = p = "{" + namespace + "}:"
+        self.meta, self.counts = p + "meta", p + "counts"
+        self.ready, self.running = p + "ready", p + "running"
+        self.ticks, self.tickn, self.slotn = p + "ticks", p + "tickn", p + "slotn"
+        self.xn, self.broken, self.leader = p + "xn", p + "broken", p + "leader"
+
+    def task(self, task_id: str) -> str:
+        return self.prefix + "t:" + task_id
+
+    def cell(self, tick: int, slots: int) -> str:
+        return f"{self.prefix}w:{tick % slots}:{tick // slots}"
+
+    def finished(self, status: str) -> str:
+        return self.prefix + "x:" + status
+
+    def alive(self, token: str) -> str:
+        return self.prefix + "alive:" + token
+
+
+def _record(fields: dict) -> TaskRecord:
+    """A task hash -> its record: ``r`` decoded, with the fields the scripts change on top."""
+    if fields.get(b"s") == b"broken":
+        raise RecordDecodeError("record set aside as broken")
+    rec = decode_record(fields.get(b"r"))
+    try:
+        status = fields[b"s"].decode()
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r}")
+        owner = fields.get(b"o")
+        return rec._replace(
+            status=status, rev=int(fields[b"v"]), attempts=int(fields[b"a"]),
+            owner=None if owner is None else owner.decode(), started=_opt_time(fields.get(b"st")),
+            finished=_opt_time(fields.get(b"f")), lease=_opt_time(fields.get(b"l")))
+    except (KeyError, ValueError, UnicodeDecodeError) as exc:
+        raise RecordDecodeError(f"not a timewheel record (its fields: {exc})") from None
+
+
+class RedisLiveness(Liveness):
+    """Leases for a Redis store: a heartbeat key per process, a ticking role key with a TTL.
+
+    ``renew_every`` tells the boss how often to call :meth:`keepalive` while tasks run.
+    """
+
+    def __init__(self, store: "RedisStore") -> None:
+        self._store = store
+        self._pid = -1
+        self._token = ""
+        self._leading_until = 0.0       # monotonic: the role is ours at least until then
+        self.renew_every = store.lease / 3
+        #: the ticking role lapses this long after its holder's last renewal
+        self.role_ttl = max(0.5, 2 * store.wheel.tick)
+        #: a process's heartbeat lapses this long after its last sign of life
+        self.alive_ttl = max(store.lease, 3 * store.wheel.tick)
+        _ = self.token
+
+    @property
+    def token(self) -> str:
+        pid = os.getpid()
+        if pid != self._pid:      # a new process (fork): a new incarnation, nothing inherited
+            self._pid, self._leading_until = pid, 0.0
+            kind = "readonly" if self._store.readonly else os.urandom(6).hex()
+            self._token = f"{socket.gethostname()}:{pid}:{kind}"
+            if not self._store.readonly:
+                try:
+                    self._store._io(lambda c: c.set(self._store.keys.alive(self._token), "1",
+                                                    px=self._ms(self.alive_ttl)), write=True)
+                except StoreError as exc:   # the first try_lead() or claim() makes it
+                    log.debug("could not write the heartbeat of %s yet: %s", self._token, exc)
+        return self._token
+
+    @staticmethod
+    def _ms(seconds: float) -> int:
+        return max(1, round(seconds * 1000))
+
+    def try_lead(self) -> bool:
+        if self._store.readonly:
+            return False
+        now = time.monotonic()
+        if now < self._leading_until:
+            return True
+        token = self.token
+        got = self._store._script("lead", [token, self._ms(self.role_ttl), self._ms(self.alive_ttl)])
+        # Ours for role_ttl from the renewal; claim it for a third of that, measured from
+        # before the call, so that we stop saying "leader" well before the key can lapse.
+        self._leading_until = now + self.role_ttl / 3 if got == 1 else 0.0
+        return got == 1
+
+    def resign(self) -> None:
+        self._leading_until = 0.0
+        if not self._store.readonly:
+            self._store._script("resign", [self.token, "0"])
+
+    def leader(self) -> Optional[str]:
+        v = self._store._io(lambda c: c.get(self._store.keys.leader))
+        return None if v is None else _text(v)
+
+    def is_dead(self, token: str) -> bool:
+        return not self._store._io(lambda c: c.exists(self._store.keys.alive(token)))
+
+    def keepalive(self, running: Sequence[TaskRecord]) -> list[str]:
+        if self._store.readonly or not running:
+            return []
+        args: list[Any] = [self.token, round(self._store.lease * 1e6), self._ms(self.alive_ttl)]
+        for rec in running:
+            args += [rec.id, rec.rev]
+        return [_text(i) for i in self._store._script("renew", args)]
+
+    def close(self) -> None:
+        self._leading_until = 0.0
+        if self._store.readonly or self._pid != os.getpid():
+            return
+        try:
+            self._store._script("resign", [self._token, "1"])
+        except StoreError as exc:
+            log.debug("could not resign %s: %s", self._token, exc)
+
+
+class _PubSubBell(Doorbell):
+    """A doorbell that crosses hosts: a thread subscribed to the namespace's channel.
+
+    The scripts that make a task ready ahead of every other ready task publish on it; a
+    runner woken for nothing claims nothing and sleeps again.  After a reconnection it rings
+    itself, since whatever was published meanwhile was missed.
+    """
+
+    def __init__(self, store: "RedisStore") -> None:
+        super().__init__(store)
+        self._redis = store._client
+        self._channel = store.channel
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="timewheel-doorbell", daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        pause = 0.05
+        while not self._closed.is_set():
+            pubsub = None
+            try:
+                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self._channel)
+                self.poke()
+                pause = 0.05
+                while not self._closed.is_set():
+                    if pubsub.get_message(timeout=0.5) is not None:
+                        self.poke()
+            except Exception as exc:  # noqa: BLE001 - a closed pool fails in many ways
+                # The runner still looks at least once a tick: a missed ring makes it late by
+                # at most that, never lost.
+                log.debug("doorbell of %s: %s; resubscribing", self._channel, exc)
+                self._closed.wait(pause)
+                pause = min(pause * 2, 5.0)
+            finally:
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:  # noqa: BLE001 - a dead connection may fail to close
+                        pass
+
+    def close(self) -> None:
+        self._closed.set()
+        super().close()
+
+
+class RedisStore(WheelStore):
+    """A :class:`WheelStore` in a Redis database.  Thread-safe; one instance per process.
+
+    :param url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS) or
+        ``unix:///path/to/redis.sock?db=N``; ``?lease=SECONDS`` sets the claim lease.
+    :param wheel: the geometry to create the store with (``None``: read the stored one).
+        Opening a store created with another one raises :class:`StoreMismatch`.
+    :param namespace: the keys' prefix (hash tag): apps sharing a database use different ones.
+    :param timeout: seconds to wait for the server before :class:`StoreBusy`.
+    :param readonly: read only: no script runs, nothing is written (a read-only Redis user
+        is enough).
+    :param clock: the local clock; :meth:`now` adds the measured offset to the server's.
+    :param lease: seconds a claim lasts without renewal (default: the URL's, else 10).
+    :param result_ttl: seconds a finished task's hash lives (a Redis TTL); ``purge()``
+        removes its index entries.  ``None``: kept until purged.
+    """
+
+    def __init__(self, url: str, wheel: Optional[Wheel] = None, *, namespace: str = "timewheel",
+                 timeout: float = 10.0, readonly: bool = False,
+                 clock: Callable[[], float] = time.time, lease: Optional[float] = None,
+                 result_ttl: Optional[float] = None) -> None:
+        if redis is None:
+            raise StoreError("the Redis store needs redis-py: pip install 'timewheel[redis]'")
+        if (not isinstance(namespace, str) or not namespace or not namespace.isprintable()
+                or "{" in namespace or "}" in namespace or len(namespace) > 100):
+            raise ValueError(f"namespace must be 1 to 100 printable characters without braces, "
+                             f"got {namespace!r}")
+        target, ours = _split_url(url)
+        self.location = _public(url)
+        self.namespace = namespace
+        self.readonly = readonly
+        self.timeout = timeout
+        if lease is None:
+            lease = float(ours["lease"]) if "lease" in ours else DEFAULT_LEASE
+        self.lease = lease
+        if not (math.isfinite(self.lease) and 0.05 <= self.lease <= 86400):
+            raise ValueError(f"lease must be from 0.05 to 86400 seconds, got {self.lease!r}")
+        self.result_ttl = result_ttl
+        self.keys = _Keys(namespace)
+        self._clock = clock            # type: ignore[assignment]
+        self._offset = 0.0
+        self._sync_at = -math.inf
+        self._bells: "weakref.WeakSet[_PubSubBell]" = weakref.WeakSet()
+        try:
+            self._client = redis.Redis.from_url(
+                target, socket_timeout=timeout, socket_connect_timeout=timeout,
+                # No silent retries: a script whose reply was lost may have run, and running
+                # it again would claim twice or report a stored task as a duplicate.
+                retry=Retry(NoBackoff(), 0), retry_on_error=[])
+        except ValueError as exc:
+            raise StoreError(f"{self.location}: not a usable Redis URL ({exc})") from None
+        db = self._client.connection_pool.connection_kwargs.get("db", 0)
+        #: pub/sub channels are not per database: the channel names it
+        self.channel = f"{self.keys.prefix}bell:{db}"
+        self._scripts = {name: self._client.register_script(getattr(redis_lua, name.upper()))
+                         for name in ("init", "put", "claim", "advance", "renew", "purge", "lead",
+                                      "resign", "mark_broken")}
+        self._check_server()
+        self._sync()
+        self.wheel = self._set_up(wheel)
+        self.liveness = RedisLiveness(self)
+
+    # -- talking to the server --------------------------------------------------------------
+    def _io(self, call: Callable[[Any], Any], write: bool = False) -> Any:
+        """``call(client)``, with redis-py's errors turned into ours."""
+        try:
+            return call(self._client)
+        except redis.RedisError as exc:
+            raise self._translate(exc, write) from None
+
+    def _script(self, name: str, args: Sequence[Any]) -> Any:
+        if self.readonly:
+            raise StoreError(f"{self.location} is open read-only")
+        return self._io(lambda c: self._scripts[name](keys=[self.keys.meta], args=args, client=c),
+                        write=True)
+
+    def _translate(self, exc: Exception, write: bool) -> StoreError:
+        text = str(exc) or exc.__class__.__name__
+        where = f"the Redis server at {self.location}"
+        maybe = "; the change may or may not have been made" if write else ""
+        if isinstance(exc, redis.BusyLoadingError):
+            return StoreBusy(f"{where} is loading its data set ({text}); nothing was written")
+        if isinstance(exc, redis.AuthenticationError):
+            return StoreError(f"{where} refused the credentials ({text}); nothing was written")
+        if isinstance(exc, redis.TimeoutError):
+            return StoreBusy(f"{where} did not answer within {self.timeout:g}s ({text}){maybe}")
+        if isinstance(exc, redis.ConnectionError):
+            if "connecting to" in text or "Connection refused" in text:
+                return StoreError(f"cannot reach {where} ({text}); nothing was written")
+            return StoreError(f"lost the connection to {where} ({text}){maybe}")
+        if isinstance(exc, redis.exceptions.OutOfMemoryError) or text.startswith("OOM"):
+            return StoreError(f"{where} is out of memory (maxmemory) and refuses writes; nothing "
+                              "was written")
+        if isinstance(exc, redis.exceptions.ReadOnlyError):
+            return StoreError(f"{where} is a read-only replica; nothing was written")
+        if isinstance(exc, redis.exceptions.NoPermissionError):
+            return StoreError(f"{where}: the Redis user may not do this ({text}); nothing was written")
+        if text.startswith("BUSY"):
+            return StoreBusy(f"{where} is busy running a script ({text}); nothing was written")
+        return StoreError(f"{where}: {text}")
+
+    def _check_server(self) -> None:
+        """Refuse servers older than 7.0; warn about settings that can lose tasks."""
+        try:
+            info = self._client.info("server")
+        except redis.exceptions.NoPermissionError:      # a restricted user: trust the server
+            info = {"redis_version": "7"}
+        except redis.RedisError as exc:
+            raise self._translate(exc, False) from None
+        version = str(info.get("redis_version", "0"))
+        try:
+            major = int(version.split(".")[0])
+        except ValueError:
+            major = 0
+        if major < 7:
+            raise StoreError(f"the Redis server at {self.location} runs {version}; timewheel needs 7.0 "
+                             "or later")
+        if self.readonly:
+            return
+        try:
+            cfg = {}
+            for name in ("appendonly", "appendfsync", "maxmemory-policy"):
+                cfg.update({_text(k): _text(v) for k, v in self._client.config_get(name).items()})
+        except redis.RedisError as exc:       # managed servers often forbid CONFIG
+            log.debug("cannot read the configuration of %s: %s", self.location, exc)
+            return
+        if cfg.get("appendonly") != "yes":
+            log.warning("the Redis server at %s has appendonly %s: tasks added since its last "
+                        "snapshot are lost if it restarts (set appendonly yes; README, \"More than "
+                        "one host\")", self.location, cfg.get("appendonly"))
+        elif cfg.get("appendfsync") == "no":
+            log.warning("the Redis server at %s has appendfsync no: a crash of its host loses the "
+                        "writes the OS had not flushed (set appendfsync always or everysec)",
+                        self.location)
+        elif cfg.get("appendfsync") == "everysec":
+            log.info("the Redis server at %s has appendfsync everysec: a crash of its host can "
+                     "lose the last second of writes", self.location)
+        policy = cfg.get("maxmemory-policy")
+        if policy is not None and policy != "noeviction":
+            log.warning("the Redis server at %s has maxmemory-policy %s: at its memory limit it "
+                        "deletes keys, tasks included (set maxmemory-policy noeviction)",
+                        self.location, policy)
+
+    # -- the clock ----------------------------------------------------------------------------
+    def _sync(self) -> None:
+        """Measure the offset of the server's clock to ours (one TIME round trip)."""
+        before = self._clock()
+        sec, usec = self._io(lambda c: c.time())
+        after = self._clock()
+        self._offset = sec + usec / 1e6 - (before + after) / 2
+        self._sync_at = after
+
+    def now(self) -> float:
+        """The server's clock, as the local clock plus the measured offset."""
+        t = self._clock()
+        if not self._sync_at <= t < self._sync_at + _RESYNC:
+            try:
+                self._sync()
+                t = self._clock()
+            except StoreError:
+                self._sync_at = t - _RESYNC + 1.0    # keep the old offset; look again in 1 s
+        return t + self._offset
+
+    def _server_us(self) -> int:
+        sec, usec = self._io(lambda c: c.time())
+        return sec * 1_000_000 + usec
+
+    # -- set-up -------------------------------------------------------------------------------
+    def _set_up(self, wheel: Optional[Wheel]) -> Wheel:
+        if self.readonly:
+            fmt, slots, tick = self._io(lambda c: c.hmget(self.keys.meta, "format", "slots", "tick"))
+            if fmt is None:
+                raise NotAStore(f"no timewheel store in namespace {self.namespace!r} at {self.location}")
+        else:
+            new = wheel or Wheel()
+            fmt, slots, tick = self._script("init", [FORMAT, new.slots, repr(float(new.tick)),
+                                                     new.current_tick(self.now())])
+        if _text(fmt) != FORMAT:
+            raise NotAStore(f"namespace {self.namespace!r} at {self.location} holds store format "
+                            f"{_text(fmt)!r}; this timewheel reads {FORMAT!r}")
+        try:
+            stored = Wheel(slots=int(slots), tick=float(tick))
+        except (TypeError, ValueError) as exc:
+            raise NotAStore(f"namespace {self.namespace!r} at {self.location}: its wheel geometry "
+                            f"is damaged ({exc})") from None
+        if wheel is not None and wheel != stored:
+            raise StoreMismatch(
+                f"namespace {self.namespace!r} at {self.location} was created with slots={stored.slots}, "
+                f"tick={stored.tick}; cannot open it with slots={wheel.slots}, tick={wheel.tick}")
+        return stored
+
+    def close(self) -> None:
+        liveness = self.__dict__.get("liveness")
+        if liveness is not None:
+            liveness.close()
+        try:
+            self._client.close()
+        except Exception:  # noqa: BLE001 - closing must not raise; nothing is pending
+            log.debug("closing %s failed", self.location, exc_info=True)
+
+    # -- writing records ----------------------------------------------------------------------
+    def _item(self, rec: TaskRecord, expect: Optional[int]) -> list[Any]:
+        """PUT's 13 values for storing ``rec`` if the stored rev is ``expect`` (None: absent)."""
+        tick: Any = ""
+        if rec.status == PENDING:
+            tick = self.wheel.due_tick(rec.eta)
+            score = eta_us(rec.eta)
+        elif rec.status == RUNNING:
+            score = round((rec.lease if rec.lease is not None else self.now() + self.lease) * 1e6)
+        else:
+            score = finished_ms(rec.finished)
+        return [rec.id, "" if expect is None else expect, rec.status, rec.name, tick, score, rec.rev,
+                rec.attempts, rec.owner or "", _num(rec.started), _num(rec.finished), _num(rec.lease),
+                encode_record(rec)]
+
+    def _put(self, mode: str, items: list[list[Any]]) -> list[int]:
+        ttl = 0 if self.result_ttl is None else max(1000, round(self.result_ttl * 1000))
+        args: list[Any] = [mode, ttl, self.channel]
+        for item in items:
+            args += item
+        return [int(x) for x in self._script("put", args)]
+
+    def add(self, records: Sequence[TaskRecord], *, existing: str = "fail") -> list[TaskRecord]:
+        check_existing(existing)
+        if not records:
+            return []
+        if existing == "fail":
+            seen: set[str] = set()
+            for rec in records:
+                if rec.id in seen:
+                    raise DuplicateTask(f"task id {rec.id!r} is given twice; nothing was added")
+                seen.add(rec.id)
+            res = self._put("all", [self._item(r, None) for r in records])
+            if res[0] == 0:
+                raise DuplicateTask(f"task id {records[res[1] - 1].id!r} already exists; nothing was added")
+            return list(records)
+        while True:     # plan on what is stored; if it changed meanwhile, plan again
+            out, plan, expect = self._plan(records, existing)
+            if not plan:
+                return out
+            res = self._put("all", [self._item(r, expect[r.id]) for r in plan.values()])
+            if res[0] == 1:
+                return out
+
+    def _plan(self, records: Sequence[TaskRecord], existing: str
+              ) -> tuple[list[TaskRecord], dict[str, TaskRecord], dict[str, Optional[int]]]:
+        """What add(existing=keep|reuse|replace) returns, what it writes, and the revs it
+        expects to find (None: no such task)."""
+        ids = list(dict.fromkeys(r.id for r in records))
+        stored: dict[str, tuple[Optional[TaskRecord], int]] = {}
+        for task_id, fields in zip(ids, self._hashes(ids)):
+            if fields:
+                try:
+                    stored[task_id] = (_record(fields), int(fields.get(b"v", b"0")))
+                except (RecordDecodeError, ValueError):
+                    stored[task_id] = (None, int(fields[b"v"]) if fields.get(b"v", b"").isdigit() else 0)
+        out: list[TaskRecord] = []
+        plan: dict[str, TaskRecord] = {}
+        for rec in records:
+            if rec.id in plan:
+                old, rev = plan[rec.id], plan[rec.id].rev
+            elif rec.id in stored:
+                old, rev = stored[rec.id]
+            else:
+                plan[rec.id] = rec
+                out.append(rec)
+                continue
+            if existing == "replace" and old is not None and old.status == RUNNING:
+                raise DuplicateTask(f"task {rec.id!r} is running and cannot be replaced; nothing was added")
+            finished = old is None or old.status in TERMINAL
+            if old is not None and (existing == "keep" or (existing == "reuse" and not finished)):
+                out.append(old)
+                continue
+            # A replacement continues the old record's rev, so stale fences stay stale.
+            plan[rec.id] = new = rec._replace(rev=rev + 1)
+            out.append(new)
+        return out, plan, {i: stored[i][1] if i in stored else None for i in plan}
+
+    def get(self, task_id: str) -> Optional[TaskRecord]:
+        fields = self._io(lambda c: c.hgetall(self.keys.task(task_id)))
+        return _record(fields) if fields else None
+
+    def _hashes(self, ids: Sequence[str]) -> list[dict]:
+        """The task hashes of ``ids`` (empty where none), in one round trip per page."""
+        out: list[dict] = []
+        for i in range(0, len(ids), _PAGE):
+            def fetch(c: Any, part: Sequence[str] = ids[i:i + _PAGE]) -> list:
+                pipe = c.pipeline(transaction=False)
+                for task_id in part:
+                    pipe.hgetall(self.keys.task(task_id))
+                return pipe.execute()
+            out += self._io(fetch)
+        return out
+
+    def swap(self, changes: Sequence[tuple[TaskRecord, TaskRecord]]) -> list[Optional[TaskRecord]]:
+        if not changes:
+            return []
+        planned = [new._replace(rev=old.rev + 1) if new.id == old.id else None
+                   for old, new in changes]
+        items = [self._item(p, old.rev) for (old, _), p in zip(changes, planned) if p is not None]
+        done = iter(self._put("each", items) if items else [])
+        return [p if p is not None and next(done) == 1 else None for p in planned]
+
+    # -- workers ------------------------------------------------------------------------------
+    def claim(self, owner: str, now: float, limit: int, queued: int = 0) -> Claimed:
+        own = "1" if owner == self.liveness.token else "0"
+        limit, queued = max(0, limit), max(0, queued)
+        res = self._script("claim", [owner, limit + queued, round(self.lease * 1e6), own,
+                                     RedisLiveness._ms(self.liveness.alive_ttl), limit])
+        started, lease, head = float(res[0]), float(res[1]), _text(res[2])
+        taken = []
+        for task_id, blob in zip(res[3::2], res[4::2]):
+            try:
+                old = decode_record(blob)
+            except RecordDecodeError as exc:
+                # Never dropped, never retried in a loop: set aside, kept, reported.
+                log.error("task %s: %s; left in the store as broken", _text(task_id), exc)
+                self._script("mark_broken", [task_id])
+                continue
+            taken.append(start_run(old, owner, started, lease, queued=len(taken) >= limit)
+                         ._replace(rev=old.rev + 1))
+        return Claimed(taken, int(head) / 1e6 if head else None)
+
+    # -- the ticking process ------------------------------------------------------------------
+    def advance(self, through: int, limit: int, leader: str) -> Advanced:
+        horizon, moved, complete = self._script(
+            "advance", [through, max(0, min(limit, _ADVANCE_PAGE)), leader, self.channel])
+        return Advanced(int(horizon), int(moved), bool(complete))
+
+    def abandoned(self, now: float, limit: int = 1000) -> list[TaskRecord]:
+        bound = self._server_us()
+        ids = [_text(i) for i in self._io(lambda c: c.zrangebyscore(
+            self.keys.running, "-inf", bound, start=0, num=limit))]
+        return [r for r in self._decoded(ids) if r.status == RUNNING]
+
+    def purge(self, finished_before: float, statuses: Optional[Iterable[str]] = None,
+              limit: int = 1000) -> int:
+        wanted = purge_statuses(statuses)
+        # (at most 4000 per call: one script must not block the server for long)
+        return int(self._script("purge", [finished_ms(finished_before), max(0, min(limit, 4000)),
+                                          *wanted]))
+
+    def _decoded(self, ids: Sequence[str]) -> list[TaskRecord]:
+        """The records of ``ids`` that are stored and decodable; broken ones are set aside
+        (when writable) and skipped."""
+        out = []
+        for task_id, fields in zip(ids, self._hashes(ids)):
+            if not fields:
+                continue
+            try:
+                out.append(_record(fields))
+            except RecordDecodeError as exc:
+                if fields.get(b"s") != b"broken" and not self.readonly:
+                    log.error("task %s: %s; left in the store as broken", task_id, exc)
+                    self._script("mark_broken", [task_id])
+        return out
+
+    # -- observers ----------------------------------------------------------------------------
+    def state(self) -> StoreState:
+        horizon, leader, advanced = self._io(
+            lambda c: c.hmget(self.keys.meta, "horizon", "leader", "advanced"))
+        try:
+            return StoreState(int(horizon), None if leader is None else _text(leader),
+                              None if advanced is None else float(advanced))
+        except (TypeError, ValueError):
+            raise StoreError(f"namespace {self.namespace!r} at {self.location}: its bookkeeping is "
+                             f"damaged (horizon {horizon!r})") from None
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        out = {}
+        for field, n in self._io(lambda c: c.hgetall(self.keys.counts)).items():
+            status, _, name = _text(field).partition("|")
+            if int(n) > 0:
+                out[(status, name)] = int(n)
+        return out
+
+    def ticks(self, start: Optional[int] = None, stop: Optional[int] = None, *,
+              limit: Optional[int] = None) -> list[tuple[int, int]]:
+        lo = "-inf" if start is None else start
+        hi = "+inf" if stop is None else f"({stop}"
+        if limit is not None and limit <= 0:
+            return []
+
+        def read(c: Any) -> tuple[list, list]:
+            ticks = c.zrangebyscore(self.keys.ticks, lo, hi, start=None if limit is None else 0, num=limit)
+            return ticks, (c.hmget(self.keys.tickn, ticks) if ticks else [])
+        ticks, ns = self._io(read)
+        return [(int(t), int(n)) for t, n in zip(ticks, ns) if n is not None and int(n) > 0]
+
+    def wheel_stats(self) -> tuple[int, int]:
+        def read(c: Any) -> list:
+            pipe = c.pipeline(transaction=False)
+            pipe.zcard(self.keys.ticks)
+            pipe.hlen(self.keys.slotn)
+            return pipe.execute()
+        cells, slots = self._io(read)
+        return int(cells), int(slots)
+
+    def scan(self, status: str, *, name: Optional[str] = None, id_prefix: Optional[str] = None,
+             after: Optional[TaskRecord] = None, limit: Optional[int] = None) -> list[TaskRecord]:
+        check_listable(status)
+        if limit is not None and limit <= 0:
+            return []
+        if id_prefix:
+            return self._by_prefix(status, name, id_prefix, after, limit)
+        if status == BROKEN:
+            ids = [_text(i) for i in self._io(lambda c: c.zrange(self.keys.broken, 0, -1))]
+            out = []
+            for task_id, fields in zip(ids, self._hashes(ids)):
+                rname = _text(fields.get(b"n", b"?"))
+                if fields and (name is None or rname == name) and (after is None or task_id > after.id):
+                    out.append(_broken("t:" + task_id, fields.get(b"r"), rname))
+            return out[:limit]
+        if status == RUNNING:
+            ids = [_text(i) for i in self._io(lambda c: c.zrange(self.keys.running, 0, -1))]
+            return self._page(self._decoded(ids), status, name, after, limit)
+        if status == PENDING:
+            mark = None if after is None else (eta_us(after.eta), after.id)
+            entries = heapq.merge(self._walk(self.keys.ready, mark), self._wheel_entries(mark),
+                                  key=lambda e: (e[1], e[0]))
+        else:
+            mark = None if after is None else (finished_ms(after.finished), after.id)
+            entries = self._walk(self.keys.finished(status), mark, reverse=True)
+        return self._collect(entries, status, name, limit)
+
+    def _collect(self, entries: Iterator[tuple[str, float]], status: str, name: Optional[str],
+                 limit: Optional[int]) -> list[TaskRecord]:
+        """Records of index ``entries`` (in order), of ``status`` and ``name``, up to ``limit``."""
+        out: list[TaskRecord] = []
+        while limit is None or len(out) < limit:
+            ids = [e[0] for _, e in zip(range(_PAGE), entries)]
+            if not ids:
+                break
+            out += [r for r in self._decoded(ids)
+                    if r.status == status and (name is None or r.name == name)]
+        return out[:limit]
+
+    def _walk(self, key: str, mark: Optional[tuple[float, str]], reverse: bool = False
+              ) -> Iterator[tuple[str, float]]:
+        """(member, score) of zset ``key`` after ``mark`` = (score, member), in (score,
+        member) order (descending with ``reverse``), a page per round trip."""
+        while True:
+            edge = ("+inf" if reverse else "-inf") if mark is None else mark[0]
+            skip = 0
+            while True:
+                rows = self._zpage(key, edge, skip, reverse)
+                fresh = [(m, s) for m, s in rows if mark is None
+                         or ((s, m) < mark if reverse else (s, m) > mark)]
+                if fresh or len(rows) < _PAGE:
+                    break
+                skip += len(rows)        # a page of ties at the mark's score: look further on
+            yield from fresh
+            if len(rows) < _PAGE:
+                return
+            mark = (rows[-1][1], rows[-1][0])
+
+    def _zpage(self, key: str, edge: Any, skip: int, reverse: bool) -> list[tuple[str, float]]:
+        """A page of zset ``key`` from score ``edge`` on (down with ``reverse``), ``skip`` in."""
+        def read(c: Any) -> list:
+            if reverse:
+                return c.zrevrangebyscore(key, edge, "-inf", start=skip, num=_PAGE, withscores=True)
+            return c.zrangebyscore(key, edge, "+inf", start=skip, num=_PAGE, withscores=True)
+        return [(_text(m), s) for m, s in self._io(read)]
+
+    def _wheel_entries(self, mark: Optional[tuple[float, str]]) -> Iterator[tuple[str, float]]:
+        """(id, eta us) of the pending tasks in the wheel's cells, in due order."""
+        first = self.state().horizon + 1
+        if mark is not None:
+            first = max(first, self.wheel.due_tick(mark[0] / 1e6))
+        # ticks are scored by themselves: start just below ``first``
+        for tick, _ in self._walk(self.keys.ticks, (first - 0.5, "")):
+            yield from self._walk(self.keys.cell(int(tick), self.wheel.slots), mark)
+
+    def _by_prefix(self, status: str, name: Optional[str], prefix: str, after: Optional[TaskRecord],
+                   limit: Optional[int]) -> list[TaskRecord]:
+        """Tasks whose id starts with ``prefix``: a SCAN of the keyspace (reads it all)."""
+        cut = len(self.keys.task(""))
+        match = _glob_escape(self.keys.task("")) + _glob_escape(prefix) + "*"
+        ids = self._io(lambda c: [_text(k)[cut:] for k in c.scan_iter(match=match, count=1000)])
+        if status == BROKEN:
+            return [r for r in self.scan(BROKEN, name=name, after=after) if r.id.startswith(prefix)][:limit]
+        return self._page(self._decoded(ids), status, name, after, limit)
+
+    @staticmethod
+    def _page(recs: list[TaskRecord], status: str, name: Optional[str], after: Optional[TaskRecord],
+              limit: Optional[int]) -> list[TaskRecord]:
+        key = _order(status)
+        recs = sorted((r for r in recs if r.status == status and (name is None or r.name == name)), key=key)
+        if after is not None:
+            recs = [r for r in recs if key(r) > key(after)]
+        return recs[:limit]
+
+    # -- the doorbell -------------------------------------------------------------------------
+    def doorbell(self) -> Doorbell:
+        if self.readonly:
+            return Doorbell()
+        bell = _PubSubBell(self)
+        self._bells.add(bell)
+        return bell
+
+    def ring(self) -> None:
+        """Wake every runner of this namespace, on any host (this one's at least)."""
+        try:
+            self._io(lambda c: c.publish(self.channel, "!"))
+        except StoreError:
+            for bell in list(self._bells):
+                bell.poke()
+
+    # -- for the CLI --------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        """Server and namespace facts, for ``timewheel inspect``."""
+        server = self._io(lambda c: c.info("server"))
+        memory = self._io(lambda c: c.info("memory"))
+        return {"url": self.location, "namespace": self.namespace,
+                "redis_version": server.get("redis_version"),
+                "used_memory_bytes": memory.get("used_memory"), "lease": self.lease,
+                "slots": self.wheel.slots, "tick": self.wheel.tick}
