@@ -38,7 +38,7 @@ from timewheel.errors import NotAStore
 from timewheel.records import MAX_ETA, PENDING
 from timewheel.store import SqliteDictStore
 
-from .conftest import examples, tally
+from .conftest import examples, records_of, tally
 
 pytestmark = pytest.mark.properties
 
@@ -126,15 +126,9 @@ def refused(exc: BaseException, *words: str) -> None:
 
 # -- the wheels under test, and what is in their store ----------------------------------------
 
-def make_wheel(backend: str, tmp_path: Any, **options: Any) -> TimeWheel:
-    path = None if backend == "memory" else str(tmp_path / "api.db")
-    return TimeWheel(path, clock=lambda: NOW, **options)
-
-
 def snapshot(hu: TimeWheel) -> Any:
     """Everything the store holds: the raw rows of a file, the records of a memory store."""
     if hu.path is None:
-        from .conftest import records_of
         return sorted(records_of(hu.store), key=lambda r: r.id), hu.store.counts()
     con = sqlite3.connect(f"file:{hu.path}?mode=ro", uri=True)
     try:
@@ -146,7 +140,7 @@ def snapshot(hu: TimeWheel) -> Any:
 
 @pytest.fixture(params=API_BACKENDS)
 def wheel(request, tmp_path) -> Iterator[TimeWheel]:
-    hu = make_wheel(request.param, tmp_path)
+    hu = TimeWheel(None if request.param == "memory" else str(tmp_path / "api.db"), clock=lambda: NOW)
 
     @hu.task(name="f")
     def f(a: Any = None, b: Any = None) -> Any:
@@ -462,6 +456,14 @@ def test_timewheel_options_any_value(tmp_path) -> None:
         assert os.listdir(tmp_path) == []      # the store opens lazily: nothing was created
 
     prop()
+
+
+def test_stop_on_a_wheel_whose_store_never_opened(tmp_path) -> None:
+    """Issue 12 item 12: stop() raised when the store had never been opened."""
+    hu = TimeWheel(str(tmp_path / "never.db"))
+    assert hu.stop() == (0, 0, 0) and hu.stop(wait=False, timeout=0) == (0, 0, 0)
+    hu.close()
+    assert os.listdir(tmp_path) == []
 
 
 def test_store_geometry_round_trips(tmp_path) -> None:

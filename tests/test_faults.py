@@ -35,8 +35,6 @@ from timewheel.store import MemoryStore
 
 from .conftest import ROOT, check_file_store, tally, wait_for
 
-pytestmark = pytest.mark.properties
-
 
 class Disk:
     """A small real file system (tmpfs) that the test can fill up and free again."""
