@@ -47,10 +47,12 @@ class Project:
     def log(self, name: str) -> str:
         return (self.tmp / f"{name}.log").read_text()
 
-    def runserver(self, probe: str = "/tasks/none/") -> tuple[subprocess.Popen, str]:
-        """``manage.py runserver`` on a free port; returns once ``probe`` answers (a 404 will do)."""
+    def runserver(self, probe: str = "/tasks/none/", insecure: bool = False) -> tuple[subprocess.Popen, str]:
+        """``manage.py runserver`` on a free port; returns once ``probe`` answers (a 404 will do).
+        ``insecure``: serve static files although DEBUG is off (the staticfiles app's option)."""
         port = free_port()
-        p = self.spawn("web", "runserver", f"127.0.0.1:{port}", "--noreload")
+        p = self.spawn("web", "runserver", f"127.0.0.1:{port}", "--noreload",
+                       *(["--insecure"] if insecure else []))
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: p.poll() is not None or _answers(base + probe), timeout=30,
                  what="runserver to answer")

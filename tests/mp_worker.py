@@ -43,11 +43,14 @@ def append_line(path: str, line: str) -> None:
 
 
 def read_lines(path: str) -> list[list[str]]:
+    """The complete lines of ``path``, split: a line still being written (no newline yet) is
+    left for the next read -- a reader can see an append half done."""
     try:
         with open(path, encoding="utf-8") as fh:
-            return [ln.split() for ln in fh.read().splitlines() if ln.strip()]
+            text = fh.read()
     except FileNotFoundError:
         return []
+    return [ln.split() for ln in text.split("\n")[:-1] if ln.strip()]
 
 
 # -- the task every test process registers -----------------------------------------------------

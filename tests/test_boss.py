@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from timewheel.boss import Boss
-from timewheel.records import MISFIRED, PENDING, RUNNING, SUCCEEDED, Outcome, TaskRecord
+from timewheel.records import MISFIRED, RUNNING, SUCCEEDED, Outcome, TaskRecord
 from timewheel.store import MemoryStore, SqliteDictStore
 from timewheel.wheel import Wheel
 

@@ -118,7 +118,8 @@ def test_every_command_has_help_with_an_example_and_the_formats_are_listed_once(
         assert ok(name, "--help").output == text
         assert command.help and command.help.strip().splitlines()[0], name
         assert "Example:" in text and f"timewheel {name} " in text, name
-        assert "--json" in text, name
+        if name != "web":                # a server: it prints no data to format
+            assert "--json" in text, name
         assert "unsafehtml" not in text and "latex_booktabs" not in text, name
     assert "--fmt" not in ok("run", "-h").output and "--table" not in ok("run", "-h").output
     assert re.match(r"timewheel \d+\.\d+", ok("--version").output)
@@ -193,7 +194,7 @@ def test_tasks_lists_and_filters(store: Path) -> None:
     assert as_json("tasks", str(store), "--status", "running")["tasks"][0]["owner"] == DEAD_OWNER
     named = as_json("tasks", str(store), "--name", "reports.build", "--status", "pending")["tasks"]
     assert [t["id"] for t in named] == ["p-evil", "p-far"]
-    assert [t["id"] for t in as_json("tasks", str(store), "--id", "p-")["tasks"]][:1] == ["p-soon"]
+    assert [t["id"] for t in as_json("tasks", str(store), "--id", "p-")["tasks"]][:1] == ["p-evil"]  # id order
     page = as_json("tasks", str(store), "--limit", "2")
     assert len(page["tasks"]) == 2 and page["next_after"] == "p-evil"
     assert "--after p-evil shows the next page" in ok("tasks", str(store), "--limit", "2").stdout

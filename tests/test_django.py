@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -16,17 +18,39 @@ import pytest
 from .conftest import ROOT, wait_for
 from .django_procs import Project, get, post, scrape
 from .redis_server import free_port
+from .test_web_browser import browser, page  # noqa: F401 - the web view's browser fixtures
 
 PROJECT = os.path.join(ROOT, "tests", "django_project")
 
-@pytest.fixture
-def project(tmp_path):
-    p = Project(PROJECT, tmp_path)
-    done = p.manage("migrate", "--noinput", "-v", "0")
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory) -> str:
+    """An app database ``manage.py migrate`` made, once for the module (each test copies it)."""
+    tmp = tmp_path_factory.mktemp("migrated")
+    done = Project(PROJECT, tmp).manage("migrate", "--noinput", "-v", "0")
     assert done.returncode == 0, done.stderr
-    assert not (tmp_path / "tasks.db").exists()       # nothing opened the store at start-up
-    yield p
-    p.close()
+    assert not (tmp / "tasks.db").exists()           # nothing opened the store at start-up
+    return str(tmp / "app.sqlite3")
+
+
+@pytest.fixture
+def make_project(tmp_path, migrated):
+    """Projects with a migrated app database of their own, closed after the test."""
+    made: list[Project] = []
+
+    def make(**env: str) -> Project:
+        p = Project(PROJECT, tmp_path, **env)
+        shutil.copyfile(migrated, p.app_db)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        p.close()
+
+
+@pytest.fixture
+def project(make_project) -> Project:
+    return make_project()
 
 
 def open_files(pid: int, path: str) -> list[str]:
@@ -81,10 +105,9 @@ def test_timewheel_run_runs_a_task_scheduled_by_a_view_and_drains_on_sigterm(pro
     web.wait(timeout=10)
 
 
-def test_run_in_web_starts_the_wheel_in_the_web_process_at_its_first_request(tmp_path) -> None:
-    project = Project(PROJECT, tmp_path, TIMEWHEEL_RUN_IN_WEB="1")
+def test_run_in_web_starts_the_wheel_in_the_web_process_at_its_first_request(make_project) -> None:
+    project = make_project(TIMEWHEEL_RUN_IN_WEB="1")
     try:
-        assert project.manage("migrate", "--noinput", "-v", "0").returncode == 0
         web, base = project.runserver()
         signup = post(base + "/signup/", email="grace@example.com")
         done = wait_status(base, signup["task_id"], "succeeded")
@@ -97,10 +120,9 @@ def test_run_in_web_starts_the_wheel_in_the_web_process_at_its_first_request(tmp
 
 
 @pytest.mark.parametrize("preload", [False, True])
-def test_run_in_web_under_gunicorn_starts_each_worker_after_the_fork(tmp_path, preload) -> None:
-    project = Project(PROJECT, tmp_path, TIMEWHEEL_RUN_IN_WEB="1")
+def test_run_in_web_under_gunicorn_starts_each_worker_after_the_fork(make_project, preload) -> None:
+    project = make_project(TIMEWHEEL_RUN_IN_WEB="1")
     try:
-        assert project.manage("migrate", "--noinput", "-v", "0").returncode == 0
         master, base = project.gunicorn(*(["--preload"] if preload else []))
         signups = [post(base + "/signup/", email=f"u{i}@example.com") for i in range(6)]
         pids = {wait_status(base, s["task_id"], "succeeded")["result"]["pid"] for s in signups}
@@ -116,12 +138,11 @@ def test_run_in_web_under_gunicorn_starts_each_worker_after_the_fork(tmp_path, p
         project.close()
 
 
-def test_run_in_web_with_a_broken_store_logs_and_keeps_serving(tmp_path) -> None:
+def test_run_in_web_with_a_broken_store_logs_and_keeps_serving(tmp_path, make_project) -> None:
     broken = tmp_path / "not-a-store.db"
     broken.write_bytes(b"not a database" * 100)
-    project = Project(PROJECT, tmp_path, TIMEWHEEL_RUN_IN_WEB="1", TIMEWHEEL_DB=str(broken))
+    project = make_project(TIMEWHEEL_RUN_IN_WEB="1", TIMEWHEEL_DB=str(broken))
     try:
-        assert project.manage("migrate", "--noinput", "-v", "0").returncode == 0
         web, base = project.runserver(probe="/customers/1/")
         for _ in range(3):                      # 404: the page works; the wheel did not start
             with pytest.raises(urllib.error.HTTPError) as info:
@@ -170,3 +191,120 @@ def test_timewheel_run_on_a_file_that_is_not_a_store_fails_in_one_line(tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.startswith(f"CommandError: {broken}: ") and done.stderr.count("\n") == 1
     assert broken.read_bytes() == b"not a database" * 100
+
+
+class Browser:
+    """An HTTP client with cookies, that does not follow redirects (to see them)."""
+
+    def __init__(self, base: str) -> None:
+        import http.cookiejar
+        self.base = base
+        self.jar = http.cookiejar.CookieJar()
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args, **kwargs):
+                return None
+
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), NoRedirect)
+
+    def cookie(self, name: str) -> str:
+        return next(c.value for c in self.jar if c.name == name)
+
+    def request(self, path: str, form: "dict | None" = None, headers: "dict | None" = None):
+        data = None if form is None else urllib.parse.urlencode(form).encode()
+        req = urllib.request.Request(self.base + path, data=data, headers=headers or {})
+        try:
+            with self.opener.open(req, timeout=10) as r:
+                return r.status, dict(r.headers), r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read().decode()
+
+    def login(self, user: str) -> None:
+        self.request("/admin/login/")
+        status, headers, _ = self.request("/admin/login/", {
+            "username": user, "password": "pw-" + user, "csrfmiddlewaretoken": self.cookie("csrftoken"),
+            "next": "/admin/"})
+        assert status == 302 and headers["Location"] == "/admin/", (status, headers)
+
+
+def test_the_web_view_is_mounted_for_staff_only_and_actions_for_superusers(project) -> None:
+    made = project.manage("shell", "-c", "\n".join([
+        "from django.contrib.auth.models import User",
+        "User.objects.create_user('plain', password='pw-plain')",
+        "User.objects.create_user('staff', password='pw-staff', is_staff=True)",
+        "User.objects.create_superuser('root', password='pw-root')",
+        "from shop.tasks import slow",
+        "h = slow.schedule((0,), task_id='to-retry', count_down=3600)",
+        "assert h.cancel()",
+        "slow.schedule((0,), task_id='grüße:1', count_down=3600)",
+        "from django.test import Client",                # a signed-in user who is not staff
+        "for name in ('plain', 'staff'):",
+        "    c = Client(); c.force_login(User.objects.get(username=name))",
+        "    print('SESSION', name, c.cookies['sessionid'].value)",
+    ]))
+    assert made.returncode == 0, made.stderr
+    sessions = {line.split()[1]: line.split()[2] for line in made.stdout.splitlines()
+                if line.startswith("SESSION ")}
+    web, base = project.runserver()
+    anonymous = Browser(base)
+    status, headers, _ = anonymous.request("/ops/timewheel/")
+    assert status == 302 and headers["Location"] == "/admin/login/?next=/ops/timewheel/"
+    assert anonymous.request("/ops/timewheel/api/stats")[0] == 403
+
+    as_plain = {"Cookie": f"sessionid={sessions['plain']}"}          # signed in, not staff
+    status, headers, _ = anonymous.request("/ops/timewheel/tasks", headers=as_plain)
+    assert status == 302 and headers["Location"] == "/admin/login/?next=/ops/timewheel/tasks"
+    assert anonymous.request("/ops/timewheel/api/tasks", headers=as_plain)[0] == 403
+    as_staff = {"Cookie": f"sessionid={sessions['staff']}"}          # the same way in, as staff
+    assert anonymous.request("/ops/timewheel/api/tasks", headers=as_staff)[0] == 200
+
+    staff = Browser(base)
+    staff.login("staff")
+    status, headers, html = staff.request("/ops/timewheel/")
+    assert status == 200 and "text/html" in headers["Content-Type"]
+    assert 'href="/ops/timewheel/static/app.css"' in html           # links under the mount
+    status, headers, css = staff.request("/ops/timewheel/static/app.css")
+    assert status == 200 and "text/css" in headers["Content-Type"] and css
+    status, _, body = staff.request("/ops/timewheel/api/tasks/to-retry")
+    assert status == 200 and json.loads(body)["status"] == "cancelled"
+    status, _, body = staff.request("/ops/timewheel/api/tasks/" + urllib.parse.quote("grüße:1"))
+    assert status == 200 and json.loads(body)["id"] == "grüße:1"           # a non-ASCII id
+    token = {"X-CSRF-Token": staff.cookie("timewheel_csrf")}
+    status, _, _ = staff.request("/ops/timewheel/api/tasks/to-retry/retry", {}, token)
+    assert status == 403                                # staff may look, not change
+
+    root = Browser(base)
+    root.login("root")
+    root.request("/ops/timewheel/")
+    assert root.request("/ops/timewheel/api/tasks/to-retry/retry", {})[0] == 403     # no CSRF token
+    status, _, body = root.request("/ops/timewheel/api/tasks/to-retry/retry", {},
+                                   {"X-CSRF-Token": root.cookie("timewheel_csrf")})
+    assert status == 200, body
+    assert json.loads(staff.request("/ops/timewheel/api/tasks/to-retry")[2])["status"] == "pending"
+    assert "Traceback" not in project.log("web")
+
+
+def test_the_mounted_web_view_in_a_browser(project, page) -> None:  # noqa: F811 - the fixture
+    made = project.manage("shell", "-c", "\n".join([
+        "from django.contrib.auth.models import User",
+        "User.objects.create_superuser('root', password='pw-root')",
+        "from shop.tasks import slow",
+        "assert slow.schedule((0,), task_id='to-retry', count_down=3600).cancel()",
+    ]))
+    assert made.returncode == 0, made.stderr
+    web, base = project.runserver(insecure=True)          # the admin's login page has assets too
+    pg = page
+    pg.goto(base + "/ops/timewheel/tasks/to-retry")
+    assert pg.url == base + "/admin/login/?next=/ops/timewheel/tasks/to-retry"
+    pg.fill("#id_username", "root")
+    pg.fill("#id_password", "pw-root")
+    pg.click("input[type=submit]")
+    pg.wait_for_url(base + "/ops/timewheel/tasks/to-retry")
+    assert "cancelled" in pg.text_content("main")
+    pg.click("#retry")
+    pg.wait_for_selector(".flash")
+    assert "retried 1 task" in pg.text_content(".flash")
+    assert get(base + "/tasks/to-retry/")["status"] == "pending"
+    pg.goto(base + "/ops/timewheel/")                 # the live overview: its scripts run here
+    pg.wait_for_selector('[data-count="pending"]')
+    assert pg.text_content('[data-count="pending"]').strip() == "1"

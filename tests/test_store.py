@@ -267,6 +267,11 @@ def test_scan_orders_pages_and_filters(store: WheelStore) -> None:
     assert page1 + page2 + rest == pending
     assert [r.id for r in store.scan(PENDING, name="a")] == [r.id for r in pending if r.name == "a"]
     assert [r.id for r in store.scan(PENDING, id_prefix="q")] == ["q0", "q1", "q2"]
+    # by id prefix: in id order, paged by id, whatever the etas
+    by_id = store.scan(PENDING, id_prefix="p")
+    assert [r.id for r in by_id] == [f"p{i}" for i in range(10)]
+    assert [r.id for r in store.scan(PENDING, id_prefix="p", after=by_id[3], limit=2)] == ["p4", "p5"]
+    assert store.scan(CANCELLED, id_prefix="p") == []
     # finished: most recently finished first
     store.add([make_record(f"c{i}", now + 500) for i in range(4)])
     for i in range(4):

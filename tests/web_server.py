@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import select
@@ -142,11 +143,11 @@ def web_command(*args: str) -> list[str]:
 @contextmanager
 def serve(store_path: str, *options: str, env: Optional[dict] = None,
           timeout: float = 20.0) -> Iterator[Server]:
-    """A live ``timewheel web STORE --port 0 OPTIONS`` until the block ends; then SIGTERM, and
-    it must exit 0 having logged no error."""
+    """A live ``timewheel web STORE --port 0 --json OPTIONS`` until the block ends; then
+    SIGTERM, and it must exit 0 having logged no error."""
     log = tempfile.NamedTemporaryFile("w+", prefix="timewheel-web-", suffix=".log", delete=False)
-    proc = subprocess.Popen(web_command(store_path, "--port", "0", *options), stdout=subprocess.PIPE,
-                            stderr=log, text=True, env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(web_command(store_path, "--port", "0", "--json", *options),
+                            stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, **(env or {})})
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + timeout
@@ -155,8 +156,10 @@ def serve(store_path: str, *options: str, env: Optional[dict] = None,
             if select.select([proc.stdout], [], [], 0.2)[0]:
                 line = proc.stdout.readline()
                 break
-        assert " at http://" in line, f"timewheel web did not start: {line}{open(log.name).read()}"
-        yield Server(line.split(" at ", 1)[1].split()[0], proc, log.name)
+        assert line.startswith("{"), f"timewheel web did not start: {line}{open(log.name).read()}"
+        started = json.loads(line)
+        assert started["pid"] == proc.pid and started["actions"] == ("--allow-actions" in options)
+        yield Server(started["url"], proc, log.name)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

@@ -247,8 +247,10 @@ class WheelStore(abc.ABC):
         """Records of one status (or ``"broken"``) in its natural order, up to ``limit``:
         pending by (:func:`eta_us`, id); running by (started, id); finished by
         (:func:`finished_ms`, id), most recent first.  ``after`` (a record from the previous
-        page) continues after it.  Reads about as many records as it returns when ``name``
-        and ``id_prefix`` are not given.
+        page) continues after it.  Reads about as many records as it returns unless ``name``
+        is given.  With ``id_prefix``, only ids starting with it, in id order (``after``
+        continues after that id), read from an index of ids: the cost follows the number of
+        matching ids, whatever else is stored.
 
         Broken records come as placeholders: status ``"broken"``, the reason in ``error``.
         """

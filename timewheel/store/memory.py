@@ -218,7 +218,7 @@ class MemoryStore(WheelStore):
             recs = [r for r in self._records.values() if r.status == status
                     and (name is None or r.name == name)
                     and (not id_prefix or r.id.startswith(id_prefix))]
-        key = _order(status)
+        key = _order(status) if not id_prefix else (lambda r: r.id)
         recs.sort(key=key)
         if after is not None:
             mark = key(after)

@@ -794,7 +794,9 @@ class RedisStore(WheelStore):
         ids = self._io(lambda c: [_text(k)[cut:] for k in c.scan_iter(match=match, count=1000)])
         if status == BROKEN:
             return [r for r in self.scan(BROKEN, name=name, after=after) if r.id.startswith(prefix)][:limit]
-        return self._page(self._decoded(ids), status, name, after, limit)
+        recs = sorted((r for r in self._decoded(ids) if r.status == status
+                       and (name is None or r.name == name)), key=lambda r: r.id)
+        return [r for r in recs if after is None or r.id > after.id][:limit]
 
     @staticmethod
     def _page(recs: list[TaskRecord], status: str, name: Optional[str], after: Optional[TaskRecord],

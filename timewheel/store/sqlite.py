@@ -105,6 +105,9 @@ _VALUE = f"CASE WHEN length(value) <= {MAX_RECORD_BYTES} THEN value END"
 _ADD = f'INSERT INTO "{TABLE}" (key, value, pos, name) VALUES (?, ?, ?, ?)'
 _SET = f'UPDATE "{TABLE}" SET value = ?, pos = ?, name = ? WHERE key = ?'
 _FRESH = "pos >= 'n:' AND pos < 'n;'"
+#: the ``pos`` range of each status (pending: the n:, p: and q: rows; no position starts with o)
+_POS_RANGE = {PENDING: ("n:", "q;"), RUNNING: ("r:", "r;"),
+              **{status: (f"x:{code}:", f"x:{code};") for status, code in _CODE.items()}}
 _TICK_OF_CELL = "CAST(substr(pos, 10, 15) AS INTEGER) * :slots + CAST(substr(pos, 3, 6) AS INTEGER)"
 
 
@@ -946,10 +949,17 @@ class SqliteDictStore(WheelStore):
                 return [_broken(key, blob, rname) for key, blob, _, rname in rows
                         if after is None or key > "t:" + after.id]
             if id_prefix:
-                rows = self._q(f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" WHERE key >= ? AND key < ?',
-                               ("t:" + id_prefix, "t:" + id_prefix + "\U0010ffff"))
-                recs = [r for r in self._records(rows, status) if name is None or r.name == name]
-                return _page(recs, status, after, limit)
+                # The primary key's range of those ids, in key order, the status's positions
+                # filtered on the way: never the whole status (a prefix is anyone's input).
+                lo, hi = "t:" + id_prefix, "t:" + id_prefix + "\U0010ffff"
+                if after is not None:
+                    lo = max(lo, "t:" + after.id + "\0")
+                rows = self._q(f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" NOT INDEXED '
+                               "WHERE key >= ? AND key < ? AND pos >= ? AND pos < ?"
+                               + (" AND name = ?" if name else "") + " ORDER BY key LIMIT ?",
+                               [lo, hi, *_POS_RANGE[status]] + ([name] if name else [])
+                               + [-1 if limit is None else limit])
+                return self._records(rows, status)
             if status == PENDING:
                 return self._pending(name, after, limit)
             if status == RUNNING:

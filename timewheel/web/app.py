@@ -79,11 +79,6 @@ _RULES = [
 _PUBLIC = {"login", "static"}
 
 
-class Conflict(HTTPException):
-    code = 409
-    description = "the task is not in a state that allows this"
-
-
 class WebView:
     """The web view of one store, as a WSGI application (see :func:`timewheel.web.make_app`).
 
@@ -106,7 +101,8 @@ class WebView:
         self._allow_actions = allow_actions
         self.access = access
         self.refresh = refresh
-        self.url_map = Map(_RULES, strict_slashes=False)
+        # Fresh copies: a rule belongs to one map, and a process may mount several views.
+        self.url_map = Map([rule.empty() for rule in _RULES], strict_slashes=False)
         self.templates = Environment(
             loader=PackageLoader("timewheel.web", "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -358,17 +354,15 @@ class WebView:
         return response
 
     def on_metrics(self, request: Request) -> Response:
-        """The app's Prometheus metrics (timewheel.metrics), when the view was made for its
-        TimeWheel: the per-run series are the serving process's own."""
+        """Prometheus metrics (timewheel.metrics): the store's (tasks per status) and, when
+        the view was made for the app's TimeWheel, this process's per-run series too."""
         try:
             from .. import metrics  # type: ignore[attr-defined]
         except ImportError:
             raise NotFound("no metrics here: they need prometheus_client "
                            "(pip install 'timewheel[metrics]')") from None
-        if not _is_wheel(self._source):
-            raise NotFound("no metrics here: they are served by a view mounted in the app with "
-                           "make_app(hu), from the app's own TimeWheel")
-        body, content_type = metrics.render(self._source, accept=request.headers.get("Accept"))
+        source = self._source if _is_wheel(self._source) else self.store
+        body, content_type = metrics.exposition(source, accept=request.headers.get("Accept"))
         return Response(body, content_type=content_type)
 
     # -- actions from the pages ------------------------------------------------------------------
@@ -434,7 +428,7 @@ class WebView:
         return _json(query.show_data(self.store, task_id, time.time(), full=full))
 
     def on_api_task_action(self, request: Request, task_id: str, verb: str) -> Response:
-        self._require_api_actions(request)
+        self._require_actions(request)
         result = query.change_tasks(self.open(writable=True), [task_id], verb)
         if result["unknown"]:
             raise TaskNotFound(f"no task {task_id} in {self.store.location}")
@@ -444,17 +438,13 @@ class WebView:
         return _json(result)
 
     def on_api_bulk(self, request: Request, verb: str) -> Response:
-        self._require_api_actions(request)
+        self._require_actions(request)
         ids = self._selection(_body(request))
         return _json(query.change_tasks(self.open(writable=True), ids, verb))
 
     def on_api_purge(self, request: Request) -> Response:
-        self._require_api_actions(request)
+        self._require_actions(request)
         return _json(self._purge(_body(request)))
-
-    def _require_api_actions(self, request: Request) -> None:
-        if not self.actions_allowed(request):
-            raise Forbidden("actions are off: this view is read-only (start it with --allow-actions)")
 
     def on_api_stats(self, request: Request) -> Response:
         recent = params.integer(request.args, "recent", 1000, 1, 100_000)

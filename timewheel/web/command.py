@@ -6,7 +6,9 @@ Imports the web stack only when run, so the CLI works without the ``web`` extra.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -42,8 +44,10 @@ def _loopback(host: str) -> bool:
 @click.option("--refresh", type=click.FloatRange(0.5, 3600), default=3.0, show_default=True,
               help="Seconds between the live pages' updates.")
 @click.option("--access-log", is_flag=True, help="Log every request on stderr.")
+@click.option("--json", "as_json", is_flag=True,
+              help='At start, print {"url", "store", "actions", "pid"} as one JSON line.')
 def web(store: str, host: str, port: int, allow_actions: bool, auth: Optional[str],
-        token: Optional[str], refresh: float, access_log: bool) -> None:
+        token: Optional[str], refresh: float, access_log: bool, as_json: bool) -> None:
     """Serve a web view of the store: overview, the wheel, timeline, tasks.
 
     STORE is a store file or a redis:// URL.  It is read-only unless --allow-actions is given;
@@ -52,6 +56,7 @@ def web(store: str, host: str, port: int, allow_actions: bool, auth: Optional[st
     \b
     Example:
       timewheel web tasks.db
+      timewheel web tasks.db --port 0 --json      # a free port; the URL as JSON
       timewheel web tasks.db --allow-actions --auth admin:s3cret --port 9000
       TIMEWHEEL_WEB_TOKEN=... timewheel web redis://localhost:6379/0 --host 0.0.0.0
     """
@@ -91,8 +96,12 @@ def web(store: str, host: str, port: int, allow_actions: bool, auth: Optional[st
     signal.signal(signal.SIGTERM, stop)           # before the address is printed: a caller may stop us then
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{server.server_port}/"
-    mode = "actions allowed" if allow_actions else "read-only"
-    click.echo(f"timewheel web: {app.store.location} at {url} ({mode}); Ctrl-C stops", err=False)
+    if as_json:
+        click.echo(json.dumps({"url": url, "store": app.store.location, "actions": allow_actions,
+                               "pid": os.getpid()}))
+    else:
+        mode = "actions allowed" if allow_actions else "read-only"
+        click.echo(f"timewheel web: {app.store.location} at {url} ({mode}); Ctrl-C stops")
     sys.stdout.flush()
     if not _loopback(host) and not (auth or token):
         click.echo(f"Warning: listening on {host} without --auth or --token: anyone who can reach "

@@ -4,7 +4,6 @@ one line naming the field, what it got and what it takes."""
 from __future__ import annotations
 
 import math
-import re
 from typing import Iterable, Optional
 
 from werkzeug.datastructures import MultiDict
@@ -14,10 +13,6 @@ __all__ = ["integer", "number", "choice", "text", "flag", "duration"]
 
 #: longest text a filter field takes (a name is at most 500 characters, an id 200)
 MAX_TEXT = 500
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-
 
 def _short(raw: str) -> str:
     return repr(raw if len(raw) <= 40 else raw[:37] + "...")
@@ -83,17 +78,15 @@ def flag(args: MultiDict, key: str) -> bool:
 
 
 def duration(args: MultiDict, key: str) -> float:
-    """``30s``, ``10m``, ``2h``, ``7d``, ``1w``, ``1h30m`` or plain seconds; required."""
-    raw = (args.get(key) or "").strip().lower()
+    """``30s``, ``10m``, ``2h``, ``7d``, ``1w``, ``1h30m`` (as the CLI's ``--older-than``); required."""
+    import click
+
+    from ..cli import Duration
+
+    raw = (args.get(key) or "").strip()
     if not raw:
         raise BadRequest(f"{key} is required: a duration such as 30s, 10m, 2h, 7d or 1h30m")
     try:
-        value = float(raw)
-    except ValueError:
-        if _PART.sub("", raw) or len(raw) > 40:
-            raise BadRequest(f"{key} must be a duration such as 30s, 10m, 2h, 7d or 1h30m, "
-                             f"got {_short(raw)}") from None
-        value = float(sum(float(n) * _UNITS[u] for n, u in _PART.findall(raw)))
-    if not (math.isfinite(value) and 0 <= value <= 100 * 365 * 86400):
-        raise BadRequest(f"{key} must be from 0 seconds to 100 years, got {_short(raw)}")
-    return value
+        return Duration().convert(raw[:60], None, None)
+    except click.BadParameter as exc:
+        raise BadRequest(f"{key}: {exc.message}") from None

@@ -1,5 +1,6 @@
 from django.contrib import admin
-from django.urls import path
+from django.http import HttpResponse
+from django.urls import include, path
 from shop import views
 
 from timewheel.contrib.django.views import metrics
@@ -11,4 +12,6 @@ urlpatterns = [
     path("tasks/<str:task_id>/", views.task_status),
     path("customers/<int:pk>/", views.customer),
     path("metrics", metrics),
+    path("ops/timewheel/", include("timewheel.contrib.django.urls")),
+    path("favicon.ico", lambda request: HttpResponse(status=204)),    # the admin login page's
 ]
