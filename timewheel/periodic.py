@@ -122,7 +122,7 @@ class Cron(Schedule):
     def __init__(self, expr: str, tz: Union[str, _dt.tzinfo, None] = None) -> None:
         from croniter import croniter  # optional dependency: timewheel[cron]
         if not isinstance(expr, str) or not croniter.is_valid(expr):
-            raise ValueError(f"not a valid cron expression: {expr!r}")
+            raise ValueError(f"not a valid cron expression: {shown(expr)}")
         self.expr = expr
         self.zone, tz_name = _zone(tz)
         self.spec = f"cron={expr};tz={tz_name}"
