@@ -33,7 +33,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from timewheel import StoreError, TaskNotFound, TimeWheel
+from timewheel import EVENTS, StoreError, TaskNotFound, TimeWheel
 from timewheel.errors import NotAStore
 from timewheel.records import MAX_ETA, PENDING
 from timewheel.store import SqliteDictStore
@@ -683,6 +683,56 @@ def test_periodic_every_any_value(tmp_path) -> None:
         else:
             assert ok, f"every={every!r} accepted"
         assert os.listdir(tmp_path) == []
+
+    prop()
+
+
+def test_periodic_cron_and_tz_any_value(tmp_path) -> None:
+    """cron= and tz= from hostile text: a schedule, or a clear error, quickly (croniter is
+    given expressions that never fire, fields out of range, garbage)."""
+    hu = TimeWheel(str(tmp_path / "never.db"), clock=lambda: NOW)
+    serial = iter(range(10 ** 9))
+    fields = st.text(alphabet="0123456789*/-,LW#?", min_size=1, max_size=6)
+    crons = st.one_of(st.lists(fields, min_size=1, max_size=7).map(" ".join), st.text(max_size=20),
+                      st.sampled_from(["0 0 31 2 *", "0 0 30 2 *", "@yearly", "@reboot", "* * * * * *",
+                                       "0 0 29 2 *", "59 23 31 12 * 9999"]), anything)
+    zones = st.one_of(st.none(), st.sampled_from(["UTC", "Europe/Berlin", "Etc/GMT+14", "Mars/Phobos",
+                                                  "", "../../etc/passwd", "UTC\0"]), anything)
+
+    @settings(max_examples=examples(150))
+    @given(crons, zones)
+    def prop(cron: Any, tz: Any) -> None:
+        tally("api: periodic(cron=, tz=)")
+        try:
+            with bounded():
+                hu.periodic(cron=cron, tz=tz, name=f"c{next(serial)}")(lambda: None)
+        except Hang:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            refused(exc, "cron", "tz", "time zone", "schedule", "give every= or cron=")
+        assert os.listdir(tmp_path) == []
+
+    prop()
+
+
+def test_hooks_any_event(tmp_path) -> None:
+    hu = TimeWheel(None)
+
+    @settings(max_examples=examples(100))
+    @given(anything | st.sampled_from(["started", "succeeded", "failed", "retrying", "misfired",
+                                       "Failed", " failed"]), anything | st.just(print))
+    def prop(event: Any, fn: Any) -> None:
+        tally("api: hu.on(event, fn)")
+        try:
+            with bounded():
+                hu.on(event, fn)
+        except Hang:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            assert event not in EVENTS or not (fn is None or callable(fn)), f"on({event!r}, {fn!r}): {exc!r}"
+            refused(exc, "event", "hook")
+        else:       # (fn None: the decorator form)
+            assert event in EVENTS and (fn is None or callable(fn))
 
     prop()
 
