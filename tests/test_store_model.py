@@ -7,8 +7,9 @@ clock moves, and after every step compares the store with a plain model kept her
 records field by field (statuses, revs, etas), nothing early (no task claimed before its
 eta), nothing lost or extra (every scan lists exactly the model's ids, in order), nothing
 claimed twice, ``counts()`` and ``ticks()`` equal to a recount, the horizon never lowered.
-SQLite stores are also checked by ``conftest.check_file_store`` (rows where their status
-says, counter tables equal to a recount) after every step.
+SQLite and Redis stores are also checked by their own invariant checkers (every task where
+its status says, counters equal to a recount): ``conftest.check_file_store`` after every
+step, ``redis_check.check_redis_store`` (a scan of the server's keys) after every sequence.
 
 Time: the memory and SQLite stores judge due-ness by the ``now`` they are given, so the
 machine keeps its own clock and moves it forward and backward (the clock moves of the
@@ -89,11 +90,21 @@ class Backend:
     backends: the one store of ``store_factory``, emptied after each example, on real time.
     """
 
-    def __init__(self, name: str, store_factory: Any, tmp_path: Any) -> None:
+    def __init__(self, name: str, store_factory: Any, tmp_path: Any, redis_url: Optional[str]) -> None:
         self.name = name
         self.exact = name in EXACT_CLOCK
         self.path = str(tmp_path / "model.db") if name == "sqlite" else None
         self.shared = None if self.exact else store_factory()
+        self.redis_url = redis_url
+
+    def check(self, store: WheelStore, last: bool) -> None:
+        """The backend's own invariant checker on what the store holds: a file's after every
+        step; a server's, a scan of all its keys, once a sequence is done."""
+        if self.path is not None:
+            check_file_store(self.path)
+        elif self.redis_url is not None and last:
+            from .redis_check import check_redis_store
+            check_redis_store(self.redis_url, store.namespace)   # type: ignore[attr-defined]
 
     def open(self, clock: Callable[[], float]) -> WheelStore:
         if self.name == "memory":
@@ -415,18 +426,21 @@ class StoreModel(RuleBasedStateMachine):
         ticks = Counter(self.tick(r) for r in self.model.values() if r.status == PENDING)
         assert self.store.ticks() == sorted(ticks.items())
         assert self.store.state().horizon == self.horizon
-        if self.backend.path is not None:
-            check_file_store(self.backend.path)
+        self.backend.check(self.store, last=False)
 
     def teardown(self) -> None:
-        self.backend.done(self.store)
+        try:
+            self.backend.check(self.store, last=True)
+        finally:
+            self.backend.done(self.store)
 
 
 # Shrinking a failure on a file store replays hundreds of sequences: give it time to finish
 # (Hypothesis stops shrinking by itself after a few minutes) rather than cut it off.
 @pytest.mark.timeout(900)
-def test_store_against_the_model(backend: str, store_factory, dead_owner: str, tmp_path) -> None:
-    b = Backend(backend, store_factory, tmp_path)
+def test_store_against_the_model(backend: str, store_factory, dead_owner: str, tmp_path, request) -> None:
+    b = Backend(backend, store_factory, tmp_path,
+                request.getfixturevalue("redis_db") if backend == "redis" else None)
     # (a server round trip per call: fewer sequences there, for the same time)
     n = examples(40 if b.exact else 20)
     run_state_machine_as_test(lambda: StoreModel(b, dead_owner),
