@@ -7,7 +7,7 @@
     server.stop()
 
 A missing ``redis-server`` raises (the tests that need it fail, they do not skip): CI installs
-it (``.ci/run``), and so must a developer (README, "Running the tests").
+it (``.ci/run``), and so must a developer (README, the test command).
 """
 
 from __future__ import annotations

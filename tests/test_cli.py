@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import sqlite3
+import string
 import subprocess
 import sys
 import textwrap
@@ -18,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from timewheel.cli import FORMATS, cli
+from timewheel.cli import FORMATS, cli, simple_table
 from timewheel.records import Outcome, TaskRecord, end_run
 from timewheel.store import open_store
 
-from .cli_fixtures import fingerprint, populate, rec
+from .cli_fixtures import console_script, fingerprint, invoke, populate, rec
 from .conftest import ROOT, wait_for
 
 READ_COMMANDS = [["inspect"], ["tasks"], ["show", "{id}"], ["stats"], ["timeline"]]
@@ -33,10 +36,6 @@ DEAD_OWNER = "999999:deadbeef:999999"
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=True)
-
 
 def ok(*args: str) -> Result:
     result = invoke(*args)
@@ -91,12 +90,6 @@ def not_stores(tmp_path: Path) -> dict[str, Path]:
     con.commit()
     con.close()
     return {"text": text, "foreign": foreign, "empty": empty, "blank": blank}
-
-
-def console_script() -> str:
-    found = shutil.which("timewheel", path=os.path.dirname(sys.executable))
-    assert found, "the timewheel console script is not installed next to this python"
-    return found
 
 
 def _args(command: list[str], path: "Path | str", task_id: str = "p-soon") -> list[str]:
@@ -194,7 +187,8 @@ def test_tasks_lists_and_filters(store: Path) -> None:
     assert as_json("tasks", str(store), "--status", "running")["tasks"][0]["owner"] == DEAD_OWNER
     named = as_json("tasks", str(store), "--name", "reports.build", "--status", "pending")["tasks"]
     assert [t["id"] for t in named] == ["p-evil", "p-far"]
-    assert [t["id"] for t in as_json("tasks", str(store), "--id", "p-")["tasks"]][:1] == ["p-evil"]  # id order
+    by_id = as_json("tasks", str(store), "--id", "p-")["tasks"]          # in id order
+    assert [t["id"] for t in by_id][:1] == ["p-evil"]
     page = as_json("tasks", str(store), "--limit", "2")
     assert len(page["tasks"]) == 2 and page["next_after"] == "p-evil"
     assert "--after p-evil shows the next page" in ok("tasks", str(store), "--limit", "2").stdout
@@ -696,3 +690,81 @@ def test_run_finishes_the_running_task_on_sigterm_and_exits_0(tmp_path: Path) ->
     assert not (tmp_path / "never").exists()
     text = log.read_text()
     assert "Traceback" not in text and "SIGTERM" in text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 4).flatmap(lambda n: st.tuples(
+    st.lists(st.text(string.ascii_letters + string.digits + " -:.()'", max_size=12), min_size=n, max_size=n)
+    | st.just([]),
+    st.lists(st.lists(st.text(string.ascii_letters + string.digits + " -:.()'", max_size=15)
+                      | st.integers(0, 10 ** 9), min_size=n, max_size=n), min_size=1, max_size=5))))
+def test_the_default_table_is_what_tabulate_prints(case: tuple[list[str], list[list[Any]]]) -> None:
+    from tabulate import tabulate
+    headers, rows = case
+    right = [all(isinstance(r[i], int) for r in rows) for i in range(len(rows[0]))]
+    expected = tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True,
+                        colalign=["right" if r else "left" for r in right])
+    assert simple_table(rows, headers, right) == expected
+
+
+def test_serve_runs_only_on_the_main_thread(tmp_path: Path) -> None:
+    """serve() handles signals, which Python delivers to the main thread only."""
+    import threading
+
+    from timewheel import TimeWheel
+    from timewheel.serve import serve
+    hu = TimeWheel(str(tmp_path / "tasks.db"))
+    got: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            serve(hu, 1.0, None)
+        except RuntimeError as exc:
+            got.append(exc)
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join(10)
+    assert len(got) == 1 and "main thread" in str(got[0]) and not hu.running
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def _redis_snapshot(url: str) -> dict[bytes, tuple[Any, int]]:
+    """Every key of the database with its serialized value and time to live."""
+    import redis
+    r = redis.Redis.from_url(url)
+    try:
+        return {k: (r.dump(k), r.pttl(k)) for k in r.scan_iter(count=1000)}
+    finally:
+        r.close()
+
+
+def test_every_command_on_a_redis_store(redis_db: str, redis_server: Any) -> None:
+    """The same commands on a real redis-server: read-only ones change no key (value or TTL)."""
+    s = open_store(redis_db, namespace="shop")
+    try:
+        populate(s, time.time(), DEAD_OWNER)
+    finally:
+        s.close()
+    ns = ["--namespace", "shop"]
+    before = _redis_snapshot(redis_db)
+    assert before
+    for command in READ_COMMANDS:
+        ok(*_args(command, redis_db), *ns)
+        ok(*_args(command, redis_db), *ns, "--json")
+    ok("purge", redis_db, "--older-than", "0s", "--dry-run", *ns)
+    for url in (redis_db, redis_server.unix_url):
+        data = as_json("inspect", url, *ns)
+        assert data["counts"]["pending"] == 4 and data["store"]["backend"] == "RedisStore"
+        assert data["store"]["namespace"] == "shop" and data["running"][0]["owner_alive"] is False
+    assert "namespace 'shop'" in ok("inspect", redis_db, *ns).stdout
+    assert _redis_snapshot(redis_db) == before
+    assert_clean_error(invoke("inspect", redis_db), 1, "no timewheel store in namespace 'timewheel'")
+    assert_clean_error(invoke("cancel", redis_db, "p-soon"), 1, "no timewheel store")
+    assert _redis_snapshot(redis_db) == before            # a write command creates nothing either
+    assert invoke("inspect", redis_db, "--namespace", "a{b}").exit_code == 2
+    assert as_json("cancel", redis_db, "p-soon", *ns)["cancelled"] == ["p-soon"]
+    assert as_json("retry", redis_db, "bad", *ns)["retried"] == ["bad"]
+    assert as_json("tasks", redis_db, "--status", "cancelled", *ns)["tasks"][0]["id"] == "p-soon"
+    assert as_json("purge", redis_db, "--older-than", "1h", *ns)["purged"] == 0
+    assert as_json("purge", redis_db, "--older-than", "0s", "--status", "succeeded", *ns)["purged"] == 1

@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from timewheel.decode import FULL, LIMITS, Limits, show_call, show_value
@@ -174,34 +174,54 @@ plain = st.recursive(
     max_leaves=30)
 
 
-@settings(max_examples=300, deadline=None)
-@given(plain, st.integers(0, pickle.HIGHEST_PROTOCOL))
-def test_property_plain_values_match_their_repr(value: Any, protocol: int) -> None:
-    text = repr(value)
-    s = show_value(pickle.dumps(value, protocol=protocol), Limits(chars=10_000))
-    assert s.error is None
-    assert s.text == text
+SCALES = [pytest.param(1, id="ci"),
+          pytest.param(10, id="x10", marks=[pytest.mark.slow, pytest.mark.timeout(3600)])]
 
 
-@settings(max_examples=500, deadline=None)
-@given(st.binary(max_size=300))
-def test_property_any_bytes_are_shown_or_refused_quickly(blob: bytes) -> None:
-    t0 = time.perf_counter()
-    s = show_value(blob)
-    assert time.perf_counter() - t0 < 1.0
-    assert (s.text is None) != (s.error is None)
-    assert s.text is None or len(s.text) <= LIMITS.chars + 100
+def _scaled(n: int, scale: int) -> settings:
+    return settings(max_examples=n * scale, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-@settings(max_examples=300, deadline=None)
-@given(plain, st.data())
-def test_property_damaged_pickles_are_shown_or_refused(value: Any, data: st.DataObject) -> None:
-    blob = bytearray(pickle.dumps(value))
-    for _ in range(data.draw(st.integers(1, 4))):
-        at = data.draw(st.integers(0, len(blob) - 1))
-        blob[at] = data.draw(st.integers(0, 255))
-    cut = data.draw(st.integers(1, len(blob)))
-    t0 = time.perf_counter()
-    s = show_value(bytes(blob[:cut]))
-    assert time.perf_counter() - t0 < 1.0
-    assert (s.text is None) != (s.error is None)
+@pytest.mark.parametrize("scale", SCALES)
+def test_property_plain_values_match_their_repr(scale: int) -> None:
+    @_scaled(300, scale)
+    @given(plain, st.integers(0, pickle.HIGHEST_PROTOCOL))
+    def run(value: Any, protocol: int) -> None:
+        s = show_value(pickle.dumps(value, protocol=protocol), Limits(chars=10_000))
+        assert s.error is None
+        assert s.text == repr(value)
+
+    run()
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_property_any_bytes_are_shown_or_refused_quickly(scale: int) -> None:
+    @_scaled(500, scale)
+    @given(st.binary(max_size=300))
+    def run(blob: bytes) -> None:
+        t0 = time.perf_counter()
+        s = show_value(blob)
+        assert time.perf_counter() - t0 < 1.0
+        assert (s.text is None) != (s.error is None)
+        assert s.text is None or len(s.text) <= LIMITS.chars + 100
+
+    run()
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_property_damaged_pickles_are_shown_or_refused(scale: int) -> None:
+    @_scaled(300, scale)
+    @given(plain, st.data())
+    def run(value: Any, data: st.DataObject) -> None:
+        blob = bytearray(pickle.dumps(value))
+        for _ in range(data.draw(st.integers(1, 4))):
+            at = data.draw(st.integers(0, len(blob) - 1))
+            blob[at] = data.draw(st.integers(0, 255))
+        cut = data.draw(st.integers(1, len(blob)))
+        t0 = time.perf_counter()
+        s = show_value(bytes(blob[:cut]))
+        assert time.perf_counter() - t0 < 1.0
+        assert (s.text is None) != (s.error is None)
+
+    run()

@@ -18,7 +18,6 @@ import pytest
 from .conftest import ROOT, wait_for
 from .django_procs import Project, get, post, scrape
 from .redis_server import free_port
-from .test_web_browser import browser, page  # noqa: F401 - the web view's browser fixtures
 
 PROJECT = os.path.join(ROOT, "tests", "django_project")
 

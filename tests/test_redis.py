@@ -68,6 +68,8 @@ def open_redis(redis_db, opened):
 def test_geometry_is_stored_and_checked(open_redis):
     first = open_redis(wheel=Wheel(slots=60, tick=0.5))
     assert first.wheel == Wheel(slots=60, tick=0.5)
+    info = first.info()
+    assert info["namespace"] == "t" and info["redis_version"].startswith("7") and info["slots"] == 60
     assert open_redis(wheel=None).wheel == Wheel(slots=60, tick=0.5)      # read back
     with pytest.raises(StoreMismatch, match="slots=60"):
         open_redis(wheel=Wheel(slots=3600, tick=1.0))
@@ -108,6 +110,8 @@ def test_location_hides_the_password_and_lease_comes_from_the_url(redis_server, 
     assert "wrong" not in str(ei.value) and "credentials" in str(ei.value)
     with pytest.raises(ValueError, match="lease"):
         RedisStore(redis_db + "?lease=0", namespace="t")
+    with pytest.raises(ValueError, match="lease= in the URL must be seconds"):
+        RedisStore(redis_db + "?lease=soon", namespace="t")
 
 
 def test_unix_socket_url(redis_server, opened):
@@ -195,6 +199,20 @@ def test_now_is_the_servers_clock_whatever_the_local_one_says(open_redis, redis_
     assert abs(fast.now() - server_now) < 0.2 and abs(slow.now() - server_now) < 0.2
 
 
+def test_now_never_falls_below_a_server_time_seen(open_redis):
+    """The local clock steps back 0.5 s after the offset was measured (NTP, a VM resumed):
+    until the next measurement now() is behind the server -- but never behind a claim, so a
+    task is never recorded as started before its eta."""
+    step = [0.0]
+    s = open_redis(clock=lambda: time.time() + step[0])
+    s.add([make_record("a", s.now() - 0.01)])
+    _ready_all(s)
+    time.sleep(0.7)
+    step[0] = -0.5            # (still after the last measurement: no new one before 10 s)
+    (rec,) = s.claim(s.liveness.token, s.now(), 1).records
+    assert rec.started >= rec.eta and s.now() >= rec.started
+
+
 def test_a_claim_is_judged_by_the_servers_clock_not_the_callers(open_redis):
     s = open_redis(clock=lambda: time.time() + 3600)
     now = s.now()
@@ -215,23 +233,71 @@ def test_count_down_counts_from_the_servers_now(redis_db):
         hu.close()
 
 
+def test_the_api_works_unchanged_on_redis(redis_db):
+    """Retries, async tasks, periodic tasks (two wheels: each occurrence runs once), cancel,
+    retry and results, through TimeWheel on a Redis URL."""
+    import asyncio
+    runs: list[str] = []
+    lock = threading.Lock()
+    tries = {"n": 0}            # shared: a retry may run in either wheel
+
+    def wheel() -> TimeWheel:
+        hu = TimeWheel(redis_db, workers=2, tick=0.25, slots=60, namespace="api")
+
+        @hu.task(name="flaky", retries=2, retry_delay=0.05)
+        def flaky() -> str:
+            tries["n"] += 1
+            if tries["n"] < 3:
+                raise ValueError("not yet")
+            return "third time"
+
+        @hu.task(name="later")
+        async def later(x: int) -> int:
+            await asyncio.sleep(0.01)
+            return x * 2
+
+        @hu.periodic(every=0.5, name="beat")
+        def beat() -> None:
+            from timewheel.execute import current_task
+            with lock:
+                runs.append(current_task().id)
+        return hu
+
+    a, b = wheel(), wheel()
+    a.start()
+    b.start()
+    try:
+        flaky, later = a.tasks["flaky"], a.tasks["later"]
+        assert flaky.delay().result(timeout=10) == "third time"
+        assert later.delay(21).result(timeout=10) == 42
+        h = later.delay(1, count_down=60)
+        assert h.cancel() and h.status == "cancelled" and a.retry(h.id)
+        assert h.result(timeout=10) == 2
+        time.sleep(2.2)
+    finally:
+        a.close()
+        b.close()
+    assert len(runs) >= 3 and len(runs) == len(set(runs)), runs     # each occurrence once
+
+
 # -- leases, the ticking role, heartbeats ---------------------------------------------------------
 
 def test_a_lease_runs_out_unless_renewed_and_is_never_revived(open_redis):
-    s = open_redis(lease=0.5)
-    other = open_redis(lease=0.5)
+    s = open_redis(lease=1.0)
+    other = open_redis(lease=1.0)
     now = s.now()
     s.add([make_record("a", now - 2), make_record("b", now - 1)])
     _ready_all(s)
     a, b = s.claim(s.liveness.token, s.now(), 2).records
-    assert a.lease == pytest.approx(a.started + 0.5, abs=1e-3) and s.abandoned(s.now()) == []
-    for _ in range(3):                       # renewed past its first deadline: "a" stays
+    assert a.lease == pytest.approx(a.started + 1.0, abs=1e-3) and s.abandoned(s.now()) == []
+    for _ in range(4):                       # renewed past its first deadline: "a" stays
         time.sleep(0.3)
         assert s.liveness.keepalive([a]) == []
     lost = other.abandoned(other.now())
     assert [r.id for r in lost] == ["b"]     # "b" was not renewed
     assert s.liveness.keepalive([a, b]) == ["b"]     # an expired lease is not renewed ...
     assert [r.id for r in other.abandoned(other.now())] == ["b"]   # ... so it stays abandoned
+    assert s.liveness.keepalive([a, b]) == []        # (and is reported once)
     from timewheel.records import requeue_crashed
     (back,) = other.swap([(lost[0], requeue_crashed(lost[0], other.now(), 3))])
     assert back.status == PENDING and back.crashes == 1
@@ -255,14 +321,14 @@ def test_claims_by_an_owner_that_is_not_alive_are_abandoned_at_once(open_redis):
 
 
 def test_one_leader_at_a_time_renewed_only_by_its_holder(open_redis):
-    a, b = open_redis(wheel=Wheel(tick=0.25)), open_redis(wheel=Wheel(tick=0.25))
-    assert a.liveness.role_ttl == 0.5
+    a, b = open_redis(wheel=Wheel(tick=0.5)), open_redis(wheel=Wheel(tick=0.5))
+    assert a.liveness.role_ttl == 1.0
     assert a.liveness.try_lead() and not b.liveness.try_lead()
     assert a.liveness.leader() == b.liveness.leader() == a.liveness.token
     for _ in range(5):                        # a renews: b never gets it
-        time.sleep(0.2)
+        time.sleep(0.3)
         assert a.liveness.try_lead() and not b.liveness.try_lead()
-    time.sleep(0.6)                           # a stops renewing: the role lapses
+    time.sleep(1.2)                           # a stops renewing: the role lapses
     assert b.liveness.try_lead() and b.liveness.leader() == b.liveness.token
     a.liveness._leading_until = 0.0           # a's cached belief is gone: it asks again
     assert not a.liveness.try_lead()
@@ -367,19 +433,33 @@ def test_cells_are_named_alike_by_python_and_lua_far_out(open_redis, redis_db):
     check_redis_store(redis_db, "t")
 
 
+def test_a_deleted_store_fails_cleanly(open_redis, redis_db):
+    s = open_redis()
+    s.add([make_record("a", s.now() - 1)])
+    redis.Redis.from_url(redis_db).flushdb()
+    for call in (lambda: s.add([make_record("b", s.now())]), lambda: s.claim(s.liveness.token, 0, 1),
+                 lambda: s.advance(10 ** 10, 10, "x"), lambda: s.purge(s.now())):
+        with pytest.raises(StoreError, match="no timewheel store here"):
+            call()
+    assert redis.Redis.from_url(redis_db).dbsize() == 0          # nothing half-written
+
+
 def test_a_broken_record_is_set_aside(open_redis, redis_db):
     s = open_redis()
     now = s.now()
-    s.add([make_record("bad", now - 1), make_record("good", now - 0.5)])
+    s.add([make_record("bad", now - 1), make_record("good", now - 0.5), make_record("next", now - 0.4)])
     r = redis.Redis.from_url(redis_db)
     r.hset("{t}:t:bad", "r", b"\x80\x04not a pickle")
     with pytest.raises(RecordDecodeError):
         s.get("bad")
     _ready_all(s)
-    assert [x.id for x in s.claim(s.liveness.token, s.now(), 10).records] == ["good"]
+    # one to start, one queued: the broken one took the started place, both good ones queue
+    got = s.claim(s.liveness.token, s.now(), 1, queued=2).records
+    assert [x.id for x in got] == ["good", "next"]
+    assert [s.get(x.id) for x in got] == got and all(x.started is None for x in got)
     (b,) = s.scan(BROKEN)
     assert b.id == "bad" and b.status == BROKEN and "not a timewheel record" in b.error
-    assert s.counts() == {(RUNNING, "t"): 1, (BROKEN, "t"): 1}
+    assert s.counts() == {(RUNNING, "t"): 2, (BROKEN, "t"): 1}
     check_redis_store(redis_db, "t")
 
 
@@ -443,6 +523,27 @@ def test_an_unreachable_server_raises_store_errors_naming_it(tmp_path):
     check_redis_store(server.url, "t")           # "x" is either wholly there or not at all
     s.close()
     server.stop()
+
+
+def test_a_full_server_refuses_writes_whole(open_redis, redis_db):
+    """At maxmemory with noeviction a write fails up front (the scripts declare that they
+    write): delay() raises StoreError, nothing of it is stored, and reads go on."""
+    s = open_redis()
+    now = s.now()
+    s.add([make_record("before", now + 60)])
+    r = redis.Redis.from_url(redis_db)
+    r.config_set("maxmemory", r.info("memory")["used_memory"] + 200_000)
+    try:
+        with pytest.raises(StoreError, match="out of memory") as ei:
+            for i in range(2000):
+                s.add([make_record(f"b{i}-{k}", now + 60, payload=b"x" * 2000) for k in range(20)])
+        assert "nothing was written" in str(ei.value)
+        failed = i
+        assert s.get("before").status == PENDING and s.counts()[(PENDING, "t")] == 1 + 20 * failed
+        assert s.get(f"b{failed}-0") is None
+    finally:
+        r.config_set("maxmemory", 0)
+    check_redis_store(redis_db, "t")
 
 
 # -- real processes -------------------------------------------------------------------------------
@@ -616,7 +717,7 @@ def test_recovery_of_a_sigkilled_workers_task_within_lease_plus_a_tick(redis_clu
     c.leader()
     b = c.worker("--workers", "2")
     c.ready(2)
-    c.enqueue(1, "--tag", "victim", "--task-sleep", "3.0", "--count-down", "0.5")
+    c.enqueue(1, "--tag", "victim", "--task-sleep", "2.0", "--count-down", "0.5")
     wait_for(lambda: Runs(c.log).starts.get("victim-0"), 10, what="the task to start")
     if Runs(c.log).starts["victim-0"] != [str(a.pid)]:
         a, b = b, a                              # b took it: kill b, a recovers it

@@ -148,6 +148,22 @@ def test_claim_can_queue_beyond_the_started_ones(store: WheelStore, dead_owner: 
     assert {b.id: b.crashes for b in back} == {"t0": 1, "t1": 1, "t2": 0, "t3": 0, "t4": 0}
 
 
+def test_record_and_claim_is_a_swap_then_a_claim(store: WheelStore) -> None:
+    now = store.now()
+    store.add([make_record(f"t{i}", now - 10 + i) for i in range(4)])
+    ready_all(store)
+    first = store.claim("me", store.now(), 2).records
+    t = store.now()
+    outcomes = [(r, end_run(r, Outcome(True, t, t))) for r in first]
+    stale = (first[0], end_run(first[0], Outcome(False, t, t, error="E")))   # its claim's rev is gone
+    done, got = store.record_and_claim(outcomes + [stale], "me", store.now(), 5)
+    assert [d.status if d else None for d in done] == [SUCCEEDED, SUCCEEDED, None]
+    assert [r.id for r in got.records] == ["t2", "t3"] and got.next_eta is None
+    assert store.get("t0").status == SUCCEEDED
+    done, got = store.record_and_claim([], "me", store.now(), 5)             # nothing to record
+    assert done == [] and got.records == []
+
+
 def test_a_task_added_within_the_horizon_is_ready_at_once(store: WheelStore) -> None:
     now = store.now()
     ready_all(store, ahead=30)                  # horizon half a minute ahead

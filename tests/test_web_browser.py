@@ -11,54 +11,14 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Iterator
 
 import pytest
 
 from timewheel.records import PENDING
 from timewheel.store import SqliteDictStore
 
-from .conftest import ROOT
+from .conftest import ARTIFACTS, WAIT, expect
 from .web_server import DEAD_OWNER, HOSTILE_ERROR, finish, make_store, serve
-
-CHROMIUM = os.environ.get("TIMEWHEEL_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = os.environ.get("TIMEWHEEL_ARTIFACTS") or os.path.join(ROOT, "tests", "artifacts")
-# Debian's Chromium as root in a container, with no network: no sandbox, no background calls.
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
-WAIT = 10_000     # ms: generous; the pages answer in milliseconds
-
-
-def expect(locator):
-    from playwright.sync_api import expect as playwright_expect
-    return playwright_expect(locator)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    from playwright.sync_api import sync_playwright  # part of the test extra
-
-    assert os.path.exists(CHROMIUM), f"no browser at {CHROMIUM}: apt-get install chromium (.ci/run does)"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def page(browser):
-    """A fresh page; fails the test if the page logged an error or threw."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = context.new_page()
-    problems: list[str] = []
-    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    pg.on("console", lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None)
-    pg.problems = problems
-    yield pg
-    context.close()
-    assert not [p for p in problems if "403" not in p], problems   # refused actions log a 403
 
 
 @pytest.fixture

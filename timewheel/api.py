@@ -627,14 +627,10 @@ class TimeWheel:
                 transition: Callable[[TaskRecord, float], TaskRecord]) -> bool:
         if not _storable_id(task_id):
             return False
-        store = self.store
-        while True:      # a compare-and-set: if the record changed meanwhile, look again
-            rec = store.get(task_id)
-            if rec is None or not allowed(rec):
-                return False
-            if store.swap([(rec, transition(rec, store.now()))])[0] is not None:
-                self._changed_notify()
-                return True
+        _, new = self.store.change(task_id, allowed, transition)
+        if new is not None:
+            self._changed_notify()
+        return new is not None
 
     # -- running --------------------------------------------------------------------------
     def _execute(self, rec: TaskRecord) -> Any:

@@ -50,7 +50,7 @@ from .records import (
     requeue_crashed,
     skip_misfired,
 )
-from .store.base import Doorbell, WheelStore
+from .store.base import Claimed, Doorbell, WheelStore
 
 __all__ = ["Boss", "Health"]
 
@@ -137,10 +137,16 @@ class Boss:
         """Do whatever is due at ``now``; return the seconds until there is more to do."""
         given = now
         now = self.clock() if now is None else now
-        self._record()
-        if self._lead(now):
-            self._tick(now)
-        self._claim(now)
+        batch = self._take_outcomes()
+        try:
+            if self._lead(now):
+                self._tick(now)
+            self._work(now, batch)
+        except BaseException:
+            # Not recorded (e.g. StoreBusy): keep them for the next round.  Dropping them would
+            # leave the tasks RUNNING under a live owner -- stuck until this process dies.
+            self._keep_outcomes(batch)
+            raise
         self._renew(now)
         # The calls above took time (a round trip each to a server): sleep from a fresh
         # reading, or every wake-up is late by this round's length.
@@ -187,22 +193,32 @@ class Boss:
             if n:
                 log.info("purged %d finished task(s) past their result TTL", n)
 
-    def _room(self) -> tuple[int, int]:
-        """How many tasks to claim now: (for idle workers, to queue while a backlog lasts)."""
-        busy = len(self._running)
+    def _room(self, finishing: int = 0) -> tuple[int, int]:
+        """How many tasks to claim now, once ``finishing`` outcomes are recorded: (for idle
+        workers, to queue while a backlog lasts)."""
+        busy = len(self._running) - finishing
         idle = max(0, self.pool.workers - busy)
         return idle, max(0, self.pool.workers + self._extra - busy - idle) if self._extra else 0
 
-    def _claim(self, now: float) -> None:
-        idle, queue = self._room()
-        room = idle + queue
-        if room <= 0 or self._stopping.is_set():
-            return
+    def _work(self, now: float, batch: list[tuple[TaskRecord, Outcome]]) -> None:
+        """Record the outcomes of ``batch`` and claim what the workers can take, in one store
+        round (one transaction, one round trip) when both are wanted."""
+        idle, queue = self._room(len(batch))
         due = self._next_eta is not None and self._next_eta <= now
-        if not (self._rang or due or now >= self._look_at):
-            return
-        self._rang = False
-        got = self.store.claim(self.liveness.token, now, idle, queued=queue)
+        wanted = (idle + queue > 0 and not self._stopping.is_set()
+                  and (self._rang or due or now >= self._look_at or bool(batch)))
+        pairs = [(rec, end_run(rec, out)) for rec, out in batch]
+        if wanted:
+            stored, got = self.store.record_and_claim(pairs, self.liveness.token, now, idle, queue)
+        else:
+            stored, got = (self.store.swap(pairs) if pairs else []), None
+        if batch:
+            self._recorded(batch, stored)
+        if got is not None:
+            self._rang = False
+            self._claimed(now, got, idle + queue)
+
+    def _claimed(self, now: float, got: Claimed, room: int) -> None:
         self._next_eta = got.next_eta
         self._look_at = now + self.wheel.tick
         # A backlog (a full claim, and more already due): queue some tasks here so the workers
@@ -237,23 +253,33 @@ class Boss:
                         "paused or cut off from the store): it will run again elsewhere, and "
                         "this run's outcome will be refused", task_id)
 
-    def _record(self) -> None:
+    def _take_outcomes(self) -> list[tuple[TaskRecord, Outcome]]:
         with self._report_lock:          # drained under the lock _done appends under: see there
             batch = list(self._outcomes)
             self._outcomes.clear()
+        return batch
+
+    def _keep_outcomes(self, batch: list[tuple[TaskRecord, Outcome]]) -> None:
+        with self._report_lock:
+            self._outcomes.extendleft(reversed(batch))
+
+    def _record(self) -> None:
+        """Record the outcomes that arrived, alone (while stopping)."""
+        batch = self._take_outcomes()
         if not batch:
             return
         try:
             self._apply(batch)
         except BaseException:
-            # Not recorded (e.g. StoreBusy): keep them for the next round.  Dropping them would
-            # leave the tasks RUNNING under a live owner -- stuck until this process dies.
-            self._outcomes.extendleft(reversed(batch))
+            self._keep_outcomes(batch)
             raise
-        self._rang = True                # workers are free: look for more
 
     def _apply(self, batch: list[tuple[TaskRecord, Outcome]]) -> None:
-        stored = self.store.swap([(rec, end_run(rec, out)) for rec, out in batch])
+        self._recorded(batch, self.store.swap([(rec, end_run(rec, out)) for rec, out in batch]))
+
+    def _recorded(self, batch: list[tuple[TaskRecord, Outcome]],
+                  stored: list[Optional[TaskRecord]]) -> None:
+        """Account for the outcomes of ``batch`` once the store answered (``stored``)."""
         for (rec, out), new in zip(batch, stored):
             self._running.pop(rec.id, None)
             if new is None:

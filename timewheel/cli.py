@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Optional, S
 
 import click
 
+from .query import FINISHED
+from .store.base import LISTABLE
 from .text import clean, clip, local, relative, seconds, size, span
 from .web.command import web as web_command
 
@@ -34,9 +36,6 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-STATUSES = ("pending", "running", "succeeded", "failed", "cancelled", "misfired")
-LISTABLE = STATUSES + ("broken",)
-FINISHED = ("succeeded", "failed", "cancelled", "misfired")
 #: tabulate's formats (tabulate.tabulate_formats), listed here so that --help does not
 #: import tabulate; test_cli checks the two agree.
 FORMATS = ("asciidoc", "colon_grid", "double_grid", "double_outline", "fancy_grid", "fancy_outline",
@@ -72,7 +71,7 @@ def _one_line(location: str) -> Iterator[None]:
     """
     try:
         yield
-    except (click.exceptions.Exit, click.ClickException, click.Abort):
+    except (click.exceptions.Exit, click.ClickException, click.Abort):   # usage errors too
         raise
     except _library_errors() as exc:
         _fail(exc)
@@ -99,7 +98,8 @@ def _needs_redis(location: str) -> None:
 
 @contextmanager
 def opened(location: str, *, write: bool = False, timeout: float = 10.0) -> Iterator["WheelStore"]:
-    """The store at ``location``, closed afterwards; every error is one line, exit 1.
+    """The store at ``location`` (in the ``--namespace`` of the command line), closed
+    afterwards; every error is one line, exit 1.
 
     A write command opens the store for writing only after a read-only open found one there:
     opening for writing would create a missing store, or adopt an empty or foreign file.
@@ -108,26 +108,32 @@ def opened(location: str, *, write: bool = False, timeout: float = 10.0) -> Iter
     from .store import open_store
 
     _needs_redis(location)
+    ctx = click.get_current_context(silent=True)
+    namespace = ctx.meta.get(NAMESPACE, "timewheel") if ctx is not None else "timewheel"
+
+    def open_it(readonly: bool) -> "WheelStore":
+        try:
+            return open_store(location, readonly=readonly, timeout=timeout, namespace=namespace)
+        except ValueError as exc:         # an argument the backend refuses: --namespace
+            raise click.BadParameter(str(exc), param_hint="'--namespace'") from None
+
     with _one_line(location):
         store = None
         try:
-            store = open_store(location, readonly=True, timeout=timeout)
+            store = open_it(readonly=True)
         except NotAStore as exc:
             # a store of timewheel 0.1 is converted by the first writer: allowed to write it
-            if not (write and "timewheel/1" in str(exc)):
+            from .store.sqlite import OLD_FORMAT
+            if not (write and OLD_FORMAT in str(exc)):
                 raise
         if write:
             if store is not None:
                 store.close()
-            store = open_store(location, timeout=timeout)
+            store = open_it(readonly=False)
         try:
             yield store
         finally:
             store.close()
-
-
-def _now(store: "WheelStore") -> float:
-    return store.now()
 
 
 # -- parameters ----------------------------------------------------------------------------------
@@ -154,8 +160,19 @@ class StoreLocation(click.ParamType):
         return text
 
 
+NAMESPACE = "timewheel.namespace"
+
+
+def _keep_namespace(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    ctx.meta[NAMESPACE] = value
+    return value
+
+
 def db_argument(f: F) -> F:
-    """The store, the first argument of every store command."""
+    """The store, the first argument of every store command, and its ``--namespace``."""
+    f = click.option("--namespace", default="timewheel", show_default=True, expose_value=False,
+                     callback=_keep_namespace, metavar="NAME",
+                     help="Redis stores: the application's key prefix (its TimeWheel namespace=).")(f)
     return click.argument("db", metavar="DB", type=StoreLocation())(f)
 
 
@@ -223,9 +240,12 @@ class Output:
             lines = (["\t".join(headers)] if headers else []) + ["\t".join(map(str, r)) for r in cells]
             click.echo("\n".join(lines))
             return
-        from tabulate import tabulate
-        numeric = [all(isinstance(r[i], (int, float)) and not isinstance(r[i], bool) for r in cells)
+        numeric = [all(isinstance(r[i], int) and not isinstance(r[i], bool) for r in cells)
                    for i in range(len(cells[0]))]
+        if self.fmt == "simple":
+            click.echo(simple_table(cells, headers, numeric))
+            return
+        from tabulate import tabulate
         # disable_numparse: task ids are strings, some of which look like numbers (1e5...)
         click.echo(tabulate(cells, headers=list(headers), tablefmt=self.fmt, disable_numparse=True,
                             colalign=["right" if n else "left" for n in numeric]))
@@ -236,6 +256,23 @@ class Output:
 
     def text(self, text: str, lines: bool = False) -> None:
         click.echo(clean(text, lines=lines))
+
+
+def simple_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], right: Sequence[bool]) -> str:
+    """What ``tabulate(rows, headers, tablefmt="simple")`` prints (test_cli checks they agree),
+    without importing tabulate: its import costs more than a command on a big store."""
+    text = [[str(c).strip() for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in text) for i in range(len(text[0]))]
+    if headers:
+        widths = [max(w, len(h) + 2) for w, h in zip(widths, headers)]      # tabulate's padding
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip()
+
+    dashes = "  ".join("-" * w for w in widths).rstrip()
+    if headers:
+        return "\n".join([line(list(headers)), dashes, *map(line, text)])
+    return "\n".join([dashes, *map(line, text), dashes])
 
 
 def output_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -359,7 +396,7 @@ def inspect(db: str, all_slots: bool, next_n: int, out: Output) -> None:
     """
     from .query import inspect_data
     with opened(db) as store:
-        data = inspect_data(store, _now(store), all_slots=all_slots, next_n=next_n)
+        data = inspect_data(store, store.now(), all_slots=all_slots, next_n=next_n)
     if out.as_json:
         out.json(data)
         return
@@ -372,11 +409,18 @@ def inspect(db: str, all_slots: bool, next_n: int, out: Output) -> None:
         last = f" (last: {tk['last_leader']})" if tk["last_leader"] else " (no process has called start())"
         ticker = ("NOT ticking: no live process holds the ticking role" + last
                   + (f"; {span(behind)} behind" if behind > 0 else ""))
-    file = (f"{size(st['size_bytes'])} + {size(st['wal_bytes'] or 0)} WAL, journal_mode={st['journal_mode']}"
-            if st["size_bytes"] is not None else "-")
+    if st["size_bytes"] is not None:
+        where = ["file", f"{size(st['size_bytes'])} + {size(st['wal_bytes'] or 0)} WAL, "
+                         f"journal_mode={st['journal_mode']}"]
+    elif "redis_version" in st:
+        used = "" if st.get("used_memory_bytes") is None else f", {size(st['used_memory_bytes'])} used"
+        lease = "" if st.get("lease") is None else f", leases of {st['lease']:g}s"
+        where = ["server", f"Redis {st['redis_version']}{used}; namespace {st.get('namespace')!r}{lease}"]
+    else:
+        where = ["where", st["backend"]]
     out.table([
         ["store", f"{st['path']} ({st['backend']})"],
-        ["file", file],
+        where,
         ["wheel", f"{st['slots']} slots x {st['tick']:g}s"],
         ["tasks", f"{n['pending']} pending, {n['running']} running, {n['failed']} failed (buried), done: "
                   f"{n['succeeded']} succeeded, {n['cancelled']} cancelled, {n['misfired']} misfired"
@@ -438,7 +482,7 @@ def tasks(db: str, status: Optional[str], name: Optional[str], id_prefix: Option
     """
     from .query import tasks_data
     with opened(db) as store:
-        data = tasks_data(store, _now(store), status=status, name=name, id_prefix=id_prefix,
+        data = tasks_data(store, store.now(), status=status, name=name, id_prefix=id_prefix,
                           limit=limit or None, after=after)
     if out.as_json:
         out.json(data)
@@ -473,7 +517,7 @@ def show(db: str, task_id: str, full: bool, out: Output) -> None:
     """
     from .query import show_data
     with opened(db) as store:
-        d = show_data(store, task_id, _now(store), full=full)
+        d = show_data(store, task_id, store.now(), full=full)
     if out.as_json:
         out.json(d)
         return
@@ -511,22 +555,33 @@ def show(db: str, task_id: str, full: bool, out: Output) -> None:
 
 # -- cancel / retry / purge ------------------------------------------------------------------------
 
+def _ids(ids: Sequence[str], most: int = 20) -> str:
+    shown = ", ".join(ids[:most])
+    return shown + (f" and {len(ids) - most} more" if len(ids) > most else "")
+
+
 def _report_changes(location: str, result: dict[str, Any], verb: str, why_not: str, out: Output,
                     strict: bool) -> None:
+    """Print what changed; what could not be changed is one error line (exit 1): unknown ids,
+    and, when the user named them (``strict``), tasks in a state that does not allow it."""
     if out.as_json:
         out.json(result)
     else:
-        # Refusals are errors only for ids the user named (strict); they go to stderr then.
         skipped = [] if strict else result["skipped"]
         out.table([[i, verb] for i in result[verb]]
                   + [[s["id"], f"not {verb}: it is {s['status']}"] for s in skipped],
                   ["id", "result"], empty=f"(nothing {verb})")
-    for task_id in result["unknown"]:
-        click.echo(clean(f"Error: no task {task_id} in {location}"), err=True)
-    if strict:
+    problems = []
+    if result["unknown"]:
+        problems.append(f"no task {_ids(result['unknown'])} in {location}")
+    if strict and result["skipped"]:
+        by_status: dict[str, list[str]] = {}
         for s in result["skipped"]:
-            click.echo(clean(f"Error: task {s['id']} is {s['status']}; {why_not}"), err=True)
-    if result["unknown"] or (strict and result["skipped"]):
+            by_status.setdefault(s["status"], []).append(s["id"])
+        problems.append("; ".join(f"task {_ids(ids)} {'is' if len(ids) == 1 else 'are'} {status}"
+                                  for status, ids in by_status.items()) + f" ({why_not})")
+    if problems:
+        click.echo(clean(f"Error: {'; '.join(problems)}"), err=True)
         click.get_current_context().exit(1)
 
 
@@ -606,7 +661,7 @@ def purge(db: str, older_than: float, statuses: tuple[str, ...], dry_run: bool, 
     """
     from .query import purge_data
     with opened(db, write=not dry_run, timeout=timeout) as store:
-        data = purge_data(store, _now(store), older_than=older_than, statuses=statuses or None,
+        data = purge_data(store, store.now(), older_than=older_than, statuses=statuses or None,
                           dry_run=dry_run)
     if out.as_json:
         out.json(data)
@@ -637,7 +692,7 @@ def stats(db: str, recent: int, out: Output) -> None:
     """
     from .query import stats_data
     with opened(db) as store:
-        data = stats_data(store, _now(store), recent=recent)
+        data = stats_data(store, store.now(), recent=recent)
     if out.as_json:
         out.json(data)
         return
@@ -674,7 +729,7 @@ def timeline(db: str, hours: float, name: Optional[str], width: int, out: Output
     """
     from .query import timeline_data
     with opened(db) as store:
-        data = timeline_data(store, _now(store), hours=hours, name=name)
+        data = timeline_data(store, store.now(), hours=hours, name=name)
     if out.as_json:
         out.json(data)
         return

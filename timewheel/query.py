@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 from .errors import StoreError, TaskNotFound
@@ -39,8 +38,8 @@ from .text import first_line
 
 __all__ = [
     "inspect_data", "tasks_data", "show_data", "stats_data", "timeline_data", "change_tasks",
-    "retry_failed", "purge_data", "task_row", "MAX_HOURS", "MAX_RECENT", "FINISHED",
-    "wheel_data", "slot_data", "series_data", "MAX_REVOLUTIONS",
+    "retry_failed", "purge_data", "task_row", "counts_by_status", "store_details", "check_hours",
+    "wheel_data", "slot_data", "series_data", "MAX_HOURS", "MAX_RECENT", "MAX_REVOLUTIONS", "FINISHED",
 ]
 
 #: statuses whose ``started - eta`` is the lateness of a run.  A pending record may still
@@ -127,14 +126,14 @@ def _live(recs: Iterable[TaskRecord], status: str) -> list[TaskRecord]:
 # -- inspect ---------------------------------------------------------------------------------------
 
 def store_details(store: WheelStore) -> dict[str, Any]:
-    """Where the store is and its geometry; file sizes and journal mode where the backend
-    has them (its ``info()``)."""
+    """Where the store is and its geometry, plus what the backend tells of itself (its
+    ``info()``): a file's sizes and journal mode, a Redis server's version, memory, namespace
+    and lease."""
     details: dict[str, Any] = {"path": store.location, "backend": type(store).__name__,
                                "journal_mode": None, "size_bytes": None, "wal_bytes": None}
     info = getattr(store, "info", None)
     if callable(info):
-        extra = info()
-        details.update({k: extra[k] for k in ("journal_mode", "size_bytes", "wal_bytes") if k in extra})
+        details.update({k: v for k, v in info().items() if k not in ("path", "url", "backend")})
     details.update(slots=store.wheel.slots, tick=store.wheel.tick)
     return details
 
@@ -231,7 +230,7 @@ def _mark(store: WheelStore, task_id: str) -> TaskRecord:
         rec = store.get(task_id)
     except RecordDecodeError:
         found = _placeholder(store, task_id)       # a finished one sorts where it sits
-        rec = None if found is None else replace(found[1], status=found[0])
+        rec = None if found is None else found[1]._replace(status=found[0])
     if rec is None:
         raise TaskNotFound(f"no task {task_id} in {store.location} (to continue a listing after)")
     return rec
@@ -450,23 +449,17 @@ def change_tasks(store: WheelStore, ids: Sequence[str], verb: str) -> dict[str, 
     skipped: list[dict[str, str]] = []
     unknown: list[str] = []
     for task_id in dict.fromkeys(ids):
-        for _ in range(_ATTEMPTS):
-            try:
-                rec = store.get(task_id)
-            except RecordDecodeError:
-                skipped.append({"id": task_id, "status": BROKEN})
-                break
-            if rec is None:
-                unknown.append(task_id)
-                break
-            if not allowed(rec):
-                skipped.append({"id": task_id, "status": rec.status})
-                break
-            if store.swap([(rec, transition(rec, store.now()))])[0] is not None:
-                done.append(task_id)
-                break
+        try:
+            rec, new = store.change(task_id, allowed, transition, attempts=_ATTEMPTS)
+        except RecordDecodeError:
+            skipped.append({"id": task_id, "status": BROKEN})
+            continue
+        if new is not None:
+            done.append(task_id)
+        elif rec is None:
+            unknown.append(task_id)
         else:
-            skipped.append({"id": task_id, "status": "changing"})
+            skipped.append({"id": task_id, "status": rec.status if not allowed(rec) else "changing"})
     return {key: done, "skipped": skipped, "unknown": unknown}
 
 
@@ -555,7 +548,7 @@ def wheel_data(store: WheelStore, now: float, *, revolutions: int = 24) -> dict[
         # (checked inline: this loop runs once per occupied tick of the window, ~70,000 times
         # for a day of a store of a million tasks spread over a week)
         if type(tick) is not int or type(n) is not int or not start <= tick < stop or n < 0:
-            raise _damaged(store, f"its tick counters ({_short(tick)}: {_short(n)})")
+            raise _damaged(store, "tick counters", (tick, n))
         sector = (tick % w.slots) // per
         load[sector] += n
         cells[sector] += 1

@@ -33,14 +33,14 @@ import math
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
-from ..records import PENDING, STATUSES, TERMINAL, TaskRecord
+from ..records import PENDING, RUNNING, STATUSES, TERMINAL, TaskRecord
 from ..wheel import Wheel
 
 __all__ = [
     "WheelStore", "Liveness", "Doorbell", "Claimed", "Advanced", "StoreState", "EXISTING",
-    "BROKEN", "LISTABLE",
+    "BROKEN", "LISTABLE", "scan_order", "page", "broken_record", "eta_us", "finished_ms",
 ]
 
 #: what :meth:`WheelStore.add` does with an id that is already stored
@@ -207,6 +207,35 @@ class WheelStore(abc.ABC):
         (and no ``queued``) claims nothing and only reports ``next_eta``.
         """
 
+    def change(self, task_id: str, allowed: Callable[[TaskRecord], bool],
+               transition: Callable[[TaskRecord, float], TaskRecord], attempts: int = 100
+               ) -> tuple[Optional[TaskRecord], Optional[TaskRecord]]:
+        """Apply ``transition`` (a function of :mod:`timewheel.records`) to one task if
+        ``allowed`` says its current state permits it: a compare-and-set, looked at again
+        while another process changes the task meanwhile (up to ``attempts`` times).
+
+        Returns ``(the record as last read, the stored result)``: ``(None, None)`` for an
+        unknown id, ``(rec, None)`` when not allowed (or still changing after ``attempts``).
+        Raises RecordDecodeError for a broken record.
+        """
+        rec = None
+        for _ in range(attempts):
+            rec = self.get(task_id)
+            if rec is None or not allowed(rec):
+                return rec, None
+            new = self.swap([(rec, transition(rec, self.now()))])[0]
+            if new is not None:
+                return rec, new
+        return rec, None
+
+    def record_and_claim(self, changes: Sequence[tuple[TaskRecord, TaskRecord]], owner: str,
+                         now: float, limit: int, queued: int = 0
+                         ) -> tuple[list[Optional[TaskRecord]], Claimed]:
+        """:meth:`swap` the outcomes of finished runs, then :meth:`claim` more: a worker's
+        round.  Each part keeps its own guarantees; a backend that can do both in one
+        transaction or round trip overrides this."""
+        return (self.swap(changes) if changes else []), self.claim(owner, now, limit, queued)
+
     # -- the ticking process ------------------------------------------------------------------
     @abc.abstractmethod
     def advance(self, through: int, limit: int, leader: str) -> Advanced:
@@ -315,6 +344,58 @@ def check_existing(existing: str) -> None:
 def check_listable(status: str) -> None:
     if status not in LISTABLE:
         raise ValueError(f"unknown status {status!r}; one of {', '.join(LISTABLE)}")
+
+
+def scan_order(status: str) -> Callable[[TaskRecord], tuple]:
+    """The natural order of ``status`` in :meth:`WheelStore.scan`, as an ascending sort key:
+    pending by (eta_us, id), running by (started, id), finished by (finished_ms, id) from
+    the most recent."""
+    if status == PENDING:
+        return lambda r: (eta_us(r.eta), r.id)
+    if status == RUNNING:
+        return lambda r: (r.started or 0.0, r.id)
+    return lambda r: (-finished_ms(r.finished), _Descending(r.id))
+
+
+class _Descending(str):
+    """A string that sorts in reverse, for ties broken by id descending."""
+
+    def __lt__(self, other: str) -> bool:
+        return str.__gt__(self, other)
+
+    def __gt__(self, other: str) -> bool:
+        return str.__lt__(self, other)
+
+
+def page(recs: Iterable[TaskRecord], status: str, after: Optional[TaskRecord],
+         limit: Optional[int]) -> list[TaskRecord]:
+    """``recs`` of one status in their natural order, from just after ``after``, up to
+    ``limit``: :meth:`WheelStore.scan` for a backend that reads them unordered."""
+    key = scan_order(status)
+    out = sorted(recs, key=key)
+    if after is not None:
+        mark = key(after)
+        out = [r for r in out if key(r) > mark]
+    return out[:limit]
+
+
+def broken_record(task_id: str, blob: Any, name: Optional[str], *, finished: Optional[float] = None,
+                  owner: Optional[str] = None) -> TaskRecord:
+    """The placeholder :meth:`WheelStore.scan` lists for a record that cannot be decoded:
+    status ``"broken"``, the reason in ``error``; ``finished``/``owner`` as far as the
+    backend knows them, so that it sorts where it sits."""
+    from ..records import MAX_RECORD_BYTES, RecordDecodeError, decode_record
+    if blob is None:
+        reason = f"record larger than {MAX_RECORD_BYTES} bytes"
+    else:
+        try:
+            decode_record(blob)
+            reason = "record could not be decoded when it was read"
+        except RecordDecodeError as exc:
+            reason = str(exc)
+    size = len(blob) if isinstance(blob, (bytes, str)) else 0
+    return TaskRecord(id=task_id or "?", name=name or "?", eta=0.0, payload=b"", status=BROKEN,
+                      finished=finished, owner=owner, error=f"{reason} ({size} bytes)")
 
 
 def eta_us(eta: float) -> int:

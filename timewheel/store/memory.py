@@ -24,8 +24,7 @@ from .base import (
     WheelStore,
     check_existing,
     check_listable,
-    eta_us,
-    finished_ms,
+    page,
     purge_statuses,
 )
 
@@ -218,31 +217,10 @@ class MemoryStore(WheelStore):
             recs = [r for r in self._records.values() if r.status == status
                     and (name is None or r.name == name)
                     and (not id_prefix or r.id.startswith(id_prefix))]
-        key = _order(status) if not id_prefix else (lambda r: r.id)
-        recs.sort(key=key)
-        if after is not None:
-            mark = key(after)
-            recs = [r for r in recs if key(r) > mark]
-        return recs[:limit]
-
-
-def _order(status: str) -> Callable[[TaskRecord], tuple]:
-    """The natural order of a status in :meth:`WheelStore.scan`, as a sort key."""
-    if status == PENDING:
-        return lambda r: (eta_us(r.eta), r.id)
-    if status == RUNNING:
-        return lambda r: (r.started or 0.0, r.id)
-    return lambda r: (-finished_ms(r.finished), _Desc(r.id))
-
-
-class _Desc(str):
-    """A string that sorts in reverse, for ties broken by id descending."""
-
-    def __lt__(self, other: str) -> bool:
-        return str.__gt__(self, other)
-
-    def __gt__(self, other: str) -> bool:
-        return str.__lt__(self, other)
+        if id_prefix:                        # in id order
+            recs.sort(key=lambda r: r.id)
+            return [r for r in recs if after is None or r.id > after.id][:limit]
+        return page(recs, status, after, limit)
 
 
 def _with_rev(rec: TaskRecord, rev: int) -> TaskRecord:

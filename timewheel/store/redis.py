@@ -82,14 +82,14 @@ from .base import (
     Liveness,
     StoreState,
     WheelStore,
+    broken_record,
     check_existing,
     check_listable,
     eta_us,
     finished_ms,
+    page,
     purge_statuses,
 )
-from .memory import _order
-from .sqlite import _broken
 
 try:
     import redis
@@ -198,6 +198,7 @@ class RedisLiveness(Liveness):
         self._pid = -1
         self._token = ""
         self._leading_until = 0.0       # monotonic: the role is ours at least until then
+        self._lost: dict[str, int] = {}   # id -> rev of claims already reported lost
         self.renew_every = store.lease / 3
         #: the ticking role lapses this long after its holder's last renewal
         self.role_ttl = max(0.5, 2 * store.wheel.tick)
@@ -250,12 +251,18 @@ class RedisLiveness(Liveness):
         return not self._store._io(lambda c: c.exists(self._store.keys.alive(token)))
 
     def keepalive(self, running: Sequence[TaskRecord]) -> list[str]:
+        """Renew; returns each claim whose lease was lost once (it is not renewed again)."""
         if self._store.readonly or not running:
             return []
+        self._lost = {r.id: r.rev for r in running if self._lost.get(r.id) == r.rev}
         args: list[Any] = [self.token, round(self._store.lease * 1e6), self._ms(self.alive_ttl)]
         for rec in running:
-            args += [rec.id, rec.rev]
-        return [_text(i) for i in self._store._script("renew", args)]
+            if rec.id not in self._lost:
+                args += [rec.id, rec.rev]
+        lost = [_text(i) for i in self._store._script("renew", args)]
+        revs = {r.id: r.rev for r in running}
+        self._lost.update((i, revs[i]) for i in lost)
+        return lost
 
     def close(self) -> None:
         self._leading_until = 0.0
@@ -344,9 +351,13 @@ class RedisStore(WheelStore):
         self.location = _public(url)
         self.namespace = namespace
         self.readonly = readonly
-        self.timeout = timeout
+        # (0 would make redis-py's sockets non-blocking: "do not wait" means a short wait here)
+        self.timeout = timeout = max(0.1, timeout)
         if lease is None:
-            lease = float(ours["lease"]) if "lease" in ours else DEFAULT_LEASE
+            try:
+                lease = float(ours["lease"]) if "lease" in ours else DEFAULT_LEASE
+            except ValueError:
+                raise ValueError(f"lease= in the URL must be seconds, got {ours['lease']!r}") from None
         self.lease = lease
         if not (math.isfinite(self.lease) and 0.05 <= self.lease <= 86400):
             raise ValueError(f"lease must be from 0.05 to 86400 seconds, got {self.lease!r}")
@@ -355,6 +366,7 @@ class RedisStore(WheelStore):
         self._clock = clock            # type: ignore[assignment]
         self._offset = 0.0
         self._sync_at = -math.inf
+        self._floor = -math.inf        # the latest server time seen (see now())
         self._bells: "weakref.WeakSet[_PubSubBell]" = weakref.WeakSet()
         try:
             self._client = redis.Redis.from_url(
@@ -458,15 +470,26 @@ class RedisStore(WheelStore):
 
     # -- the clock ----------------------------------------------------------------------------
     def _sync(self) -> None:
-        """Measure the offset of the server's clock to ours (one TIME round trip)."""
-        before = self._clock()
-        sec, usec = self._io(lambda c: c.time())
-        after = self._clock()
-        self._offset = sec + usec / 1e6 - (before + after) / 2
-        self._sync_at = after
+        """Measure the offset of the server's clock to ours: the best of three TIME round
+        trips (the shortest bounds the error best: +-half of it)."""
+        best = None
+        for _ in range(3):
+            before = self._clock()
+            sec, usec = self._io(lambda c: c.time())
+            after = self._clock()
+            if best is None or after - before < best[0]:
+                best = (after - before, sec + usec / 1e6 - (before + after) / 2)
+            self._saw(sec + usec / 1e6)
+        self._offset = best[1]
+        self._sync_at = self._clock()
+
+    def _saw(self, server_time: float) -> None:
+        self._floor = max(self._floor, server_time)
 
     def now(self) -> float:
-        """The server's clock, as the local clock plus the measured offset."""
+        """The server's clock, as the local clock plus the measured offset -- and never less
+        than a server time already seen, so that a task claimed at the server's ``TIME``
+        (at or after its eta) is never recorded as started before it."""
         t = self._clock()
         if not self._sync_at <= t < self._sync_at + _RESYNC:
             try:
@@ -474,10 +497,11 @@ class RedisStore(WheelStore):
                 t = self._clock()
             except StoreError:
                 self._sync_at = t - _RESYNC + 1.0    # keep the old offset; look again in 1 s
-        return t + self._offset
+        return max(t + self._offset, self._floor)
 
     def _server_us(self) -> int:
         sec, usec = self._io(lambda c: c.time())
+        self._saw(sec + usec / 1e6)
         return sec * 1_000_000 + usec
 
     # -- set-up -------------------------------------------------------------------------------
@@ -529,11 +553,14 @@ class RedisStore(WheelStore):
                 encode_record(rec)]
 
     def _put(self, mode: str, items: list[list[Any]]) -> list[int]:
+        return [int(x) for x in self._script("put", self._put_args(mode, items))]
+
+    def _put_args(self, mode: str, items: list[list[Any]]) -> list[Any]:
         ttl = 0 if self.result_ttl is None else max(1000, round(self.result_ttl * 1000))
         args: list[Any] = [mode, ttl, self.channel]
         for item in items:
             args += item
-        return [int(x) for x in self._script("put", args)]
+        return args
 
     def add(self, records: Sequence[TaskRecord], *, existing: str = "fail") -> list[TaskRecord]:
         check_existing(existing)
@@ -610,21 +637,58 @@ class RedisStore(WheelStore):
     def swap(self, changes: Sequence[tuple[TaskRecord, TaskRecord]]) -> list[Optional[TaskRecord]]:
         if not changes:
             return []
+        planned, items = self._plan_swap(changes)
+        return self._swapped(planned, self._put("each", items) if items else [])
+
+    def _plan_swap(self, changes: Sequence[tuple[TaskRecord, TaskRecord]]
+                   ) -> tuple[list[Optional[TaskRecord]], list[list[Any]]]:
         planned = [new._replace(rev=old.rev + 1) if new.id == old.id else None
                    for old, new in changes]
         items = [self._item(p, old.rev) for (old, _), p in zip(changes, planned) if p is not None]
-        done = iter(self._put("each", items) if items else [])
-        return [p if p is not None and next(done) == 1 else None for p in planned]
+        return planned, items
+
+    @staticmethod
+    def _swapped(planned: list[Optional[TaskRecord]], done: Sequence[Any]) -> list[Optional[TaskRecord]]:
+        results = iter(int(x) for x in done)
+        return [p if p is not None and next(results) == 1 else None for p in planned]
 
     # -- workers ------------------------------------------------------------------------------
     def claim(self, owner: str, now: float, limit: int, queued: int = 0) -> Claimed:
-        own = "1" if owner == self.liveness.token else "0"
         limit, queued = max(0, limit), max(0, queued)
-        res = self._script("claim", [owner, limit + queued, round(self.lease * 1e6), own,
-                                     RedisLiveness._ms(self.liveness.alive_ttl), limit])
+        return self._claimed(self._script("claim", self._claim_args(owner, limit, queued)), owner, limit)
+
+    def record_and_claim(self, changes: Sequence[tuple[TaskRecord, TaskRecord]], owner: str,
+                         now: float, limit: int, queued: int = 0
+                         ) -> tuple[list[Optional[TaskRecord]], Claimed]:
+        """The outcomes' script and the claim's, pipelined: one round trip (and one fsync
+        with ``appendfsync always``) per worker round.  Each script is atomic on its own."""
+        planned, items = self._plan_swap(changes)
+        if not items:
+            return self._swapped(planned, []), self.claim(owner, now, limit, queued)
+        if self.readonly:
+            raise StoreError(f"{self.location} is open read-only")
+        limit, queued = max(0, limit), max(0, queued)
+
+        def both(c: Any) -> Any:
+            pipe = c.pipeline(transaction=False)
+            self._scripts["put"](keys=[self.keys.meta], args=self._put_args("each", items), client=pipe)
+            self._scripts["claim"](keys=[self.keys.meta], args=self._claim_args(owner, limit, queued),
+                                   client=pipe)
+            return pipe.execute()
+
+        done, res = self._io(both, write=True)
+        return self._swapped(planned, done), self._claimed(res, owner, limit)
+
+    def _claim_args(self, owner: str, limit: int, queued: int) -> list[Any]:
+        own = "1" if owner == self.liveness.token else "0"
+        return [owner, limit + queued, round(self.lease * 1e6), own,
+                RedisLiveness._ms(self.liveness.alive_ttl), limit]
+
+    def _claimed(self, res: Sequence[Any], owner: str, limit: int) -> Claimed:
         started, lease, head = float(res[0]), float(res[1]), _text(res[2])
+        self._saw(started)
         taken = []
-        for task_id, blob in zip(res[3::2], res[4::2]):
+        for k, (task_id, blob) in enumerate(zip(res[3::2], res[4::2])):
             try:
                 old = decode_record(blob)
             except RecordDecodeError as exc:
@@ -632,7 +696,8 @@ class RedisStore(WheelStore):
                 log.error("task %s: %s; left in the store as broken", _text(task_id), exc)
                 self._script("mark_broken", [task_id])
                 continue
-            taken.append(start_run(old, owner, started, lease, queued=len(taken) >= limit)
+            # the script started the first ``limit`` it took, counting any broken ones
+            taken.append(start_run(old, owner, started, lease, queued=k >= limit)
                          ._replace(rev=old.rev + 1))
         return Claimed(taken, int(head) / 1e6 if head else None)
 
@@ -724,7 +789,7 @@ class RedisStore(WheelStore):
             for task_id, fields in zip(ids, self._hashes(ids)):
                 rname = _text(fields.get(b"n", b"?"))
                 if fields and (name is None or rname == name) and (after is None or task_id > after.id):
-                    out.append(_broken("t:" + task_id, fields.get(b"r"), rname))
+                    out.append(broken_record(task_id, fields.get(b"r"), rname))
             return out[:limit]
         if status == RUNNING:
             ids = [_text(i) for i in self._io(lambda c: c.zrange(self.keys.running, 0, -1))]
@@ -801,11 +866,8 @@ class RedisStore(WheelStore):
     @staticmethod
     def _page(recs: list[TaskRecord], status: str, name: Optional[str], after: Optional[TaskRecord],
               limit: Optional[int]) -> list[TaskRecord]:
-        key = _order(status)
-        recs = sorted((r for r in recs if r.status == status and (name is None or r.name == name)), key=key)
-        if after is not None:
-            recs = [r for r in recs if key(r) > key(after)]
-        return recs[:limit]
+        return page([r for r in recs if r.status == status and (name is None or r.name == name)],
+                    status, after, limit)
 
     # -- the doorbell -------------------------------------------------------------------------
     def doorbell(self) -> Doorbell:

@@ -44,6 +44,9 @@ local function secs(us)                          -- microseconds -> '<s>.<us>' s
 end
 
 local SLOTS = tonumber(redis.call('HGET', META, 'slots'))
+if SLOTS == nil then                             -- deleted under us (FLUSHDB): write nothing
+  return redis.error_reply('no timewheel store here any more (' .. META .. ' is gone)')
+end
 
 local function slot_cycle(t)                     -- tick -> slot, cycle (exact integer arithmetic)
   local cycle = math.floor(t / SLOTS)
@@ -127,7 +130,7 @@ local function flush()
   OPS, ORDER, COUNTS, TICKS = {ZREM = {}, HDEL = {}, DEL = {}, ZADD = {}, HSET = {}}, {}, {}, {}
 end
 
-local function unplace(id, s, name, k)           -- out of the index of its status, uncounted
+local function unplace(id, s, name, k)           -- out of its status's index and counters
   if s == 'pending' then
     zrem(P .. 'ready', id)                        -- ready, or in its cell: removing from both
     if k then zrem(cell(tonumber(k)), id); tick_count(k, -1) end   -- costs no lookup
@@ -247,7 +250,8 @@ return out
 """
 
 #: Take up to ``limit`` ready tasks due by the server's clock, earliest first, for ``owner``.
-#: ARGV: owner, limit, lease in us, '1' if the owner is the caller itself, heartbeat TTL in ms.
+#: ARGV: owner, limit, lease in us, '1' if the owner is the caller itself, heartbeat TTL in ms,
+#: how many of them start now (the others are queued: no ``started``).
 #: A claim by an owner with no heartbeat (not a live process) gets a lease that has already
 #: run out, so whoever recovers abandoned tasks takes them back at once.
 #: Returns {started, lease, score of the earliest ready task left or '', id, record, ...}.
@@ -255,38 +259,39 @@ CLAIM = _PRELUDE + r"""
 local owner, limit, lease_us = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local starting = tonumber(ARGV[6])          -- the first this many start now; the rest queue
 local now, started = now_us()
-local alive = P .. 'alive:' .. owner
+local ids = {}
+if limit > 0 then ids = redis.call('ZRANGEBYSCORE', P .. 'ready', '-inf', now, 'LIMIT', 0, limit) end
 local deadline = now
-if ARGV[4] == '1' then
-  redis.call('SET', alive, '1', 'PX', ARGV[5])
-  deadline = now + lease_us
-elseif redis.call('PEXPIRE', alive, ARGV[5]) == 1 then
-  deadline = now + lease_us
+if #ids > 0 then                                  -- (a claim that takes nothing writes nothing)
+  local alive = P .. 'alive:' .. owner
+  if ARGV[4] == '1' then
+    redis.call('SET', alive, '1', 'PX', ARGV[5])
+    deadline = now + lease_us
+  elseif redis.call('PEXPIRE', alive, ARGV[5]) == 1 then
+    deadline = now + lease_us
+  end
 end
 local lease = secs(deadline)
 local taken = {}
-if limit > 0 then
-  local ids = redis.call('ZRANGEBYSCORE', P .. 'ready', '-inf', now, 'LIMIT', 0, limit)
-  for _, id in ipairs(ids) do
-    local key = P .. 't:' .. id
-    local h = redis.call('HMGET', key, 's', 'n', 'k', 'v', 'a', 'r')
-    zrem(P .. 'ready', id)
-    if h[1] == 'pending' then
-      redis.call('HSET', key, 's', 'running', 'o', owner, 'l', lease,
-                 'v', fmt(tonumber(h[4]) + 1), 'a', fmt(tonumber(h[5]) + 1))
-      if #taken / 2 < starting then
-        redis.call('HSET', key, 'st', started)
-        redis.call('HDEL', key, 'f', 'k')
-      else
-        redis.call('HDEL', key, 'f', 'k', 'st')
-      end
-      zadd(P .. 'running', deadline, id)
-      tick_count(h[3], -1)
-      count('pending', h[2], -1)
-      count('running', h[2], 1)
-      taken[#taken + 1] = id
-      taken[#taken + 1] = h[6]
+for _, id in ipairs(ids) do
+  local key = P .. 't:' .. id
+  local h = redis.call('HMGET', key, 's', 'n', 'k', 'v', 'a', 'r')
+  zrem(P .. 'ready', id)
+  if h[1] == 'pending' then
+    redis.call('HSET', key, 's', 'running', 'o', owner, 'l', lease,
+               'v', fmt(tonumber(h[4]) + 1), 'a', fmt(tonumber(h[5]) + 1))
+    if #taken / 2 < starting then
+      redis.call('HSET', key, 'st', started)
+      redis.call('HDEL', key, 'f', 'k')
+    else
+      redis.call('HDEL', key, 'f', 'k', 'st')
     end
+    zadd(P .. 'running', deadline, id)
+    tick_count(h[3], -1)
+    count('pending', h[2], -1)
+    count('running', h[2], 1)
+    taken[#taken + 1] = id
+    taken[#taken + 1] = h[6]
   end
 end
 flush()
@@ -395,11 +400,13 @@ flush()
 return n
 """
 
-#: Take or keep the ticking role; refresh the caller's heartbeat.
+#: Take or keep the ticking role; refresh the caller's heartbeat once half its TTL is gone
+#: (not at every call: each write costs an fsync with appendfsync always).
 #: ARGV: token, role TTL in ms, heartbeat TTL in ms.  Returns 1 if the caller holds the role.
 LEAD = r"""#!lua
 local P = string.sub(KEYS[1], 1, -5)
-redis.call('SET', P .. 'alive:' .. ARGV[1], '1', 'PX', ARGV[3])
+local alive = P .. 'alive:' .. ARGV[1]
+if redis.call('PTTL', alive) < tonumber(ARGV[3]) / 2 then redis.call('SET', alive, '1', 'PX', ARGV[3]) end
 local cur = redis.call('GET', P .. 'leader')
 if cur == ARGV[1] then
   redis.call('PEXPIRE', P .. 'leader', ARGV[2])

@@ -81,10 +81,12 @@ from .base import (
     Liveness,
     StoreState,
     WheelStore,
+    broken_record,
     check_existing,
     check_listable,
     eta_us,
     finished_ms,
+    page,
     purge_statuses,
 )
 from .connection import CONNECTING, SCHEMA, TABLE, SqlitedictFile, abandon, ro_uri, track
@@ -109,6 +111,8 @@ _FRESH = "pos >= 'n:' AND pos < 'n;'"
 _POS_RANGE = {PENDING: ("n:", "q;"), RUNNING: ("r:", "r;"),
               **{status: (f"x:{code}:", f"x:{code};") for status, code in _CODE.items()}}
 _TICK_OF_CELL = "CAST(substr(pos, 10, 15) AS INTEGER) * :slots + CAST(substr(pos, 3, 6) AS INTEGER)"
+#: an unabsorbed row's position ends with its task's name: counted from the index alone
+_FRESH_NAME = "substr(pos, 45)"
 
 
 class _ReadOnlyLiveness(Liveness):
@@ -498,6 +502,11 @@ class SqliteDictStore(WheelStore):
                 yield
             except sqlite3.Error as exc:
                 raise self._translate(exc) from None
+            except (ValueError, OverflowError) as exc:
+                if isinstance(exc, RecordDecodeError):      # one record: the caller's to report
+                    raise
+                # a position or a counter that no write of ours makes: a tampered file
+                raise StoreError(f"{self.path}: the store's data is damaged ({exc})") from None
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -588,20 +597,14 @@ class SqliteDictStore(WheelStore):
             return
         args = {"slots": self.wheel.slots, "horizon": self._horizon()}
         self._x(f'INSERT INTO "{TABLE}_counts" (state, name, n) SELECT \'pending\', '
-                f'coalesce(name, \'\'), count(*) FROM "{TABLE}" WHERE {_FRESH} GROUP BY 2 '
+                f'{_FRESH_NAME}, count(*) FROM "{TABLE}" WHERE {_FRESH} GROUP BY 2 '
                 "ON CONFLICT (state, name) DO UPDATE SET n = n + excluded.n")
         self._x(f'INSERT INTO "{TABLE}_ticks" (tick, n) SELECT {_TICK_OF_CELL}, count(*) '
                 f'FROM "{TABLE}" WHERE {_FRESH} GROUP BY 1 '
                 "ON CONFLICT (tick) DO UPDATE SET n = n + excluded.n", args)
         self._x(f'UPDATE "{TABLE}" SET pos = CASE WHEN {_TICK_OF_CELL} <= :horizon '
-                "THEN 'q:' || substr(pos, 26) ELSE 'p:' || substr(pos, 3) END "
+                "THEN 'q:' || substr(pos, 26, 18) ELSE 'p:' || substr(pos, 3, 41) END "
                 f"WHERE {_FRESH}", args)
-
-    def _fresh_rows(self, columns: str = "pos, name") -> list[tuple]:
-        return self._q(f'SELECT {columns} FROM "{TABLE}" WHERE {_FRESH}')
-
-    def _cell_tick(self, pos: str) -> int:
-        return int(pos[9:24]) * self.wheel.slots + int(pos[2:8])
 
     # -- tasks ------------------------------------------------------------------------------
     def add(self, records: Sequence[TaskRecord], *, existing: str = "fail") -> list[TaskRecord]:
@@ -612,7 +615,8 @@ class SqliteDictStore(WheelStore):
             # The hot path of delay(): one statement, one row, uncounted until absorbed.
             rec = records[0]
             t = self.wheel.due_tick(rec.eta)
-            pos = f"n:{t % self.wheel.slots:06d}:{t // self.wheel.slots:015d}:{eta_us(rec.eta):018d}"
+            pos = (f"n:{t % self.wheel.slots:06d}:{t // self.wheel.slots:015d}:{eta_us(rec.eta):018d}:"
+                   + rec.name)
             blob = encode_record(rec)
             with self._lock:
                 try:
@@ -710,33 +714,38 @@ class SqliteDictStore(WheelStore):
     def swap(self, changes: Sequence[tuple[TaskRecord, TaskRecord]]) -> list[Optional[TaskRecord]]:
         if not changes:
             return []
-        out: list[Optional[TaskRecord]] = []
         with self._writing():
-            rows = self._fetch(["t:" + old.id for old, _ in changes])
-            horizon = self._horizon()
-            counters = _Counters()
-            updates = []
-            for old, new in changes:
-                key = "t:" + old.id
-                row = rows.get(key)
-                cur = None
-                if row is not None and new.id == old.id:
-                    try:
-                        cur = decode_record(row[0])
-                    except RecordDecodeError:
-                        cur = None
-                if cur is None or cur.rev != old.rev:
-                    out.append(None)
-                    continue
-                stored = new._replace(rev=old.rev + 1)
-                pos = self._pos(stored, horizon)
-                counters.move(self._state(row[1], row[2], cur), self._state(pos, stored.name, stored))
-                updates.append((encode_record(stored), pos, stored.name, key))
-                rows[key] = (updates[-1][0], pos, stored.name)
-                out.append(stored)
-            self._many(_SET, updates)
-            counters.flush(self._x, self._many)
+            out = self._swap_in_transaction(changes)
         self._ring_if_near(min((r.eta for r in out if r is not None and r.status == PENDING), default=None))
+        return out
+
+    def _swap_in_transaction(self, changes: Sequence[tuple[TaskRecord, TaskRecord]]
+                             ) -> list[Optional[TaskRecord]]:
+        out: list[Optional[TaskRecord]] = []
+        rows = self._fetch(["t:" + old.id for old, _ in changes])
+        horizon = self._horizon()
+        counters = _Counters()
+        updates = []
+        for old, new in changes:
+            key = "t:" + old.id
+            row = rows.get(key)
+            cur = None
+            if row is not None and new.id == old.id:
+                try:
+                    cur = decode_record(row[0])
+                except RecordDecodeError:
+                    cur = None
+            if cur is None or cur.rev != old.rev:
+                out.append(None)
+                continue
+            stored = new._replace(rev=old.rev + 1)
+            pos = self._pos(stored, horizon)
+            counters.move(self._state(row[1], row[2], cur), self._state(pos, stored.name, stored))
+            updates.append((encode_record(stored), pos, stored.name, key))
+            rows[key] = (updates[-1][0], pos, stored.name)
+            out.append(stored)
+        self._many(_SET, updates)
+        counters.flush(self._x, self._many)
         return out
 
     # -- workers ----------------------------------------------------------------------------
@@ -750,34 +759,47 @@ class SqliteDictStore(WheelStore):
         # probe (limit=0) absorbs them, or its next_eta would miss them.
         if not fresh and (limit + queued <= 0 or head is None or head > bound):
             return Claimed([], None if head is None else int(head[2:]) / 1e6)
-        taken: list[TaskRecord] = []
         with self._writing():
-            self._absorb()
-            counters = _Counters()
-            updates = []
-            for key, blob, pos, name in self._q(
-                    f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" WHERE pos >= \'q:\' AND pos <= ? '
-                    "ORDER BY pos LIMIT ?", (bound, limit + queued)):
-                try:
-                    rec = decode_record(blob)
-                except RecordDecodeError as exc:
-                    # Never dropped, never retried in a loop: off the wheel, kept, reported.
-                    log.error("task %s: %s; left in the store as broken", key[2:], exc)
-                    updates.append((blob, "b:", name, key))
-                    counters.move((PENDING, name or "", self.wheel.due_tick(int(pos[2:]) / 1e6)),
-                                  (BROKEN, name or "", None))
-                    continue
-                if rec.eta > now:          # the key's microseconds rounded up past a float
-                    continue
-                new = start_run(rec, owner, now, queued=len(taken) >= limit)._replace(rev=rec.rev + 1)
-                updates.append((encode_record(new), "r:" + owner, new.name, key))
-                counters.move((PENDING, rec.name, self.wheel.due_tick(rec.eta)), (RUNNING, rec.name, None))
-                taken.append(new)
-            self._many(_SET, updates)
-            counters.flush(self._x, self._many)
-            head_rows = self._q(f'SELECT pos FROM "{TABLE}" WHERE pos >= \'q:\' AND pos < \'q;\' '
-                                "ORDER BY pos LIMIT 1")
-            self._horizon_hint = (time.monotonic(), self._horizon())
+            return self._claim_in_transaction(owner, now, limit, queued)
+
+    def record_and_claim(self, changes: Sequence[tuple[TaskRecord, TaskRecord]], owner: str, now: float,
+                         limit: int, queued: int = 0) -> tuple[list[Optional[TaskRecord]], Claimed]:
+        """:meth:`swap` then :meth:`claim`, in one transaction: a worker's round costs one."""
+        with self._writing():
+            out = self._swap_in_transaction(changes) if changes else []
+            got = self._claim_in_transaction(owner, now, limit, queued)
+        self._ring_if_near(min((r.eta for r in out if r is not None and r.status == PENDING), default=None))
+        return out, got
+
+    def _claim_in_transaction(self, owner: str, now: float, limit: int, queued: int) -> Claimed:
+        bound = f"q:{int(now * 1e6):018d}"
+        taken: list[TaskRecord] = []
+        self._absorb()
+        counters = _Counters()
+        updates = []
+        for key, blob, pos, name in self._q(
+                f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" WHERE pos >= \'q:\' AND pos <= ? '
+                "ORDER BY pos LIMIT ?", (bound, limit + queued)):
+            try:
+                rec = decode_record(blob)
+            except RecordDecodeError as exc:
+                # Never dropped, never retried in a loop: off the wheel, kept, reported.
+                log.error("task %s: %s; left in the store as broken", key[2:], exc)
+                updates.append((blob, "b:", name, key))
+                counters.move((PENDING, name or "", self.wheel.due_tick(int(pos[2:]) / 1e6)),
+                              (BROKEN, name or "", None))
+                continue
+            if rec.eta > now:          # the key's microseconds rounded up past a float
+                continue
+            new = start_run(rec, owner, now, queued=len(taken) >= limit)._replace(rev=rec.rev + 1)
+            updates.append((encode_record(new), "r:" + owner, new.name, key))
+            counters.move((PENDING, rec.name, self.wheel.due_tick(rec.eta)), (RUNNING, rec.name, None))
+            taken.append(new)
+        self._many(_SET, updates)
+        counters.flush(self._x, self._many)
+        head_rows = self._q(f'SELECT pos FROM "{TABLE}" WHERE pos >= \'q:\' AND pos < \'q;\' '
+                            "ORDER BY pos LIMIT 1")
+        self._horizon_hint = (time.monotonic(), self._horizon())
         return Claimed(taken, int(head_rows[0][0][2:]) / 1e6 if head_rows else None)
 
     # -- the ticking process ----------------------------------------------------------------
@@ -884,54 +906,43 @@ class SqliteDictStore(WheelStore):
         with self._reading():
             out = {(s, n): c for s, n, c in self._q(
                 f'SELECT state, name, n FROM "{TABLE}_counts" WHERE n > 0')}
-            for name, c in self._q(f'SELECT coalesce(name, \'\'), count(*) FROM "{TABLE}" '
+            for name, c in self._q(f'SELECT {_FRESH_NAME}, count(*) FROM "{TABLE}" '
                                    f"WHERE {_FRESH} GROUP BY 1"):
                 out[(PENDING, name)] = out.get((PENDING, name), 0) + c
         return out
 
+    # The rows not yet absorbed are counted here in SQL, grouped by tick, never pulled into
+    # Python one by one: a store that took many single adds while no worker ran holds many.
+    _FRESH_TICKS = f'SELECT {_TICK_OF_CELL} AS tick FROM "{TABLE}" WHERE {_FRESH}'
+
     def ticks(self, start: Optional[int] = None, stop: Optional[int] = None, *,
               limit: Optional[int] = None) -> list[tuple[int, int]]:
-        lo = -1 if start is None else start
-        hi = 2 ** 62 if stop is None else stop
+        args = {"lo": -1 if start is None else start, "hi": 2 ** 62 if stop is None else stop,
+                "limit": -1 if limit is None else limit, "slots": self.wheel.slots}
         with self._reading():
-            rows = self._q(f'SELECT tick, n FROM "{TABLE}_ticks" WHERE tick >= ? AND tick < ? AND n > 0 '
-                           "ORDER BY tick LIMIT ?", (lo, hi, -1 if limit is None else limit))
-            fresh = [self._cell_tick(p) for (p,) in self._fresh_rows("pos")]
-        if not fresh:
-            return rows
-        per = dict(rows)
-        for t in fresh:
-            if lo <= t < hi:
-                per[t] = per.get(t, 0) + 1
-        return sorted(per.items())[:limit]
+            return [(int(t), int(n)) for t, n in self._q(
+                f'SELECT tick, sum(n) FROM (SELECT tick, n FROM "{TABLE}_ticks" WHERE n > 0 '
+                f"UNION ALL SELECT tick, 1 FROM ({self._FRESH_TICKS})) "
+                "WHERE tick >= :lo AND tick < :hi GROUP BY tick ORDER BY tick LIMIT :limit", args)]
 
     def histogram(self, start: int, stop: int, bucket: int) -> list[int]:
         out = [0] * max(0, -(-(stop - start) // bucket))
+        args = {"start": start, "stop": stop, "bucket": bucket, "slots": self.wheel.slots}
         with self._reading():
-            rows = self._q(f'SELECT (tick - ?) / ?, sum(n) FROM "{TABLE}_ticks" '
-                           "WHERE tick >= ? AND tick < ? GROUP BY 1", (start, bucket, start, stop))
-            fresh = [self._cell_tick(p) for (p,) in self._fresh_rows("pos")]
+            rows = self._q("SELECT (tick - :start) / :bucket, sum(n) FROM "
+                           f'(SELECT tick, n FROM "{TABLE}_ticks" '
+                           f"UNION ALL SELECT tick, 1 FROM ({self._FRESH_TICKS})) "
+                           "WHERE tick >= :start AND tick < :stop GROUP BY 1", args)
         for i, n in rows:
-            out[i] += n
-        for t in fresh:
-            if start <= t < stop:
-                out[(t - start) // bucket] += 1
+            out[int(i)] += int(n)
         return out
 
     def wheel_stats(self) -> tuple[int, int]:
         with self._reading():
-            cells, slots = self._q(f'SELECT count(*), count(DISTINCT tick % ?) FROM "{TABLE}_ticks" '
-                                   "WHERE n > 0", (self.wheel.slots,))[0]
-            fresh = {self._cell_tick(p) for (p,) in self._fresh_rows("pos")}
-            if fresh:
-                known = {t for (t,) in self._q(f'SELECT tick FROM "{TABLE}_ticks" WHERE n > 0 AND tick IN '
-                                               f'({",".join("?" * len(fresh))})', sorted(fresh))}
-                new = fresh - known
-                cells += len(new)
-                old_slots = {s for (s,) in self._q(
-                    f'SELECT DISTINCT tick % ? FROM "{TABLE}_ticks" WHERE n > 0', (self.wheel.slots,))}
-                slots = len(old_slots | {t % self.wheel.slots for t in new})
-        return cells, slots
+            cells, slots = self._q(
+                f'SELECT count(*), count(DISTINCT tick % :slots) FROM (SELECT tick FROM "{TABLE}_ticks" '
+                f"WHERE n > 0 UNION SELECT tick FROM ({self._FRESH_TICKS}))", {"slots": self.wheel.slots})[0]
+        return int(cells), int(slots)
 
     def scan(self, status: str, *, name: Optional[str] = None, id_prefix: Optional[str] = None,
              after: Optional[TaskRecord] = None, limit: Optional[int] = None) -> list[TaskRecord]:
@@ -966,7 +977,7 @@ class SqliteDictStore(WheelStore):
                 rows = self._q(f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" WHERE pos >= \'r:\' '
                                "AND pos < 'r;'" + (" AND name = ?" if name else ""),
                                (name,) if name else ())
-                return _page(self._records(rows, status), status, after, limit)
+                return page(self._records(rows, status), status, after, limit)
             prefix = f"x:{_CODE[status]}:"
             sql = (f'SELECT key, {_VALUE}, pos, name FROM "{TABLE}" WHERE pos >= ? AND pos < ?'
                    + (" AND name = ?" if name else ""))
@@ -1011,8 +1022,17 @@ class SqliteDictStore(WheelStore):
                     out.append(rec)
             return want is not None and len(out) >= want
 
-        fresh = self._records(self._q(f'SELECT key, {_VALUE}, pos FROM "{TABLE}" WHERE {_FRESH}{only}',
-                                      named), PENDING)
+        # The rows not yet absorbed: ordered and cut by the eta in their position, read from
+        # the index alone, and only the records that can be shown are fetched and decoded.
+        after_mark = "" if mark is None else (" AND (substr(pos, 26, 18) > ? OR "
+                                              "(substr(pos, 26, 18) = ? AND key > ?))")
+        marked = [] if mark is None else [f"{mark[0]:018d}", f"{mark[0]:018d}", "t:" + mark[1]]
+        keys = [k for (k,) in self._q(
+            f'SELECT key FROM "{TABLE}" WHERE {_FRESH}' + (f" AND {_FRESH_NAME} = ?" if name else "")
+            + f"{after_mark} ORDER BY substr(pos, 26, 18), key" + ("" if want is None else " LIMIT ?"),
+            named + marked + ([] if want is None else [want]))]
+        rows = self._fetch(keys)
+        fresh = self._records([(k, rows[k][0], rows[k][1]) for k in keys if k in rows], PENDING)
         start = "q:" if mark is None else f"q:{mark[0]:018d}"
         if not keep(self._q(f'SELECT key, {_VALUE}, pos FROM "{TABLE}" WHERE pos >= ? AND pos < \'q;\''
                             f"{only} ORDER BY pos, key" + ("" if want is None else " LIMIT ?"),
@@ -1131,41 +1151,9 @@ def _free_bytes(path: str) -> Optional[int]:
     return st.f_bavail * st.f_frsize
 
 
-def _order_key(status: str, rec: TaskRecord) -> tuple:
-    if status == PENDING:
-        return (eta_us(rec.eta), rec.id)
-    if status == RUNNING:
-        return (rec.started or 0.0, rec.id)
-    return (-finished_ms(rec.finished), "")
-
-
-def _page(recs: list[TaskRecord], status: str, after: Optional[TaskRecord],
-          limit: Optional[int]) -> list[TaskRecord]:
-    """Sort ``recs`` in the natural order of ``status`` and cut the page after ``after``."""
-    if status in TERMINAL:
-        recs.sort(key=lambda r: (finished_ms(r.finished), r.id), reverse=True)
-        if after is not None:
-            mark = (finished_ms(after.finished), after.id)
-            recs = [r for r in recs if (finished_ms(r.finished), r.id) < mark]
-    else:
-        recs.sort(key=lambda r: _order_key(status, r))
-        if after is not None:
-            mark = _order_key(status, after)
-            recs = [r for r in recs if _order_key(status, r) > mark]
-    return recs[:limit]
-
-
 def _broken(key: str, blob: Any, name: Optional[str], pos: Optional[str] = None) -> TaskRecord:
-    """A placeholder record for a row that cannot be decoded: why, in ``error``; when it
-    finished (or who runs it) as its position says, so that it sorts where it sits."""
-    try:
-        decode_record(blob)
-        reason = "record could not be decoded when it was read"
-    except RecordDecodeError as exc:
-        reason = str(exc)
-    size = len(blob) if isinstance(blob, (bytes, str)) else 0
-    if blob is None:
-        reason = f"record larger than {MAX_RECORD_BYTES} bytes"
+    """The placeholder of an undecodable row: when it finished (or who runs it) as its
+    position says, so that it sorts where it sits."""
     finished = owner = None
     if pos and pos.startswith("x:"):
         try:
@@ -1174,5 +1162,4 @@ def _broken(key: str, blob: Any, name: Optional[str], pos: Optional[str] = None)
             pass
     elif pos and pos.startswith("r:"):
         owner = pos[2:]
-    return TaskRecord(id=key[2:] or "?", name=name or "?", eta=0.0, payload=b"", status=BROKEN,
-                      finished=finished, owner=owner, error=f"{reason} ({size} bytes)")
+    return broken_record(key[2:], blob, name, finished=finished, owner=owner)
