@@ -60,7 +60,7 @@ from timewheel.records import (
     start_run,
 )
 from timewheel.store import MemoryStore, SqliteDictStore
-from timewheel.store.base import BROKEN, EXISTING, WheelStore, eta_us, finished_ms
+from timewheel.store.base import BROKEN, EXISTING, Claimed, WheelStore, eta_us, finished_ms
 from timewheel.wheel import Wheel
 
 from .conftest import check_file_store, examples, make_record, tally
@@ -259,7 +259,13 @@ class StoreModel(RuleBasedStateMachine):
         misfired or cancelled one is put back, due now."""
         old = self.model[data.draw(st.sampled_from(self.ids(PENDING, *RETRYABLE)))]
         change = cancel if old.status == PENDING else reset_for_retry
-        self.swap_one(old, change(old, self.when()))
+        allowed = (lambda r: r.status == PENDING) if change is cancel else (lambda r: r.status in RETRYABLE)
+        at = self.when()
+        seen, got = self.store.change(old.id, allowed, lambda r, _now: change(r, at))
+        assert seen == old, seen
+        expected = change(old, at)._replace(rev=old.rev + 1)
+        assert got == expected, f"change stored {got}, expected {expected}"
+        self.put(got)
 
     @precondition(lambda self: bool(self.stale))
     @rule(data=st.data())
@@ -272,20 +278,30 @@ class StoreModel(RuleBasedStateMachine):
     # -- workers ----------------------------------------------------------------------------
     @rule(data=st.data(), limit=st.integers(1, 4), queued=st.integers(0, 2), dead=st.booleans())
     def boss_round(self, data: st.DataObject, limit: int, queued: int, dead: bool) -> None:
-        """What a boss does each tick: advance the wheel a few ticks ahead, claim for its idle
-        workers and its queue, and record the outcomes of (some of) its running tasks."""
+        """What a boss does each tick: advance the wheel a few ticks ahead, then in one call
+        record the outcomes of (some of) its running tasks and claim for its idle workers and
+        its queue (``record_and_claim``)."""
         self.advance(4, 20_000)
-        self.claim(limit, queued, dead)
-        for task_id in data.draw(st.lists(st.sampled_from(IDS), max_size=3, unique=True)):
-            if task_id in self.ids(RUNNING, owner=self.live):
-                self.finish_task(task_id, data.draw(st.sampled_from(["ok", "fail", "retryable"])))
+        done = [i for i in data.draw(st.lists(st.sampled_from(IDS), max_size=3, unique=True))
+                if i in self.ids(RUNNING, owner=self.live)]
+        changes = [(self.model[i], self.outcome(self.model[i], data.draw(st.sampled_from(
+            ["ok", "fail", "retryable"])))) for i in done]
+        owner = self.dead if dead else self.live
+        before = self._now if self.exact else self.store.now()
+        out, got = self.store.record_and_claim(changes, owner, before, limit, queued)
+        assert out == [new._replace(rev=old.rev + 1) for old, new in changes], out
+        for rec in out:
+            self.put(rec)
+        self.check_claim(got, owner, before, limit, queued)
 
     @rule(limit=st.integers(1, 4) | st.just(0), queued=st.sampled_from([0, 0, 1, 3]), dead=st.booleans())
     def claim(self, limit: int, queued: int, dead: bool) -> None:
         """A claim of ``limit`` tasks started now and ``queued`` more waiting for a worker."""
         owner = self.dead if dead else self.live
         before = self._now if self.exact else self.store.now()
-        got = self.store.claim(owner, before, limit, queued)
+        self.check_claim(self.store.claim(owner, before, limit, queued), owner, before, limit, queued)
+
+    def check_claim(self, got: Claimed, owner: str, before: float, limit: int, queued: int) -> None:
         tally(self.label + " tasks claimed", len(got.records))
         after = before if self.exact else self.store.now()
         claimable = self.ready | self.maybe
@@ -329,13 +345,17 @@ class StoreModel(RuleBasedStateMachine):
 
     def finish_task(self, task_id: str, how: str) -> None:
         old = self.model[task_id]
+        self.swap_one(old, self.outcome(old, how))
+
+    def outcome(self, old: TaskRecord, how: str) -> TaskRecord:
+        """``old`` after a run that ended ``how``: ok, failed for good, failed to be retried."""
         now = self.when()
         started = old.started if old.started is not None else now       # a queued one starts now
         finished = ms(max(now, started)) if self.exact else now
         out = Outcome(ok=how == "ok", started=started, finished=finished,
                       result=pickle.dumps(old.id) if how == "ok" else None,
                       error=None if how == "ok" else "Boom: x", retryable=how == "retryable")
-        self.swap_one(old, end_run(old, out))
+        return end_run(old, out)
 
     @rule()
     def recover_crashed(self) -> None:
