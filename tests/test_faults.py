@@ -104,25 +104,30 @@ def logged() -> Iterator[Records]:
 
 
 class Spy:
-    """Wraps a real store's methods to see each call the boss thread makes, and whether it
-    raised.  The store does the work; the spy only watches."""
-
-    METHODS = ("add", "get", "swap", "claim", "advance", "abandoned", "purge", "state", "counts")
+    """Wraps a real store's public methods to see each call the boss thread makes (the
+    outermost, when one calls another) and whether it raised.  The store does the work; the
+    spy only watches."""
 
     def __init__(self, store: Any) -> None:
         self.calls: list[tuple[float, str, bool]] = []
-        for name in self.METHODS:
-            setattr(store, name, self._wrap(getattr(store, name), name))
+        self._depth = threading.local()
+        for name in dir(type(store)):
+            if not name.startswith("_") and callable(getattr(store, name)):
+                setattr(store, name, self._wrap(getattr(store, name), name))
 
     def _wrap(self, method: Any, name: str) -> Any:
         def call(*args: Any, **kwargs: Any) -> Any:
-            if threading.current_thread().name != "timewheel-boss":
+            depth = getattr(self._depth, "n", 0)
+            if threading.current_thread().name != "timewheel-boss" or depth:
                 return method(*args, **kwargs)
+            self._depth.n = 1
             try:
                 out = method(*args, **kwargs)
             except Exception:
                 self.calls.append((time.monotonic(), name, True))
                 raise
+            finally:
+                self._depth.n = 0
             self.calls.append((time.monotonic(), name, False))
             return out
         return call
