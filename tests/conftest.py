@@ -213,3 +213,58 @@ def page(browser):
     assert not [p for p in problems if "403" not in p], problems   # refused actions log a 403
 
 
+# ---- Hypothesis settings of the property, model and fault suites (hostile-input helper) ----
+# Two profiles: "timewheel-ci" (the default) and "timewheel-slow", 10x as many examples.  The
+# slow one is chosen by `pytest -m slow` or by TIMEWHEEL_HYPOTHESIS=slow in the environment.
+# Suites mark their tests `properties` and size them with `examples(n)`: n cases in CI mode,
+# 10n in slow mode; under `-m slow` those tests are selected along with the soak tests.
+from _pytest.mark.expression import Expression as _MarkExpression  # noqa: E402
+from hypothesis import HealthCheck as _HealthCheck  # noqa: E402
+from hypothesis import settings as _hsettings  # noqa: E402
+
+_HYPOTHESIS = {"scale": 10 if os.environ.get("TIMEWHEEL_HYPOTHESIS") == "slow" else 1, "marked": False}
+_hsettings.register_profile(
+    "timewheel-ci", deadline=None, print_blob=True,
+    # the suites call real stores (files, servers): an example may take milliseconds
+    suppress_health_check=[_HealthCheck.too_slow, _HealthCheck.function_scoped_fixture])
+_hsettings.register_profile("timewheel-slow", parent=_hsettings.get_profile("timewheel-ci"),
+                            max_examples=1000)
+
+
+def examples(n: int) -> int:
+    """How many cases a suite of ``n`` cases in CI mode tries in the current mode."""
+    return n * _HYPOTHESIS["scale"]
+
+
+_TALLY: dict[str, int] = {}
+
+
+def tally(what: str, n: int = 1) -> None:
+    """Count a case a suite tried; the counts are printed at the end of the run."""
+    _TALLY[what] = _TALLY.get(what, 0) + n
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _TALLY:
+        terminalreporter.write_sep("-", f"cases tried (hypothesis x{_HYPOTHESIS['scale']})")
+        for what, n in sorted(_TALLY.items()):
+            terminalreporter.write_line(f"{n:8d}  {what}")
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "properties: property/model/fault suite sized by "
+                            "conftest.examples() (10x under -m slow or TIMEWHEEL_HYPOTHESIS=slow)")
+    expr = config.option.markexpr
+    if expr and _MarkExpression.compile(expr).evaluate(lambda name, **kw: name == "slow"):
+        _HYPOTHESIS.update(scale=10, marked=True)
+    _hsettings.load_profile("timewheel-slow" if _HYPOTHESIS["scale"] > 1 else "timewheel-ci")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items) -> None:
+    # Before -m deselects anything: under `-m slow` the suites run too, in their long mode.
+    if _HYPOTHESIS["marked"]:
+        for item in items:
+            if item.get_closest_marker("properties") is not None:
+                item.add_marker(pytest.mark.slow)
+# ---- end of the hypothesis settings ----

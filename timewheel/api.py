@@ -35,7 +35,7 @@ from typing import (
 )
 
 from .boss import Boss, Health
-from .errors import TaskFailed, TaskNotFound
+from .errors import TaskFailed, TaskNotFound, shown
 from .execute import execute
 from .records import (
     MAX_ETA,
@@ -117,13 +117,14 @@ class _Batch:
 
 def _number(value: Any, what: str, *, minimum: float = 0.0, maximum: float = MAX_ETA) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be a number of seconds, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value):
+        raise TypeError(f"{what} must be a number of seconds, got {type(value).__name__} {shown(value)}")
+    # Compared before float(): an int beyond any float is out of bounds, not an OverflowError.
+    if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{what} must be finite, got {value!r}")
     if value < minimum:
-        raise ValueError(f"{what} must be >= {minimum:g}, got {value!r}")
+        raise ValueError(f"{what} must be >= {minimum:g}, got {shown(value)}")
     if value > maximum:
-        raise ValueError(f"{what} must be <= {maximum:.6g}, got {value!r}")
+        raise ValueError(f"{what} must be <= {maximum:.6g}, got {shown(value)}")
     return float(value)
 
 
@@ -140,12 +141,30 @@ def _optional(value: Any, what: str, **bounds: float) -> Optional[float]:
 def _label(value: Any, what: str, limit: int) -> str:
     """A task name or id: a non-empty printable str of at most ``limit`` characters."""
     if not isinstance(value, str):
-        raise TypeError(f"{what} must be a str, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{what} must be a str, got {type(value).__name__} {shown(value)}")
     if not value or len(value) > limit or not value.isprintable() or value != value.strip():
-        shown = value if len(value) <= 60 else value[:57] + "..."
+        text = value if len(value) <= 60 else value[:57] + "..."
         raise ValueError(f"{what} must be 1 to {limit} printable characters without surrounding "
-                         f"spaces, got {shown!r}")
+                         f"spaces, got {text!r}")
     return value
+
+
+def _storable_id(task_id: Any) -> bool:
+    """Whether a task can be stored under ``task_id``, for lookups: an id that cannot is not
+    found without asking the store.  Anything but a str is a TypeError."""
+    if not isinstance(task_id, str):
+        raise TypeError(f"task_id must be a str, got {type(task_id).__name__} {shown(task_id)}")
+    if not 0 < len(task_id) <= 200:
+        return False
+    return _encodable(task_id)      # a lone surrogate: no store can hold it
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class TaskHandle:
@@ -169,9 +188,10 @@ class TaskHandle:
     @property
     def record(self) -> TaskRecord:
         """The stored record.  Raises :class:`TaskNotFound` once purged."""
-        rec = self._wheel.store.get(self.id)
+        rec = self._wheel.store.get(self.id) if _storable_id(self.id) else None
         if rec is None:
-            raise TaskNotFound(f"no task {self.id} in {self._wheel.store.location} "
+            name = self.id if self.id.isprintable() else repr(self.id[:200])
+            raise TaskNotFound(f"no task {name} in {self._wheel.store.location} "
                                "(never committed, or purged after its result TTL)")
         return rec
 
@@ -379,7 +399,7 @@ class TimeWheel:
                  clock: Callable[[], float] = time.time, max_crashes: int = 3,
                  exit_grace: float = 5.0, lookahead: int = 4, namespace: str = "timewheel") -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024:
-            raise ValueError(f"workers must be an int from 1 to 1024, got {workers!r}")
+            raise ValueError(f"workers must be an int from 1 to 1024, got {shown(workers)}")
         if path is not None and not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a file path, a redis:// URL or None, got {type(path).__name__}")
         self.wheel = Wheel(slots=slots, tick=tick)
@@ -388,25 +408,26 @@ class TimeWheel:
             raise TypeError("path must be a str or os.PathLike of str, not bytes")
         self.url = spec if spec is not None and is_url(spec) else None
         self.path = None if spec is None or self.url else os.path.abspath(spec)
-        if self.path is not None and (not spec or "\0" in spec):
+        if self.path is not None and (not spec or "\0" in spec or not _encodable(spec)):
+            # SQLite takes UTF-8 file names: one with undecodable bytes cannot be opened
             raise ValueError(f"not a usable store path: {spec!r}")
         self.workers = workers
         self.result_ttl = _number(result_ttl, "result_ttl")
         self.misfire_grace = _optional(misfire_grace, "misfire_grace")
         self.timeout = _optional(timeout, "timeout", minimum=0.001)
         if not isinstance(immediate, bool):
-            raise TypeError(f"immediate must be a bool, got {immediate!r}")
+            raise TypeError(f"immediate must be a bool, got {shown(immediate)}")
         self.immediate = immediate
         self.busy_timeout = _number(busy_timeout, "busy_timeout", maximum=86400.0)
         if not callable(clock):
-            raise TypeError(f"clock must be a callable returning unix seconds, got {clock!r}")
+            raise TypeError(f"clock must be a callable returning unix seconds, got {shown(clock)}")
         self.clock = clock
         if isinstance(max_crashes, bool) or not isinstance(max_crashes, int) or max_crashes < 1:
-            raise ValueError(f"max_crashes must be an int >= 1, got {max_crashes!r}")
+            raise ValueError(f"max_crashes must be an int >= 1, got {shown(max_crashes)}")
         self.max_crashes = max_crashes
         self.exit_grace = _number(exit_grace, "exit_grace", maximum=86400.0)
         if isinstance(lookahead, bool) or not isinstance(lookahead, int) or not 1 <= lookahead <= 3600:
-            raise ValueError(f"lookahead must be an int from 1 to 3600, got {lookahead!r}")
+            raise ValueError(f"lookahead must be an int from 1 to 3600, got {shown(lookahead)}")
         self.lookahead = lookahead
         self.namespace = _label(namespace, "namespace", 100)
         self._registry: dict[str, Task[Any]] = {}
@@ -469,7 +490,7 @@ class TimeWheel:
         ``name`` defaults to ``module.qualname`` and must be the same in every process.
         """
         if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 1000:
-            raise ValueError(f"retries must be an int from 0 to 1000, got {retries!r}")
+            raise ValueError(f"retries must be an int from 0 to 1000, got {shown(retries)}")
         delay_s = _seconds(retry_delay, "retry_delay", maximum=86400.0)
         grace = (self.misfire_grace if misfire_grace is ...
                  else _optional(misfire_grace, "misfire_grace"))
@@ -553,11 +574,12 @@ class TimeWheel:
             except (OverflowError, OSError, ValueError) as exc:
                 raise ValueError(f"eta {eta!r} cannot be turned into a time ({exc})") from None
         elif isinstance(eta, (int, float)) and not isinstance(eta, bool):
-            when = float(eta)
+            # an int beyond any float is out of range, not an OverflowError
+            when = float(eta) if isinstance(eta, float) or abs(eta) <= MAX_ETA else math.inf
         else:
-            raise TypeError(f"eta must be a datetime or unix seconds, got {type(eta).__name__} {eta!r}")
+            raise TypeError(f"eta must be a datetime or unix seconds, got {type(eta).__name__} {shown(eta)}")
         if not (math.isfinite(when) and 0 <= when <= MAX_ETA):
-            raise ValueError(f"eta {eta!r} is outside 1970..9999")
+            raise ValueError(f"eta {shown(eta)} is outside 1970..9999")
         return when
 
     def _submit(self, rec: TaskRecord, existing: str) -> TaskHandle:
@@ -587,6 +609,7 @@ class TimeWheel:
 
     def get(self, task_id: str) -> TaskHandle:
         """A handle for a task id (from another process, or from before a restart)."""
+        _storable_id(task_id)
         h = TaskHandle(self, task_id)
         _ = h.record   # raises TaskNotFound now rather than at first use
         return h
@@ -602,6 +625,8 @@ class TimeWheel:
 
     def _change(self, task_id: str, allowed: Callable[[TaskRecord], bool],
                 transition: Callable[[TaskRecord, float], TaskRecord]) -> bool:
+        if not _storable_id(task_id):
+            return False
         _, new = self.store.change(task_id, allowed, transition)
         if new is not None:
             self._changed_notify()

@@ -325,6 +325,7 @@ class Boss:
             self.pool.stop(wait=False)
             self._close_bell()
             raise
+        self._healthy()                  # health() tells of that round (ticking, running) at once
         self._thread = threading.Thread(target=self._run, args=(delay,), name="timewheel-boss",
                                         daemon=True)
         self._thread.start()

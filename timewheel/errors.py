@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any
+
 __all__ = [
     "TimeWheelError", "TaskFailed", "StoreError", "StoreBusy", "NotAStore", "StoreMismatch",
     "TaskNotFound", "DuplicateTask", "TaskTimeout",
@@ -63,3 +66,14 @@ class DuplicateTask(TimeWheelError, KeyError):
 class TaskTimeout(TimeWheelError):
     """A run took longer than its task's ``timeout``; raised inside the task, recorded as its
     error, and retried like any other failure while attempts remain."""
+
+
+def shown(value: Any) -> str:
+    """A short repr of a user's value for an error message, safe for hostile values: a huge
+    int (whose repr raises past 4300 digits), a huge container, a repr that raises."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an int of {value.bit_length()} bits"
+    try:
+        return reprlib.repr(value)
+    except Exception:  # noqa: BLE001 - any object may come in
+        return f"a {type(value).__name__}"

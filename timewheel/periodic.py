@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 if TYPE_CHECKING:
     from .api import Task, TimeWheel
 
+from .errors import shown
 from .records import MAX_ETA, PENDING, STATUSES
 
 __all__ = ["Schedule", "Every", "Cron", "Periodics", "periodic", "schedules", "occurrence_id",
@@ -95,9 +96,11 @@ class Every(Schedule):
         if isinstance(seconds, _dt.timedelta):
             seconds = seconds.total_seconds()
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-            raise TypeError(f"every must be seconds or a timedelta, got {type(seconds).__name__} {seconds!r}")
-        if not (math.isfinite(seconds) and seconds >= 0.001):
-            raise ValueError(f"every must be at least 0.001 s, got {seconds!r}")
+            raise TypeError(f"every must be seconds or a timedelta, got {type(seconds).__name__} "
+                            f"{shown(seconds)}")
+        # nan fails the comparison; an int too large for a float is refused before float()
+        if not 0.001 <= seconds <= MAX_ETA:
+            raise ValueError(f"every must be from 0.001 s to {MAX_ETA:g} s, got {shown(seconds)}")
         self.seconds = float(seconds)
         self.spec = f"every={self.seconds!r}"
 
@@ -119,7 +122,7 @@ class Cron(Schedule):
     def __init__(self, expr: str, tz: Union[str, _dt.tzinfo, None] = None) -> None:
         from croniter import croniter  # optional dependency: timewheel[cron]
         if not isinstance(expr, str) or not croniter.is_valid(expr):
-            raise ValueError(f"not a valid cron expression: {expr!r}")
+            raise ValueError(f"not a valid cron expression: {shown(expr)}")
         self.expr = expr
         self.zone, tz_name = _zone(tz)
         self.spec = f"cron={expr};tz={tz_name}"

@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .errors import shown
+
 __all__ = ["Wheel"]
 
 
@@ -30,11 +32,13 @@ class Wheel:
     def __post_init__(self) -> None:
         slots = self.slots
         if not isinstance(slots, int) or isinstance(slots, bool) or not 1 <= slots <= MAX_SLOTS:
-            raise ValueError(f"slots must be an int from 1 to {MAX_SLOTS}, got {self.slots!r}")
+            raise ValueError(f"slots must be an int from 1 to {MAX_SLOTS}, got {shown(self.slots)}")
         if not isinstance(self.tick, (int, float)) or isinstance(self.tick, bool):
-            raise ValueError(f"tick must be a number of seconds, got {self.tick!r}")
-        if not (math.isfinite(self.tick) and MIN_TICK <= self.tick <= MAX_TICK):
-            raise ValueError(f"tick must be from {MIN_TICK:g} to {MAX_TICK:g} seconds, got {self.tick!r}")
+            raise ValueError(f"tick must be a number of seconds, got {shown(self.tick)}")
+        # nan and inf fail the comparison; a huge int too, where math.isfinite() would overflow
+        if not MIN_TICK <= self.tick <= MAX_TICK:
+            raise ValueError(f"tick must be from {MIN_TICK:g} to {MAX_TICK:g} seconds, "
+                             f"got {shown(self.tick)}")
 
     def tick_end(self, tick: int) -> float:
         """The instant at which tick ``tick`` ends (and the next begins)."""

@@ -31,6 +31,7 @@ import threading
 import weakref
 from typing import Optional
 
+from ..errors import StoreError
 from .base import Liveness
 
 __all__ = ["FileLiveness", "ProcessLocks", "locks_for", "probe"]
@@ -139,9 +140,17 @@ class ProcessLocks:
                 self._reset_after_fork()
                 pid = os.getpid()
                 nonce = os.urandom(_LIVE_LEN // 2).hex()
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-                slot = self._take_slot(fd, pid)
-                os.pwrite(fd, nonce.encode(), _slot_offset(slot))
+                try:
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                except OSError as exc:
+                    raise StoreError(f"{self.path}: cannot open the lock file ({exc.strerror})") from None
+                try:
+                    slot = self._take_slot(fd, pid)
+                    os.pwrite(fd, nonce.encode(), _slot_offset(slot))
+                except OSError as exc:
+                    # (a full disk, a file-size limit): closing drops the slot lock taken
+                    os.close(fd)
+                    raise StoreError(f"{self.path}: cannot write the lock file ({exc.strerror})") from None
                 self._fd = fd
                 self._pid, self._nonce, self._slot = pid, nonce, slot
             assert self._fd is not None
@@ -186,8 +195,12 @@ class ProcessLocks:
                 return self._holder is holder
             if not self._try_lock(fd, 0, 1):
                 return False
-            os.pwrite(fd, self.token_unlocked().encode().ljust(_LEADER_LEN, b"\0")[:_LEADER_LEN],
-                      _LEADER_AT)
+            try:
+                os.pwrite(fd, self.token_unlocked().encode().ljust(_LEADER_LEN, b"\0")[:_LEADER_LEN],
+                          _LEADER_AT)
+            except OSError as exc:
+                fcntl.lockf(fd, fcntl.LOCK_UN, 1, 0)     # not leading: let another process try
+                raise StoreError(f"{self.path}: cannot write the lock file ({exc.strerror})") from None
             self._holder = holder
             return True
 

@@ -157,7 +157,11 @@ class _SocketBell(Doorbell):
         self.name = f"{store._bell_prefix}{os.urandom(6).hex()}"
         self._sock.bind("\0" + self.name)
         self._sock.setblocking(False)
-        store._register_bell(self.name)
+        try:
+            store._register_bell(self.name)
+        except BaseException:
+            self._sock.close()
+            raise
 
     def ring(self) -> None:
         self._store.ring()
@@ -382,6 +386,15 @@ class SqliteDictStore(WheelStore):
                              f"{self.busy_timeout:g}s ({text})")
         if "disk is full" in text:
             return StoreError(f"{self.path}: the disk is full ({text}); nothing was written")
+        if "disk I/O error" in text:
+            # SQLite reports a full disk so when it hits it outside a page write (the -shm
+            # index, a new -wal): say which it is, or at least which call failed.
+            free = _free_bytes(self.path)
+            if free is not None and free < _NEARLY_FULL:
+                return StoreError(f"{self.path}: the disk is full ({text}, {free} bytes free); "
+                                  "nothing was written")
+            name = getattr(exc, "sqlite_errorname", None) or "SQLITE_IOERR"
+            return StoreError(f"{self.path}: {text} ({name}); nothing was written")
         if "readonly" in text or "read-only" in text:
             return StoreError(f"{self.path}: cannot write the store ({text}): check the "
                               "permissions of the file and its directory")
@@ -742,7 +755,9 @@ class SqliteDictStore(WheelStore):
             fresh, head = self._q(
                 f'SELECT (SELECT 1 FROM "{TABLE}" WHERE {_FRESH} LIMIT 1), '
                 f'(SELECT pos FROM "{TABLE}" WHERE pos >= \'q:\' AND pos < \'q;\' ORDER BY pos LIMIT 1)')[0]
-        if limit + queued <= 0 or (not fresh and (head is None or head > bound)):
+        # Rows added on their own are not in the ready index until absorbed: with any, even a
+        # probe (limit=0) absorbs them, or its next_eta would miss them.
+        if not fresh and (limit + queued <= 0 or head is None or head > bound):
             return Claimed([], None if head is None else int(head[2:]) / 1e6)
         with self._writing():
             return self._claim_in_transaction(owner, now, limit, queued)
@@ -1123,6 +1138,17 @@ class SqliteDictStore(WheelStore):
         return {"path": self.path, "journal_mode": mode, "size_bytes": os.path.getsize(self.path),
                 "wal_bytes": os.path.getsize(wal) if os.path.exists(wal) else 0,
                 "slots": self.wheel.slots, "tick": self.wheel.tick}
+
+
+_NEARLY_FULL = 1 << 20        #: bytes free below which an I/O error is taken for a full disk
+
+
+def _free_bytes(path: str) -> Optional[int]:
+    try:
+        st = os.statvfs(os.path.dirname(path) or ".")
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def _broken(key: str, blob: Any, name: Optional[str], pos: Optional[str] = None) -> TaskRecord:
