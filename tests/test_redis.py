@@ -686,8 +686,10 @@ def test_a_worker_sigstopped_past_its_lease_is_fenced_out(redis_cluster, record_
         wait_for(lambda: str(b.pid) in Runs(c.log).ends.get("slow-0", []), 10, what="B to finish")
         (task_id,) = [p[2] for p in events_of(c.events, "enq")]
         store = open_store(c.db, readonly=True)
-        by_b = store.get(task_id)
-        assert by_b.status == SUCCEEDED and by_b.crashes == 1
+        # B's task logs its end before it returns; B's boss records the outcome just after.
+        by_b = wait_for(lambda: (r := store.get(task_id)).status == SUCCEEDED and r, 10,
+                        what="B's outcome to be recorded")
+        assert by_b.crashes == 1
     finally:
         a.send_signal(signal.SIGCONT)
     wait_for(lambda: str(a.pid) in Runs(c.log).ends.get("slow-0", []), 10, what="A's run to end")
