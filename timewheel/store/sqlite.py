@@ -40,6 +40,7 @@ task) are converted in place, in one transaction, the first time they are opened
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -50,7 +51,7 @@ import stat
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
@@ -105,6 +106,8 @@ _PAGE = 20_000        # tasks made ready per advance() call: bounds a transactio
 #: a record read is never larger than this in memory: bigger rows read as broken
 _VALUE = f"CASE WHEN length(value) <= {MAX_RECORD_BYTES} THEN value END"
 _ADD = f'INSERT INTO "{TABLE}" (key, value, pos, name) VALUES (?, ?, ?, ?)'
+#: the position of a row added on its own, but for its name: slot, cycle, eta_us (see _absorb)
+_FRESH_POS = "n:%06d:%015d:%018d:"
 _SET = f'UPDATE "{TABLE}" SET value = ?, pos = ?, name = ? WHERE key = ?'
 _FRESH = "pos >= 'n:' AND pos < 'n;'"
 #: the ``pos`` range of each status (pending: the n:, p: and q: rows; no position starts with o)
@@ -113,6 +116,12 @@ _POS_RANGE = {PENDING: ("n:", "q;"), RUNNING: ("r:", "r;"),
 _TICK_OF_CELL = "CAST(substr(pos, 10, 15) AS INTEGER) * :slots + CAST(substr(pos, 3, 6) AS INTEGER)"
 #: an unabsorbed row's position ends with its task's name: counted from the index alone
 _FRESH_NAME = "substr(pos, 45)"
+
+
+@functools.lru_cache(maxsize=None)
+def _insert_rows(n: int) -> str:
+    """An INSERT of ``n`` rows (key, value, pos, name): one statement per _CHUNK rows."""
+    return f'INSERT INTO "{TABLE}" (key, value, pos, name) VALUES ' + ",".join(["(?,?,?,?)"] * n)
 
 
 class _ReadOnlyLiveness(Liveness):
@@ -615,30 +624,31 @@ class SqliteDictStore(WheelStore):
             # The hot path of delay(): one statement, one row, uncounted until absorbed.
             rec = records[0]
             t = self.wheel.due_tick(rec.eta)
-            pos = (f"n:{t % self.wheel.slots:06d}:{t // self.wheel.slots:015d}:{eta_us(rec.eta):018d}:"
-                   + rec.name)
-            blob = encode_record(rec)
+            pos = _FRESH_POS % (t % self.wheel.slots, t // self.wheel.slots, eta_us(rec.eta)) + rec.name
+            row = ("t:" + rec.id, encode_record(rec), pos, rec.name)
             with self._lock:
                 try:
-                    self._x(_ADD, ("t:" + rec.id, blob, pos, rec.name))
+                    self._x(_ADD, row)
                 except sqlite3.IntegrityError:
                     raise DuplicateTask(f"task id {rec.id!r} already exists; nothing was added") from None
                 except sqlite3.Error as exc:
                     raise self._translate(exc) from None
-            self._ring_if_near(rec.eta)
+            self._ring_if_tick_near(t)
             return [rec]
         with self._writing():
-            out = self._add_in_transaction(records, existing)
-        self._ring_if_near(min((r.eta for r in out if r.status == PENDING), default=None))
+            out, earliest = self._add_in_transaction(records, existing)
+        self._ring_if_tick_near(earliest)
         return out
 
-    def _add_in_transaction(self, records: Sequence[TaskRecord], existing: str) -> list[TaskRecord]:
+    def _add_in_transaction(self, records: Sequence[TaskRecord], existing: str
+                            ) -> tuple[list[TaskRecord], Optional[int]]:
+        """What is stored for each record, and the earliest tick of a task it made pending."""
         horizon = self._horizon()
         counters = _Counters()
         if existing == "fail":
-            self._insert(records, horizon, counters)
+            ticks = self._insert(records, horizon, counters)
             counters.flush(self._x, self._many)
-            return list(records)
+            return list(records), min(ticks)
         stored = self._fetch(["t:" + r.id for r in records])
         inserts: list[tuple[str, bytes, str, str]] = []
         updates: list[tuple[bytes, str, str, str]] = []
@@ -671,30 +681,43 @@ class SqliteDictStore(WheelStore):
         self._insert(inserts, horizon, counters)
         self._many(_SET, updates)
         counters.flush(self._x, self._many)
-        return out
+        earliest = min((r.eta for r in out if r.status == PENDING), default=None)
+        return out, None if earliest is None else self.wheel.due_tick(earliest)
 
-    def _insert(self, records: Sequence[TaskRecord], horizon: int, counters: "_Counters") -> None:
-        """INSERT new pending records, counted; the batch path of delay(), kept tight."""
-        slots, due = self.wheel.slots, self.wheel.due_tick
-        rows: list[Any] = []
-        ticks: list[int] = []
-        last, cell = None, ""
-        for rec in records:
-            t = due(rec.eta)
-            if t != last:                  # tasks of a batch mostly share ticks: one prefix each
-                last, cell = t, "q:" if t <= horizon else f"p:{t % slots:06d}:{t // slots:015d}:"
-            rows += ("t:" + rec.id, encode_record(rec), f"{cell}{eta_us(rec.eta):018d}", rec.name)
-            ticks.append(t)
+    def _insert(self, records: Sequence[TaskRecord], horizon: int, counters: "_Counters") -> Iterable[int]:
+        """INSERT new pending records, counted; the batch path of delay(), kept tight.
+
+        Per task it pickles the record and formats its eta; what depends on the tick (the
+        wheel cell in the position) is worked out once per tick, as the tasks of a batch
+        mostly share ticks, and the counters are summed per tick and name before they go
+        into the _Counters.  Rows go out _CHUNK at a time in multi-row INSERTs, which SQLite
+        runs faster than executemany() of the same rows.
+        """
+        wheel = self.wheel
+        slots = wheel.slots
+        ticks: dict[int, int] = defaultdict(int)
+        names: dict[str, int] = defaultdict(int)
+        lo = hi = 0.0      # the interval (lo, hi] of the last task's tick, as due_tick() defines it
+        t, cell = 0, ""
         try:
-            step = 4 * _CHUNK
-            for i in range(0, len(rows), step):
-                part = rows[i:i + step]
-                self._x(f'INSERT INTO "{TABLE}" (key, value, pos, name) VALUES '
-                        + ",".join(["(?,?,?,?)"] * (len(part) // 4)), part)
+            for start in range(0, len(records), _CHUNK):
+                params: list[Any] = []
+                for rec in records[start:start + _CHUNK]:
+                    eta = rec.eta
+                    if not lo < eta <= hi:
+                        t = wheel.due_tick(eta)
+                        lo, hi = wheel.tick_end(t - 1), wheel.tick_end(t)
+                        cell = "q:" if t <= horizon else "p:%06d:%015d:" % (t % slots, t // slots)
+                    params += ("t:" + rec.id, encode_record(rec),
+                               "%s%018d" % (cell, eta_us(eta)), rec.name)
+                    ticks[t] += 1
+                    names[rec.name] += 1
+                self._x(_insert_rows(len(params) // 4), params)
         except sqlite3.IntegrityError:
             raise DuplicateTask("a task id is given twice or already exists; nothing was added") from None
         counters.ticks.update(ticks)
-        counters.states.update((PENDING, r.name) for r in records)
+        counters.states.update({(PENDING, name): n for name, n in names.items()})
+        return ticks.keys()
 
     def _current(self, planned: Optional[TaskRecord], row: Optional[tuple]) -> tuple:
         """(record or None if broken, pos, name) of an id met again during an add."""
@@ -1107,7 +1130,12 @@ class SqliteDictStore(WheelStore):
     def _ring_if_near(self, eta: Optional[float]) -> None:
         """Ring if a task just became pending (the earliest at ``eta``) in a tick that is, or
         is about to be, ready."""
-        if eta is None:
+        if eta is not None:
+            self._ring_if_tick_near(self.wheel.due_tick(eta))
+
+    def _ring_if_tick_near(self, tick: Optional[int]) -> None:
+        """:meth:`_ring_if_near` for a caller that has the earliest task's tick already."""
+        if tick is None:
             return
         at, horizon = self._horizon_hint
         if time.monotonic() - at > 1.0:
@@ -1117,7 +1145,7 @@ class SqliteDictStore(WheelStore):
                 return
             self._horizon_hint = (time.monotonic(), horizon)
         # Two ticks of slack: the hint may be a tick old, and the ticker about to advance.
-        if self.wheel.due_tick(eta) <= horizon + 2:
+        if tick <= horizon + 2:
             self.ring()
 
     # -- for the CLI ------------------------------------------------------------------------
