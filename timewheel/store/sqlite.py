@@ -625,7 +625,7 @@ class SqliteDictStore(WheelStore):
             rec = records[0]
             t = self.wheel.due_tick(rec.eta)
             pos = _FRESH_POS % (t % self.wheel.slots, t // self.wheel.slots, eta_us(rec.eta)) + rec.name
-            row = ("t:" + rec.id, encode_record(rec), pos, rec.name)
+            row = ("t:" + rec.id, bytearray(encode_record(rec)), pos, rec.name)   # see _insert
             with self._lock:
                 try:
                     self._x(_ADD, row)
@@ -708,7 +708,11 @@ class SqliteDictStore(WheelStore):
                         t = wheel.due_tick(eta)
                         lo, hi = wheel.tick_end(t - 1), wheel.tick_end(t)
                         cell = "q:" if t <= horizon else "p:%06d:%015d:" % (t % slots, t // slots)
-                    params += ("t:" + rec.id, encode_record(rec),
+                    # A bytearray: the sqlite3 module passes a bytes parameter through its
+                    # adaptation protocol (a registry lookup, then attribute lookups that raise
+                    # and clear an AttributeError: 0.25-0.6 us on CPython 3.9-3.13) but binds a
+                    # bytearray at once.  Both are stored as the same BLOB, read back as bytes.
+                    params += ("t:" + rec.id, bytearray(encode_record(rec)),
                                "%s%018d" % (cell, eta_us(eta)), rec.name)
                     ticks[t] += 1
                     names[rec.name] += 1
