@@ -56,95 +56,178 @@ def profile(runner: Runner, system: str, n: int, batch: bool, tag: str) -> dict:
     return {"total": total, "sqlite": in_sqlite}
 
 
-def breakdown(n: int, store_dir: str) -> list[str]:
+def breakdown(n: int, batch_n: int, store_dir: str, reps: int = 5) -> list[str]:
     """Where one enqueue's time goes, measured without a profiler (which inflates Python
-    calls far more than the C calls into SQLite), in this process, on a fresh store."""
+    calls far more than the C calls into SQLite), in this process, each piece on a fresh
+    store, pieces interleaved, median of ``reps``; raw sqlite3 measured alongside."""
     import pickle
+    import sqlite3
+    import statistics
     import time
 
     from timewheel import TimeWheel
+    from timewheel.records import encode_record
     from timewheel.store import sqlite as tws
+    from timewheel.store.base import eta_us
 
     from . import tasks
+    from .systems import SqliteSystem
 
-    def per(fn: "Callable[[int], object]", k: int = n) -> float:
+    seq = [0]
+
+    def fresh() -> tuple[TimeWheel, object]:
+        seq[0] += 1
+        path = os.path.join(store_dir, f"breakdown-{seq[0]}.db")
+        hu = TimeWheel(path, workers=4)
+        t = hu.task(name="benchmarks.run")(tasks.run)
+        hu.now()                         # opens the store: not part of any piece
+        return hu, t
+
+    def records(k: int, base: float) -> list:
+        """The records delay() builds, store.add stubbed."""
+        hu, t = fresh()
+        out: list = []
+        hu.store.add = lambda recs, existing="fail": out.extend(recs) or list(recs)  # type: ignore[method-assign]
+        with hu.batch():
+            for i in range(k):
+                t.delay(i, base + i * 1e-3, eta=base + i * 1e-3)
+        hu.close()
+        return out
+
+    def rows(st: object, recs: list, fresh_pos: bool) -> list[tuple]:
+        """(key, value, pos, name) as SqliteDictStore.add writes them."""
+        w = st.wheel  # type: ignore[attr-defined]
+        horizon = st._horizon()  # type: ignore[attr-defined]
+        out = []
+        for r in recs:
+            t = w.due_tick(r.eta)
+            cell = (f"n:{t % w.slots:06d}:{t // w.slots:015d}:" if fresh_pos else
+                    "q:" if t <= horizon else f"p:{t % w.slots:06d}:{t // w.slots:015d}:")
+            out.append(("t:" + r.id, bytearray(encode_record(r)),
+                        f"{cell}{eta_us(r.eta):018d}" + (":" + r.name if fresh_pos else ""), r.name))
+        return out
+
+    def timed(fn: "Callable[[], object]", k: int) -> float:
         t0 = time.perf_counter()
-        for i in range(k):
-            fn(i)
+        fn()
         return (time.perf_counter() - t0) / k * 1e6
 
-    path = os.path.join(store_dir, "breakdown.db")
-    for suffix in ("", "-wal", "-shm", ".lock"):
-        if os.path.exists(path + suffix):
-            os.remove(path + suffix)
-    hu = TimeWheel(path, workers=4)
-    t = hu.task(name="benchmarks.run")(tasks.run)
-    due = time.time() + 3600
-    store = hu.store
-    lines = []
-    full = per(lambda i: t.delay(i, due + i * 1e-3, eta=due + i * 1e-3))
-    lines.append(f"delay(), per call, whole: {full:.1f} us")
-    sig = t._signature
-    lines.append(f"  inspect.Signature.bind: {per(lambda i: sig.bind(i, due)):.1f} us")
-    lines.append(f"  pickle of (args, kwargs): "
-                 f"{per(lambda i: pickle.dumps(((i, due), {}), protocol=5)):.1f} us")
-    real_add = store.add
-    store.add = lambda recs: None        # type: ignore[method-assign]
-    py = per(lambda i: t.delay(i, due + i * 1e-3, eta=due + i * 1e-3))
-    store.add = real_add                 # type: ignore[method-assign]
-    lines.append(f"  everything but store.add (Python): {py:.1f} us")
-    recs = []
-    store.add = lambda r: recs.extend(r)  # type: ignore[method-assign]
-    per(lambda i: t.delay(i, due + 100 + i * 1e-3, eta=due + 100 + i * 1e-3))
-    store.add = real_add                 # type: ignore[method-assign]
-    params = [(tws.tkey(r.id), tws.encode_record(r), store._wkey(r.id, r.eta, store.wheel.due_tick(r.eta)),
-               "l:" + r.id, r.eta, store.wheel.due_tick(r.eta)) for r in recs]
-    con = store._conn()
-    sql = per(lambda i: con.execute(tws._ADD_ONE, params[i]))
-    lines.append(f"  store.add's one INSERT..SELECT (2 rows + horizon check), SQLite only: {sql:.1f} us")
-    lines.append(f"  so store.add's own Python (encode, keys, due_tick, locks, context managers): "
-                 f"~{full - py - sql:.1f} us")
-    # batch
-    recs.clear()
-    store.add = lambda r: recs.extend(r)  # type: ignore[method-assign]
-    t0 = time.perf_counter()
-    with hu.batch():
-        for i in range(n):
-            t.delay(i, due + 200 + i * 1e-3, eta=due + 200 + i * 1e-3)
-    py_batch = (time.perf_counter() - t0) / n * 1e6
-    store.add = real_add                 # type: ignore[method-assign]
-    t0 = time.perf_counter()
-    store.add(recs)
-    add_batch = (time.perf_counter() - t0) / n * 1e6
-    lines.append(f"batch: delay() inside hu.batch() (Python, records only): {py_batch:.1f} us per task")
-    lines.append(f"batch: store.add(records) (encode + keys + multi-row INSERTs): "
-                 f"{add_batch:.1f} us per task")
-    hu.close()
-    return lines
+    pieces: dict[str, list[float]] = {}
+
+    def note(name: str, us: float) -> None:
+        pieces.setdefault(name, []).append(us)
+
+    def measure(base: float) -> None:
+        # -- per call: delay() committed on its own
+        hu, t = fresh()
+        note("call: delay(), whole", timed(lambda: [t.delay(i, base + i * 1e-3, eta=base + i * 1e-3)
+                                                   for i in range(n)], n))
+        hu.close()
+        hu, t = fresh()
+        hu.store.add = lambda recs, existing="fail": list(recs)  # type: ignore[method-assign]
+        note("call: delay() with store.add stubbed (the API: checks, pickle, record, handle)",
+             timed(lambda: [t.delay(i, base + i * 1e-3, eta=base + i * 1e-3) for i in range(n)], n))
+        hu.close()
+        recs = records(n, base)
+        hu, t = fresh()
+        st = hu.store
+        note("call: store.add([rec]) (SqliteDictStore.add, SQLite included)",
+             timed(lambda: [st.add([r]) for r in recs], n))
+        hu.close()
+        hu, t = fresh()
+        con = hu.store._conn()._con                              # type: ignore[attr-defined]
+        params = rows(hu.store, recs, fresh_pos=True)
+        note("call: its INSERT alone, autocommitted (SQLite, commit included)",
+             timed(lambda: [con.execute(tws._ADD, p) for p in params], n))
+        hu.close()
+        raw = SqliteSystem(os.path.join(store_dir, f"raw-call-{seq[0]}.db"))
+        note("call: raw sqlite3, one autocommitted INSERT (benchmarks.systems)",
+             timed(lambda: [raw.enqueue(i, base + i * 1e-3) for i in range(n)], n))
+        raw.stop()
+        # -- batch: one with hu.batch() block
+        hu, t = fresh()
+
+        def whole() -> None:
+            with hu.batch():
+                for i in range(batch_n):
+                    t.delay(i, base + i * 1e-3, eta=base + i * 1e-3)
+        note("batch: with hu.batch(): delay()..., whole", timed(whole, batch_n))
+        hu.close()
+        hu, t = fresh()
+        hu.store.add = lambda recs, existing="fail": list(recs)  # type: ignore[method-assign]
+        note("batch: the same with store.add stubbed (the API)", timed(whole, batch_n))
+        hu.close()
+        recs = records(batch_n, base)
+        hu, t = fresh()
+        st = hu.store
+        note("batch: store.add(records) (SqliteDictStore.add, SQLite included)",
+             timed(lambda: st.add(recs), batch_n))
+        hu.close()
+        hu, t = fresh()
+        st = hu.store
+        real_x = st._x                                           # type: ignore[attr-defined]
+        st._x = lambda sql, p=(): 0 if sql.startswith(f'INSERT INTO "{tws.TABLE}" (key') else real_x(sql, p)  # type: ignore[attr-defined]
+        note("batch: store.add(records) with its row INSERTs stubbed (its Python)",
+             timed(lambda: st.add(recs), batch_n))
+        hu.close()
+        hu, t = fresh()
+        con = hu.store._conn()._con                              # type: ignore[attr-defined]
+        flat = [v for row in rows(hu.store, recs, fresh_pos=False) for v in row]
+
+        def sql_only() -> None:
+            con.execute("BEGIN IMMEDIATE")
+            for i in range(0, len(flat), 4 * tws._CHUNK):
+                part = flat[i:i + 4 * tws._CHUNK]
+                con.execute(tws._insert_rows(len(part) // 4), part)
+            con.execute("COMMIT")
+        note("batch: its 400-row INSERTs alone, one transaction (SQLite, commit included)",
+             timed(sql_only, batch_n))
+        hu.close()
+        raw = SqliteSystem(os.path.join(store_dir, f"raw-batch-{seq[0]}.db"))
+        note("batch: raw sqlite3 executemany, one transaction (benchmarks.systems)",
+             timed(lambda: raw.enqueue_batch((i, base + i * 1e-3) for i in range(batch_n)), batch_n))
+        raw.stop()
+        t0 = time.perf_counter()
+        for i in range(batch_n):
+            pickle.dumps(((i, base), {}), protocol=5)
+        note("batch: of which pickling the arguments (both do it)",
+             (time.perf_counter() - t0) / batch_n * 1e6)
+        for name in os.listdir(store_dir):
+            if name.startswith(("breakdown-", "raw-")):
+                os.remove(os.path.join(store_dir, name))
+
+    for _ in range(reps):
+        measure(time.time() + 3600)
+    out = [f"Per task, us, median of {reps} interleaved runs ({n:,} per-call tasks, {batch_n:,} in a batch); "
+           "sqlite3 " + sqlite3.sqlite_version + ":"]
+    for name, values in pieces.items():
+        out.append(f"  {statistics.median(values):6.2f}  {name}")
+    return out
 
 
 def sql_variants(n: int, store_dir: str, reps: int = 5) -> list[str]:
-    """SQLite alone (parameters prepared up front): timewheel's statements on its table shape
-    (sqlitedict's rowid table + an automatic index on ``key``) versus a ``WITHOUT ROWID``
-    table, versus the raw benchmark's one row per task.  Interleaved, median of ``reps``."""
+    """SQLite alone (parameters prepared up front), timewheel's row against the raw benchmark's:
+    per call and in one transaction, the record bound as bytes or as a bytearray.
+    Interleaved, median of ``reps``."""
     import sqlite3
     import statistics
     import time
 
     from timewheel.store import sqlite as tws
+    from timewheel.store.connection import SCHEMA
 
-    blob = bytes(200)                 # about the size of an encoded record with small args
+    blob = bytes(150)                 # about the size of an encoded record with small args
     now = time.time() + 3600
     rows = []
     for i in range(n):
         eta = now + i * 1e-3
         t = int(eta) + 1
         tid = f"{i:016x}{i:08x}"
-        rows.append((f"t:{tid}", blob, f"w:{t % 3600:06d}:{t // 3600:015d}:{round(eta * 1e6):018d}:{tid}",
-                     "l:" + tid, eta, t))
+        rows.append((f"t:{tid}", blob, f"p:{t % 3600:06d}:{t // 3600:015d}:{round(eta * 1e6):018d}",
+                     "benchmarks.run", eta))
 
-    def fresh(name: str, ddl: list[str]) -> sqlite3.Connection:
-        path = os.path.join(store_dir, name + ".db")
+    def fresh(ddl: "list[str] | tuple[str, ...]") -> sqlite3.Connection:
+        path = os.path.join(store_dir, "variant.db")
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(path + suffix):
                 os.remove(path + suffix)
@@ -155,52 +238,46 @@ def sql_variants(n: int, store_dir: str, reps: int = 5) -> list[str]:
             con.execute(stmt)
         return con
 
-    kv = ['CREATE TABLE "timewheel" (key TEXT PRIMARY KEY, value BLOB)',
-          "INSERT INTO \"timewheel\" VALUES ('m:horizon', 0)"]
-    kv_wr = [kv[0] + " WITHOUT ROWID", kv[1]]
     raw = ["CREATE TABLE q (id TEXT PRIMARY KEY, eta REAL NOT NULL, payload BLOB NOT NULL)",
            "CREATE INDEX q_eta ON q (eta)"]
-    two = 'INSERT INTO "timewheel" (key, value) VALUES (?,?),(?,?)'
 
-    def multi_row(con: sqlite3.Connection) -> None:
-        con.execute("BEGIN")
-        for i in range(0, n, 200):          # 200 tasks = 400 rows per statement, as store.add does
-            part = rows[i:i + 200]
-            sql = 'INSERT INTO "timewheel" (key, value) VALUES ' + ",".join(["(?,?)"] * (2 * len(part)))
-            con.execute(sql, [v for r in part for v in (r[0], r[1], r[2], b"")])
-        con.execute("COMMIT")
+    def multi_row(as_bytearray: bool) -> "Callable[[sqlite3.Connection], None]":
+        def run(con: sqlite3.Connection) -> None:
+            con.execute("BEGIN")
+            for i in range(0, n, tws._CHUNK):
+                con.execute(tws._insert_rows(len(rows[i:i + tws._CHUNK])),
+                            [v for r in rows[i:i + tws._CHUNK]
+                             for v in (r[0], bytearray(r[1]) if as_bytearray else r[1], r[2], r[3])])
+            con.execute("COMMIT")
+        return run
 
-    def em(con: sqlite3.Connection) -> None:
-        con.execute("BEGIN")
-        con.executemany('INSERT INTO "timewheel" (key, value) VALUES (?,?)',
-                        (kv_ for r in rows for kv_ in ((r[0], r[1]), (r[2], b""))))
-        con.execute("COMMIT")
+    def em(sql: str, make: "Callable[[tuple], tuple]") -> "Callable[[sqlite3.Connection], None]":
+        def run(con: sqlite3.Connection) -> None:
+            con.execute("BEGIN")
+            con.executemany(sql, (make(r) for r in rows))
+            con.execute("COMMIT")
+        return run
 
-    def raw_em(con: sqlite3.Connection) -> None:
-        con.execute("BEGIN")
-        con.executemany("INSERT INTO q VALUES (?,?,?)", ((r[0], r[4], r[1]) for r in rows))
-        con.execute("COMMIT")
-
-    variants: dict[str, tuple[list[str], Callable[[sqlite3.Connection], None]]] = {
-        "per call: store.add's INSERT..SELECT (2 rows + horizon check), sqlitedict table":
-            (kv, lambda c: [c.execute(tws._ADD_ONE, r) for r in rows] and None),
-        "per call: same statement, WITHOUT ROWID table":
-            (kv_wr, lambda c: [c.execute(tws._ADD_ONE, r) for r in rows] and None),
-        "per call: plain 2-row INSERT, sqlitedict table":
-            (kv, lambda c: [c.execute(two, (r[0], r[1], r[2], b"")) for r in rows] and None),
-        "per call: raw benchmark's 1-row INSERT (pk + eta index)":
-            (raw, lambda c: [c.execute("INSERT INTO q VALUES (?,?,?)", (r[0], r[4], r[1])) for r in rows]
-             and None),
-        "batch: store.add's 400-row INSERTs, sqlitedict table": (kv, multi_row),
-        "batch: same, WITHOUT ROWID table": (kv_wr, multi_row),
-        "batch: executemany 2 rows per task, sqlitedict table": (kv, em),
-        "batch: executemany 2 rows per task, WITHOUT ROWID": (kv_wr, em),
-        "batch: raw benchmark's executemany (1 row per task)": (raw, raw_em),
+    variants: dict[str, tuple] = {
+        "per call: timewheel's 1-row INSERT (key pk + pos index), bytes": (
+            SCHEMA[:2], lambda c: [c.execute(tws._ADD, r[:4]) for r in rows] and None),
+        "per call: the same, bytearray": (
+            SCHEMA[:2], lambda c: [c.execute(tws._ADD, (r[0], bytearray(r[1]), r[2], r[3])) for r in rows]
+            and None),
+        "per call: raw benchmark's 1-row INSERT (rowid + pk + eta index)": (
+            raw, lambda c: [c.execute("INSERT INTO q VALUES (?,?,?)", (r[0], r[4], r[1][:40])) for r in rows]
+            and None),
+        "batch: timewheel's 400-row INSERTs, bytes": (SCHEMA[:2], multi_row(False)),
+        "batch: the same, bytearray (as store.add)": (SCHEMA[:2], multi_row(True)),
+        "batch: executemany of timewheel's rows, bytearray": (
+            SCHEMA[:2], em(tws._ADD, lambda r: (r[0], bytearray(r[1]), r[2], r[3]))),
+        "batch: raw benchmark's executemany (payload ~40 bytes, bytes)": (
+            raw, em("INSERT INTO q VALUES (?,?,?)", lambda r: (r[0], r[4], r[1][:40]))),
     }
     times: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(reps):
         for k, (ddl, fn) in variants.items():
-            con = fresh("variant", ddl)
+            con = fresh(ddl)
             t0 = time.perf_counter()
             fn(con)
             times[k].append(time.perf_counter() - t0)
@@ -311,7 +388,7 @@ def main(argv: list[str]) -> int:
     for system in ("timewheel", "sqlite3"):
         profile(runner, system, args.n, False, f"{system}-per-call")
         profile(runner, system, args.batch_n, True, f"{system}-batch")
-    lines = breakdown(args.n, runner.run_dir) + sql_variants(args.n, runner.run_dir)
+    lines = breakdown(args.n, args.batch_n, runner.run_dir) + sql_variants(args.n, runner.run_dir)
     if args.lateness:
         lines += lateness_probe(args.lateness)
     with open(os.path.join(RESULTS, "profile-breakdown.txt"), "w") as fh:
