@@ -106,8 +106,8 @@ _PAGE = 20_000        # tasks made ready per advance() call: bounds a transactio
 #: a record read is never larger than this in memory: bigger rows read as broken
 _VALUE = f"CASE WHEN length(value) <= {MAX_RECORD_BYTES} THEN value END"
 _ADD = f'INSERT INTO "{TABLE}" (key, value, pos, name) VALUES (?, ?, ?, ?)'
-#: the position of a row added on its own, but for its name: slot, cycle, eta_us (see _absorb)
-_FRESH_POS = "n:%06d:%015d:%018d:"
+#: the position of a row added on its own: slot, cycle, eta_us, name (see _absorb)
+_FRESH_POS = "n:%06d:%015d:%018d:%s"
 _SET = f'UPDATE "{TABLE}" SET value = ?, pos = ?, name = ? WHERE key = ?'
 _FRESH = "pos >= 'n:' AND pos < 'n;'"
 #: the ``pos`` range of each status (pending: the n:, p: and q: rows; no position starts with o)
@@ -623,12 +623,13 @@ class SqliteDictStore(WheelStore):
         if len(records) == 1 and existing == "fail":
             # The hot path of delay(): one statement, one row, uncounted until absorbed.
             rec = records[0]
-            t = self.wheel.due_tick(rec.eta)
-            pos = _FRESH_POS % (t % self.wheel.slots, t // self.wheel.slots, eta_us(rec.eta)) + rec.name
-            row = ("t:" + rec.id, bytearray(encode_record(rec)), pos, rec.name)   # see _insert
+            wheel = self.wheel
+            t = wheel.due_tick(rec.eta)
+            row = ("t:" + rec.id, bytearray(encode_record(rec)),   # a bytearray: see _insert
+                   _FRESH_POS % (t % wheel.slots, t // wheel.slots, eta_us(rec.eta), rec.name), rec.name)
             with self._lock:
                 try:
-                    self._x(_ADD, row)
+                    self._conn().run(_ADD, row)
                 except sqlite3.IntegrityError:
                     raise DuplicateTask(f"task id {rec.id!r} already exists; nothing was added") from None
                 except sqlite3.Error as exc:
