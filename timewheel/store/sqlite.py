@@ -106,8 +106,6 @@ _PAGE = 20_000        # tasks made ready per advance() call: bounds a transactio
 #: a record read is never larger than this in memory: bigger rows read as broken
 _VALUE = f"CASE WHEN length(value) <= {MAX_RECORD_BYTES} THEN value END"
 _ADD = f'INSERT INTO "{TABLE}" (key, value, pos, name) VALUES (?, ?, ?, ?)'
-#: the position of a row added on its own: slot, cycle, eta_us, name (see _absorb)
-_FRESH_POS = "n:%06d:%015d:%018d:%s"
 _SET = f'UPDATE "{TABLE}" SET value = ?, pos = ?, name = ? WHERE key = ?'
 _FRESH = "pos >= 'n:' AND pos < 'n;'"
 #: the ``pos`` range of each status (pending: the n:, p: and q: rows; no position starts with o)
@@ -116,6 +114,13 @@ _POS_RANGE = {PENDING: ("n:", "q;"), RUNNING: ("r:", "r;"),
 _TICK_OF_CELL = "CAST(substr(pos, 10, 15) AS INTEGER) * :slots + CAST(substr(pos, 3, 6) AS INTEGER)"
 #: an unabsorbed row's position ends with its task's name: counted from the index alone
 _FRESH_NAME = "substr(pos, 45)"
+
+
+@functools.lru_cache(maxsize=64)
+def _fresh_cell(tick: int, slots: int) -> str:
+    """How the position of a row added on its own begins: ``n:<slot>:<cycle>:``, then come its
+    eta and its task's name (see _absorb).  Cached: tasks added one by one mostly share ticks."""
+    return "n:%06d:%015d:" % (tick % slots, tick // slots)
 
 
 @functools.lru_cache(maxsize=None)
@@ -623,10 +628,9 @@ class SqliteDictStore(WheelStore):
         if len(records) == 1 and existing == "fail":
             # The hot path of delay(): one statement, one row, uncounted until absorbed.
             rec = records[0]
-            wheel = self.wheel
-            t = wheel.due_tick(rec.eta)
+            t = self.wheel.due_tick(rec.eta)
             row = ("t:" + rec.id, bytearray(encode_record(rec)),   # a bytearray: see _insert
-                   _FRESH_POS % (t % wheel.slots, t // wheel.slots, eta_us(rec.eta), rec.name), rec.name)
+                   "%s%018d:%s" % (_fresh_cell(t, self.wheel.slots), eta_us(rec.eta), rec.name), rec.name)
             with self._lock:
                 try:
                     self._conn().run(_ADD, row)
