@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from . import tasks
+from . import redis_peers, tasks
 from .systems import open_system
 
 
@@ -317,3 +317,4 @@ WORKLOADS: dict[str, Callable[[dict], dict]] = {
     "enqueue": enqueue, "build": build, "startup": startup, "lateness": lateness,
     "burst": burst, "kill_a": kill_a, "kill_b": kill_b, "multi": multi,
 }
+WORKLOADS.update(redis_peers.CHILD_WORKLOADS)     # the redis workload's processes
