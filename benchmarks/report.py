@@ -15,6 +15,8 @@ import sys
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Optional
 
+from . import redis_report
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS_DIR = os.path.join(HERE, "results")
 PLOTS_DIR = os.path.join(HERE, "plots")
@@ -312,6 +314,7 @@ def targets(doc: dict) -> list[list[str]]:
         out.append(["3 processes on one file: exactly-once (throughput reported)",
                     f"{exact}/{len(g['timewheel'])} runs exactly-once; {thr.fmt()} tasks/s",
                     verdict(exact == len(g["timewheel"]) and exact > 0)])
+    out += redis_report.targets(doc)
     return out
 
 
@@ -355,6 +358,10 @@ SECTIONS: list[tuple[str, str, Callable[[dict], str], str]] = [
      "its share, one call each, each task due 0.5 s after its enqueue. Throughput: distinct tasks "
      "run per second from the common start to the last run. APScheduler documents that a job store "
      "cannot be shared between processes: the table shows what it does anyway."),
+    ("redis", "Redis: timewheel's Redis store vs RQ, RedisHuey and arq, on one redis-server",
+     redis_report.section,
+     "`python -m benchmarks --only redis` (`--quick`: small sizes). The harness starts one "
+     "`redis-server` for the workload and every system uses it."),
 ]
 
 
@@ -550,6 +557,7 @@ def plots(doc: dict, outdir: str = PLOTS_DIR) -> list[str]:
         fig.savefig(os.path.join(outdir, "enqueue_rates.png"))
         plt.close(fig)
         made.append("enqueue_rates.png")
+    made += redis_report.plots(doc, outdir)
     return made
 
 
