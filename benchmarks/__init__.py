@@ -16,4 +16,6 @@ Modules:
 * :mod:`benchmarks.tasks` -- the task function every system runs, and where it records runs.
 * :mod:`benchmarks.report` -- statistics, target checks, RESULTS.md and plots.
 * :mod:`benchmarks.profiling` -- cProfile of timewheel's hot paths, for the targets it misses.
+* :mod:`benchmarks.redis_peers` -- the ``redis`` workload: timewheel's Redis store beside RQ,
+  RedisHuey and arq on one redis-server; :mod:`benchmarks.redis_report` -- its tables and targets.
 """

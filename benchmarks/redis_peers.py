@@ -36,6 +36,7 @@ Systems (defaults except where noted; :data:`SETTINGS` says the same for the rep
 * ``huey``: ``RedisHuey`` + ``create_consumer(workers=4, worker_type="thread")`` in-process.
 * ``arq``: ``enqueue_job(..., _defer_by=...)`` + one ``arq.worker.Worker`` (default
   ``max_jobs=10``, ``poll_delay=0.5``, ``job_timeout=300``).
+* ``redis-py`` (enqueue only, the ceiling): one ``ZADD`` of the pickled call per task.
 
 Every system's logging is set to WARNING (the SQLite adapters silence theirs too), so that none
 pays for a log line per task.
@@ -93,6 +94,7 @@ BULK = {
     "huey": None,    # no bulk enqueue API
     "arq": None,     # no bulk enqueue API
     "rq-fork": None,  # (only run in the lateness measurement)
+    "redis-py": "`pipe.zadd(...)` for each, then one `pipe.execute()` (MULTI/EXEC)",
 }
 
 
@@ -311,10 +313,41 @@ class ArqRedis:
         return {"will_run": int(queued), "stranded": 0, "by_status": {"queued": int(queued)}}
 
 
+class RawRedis:
+    """The storage ceiling (enqueue only): redis-py, one ``ZADD`` of the pickled call per task,
+    scored by eta; the bulk form is one MULTI/EXEC pipeline."""
+
+    def __init__(self, url: str) -> None:
+        import itertools
+        import pickle
+
+        from redis import Redis
+        self.conn = Redis.from_url(url)
+        self._ids = itertools.count()
+        self._prefix = os.urandom(8).hex()
+        self._dumps = pickle.dumps
+
+    def _member(self, i: int, due: float) -> bytes:
+        return self._dumps((f"{self._prefix}{next(self._ids):08x}", "benchmarks.run", (i, due)), protocol=5)
+
+    def enqueue_calls(self, items: Iterable[tuple[int, float]]) -> None:
+        zadd = self.conn.zadd
+        for i, due in items:
+            zadd("raw:q", {self._member(i, due): due})
+
+    def enqueue_batch(self, items: Iterable[tuple[int, float]]) -> None:
+        with self.conn.pipeline() as pipe:
+            for i, due in items:
+                pipe.zadd("raw:q", {self._member(i, due): due})
+            pipe.execute()
+
+
 def open_system(name: str, url: str) -> Any:
     _quiet()
     if name == "rq-fork":
         return RQRedis(url, fork=True)
+    if name == "redis-py":
+        return RawRedis(url)
     cls = {"timewheel": TimewheelRedis, "rq": RQRedis, "huey": HueyRedis, "arq": ArqRedis}.get(name)
     if cls is None:
         raise ValueError(f"unknown system {name!r}; one of {', '.join(SYSTEMS)}, rq-fork")
@@ -449,11 +482,11 @@ def plan(mode: Any) -> list:
         return s["reps"] if system == "timewheel" else s["peer_reps"]
 
     cases = [Case("redis", sy, {"kind": "enqueue", "n": s["enqueue_n"]}, reps(sy), f"enqueue:{sy}")
-             for sy in SYSTEMS]
+             for sy in SYSTEMS + ("redis-py",)]
     cases.append(Case("redis", "timewheel", {"kind": "enqueue-everysec", "n": s["enqueue_n"]},
                       s["peer_reps"], "enqueue-everysec:timewheel"))
     cases += [Case("redis", sy, {"kind": "batch", "n": s["batch_n"]}, reps(sy), f"batch:{sy}")
-              for sy in SYSTEMS if BULK[sy]]
+              for sy in SYSTEMS + ("redis-py",) if BULK[sy]]
     for kind in ("lateness", "burst", "kill", "recovery"):
         cases += [Case("redis", sy, dict(s[kind], kind=kind), reps(sy), f"{kind}:{sy}") for sy in SYSTEMS]
         if kind == "lateness" and mode.name != "quick":    # RQ's default forking worker, for the record
