@@ -528,6 +528,20 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, with reaped children's) of ``pid`` and its descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in [pid] + _descendants(pid):
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                f = fh.read().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in f[11:15])      # utime stime cutime cstime
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / tick
+
+
 def kill_tree(pid: int) -> int:
     """SIGKILL ``pid`` and every process it started, as when its host or container dies (RQ's
     work horses and scheduler are forks in their own process groups).  The tree is frozen with
@@ -702,6 +716,10 @@ class RedisBench:
     def _failed(what: str, *children: Child) -> dict:
         return {"error": what, "stderr": "\n".join(c.stderr_tail() for c in children)}
 
+    def _server_cpu_s(self) -> float:
+        cpu = self.r.info("cpu")
+        return float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+
     def _commandstats(self) -> dict:
         out = {}
         for name, v in self.r.info("commandstats").items():
@@ -772,8 +790,12 @@ class RedisBench:
                                    spread=p["spread"])
             if info is None:
                 return self._failed("the client did not schedule", c, w)
-            runs = self._collect(log, p["n"], info["last_due"] + p["grace"], 0.5)
             c.wait(30)
+            # CPU over the due window: the worker's process tree and redis-server
+            time.sleep(max(0.0, info["first_due"] - time.time()))
+            cpu0, srv0, t0 = tree_cpu_s(w.proc.pid), self._server_cpu_s(), time.time()
+            runs = self._collect(log, p["n"], info["last_due"] + p["grace"], 0.5)
+            cpu1, srv1, t1 = tree_cpu_s(w.proc.pid), self._server_cpu_s(), time.time()
         finally:
             w.kill()
         runs = [r for r in runs if r[0] >= 0]
@@ -787,6 +809,8 @@ class RedisBench:
             "p50_ms": _ms(_pct(lat, 50)), "p90_ms": _ms(_pct(lat, 90)), "p99_ms": _ms(_pct(lat, 99)),
             "max_ms": _ms(lat[-1] if lat else None), "min_ms": _ms(lat[0] if lat else None),
             "cdf_ms": [x * 1e3 for x in _quantiles(lat)],
+            "worker_cpu_s": cpu1 - cpu0, "server_cpu_s": srv1 - srv0, "cpu_window_s": t1 - t0,
+            "loadavg_after": os.getloadavg()[0],
         }
         shutil.rmtree(d, ignore_errors=True)
         return res

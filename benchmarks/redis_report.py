@@ -144,14 +144,27 @@ def table_lateness(doc: dict) -> str:
     for system, ms in per.items():
         rs = R.ok(ms)
         n = rs[0]["n"] if rs else 0
+        wcpu = R.Stat(r["worker_cpu_s"] / r["n"] for r in rs if "worker_cpu_s" in r)
+        scpu = R.Stat(r["server_cpu_s"] / r["n"] for r in rs if "server_cpu_s" in r)
         rows.append([system, R.stat(ms, "unique").fmt() + f" / {n:,}",
                      str(sum(r["duplicates"] for r in rs)),
                      f"{sum(r['early'] for r in rs)} ({sum(r['early_over_1ms'] for r in rs)} by > 1 ms)",
                      R.stat(ms, "p50_ms").fmt("{:,.1f}"), R.stat(ms, "p99_ms").fmt("{:,.1f}"),
-                     R.stat(ms, "max_ms").fmt("{:,.1f}"), R.stat(ms, "lead_s").fmt("{:.1f}"),
-                     str(sum(r["late_enqueued"] for r in rs)), str(len(rs)) + _errs(ms)])
+                     R.stat(ms, "max_ms").fmt("{:,.1f}"), wcpu.fmt("{:.2f}", 1e3), scpu.fmt("{:.2f}", 1e3),
+                     _load(ms),
+                     R.stat(ms, "lead_s").fmt("{:.1f}"), str(sum(r["late_enqueued"] for r in rs)),
+                     str(len(rs)) + _errs(ms)])
     return R._table(["system", "ran (unique)", "duplicates", "early (all runs)", "p50 ms", "p99 ms", "max ms",
+                     "worker CPU ms per task", "redis-server CPU ms per task", "load average before → after",
                      "first due after, s", "enqueued after their eta", "runs"], rows)
+
+
+def _load(ms: list[dict]) -> str:
+    """1-min load average before the measurement → after it (when recorded)."""
+    R = _r()
+    before = R.Stat(m.get("loadavg_before") for m in ms).fmt("{:.1f}")
+    after = R.Stat(r.get("loadavg_after") for r in R.ok(ms))
+    return f"{before} → {after.fmt('{:.1f}')}" if after else before
 
 
 def _errs(ms: list[dict]) -> str:
@@ -264,7 +277,10 @@ SUBSECTIONS = [
     ("Lateness (start inside the task − eta)", table_lateness,
      "Workers running; the client enqueues the tasks one call each, due evenly over the window "
      "(first due after *first due after*, longer for a system whose enqueue is slow so that every "
-     "task is stored before the first is due). All values over the runs."),
+     "task is stored before the first is due). All values over the runs. *CPU per task*: user + "
+     "system time of the worker's process tree and of redis-server over the due window, divided by "
+     "the tasks: at 200 tasks/s on 2 shared cores this is what other load competes with (the *load "
+     "average* column: timewheel's tail grows with it, the peers' poll intervals hide it)."),
     ("Burst: many no-op tasks due at one instant", table_burst,
      "The client stores all the tasks (with the bulk API where there is one) due at one instant; "
      "then the workers are started, and are ready before that instant; they drain the tasks. Times "
