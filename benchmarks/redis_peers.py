@@ -458,11 +458,11 @@ CHILD_WORKLOADS: dict[str, Callable[[dict], dict]] = {
 SIZES = {
     "quick": {
         "reps": 1, "peer_reps": 1, "enqueue_n": 1000, "batch_n": 2000,
-        "lateness": {"n": 300, "lead": 1.0, "spread": 3.0, "grace": 4.0},
-        "burst": {"n": 1000, "max_wait": 15.0, "quiet": 4.0, "start_allowance": 3.0},
+        "lateness": {"n": 300, "lead": 1.0, "spread": 3.0, "grace": 3.0},
+        "burst": {"n": 1000, "max_wait": 15.0, "quiet": 4.0, "start_allowance": 2.5},
         "kill": {"n": 200, "task_s": 0.01, "due_lo": 1.0, "due_hi": 3.0, "kill_at": 2.0,
-                 "restart_after": 1.0, "max_wait": 13.0, "linger": 1.0},
-        "recovery": {"sleep": 5.0, "cap": 12.0},
+                 "restart_after": 1.0, "max_wait": 12.0, "linger": 1.0},
+        "recovery": {"sleep": 4.0, "cap": 12.0},
     },
     "full": {
         "reps": 3, "peer_reps": 2, "enqueue_n": 10_000, "batch_n": 10_000,
