@@ -317,9 +317,12 @@ def targets(doc: dict) -> list[list[str]]:
     peers = {s: v for s, v in peers.items() if v}
     if tw and peers:
         best = max(peers, key=lambda s: peers[s].med)
+        raw = R.stat(per.get("redis-py", []), "rate")
+        ceiling = (f"; the ceiling of one durable round trip per call, a bare redis-py ZADD, is "
+                   f"{raw.med:,.0f}/s = {raw.med / peers[best].med:.2f}× {best}") if raw else ""
         out.append(["Redis, enqueue per call: ≥ 1.5× the fastest of RQ, RedisHuey, arq",
                     f"{tw.med / peers[best].med:.2f}× the fastest, {best} ({tw.med:,.0f} vs "
-                    f"{peers[best].med:,.0f}/s)", verdict(tw.med >= 1.5 * peers[best].med)])
+                    f"{peers[best].med:,.0f}/s){ceiling}", verdict(tw.med >= 1.5 * peers[best].med)])
     ms = _cases(doc, "lateness").get("timewheel")
     if ms:
         p99 = R.stat(ms, "p99_ms")
