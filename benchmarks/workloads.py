@@ -15,6 +15,7 @@ import time
 from typing import Any, Callable
 
 from . import tasks
+from .bigstore import CHILD_WORKLOADS
 from .systems import open_system
 
 
@@ -315,5 +316,5 @@ def multi(spec: dict) -> dict:
 
 WORKLOADS: dict[str, Callable[[dict], dict]] = {
     "enqueue": enqueue, "build": build, "startup": startup, "lateness": lateness,
-    "burst": burst, "kill_a": kill_a, "kill_b": kill_b, "multi": multi,
+    "burst": burst, "kill_a": kill_a, "kill_b": kill_b, "multi": multi, **CHILD_WORKLOADS,
 }
