@@ -15,5 +15,8 @@ Modules:
 * :mod:`benchmarks.workloads` -- what a measurement process does, per workload.
 * :mod:`benchmarks.tasks` -- the task function every system runs, and where it records runs.
 * :mod:`benchmarks.report` -- statistics, target checks, RESULTS.md and plots.
+* :mod:`benchmarks.bigstore` -- the big-store workloads (``commands``, ``web``, ``downtime``);
+  :mod:`benchmarks.bigstore_report` their tables and targets.  ``python -m
+  benchmarks.cli_latency`` and ``python -m benchmarks.web_latency`` run the first two alone.
 * :mod:`benchmarks.profiling` -- cProfile of timewheel's hot paths, for the targets it misses.
 """
