@@ -195,7 +195,9 @@ SECTIONS: list[tuple[str, str, Callable[[dict], str], str]] = [
      "due over a week under four names (plus a few dozen in every other state), built with "
      "`hu.batch()`; wall and CPU time and the command's own peak RSS (`ru_maxrss`) are measured "
      "from outside it. Runs of the commands are interleaved. `python -c pass` and "
-     "`python -c 'import click'` show how much of each figure is Python starting up. "
+     "`python -c 'import click'` show how much of each figure is Python starting up. The timewheel "
+     "package is byte-compiled first, as an installed one is (compiling it from source adds ~150 ms "
+     "to every command). "
      "MB = 10^6 bytes."),
     ("web", "Web view on a big store", table_web,
      "`timewheel web --allow-actions` on the same store, each URL requested over loopback HTTP after "
