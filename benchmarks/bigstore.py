@@ -47,12 +47,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # -- sizes ------------------------------------------------------------------------------------
 SIZES: dict[str, dict[str, Any]] = {
     "quick": {"store_n": 100_000, "command_reps": 3, "web_reps": 1, "web_repeat": 3,
-              "downtime": [("timewheel", 50_000, 1), ("huey", 50_000, 1)], "window": 10.0},
+              # (system, tasks, repetitions, window: seconds over which the tasks come due)
+              "downtime": [("timewheel", 50_000, 1, 10.0), ("huey", 50_000, 1, 10.0)]},
     "full": {"store_n": 1_000_000, "command_reps": 7, "web_reps": 3, "web_repeat": 5,
              # Huey's catch-up runs ~2,000 tasks/s here (a 1M drain would take ~8 min, its
              # build ~2.5 min): the peers are compared at 100,000; timewheel's 1M is the target
-             "downtime": [("timewheel", 1_000_000, 1), ("timewheel", 100_000, 2), ("huey", 100_000, 2)],
-             "window": 60.0},
+             "downtime": [("timewheel", 1_000_000, 1, 60.0), ("timewheel", 100_000, 2, 10.0),
+                          ("huey", 100_000, 2, 10.0)]},
 }
 WORKLOADS = ("commands", "web", "downtime")
 
@@ -345,8 +346,8 @@ def plan(mode: Any) -> dict[str, list]:
                      for label in COMMANDS],
         "web": [Case("web", "timewheel", {"pending": n, "repeat": size["web_repeat"]}, size["web_reps"],
                      f"timewheel@{n}")],
-        "downtime": [Case("downtime", system, {"n": k, "window": size["window"]}, reps, f"{system}@{k}")
-                     for system, k, reps in size["downtime"]],
+        "downtime": [Case("downtime", system, {"n": k, "window": window}, reps, f"{system}@{k}")
+                     for system, k, reps, window in size["downtime"]],
     }
 
 
