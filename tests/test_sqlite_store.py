@@ -232,3 +232,32 @@ def test_doorbells_cross_processes_and_dead_ones_are_forgotten(tmp_path) -> None
     assert names == [f"m:bell:{bell.name}"]
     bell.close()
     s.close()
+
+
+def test_a_store_without_per_slot_cell_counts_gets_them_on_a_write_open(tmp_path) -> None:
+    """The ring's summary reads per-slot cell counts kept by triggers; a store written before
+    they existed is read without them (read-only) and gains them, filled, on a write open."""
+    p = str(tmp_path / "tasks.db")
+    w = Wheel(slots=60, tick=1.0)
+    s = SqliteDictStore(p, w)
+    now = time.time()
+    etas = [now + 30 + i * 7.3 for i in range(40)]
+    s.add([make_record(f"b{i}", e) for i, e in enumerate(etas)])
+    s.add([make_record("single", now + 1000)])                 # an uncounted row too
+    expected = {w.due_tick(e) for e in etas + [now + 1000]}
+    want = (len(expected), len({t % 60 for t in expected}))
+    assert s.wheel_stats() == want
+    s.close()
+    con = sqlite3.connect(p)
+    con.executescript('DROP TRIGGER timewheel_cell_added; DROP TRIGGER timewheel_cell_removed; '
+                      'DROP TABLE timewheel_slots;')
+    con.close()
+    ro = SqliteDictStore(p, readonly=True)
+    assert ro.wheel_stats() == want
+    ro.close()
+    rw = SqliteDictStore(p)
+    assert rw.wheel_stats() == want
+    rw.swap([(rw.get("b0"), cancel(rw.get("b0"), now))])      # the triggers follow changes again
+    expected_after = {w.due_tick(e) for e in etas[1:] + [now + 1000]}
+    assert rw.wheel_stats() == (len(expected_after), len({t % 60 for t in expected_after}))
+    rw.close()

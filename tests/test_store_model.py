@@ -445,6 +445,8 @@ class StoreModel(RuleBasedStateMachine):
         assert self.store.counts() == dict(Counter((r.status, r.name) for r in self.model.values()))
         ticks = Counter(self.tick(r) for r in self.model.values() if r.status == PENDING)
         assert self.store.ticks() == sorted(ticks.items())
+        assert self.store.ticks(limit=2) == sorted(ticks.items())[:2]
+        assert self.store.wheel_stats() == (len(ticks), len({t % self.store.wheel.slots for t in ticks}))
         assert self.store.state().horizon == self.horizon
         self.backend.check(self.store, last=False)
 

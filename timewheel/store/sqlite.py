@@ -113,6 +113,24 @@ _POS_RANGE = {PENDING: ("n:", "q;"), RUNNING: ("r:", "r;"),
 _TICK_OF_CELL = "CAST(substr(pos, 10, 15) AS INTEGER) * :slots + CAST(substr(pos, 3, 6) AS INTEGER)"
 #: an unabsorbed row's position ends with its task's name: counted from the index alone
 _FRESH_NAME = "substr(pos, 45)"
+_SLOTS_TABLE = f"{TABLE}_slots"
+
+
+def _slot_schema(slots: int) -> tuple[str, ...]:
+    """Occupied (slot, cycle) cells per slot, kept by triggers on the tick counters, so the
+    ring's summary reads at most ``slots`` rows instead of every occupied tick (~500,000 on a
+    million tasks due over a week).  A tick counter row exists exactly while its tick has
+    pending tasks (:class:`_Counters` deletes it at zero), so its insert and delete are the
+    cell's birth and death.  The slot count is fixed when the store is created, hence a
+    literal in the trigger."""
+    return (
+        f'CREATE TABLE IF NOT EXISTS "{_SLOTS_TABLE}" (slot INTEGER PRIMARY KEY, cells INTEGER NOT NULL)',
+        f'CREATE TRIGGER IF NOT EXISTS "{TABLE}_cell_added" AFTER INSERT ON "{TABLE}_ticks" BEGIN '
+        f'INSERT INTO "{_SLOTS_TABLE}" (slot, cells) VALUES (new.tick % {slots}, 1) '
+        "ON CONFLICT (slot) DO UPDATE SET cells = cells + 1; END",
+        f'CREATE TRIGGER IF NOT EXISTS "{TABLE}_cell_removed" AFTER DELETE ON "{TABLE}_ticks" BEGIN '
+        f'UPDATE "{_SLOTS_TABLE}" SET cells = cells - 1 WHERE slot = old.tick % {slots}; END',
+    )
 
 
 class _ReadOnlyLiveness(Liveness):
@@ -250,6 +268,7 @@ class SqliteDictStore(WheelStore):
         self._pid = -1
         self._bells: tuple[float, list[str]] = (-1e9, [])
         self._horizon_hint: tuple[float, int] = (-1e9, 0)
+        self._slot_cells = False       # the per-slot cell counts exist (see _slot_schema)
         self._bell_prefix = "timewheel-" + hashlib.sha1(
             os.path.realpath(self.path).encode()).hexdigest()[:16] + "-"
         track(self)
@@ -417,7 +436,25 @@ class SqliteDictStore(WheelStore):
             raise StoreMismatch(
                 f"{self.path} was created with slots={stored.slots}, tick={stored.tick}; "
                 f"cannot open it with slots={wheel.slots}, tick={wheel.tick}")
+        self._slot_cells = self._has_table(_SLOTS_TABLE)
+        if not self._slot_cells and not self.readonly:
+            self._add_slot_cells(stored)
         return stored
+
+    def _has_table(self, name: str) -> bool:
+        with self._reading():
+            return bool(self._q("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
+
+    def _add_slot_cells(self, wheel: Wheel) -> None:
+        """Create the per-slot cell counts (see :func:`_slot_schema`) and fill them from the
+        tick counters: on a new store, a converted 0.1 store, and one written before them."""
+        with self._writing():
+            if not self._has_table(_SLOTS_TABLE):
+                for ddl in _slot_schema(wheel.slots):
+                    self._x(ddl)
+                self._x(f'INSERT INTO "{_SLOTS_TABLE}" (slot, cells) SELECT tick % ?, count(*) '
+                        f'FROM "{TABLE}_ticks" GROUP BY 1', (wheel.slots,))
+        self._slot_cells = True
 
     def _geometry(self) -> Wheel:
         try:
@@ -919,11 +956,18 @@ class SqliteDictStore(WheelStore):
               limit: Optional[int] = None) -> list[tuple[int, int]]:
         args = {"lo": -1 if start is None else start, "hi": 2 ** 62 if stop is None else stop,
                 "limit": -1 if limit is None else limit, "slots": self.wheel.slots}
+        # The first ``limit`` ticks of the two sources together are among the first ``limit``
+        # of each: two range reads that stop early, merged here (a GROUP BY over their UNION
+        # read every counter first: 120 ms for the first 10 on a million tasks).
         with self._reading():
-            return [(int(t), int(n)) for t, n in self._q(
-                f'SELECT tick, sum(n) FROM (SELECT tick, n FROM "{TABLE}_ticks" WHERE n > 0 '
-                f"UNION ALL SELECT tick, 1 FROM ({self._FRESH_TICKS})) "
-                "WHERE tick >= :lo AND tick < :hi GROUP BY tick ORDER BY tick LIMIT :limit", args)]
+            merged = Counter(dict(self._q(
+                f'SELECT tick, n FROM "{TABLE}_ticks" WHERE tick >= :lo AND tick < :hi AND n > 0 '
+                "ORDER BY tick LIMIT :limit", args)))
+            merged.update(dict(self._q(
+                f"SELECT tick, count(*) FROM ({self._FRESH_TICKS}) WHERE tick >= :lo AND tick < :hi "
+                "GROUP BY tick ORDER BY tick LIMIT :limit", args)))
+        out = sorted((int(t), int(n)) for t, n in merged.items())
+        return out if limit is None else out[:limit]
 
     def histogram(self, start: int, stop: int, bucket: int) -> list[int]:
         out = [0] * max(0, -(-(stop - start) // bucket))
@@ -938,10 +982,21 @@ class SqliteDictStore(WheelStore):
         return out
 
     def wheel_stats(self) -> tuple[int, int]:
+        args = {"slots": self.wheel.slots}
         with self._reading():
+            if not self._slot_cells:      # a read-only open of a store written before them
+                cells, slots = self._q(
+                    f'SELECT count(*), count(DISTINCT tick % :slots) FROM (SELECT tick FROM '
+                    f'"{TABLE}_ticks" WHERE n > 0 UNION SELECT tick FROM ({self._FRESH_TICKS}))', args)[0]
+                return int(cells), int(slots)
+            # Counted cells from the counters (a tick row exists only while n > 0), plus the
+            # ticks of rows not yet absorbed that no counter holds yet.
             cells, slots = self._q(
-                f'SELECT count(*), count(DISTINCT tick % :slots) FROM (SELECT tick FROM "{TABLE}_ticks" '
-                f"WHERE n > 0 UNION SELECT tick FROM ({self._FRESH_TICKS}))", {"slots": self.wheel.slots})[0]
+                f"WITH fresh AS (SELECT DISTINCT tick FROM ({self._FRESH_TICKS}) "
+                f'WHERE tick NOT IN (SELECT tick FROM "{TABLE}_ticks")) '
+                f'SELECT (SELECT count(*) FROM "{TABLE}_ticks") + (SELECT count(*) FROM fresh), '
+                f'(SELECT count(*) FROM (SELECT slot FROM "{_SLOTS_TABLE}" WHERE cells > 0 '
+                "UNION SELECT tick % :slots FROM fresh))", args)[0]
         return int(cells), int(slots)
 
     def scan(self, status: str, *, name: Optional[str] = None, id_prefix: Optional[str] = None,
