@@ -114,6 +114,8 @@ _TICK_OF_CELL = "CAST(substr(pos, 10, 15) AS INTEGER) * :slots + CAST(substr(pos
 #: an unabsorbed row's position ends with its task's name: counted from the index alone
 _FRESH_NAME = "substr(pos, 45)"
 _SLOTS_TABLE = f"{TABLE}_slots"
+#: pending tasks per (name, due tick): a timeline of one task name without reading its tasks
+_NAMED_TABLE = f"{TABLE}_name_ticks"
 
 
 def _slot_schema(slots: int) -> tuple[str, ...]:
@@ -218,6 +220,7 @@ class _Counters:
     def __init__(self) -> None:
         self.states: Counter[tuple[str, str]] = Counter()
         self.ticks: Counter[int] = Counter()
+        self.named: Counter[tuple[str, int]] = Counter()
 
     def move(self, old: Optional[tuple[str, str, Optional[int]]],
              new: Optional[tuple[str, str, Optional[int]]]) -> None:
@@ -228,6 +231,7 @@ class _Counters:
             self.states[(state, name)] += d
             if tick is not None:
                 self.ticks[tick] += d
+                self.named[(name, tick)] += d
 
     def flush(self, x: Callable[..., int], many: Callable[..., int]) -> None:
         states = [(s, n, d) for (s, n), d in self.states.items() if d]
@@ -241,8 +245,15 @@ class _Counters:
                  "ON CONFLICT (tick) DO UPDATE SET n = n + excluded.n", ticks)
             many(f'DELETE FROM "{TABLE}_ticks" WHERE tick = ? AND n <= 0',
                  [(t,) for t, d in ticks if d < 0])
+        named = [(name, t, d) for (name, t), d in self.named.items() if d]
+        if named:
+            many(f'INSERT INTO "{_NAMED_TABLE}" (name, tick, n) VALUES (?, ?, ?) '
+                 "ON CONFLICT (name, tick) DO UPDATE SET n = n + excluded.n", named)
+            many(f'DELETE FROM "{_NAMED_TABLE}" WHERE name = ? AND tick = ? AND n <= 0',
+                 [(name, t) for name, t, d in named if d < 0])
         self.states.clear()
         self.ticks.clear()
+        self.named.clear()
 
 
 class SqliteDictStore(WheelStore):
@@ -269,6 +280,7 @@ class SqliteDictStore(WheelStore):
         self._bells: tuple[float, list[str]] = (-1e9, [])
         self._horizon_hint: tuple[float, int] = (-1e9, 0)
         self._slot_cells = False       # the per-slot cell counts exist (see _slot_schema)
+        self._named_ticks = False      # the per-name tick counters exist
         self._bell_prefix = "timewheel-" + hashlib.sha1(
             os.path.realpath(self.path).encode()).hexdigest()[:16] + "-"
         track(self)
@@ -325,7 +337,8 @@ class SqliteDictStore(WheelStore):
         if self.readonly and not ours:
             raise NotAStore(f"{self.path} is not a timewheel store (no timewheel data in it)")
         # Our table alone, and empty: another process is creating the store right now.
-        if not ours and (tables - {TABLE, f"{TABLE}_counts", f"{TABLE}_ticks"} or rows is not None):
+        if not ours and (tables - {TABLE, f"{TABLE}_counts", f"{TABLE}_ticks", _NAMED_TABLE, _SLOTS_TABLE}
+                         or rows is not None):
             raise NotAStore(f"{self.path} is an SQLite file but not a timewheel store "
                             f"(tables: {', '.join(sorted(tables))})")
         if ours and self.readonly and fmt[0] == OLD_FORMAT:
@@ -437,24 +450,42 @@ class SqliteDictStore(WheelStore):
                 f"{self.path} was created with slots={stored.slots}, tick={stored.tick}; "
                 f"cannot open it with slots={wheel.slots}, tick={wheel.tick}")
         self._slot_cells = self._has_table(_SLOTS_TABLE)
-        if not self._slot_cells and not self.readonly:
-            self._add_slot_cells(stored)
+        self._named_ticks = self._has_table(_NAMED_TABLE)
+        if not (self._slot_cells and self._named_ticks) and not self.readonly:
+            self._add_observer_counters(stored)
         return stored
 
     def _has_table(self, name: str) -> bool:
         with self._reading():
             return bool(self._q("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
 
-    def _add_slot_cells(self, wheel: Wheel) -> None:
-        """Create the per-slot cell counts (see :func:`_slot_schema`) and fill them from the
-        tick counters: on a new store, a converted 0.1 store, and one written before them."""
+    def _add_observer_counters(self, wheel: Wheel) -> None:
+        """Create the per-slot cell counts (see :func:`_slot_schema`) and the per-name tick
+        counters, filled from what the store holds: on a new store, a converted 0.1 store, and
+        one written before they existed.  (Rows not yet absorbed are counted when absorbed.)"""
         with self._writing():
             if not self._has_table(_SLOTS_TABLE):
                 for ddl in _slot_schema(wheel.slots):
                     self._x(ddl)
                 self._x(f'INSERT INTO "{_SLOTS_TABLE}" (slot, cells) SELECT tick % ?, count(*) '
                         f'FROM "{TABLE}_ticks" GROUP BY 1', (wheel.slots,))
-        self._slot_cells = True
+            if not self._has_table(_NAMED_TABLE):
+                self._x(next(ddl for ddl in SCHEMA if _NAMED_TABLE in ddl))
+                # Tasks in the wheel carry their tick in their position; the few ready ones
+                # (within the horizon) are decoded for theirs.
+                self._x(f'INSERT INTO "{_NAMED_TABLE}" (name, tick, n) SELECT coalesce(name, \'\'), '
+                        f'{_TICK_OF_CELL}, count(*) FROM "{TABLE}" WHERE pos >= \'p:\' AND pos < \'p;\' '
+                        "GROUP BY 1, 2", {"slots": wheel.slots})
+                counters = _Counters()
+                for blob, name in self._q(f'SELECT {_VALUE}, name FROM "{TABLE}" '
+                                          "WHERE pos >= 'q:' AND pos < 'q;'"):
+                    try:
+                        rec = decode_record(blob)
+                    except RecordDecodeError:
+                        continue
+                    counters.named[(name or "", wheel.due_tick(rec.eta))] += 1
+                counters.flush(self._x, self._many)
+        self._slot_cells = self._named_ticks = True
 
     def _geometry(self) -> Wheel:
         try:
@@ -639,6 +670,9 @@ class SqliteDictStore(WheelStore):
         self._x(f'INSERT INTO "{TABLE}_ticks" (tick, n) SELECT {_TICK_OF_CELL}, count(*) '
                 f'FROM "{TABLE}" WHERE {_FRESH} GROUP BY 1 '
                 "ON CONFLICT (tick) DO UPDATE SET n = n + excluded.n", args)
+        self._x(f'INSERT INTO "{_NAMED_TABLE}" (name, tick, n) SELECT {_FRESH_NAME}, {_TICK_OF_CELL}, '
+                f'count(*) FROM "{TABLE}" WHERE {_FRESH} GROUP BY 1, 2 '
+                "ON CONFLICT (name, tick) DO UPDATE SET n = n + excluded.n", args)
         self._x(f'UPDATE "{TABLE}" SET pos = CASE WHEN {_TICK_OF_CELL} <= :horizon '
                 "THEN 'q:' || substr(pos, 26, 18) ELSE 'p:' || substr(pos, 3, 41) END "
                 f"WHERE {_FRESH}", args)
@@ -732,6 +766,7 @@ class SqliteDictStore(WheelStore):
             raise DuplicateTask("a task id is given twice or already exists; nothing was added") from None
         counters.ticks.update(ticks)
         counters.states.update((PENDING, r.name) for r in records)
+        counters.named.update(zip((r.name for r in records), ticks))
 
     def _current(self, planned: Optional[TaskRecord], row: Optional[tuple]) -> tuple:
         """(record or None if broken, pos, name) of an id met again during an add."""
@@ -969,13 +1004,20 @@ class SqliteDictStore(WheelStore):
         out = sorted((int(t), int(n)) for t, n in merged.items())
         return out if limit is None else out[:limit]
 
-    def histogram(self, start: int, stop: int, bucket: int) -> list[int]:
+    def histogram(self, start: int, stop: int, bucket: int, *, name: Optional[str] = None) -> list[int]:
+        if name is not None and not self._named_ticks:   # a read-only open of an older store
+            return super().histogram(start, stop, bucket, name=name)
         out = [0] * max(0, -(-(stop - start) // bucket))
-        args = {"start": start, "stop": stop, "bucket": bucket, "slots": self.wheel.slots}
+        args = {"start": start, "stop": stop, "bucket": bucket, "slots": self.wheel.slots, "name": name}
+        if name is None:
+            counted = f'SELECT tick, n FROM "{TABLE}_ticks"'
+            fresh = self._FRESH_TICKS
+        else:
+            counted = f'SELECT tick, n FROM "{_NAMED_TABLE}" WHERE name = :name'
+            fresh = f"{self._FRESH_TICKS} AND {_FRESH_NAME} = :name"
         with self._reading():
             rows = self._q("SELECT (tick - :start) / :bucket, sum(n) FROM "
-                           f'(SELECT tick, n FROM "{TABLE}_ticks" '
-                           f"UNION ALL SELECT tick, 1 FROM ({self._FRESH_TICKS})) "
+                           f"({counted} UNION ALL SELECT tick, 1 FROM ({fresh})) "
                            "WHERE tick >= :start AND tick < :stop GROUP BY 1", args)
         for i, n in rows:
             out[int(i)] += int(n)
