@@ -40,7 +40,7 @@ task) are converted in place, in one transaction, the first time they are opened
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import logging
 import os
 import select
@@ -281,14 +281,20 @@ class SqliteDictStore(WheelStore):
         self._horizon_hint: tuple[float, int] = (-1e9, 0)
         self._slot_cells = False       # the per-slot cell counts exist (see _slot_schema)
         self._named_ticks = False      # the per-name tick counters exist
-        self._bell_prefix = "timewheel-" + hashlib.sha1(
-            os.path.realpath(self.path).encode()).hexdigest()[:16] + "-"
         track(self)
         self._check_file()
         self._open()
         self.wheel = self._set_up(wheel)
         self.liveness: Liveness = (_ReadOnlyLiveness(self.path) if readonly
                                    else FileLiveness(self.path))
+
+    @functools.cached_property
+    def _bell_prefix(self) -> str:
+        """The start of the names of this store's doorbells (sockets in the abstract
+        namespace, one per runner), the same in every process that opens the file.  Only
+        runners need it: hashlib (OpenSSL) is imported here, not by the CLI's start-up."""
+        import hashlib
+        return "timewheel-" + hashlib.sha1(os.path.realpath(self.path).encode()).hexdigest()[:16] + "-"
 
     # -- opening ----------------------------------------------------------------------------
     def _check_file(self) -> None:
