@@ -138,34 +138,36 @@ class _Tally:
 
 
 # -- child side -------------------------------------------------------------------------------
-class _Enqueuer:
-    """``one(i, due)`` and ``many(items)`` for :func:`work` on one system."""
+Enqueue = Callable[[int, float], None]
+EnqueueMany = Callable[[list[tuple[int, float]]], None]
 
-    def __init__(self, system: Any, name: str, kind: str, seconds: float) -> None:
-        self.kind, self.seconds = kind, seconds
-        if name == "timewheel":
-            hu = system.hu
-            delay = hu.task(name=TASK_NAME)(work).delay
 
-            def one(i: int, due: float) -> None:
-                delay(i, due, kind, seconds, eta=due)
+def _enqueuers(system: Any, name: str, kind: str, seconds: float) -> tuple[Enqueue, EnqueueMany]:
+    """Register :func:`work` on ``system`` and return ``one(i, due)`` and ``many(items)``,
+    the latter through the system's batch API where it has one."""
+    if name == "timewheel":
+        hu = system.hu
+        delay = hu.task(name=TASK_NAME)(work).delay
 
-            def many(items: list[tuple[int, float]]) -> None:
-                with hu.batch():
-                    for i, due in items:
-                        delay(i, due, kind, seconds, eta=due)
-        else:
-            from .systems import _utc
-            schedule = system.huey.task(name=TASK_NAME)(work).schedule
+        def one(i: int, due: float) -> None:
+            delay(i, due, kind, seconds, eta=due)
 
-            def one(i: int, due: float) -> None:
-                schedule(args=(i, due, kind, seconds), eta=_utc(due))
-
-            def many(items: list[tuple[int, float]]) -> None:   # Huey has no batch API
+        def many(items: list[tuple[int, float]]) -> None:
+            with hu.batch():
                 for i, due in items:
-                    one(i, due)
-        self.one: Callable[[int, float], None] = one
-        self.many: Callable[[list[tuple[int, float]]], None] = many
+                    delay(i, due, kind, seconds, eta=due)
+        return one, many
+
+    from .systems import _utc
+    schedule = system.huey.task(name=TASK_NAME)(work).schedule
+
+    def one_huey(i: int, due: float) -> None:
+        schedule(args=(i, due, kind, seconds), eta=_utc(due))
+
+    def many_huey(items: list[tuple[int, float]]) -> None:     # Huey has no batch API
+        for i, due in items:
+            one_huey(i, due)
+    return one_huey, many_huey
 
 
 def child(spec: dict) -> dict:
@@ -176,7 +178,7 @@ def child(spec: dict) -> dict:
     _fd = os.open(spec["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     kind, n, procs, index = spec["kind"], spec["n"], spec["procs"], spec["index"]
     system = open_system(spec["system"], spec["store"])
-    enq = _Enqueuer(system, spec["system"], kind, spec.get("seconds", 0.0))
+    one, many = _enqueuers(system, spec["system"], kind, spec.get("seconds", 0.0))
     system.start()
     share = list(range(index, n, procs))
     # Calibrate with tasks due a day out (never run here): per call for lateness, as the
@@ -186,9 +188,9 @@ def child(spec: dict) -> dict:
     t = time.perf_counter()
     if kind == "lateness":
         for j in range(m):
-            enq.one(-1 - j, far)
+            one(-1 - j, far)
     else:
-        enq.many([(-1 - j, far) for j in range(m)])
+        many([(-1 - j, far) for j in range(m)])
     per_task = (time.perf_counter() - t) / m
     print(f"READY {per_task:.9f}", flush=True)
     while not os.path.exists(spec["go"]):
@@ -201,17 +203,17 @@ def child(spec: dict) -> dict:
         spread = spec["spread"]
         for k in share:
             due = due0 + spread * k / n
-            enq.one(k, due)
+            one(k, due)
             if time.time() > due:
                 late_enqueued += 1
     else:
-        enq.many([(k, due0) for k in share])
+        many([(k, due0) for k in share])
         late_enqueued = len(share) if time.time() > due0 else 0
     t1 = time.time()
     while not os.path.exists(spec["stopfile"]):
         time.sleep(0.05)
-    return {"pid": os.getpid(), "share": len(share), "calibrated_s_per_task": per_task,
-            "enqueue_start": t0, "enqueue_end": t1, "late_enqueued": late_enqueued}
+    return {"pid": os.getpid(), "share": len(share), "enqueue_start": t0, "enqueue_end": t1,
+            "late_enqueued": late_enqueued}
 
 
 # -- parent side ------------------------------------------------------------------------------
@@ -353,6 +355,12 @@ def _count(p: dict, runs: list[tuple[int, int, float, float, float]], due0: floa
     for r in runs:
         per_pid[r[1]] = per_pid.get(r[1], 0) + 1
     late = sorted(r[3] - r[2] for r in runs)
+    index_of = {c["pid"]: k for k, c in enumerate(children) if "pid" in c}
+    # the latest starts, with who enqueued (k % procs) and who ran each: a task one process
+    # enqueued that another found only at its next tick would stand out here
+    worst = [{"id": r[0], "due_s": r[2] - due0, "late_ms": (r[3] - r[2]) * 1e3,
+              "enqueued_by": r[0] % p["procs"], "ran_by": index_of.get(r[1])}
+             for r in sorted(runs, key=lambda r: r[2] - r[3])[:5]]
     last_end = max((r[4] for r in runs), default=None)
     complete = len(unique & set(range(n))) == n
     drain = last_end - due0 if last_end is not None and complete else None
@@ -366,6 +374,7 @@ def _count(p: dict, runs: list[tuple[int, int, float, float, float]], due0: floa
         "lateness_p50_ms": _pct(late, 50) * 1e3, "lateness_p99_ms": _pct(late, 99) * 1e3,
         "lateness_max_ms": (late[-1] if late else float("nan")) * 1e3,
         "first_start_ms": (min(r[3] for r in runs) - due0) * 1e3 if runs else None,
+        "worst_starts": worst,
         "lateness_cdf_ms": [x * 1e3 for x in _quantiles(late)] if p["kind"] == "lateness" else [],
         "margin_s": due0 - max(ends) if len(ends) == len(children) else None,
         "late_enqueued": sum(c.get("late_enqueued", 0) for c in children),
@@ -378,7 +387,8 @@ def brief(r: dict) -> str:
     once = f"unique {r['unique']}/{r['n']} dup {r['duplicates']} early {r['early']}"
     if r["kind"] == "lateness":
         return (f"{once} p50 {r['lateness_p50_ms']:.1f} ms p99 {r['lateness_p99_ms']:.1f} ms "
-                f"max {r['lateness_max_ms']:.1f} ms pids {r['running_pids']}")
+                f"max {r['lateness_max_ms']:.1f} ms pids {r['running_pids']} "
+                f"cores {r['cores_ours']:.2f}/{r['cores_machine']:.2f}")
     drain = f"{r['drain_s']:.2f} s ({r['throughput']:,.0f}/s)" if r["drain_s"] else "incomplete"
     return (f"{once} drain {drain} pids {r['running_pids']} margin {r['margin_s']:.2f} s "
             f"cores {r['cores_ours']:.2f}/{r['cores_machine']:.2f}")
@@ -398,8 +408,8 @@ NOTE = (
     "are counted in an O_APPEND log written by the task (outside any store); *processes that "
     "ran tasks* are the distinct pids in it. Speed-up = median drain with 1 process / median "
     "drain with N. *Cores busy*: CPU time (from /proc) of the measured processes and of the "
-    "whole machine from the due instant until every task had run, divided by that time: on a "
-    "shared machine it shows what the run could get of the cores.")
+    "whole machine from the (first) due instant until every task had run, divided by that "
+    "time: on a shared machine it shows what the run could get of the cores.")
 
 
 def _case(kind: str, system: str, procs: int) -> str:
@@ -433,11 +443,12 @@ def table(doc: dict) -> str:
                 rs = ok(ms)
                 ran = (stat(ms, "unique").fmt() + f" / {rs[0]['n']:,}") if rs else "; ".join(errors(ms))
                 pids = stat(ms, "running_pids").fmt()
+                cores = stat(ms, "cores_ours").fmt("{:.2f}") + " / " + stat(ms, "cores_machine").fmt("{:.2f}")
                 if kind == "lateness":
                     late_rows.append([system, str(procs), ran, _once(rs),
                                       stat(ms, "lateness_p50_ms").fmt("{:,.1f}"),
                                       stat(ms, "lateness_p99_ms").fmt("{:,.1f}"),
-                                      stat(ms, "lateness_max_ms").fmt("{:,.1f}"), pids,
+                                      stat(ms, "lateness_max_ms").fmt("{:,.1f}"), pids, cores,
                                       str(sum(r["late_enqueued"] for r in rs)), str(len(rs))])
                     continue
                 drain = stat(ms, "drain_s")
@@ -446,7 +457,7 @@ def table(doc: dict) -> str:
                     "I/O (sleep)" if kind == "io" else "CPU (spin)", system, str(procs), ran,
                     _once(rs), drain.fmt("{:.2f}"), stat(ms, "throughput").fmt(),
                     f"{one.med / drain.med:.2f}×" if one and drain else "n/a", pids,
-                    stat(ms, "cores_ours").fmt("{:.2f}") + " / " + stat(ms, "cores_machine").fmt("{:.2f}"),
+                    cores,
                     stat(ms, "first_start_ms").fmt("{:,.1f}"), margin.fmt("{:.2f}"), str(len(rs))])
     out = []
     if drain_rows:
@@ -457,6 +468,7 @@ def table(doc: dict) -> str:
     if late_rows:
         out.append(_table(["system", "processes", "tasks run (unique)", "lost / dup / early",
                            "p50 ms", "p99 ms", "max ms", "processes that ran tasks",
+                           "cores busy in the window: these processes / whole machine",
                            "enqueued after their eta", "runs"], late_rows))
     return "\n\n".join(out)
 
