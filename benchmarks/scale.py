@@ -346,7 +346,7 @@ def _count(p: dict, runs: list[tuple[int, int, float, float, float]], due0: floa
     """What the log says: runs, lost, duplicates, early starts, drain time, lateness,
     processes that ran tasks; and what the children said about their enqueues."""
     # imported here, not at the top: workloads imports this module
-    from .workloads import _pct, _quantiles
+    from .workloads import _pct
 
     n = p["n"]
     ids = [r[0] for r in runs]
@@ -361,13 +361,13 @@ def _count(p: dict, runs: list[tuple[int, int, float, float, float]], due0: floa
     worst = [{"id": r[0], "due_s": r[2] - due0, "late_ms": (r[3] - r[2]) * 1e3,
               "enqueued_by": r[0] % p["procs"], "ran_by": index_of.get(r[1])}
              for r in sorted(runs, key=lambda r: r[2] - r[3])[:5]]
+    missing = n - len(unique & set(range(n)))
     last_end = max((r[4] for r in runs), default=None)
-    complete = len(unique & set(range(n))) == n
-    drain = last_end - due0 if last_end is not None and complete else None
+    drain = last_end - due0 if last_end is not None and not missing else None
     ends = [c["enqueue_end"] for c in children if "enqueue_end" in c]
     return {
         "kind": p["kind"], "n": n, "procs": p["procs"], "runs": len(ids), "unique": len(unique),
-        "missing": n - len(unique & set(range(n))), "duplicates": len(ids) - len(unique),
+        "missing": missing, "duplicates": len(ids) - len(unique),
         "early": sum(1 for x in late if x < 0),
         "drain_s": drain, "throughput": n / drain if drain else None,
         "running_pids": len(per_pid), "runs_per_process": sorted(per_pid.values(), reverse=True),
@@ -375,7 +375,6 @@ def _count(p: dict, runs: list[tuple[int, int, float, float, float]], due0: floa
         "lateness_max_ms": (late[-1] if late else float("nan")) * 1e3,
         "first_start_ms": (min(r[3] for r in runs) - due0) * 1e3 if runs else None,
         "worst_starts": worst,
-        "lateness_cdf_ms": [x * 1e3 for x in _quantiles(late)] if p["kind"] == "lateness" else [],
         "margin_s": due0 - max(ends) if len(ends) == len(children) else None,
         "late_enqueued": sum(c.get("late_enqueued", 0) for c in children),
         "child_errors": [c["error"] for c in children if "error" in c],
@@ -444,12 +443,13 @@ def table(doc: dict) -> str:
                 ran = (stat(ms, "unique").fmt() + f" / {rs[0]['n']:,}") if rs else "; ".join(errors(ms))
                 pids = stat(ms, "running_pids").fmt()
                 cores = stat(ms, "cores_ours").fmt("{:.2f}") + " / " + stat(ms, "cores_machine").fmt("{:.2f}")
+                runs = str(len(rs)) + (f" ({len(ms) - len(rs)} failed)" if len(ms) > len(rs) else "")
                 if kind == "lateness":
                     late_rows.append([system, str(procs), ran, _once(rs),
                                       stat(ms, "lateness_p50_ms").fmt("{:,.1f}"),
                                       stat(ms, "lateness_p99_ms").fmt("{:,.1f}"),
                                       stat(ms, "lateness_max_ms").fmt("{:,.1f}"), pids, cores,
-                                      str(sum(r["late_enqueued"] for r in rs)), str(len(rs))])
+                                      str(sum(r["late_enqueued"] for r in rs)), runs])
                     continue
                 drain = stat(ms, "drain_s")
                 margin = Stat(r["margin_s"] for r in rs)
@@ -458,7 +458,7 @@ def table(doc: dict) -> str:
                     _once(rs), drain.fmt("{:.2f}"), stat(ms, "throughput").fmt(),
                     f"{one.med / drain.med:.2f}×" if one and drain else "n/a", pids,
                     cores,
-                    stat(ms, "first_start_ms").fmt("{:,.1f}"), margin.fmt("{:.2f}"), str(len(rs))])
+                    stat(ms, "first_start_ms").fmt("{:,.1f}"), margin.fmt("{:.2f}"), runs])
     out = []
     if drain_rows:
         out.append(_table(["kind", "system", "processes", "tasks run (unique)", "lost / dup / early",
@@ -513,8 +513,8 @@ def targets(doc: dict) -> list[list[str]]:
         failed = len(ms) - len(rs)
         exact = bool(rs) and not failed and all(r["missing"] == r["duplicates"] == r["early"] == 0
                                                 for r in rs)
-        out.append([f"scale, lateness: {n:,} tasks over {ms[0]['params']['spread']:g} s from {procs} "
-                    f"process{'es' if procs > 1 else ''}: 0 early, none lost or twice, "
+        out.append([f"scale, lateness: {n:,} tasks over {ms[0]['params']['spread']:g} s, enqueued from "
+                    f"and run by {procs} process{'es' if procs > 1 else ''}: 0 early, none lost or twice, "
                     f"p99 ≤ {limit:g} ms (median of runs)",
                     f"lost / dup / early {_once(rs)}; p99 {p99.fmt('{:.1f}')} ms"
                     + _worst(p99, limit, "ms") + (f"; {failed} runs failed" if failed else ""),
