@@ -16,4 +16,6 @@ Modules:
 * :mod:`benchmarks.tasks` -- the task function every system runs, and where it records runs.
 * :mod:`benchmarks.report` -- statistics, target checks, RESULTS.md and plots.
 * :mod:`benchmarks.profiling` -- cProfile of timewheel's hot paths, for the targets it misses.
+* :mod:`benchmarks.scale` -- the ``scale`` workload (1, 2, 4 processes on one file): its
+  children, its orchestration and its part of the report.
 """
