@@ -19,4 +19,6 @@ Modules:
   :mod:`benchmarks.bigstore_report` their tables and targets.  ``python -m
   benchmarks.cli_latency`` and ``python -m benchmarks.web_latency`` run the first two alone.
 * :mod:`benchmarks.profiling` -- cProfile of timewheel's hot paths, for the targets it misses.
+* :mod:`benchmarks.scale` -- the ``scale`` workload (1, 2, 4 processes on one file): its
+  children, its orchestration and its part of the report.
 """

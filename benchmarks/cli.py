@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from . import bigstore
+from . import bigstore, scale
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -32,7 +32,7 @@ RESULTS = os.path.join(HERE, "results")
 SCRATCH = os.path.join(HERE, "scratch")
 
 WORKLOAD_ORDER = ("enqueue", "batch", "pending", "startup", "lateness", "burst", "kill", "multiproc",
-                  *bigstore.WORKLOADS)
+                  "scale", *bigstore.WORKLOADS)
 
 
 @dataclass
@@ -125,6 +125,7 @@ def plan(mode: Mode) -> dict[str, list[Case]]:
                  for s in RUNNERS]
     p["multiproc"] = [Case("multiproc", s, dict(mode.extra.get("multi", {}), n=mode.multi_n, procs=3),
                            mode.multi_reps) for s in RUNNERS]
+    p["scale"] = scale.plan(mode.name)
     p.update(bigstore.plan(mode))
     return p
 
@@ -291,6 +292,8 @@ class Runner:
             return self.kill_restart(case)
         if w == "multiproc":
             return self.multiproc(case)
+        if w == "scale":
+            return scale.measure(self, case)
         if w in bigstore.WORKLOADS:
             return bigstore.measure(self, case)
         raise ValueError(w)
@@ -442,6 +445,7 @@ def _brief(workload: str, res: dict) -> str:
                            f"recovery {r['recovery_s']}"),
         "multiproc": lambda r: (f"unique {r['unique']}/{r['n']} runs {r['runs']} dup {r['duplicates']} "
                                 f"thr {r['throughput']}"),
+        "scale": scale.brief,
     }
     keys.update(bigstore.BRIEF)
     try:

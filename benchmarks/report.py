@@ -15,7 +15,7 @@ import sys
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Optional
 
-from . import bigstore_report
+from . import bigstore_report, scale
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS_DIR = os.path.join(HERE, "results")
@@ -314,6 +314,7 @@ def targets(doc: dict) -> list[list[str]]:
         out.append(["3 processes on one file: exactly-once (throughput reported)",
                     f"{exact}/{len(g['timewheel'])} runs exactly-once; {thr.fmt()} tasks/s",
                     verdict(exact == len(g["timewheel"]) and exact > 0)])
+    out += scale.targets(doc)
     out += bigstore_report.targets(doc)
     return out
 
@@ -358,6 +359,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict], str], str]] = [
      "its share, one call each, each task due 0.5 s after its enqueue. Throughput: distinct tasks "
      "run per second from the common start to the last run. APScheduler documents that a job store "
      "cannot be shared between processes: the table shows what it does anyway."),
+    ("scale", scale.TITLE, scale.table, scale.NOTE),
 ]
 SECTIONS += bigstore_report.SECTIONS
 
@@ -555,6 +557,7 @@ def plots(doc: dict, outdir: str = PLOTS_DIR) -> list[str]:
         fig.savefig(os.path.join(outdir, "enqueue_rates.png"))
         plt.close(fig)
         made.append("enqueue_rates.png")
+    made += scale.plots(doc, outdir)
     made += bigstore_report.plots(doc, outdir)
     return made
 
