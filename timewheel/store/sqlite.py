@@ -1007,7 +1007,7 @@ class SqliteDictStore(WheelStore):
             merged.update(dict(self._q(
                 f"SELECT tick, count(*) FROM ({self._FRESH_TICKS}) WHERE tick >= :lo AND tick < :hi "
                 "GROUP BY tick ORDER BY tick LIMIT :limit", args)))
-        out = sorted((int(t), int(n)) for t, n in merged.items())
+            out = sorted((int(t), int(n)) for t, n in merged.items())   # damaged counters: StoreError
         return out if limit is None else out[:limit]
 
     def histogram(self, start: int, stop: int, bucket: int, *, name: Optional[str] = None) -> list[int]:
