@@ -654,7 +654,7 @@ def _quantiles(values: list[float], points: int = 201) -> list[float]:
 class RedisBench:
     """The parent side: one redis-server for the workload, one method per kind of measurement."""
 
-    SETTLE = 1.0      # s after a worker says READY (RQ's pool forks its workers after that)
+    SETTLE = 0.5      # s after a worker says READY (RQ's pool forks its workers after that)
 
     def __init__(self, runner: Any) -> None:
         import redis
