@@ -15,5 +15,12 @@ Modules:
 * :mod:`benchmarks.workloads` -- what a measurement process does, per workload.
 * :mod:`benchmarks.tasks` -- the task function every system runs, and where it records runs.
 * :mod:`benchmarks.report` -- statistics, target checks, RESULTS.md and plots.
+* :mod:`benchmarks.bigstore` -- the big-store workloads (``commands``, ``web``, ``downtime``);
+  :mod:`benchmarks.bigstore_report` their tables and targets.  ``python -m
+  benchmarks.cli_latency`` and ``python -m benchmarks.web_latency`` run the first two alone.
 * :mod:`benchmarks.profiling` -- cProfile of timewheel's hot paths, for the targets it misses.
+* :mod:`benchmarks.scale` -- the ``scale`` workload (1, 2, 4 processes on one file): its
+  children, its orchestration and its part of the report.
+* :mod:`benchmarks.redis_peers` -- the ``redis`` workload: timewheel's Redis store beside RQ,
+  RedisHuey and arq on one redis-server; :mod:`benchmarks.redis_report` -- its tables and targets.
 """

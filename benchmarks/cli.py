@@ -24,12 +24,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from . import bigstore, redis_peers, scale
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results")
 SCRATCH = os.path.join(HERE, "scratch")
 
-WORKLOAD_ORDER = ("enqueue", "batch", "pending", "startup", "lateness", "burst", "kill", "multiproc")
+WORKLOAD_ORDER = ("enqueue", "batch", "pending", "startup", "lateness", "burst", "kill", "multiproc",
+                  "scale", *bigstore.WORKLOADS, "redis")
 
 
 @dataclass
@@ -122,6 +125,9 @@ def plan(mode: Mode) -> dict[str, list[Case]]:
                  for s in RUNNERS]
     p["multiproc"] = [Case("multiproc", s, dict(mode.extra.get("multi", {}), n=mode.multi_n, procs=3),
                            mode.multi_reps) for s in RUNNERS]
+    p["scale"] = scale.plan(mode.name)
+    p.update(bigstore.plan(mode))
+    p["redis"] = redis_peers.plan(mode)         # timewheel's Redis store vs RQ, RedisHuey, arq
     return p
 
 
@@ -295,6 +301,12 @@ class Runner:
             return self.kill_restart(case)
         if w == "multiproc":
             return self.multiproc(case)
+        if w == "scale":
+            return scale.measure(self, case)
+        if w in bigstore.WORKLOADS:
+            return bigstore.measure(self, case)
+        if w == "redis":
+            return redis_peers.measure(self, case)
         raise ValueError(w)
 
     def kill_restart(self, case: Case) -> dict:
@@ -444,7 +456,10 @@ def _brief(workload: str, res: dict) -> str:
                            f"recovery {r['recovery_s']}"),
         "multiproc": lambda r: (f"unique {r['unique']}/{r['n']} runs {r['runs']} dup {r['duplicates']} "
                                 f"thr {r['throughput']}"),
+        "scale": scale.brief,
+        "redis": redis_peers.brief,
     }
+    keys.update(bigstore.BRIEF)
     try:
         return keys[workload](res)
     except Exception as exc:

@@ -14,7 +14,8 @@ import sys
 import time
 from typing import Any, Callable
 
-from . import tasks
+from . import redis_peers, scale, tasks
+from .bigstore import CHILD_WORKLOADS
 from .systems import open_system
 
 
@@ -316,4 +317,6 @@ def multi(spec: dict) -> dict:
 WORKLOADS: dict[str, Callable[[dict], dict]] = {
     "enqueue": enqueue, "build": build, "startup": startup, "lateness": lateness,
     "burst": burst, "kill_a": kill_a, "kill_b": kill_b, "multi": multi,
+    "scale": scale.child, **CHILD_WORKLOADS,
 }
+WORKLOADS.update(redis_peers.CHILD_WORKLOADS)     # the redis workload's processes

@@ -232,3 +232,38 @@ def test_doorbells_cross_processes_and_dead_ones_are_forgotten(tmp_path) -> None
     assert names == [f"m:bell:{bell.name}"]
     bell.close()
     s.close()
+
+
+def test_a_store_without_observer_counters_gets_them_on_a_write_open(tmp_path) -> None:
+    """The ring's summary reads per-slot cell counts kept by triggers, a timeline of one name
+    per-name tick counters; a store written before they existed is read without them
+    (read-only) and gains them, filled, on a write open."""
+    p = str(tmp_path / "tasks.db")
+    w = Wheel(slots=60, tick=1.0)
+    s = SqliteDictStore(p, w)
+    now = time.time()
+    etas = [now + 30 + i * 7.3 for i in range(40)]
+    s.add([make_record(f"b{i}", e, name="odd" if i % 2 else "even") for i, e in enumerate(etas)])
+    s.add([make_record("single", now + 1000, name="odd")])    # an uncounted row too
+    s.advance(w.due_tick(etas[3]), 100, "tests")               # a few ready ones
+    expected = {w.due_tick(e) for e in etas + [now + 1000]}
+    want = (len(expected), len({t % 60 for t in expected}))
+    first = w.due_tick(now)
+    odd = [0] * 20
+    for e in etas[1::2] + [now + 1000]:
+        odd[(w.due_tick(e) - first) // 60] += 1
+    assert s.wheel_stats() == want and s.histogram(first, first + 1200, 60, name="odd") == odd
+    s.close()
+    con = sqlite3.connect(p)
+    con.executescript('DROP TRIGGER timewheel_cell_added; DROP TRIGGER timewheel_cell_removed; '
+                      'DROP TABLE timewheel_slots; DROP TABLE timewheel_name_ticks;')
+    con.close()
+    ro = SqliteDictStore(p, readonly=True)
+    assert ro.wheel_stats() == want and ro.histogram(first, first + 1200, 60, name="odd") == odd
+    ro.close()
+    rw = SqliteDictStore(p)
+    assert rw.wheel_stats() == want and rw.histogram(first, first + 1200, 60, name="odd") == odd
+    rw.swap([(rw.get("b0"), cancel(rw.get("b0"), now))])      # the triggers follow changes again
+    expected_after = {w.due_tick(e) for e in etas[1:] + [now + 1000]}
+    assert rw.wheel_stats() == (len(expected_after), len({t % 60 for t in expected_after}))
+    rw.close()

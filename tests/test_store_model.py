@@ -445,6 +445,16 @@ class StoreModel(RuleBasedStateMachine):
         assert self.store.counts() == dict(Counter((r.status, r.name) for r in self.model.values()))
         ticks = Counter(self.tick(r) for r in self.model.values() if r.status == PENDING)
         assert self.store.ticks() == sorted(ticks.items())
+        assert self.store.ticks(limit=2) == sorted(ticks.items())[:2]
+        assert self.store.wheel_stats() == (len(ticks), len({t % self.store.wheel.slots for t in ticks}))
+        if ticks:                                    # per name, in buckets of 3 ticks
+            lo, hi = min(ticks) - 1, max(ticks) + 2
+            for name in {r.name for r in self.model.values() if r.status == PENDING}:
+                want = [0] * -(-(hi - lo) // 3)
+                for r in self.model.values():
+                    if r.status == PENDING and r.name == name:
+                        want[(self.tick(r) - lo) // 3] += 1
+                assert self.store.histogram(lo, hi, 3, name=name) == want, f"histogram of {name}"
         assert self.store.state().horizon == self.horizon
         self.backend.check(self.store, last=False)
 

@@ -11,8 +11,8 @@ It does two jobs, each a few store calls per round:
   process's boss takes the role within a tick.
 * **working**, in every process: it claims due ready tasks -- no more than its idle workers,
   so work spreads over the processes and a claimed task is a started one; only while a
-  backlog lasts (a claim came back full and more was due) it also queues up to
-  ``4 * workers`` more, so that its workers never wait for a claim's round trip -- hands them
+  backlog lasts (a claim came back full and more was due) it also queues a few more
+  (:func:`queue_depth`), so that its workers never wait for a claim's round trip -- hands them
   to the pool, and records their outcomes in batches through the pure transitions of
   :mod:`timewheel.records` (a compare-and-set: an outcome fenced out by a recovery is dropped,
   and logged).
@@ -30,6 +30,7 @@ once when it recovers, and reports its state in :meth:`health`.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -58,6 +59,24 @@ log = logging.getLogger("timewheel.boss")
 
 PAGE = 20_000             #: tasks made ready per advance: bounds memory and a transaction
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 5.0
+
+
+def queue_depth(workers: int, round_s: Optional[float], task_s: Optional[float]) -> int:
+    """How many claimed tasks a process may hold queued beyond its workers in a backlog.
+
+    Enough that its workers stay busy through the next store round (they finish about
+    ``workers * round_s / task_s`` tasks meanwhile; twice that, for the round's jitter), so
+    that a burst of short tasks is claimed in few, large transactions -- and no more, so that
+    long tasks stay in the store for whichever process has a worker free.  At least
+    ``workers``, at most ``64 * workers``; ``4 * workers`` until both times are known.
+    """
+    if not round_s or not task_s:
+        return 4 * workers
+    return max(workers, min(64 * workers, math.ceil(2 * workers * round_s / task_s)))
+
+
+def _ewma(old: Optional[float], new: float, weight: float = 0.2) -> float:
+    return new if old is None else old + weight * (new - old)
 
 
 @dataclass(frozen=True)
@@ -90,8 +109,9 @@ class Boss:
         self.on_change = on_change
         self.on_event = on_event
         self.pool = WorkerPool(workers, execute, self._done)
-        self.max_extra = 4 * workers     #: most tasks queued here beyond the workers, in a backlog
-        self._extra = 0
+        self._extra = 0                  # tasks to queue beyond the workers (a backlog), up to max_extra
+        self._round_s: Optional[float] = None    # how long a claim round takes (moving average)
+        self._task_s: Optional[float] = None     # how long a run takes here (moving average)
         self.leading = False
         self.bell: Doorbell = Doorbell()
         self._running: dict[str, TaskRecord] = {}      # claimed here, outcome not yet recorded
@@ -193,6 +213,11 @@ class Boss:
             if n:
                 log.info("purged %d finished task(s) past their result TTL", n)
 
+    @property
+    def max_extra(self) -> int:
+        """The most tasks queued here beyond the workers, in a backlog."""
+        return queue_depth(self.pool.workers, self._round_s, self._task_s)
+
     def _room(self, finishing: int = 0) -> tuple[int, int]:
         """How many tasks to claim now, once ``finishing`` outcomes are recorded: (for idle
         workers, to queue while a backlog lasts)."""
@@ -209,7 +234,9 @@ class Boss:
                   and (self._rang or due or now >= self._look_at or bool(batch)))
         pairs = [(rec, end_run(rec, out)) for rec, out in batch]
         if wanted:
+            t0 = time.perf_counter()
             stored, got = self.store.record_and_claim(pairs, self.liveness.token, now, idle, queue)
+            self._round_s = _ewma(self._round_s, time.perf_counter() - t0)
         else:
             stored, got = (self.store.swap(pairs) if pairs else []), None
         if batch:
@@ -282,6 +309,7 @@ class Boss:
         """Account for the outcomes of ``batch`` once the store answered (``stored``)."""
         for (rec, out), new in zip(batch, stored):
             self._running.pop(rec.id, None)
+            self._task_s = _ewma(self._task_s, max(0.0, out.finished - out.started))
             if new is None:
                 log.warning("task %s (%s): this run's outcome was refused: the task was recovered "
                             "meanwhile (its process was taken for dead) and runs again", rec.id, rec.name)

@@ -365,8 +365,7 @@ def timeline_data(store: WheelStore, now: float, *, hours: float = 24.0,
     ``timewheel timeline --json``.  Buckets start on local clock boundaries (14:00, 14:15, ...);
     ``overdue`` counts tasks due in ticks that have ended, ``later`` those after the window.
 
-    Without ``name`` it reads the store's per-tick counters only; with one it reads the
-    pending tasks of that name due up to the end of the window.
+    It reads the store's per-tick counters (of that name's tasks, with ``name``), not tasks.
     """
     hours = check_hours(hours)
     wheel = store.wheel
@@ -379,10 +378,7 @@ def timeline_data(store: WheelStore, now: float, *, hours: float = 24.0,
     n = max(1, math.ceil((now + window - start) / bucket_s))
     first = wheel.current_tick(start) + 1                 # the first tick ending after start
     current = wheel.current_tick(now)
-    if name is None:
-        counts, overdue, total = _tick_counts(store, first, current, per, n)
-    else:
-        counts, overdue, total = _named_counts(store, name, first, current, per, n, now + window)
+    counts, overdue, total = _tick_counts(store, first, current, per, n, name)
     later = max(0, total - overdue - sum(counts))
     return {"now": now, "hours": hours, "name": name, "bucket_seconds": bucket_s, "pending": total,
             "overdue": overdue, "later": later,
@@ -390,38 +386,20 @@ def timeline_data(store: WheelStore, now: float, *, hours: float = 24.0,
                         for i, c in enumerate(counts)]}
 
 
-def _tick_counts(store: WheelStore, first: int, current: int, per: int, n: int) -> tuple[list[int], int, int]:
-    totals, _ = counts_by_status(store)
-    counts = [_count(store, c, "tick counters") for c in store.histogram(first, first + n * per, per)]
-    lowest = store.wheel.due_tick(-1e12)
-    overdue = _count(store, sum(store.histogram(lowest, current + 1, current + 1 - lowest)), "tick counters")
-    if current + 1 > first:      # the part of the first buckets that is already overdue
-        for i, c in enumerate(store.histogram(first, current + 1, per)):
-            counts[i] = max(0, counts[i] - _count(store, c, "tick counters"))
-    return counts, overdue, totals[PENDING]
-
-
-def _named_counts(store: WheelStore, name: str, first: int, current: int, per: int, n: int,
-                  end: float) -> tuple[list[int], int, int]:
+def _tick_counts(store: WheelStore, first: int, current: int, per: int, n: int,
+                 name: Optional[str]) -> tuple[list[int], int, int]:
+    """(pending per bucket, overdue, pending in all) -- of task ``name`` only, if given."""
     totals, by_name = counts_by_status(store)
-    wheel = store.wheel
-    counts = [0] * n
-    overdue = 0
-    after: Optional[TaskRecord] = None
-    while True:
-        page = store.scan(PENDING, name=name, after=after, limit=_PAGE)
-        for rec in page:
-            if rec.status != PENDING:
-                continue
-            t = wheel.due_tick(rec.eta)
-            if t <= current:
-                overdue += 1
-            elif first <= t < first + n * per:
-                counts[(t - first) // per] += 1
-        if len(page) < _PAGE or page[-1].eta > end:
-            break
-        after = page[-1]
-    return counts, overdue, by_name.get(name, {}).get(PENDING, 0)
+    counts = [_count(store, c, "tick counters")
+              for c in store.histogram(first, first + n * per, per, name=name)]
+    lowest = store.wheel.due_tick(-1e12)
+    overdue = _count(store, sum(store.histogram(lowest, current + 1, current + 1 - lowest, name=name)),
+                     "tick counters")
+    if current + 1 > first:      # the part of the first buckets that is already overdue
+        for i, c in enumerate(store.histogram(first, current + 1, per, name=name)):
+            counts[i] = max(0, counts[i] - _count(store, c, "tick counters"))
+    total = totals[PENDING] if name is None else by_name.get(name, {}).get(PENDING, 0)
+    return counts, overdue, total
 
 
 # -- changes ---------------------------------------------------------------------------------------

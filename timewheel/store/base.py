@@ -295,12 +295,26 @@ class WheelStore(abc.ABC):
                 per[t] = per.get(t, 0) + 1
         return sorted(per.items())[:limit]
 
-    def histogram(self, start: int, stop: int, bucket: int) -> list[int]:
-        """Pending tasks per run of ``bucket`` ticks from ``start`` to ``stop``."""
+    def histogram(self, start: int, stop: int, bucket: int, *, name: Optional[str] = None) -> list[int]:
+        """Pending tasks (of task ``name`` only, if given) per run of ``bucket`` ticks from
+        ``start`` to ``stop``."""
         out = [0] * max(0, -(-(stop - start) // bucket))
-        for t, n in self.ticks(start, stop):
-            out[(t - start) // bucket] += n
-        return out
+        if name is None:
+            for t, n in self.ticks(start, stop):
+                out[(t - start) // bucket] += n
+            return out
+        after = None
+        while True:              # that name's pending tasks in due order, a page at a time
+            page = self.scan(PENDING, name=name, after=after, limit=1000)
+            for rec in page:
+                t = self.wheel.due_tick(rec.eta)
+                if t >= stop:
+                    return out
+                if rec.status == PENDING and t >= start:
+                    out[(t - start) // bucket] += 1
+            if len(page) < 1000:
+                return out
+            after = page[-1]
 
     def wheel_stats(self) -> tuple[int, int]:
         """(occupied cells, occupied slots): non-empty (slot, cycle) pairs and slots."""

@@ -27,7 +27,8 @@ from sqlitedict import SqliteDict
 __all__ = ["TABLE", "SCHEMA", "CONNECTING", "SqlitedictFile", "ro_uri", "track", "abandon"]
 
 TABLE = "timewheel"
-#: the table sqlitedict reads (key, value) plus our columns, its index, and the counters
+#: the table sqlitedict reads (key, value) plus our columns, its index, and the counters (per
+#: state and name, per due tick, per name and due tick; the per-slot ones: store/sqlite.py)
 SCHEMA = (
     f'CREATE TABLE IF NOT EXISTS "{TABLE}" (key TEXT PRIMARY KEY, value BLOB, pos TEXT, name TEXT) '
     "WITHOUT ROWID",
@@ -35,6 +36,8 @@ SCHEMA = (
     f'CREATE TABLE IF NOT EXISTS "{TABLE}_counts" (state TEXT NOT NULL, name TEXT NOT NULL, '
     "n INTEGER NOT NULL, PRIMARY KEY (state, name)) WITHOUT ROWID",
     f'CREATE TABLE IF NOT EXISTS "{TABLE}_ticks" (tick INTEGER PRIMARY KEY, n INTEGER NOT NULL)',
+    f'CREATE TABLE IF NOT EXISTS "{TABLE}_name_ticks" (name TEXT NOT NULL, tick INTEGER NOT NULL, '
+    "n INTEGER NOT NULL, PRIMARY KEY (name, tick)) WITHOUT ROWID",
 )
 
 
