@@ -146,9 +146,9 @@ def startup(spec: dict) -> dict:
         hu = system.hu
 
         def ticked() -> bool:
-            boss = hu._boss
-            lt = boss.loaded_through if boss is not None else None
-            return lt is not None and lt >= hu.wheel.current_tick(time.time()) + 1
+            boss = hu._boss            # the leader has made the next tick ready
+            horizon = boss._horizon if boss is not None else None
+            return horizon is not None and horizon >= hu.wheel.current_tick(time.time()) + 1
         if _wait_for(ticked, 30):
             out["first_tick_s"] = time.perf_counter() - t0
     if _wait_for(lambda: any(r[0] == -1 for r in tasks.records), 30):
