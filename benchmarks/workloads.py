@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
+import subprocess
 import sys
 import time
 from typing import Any, Callable
@@ -171,6 +172,27 @@ def startup(spec: dict) -> dict:
 
 
 # -- lateness ---------------------------------------------------------------------------------
+class StallProbe:
+    """A separate process that sleeps 1 ms at a time and notes how much longer each sleep took:
+    a stall it sees at the same moment as a late task is the machine's (other jobs on the two
+    cores, the virtual disk), not the scheduler's.  Used around the lateness window."""
+
+    def __enter__(self) -> "StallProbe":
+        code = ("import select, sys, time\nworst, stalls = 0.0, []\n"
+                "while not select.select([sys.stdin], [], [], 0)[0]:\n"
+                "    t = time.monotonic(); time.sleep(0.001); late = time.monotonic() - t - 0.001\n"
+                "    worst = max(worst, late)\n"
+                "    if late > 0.02: stalls.append(round(late * 1e3, 1))\n"
+                "print(round(worst * 1e3, 1), len(stalls), max(stalls, default=0.0))\n")
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        out, _ = self.proc.communicate("stop\n", timeout=10)
+        worst, count, _ = out.split()
+        self.worst_ms, self.stalls = float(worst), int(count)
+
 def lateness(spec: dict) -> dict:
     """``n`` tasks enqueued up front (consumer running), due evenly from ``lead`` to
     ``lead + spread`` s later; lateness = start (inside the task) - eta."""
@@ -193,14 +215,15 @@ def lateness(spec: dict) -> dict:
         if time.time() > due:
             late_enqueued += 1
     enqueue_s = time.time() - t0
-    _wait_for(lambda: len(tasks.records) >= n, dues[-1] + spec.get("grace", 15.0) - time.time(), 0.01)
-    time.sleep(0.3)                   # let duplicates, if any, show up
+    with StallProbe() as probe:
+        _wait_for(lambda: len(tasks.records) >= n, dues[-1] + spec.get("grace", 15.0) - time.time(), 0.01)
+        time.sleep(0.3)                   # let duplicates, if any, show up
     recs = list(tasks.records)
     lat = sorted(s - d for _, d, s in recs)
     return {
         "n": n, "lead_s": lead, "ran": len(recs), "unique": len({i for i, _, _ in recs}),
         "early": sum(1 for x in lat if x < 0), "late_enqueued": late_enqueued,
-        "enqueue_s": enqueue_s,
+        "enqueue_s": enqueue_s, "machine_stall_max_ms": probe.worst_ms, "machine_stalls": probe.stalls,
         "p50_ms": _pct(lat, 50) * 1e3, "p90_ms": _pct(lat, 90) * 1e3,
         "p99_ms": _pct(lat, 99) * 1e3, "max_ms": (lat[-1] if lat else float("nan")) * 1e3,
         "min_ms": (lat[0] if lat else float("nan")) * 1e3,
