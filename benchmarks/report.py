@@ -345,7 +345,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict], str], str]] = [
      "Tasks enqueued up front with the consumer running, due evenly over the window; all values "
      "over the runs. APScheduler's default 1 s misfire grace skips tasks that would start later "
      "than that (they never run). *Machine stall*: the longest a separate process that only "
-     "sleeps 1 ms at a time overslept during the window (the worst run's): a stall it saw is "
+     "sleeps 1 ms at a time overslept during the window: a stall it saw is "
      "the machine's, not the scheduler's."),
     ("burst", "Burst: many no-op tasks due at the same instant", table_burst,
      "All tasks are stored first (timewheel with `hu.batch()`, the peers one call each), then the "
