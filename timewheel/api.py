@@ -176,14 +176,14 @@ class TaskHandle:
         self.id = task_id
         self._wheel = wheel
 
-    def __repr__(self) -> str:
-        return f"<TaskHandle {self.id}>"
-
     def __eq__(self, other: object) -> bool:
         return isinstance(other, TaskHandle) and other.id == self.id
 
     def __hash__(self) -> int:
         return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"<TaskHandle {self.id}>"
 
     @property
     def record(self) -> TaskRecord:

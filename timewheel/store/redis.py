@@ -773,8 +773,8 @@ class RedisStore(WheelStore):
             pipe.zcard(self.keys.ticks)
             pipe.hlen(self.keys.slotn)
             return pipe.execute()
-        cells, slots = self._io(read)
-        return int(cells), int(slots)
+        cells, slots = map(int, self._io(read))
+        return cells, slots
 
     def scan(self, status: str, *, name: Optional[str] = None, id_prefix: Optional[str] = None,
              after: Optional[TaskRecord] = None, limit: Optional[int] = None) -> list[TaskRecord]:
