@@ -1,7 +1,7 @@
 """Benchmarks: timewheel side by side with Huey, APScheduler and raw sqlite3.
 
 Run ``python -m benchmarks --quick`` (under 3 minutes) or ``python -m benchmarks`` (the full
-run, about 20-25 minutes on 2 cores), ``--only WORKLOAD`` for one workload.  Every measurement
+run, about an hour on 2 cores), ``--only WORKLOAD`` for one workload.  Every measurement
 runs in a fresh Python process; repetitions are interleaved (ABCABC...) so that noise from other
 work on the machine spreads over all systems alike.  Raw results go to ``benchmarks/results/``
 (JSON, git-ignored); ``python -m benchmarks.report`` turns the last full run into

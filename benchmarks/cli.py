@@ -514,6 +514,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                 for case in cases:
                     if rep >= case.reps:
                         continue
+                    # What earlier measurements wrote (stores of a million tasks, say) is
+                    # written back now, not during this one: a disk busy with it stalled
+                    # fsyncs (and the commits waiting on them) for up to 0.8 s.
+                    t0 = time.time()
+                    os.sync()
+                    sync_s = time.time() - t0
                     load = os.getloadavg()[0]
                     rev = timewheel_rev()
                     t0 = time.time()
@@ -521,7 +527,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     doc["measurements"].append({
                         "workload": workload, "system": case.system, "case": case.key(),
                         "params": case.params, "rep": rep, "loadavg_before": load, "rev": rev,
-                        "seconds": time.time() - t0, "result": res})
+                        "sync_before_s": sync_s, "seconds": time.time() - t0, "result": res})
                     print(f"  [{rep + 1}/{case.reps}] {case.key():32s} {_brief(workload, res)}", flush=True)
                     save()
     finally:
