@@ -397,8 +397,10 @@ def results_md(doc: dict, json_name: str, plots: list[str]) -> str:
         f"`{' '.join(WORKLOAD_ORDER)}`.",
         "",
         "Every measurement runs in a fresh process; repetitions are interleaved across systems "
-        "(ABCABC…), each after a `sync` (what the previous one wrote is on the disk before it "
-        "starts); cells are **median (min–max)** over the runs. The machine is a shared 2-core "
+        "(ABCABC…)"
+        + (", each after a `sync` (what the previous one wrote is on the disk before it starts)"
+           if all("sync_before_s" in x for x in doc["measurements"]) else "")
+        + "; cells are **median (min–max)** over the runs. The machine is a shared 2-core "
         "VM, so single numbers are noisy (load average before each measurement is in the JSON).",
         "",
         "## Machine",
