@@ -392,13 +392,7 @@ class Runner:
             elif time.time() > start_at + 10 and time.time() - last_change > 8.0:
                 break                                      # no progress for 8 s: give up
             time.sleep(0.05)
-        open(stopfile, "w").close()
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        scale.stop_processes(procs, stopfile)
         children = [self._read(o, d) for o in outs]
         runs = _read_runs(logf)
         ids = [r[0] for r in runs]

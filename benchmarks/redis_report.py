@@ -361,27 +361,9 @@ def plots(doc: dict, outdir: str) -> list[str]:
     import matplotlib.pyplot as plt
     R = _r()
     made = []
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
-    for system, ms in per.items():
-        vals = sorted(v for r in R.ok(ms) for v in r["cdf_ms"])
-        if not vals:
-            continue
-        ran = R.Stat(r["unique"] / r["n"] for r in R.ok(ms)).med
-        ys = [ran * (k + 1) / len(vals) for k in range(len(vals))]
-        ax.plot([max(v, 1e-2) for v in vals], ys, color=COLORS.get(system), lw=1.8,
-                label=f"{system} (ran {100 * ran:.0f}%)")
-    ax.set_xscale("log")
-    ax.axvline(10, color="red", ls=":", lw=1)
-    ax.text(10.5, 0.02, "10 ms", color="red", fontsize=8)
-    ax.set_xlabel("lateness = start − eta, ms (log; early starts drawn at 0.01 ms)")
-    ax.set_ylabel("fraction of tasks started")
-    ax.set_ylim(0, 1.02)
-    ax.set_title("Redis: lateness CDF, same redis-server (all runs pooled)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(os.path.join(outdir, "redis_lateness_cdf.png"))
-    plt.close(fig)
+    R.lateness_cdf(per, "unique", 1e-2, 10, "lateness = start − eta, ms (log; early starts drawn at 0.01 ms)",
+                   "Redis: lateness CDF, same redis-server (all runs pooled)",
+                   os.path.join(outdir, "redis_lateness_cdf.png"), COLORS)
     made.append("redis_lateness_cdf.png")
 
     per = _cases(doc, "burst")

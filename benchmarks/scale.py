@@ -242,7 +242,8 @@ def _await_ready(procs: list[subprocess.Popen], timeout: float) -> Optional[list
     return [got[k] for k in range(len(procs))]
 
 
-def _stop(procs: list[subprocess.Popen], stopfile: str) -> None:
+def stop_processes(procs: list[subprocess.Popen], stopfile: str) -> None:
+    """Ask measured processes to leave (they poll for ``stopfile``); kill any still up after 15 s."""
     open(stopfile, "w").close()
     for proc in procs:
         try:
@@ -299,7 +300,7 @@ def measure(runner: Runner, case: Case) -> dict:
         procs.append(runner.spawn(spec, d, os.path.join(d, f"spec-{k}.json"), pipe=True))
     per_task = _await_ready(procs, timeout=120)
     if per_task is None:
-        _stop(procs, stopfile)
+        stop_processes(procs, stopfile)
         errs = [runner._read(o, d) for o in outs]
         return {"error": "a process did not get ready",
                 "children": [e.get("error") or e.get("stderr", "")[-500:] for e in errs]}
@@ -329,7 +330,7 @@ def measure(runner: Runner, case: Case) -> dict:
             break                                   # no progress for 10 s: give up
         time.sleep(0.05)
     cpu_at_end = cpu_at_end or (time.time(), *_cpu_seconds(pids))
-    _stop(procs, stopfile)
+    stop_processes(procs, stopfile)
     children = [runner._read(o, d) for o in outs]
     res = _count(p, read_runs(logf), due0, children)
     wall = cpu_at_end[0] - cpu_at_due[0]
