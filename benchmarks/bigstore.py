@@ -42,6 +42,8 @@ import urllib.request
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
 
+from . import tasks
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # -- sizes ------------------------------------------------------------------------------------
@@ -300,7 +302,6 @@ def downtime_build(spec: dict) -> dict:
 def downtime_run(spec: dict) -> dict:
     """The one process that catches up: start the system on the store (4 workers), say when,
     and run until the parent says stop."""
-    from . import tasks
     from .systems import open_system
     tasks.log_to(spec["log"])
     out: dict[str, Any] = {"rss_python_kib": _rss_kib().get("rss_kib")}
@@ -475,18 +476,11 @@ def downtime(runner: Any, case: Any) -> dict:
         "rate": len(unique) / last if last else None,
         "peak_rss_mb": hwm * 1024 / 1e6, "child": child, "build": built,
         "rss_curve": samples[::step] + samples[-1:],
-        "drain_curve_s": _quantiles(offs),
+        "drain_curve_s": tasks.quantiles(offs),
     }
     if "error" in child:                            # a task lost or run twice is a result, not this
         res["error"] = f"catch-up process: {child['error']}"
     return res
-
-
-def _quantiles(values: list[float], points: int = 201) -> list[float]:
-    if not values:
-        return []
-    n = len(values)
-    return [values[min(n - 1, round(q * (n - 1) / (points - 1)))] for q in range(points)]
 
 
 BRIEF: dict[str, Callable[[dict], str]] = {

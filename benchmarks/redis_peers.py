@@ -643,14 +643,6 @@ def _pct(s: list[float], p: float) -> Optional[float]:
     return s[k]
 
 
-def _quantiles(values: list[float], points: int = 201) -> list[float]:
-    if not values:
-        return []
-    s = sorted(values)
-    n = len(s)
-    return [s[min(n - 1, round(q * (n - 1) / (points - 1)))] for q in range(points)]
-
-
 class RedisBench:
     """The parent side: one redis-server for the workload, one method per kind of measurement."""
 
@@ -808,7 +800,7 @@ class RedisBench:
             "enqueued_before_first_due_s": info["first_due"] - info["enqueued_at"],
             "p50_ms": _ms(_pct(lat, 50)), "p90_ms": _ms(_pct(lat, 90)), "p99_ms": _ms(_pct(lat, 99)),
             "max_ms": _ms(lat[-1] if lat else None), "min_ms": _ms(lat[0] if lat else None),
-            "cdf_ms": [x * 1e3 for x in _quantiles(lat)],
+            "cdf_ms": [x * 1e3 for x in tasks.quantiles(lat)],
             "worker_cpu_s": cpu1 - cpu0, "server_cpu_s": srv1 - srv0, "cpu_window_s": t1 - t0,
             "loadavg_after": os.getloadavg()[0],
         }
@@ -847,7 +839,7 @@ class RedisBench:
             "workers_ready_before_due_s": due - ready_at,
             "first_s": offs[0] if offs else None, "p50_s": _pct(offs, 50), "last_s": last,
             "throughput": len(set(ids)) / last if last and last > 0 else None,
-            "drain_curve_s": _quantiles(offs), "max_wait_s": p["max_wait"],
+            "drain_curve_s": tasks.quantiles(offs), "max_wait_s": p["max_wait"],
         }
         shutil.rmtree(d, ignore_errors=True)
         return res

@@ -358,7 +358,6 @@ def plots(doc: dict, outdir: str) -> list[str]:
         return []
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     R = _r()
     made = []
     R.lateness_cdf(per, "unique", 1e-2, 10, "lateness = start − eta, ms (log; early starts drawn at 0.01 ms)",
@@ -368,26 +367,8 @@ def plots(doc: dict, outdir: str) -> list[str]:
 
     per = _cases(doc, "burst")
     if per:
-        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
-        n = 0
-        for system, ms in per.items():
-            for k, r in enumerate(R.ok(ms)):
-                curve = r["drain_curve_s"]
-                if not curve:
-                    continue
-                n = r["n"]
-                ys = [r["ran"] * q / (len(curve) - 1) for q in range(len(curve))]
-                ax.plot([max(x, 1e-3) for x in curve], ys, color=COLORS.get(system), lw=1.5, alpha=0.8,
-                        label=system if k == 0 else None)
-        ax.axhline(n, color="black", lw=0.7, ls=":")
-        ax.set_xscale("log")
-        ax.set_xlabel("seconds after the due instant (log)")
-        ax.set_ylabel("tasks started")
-        ax.set_title(f"Redis: burst drain, {n:,} no-op tasks due at once (each run)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
-        fig.tight_layout()
-        fig.savefig(os.path.join(outdir, "redis_burst_drain.png"))
-        plt.close(fig)
+        n = next((r["n"] for ms in per.values() for r in R.ok(ms)), 0)
+        R.burst_drain(per, f"Redis: burst drain, {n:,} no-op tasks due at once (each run)",
+                      os.path.join(outdir, "redis_burst_drain.png"), COLORS)
         made.append("redis_burst_drain.png")
     return made

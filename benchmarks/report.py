@@ -470,6 +470,34 @@ def lateness_cdf(per_system: "dict[str, list[dict]]", ran_key: str, floor_ms: fl
     plt.close(fig)
 
 
+def burst_drain(per_system: "dict[str, list[dict]]", title: str, path: str,
+                colors: Optional[dict[str, str]] = None, target_s: Optional[float] = None) -> None:
+    """Tasks started against time after the due instant, one line per run (``drain_curve_s``,
+    quantiles of the start offsets), the burst's size dotted, ``target_s`` in red."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+    for system, ms in per_system.items():
+        for k, r in enumerate(ok(ms)):
+            curve = r["drain_curve_s"]
+            if not curve:
+                continue
+            ys = [r["ran"] * q / (len(curve) - 1) for q in range(len(curve))]
+            ax.plot([max(x, 1e-3) for x in curve], ys, color=(colors or COLORS).get(system), lw=1.5,
+                    alpha=0.8, label=system if k == 0 else None)
+    ax.axhline(next((r["n"] for ms in per_system.values() for r in ok(ms)), 0), color="black", lw=0.7, ls=":")
+    if target_s is not None:
+        ax.axvline(target_s, color="red", lw=1, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds after the due instant (log)")
+    ax.set_ylabel("tasks started")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def plots(doc: dict, outdir: str = PLOTS_DIR) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
@@ -527,27 +555,9 @@ def plots(doc: dict, outdir: str = PLOTS_DIR) -> list[str]:
     # 3. burst drain
     g = group(doc, "burst")
     if g:
-        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
-        for case, ms in g.items():
-            for k, r in enumerate(ok(ms)):
-                curve = r["drain_curve_s"]
-                if not curve:
-                    continue
-                ys = [r["ran"] * q / (len(curve) - 1) for q in range(len(curve))]
-                ax.plot([max(x, 1e-3) for x in curve], ys, color=COLORS.get(case), lw=1.5, alpha=0.8,
-                        label=case if k == 0 else None)
         n = next((r["n"] for ms in g.values() for r in ok(ms)), 0)
-        ax.axhline(n, color="black", lw=0.7, ls=":")
-        ax.axvline(1.0, color="red", lw=1, ls=":")
-        ax.set_xscale("log")
-        ax.set_xlabel("seconds after the due instant (log)")
-        ax.set_ylabel("tasks started")
-        ax.set_title(f"Burst drain: {n:,} no-op tasks due at once (each run)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
-        fig.tight_layout()
-        fig.savefig(os.path.join(outdir, "burst_drain.png"))
-        plt.close(fig)
+        burst_drain(g, f"Burst drain: {n:,} no-op tasks due at once (each run)",
+                    os.path.join(outdir, "burst_drain.png"), target_s=1.0)
         made.append("burst_drain.png")
 
     # 4. enqueue rates, side by side

@@ -50,3 +50,13 @@ def read_log(path: str) -> list[tuple[int, int, float, float]]:
     except FileNotFoundError:
         pass
     return out
+
+
+def quantiles(values: list[float], points: int = 201) -> list[float]:
+    """``points`` evenly spaced quantiles (0 %..100 %) of ``values``: a compact CDF of what
+    the runs noted, kept in the results instead of every value."""
+    if not values:
+        return []
+    s = sorted(values)
+    n = len(s)
+    return [s[min(n - 1, round(q * (n - 1) / (points - 1)))] for q in range(points)]

@@ -40,15 +40,6 @@ def _wait_for(cond: Callable[[], bool], timeout: float, poll: float = 0.0005) ->
     return True
 
 
-def _quantiles(values: list[float], points: int = 201) -> list[float]:
-    """``points`` evenly spaced quantiles (0 %..100 %) of ``values``: a compact CDF."""
-    if not values:
-        return []
-    s = sorted(values)
-    n = len(s)
-    return [s[min(n - 1, round(q * (n - 1) / (points - 1)))] for q in range(points)]
-
-
 def _pct(s: list[float], p: float) -> float:
     """Nearest-rank percentile of a sorted list."""
     if not s:
@@ -227,7 +218,7 @@ def lateness(spec: dict) -> dict:
         "p50_ms": _pct(lat, 50) * 1e3, "p90_ms": _pct(lat, 90) * 1e3,
         "p99_ms": _pct(lat, 99) * 1e3, "max_ms": (lat[-1] if lat else float("nan")) * 1e3,
         "min_ms": (lat[0] if lat else float("nan")) * 1e3,
-        "cdf_ms": [x * 1e3 for x in _quantiles(lat)],
+        "cdf_ms": [x * 1e3 for x in tasks.quantiles(lat)],
     }
 
 
@@ -279,7 +270,7 @@ def burst(spec: dict) -> dict:
         "margin_s": due - enqueued, "lead_s": lead,
         "first_s": offs[0] if offs else None, "p50_s": _pct(offs, 50) if offs else None,
         "last_s": offs[-1] if offs else None,
-        "drain_curve_s": _quantiles(offs),
+        "drain_curve_s": tasks.quantiles(offs),
     }
 
 
