@@ -34,6 +34,7 @@ from typing import (
     overload,
 )
 
+from .backoff import backoff
 from .boss import Boss, Health
 from .errors import TaskFailed, TaskNotFound, shown
 from .execute import execute
@@ -50,9 +51,9 @@ from .records import (
     end_run,
     new_task,
     reset_for_retry,
-    start_run,
 )
 from .store import MemoryStore, WheelStore, is_url, open_store
+from .store.rules import claimed, outcome_event
 from .wheel import Wheel
 
 __all__ = ["TimeWheel", "Task", "TaskHandle", "Stopped", "EVENTS"]
@@ -213,7 +214,7 @@ class TaskHandle:
         """
         timeout = _optional(timeout, "timeout")
         deadline = None if timeout is None else time.monotonic() + timeout
-        poll = 0.005
+        polls = backoff(0.005, 0.25)
         while True:
             seen = self._wheel._generation
             rec = self.record
@@ -223,15 +224,15 @@ class TaskHandle:
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"task {self.id} is still {rec.status} after {timeout:g}s")
             # Woken at once by this process's boss; tasks run by another process are polled.
+            poll = next(polls)
             self._wheel._wait_change(seen, poll if remaining is None else min(poll, remaining))
-            poll = min(poll * 2, 0.25)
 
     async def aresult(self, timeout: Optional[float] = None) -> Any:
         """Like :meth:`result`, for ``await`` in an event loop: it never blocks the loop."""
         import asyncio
         timeout = _optional(timeout, "timeout")
         deadline = None if timeout is None else time.monotonic() + timeout
-        poll = 0.005
+        polls = backoff(0.005, 0.1)
         loop = asyncio.get_running_loop()
         while True:
             # Off the loop: a read can wait behind this process's writer, which may itself be
@@ -242,8 +243,8 @@ class TaskHandle:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"task {self.id} is still {rec.status} after {timeout:g}s")
+            poll = next(polls)
             await asyncio.sleep(poll if remaining is None else min(poll, remaining))
-            poll = min(poll * 2, 0.1)
 
 
 def _plain_arity(sig: Optional[inspect.Signature]) -> Optional[tuple[int, int]]:
@@ -650,14 +651,14 @@ class TimeWheel:
         """immediate=True: run and record right here, retries included (without waiting)."""
         store = self.store
         while rec is not None and rec.status == PENDING:
-            (running,) = store.swap([(rec, start_run(rec, "immediate", store.now()))])
+            (running,) = store.swap([(rec, claimed(rec, "immediate", store.now()))])
             if running is None:
                 break
             self._fire("started", running, None)
             out = self._execute(running)
             (rec,) = store.swap([(running, end_run(running, out))])
             if rec is not None:
-                event = {SUCCEEDED: "succeeded", PENDING: "retrying"}.get(rec.status, rec.status)
+                event = outcome_event(rec)
                 if event in self._hooks:
                     self._fire(event, rec, out.exception)
         self._changed_notify()

@@ -60,20 +60,19 @@ import weakref
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 from urllib.parse import parse_qsl, urlencode
 
+from ..backoff import backoff
 from ..errors import DuplicateTask, NotAStore, StoreBusy, StoreError, StoreMismatch
 from ..records import (
     PENDING,
     RUNNING,
     STATUSES,
-    TERMINAL,
     RecordDecodeError,
     TaskRecord,
     decode_record,
     encode_record,
-    start_run,
 )
 from ..wheel import Wheel
-from . import redis_lua
+from . import redis_lua, rules
 from .base import (
     BROKEN,
     Advanced,
@@ -291,14 +290,14 @@ class _PubSubBell(Doorbell):
         self._thread.start()
 
     def _listen(self) -> None:
-        pause = 0.05
+        pauses = backoff(0.05, 5.0)
         while not self._closed.is_set():
             pubsub = None
             try:
                 pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self._channel)
                 self.poke()
-                pause = 0.05
+                pauses = backoff(0.05, 5.0)
                 while not self._closed.is_set():
                     if pubsub.get_message(timeout=0.5) is not None:
                         self.poke()
@@ -306,8 +305,7 @@ class _PubSubBell(Doorbell):
                 # The runner still looks at least once a tick: a missed ring makes it late by
                 # at most that, never lost.
                 log.debug("doorbell of %s: %s; resubscribing", self._channel, exc)
-                self._closed.wait(pause)
-                pause = min(pause * 2, 5.0)
+                self._closed.wait(next(pauses))
             finally:
                 if pubsub is not None:
                     try:
@@ -538,8 +536,9 @@ class RedisStore(WheelStore):
             log.debug("closing %s failed", self.location, exc_info=True)
 
     # -- writing records ----------------------------------------------------------------------
-    def _item(self, rec: TaskRecord, expect: Optional[int]) -> list[Any]:
-        """PUT's 13 values for storing ``rec`` if the stored rev is ``expect`` (None: absent)."""
+    def _item(self, rec: TaskRecord, expect: "Optional[int | str]") -> list[Any]:
+        """PUT's 13 values for storing ``rec`` if the stored rev (the hash's ``v`` field) is
+        ``expect`` (None: no such task)."""
         tick: Any = ""
         if rec.status == PENDING:
             tick = self.wheel.due_tick(rec.eta)
@@ -585,38 +584,27 @@ class RedisStore(WheelStore):
                 return out
 
     def _plan(self, records: Sequence[TaskRecord], existing: str
-              ) -> tuple[list[TaskRecord], dict[str, TaskRecord], dict[str, Optional[int]]]:
-        """What add(existing=keep|reuse|replace) returns, what it writes, and the revs it
-        expects to find (None: no such task)."""
+              ) -> tuple[list[TaskRecord], dict[str, TaskRecord], dict[str, Optional[str]]]:
+        """What add(existing=keep|reuse|replace) returns, what it writes, and the ``v``
+        field it expects to find in each hash it writes (None: no such task)."""
         ids = list(dict.fromkeys(r.id for r in records))
-        stored: dict[str, tuple[Optional[TaskRecord], int]] = {}
+        stored: dict[str, "TaskRecord | rules.Unreadable"] = {}
+        seen_v: dict[str, str] = {}
         for task_id, fields in zip(ids, self._hashes(ids)):
             if fields:
+                seen_v[task_id] = _text(fields.get(b"v", b""))
                 try:
-                    stored[task_id] = (_record(fields), int(fields.get(b"v", b"0")))
-                except (RecordDecodeError, ValueError):
-                    stored[task_id] = (None, int(fields[b"v"]) if fields.get(b"v", b"").isdigit() else 0)
+                    stored[task_id] = _record(fields)
+                except RecordDecodeError:
+                    stored[task_id] = rules.Unreadable(rules.stored_rev(fields.get(b"v")))
         out: list[TaskRecord] = []
         plan: dict[str, TaskRecord] = {}
         for rec in records:
-            if rec.id in plan:
-                old, rev = plan[rec.id], plan[rec.id].rev
-            elif rec.id in stored:
-                old, rev = stored[rec.id]
-            else:
-                plan[rec.id] = rec
-                out.append(rec)
-                continue
-            if existing == "replace" and old is not None and old.status == RUNNING:
-                raise DuplicateTask(f"task {rec.id!r} is running and cannot be replaced; nothing was added")
-            finished = old is None or old.status in TERMINAL
-            if old is not None and (existing == "keep" or (existing == "reuse" and not finished)):
-                out.append(old)
-                continue
-            # A replacement continues the old record's rev, so stale fences stay stale.
-            plan[rec.id] = new = rec._replace(rev=rev + 1)
+            new, write = rules.admit(rec, plan.get(rec.id) or stored.get(rec.id), existing)
             out.append(new)
-        return out, plan, {i: stored[i][1] if i in stored else None for i in plan}
+            if write:
+                plan[rec.id] = new
+        return out, plan, {i: seen_v.get(i) for i in plan}
 
     def get(self, task_id: str) -> Optional[TaskRecord]:
         fields = self._io(lambda c: c.hgetall(self.keys.task(task_id)))
@@ -642,8 +630,7 @@ class RedisStore(WheelStore):
 
     def _plan_swap(self, changes: Sequence[tuple[TaskRecord, TaskRecord]]
                    ) -> tuple[list[Optional[TaskRecord]], list[list[Any]]]:
-        planned = [new._replace(rev=old.rev + 1) if new.id == old.id else None
-                   for old, new in changes]
+        planned = [rules.swapped(old, new) if new.id == old.id else None for old, new in changes]
         items = [self._item(p, old.rev) for (old, _), p in zip(changes, planned) if p is not None]
         return planned, items
 
@@ -692,13 +679,11 @@ class RedisStore(WheelStore):
             try:
                 old = decode_record(blob)
             except RecordDecodeError as exc:
-                # Never dropped, never retried in a loop: set aside, kept, reported.
-                log.error("task %s: %s; left in the store as broken", _text(task_id), exc)
-                self._script("mark_broken", [task_id])
+                if rules.set_aside(_text(task_id), exc):
+                    self._script("mark_broken", [task_id])
                 continue
             # the script started the first ``limit`` it took, counting any broken ones
-            taken.append(start_run(old, owner, started, lease, queued=k >= limit)
-                         ._replace(rev=old.rev + 1))
+            taken.append(rules.claimed(old, owner, started, lease=lease, queued=k >= limit))
         return Claimed(taken, int(head) / 1e6 if head else None)
 
     # -- the ticking process ------------------------------------------------------------------
@@ -730,8 +715,8 @@ class RedisStore(WheelStore):
             try:
                 out.append(_record(fields))
             except RecordDecodeError as exc:
-                if fields.get(b"s") != b"broken" and not self.readonly:
-                    log.error("task %s: %s; left in the store as broken", task_id, exc)
+                marked = fields.get(b"s") == b"broken"
+                if rules.set_aside(task_id, exc, readonly=self.readonly, marked=marked):
                     self._script("mark_broken", [task_id])
         return out
 
@@ -745,6 +730,10 @@ class RedisStore(WheelStore):
         except (TypeError, ValueError):
             raise StoreError(f"namespace {self.namespace!r} at {self.location}: its bookkeeping is "
                              f"damaged (horizon {horizon!r})") from None
+
+    def next_ready_eta(self) -> Optional[float]:
+        head = self._io(lambda c: c.zrange(self.keys.ready, 0, 0, withscores=True))
+        return head[0][1] / 1e6 if head else None
 
     def counts(self) -> dict[tuple[str, str], int]:
         out = {}
