@@ -21,6 +21,7 @@ from timewheel.records import (
     RUNNING,
     SUCCEEDED,
     Outcome,
+    RecordDecodeError,
     TaskRecord,
     cancel,
     end_run,
@@ -101,6 +102,37 @@ def test_existing_keep_reuse_replace(store: WheelStore) -> None:
     assert store.get("k") == new and new.payload == b"new" and new.rev == again.rev + 1
     assert store.counts() == {(PENDING, "t"): 1}
     assert [r.id for r in store.scan(PENDING)] == ["k"]
+
+
+@pytest.mark.parametrize("existing", ["keep", "reuse", "replace"])
+def test_replacing_an_undecodable_record_never_takes_its_rev_back(store: WheelStore, corrupt,
+                                                                   existing: str) -> None:
+    """A record that cannot be decoded (here: a running one, whose process holds its fence)
+    is replaced by every policy but fail, continuing its rev: the stale run's outcome is
+    refused, now and after the newcomer's own writes walk its rev up past the old fence."""
+    now = store.now()
+    store.add([make_record("x", now - 1)])
+    ready_all(store)
+    (first,) = store.claim("me", store.now(), 1).records          # its run is fenced at first.rev
+    corrupt(store, "x")
+    with pytest.raises(RecordDecodeError):
+        store.get("x")
+    with pytest.raises(DuplicateTask):
+        store.add([make_record("x", now)])
+    (new,) = store.add([make_record("x", now - 0.5, payload=b"new")], existing=existing)
+    assert new.payload == b"new" and new.status == PENDING
+    assert new.rev == first.rev + 1 and store.get("x") == new
+    assert store.counts() == {(PENDING, "t"): 1}
+    t = store.now()
+    stale = (first, end_run(first, Outcome(True, t, t)))
+    assert store.swap([stale]) == [None]
+    ready_all(store)
+    (again,) = store.claim("me", store.now(), 1).records
+    for _ in range(3):                   # writes of the newcomer: its rev moves on, never back
+        assert again.rev > first.rev
+        assert store.swap([stale]) == [None]
+        (again,) = store.swap([(again, again._replace(error="still running"))])
+    assert store.get("x") == again and again.status == RUNNING
 
 
 def test_only_ready_tasks_are_claimed_and_never_before_their_eta(store: WheelStore) -> None:
