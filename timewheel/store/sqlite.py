@@ -325,7 +325,7 @@ class SqliteDictStore(WheelStore):
                 rec = decode_record(blob)
             except RecordDecodeError as exc:
                 if rules.set_aside(key[2:], exc):
-                    broken.append((key,))
+                    broken.append(key)
                     counters.move(counted(pos, name, None, self.wheel),
                                   counted(positions.BROKEN_POS, name, None, self.wheel))
                 continue
@@ -336,7 +336,8 @@ class SqliteDictStore(WheelStore):
             counters.move((PENDING, rec.name, self.wheel.due_tick(rec.eta)), (RUNNING, rec.name, None))
             taken.append(new)
         f.many(_SET, updates)
-        f.many(f'UPDATE "{TABLE}" SET pos = \'{positions.BROKEN_POS}\' WHERE key = ?', broken)
+        if broken:
+            f.many(f'UPDATE "{TABLE}" SET pos = ? WHERE key = ?', [(positions.BROKEN_POS, k) for k in broken])
         counters.flush(f.x, f.many)
         head = f.q(_READY_HEAD)
         self._bells.saw_horizon(horizon)
