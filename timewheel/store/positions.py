@@ -33,12 +33,15 @@ from .base import BROKEN, eta_us, finished_ms
 __all__ = ["Position", "parse", "status_of", "of", "fresh_cell", "cell", "cell_range", "ready",
            "ready_bound", "running", "finished", "BROKEN_POS", "AT", "FRESH_AT", "RANGE",
            "IS_FRESH", "IS_READY", "IS_RUNNING", "IS_IN_WHEEL", "TICK_OF_CELL", "FRESH_ETA",
-           "FRESH_NAME", "READY_OF_CELL", "WHEEL_OF_FRESH", "OWNER", "eta_field"]
+           "FRESH_NAME", "READY_OF_CELL", "WHEEL_OF_FRESH", "OWNER", "READY_ETA", "READY", "READY_END",
+           "eta_field"]
 
 SLOT_W, CYCLE_W, ETA_W, FINISHED_W = 6, 15, 18, 15
 CODES = {SUCCEEDED: "s", FAILED: "f", CANCELLED: "c", MISFIRED: "m"}
 _STATUS_OF_CODE = {c: s for s, c in CODES.items()}
 BROKEN_POS = "b:"
+#: the ready queue's range: its positions are ``READY`` followed by the eta
+READY, READY_END = "q:", "q;"
 
 _CELL = f"%0{SLOT_W}d:%0{CYCLE_W}d:"           # slot, cycle
 #: a counted position: a cell's (or ``"q:"``'s) prefix, then the eta in microseconds
@@ -61,15 +64,17 @@ FRESH_ETA = f"substr(pos, {_ETA_AT}, {ETA_W})"
 #: SQL: the task name at the end of an n: row: counted from the index alone
 FRESH_NAME = f"substr(pos, {_NAME_AT})"
 #: SQL: the ready position of an n: or p: row
-READY_OF_CELL = f"'q:' || substr(pos, {_ETA_AT}, {ETA_W})"
+READY_OF_CELL = f"'{READY}' || substr(pos, {_ETA_AT}, {ETA_W})"
 #: SQL: the wheel position of an n: row (its name dropped)
 WHEEL_OF_FRESH = f"'p:' || substr(pos, {_SLOT_AT}, {_NAME_AT - 1 - _SLOT_AT})"
 #: SQL: the owner of an r: row
 OWNER = "substr(pos, 3)"
+#: SQL: the eta field of a q: row
+READY_ETA = f"substr(pos, 3, {ETA_W})"
 
 IS_FRESH = "pos >= 'n:' AND pos < 'n;'"
 IS_IN_WHEEL = "pos >= 'p:' AND pos < 'p;'"
-IS_READY = "pos >= 'q:' AND pos < 'q;'"
+IS_READY = f"pos >= '{READY}' AND pos < '{READY_END}'"
 IS_RUNNING = "pos >= 'r:' AND pos < 'r;'"
 #: the ``pos`` range of each status (pending: the n:, p: and q: rows; no position starts with o)
 RANGE = {PENDING: ("n:", "q;"), RUNNING: ("r:", "r;"),
@@ -162,7 +167,7 @@ def eta_field(us: int) -> str:
 
 
 def ready(us: int) -> str:
-    return AT % ("q:", us)
+    return AT % (READY, us)
 
 
 def ready_bound(now: float) -> str:
@@ -182,7 +187,7 @@ def of(rec: TaskRecord, horizon: int, wheel: Wheel) -> str:
     """Where ``rec`` belongs, given the horizon: a counted position, never n:."""
     if rec.status == PENDING:
         t = wheel.due_tick(rec.eta)
-        return AT % ("q:" if t <= horizon else cell(t, wheel.slots), eta_us(rec.eta))
+        return AT % (READY if t <= horizon else cell(t, wheel.slots), eta_us(rec.eta))
     if rec.status == RUNNING:
         return running(rec.owner or "")
     return finished(rec.status, finished_ms(rec.finished))

@@ -222,7 +222,7 @@ class SqliteDictStore(WheelStore):
                     if not lo < eta <= hi:
                         t = wheel.due_tick(eta)
                         lo, hi = wheel.tick_end(t - 1), wheel.tick_end(t)
-                        cell = "q:" if t <= horizon else positions.cell(t, slots)
+                        cell = positions.READY if t <= horizon else positions.cell(t, slots)
                     # A bytearray: the sqlite3 module passes a bytes parameter through its
                     # adaptation protocol (a registry lookup, then attribute lookups that raise
                     # and clear an AttributeError: 0.25-0.6 us on CPython 3.9-3.13) but binds a
@@ -319,8 +319,8 @@ class SqliteDictStore(WheelStore):
         updates, broken = [], []
         at = positions.running(owner)
         for key, blob, pos, name in f.q(
-                f'SELECT key, {RECORD}, pos, name FROM "{TABLE}" WHERE pos >= \'q:\' AND pos <= ? '
-                "ORDER BY pos LIMIT ?", (positions.ready_bound(now), limit + queued)):
+                f'SELECT key, {RECORD}, pos, name FROM "{TABLE}" WHERE pos >= \'{positions.READY}\' '
+                "AND pos <= ? ORDER BY pos LIMIT ?", (positions.ready_bound(now), limit + queued)):
             try:
                 rec = decode_record(blob)
             except RecordDecodeError as exc:

@@ -75,9 +75,9 @@ class FileReader:
         with f.reading():
             horizon = horizon_of(f)
             head, fresh = f.q(
-                f'SELECT (SELECT substr(pos, 3) FROM "{TABLE}" WHERE {positions.IS_READY} ORDER BY pos '
-                f'LIMIT 1), (SELECT min({positions.FRESH_ETA}) FROM "{TABLE}" WHERE {positions.IS_FRESH} '
-                f"AND {positions.TICK_OF_CELL} <= :horizon)",
+                f'SELECT (SELECT {positions.READY_ETA} FROM "{TABLE}" WHERE {positions.IS_READY} '
+                f'ORDER BY pos LIMIT 1), (SELECT min({positions.FRESH_ETA}) FROM "{TABLE}" '
+                f"WHERE {positions.IS_FRESH} AND {positions.TICK_OF_CELL} <= :horizon)",
                 {"slots": self.wheel.slots, "horizon": horizon})[0]
             etas = [int(e) for e in (head, fresh) if e is not None]     # damaged: StoreError
         return min(etas) / 1e6 if etas else None
@@ -238,10 +238,10 @@ class FileReader:
             named + marked + ([] if want is None else [want]))]
         rows = self.fetch(keys)
         fresh = self._records([(k, rows[k][0], rows[k][1]) for k in keys if k in rows], PENDING)
-        start = "q:" if mark is None else positions.ready(mark[0])
-        if not keep(f.q(f'SELECT key, {RECORD}, pos FROM "{TABLE}" WHERE pos >= ? AND pos < \'q;\''
+        start = positions.READY if mark is None else positions.ready(mark[0])
+        if not keep(f.q(f'SELECT key, {RECORD}, pos FROM "{TABLE}" WHERE pos >= ? AND pos < ?'
                         f"{only} ORDER BY pos, key" + ("" if want is None else " LIMIT ?"),
-                        [start] + named + ([] if want is None else [want + 1]))):
+                        [start, positions.READY_END] + named + ([] if want is None else [want + 1]))):
             first = horizon_of(f) + 1
             if mark is not None:
                 first = max(first, self.wheel.due_tick(mark[0] / 1e6))
