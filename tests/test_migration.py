@@ -25,18 +25,23 @@ from .conftest import check_file_store, count_of, make_record, read_meta, record
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 
 
-@pytest.fixture
-def old_store(tmp_path) -> str:
+def unpacked(tmp_path, fixture: str) -> str:
+    """A copy of the store file ``fixture`` (gzipped in tests/fixtures), private as ours are."""
     db = str(tmp_path / "tasks.db")
-    with gzip.open(os.path.join(FIXTURES, "store_v1.sqlite.gz"), "rb") as src, open(db, "wb") as dst:
+    with gzip.open(os.path.join(FIXTURES, fixture), "rb") as src, open(db, "wb") as dst:
         shutil.copyfileobj(src, dst)
     os.chmod(db, 0o600)
     return db
 
 
-def expected() -> dict:
-    with open(os.path.join(FIXTURES, "store_v1.json")) as fh:
+def expected(fixture: str = "store_v1.json") -> dict:
+    with open(os.path.join(FIXTURES, fixture)) as fh:
         return json.load(fh)
+
+
+@pytest.fixture
+def old_store(tmp_path) -> str:
+    return unpacked(tmp_path, "store_v1.sqlite.gz")
 
 
 def test_read_only_opens_say_the_store_needs_converting(old_store) -> None:
@@ -106,16 +111,11 @@ def test_the_converted_pending_tasks_run_once_and_the_dead_owners_task_again(old
 
 @pytest.fixture
 def v2_store(tmp_path) -> str:
-    db = str(tmp_path / "tasks.db")
-    with gzip.open(os.path.join(FIXTURES, "store_v2.sqlite.gz"), "rb") as src, open(db, "wb") as dst:
-        shutil.copyfileobj(src, dst)
-    os.chmod(db, 0o600)
-    return db
+    return unpacked(tmp_path, "store_v2.sqlite.gz")
 
 
 def expected_v2() -> dict:
-    with open(os.path.join(FIXTURES, "store_v2.json")) as fh:
-        return json.load(fh)
+    return expected("store_v2.json")
 
 
 def _counts_by_status(store: SqliteDictStore) -> dict[str, int]:

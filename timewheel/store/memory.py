@@ -100,13 +100,7 @@ class MemoryStore(WheelStore):
     def add(self, records: Sequence[TaskRecord], *, existing: str = "fail") -> list[TaskRecord]:
         check_existing(existing)
         with self._lock:
-            out: list[TaskRecord] = []
-            plan: dict[str, TaskRecord] = {}
-            for rec in records:
-                new, write = rules.admit(rec, plan.get(rec.id) or self._stored(rec.id), existing)
-                out.append(new)
-                if write:
-                    plan[rec.id] = new
+            out, plan = rules.admit_all(records, self._stored, existing)
             for rec in plan.values():
                 self._store(rec)
         self._flush_ring()

@@ -461,13 +461,7 @@ class RedisStore(WheelStore):
                     stored[task_id] = _record(fields)
                 except RecordDecodeError:
                     stored[task_id] = rules.Unreadable(rules.stored_rev(fields.get(b"v")))
-        out: list[TaskRecord] = []
-        plan: dict[str, TaskRecord] = {}
-        for rec in records:
-            new, write = rules.admit(rec, plan.get(rec.id) or stored.get(rec.id), existing)
-            out.append(new)
-            if write:
-                plan[rec.id] = new
+        out, plan = rules.admit_all(records, stored.get, existing)
         return out, plan, {i: seen_v.get(i) for i in plan}
 
     def get(self, task_id: str) -> Optional[TaskRecord]:

@@ -26,12 +26,12 @@ starts at :data:`UNKNOWN_REV`, beyond any number of writes one id can have had.
 from __future__ import annotations
 
 import logging
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 from ..errors import DuplicateTask
 from ..records import FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, TaskRecord, start_run
 
-__all__ = ["Unreadable", "UNKNOWN_REV", "stored_rev", "admit", "claimed", "swapped", "set_aside",
+__all__ = ["Unreadable", "UNKNOWN_REV", "stored_rev", "admit", "admit_all", "claimed", "swapped", "set_aside",
            "outcome_event"]
 
 log = logging.getLogger("timewheel.store")
@@ -87,6 +87,22 @@ def admit(new: TaskRecord, old: Union[TaskRecord, Unreadable, None], existing: s
     if old.status == RUNNING:
         raise DuplicateTask(f"task {new.id!r} is running and cannot be replaced; nothing was added")
     return swapped(old, new), True
+
+
+def admit_all(records: Sequence[TaskRecord],
+              stored: Callable[[str], Union[TaskRecord, Unreadable, None]], existing: str
+              ) -> tuple[list[TaskRecord], dict[str, TaskRecord]]:
+    """:func:`admit` over one batch: what ``add`` returns for each record, and the record it
+    writes per id (an id given twice sees its earlier record as stored).  ``stored(id)`` is
+    what the id holds."""
+    out: list[TaskRecord] = []
+    plan: dict[str, TaskRecord] = {}
+    for rec in records:
+        new, write = admit(rec, plan.get(rec.id) or stored(rec.id), existing)
+        out.append(new)
+        if write:
+            plan[rec.id] = new
+    return out, plan
 
 
 def claimed(rec: TaskRecord, owner: str, now: float, *, lease: Optional[float] = None,

@@ -167,31 +167,20 @@ class SqliteDictStore(WheelStore):
             ticks = self._insert(records, horizon, counters)
             counters.flush(self.file.x, self.file.many)
             return list(records), min(ticks)
-        stored = self._reader.fetch(["t:" + r.id for r in records])
-        inserts: list[TaskRecord] = []
+        rows = self._reader.fetch(["t:" + r.id for r in records])
+        olds = {key[2:]: _stored(row) for key, row in rows.items()}
+        out, plan = rules.admit_all(records, olds.get, existing)
+        inserts = [new for task_id, new in plan.items() if task_id not in olds]
         updates: list[tuple[bytes, str, str, int, str]] = []
-        was: Any = None
-        out: list[TaskRecord] = []
-        seen: dict[str, TaskRecord] = {}
-        for rec in records:
-            key = "t:" + rec.id
-            old: Union[TaskRecord, rules.Unreadable, None] = seen.get(rec.id)
-            row = stored.get(key)
-            if old is not None:              # given earlier in this batch: where it was put
-                was = counted(positions.of(old, horizon, self.wheel), old.name, old, self.wheel)
-            elif row is not None:            # stored: where its row is
-                old = _stored(row)
-                was = counted(row[1], row[2], old if isinstance(old, TaskRecord) else None, self.wheel)
-            new, write = rules.admit(rec, old, existing)
-            out.append(new)
-            if not write:
-                continue
-            seen[rec.id] = new
+        for task_id, new in plan.items():
+            old = olds.get(task_id)
             if old is None:
-                inserts.append(new)
                 continue
+            key = "t:" + task_id
+            _, was, name, _ = rows[key]
             pos = positions.of(new, horizon, self.wheel)
-            counters.move(was, counted(pos, new.name, new, self.wheel))
+            counters.move(counted(was, name, old if isinstance(old, TaskRecord) else None, self.wheel),
+                          counted(pos, new.name, new, self.wheel))
             updates.append((encode_record(new), pos, new.name, new.rev, key))
         self._insert(inserts, horizon, counters)
         self.file.many(_SET, updates)
