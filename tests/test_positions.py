@@ -70,6 +70,7 @@ def test_a_wheel_position_reads_back_and_sits_in_its_cells_range(slots: int, tic
 def test_ready_running_finished_and_broken_positions_read_back(eta: int, owner: str, status: str,
                                                                at: int) -> None:
     assert P.parse(P.ready(eta)) == P.Position("q", eta_us=eta) and P.status_of(P.ready(eta)) == PENDING
+    assert P.ready_eta_us(P.ready(eta)) == eta
     assert P.parse(P.running(owner)) == P.Position("r", owner=owner)
     assert P.status_of(P.running(owner)) == RUNNING and _sql(P.OWNER, P.running(owner)) == owner
     assert P.parse(P.finished(status, at)) == P.Position("x", status=status, finished_ms=at)
@@ -139,3 +140,7 @@ def test_a_pending_record_goes_to_its_cell_or_ready_queue(wheel: Wheel, eta: flo
 def test_anything_else_is_refused(garbage: str) -> None:
     with pytest.raises(ValueError):
         P.parse(garbage)
+    if not garbage.startswith("q:"):
+        return
+    with pytest.raises(ValueError):
+        P.ready_eta_us(garbage)

@@ -295,7 +295,7 @@ def decode_record(blob: Any) -> TaskRecord:
     if len(blob) > MAX_RECORD_BYTES:
         raise RecordDecodeError(f"not a timewheel record ({len(blob)} bytes, more than any record)")
     try:
-        values = load_plain(blob)
+        values = _PlainUnpickler(io.BytesIO(blob)).load()     # load_plain, inline: a claim decodes each
     except Exception as exc:  # noqa: BLE001 - hostile input can raise anything
         raise RecordDecodeError(f"not a timewheel record ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(values, tuple):

@@ -30,8 +30,8 @@ from ..records import CANCELLED, FAILED, MISFIRED, PENDING, RUNNING, SUCCEEDED, 
 from ..wheel import Wheel
 from .base import BROKEN, eta_us, finished_ms
 
-__all__ = ["Position", "parse", "status_of", "of", "fresh_cell", "cell", "cell_range", "ready",
-           "ready_bound", "running", "finished", "BROKEN_POS", "AT", "FRESH_AT", "RANGE",
+__all__ = ["Position", "parse", "ready_eta_us", "status_of", "of", "fresh_cell", "cell", "cell_range",
+           "ready", "ready_bound", "running", "finished", "BROKEN_POS", "AT", "FRESH_AT", "RANGE",
            "IS_FRESH", "IS_READY", "IS_RUNNING", "IS_IN_WHEEL", "TICK_OF_CELL", "FRESH_ETA",
            "FRESH_NAME", "READY_OF_CELL", "WHEEL_OF_FRESH", "OWNER", "READY_ETA", "READY", "READY_END",
            "eta_field"]
@@ -125,6 +125,14 @@ def parse(pos: str) -> Position:
     return Position(kind)
 
 
+def ready_eta_us(pos: str) -> int:
+    """The eta of a ready (q:) position, in microseconds: :func:`parse` cut short for the
+    claim, which reads the ready queue's head at every round."""
+    if not pos.startswith(READY):
+        raise ValueError(f"{pos[:40]!r} is not a ready position")
+    return _number(pos[len(READY):], ETA_W)
+
+
 def status_of(pos: Optional[str]) -> Optional[str]:
     """The status the counters hold for a row at ``pos``: None for a row not yet counted (n:),
     ``"broken"`` for b: (and a row without a position)."""
@@ -189,5 +197,5 @@ def of(rec: TaskRecord, horizon: int, wheel: Wheel) -> str:
         t = wheel.due_tick(rec.eta)
         return AT % (READY if t <= horizon else cell(t, wheel.slots), eta_us(rec.eta))
     if rec.status == RUNNING:
-        return running(rec.owner or "")
-    return finished(rec.status, finished_ms(rec.finished))
+        return "r:" + (rec.owner or "")
+    return _FINISHED % (CODES[rec.status], finished_ms(rec.finished))     # (inline: once per write)

@@ -167,7 +167,7 @@ class SqliteDictStore(WheelStore):
             ticks = self._insert(records, horizon, counters)
             counters.flush(self.file.x, self.file.many)
             return list(records), min(ticks)
-        rows = self._reader.fetch(["t:" + r.id for r in records])
+        rows = self._reader.fetch(["t:" + r.id for r in records], rev=True)
         olds = {key[2:]: _stored(row) for key, row in rows.items()}
         out, plan = rules.admit_all(records, olds.get, existing)
         inserts = [new for task_id, new in plan.items() if task_id not in olds]
@@ -261,8 +261,8 @@ class SqliteDictStore(WheelStore):
                 continue
             stored = rules.swapped(old, new)
             pos = positions.of(stored, horizon, self.wheel)
-            counters.move(counted(row[1], row[2], cur, self.wheel),
-                          counted(pos, stored.name, stored, self.wheel))
+            counters.move(counted(row[1], row[2], cur, self.wheel), (stored.status, stored.name, (
+                self.wheel.due_tick(stored.eta) if stored.status == PENDING else None)))
             updates.append((encode_record(stored), pos, stored.name, stored.rev, key))
             rows[key] = (updates[-1][0], pos, stored.name, stored.rev)
             out.append(stored)
@@ -284,7 +284,7 @@ class SqliteDictStore(WheelStore):
                               f"({_READY_HEAD})")[0]
         # Rows added on their own are not in the ready queue until absorbed: with any, claim.
         if not fresh and (head is None or head > positions.ready_bound(now)):
-            return Claimed([], None if head is None else positions.parse(head).eta_us / 1e6)  # type: ignore
+            return Claimed([], None if head is None else positions.ready_eta_us(head) / 1e6)
         with f.writing():
             return self._claim_in_transaction(owner, now, limit, queued, horizon_of(f))
 
@@ -330,7 +330,7 @@ class SqliteDictStore(WheelStore):
         counters.flush(f.x, f.many)
         head = f.q(_READY_HEAD)
         self._bells.saw_horizon(horizon)
-        return Claimed(taken, positions.parse(head[0][0]).eta_us / 1e6 if head else None)  # type: ignore
+        return Claimed(taken, positions.ready_eta_us(head[0][0]) / 1e6 if head else None)
 
     # -- the ticking process ----------------------------------------------------------------
     def advance(self, through: int, limit: int, leader: str) -> Advanced:

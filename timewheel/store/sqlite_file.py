@@ -216,7 +216,10 @@ class StoreFile:
 
     def conn(self) -> Any:
         """The connection (:class:`~timewheel.store.connection._Connection`) of this process."""
-        return self._dict().conn
+        db = self._db
+        if db is None or self._pid != os.getpid():       # (inline: a claim round runs ~35 statements)
+            db = self._dict()
+        return db.conn
 
     @property
     def meta(self) -> MutableMapping[str, Any]:
