@@ -18,7 +18,7 @@ cell of the wheel is a key range ordered by eta, "ready and due at ``now``" is t
 fields out of a position in place (:data:`TICK_OF_CELL`, ...) is built from the same widths.
 
 Pure: no I/O.  The format strings are constants so that the store's batch insert formats its
-rows inline (a function call per task would cost it about 5%).
+rows inline: a call per task (15-60 ns) would add up to 3% to its ~2 us of Python per task.
 """
 
 from __future__ import annotations
