@@ -78,8 +78,9 @@ def _insert_rows(n: int) -> str:
 class _ReadOnlyLiveness(Liveness):
     """What a read-only opener may know of liveness: probes, never locks (see locks.probe)."""
 
-    def __init__(self, path: str) -> None:
-        self._probe = probe(path)
+    def __init__(self, store: "SqliteDictStore") -> None:
+        self._store = store
+        self._probe = probe(store.path)
 
     @property
     def token(self) -> str:
@@ -92,7 +93,8 @@ class _ReadOnlyLiveness(Liveness):
         pass
 
     def leader(self) -> Optional[str]:
-        return self._probe.leader()
+        holder = self._store.role_holder(self._store.now())
+        return None if holder is None or self._probe.is_dead(holder) else holder
 
     def is_dead(self, token: str) -> bool:
         return self._probe.is_dead(token)
@@ -124,8 +126,8 @@ class SqliteDictStore(WheelStore):
         self.wheel, layout = set_up(self.file, wheel, self.now())
         self._reader = FileReader(self.file, self.wheel, layout)
         self._bells = Doorbells(self.file, lambda: horizon_of(self.file))
-        self.liveness: Liveness = (_ReadOnlyLiveness(self.path) if readonly
-                                   else FileLiveness(self.path))
+        self.liveness: Liveness = (_ReadOnlyLiveness(self) if readonly
+                                   else FileLiveness(self.path, self, self.wheel.tick))
 
     def close(self) -> None:
         with self.file.lock:
@@ -144,6 +146,7 @@ class SqliteDictStore(WheelStore):
             at = positions.FRESH_AT % (positions.fresh_cell(t, self.wheel.slots), eta_us(rec.eta), rec.name)
             row = ("t:" + rec.id, bytearray(encode_record(rec)), at, rec.name)  # bytearray: see _insert
             f = self.file
+            f.check_still_there()
             with f.lock:
                 try:
                     f.conn().run(_ADD, row)
@@ -338,6 +341,9 @@ class SqliteDictStore(WheelStore):
         f = self.file
         slots = self.wheel.slots
         with f.writing():
+            holder = self._role_holder(self.now())
+            if holder is not None and holder != leader:       # fenced: see WheelStore.advance
+                return Advanced(horizon_of(f), 0, True, led=False)
             horizon = reached = horizon_of(f)
             absorb(f.x, f.q, slots, horizon)
             complete = True
@@ -421,6 +427,38 @@ class SqliteDictStore(WheelStore):
             counters.flush(f.x, f.many)
         return n
 
+    # -- the ticking role (a lease in the metadata map: see locks.FileLiveness) ---------------
+    def take_role(self, token: str, now: float, ttl: float, is_dead: Callable[[str], bool]) -> bool:
+        def free(holder: Optional[str]) -> bool:
+            return holder is None or holder == token or is_dead(holder)
+
+        with self.file.reading():              # the common case, a look without the write lock
+            if not free(self._role_holder(now)):
+                return False
+        with self.file.writing():
+            if not free(self._role_holder(now)):
+                return False
+            self.file.meta.update(leader=token, lease=now + ttl)
+        return True
+
+    def drop_role(self, token: str) -> None:
+        with self.file.writing():
+            if _meta_value(self.file.meta, "leader") == token:
+                self.file.meta["lease"] = 0.0
+
+    def role_holder(self, now: float) -> Optional[str]:
+        with self.file.reading():
+            return self._role_holder(now)
+
+    def _role_holder(self, now: float) -> Optional[str]:
+        """Who holds an unexpired lease (inside a transaction of the file)."""
+        meta = self.file.meta
+        holder, until = _meta_value(meta, "leader"), _meta_value(meta, "lease")
+        if (not isinstance(holder, str) or isinstance(until, bool) or not isinstance(until, (int, float))
+                or until <= now):
+            return None
+        return holder
+
     # -- observers (store/sqlite_read.py) ---------------------------------------------------
     def state(self) -> StoreState:
         return self._reader.state()
@@ -456,6 +494,15 @@ class SqliteDictStore(WheelStore):
     def ring(self) -> None:
         """Wake every runner of this store, in any process on this host."""
         self._bells.ring()
+
+
+def _meta_value(meta: Any, key: str) -> Any:
+    """A metadata value, or None where there is none, or none we wrote (damaged: the role is
+    then nobody's, and the next holder writes it anew)."""
+    try:
+        return meta[key]
+    except (KeyError, ValueError):
+        return None
 
 
 def _stored(row: tuple) -> Union[TaskRecord, rules.Unreadable]:

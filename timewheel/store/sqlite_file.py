@@ -27,6 +27,7 @@ from ..backoff import backoff
 from ..errors import NotAStore, StoreBusy, StoreError
 from ..records import RecordDecodeError
 from .connection import CONNECTING, META_TABLE, TABLE, Metadata, abandon, decode_meta, ro_uri, track
+from .locks import check_owner, locks_for
 
 __all__ = ["StoreFile", "LegacyMeta", "stored_format", "FORMAT", "V2_FORMAT", "V1_FORMAT"]
 
@@ -100,12 +101,58 @@ class StoreFile:
         self._db: Optional[Metadata] = None
         self._pid = -1
         self.legacy = False           #: True: read-only on a store of 0.2 (see LegacyMeta)
+        self._gone: Optional[str] = None     # why the file opened is not the store any more
         track(self)
+        if not readonly:
+            self._check_owners()
         #: the format found when the file was vetted (None: a new store)
         self.found_format = self._vet()
+        self._identity = self._stat_identity()
+        if not readonly:
+            locks_for(self.path).check_store()   # not a file replaced under live processes
         self._open()
 
     # -- vetting and creating -----------------------------------------------------------------
+    def _check_owners(self) -> None:
+        """A writer refuses a store file, or the -wal and -shm beside it, that another user
+        owns (an empty file another user made for us is theirs: they could write pickles into
+        it, which our workers would run).  Before anything opens them."""
+        for path in (self.path, self.path + "-wal", self.path + "-shm"):
+            try:
+                check_owner(path, os.stat(path))
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise StoreError(f"{path}: cannot read ({exc.strerror})") from None
+
+    def _stat_identity(self) -> tuple[int, int]:
+        """(dev, ino) of the store file: what :meth:`check_still_there` compares with."""
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot read ({exc.strerror})") from None
+        return st.st_dev, st.st_ino
+
+    def check_still_there(self) -> None:
+        """Refuse to write once the path no longer names the file this process has open: it
+        was deleted, moved or replaced (a backup restored) under the running processes.
+        Written to, the old file loses what it gets when the last process closes it, and a
+        new one beside it would never see it.  One ``stat`` (~1 us) per write transaction."""
+        if self._gone is None:
+            try:
+                st = os.stat(self.path)
+                if (st.st_dev, st.st_ino) == self._identity:
+                    return
+                what = "replaced by another file (a backup restored? a file moved over it?)"
+            except FileNotFoundError:
+                what = "deleted or moved away"
+            except OSError:
+                return          # (cannot look: the write itself will say what is wrong)
+            self._gone = (f"{self.path} was {what} while this process had it open: this process "
+                          "writes nothing more to it (tasks added meanwhile would be lost) and "
+                          "runs no more tasks -- restart every process that uses the store")
+        raise StoreError(self._gone)     # (a started wheel logs it once: see Boss._failing)
+
     def _vet(self) -> Any:
         """Refuse files that are not ours before sqlitedict touches them (it would add a table
         to any SQLite file and switch its journal mode); the format found."""
@@ -274,6 +321,7 @@ class StoreFile:
         """
         if self.readonly:
             raise StoreError(f"{self.path} is open read-only")
+        self.check_still_there()
         with self.lock:
             try:
                 self.x("BEGIN IMMEDIATE")

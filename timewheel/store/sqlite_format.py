@@ -35,8 +35,8 @@ __all__ = ["set_up", "geometry", "horizon_of", "Layout"]
 log = logging.getLogger("timewheel.store")
 
 #: what the bookkeeping holds besides ``format``: the geometry, the horizon, the ticking
-#: process's token and the time of its last advance; plus ``bell:<name>`` (doorbells)
-_V2_KEYS = ("slots", "tick", "horizon", "leader", "advanced")
+#: process's token, its lease and the time of its last advance; plus ``bell:<name>`` (doorbells)
+_V2_KEYS = ("slots", "tick", "horizon", "leader", "lease", "advanced")
 
 
 class Layout:
