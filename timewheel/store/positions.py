@@ -127,10 +127,10 @@ def parse(pos: str) -> Position:
 
 def ready_eta_us(pos: str) -> int:
     """The eta of a ready (q:) position, in microseconds: :func:`parse` cut short for the
-    claim, which reads the ready queue's head at every round."""
-    if not pos.startswith(READY):
+    claim, which reads the ready queue's head at every round (a damaged one: ValueError)."""
+    if not pos.startswith(READY) or len(pos) != len(READY) + ETA_W:
         raise ValueError(f"{pos[:40]!r} is not a ready position")
-    return _number(pos[len(READY):], ETA_W)
+    return int(pos[2:])
 
 
 def status_of(pos: Optional[str]) -> Optional[str]:
@@ -180,7 +180,7 @@ def ready(us: int) -> str:
 
 def ready_bound(now: float) -> str:
     """The last ready position due at ``now``: ``pos <= ready_bound(now)``."""
-    return ready(int(now * 1e6))
+    return AT % (READY, int(now * 1e6))
 
 
 def running(owner: str) -> str:
