@@ -29,7 +29,7 @@ shows the same history after a restart.  It is read-only unless actions are allo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Union
 
 if TYPE_CHECKING:
     from .app import WebView
@@ -42,7 +42,8 @@ __all__ = ["make_app", "make_asgi_app"]
 
 def make_app(store: Any, *, allow_actions: Union[bool, Callable[[dict], bool]] = False,
              auth: Optional[Union[str, tuple[str, str]]] = None, token: Optional[str] = None,
-             authorize: Optional[Callable[[dict], bool]] = None, refresh: float = 3.0) -> "WebView":
+             authorize: Optional[Callable[[dict], bool]] = None, refresh: float = 3.0,
+             allowed_hosts: Optional[Iterable[str]] = None) -> "WebView":
     """The web view as a WSGI application.
 
     :param store: a :class:`~timewheel.TimeWheel` (its store is used, opened lazily, so this
@@ -56,12 +57,18 @@ def make_app(store: Any, *, allow_actions: Union[bool, Callable[[dict], bool]] =
     :param authorize: the host application's own check, ``(environ) -> bool``, called for
         every request; False answers 403.  Use one of ``auth``, ``token``, ``authorize``.
     :param refresh: seconds between the live pages' polls.
+    :param allowed_hosts: host names to answer (``tasks.example.com``; ``.example.com``: it
+        and every name under it; ``*``: any) besides ``localhost``, ``*.localhost`` and IP
+        addresses.  A view without authentication refuses every other ``Host`` with a 403
+        (a page on a name that resolves to 127.0.0.1 would otherwise read it: DNS
+        rebinding); so mounted without ``auth``, ``token`` or ``authorize`` in an app served
+        under a name, list that name.  With authentication, names are checked only if given.
     """
     from .app import WebView
     from .security import Access, parse_basic
 
     basic = parse_basic(auth) if isinstance(auth, str) else auth
-    return WebView(store, allow_actions=allow_actions, refresh=refresh,
+    return WebView(store, allow_actions=allow_actions, refresh=refresh, allowed_hosts=allowed_hosts,
                    access=Access(basic=basic, token=token, authorize=authorize))
 
 

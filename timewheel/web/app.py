@@ -29,7 +29,17 @@ from ..records import FAILED, MISFIRED, PENDING, RETRYABLE, RUNNING, STATUSES, T
 from ..store import WheelStore, open_store
 from ..store.base import LISTABLE
 from . import params
-from .security import CSRF_COOKIE, CSRF_FIELD, TOKEN_COOKIE, Access, Authorize, csrf_error, csrf_token
+from .security import (
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    TOKEN_COOKIE,
+    Access,
+    Authorize,
+    HostGuard,
+    csrf_error,
+    csrf_token,
+    host_name,
+)
 
 __all__ = ["WebView"]
 
@@ -89,10 +99,14 @@ class WebView:
         ``(environ) -> bool`` decides per request (e.g. admins only).
     :param access: who may look (:class:`~timewheel.web.security.Access`).
     :param refresh: seconds between the live pages' polls.
+    :param allowed_hosts: ``Host`` names to answer besides loopback names and IP addresses
+        (:class:`~timewheel.web.security.HostGuard`).  Without authentication every other
+        name is refused (DNS rebinding); with it, names are checked only if this is given.
     """
 
     def __init__(self, store: StoreSource, *, allow_actions: Union[bool, Authorize] = False,
-                 access: Access = Access(), refresh: float = 3.0) -> None:
+                 access: Access = Access(), refresh: float = 3.0,
+                 allowed_hosts: Optional[Iterable[str]] = None) -> None:
         self._source = store
         self._reader: Optional[WheelStore] = None
         self._writer: Optional[WheelStore] = None
@@ -101,6 +115,8 @@ class WebView:
         self._allow_actions = allow_actions
         self.access = access
         self.refresh = refresh
+        guard = HostGuard.of(allowed_hosts or ())
+        self.hosts: Optional[HostGuard] = guard if access.open or allowed_hosts is not None else None
         # Fresh copies: a rule belongs to one map, and a process may mount several views.
         self.url_map = Map([rule.empty() for rule in _RULES], strict_slashes=False)
         self.templates = Environment(
@@ -153,8 +169,10 @@ class WebView:
         return response(environ, start_response)
 
     def dispatch(self, request: Request) -> Response:
-        adapter = self.url_map.bind_to_environ(request.environ)
         api = request.path.startswith(("/api/", "/metrics"))
+        if self.hosts is not None and not self.hosts.allows(request.host):
+            return self._headers(self._refuse_host(request, api))
+        adapter = self.url_map.bind_to_environ(request.environ)
         try:
             endpoint, args = adapter.match()
             if endpoint not in _PUBLIC and not self.access.allows(request):
@@ -183,6 +201,10 @@ class WebView:
         except Exception:  # noqa: BLE001 - a bug must not show a traceback to the user
             log.exception("error serving %s %s", request.method, request.path)
             response = self._error(request, api, 500, "internal error; the server log has the details")
+        return self._headers(response)
+
+    @staticmethod
+    def _headers(response: Response) -> Response:
         response.headers.setdefault("Cache-Control", "no-store")
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "same-origin"
@@ -202,6 +224,16 @@ class WebView:
             if k.lower() != "content-type":
                 response.headers[k] = v
         return response
+
+    def _refuse_host(self, request: Request, api: bool) -> Response:
+        name = host_name(request.host)
+        shown = repr(text.clean(name)[:100]) if name else "in this Host header"
+        message = (f"refused: this view does not answer to the host name {shown} (a guard against "
+                   "DNS rebinding); open it at 127.0.0.1 or localhost, or allow the name with "
+                   "--allow-host (allowed_hosts= when mounted in an app)")
+        if api:
+            return _json({"error": message}, 403)
+        return Response(message + "\n", status=403, mimetype="text/plain")
 
     def _refuse_unauthenticated(self, request: Request, api: bool) -> Response:
         if self.access.basic is not None:

@@ -19,6 +19,14 @@ import click
 __all__ = ["web"]
 
 
+def _address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
 def _loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -41,13 +49,18 @@ def _loopback(host: str) -> bool:
 @click.option("--token", metavar="TOKEN", envvar="TIMEWHEEL_WEB_TOKEN",
               help="Require a bearer token, at least 8 characters (or set TIMEWHEEL_WEB_TOKEN); "
                    "browsers sign in with it once.")
+@click.option("--allow-host", "allow_hosts", metavar="NAME", multiple=True,
+              help="Answer requests for this host name too (repeatable; .example.com: it and every "
+                   "name under it; *: any).  Without --auth or --token the view answers only "
+                   "localhost, IP addresses and --host: a guard against DNS rebinding.")
 @click.option("--refresh", type=click.FloatRange(0.5, 3600), default=3.0, show_default=True,
               help="Seconds between the live pages' updates.")
 @click.option("--access-log", is_flag=True, help="Log every request on stderr.")
 @click.option("--json", "as_json", is_flag=True,
               help='At start, print {"url", "store", "actions", "pid"} as one JSON line.')
 def web(store: str, host: str, port: int, allow_actions: bool, auth: Optional[str],
-        token: Optional[str], refresh: float, access_log: bool, as_json: bool) -> None:
+        token: Optional[str], allow_hosts: tuple[str, ...], refresh: float, access_log: bool,
+        as_json: bool) -> None:
     """Serve a web view of the store: overview, the wheel, timeline, tasks.
 
     STORE is a store file or a redis:// URL.  It is read-only unless --allow-actions is given;
@@ -73,7 +86,11 @@ def web(store: str, host: str, port: int, allow_actions: bool, auth: Optional[st
     if auth and token:
         raise click.UsageError("use --auth or --token, not both")
     try:
-        app = make_app(store, allow_actions=allow_actions, auth=auth, token=token, refresh=refresh)
+        # --host NAME is a name to answer; with authentication names are checked only if
+        # --allow-host asks for it (see make_app)
+        names = [*allow_hosts, *([] if _address(host) else [host])]
+        app = make_app(store, allow_actions=allow_actions, auth=auth, token=token, refresh=refresh,
+                       allowed_hosts=names if allow_hosts or not (auth or token) else None)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     try:
