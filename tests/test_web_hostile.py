@@ -5,7 +5,10 @@ names), ..."""
 from __future__ import annotations
 
 import ipaddress
+import os
+import resource
 import socket
+import time
 
 import httpx
 import pytest
@@ -13,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from timewheel.web.security import HostGuard
+from timewheel.web.server import MAX_BODY, MAX_HEAD, REQUEST_TIMEOUT, BadRequest, request_size
 
 from .test_web import start_example, stop_example
 from .web_server import make_store, serve, serve_mounted
@@ -162,3 +166,130 @@ def test_a_view_mounted_behind_the_apps_own_login_answers_any_name(store_path) -
         assert r.status_code == 403 and "not authorized" in r.json()["error"]
     finally:
         stop_example(proc)
+
+
+# -- silent connections (19.7) -------------------------------------------------------------------
+
+HEADER = st.tuples(st.from_regex(r"X-[A-Za-z0-9-]{1,20}", fullmatch=True),
+                   st.from_regex(r"[ -~]{0,40}", fullmatch=True).map(str.strip))
+
+
+@given(st.lists(HEADER, max_size=8), st.binary(max_size=3000), st.booleans(), st.data())
+def test_a_request_is_read_whole_however_it_arrives(headers, body, crlf, data) -> None:
+    """request_size() says nothing until the head is in, then the size of head and body,
+    whatever the pieces the request arrives in."""
+    eol = b"\r\n" if crlf else b"\n"
+    lines = [b"POST /api/retry HTTP/1.1", b"Host: 127.0.0.1"] + [f"{k}: {v}".encode() for k, v in headers]
+    if body:
+        lines.insert(2, f"Content-Length: {len(body)}".encode())
+    head = eol.join(lines) + eol + eol
+    request = head + body + b"GET /next HTTP/1.1" + eol       # (what follows is not part of it)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(request)), max_size=10)))
+    got, searched, seen = bytearray(), 0, None
+    for start, stop in zip([0] + cuts, cuts + [len(request)]):
+        got += request[start:stop]
+        seen, searched = request_size(got, searched)
+        assert (seen is None) == (len(got) < len(head)), (len(got), len(head))
+    assert seen == len(head) + len(body)
+
+
+@pytest.mark.parametrize("head, status", [
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 411),
+    (b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY + 1), 413),
+    (b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nContent-Length: -5\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nX-Big: " + b"x" * MAX_HEAD, 431),
+    (b"GET / HTTP/1.1\r\nX-Big: " + b"x" * MAX_HEAD + b"\r\n\r\n", 431),
+])
+def test_a_request_that_cannot_be_read_whole_is_refused(head, status) -> None:
+    with pytest.raises(BadRequest) as refused:
+        request_size(head)
+    assert refused.value.status == status and "\n" not in str(refused.value)
+
+
+def test_the_server_refuses_such_requests_with_one_line(store_path) -> None:
+    path, store, demo = store_path
+    with serve(path) as server:
+        address = ("127.0.0.1", port_of(server.url))
+        for head, status in [(b"POST /api/retry HTTP/1.1\r\nHost: localhost\r\n"
+                              b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 411),
+                             (b"POST /api/purge HTTP/1.1\r\nHost: localhost\r\n"
+                              b"Content-Length: 99999999\r\n\r\n", 413)]:
+            with socket.create_connection(address, timeout=5) as s:
+                s.sendall(head)
+                answer = b""
+                while chunk := s.recv(4096):
+                    answer += chunk
+            status_line, _, rest = answer.partition(b"\r\n")
+            assert status_line.split()[1] == str(status).encode(), answer
+            assert rest.split(b"\r\n\r\n", 1)[1].count(b"\n") == 1
+        assert httpx.get(server.url + "api/inspect", timeout=5).status_code == 200
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux's /proc)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def closed_by_server(s: socket.socket, deadline: float) -> bool:
+    """True once the server has closed ``s`` (whatever it said first), by ``deadline``."""
+    while True:
+        s.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            if not s.recv(4096):
+                return True
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+
+
+@pytest.fixture
+def many_files():
+    """Room in this process for 1,500 sockets of its own."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 4096
+    assert hard == resource.RLIM_INFINITY or hard >= want, f"the hard limit of open files is {hard}"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_silent_connections_neither_stop_the_view_nor_spin_it(store_path, many_files) -> None:
+    """1,100 connections that send nothing and 50 that send half a request, to a view that may
+    open the usual 1,024 files: it keeps answering real requests at once, its CPU stays near
+    idle, and it closes the silent and stalled ones within its request timeout."""
+    path, store, demo = store_path
+    with serve(path, files=1024) as server:
+        address = ("127.0.0.1", port_of(server.url))
+        started = time.monotonic()
+        silent, stalled = [], []
+        try:
+            for i in range(1100):
+                try:
+                    silent.append(socket.create_connection(address, timeout=5))
+                except OSError as exc:
+                    raise AssertionError(f"connection {i} was not accepted: {exc}") from None
+            for _ in range(50):
+                s = socket.create_connection(address, timeout=5)
+                s.sendall(b"GET /api/inspect HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+                stalled.append(s)
+            cpu_before, window = cpu_seconds(server.proc.pid), time.monotonic()
+            for _ in range(20):
+                asked = time.monotonic()
+                r = httpx.get(server.url + "api/inspect", timeout=5)
+                assert r.status_code == 200 and r.json()["counts"]["failed"] == len(demo.failed)
+                assert time.monotonic() - asked < 2.0
+                time.sleep(0.15)
+            time.sleep(max(0.0, 4.0 - (time.monotonic() - window)))
+            used = (cpu_seconds(server.proc.pid) - cpu_before) / (time.monotonic() - window)
+            assert used < 0.3, f"the server used {used:.0%} of a core while holding silent connections"
+            deadline = started + REQUEST_TIMEOUT + 5
+            still = [s for s in silent + stalled if not closed_by_server(s, deadline)]
+            assert not still, f"{len(still)} silent connections still open after {REQUEST_TIMEOUT + 5:g}s"
+            assert httpx.get(server.url + "api/inspect", timeout=5).status_code == 200
+        finally:
+            for s in silent + stalled:
+                s.close()
+        assert "Traceback" not in server.errors()

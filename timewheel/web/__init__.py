@@ -17,8 +17,10 @@ and every WSGI server take as is.  For ASGI hosts (FastAPI, Starlette) :func:`ma
 wraps the same application with a2wsgi's ``WSGIMiddleware``, the adapter Starlette itself
 recommends, which runs each request in a thread pool: right for a view whose every request
 is a blocking store read (SQLite, Redis) that must not run on the event loop anyway.  One
-application, one set of tests, two ways in.  ``timewheel web`` serves it with Werkzeug's
-threaded server, enough for the few operators of one store (put it behind a proxy for more).
+application, one set of tests, two ways in.  ``timewheel web`` serves it with
+:class:`~timewheel.web.server.ViewServer`: Werkzeug's request handler on a few threads behind
+one loop that reads each request whole, with a timeout, and caps the connections, so a silent
+connection costs no thread -- enough for the few operators of one store.
 The charts are uPlot (MIT, 50 KB), shipped in ``static/vendor`` so the pages work offline.
 
 What it reads: only the store interface, through :mod:`timewheel.query` (the layer behind the

@@ -74,9 +74,8 @@ def web(store: str, host: str, port: int, allow_actions: bool, auth: Optional[st
       TIMEWHEEL_WEB_TOKEN=... timewheel web redis://localhost:6379/0 --host 0.0.0.0
     """
     try:
-        from werkzeug.serving import make_server
-
         from . import make_app
+        from .server import ViewServer
     except ImportError as exc:
         raise click.ClickException(f"timewheel web needs the web extra ({exc}): "
                                    "pip install 'timewheel[web]'") from None
@@ -102,7 +101,7 @@ def web(store: str, host: str, port: int, allow_actions: bool, auth: Optional[st
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.INFO if access_log else logging.WARNING)
     try:
-        server = make_server(host, port, app, threaded=True)
+        server = ViewServer(host, port, app)
     except (OSError, SystemExit) as exc:
         app.close()
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
@@ -126,7 +125,7 @@ def web(store: str, host: str, port: int, allow_actions: bool, auth: Optional[st
                    err=True)
 
     try:
-        server.serve_forever(poll_interval=0.1)    # (how soon a SIGTERM is acted on)
+        server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
