@@ -9,13 +9,14 @@ import os
 import resource
 import socket
 import time
+from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from timewheel.web.security import HostGuard
+from timewheel.web.security import HostGuard, same_site_path
 from timewheel.web.server import MAX_BODY, MAX_HEAD, REQUEST_TIMEOUT, BadRequest, request_size
 
 from .test_web import start_example, stop_example
@@ -166,6 +167,78 @@ def test_a_view_mounted_behind_the_apps_own_login_answers_any_name(store_path) -
         assert r.status_code == 403 and "not authorized" in r.json()["error"]
     finally:
         stop_example(proc)
+
+
+# -- redirects stay on the view (19.8) ----------------------------------------------------------
+
+TRICKY_NEXT = [
+    "/\t/evil.example/", "/\n/evil.example/", "/\r\n/evil.example/", "/ \t/evil.example/",
+    "//evil.example/", "///evil.example/", "/\\evil.example/", "/\\/evil.example/", "\\\\evil.example/",
+    "\\/evil.example/", "/\t\\evil.example/", "https://evil.example/", "http:evil.example",
+    "HTTPS:/evil.example", "javascript:alert(1)", "data:text/html,<script>alert(1)</script>",
+    " //evil.example/", "\t//evil.example/", "\x00//evil.example/", "//evil.example@127.0.0.1/",
+    "/%2F/evil.example/", "/%5Cevil.example/", "/%09/evil.example/", "%2F%2Fevil.example",
+    "/%2f%2fevil.example", "evil.example", "?next=//evil.example", "/\x00/evil.example",
+    "/\u2028/evil.example", "/\u3000/evil.example", "\uff0f\uff0fevil.example",
+]
+
+
+def as_browser_reads(base: str, location: str) -> str:
+    """Where a browser goes for ``Location: location`` on a page at ``base`` (WHATWG URL
+    parsing: C0 controls and spaces trimmed, tabs and newlines dropped, backslashes read as
+    slashes in http URLs)."""
+    trimmed = location.strip("".join(map(chr, range(0x21))))
+    cleaned = trimmed.replace("\t", "").replace("\n", "").replace("\r", "").replace("\\", "/")
+    return urljoin(base, cleaned)
+
+
+def stays_on(url: str, location: str, under: str = "/") -> bool:
+    there = urlsplit(as_browser_reads(url, location))
+    here = urlsplit(url)
+    return (there.scheme, there.netloc) == (here.scheme, here.netloc) and there.path.startswith(under)
+
+
+@given(st.text(), st.sampled_from(["", "/timewheel"]))
+def test_a_redirect_target_is_a_path_on_the_view_or_nothing(target: str, root: str) -> None:
+    location = same_site_path(target, root)
+    if location is not None:
+        assert location.isascii() and location.isprintable() and " " not in location
+        assert stays_on("http://view.test/page", location, root + "/")
+
+
+@pytest.mark.parametrize("value", ["/wheel", "/tasks/a b/c?x=1&y=%2F", "/tasks/\u00e9\u6642",
+                                   "/failed?name=x#y"])
+def test_a_target_on_the_view_is_kept(value: str) -> None:
+    location = same_site_path(value, "")
+    assert location is not None
+    assert urlsplit(as_browser_reads("http://view.test/", location)).path == \
+        quote(urlsplit(value.replace("#", "%23")).path, safe="/%")
+
+
+def test_sign_in_and_actions_redirect_only_to_the_view(store_path) -> None:
+    path, store, demo = store_path
+    with serve(path, "--allow-actions") as server:        # no token: /login redirects at once
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            token = client.get("").cookies.get("timewheel_csrf") or client.cookies.get("timewheel_csrf")
+            r = client.get(server.url + "login?next=/%09/evil.example/")
+            assert r.status_code == 303 and stays_on(server.url, r.headers["location"])
+            for value in TRICKY_NEXT:
+                r = client.get("login", params={"next": value})
+                assert r.status_code == 303, value
+                assert stays_on(server.url, r.headers["location"]), (value, r.headers["location"])
+                r = client.post("bulk", data={"csrf_token": token, "verb": "cancel", "ids": "nope",
+                                              "next": value})
+                assert r.status_code == 303, (value, r.text)
+                assert stays_on(server.url, r.headers["location"]), (value, r.headers["location"])
+            r = client.get("login", params={"next": "/tasks/a b?status=pending"})
+            assert r.headers["location"] == "/tasks/a%20b?status=pending"
+    with serve(path, env={"TIMEWHEEL_WEB_TOKEN": "t0ken-t0ken"}) as server:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            client.get("login")
+            token = client.cookies.get("timewheel_csrf")
+            for value in TRICKY_NEXT:
+                r = client.post("login", data={"csrf_token": token, "token": "t0ken-t0ken", "next": value})
+                assert r.status_code == 303 and stays_on(server.url, r.headers["location"]), value
 
 
 # -- silent connections (19.7) -------------------------------------------------------------------

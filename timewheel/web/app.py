@@ -39,6 +39,7 @@ from .security import (
     csrf_error,
     csrf_token,
     host_name,
+    same_site_path,
 )
 
 __all__ = ["WebView"]
@@ -287,10 +288,7 @@ class WebView:
 
     def _back(self, request: Request, message: str, default: str) -> Response:
         """Redirect after a form post to the page it came from (only our own pages)."""
-        target = request.form.get("next", "")
-        root = request.script_root + "/"
-        if not target.startswith(root) or target.startswith("//") or "\\" in target:
-            target = default
+        target = same_site_path(request.form.get("next", ""), request.script_root) or default
         response = redirect(target, code=303)
         response.set_cookie(FLASH_COOKIE, quote(message, safe=" ,.:;()'/-"),
                             path=request.script_root or "/", httponly=True, samesite="Strict",
@@ -360,9 +358,8 @@ class WebView:
                           name=name, limit=limit, more=data["next_after"] is not None)
 
     def on_login(self, request: Request) -> Response:
-        target = request.values.get("next", "")
-        if not target.startswith(request.script_root + "/") or target.startswith("//"):
-            target = self._url(request, "overview")
+        target = (same_site_path(request.values.get("next", ""), request.script_root)
+                  or self._url(request, "overview"))
         if self.access.token is None:
             return redirect(target, code=303)
         if request.method == "POST":

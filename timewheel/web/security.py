@@ -30,11 +30,11 @@ import ipaddress
 import secrets
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from werkzeug.wrappers import Request
 
-__all__ = ["Access", "HostGuard", "CSRF_COOKIE", "TOKEN_COOKIE", "csrf_token", "csrf_error", "parse_basic"]
+__all__ = ["Access", "HostGuard", "same_site_path", "CSRF_COOKIE", "TOKEN_COOKIE", "csrf_token", "csrf_error", "parse_basic"]
 
 CSRF_COOKIE = "timewheel_csrf"
 TOKEN_COOKIE = "timewheel_token"
@@ -169,6 +169,26 @@ class HostGuard:
             if name == spec or (spec.startswith(".") and (name == spec[1:] or name.endswith(spec))):
                 return True
         return False
+
+
+def same_site_path(target: str, root: str) -> Optional[str]:
+    """``target`` as the ``Location`` of a redirect within this view (mounted at ``root``,
+    ``""`` or ``/prefix``), or None if a browser could read it as another site.
+
+    Browsers drop tabs and newlines from a URL, read a backslash as a slash, and take
+    ``//host`` (so also ``/\\host`` and ``/<tab>/host``) as another host: only a path under
+    ``root`` passes, free of control characters and backslashes, whose next character after
+    the root's slash is not another slash.  It comes back percent-encoded (what is encoded
+    already stays so), so a browser reads it as the path it is.
+    """
+    if not target.startswith(root + "/") or target[len(root) + 1:len(root) + 2] == "/":
+        return None
+    if "\\" in target or not target.isprintable():
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return None
+    return quote(target, safe="/?&=%:@!$'()*+,;~-._")
 
 
 def csrf_token(request: Request) -> tuple[str, bool]:
