@@ -4,10 +4,13 @@ names), ..."""
 
 from __future__ import annotations
 
+import html
 import ipaddress
 import os
+import re
 import resource
 import socket
+import subprocess
 import time
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -16,11 +19,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from timewheel import __version__
+from timewheel.store.redis import _public
 from timewheel.web.security import HostGuard, same_site_path
 from timewheel.web.server import MAX_BODY, MAX_HEAD, REQUEST_TIMEOUT, BadRequest, request_size
 
 from .test_web import start_example, stop_example
-from .web_server import make_store, serve, serve_mounted
+from .web_server import TRICKY_IDS, add_tricky, make_store, serve, serve_mounted
 
 
 def port_of(url: str) -> int:
@@ -366,3 +371,176 @@ def test_silent_connections_neither_stop_the_view_nor_spin_it(store_path, many_f
             for s in silent + stalled:
                 s.close()
         assert "Traceback" not in server.errors()
+
+
+# -- smaller things (19.9) -----------------------------------------------------------------------
+
+def test_pages_before_sign_in_say_nothing_of_the_store(store_path) -> None:
+    path, store, demo = store_path
+    version = f"timewheel {__version__}"
+    with serve(path, "--auth", "admin:pw") as server:
+        for page in ("", "tasks/f000", "api/inspect", "static/nope.css", "login"):
+            r = httpx.get(server.url + page, timeout=10)
+            assert r.status_code in (401, 404, 303), (page, r.status_code)
+            assert path not in r.text and version not in r.text and "tasks.db" not in r.text, page
+        signed_in = httpx.get(server.url, auth=("admin", "pw"), timeout=10).text
+        assert path in signed_in and version in signed_in          # (what the page shows then)
+    with serve(path, env={"TIMEWHEEL_WEB_TOKEN": "t0ken-t0ken"}) as server:
+        for page in ("login", "login?next=/wheel", "static/nope.css"):
+            r = httpx.get(server.url + page, timeout=10)
+            assert r.status_code in (200, 404), page
+            assert path not in r.text and version not in r.text and "tasks.db" not in r.text, page
+    proc, url = start_example("flask_dashboard.py", {"TIMEWHEEL_DB": path, "DASHBOARD_PASSWORD": "pw"})
+    try:
+        r = httpx.get(url + "/timewheel/", timeout=10)                 # the app's hook says no
+        assert r.status_code == 403 and path not in r.text and version not in r.text
+    finally:
+        stop_example(proc)
+
+
+def test_paths_with_double_slashes_get_an_answer(store_path) -> None:
+    path, store, demo = store_path
+    store.add([record_for("a//b")])
+    with serve(path) as server:
+        for page in ("//", "///", "//wheel", "wheel//", "api//inspect", "tasks//s000", "static//app.css",
+                     "tasks/a//b", "api/tasks/a//b"):
+            r = httpx.get(server.url + page, timeout=10)
+            redirected = 300 <= r.status_code < 400 and r.headers.get("location")
+            assert r.status_code in (200, 404) or redirected, (page, r.status_code, r.headers)
+            if r.status_code == 404:
+                said = r.json()["error"] if page.startswith("api") else r.text
+                assert "nothing at" in said or "no task" in said, page
+        assert "no task /s000" in httpx.get(server.url + "api/tasks//s000", timeout=10).json()["error"]
+        assert httpx.get(server.url + "api/tasks/a//b", timeout=10).json()["id"] == "a//b"
+
+
+def record_for(task_id: str):
+    from .web_server import record
+    return record(task_id, time.time() + 3600, name="tricky.ids")
+
+
+def browser_path(base: str, href: str) -> str:
+    """The URL a browser goes to for the link ``href`` on a page at ``base``: WHATWG also
+    takes %2e as a dot in a dot segment."""
+    url = urlsplit(urljoin(base, href))
+    segments: list[str] = []
+    parts = url.path.split("/")[1:]
+    for i, seg in enumerate(parts):
+        low = seg.lower()
+        last = i == len(parts) - 1
+        if low in (".", "%2e"):
+            if last:
+                segments.append("")
+        elif low in ("..", ".%2e", "%2e.", "%2e%2e"):
+            if segments:
+                segments.pop()
+            if last:
+                segments.append("")
+        else:
+            segments.append(seg)
+    return url._replace(path="/" + "/".join(segments)).geturl()
+
+
+def test_links_to_tasks_lead_to_them_whatever_their_ids(store_path) -> None:
+    path, store, demo = store_path
+    add_tricky(store, time.time())
+    with serve(path, "--allow-actions") as server, httpx.Client(timeout=10) as client:
+        listing = client.get(server.url + "tasks", params={"name": "tricky.ids", "limit": 100}).text
+        rows = re.findall(r'<tr data-id="([^"]*)"[^>]*>.*?<a class="id" href="([^"]*)">', listing, re.S)
+        links = {html.unescape(i): html.unescape(href) for i, href in rows}
+        assert sorted(links) == sorted(TRICKY_IDS)
+        for task_id, href in links.items():
+            page = client.get(browser_path(server.url + "tasks", href))
+            assert page.status_code == 200, (task_id, href, page.text[:300])
+            shown = re.search(r'<h1>Task <code class="id">(.*?)</code>', page.text).group(1)
+            assert html.unescape(shown) == task_id, (task_id, href)
+            json_link = re.search(r'<a href="([^"]*)">as JSON</a>', page.text).group(1)
+            got = client.get(browser_path(page.url.__str__(), html.unescape(json_link))).json()
+            assert got["id"] == task_id, (task_id, json_link)
+            # the task page's own link back (the forms' "next") leads to the same task
+            back = re.search(r'name="next" value="([^"]*)"', page.text).group(1)
+            again = client.get(browser_path(server.url, html.unescape(back)))
+            assert html.unescape(re.search(r'<code class="id">(.*?)</code>', again.text).group(1)) == task_id
+            # a search for the whole id opens it
+            found = client.get(server.url + "tasks", params={"id": task_id}, follow_redirects=False)
+            assert found.status_code == 303, task_id
+            opened = client.get(browser_path(server.url, found.headers["location"])).text
+            assert html.unescape(re.search(r'<code class="id">(.*?)</code>', opened).group(1)) == task_id
+
+
+# -- a Redis password is never shown (19.9) -----------------------------------------------------
+
+#: passwords with @, :, / and a literal %40; the part after an @ is what the old check showed
+PASSWORDS = ["Qz@Wxq", "Jk:Lm@Npq", "Rt/Yu@Ioq", "Gh%40Vbq", "@Zx:/%40@Cvq"]
+
+
+@given(st.text(min_size=1).filter(lambda p: not set(p) & set("?#")), st.sampled_from(["", "alice"]))
+def test_public_urls_hide_any_password(password: str, user: str) -> None:
+    for written in (password, quote(password, safe="")):
+        url = f"redis://{user}:{written}@127.0.0.1:6379/0"
+        assert _public(url) == f"redis://{user}:***@127.0.0.1:6379/0", url
+    assert _public(f"redis://127.0.0.1:6379/0?password={quote(password)}&db=1") == \
+        "redis://127.0.0.1:6379/0?password=***&db=1"
+
+
+def _redis_user(server, password: str):
+    import redis
+    r = redis.Redis.from_url(server.url)
+    r.acl_setuser("tw", enabled=True, passwords=["+" + password], keys=["*"], channels=["*"],
+                  commands=["+@all"], reset=True)
+    return r
+
+
+def test_a_redis_password_is_never_shown(redis_server, tmp_path) -> None:
+    from .cli_fixtures import console_script
+    r = None
+    try:
+        for password in PASSWORDS:
+            r = _redis_user(redis_server, password)
+            r.flushall()
+            url = f"redis://tw:{quote(password, safe='')}@127.0.0.1:{redis_server.port}/0"
+            hidden = f"redis://tw:***@127.0.0.1:{redis_server.port}/0"
+            secret = {password, quote(password, safe=""), password.split("@")[-1]}
+            run = subprocess.run([console_script(), "inspect", url, "--json"], capture_output=True,
+                                 text=True, timeout=60)
+            assert run.returncode == 1 and "no timewheel store" in run.stderr     # an empty database
+            assert hidden in run.stderr and not any(s in run.stderr for s in secret), run.stderr
+            from timewheel.store import open_store
+            open_store(url).close()                     # (creates the store)
+            run = subprocess.run([console_script(), "inspect", url, "--json"], capture_output=True,
+                                 text=True, timeout=60)
+            assert run.returncode == 0, run.stderr
+            assert hidden in run.stdout and not any(s in run.stdout + run.stderr for s in secret)
+            wrong = url.replace(quote(password, safe=""), quote(password + "-wrong", safe=""))
+            run = subprocess.run([console_script(), "inspect", wrong], capture_output=True, text=True,
+                                 timeout=60)
+            assert run.returncode == 1 and "***" in run.stderr and password not in run.stderr, run.stderr
+            if not set(password) & set("/%"):            # written as it is: a parser takes the last @
+                raw = f"redis://tw:{password}@127.0.0.1:{redis_server.port}/0"
+                run = subprocess.run([console_script(), "inspect", raw, "--json"], capture_output=True,
+                                     text=True, timeout=60)
+                assert run.returncode == 0 and hidden in run.stdout, run.stderr
+                assert not any(s in run.stdout + run.stderr for s in secret)
+            r.config_set("appendfsync", "no")           # so that opening it logs a warning
+            try:
+                with serve(url, "--auth", "admin:pw", "--allow-actions") as server:
+                    page = httpx.get(server.url, timeout=10)
+                    assert page.status_code == 401 and "redis://" not in page.text
+                    assert not any(s in page.text for s in secret)
+                    signed_in = httpx.get(server.url, auth=("admin", "pw"), timeout=10).text
+                    assert hidden in signed_in and not any(s in signed_in for s in secret)
+                    log = server.errors()
+                    assert f"the Redis server at {hidden} has appendfsync no" in log, log
+                    assert not any(s in log for s in secret), log
+            finally:
+                r.config_set("appendfsync", "always")
+            r.close()
+            r = None
+    finally:
+        if r is not None:
+            r.close()
+        import redis
+        admin = redis.Redis.from_url(redis_server.url)
+        admin.acl_deluser("tw")
+        admin.flushall()
+        admin.close()

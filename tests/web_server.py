@@ -22,6 +22,10 @@ from timewheel.store import SqliteDictStore, WheelStore
 HOSTILE_NAME = "<script>alert('name')</script>\x1b[31mred\u202e"
 HOSTILE_ERROR = "ValueError: <img src=x onerror=alert('error')> \x1b]0;pwned\x07"
 DEAD_OWNER = "999999999:deadbeef:999999999"
+#: task ids a URL could take apart: dot segments (also percent-encoded), slashes, query and
+#: fragment marks, a verb of the action routes, text that is not ASCII
+TRICKY_IDS = [".", "..", "a/../b", "%2e", "?x", "#y", "\u00e9\u6642 \u263a", "a//b", "%2e%2e", "../x",
+              "a/./b", ".%2e", "/lead", "trail/", "a b", "%", "x/retry", "a\\b", "tasks", "?", "#"]
 
 
 @dataclass
@@ -118,6 +122,11 @@ def finish(store: WheelStore, task_id: str, ok: bool = True) -> TaskRecord:
     (done,) = store.swap([(rec, end_run(rec, out))])
     assert done is not None
     return done
+
+
+def add_tricky(store: WheelStore, now: float) -> None:
+    """A pending task for each of TRICKY_IDS, the first ten due before any other task."""
+    store.add([record(task_id, now + 30 + i, name="tricky.ids") for i, task_id in enumerate(TRICKY_IDS)])
 
 
 def make_store(path: str, now: Optional[float] = None) -> tuple[SqliteDictStore, Demo]:

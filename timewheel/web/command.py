@@ -92,14 +92,16 @@ def web(store: str, host: str, port: int, allow_actions: bool, auth: Optional[st
                        allowed_hosts=names if allow_hosts or not (auth or token) else None)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    # (before the store opens: what opening it warns of -- a Redis server that may lose
+    # writes -- is shown)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.INFO if access_log else logging.WARNING)
     try:
         app.open(writable=allow_actions)          # fail now, not at the first request
     except (TimeWheelError, RecordDecodeError, OSError) as exc:
         raise click.ClickException(" ".join(str(exc).split())) from None
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("werkzeug").setLevel(logging.INFO if access_log else logging.WARNING)
     try:
         server = ViewServer(host, port, app)
     except (OSError, SystemExit) as exc:

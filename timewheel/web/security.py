@@ -34,7 +34,8 @@ from urllib.parse import quote, urlsplit
 
 from werkzeug.wrappers import Request
 
-__all__ = ["Access", "HostGuard", "same_site_path", "CSRF_COOKIE", "TOKEN_COOKIE", "csrf_token", "csrf_error", "parse_basic"]
+__all__ = ["Access", "HostGuard", "same_site_path", "CSRF_COOKIE", "TOKEN_COOKIE", "csrf_token", "csrf_error",
+           "parse_basic"]
 
 CSRF_COOKIE = "timewheel_csrf"
 TOKEN_COOKIE = "timewheel_token"

@@ -67,9 +67,13 @@
     return e;
   }
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); return node; }
+  // A task's page: the whole id one path segment (ids are free text: a "/" or ".." in one
+  // must not lead elsewhere); "." and ".." cannot be a segment at all (as app.py's links).
+  function taskHref(id) {
+    return ROOT + (id === "." || id === ".." ? "task?id=" + encodeURIComponent(id) : "tasks/" + encodeURIComponent(id));
+  }
   function taskLink(id) {
-    var a = el("a", { href: ROOT + "tasks/" + encodeURIComponent(id).replace(/%2F/g, "/"), "class": "id" }, id);
-    return a;
+    return el("a", { href: taskHref(id), "class": "id" }, id);
   }
   function td(content, cls) {
     var c = el("td", cls ? { "class": cls } : null);
