@@ -49,7 +49,8 @@ def record(task_id: str, eta: float, name: str = "emails.send", **fields) -> Tas
     return TaskRecord(id=task_id, name=name, eta=eta, **fields)
 
 
-def run(store: WheelStore, rec: TaskRecord, owner: str, ok: Optional[bool], late: float = 0.25) -> TaskRecord:
+def run(store: WheelStore, rec: TaskRecord, owner: str, ok: Optional[bool], late: float = 0.25,
+        error: str = HOSTILE_ERROR) -> TaskRecord:
     """Take ``rec`` through a run as a worker would: start it; then, unless ``ok`` is None
     (left running), record its outcome."""
     started = rec.eta + late
@@ -58,9 +59,9 @@ def run(store: WheelStore, rec: TaskRecord, owner: str, ok: Optional[bool], late
     if ok is None:
         return running
     out = (Outcome(ok=True, started=started, finished=started + 0.1, result=pickle.dumps({"sent": rec.id}))
-           if ok else Outcome(ok=False, started=started, finished=started + 0.1, error=HOSTILE_ERROR,
+           if ok else Outcome(ok=False, started=started, finished=started + 0.1, error=error,
                               traceback="Traceback (most recent call last):\n  File \"app.py\", line 7\n"
-                                        + HOSTILE_ERROR))
+                                        + error))
     (done,) = store.swap([(running, end_run(running, out))])
     assert done is not None
     return done

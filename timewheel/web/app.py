@@ -146,7 +146,8 @@ class WebView:
             loader=PackageLoader("timewheel.web", "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
             undefined=StrictUndefined, finalize=_finalize, trim_blocks=True, lstrip_blocks=True)
-        self.templates.filters.update(when=_when, ago=_ago, dur=_dur, clean=_clean_lines, count=_count)
+        self.templates.filters.update(when=_when, ago=_ago, dur=_dur, clean=_clean_lines, count=_count,
+                                      name=_name)
 
     # -- the store -------------------------------------------------------------------------------
     def open(self, writable: bool = False) -> WheelStore:
@@ -649,6 +650,14 @@ def _clean_lines(value: Optional[str]) -> Markup:
     """Multi-line text (a traceback): HTML-escaped here, newlines kept, every other control
     made visible (``_finalize`` would make the newlines visible too)."""
     return Markup("-") if value is None else escape(text.clean(value, lines=True))
+
+
+def _name(value: Optional[str]) -> Markup:
+    """A task name that may wrap after its dots (``reports.<wbr>monthly``), never inside a
+    part: the table's column is then as wide as the longest part (the JS's nameCell)."""
+    if value is None:
+        return Markup("-")
+    return Markup(".<wbr>").join(escape(part) for part in text.clean(value).split("."))
 
 
 def _when(ts: Optional[float]) -> str:
