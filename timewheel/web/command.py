@@ -19,14 +19,6 @@ import click
 __all__ = ["web"]
 
 
-def _address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
-
-
 def _loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -75,6 +67,7 @@ def web(store: str, host: str, port: int, allow_actions: bool, auth: Optional[st
     """
     try:
         from . import make_app
+        from .security import is_address
         from .server import ViewServer
     except ImportError as exc:
         raise click.ClickException(f"timewheel web needs the web extra ({exc}): "
@@ -87,7 +80,7 @@ def web(store: str, host: str, port: int, allow_actions: bool, auth: Optional[st
     try:
         # --host NAME is a name to answer; with authentication names are checked only if
         # --allow-host asks for it (see make_app)
-        names = [*allow_hosts, *([] if _address(host) else [host])]
+        names = [*allow_hosts, *([] if is_address(host) else [host])]
         app = make_app(store, allow_actions=allow_actions, auth=auth, token=token, refresh=refresh,
                        allowed_hosts=names if allow_hosts or not (auth or token) else None)
     except ValueError as exc:

@@ -34,8 +34,8 @@ from urllib.parse import quote, urlsplit
 
 from werkzeug.wrappers import Request
 
-__all__ = ["Access", "HostGuard", "same_site_path", "CSRF_COOKIE", "TOKEN_COOKIE", "csrf_token", "csrf_error",
-           "parse_basic"]
+__all__ = ["Access", "HostGuard", "is_address", "same_site_path", "CSRF_COOKIE", "TOKEN_COOKIE", "csrf_token",
+           "csrf_error", "parse_basic"]
 
 CSRF_COOKIE = "timewheel_csrf"
 TOKEN_COOKIE = "timewheel_token"
@@ -127,7 +127,8 @@ def host_name(host: str) -> Optional[str]:
     return name[:-1] if name.endswith(".") else name
 
 
-def _is_address(name: str) -> bool:
+def is_address(name: str) -> bool:
+    """True if ``name`` is an IP address, not a name."""
     try:
         ipaddress.ip_address(name)
         return True
@@ -164,7 +165,7 @@ class HostGuard:
         name = host_name(host)
         if name is None:
             return False
-        if _is_address(name) or "*" in self.allowed:
+        if is_address(name) or "*" in self.allowed:
             return True
         for spec in LOOPBACK + self.allowed:
             if name == spec or (spec.startswith(".") and (name == spec[1:] or name.endswith(spec))):
