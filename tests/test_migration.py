@@ -148,8 +148,14 @@ def test_a_v2_store_is_read_as_it_is_by_a_read_only_open(v2_store) -> None:
     assert store.get("reused").rev == 5 and store.get("running").owner == want["tasks"]["running"]["owner"]
     assert _counts_by_status(store) == _v2_statuses(want)
     assert [r.id for r in store.scan("broken")] == ["broken-aside"]
-    store.close()
     assert open(v2_store, "rb").read() == before
+    # a writer converts it meanwhile (the web view open on it while the application starts):
+    # the reader reads the new layout from then on
+    SqliteDictStore(v2_store).close()
+    st = store.state()
+    assert (st.horizon, st.leader) == (want["meta"]["horizon"], want["meta"]["leader"])
+    assert store.get("reused").rev == 5 and _counts_by_status(store) == _v2_statuses(want)
+    store.close()
 
 
 def test_every_task_of_a_v2_store_survives_the_conversion_in_its_state(v2_store) -> None:

@@ -174,13 +174,11 @@ class StoreFile:
                 raise NotAStore(f"{self.path} is empty, not a timewheel store")
             self.make_private()      # an empty file we adopt (`touch tasks.db`) becomes 0600
             return None
-        try:
-            with open(self.path, "rb") as fh:
-                magic = fh.read(16)
-        except OSError as exc:
-            raise StoreError(f"{self.path}: cannot read ({exc.strerror})") from None
-        if magic != b"SQLite format 3\x00":
-            raise NotAStore(f"{self.path} is not a timewheel store (not an SQLite file)")
+        if not os.access(self.path, os.R_OK):
+            raise StoreError(f"{self.path}: cannot read (permission denied)")
+        # Everything below reads the file through SQLite, never through a descriptor of our
+        # own: closing one would drop this process's locks on a store it may have open
+        # already (see connection.read_header).
         try:
             with CONNECTING:
                 con = sqlite3.connect(ro_uri(self.path), uri=True, timeout=self.busy_timeout)
@@ -192,6 +190,8 @@ class StoreFile:
                 finally:
                     con.close()
         except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorname", None) == "SQLITE_NOTADB":
+                raise NotAStore(f"{self.path} is not a timewheel store (not an SQLite file)") from None
             raise NotAStore(f"{self.path} is not a readable timewheel store ({exc})") from None
         except ValueError as exc:
             raise NotAStore(f"{self.path}: its metadata is damaged (format: {exc})") from None
@@ -247,6 +247,25 @@ class StoreFile:
                 raise StoreError(f"{self.path}: cannot open the store ({exc})") from None
         self._pid = os.getpid()
 
+    def _follow_writers(self) -> None:
+        """Reopen a read-only store read as immutable once the file has changed.
+
+        A read-only store opened while no process had the file open reads it as immutable
+        (connection.ro_uri), which never sees a later write: the web view, started before
+        the application, would show that moment for good (issue 19.5).  Once a writer has
+        opened the file (a ``-wal`` appeared) or came and went (the file changed), reopen:
+        with a ``-wal`` beside it the connection reads through the WAL as any reader does.
+        Costs two stat() calls per read while immutable, nothing after.
+        """
+        old = self._db
+        if old is None or self._pid != os.getpid() or not old.conn.outdated():
+            return
+        self._open()          # (if this raises, the read fails and the next one tries again)
+        try:
+            old.close()
+        except Exception:  # noqa: BLE001 - a read-only connection has nothing to lose
+            log.debug("closing %s failed", self.path, exc_info=True)
+
     def _dict(self) -> Metadata:
         if self._pid != os.getpid():
             # Forked: an SQLite connection must not cross fork().  Abandon the parent's and
@@ -272,7 +291,14 @@ class StoreFile:
     def meta(self) -> MutableMapping[str, Any]:
         """The metadata map (:class:`~timewheel.store.connection.Metadata`): read it inside
         :meth:`reading` or :meth:`writing`, write it inside :meth:`writing`."""
-        return LegacyMeta(self) if self.legacy else self._dict()   # type: ignore[return-value]
+        if self.legacy:
+            # Read-only on a store of 0.2: until a writer converts it under us (then the new
+            # layout; a few queries more per read, while the conversion is pending only).
+            tables = {r[0] for r in self.q("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            self.legacy = stored_format(self.q, tables) == V2_FORMAT
+            if self.legacy:
+                return LegacyMeta(self)    # type: ignore[return-value]
+        return self._dict()
 
     def close(self) -> None:
         with self.lock:
@@ -302,6 +328,8 @@ class StoreFile:
     def reading(self) -> Iterator[None]:
         """Statements under the lock, their errors turned into StoreError."""
         with self.lock:
+            if self.readonly:
+                self._follow_writers()
             try:
                 yield
             except sqlite3.Error as exc:

@@ -16,7 +16,7 @@ from ..records import PENDING, RUNNING, RecordDecodeError, TaskRecord, decode_re
 from ..wheel import Wheel
 from . import positions
 from .base import BROKEN, StoreState, WheelStore, broken_record, check_listable, eta_us, finished_ms, page
-from .connection import RECORD, TABLE
+from .connection import RECORD, TABLE, read_header
 from .sqlite_counters import NAMED_TABLE, SLOTS_TABLE
 from .sqlite_file import StoreFile
 from .sqlite_format import Layout, horizon_of
@@ -272,15 +272,13 @@ class FileReader:
         f = self._file
         with f.reading():
             mode = f.q("PRAGMA journal_mode")[0][0]
-        if f.readonly:
-            # an immutable=1 connection (see ro_uri) says "delete" whatever the file is in;
-            # the file header says what it is: read/write versions 2 mean WAL
-            try:
-                with open(f.path, "rb") as fh:
-                    if fh.read(20)[18:20] == b"\x02\x02":
-                        mode = "wal"
-            except OSError:
-                pass
+            immutable = f.conn().immutable
+        if immutable:
+            # an immutable connection (see connection.ro_uri) says "delete" whatever the file
+            # is in; the file header says what it is: read/write versions 2 mean WAL
+            header = read_header(f.path)
+            if header is not None and header[18:20] == b"\x02\x02":
+                mode = "wal"
         wal = f.path + "-wal"
         return {"path": f.path, "journal_mode": mode, "size_bytes": os.path.getsize(f.path),
                 "wal_bytes": os.path.getsize(wal) if os.path.exists(wal) else 0,
