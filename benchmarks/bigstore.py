@@ -44,8 +44,6 @@ from typing import Any, Callable, Iterator, Optional
 
 from . import tasks
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 # -- sizes ------------------------------------------------------------------------------------
 SIZES: dict[str, dict[str, Any]] = {
     "quick": {"store_n": 100_000, "command_reps": 3, "web_reps": 1, "web_repeat": 3,
@@ -97,9 +95,7 @@ def build(path: str, n: int, chunk: int = 50_000, seed: int = 1) -> float:
         done += k
     hu.close()
     elapsed = time.perf_counter() - t0
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
-    from tests.web_server import fill  # tasks in every state, as the web tests use them
+    from timewheel.testing import fill  # tasks in every state, as the web tests use them
     store = open_store(path)
     try:
         fill(store, time.time())
@@ -148,9 +144,7 @@ def command_argv(label: str, store: str) -> list[str]:
         return [sys.executable, "-c", "pass"]
     if label == "python -c 'import click'":
         return [sys.executable, "-c", "import click"]
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
-    from tests.cli_fixtures import console_script
+    from timewheel.testing import console_script
     args = COMMANDS[label][0]
     return [console_script(), args[0], store, *args[1:]]
 
@@ -158,9 +152,7 @@ def command_argv(label: str, store: str) -> list[str]:
 def run_command(argv: list[str], timeout: float = 120.0) -> dict[str, Any]:
     """One run of a command in a fresh process: wall and CPU seconds, and its own peak RSS
     (``ru_maxrss`` of that process, read by a helper that forks it) in MB."""
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
-    from tests.cli_fixtures import measured
+    from timewheel.testing import measured
     code, _, err, took, peak_mib, cpu = measured(argv, timeout=timeout)
     out: dict[str, Any] = {"wall_s": took, "cpu_s": cpu, "peak_mb": peak_mib * 2**20 / 1e6, "exit": code}
     if code != 0:
@@ -237,9 +229,7 @@ def time_urls(base: str, paths: list[str], repeat: int = 7) -> dict[str, dict[st
 
 def measure_web(path: str, repeat: int = 7) -> dict[str, Any]:
     """Start ``timewheel web --allow-actions`` on ``path`` and time every URL of :func:`urls`."""
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
-    from tests.web_server import serve
+    from timewheel.testing import serve
     facts = store_facts(path)
     with serve(path, "--allow-actions") as server:
         results = time_urls(server.url, urls(facts["sample_id"], facts["slot"]), repeat)

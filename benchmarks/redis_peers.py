@@ -2,7 +2,7 @@
 
 ``python -m benchmarks --only redis`` (``--quick`` for small sizes).  The parent starts ONE
 ``redis-server`` for the workload (free port, temp dir, ``appendonly yes``, ``appendfsync
-always``, ``maxmemory-policy noeviction``: :class:`tests.redis_server.RedisServer`), every
+always``, ``maxmemory-policy noeviction``: :class:`timewheel.testing.RedisServer`), every
 system uses it, and ``FLUSHALL`` empties it before each measurement.  Every measurement runs in
 fresh processes, as a Redis deployment does: *worker* processes run tasks, a *client* process
 enqueues them; runs are counted outside any store, in the ``O_APPEND`` log of
@@ -47,7 +47,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import datetime as _dt
-import importlib.util
 import json
 import logging
 import os
@@ -498,17 +497,6 @@ def plan(mode: Any) -> list:
 
 
 # -- the parent side ----------------------------------------------------------------------------
-def _load_server_class() -> Any:
-    """:class:`RedisServer` from ``tests/redis_server.py`` (loaded by path: tests/ need not be
-    importable as a package from wherever the harness runs)."""
-    path = os.path.join(ROOT, "tests", "redis_server.py")
-    spec = importlib.util.spec_from_file_location("_timewheel_bench_redis_server", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.RedisServer
-
-
 def _descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -650,9 +638,11 @@ class RedisBench:
 
     def __init__(self, runner: Any) -> None:
         import redis
+
+        from timewheel.testing import RedisServer
         self.runner = runner
         self.dir = tempfile.mkdtemp(prefix="timewheel-bench-redis-")
-        self.server = _load_server_class()(self.dir).start()
+        self.server = RedisServer(self.dir).start()
         self.url = self.server.url
         self.r = redis.Redis.from_url(self.url)
         self.info = self._server_info()

@@ -16,9 +16,10 @@ import pytest
 
 from timewheel.records import PENDING
 from timewheel.store import SqliteDictStore
+from timewheel.testing import DEAD_OWNER, HOSTILE_ERROR, serve
 
 from .conftest import ARTIFACTS, WAIT, expect
-from .web_server import DEAD_OWNER, HOSTILE_ERROR, finish, make_store, serve
+from .web_server import finish, make_store
 
 
 @pytest.fixture
