@@ -8,7 +8,7 @@ import statistics
 from typing import Any, Callable
 
 from .bigstore import COMMAND_MB, COMMANDS, DOWNTIME_MB, WEB_MS
-from .charts import COLORS, pyplot
+from .charts import COLORS, pyplot, save
 from .stats import Stat, case_number, case_system, errors, group, markdown_table, ok, stat, verdict
 
 
@@ -180,9 +180,7 @@ def plots(doc: dict, outdir: str) -> list[str]:
     for ax in (ax1, ax2):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(outdir, "downtime_catchup.png"))
-    plt.close(fig)
+    save(fig, os.path.join(outdir, "downtime_catchup.png"))
     return ["downtime_catchup.png"]
 
 

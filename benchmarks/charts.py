@@ -23,6 +23,13 @@ def pyplot() -> Any:
     return plt
 
 
+def save(fig: Any, path: str) -> None:
+    """Lay out ``fig``, write it to ``path`` (PNG) and free it."""
+    fig.tight_layout()
+    fig.savefig(path)
+    pyplot().close(fig)
+
+
 def median_bars(ax: Any, points: "list[tuple[float, Stat]]", **style: Any) -> None:
     """One line through the medians at each ``(x, Stat)`` that has values, bars from min to max."""
     xs, med, lo, hi = [], [], [], []
@@ -59,9 +66,7 @@ def lateness_cdf(per_system: "dict[str, list[dict]]", ran_key: str, floor_ms: fl
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, path)
 
 
 def burst_drain(per_system: "dict[str, list[dict]]", title: str, path: str,
@@ -87,6 +92,4 @@ def burst_drain(per_system: "dict[str, list[dict]]", title: str, path: str,
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, path)

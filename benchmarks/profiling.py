@@ -306,7 +306,7 @@ def lateness_probe(runs: int = 3, n: int = 2000, spread: float = 10.0, slow_ms: 
     conn = twconn._Connection
     patched = {}
     missing = []
-    for name in ("execute", "select", "select_one", "executemany"):
+    for name in ("execute", "run", "select", "select_one", "executemany", "commit"):
         if hasattr(conn, name):
             patched[(conn, name)] = getattr(conn, name)
             setattr(conn, name, timed(getattr(conn, name),

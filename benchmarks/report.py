@@ -14,7 +14,7 @@ import sys
 from typing import Callable, Optional
 
 from . import bigstore_report, redis_report, scale
-from .charts import COLORS, burst_drain, lateness_cdf, median_bars, pyplot
+from .charts import COLORS, burst_drain, lateness_cdf, median_bars, pyplot, save
 from .harness import HERE, RESULTS
 from .stats import (
     Stat,
@@ -401,9 +401,7 @@ def plots(doc: dict, outdir: str = PLOTS_DIR) -> list[str]:
         ax.set_title("Enqueue rate vs pending count (one thread, durable per call)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(os.path.join(outdir, "enqueue_vs_pending.png"))
-        plt.close(fig)
+        save(fig, os.path.join(outdir, "enqueue_vs_pending.png"))
         made.append("enqueue_vs_pending.png")
 
     # 2. lateness CDF
@@ -443,9 +441,7 @@ def plots(doc: dict, outdir: str = PLOTS_DIR) -> list[str]:
         ax.set_ylabel("tasks/s (log)")
         ax.set_title("Enqueue rate (median, min–max), per call and batch")
         ax.grid(True, axis="y", which="both", alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(os.path.join(outdir, "enqueue_rates.png"))
-        plt.close(fig)
+        save(fig, os.path.join(outdir, "enqueue_rates.png"))
         made.append("enqueue_rates.png")
     made += scale.plots(doc, outdir)
     made += bigstore_report.plots(doc, outdir)

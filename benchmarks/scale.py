@@ -32,7 +32,7 @@ import subprocess
 import time
 from typing import Any, Callable, Optional
 
-from .charts import COLORS, median_bars, pyplot
+from .charts import COLORS, median_bars, pyplot, save
 from .harness import Case, Runner, stop_processes, wait_for_file
 from .machine import cpu_seconds
 from .stats import Stat, errors, group, markdown_table, ok, pct, stat, verdict, worst
@@ -532,7 +532,5 @@ def plots(doc: dict, outdir: str) -> list[str]:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("Scale-out: median of runs, bars min–max", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(os.path.join(outdir, "scale.png"))
-    plt.close(fig)
+    save(fig, os.path.join(outdir, "scale.png"))
     return ["scale.png"]
