@@ -132,8 +132,10 @@ def compile_timewheel() -> list[str]:
     one; returns its directories.  Without this, a checkout run with PYTHONDONTWRITEBYTECODE
     set (or with ``.pyc`` files older than an edit) compiles every timewheel module from
     source in every command: ~150 ms more per command on this machine."""
-    import compileall  # the parent's only: measurement processes import this module, and their
-    import importlib.util  # RSS is measured
+    # imported here: only the parent compiles, and every measurement process imports this
+    # module and has its RSS measured
+    import compileall
+    import importlib.util
     spec = importlib.util.find_spec("timewheel")
     dirs = list(spec.submodule_search_locations or []) if spec else []
     for d in dirs:
