@@ -34,13 +34,13 @@ runtime does not pay for it.
 from __future__ import annotations
 
 from .commands import console_script, measured
-from .demo import DEAD_OWNER, HOSTILE_ERROR, HOSTILE_NAME, Demo, fill, record
+from .demo import DEAD_OWNER, HOSTILE_ERROR, HOSTILE_NAME, Demo, fill, record, run_as_worker
 from .redis_server import RedisServer, free_port, redis_server_binary
 from .web import Server, serve, web_command
 
 __all__ = [
     "RedisServer", "free_port", "redis_server_binary",
-    "Demo", "fill", "record", "DEAD_OWNER", "HOSTILE_NAME", "HOSTILE_ERROR",
+    "Demo", "fill", "record", "run_as_worker", "DEAD_OWNER", "HOSTILE_NAME", "HOSTILE_ERROR",
     "Server", "serve", "web_command",
     "console_script", "measured",
 ]

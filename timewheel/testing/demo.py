@@ -18,7 +18,7 @@ from typing import Any, Optional
 from ..records import Outcome, TaskRecord, cancel, end_run, skip_misfired, start_run
 from ..store.base import WheelStore
 
-__all__ = ["DEAD_OWNER", "HOSTILE_ERROR", "HOSTILE_NAME", "Demo", "fill", "record"]
+__all__ = ["DEAD_OWNER", "HOSTILE_ERROR", "HOSTILE_NAME", "Demo", "fill", "record", "run_as_worker"]
 
 HOSTILE_NAME = "<script>alert('name')</script>\x1b[31mred\u202e"
 HOSTILE_ERROR = "ValueError: <img src=x onerror=alert('error')> \x1b]0;pwned\x07"
@@ -55,18 +55,19 @@ def _swap(store: WheelStore, old: TaskRecord, new: TaskRecord) -> TaskRecord:
     return done
 
 
-def _run(store: WheelStore, rec: TaskRecord, owner: str, ok: Optional[bool],
-         late: float = 0.25) -> TaskRecord:
-    """Take ``rec`` through a run as a worker would: start it; then, unless ``ok`` is None
-    (left running), record its outcome."""
+def run_as_worker(store: WheelStore, rec: TaskRecord, owner: str, ok: Optional[bool], late: float = 0.25,
+                  error: str = HOSTILE_ERROR) -> TaskRecord:
+    """Take ``rec`` through a run as a worker ``owner`` would, started ``late`` seconds after
+    its eta: start it; then, unless ``ok`` is None (left running), record its outcome (a
+    failure with ``error``)."""
     started = rec.eta + late
     running = _swap(store, rec, start_run(rec, owner, started))
     if ok is None:
         return running
     out = (Outcome(ok=True, started=started, finished=started + 0.1, result=pickle.dumps({"sent": rec.id}))
-           if ok else Outcome(ok=False, started=started, finished=started + 0.1, error=HOSTILE_ERROR,
+           if ok else Outcome(ok=False, started=started, finished=started + 0.1, error=error,
                               traceback="Traceback (most recent call last):\n  File \"app.py\", line 7\n"
-                                        + HOSTILE_ERROR))
+                                        + error))
     return _swap(store, running, end_run(running, out))
 
 
@@ -98,17 +99,17 @@ def fill(store: WheelStore, now: float, *, owner: str = DEAD_OWNER) -> Demo:
     for r in finished:
         kind = r.id[0]
         if kind == "s":
-            _run(store, r, owner, True)
+            run_as_worker(store, r, owner, True)
             demo.succeeded.append(r.id)
         elif kind == "f":
-            _run(store, r, owner, False)
+            run_as_worker(store, r, owner, False)
             demo.failed.append(r.id)
         elif kind == "m":
             running = _swap(store, r, start_run(r, owner, r.eta + 0.5))
             _swap(store, running, skip_misfired(running, r.eta + 0.5))
             demo.misfired.append(r.id)
         elif kind == "r":
-            _run(store, r, owner, None)
+            run_as_worker(store, r, owner, None)
             demo.running.append(r.id)
         else:
             _swap(store, r, cancel(r, now))

@@ -32,18 +32,22 @@ class Server:
             return fh.read()
 
 
-def web_command(*args: str) -> list[str]:
-    """The argv of ``timewheel web ARGS`` run by this interpreter."""
-    return [sys.executable, "-c", "from timewheel.cli import main; main()", "web", *args]
+def web_command(*args: str, files: Optional[int] = None) -> list[str]:
+    """The argv of ``timewheel web ARGS`` run by this interpreter; ``files``: the process may
+    open that many (RLIMIT_NOFILE)."""
+    limit = ("" if files is None else
+             f"import resource; resource.setrlimit(resource.RLIMIT_NOFILE, ({files}, "
+             "resource.getrlimit(resource.RLIMIT_NOFILE)[1])); ")
+    return [sys.executable, "-c", limit + "from timewheel.cli import main; main()", "web", *args]
 
 
 @contextmanager
 def serve(store_path: str, *options: str, env: Optional[dict] = None,
-          timeout: float = 20.0) -> Iterator[Server]:
+          timeout: float = 20.0, files: Optional[int] = None) -> Iterator[Server]:
     """A live ``timewheel web STORE --port 0 --json OPTIONS`` until the block ends; then
     SIGTERM, and it must exit 0 having logged no error (AssertionError otherwise)."""
     log = tempfile.NamedTemporaryFile("w+", prefix="timewheel-web-", suffix=".log", delete=False)
-    proc = subprocess.Popen(web_command(store_path, "--port", "0", "--json", *options),
+    proc = subprocess.Popen(web_command(store_path, "--port", "0", "--json", *options, files=files),
                             stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, **(env or {})})
     try:
         assert proc.stdout is not None
