@@ -2,7 +2,7 @@
 fork-safe connection.
 
 What is borrowed from sqlitedict (2.1.0, pinned): the store's metadata map -- format,
-geometry, horizon, leader, doorbells (``timewheel_meta``) -- *is* a
+geometry, horizon, the ticking role's lease, doorbells (``timewheel_meta``) -- *is* a
 :class:`~sqlitedict.SqliteDict`: sqlitedict creates its table (``key TEXT PRIMARY KEY, value
 BLOB``), and the store reads and writes it through the dict API (``[]``, ``update()``,
 ``del``, ``keys()``), whose SELECT and REPLACE statements run in the store's own transactions.

@@ -2,7 +2,7 @@
 
 The file holds the task table ``timewheel`` -- ``key``/``value`` as sqlitedict keeps them,
 plus columns of ours --, the metadata map ``timewheel_meta`` (a SqliteDict: format, geometry,
-horizon, leader, doorbells; see store/connection.py) and the counter tables
+horizon, the ticking role's holder and lease, doorbells; see store/connection.py) and the counter tables
 (store/sqlite_counters.py).  One row per task:
 
 =========  ======================================================================================
