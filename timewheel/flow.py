@@ -42,7 +42,7 @@ __all__ = [
     "SharedLimit", "Usage", "Verdict", "Admission", "check_queue", "check_queues", "check_priority",
     "check_concurrency", "parse_rate", "rate_text", "key_function", "key_text", "task_limits",
     "limit_key", "debounce_limit", "debounce_eta", "follow_id", "debounced", "START", "QUEUE",
-    "PARK", "LEAVE", "reopen_batch",
+    "PARK", "LEAVE", "reopen_batch", "next_opening", "positive", "shared_limit", "check_limits",
 ]
 
 DEFAULT_QUEUE = "default"
@@ -300,12 +300,20 @@ class Admission:
         return None
 
     def _reopen(self, rate: int, per: float, starts: Sequence[float], taken: int) -> float:
-        """When a window full with ``starts`` plus ``taken`` at now lets :func:`reopen_batch`
-        more in: once the start that many places past the overflow has left it.  Past
-        ``now``, since every start counted is after ``now - per``."""
-        j = len(starts) + taken - rate + min(reopen_batch(rate), rate) - 1
-        at = starts[j] if j < len(starts) else self.now
-        return max(at + per, self.now)
+        return next_opening(starts, rate, per, self.now, taken)
+
+
+def next_opening(starts: Sequence[float], rate: int, per: float, now: float, taken: int = 0) -> float:
+    """When the window of a rate of ``rate`` per ``per`` seconds lets :func:`reopen_batch`
+    more starts in, given the ``starts`` logged after ``now - per`` (ascending) and ``taken``
+    more at ``now``: ``now`` if it has room, else once the start that many places past the
+    overflow has left the window (past ``now``: every start counted is after ``now - per``)."""
+    n = len(starts) + taken
+    if n < rate:
+        return now
+    j = n - rate + min(reopen_batch(rate), rate) - 1
+    at = starts[j] if j < len(starts) else now
+    return max(at + per, now)
 
 
 # -- debounce --------------------------------------------------------------------------------------

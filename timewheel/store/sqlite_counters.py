@@ -121,5 +121,5 @@ def absorb(x: Callable[..., int], q: Callable[..., list], slots: int, horizon: i
     x(f'INSERT INTO "{NAMED_TABLE}" (name, tick, n) SELECT {name}, {tick}, count(*) '
       f'FROM "{TABLE}" WHERE {fresh} GROUP BY 1, 2 '
       "ON CONFLICT (name, tick) DO UPDATE SET n = n + excluded.n", args)
-    x(f'UPDATE "{TABLE}" SET pos = CASE WHEN {tick} <= :horizon THEN {positions.READY_OF_CELL} '
+    x(f'UPDATE "{TABLE}" SET pos = CASE WHEN {tick} <= :horizon THEN {positions.READY_OF_FRESH} '
       f"ELSE {positions.WHEEL_OF_FRESH} END WHERE {fresh}", args)
