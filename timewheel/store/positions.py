@@ -176,9 +176,10 @@ def _band_of(band: str) -> tuple[str, int]:
 def ready_eta_us(pos: str) -> int:
     """The eta of a ready (q:) position, in microseconds: :func:`parse` cut short for the
     claim, which reads the ready queue's head at every round (a damaged one: ValueError)."""
-    if not pos.startswith(READY) or len(pos) < len(READY) + ETA_W:
+    if not pos.startswith(READY) or not (len(pos) == len(READY) + ETA_W or (
+            pos[2:3] == "~" and pos[-ETA_W - 1:-ETA_W] == ":")):
         raise ValueError(f"{pos[:40]!r} is not a ready position")
-    return int(pos[-ETA_W:])
+    return _number(pos[-ETA_W:], ETA_W)
 
 
 def band(queue: str, priority: int) -> str:
