@@ -177,9 +177,9 @@ def test_every_task_of_a_v2_store_survives_the_conversion_in_its_state(v2_store)
     # the bookkeeping moved to the metadata map, where a plain SqliteDict reads it; of the m:
     # rows only the format's name is left, for timewheel 0.2 to refuse the file by
     con = sqlite3.connect(v2_store)
-    assert read_meta(con) == dict(want["meta"], format="timewheel/3")
+    assert read_meta(con) == dict(want["meta"], format="timewheel/4")
     assert con.execute("SELECT key, value FROM timewheel WHERE key >= 'm:' AND key < 'm;'").fetchall() == [
-        ("m:format", "timewheel/3")]
+        ("m:format", "timewheel/4")]
     assert con.execute("SELECT count(*) FROM timewheel WHERE rev IS NOT NULL").fetchone() == (0,)
     con.close()
     copy = v2_store + ".copy"
@@ -187,14 +187,14 @@ def test_every_task_of_a_v2_store_survives_the_conversion_in_its_state(v2_store)
     # (a store is in WAL mode: every opener passes journal_mode="WAL", or sqlitedict tries to
     # switch the file to DELETE and fails while its own table listing holds it open)
     with SqliteDict(copy, tablename="timewheel_meta", flag="r", journal_mode="WAL") as meta:
-        assert dict(meta) == dict(want["meta"], format="timewheel/3")
+        assert dict(meta) == dict(want["meta"], format="timewheel/4")
     # converting again is a no-op
     before = open(v2_store, "rb").read()
     SqliteDictStore(v2_store, readonly=True).close()
     store = SqliteDictStore(v2_store)
     assert _counts_by_status(store) == _v2_statuses(want)
     store.close()
-    assert read_meta(sqlite3.connect(v2_store))["format"] == "timewheel/3"
+    assert read_meta(sqlite3.connect(v2_store))["format"] == "timewheel/4"
     assert len(before) > 0
 
 

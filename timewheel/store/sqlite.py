@@ -36,6 +36,7 @@ import time
 from collections import defaultdict
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
+from .. import flow
 from ..errors import DuplicateTask
 from ..records import PENDING, RUNNING, RecordDecodeError, TaskRecord, decode_record, encode_record
 from ..wheel import Wheel
@@ -57,6 +58,7 @@ from .locks import FileLiveness, probe
 from .sqlite_bells import Doorbells
 from .sqlite_counters import Counters, absorb, counted
 from .sqlite_file import V1_FORMAT, StoreFile
+from .sqlite_flow import LIMITS, PAUSED, FileFlow
 from .sqlite_format import horizon_of, set_up
 from .sqlite_read import FileReader
 
@@ -66,7 +68,15 @@ OLD_FORMAT = V1_FORMAT      #: a read-only open refuses it (the CLI lets a write
 _CHUNK = 400          # rows per multi-row statement (SQLite allows 32766 bound variables)
 _ADD = f'INSERT INTO "{TABLE}" (key, value, pos, name) VALUES (?, ?, ?, ?)'
 _SET = f'UPDATE "{TABLE}" SET value = ?, pos = ?, name = ?, rev = ? WHERE key = ?'
-_READY_HEAD = f'SELECT pos FROM "{TABLE}" WHERE {positions.IS_READY} ORDER BY pos LIMIT 1'
+_CLAIM_PAGE = 1000    # most candidates one claim offers (parking a backlog held by a limit: pages)
+# What a claim looks at before it takes the write lock: rows added on their own, the default
+# band's head, whether other bands have ready rows, the earliest reopening window, the pauses.
+_LOOK = (f'SELECT (SELECT 1 FROM "{TABLE}" WHERE {positions.IS_FRESH} LIMIT 1), '
+         f'(SELECT pos FROM "{TABLE}" WHERE pos >= \'{positions.READY}\' AND pos < \'{positions.BANDS}\' '
+         "ORDER BY pos LIMIT 1), "
+         f'(SELECT 1 FROM "{TABLE}" WHERE pos >= \'{positions.BANDS}\' AND pos < \'{positions.READY_END}\' '
+         "LIMIT 1), "
+         f'(SELECT min(reopen) FROM "{LIMITS}"), (SELECT group_concat(queue, \',\') FROM "{PAUSED}")')
 
 
 @functools.lru_cache(maxsize=None)
@@ -139,7 +149,8 @@ class SqliteDictStore(WheelStore):
         check_existing(existing)
         if not records:
             return []
-        if len(records) == 1 and existing == "fail":
+        if len(records) == 1 and existing == "fail" and not (records[0].queue != "default"
+                                                               or records[0].priority):
             # The hot path of delay(): one statement, one row, uncounted until absorbed.
             rec = records[0]
             t = self.wheel.due_tick(rec.eta)
@@ -184,6 +195,7 @@ class SqliteDictStore(WheelStore):
             pos = positions.of(new, horizon, self.wheel)
             counters.move(counted(was, name, old if isinstance(old, TaskRecord) else None, self.wheel),
                           counted(pos, new.name, new, self.wheel))
+            counters.queue(old if isinstance(old, TaskRecord) else None, new)
             updates.append((encode_record(new), pos, new.name, new.rev, key))
         self._insert(inserts, horizon, counters)
         self.file.many(_SET, updates)
@@ -219,8 +231,12 @@ class SqliteDictStore(WheelStore):
                     # adaptation protocol (a registry lookup, then attribute lookups that raise
                     # and clear an AttributeError: 0.25-0.6 us on CPython 3.9-3.13) but binds a
                     # bytearray at once.  Both are stored as the same BLOB, read back as bytes.
-                    params += ("t:" + rec.id, bytearray(encode_record(rec)), at % (cell, eta_us(eta)),
-                               rec.name)
+                    if rec.queue == "default" and not rec.priority:
+                        pos = at % (cell, eta_us(eta))
+                    else:                        # another band (flow control): counted apart
+                        pos = positions.of(rec, horizon, wheel)
+                        counters.queue(None, rec)
+                    params += ("t:" + rec.id, bytearray(encode_record(rec)), pos, rec.name)
                     cells[(rec.name, t)] += 1
                 self.file.x(_insert_rows(len(params) // 4), params)
         except sqlite3.IntegrityError:
@@ -239,13 +255,14 @@ class SqliteDictStore(WheelStore):
     def swap(self, changes: Sequence[tuple[TaskRecord, TaskRecord]]) -> list[Optional[TaskRecord]]:
         if not changes:
             return []
+        fl = FileFlow(self.file, self.wheel)
         with self.file.writing():
-            out = self._swap_in_transaction(changes, horizon_of(self.file))
-        self._ring_if_pending(out)
+            out = self._swap_in_transaction(changes, horizon_of(self.file), fl)
+        self._ring_if_pending(out, fl.released)
         return out
 
-    def _swap_in_transaction(self, changes: Sequence[tuple[TaskRecord, TaskRecord]], horizon: int
-                             ) -> list[Optional[TaskRecord]]:
+    def _swap_in_transaction(self, changes: Sequence[tuple[TaskRecord, TaskRecord]], horizon: int,
+                             fl: FileFlow) -> list[Optional[TaskRecord]]:
         out: list[Optional[TaskRecord]] = []
         rows = self._reader.fetch(["t:" + old.id for old, _ in changes])
         counters = Counters()
@@ -266,6 +283,10 @@ class SqliteDictStore(WheelStore):
             pos = positions.of(stored, horizon, self.wheel)
             counters.move(counted(row[1], row[2], cur, self.wheel), (stored.status, stored.name, (
                 self.wheel.due_tick(stored.eta) if stored.status == PENDING else None)))
+            if cur.queue != "default" or stored.queue != "default":
+                counters.queue(cur, stored)
+            if cur.limits and cur.status == RUNNING and stored.status != RUNNING:
+                fl.free(cur, horizon)         # its outcome or requeue frees its slots, here
             updates.append((encode_record(stored), pos, stored.name, stored.rev, key))
             rows[key] = (updates[-1][0], pos, stored.name, stored.rev)
             out.append(stored)
@@ -273,67 +294,122 @@ class SqliteDictStore(WheelStore):
         counters.flush(self.file.x, self.file.many)
         return out
 
-    def _ring_if_pending(self, stored: Sequence[Optional[TaskRecord]]) -> None:
+    def _ring_if_pending(self, stored: Sequence[Optional[TaskRecord]], released: int = 0) -> None:
+        if released:                  # parked tasks came back: whoever serves them may claim
+            self.ring()
+            return
         earliest = min((r.eta for r in stored if r is not None and r.status == PENDING), default=None)
         self._bells.ring_if_near(None if earliest is None else self.wheel.due_tick(earliest))
 
     # -- workers ----------------------------------------------------------------------------
-    def claim(self, owner: str, now: float, limit: int, queued: int = 0) -> Claimed:
+    def claim(self, owner: str, now: float, limit: int, queued: int = 0, *,
+              queues: Optional[frozenset] = None) -> Claimed:
         if limit + queued <= 0:
             return Claimed([], self.next_ready_eta())
         f = self.file
         with f.reading():
-            fresh, head = f.q(f'SELECT (SELECT 1 FROM "{TABLE}" WHERE {positions.IS_FRESH} LIMIT 1), '
-                              f"({_READY_HEAD})")[0]
+            fresh, head, bands, reopen, paused = f.q(_LOOK)[0]
+        default = (queues is None or "default" in queues) and "default" not in (paused or "").split(",")
         # Rows added on their own are not in the ready queue until absorbed: with any, claim.
-        if not fresh and (head is None or head > positions.ready_bound(now)):
-            return Claimed([], None if head is None else positions.ready_eta_us(head) / 1e6)
+        # Nothing else due (the common case: one band, no limits): no write transaction.
+        if not fresh and not bands and (reopen is None or reopen > now * 1e6) and (
+                not default or head is None or head > positions.ready_bound(now)):
+            etas = [e for e in (positions.ready_eta_us(head) if head is not None and default else None,
+                                reopen) if e is not None]
+            return Claimed([], min(etas) / 1e6 if etas else None)
+        fl = FileFlow(f, self.wheel)
         with f.writing():
-            return self._claim_in_transaction(owner, now, limit, queued, horizon_of(f))
+            got = self._claim_in_transaction(owner, now, limit, queued, horizon_of(f), queues, fl)
+        if fl.released:
+            self.ring()
+        return got
 
     def record_and_claim(self, changes: Sequence[tuple[TaskRecord, TaskRecord]], owner: str, now: float,
-                         limit: int, queued: int = 0) -> tuple[list[Optional[TaskRecord]], Claimed]:
+                         limit: int, queued: int = 0, *, queues: Optional[frozenset] = None
+                         ) -> tuple[list[Optional[TaskRecord]], Claimed]:
         """:meth:`swap` then :meth:`claim`, in one transaction: a worker's round costs one."""
         f = self.file
+        fl = FileFlow(f, self.wheel)
         with f.writing():
             horizon = horizon_of(f)
-            out = self._swap_in_transaction(changes, horizon) if changes else []
-            got = self._claim_in_transaction(owner, now, limit, queued, horizon)
-        self._ring_if_pending(out)
+            out = self._swap_in_transaction(changes, horizon, fl) if changes else []
+            got = self._claim_in_transaction(owner, now, limit, queued, horizon, queues, fl)
+        self._ring_if_pending(out, fl.released)
         return out, got
 
-    def _claim_in_transaction(self, owner: str, now: float, limit: int, queued: int,
-                              horizon: int) -> Claimed:
+    def _claim_in_transaction(self, owner: str, now: float, limit: int, queued: int, horizon: int,
+                              queues: Optional[frozenset], fl: FileFlow) -> Claimed:
         f = self.file
         absorb(f.x, f.q, self.wheel.slots, horizon)
-        taken: list[TaskRecord] = []
         counters = Counters()
+        _, head, others, reopen, paused = f.q(_LOOK)[0]
+        if reopen is not None and reopen <= now * 1e6:
+            fl.release_reopened(now, horizon)
+            others = True
+        paused = frozenset((paused or "").split(",")) - {""}
+        bands = fl.bands(queues, paused, head, others)
+        adm = flow.Admission(lambda lim: fl.usage(lim, now), now, limit, queued)
+        taken: list[TaskRecord] = []
         updates, broken = [], []
         at = positions.running(owner)
-        for key, blob, pos, name in f.q(
-                f'SELECT key, {RECORD}, pos, name FROM "{TABLE}" WHERE pos >= \'{positions.READY}\' '
-                "AND pos <= ? ORDER BY pos LIMIT ?", (positions.ready_bound(now), limit + queued)):
-            try:
-                rec = decode_record(blob)
-            except RecordDecodeError as exc:
-                if rules.set_aside(key[2:], exc):
-                    broken.append(key)
-                    counters.move(counted(pos, name, None, self.wheel),
-                                  counted(positions.BROKEN_POS, name, None, self.wheel))
-                continue
-            if rec.eta > now:          # the key's microseconds rounded up past a float
-                continue
-            new = rules.claimed(rec, owner, now, queued=len(taken) >= limit)
-            updates.append((encode_record(new), at, new.name, new.rev, key))
-            counters.move((PENDING, rec.name, self.wheel.due_tick(rec.eta)), (RUNNING, rec.name, None))
-            taken.append(new)
+        offered = 0
+        # Bands by priority (highest first); within one priority, by eta across queues.
+        for prio in sorted({positions.parse(pos).priority or 0 for _, pos in bands}, reverse=True):
+            group = [b for b, pos in bands if (positions.parse(pos).priority or 0) == prio]
+            after = dict.fromkeys(group, "")
+            while group and not adm.full and offered < _CLAIM_PAGE:
+                page = max(1, limit + queued)
+                rows = []
+                for b in list(group):
+                    got = f.q(f'SELECT key, {RECORD}, pos, name FROM "{TABLE}" WHERE pos >= ? AND pos > ? '
+                              "AND pos <= ? ORDER BY pos LIMIT ?",
+                              (positions.band_ready(b), after[b], positions.band_bound(b, now), page))
+                    if len(got) < page:
+                        group.remove(b)              # this band has no more due rows after these
+                    if got:
+                        after[b] = got[-1][2]
+                    rows += got
+                rows.sort(key=lambda r: r[2][-positions.ETA_W:])
+                for key, blob, pos, name in rows:
+                    if adm.full:
+                        break
+                    offered += 1
+                    try:
+                        rec = decode_record(blob)
+                    except RecordDecodeError as exc:
+                        if rules.set_aside(key[2:], exc):
+                            broken.append(key)
+                            counters.move(counted(pos, name, None, self.wheel),
+                                          counted(positions.BROKEN_POS, name, None, self.wheel))
+                        continue
+                    if rec.eta > now:          # the key's microseconds rounded up past a float
+                        continue
+                    verdict = adm.offer(rec.limits) if rec.limits else adm.offer(())
+                    if verdict.kind == flow.PARK:
+                        fl.park(rec, verdict)
+                        continue
+                    if verdict.kind == flow.LEAVE:
+                        continue
+                    new = rules.claimed(rec, owner, now, queued=verdict.kind == flow.QUEUE)
+                    updates.append((encode_record(new), at, new.name, new.rev, key))
+                    counters.move((PENDING, rec.name, self.wheel.due_tick(rec.eta)),
+                                  (RUNNING, rec.name, None))
+                    if rec.queue != "default":
+                        counters.queue(rec, new)
+                    if rec.limits:
+                        fl.took(rec, now)
+                    taken.append(new)
         f.many(_SET, updates)
         if broken:
             f.many(f'UPDATE "{TABLE}" SET pos = ? WHERE key = ?', [(positions.BROKEN_POS, k) for k in broken])
+        fl.finish(list(adm.taken), now)
         counters.flush(f.x, f.many)
-        head = f.q(_READY_HEAD)
         self._bells.saw_horizon(horizon)
-        return Claimed(taken, positions.ready_eta_us(head[0][0]) / 1e6 if head else None)
+        _, head, others, reopen, _ = f.q(_LOOK)[0]
+        etas = [positions.ready_eta_us(pos) for _, pos in fl.bands(queues, paused, head, others)]
+        if reopen is not None:
+            etas.append(reopen)
+        return Claimed(taken, min(etas) / 1e6 if etas else None)
 
     # -- the ticking process ----------------------------------------------------------------
     def advance(self, through: int, limit: int, leader: str) -> Advanced:
@@ -404,6 +480,7 @@ class SqliteDictStore(WheelStore):
             counters.move(counted(rows[0][0], rows[0][1], None, self.wheel),
                           counted(positions.BROKEN_POS, rows[0][1], None, self.wheel))
             f.x(f'UPDATE "{TABLE}" SET pos = ? WHERE key = ?', (positions.BROKEN_POS, key))
+            FileFlow(f, self.wheel, counters).free_key(key, horizon_of(f))
             counters.flush(f.x, f.many)
 
     def purge(self, finished_before: float, statuses: Optional[Iterable[str]] = None,
