@@ -30,7 +30,7 @@ from timewheel.records import (
 )
 from timewheel.store.base import BROKEN, Claimed, WheelStore
 
-from .conftest import make_record
+from .conftest import count_of, make_record
 
 
 def ready_all(store: WheelStore, ahead: float = 0.0) -> None:
@@ -422,3 +422,190 @@ def test_records_returned_are_snapshots(store: WheelStore) -> None:
     with pytest.raises(AttributeError):
         r.status = RUNNING          # type: ignore[misc]
     assert store.get("a").status == PENDING
+
+
+# -- flow control (issue 21): queues, priorities, pauses and limits, in the claim ----------------
+
+def _lim(key: str, concurrency: int = 0, rate: int = 0, per: float = 0.0) -> tuple:
+    return (key, concurrency, rate, per)
+
+
+def _done(store: WheelStore, rec: TaskRecord) -> TaskRecord:
+    t = store.now()
+    (out,) = store.swap([(rec, end_run(rec, Outcome(True, t, t)))])
+    assert out is not None
+    return out
+
+
+def test_claim_serves_only_its_queues_and_takes_the_highest_priority_first(store: WheelStore) -> None:
+    now = store.now()
+    store.add([make_record("low", now - 5, priority=-10), make_record("mid", now - 4),
+               make_record("high", now - 1, priority=10), make_record("soon", now + 2.5, priority=100),
+               make_record("mail", now - 6, queue="emails", priority=5),
+               make_record("report", now - 7, queue="reports")])
+    ready_all(store, ahead=3.0)              # "soon" is ready, not due: its priority does not matter
+    assert store.claim("me", store.now(), 10, queues=frozenset({"nobody"})).records == []
+    got = store.claim("me", store.now(), 10, queues=frozenset({"default", "emails"}))
+    assert [r.id for r in got.records] == ["high", "mail", "mid", "low"]
+    assert got.next_eta == pytest.approx(now + 2.5, abs=1e-5)      # "report" is not this claimer's
+    got = store.claim("me", store.now(), 10)                        # every queue
+    assert [r.id for r in got.records] == ["report"]
+    time.sleep(max(0.0, now + 2.6 - store.now()))
+    assert [r.id for r in store.claim("me", store.now(), 10).records] == ["soon"]
+    assert {q.queue: (q.pending, q.running) for q in store.queue_states(store.now())} == {
+        "default": (0, 4), "emails": (0, 1), "reports": (0, 1)}
+
+
+def test_a_priority_orders_only_among_due_tasks_a_page_at_a_time(store: WheelStore) -> None:
+    now = store.now()
+    store.add([make_record(f"lo{i:02d}", now - 30 + i, priority=-10) for i in range(20)]
+              + [make_record(f"hi{i:02d}", now - 10 + i / 10, priority=10) for i in range(20)])
+    ready_all(store)
+    order = []
+    while True:
+        got = store.claim("me", store.now(), 3).records
+        if not got:
+            break
+        order += [r.id for r in got]
+    assert order == [f"hi{i:02d}" for i in range(20)] + [f"lo{i:02d}" for i in range(20)]
+
+
+def test_a_paused_queue_is_not_claimed_until_resumed_and_keeps_its_tasks(store: WheelStore) -> None:
+    now = store.now()
+    store.add([make_record("r1", now - 2, queue="reports"), make_record("d1", now - 1)])
+    ready_all(store)
+    assert store.pause("reports") is True and store.pause("reports") is False
+    assert store.paused() == frozenset({"reports"})
+    got = store.claim("me", store.now(), 10)
+    assert [r.id for r in got.records] == ["d1"] and got.next_eta is None      # no look at "reports"
+    assert store.get("r1").status == PENDING and count_of(store, PENDING) == 1
+    assert {q.queue: (q.waiting, q.paused) for q in store.queue_states(store.now())}["reports"] == (1, True)
+    assert store.resume("reports") is True and store.paused() == frozenset()
+    assert [r.id for r in store.claim("me", store.now(), 10).records] == ["r1"]
+    store.pause("default")                               # the default queue pauses like any other
+    store.add([make_record("d2", store.now() - 1)])
+    ready_all(store)
+    assert store.claim("me", store.now(), 10).records == []
+    store.resume("default")
+    assert [r.id for r in store.claim("me", store.now(), 10).records] == ["d2"]
+
+
+def test_a_concurrency_limit_holds_slots_until_the_outcome_and_parks_the_rest(store: WheelStore) -> None:
+    now = store.now()
+    lim = _lim("task:x", concurrency=2)
+    store.add([make_record(f"x{i}", now - 10 + i, limits=(lim,)) for i in range(5)]
+              + [make_record("free", now - 1)])
+    ready_all(store)
+    got = store.claim("me", store.now(), 10).records
+    assert [r.id for r in got] == ["x0", "x1", "free"]
+    (state,) = store.limit_states(["task:x"])
+    assert (state.running, state.parked, state.concurrency) == (2, 3, 2)
+    assert store.claim("me", store.now(), 10).records == []        # parked: nothing to read
+    assert all(store.get(f"x{i}").status == PENDING for i in (2, 3, 4))
+    assert count_of(store, PENDING) == 3
+    _done(store, got[0])                                  # a slot frees: the first parked comes back
+    got2 = store.claim("me", store.now(), 10).records
+    assert [r.id for r in got2] == ["x2"]
+    assert store.get("x2").eta == now - 8                  # its eta (and lateness) kept
+    # an outcome recorded in the same round as the claim frees its slot for it
+    done, got3 = store.record_and_claim([(got[1], end_run(got[1], Outcome(True, now, now)))], "me",
+                                        store.now(), 10)
+    assert done[0].status == SUCCEEDED and [r.id for r in got3.records] == ["x3"]
+    assert store.limit_states(["task:x"])[0].running == 2
+
+
+def test_a_crashed_holder_keeps_its_slot_until_it_is_requeued(store: WheelStore, dead_owner: str) -> None:
+    now = store.now()
+    lim = _lim("k", concurrency=1)
+    store.add([make_record("a", now - 2, limits=(lim,)), make_record("b", now - 1, limits=(lim,))])
+    ready_all(store)
+    (a,) = store.claim(dead_owner, store.now(), 5).records
+    assert store.claim("me", store.now(), 5).records == []     # its owner is dead, but not yet found so
+    (lost,) = store.abandoned(store.now())
+    store.swap([(lost, requeue_crashed(lost, store.now(), 3))])  # the crash is detected: the slot frees
+    got = store.claim("me", store.now(), 5).records
+    assert [r.id for r in got] == ["a"] and got[0].crashes == 1  # oldest first: the re-run, then b
+    assert store.claim("me", store.now(), 5).records == []
+    _done(store, got[0])
+    assert [r.id for r in store.claim("me", store.now(), 5).records] == ["b"]
+
+
+def test_limited_tasks_only_start_now_never_queue(store: WheelStore) -> None:
+    now = store.now()
+    store.add([make_record("lim", now - 2, limits=(_lim("l", concurrency=5),)), make_record("free", now - 1)])
+    ready_all(store)
+    got = store.claim("me", store.now(), 0, queued=4).records
+    assert [r.id for r in got] == ["free"] and got[0].started is None
+    assert [r.id for r in store.claim("me", store.now(), 1).records] == ["lim"]
+
+
+def test_a_rate_never_admits_more_starts_in_any_window(store: WheelStore) -> None:
+    now = store.now()
+    lim = _lim("r", rate=3, per=0.6)
+    store.add([make_record(f"r{i}", now - 10 + i, limits=(lim,)) for i in range(8)])
+    ready_all(store)
+    starts = []
+    deadline = time.monotonic() + 8
+    while len(starts) < 8 and time.monotonic() < deadline:
+        got = store.claim("me", store.now(), 10)
+        starts += [r.started for r in got.records]
+        for r in got.records:
+            _done(store, r)
+        if got.next_eta is not None:
+            assert got.next_eta > store.now() - 0.05 or got.records     # a window, not a busy loop
+            time.sleep(max(0.0, min(0.7, got.next_eta - store.now())) + 0.01)
+    assert len(starts) == 8
+    starts.sort()
+    assert all(b - a >= 0.6 - 1e-6 for a, b in zip(starts, starts[3:])), starts   # <= 3 in any 0.6 s
+    assert starts[-1] - starts[0] < 0.6 * 3 + 0.5                                  # and no slower
+
+
+def test_a_parked_task_stays_pending_listed_and_changeable(store: WheelStore) -> None:
+    now = store.now()
+    lim = _lim("one", concurrency=1)
+    store.add([make_record(f"p{i}", now - 5 + i, limits=(lim,)) for i in range(3)])
+    ready_all(store)
+    (first,) = store.claim("me", store.now(), 5).records
+    assert [r.id for r in store.scan(PENDING)] == ["p1", "p2"]
+    rec = store.get("p1")
+    (gone,) = store.swap([(rec, cancel(rec, store.now()))])       # cancelled while parked
+    assert gone.status == CANCELLED
+    _done(store, first)
+    assert [r.id for r in store.claim("me", store.now(), 5).records] == ["p2"]
+    assert store.counts() == {(SUCCEEDED, "t"): 1, (CANCELLED, "t"): 1, (RUNNING, "t"): 1}
+
+
+def test_racing_claimers_never_exceed_a_limit(store_factory) -> None:
+    """Four claimers on their own store instances (processes, for the file and Redis stores),
+    claiming and finishing as fast as they can: never more than 2 holders at once."""
+    stores = [store_factory() for _ in range(4)]
+    now = stores[0].now()
+    lim = _lim("race", concurrency=2)
+    stores[0].add([make_record(f"t{i}", now - 1, limits=(lim,)) for i in range(40)])
+    ready_all(stores[0])
+    running: set = set()
+    lock = threading.Lock()
+    worst = []
+    done: list = []
+
+    def work(s: WheelStore) -> None:
+        deadline = time.monotonic() + 20
+        while len(done) < 40 and time.monotonic() < deadline:
+            got = s.claim(f"o{id(s)}", s.now(), 3).records
+            with lock:
+                running.update(r.id for r in got)
+                worst.append(len(running))
+            time.sleep(0.002)
+            for r in got:
+                with lock:
+                    running.discard(r.id)
+                    done.append(r.id)
+                _done(s, r)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(done) == sorted(f"t{i}" for i in range(40))
+    assert max(worst) <= 2

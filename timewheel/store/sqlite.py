@@ -45,7 +45,9 @@ from .base import (
     Advanced,
     Claimed,
     Doorbell,
+    LimitState,
     Liveness,
+    QueueState,
     StoreState,
     WheelStore,
     check_existing,
@@ -68,6 +70,7 @@ OLD_FORMAT = V1_FORMAT      #: a read-only open refuses it (the CLI lets a write
 _CHUNK = 400          # rows per multi-row statement (SQLite allows 32766 bound variables)
 _ADD = f'INSERT INTO "{TABLE}" (key, value, pos, name) VALUES (?, ?, ?, ?)'
 _SET = f'UPDATE "{TABLE}" SET value = ?, pos = ?, name = ?, rev = ? WHERE key = ?'
+_SERVE = "serve:"      # metadata: serve:<token> -> the queues that started process claims ("*": all)
 _CLAIM_PAGE = 1000    # most candidates one claim offers (parking a backlog held by a limit: pages)
 # What a claim looks at before it takes the write lock: rows added on their own, the default
 # band's head, whether other bands have ready rows, the earliest reopening window, the pauses.
@@ -445,6 +448,10 @@ class SqliteDictStore(WheelStore):
             f.meta.update({"horizon": reached} if reached > horizon else {}, leader=leader,
                           advanced=self.now())
             self._bells.forget_dead(self.liveness.is_dead)
+            meta = f.meta
+            for k in [k for k in meta.keys() if k.startswith(_SERVE)]:
+                if self.liveness.is_dead(k[len(_SERVE):]):
+                    del meta[k]
         self._bells.saw_horizon(max(horizon, reached))
         if moved:
             self.ring()
@@ -563,6 +570,42 @@ class SqliteDictStore(WheelStore):
     def info(self) -> dict[str, Any]:
         """Journal mode and file sizes, for ``timewheel inspect``."""
         return self._reader.info()
+
+    # -- flow control: pauses, who serves what (the metadata map), observers -----------------
+    def pause(self, queue: str) -> bool:
+        with self.file.writing():
+            return bool(self.file.x(f'INSERT OR IGNORE INTO "{PAUSED}" (queue) VALUES (?)',
+                                    (flow.check_queue(queue),)))
+
+    def resume(self, queue: str) -> bool:
+        with self.file.writing():
+            was = bool(self.file.x(f'DELETE FROM "{PAUSED}" WHERE queue = ?', (flow.check_queue(queue),)))
+        self.ring()
+        return was
+
+    def paused(self) -> frozenset:
+        return self._reader.paused()
+
+    def serve(self, token: str, queues: Optional[frozenset]) -> None:
+        with self.file.writing():
+            self.file.meta[_SERVE + token] = "*" if queues is None else ",".join(sorted(queues))
+
+    def unserve(self, token: str) -> None:
+        with self.file.writing():
+            self.file.meta.pop(_SERVE + token, None)
+
+    def served(self) -> dict[str, Optional[frozenset]]:
+        with self.file.reading():
+            meta = self.file.meta
+            found = {k[len(_SERVE):]: _meta_value(meta, k) for k in meta.keys() if k.startswith(_SERVE)}
+        return {t: None if v == "*" else frozenset(v.split(",")) for t, v in found.items()
+                if isinstance(v, str) and not self.liveness.is_dead(t)}
+
+    def limit_states(self, keys: Optional[Iterable[str]] = None) -> list[LimitState]:
+        return self._reader.limit_states(self.now(), keys)
+
+    def queue_states(self, now: float) -> list[QueueState]:
+        return self._reader.queue_states(now)
 
     # -- the doorbell (store/sqlite_bells.py) -----------------------------------------------
     def doorbell(self) -> Doorbell:
