@@ -27,7 +27,21 @@ Keys, all under the hash tag ``{ns}`` so that every script touches one cluster s
 ``{ns}:slotn``               hash slot -> occupied cells: the CLI's wheel view costs what it prints
 ``{ns}:leader``              the ticking process's token (``SET NX PX``, renewed by its owner)
 ``{ns}:alive:<token>``       a process's heartbeat (expires unless renewed)
+``{ns}:ready:<band>``        flow control (issue 21): ready tasks of another queue or priority
+``{ns}:wb:<slot>:<cycle>``   than ("default", 0) -- its *band*, ``<queue>:<100 - priority>`` --
+``{ns}:bands``               and their wheel entries; the bands used (ZSET, lexical)
+``{ns}:park:<limit>``        tasks parked on a full limit, by priority then eta (the task hash's
+                             ``pk`` names the limit, ``pe`` keeps the eta)
+``{ns}:held:<limit>``        SET of the running tasks that hold a slot of the limit
+``{ns}:starts:<limit>``      ZSET of its starts within its rate window (server time, us)
+``{ns}:limits``, ``reopen``  hash limit -> ``concurrency|rate|window us``; ZSET limit -> when
+                             its closed rate window lets parked tasks in again
+``{ns}:paused``, ``serve``   SET of paused queues; hash token -> the queues a process claims
+``{ns}:qcounts``             hash ``queue|status`` -> pending/running tasks of other queues
 ===========================  ===================================================================
+
+The task hash also holds ``q`` (its band, if not the default one) and ``lm`` (its limits, for
+the scripts: key, concurrency, rate and window, \\x1f-separated, one limit per \\x1e).
 
 Every change of more than one key is one Lua script (:mod:`timewheel.store.redis_lua`).  The
 server's clock is the store's: scripts read ``TIME``, so a task is never claimed before its
@@ -60,6 +74,7 @@ import weakref
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 from urllib.parse import parse_qsl, urlencode
 
+from .. import flow
 from ..backoff import backoff
 from ..errors import DuplicateTask, NotAStore, StoreError, StoreMismatch
 from ..records import (
@@ -78,7 +93,9 @@ from .base import (
     Advanced,
     Claimed,
     Doorbell,
+    LimitState,
     Liveness,
+    QueueState,
     StoreState,
     WheelStore,
     broken_record,
@@ -144,6 +161,16 @@ def _opt_time(v: Optional[bytes]) -> Optional[float]:
     return t
 
 
+def _band(rec: TaskRecord) -> str:
+    """A task's band (see the key table): "" for the default queue at priority 0."""
+    return "" if rec.queue == "default" and not rec.priority else "%s:%03d" % (rec.queue, 100 - rec.priority)
+
+
+def _limits(rec: TaskRecord) -> str:
+    """A task's limits as the scripts read them (windows in whole microseconds)."""
+    return "\x1e".join(f"{k}\x1f{c}\x1f{r}\x1f{round(p * 1e6)}" for k, c, r, p in rec.limits)
+
+
 class _Keys:
     """Names of a namespace's keys: ``{ns}:...``, one hash tag."""
 
@@ -153,6 +180,23 @@ class _Keys:
         self.ready, self.running = p + "ready", p + "running"
         self.ticks, self.tickn, self.slotn = p + "ticks", p + "tickn", p + "slotn"
         self.xn, self.broken, self.leader = p + "xn", p + "broken", p + "leader"
+        self.bands, self.limits, self.reopen = p + "bands", p + "limits", p + "reopen"
+        self.paused, self.serve, self.qcounts = p + "paused", p + "serve", p + "qcounts"
+
+    def band_ready(self, band: str) -> str:
+        return self.ready if not band else self.prefix + "ready:" + band
+
+    def band_cell(self, tick: int, slots: int) -> str:
+        return f"{self.prefix}wb:{tick % slots}:{tick // slots}"
+
+    def park(self, key: str) -> str:
+        return self.prefix + "park:" + key
+
+    def held(self, key: str) -> str:
+        return self.prefix + "held:" + key
+
+    def starts(self, key: str) -> str:
+        return self.prefix + "starts:" + key
 
     def task(self, task_id: str) -> str:
         return self.prefix + "t:" + task_id
@@ -410,7 +454,7 @@ class RedisStore(WheelStore):
 
     # -- writing records ----------------------------------------------------------------------
     def _item(self, rec: TaskRecord, expect: "Optional[int | str]") -> list[Any]:
-        """PUT's 13 values for storing ``rec`` if the stored rev (the hash's ``v`` field) is
+        """PUT's 15 values for storing ``rec`` if the stored rev (the hash's ``v`` field) is
         ``expect`` (None: no such task)."""
         tick: Any = ""
         if rec.status == PENDING:
@@ -422,7 +466,7 @@ class RedisStore(WheelStore):
             score = finished_ms(rec.finished)
         return [rec.id, "" if expect is None else expect, rec.status, rec.name, tick, score, rec.rev,
                 rec.attempts, rec.owner or "", _num(rec.started), _num(rec.finished), _num(rec.lease),
-                encode_record(rec)]
+                encode_record(rec), _band(rec), _limits(rec)]
 
     def _put(self, mode: str, items: list[list[Any]]) -> list[int]:
         return [int(x) for x in self._script("put", self._put_args(mode, items))]
@@ -507,18 +551,20 @@ class RedisStore(WheelStore):
         return [p if p is not None and next(results) == 1 else None for p in planned]
 
     # -- workers ------------------------------------------------------------------------------
-    def claim(self, owner: str, now: float, limit: int, queued: int = 0) -> Claimed:
+    def claim(self, owner: str, now: float, limit: int, queued: int = 0, *,
+              queues: Optional[frozenset] = None) -> Claimed:
         limit, queued = max(0, limit), max(0, queued)
-        return self._claimed(self._script("claim", self._claim_args(owner, limit, queued)), owner, limit)
+        return self._claimed(self._script("claim", self._claim_args(owner, limit, queued, queues)),
+                             owner, limit)
 
     def record_and_claim(self, changes: Sequence[tuple[TaskRecord, TaskRecord]], owner: str,
-                         now: float, limit: int, queued: int = 0
+                         now: float, limit: int, queued: int = 0, *, queues: Optional[frozenset] = None
                          ) -> tuple[list[Optional[TaskRecord]], Claimed]:
         """The outcomes' script and the claim's, pipelined: one round trip (and one fsync
         with ``appendfsync always``) per worker round.  Each script is atomic on its own."""
         planned, items = self._plan_swap(changes)
         if not items:
-            return self._swapped(planned, []), self.claim(owner, now, limit, queued)
+            return self._swapped(planned, []), self.claim(owner, now, limit, queued, queues=queues)
         if self.readonly:
             raise StoreError(f"{self.location} is open read-only")
         limit, queued = max(0, limit), max(0, queued)
@@ -526,16 +572,17 @@ class RedisStore(WheelStore):
         def both(c: Any) -> Any:
             pipe = c.pipeline(transaction=False)
             self._client.script("put", self._put_args("each", items), client=pipe)
-            self._client.script("claim", self._claim_args(owner, limit, queued), client=pipe)
+            self._client.script("claim", self._claim_args(owner, limit, queued, queues), client=pipe)
             return pipe.execute()
 
         done, res = self._io(both, write=True)
         return self._swapped(planned, done), self._claimed(res, owner, limit)
 
-    def _claim_args(self, owner: str, limit: int, queued: int) -> list[Any]:
+    def _claim_args(self, owner: str, limit: int, queued: int, queues: Optional[frozenset]) -> list[Any]:
         own = "1" if owner == self.liveness.token else "0"
         return [owner, limit + queued, round(self.lease * 1e6), own,
-                RedisLiveness._ms(self.liveness.alive_ttl), limit]
+                RedisLiveness._ms(self.liveness.alive_ttl), limit,
+                "" if queues is None else ",".join(sorted(queues)), self.channel]
 
     def _claimed(self, res: Sequence[Any], owner: str, limit: int) -> Claimed:
         started, lease, head = float(res[0]), float(res[1]), _text(res[2])
@@ -598,8 +645,97 @@ class RedisStore(WheelStore):
                              f"damaged (horizon {horizon!r})") from None
 
     def next_ready_eta(self) -> Optional[float]:
-        head = self._io(lambda c: c.zrange(self.keys.ready, 0, 0, withscores=True))
-        return head[0][1] / 1e6 if head else None
+        def read(c: Any) -> list:
+            pipe = c.pipeline(transaction=False)
+            for key in [self.keys.ready] + [self.keys.band_ready(b) for b in self._bands(c)]:
+                pipe.zrange(key, 0, 0, withscores=True)
+            return pipe.execute()
+        heads = [h[0][1] for h in self._io(read) if h]
+        return min(heads) / 1e6 if heads else None
+
+    def _bands(self, c: Any) -> list[str]:
+        return [_text(b) for b in c.zrange(self.keys.bands, 0, -1)]
+
+    # -- flow control -------------------------------------------------------------------------
+    def pause(self, queue: str) -> bool:
+        return bool(self._io(lambda c: c.sadd(self.keys.paused, flow.check_queue(queue)), write=True))
+
+    def resume(self, queue: str) -> bool:
+        was = bool(self._io(lambda c: c.srem(self.keys.paused, flow.check_queue(queue)), write=True))
+        self.ring()
+        return was
+
+    def paused(self) -> frozenset:
+        return frozenset(_text(q) for q in self._io(lambda c: c.smembers(self.keys.paused)))
+
+    def serve(self, token: str, queues: Optional[frozenset]) -> None:
+        value = "*" if queues is None else ",".join(sorted(queues))
+        self._io(lambda c: c.hset(self.keys.serve, token, value), write=True)
+
+    def unserve(self, token: str) -> None:
+        self._io(lambda c: c.hdel(self.keys.serve, token), write=True)
+
+    def served(self) -> dict[str, Optional[frozenset]]:
+        out: dict[str, Optional[frozenset]] = {}
+        for token, value in self._io(lambda c: c.hgetall(self.keys.serve)).items():
+            t, v = _text(token), _text(value)
+            if not self.liveness.is_dead(t):
+                out[t] = None if v == "*" else frozenset(v.split(","))
+        return out
+
+    def limit_states(self, keys: Optional[Iterable[str]] = None) -> list[LimitState]:
+        now_us = self._client.server_us()
+
+        def read(c: Any) -> list[LimitState]:
+            specs = {_text(k): _text(v) for k, v in c.hgetall(self.keys.limits).items()}
+            reopen = {_text(k): s for k, s in c.zrange(self.keys.reopen, 0, -1, withscores=True)}
+            out = []
+            for key in sorted(specs if keys is None else keys):
+                concurrency, rate, per_us = (int(x) for x in specs.get(key, "0|0|0").split("|"))
+                held, parked = c.scard(self.keys.held(key)), c.zcard(self.keys.park(key))
+                recent = c.zcount(self.keys.starts(key), f"({now_us - per_us}", "+inf") if rate else 0
+                if keys is None and not (held or parked or recent):
+                    continue
+                at = reopen.get(key)
+                out.append(LimitState(key, concurrency, rate, per_us / 1e6, held, parked, recent,
+                                      None if at is None else at / 1e6))
+            return out
+        return self._io(read)
+
+    def queue_states(self, now: float) -> list[QueueState]:
+        per: dict[str, list[int]] = {}
+        totals = {PENDING: 0, RUNNING: 0}
+        for (state, _), n in self.counts().items():
+            if state in totals:
+                totals[state] += n
+
+        def read(c: Any) -> tuple:
+            qc = {_text(k): int(v) for k, v in c.hgetall(self.keys.qcounts).items()}
+            bands = self._bands(c)
+            due = [c.zcount(self.keys.band_ready(b), "-inf", int(now * 1e6)) for b in [""] + bands]
+            parked = {}
+            for key in c.hkeys(self.keys.limits):
+                for task_id in c.zrange(self.keys.park(_text(key)), 0, -1):
+                    b = c.hget(self.keys.task(_text(task_id)), "q")
+                    parked[_text(b) if b else ""] = parked.get(_text(b) if b else "", 0) + 1
+            return qc, bands, due, parked, c.smembers(self.keys.paused)
+        qc, bands, due, parked, paused_raw = self._io(read)
+        for field, n in qc.items():
+            queue, _, state = field.rpartition("|")
+            if n > 0:
+                per.setdefault(queue, [0, 0, 0])[0 if state == PENDING else 2] += n
+        default = [totals[PENDING] - sum(c[0] for c in per.values()), 0,
+                   totals[RUNNING] - sum(c[2] for c in per.values())]
+        if default[0] or default[2]:
+            per[flow.DEFAULT_QUEUE] = default
+        for b, n in list(zip([""] + bands, due)) + list(parked.items()):
+            queue = b.rpartition(":")[0] if b else flow.DEFAULT_QUEUE
+            if n:
+                per.setdefault(queue, [0, 0, 0])[1] += n
+        paused = frozenset(_text(q) for q in paused_raw)
+        for q in paused:
+            per.setdefault(q, [0, 0, 0])
+        return [QueueState(q, max(0, p), w, max(0, r), q in paused) for q, (p, w, r) in sorted(per.items())]
 
     def counts(self) -> dict[tuple[str, str], int]:
         out = {}
@@ -651,7 +787,10 @@ class RedisStore(WheelStore):
             return self._page(self._decoded(ids), status, name, after, limit)
         if status == PENDING:
             mark = None if after is None else (eta_us(after.eta), after.id)
-            entries = heapq.merge(self._walk(self.keys.ready, mark), self._wheel_entries(mark),
+            bands = self._io(self._bands)
+            entries = heapq.merge(self._walk(self.keys.ready, mark),
+                                  *[self._walk(self.keys.band_ready(b), mark) for b in bands],
+                                  self._wheel_entries(mark, bool(bands)), iter(self._parked(mark)),
                                   key=lambda e: (e[1], e[0]))
         else:
             mark = None if after is None else (finished_ms(after.finished), after.id)
@@ -697,14 +836,33 @@ class RedisStore(WheelStore):
             return c.zrangebyscore(key, edge, "+inf", start=skip, num=_PAGE, withscores=True)
         return [(_text(m), s) for m, s in self._io(read)]
 
-    def _wheel_entries(self, mark: Optional[tuple[float, str]]) -> Iterator[tuple[str, float]]:
-        """(id, eta us) of the pending tasks in the wheel's cells, in due order."""
+    def _wheel_entries(self, mark: Optional[tuple[float, str]], bands: bool = False
+                       ) -> Iterator[tuple[str, float]]:
+        """(id, eta us) of the pending tasks in the wheel's cells, in due order (``bands``:
+        the cells of other bands too)."""
         first = self.state().horizon + 1
         if mark is not None:
             first = max(first, self.wheel.due_tick(mark[0] / 1e6))
         # ticks are scored by themselves: start just below ``first``
         for tick, _ in self._walk(self.keys.ticks, (first - 0.5, "")):
-            yield from self._walk(self.keys.cell(int(tick), self.wheel.slots), mark)
+            cell = self._walk(self.keys.cell(int(tick), self.wheel.slots), mark)
+            if not bands:
+                yield from cell
+                continue
+            yield from heapq.merge(cell, self._walk(self.keys.band_cell(int(tick), self.wheel.slots), mark),
+                                   key=lambda e: (e[1], e[0]))
+
+    def _parked(self, mark: Optional[tuple[float, str]]) -> list[tuple[str, float]]:
+        """(id, eta us) of the tasks parked on limits, in due order."""
+        def read(c: Any) -> list[tuple[str, float]]:
+            ids = [_text(i) for key in c.hkeys(self.keys.limits)
+                   for i in c.zrange(self.keys.park(_text(key)), 0, -1)]
+            pipe = c.pipeline(transaction=False)
+            for task_id in ids:
+                pipe.hget(self.keys.task(task_id), "pe")
+            return [(i, float(e)) for i, e in zip(ids, pipe.execute()) if e is not None]
+        out = sorted(self._io(read), key=lambda e: (e[1], e[0]))
+        return [e for e in out if mark is None or (e[1], e[0]) > mark]
 
     def _by_prefix(self, status: str, name: Optional[str], prefix: str, after: Optional[TaskRecord],
                    limit: Optional[int]) -> list[TaskRecord]:
