@@ -336,7 +336,7 @@ class FileReader:
                     f"{only} ORDER BY pos, key" + ("" if want is None else " LIMIT ?"),
                     [start, positions.BANDS] + named + ([] if want is None else [want + 1]))
         if self.layout.flow:          # the other bands, each in eta order, and the parked tasks
-            for band, _ in FileFlow(f, self.wheel).bands(None, frozenset()):
+            for band, _ in FileFlow(f, self.wheel).bands(None, frozenset(), None):
                 lo = positions.band_ready(band) if mark is None else positions.AT % (
                     positions.band_ready(band), mark[0])
                 ready += f.q(f'SELECT key, {RECORD}, pos FROM "{TABLE}" WHERE pos >= ? AND pos < ?'
