@@ -158,8 +158,13 @@ def end_run(rec: TaskRecord, out: Outcome) -> TaskRecord:
 
     A failure is retried while ``attempts <= retries`` (so at most ``retries + 1`` runs), at
     ``finished + retry_backoff(retry_delay, attempts)``, unless the outcome is not retryable.
+
+    ``started`` stays the claim's, by the store's clock, when the run was claimed to start at
+    once (what a rate limit counted: issue 21); a run that waited in its process's queue
+    takes the worker's.
     """
-    common = dict(owner=None, lease=None, started=out.started, finished=out.finished)
+    common = dict(owner=None, lease=None, started=out.started if rec.started is None else rec.started,
+                  finished=out.finished)
     if out.ok:
         return rec._replace(status=SUCCEEDED, result=out.result, error=None,
                                    traceback=None, **common)

@@ -184,6 +184,7 @@ class MemoryStore(WheelStore):
               queues: Optional[frozenset] = None) -> Claimed:
         taken: list[TaskRecord] = []
         with self._lock:
+            now = max(now, self.now())          # under the lock: starts are logged in order
             self._release_reopened(now)
             adm = flow.Admission(lambda lim: self._usage(lim, now), now, limit, queued)
             bands = self._served_bands(queues)
@@ -239,10 +240,11 @@ class MemoryStore(WheelStore):
 
     def _usage(self, lim: flow.Limit, now: float) -> flow.Usage:
         starts = self._starts.get(lim.key, [])
-        cut = bisect.bisect_right(starts, now - lim.per)
+        cut = bisect.bisect_right(starts, now - lim.per - 1.0)
         if cut:
-            del starts[:cut]                  # out of the window: forgotten
-        return flow.Usage(len(self._held.get(lim.key, ())), starts[:] if lim.rate else ())
+            del starts[:cut]                  # a second out of the window: forgotten
+        return flow.Usage(len(self._held.get(lim.key, ())),
+                          starts[bisect.bisect_right(starts, now - lim.per):] if lim.rate else ())
 
     def _release_reopened(self, now: float) -> None:
         """Let the tasks parked on rate windows that have reopened back in, as many as each

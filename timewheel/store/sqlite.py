@@ -343,6 +343,9 @@ class SqliteDictStore(WheelStore):
     def _claim_in_transaction(self, owner: str, now: float, limit: int, queued: int, horizon: int,
                               queues: Optional[frozenset], fl: FileFlow) -> Claimed:
         f = self.file
+        # The clock read under the write lock: claims stamp starts in the order they commit,
+        # so a rate's log never gains a start older than one a later claim already counted.
+        now = max(now, self.now())
         absorb(f.x, f.q, self.wheel.slots, horizon)
         counters = Counters()
         _, head, others, reopen, paused = f.q(_LOOK)[0]

@@ -101,7 +101,9 @@ class FileFlow:
         if not lim.rate:
             return flow.Usage(running)
         since = int((now - lim.per) * 1e6)
-        self._f.x(f'DELETE FROM "{STARTS}" WHERE lim = ? AND at <= ?', (lim.key, since))
+        # (forgotten a second after they leave the window: a clock stepped back a little
+        # still counts them)
+        self._f.x(f'DELETE FROM "{STARTS}" WHERE lim = ? AND at <= ?', (lim.key, since - 1_000_000))
         return flow.Usage(running, LazyStarts(self._f, lim.key, since))
 
     def bands(self, queues: Optional[frozenset], paused: frozenset, head: Optional[str] = "",
