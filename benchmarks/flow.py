@@ -8,7 +8,7 @@
                    workloads of :mod:`benchmarks.workloads`, run alternately from ``--base`` (a
                    checkout of the code before flow control) and from this one, interleaved
 ``rate``           a rate-limited burst: 20,000 tasks with ``rate="2000/s"`` due at once, run by
-                   3 worker processes of 8 workers on one file store (and one Redis server):
+                   3 worker processes of 32 workers on one file store (and one Redis server):
                    the rate held (starts by the store's clock), the worst 1-second window
 ``idle``           one process whose limit (``concurrency=1``) is held by a running task: CPU
                    seconds it uses in 10 s with 10,000 due tasks parked behind it, and with none
@@ -149,7 +149,8 @@ def _windows(starts: list[float], per: float = 1.0) -> int:
     return most
 
 
-def rate(runner: Runner, store_url: Optional[str], n: int, limit: str, processes: int = 3) -> dict:
+def rate(runner: Runner, store_url: Optional[str], n: int, limit: str, processes: int = 3,
+         workers: int = 32) -> dict:
     """``n`` tasks of ``rate=limit`` due at once, ``processes`` worker processes: the rate
     held by the claims' stamps (the store's clock), the worst window, the drain time."""
     from timewheel import TimeWheel
@@ -164,8 +165,9 @@ def rate(runner: Runner, store_url: Optional[str], n: int, limit: str, processes
     procs = []
     for k in range(processes):
         ready = os.path.join(d, f"ready{k}")
-        proc, _ = _spawn(runner, {"workload": "flow_worker", "store": store, "rate": limit, "workers": 8,
-                                  "ready": ready, "stopfile": stopfile}, f"rate-worker{k}")
+        proc, _ = _spawn(runner, {"workload": "flow_worker", "store": store, "rate": limit,
+                                  "workers": workers, "ready": ready, "stopfile": stopfile},
+                         f"rate-worker{k}")
         procs.append(proc)
         wait_for_file(ready)
     deadline = due + n / float(limit.split("/")[0]) * 3 + 60
@@ -191,6 +193,7 @@ def rate(runner: Runner, store_url: Optional[str], n: int, limit: str, processes
     held = (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 1 else None
     over = sum(1 for i in range(len(starts)) if _count_from(starts, i) > per_s)
     return {"n": n, "ran": len(starts), "early": early, "limit": limit, "processes": processes,
+            "workers": workers,
             "drain_s": span, "rate_held": held,
             "rate_error_pct": None if held is None else (held / per_s - 1) * 100,
             "worst_window": _windows(starts), "windows_over": over}

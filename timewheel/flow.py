@@ -313,7 +313,7 @@ def next_opening(starts: Sequence[float], rate: int, per: float, now: float, tak
         return now
     j = n - rate + min(reopen_batch(rate), rate) - 1
     at = starts[j] if j < len(starts) else now
-    return max(at + per, now)
+    return max(at + per + 1e-6, now)      # (the stores count a microsecond's margin)
 
 
 # -- debounce --------------------------------------------------------------------------------------

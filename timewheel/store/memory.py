@@ -243,8 +243,9 @@ class MemoryStore(WheelStore):
         cut = bisect.bisect_right(starts, now - lim.per - 1.0)
         if cut:
             del starts[:cut]                  # a second out of the window: forgotten
+        # (a microsecond's margin: now - per rounded up must not drop a start just inside)
         return flow.Usage(len(self._held.get(lim.key, ())),
-                          starts[bisect.bisect_right(starts, now - lim.per):] if lim.rate else ())
+                          starts[bisect.bisect_right(starts, now - lim.per - 1e-6):] if lim.rate else ())
 
     def _release_reopened(self, now: float) -> None:
         """Let the tasks parked on rate windows that have reopened back in, as many as each

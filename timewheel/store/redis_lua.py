@@ -157,7 +157,7 @@ local function opening(key, rate, per_us, now, taken)   -- flow.next_opening's t
   if j < n - taken then
     at = tonumber(redis.call('ZRANGE', P .. 'starts:' .. key, j, j, 'WITHSCORES')[2])
   end
-  return math.max(at + per_us, now)
+  return math.max(at + per_us + 1, now)
 end
 local function rearm(key, now)                   -- when key's parked tasks may next come in
   local spec = redis.call('HGET', P .. 'limits', key)

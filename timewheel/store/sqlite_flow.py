@@ -26,6 +26,7 @@ limit holds back is parked there.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional, Sequence
 
 from .. import flow
@@ -100,7 +101,9 @@ class FileFlow:
         running = self._f.q(f'SELECT count(*) FROM "{HELD}" WHERE lim = ?', (lim.key,))[0][0]
         if not lim.rate:
             return flow.Usage(running)
-        since = int((now - lim.per) * 1e6)
+        # Integer microseconds, rounded so that a start is never missed: stamps up, the
+        # window's edge down (a start 0.9999997 s ago is inside a 1 s window).
+        since = math.floor((now - lim.per) * 1e6)
         # (forgotten a second after they leave the window: a clock stepped back a little
         # still counts them)
         self._f.x(f'DELETE FROM "{STARTS}" WHERE lim = ? AND at <= ?', (lim.key, since - 1_000_000))
@@ -149,7 +152,7 @@ class FileFlow:
             lim = flow.Limit._make(lim)
             self._held.append((lim.key, key))
             if lim.rate:
-                self._starts.append((lim.key, int(now * 1e6)))
+                self._starts.append((lim.key, math.ceil(now * 1e6)))
             self._specs[lim.key] = lim
 
     def park(self, rec: TaskRecord, verdict: flow.Verdict) -> None:
