@@ -107,7 +107,8 @@ class _GuardedView:
         self.app = make_asgi_app(hu, authorize=_scope_flag(_ALLOWED), allow_actions=_scope_flag(_ACTIONS),
                                  refresh=refresh)
 
-    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any],
+                       send: Callable[..., Any]) -> None:
         if scope["type"] == "http":
             from starlette.requests import Request
             request = Request(scope)         # no receive: a check cannot consume the body

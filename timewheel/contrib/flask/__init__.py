@@ -100,7 +100,8 @@ class FlaskWheel(TimeWheel):
 class AppState:
     """What the extension keeps for one app, as ``app.extensions["timewheel"]``."""
 
-    def __init__(self, extension: "FlaskTimeWheel", app: Flask, wheel: FlaskWheel, settings: Settings) -> None:
+    def __init__(self, extension: "FlaskTimeWheel", app: Flask, wheel: FlaskWheel,
+                 settings: Settings) -> None:
         self.extension = extension
         self.app = app
         self.wheel = wheel              #: the app's TimeWheel

@@ -98,5 +98,6 @@ def _mount(prefix: Any) -> Optional[str]:
         stripped = prefix.rstrip("/")
         if _MOUNT.fullmatch(stripped):
             return stripped
-    raise ConfigError(f"app.config[{WEB_PREFIX!r}] must be a URL path such as '/ops/timewheel' (letters, "
-                      f"digits and -._~!$&'()*+,;=:@ between slashes; None: no web view), got {shown(prefix)}")
+    raise ConfigError(f"app.config[{WEB_PREFIX!r}] must be a URL path such as '/ops/timewheel' "
+                      "(letters, digits and -._~!$&'()*+,;=:@ between slashes; None: no web view), "
+                      f"got {shown(prefix)}")
