@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import weakref
 from typing import Any, Callable, Generic, Optional, TypeVar, Union
@@ -186,6 +187,9 @@ class FlaskTimeWheel:
         if EXTENSION in app.extensions:
             raise RuntimeError(f"a FlaskTimeWheel is already registered on app {app.name!r}")
         settings = read(app.config, app.instance_path)
+        path = settings.options["path"]
+        if path is not None and os.path.dirname(path).startswith(app.instance_path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)   # the instance folder, as Flask-SQLAlchemy
         state = AppState(self, app, FlaskWheel(app, **settings.options), settings)
         with self._lock:
             for kind, options, fn in self._registrations:
@@ -227,8 +231,10 @@ class FlaskTimeWheel:
     def task(self, fn: Optional[Callable[..., Any]] = None, **options: Any) -> Any:
         """``@tw.task()`` or ``@tw.task(name=..., retries=3, ...)``: the options of
         :meth:`timewheel.TimeWheel.task`.  Returns a :class:`FlaskTask`."""
+        check = self._checker.task(**options)       # a bad option fails here, at the decorator
+
         def register(f: Callable[..., Any]) -> FlaskTask[Any]:
-            checked = self._checker.task(**options)(f)
+            checked = check(f)
             self._register("task", options, f)
             return FlaskTask(self, f, checked.name)
 
