@@ -44,7 +44,8 @@ class Served:
 
     def wait_output(self, pattern: str, count: int = 1, timeout: float = 30.0) -> None:
         def seen() -> bool:
-            assert self.proc.poll() is None, f"the server exited {self.proc.returncode}:\n{self.output()[-3000:]}"
+            assert self.proc.poll() is None, (f"the server exited {self.proc.returncode}:\n"
+                                              f"{self.output()[-3000:]}")
             return len(re.findall(pattern, self.output())) >= count
         wait_for(seen, timeout, interval=0.05, what=f"{count} x {pattern!r} in the server's output")
 

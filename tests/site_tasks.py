@@ -27,7 +27,8 @@ def started_pids(db: str) -> set[int]:
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
-            rows = con.execute("SELECT value FROM timewheel WHERE key >= 'm:bell:' AND key < 'm:bell;'").fetchall()
+            rows = con.execute("SELECT value FROM timewheel "
+                               "WHERE key >= 'm:bell:' AND key < 'm:bell;'").fetchall()
         finally:
             con.close()
     except sqlite3.OperationalError:          # not created yet

@@ -10,10 +10,7 @@ import json
 import logging
 import os
 import re
-import signal
 import subprocess
-import sys
-import time
 from typing import Any, Iterator
 
 import pytest
@@ -23,7 +20,7 @@ from timewheel import TimeWheel
 from timewheel.contrib.flask import ConfigError, FlaskTimeWheel
 from timewheel.contrib.flask.config import RUN_IN_WEB, STORE, WEB_PREFIX, option_keys, read
 
-from .mp_worker import Runs, read_lines, wait_for
+from .mp_worker import Runs, wait_for
 from .servers import ROOT, servers, tool  # noqa: F401 - servers is a fixture
 from .site_tasks import http, started_pids
 
@@ -44,7 +41,8 @@ def test_every_timewheel_option_is_a_key_and_the_readme_lists_them_all() -> None
 
 
 @pytest.mark.parametrize("config, message", [
-    ({"TIMEWHEEL_WROKERS": 4}, "app.config['TIMEWHEEL_WROKERS']: unknown key (did you mean TIMEWHEEL_WORKERS?)"),
+    ({"TIMEWHEEL_WROKERS": 4},
+     "app.config['TIMEWHEEL_WROKERS']: unknown key (did you mean TIMEWHEEL_WORKERS?)"),
     ({"TIMEWHEEL_PATH": "x.db"}, "app.config['TIMEWHEEL_PATH']: unknown key"),
     ({"TIMEWHEEL_WORKERS": "4"}, "app.config['TIMEWHEEL_WORKERS']: workers must be an int from 1 to 1024"),
     ({"TIMEWHEEL_TICK": -1}, "app.config['TIMEWHEEL_TICK']: "),
@@ -165,7 +163,7 @@ def test_each_app_has_its_wheel_and_tasks_run_in_its_app_context(tmp_path) -> No
     with pytest.raises(RuntimeError, match="needs an application context"):
         which.delay(3)
     with pytest.raises(RuntimeError, match="needs an application context"):
-        tw.wheel
+        assert tw.wheel
     with Flask("other").app_context(), pytest.raises(RuntimeError, match="not registered on app 'other'"):
         which.delay(3)
 
@@ -433,7 +431,8 @@ def test_under_gunicorn_every_worker_starts_and_tasks_run_once(tmp_path, servers
     assert int(inspected["ticker"]["leader"].split(":")[0]) in workers
 
     # SIGTERM: the running task finishes and is recorded
-    _, body, _ = http("POST", url + "/enqueue", data={"task": "record", "calls": [{"tag": "slow", "sleep": 3.0}]})
+    _, body, _ = http("POST", url + "/enqueue",
+                      data={"task": "record", "calls": [{"tag": "slow", "sleep": 3.0}]})
     wait_for(lambda: "slow" in Runs(log).starts, 20, interval=0.05, what="the slow task to start")
     assert server.terminate(timeout=30) == 0, server.output()[-3000:]
     runs = Runs(log)
