@@ -36,7 +36,8 @@ def test_every_timewheel_option_is_a_key_and_the_readme_lists_them_all() -> None
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
         readme = fh.read()
     table = readme[readme.index("| `TIMEWHEEL_STORE`"):]
-    documented = re.findall(r"^\| `(TIMEWHEEL_\w+)`", table[:table.index("\n\n")], re.M)
+    rows = table[:table.index("\n\n")].splitlines()
+    documented = [key for row in rows for key in re.findall(r"`(TIMEWHEEL_\w+)`", row.split("|")[1])]
     assert sorted(documented) == sorted([*keys, RUN_IN_WEB, WEB_PREFIX])
 
 
@@ -69,13 +70,17 @@ def test_what_the_config_says(tmp_path) -> None:
     default = read({"SECRET_KEY": "x", "OTHER_TIMEWHEEL": 1}, "/srv/instance")    # others are not ours
     assert default.options == {"path": "/srv/instance/tasks.db"}
     assert default.run_in_web is True and default.web_prefix is None
+    assert default.instance_dir == "/srv/instance"
     given = read({STORE: "data/t.db", "TIMEWHEEL_WORKERS": 2, "TIMEWHEEL_TICK": 0.5, RUN_IN_WEB: False,
                   WEB_PREFIX: "/ops/tw/"}, "/srv/instance")
     assert given.options == {"path": "/srv/instance/data/t.db", "workers": 2, "tick": 0.5}
     assert given.run_in_web is False and given.web_prefix == "/ops/tw"
-    assert read({STORE: str(tmp_path / "a.db")}, "/x").options["path"] == str(tmp_path / "a.db")
-    assert read({STORE: "redis://h:6379/0"}, "/x").options["path"] == "redis://h:6379/0"
-    assert read({STORE: None}, "/x").options["path"] is None
+    assert given.instance_dir == "/srv/instance/data"
+    for store, path in [(str(tmp_path / "a.db"), str(tmp_path / "a.db")),
+                        (tmp_path / "b.db", str(tmp_path / "b.db")),
+                        ("redis://h:6379/0", "redis://h:6379/0"), (None, None)]:
+        settings = read({STORE: store}, "/x")
+        assert settings.options["path"] == path and settings.instance_dir is None
 
 
 def test_init_app_refuses_a_bad_config_a_second_extension_and_bad_checks(tmp_path) -> None:

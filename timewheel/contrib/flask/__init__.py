@@ -187,9 +187,8 @@ class FlaskTimeWheel:
         if EXTENSION in app.extensions:
             raise RuntimeError(f"a FlaskTimeWheel is already registered on app {app.name!r}")
         settings = read(app.config, app.instance_path)
-        path = settings.options["path"]
-        if path is not None and os.path.dirname(path).startswith(app.instance_path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)   # the instance folder, as Flask-SQLAlchemy
+        if settings.instance_dir is not None:
+            os.makedirs(settings.instance_dir, exist_ok=True)     # as Flask-SQLAlchemy does
         state = AppState(self, app, FlaskWheel(app, **settings.options), settings)
         with self._lock:
             for kind, options, fn in self._registrations:

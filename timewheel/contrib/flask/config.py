@@ -44,6 +44,7 @@ class Settings:
     options: dict[str, Any]       #: TimeWheel's keyword arguments (``path`` made absolute)
     run_in_web: bool              #: start the wheel in each web process at its first request
     web_prefix: Optional[str]     #: where the web view is mounted (None: it is not)
+    instance_dir: Optional[str]   #: the folder to make in the instance path for the store file
 
 
 def option_keys() -> dict[str, str]:
@@ -75,20 +76,17 @@ def read(config: Mapping[str, Any], instance_path: str) -> Settings:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"app.config[{key!r}]: {exc}") from None
         options[param] = value
-    options["path"] = _store(options.get("path", DEFAULT_STORE), instance_path)
+    path = options.get("path", DEFAULT_STORE)      # None: tasks in memory, as TimeWheel(None)
+    spec = None if path is None else os.fspath(path)
+    in_instance = spec is not None and not is_url(spec) and not os.path.isabs(spec)
+    if in_instance:
+        spec = os.path.join(instance_path, spec)
+    options["path"] = spec
     run_in_web = config.get(RUN_IN_WEB, True)
     if not isinstance(run_in_web, bool):
         raise ConfigError(f"app.config[{RUN_IN_WEB!r}] must be True or False, got {shown(run_in_web)}")
-    return Settings(options, run_in_web, _mount(config.get(WEB_PREFIX)))
-
-
-def _store(path: Any, instance_path: str) -> Any:
-    if path is None:
-        return None                       # tasks in memory (as TimeWheel(None))
-    spec = os.fspath(path)
-    if is_url(spec) or os.path.isabs(spec):
-        return spec
-    return os.path.join(instance_path, spec)
+    return Settings(options, run_in_web, _mount(config.get(WEB_PREFIX)),
+                    os.path.dirname(spec) if in_instance else None)
 
 
 def _mount(prefix: Any) -> Optional[str]:
