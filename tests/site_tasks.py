@@ -1,5 +1,5 @@
 """The tasks of the apps the framework tests run in real servers (tests/flask_site.py,
-tests/fastapi_site.py), and the HTTP calls the tests make to them.
+tests/fastapi_site.py), and what the tests check of both over HTTP.
 
 Each run appends ``start <tag> <pid> <time>`` and ``end <tag> <pid> <time>`` to a run log
 (:func:`tests.mp_worker.record`), so the tests count runs from the log, never from the
@@ -12,14 +12,21 @@ tasks proves nothing about which ones started.)
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import urllib.error
 import urllib.request
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from .mp_worker import Runs, record
+from timewheel import TimeWheel
 
-__all__ = ["record", "fail", "http", "started_pids", "Runs"]
+from .mp_worker import Runs, record, wait_for
+
+if TYPE_CHECKING:
+    from .servers import Served
+
+__all__ = ["record", "fail", "http", "started_pids", "run_once_over_http", "check_view",
+           "stop_while_running"]
 
 
 def started_pids(db: str) -> set[int]:
@@ -55,3 +62,59 @@ def http(method: str, url: str, *, headers: Optional[dict[str, str]] = None,
         return status, json.loads(raw), got
     except ValueError:
         return status, raw.decode("utf-8", "replace"), got
+
+
+# -- what the server tests check of both sites ------------------------------------------------------
+
+#: the sites' checks: the key lets a request see the view, the admin header allows actions
+KEY = {"X-Site-Key": "site-key-1"}
+ADMIN = {"X-Site-Admin": "yes"}
+
+
+def run_once_over_http(url: str, log: str, workers: set[int]) -> set[str]:
+    """40 tasks enqueued by 4 requests each run once, in the server's workers; their tags."""
+    tags = {f"r{n}-{i}" for n in range(4) for i in range(10)}
+    for n in range(4):
+        status, body, _ = http("POST", url + "/enqueue", data={"task": "record", "calls": [
+            {"tag": f"r{n}-{i}"} for i in range(10)]})
+        assert status == 200 and body["running"], body
+    wait_for(lambda: tags <= Runs(log).finished(), 30, interval=0.05, what="the 40 tasks")
+    runs = Runs(log)
+    assert runs.duplicates() == {} and {int(p) for t in tags for p in runs.starts[t]} <= workers
+    return tags
+
+
+def check_view(url: str) -> None:
+    """The view at /ops/tw, in whichever worker answers: refused without the key; with it,
+    answered; retry allowed to an admin only, with the view's CSRF token."""
+    assert http("GET", url + "/ops/tw/api/inspect")[0] == 403
+    status, body, _ = http("GET", url + "/ops/tw/api/inspect", headers=KEY)
+    assert status == 200 and body["counts"]["succeeded"] == 40 and body["ticker"]["ticking"], body
+    _, body, _ = http("POST", url + "/enqueue", data={"task": "fail", "calls": [{"tag": "f"}]})
+    failed = body["ids"][0]
+    wait_for(lambda: http("GET", url + f"/ops/tw/api/tasks/{failed}", headers=KEY)[1]["status"] == "failed",
+             20, interval=0.1, what="the failing task")
+    _, _, got = http("GET", url + "/ops/tw/", headers=KEY)
+    csrf = re.search(r"timewheel_csrf=([^;]+)", got["Set-Cookie"]).group(1)
+    with_csrf = {**KEY, "Cookie": f"timewheel_csrf={csrf}", "X-CSRF-Token": csrf}
+    assert http("POST", url + f"/ops/tw/api/tasks/{failed}/retry", headers=with_csrf)[0] == 403
+    status, body, _ = http("POST", url + f"/ops/tw/api/tasks/{failed}/retry", headers={**with_csrf, **ADMIN})
+    assert status == 200 and body["retried"] == [failed]
+
+
+def stop_while_running(server: "Served", url: str, log: str, db: str) -> Runs:
+    """SIGTERM while a task runs: the server exits 0 once the task has finished and been
+    recorded, and every worker has stopped its wheel.  The run log then."""
+    _, body, _ = http("POST", url + "/enqueue",
+                      data={"task": "record", "calls": [{"tag": "slow", "sleep": 3.0}]})
+    wait_for(lambda: "slow" in Runs(log).starts, 20, interval=0.05, what="the slow task to start")
+    assert server.terminate(timeout=30) == 0, server.output()[-3000:]
+    runs = Runs(log)
+    assert "slow" in runs.finished() and runs.duplicates() == {}
+    assert started_pids(db) == set()
+    hu = TimeWheel(db, tick=0.25)
+    try:
+        assert hu.get(body["ids"][0]).status == "succeeded"
+    finally:
+        hu.close()
+    return runs

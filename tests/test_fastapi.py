@@ -18,9 +18,9 @@ from fastapi import FastAPI, Request
 from timewheel import StoreError, TimeWheel
 from timewheel.contrib.fastapi import mount_view, timewheel_lifespan, timewheel_view
 
-from .mp_worker import Runs, read_lines, wait_for
+from .mp_worker import read_lines, wait_for
 from .servers import servers, tool  # noqa: F401 - servers is a fixture
-from .site_tasks import http, started_pids
+from .site_tasks import check_view, run_once_over_http, started_pids, stop_while_running
 
 # Raised by the installed Starlette about its own TestClient; nothing to do with this app.
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient` is deprecated")
@@ -92,6 +92,12 @@ def test_the_lifespan_without_one_of_the_apps_and_a_grace_that_runs_out(hu, capl
     assert time.monotonic() - t0 < 5 and not hu.running
     assert "1 task(s) still running after 0.2s" in caplog.text
     release.set()
+
+
+@pytest.mark.parametrize("grace", [-1, "5", float("nan"), True])
+def test_a_bad_grace_fails_at_once(hu, grace: Any) -> None:
+    with pytest.raises(ValueError, match="grace must be a number of seconds"):
+        timewheel_lifespan(hu, grace=grace)
 
 
 def test_a_store_that_cannot_be_used_fails_the_start_up(tmp_path) -> None:
@@ -177,46 +183,10 @@ def test_under_uvicorn_each_worker_runs_the_wheel_and_tasks_run_once(tmp_path, s
     assert len(workers) == 2 and parent not in workers
     wait_for(lambda: started_pids(env["TIMEWHEEL_DB"]) == workers, 20, interval=0.05,
              what="a started wheel in each worker")
-    log = env["RUN_LOG"]
-
-    tags = set()
-    for n in range(4):
-        status, body, _ = http("POST", url + "/enqueue", data={"task": "record", "calls": [
-            {"tag": f"r{n}-{i}"} for i in range(10)]})
-        assert status == 200 and body["running"] and body["state"] == "fastapi_site", body
-        tags |= {f"r{n}-{i}" for i in range(10)}
-    wait_for(lambda: tags <= Runs(log).finished(), 30, interval=0.05, what="the 40 tasks")
-    runs = Runs(log)
-    assert runs.duplicates() == {} and {int(p) for t in tags for p in runs.starts[t]} <= workers
-
-    key = {"X-Site-Key": "site-key-1"}
-    assert http("GET", url + "/ops/tw/api/inspect")[0] == 403
-    status, body, _ = http("GET", url + "/ops/tw/api/inspect", headers=key)
-    assert status == 200 and body["counts"]["succeeded"] == 40 and body["ticker"]["ticking"]
-    _, body, _ = http("POST", url + "/enqueue", data={"task": "fail", "calls": [{"tag": "f"}]})
-    failed = body["ids"][0]
-    wait_for(lambda: http("GET", url + f"/ops/tw/api/tasks/{failed}", headers=key)[1]["status"] == "failed",
-             20, interval=0.1, what="the failing task")
-    _, _, got = http("GET", url + "/ops/tw/", headers=key)
-    csrf = re.search(r"timewheel_csrf=([^;]+)", got["Set-Cookie"]).group(1)
-    with_csrf = {**key, "Cookie": f"timewheel_csrf={csrf}", "X-CSRF-Token": csrf}
-    assert http("POST", url + f"/ops/tw/api/tasks/{failed}/retry", headers=with_csrf)[0] == 403
-    status, body, _ = http("POST", url + f"/ops/tw/api/tasks/{failed}/retry",
-                           headers={**with_csrf, "X-Site-Admin": "yes"})
-    assert status == 200 and body["retried"] == [failed]
-
-    _, body, _ = http("POST", url + "/enqueue",
-                      data={"task": "record", "calls": [{"tag": "slow", "sleep": 3.0}]})
-    wait_for(lambda: "slow" in Runs(log).starts, 20, interval=0.05, what="the slow task to start")
-    assert server.terminate(timeout=30) == 0, server.output()[-3000:]
-    runs = Runs(log)
-    assert "slow" in runs.finished() and runs.duplicates() == {}
-    assert started_pids(env["TIMEWHEEL_DB"]) == set()           # each worker stopped its wheel
-    events = [line for line in read_lines(env["EVENTS"])]
-    assert sorted(events) == sorted([["lifespan", kind, str(pid), "True"]
-                                     for pid in workers for kind in ("start", "stop")])
-    check = TimeWheel(env["TIMEWHEEL_DB"], tick=0.25)
-    try:
-        assert check.get(body["ids"][0]).status == "succeeded"
-    finally:
-        check.close()
+    tags = run_once_over_http(url, env["RUN_LOG"], workers)
+    check_view(url)
+    runs = stop_while_running(server, url, env["RUN_LOG"], env["TIMEWHEEL_DB"])
+    assert runs.finished() >= tags
+    # the app's own lifespan ran inside, in each worker, with the wheel running
+    assert sorted(read_lines(env["EVENTS"])) == sorted([["lifespan", kind, str(pid), "True"]
+                                                        for pid in workers for kind in ("start", "stop")])

@@ -22,7 +22,7 @@ from timewheel.contrib.flask.config import RUN_IN_WEB, STORE, WEB_PREFIX, option
 
 from .mp_worker import Runs, wait_for
 from .servers import ROOT, servers, tool  # noqa: F401 - servers is a fixture
-from .site_tasks import http, started_pids
+from .site_tasks import check_view, run_once_over_http, started_pids, stop_while_running
 
 # -- the config ---------------------------------------------------------------------------------
 
@@ -390,42 +390,14 @@ def test_under_gunicorn_every_worker_starts_and_tasks_run_once(tmp_path, servers
     server.wait_output(r"Booting worker with pid: \d+", count=4)
     url = re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", server.output()).group(1)
     workers = set(server.pids(r"Booting worker with pid: (\d+)"))
-    log = env["RUN_LOG"]
     # every worker started its wheel at boot, before any request; the master, which made
     # the app (--preload), did not
     wait_for(lambda: started_pids(env["TIMEWHEEL_DB"]) == workers, 30, interval=0.05,
-             what=f"a started wheel in each worker {workers} (started: {started_pids(env['TIMEWHEEL_DB'])})")
+             what="a started wheel in each worker")
     assert server.proc.pid not in workers
 
-    # each task enqueued over HTTP runs exactly once
-    for n in range(4):
-        status, body, _ = http("POST", url + "/enqueue", data={"task": "record", "calls": [
-            {"tag": f"r{n}-{i}"} for i in range(10)]})
-        assert status == 200 and body["running"], body
-    tags = {f"r{n}-{i}" for n in range(4) for i in range(10)}
-    wait_for(lambda: tags <= Runs(log).finished(), 30, interval=0.05, what="the 40 tasks")
-
-    runs = Runs(log)
-    assert runs.duplicates() == {} and {int(p) for t in tags for p in runs.starts[t]} <= workers
-
-    # the view, behind its checks, in whichever worker answers
-    status, _, _ = http("GET", url + "/ops/tw/api/inspect")
-    assert status == 403
-    key = {"X-Site-Key": "site-key-1"}
-    status, body, _ = http("GET", url + "/ops/tw/api/inspect", headers=key)
-    assert status == 200 and body["counts"]["succeeded"] == 40 and body["ticker"]["ticking"]
-    _, body, _ = http("POST", url + "/enqueue", data={"task": "fail", "calls": [{"tag": "f"}]})
-    failed = body["ids"][0]
-    wait_for(lambda: http("GET", url + f"/ops/tw/api/tasks/{failed}", headers=key)[1]["status"] == "failed",
-             20, interval=0.1, what="the failing task")
-    _, _, got = http("GET", url + "/ops/tw/", headers=key)
-    csrf = re.search(r"timewheel_csrf=([^;]+)", got["Set-Cookie"]).group(1)
-    with_csrf = {**key, "Cookie": f"timewheel_csrf={csrf}", "X-CSRF-Token": csrf}
-    status, _, _ = http("POST", url + f"/ops/tw/api/tasks/{failed}/retry", headers=with_csrf)
-    assert status == 403
-    status, body, _ = http("POST", url + f"/ops/tw/api/tasks/{failed}/retry",
-                           headers={**with_csrf, "X-Site-Admin": "yes"})
-    assert status == 200 and body["retried"] == [failed]
+    tags = run_once_over_http(url, env["RUN_LOG"], workers)
+    check_view(url)
 
     # the app's own CLI reads the store the workers use
     done = subprocess.run([tool("flask"), "--app", "tests.flask_site", "timewheel", "inspect", "--json"],
@@ -435,17 +407,6 @@ def test_under_gunicorn_every_worker_starts_and_tasks_run_once(tmp_path, servers
     assert inspected["store"]["path"] == env["TIMEWHEEL_DB"] and inspected["ticker"]["ticking"]
     assert int(inspected["ticker"]["leader"].split(":")[0]) in workers
 
-    # SIGTERM: the running task finishes and is recorded
-    _, body, _ = http("POST", url + "/enqueue",
-                      data={"task": "record", "calls": [{"tag": "slow", "sleep": 3.0}]})
-    wait_for(lambda: "slow" in Runs(log).starts, 20, interval=0.05, what="the slow task to start")
-    assert server.terminate(timeout=30) == 0, server.output()[-3000:]
-    runs = Runs(log)
-    assert "slow" in runs.finished() and runs.duplicates() == {}
+    # SIGTERM: the running task finishes and is recorded; the wheels stop
+    runs = stop_while_running(server, url, env["RUN_LOG"], env["TIMEWHEEL_DB"])
     assert runs.finished() >= tags
-    assert started_pids(env["TIMEWHEEL_DB"]) == set()           # each worker stopped its wheel
-    hu = TimeWheel(env["TIMEWHEEL_DB"], tick=0.25)
-    try:
-        assert hu.get(body["ids"][0]).status == "succeeded"
-    finally:
-        hu.close()

@@ -59,6 +59,8 @@ def timewheel_lifespan(hu: "TimeWheel", *, grace: Optional[float] = None,
     it (the wheel is started for its start-up and still running during its shutdown); what
     it yields (Starlette's lifespan state) is passed on."""
     wait = hu.exit_grace if grace is None else grace
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= 86400:
+        raise ValueError(f"grace must be a number of seconds from 0 to 86400, got {wait!r}")
 
     @asynccontextmanager
     async def run(app: Any) -> AsyncIterator[Any]:

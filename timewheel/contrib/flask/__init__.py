@@ -47,7 +47,7 @@ import logging
 import os
 import threading
 import weakref
-from typing import Any, Callable, Generic, Optional, TypeVar, Union
+from typing import Any, Callable, Generic, Optional, TypeVar, Union, overload
 
 from flask import Flask, Request, current_app, has_app_context, request_started
 
@@ -77,13 +77,12 @@ def _in_app_context(app: Flask, fn: Callable[..., R], *args: Any) -> R:
         return fn(*args)
 
 
-def _check_hooks(authorize: Optional[RequestCheck], allow_actions: Union[bool, RequestCheck]) -> Any:
+def _check_hooks(authorize: Optional[RequestCheck], allow_actions: Union[bool, RequestCheck]) -> None:
     if authorize is not None and not callable(authorize):
         raise TypeError(f"authorize must be a check taking the request, got {type(authorize).__name__}")
     if not (isinstance(allow_actions, bool) or callable(allow_actions)):
         raise TypeError(f"allow_actions must be a bool or a check taking the request, got "
                         f"{type(allow_actions).__name__}")
-    return authorize
 
 
 class FlaskWheel(TimeWheel):
@@ -136,7 +135,7 @@ class FlaskTask(Generic[R]):
 
     def for_app(self, app: Optional[Flask] = None) -> Any:
         """The :class:`~timewheel.Task` on ``app``'s wheel (default: the current app's)."""
-        state = self._extension.state(app, what=f"{self.name}.delay()")
+        state = self._extension.state(app, what=f"task {self.name}")
         return state.tasks[self.name]
 
     def delay(self, *args: Any, **kwargs: Any) -> TaskHandle:
@@ -162,7 +161,8 @@ class FlaskTimeWheel:
 
     def __init__(self, app: Optional[Flask] = None, *, authorize: Optional[RequestCheck] = None,
                  allow_actions: Union[bool, RequestCheck] = False) -> None:
-        self.authorize = _check_hooks(authorize, allow_actions)
+        _check_hooks(authorize, allow_actions)
+        self.authorize = authorize
         self.allow_actions = allow_actions
         # A wheel of no store, never started: it checks each registration at once (a bad
         # option fails at the decorator, not later in init_app) and names its task.
@@ -227,6 +227,11 @@ class FlaskTimeWheel:
         return self.state(what="FlaskTimeWheel.wheel").wheel
 
     # -- registering (on every app's wheel, now and at each init_app) ----------------------------
+    @overload
+    def task(self, fn: Callable[..., R]) -> FlaskTask[R]: ...
+    @overload
+    def task(self, **options: Any) -> Callable[[Callable[..., R]], FlaskTask[R]]: ...
+
     def task(self, fn: Optional[Callable[..., Any]] = None, **options: Any) -> Any:
         """``@tw.task()`` or ``@tw.task(name=..., retries=3, ...)``: the options of
         :meth:`timewheel.TimeWheel.task`.  Returns a :class:`FlaskTask`."""
