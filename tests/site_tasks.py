@@ -31,16 +31,16 @@ __all__ = ["record", "fail", "http", "started_pids", "run_once_over_http", "chec
 
 def started_pids(db: str) -> set[int]:
     """The pids of the processes whose wheel is started on the file store ``db``."""
+    from .conftest import read_meta
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
-            rows = con.execute("SELECT value FROM timewheel "
-                               "WHERE key >= 'm:bell:' AND key < 'm:bell;'").fetchall()
+            meta = read_meta(con)
         finally:
             con.close()
     except sqlite3.OperationalError:          # not created yet
         return set()
-    return {int(str(value).split(":")[0]) for (value,) in rows}
+    return {int(str(owner).split(":")[0]) for key, owner in meta.items() if key.startswith("bell:")}
 
 
 def fail(tag: str) -> None:
