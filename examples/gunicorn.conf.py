@@ -14,4 +14,5 @@ graceful_timeout = 30
 
 
 def post_worker_init(worker):
-    worker.wsgi.extensions["timewheel"].wheel.start()
+    # (a store that cannot be opened now is logged, and the worker's requests try again)
+    worker.wsgi.extensions["timewheel"].start()

@@ -42,6 +42,13 @@ class Served:
         """The pids that ``pattern``'s group matches in the output, in order."""
         return [int(m) for m in re.findall(pattern, self.output())]
 
+    def wait(self, cond: Callable[[], object], timeout: float, what: str) -> None:
+        """``wait_for(cond)``, failing with the server's output."""
+        try:
+            wait_for(cond, timeout, interval=0.05, what=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the server said:\n{self.output()[-3000:]}") from None
+
     def wait_output(self, pattern: str, count: int = 1, timeout: float = 30.0) -> None:
         def seen() -> bool:
             assert self.proc.poll() is None, (f"the server exited {self.proc.returncode}:\n"

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from timewheel import TimeWheel
 
-from .mp_worker import Runs, record, wait_for
+from .mp_worker import Runs, record
 
 if TYPE_CHECKING:
     from .servers import Served
@@ -71,29 +71,31 @@ KEY = {"X-Site-Key": "site-key-1"}
 ADMIN = {"X-Site-Admin": "yes"}
 
 
-def run_once_over_http(url: str, log: str, workers: set[int]) -> set[str]:
+def run_once_over_http(server: "Served", log: str, workers: set[int]) -> set[str]:
     """40 tasks enqueued by 4 requests each run once, in the server's workers; their tags."""
+    url = server.url
     tags = {f"r{n}-{i}" for n in range(4) for i in range(10)}
     for n in range(4):
         status, body, _ = http("POST", url + "/enqueue", data={"task": "record", "calls": [
             {"tag": f"r{n}-{i}"} for i in range(10)]})
         assert status == 200 and body["running"], body
-    wait_for(lambda: tags <= Runs(log).finished(), 30, interval=0.05, what="the 40 tasks")
+    server.wait(lambda: tags <= Runs(log).finished(), 30, what="the 40 tasks")
     runs = Runs(log)
     assert runs.duplicates() == {} and {int(p) for t in tags for p in runs.starts[t]} <= workers
     return tags
 
 
-def check_view(url: str) -> None:
+def check_view(server: "Served") -> None:
     """The view at /ops/tw, in whichever worker answers: refused without the key; with it,
     answered; retry allowed to an admin only, with the view's CSRF token."""
+    url = server.url
     assert http("GET", url + "/ops/tw/api/inspect")[0] == 403
     status, body, _ = http("GET", url + "/ops/tw/api/inspect", headers=KEY)
     assert status == 200 and body["counts"]["succeeded"] == 40 and body["ticker"]["ticking"], body
     _, body, _ = http("POST", url + "/enqueue", data={"task": "fail", "calls": [{"tag": "f"}]})
     failed = body["ids"][0]
-    wait_for(lambda: http("GET", url + f"/ops/tw/api/tasks/{failed}", headers=KEY)[1]["status"] == "failed",
-             20, interval=0.1, what="the failing task")
+    task = url + f"/ops/tw/api/tasks/{failed}"
+    server.wait(lambda: http("GET", task, headers=KEY)[1]["status"] == "failed", 20, what="the failing task")
     _, _, got = http("GET", url + "/ops/tw/", headers=KEY)
     csrf = re.search(r"timewheel_csrf=([^;]+)", got["Set-Cookie"]).group(1)
     with_csrf = {**KEY, "Cookie": f"timewheel_csrf={csrf}", "X-CSRF-Token": csrf}
@@ -102,12 +104,12 @@ def check_view(url: str) -> None:
     assert status == 200 and body["retried"] == [failed]
 
 
-def stop_while_running(server: "Served", url: str, log: str, db: str) -> Runs:
+def stop_while_running(server: "Served", log: str, db: str) -> Runs:
     """SIGTERM while a task runs: the server exits 0 once the task has finished and been
     recorded, and every worker has stopped its wheel.  The run log then."""
-    _, body, _ = http("POST", url + "/enqueue",
+    _, body, _ = http("POST", server.url + "/enqueue",
                       data={"task": "record", "calls": [{"tag": "slow", "sleep": 3.0}]})
-    wait_for(lambda: "slow" in Runs(log).starts, 20, interval=0.05, what="the slow task to start")
+    server.wait(lambda: "slow" in Runs(log).starts, 20, what="the slow task to start")
     assert server.terminate(timeout=30) == 0, server.output()[-3000:]
     runs = Runs(log)
     assert "slow" in runs.finished() and runs.duplicates() == {}

@@ -177,15 +177,15 @@ def test_under_uvicorn_each_worker_runs_the_wheel_and_tasks_run_once(tmp_path, s
     server = servers([tool("uvicorn"), "--workers", "2", "--host", "127.0.0.1", "--port", "0",
                       "tests.fastapi_site:app"], env=env, name="uvicorn")
     server.wait_output(r"Application startup complete", count=2)
-    url = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", server.output()).group(1)
+    server.url = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", server.output()).group(1)
     workers = set(server.pids(r"Started server process \[(\d+)\]"))
     (parent,) = server.pids(r"Started parent process \[(\d+)\]")
     assert len(workers) == 2 and parent not in workers
-    wait_for(lambda: started_pids(env["TIMEWHEEL_DB"]) == workers, 20, interval=0.05,
-             what="a started wheel in each worker")
-    tags = run_once_over_http(url, env["RUN_LOG"], workers)
-    check_view(url)
-    runs = stop_while_running(server, url, env["RUN_LOG"], env["TIMEWHEEL_DB"])
+    server.wait(lambda: started_pids(env["TIMEWHEEL_DB"]) == workers, 30,
+                what="a started wheel in each worker")
+    tags = run_once_over_http(server, env["RUN_LOG"], workers)
+    check_view(server)
+    runs = stop_while_running(server, env["RUN_LOG"], env["TIMEWHEEL_DB"])
     assert runs.finished() >= tags
     # the app's own lifespan ran inside, in each worker, with the wheel running
     assert sorted(read_lines(env["EVENTS"])) == sorted([["lifespan", kind, str(pid), "True"]

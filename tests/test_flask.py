@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import pytest
 from flask import Flask, current_app, g, session
 
-from timewheel import TimeWheel
+from timewheel import StoreError, TimeWheel
 from timewheel.contrib.flask import ConfigError, FlaskTimeWheel
 from timewheel.contrib.flask.config import RUN_IN_WEB, STORE, WEB_PREFIX, option_keys, read
 
@@ -219,7 +219,12 @@ def test_a_store_that_cannot_be_opened_at_the_first_request_is_logged_and_the_si
         assert [client.get("/").status_code for _ in range(3)] == [200] * 3
     failures = [r for r in caplog.records if "could not start the TimeWheel" in r.getMessage()]
     assert len(failures) == 1 and "trying again in 10s" in failures[0].getMessage()    # not at each request
-    assert not app.extensions["timewheel"].wheel.running
+    state = app.extensions["timewheel"]
+    state.start()                          # gunicorn's post_worker_init: as a request, no error
+    assert not state.wheel.running
+    off = make_app("broken-off", tmp_path, **{STORE: str(tmp_path / "afile" / "tasks.db"), RUN_IN_WEB: False})
+    with pytest.raises(StoreError):
+        off.extensions["timewheel"].start()    # nothing would try again: the error is raised
 
 
 # -- the web view --------------------------------------------------------------------------------
@@ -365,8 +370,8 @@ def test_flask_timewheel_run_is_a_worker_that_drains_at_sigterm(tmp_path, server
     worker = servers([tool("flask"), "--app", "tests.flask_site", "timewheel", "run", "--json",
                       "--grace", "20"], env=env, name="worker")
     log = env["RUN_LOG"]
-    wait_for(lambda: "slow" in Runs(log).starts and len(Runs(log).finished()) >= 6, 30, interval=0.05,
-             what="the worker to run the tasks")
+    worker.wait(lambda: "slow" in Runs(log).starts and len(Runs(log).finished()) >= 6, 30,
+                what="the worker to run the tasks")
     assert worker.terminate(timeout=30) == 0, worker.output()
     runs = Runs(log)
     assert runs.finished() == {f"w{i}" for i in range(6)} | {"slow"} and runs.duplicates() == {}
@@ -388,16 +393,16 @@ def test_under_gunicorn_every_worker_starts_and_tasks_run_once(tmp_path, servers
                       "tests.flask_site:app"], env=env, name="gunicorn")
     server.wait_output(r"Listening at: http://127\.0\.0\.1:\d+")
     server.wait_output(r"Booting worker with pid: \d+", count=4)
-    url = re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", server.output()).group(1)
+    server.url = re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", server.output()).group(1)
     workers = set(server.pids(r"Booting worker with pid: (\d+)"))
     # every worker started its wheel at boot, before any request; the master, which made
     # the app (--preload), did not
-    wait_for(lambda: started_pids(env["TIMEWHEEL_DB"]) == workers, 30, interval=0.05,
-             what="a started wheel in each worker")
+    server.wait(lambda: started_pids(env["TIMEWHEEL_DB"]) == workers, 30,
+                what="a started wheel in each worker")
     assert server.proc.pid not in workers
 
-    tags = run_once_over_http(url, env["RUN_LOG"], workers)
-    check_view(url)
+    tags = run_once_over_http(server, env["RUN_LOG"], workers)
+    check_view(server)
 
     # the app's own CLI reads the store the workers use
     done = subprocess.run([tool("flask"), "--app", "tests.flask_site", "timewheel", "inspect", "--json"],
@@ -408,5 +413,5 @@ def test_under_gunicorn_every_worker_starts_and_tasks_run_once(tmp_path, servers
     assert int(inspected["ticker"]["leader"].split(":")[0]) in workers
 
     # SIGTERM: the running task finishes and is recorded; the wheels stop
-    runs = stop_while_running(server, url, env["RUN_LOG"], env["TIMEWHEEL_DB"])
+    runs = stop_while_running(server, env["RUN_LOG"], env["TIMEWHEEL_DB"])
     assert runs.finished() >= tags

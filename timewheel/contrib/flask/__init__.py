@@ -110,6 +110,16 @@ class AppState:
         self.starter: Optional[FirstRequestStarter] = None
         self.view: Any = None           #: the mounted web view (timewheel.contrib.flask.web)
 
+    def start(self) -> None:
+        """Start the app's wheel in this process now, e.g. from gunicorn's ``post_worker_init``
+        (``examples/gunicorn.conf.py``).  With ``TIMEWHEEL_RUN_IN_WEB`` a store that cannot
+        be opened is logged and the requests try again, as at a first request; without it,
+        the error is raised."""
+        if self.starter is not None:
+            self.starter()
+        else:
+            self.wheel.start()
+
 
 class FlaskTask(Generic[R]):
     """A task registered through :meth:`FlaskTimeWheel.task`.  Calling it calls the function;
