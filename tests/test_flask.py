@@ -173,6 +173,23 @@ def test_each_app_has_its_wheel_and_tasks_run_in_its_app_context(tmp_path) -> No
         which.delay(3)
 
 
+def test_periodic_tasks_run_on_each_apps_wheel_in_its_app_context(tmp_path) -> None:
+    tw = FlaskTimeWheel()
+    ran: list[str] = []
+
+    @tw.periodic(every=0.25, name="beat")
+    def beat() -> None:
+        ran.append(current_app.name)
+
+    with pytest.raises(ValueError):
+        tw.periodic(every=-1)                     # checked at the decorator
+    app = make_app("beating", tmp_path, tw)
+    assert "beat" in app.extensions["timewheel"].wheel.tasks
+    app.extensions["timewheel"].wheel.start()
+    wait_for(lambda: len(ran) >= 2, 10, what="two beats")
+    assert set(ran) == {"beating"}
+
+
 def test_immediate_mode_runs_tasks_inside_the_request_that_enqueues_them(tmp_path) -> None:
     tw = FlaskTimeWheel()
     torn: list[str] = []
