@@ -37,7 +37,6 @@ def record(tag: str, sleep: float = 0.0) -> str:
     return site_tasks.record(RUN_LOG, tag, sleep)
 
 
-
 @hu.task(name="site.fail")
 def fail(tag: str) -> None:
     site_tasks.fail(tag)

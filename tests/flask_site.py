@@ -20,10 +20,7 @@ from flask import Flask, Request, current_app, jsonify, request
 
 from timewheel.contrib.flask import FlaskTimeWheel
 
-try:
-    from tests import site_tasks
-except ImportError:          # flask --app tests/flask_site.py: tests/ itself is on sys.path
-    import site_tasks  # type: ignore[no-redef]
+from . import site_tasks
 
 
 def has_key(request: Request) -> bool:
@@ -41,7 +38,6 @@ tw = FlaskTimeWheel(authorize=has_key, allow_actions=is_admin)
 @tw.task(name="site.record")
 def record(tag: str, sleep: float = 0.0) -> str:
     return site_tasks.record(current_app.config["RUN_LOG"], tag, sleep)
-
 
 
 @tw.task(name="site.fail")
@@ -68,10 +64,6 @@ def create_app() -> Flask:
         with tw.wheel.batch():
             ids = [task.delay(**kwargs).id for kwargs in data["calls"]]
         return jsonify(ids=ids, pid=os.getpid(), running=tw.wheel.running)
-
-    @app.get("/whoami")
-    def whoami() -> Any:
-        return jsonify(pid=os.getpid(), running=tw.wheel.running)
 
     return app
 
