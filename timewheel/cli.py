@@ -31,6 +31,7 @@ from .text import clean, clip, duration, local, relative, seconds, size, span
 from .web.command import web as web_command
 
 if TYPE_CHECKING:
+    from .api import TimeWheel
     from .store.base import WheelStore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -862,7 +863,7 @@ def run(app: str, grace: float, log_level: str, as_json: bool, queues: Optional[
       timewheel run myapp:app.hu --grace 60 --log-level DEBUG
       timewheel run myapp.tasks:hu --queues default,emails
     """
-    from .serve import AppError, load_app, serve
+    from .serve import AppError, load_app
     served = None
     if queues is not None:
         from .flow import check_queues
@@ -876,9 +877,18 @@ def run(app: str, grace: float, log_level: str, as_json: bool, queues: Optional[
         raise click.BadParameter(str(exc), param_hint="'MODULE:ATTR'") from None
     except AppError as exc:
         _fail(exc)
+    run_wheel(hu, app, grace, log_level, as_json, served)
+
+
+def run_wheel(hu: "TimeWheel", app: str, grace: float, log_level: str, as_json: bool,
+              queues: Optional[frozenset] = None) -> None:
+    """What ``run`` does once it has the wheel (``flask timewheel run`` shares it): serve
+    until a signal, errors as one line, and the JSON summary at exit.  ``queues``: run only
+    those queues' tasks (None: every queue)."""
+    from .serve import serve
     names: list[str] = []
     with _one_line(hu.location):
-        stopped = serve(hu, grace, log_level, on_signal=names.append, queues=served)
+        stopped = serve(hu, grace, log_level, on_signal=names.append, queues=queues)
     if as_json:
         Output(as_json=True).json({"app": app, "pid": os.getpid(), "signal": names[0] if names else None,
                                    "pending": stopped.pending, "running": stopped.running,
