@@ -502,6 +502,8 @@ def test_a_concurrency_limit_holds_slots_until_the_outcome_and_parks_the_rest(st
     assert (state.running, state.parked, state.concurrency) == (2, 3, 2)
     assert store.claim("me", store.now(), 10).records == []        # parked: nothing to read
     assert all(store.get(f"x{i}").status == PENDING for i in (2, 3, 4))
+    assert [(q.queue, q.pending, q.waiting, q.running) for q in store.queue_states(store.now())] == [
+        ("default", 3, 3, 3)]
     assert count_of(store, PENDING) == 3
     _done(store, got[0])                                  # a slot frees: the first parked comes back
     got2 = store.claim("me", store.now(), 10).records

@@ -47,7 +47,8 @@ __all__ = ["Position", "parse", "ready_eta_us", "status_of", "of", "fresh_cell",
            "IS_FRESH", "IS_READY", "IS_RUNNING", "IS_IN_WHEEL", "TICK_OF_CELL", "FRESH_ETA",
            "FRESH_NAME", "READY_OF_CELL", "WHEEL_OF_FRESH", "OWNER", "READY_ETA", "READY", "READY_END",
            "eta_field", "READY_OF_FRESH", "BANDS", "PARKED", "PARKED_END", "band", "band_ready",
-           "band_bound", "band_of_ready", "limit_hash", "parked", "parked_range"]
+           "band_bound", "band_of_ready", "limit_hash", "parked", "parked_range", "PARKED_LIMIT",
+           "PARKED_QUEUE", "IS_PARKED"]
 
 SLOT_W, CYCLE_W, ETA_W, FINISHED_W = 6, 15, 18, 15
 CODES = {SUCCEEDED: "s", FAILED: "f", CANCELLED: "c", MISFIRED: "m"}
@@ -92,6 +93,10 @@ OWNER = "substr(pos, 3)"
 #: SQL: the eta field of a q: row (of any band: the last digits)
 READY_ETA = f"substr(pos, -{ETA_W})"
 
+#: SQL: the hash of the limit an l: row is parked on, and its queue
+PARKED_LIMIT = "substr(pos, 3, 16)"
+PARKED_QUEUE = f"substr(pos, {len('l:') + 16 + 1 + 3 + 1 + ETA_W + 1 + 1})"
+IS_PARKED = "pos >= 'l:' AND pos < 'l;'"
 IS_FRESH = "pos >= 'n:' AND pos < 'n;'"
 IS_IN_WHEEL = "pos >= 'p:' AND pos < 'p;'"
 IS_READY = f"pos >= '{READY}' AND pos < '{READY_END}'"

@@ -74,7 +74,6 @@ import weakref
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 from urllib.parse import parse_qsl, urlencode
 
-from .. import flow
 from ..backoff import backoff
 from ..errors import DuplicateTask, NotAStore, StoreError, StoreMismatch
 from ..records import (
@@ -108,6 +107,7 @@ from .base import (
 )
 from .redis_client import RedisClient, redis
 from .redis_client import text as _text
+from .redis_flow import RedisFlow, bands_of
 
 __all__ = ["RedisStore", "RedisLiveness", "FORMAT", "DEFAULT_LEASE"]
 
@@ -411,6 +411,7 @@ class RedisStore(WheelStore):
         self.channel = f"{self.keys.prefix}bell:{self._client.db}"
         self.wheel = self._set_up(wheel)
         self.liveness = RedisLiveness(self)
+        self._flow = RedisFlow(self)
 
     # -- talking to the server (store/redis_client.py) -----------------------------------------
     def _io(self, call: Callable[[Any], Any], write: bool = False) -> Any:
@@ -647,95 +648,36 @@ class RedisStore(WheelStore):
     def next_ready_eta(self) -> Optional[float]:
         def read(c: Any) -> list:
             pipe = c.pipeline(transaction=False)
-            for key in [self.keys.ready] + [self.keys.band_ready(b) for b in self._bands(c)]:
+            for key in [self.keys.ready] + [self.keys.band_ready(b) for b in bands_of(self.keys, c)]:
                 pipe.zrange(key, 0, 0, withscores=True)
             return pipe.execute()
         heads = [h[0][1] for h in self._io(read) if h]
         return min(heads) / 1e6 if heads else None
 
-    def _bands(self, c: Any) -> list[str]:
-        return [_text(b) for b in c.zrange(self.keys.bands, 0, -1)]
-
-    # -- flow control -------------------------------------------------------------------------
+    # -- flow control (store/redis_flow.py) ---------------------------------------------------
     def pause(self, queue: str) -> bool:
-        return bool(self._io(lambda c: c.sadd(self.keys.paused, flow.check_queue(queue)), write=True))
+        return self._flow.pause(queue)
 
     def resume(self, queue: str) -> bool:
-        was = bool(self._io(lambda c: c.srem(self.keys.paused, flow.check_queue(queue)), write=True))
-        self.ring()
-        return was
+        return self._flow.resume(queue)
 
     def paused(self) -> frozenset:
-        return frozenset(_text(q) for q in self._io(lambda c: c.smembers(self.keys.paused)))
+        return self._flow.paused()
 
     def serve(self, token: str, queues: Optional[frozenset]) -> None:
-        value = "*" if queues is None else ",".join(sorted(queues))
-        self._io(lambda c: c.hset(self.keys.serve, token, value), write=True)
+        self._flow.serve(token, queues)
 
     def unserve(self, token: str) -> None:
-        self._io(lambda c: c.hdel(self.keys.serve, token), write=True)
+        self._flow.unserve(token)
 
     def served(self) -> dict[str, Optional[frozenset]]:
-        out: dict[str, Optional[frozenset]] = {}
-        for token, value in self._io(lambda c: c.hgetall(self.keys.serve)).items():
-            t, v = _text(token), _text(value)
-            if not self.liveness.is_dead(t):
-                out[t] = None if v == "*" else frozenset(v.split(","))
-        return out
+        return self._flow.served()
 
     def limit_states(self, keys: Optional[Iterable[str]] = None) -> list[LimitState]:
-        now_us = self._client.server_us()
-
-        def read(c: Any) -> list[LimitState]:
-            specs = {_text(k): _text(v) for k, v in c.hgetall(self.keys.limits).items()}
-            reopen = {_text(k): s for k, s in c.zrange(self.keys.reopen, 0, -1, withscores=True)}
-            out = []
-            for key in sorted(specs if keys is None else keys):
-                concurrency, rate, per_us = (int(x) for x in specs.get(key, "0|0|0").split("|"))
-                held, parked = c.scard(self.keys.held(key)), c.zcard(self.keys.park(key))
-                recent = c.zcount(self.keys.starts(key), f"({now_us - per_us}", "+inf") if rate else 0
-                if keys is None and not (held or parked or recent):
-                    continue
-                at = reopen.get(key)
-                out.append(LimitState(key, concurrency, rate, per_us / 1e6, held, parked, recent,
-                                      None if at is None else at / 1e6))
-            return out
-        return self._io(read)
+        return self._flow.limit_states(keys)
 
     def queue_states(self, now: float) -> list[QueueState]:
-        per: dict[str, list[int]] = {}
-        totals = {PENDING: 0, RUNNING: 0}
-        for (state, _), n in self.counts().items():
-            if state in totals:
-                totals[state] += n
-
-        def read(c: Any) -> tuple:
-            qc = {_text(k): int(v) for k, v in c.hgetall(self.keys.qcounts).items()}
-            bands = self._bands(c)
-            due = [c.zcount(self.keys.band_ready(b), "-inf", int(now * 1e6)) for b in [""] + bands]
-            parked = {}
-            for key in c.hkeys(self.keys.limits):
-                for task_id in c.zrange(self.keys.park(_text(key)), 0, -1):
-                    b = c.hget(self.keys.task(_text(task_id)), "q")
-                    parked[_text(b) if b else ""] = parked.get(_text(b) if b else "", 0) + 1
-            return qc, bands, due, parked, c.smembers(self.keys.paused)
-        qc, bands, due, parked, paused_raw = self._io(read)
-        for field, n in qc.items():
-            queue, _, state = field.rpartition("|")
-            if n > 0:
-                per.setdefault(queue, [0, 0, 0])[0 if state == PENDING else 2] += n
-        default = [totals[PENDING] - sum(c[0] for c in per.values()), 0,
-                   totals[RUNNING] - sum(c[2] for c in per.values())]
-        if default[0] or default[2]:
-            per[flow.DEFAULT_QUEUE] = default
-        for b, n in list(zip([""] + bands, due)) + list(parked.items()):
-            queue = b.rpartition(":")[0] if b else flow.DEFAULT_QUEUE
-            if n:
-                per.setdefault(queue, [0, 0, 0])[1] += n
-        paused = frozenset(_text(q) for q in paused_raw)
-        for q in paused:
-            per.setdefault(q, [0, 0, 0])
-        return [QueueState(q, max(0, p), w, max(0, r), q in paused) for q, (p, w, r) in sorted(per.items())]
+        return self._flow.queue_states(now)
 
     def counts(self) -> dict[tuple[str, str], int]:
         out = {}
@@ -787,10 +729,10 @@ class RedisStore(WheelStore):
             return self._page(self._decoded(ids), status, name, after, limit)
         if status == PENDING:
             mark = None if after is None else (eta_us(after.eta), after.id)
-            bands = self._io(self._bands)
+            bands = self._io(lambda c: bands_of(self.keys, c))
             entries = heapq.merge(self._walk(self.keys.ready, mark),
                                   *[self._walk(self.keys.band_ready(b), mark) for b in bands],
-                                  self._wheel_entries(mark, bool(bands)), iter(self._parked(mark)),
+                                  self._wheel_entries(mark, bool(bands)), iter(self._flow.parked(mark)),
                                   key=lambda e: (e[1], e[0]))
         else:
             mark = None if after is None else (finished_ms(after.finished), after.id)
@@ -851,18 +793,6 @@ class RedisStore(WheelStore):
                 continue
             yield from heapq.merge(cell, self._walk(self.keys.band_cell(int(tick), self.wheel.slots), mark),
                                    key=lambda e: (e[1], e[0]))
-
-    def _parked(self, mark: Optional[tuple[float, str]]) -> list[tuple[str, float]]:
-        """(id, eta us) of the tasks parked on limits, in due order."""
-        def read(c: Any) -> list[tuple[str, float]]:
-            ids = [_text(i) for key in c.hkeys(self.keys.limits)
-                   for i in c.zrange(self.keys.park(_text(key)), 0, -1)]
-            pipe = c.pipeline(transaction=False)
-            for task_id in ids:
-                pipe.hget(self.keys.task(task_id), "pe")
-            return [(i, float(e)) for i, e in zip(ids, pipe.execute()) if e is not None]
-        out = sorted(self._io(read), key=lambda e: (e[1], e[0]))
-        return [e for e in out if mark is None or (e[1], e[0]) > mark]
 
     def _by_prefix(self, status: str, name: Optional[str], prefix: str, after: Optional[TaskRecord],
                    limit: Optional[int]) -> list[TaskRecord]:

@@ -62,7 +62,7 @@ from .sqlite_counters import Counters, absorb, counted
 from .sqlite_file import V1_FORMAT, StoreFile
 from .sqlite_flow import LIMITS, PAUSED, FileFlow
 from .sqlite_format import horizon_of, set_up
-from .sqlite_read import FileReader
+from .sqlite_read import SERVE, FileReader
 
 __all__ = ["SqliteDictStore", "OLD_FORMAT"]
 
@@ -70,7 +70,6 @@ OLD_FORMAT = V1_FORMAT      #: a read-only open refuses it (the CLI lets a write
 _CHUNK = 400          # rows per multi-row statement (SQLite allows 32766 bound variables)
 _ADD = f'INSERT INTO "{TABLE}" (key, value, pos, name) VALUES (?, ?, ?, ?)'
 _SET = f'UPDATE "{TABLE}" SET value = ?, pos = ?, name = ?, rev = ? WHERE key = ?'
-_SERVE = "serve:"      # metadata: serve:<token> -> the queues that started process claims ("*": all)
 _CLAIM_PAGE = 1000    # most candidates one claim offers (parking a backlog held by a limit: pages)
 # What a claim looks at before it takes the write lock: rows added on their own, the default
 # band's head, whether other bands have ready rows, the earliest reopening window, the pauses.
@@ -452,8 +451,8 @@ class SqliteDictStore(WheelStore):
                           advanced=self.now())
             self._bells.forget_dead(self.liveness.is_dead)
             meta = f.meta
-            for k in [k for k in meta.keys() if k.startswith(_SERVE)]:
-                if self.liveness.is_dead(k[len(_SERVE):]):
+            for k in [k for k in meta.keys() if k.startswith(SERVE)]:
+                if self.liveness.is_dead(k[len(SERVE):]):
                     del meta[k]
         self._bells.saw_horizon(max(horizon, reached))
         if moved:
@@ -591,18 +590,14 @@ class SqliteDictStore(WheelStore):
 
     def serve(self, token: str, queues: Optional[frozenset]) -> None:
         with self.file.writing():
-            self.file.meta[_SERVE + token] = "*" if queues is None else ",".join(sorted(queues))
+            self.file.meta[SERVE + token] = "*" if queues is None else ",".join(sorted(queues))
 
     def unserve(self, token: str) -> None:
         with self.file.writing():
-            self.file.meta.pop(_SERVE + token, None)
+            self.file.meta.pop(SERVE + token, None)
 
     def served(self) -> dict[str, Optional[frozenset]]:
-        with self.file.reading():
-            meta = self.file.meta
-            found = {k[len(_SERVE):]: _meta_value(meta, k) for k in meta.keys() if k.startswith(_SERVE)}
-        return {t: None if v == "*" else frozenset(v.split(",")) for t, v in found.items()
-                if isinstance(v, str) and not self.liveness.is_dead(t)}
+        return {t: q for t, q in self._reader.served().items() if not self.liveness.is_dead(t)}
 
     def limit_states(self, keys: Optional[Iterable[str]] = None) -> list[LimitState]:
         return self._reader.limit_states(self.now(), keys)

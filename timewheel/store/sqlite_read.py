@@ -34,9 +34,11 @@ from .sqlite_file import StoreFile
 from .sqlite_flow import HELD, LIMITS, QUEUES, STARTS, FileFlow
 from .sqlite_format import Layout, horizon_of
 
-__all__ = ["FileReader"]
+__all__ = ["FileReader", "SERVE"]
 
 _CHUNK = 400          # keys per IN (...) list (SQLite allows 32766 bound variables)
+#: metadata: serve:<token> -> the queues that started process claims ("*": every queue)
+SERVE = "serve:"
 # The rows not yet absorbed are counted in SQL, grouped by tick, never pulled into Python one
 # by one: a store that took many single adds while no worker ran holds many.
 _FRESH_TICKS = f'SELECT {positions.TICK_OF_CELL} AS tick FROM "{TABLE}" WHERE {positions.IS_FRESH}'
@@ -106,6 +108,20 @@ class FileReader:
         with self._file.reading():
             return FileFlow(self._file, self.wheel).paused()
 
+    def served(self) -> dict[str, Optional[frozenset]]:
+        """What every started process registered it claims (dead ones too)."""
+        out: dict[str, Optional[frozenset]] = {}
+        with self._file.reading():
+            meta = self._file.meta
+            for key in [k for k in meta.keys() if k.startswith(SERVE)]:
+                try:
+                    value = meta[key]
+                except (KeyError, ValueError):     # gone meanwhile, or not one we wrote
+                    continue
+                if isinstance(value, str):
+                    out[key[len(SERVE):]] = None if value == "*" else frozenset(value.split(","))
+        return out
+
     def limit_states(self, now: float, keys: Optional[Iterable[str]]) -> list[LimitState]:
         f = self._file
         if not self.layout.flow:
@@ -117,8 +133,8 @@ class FileReader:
                     f'OR reopen IS NOT NULL OR lim IN (SELECT lim FROM "{STARTS}" WHERE at > ?) ORDER BY lim',
                     (int((now - 7 * 86400) * 1e6),))]
                 hashes = dict(f.q(f'SELECT hash, lim FROM "{LIMITS}"'))
-                for (h,) in f.q(f"SELECT DISTINCT substr(pos, 3, 16) FROM \"{TABLE}\" WHERE pos >= 'l:' "
-                                "AND pos < 'l;'"):
+                for (h,) in f.q(f'SELECT DISTINCT {positions.PARKED_LIMIT} FROM "{TABLE}" '
+                                f"WHERE {positions.IS_PARKED}"):
                     if h in hashes and hashes[h] not in wanted:
                         wanted.append(hashes[h])
             else:
@@ -163,8 +179,8 @@ class FileReader:
                             (positions.band_ready(band), positions.band_bound(band, now)))[0][0]
                     queue = band[1:].rpartition(":")[0] if band else flow.DEFAULT_QUEUE
                     per.setdefault(queue, [0, 0, 0])[1] += n
-                for queue, n in f.q(f"SELECT substr(pos, 42), count(*) FROM \"{TABLE}\" WHERE pos >= 'l:' "
-                                    "AND pos < 'l;' GROUP BY 1"):
+                for queue, n in f.q(f'SELECT {positions.PARKED_QUEUE}, count(*) FROM "{TABLE}" '
+                                    f"WHERE {positions.IS_PARKED} GROUP BY 1"):
                     per.setdefault(queue, [0, 0, 0])[1] += n
             else:
                 n = f.q(f'SELECT count(*) FROM "{TABLE}" WHERE pos >= ? AND pos <= ?',
