@@ -359,8 +359,9 @@ class SqliteDictStore(WheelStore):
         at = positions.running(owner)
         offered = 0
         # Bands by priority (highest first); within one priority, by eta across queues.
-        for prio in sorted({positions.parse(pos).priority or 0 for _, pos in bands}, reverse=True):
-            group = [b for b, pos in bands if (positions.parse(pos).priority or 0) == prio]
+        prios = {b: positions.parse(pos).priority or 0 if b else 0 for b, pos in bands}
+        for prio in sorted(set(prios.values()), reverse=True):
+            group = [b for b in prios if prios[b] == prio]
             after = dict.fromkeys(group, "")
             while group and not adm.full and offered < _CLAIM_PAGE:
                 page = max(1, limit + queued)
@@ -374,7 +375,8 @@ class SqliteDictStore(WheelStore):
                     if got:
                         after[b] = got[-1][2]
                     rows += got
-                rows.sort(key=lambda r: r[2][-positions.ETA_W:])
+                if len(after) > 1:
+                    rows.sort(key=lambda r: r[2][-positions.ETA_W:])
                 for key, blob, pos, name in rows:
                     if adm.full:
                         break
@@ -389,13 +391,23 @@ class SqliteDictStore(WheelStore):
                         continue
                     if rec.eta > now:          # the key's microseconds rounded up past a float
                         continue
-                    verdict = adm.offer(rec.limits) if rec.limits else adm.offer(())
-                    if verdict.kind == flow.PARK:
-                        fl.park(rec, verdict)
+                    if rec.limits:
+                        verdict = adm.offer(rec.limits)
+                        if verdict.kind == flow.PARK:
+                            fl.park(rec, verdict)
+                            continue
+                        if verdict.kind == flow.LEAVE:
+                            continue
+                        queued = False
+                    elif adm.room > 0:                 # (Admission.offer's own rule, inline:
+                        adm.room -= 1                  # most tasks have no limit)
+                        queued = False
+                    elif adm.queued > 0:
+                        adm.queued -= 1
+                        queued = True
+                    else:
                         continue
-                    if verdict.kind == flow.LEAVE:
-                        continue
-                    new = rules.claimed(rec, owner, now, queued=verdict.kind == flow.QUEUE)
+                    new = rules.claimed(rec, owner, now, queued=queued)
                     updates.append((encode_record(new), at, new.name, new.rev, key))
                     counters.move((PENDING, rec.name, self.wheel.due_tick(rec.eta)),
                                   (RUNNING, rec.name, None))
