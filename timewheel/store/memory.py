@@ -393,7 +393,7 @@ class MemoryStore(WheelStore):
     def queue_states(self, now: float) -> list[QueueState]:
         per: dict[str, list[int]] = {}
         with self._lock:
-            parked = {i for heap in self._parked.values() for _, _, i, _ in heap}
+            parked = {(i, rev) for heap in self._parked.values() for _, _, i, rev in heap}
             for r in self._records.values():
                 if r.status not in (PENDING, RUNNING):
                     continue
@@ -402,7 +402,7 @@ class MemoryStore(WheelStore):
                     c[2] += 1
                 else:
                     c[0] += 1
-                    c[1] += r.eta <= now or r.id in parked
+                    c[1] += r.eta <= now or (r.id, r.rev) in parked
             for q in self._paused:
                 per.setdefault(q, [0, 0, 0])
             return [QueueState(q, p, w, n, q in self._paused) for q, (p, w, n) in sorted(per.items())]

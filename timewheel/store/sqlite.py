@@ -73,12 +73,13 @@ _SET = f'UPDATE "{TABLE}" SET value = ?, pos = ?, name = ?, rev = ? WHERE key = 
 _CLAIM_PAGE = 1000    # most candidates one claim offers (parking a backlog held by a limit: pages)
 # What a claim looks at before it takes the write lock: rows added on their own, the default
 # band's head, whether other bands have ready rows, the earliest reopening window, the pauses.
-_LOOK = (f'SELECT (SELECT 1 FROM "{TABLE}" WHERE {positions.IS_FRESH} LIMIT 1), '
-         f'(SELECT pos FROM "{TABLE}" WHERE pos >= \'{positions.READY}\' AND pos < \'{positions.BANDS}\' '
-         "ORDER BY pos LIMIT 1), "
-         f'(SELECT 1 FROM "{TABLE}" WHERE pos >= \'{positions.BANDS}\' AND pos < \'{positions.READY_END}\' '
-         "LIMIT 1), "
-         f'(SELECT min(reopen) FROM "{LIMITS}"), (SELECT group_concat(queue, \',\') FROM "{PAUSED}")')
+_HEADS = (f'(SELECT pos FROM "{TABLE}" WHERE pos >= \'{positions.READY}\' AND pos < \'{positions.BANDS}\' '
+          "ORDER BY pos LIMIT 1), "
+          f'(SELECT 1 FROM "{TABLE}" WHERE pos >= \'{positions.BANDS}\' AND pos < \'{positions.READY_END}\' '
+          f'LIMIT 1), (SELECT min(reopen) FROM "{LIMITS}")')
+_PAUSED = f'(SELECT group_concat(queue, \',\') FROM "{PAUSED}")'
+_LOOK = f'SELECT (SELECT 1 FROM "{TABLE}" WHERE {positions.IS_FRESH} LIMIT 1), {_HEADS}, {_PAUSED}'
+_LOOK_INSIDE = f"SELECT {_HEADS}, {_PAUSED}"      # (the claim's absorb() looks at the fresh rows)
 
 
 @functools.lru_cache(maxsize=None)
@@ -347,7 +348,7 @@ class SqliteDictStore(WheelStore):
         now = max(now, self.now())
         absorb(f.x, f.q, self.wheel.slots, horizon)
         counters = Counters()
-        _, head, others, reopen, paused = f.q(_LOOK)[0]
+        head, others, reopen, paused = f.q(_LOOK_INSIDE)[0]
         if reopen is not None and reopen <= now * 1e6:
             fl.release_reopened(now, horizon)
             others = True
@@ -422,7 +423,7 @@ class SqliteDictStore(WheelStore):
         fl.finish(list(adm.taken), now)
         counters.flush(f.x, f.many)
         self._bells.saw_horizon(horizon)
-        _, head, others, reopen, _ = f.q(_LOOK)[0]
+        head, others, reopen = f.q("SELECT " + _HEADS)[0]
         etas = [positions.ready_eta_us(pos) for _, pos in fl.bands(queues, paused, head, others)]
         if reopen is not None:
             etas.append(reopen)

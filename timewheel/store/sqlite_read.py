@@ -88,8 +88,8 @@ class FileReader:
         return StoreState(horizon, leader if isinstance(leader, str) else None, advanced)
 
     def next_ready_eta(self) -> Optional[float]:
-        """The eta of the earliest ready task: the head of the ready queue, or a row added on
-        its own whose tick is within the horizon (ready as soon as absorbed)."""
+        """The eta of the earliest ready task: the head of the ready queue (of each band), or
+        a row added on its own whose tick is within the horizon (ready as soon as absorbed)."""
         f = self._file
         with f.reading():
             horizon = horizon_of(f)
@@ -99,6 +99,9 @@ class FileReader:
                 f"WHERE {positions.IS_FRESH} AND {positions.TICK_OF_CELL} <= :horizon)",
                 {"slots": self.wheel.slots, "horizon": horizon})[0]
             etas = [int(e) for e in (head, fresh) if e is not None]     # damaged: StoreError
+            if self.layout.flow and head is not None:         # the other bands' heads
+                etas += [positions.ready_eta_us(pos) for _, pos in
+                         FileFlow(f, self.wheel).bands(None, frozenset(), None)]
         return min(etas) / 1e6 if etas else None
 
     # -- flow control ------------------------------------------------------------------------
