@@ -13,6 +13,10 @@ from . import tasks
 
 app = Celery("bench", broker=os.environ["BENCH_CELERY_BROKER"])
 app.conf.worker_prefetch_multiplier = 4
+# Rate-limited tasks wait on the worker's timer, which looks once a second by default: at
+# 0.1 s a worker can reach its rate_limit (each worker counts its own)
+app.conf.worker_timer_precision = 0.1
+app.conf.broker_connection_retry_on_startup = True
 tasks.log_to(os.environ.get("BENCH_CELERY_LOG"))
 
 
