@@ -611,3 +611,31 @@ def test_racing_claimers_never_exceed_a_limit(store_factory) -> None:
         t.join()
     assert sorted(done) == sorted(f"t{i}" for i in range(40))
     assert max(worst) <= 2
+
+
+def test_a_slot_freed_for_a_task_that_goes_elsewhere_passes_to_the_next(store: WheelStore) -> None:
+    """No parked task waits for ever: a slot freed for a task that is then cancelled, or that
+    another full limit holds back, goes to the next task parked on the limit."""
+    now = store.now()
+    one, other = _lim("one", concurrency=1), _lim("other", concurrency=1)
+    store.add([make_record("x", now - 9, limits=(one,)), make_record("o", now - 9.5, limits=(other,)),
+               make_record("p0", now - 8, limits=(one,)), make_record("both", now - 7.5, limits=(one, other)),
+               make_record("p1", now - 7, limits=(one,)), make_record("p2", now - 6, limits=(one,))])
+    ready_all(store)
+    got = {r.id: r for r in store.claim("me", store.now(), 10).records}
+    assert sorted(got) == ["o", "x"]                      # p0, both, p1, p2 parked on "one"
+    _done(store, got["x"])                                 # frees "one": p0 comes back ...
+    p0 = store.get("p0")
+    store.swap([(p0, cancel(p0, store.now()))])            # ... and is cancelled before a claim
+    taken = []
+    for _ in range(4):             # "both" comes back for the slot, but "other" is full: p1
+        taken += store.claim("me", store.now(), 10).records
+    assert [r.id for r in taken] == ["p1"], [r.id for r in taken]
+    _done(store, taken[0])
+    _done(store, store.get("o"))
+    ran = []
+    for _ in range(8):
+        for r in store.claim("me", store.now(), 10).records:
+            ran.append(r.id)
+            _done(store, r)
+    assert sorted(ran) == ["both", "p2"]

@@ -255,6 +255,7 @@ class Admission:
         self.room = room
         self.queued = queued
         self.taken: dict[str, int] = {}          #: starts admitted here per limit key
+        self.consulted: dict[str, Limit] = {}    #: the limits looked at, by key
 
     @property
     def full(self) -> bool:
@@ -264,8 +265,22 @@ class Admission:
     def usage(self, lim: Limit) -> Usage:
         u = self._seen.get(lim[0])
         if u is None:
-            u = self._seen[lim[0]] = self._usage(Limit._make(lim))
+            spec = self.consulted[lim[0]] = Limit._make(lim)
+            u = self._seen[lim[0]] = self._usage(spec)
         return u
+
+    def free_slots(self) -> dict[str, int]:
+        """The concurrency limits this claim looked at that still have free slots once its
+        starts are counted, and how many: their parked tasks may come back (a slot freed
+        for a task that then went elsewhere -- cancelled, or held back by another limit --
+        must not leave the others parked behind it)."""
+        out = {}
+        for key, lim in self.consulted.items():
+            if lim.concurrency:
+                free = lim.concurrency - self._seen[key].running - self.taken.get(key, 0)
+                if free > 0:
+                    out[key] = free
+        return out
 
     def offer(self, limits: Sequence[Limit]) -> Verdict:
         """The verdict on the next candidate, whose record counts against ``limits``."""

@@ -98,6 +98,8 @@ class MemoryStore(WheelStore):
         self._records[rec.id] = rec
         if old is not None and old.status == RUNNING and old.limits and rec.status != RUNNING:
             self._free(old)                  # its outcome or requeue frees its slots
+        elif old is not None and old.status == PENDING and old.limits and rec.status != PENDING:
+            self._pass_on(old)
         if rec.status == PENDING:
             t = self.wheel.due_tick(rec.eta)
             if t <= self._state.horizon:
@@ -117,6 +119,13 @@ class MemoryStore(WheelStore):
                 holders.discard(old.id)
                 if not holders:
                     del self._held[key]
+                self._release(key, 1)
+
+    def _pass_on(self, old: TaskRecord) -> None:
+        """A pending task with limits leaves (cancelled): a slot freed for it, if it was let
+        back in for one, goes to the next task parked on that limit."""
+        for key, concurrency, _, _ in old.limits:
+            if concurrency and len(self._held.get(key, ())) < concurrency:
                 self._release(key, 1)
 
     def _release(self, key: str, n: int) -> int:
@@ -214,6 +223,8 @@ class MemoryStore(WheelStore):
             for key in adm.taken:
                 self._specs[key] = next(flow.Limit._make(x) for r in taken for x in r.limits if x[0] == key)
                 self._rearm(key, now)
+            for key, free in adm.free_slots().items():
+                self._release(key, free)
             return Claimed(taken, self._next_eta(bands))
 
     def _served_bands(self, queues: Optional[frozenset]) -> list[Band]:

@@ -144,6 +144,11 @@ local function free(id, lm)                      -- a run ended: its slots free,
     if redis.call('SREM', P .. 'held:' .. lim[1], id) == 1 then release(lim[1], 1) end
   end
 end
+local function pass_on(lm)                       -- a pending task with limits left: its slot, if
+  for _, lim in ipairs(limits_of(lm)) do         -- one was freed for it, to the next parked one
+    if lim[2] > 0 and redis.call('SCARD', P .. 'held:' .. lim[1]) < lim[2] then release(lim[1], 1) end
+  end
+end
 local function window(key, per_us, now)          -- starts logged after now - per
   redis.call('ZREMRANGEBYSCORE', P .. 'starts:' .. key, '-inf', now - per_us)
   return redis.call('ZCARD', P .. 'starts:' .. key)
@@ -294,6 +299,7 @@ for j = 1, n do
     if cur[1] then                                -- take it out of where it is
       unplace(id, cur[1], cur[2] or '', cur[3] or nil, cur[4], cur[5] or nil)
       if cur[1] == 'running' and cur[6] and s ~= 'running' then free(id, cur[6]) end
+      if cur[1] == 'pending' and cur[6] and s ~= 'pending' then pass_on(cur[6]) end
       redis.call('DEL', key)
     else
       local was = gone[id]
@@ -380,10 +386,11 @@ for _, b in ipairs(redis.call('ZRANGE', P .. 'bands', 0, -1)) do
 end
 table.sort(bands, function(x, y) return x[2] > y[2] end)
 
-local usage, taken = {}, {}
+local usage, taken, specs = {}, {}, {}
 local function use(lim)
   local u = usage[lim[1]]
   if u == nil then
+    specs[lim[1]] = lim
     local count = 0
     if lim[3] > 0 then count = window(lim[1], lim[4], now) end
     u = {redis.call('SCARD', P .. 'held:' .. lim[1]), count}
@@ -495,6 +502,13 @@ while i <= #bands and (room > 0 or queued > 0) and offered < 1000 do
 end
 flush()
 for key, _ in pairs(taken) do rearm(key, now) end
+-- concurrency limits looked at that still have free slots: their parked tasks come back
+for key, lim in pairs(specs) do
+  if lim[2] > 0 then
+    local free_now = lim[2] - redis.call('SCARD', P .. 'held:' .. key)
+    if free_now > 0 and redis.call('EXISTS', P .. 'park:' .. key) == 1 then release(key, free_now) end
+  end
+end
 -- the earliest served ready task, or reopening window
 local next_at = nil
 for _, b in ipairs(bands) do

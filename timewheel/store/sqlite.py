@@ -290,6 +290,8 @@ class SqliteDictStore(WheelStore):
                 counters.queue(cur, stored)
             if cur.limits and cur.status == RUNNING and stored.status != RUNNING:
                 fl.free(cur, horizon)         # its outcome or requeue frees its slots, here
+            elif cur.limits and cur.status == PENDING and stored.status != PENDING:
+                fl.pass_on(cur, horizon)
             updates.append((encode_record(stored), pos, stored.name, stored.rev, key))
             rows[key] = (updates[-1][0], pos, stored.name, stored.rev)
             out.append(stored)
@@ -421,6 +423,8 @@ class SqliteDictStore(WheelStore):
         if broken:
             f.many(f'UPDATE "{TABLE}" SET pos = ? WHERE key = ?', [(positions.BROKEN_POS, k) for k in broken])
         fl.finish(list(adm.taken), now)
+        for key, free in adm.free_slots().items():
+            fl.release(key, free, horizon)
         counters.flush(f.x, f.many)
         self._bells.saw_horizon(horizon)
         head, others, reopen = f.q("SELECT " + _HEADS)[0]

@@ -98,7 +98,7 @@ class FileFlow:
         return frozenset(q for (q,) in self._f.q(f'SELECT queue FROM "{PAUSED}"'))
 
     def usage(self, lim: flow.Limit, now: float) -> flow.Usage:
-        running = self._f.q(f'SELECT count(*) FROM "{HELD}" WHERE lim = ?', (lim.key,))[0][0]
+        running = self._holders(lim.key)
         if not lim.rate:
             return flow.Usage(running)
         # Integer microseconds, rounded so that a start is never missed: stamps up, the
@@ -219,6 +219,16 @@ class FileFlow:
         for lim in rec.limits:
             if self._f.x(f'DELETE FROM "{HELD}" WHERE lim = ? AND key = ?', (lim[0], key)):
                 self.release(lim[0], 1, horizon)
+
+    def pass_on(self, rec: TaskRecord, horizon: int) -> None:
+        """A pending task with limits leaves (cancelled): a slot freed for it, if it was let
+        back in for one, goes to the next task parked on that limit."""
+        for key, concurrency, _, _ in rec.limits:
+            if concurrency and self._holders(key) < concurrency:
+                self.release(key, 1, horizon)
+
+    def _holders(self, key: str) -> int:
+        return self._f.q(f'SELECT count(*) FROM "{HELD}" WHERE lim = ?', (key,))[0][0]
 
     def free_key(self, key: str, horizon: int) -> None:
         """Free whatever the row ``key`` holds (it cannot be decoded any more)."""
