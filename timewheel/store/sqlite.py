@@ -309,19 +309,19 @@ class SqliteDictStore(WheelStore):
     # -- workers ----------------------------------------------------------------------------
     def claim(self, owner: str, now: float, limit: int, queued: int = 0, *,
               queues: Optional[frozenset] = None) -> Claimed:
-        if limit + queued <= 0:
-            return Claimed([], self.next_ready_eta())
         f = self.file
         with f.reading():
             fresh, head, bands, reopen, paused = f.q(_LOOK)[0]
-        default = (queues is None or "default" in queues) and "default" not in (paused or "").split(",")
-        # Rows added on their own are not in the ready queue until absorbed: with any, claim.
-        # Nothing else due (the common case: one band, no limits): no write transaction.
-        if not fresh and not bands and (reopen is None or reopen > now * 1e6) and (
-                not default or head is None or head > positions.ready_bound(now)):
-            etas = [e for e in (positions.ready_eta_us(head) if head is not None and default else None,
-                                reopen) if e is not None]
-            return Claimed([], min(etas) / 1e6 if etas else None)
+            paused = frozenset((paused or "").split(",")) - {""}
+            default = (queues is None or "default" in queues) and "default" not in paused
+            # Rows added on their own are not in the ready queue until absorbed: with any,
+            # claim.  Nothing else due (the common case: one band, no limits), or no room:
+            # no write transaction.
+            if limit + queued <= 0 or not fresh and not bands and (reopen is None or reopen > now * 1e6) and (
+                    not default or head is None or head > positions.ready_bound(now)):
+                heads = FileFlow(f, self.wheel).bands(queues, paused, head, bands)
+                etas = [positions.ready_eta_us(pos) for _, pos in heads] + ([reopen] if reopen else [])
+                return Claimed([], min(etas) / 1e6 if etas else None)
         fl = FileFlow(f, self.wheel)
         with f.writing():
             got = self._claim_in_transaction(owner, now, limit, queued, horizon_of(f), queues, fl)
