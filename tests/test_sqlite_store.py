@@ -421,3 +421,23 @@ def test_a_readonly_store_opened_before_any_writer_sees_later_writes(tmp_path) -
         assert not os.path.exists(p + "-wal")
         assert ro.get(task_id) is not None
     ro.close()
+
+
+def test_limits_that_hold_nothing_are_forgotten_by_the_purge(tmp_path) -> None:
+    """Per-key limits (one per customer) do not pile up: a limit with no slot held, no
+    parked task, no start in the last week and no window to reopen is dropped by the ticking
+    process's purge; one that holds something stays."""
+    from timewheel.records import Outcome, end_run
+    p = str(tmp_path / "tasks.db")
+    s = SqliteDictStore(p)
+    now = time.time()
+    s.add([make_record("busy", now - 2, limits=(("k:busy", 1, 0, 0.0),)),
+           make_record("idle", now - 1, limits=(("k:idle", 1, 0, 0.0),))])
+    s.advance(s.wheel.current_tick(now) + 2, 100, s.liveness.token)
+    got = {r.id: r for r in s.claim("me", now, 5).records}
+    s.swap([(got["idle"], end_run(got["idle"], Outcome(True, now, now)))])
+    s.purge(now - 3600)
+    con = sqlite3.connect(p)
+    assert [lim for (lim,) in con.execute("SELECT lim FROM timewheel_limits")] == ["k:busy"]
+    con.close()
+    s.close()

@@ -528,6 +528,7 @@ class SqliteDictStore(WheelStore):
                 if n >= limit:
                     break
             counters.flush(f.x, f.many)
+            FileFlow(f, self.wheel).forget_idle_limits(self.now())
         return n
 
     # -- the ticking role (a lease in the metadata map: see locks.FileLiveness) ---------------

@@ -230,6 +230,16 @@ class FileFlow:
     def _holders(self, key: str) -> int:
         return self._f.q(f'SELECT count(*) FROM "{HELD}" WHERE lim = ?', (key,))[0][0]
 
+    def forget_idle_limits(self, now: float) -> None:
+        """Drop what is kept of limits that hold nothing -- no slot, no parked task, no start
+        in the last week, no window to reopen -- so that per-key limits (one per customer)
+        do not pile up.  (The ticking process's purge, now and then.)"""
+        week = math.floor((now - 7 * 86400) * 1e6)
+        self._f.x(f'DELETE FROM "{STARTS}" WHERE at < ?', (week,))
+        self._f.x(f'DELETE FROM "{LIMITS}" WHERE reopen IS NULL AND lim NOT IN (SELECT lim FROM "{HELD}") '
+                  f'AND lim NOT IN (SELECT lim FROM "{STARTS}") AND hash NOT IN '
+                  f'(SELECT {positions.PARKED_LIMIT} FROM "{TABLE}" WHERE {positions.IS_PARKED})')
+
     def free_key(self, key: str, horizon: int) -> None:
         """Free whatever the row ``key`` holds (it cannot be decoded any more)."""
         for (lim,) in self._f.q(f'SELECT lim FROM "{HELD}" WHERE key = ?', (key,)):
