@@ -286,3 +286,20 @@ def test_bad_call_options_are_refused_and_nothing_is_written(tmp_path) -> None:
         hu.start(queues="emails")
     assert hu.store.counts() == {}
     hu.close()
+
+
+def test_a_store_without_flow_control_refuses_flow_tasks_rather_than_ignore_them(tmp_path) -> None:
+    """A backend whose claim does not enforce queues, priorities and limits (one added before
+    it learns them) refuses such tasks and a start on named queues; plain tasks still go."""
+    hu = TimeWheel(str(tmp_path / "t.db"))
+    limited = hu.task(name="limited", concurrency=1)(lambda: 0)
+    plain = hu.task(name="plain")(lambda: 0)
+    hu.store.flow_control = False                     # (as a store without it says)
+    with pytest.raises(ValueError, match="flow control"):
+        limited.delay()
+    with pytest.raises(ValueError, match="flow control"):
+        plain.schedule(priority=5)
+    with pytest.raises(ValueError, match="flow control"):
+        hu.start(queues=["emails"])
+    assert plain.delay().status == "pending" and hu.store.counts() == {("pending", "plain"): 1}
+    hu.close()

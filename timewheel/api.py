@@ -456,6 +456,9 @@ class Task(Generic[R]):
                 limits = limits + (tuple(flow.debounce_limit(task_id or "")),)
             if len(limits) > flow.MAX_LIMITS:
                 raise ValueError(f"{self.name}: a task counts against at most {flow.MAX_LIMITS} limits")
+            if not hu.store.flow_control:
+                raise ValueError(f"{self.name}: {hu.location} does not enforce queues, priorities "
+                                 "or limits (flow control) yet; nothing was written")
             rec = new_task(task_id or _ids.new(), self.name, due, payload,
                            hu.now() if batch is None else batch.now, self.retries, self.retry_delay,
                            grace, self.timeout,
@@ -834,6 +837,9 @@ class TimeWheel:
         served = flow.check_queues(queues)
         if self.immediate:
             return self
+        if served is not None and not self.store.flow_control:
+            raise ValueError(f"{self.location} does not enforce queues (flow control) yet: start() "
+                             "without queues=")
         with self._start_lock:
             if self._boss is not None:
                 return self

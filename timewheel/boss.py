@@ -251,8 +251,9 @@ class Boss:
         pairs = [(rec, end_run(rec, out)) for rec, out in batch]
         if wanted:
             t0 = time.perf_counter()
-            stored, got = self.store.record_and_claim(pairs, self.liveness.token, now, idle, queue,
-                                                      queues=self.queues)
+            # (queues= only when some are named: a store without flow control takes none)
+            served = {} if self.queues is None else {"queues": self.queues}
+            stored, got = self.store.record_and_claim(pairs, self.liveness.token, now, idle, queue, **served)
             self._round_s = _ewma(self._round_s, time.perf_counter() - t0)
         else:
             stored, got = (self.store.swap(pairs) if pairs else []), None

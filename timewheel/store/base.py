@@ -201,6 +201,9 @@ class Doorbell:
 class WheelStore(abc.ABC):
     """Persistent wheel of task records.  One instance per process; thread-safe."""
 
+    #: True where :meth:`claim` enforces queues, pauses, priorities and limits (issue 21): a
+    #: backend without it refuses flow-controlled tasks rather than ignoring what they ask
+    flow_control: bool = False
     wheel: Wheel
     #: the file path or URL, for messages and the CLI
     location: str

@@ -65,6 +65,8 @@ class MemoryLiveness(Liveness):
 
 
 class MemoryStore(WheelStore):
+    flow_control = True       #: see WheelStore.flow_control
+
     def __init__(self, wheel: Wheel = Wheel(), *, clock: Callable[[], float] = time.time) -> None:
         self.wheel = wheel
         self.location = "memory"

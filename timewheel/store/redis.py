@@ -378,6 +378,8 @@ class RedisStore(WheelStore):
         removes its index entries.  ``None``: kept until purged.
     """
 
+    flow_control = True       #: see WheelStore.flow_control
+
     def __init__(self, url: str, wheel: Optional[Wheel] = None, *, namespace: str = "timewheel",
                  timeout: float = 10.0, readonly: bool = False,
                  clock: Callable[[], float] = time.time, lease: Optional[float] = None,

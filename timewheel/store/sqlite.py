@@ -126,6 +126,8 @@ class SqliteDictStore(WheelStore):
         :class:`StoreBusy` is raised.
     """
 
+    flow_control = True       #: see WheelStore.flow_control
+
     def __init__(self, path: "str | os.PathLike[str]", wheel: Optional[Wheel] = None, *,
                  readonly: bool = False, busy_timeout: float = 10.0,
                  clock: Callable[[], float] = time.time) -> None:
