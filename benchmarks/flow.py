@@ -166,9 +166,9 @@ def rate(runner: Runner, store_url: Optional[str], n: int, limit: str, processes
     procs = []
     for k in range(processes):
         ready = os.path.join(d, f"ready{k}")
-        proc, _ = _spawn(runner, {"workload": "flow_worker", "store": store, "rate": limit,
-                                  "workers": workers, "ready": ready, "stopfile": stopfile},
-                         f"rate-worker{k}")
+        wd, spec_path, out = runner.paths(f"rate-worker{k}")
+        proc = runner.spawn({"workload": "flow_worker", "store": store, "rate": limit, "workers": workers,
+                             "ready": ready, "stopfile": stopfile, "out": out}, wd, spec_path)
         procs.append(proc)
         wait_for_file(ready)
     deadline = due + n / float(limit.split("/")[0]) * 3 + 60
@@ -206,10 +206,8 @@ def _count_from(starts: list[float], i: int, per: float = 1.0) -> int:
 
 
 def idle_cpu(runner: Runner, blocked: int, window: float) -> dict:
-    d, _, _ = runner.paths(f"idle-{blocked}")
-    proc, out = _spawn(runner, {"workload": "flow_idle", "store": os.path.join(d, "store.db"), "n": blocked,
-                                "window": window}, f"idle-{blocked}")
-    return _result(proc, out, window + 180)
+    return runner.run({"workload": "flow_idle", "n": blocked, "window": window}, f"idle-{blocked}",
+                      timeout=window + 180)
 
 
 def celery(runner: Runner, redis_url: str, n: int, limit: str, workers: int = 3) -> dict:

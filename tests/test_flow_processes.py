@@ -236,8 +236,8 @@ def test_debounce_merges_calls_into_one_run_with_the_last_arguments(cluster: Clu
     cluster.worker()
     task = cluster.hu.tasks["flow.debounced"]
     for i in range(10):
+        last = time.time()                                # (the call's instant: before it)
         h = task.schedule((cluster.log, f"call{i}"), task_id="merge", debounce=2.0)
-        last = time.time()
         if i < 9:
             time.sleep(0.3)
     assert h.id == "merge"

@@ -201,17 +201,7 @@ def test_every_task_of_a_v2_store_survives_the_conversion_in_its_state(v2_store)
 def test_a_converted_v2_store_runs_its_tasks_once_and_keeps_revs_growing(v2_store) -> None:
     want = expected_v2()
     ran: list[str] = []
-    hu = TimeWheel(v2_store, workers=4)
-
-    @hu.task(name="fixture.add")
-    def add(a, b):
-        ran.append(current_task().id)
-        return a + b
-
-    @hu.task(name="fixture.boom", retries=2, retry_delay=5)
-    def boom():
-        ran.append(current_task().id)
-        raise RuntimeError("boom")
+    hu = _fixture_wheel(v2_store, ran)
 
     pending = [i for i, k in want["positions"].items()
                if k in "npq" and want["tasks"][i]["status"] != "broken"]
@@ -236,6 +226,23 @@ def test_a_converted_v2_store_runs_its_tasks_once_and_keeps_revs_growing(v2_stor
     assert fresh.rev == UNKNOWN_REV
     hu.close()
     check_file_store(v2_store)
+
+
+def _fixture_wheel(path: str, ran: list[str]) -> TimeWheel:
+    """A wheel on a fixture store with the fixtures' tasks (they note the ids they run)."""
+    hu = TimeWheel(path, workers=4)
+
+    @hu.task(name="fixture.add")
+    def add(a, b):
+        ran.append(current_task().id)
+        return a + b
+
+    @hu.task(name="fixture.boom", retries=2, retry_delay=5)
+    def boom():
+        ran.append(current_task().id)
+        raise RuntimeError("boom")
+
+    return hu
 
 
 # -- timewheel/3 (0.3, before flow control) ------------------------------------------------------
@@ -281,17 +288,7 @@ def test_a_v3_store_reads_as_it_is_and_converts_adding_only_flow_controls_tables
 def test_a_converted_v3_store_runs_its_tasks_once_beside_new_flow_tasks(v3_store) -> None:
     want = expected("store_v3.json")
     ran: list[str] = []
-    hu = TimeWheel(v3_store, workers=4)
-
-    @hu.task(name="fixture.add")
-    def add(a, b):
-        ran.append(current_task().id)
-        return a + b
-
-    @hu.task(name="fixture.boom", retries=2, retry_delay=5)
-    def boom():
-        ran.append(current_task().id)
-        raise RuntimeError("boom")
+    hu = _fixture_wheel(v3_store, ran)
 
     @hu.task(name="fixture.limited", concurrency=1, queue="new", priority=10)
     def limited(n):

@@ -639,3 +639,14 @@ def test_a_slot_freed_for_a_task_that_goes_elsewhere_passes_to_the_next(store: W
             ran.append(r.id)
             _done(store, r)
     assert sorted(ran) == ["both", "p2"]
+
+
+def test_tasks_due_at_one_instant_are_claimed_by_id_page_after_page(store: WheelStore) -> None:
+    """Positions tie when etas do: a claim that reads page after page (here: one task at a
+    time for its queue) never skips a task that shares its eta with the last one read."""
+    now = store.now()
+    store.add([make_record("hi", now - 5, priority=7), make_record("lo", now - 9, priority=-3)]
+              + [make_record(f"t{i}", now - 1) for i in range(5)])
+    ready_all(store)
+    assert [r.id for r in store.claim("me", store.now(), 0, queued=4).records] == ["hi", "t0", "t1", "t2"]
+    assert [r.id for r in store.claim("me", store.now(), 1, queued=2).records] == ["t3", "t4", "lo"]

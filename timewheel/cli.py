@@ -864,13 +864,7 @@ def run(app: str, grace: float, log_level: str, as_json: bool, queues: Optional[
       timewheel run myapp.tasks:hu --queues default,emails
     """
     from .serve import AppError, load_app
-    served = None
-    if queues is not None:
-        from .flow import check_queues
-        try:
-            served = check_queues([q.strip() for q in queues.split(",")])
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="'--queues'") from None
+    served = queues_option(queues)
     try:
         hu = load_app(app)
     except ValueError as exc:
@@ -878,6 +872,17 @@ def run(app: str, grace: float, log_level: str, as_json: bool, queues: Optional[
     except AppError as exc:
         _fail(exc)
     run_wheel(hu, app, grace, log_level, as_json, served)
+
+
+def queues_option(queues: Optional[str]) -> Optional[frozenset]:
+    """The queues of ``run --queues a,b`` (None: every queue); a bad name is a usage error."""
+    if queues is None:
+        return None
+    from .flow import check_queues
+    try:
+        return check_queues([q.strip() for q in queues.split(",")])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--queues'") from None
 
 
 def run_wheel(hu: "TimeWheel", app: str, grace: float, log_level: str, as_json: bool,

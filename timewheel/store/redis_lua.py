@@ -439,7 +439,10 @@ while i <= #bands and (room > 0 or queued > 0) and offered < 1000 do
         if #got / 2 < page then g[3] = false else more = true end
       end
     end
-    table.sort(rows, function(x, y) return x[2] < y[2] end)
+    table.sort(rows, function(x, y)              -- (not stable: ties by id, as a ZSET orders them)
+      if x[2] ~= y[2] then return x[2] < y[2] end
+      return x[1] < y[1]
+    end)
     for _, row in ipairs(rows) do
       if room <= 0 and queued <= 0 then break end
       offered = offered + 1

@@ -58,9 +58,10 @@ from .base import (
 from .connection import RECORD, TABLE
 from .locks import FileLiveness, probe
 from .sqlite_bells import Doorbells
+from .sqlite_claim import LOOK, SET_RECORD, claim_due
 from .sqlite_counters import Counters, absorb, counted
 from .sqlite_file import V1_FORMAT, StoreFile
-from .sqlite_flow import LIMITS, PAUSED, FileFlow
+from .sqlite_flow import PAUSED, FileFlow
 from .sqlite_format import horizon_of, set_up
 from .sqlite_read import SERVE, FileReader
 
@@ -69,17 +70,6 @@ __all__ = ["SqliteDictStore", "OLD_FORMAT"]
 OLD_FORMAT = V1_FORMAT      #: a read-only open refuses it (the CLI lets a write command convert it)
 _CHUNK = 400          # rows per multi-row statement (SQLite allows 32766 bound variables)
 _ADD = f'INSERT INTO "{TABLE}" (key, value, pos, name) VALUES (?, ?, ?, ?)'
-_SET = f'UPDATE "{TABLE}" SET value = ?, pos = ?, name = ?, rev = ? WHERE key = ?'
-_CLAIM_PAGE = 1000    # most candidates one claim offers (parking a backlog held by a limit: pages)
-# What a claim looks at before it takes the write lock: rows added on their own, the default
-# band's head, whether other bands have ready rows, the earliest reopening window, the pauses.
-_HEADS = (f'(SELECT pos FROM "{TABLE}" WHERE pos >= \'{positions.READY}\' AND pos < \'{positions.BANDS}\' '
-          "ORDER BY pos LIMIT 1), "
-          f'(SELECT 1 FROM "{TABLE}" WHERE pos >= \'{positions.BANDS}\' AND pos < \'{positions.READY_END}\' '
-          f'LIMIT 1), (SELECT min(reopen) FROM "{LIMITS}")')
-_PAUSED = f'(SELECT group_concat(queue, \',\') FROM "{PAUSED}")'
-_LOOK = f'SELECT (SELECT 1 FROM "{TABLE}" WHERE {positions.IS_FRESH} LIMIT 1), {_HEADS}, {_PAUSED}'
-_LOOK_INSIDE = f"SELECT {_HEADS}, {_PAUSED}"      # (the claim's absorb() looks at the fresh rows)
 
 
 @functools.lru_cache(maxsize=None)
@@ -203,7 +193,7 @@ class SqliteDictStore(WheelStore):
             counters.queue(old if isinstance(old, TaskRecord) else None, new)
             updates.append((encode_record(new), pos, new.name, new.rev, key))
         self._insert(inserts, horizon, counters)
-        self.file.many(_SET, updates)
+        self.file.many(SET_RECORD, updates)
         counters.flush(self.file.x, self.file.many)
         earliest = min((r.eta for r in out if r.status == PENDING), default=None)
         return out, None if earliest is None else self.wheel.due_tick(earliest)
@@ -297,7 +287,7 @@ class SqliteDictStore(WheelStore):
             updates.append((encode_record(stored), pos, stored.name, stored.rev, key))
             rows[key] = (updates[-1][0], pos, stored.name, stored.rev)
             out.append(stored)
-        self.file.many(_SET, updates)
+        self.file.many(SET_RECORD, updates)
         counters.flush(self.file.x, self.file.many)
         return out
 
@@ -313,7 +303,7 @@ class SqliteDictStore(WheelStore):
               queues: Optional[frozenset] = None) -> Claimed:
         f = self.file
         with f.reading():
-            fresh, head, bands, reopen, paused = f.q(_LOOK)[0]
+            fresh, head, bands, reopen, paused = f.q(LOOK)[0]
             paused = frozenset((paused or "").split(",")) - {""}
             default = (queues is None or "default" in queues) and "default" not in paused
             # Rows added on their own are not in the ready queue until absorbed: with any,
@@ -323,6 +313,8 @@ class SqliteDictStore(WheelStore):
                     not default or head is None or head > positions.ready_bound(now)):
                 heads = FileFlow(f, self.wheel).bands(queues, paused, head, bands)
                 etas = [positions.ready_eta_us(pos) for _, pos in heads] + ([reopen] if reopen else [])
+                if fresh and default:         # (no room:) rows added on their own, of the default band
+                    etas += self._reader.fresh_head(horizon_of(f))
                 return Claimed([], min(etas) / 1e6 if etas else None)
         fl = FileFlow(f, self.wheel)
         with f.writing():
@@ -346,94 +338,10 @@ class SqliteDictStore(WheelStore):
 
     def _claim_in_transaction(self, owner: str, now: float, limit: int, queued: int, horizon: int,
                               queues: Optional[frozenset], fl: FileFlow) -> Claimed:
-        f = self.file
         # The clock read under the write lock: claims stamp starts in the order they commit,
         # so a rate's log never gains a start older than one a later claim already counted.
-        now = max(now, self.now())
-        absorb(f.x, f.q, self.wheel.slots, horizon)
-        counters = Counters()
-        head, others, reopen, paused = f.q(_LOOK_INSIDE)[0]
-        if reopen is not None and reopen <= now * 1e6:
-            fl.release_reopened(now, horizon)
-            others = True
-        paused = frozenset((paused or "").split(",")) - {""}
-        bands = fl.bands(queues, paused, head, others)
-        adm = flow.Admission(lambda lim: fl.usage(lim, now), now, limit, queued)
-        taken: list[TaskRecord] = []
-        updates, broken = [], []
-        at = positions.running(owner)
-        offered = 0
-        # Bands by priority (highest first); within one priority, by eta across queues.
-        prios = {b: positions.parse(pos).priority or 0 if b else 0 for b, pos in bands}
-        for prio in sorted(set(prios.values()), reverse=True):
-            group = [b for b in prios if prios[b] == prio]
-            after = dict.fromkeys(group, "")
-            while group and not adm.full and offered < _CLAIM_PAGE:
-                page = max(1, limit + queued)
-                rows = []
-                for b in list(group):
-                    got = f.q(f'SELECT key, {RECORD}, pos, name FROM "{TABLE}" WHERE pos >= ? AND pos > ? '
-                              "AND pos <= ? ORDER BY pos LIMIT ?",
-                              (positions.band_ready(b), after[b], positions.band_bound(b, now), page))
-                    if len(got) < page:
-                        group.remove(b)              # this band has no more due rows after these
-                    if got:
-                        after[b] = got[-1][2]
-                    rows += got
-                if len(after) > 1:
-                    rows.sort(key=lambda r: r[2][-positions.ETA_W:])
-                for key, blob, pos, name in rows:
-                    if adm.full:
-                        break
-                    offered += 1
-                    try:
-                        rec = decode_record(blob)
-                    except RecordDecodeError as exc:
-                        if rules.set_aside(key[2:], exc):
-                            broken.append(key)
-                            counters.move(counted(pos, name, None, self.wheel),
-                                          counted(positions.BROKEN_POS, name, None, self.wheel))
-                        continue
-                    if rec.eta > now:          # the key's microseconds rounded up past a float
-                        continue
-                    if rec.limits:
-                        verdict = adm.offer(rec.limits)
-                        if verdict.kind == flow.PARK:
-                            fl.park(rec, verdict)
-                            continue
-                        if verdict.kind == flow.LEAVE:
-                            continue
-                        queued = False
-                    elif adm.room > 0:                 # (Admission.offer's own rule, inline:
-                        adm.room -= 1                  # most tasks have no limit)
-                        queued = False
-                    elif adm.queued > 0:
-                        adm.queued -= 1
-                        queued = True
-                    else:
-                        continue
-                    new = rules.claimed(rec, owner, now, queued=queued)
-                    updates.append((encode_record(new), at, new.name, new.rev, key))
-                    counters.move((PENDING, rec.name, self.wheel.due_tick(rec.eta)),
-                                  (RUNNING, rec.name, None))
-                    if rec.queue != "default":
-                        counters.queue(rec, new)
-                    if rec.limits:
-                        fl.took(rec, now)
-                    taken.append(new)
-        f.many(_SET, updates)
-        if broken:
-            f.many(f'UPDATE "{TABLE}" SET pos = ? WHERE key = ?', [(positions.BROKEN_POS, k) for k in broken])
-        fl.finish(list(adm.taken), now)
-        for key, free in adm.free_slots().items():
-            fl.release(key, free, horizon)
-        counters.flush(f.x, f.many)
-        self._bells.saw_horizon(horizon)
-        head, others, reopen = f.q("SELECT " + _HEADS)[0]
-        etas = [positions.ready_eta_us(pos) for _, pos in fl.bands(queues, paused, head, others)]
-        if reopen is not None:
-            etas.append(reopen)
-        return Claimed(taken, min(etas) / 1e6 if etas else None)
+        return claim_due(self.file, self.wheel, owner, max(now, self.now()), limit, queued, horizon,
+                         queues, fl, self._bells.saw_horizon)
 
     # -- the ticking process ----------------------------------------------------------------
     def advance(self, through: int, limit: int, leader: str) -> Advanced:

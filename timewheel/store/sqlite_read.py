@@ -87,6 +87,14 @@ class FileReader:
             raise StoreError(f"{f.path}: its bookkeeping is damaged (advanced {shown(advanced)})") from None
         return StoreState(horizon, leader if isinstance(leader, str) else None, advanced)
 
+    def fresh_head(self, horizon: int) -> list[int]:
+        """The earliest eta (us) of the rows added on their own that are ready once absorbed
+        (their tick within ``horizon``), if any (inside a transaction of the file)."""
+        (eta,) = self._file.q(f'SELECT min({positions.FRESH_ETA}) FROM "{TABLE}" WHERE {positions.IS_FRESH} '
+                              f"AND {positions.TICK_OF_CELL} <= :horizon",
+                              {"slots": self.wheel.slots, "horizon": horizon})[0]
+        return [] if eta is None else [int(eta)]
+
     def next_ready_eta(self) -> Optional[float]:
         """The eta of the earliest ready task: the head of the ready queue (of each band), or
         a row added on its own whose tick is within the horizon (ready as soon as absorbed)."""
