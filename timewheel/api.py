@@ -120,7 +120,7 @@ def _number(value: Any, what: str, *, minimum: float = 0.0, maximum: float = MAX
         raise TypeError(f"{what} must be a number of seconds, got {type(value).__name__} {shown(value)}")
     # Compared before float(): an int beyond any float is out of bounds, not an OverflowError.
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{what} must be finite, got {value!r}")
+        raise ValueError(f"{what} must be finite, got {shown(value)}")
     if value < minimum:
         raise ValueError(f"{what} must be >= {minimum:g}, got {shown(value)}")
     if value > maximum:
@@ -145,8 +145,20 @@ def _label(value: Any, what: str, limit: int) -> str:
     if not value or len(value) > limit or not value.isprintable() or value != value.strip():
         text = value if len(value) <= 60 else value[:57] + "..."
         raise ValueError(f"{what} must be 1 to {limit} printable characters without surrounding "
-                         f"spaces, got {text!r}")
+                         f"spaces, got {str.__repr__(text)}")
     return value
+
+
+def _qualname(f: Callable[..., Any]) -> str:
+    """The qualified name of a function, or the repr of a callable object (as stored task
+    names have always been made); a repr that raises is a clear error."""
+    qualname = getattr(f, "__qualname__", None)
+    if isinstance(qualname, str):
+        return qualname
+    try:
+        return repr(f)
+    except Exception:  # noqa: BLE001 - any object may come in
+        raise TypeError(f"@task cannot name {shown(f)} (its repr raised): give it a name=") from None
 
 
 def _storable_id(task_id: Any) -> bool:
@@ -418,7 +430,7 @@ class TimeWheel:
         self.path = None if spec is None or self.url else os.path.abspath(spec)
         if self.path is not None and (not spec or "\0" in spec or not _encodable(spec)):
             # SQLite takes UTF-8 file names: one with undecodable bytes cannot be opened
-            raise ValueError(f"not a usable store path: {spec!r}")
+            raise ValueError(f"not a usable store path: {str.__repr__(spec)}")
         self.workers = workers
         self.result_ttl = _number(result_ttl, "result_ttl")
         self.misfire_grace = _optional(misfire_grace, "misfire_grace")
@@ -508,9 +520,9 @@ class TimeWheel:
 
         def register(f: Callable[..., Any]) -> Task[Any]:
             if not callable(f):
-                raise TypeError(f"@task needs a function, got {type(f).__name__} {f!r}")
+                raise TypeError(f"@task needs a function, got {type(f).__name__} {shown(f)}")
             task_name = name if name is not None else _label(
-                f"{getattr(f, '__module__', None)}.{getattr(f, '__qualname__', repr(f))}", "task name", 500)
+                f"{getattr(f, '__module__', None)}.{_qualname(f)}", "task name", 500)
             old = self._registry.get(task_name)
             if old is not None and old.fn is not f and (
                     getattr(old.fn, "__code__", None) is not getattr(f, "__code__", None)):
@@ -543,12 +555,12 @@ class TimeWheel:
         (failed, will run again) or ``misfired``.  ``exception`` is the task's exception for
         ``failed`` and ``retrying``, else None.  Also a decorator: ``@hu.on("failed")``.
         A hook that raises is logged and changes nothing."""
-        if event not in EVENTS:
-            raise ValueError(f"unknown event {event!r}; one of {', '.join(EVENTS)}")
+        if not isinstance(event, str) or event not in EVENTS:
+            raise ValueError(f"unknown event {shown(event)}; one of {', '.join(EVENTS)}")
 
         def add(f: Callable[..., Any]) -> Callable[..., Any]:
             if not callable(f):
-                raise TypeError(f"a hook must be callable, got {f!r}")
+                raise TypeError(f"a hook must be callable, got {shown(f)}")
             self._hooks[event].append(f)
             return f
 
@@ -564,7 +576,7 @@ class TimeWheel:
                 if (threading.current_thread() is threading.main_thread()
                         and not isinstance(sys.exc_info()[1], Exception)):
                     raise
-                log.exception("%s hook %r raised for task %s", event, hook, rec.id)
+                log.exception("%s hook %s raised for task %s", event, shown(hook), rec.id)
 
     # -- scheduling -----------------------------------------------------------------------
     def _eta(self, count_down: Any, eta: Any) -> float:
@@ -574,7 +586,7 @@ class TimeWheel:
             now = self.now()
             delay = _optional(count_down, "count_down") or 0.0
             if now + delay > MAX_ETA:
-                raise ValueError(f"count_down={count_down!r} would put the task after 9999-12-31")
+                raise ValueError(f"count_down={shown(count_down)} would put the task after 9999-12-31")
             return now + delay
         if type(eta) is float:                # the common case first: unix seconds
             when = eta
@@ -582,7 +594,7 @@ class TimeWheel:
             try:
                 when = eta.timestamp()        # naive datetimes are local time, as documented
             except (OverflowError, OSError, ValueError) as exc:
-                raise ValueError(f"eta {eta!r} cannot be turned into a time ({exc})") from None
+                raise ValueError(f"eta {shown(eta)} cannot be turned into a time ({exc})") from None
         elif isinstance(eta, (int, float)) and not isinstance(eta, bool):
             # an int beyond any float is out of range, not an OverflowError
             when = float(eta) if isinstance(eta, float) or abs(eta) <= MAX_ETA else math.inf

@@ -35,6 +35,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional, Sequence
 
+from ..errors import shown
 from ..records import PENDING, RUNNING, STATUSES, TERMINAL, TaskRecord
 from ..wheel import Wheel
 
@@ -352,12 +353,12 @@ def purge_statuses(statuses: Optional[Iterable[str]]) -> list[str]:
 
 def check_existing(existing: str) -> None:
     if existing not in EXISTING:
-        raise ValueError(f"existing must be one of {', '.join(EXISTING)}, got {existing!r}")
+        raise ValueError(f"existing must be one of {', '.join(EXISTING)}, got {shown(existing)}")
 
 
 def check_listable(status: str) -> None:
-    if status not in LISTABLE:
-        raise ValueError(f"unknown status {status!r}; one of {', '.join(LISTABLE)}")
+    if not isinstance(status, str) or status not in LISTABLE:
+        raise ValueError(f"unknown status {shown(status)}; one of {', '.join(LISTABLE)}")
 
 
 def scan_order(status: str) -> Callable[[TaskRecord], tuple]:

@@ -60,7 +60,7 @@ import weakref
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 from urllib.parse import parse_qsl, urlencode
 
-from ..errors import DuplicateTask, NotAStore, StoreBusy, StoreError, StoreMismatch
+from ..errors import DuplicateTask, NotAStore, StoreBusy, StoreError, StoreMismatch, shown
 from ..records import (
     PENDING,
     RUNNING,
@@ -346,7 +346,7 @@ class RedisStore(WheelStore):
         if (not isinstance(namespace, str) or not namespace or not namespace.isprintable()
                 or "{" in namespace or "}" in namespace or len(namespace) > 100):
             raise ValueError(f"namespace must be 1 to 100 printable characters without braces, "
-                             f"got {namespace!r}")
+                             f"got {shown(namespace)}")
         target, ours = _split_url(url)
         self.location = _public(url)
         self.namespace = namespace
@@ -359,8 +359,9 @@ class RedisStore(WheelStore):
             except ValueError:
                 raise ValueError(f"lease= in the URL must be seconds, got {ours['lease']!r}") from None
         self.lease = lease
-        if not (math.isfinite(self.lease) and 0.05 <= self.lease <= 86400):
-            raise ValueError(f"lease must be from 0.05 to 86400 seconds, got {self.lease!r}")
+        # nan fails the comparison; a huge int too, where math.isfinite() would overflow
+        if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not 0.05 <= lease <= 86400:
+            raise ValueError(f"lease must be from 0.05 to 86400 seconds, got {shown(self.lease)}")
         self.result_ttl = result_ttl
         self.keys = _Keys(namespace)
         self._clock = clock            # type: ignore[assignment]
