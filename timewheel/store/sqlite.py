@@ -1178,6 +1178,8 @@ class SqliteDictStore(WheelStore):
                                                "ORDER BY tick LIMIT 256", (first,))]
                 if not ticks:
                     break
+                if ticks[0] < first or ticks != sorted(set(ticks)):   # or this would walk back for ever
+                    raise StoreError(f"{self.path}: the file is damaged (its tick counters are out of order)")
                 done = False
                 for t in ticks:
                     lo = f"p:{t % self.wheel.slots:06d}:{t // self.wheel.slots:015d}:"
