@@ -28,6 +28,11 @@ from typing import Callable, Iterable, Optional
 
 from timewheel import TimeWheel
 
+try:
+    from . import procs
+except ImportError:               # run as a script: tests/ is sys.path[0]
+    import procs  # type: ignore[no-redef]
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 TASK_NAME = "mp.record"
 
@@ -162,8 +167,8 @@ def wait_for(cond: Callable[[], object], timeout: float, interval: float = 0.02,
 
 def spawn(args: Iterable[str], **kw) -> subprocess.Popen:
     """Start ``python tests/mp_worker.py ARGS`` (stdout/stderr to a file next to the db)."""
-    return subprocess.Popen([sys.executable, os.path.join(HERE, "mp_worker.py"), *args],
-                            start_new_session=True, **kw)
+    return procs.popen([sys.executable, os.path.join(HERE, "mp_worker.py"), *args],
+                       start_new_session=True, **kw)
 
 
 def kill_all(procs: Iterable[subprocess.Popen], sig: int = signal.SIGKILL) -> None:

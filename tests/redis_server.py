@@ -20,6 +20,11 @@ import subprocess
 import time
 from typing import Optional, Sequence
 
+try:
+    from . import procs
+except ImportError:               # run as a script: tests/ is sys.path[0]
+    import procs  # type: ignore[no-redef]
+
 __all__ = ["RedisServer", "free_port", "redis_server_binary"]
 
 
@@ -70,8 +75,8 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> "RedisServer":
         assert self.proc is None or self.proc.poll() is not None, "already running"
-        self.proc = subprocess.Popen(self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = procs.popen(self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         deadline = time.monotonic() + timeout
         while not self._answers():
             if self.proc.poll() is not None:

@@ -14,6 +14,7 @@ import pytest
 from timewheel import TaskFailed, TaskNotFound, TimeWheel
 from timewheel.records import TaskRecord
 
+from . import procs
 from .conftest import wait_for
 
 
@@ -375,7 +376,6 @@ def test_result_values_round_trip_through_pickle(hu) -> None:
 
 
 def test_a_normal_interpreter_exit_lets_running_tasks_finish(tmp_path) -> None:
-    import subprocess
     import sys
     import textwrap
     db = str(tmp_path / "tasks.db")
@@ -393,8 +393,8 @@ def test_a_normal_interpreter_exit_lets_running_tasks_finish(tmp_path) -> None:
             time.sleep(0.01)
         print(h.id)              # and exit without stop(): the atexit hook waits for it
     """)
-    out = subprocess.run([sys.executable, "-c", script, db], capture_output=True, text=True,
-                         timeout=60, check=True)
+    out = procs.run([sys.executable, "-c", script, db], capture_output=True, text=True,
+                    timeout=60, check=True)
     hu = TimeWheel(db)
     rec = hu.get(out.stdout.strip()).record
     assert rec.status == "succeeded" and rec.crashes == 0

@@ -15,7 +15,6 @@ import pickle
 import resource
 import shutil
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -28,6 +27,7 @@ from hypothesis import strategies as st
 from timewheel.records import Outcome, TaskRecord, end_run
 from timewheel.store import open_store
 
+from . import procs
 from .cli_fixtures import console_script, fingerprint, invoke, measured, populate, rec
 
 DEAD_OWNER = "999999:deadbeef:999999"
@@ -146,7 +146,7 @@ def test_escape_sequences_from_the_store_never_reach_the_terminal(tmp_path: Path
     shown = invoke("show", str(path), ids[1]).stdout
     assert "boom\\x1b[2J\\x1b[H" in shown and "\\x1b]0;pwned\\x07" in shown      # visible, escaped
     # and through a pipe, from the console script itself
-    piped = subprocess.run([console_script(), "show", str(path), ids[1]], capture_output=True, timeout=30)
+    piped = procs.run([console_script(), "show", str(path), ids[1]], capture_output=True, timeout=30)
     assert piped.returncode == 0 and b"\x1b" not in piped.stdout and b"\x07" not in piped.stdout
     assert b"\\x1b]0;pwned\\x07" in piped.stdout
 

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from . import procs
 from .mp_worker import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,13 +84,13 @@ class Server:
 
 
 def _supports_no_control_socket() -> bool:
-    r = subprocess.run([GUNICORN, "--help"], capture_output=True, text=True, timeout=30)
+    r = procs.run([GUNICORN, "--help"], capture_output=True, text=True, timeout=30)
     return "--no-control-socket" in r.stdout
 
 
 @pytest.fixture
 def gunicorn(tmp_path):
-    procs: list[subprocess.Popen] = []
+    masters: list[subprocess.Popen] = []
     extra_default = ["--no-control-socket"] if _supports_no_control_socket() else []
 
     def start(*extra: str, workers: int = 4) -> Server:
@@ -98,11 +99,11 @@ def gunicorn(tmp_path):
         out_path = str(tmp_path / "gunicorn.out")
         env = dict(os.environ, TIMEWHEEL_DB=db, EMAIL_LOG=email_log, VERIFY_EMAIL_DELAY="1")
         with open(out_path, "wb") as out:
-            p = subprocess.Popen(
+            p = procs.popen(
                 [GUNICORN, "-w", str(workers), "-b", "127.0.0.1:0", "--graceful-timeout", "5",
                  "--timeout", "30", *extra_default, *extra, "examples.flask_app:app"],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        procs.append(p)
+        masters.append(p)
 
         def listening():
             assert p.poll() is None, open(out_path).read()[-3000:]
@@ -115,10 +116,10 @@ def gunicorn(tmp_path):
 
     yield start
 
-    for p in procs:
+    for p in masters:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
-    for p in procs:
+    for p in masters:
         try:
             p.wait(timeout=15)
         except subprocess.TimeoutExpired:

@@ -24,7 +24,7 @@ import pytest
 
 from timewheel import StoreBusy, StoreError
 
-from . import crashloop, mp_worker
+from . import crashloop, mp_worker, procs
 from .mp_worker import Runs, events_of, read_lines, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -65,9 +65,9 @@ class Cluster:
 
     def enqueue(self, n: int, *extra: str, tick: float = TICK, timeout: float = 60) -> None:
         """Enqueue from a process that never starts (it exits once its delay() calls returned)."""
-        r = subprocess.run([sys.executable, os.path.join(HERE, "mp_worker.py"), *self.common(tick),
+        r = procs.run([sys.executable, os.path.join(HERE, "mp_worker.py"), *self.common(tick),
                             "--enqueue", str(n), "--lifetime", "0", *extra],
-                           timeout=timeout, capture_output=True, text=True)
+                      timeout=timeout, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-2000:]
 
     def ready(self, n: int, timeout: float = 30) -> None:
@@ -310,8 +310,8 @@ def test_crash_loop_long(tmp_path, record_property):
 # -- fork safety --------------------------------------------------------------------------------
 
 def _run_fork_scenario(mode: str, d, child_timeout: float = 20.0) -> tuple[dict, Runs]:
-    r = subprocess.run([sys.executable, os.path.join(HERE, "mp_fork.py"), mode, str(d), str(child_timeout)],
-                       timeout=child_timeout + 30, capture_output=True, text=True)
+    r = procs.run([sys.executable, os.path.join(HERE, "mp_fork.py"), mode, str(d), str(child_timeout)],
+                  timeout=child_timeout + 30, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     return out, Runs(os.path.join(str(d), "runs.log"))
@@ -344,8 +344,8 @@ def _can_unshare_pid() -> bool:
     if shutil.which("unshare") is None:
         return False
     try:
-        r = subprocess.run(["unshare", "--pid", "--fork", "--kill-child", "true"], capture_output=True,
-                           timeout=10)
+        r = procs.run(["unshare", "--pid", "--fork", "--kill-child", "true"], capture_output=True,
+                      timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return r.returncode == 0
@@ -362,9 +362,9 @@ def test_same_pid_in_another_pid_namespace_does_not_hang(cluster):
         args = ["--db", cluster.db, "--log", cluster.log, "--events", events, "--tick", str(TICK),
                 "--stop-file", stop, "--start", "--lifetime", "60"]
         out = open(os.path.join(cluster.dir, f"{name}.out"), "wb")
-        p = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child=SIGKILL", sys.executable,
+        p = procs.popen(["unshare", "--pid", "--fork", "--kill-child=SIGKILL", sys.executable,
                               os.path.join(HERE, "mp_worker.py"), *args],
-                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                        stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         out.close()
         cluster.procs.append(p)
         return p, events, stop
@@ -391,8 +391,8 @@ def test_processes_opening_a_new_store_at_once_do_not_fail(tmp_path):
     None may get StoreBusy ("database is locked") without having waited busy_timeout.  (Today
     a few opens in a hundred fail within ~2 ms: two connections converting the new file to WAL at
     once; the loser's error does not go through the busy handler.)"""
-    r = subprocess.run([sys.executable, os.path.join(HERE, "mp_fork.py"), "first-open", str(tmp_path)],
-                       timeout=120, capture_output=True, text=True)
+    r = procs.run([sys.executable, os.path.join(HERE, "mp_fork.py"), "first-open", str(tmp_path)],
+                  timeout=120, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["failed"] == 0, f"{out['failed']} of {out['opens']} opens failed:\n{r.stderr[-1500:]}"
@@ -423,7 +423,7 @@ def _hold_write_lock(db: str, seconds: float) -> subprocess.Popen:
             "print('locked', flush=True)\n"
             "time.sleep(float(sys.argv[2]))\n"
             "c.execute('ROLLBACK')\n")
-    p = subprocess.Popen([sys.executable, "-c", code, db, str(seconds)], stdout=subprocess.PIPE, text=True)
+    p = procs.popen([sys.executable, "-c", code, db, str(seconds)], stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "locked"
     return p
 

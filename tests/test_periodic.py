@@ -6,7 +6,6 @@ import datetime as dt
 import functools
 import math
 import os
-import subprocess
 import sys
 import textwrap
 import threading
@@ -30,6 +29,7 @@ from timewheel.periodic import (
 )
 from timewheel.records import CANCELLED, MISFIRED, PENDING, SUCCEEDED
 
+from . import procs
 from .conftest import ROOT, records_of, wait_for
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -497,9 +497,9 @@ def test_exactly_once_across_two_processes_and_a_takeover(tmp_path) -> None:
     """))
     env = dict(os.environ, PYTHONPATH=ROOT)
     # The first process ticks; the second adds occurrences too and takes over when it stops.
-    first = subprocess.Popen([sys.executable, str(script), "2.5"], env=env)
+    first = procs.popen([sys.executable, str(script), "2.5"], env=env)
     wait_for(lambda: os.path.exists(log), timeout=15)
-    second = subprocess.Popen([sys.executable, str(script), "3"], env=env)
+    second = procs.popen([sys.executable, str(script), "3"], env=env)
     assert [first.wait(timeout=30), second.wait(timeout=30)] == [0, 0]
     with open(log) as fh:
         pids = fh.read().split()

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import sqlite3
 import stat
-import subprocess
 import sys
 import time
 
@@ -19,6 +19,7 @@ from timewheel.records import PENDING, cancel
 from timewheel.store import SqliteDictStore
 from timewheel.wheel import Wheel
 
+from . import procs
 from .conftest import check_file_store, count_of, make_record
 
 
@@ -125,7 +126,7 @@ def test_readonly_open_of_a_crashed_writers_file_changes_no_byte(tmp_path) -> No
             "s = SqliteDictStore(sys.argv[1])\n"
             "s.add([TaskRecord(id=str(i), name='t', eta=2e9, payload=b'') for i in range(50)])\n"
             "os._exit(0)\n")                       # dies with its WAL not checkpointed
-    subprocess.run([sys.executable, "-c", code, p], check=True, timeout=60)
+    procs.run([sys.executable, "-c", code, p], check=True, timeout=60)
     assert os.path.getsize(p + "-wal") > 0
     before = digest(p)
     ro = SqliteDictStore(p, readonly=True)
@@ -184,6 +185,8 @@ def test_store_reopens_after_fork(tmp_path) -> None:
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:                                   # child: must not hang on the parent's connection
+        procs.die_with_parent()
+        signal.alarm(30)
         try:
             s.add([make_record("child", time.time() + 100)])
             ok = s.get("parent") is not None
@@ -219,7 +222,7 @@ def test_doorbells_cross_processes_and_dead_ones_are_forgotten(tmp_path) -> None
             "from timewheel.records import TaskRecord\n"
             "s = SqliteDictStore(sys.argv[1])\n"
             "s.add([TaskRecord(id='soon', name='t', eta=time.time(), payload=b'')])\n")
-    subprocess.run([sys.executable, "-c", code, p], check=True, timeout=60)
+    procs.run([sys.executable, "-c", code, p], check=True, timeout=60)
     assert bell.wait(5.0)                      # another process's add of a due task rang us
     con = sqlite3.connect(p)
     con.execute("INSERT INTO timewheel (key, value) VALUES ('m:bell:gone', '999999:dead:999999')")

@@ -19,6 +19,8 @@ from typing import Iterator, Optional
 from timewheel.records import Outcome, TaskRecord, cancel, end_run, skip_misfired, start_run
 from timewheel.store import SqliteDictStore, WheelStore
 
+from . import procs
+
 HOSTILE_NAME = "<script>alert('name')</script>\x1b[31mred\u202e"
 HOSTILE_ERROR = "ValueError: <img src=x onerror=alert('error')> \x1b]0;pwned\x07"
 DEAD_OWNER = "999999999:deadbeef:999999999"
@@ -146,8 +148,8 @@ def serve(store_path: str, *options: str, env: Optional[dict] = None,
     """A live ``timewheel web STORE --port 0 --json OPTIONS`` until the block ends; then
     SIGTERM, and it must exit 0 having logged no error."""
     log = tempfile.NamedTemporaryFile("w+", prefix="timewheel-web-", suffix=".log", delete=False)
-    proc = subprocess.Popen(web_command(store_path, "--port", "0", "--json", *options),
-                            stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, **(env or {})})
+    proc = procs.popen(web_command(store_path, "--port", "0", "--json", *options),
+                       stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, **(env or {})})
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + timeout
@@ -167,7 +169,7 @@ def serve(store_path: str, *options: str, env: Optional[dict] = None,
                 code = proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.wait()
+                proc.wait(10)
                 raise AssertionError("timewheel web did not stop on SIGTERM") from None
             assert code == 0, f"timewheel web exited {code}"
         text = open(log.name).read()
