@@ -33,7 +33,7 @@ from .records import (
     cancel,
     reset_for_retry,
 )
-from .store.base import BROKEN, LISTABLE, WheelStore, finished_ms, purge_statuses
+from .store.base import BROKEN, LISTABLE, WheelStore, finished_ms, purge_statuses, scan_order
 from .text import first_line
 
 __all__ = [
@@ -453,11 +453,15 @@ def change_tasks(store: WheelStore, ids: Sequence[str], verb: str) -> dict[str, 
 def retry_failed(store: WheelStore, *, name: Optional[str] = None) -> dict[str, Any]:
     """Retry every failed task (of ``name``), a page per transaction: ``retry --all-failed``."""
     done: list[str] = []
+    seen: set[str] = set()
     lost = 0
     while True:
-        page = [r for r in store.scan(FAILED, name=name, limit=_PAGE) if r.status == FAILED]
+        # Each task once: on a damaged store a retried one may still be listed as failed.
+        page = [r for r in store.scan(FAILED, name=name, limit=_PAGE)
+                if r.status == FAILED and r.id not in seen]
         if not page:
             break
+        seen.update(r.id for r in page)
         now = store.now()
         back = store.swap([(r, reset_for_retry(r, now)) for r in page])
         done += [b.id for b in back if b is not None]
@@ -485,11 +489,15 @@ def purge_data(store: WheelStore, now: float, *, older_than: float,
             # continues after it, through what purge() would delete
             mark: TaskRecord = TaskRecord(id="", name="", eta=0.0, payload=b"", status=status,
                                           finished=before)
+            order = scan_order(status)
             while True:
                 page = store.scan(status, after=mark, limit=_PAGE)
                 matching += sum(r.status == status for r in page)
                 if len(page) < _PAGE:
                     break
+                if order(page[-1]) <= order(mark):     # a damaged index: it would never end
+                    raise StoreError(f"{store.location}: the store is damaged (its {status} index "
+                                     "is out of order)")
                 mark = page[-1]
         purged = 0
     else:

@@ -833,7 +833,10 @@ class RedisStore(WheelStore):
             yield from fresh
             if len(rows) < _PAGE:
                 return
-            mark = (rows[-1][1], rows[-1][0])
+            last = (rows[-1][1], rows[-1][0])
+            if mark is not None and (last >= mark if reverse else last <= mark):   # never for a sane server
+                raise StoreError(f"{self.location}: the index {key} is out of order")
+            mark = last
 
     def _zpage(self, key: str, edge: Any, skip: int, reverse: bool) -> list[tuple[str, float]]:
         """A page of zset ``key`` from score ``edge`` on (down with ``reverse``), ``skip`` in."""
