@@ -258,6 +258,37 @@ class TaskHandle:
             poll = min(poll * 2, 0.1)
 
 
+#: delay()'s own options by their stem: lower case, without underscores (see _meant_option)
+_OPTION_STEMS = {"countdown": "count_down", "eta": "eta", "taskid": "task_id"}
+_UNITS = ("seconds", "secs", "sec", "s")
+
+
+@functools.lru_cache(maxsize=4096)
+def _meant_option(key: str) -> Optional[str]:
+    """The option of delay() that keyword ``key`` misspells, or None (issue 19 item 12).
+
+    A near miss is an option written with other case or underscores, perhaps with a unit
+    (``countdown`` as Celery spells it, ``countDown``, ``count_down_s``, ``ETA``,
+    ``eta_seconds``, ``taskId``): nobody names a parameter of their own so, and passed on to a
+    task taking ``**kwargs`` it would silently run the task at once.  Names that are merely
+    related (``id``, ``job_id``, ``delay``, ``expires``) are ordinary parameter names and are
+    passed on.  Cached: the keywords of a code base are few (0.1 us a keyword when cached).
+    """
+    stem = key.lower().replace("_", "")
+    for unit in _UNITS:
+        if stem.endswith(unit) and stem[:-len(unit)] in _OPTION_STEMS:
+            stem = stem[:-len(unit)]
+            break
+    option = _OPTION_STEMS.get(stem)
+    return option if option != key else None
+
+
+def _refuse_near_miss(task: str, key: str, option: str) -> None:
+    raise TypeError(f"{task}: {key}= is not an option of delay(): did you mean {option}=? (a function "
+                    f"with a parameter named {key} gets it through schedule(args, "
+                    f"kwargs={{{str.__repr__(key)}: ...}}))")
+
+
 def _plain_arity(sig: Optional[inspect.Signature]) -> Optional[tuple[int, int]]:
     """(required, total) positional parameters when they are all a function has, so that
     delay(*args) can be checked by counting; None sends every call through Signature.bind."""
@@ -322,7 +353,18 @@ class Task(Generic[R]):
         Returns once the task is committed to the store (inside ``with hu.batch()``: once the
         batch is).  Bad timing options, arguments that do not fit the function, or arguments
         that cannot be pickled raise ``ValueError``/``TypeError`` and nothing is written.
+
+        A keyword that misspells an option -- in other case or with other underscores, perhaps
+        with a unit: ``countdown`` (Celery's), ``countDown``, ``count_down_s``, ``ETA``,
+        ``eta_seconds``, ``taskId`` -- raises ``TypeError`` naming the option, even when the
+        function takes ``**kwargs``; a function with a parameter of such a name gets it
+        through :meth:`schedule` (``kwargs={"countdown": 30}``).
         """
+        if kwargs:
+            for key in kwargs:
+                option = _meant_option(key)
+                if option is not None:
+                    _refuse_near_miss(self.name, key, option)
         return self._enqueue(args, kwargs, count_down, eta, ..., task_id,
                              "fail" if task_id is None else "reuse")
 
