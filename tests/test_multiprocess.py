@@ -18,6 +18,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -542,3 +543,59 @@ def test_outcome_that_hits_storebusy_is_recorded_later(cluster):
         mp_worker.stop_all([survivor], cluster.stop_file)
         hu.close()
     _assert_exactly_once(Runs(cluster.log), {"fb-0", "fb-1", "fb-2"})
+
+
+STARTED_THEN_FORKED = textwrap.dedent("""
+    import json, logging, os, sys, traceback
+    from timewheel import TimeWheel
+    db, mode = sys.argv[1], sys.argv[2]
+    if mode == "configured":
+        logging.basicConfig(level=logging.WARNING, format="LOGGED %(name)s %(message)s")
+    hu = TimeWheel(db, workers=2)
+    where = hu.task(name="where")(lambda: os.getpid())
+    unstarted = TimeWheel(db + "-other", workers=1)
+    later = unstarted.task(name="later")(lambda: None)
+    later.delay(count_down=60)
+    if mode != "not-started":
+        hu.start()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            handles = [where.delay() for _ in range(3)]
+            hu.get(handles[0].id)
+            later.delay(count_down=60)                  # a wheel never started: no warning
+            if mode == "not-started":
+                hu.start()
+            print(json.dumps({"child": os.getpid(), "ran_in": [h.result(timeout=10) for h in handles]}),
+                  flush=True)
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    hu.close()
+    sys.exit(os.waitstatus_to_exitcode(status))
+""")
+
+
+@pytest.mark.parametrize("mode", ["bare", "configured", "not-started"])
+def test_a_child_forked_from_a_started_wheel_is_warned_once(tmp_path, mode):
+    """Issue 19 item 11: a wheel started before fork() keeps running in the parent only; the
+    child's first use of it logs what happened and the fix, once (to stderr as well when the
+    app configured no logging).  A wheel the parent never started warns nobody."""
+    done = procs.run([sys.executable, "-c", STARTED_THEN_FORKED, str(tmp_path / "tasks.db"), mode],
+                     capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    warned = [line for line in done.stderr.splitlines() if "was started in process" in line]
+    if mode == "not-started":
+        assert warned == [] and out["ran_in"] == [out["child"]] * 3, done.stderr
+        return
+    parent = int(warned[0].split("was started in process ")[1].split()[0]) if warned else None
+    assert len(warned) == 1, done.stderr
+    assert out["ran_in"] == [parent] * 3 and parent != out["child"]      # the parent ran them
+    assert f"before it forked this process ({out['child']})" in warned[0]
+    assert warned[0].startswith("LOGGED timewheel " if mode == "configured" else "timewheel: WARNING: ")
+    assert "post_fork" in warned[0] and "--preload" in warned[0]

@@ -496,6 +496,10 @@ class TimeWheel:
         self._hooks: dict[str, list[Callable[..., Any]]] = {e: [] for e in EVENTS}
         self._store: Optional[WheelStore] = None
         self._store_lock = threading.Lock()
+        #: in a process forked from one that had started this wheel: that process's pid, and the
+        #: store it had open (see _after_fork_in_child)
+        self._started_in: Optional[int] = None
+        self._inherited: Optional[WheelStore] = None
         self._boss: Optional[Boss] = None
         self._start_lock = threading.RLock()
         self._local = _Local()
@@ -524,6 +528,11 @@ class TimeWheel:
         return self._store
 
     def _open_store(self) -> WheelStore:
+        if self._started_in is not None:         # the first use after a fork: see below
+            self._warn_started_before_fork()
+            inherited, self._inherited = self._inherited, None
+            if inherited is not None:
+                return inherited
         if self.immediate or (self.path is None and self.url is None):
             return MemoryStore(self.wheel, clock=self.clock)
         return open_store(self.url or self.path or "", wheel=self.wheel, namespace=self.namespace,
@@ -796,13 +805,43 @@ class TimeWheel:
     def __exit__(self, *exc: Any) -> None:
         self.stop(wait=True)
 
+    def _warn_started_before_fork(self) -> None:
+        parent, self._started_in = self._started_in, None
+        memory = " (a memory store is not shared: tasks delayed here run only if it starts here)" \
+            if self.url is None and self.path is None else ""
+        _warn_loudly(
+            f"{self} was started in process {parent} before it forked this process ({os.getpid()}): "
+            f"the wheel's threads stayed in process {parent}, which runs the tasks; this process runs "
+            f"none unless it calls start() itself{memory}. Start the wheel after the fork, in each "
+            "worker -- with gunicorn in a post_fork hook or at the first request; never at import "
+            "with --preload, where the master would run every task")
+
     def _after_fork_in_child(self) -> None:
         # Threads do not survive fork: forget the parent's boss (a child starts its own with
         # start()).  The store reopens itself on first use in the new pid.
+        if self._boss is not None:
+            # Started before the fork (gunicorn --preload with start() at import: issue 19 item
+            # 11): say so at this process's first use of the wheel, which goes through
+            # _open_store while the store is set aside -- no check on the hot path.
+            self._started_in = os.getppid()
+        if self._started_in is not None and self._store is not None:
+            self._inherited, self._store = self._store, None
         self._boss = None
         self._start_lock = threading.RLock()
         self._store_lock = threading.Lock()
         self._changed = threading.Condition()
+
+
+def _warn_loudly(message: str) -> None:
+    """A warning to the ``timewheel`` logger -- and to stderr too while the application has
+    configured no logging at all (the logger's NullHandler would swallow it)."""
+    log.warning(message)
+    logger: Optional[logging.Logger] = log
+    while logger is not None:
+        if any(not isinstance(h, logging.NullHandler) for h in logger.handlers):
+            return
+        logger = logger.parent if logger.propagate else None
+    sys.stderr.write(f"timewheel: WARNING: {message}\n")
 
 
 def _after_fork_in_child() -> None:
