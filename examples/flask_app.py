@@ -2,6 +2,7 @@
 
     gunicorn -w 4 examples.flask_app:app              # each worker imports the app
     gunicorn -w 4 --preload examples.flask_app:app    # imported once in the master, then forked
+    gunicorn -c examples/gunicorn.conf.py -w 4 examples.flask_app:app   # timewheel's log too
     flask --app examples/flask_app.py run             # the development server
 
     curl -X POST -d email=ann@example.com http://127.0.0.1:8000/signup

@@ -16,7 +16,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 from click.testing import Result
@@ -557,6 +557,11 @@ def job(x):
     return x * 2
 
 
+@hu.task(name="boom")
+def boom():
+    raise ValueError("the task failed on purpose")
+
+
 @hu.task(name="slow")
 def slow(seconds, marker):
     with open(marker, "w") as fh:
@@ -691,6 +696,44 @@ def test_run_finishes_the_running_task_on_sigterm_and_exits_0(tmp_path: Path) ->
     assert not (tmp_path / "never").exists()
     text = log.read_text()
     assert "Traceback" not in text and "SIGTERM" in text
+
+
+@pytest.mark.parametrize("level", [None, "ERROR"], ids=["default", "log-level-error"])
+def test_run_logs_task_failures_to_stderr(tmp_path: Path, level: Optional[str]) -> None:
+    """Issue 19 item 13: `timewheel run` configures logging (INFO to stderr; --log-level) when
+    the application did not, so a failing task is reported where the operator looks."""
+    from timewheel import TimeWheel
+    path = tmp_path / "tasks.db"
+    (tmp_path / "cliapp_boom.py").write_text(APP)
+    producer = TimeWheel(str(path))
+    failing = producer.task(name="boom")(lambda: None).delay()
+    producer.close()
+    log = tmp_path / "worker.log"
+    with open(log, "w") as err:
+        options = ["--log-level", level] if level else []
+        worker = procs.popen([console_script(), "run", "cliapp_boom:hu", *options],
+                             cwd=tmp_path, env={**os.environ, "TW_DB": str(path)}, stderr=err)
+    try:
+        def status() -> str:
+            ro = open_store(str(path), readonly=True)     # anew: one opened before the worker
+            try:                                          # ran reads the file as it was then
+                return ro.get(failing.id).status
+            finally:
+                ro.close()
+        wait_for(lambda: status() == "failed", 15, what="the task to fail")
+        time.sleep(0.3)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+    text = log.read_text()
+    said = f"task {failing.id} (boom) failed, attempt 1 of 1: ValueError: the task failed on purpose"
+    if level is None:
+        assert said in text and "running <TimeWheel" in text, text          # warnings and INFO
+    else:
+        assert said not in text and "running <TimeWheel" not in text, text
 
 
 @settings(max_examples=300, deadline=None)

@@ -216,3 +216,20 @@ def test_a_wheel_started_in_a_preloaded_master_is_reported_in_the_log(gunicorn, 
         line = next(w for w in warnings if f"before it forked this process ({worker})" in w)
         assert f"was started in process {server.proc.pid}" in line
         assert "post_fork" in line and "--preload" in line
+
+
+@pytest.mark.parametrize("conf", [False, True], ids=["bare", "with-gunicorn.conf"])
+def test_task_failures_reach_gunicorns_log_with_the_example_conf(gunicorn, tmp_path, conf):
+    """Issue 19 item 13: under gunicorn nothing about a failing task reached the log; with
+    examples/gunicorn.conf.py (the README's recipe) the failure is in gunicorn's error log."""
+    server = gunicorn(*(["-c", os.path.join(ROOT, "examples", "gunicorn.conf.py")] if conf else []),
+                      workers=2, EMAIL_LOG=str(tmp_path / "no-such-dir" / "emails.log"))
+    task_id = server.signup("ann@example.com")           # the "email" fails: its log cannot be opened
+
+    def attempted() -> bool:
+        status, body = server.request("GET", f"/tasks/{task_id}")
+        return status == 200 and body["attempts"] >= 1 and body["error"] is not None
+    wait_for(attempted, 20, interval=0.2, what="the first attempt to fail")
+    time.sleep(0.5)                                       # the log line is written before the record
+    failure = f"task {task_id} (signup.send_verification_email) failed, attempt 1 of 4: FileNotFoundError"
+    assert (failure in server.tail(400)) == conf, server.tail(400)
