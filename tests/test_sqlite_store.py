@@ -20,7 +20,7 @@ from timewheel.store import SqliteDictStore
 from timewheel.wheel import Wheel
 
 from . import procs
-from .conftest import check_file_store, count_of, make_record
+from .conftest import check_file_store, count_of, make_record, wait_for
 
 
 def digest(path: str) -> str:
@@ -270,3 +270,60 @@ def test_a_store_without_observer_counters_gets_them_on_a_write_open(tmp_path) -
     expected_after = {w.due_tick(e) for e in etas[1:] + [now + 1000]}
     assert rw.wheel_stats() == (len(expected_after), len({t % 60 for t in expected_after}))
     rw.close()
+
+
+WAL_HOLDER = """
+import os, sys, time
+from timewheel import TimeWheel
+db, ready, stop = sys.argv[1:4]
+hu = TimeWheel(db, workers=1)
+later = hu.task(name="later")(lambda: None)
+hu.start()
+for _ in range(5):
+    later.delay(count_down=600)
+open(ready, "w").close()
+while not os.path.exists(stop):
+    time.sleep(0.05)
+hu.close()                                   # the last one to close checkpoints its -wal
+"""
+
+NEWCOMER = """
+import sys
+from timewheel import StoreError, TimeWheel
+hu = TimeWheel(sys.argv[1], workers=1)
+later = hu.task(name="later")(lambda: None)
+try:
+    later.delay(count_down=600)
+    print("ok")
+except StoreError as exc:
+    print(exc)
+"""
+
+
+def test_a_wal_deleted_under_running_processes_is_named(tmp_path) -> None:
+    """Issue 19 item 14: after `rm tasks.db-wal` while a process runs, new processes said
+    "disk I/O error".  They must say what happened and what to do; once the running process
+    exits, its commits are in the store and new processes work."""
+    from .cli_fixtures import console_script
+    db, ready, stop = str(tmp_path / "tasks.db"), tmp_path / "ready", tmp_path / "stop"
+    holder = procs.popen([sys.executable, "-c", WAL_HOLDER, db, str(ready), str(stop)])
+    try:
+        wait_for(lambda: ready.exists() or holder.poll() is not None, 20, what="the holder to be ready")
+        os.remove(db + "-wal")
+        said = procs.run([sys.executable, "-c", NEWCOMER, db], capture_output=True, text=True, timeout=60)
+        assert said.returncode == 0, said.stderr
+        listing = procs.run([console_script(), "tasks", db], capture_output=True, text=True, timeout=60)
+        for text in (said.stdout, listing.stderr):
+            assert "its -wal file was deleted while processes had the store open" in text, text
+            assert "stop every process that uses the store" in text and text.count("\n") == 1, text
+        assert listing.returncode == 1
+        stop.touch()
+        assert holder.wait(timeout=30) == 0
+    finally:
+        holder.kill()
+        holder.wait(10)
+    again = procs.run([sys.executable, "-c", NEWCOMER, db], capture_output=True, text=True, timeout=60)
+    assert again.stdout == "ok\n", again.stdout + again.stderr
+    ro = SqliteDictStore(db, readonly=True)
+    assert count_of(ro, PENDING) == 6                    # the holder's five and the newcomer's
+    ro.close()
