@@ -120,7 +120,11 @@ class Cron(Schedule):
     of ``tz`` (an IANA name or a ``zoneinfo.ZoneInfo``; default UTC)."""
 
     def __init__(self, expr: str, tz: Union[str, _dt.tzinfo, None] = None) -> None:
-        from croniter import croniter  # optional dependency: timewheel[cron]
+        try:
+            from croniter import croniter  # optional dependency: timewheel[cron]
+        except ImportError:
+            raise ImportError("cron= schedules need croniter, which is not installed: "
+                              "pip install 'timewheel[cron]'", name="croniter") from None
         if not isinstance(expr, str) or not croniter.is_valid(expr):
             raise ValueError(f"not a valid cron expression: {shown(expr)}")
         self.expr = expr
