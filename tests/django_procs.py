@@ -20,6 +20,8 @@ from . import procs
 from .conftest import ROOT, wait_for
 from .redis_server import free_port
 
+GUNICORN_CONF = os.path.join(ROOT, "tests", "gunicorn_conf.py")     # workers die with the master
+
 
 class Project:
     """A Django project with its own databases under ``tmp`` (its settings read DJANGO_DB and
@@ -66,7 +68,7 @@ class Project:
         assert exe, "gunicorn is in the test extra: pip install -e '.[test]'"
         with open(self.tmp / "web.log", "w") as out:
             p = procs.popen([exe, "-w", str(workers), "-b", "127.0.0.1:0", "--graceful-timeout", "10",
-                                  *extra, "project.wsgi"], cwd=self.directory, env=self.env,
+                             "-c", GUNICORN_CONF, *extra, "project.wsgi"], cwd=self.directory, env=self.env,
                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(p)
 

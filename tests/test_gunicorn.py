@@ -29,6 +29,7 @@ from . import procs
 from .mp_worker import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GUNICORN_CONF = os.path.join(ROOT, "tests", "gunicorn_conf.py")     # workers die with the master
 GUNICORN = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or shutil.which("gunicorn")
 
 if GUNICORN is None:   # it is in the test extra: a missing one is a broken set-up, not a skip
@@ -103,7 +104,8 @@ def gunicorn(tmp_path):
         with open(out_path, "wb") as out:
             p = procs.popen(
                 [GUNICORN, "-w", str(workers), "-b", "127.0.0.1:0", "--graceful-timeout", "5",
-                 "--timeout", "30", *extra_default, *extra, app],
+                 "--timeout", "30", *extra_default, *([] if "-c" in extra else ["-c", GUNICORN_CONF]),
+                 *extra, app],
                 cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         masters.append(p)
 
