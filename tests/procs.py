@@ -7,10 +7,10 @@ the child ends, not the process, so children are forked by one long-lived thread
 starting a worker from a short-lived thread would otherwise see it killed when that thread
 returns).  :func:`run` needs a ``timeout``: a hung child fails its test instead of the run.
 
-Grandchildren are the children's business: gunicorn's and uvicorn's workers leave when their
-master goes (they watch their parent), ``unshare --kill-child`` kills its child, the scripts
-under tests/ that fork call :func:`die_with_parent` in the child, and Playwright's driver and
-browser exit when the pipe from the test process closes.
+Grandchildren are the children's business: gunicorn's workers get the same signal from
+tests/gunicorn_conf.py, ``unshare --kill-child`` kills its child, the scripts under tests/
+that fork call :func:`die_with_parent` in the child, and Playwright's driver and browser exit
+when the pipe from the test process closes (checked: a SIGKILLed run leaves none of them).
 
 Usable as ``tests.procs`` and, from the scripts run as ``python tests/x.py``, as ``procs``.
 """
