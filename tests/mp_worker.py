@@ -261,12 +261,16 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="cancel every other task of the process with this tag, around its eta")
     ap.add_argument("--await-results", action="store_true",
                     help="wait for the result of each own task (hu.get(id).result())")
+    ap.add_argument("--hook-sleep", type=float, default=0.0,
+                    help="register a 'succeeded' hook that sleeps this long (a slow hook)")
     a = ap.parse_args(argv)
 
     log_errors_to(a.events)
     hu, task = make_wheel(a.db, workers=a.workers, tick=a.tick, busy_timeout=a.busy_timeout,
                           max_crashes=a.max_crashes, clock_offset=a.clock_offset)
     pid = os.getpid()
+    if a.hook_sleep:
+        hu.on("succeeded", lambda rec, exc: time.sleep(a.hook_sleep))
     if a.start:
         hu.start()
         watch_leadership(hu, a.events)

@@ -28,15 +28,27 @@ class FakeClock:
 
 
 class Recorder:
-    """Stands in for WorkerPool: remembers what was submitted and when."""
+    """Stands in for WorkerPool: remembers what was submitted and when, and hands outcomes
+    back to the boss through the callback the boss gave it (as a worker would)."""
 
     def __init__(self, clock: FakeClock, workers: int = 4) -> None:
         self.clock = clock
         self.workers = workers
         self.got: list[tuple[float, TaskRecord]] = []
+        self.done: set[tuple[str, int]] = set()       # (id, rev) of runs handed back
+
+    def start(self, on_done) -> None:
+        self.on_done = on_done
+
+    def stop(self, wait: bool = True, timeout=None) -> None:
+        pass
 
     def submit(self, rec: TaskRecord) -> None:
         self.got.append((self.clock.now, rec))
+
+    def finish(self, rec: TaskRecord, outcome: Outcome) -> None:
+        self.done.add((rec.id, rec.rev))
+        self.on_done(rec, outcome)
 
     @property
     def ids(self) -> list[str]:
@@ -44,9 +56,10 @@ class Recorder:
 
 
 def make_boss(store, clock: FakeClock, workers: int = 4, **kw) -> tuple[Boss, Recorder]:
-    boss = Boss(store, lambda rec: None, workers=workers, **kw)   # type: ignore[arg-type]
-    boss.pool = Recorder(clock, workers)                          # type: ignore[assignment]
-    return boss, boss.pool                                        # type: ignore[return-value]
+    pool = Recorder(clock, workers)
+    boss = Boss(store, pool, **kw)                       # type: ignore[arg-type]
+    boss.start(thread=False)            # rounds are the test's: boss.step() on the fake clock
+    return boss, pool
 
 
 @pytest.fixture
@@ -60,13 +73,12 @@ def env():
 def finish_all(boss: Boss, pool: Recorder, ok: bool = True) -> None:
     """Hand back an outcome for every submitted task not yet finished."""
     for at, rec in pool.got:
-        if rec.id in boss._running:
-            boss._done(rec, Outcome(ok, at, at, error=None if ok else "E: x"))
+        if (rec.id, rec.rev) not in pool.done:
+            pool.finish(rec, Outcome(ok, at, at, error=None if ok else "E: x"))
 
 
 def run_until(clock: FakeClock, boss: Boss, until: float, max_steps: int = 100_000) -> None:
     """Advance the fake clock exactly as the boss asks, as its thread would."""
-    boss._accepting = True
     for _ in range(max_steps):
         delay = boss.step()
         nxt = clock.now + max(delay, 1e-6)
@@ -93,7 +105,6 @@ def test_each_task_is_submitted_at_its_exact_eta(env) -> None:
 def test_never_early_even_when_stepped_early(env) -> None:
     clock, store, pool, boss = env
     store.add([make_record("a", T0 + 2.5)])
-    boss._accepting = True
     for now in (T0 + 1.0, T0 + 2.0, T0 + 2.4999, T0 + 2.49999):     # (float spacing here: 2.4e-7)
         clock.now = now
         boss.step()
@@ -105,7 +116,6 @@ def test_never_early_even_when_stepped_early(env) -> None:
 
 def test_the_wheel_advances_lookahead_ticks_ahead_on_tick_boundaries(env) -> None:
     clock, store, pool, boss = env
-    boss._accepting = True
     boss.step()
     h = store.state().horizon
     assert h == T0 + boss.lookahead                 # ticks ahead of the clock
@@ -143,7 +153,6 @@ def test_claims_idle_workers_and_queues_only_in_a_backlog(env) -> None:
     clock = FakeClock(T0 + 0.5)
     store = MemoryStore(Wheel(), clock=clock)
     boss, pool = make_boss(store, clock, workers=3)
-    boss._accepting = True
     store.add([make_record(f"t{i}", T0 + 1) for i in range(40)])
     clock.now = T0 + 1.5
     boss.step()
@@ -156,7 +165,7 @@ def test_claims_idle_workers_and_queues_only_in_a_backlog(env) -> None:
         boss.step()
     finish_all(boss, pool)
     boss.step()
-    assert boss._extra == 0                            # the backlog is gone
+    assert boss.queueing == 0                          # the backlog is gone
     store.add([make_record("s1", T0 + 3), make_record("s2", T0 + 3)])
     run_until(clock, boss, T0 + 3.5)
     assert [r.started is not None for _, r in pool.got[40:]] == [True, True]   # no queueing
@@ -184,7 +193,7 @@ def test_failures_retry_at_their_backoff_and_outcomes_are_fenced(env) -> None:
     assert pool.ids == ["r", "r"] and pool.got[1][0] >= failed_at + 10.0
     # an outcome carrying the first claim's rev is refused: it must not overwrite the second
     first = pool.got[0][1]
-    boss._done(first, Outcome(True, T0 + 1, T0 + 2))
+    pool.finish(first, Outcome(True, T0 + 1, T0 + 2))
     boss.step()
     assert store.get("r").status == RUNNING
 
@@ -210,8 +219,7 @@ def test_one_leader_per_store_file_among_bosses_of_one_process(tmp_path) -> None
     boss_a.step()
     boss_b.step()
     assert boss_a.leading and not boss_b.leading
-    a.liveness.resign()
-    boss_a.leading = False
+    boss_a.stop(wait=False)             # resigns: another may take the role at once
     clock.now += 1.1
     boss_b.step()
     assert boss_b.leading

@@ -30,6 +30,7 @@ import pytest
 
 from timewheel import StoreError, TimeWheel
 from timewheel.boss import _BACKOFF_MAX, _BACKOFF_MIN, Boss
+from timewheel.pool import WorkerPool
 from timewheel.records import PENDING, SUCCEEDED
 from timewheel.store import MemoryStore
 
@@ -224,7 +225,7 @@ def test_start_raises_when_the_lock_file_cannot_be_written(disk: Disk) -> None:
 def test_backoff_doubles_up_to_five_seconds() -> None:
     """The pause between failing rounds: exponential from 50 ms, capped at 5 s (the real
     boss, without a thread: _failing() is what its loop calls after a failed round)."""
-    boss = Boss(MemoryStore(), lambda rec: None, workers=1)
+    boss = Boss(MemoryStore(), WorkerPool(1, lambda rec: None))   # type: ignore[arg-type]
     pauses = [boss._failing(StoreError("the disk is full")) for _ in range(10)]
     assert pauses[0] == _BACKOFF_MIN == 0.05 and _BACKOFF_MAX == 5.0
     assert pauses == [min(5.0, 0.05 * 2 ** i) for i in range(10)]

@@ -117,7 +117,7 @@ def test_one_collector_per_wheel_and_registering_twice_is_harmless(tmp_path) -> 
     b = TimeWheel(str(tmp_path / "b.db"), tick=0.1, slots=600)
     registry = CollectorRegistry()
     assert instrument(a, registry) is instrument(a, registry) is collector(a)
-    assert len(a._hooks["started"]) == 1                     # the hooks were added once
+    assert len(a._hooks.of("started")) == 1                    # the hooks were added once
     with pytest.raises(ValueError, match="Duplicated"):      # two wheels: one registry each
         instrument(b, registry)
     instrument(a)                                            # the default registry works too

@@ -197,6 +197,28 @@ def test_advance_pages_and_raises_the_horizon_once_done(store: WheelStore) -> No
     assert [r.id for r in store.scan(PENDING)][-5:] == [f"f{i}" for i in range(5)]
 
 
+def test_advance_is_fenced_by_the_ticking_role(store_factory, backend) -> None:
+    """A leader that lost the role (it stalled past its lease) advances nothing; the holder
+    does.  (The memory store has one process: it always leads.)"""
+    a, b = store_factory(), store_factory()
+    now = a.now()
+    base = a.wheel.current_tick(now)
+    a.add([make_record("x", now + 3)])
+    assert a.liveness.try_lead()
+    holder = a.liveness.token
+    if backend == "memory":
+        assert a.advance(base + 5, 10, "stale").led
+        return
+    assert a.liveness.leader() == holder
+    stale = b.advance(base + 5, 10, "a stalled leader")
+    assert not stale.led and stale.moved == 0 and a.state().horizon < base + 3
+    got = a.advance(base + 5, 10, holder)
+    assert got.led and got.moved == 1 and a.state().leader == holder
+    a.liveness.resign()
+    assert a.liveness.leader() is None
+    assert b.advance(base + 6, 10, "anyone").led          # nobody holds it: not fenced
+
+
 def test_swap_is_a_compare_and_set_on_rev(store: WheelStore) -> None:
     now = store.now()
     (r,) = store.add([make_record("a", now + 100)])

@@ -37,6 +37,8 @@ from typing import (
 from .boss import Boss, Health
 from .errors import TaskFailed, TaskNotFound, shown
 from .execute import execute
+from .hooks import Hooks
+from .pool import WorkerPool
 from .records import (
     MAX_ETA,
     MAX_RECORD_BYTES,
@@ -493,7 +495,7 @@ class TimeWheel:
         self.lookahead = lookahead
         self.namespace = _label(namespace, "namespace", 100)
         self._registry: dict[str, Task[Any]] = {}
-        self._hooks: dict[str, list[Callable[..., Any]]] = {e: [] for e in EVENTS}
+        self._hooks = Hooks(EVENTS)
         self._store: Optional[WheelStore] = None
         self._store_lock = threading.Lock()
         #: in a process forked from one that had started this wheel: that process's pid, and the
@@ -605,29 +607,21 @@ class TimeWheel:
         process that made it: ``started``, ``succeeded``, ``failed`` (for good), ``retrying``
         (failed, will run again) or ``misfired``.  ``exception`` is the task's exception for
         ``failed`` and ``retrying``, else None.  Also a decorator: ``@hu.on("failed")``.
-        A hook that raises is logged and changes nothing."""
+
+        Hooks run on a thread of their own (:mod:`timewheel.hooks`), one call at a time, in
+        the order of the changes; never on the thread that claims tasks and turns the wheel,
+        so a slow hook delays other hooks, nothing else.  By the time a hook runs, the task
+        may have changed again.  A hook that raises is logged and changes nothing."""
         if not isinstance(event, str) or event not in EVENTS:
             raise ValueError(f"unknown event {shown(event)}; one of {', '.join(EVENTS)}")
 
         def add(f: Callable[..., Any]) -> Callable[..., Any]:
             if not callable(f):
                 raise TypeError(f"a hook must be callable, got {shown(f)}")
-            self._hooks[event].append(f)
+            self._hooks.add(event, f)
             return f
 
         return add if fn is None else add(fn)
-
-    def _fire(self, event: str, rec: TaskRecord, exc: Optional[BaseException]) -> None:
-        for hook in self._hooks[event]:
-            try:
-                hook(rec, exc)
-            except BaseException:  # noqa: BLE001 - a hook never changes a task's outcome
-                # sys.exit() in a hook would otherwise end the boss thread mid-batch; only a
-                # Ctrl-C (or exit) in the application's own main thread (immediate mode) goes on.
-                if (threading.current_thread() is threading.main_thread()
-                        and not isinstance(sys.exc_info()[1], Exception)):
-                    raise
-                log.exception("%s hook %s raised for task %s", event, shown(hook), rec.id)
 
     # -- scheduling -----------------------------------------------------------------------
     def _eta(self, count_down: Any, eta: Any) -> float:
@@ -716,13 +710,13 @@ class TimeWheel:
             (running,) = store.swap([(rec, start_run(rec, "immediate", store.now()))])
             if running is None:
                 break
-            self._fire("started", running, None)
+            self._hooks.call("started", running, None)
             out = self._execute(running)
             (rec,) = store.swap([(running, end_run(running, out))])
             if rec is not None:
                 event = {SUCCEEDED: "succeeded", PENDING: "retrying"}.get(rec.status, rec.status)
-                if event in self._hooks:
-                    self._fire(event, rec, out.exception)
+                if event in EVENTS:
+                    self._hooks.call(event, rec, out.exception)
         self._changed_notify()
 
     def _changed_notify(self) -> None:
@@ -744,9 +738,9 @@ class TimeWheel:
         with self._start_lock:
             if self._boss is not None:
                 return self
-            boss = Boss(self.store, self._execute, workers=self.workers, lookahead=self.lookahead,
+            boss = Boss(self.store, WorkerPool(self.workers, self._execute), lookahead=self.lookahead,
                         result_ttl=self.result_ttl, max_crashes=self.max_crashes,
-                        on_change=self._changed_notify, on_event=self._fire)
+                        on_change=self._changed_notify, on_event=self._hooks.post)
             if self._periodics is not None:
                 self._periodics.reconcile()    # before the boss can claim anything
             boss.start()
@@ -762,6 +756,7 @@ class TimeWheel:
         Pending tasks stay in the store and run after the next ``start()`` here or in another
         process.  On a wheel whose store was never opened this is a no-op."""
         timeout = _optional(timeout, "timeout", maximum=86400.0 * 365)
+        deadline = None if timeout is None else time.monotonic() + timeout
         unfinished = 0
         with self._start_lock:
             boss, self._boss = self._boss, None
@@ -769,6 +764,8 @@ class TimeWheel:
                 self._periodics.stop()
             if boss is not None:
                 unfinished = boss.stop(wait=wait, timeout=timeout)
+                if wait:       # the hooks of the changes made so far, as far as time allows
+                    self._hooks.drain(None if deadline is None else max(0.0, deadline - time.monotonic()))
                 log.info("stopped %s", self)
         if self._store is None:
             return Stopped(0, 0, 0)

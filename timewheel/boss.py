@@ -91,9 +91,9 @@ class Health:
 
 
 class Boss:
-    def __init__(self, store: WheelStore, execute: Callable[[TaskRecord], Outcome], *,
-                 workers: int, lookahead: int = 4, result_ttl: float = 7 * 86400.0,
-                 max_crashes: int = 3, on_change: Callable[[], None] = lambda: None,
+    def __init__(self, store: WheelStore, pool: WorkerPool, *, lookahead: int = 4,
+                 result_ttl: float = 7 * 86400.0, max_crashes: int = 3,
+                 on_change: Callable[[], None] = lambda: None,
                  on_event: Callable[[str, TaskRecord, Optional[BaseException]], None] = lambda *a: None,
                  recover_every: Optional[float] = None,
                  purge_every: Optional[float] = None) -> None:
@@ -108,7 +108,7 @@ class Boss:
         self.purge_every = purge_every or min(60.0, max(1.0, result_ttl / 10))
         self.on_change = on_change
         self.on_event = on_event
-        self.pool = WorkerPool(workers, execute, self._done)
+        self.pool = pool
         self._extra = 0                  # tasks to queue beyond the workers (a backlog), up to max_extra
         self._round_s: Optional[float] = None    # how long a claim round takes (moving average)
         self._task_s: Optional[float] = None     # how long a run takes here (moving average)
@@ -121,7 +121,7 @@ class Boss:
         self._rang = True
         self._horizon: Optional[int] = None
         self._complete = True
-        self._lead_at = self._recover_at = self._purge_at = self._renew_at = 0.0
+        self._lead_at = self._recover_at = self._purge_at = self._renew_at = self._verify_at = 0.0
         self._stopping = threading.Event()
         self._accepting = False
         self._report_lock = threading.Lock()
@@ -174,6 +174,10 @@ class Boss:
 
     def _lead(self, now: float) -> bool:
         if self.leading or now >= self._lead_at or self._lead_at - now > self.wheel.tick:
+            if _due(self, "_verify_at", self.wheel.tick, now):
+                notice = self.liveness.verify()       # once a tick: the lock file still there?
+                if notice:
+                    log.warning("%s", notice)
             was = self.leading
             self.leading = self.liveness.try_lead()
             self._lead_at = now + self.wheel.tick
@@ -192,6 +196,12 @@ class Boss:
         current = self.wheel.current_tick(now)
         if not self._complete or self._horizon is None or current + 1 > self._horizon:
             adv = self.store.advance(current + self.lookahead, PAGE, self.liveness.token)
+            if not adv.led:
+                # Stalled past its lease (stopped, frozen, starved): another process ticks now.
+                log.warning("%s lost the ticking role of %s while it was not renewing it",
+                            self.liveness.token, self.store.location)
+                self.leading = False
+                return
             self._horizon, self._complete = adv.horizon, adv.complete
             if adv.moved:
                 self._rang = True
@@ -212,6 +222,11 @@ class Boss:
             n = self.store.purge(now - self.result_ttl)
             if n:
                 log.info("purged %d finished task(s) past their result TTL", n)
+
+    @property
+    def queueing(self) -> int:
+        """How many claimed tasks it queues beyond its workers now (0 but in a backlog)."""
+        return self._extra
 
     @property
     def max_extra(self) -> int:
@@ -271,8 +286,8 @@ class Boss:
             self.on_change()
 
     def _renew(self, now: float) -> None:
-        every = getattr(self.liveness, "renew_every", None)
-        if not every or not self._running or now < self._renew_at:
+        every = self.liveness.renew_every
+        if not every or now < self._renew_at:
             return
         self._renew_at = now + every
         for task_id in self.liveness.keepalive(list(self._running.values())):
@@ -334,18 +349,21 @@ class Boss:
                        self._recover_at, self._purge_at)
         else:
             wake = min(wake, self._lead_at)
-        if self._running and getattr(self.liveness, "renew_every", None):
+        if self.liveness.renew_every:
             wake = min(wake, self._renew_at)
         return max(0.0, wake - now)
 
     # -- the thread ---------------------------------------------------------------------------
-    def start(self) -> None:
-        """Open the doorbell, do a first round here (so a store that cannot be used fails
-        ``start()``), then run rounds on the boss thread."""
+    def start(self, thread: bool = True) -> None:
+        """Open the doorbell, start the pool, do a first round here (so a store that cannot be
+        used fails ``start()``), then run rounds on the boss thread.  ``thread=False`` leaves
+        the rounds to the caller's :meth:`step` (tests, on a fake clock)."""
         self.bell = self.store.doorbell()
         self._stopping.clear()
         self._accepting = True
-        self.pool.start()
+        self.pool.start(self._done)
+        if not thread:
+            return
         try:
             delay = self.step()
         except BaseException:

@@ -25,17 +25,19 @@ _STOP = None
 
 class WorkerPool:
     def __init__(self, workers: int, execute: Callable[[TaskRecord], Outcome],
-                 on_done: Callable[[TaskRecord, Outcome], None], name: str = "timewheel-worker") -> None:
+                 name: str = "timewheel-worker") -> None:
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise ValueError(f"workers must be a positive int, got {shown(workers)}")
         self.workers = workers
         self._execute = execute
-        self._on_done = on_done
+        self._on_done: Callable[[TaskRecord, Outcome], None] = lambda rec, out: None
         self._name = name
         self._queue: "queue.SimpleQueue[Optional[TaskRecord]]" = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
 
-    def start(self) -> None:
+    def start(self, on_done: Callable[[TaskRecord, Outcome], None]) -> None:
+        """Start the workers; each outcome goes to ``on_done(record, outcome)``."""
+        self._on_done = on_done
         self._threads = [threading.Thread(target=self._loop, name=f"{self._name}-{i}", daemon=True)
                          for i in range(self.workers)]
         for t in self._threads:

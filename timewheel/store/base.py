@@ -66,6 +66,7 @@ class Advanced:
     horizon: int        #: the stored horizon after the call
     moved: int          #: tasks this call made ready
     complete: bool      #: False: more is to be made ready below ``through``; call again
+    led: bool = True    #: False: another process holds the ticking role; nothing was done
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,9 @@ class Liveness(abc.ABC):
 
     One instance per process and store; thread-safe.
     """
+
+    #: seconds between calls of :meth:`keepalive` while this process is started (None: never)
+    renew_every: Optional[float] = None
 
     @property
     @abc.abstractmethod
@@ -105,12 +109,19 @@ class Liveness(abc.ABC):
         """True if the process incarnation ``token`` certainly no longer runs its tasks."""
 
     def keepalive(self, running: Sequence[TaskRecord]) -> list[str]:
-        """Renew the leases of ``running`` (tasks this process claimed and still runs).
+        """Renew the leases of ``running`` (tasks this process claimed and still runs, maybe
+        none), every :attr:`renew_every` seconds.
 
         Returns the ids whose lease was already lost (the task will run again elsewhere).
-        File locks need no renewal: the default does nothing.
+        The default does nothing.
         """
         return []
+
+    def verify(self) -> Optional[str]:
+        """Check, once a tick, that what this liveness stands on is still there (the file
+        store's lock file: deleted or replaced?) and repair it if it can; returns what
+        happened, for the log, or None.  Raises StoreError when it cannot go on."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional: most hold nothing
         """Release what the liveness holds (the ticking role included)."""
@@ -244,7 +255,9 @@ class WheelStore(abc.ABC):
         call, oldest ticks first, and raise the horizon to ``through`` once none is left
         below it; record ``leader`` and the time.  Never lowers the horizon.
 
-        Several processes may call it at once; each task is made ready once.
+        Several processes may call it at once; each task is made ready once.  Fenced: while
+        another process holds the ticking role, it changes nothing and returns ``led=False``
+        (the caller was a leader that stalled and lost the role).
         """
 
     @abc.abstractmethod

@@ -704,9 +704,9 @@ class RedisStore(WheelStore):
 
     # -- the ticking process ------------------------------------------------------------------
     def advance(self, through: int, limit: int, leader: str) -> Advanced:
-        horizon, moved, complete = self._script(
+        horizon, moved, complete, led = self._script(
             "advance", [through, max(0, min(limit, _ADVANCE_PAGE)), leader, self.channel])
-        return Advanced(int(horizon), int(moved), bool(complete))
+        return Advanced(int(horizon), int(moved), bool(complete), led=bool(led))
 
     def abandoned(self, now: float, limit: int = 1000) -> list[TaskRecord]:
         bound = self._server_us()

@@ -302,11 +302,16 @@ return out
 """
 
 #: Make ready the pending tasks of ticks <= through, oldest first, at most ``limit``.
-#: ARGV: through, limit, leader token, bell channel.  Returns {horizon, moved, complete}.
+#: ARGV: through, limit, leader token, bell channel.  Returns {horizon, moved, complete, led}:
+#: led 0 (and nothing done) while another process holds the ticking role.
 ADVANCE = _PRELUDE + r"""
 local through, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 local now = now_us()
 local horizon = tonumber(redis.call('HGET', META, 'horizon'))
+local holder = redis.call('GET', P .. 'leader')
+if holder and holder ~= ARGV[3] then       -- fenced: the caller lost the ticking role
+  return {fmt(horizon), 0, 1, 0}
+end
 local reached, moved, full = horizon, 0, false
 local head, first = ready_head(), nil
 while not full and reached < through do
@@ -343,7 +348,7 @@ end
 redis.call('HSET', META, 'leader', ARGV[3], 'advanced', secs(now))
 flush()
 if first ~= nil and (head == nil or first < head) then redis.call('PUBLISH', ARGV[4], '!') end
-return {fmt(reached), moved, reached >= through and 1 or 0}
+return {fmt(reached), moved, reached >= through and 1 or 0, 1}
 """
 
 #: Extend the leases of tasks the caller still runs; returns the ids whose lease was lost

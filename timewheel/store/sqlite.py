@@ -90,7 +90,7 @@ from .base import (
     purge_statuses,
 )
 from .connection import CONNECTING, SCHEMA, TABLE, SqlitedictFile, abandon, ro_uri, track
-from .locks import FileLiveness, probe
+from .locks import FileLiveness, check_owner, locks_for, probe
 
 __all__ = ["SqliteDictStore"]
 
@@ -151,8 +151,9 @@ def _insert_rows(n: int) -> str:
 class _ReadOnlyLiveness(Liveness):
     """What a read-only opener may know of liveness: probes, never locks (see locks.probe)."""
 
-    def __init__(self, path: str) -> None:
-        self._probe = probe(path)
+    def __init__(self, store: "SqliteDictStore") -> None:
+        self._store = store
+        self._probe = probe(store.path)
 
     @property
     def token(self) -> str:
@@ -165,7 +166,8 @@ class _ReadOnlyLiveness(Liveness):
         pass
 
     def leader(self) -> Optional[str]:
-        return self._probe.leader()
+        holder = self._store.role_holder(self._store.now())
+        return None if holder is None or self._probe.is_dead(holder) else holder
 
     def is_dead(self, token: str) -> bool:
         return self._probe.is_dead(token)
@@ -294,12 +296,19 @@ class SqliteDictStore(WheelStore):
         self._horizon_hint: tuple[float, int] = (-1e9, 0)
         self._slot_cells = False       # the per-slot cell counts exist (see _slot_schema)
         self._named_ticks = False      # the per-name tick counters exist
+        self._file: Optional[tuple[int, int]] = None   # (dev, ino) of the file opened
+        self._gone: Optional[str] = None     # why the file opened is not the store any more
         track(self)
+        if not readonly:
+            self._check_owners()
         self._check_file()
+        self._file = self._identity()
+        if not readonly:
+            locks_for(self.path).check_store()   # not a file replaced under live processes
         self._open()
         self.wheel = self._set_up(wheel)
-        self.liveness: Liveness = (_ReadOnlyLiveness(self.path) if readonly
-                                   else FileLiveness(self.path))
+        self.liveness: Liveness = (_ReadOnlyLiveness(self) if readonly
+                                   else FileLiveness(self.path, self, self.wheel.tick))
 
     @functools.cached_property
     def _bell_prefix(self) -> str:
@@ -365,6 +374,26 @@ class SqliteDictStore(WheelStore):
             raise NotAStore(f"{self.path} is in the store format of timewheel 0.1 ({OLD_FORMAT}); "
                             "it is converted when an application or a write command "
                             "(timewheel cancel, retry, purge) opens it")
+
+    def _check_owners(self) -> None:
+        """A writer refuses a store file, or the -wal and -shm beside it, that another user
+        owns (an empty file another user made for us is theirs: they could write pickles into
+        it, which our workers would run).  Before anything opens them."""
+        for path in (self.path, self.path + "-wal", self.path + "-shm"):
+            try:
+                check_owner(path, os.stat(path))
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise StoreError(f"{path}: cannot read ({exc.strerror})") from None
+
+    def _identity(self) -> tuple[int, int]:
+        """(dev, ino) of the store file: what :meth:`_check_still_there` compares with."""
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot read ({exc.strerror})") from None
+        return st.st_dev, st.st_ino
 
     def _create_file(self) -> None:
         parent = os.path.dirname(self.path)
@@ -606,6 +635,7 @@ class SqliteDictStore(WheelStore):
         """
         if self.readonly:
             raise StoreError(f"{self.path} is open read-only")
+        self._check_still_there()
         with self._lock:
             try:
                 self._x("BEGIN IMMEDIATE")
@@ -616,6 +646,26 @@ class SqliteDictStore(WheelStore):
                 if isinstance(exc, sqlite3.Error):
                     raise self._translate(exc) from None
                 raise
+
+    def _check_still_there(self) -> None:
+        """Refuse to write once the path no longer names the file this process has open: it
+        was deleted, moved or replaced (a backup restored) under the running processes.
+        Written to, the old file loses what it gets when the last process closes it, and a
+        new one beside it would never see it.  One ``stat`` (~1 us) per write transaction."""
+        if self._gone is None:
+            try:
+                st = os.stat(self.path)
+                if self._file is None or (st.st_dev, st.st_ino) == self._file:
+                    return
+                what = "replaced by another file (a backup restored? a file moved over it?)"
+            except FileNotFoundError:
+                what = "deleted or moved away"
+            except OSError:
+                return          # (cannot look: the write itself will say what is wrong)
+            self._gone = (f"{self.path} was {what} while this process had it open: this process "
+                          "writes nothing more to it (tasks added meanwhile would be lost) and "
+                          "runs no more tasks -- restart every process that uses the store")
+        raise StoreError(self._gone)     # (a started wheel logs it once: see Boss._failing)
 
     def _rollback(self) -> None:
         try:
@@ -709,6 +759,7 @@ class SqliteDictStore(WheelStore):
             t = self.wheel.due_tick(rec.eta)
             row = ("t:" + rec.id, bytearray(encode_record(rec)),   # a bytearray: see _insert
                    "%s%018d:%s" % (_fresh_cell(t, self.wheel.slots), eta_us(rec.eta), rec.name), rec.name)
+            self._check_still_there()
             with self._lock:
                 try:
                     self._conn().run(_ADD, row)
@@ -916,6 +967,9 @@ class SqliteDictStore(WheelStore):
     def advance(self, through: int, limit: int, leader: str) -> Advanced:
         moved = 0
         with self._writing():
+            holder = self._role_holder_in_transaction(self.now())
+            if holder is not None and holder != leader:
+                return Advanced(self._horizon(), 0, True, led=False)
             self._absorb()
             horizon = reached = self._horizon()
             complete = True
@@ -996,6 +1050,36 @@ class SqliteDictStore(WheelStore):
                     break
             counters.flush(self._x, self._many)
         return n
+
+    # -- the ticking role (a lease in the metadata: see locks.FileLiveness) ------------------
+    def take_role(self, token: str, now: float, ttl: float, is_dead: Callable[[str], bool]) -> bool:
+        def free(holder: Optional[str]) -> bool:
+            return holder is None or holder == token or is_dead(holder)
+
+        with self._reading():                  # the common case, a look without the write lock
+            if not free(self._role_holder_in_transaction(now)):
+                return False
+        with self._writing():
+            if not free(self._role_holder_in_transaction(now)):
+                return False
+            self._upsert_meta(leader=token, lease=now + ttl)
+        return True
+
+    def drop_role(self, token: str) -> None:
+        with self._writing():
+            if self._meta("leader") == token:
+                self._upsert_meta(lease=0.0)
+
+    def role_holder(self, now: float) -> Optional[str]:
+        with self._reading():
+            return self._role_holder_in_transaction(now)
+
+    def _role_holder_in_transaction(self, now: float) -> Optional[str]:
+        rows = dict(self._q(f'SELECT key, value FROM "{TABLE}" WHERE key IN (\'m:leader\', \'m:lease\')'))
+        holder, until = rows.get("m:leader"), rows.get("m:lease")
+        if not isinstance(holder, str) or not isinstance(until, (int, float)) or until <= now:
+            return None
+        return holder
 
     # -- observers --------------------------------------------------------------------------
     def state(self) -> StoreState:
