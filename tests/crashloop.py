@@ -42,10 +42,7 @@ import time
 from collections import defaultdict
 from typing import Optional
 
-try:
-    from . import procs
-except ImportError:               # run as a script: tests/ is sys.path[0]
-    import procs  # type: ignore[no-redef]
+from timewheel.testing import processes as procs
 
 try:
     from .mp_worker import append_line as _append

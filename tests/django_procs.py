@@ -16,9 +16,10 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from . import procs
+from timewheel.testing import free_port
+from timewheel.testing import processes as procs
+
 from .conftest import ROOT, wait_for
-from .redis_server import free_port
 
 GUNICORN_CONF = os.path.join(ROOT, "tests", "gunicorn_conf.py")     # workers die with the master
 

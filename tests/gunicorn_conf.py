@@ -1,12 +1,9 @@
 """gunicorn settings of the test suite (``gunicorn -c tests/gunicorn_conf.py``): each worker
-dies with its master.  The master dies with the test run (tests/procs.py); its workers would
-only notice their parent is gone at their next check, up to half of ``--timeout`` later."""
+dies with its master.  The master dies with the test run (timewheel.testing.processes); its
+workers would only notice their parent is gone at their next check, up to half of
+``--timeout`` later."""
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from procs import die_with_parent  # noqa: E402
+from timewheel.testing.processes import die_with_parent
 
 
 def post_fork(server, worker):

@@ -17,7 +17,7 @@ timer hooks to this module, which does:
 2. If the test has still not ended :data:`GRACE` seconds later (the exception was swallowed,
    or the main thread is stuck inside a C call), the watchdog prints the stacks and ends the
    run with ``os._exit(1)``, as the ``thread`` method would; every process the tests started
-   through ``tests/procs.py`` dies with it.
+   through ``timewheel.testing.processes`` dies with it.
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mp_worker import make_wheel  # noqa: E402
-from procs import die_with_parent  # noqa: E402
+
+from timewheel.testing.processes import die_with_parent  # noqa: E402
 
 CHILDREN = 3
 PER_PROCESS = 20

@@ -27,11 +27,7 @@ from collections import Counter, defaultdict
 from typing import Callable, Iterable, Optional
 
 from timewheel import TimeWheel
-
-try:
-    from . import procs
-except ImportError:               # run as a script: tests/ is sys.path[0]
-    import procs  # type: ignore[no-redef]
+from timewheel.testing import processes as procs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TASK_NAME = "mp.record"

@@ -13,8 +13,8 @@ import pytest
 
 from timewheel import TaskFailed, TaskNotFound, TimeWheel
 from timewheel.records import TaskRecord
+from timewheel.testing import processes as procs
 
-from . import procs
 from .conftest import wait_for
 
 

@@ -14,8 +14,8 @@ import pytest
 
 from timewheel import TaskFailed, TimeWheel
 from timewheel.aio import run_coroutine
+from timewheel.testing import processes as procs
 
-from . import procs
 from .conftest import records_of, wait_for
 
 

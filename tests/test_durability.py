@@ -15,8 +15,8 @@ import pytest
 
 from timewheel import TimeWheel
 from timewheel.store import SqliteDictStore
+from timewheel.testing import processes as procs
 
-from . import procs
 from .conftest import check_file_store, count_of, records_of, wait_for
 
 WORKER = os.path.join(os.path.dirname(__file__), "kill_worker.py")

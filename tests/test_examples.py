@@ -13,7 +13,8 @@ from types import ModuleType
 
 import pytest
 
-from . import procs
+from timewheel.testing import processes as procs
+
 from .conftest import ROOT, wait_for
 
 EXAMPLES = os.path.join(ROOT, "examples")

@@ -33,8 +33,8 @@ from timewheel.boss import _BACKOFF_MAX, _BACKOFF_MIN, Boss
 from timewheel.pool import WorkerPool
 from timewheel.records import PENDING, SUCCEEDED
 from timewheel.store import MemoryStore
+from timewheel.testing import processes as procs
 
-from . import procs
 from .conftest import ROOT, check_file_store, tally, wait_for
 
 

@@ -20,8 +20,8 @@ import pytest
 from timewheel import StoreError, TimeWheel
 from timewheel.store import SqliteDictStore
 from timewheel.store.locks import locks_for, probe
+from timewheel.testing import processes as procs
 
-from . import procs
 from .mp_worker import Runs, events_of, read_lines, wait_for
 from .test_multiprocess import Cluster, _assert_exactly_once
 

@@ -25,7 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from . import procs
+from timewheel.testing import processes as procs
+
 from .mp_worker import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

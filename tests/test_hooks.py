@@ -16,8 +16,8 @@ import pytest
 from timewheel import EVENTS, TimeWheel
 from timewheel.records import decode_record
 from timewheel.store import open_store
+from timewheel.testing import processes as procs
 
-from . import procs
 from .conftest import wait_for
 from .mp_worker import read_lines
 

@@ -24,8 +24,9 @@ import time
 import pytest
 
 from timewheel import StoreBusy, StoreError
+from timewheel.testing import processes as procs
 
-from . import crashloop, mp_worker, procs
+from . import crashloop, mp_worker
 from .mp_worker import Runs, events_of, read_lines, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))

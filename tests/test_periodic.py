@@ -28,8 +28,8 @@ from timewheel.periodic import (
     schedules,
 )
 from timewheel.records import CANCELLED, MISFIRED, PENDING, SUCCEEDED
+from timewheel.testing import processes as procs
 
-from . import procs
 from .conftest import ROOT, records_of, wait_for
 
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -17,9 +17,9 @@ import pytest
 from timewheel.errors import NotAStore, StoreError, StoreMismatch
 from timewheel.records import PENDING, cancel
 from timewheel.store import SqliteDictStore
+from timewheel.testing import processes as procs
 from timewheel.wheel import Wheel
 
-from . import procs
 from .conftest import check_file_store, count_of, make_record, wait_for
 
 

@@ -20,8 +20,8 @@ import pytest
 
 from timewheel import DuplicateTask, TimeWheel
 from timewheel.records import SUCCEEDED
+from timewheel.testing import processes as procs
 
-from . import procs
 from .conftest import check_file_store, records_of, wait_for
 from .mp_worker import read_lines
 

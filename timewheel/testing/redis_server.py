@@ -1,4 +1,5 @@
-"""A real ``redis-server`` for the tests: its own free port and temp dir, never a shared one.
+"""A real ``redis-server`` for tests and benchmarks: its own free port and temp dir, never a
+shared one.
 
     server = RedisServer(tmp_path)        # appendonly yes, appendfsync always
     server.start(); url = server.url      # redis://127.0.0.1:<port>/0
@@ -6,8 +7,8 @@
     server.start()                        # the same port and dir: it reloads its AOF
     server.stop()
 
-A missing ``redis-server`` raises (the tests that need it fail, they do not skip): CI installs
-it (``.ci/run``), and so must a developer (README, the test command).
+A missing ``redis-server`` raises (the tests that need it fail, they do not skip): timewheel's
+CI installs it (``.ci/run``), and so must a developer (README, the test command).
 """
 
 from __future__ import annotations
@@ -20,10 +21,7 @@ import subprocess
 import time
 from typing import Optional, Sequence
 
-try:
-    from . import procs
-except ImportError:               # run as a script: tests/ is sys.path[0]
-    import procs  # type: ignore[no-redef]
+from .processes import popen
 
 __all__ = ["RedisServer", "free_port", "redis_server_binary"]
 
@@ -75,7 +73,7 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> "RedisServer":
         assert self.proc is None or self.proc.poll() is not None, "already running"
-        self.proc = procs.popen(self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        self.proc = popen(self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         deadline = time.monotonic() + timeout
         while not self._answers():

@@ -1,4 +1,5 @@
-"""Every process the tests start goes through here, so that none outlives the test run.
+"""Processes for test suites that none outlives the test run (timewheel's own tests start
+every process through here).
 
 A child started by :func:`popen` or :func:`run` gets ``PR_SET_PDEATHSIG(SIGKILL)``: the
 kernel kills it when the test process dies, however it dies (a crash, a timeout's
@@ -11,8 +12,7 @@ Grandchildren are the children's business: gunicorn's workers get the same signa
 tests/gunicorn_conf.py, ``unshare --kill-child`` kills its child, the scripts under tests/
 that fork call :func:`die_with_parent` in the child, and Playwright's driver and browser exit
 when the pipe from the test process closes (checked: a SIGKILLed run leaves none of them).
-
-Usable as ``tests.procs`` and, from the scripts run as ``python tests/x.py``, as ``procs``.
+Linux only (``prctl``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional, Sequence
+
+__all__ = ["popen", "run", "die_with_parent"]
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
