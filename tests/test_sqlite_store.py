@@ -352,7 +352,7 @@ def test_a_wal_deleted_under_running_processes_is_named(tmp_path) -> None:
     """Issue 19 item 14: after `rm tasks.db-wal` while a process runs, new processes said
     "disk I/O error".  They must say what happened and what to do; once the running process
     exits, its commits are in the store and new processes work."""
-    from .cli_fixtures import console_script
+    from timewheel.testing import console_script
     db, ready, stop = str(tmp_path / "tasks.db"), tmp_path / "ready", tmp_path / "stop"
     holder = procs.popen([sys.executable, "-c", WAL_HOLDER, db, str(ready), str(stop)])
     try:
