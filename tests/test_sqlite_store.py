@@ -267,3 +267,51 @@ def test_a_store_without_observer_counters_gets_them_on_a_write_open(tmp_path) -
     expected_after = {w.due_tick(e) for e in etas[1:] + [now + 1000]}
     assert rw.wheel_stats() == (len(expected_after), len({t % 60 for t in expected_after}))
     rw.close()
+
+
+def _my_locks(path: str) -> list[str]:
+    """The POSIX locks this process holds on ``path`` (Linux's /proc/locks)."""
+    st = os.stat(path)
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with open("/proc/locks") as fh:
+        rows = [line.split() for line in fh]
+    return [" ".join(r) for r in rows if "->" not in r and r[4] == str(os.getpid()) and r[5] == inode]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="needs Linux's /proc/locks")
+def test_no_open_drops_the_locks_this_process_holds_on_the_store(tmp_path) -> None:
+    """Issue 19.5: closing any descriptor of a file drops every POSIX lock the process holds
+    on it, its SQLite connections' too; the last other process to close the store then
+    deletes the WAL under them.  Opening more stores on the file, read-only or not, and
+    reading its details must leave this process's locks as they are."""
+    p = str(tmp_path / "tasks.db")
+    s = SqliteDictStore(p)
+    s.add([make_record("a", time.time() + 100)])
+    held = _my_locks(p)
+    assert held, "an open WAL store holds a shared lock on its file"
+    ro = SqliteDictStore(p, readonly=True)
+    assert ro.info()["journal_mode"] == "wal" and s.info()["journal_mode"] == "wal"
+    assert _my_locks(p) == held
+    other = SqliteDictStore(p)
+    other.close()
+    ro.close()
+    assert _my_locks(p) == held
+    s.close()
+
+
+def test_a_readonly_store_opened_before_any_writer_sees_later_writes(tmp_path) -> None:
+    """Issue 19.5: a read-only store opened while no process has the file open reads it as
+    immutable; once another process writes, it reads what is there."""
+    p = str(tmp_path / "tasks.db")
+    SqliteDictStore(p).close()
+    ro = SqliteDictStore(p, readonly=True)
+    assert ro.get("a") is None and ro.info()["journal_mode"] == "wal"
+    code = ("import sys, time; from tests.conftest import make_record; "
+            "from timewheel.store import SqliteDictStore; s = SqliteDictStore(sys.argv[1]); "
+            "s.add([make_record(sys.argv[2], time.time() + 100)]); s.close()")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for task_id in ("a", "b"):           # each writer comes and goes: no -wal is left
+        subprocess.run([sys.executable, "-c", code, p, task_id], cwd=root, check=True, timeout=60)
+        assert not os.path.exists(p + "-wal")
+        assert ro.get(task_id) is not None
+    ro.close()

@@ -192,3 +192,144 @@ def test_actions_are_refused_when_not_allowed_or_forged(page, site) -> None:
     pg.wait_for_selector(".flash")
     assert store.get("f000").status == "pending"
     assert pg.text_content(".flash") == "retried 1 task(s)"
+
+
+# -- issue 19: links, redirects and what the pages show -----------------------------------------
+
+LONG_NAME = "billing.invoices.monthly_statement_renderer"
+LONG_ERROR = "RuntimeError: " + " ".join(f"the statement for customer {i} could not be rendered"
+                                         for i in range(12))
+WIDE_NUMBER = re.compile(r"\d{1,3}(,\d{3}){2,}|\d{7,}")     # a tick number: 1,796,675,685
+
+
+def mid_word_wraps(pg) -> list[str]:
+    """Every place where a task name on the page wraps inside a word (between two letters,
+    digits or underscores): it may wrap after its dots, or where text wraps anyway."""
+    return pg.evaluate(r"""() => {
+        const bad = [];
+        for (const cell of document.querySelectorAll("td.name")) {
+            const chars = [];
+            const walk = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+            for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+                for (let i = 0; i < n.length; i++) {
+                    const r = document.createRange(); r.setStart(n, i); r.setEnd(n, i + 1);
+                    const box = r.getClientRects()[0];
+                    if (box) chars.push([n.data[i], Math.round(box.top)]);
+                }
+            }
+            const word = /[\p{L}\p{N}_]/u;
+            for (let i = 1; i < chars.length; i++)
+                if (chars[i][1] > chars[i - 1][1] + 2 && word.test(chars[i - 1][0]) && word.test(chars[i][0]))
+                    bad.push(cell.textContent + " wraps between " + chars[i - 1][0] + " and " + chars[i][0]);
+        }
+        return bad;
+    }""")
+
+
+def test_names_do_not_wrap_mid_word(page, site) -> None:
+    server, store, demo, _ = site
+    from .web_server import record, run
+    now = time.time()
+    failing = [record(f"long{i}", now - 100 + i, name=LONG_NAME) for i in range(3)]
+    store.add(failing)
+    for rec in failing:
+        run(store, rec, DEAD_OWNER, False, error=LONG_ERROR)
+    store.add([record(f"soon{i}", now + 5 + i, name=LONG_NAME) for i in range(2)])
+    pg = page
+    for width in (1400, 900, 600):
+        pg.set_viewport_size({"width": width, "height": 1000})
+        for path in ("failed", "tasks?status=failed", "tasks/long1", ""):
+            pg.goto(server.url + path)
+            pg.wait_for_selector("td.name")
+            assert mid_word_wraps(pg) == [], (width, path)
+        shot(pg, f"names-{width}")
+
+
+def test_times_not_tick_numbers(page, site) -> None:
+    server, store, demo, _ = site
+    pg = page
+    pg.goto(server.url)
+    pg.wait_for_selector("#ticker dd")
+    ticker = pg.text_content("#ticker")
+    assert not WIDE_NUMBER.search(ticker), ticker
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", pg.text_content("#horizon"))
+    assert re.search(r"slot \d+ of 3,600", pg.text_content("#now"))
+    pg.goto(server.url + "wheel")
+    pg.wait_for_selector("#ring-svg .slot")
+    first = min(demo.placed)
+    pg.click(f'#ring-svg [data-slot="{first % store.wheel.slots}"]')
+    pg.wait_for_selector("#slot-tasks")
+    for part in ("#slot-body", "#wheel-facts"):
+        assert not WIDE_NUMBER.search(pg.text_content(part)), pg.text_content(part)
+    assert pg.text_content("#cell-title").startswith("Due ")
+    turns = [c.text_content() for c in pg.query_selector_all("#slot-cells tr.cell td:first-child")]
+    assert turns in (["this turn", "next turn"], ["next turn", "in 2 turns"]), turns
+    shot(pg, "wheel-slot")
+
+
+def test_an_empty_wheel_says_so(page, tmp_path) -> None:
+    path = str(tmp_path / "empty.db")
+    SqliteDictStore(path).close()
+    with serve(path) as server:
+        page.goto(server.url + "wheel")
+        page.wait_for_selector("#legend span")
+        legend = page.text_content("#legend")
+        assert "0 tasks" not in legend and "up to 0" not in legend, legend
+        assert page.text_content("#legend-outer") == "no task is due in the next 24 revolutions"
+        shot(page, "wheel-empty")
+
+
+def test_links_to_tasks_with_tricky_ids(page, site) -> None:
+    """Issue 19.9: ids are free text; every link to one, server-rendered or drawn by the
+    page's script, opens that task, and its page's buttons act on it."""
+    server, store, demo, _ = site
+    from .web_server import TRICKY_IDS, add_tricky
+    add_tricky(store, time.time() - 60)            # all overdue: the first ten lead "Next due"
+    pg = page
+    pg.on("dialog", lambda d: d.accept())
+    pg.goto(server.url + "tasks?name=tricky.ids&limit=100")
+    hrefs = {a.text_content(): a.get_attribute("href") for a in pg.query_selector_all("table.tasks a.id")}
+    assert sorted(hrefs) == sorted(TRICKY_IDS)
+    for task_id, href in hrefs.items():
+        pg.goto(server.url + "tasks?name=tricky.ids&limit=100")
+        pg.click(f'table.tasks tr[data-id="{css(task_id)}"] a.id')
+        pg.wait_for_selector("h1 code.id")
+        assert pg.text_content("h1 code.id") == task_id, (task_id, href, pg.url)
+    pg.goto(server.url)
+    pg.wait_for_selector("#next-due a.id")
+    drawn = [a.text_content() for a in pg.query_selector_all("#next-due a.id")]
+    assert drawn == TRICKY_IDS[:10]
+    for i, task_id in enumerate(drawn):
+        pg.goto(server.url)
+        pg.wait_for_selector("#next-due a.id")
+        pg.query_selector_all("#next-due a.id")[i].click()
+        pg.wait_for_selector("h1 code.id")
+        assert pg.text_content("h1 code.id") == task_id, (task_id, pg.url)
+    for task_id in ("..", "a/../b"):                # the task page's button acts on its task
+        pg.goto(server.url + "tasks?name=tricky.ids&limit=100")
+        pg.click(f'table.tasks tr[data-id="{css(task_id)}"] a.id')
+        pg.click("#cancel")
+        pg.wait_for_selector(".flash")
+        assert pg.text_content(".flash") == "cancelled 1 task(s)"
+        assert pg.text_content("h1 code.id") == task_id
+        assert store.get(task_id).status == "cancelled"
+    assert [store.get(i).status for i in TRICKY_IDS if i not in ("..", "a/../b")] == ["pending"] * 19
+
+
+def css(text: str) -> str:
+    """``text`` inside a CSS attribute selector's double quotes."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def test_redirects_stay_on_the_view_in_a_browser(page, tmp_path) -> None:
+    """Issue 19.8: the browser itself follows /login?next=... (no token: it redirects at once)."""
+    from urllib.parse import quote as q
+    path = str(tmp_path / "tasks.db")
+    make_store(path)[0].close()
+    from .test_web_hostile import TRICKY_NEXT
+    with serve(path) as server:
+        origin = server.url.rstrip("/")
+        for value in TRICKY_NEXT:
+            page.goto(server.url + "login?next=" + q(value, safe=""))
+            assert page.url.startswith(origin + "/"), (value, page.url)
+    page.problems.clear()       # (some targets are paths of the view that do not exist: 404s)

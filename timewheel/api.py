@@ -468,10 +468,13 @@ class TimeWheel:
 
     @property
     def location(self) -> str:
-        """The store's file path or URL (``memory`` for none)."""
+        """The store's file path or URL, without its password (``memory`` for none)."""
         if self.immediate:
             return "memory"
-        return self.url or self.path or "memory"
+        if self.url:
+            from .store.redis import _public
+            return _public(self.url)
+        return self.path or "memory"
 
     # -- the store (opened lazily, so nothing -- no thread -- starts in a pre-fork master) ----
     @property

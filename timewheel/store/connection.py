@@ -24,7 +24,8 @@ from urllib.parse import quote
 
 from sqlitedict import SqliteDict
 
-__all__ = ["TABLE", "SCHEMA", "CONNECTING", "SqlitedictFile", "ro_uri", "track", "abandon"]
+__all__ = ["TABLE", "SCHEMA", "CONNECTING", "SqlitedictFile", "ro_uri", "file_version", "read_header",
+           "track", "abandon"]
 
 TABLE = "timewheel"
 #: the table sqlitedict reads (key, value) plus our columns, its index, and the counters (per
@@ -45,11 +46,57 @@ def ro_uri(path: str) -> str:
     """The URI of a read-only connection that creates nothing beside the file.
 
     With no ``-wal`` file no process has the store open, and ``immutable=1`` reads it
-    without the ``-shm`` index or locks (so also in a directory we cannot write).  Otherwise
-    a writer may be live: ``mode=ro`` reads through its WAL like any reader.
+    without the ``-shm`` index or locks (so also in a directory we cannot write) -- blind to
+    later writes, so a store reading this way reopens once the file changes
+    (:meth:`_Connection.outdated`).  Otherwise a writer may be live: ``mode=ro`` reads
+    through its WAL like any reader.
     """
     uri = f"file:{quote(path, safe='/')}?mode=ro"
     return uri if os.path.exists(path + "-wal") else uri + "&immutable=1"
+
+
+def file_version(path: str) -> Optional[tuple[int, ...]]:
+    """What changes when another process writes the file: its identity, size and change
+    time, and whether a ``-wal`` is beside it (None: no file).  Read with stat(), never
+    through a descriptor (see :func:`read_header`)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, os.path.exists(path + "-wal")
+
+
+def read_header(path: str) -> Optional[bytes]:
+    """The file's first 100 bytes, or None while reading them could harm this process.
+
+    Closing *any* descriptor of a file drops every POSIX lock the process holds on it, the
+    locks of its SQLite connections included; a WAL connection holds one as long as it is
+    open, and once it is gone the last other process to close the store deletes the WAL
+    under it: a reader freezes, a writer's commits go to a deleted file (issue 19.5).  So
+    the header is read only while no connection here can hold a lock on the file: no
+    ``-wal`` beside it (no process has it open in WAL mode) and no connection of ours but
+    immutable ones (which take no locks) on it -- and under CONNECTING, so none opens
+    meanwhile.  A file with its own SQLite connection asks SQLite instead.
+    """
+    with CONNECTING:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        if os.path.exists(path + "-wal"):
+            return None
+        for conn in list(_connections):
+            if not conn.immutable and os.path.exists(conn.filename) and \
+                    os.path.samestat(st, os.stat(conn.filename)):
+                return None
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            return os.pread(fd, 100, 0)
+        finally:
+            os.close(fd)
 
 
 def _identity(x: Any) -> Any:
@@ -77,14 +124,20 @@ class _Connection:
         self.journal_mode = journal_mode
         self._lock = threading.RLock()
         self._readonly = readonly
+        #: reads the file as immutable (no process had it open): blind to later writes
+        self.immutable = False
+        self._version: Optional[tuple[int, ...]] = None
         with CONNECTING:
             self._connect(filename, journal_mode, busy_timeout, readonly)
             _connections.add(self)
 
     def _connect(self, filename: str, journal_mode: str, busy_timeout: float, readonly: bool) -> None:
         if readonly:
-            # Never creates, converts or writes the file, nor its -wal and -shm (see _ro_uri).
-            self._con = sqlite3.connect(ro_uri(filename), uri=True, timeout=busy_timeout,
+            # Never creates, converts or writes the file, nor its -wal and -shm (see ro_uri).
+            self._version = file_version(filename)     # first: a change after it is seen
+            uri = ro_uri(filename)
+            self.immutable = uri.endswith("&immutable=1")
+            self._con = sqlite3.connect(uri, uri=True, timeout=busy_timeout,
                                         isolation_level=None, check_same_thread=False)
         else:
             self._con = sqlite3.connect(filename, timeout=busy_timeout, isolation_level=None,
@@ -93,6 +146,11 @@ class _Connection:
             self._con.execute("PRAGMA synchronous = NORMAL")
             # sqlitedict's own CREATE TABLE IF NOT EXISTS then finds this one (see _SCHEMA).
             self._con.execute(SCHEMA[0])
+
+    def outdated(self) -> bool:
+        """True if this connection reads the file as immutable and the file has changed
+        since: a writer opened it (a ``-wal`` appeared), or came and went."""
+        return self.immutable and file_version(self.filename) != self._version
 
     def execute(self, req: str, arg: Sequence[Any] = (), res: Any = None) -> None:
         if self._readonly and req.startswith("CREATE TABLE IF NOT EXISTS"):

@@ -120,9 +120,18 @@ def _split_url(url: str) -> tuple[str, dict[str, str]]:
 
 
 def _public(url: str) -> str:
-    """The URL without its password, for messages and the CLI."""
-    url = re.sub(r"(://[^:@/]*:)[^@/]*@", r"\1***@", url)
-    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
+    """The URL without its password, for messages and the CLI: what follows the user name,
+    up to the *last* ``@`` before the query (a password may hold ``@``, ``:`` and ``/``: a
+    parser takes the user info up to the last ``@``), and a ``password=`` parameter."""
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+        at = rest.rfind("@", 0, cut)
+        user, colon, _ = rest[:max(at, 0)].partition(":")
+        if at >= 0 and colon:
+            rest = f"{user}:***{rest[at:]}"
+        url = scheme + sep + rest
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
 
 
 def _glob_escape(text: str) -> str:

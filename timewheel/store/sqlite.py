@@ -89,7 +89,7 @@ from .base import (
     page,
     purge_statuses,
 )
-from .connection import CONNECTING, SCHEMA, TABLE, SqlitedictFile, abandon, ro_uri, track
+from .connection import CONNECTING, SCHEMA, TABLE, SqlitedictFile, abandon, read_header, ro_uri, track
 from .locks import FileLiveness, check_owner, locks_for, probe
 
 __all__ = ["SqliteDictStore"]
@@ -340,13 +340,11 @@ class SqliteDictStore(WheelStore):
                 raise NotAStore(f"{self.path} is empty, not a timewheel store")
             self._make_private()      # an empty file we adopt (`touch tasks.db`) becomes 0600
             return
-        try:
-            with open(self.path, "rb") as fh:
-                magic = fh.read(16)
-        except OSError as exc:
-            raise StoreError(f"{self.path}: cannot read ({exc.strerror})") from None
-        if magic != b"SQLite format 3\x00":
-            raise NotAStore(f"{self.path} is not a timewheel store (not an SQLite file)")
+        if not os.access(self.path, os.R_OK):
+            raise StoreError(f"{self.path}: cannot read (permission denied)")
+        # Everything below reads the file through SQLite, never through a descriptor of our
+        # own: closing one would drop this process's locks on a store it may have open
+        # already (see connection.read_header).
         try:
             with CONNECTING:
                 con = sqlite3.connect(ro_uri(self.path), uri=True, timeout=self.busy_timeout)
@@ -360,6 +358,8 @@ class SqliteDictStore(WheelStore):
                 finally:
                     con.close()
         except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorname", None) == "SQLITE_NOTADB":
+                raise NotAStore(f"{self.path} is not a timewheel store (not an SQLite file)") from None
             raise NotAStore(f"{self.path} is not a readable timewheel store ({exc})") from None
         ours = fmt is not None
         if self.readonly and not ours:
@@ -433,6 +433,25 @@ class SqliteDictStore(WheelStore):
             except (sqlite3.Error, RuntimeError) as exc:
                 raise StoreError(f"{self.path}: cannot open the store ({exc})") from None
         self._pid = os.getpid()
+
+    def _follow_writers(self) -> None:
+        """Reopen a read-only store read as immutable once the file has changed.
+
+        A read-only store opened while no process had the file open reads it as immutable
+        (connection.ro_uri), which never sees a later write: the web view, started before
+        the application, would show that moment for good (issue 19.5).  Once a writer has
+        opened the file (a ``-wal`` appeared) or came and went (the file changed), reopen:
+        with a ``-wal`` beside it the connection reads through the WAL as any reader does.
+        Costs two stat() calls per read while immutable, nothing after.
+        """
+        old = self._db
+        if old is None or self._pid != os.getpid() or not old.conn.outdated():
+            return
+        self._open()          # (if this raises, the read fails and the next one tries again)
+        try:
+            old.close()
+        except Exception:  # noqa: BLE001 - a read-only connection has nothing to lose
+            log.debug("closing %s failed", self.path, exc_info=True)
 
     def _conn(self) -> Any:
         if self._pid != os.getpid():
@@ -614,6 +633,8 @@ class SqliteDictStore(WheelStore):
     @contextmanager
     def _reading(self) -> Iterator[None]:
         with self._lock:
+            if self.readonly:
+                self._follow_writers()
             try:
                 yield
             except sqlite3.Error as exc:
@@ -1347,15 +1368,13 @@ class SqliteDictStore(WheelStore):
         """Journal mode and file sizes, for ``timewheel inspect``."""
         with self._reading():
             mode = self._q("PRAGMA journal_mode")[0][0]
-        if self.readonly:
-            # an immutable=1 connection (see _ro_uri) says "delete" whatever the file is in;
-            # the file header says what it is: read/write versions 2 mean WAL
-            try:
-                with open(self.path, "rb") as fh:
-                    if fh.read(20)[18:20] == b"\x02\x02":
-                        mode = "wal"
-            except OSError:
-                pass
+            immutable = self._conn().immutable
+        if immutable:
+            # an immutable connection (see connection.ro_uri) says "delete" whatever the file
+            # is in; the file header says what it is: read/write versions 2 mean WAL
+            header = read_header(self.path)
+            if header is not None and header[18:20] == b"\x02\x02":
+                mode = "wal"
         wal = self.path + "-wal"
         return {"path": self.path, "journal_mode": mode, "size_bytes": os.path.getsize(self.path),
                 "wal_bytes": os.path.getsize(wal) if os.path.exists(wal) else 0,

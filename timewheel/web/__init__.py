@@ -17,8 +17,10 @@ and every WSGI server take as is.  For ASGI hosts (FastAPI, Starlette) :func:`ma
 wraps the same application with a2wsgi's ``WSGIMiddleware``, the adapter Starlette itself
 recommends, which runs each request in a thread pool: right for a view whose every request
 is a blocking store read (SQLite, Redis) that must not run on the event loop anyway.  One
-application, one set of tests, two ways in.  ``timewheel web`` serves it with Werkzeug's
-threaded server, enough for the few operators of one store (put it behind a proxy for more).
+application, one set of tests, two ways in.  ``timewheel web`` serves it with
+:class:`~timewheel.web.server.ViewServer`: Werkzeug's request handler on a few threads behind
+one loop that reads each request whole, with a timeout, and caps the connections, so a silent
+connection costs no thread -- enough for the few operators of one store.
 The charts are uPlot (MIT, 50 KB), shipped in ``static/vendor`` so the pages work offline.
 
 What it reads: only the store interface, through :mod:`timewheel.query` (the layer behind the
@@ -29,7 +31,7 @@ shows the same history after a restart.  It is read-only unless actions are allo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Union
 
 if TYPE_CHECKING:
     from .app import WebView
@@ -42,7 +44,8 @@ __all__ = ["make_app", "make_asgi_app"]
 
 def make_app(store: Any, *, allow_actions: Union[bool, Callable[[dict], bool]] = False,
              auth: Optional[Union[str, tuple[str, str]]] = None, token: Optional[str] = None,
-             authorize: Optional[Callable[[dict], bool]] = None, refresh: float = 3.0) -> "WebView":
+             authorize: Optional[Callable[[dict], bool]] = None, refresh: float = 3.0,
+             allowed_hosts: Optional[Iterable[str]] = None) -> "WebView":
     """The web view as a WSGI application.
 
     :param store: a :class:`~timewheel.TimeWheel` (its store is used, opened lazily, so this
@@ -56,12 +59,18 @@ def make_app(store: Any, *, allow_actions: Union[bool, Callable[[dict], bool]] =
     :param authorize: the host application's own check, ``(environ) -> bool``, called for
         every request; False answers 403.  Use one of ``auth``, ``token``, ``authorize``.
     :param refresh: seconds between the live pages' polls.
+    :param allowed_hosts: host names to answer (``tasks.example.com``; ``.example.com``: it
+        and every name under it; ``*``: any) besides ``localhost``, ``*.localhost`` and IP
+        addresses.  A view without authentication refuses every other ``Host`` with a 403
+        (a page on a name that resolves to 127.0.0.1 would otherwise read it: DNS
+        rebinding); so mounted without ``auth``, ``token`` or ``authorize`` in an app served
+        under a name, list that name.  With authentication, names are checked only if given.
     """
     from .app import WebView
     from .security import Access, parse_basic
 
     basic = parse_basic(auth) if isinstance(auth, str) else auth
-    return WebView(store, allow_actions=allow_actions, refresh=refresh,
+    return WebView(store, allow_actions=allow_actions, refresh=refresh, allowed_hosts=allowed_hosts,
                    access=Access(basic=basic, token=token, authorize=authorize))
 
 

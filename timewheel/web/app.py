@@ -14,12 +14,12 @@ import os
 import threading
 import time
 from typing import Any, Callable, Iterable, Optional, Union
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, MethodNotAllowed, NotFound
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import Map, PathConverter, RequestRedirect, Rule
 from werkzeug.utils import redirect, send_from_directory
 from werkzeug.wrappers import Request, Response
 
@@ -29,7 +29,18 @@ from ..records import FAILED, MISFIRED, PENDING, RETRYABLE, RUNNING, STATUSES, T
 from ..store import WheelStore, open_store
 from ..store.base import LISTABLE
 from . import params
-from .security import CSRF_COOKIE, CSRF_FIELD, TOKEN_COOKIE, Access, Authorize, csrf_error, csrf_token
+from .security import (
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    TOKEN_COOKIE,
+    Access,
+    Authorize,
+    HostGuard,
+    csrf_error,
+    csrf_token,
+    host_name,
+    same_site_path,
+)
 
 __all__ = ["WebView"]
 
@@ -47,13 +58,31 @@ FLASH_COOKIE = "timewheel_flash"
 
 StoreSource = Union[str, "os.PathLike[str]", WheelStore, Any]
 
+class TaskIdConverter(PathConverter):
+    """A task id in a URL.  Ids are free text: the whole id is one segment (a slash in it
+    sent as %2F; servers decode the path, so the id comes back whole, slashes and all), so
+    that no part of it is a ``.`` or ``..`` segment a browser would resolve away.  The ids
+    ``.`` and ``..`` themselves cannot be a segment at all: their links take the query
+    form (``/task?id=..``, see WebView.url)."""
+
+    regex = ".+?"
+    part_isolating = False          # (it spans slashes; Werkzeug infers this from "/" in regex)
+
+    def to_url(self, value: str) -> str:
+        return quote(value, safe="")
+
+
+#: the ids whose links cannot carry them in the path (browsers resolve them as dot segments)
+DOT_IDS = (".", "..")
+
 _RULES = [
     Rule("/", endpoint="overview"),
     Rule("/wheel", endpoint="wheel"),
     Rule("/timeline", endpoint="timeline"),
     Rule("/tasks", endpoint="tasks"),
-    Rule("/tasks/<path:task_id>", endpoint="task", methods=["GET"]),
-    Rule("/tasks/<path:task_id>/<any(retry, cancel):verb>", endpoint="task_action", methods=["POST"]),
+    Rule("/tasks/<taskid:task_id>", endpoint="task", methods=["GET"]),
+    Rule("/task", endpoint="task_query", methods=["GET"]),
+    Rule("/tasks/<taskid:task_id>/<any(retry, cancel):verb>", endpoint="task_action", methods=["POST"]),
     Rule("/failed", endpoint="failed"),
     Rule("/running", endpoint="running"),
     Rule("/bulk", endpoint="bulk", methods=["POST"]),
@@ -64,8 +93,9 @@ _RULES = [
     Rule("/metrics", endpoint="metrics"),
     Rule("/api/inspect", endpoint="api_inspect"),
     Rule("/api/tasks", endpoint="api_tasks"),
-    Rule("/api/tasks/<path:task_id>", endpoint="api_task", methods=["GET"]),
-    Rule("/api/tasks/<path:task_id>/<any(retry, cancel):verb>", endpoint="api_task_action",
+    Rule("/api/tasks/<taskid:task_id>", endpoint="api_task", methods=["GET"]),
+    Rule("/api/task", endpoint="api_task_query", methods=["GET"]),
+    Rule("/api/tasks/<taskid:task_id>/<any(retry, cancel):verb>", endpoint="api_task_action",
          methods=["POST"]),
     Rule("/api/<any(retry, cancel):verb>", endpoint="api_bulk", methods=["POST"]),
     Rule("/api/purge", endpoint="api_purge", methods=["POST"]),
@@ -89,10 +119,14 @@ class WebView:
         ``(environ) -> bool`` decides per request (e.g. admins only).
     :param access: who may look (:class:`~timewheel.web.security.Access`).
     :param refresh: seconds between the live pages' polls.
+    :param allowed_hosts: ``Host`` names to answer besides loopback names and IP addresses
+        (:class:`~timewheel.web.security.HostGuard`).  Without authentication every other
+        name is refused (DNS rebinding); with it, names are checked only if this is given.
     """
 
     def __init__(self, store: StoreSource, *, allow_actions: Union[bool, Authorize] = False,
-                 access: Access = Access(), refresh: float = 3.0) -> None:
+                 access: Access = Access(), refresh: float = 3.0,
+                 allowed_hosts: Optional[Iterable[str]] = None) -> None:
         self._source = store
         self._reader: Optional[WheelStore] = None
         self._writer: Optional[WheelStore] = None
@@ -101,13 +135,19 @@ class WebView:
         self._allow_actions = allow_actions
         self.access = access
         self.refresh = refresh
+        guard = HostGuard.of(allowed_hosts or ())
+        self.hosts: Optional[HostGuard] = guard if access.open or allowed_hosts is not None else None
         # Fresh copies: a rule belongs to one map, and a process may mount several views.
-        self.url_map = Map([rule.empty() for rule in _RULES], strict_slashes=False)
+        # (merge_slashes off: a task id may hold "//"; a path that only matches with slashes
+        # merged is a 404 that says so)
+        self.url_map = Map([rule.empty() for rule in _RULES], strict_slashes=False, merge_slashes=False,
+                           converters={"taskid": TaskIdConverter})
         self.templates = Environment(
             loader=PackageLoader("timewheel.web", "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
             undefined=StrictUndefined, finalize=_finalize, trim_blocks=True, lstrip_blocks=True)
-        self.templates.filters.update(when=_when, ago=_ago, dur=_dur, clean=_clean_lines, count=_count)
+        self.templates.filters.update(when=_when, ago=_ago, dur=_dur, clean=_clean_lines, count=_count,
+                                      name=_name)
 
     # -- the store -------------------------------------------------------------------------------
     def open(self, writable: bool = False) -> WheelStore:
@@ -153,17 +193,25 @@ class WebView:
         return response(environ, start_response)
 
     def dispatch(self, request: Request) -> Response:
-        adapter = self.url_map.bind_to_environ(request.environ)
         api = request.path.startswith(("/api/", "/metrics"))
+        if self.hosts is not None and not self.hosts.allows(request.host):
+            return self._headers(self._refuse_host(request, api))
+        adapter = self.url_map.bind_to_environ(request.environ)
         try:
-            endpoint, args = adapter.match()
-            if endpoint not in _PUBLIC and not self.access.allows(request):
-                return self._refuse_unauthenticated(request, api)
+            rule, args = adapter.match(return_rule=True)
+            endpoint = rule.endpoint
+            request.url_rule, request.view_args = rule, args
+            if endpoint not in _PUBLIC and not self._allowed(request):
+                return self._headers(self._refuse_unauthenticated(request, api))
             if request.method == "POST":
                 why = csrf_error(request, self.access)
                 if why is not None:
                     raise Forbidden(why)
             response = getattr(self, "on_" + endpoint)(request, **args)
+        except RequestRedirect as exc:
+            parts = urlsplit(exc.new_url)
+            target = same_site_path(parts.path + ("?" + parts.query if parts.query else ""), "")
+            response = redirect(target or self._url(request, "overview"), code=exc.code)
         except MethodNotAllowed as exc:
             response = self._error(request, api, exc.code or 405,
                                    f"{request.method} is not allowed here", exc.get_headers())
@@ -183,6 +231,10 @@ class WebView:
         except Exception:  # noqa: BLE001 - a bug must not show a traceback to the user
             log.exception("error serving %s %s", request.method, request.path)
             response = self._error(request, api, 500, "internal error; the server log has the details")
+        return self._headers(response)
+
+    @staticmethod
+    def _headers(response: Response) -> Response:
         response.headers.setdefault("Cache-Control", "no-store")
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "same-origin"
@@ -203,6 +255,28 @@ class WebView:
                 response.headers[k] = v
         return response
 
+    def _allowed(self, request: Request) -> bool:
+        """Whether this request may see the store (asked once per request)."""
+        allowed = request.environ.get("timewheel.allowed")
+        if allowed is None:
+            try:
+                allowed = self.access.allows(request)
+            except Exception:  # noqa: BLE001 - a failing host hook must not open the view
+                log.exception("the authorize hook failed")
+                allowed = False
+            request.environ["timewheel.allowed"] = allowed
+        return allowed
+
+    def _refuse_host(self, request: Request, api: bool) -> Response:
+        name = host_name(request.host)
+        shown = repr(text.clean(name)[:100]) if name else "in this Host header"
+        message = (f"refused: this view does not answer to the host name {shown} (a guard against "
+                   "DNS rebinding); open it at 127.0.0.1 or localhost, or allow the name with "
+                   "--allow-host (allowed_hosts= when mounted in an app)")
+        if api:
+            return _json({"error": message}, 403)
+        return Response(message + "\n", status=403, mimetype="text/plain")
+
     def _refuse_unauthenticated(self, request: Request, api: bool) -> Response:
         if self.access.basic is not None:
             response = self._error(request, api, 401, "sign in to see this store")
@@ -213,11 +287,13 @@ class WebView:
                 response = self._error(request, api, 401, "a bearer token is required")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="timewheel"'
                 return response
-            return redirect(self._url(request, "login", next=_here(request)))
+            return redirect(self._url(request, "login", next=self._here(request)))
         return self._error(request, api, 403, "not authorized to see this store")
 
     # -- rendering -------------------------------------------------------------------------------
     def _url(self, request: Request, endpoint: str, **values: Any) -> str:
+        if endpoint in ("task", "api_task") and values.get("task_id") in DOT_IDS:
+            endpoint, values["id"] = endpoint + "_query", values.pop("task_id")
         adapter = self.url_map.bind_to_environ(request.environ)
         return adapter.build(endpoint, {k: v for k, v in values.items() if v not in (None, "")})
 
@@ -228,10 +304,12 @@ class WebView:
         body = self.templates.get_template(template).render(
             url=lambda endpoint, **v: self._url(request, endpoint, **v),
             csrf=token, csrf_field=CSRF_FIELD, actions=self._actions_safe(request),
-            store_location=self._location(), version=__version__, refresh=self.refresh,
+            # (before sign-in a page tells nothing of the store, nor which version runs it)
+            store_location=self._location() if self._allowed(request) else None,
+            version=__version__ if self._allowed(request) else None, refresh=self.refresh,
             signed_in=self.access.token is not None and TOKEN_COOKIE in request.cookies,
             flash=unquote(flash)[:300] if flash else None, endpoint=template[:-5],
-            request_path=_here(request), **context)
+            request_path=self._here(request), **context)
         response = Response(body, status=status, mimetype="text/html")
         path = request.script_root or "/"
         if new:
@@ -251,14 +329,25 @@ class WebView:
         try:
             return self.store.location
         except Exception:  # noqa: BLE001 - the error page must render without a store
-            return str(self._source) if isinstance(self._source, (str, os.PathLike)) else "(store)"
+            if isinstance(self._source, (str, os.PathLike)):
+                from ..store.redis import _public
+                return _public(os.fspath(self._source))
+            return "(store)"
+
+    def _here(self, request: Request) -> str:
+        """This request's path and query, as a link from the page (mount prefix included):
+        built again from its rule, as links are (``request.path`` is decoded: a task id's
+        slashes and dots in it would lead elsewhere)."""
+        query = request.query_string.decode("latin-1")
+        rule, args = getattr(request, "url_rule", None), getattr(request, "view_args", None)
+        if rule is not None and args is not None and "GET" in (rule.methods or ()):
+            path = self._url(request, rule.endpoint, **args)
+            return path + ("&" if "?" in path else "?") + query if query else path
+        return request.script_root + quote(request.path, safe="/") + ("?" + query if query else "")
 
     def _back(self, request: Request, message: str, default: str) -> Response:
         """Redirect after a form post to the page it came from (only our own pages)."""
-        target = request.form.get("next", "")
-        root = request.script_root + "/"
-        if not target.startswith(root) or target.startswith("//") or "\\" in target:
-            target = default
+        target = same_site_path(request.form.get("next", ""), request.script_root) or default
         response = redirect(target, code=303)
         response.set_cookie(FLASH_COOKIE, quote(message, safe=" ,.:;()'/-"),
                             path=request.script_root or "/", httponly=True, samesite="Strict",
@@ -310,6 +399,9 @@ class WebView:
         return self._page(request, "task.html", title=f"Task {task_id}", task=data, full=full,
                           can_retry=data["status"] in RETRYABLE, can_cancel=data["status"] == PENDING)
 
+    def on_task_query(self, request: Request) -> Response:
+        return self.on_task(request, _required_id(request))
+
     def on_failed(self, request: Request) -> Response:
         name = params.text(request.args, "name")
         limit = params.integer(request.args, "limit", 100, 1, MAX_PAGE)
@@ -328,9 +420,8 @@ class WebView:
                           name=name, limit=limit, more=data["next_after"] is not None)
 
     def on_login(self, request: Request) -> Response:
-        target = request.values.get("next", "")
-        if not target.startswith(request.script_root + "/") or target.startswith("//"):
-            target = self._url(request, "overview")
+        target = (same_site_path(request.values.get("next", ""), request.script_root)
+                  or self._url(request, "overview"))
         if self.access.token is None:
             return redirect(target, code=303)
         if request.method == "POST":
@@ -427,6 +518,9 @@ class WebView:
         full = params.flag(request.args, "full")
         return _json(query.show_data(self.store, task_id, time.time(), full=full))
 
+    def on_api_task_query(self, request: Request) -> Response:
+        return self.on_api_task(request, _required_id(request))
+
     def on_api_task_action(self, request: Request, task_id: str, verb: str) -> Response:
         self._require_actions(request)
         result = query.change_tasks(self.open(writable=True), [task_id], verb)
@@ -480,9 +574,11 @@ def _is_wheel(source: Any) -> bool:
     return isinstance(source, TimeWheel)
 
 
-def _here(request: Request) -> str:
-    """This request's path and query, as a link from the page (mount prefix included)."""
-    return request.script_root + request.full_path.rstrip("?")
+def _required_id(request: Request) -> str:
+    task_id = request.args.get("id", "")
+    if not task_id:
+        raise BadRequest("id is required: the task's id")
+    return task_id
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -554,6 +650,14 @@ def _clean_lines(value: Optional[str]) -> Markup:
     """Multi-line text (a traceback): HTML-escaped here, newlines kept, every other control
     made visible (``_finalize`` would make the newlines visible too)."""
     return Markup("-") if value is None else escape(text.clean(value, lines=True))
+
+
+def _name(value: Optional[str]) -> Markup:
+    """A task name that may wrap after its dots (``reports.<wbr>monthly``), never inside a
+    part: the table's column is then as wide as the longest part (the JS's nameCell)."""
+    if value is None:
+        return Markup("-")
+    return Markup(".<wbr>").join(escape(part) for part in text.clean(value).split("."))
 
 
 def _when(ts: Optional[float]) -> str:

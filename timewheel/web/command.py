@@ -41,13 +41,18 @@ def _loopback(host: str) -> bool:
 @click.option("--token", metavar="TOKEN", envvar="TIMEWHEEL_WEB_TOKEN",
               help="Require a bearer token, at least 8 characters (or set TIMEWHEEL_WEB_TOKEN); "
                    "browsers sign in with it once.")
+@click.option("--allow-host", "allow_hosts", metavar="NAME", multiple=True,
+              help="Answer requests for this host name too (repeatable; .example.com: it and every "
+                   "name under it; *: any).  Without --auth or --token the view answers only "
+                   "localhost, IP addresses and --host: a guard against DNS rebinding.")
 @click.option("--refresh", type=click.FloatRange(0.5, 3600), default=3.0, show_default=True,
               help="Seconds between the live pages' updates.")
 @click.option("--access-log", is_flag=True, help="Log every request on stderr.")
 @click.option("--json", "as_json", is_flag=True,
               help='At start, print {"url", "store", "actions", "pid"} as one JSON line.')
 def web(store: str, host: str, port: int, allow_actions: bool, auth: Optional[str],
-        token: Optional[str], refresh: float, access_log: bool, as_json: bool) -> None:
+        token: Optional[str], allow_hosts: tuple[str, ...], refresh: float, access_log: bool,
+        as_json: bool) -> None:
     """Serve a web view of the store: overview, the wheel, timeline, tasks.
 
     STORE is a store file or a redis:// URL.  It is read-only unless --allow-actions is given;
@@ -61,9 +66,9 @@ def web(store: str, host: str, port: int, allow_actions: bool, auth: Optional[st
       TIMEWHEEL_WEB_TOKEN=... timewheel web redis://localhost:6379/0 --host 0.0.0.0
     """
     try:
-        from werkzeug.serving import make_server
-
         from . import make_app
+        from .security import is_address
+        from .server import ViewServer
     except ImportError as exc:
         raise click.ClickException(f"timewheel web needs the web extra ({exc}): "
                                    "pip install 'timewheel[web]'") from None
@@ -73,19 +78,25 @@ def web(store: str, host: str, port: int, allow_actions: bool, auth: Optional[st
     if auth and token:
         raise click.UsageError("use --auth or --token, not both")
     try:
-        app = make_app(store, allow_actions=allow_actions, auth=auth, token=token, refresh=refresh)
+        # --host NAME is a name to answer; with authentication names are checked only if
+        # --allow-host asks for it (see make_app)
+        names = [*allow_hosts, *([] if is_address(host) else [host])]
+        app = make_app(store, allow_actions=allow_actions, auth=auth, token=token, refresh=refresh,
+                       allowed_hosts=names if allow_hosts or not (auth or token) else None)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    # (before the store opens: what opening it warns of -- a Redis server that may lose
+    # writes -- is shown)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.INFO if access_log else logging.WARNING)
     try:
         app.open(writable=allow_actions)          # fail now, not at the first request
     except (TimeWheelError, RecordDecodeError, OSError) as exc:
         raise click.ClickException(" ".join(str(exc).split())) from None
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("werkzeug").setLevel(logging.INFO if access_log else logging.WARNING)
     try:
-        server = make_server(host, port, app, threaded=True)
+        server = ViewServer(host, port, app)
     except (OSError, SystemExit) as exc:
         app.close()
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
@@ -109,7 +120,7 @@ def web(store: str, host: str, port: int, allow_actions: bool, auth: Optional[st
                    err=True)
 
     try:
-        server.serve_forever(poll_interval=0.1)    # (how soon a SIGTERM is acted on)
+        server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:

@@ -11,6 +11,14 @@ header (the double-submit pattern: another site can make the browser send the co
 cannot read it to copy it into the request).  POSTs whose ``Origin`` is another site are
 refused outright.  A request authenticated by an ``Authorization: Bearer`` header needs no
 CSRF token: browsers never add that header on their own.
+
+DNS rebinding: a page on a name the attacker controls can make that name resolve to
+127.0.0.1, and the victim's browser then reads (and, with actions allowed, posts to) the
+view as a page of the attacker's own origin -- Host and Origin both name the attacker's
+name, so the CSRF check passes.  So a view without authentication answers only requests
+whose ``Host`` is a loopback name (``localhost``, ``*.localhost``), an IP address (a
+rebinding needs a name) or a name it was told to allow (:class:`HostGuard`), as Jupyter
+and Vite do.  With authentication the attacker's origin has no credentials to send.
 """
 
 from __future__ import annotations
@@ -18,14 +26,16 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import ipaddress
 import secrets
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
-from urllib.parse import urlsplit
+from typing import Any, Callable, Iterable, Optional
+from urllib.parse import quote, urlsplit
 
 from werkzeug.wrappers import Request
 
-__all__ = ["Access", "CSRF_COOKIE", "TOKEN_COOKIE", "csrf_token", "csrf_error", "parse_basic"]
+__all__ = ["Access", "HostGuard", "is_address", "same_site_path", "CSRF_COOKIE", "TOKEN_COOKIE", "csrf_token",
+           "csrf_error", "parse_basic"]
 
 CSRF_COOKIE = "timewheel_csrf"
 TOKEN_COOKIE = "timewheel_token"
@@ -100,6 +110,87 @@ class Access:
 
     def token_matches(self, candidate: str) -> bool:
         return self.token is not None and _same(candidate, self.token)
+
+
+def host_name(host: str) -> Optional[str]:
+    """The name (or address) in a ``Host`` header, lower case, without port, brackets or a
+    final dot; None if it is not one."""
+    host = host.strip()
+    if not host or not host.isprintable() or any(c in host for c in "/\\@?# "):
+        return None          # (no browser sends these: urlsplit would read some as a URL's parts)
+    try:
+        name = urlsplit("//" + host).hostname
+    except ValueError:
+        return None
+    if not name:
+        return None
+    return name[:-1] if name.endswith(".") else name
+
+
+def is_address(name: str) -> bool:
+    """True if ``name`` is an IP address, not a name."""
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
+#: loopback names: browsers resolve localhost and *.localhost to 127.0.0.1 themselves
+LOOPBACK = (".localhost",)
+
+
+@dataclass(frozen=True)
+class HostGuard:
+    """The ``Host`` names a view answers to: loopback names, IP addresses, and ``allowed``:
+    exact names, ``.example.com`` (that name and every name under it), or ``*`` (any)."""
+
+    allowed: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, names: Iterable[str]) -> "HostGuard":
+        """Checks each name; ValueError names a bad one."""
+        out = []
+        for raw in names:
+            spec = raw.strip().lower()
+            name = spec[1:] if spec.startswith(".") else spec
+            if spec != "*" and (host_name(name) != name.rstrip(".") or ":" in name or not name.strip(".")):
+                raise ValueError(f"not a host name: {raw!r} (allow a name such as tasks.example.com, "
+                                 ".example.com for it and every name under it, or *)")
+            out.append(spec.rstrip(".") if spec != "*" else spec)
+        return cls(tuple(out))
+
+    def allows(self, host: str) -> bool:
+        """True if a request with this ``Host`` header may be answered."""
+        name = host_name(host)
+        if name is None:
+            return False
+        if is_address(name) or "*" in self.allowed:
+            return True
+        for spec in LOOPBACK + self.allowed:
+            if name == spec or (spec.startswith(".") and (name == spec[1:] or name.endswith(spec))):
+                return True
+        return False
+
+
+def same_site_path(target: str, root: str) -> Optional[str]:
+    """``target`` as the ``Location`` of a redirect within this view (mounted at ``root``,
+    ``""`` or ``/prefix``), or None if a browser could read it as another site.
+
+    Browsers drop tabs and newlines from a URL, read a backslash as a slash, and take
+    ``//host`` (so also ``/\\host`` and ``/<tab>/host``) as another host: only a path under
+    ``root`` passes, free of control characters and backslashes, whose next character after
+    the root's slash is not another slash.  It comes back percent-encoded (what is encoded
+    already stays so), so a browser reads it as the path it is.
+    """
+    if not target.startswith(root + "/") or target[len(root) + 1:len(root) + 2] == "/":
+        return None
+    if "\\" in target or not target.isprintable():
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return None
+    return quote(target, safe="/?&=%:@!$'()*+,;~-._")
 
 
 def csrf_token(request: Request) -> tuple[str, bool]:

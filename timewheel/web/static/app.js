@@ -44,6 +44,13 @@
       pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
   }
   function num(n) { return (n === null || n === undefined) ? "-" : Number(n).toLocaleString("en-US"); }
+  // The horizon (the last tick whose tasks are ready to claim) as the time it reaches: tick
+  // numbers (ten digits) mean nothing to a reader.
+  function horizonText(horizon, current, tick) {
+    var ahead = (horizon - current) * tick;
+    return "ready through " + when((horizon + 1) * tick) +
+      (ahead > 0 ? " (" + span(ahead) + " ahead)" : ahead < 0 ? " (" + span(-ahead) + " behind)" : "");
+  }
 
   // Controls and text-reordering characters from the store shown as escapes, as the CLI
   // and the server-rendered pages do (timewheel/text.py clean()).
@@ -67,13 +74,26 @@
     return e;
   }
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); return node; }
+  // A task's page: the whole id one path segment (ids are free text: a "/" or ".." in one
+  // must not lead elsewhere); "." and ".." cannot be a segment at all (as app.py's links).
+  function taskHref(id) {
+    return ROOT + (id === "." || id === ".." ? "task?id=" + encodeURIComponent(id) : "tasks/" + encodeURIComponent(id));
+  }
   function taskLink(id) {
-    var a = el("a", { href: ROOT + "tasks/" + encodeURIComponent(id).replace(/%2F/g, "/"), "class": "id" }, id);
-    return a;
+    return el("a", { href: taskHref(id), "class": "id" }, id);
   }
   function td(content, cls) {
     var c = el("td", cls ? { "class": cls } : null);
     if (content instanceof Node) c.appendChild(content); else c.textContent = clean(content);
+    return c;
+  }
+  // A task name may wrap after its dots (reports.<wbr>monthly), never inside a part.
+  function nameCell(name) {
+    var c = el("td", { "class": "name" });
+    clean(name).split(".").forEach(function (part, i) {
+      if (i) { c.appendChild(document.createTextNode(".")); c.appendChild(document.createElement("wbr")); }
+      c.appendChild(document.createTextNode(part));
+    });
     return c;
   }
   function emptyRow(tbody, cols, text) {
@@ -189,8 +209,8 @@
         ["leader", tk.leader || (tk.last_leader ? "none alive (last: " + tk.last_leader + ")" : "- (no process has ticked)"), null, "leader"],
         ["advanced", tk.advanced_at === null || tk.advanced_at === undefined ? "never" : relative(tk.advanced_at, now)],
         ["lag", span(tk.lag_seconds) + (tk.lag_ticks ? " (" + num(tk.lag_ticks) + " ticks)" : ""), tk.lag_seconds > 2 * ins.store.tick ? "bad" : null, "lag"],
-        ["current tick", num(tk.current_tick) + "  (slot " + (tk.current_tick % ins.store.slots) + ")"],
-        ["horizon", num(tk.horizon) + "  (" + (tk.horizon - tk.current_tick >= 0 ? "+" : "") + (tk.horizon - tk.current_tick) + " ticks)"],
+        ["now", "slot " + (tk.current_tick % ins.store.slots) + " of " + num(ins.store.slots) + ", the tick of " + when(tk.current_tick * ins.store.tick), null, "now"],
+        ["horizon", horizonText(tk.horizon, tk.current_tick, ins.store.tick), null, "horizon"],
         ["wheel", ins.store.slots + " slots × " + ins.store.tick + "s; " + num(ins.ring.occupied_cells) + " occupied cells in " + num(ins.ring.occupied_slots) + " slots"],
       ]);
       var l = st.lateness;
@@ -201,7 +221,7 @@
       ins.next_due.forEach(function (d) {
         var tr = el("tr");
         tr.appendChild(td(taskLink(d.id)));
-        tr.appendChild(td(d.name, "name"));
+        tr.appendChild(nameCell(d.name));
         tr.appendChild(td(when(d.eta)));
         tr.appendChild(td(relative(d.eta, now), "rel"));
         tb.appendChild(tr);
@@ -209,7 +229,7 @@
       if (!ins.next_due.length) emptyRow(tb, 4, "nothing pending");
       var bn = clear(document.getElementById("by-name"));
       Object.keys(ins.pending_by_name).forEach(function (name) {
-        var tr = el("tr"); tr.appendChild(td(name, "name")); tr.appendChild(td(num(ins.pending_by_name[name]), "num"));
+        var tr = el("tr"); tr.appendChild(nameCell(name)); tr.appendChild(td(num(ins.pending_by_name[name]), "num"));
         bn.appendChild(tr);
       });
       if (!Object.keys(ins.pending_by_name).length) emptyRow(bn, 2, "nothing pending");
@@ -325,7 +345,7 @@
     }
     function drawSlots() {
       var max = drawBand(slotsG, data.load, R_IN, R_OUT, STOPS, "slot", function (i, v) {
-        return slotName(i * data.sector_slots) + ": " + num(v) + " task(s) in " + data.cells[i] + " cycle(s)";
+        return slotName(i * data.sector_slots) + ": " + num(v) + " task(s) in " + data.cells[i] + " turn(s)";
       });
       slotsG.querySelectorAll(".slot").forEach(function (p) {
         p.dataset.cells = data.cells[parseInt(p.dataset.slot, 10) / data.sector_slots];
@@ -334,11 +354,17 @@
         return slotName(i * data.sector_slots) + ": " + num(v) + " task(s) in the coming turn";
       });
       var legend = clear(document.getElementById("legend"));
-      legend.appendChild(el("span", { "class": "scale" }));
-      legend.appendChild(el("span", null, "outer ring: 1 to " + num(max) + " tasks per slot over the next " +
-        data.revolutions + " revolution(s)"));
-      legend.appendChild(el("span", { "class": "scale warm" }));
-      legend.appendChild(el("span", null, "inner ring: the coming turn (up to " + num(maxTurn) + "), log scales"));
+      var turns = data.revolutions + " revolution" + (data.revolutions > 1 ? "s" : "");
+      if (max === 0) {
+        legend.appendChild(el("span", { id: "legend-outer" }, "no task is due in the next " + turns));
+      } else {
+        legend.appendChild(el("span", { "class": "scale" }));
+        legend.appendChild(el("span", { id: "legend-outer" }, "outer ring: " + (max === 1 ? "1 task" : "1 to " + num(max) + " tasks") +
+          " per slot over the next " + turns));
+        legend.appendChild(el("span", { "class": "scale warm" }));
+        legend.appendChild(el("span", { id: "legend-inner" }, "inner ring: the coming turn (" +
+          (maxTurn === 0 ? "empty" : "up to " + num(maxTurn)) + "), log scales"));
+      }
       centreN.textContent = num(data.in_window);
       centreL.textContent = "due in the next " + span(data.revolutions * data.slots * data.tick);
       centreL2.textContent = num(data.overdue) + " overdue · " + num(data.later) + " later";
@@ -363,7 +389,7 @@
     function drawFacts() {
       var f = clear(document.getElementById("wheel-facts"));
       [["pending", num(data.pending)], ["overdue", num(data.overdue)], ["in window", num(data.in_window)],
-       ["later", num(data.later)], ["current slot", data.current_slot], ["horizon tick", num(data.horizon)]]
+       ["later", num(data.later)], ["current slot", data.current_slot], ["horizon", horizonText(data.horizon, data.current_tick, data.tick)]]
         .forEach(function (r) { f.appendChild(el("dt", null, r[0])); f.appendChild(el("dd", null, r[1])); });
       var turn = data.slots * data.tick, xs = [], ys = [];
       data.by_revolution.forEach(function (n, i) { xs.push(data.window.start * data.tick + i * turn); ys.push(n); });
@@ -393,15 +419,16 @@
       var box = clear(document.getElementById("slot-body"));
       box.dataset.slot = s.slot;
       var total = s.cells.reduce(function (a, c) { return a + c.count; }, 0);
-      box.appendChild(el("p", { id: "slot-summary" }, num(total) + " task(s) in " + s.cells.length + " of the next " + s.revolutions + " cycle(s)"));
+      var thisTurn = Math.floor(s.current_tick / s.slots);
+      box.appendChild(el("p", { id: "slot-summary" }, num(total) + " task(s) in " + s.cells.length + " of the next " + s.revolutions + " turn(s)"));
       if (s.cells.length) {
         var t = el("table", { "class": "list", id: "slot-cells" });
-        var h = el("tr"); ["cycle", "due", "", "tasks"].forEach(function (x) { h.appendChild(el("th", x === "tasks" ? { "class": "num" } : null, x)); });
+        var h = el("tr"); ["turn", "due", "", "tasks"].forEach(function (x) { h.appendChild(el("th", x === "tasks" ? { "class": "num" } : null, x)); });
         t.appendChild(el("thead")).appendChild(h);
         var tb = el("tbody"); t.appendChild(tb);
         s.cells.forEach(function (c) {
           var tr = el("tr", { "class": "cell" + (c.cycle === s.cycle ? " chosen" : ""), "data-cycle": c.cycle, tabindex: 0 });
-          tr.appendChild(td(num(c.cycle))); tr.appendChild(td(when(c.due))); tr.appendChild(td(relative(c.due, s.now), "rel"));
+          tr.appendChild(td(turnName(c.cycle - thisTurn))); tr.appendChild(td(when(c.due))); tr.appendChild(td(relative(c.due, s.now), "rel"));
           tr.appendChild(td(num(c.count), "num"));
           tr.addEventListener("click", function () { select(s.slot, c.cycle); });
           tr.addEventListener("keydown", function (ev) { if (ev.key === "Enter") select(s.slot, c.cycle); });
@@ -410,14 +437,15 @@
         box.appendChild(t);
       }
       if (s.cell) {
-        box.appendChild(el("h3", null, "Cycle " + num(s.cycle) + ": tick " + num(s.cell.tick) + ", due " + when(s.cell.due)));
+        box.appendChild(el("h3", { id: "cell-title" }, "Due " + when(s.cell.due) + " (" + relative(s.cell.due, s.now) + "), " +
+          turnName(s.cycle - thisTurn)));
         var tt = el("table", { "class": "list", id: "slot-tasks" });
         var th = el("tr"); ["id", "name", "due"].forEach(function (x) { th.appendChild(el("th", null, x)); });
         tt.appendChild(el("thead")).appendChild(th);
         var tbody = el("tbody"); tt.appendChild(tbody);
         s.tasks.forEach(function (task) {
           var tr = el("tr", { "data-id": task.id });
-          tr.appendChild(td(taskLink(task.id))); tr.appendChild(td(task.name, "name")); tr.appendChild(td(when(task.eta)));
+          tr.appendChild(td(taskLink(task.id))); tr.appendChild(nameCell(task.name)); tr.appendChild(td(when(task.eta)));
           tbody.appendChild(tr);
         });
         if (!s.tasks.length) emptyRow(tbody, 3, "no pending task in this cycle");
@@ -427,6 +455,8 @@
         box.appendChild(el("p", { "class": "hint" }, "This slot holds no task in this window."));
       }
     }
+    // A turn of the ring counted from the current one (the wheel's cycle numbers are internal).
+    function turnName(k) { return k <= 0 ? "this turn" : k === 1 ? "next turn" : "in " + k + " turns"; }
     function slotAt(ev) {
       var pt = root.createSVGPoint(); pt.x = ev.clientX; pt.y = ev.clientY;
       var p = pt.matrixTransform(root.getScreenCTM().inverse());
