@@ -472,8 +472,8 @@ class TimeWheel:
         if self.immediate:
             return "memory"
         if self.url:
-            from .store.redis import _public
-            return _public(self.url)
+            from .store import public_location
+            return public_location(self.url)
         return self.path or "memory"
 
     # -- the store (opened lazily, so nothing -- no thread -- starts in a pre-fork master) ----

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from ..text import without_password
 from .base import Advanced, Claimed, Doorbell, Liveness, StoreState, WheelStore
 from .memory import MemoryStore
 from .postgres_url import is_postgres
 from .sqlite import SqliteDictStore
 
 __all__ = ["WheelStore", "Liveness", "Doorbell", "SqliteDictStore", "MemoryStore", "Claimed",
-           "Advanced", "StoreState", "open_store", "is_url"]
+           "Advanced", "StoreState", "open_store", "is_url", "public_location"]
 
 URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -21,6 +22,17 @@ URL_SCHEMES = ("redis://", "rediss://", "unix://")
 def is_url(location: str) -> bool:
     """Whether ``location`` names a server (Redis, PostgreSQL) rather than a file."""
     return location.startswith(URL_SCHEMES) or is_postgres(location)
+
+
+def public_location(location: str) -> str:
+    """``location`` as it may be shown: a server's without its password."""
+    if is_postgres(location):
+        from .postgres_url import parse
+        try:
+            return parse(location).public
+        except ValueError:
+            return without_password(location) if "://" in location else "(a PostgreSQL connection string)"
+    return without_password(location) if is_url(location) else location
 
 
 def open_store(location: str, *, readonly: bool = False, wheel: Any = None,

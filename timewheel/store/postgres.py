@@ -563,18 +563,9 @@ class PostgresStore(WheelStore):
         return max(t + self._offset, self._floor)
 
     # -- set-up ----------------------------------------------------------------------------------------
-    def _lock_key(self) -> int:
-        """The transaction advisory lock that serialises creating and migrating this schema."""
-        return int.from_bytes(uuid.uuid5(uuid.NAMESPACE_URL, "timewheel:" + self.schema).bytes[:8],
-                              "big", signed=True)
-
     def _stored(self) -> Optional[tuple]:
         """(format, version, slots, tick, store_id) of the schema's store, None if there is none."""
-        (exists,), = self._call("SELECT to_regclass(%s) IS NOT NULL", (f"{self.s}.meta",))
-        if not exists:
-            return None
-        rows = self._call(f"SELECT format, version, slots, tick, store_id FROM {self.s}.meta WHERE id = 1")
-        return rows[0] if rows else None
+        return stored_meta(self._call, self.schema)
 
     def _set_up(self, wheel: Optional[Wheel]) -> Wheel:
         stored = self._stored()
@@ -599,25 +590,13 @@ class PostgresStore(WheelStore):
                 f"cannot open it with slots={wheel.slots}, tick={wheel.tick}")
         return stored_wheel
 
-    def migration_script(self, wheel: Optional[Wheel] = None) -> list[str]:
-        """The SQL that creates this schema's store or brings it to this version, as
-        ``timewheel migrate`` prints it (empty when it is up to date)."""
-        stored = self._stored()
-        version = 0 if stored is None else stored[1]
-        if version >= pgsql.VERSION:
-            return []
-        w = wheel or Wheel()
-        return list(pgsql.script(self.schema, version, slots=w.slots, tick=float(w.tick),
-                                 horizon=w.current_tick(self.now()), store_id=uuid.uuid4().hex,
-                                 lock=self._lock_key()))
-
     def _migrate(self, wheel: Wheel) -> None:
         """Create the schema's store or migrate it, in one transaction under the schema's lock
         (several processes may start at once: one does it, the others find it done)."""
         with self._pool.connection() as conn, self._dog.watch(conn) as done:
             try:
                 with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key(),))
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(self.schema),))
                     (exists,), = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{self.s}.meta",))
                     version = 0
                     if exists:
@@ -924,6 +903,56 @@ class PostgresStore(WheelStore):
 
 
 # -- helpers of the store's methods --------------------------------------------------------------------
+
+def lock_key(schema: str) -> int:
+    """The transaction advisory lock that serialises creating and migrating ``schema``'s store."""
+    return int.from_bytes(uuid.uuid5(uuid.NAMESPACE_URL, "timewheel:" + schema).bytes[:8], "big", signed=True)
+
+
+def stored_meta(call: Callable[..., list[tuple]], schema: str) -> Optional[tuple]:
+    """(format, version, slots, tick, store_id) of ``schema``'s store, None if there is none."""
+    s = pgsql._q(schema)
+    ((exists,),) = call("SELECT to_regclass(%s) IS NOT NULL", (f"{s}.meta",))
+    if not exists:
+        return None
+    rows = call(f"SELECT format, version, slots, tick, store_id FROM {s}.meta WHERE id = 1")
+    return rows[0] if rows else None
+
+
+def migration_script(location: str, *, namespace: str = "timewheel", timeout: float = 10.0,
+                     wheel: Optional[Wheel] = None) -> tuple[str, int, list[str]]:
+    """What ``timewheel migrate`` prints: (the schema, its stored version (0: none), the SQL
+    that creates the store there or brings it to this version -- empty when it is up to
+    date).  Reads the database, changes nothing.  ``wheel``: the geometry of a new store."""
+    if psycopg is None:
+        raise StoreError("the PostgreSQL store needs psycopg 3: pip install 'timewheel[postgres]'")
+    target = parse(location)
+    schema = target.schema or check_schema(namespace, "namespace")
+    where = f"the PostgreSQL server at {target.public}"
+    try:
+        conn = psycopg.connect(target.conninfo, autocommit=True, prepare_threshold=None,
+                               connect_timeout=max(2, math.ceil(timeout)))
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot reach {where} ({' '.join(str(exc).split())})") from None
+    try:
+        def call(sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+            return conn.execute(sql, params).fetchall()
+        stored = stored_meta(call, schema)
+        ((now,),) = call("SELECT extract(epoch FROM clock_timestamp())::float8")
+    except psycopg.Error as exc:
+        raise translate(exc, where, schema, False) from None
+    finally:
+        _close(conn)
+    version = 0 if stored is None else stored[1]
+    if stored is not None and stored[0] != pgsql.FORMAT:
+        raise NotAStore(f"schema {schema!r} at {target.public} holds store format {stored[0]!r}")
+    if version >= pgsql.VERSION:
+        return schema, version, []
+    w = wheel or Wheel()
+    return schema, version, list(pgsql.script(schema, version, slots=w.slots, tick=float(w.tick),
+                                              horizon=w.current_tick(now), store_id=uuid.uuid4().hex,
+                                              lock=lock_key(schema)))
+
 
 def stored_by_id(rows: Iterable[Sequence[Any]]) -> dict[str, tuple[Optional[TaskRecord], int]]:
     """Task rows -> id: (its record, None if it cannot be read; its rev)."""

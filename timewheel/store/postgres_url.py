@@ -23,6 +23,8 @@ import re
 from typing import NamedTuple, Optional
 from urllib.parse import parse_qsl, quote, urlencode
 
+from ..text import without_password
+
 __all__ = ["Target", "is_postgres", "parse", "SCHEMES", "check_schema"]
 
 SCHEMES = ("postgresql://", "postgres://")
@@ -150,9 +152,7 @@ def parse(location: str) -> Target:
         found = {k: v for k, v in pairs if k in OURS}
         rest = [(k, v) for k, v in pairs if k not in OURS]
         conninfo = base + ("?" + urlencode(rest, quote_via=quote) if rest else "")
-        public = re.sub(r"^([a-z]+://[^:@/]*:)[^@/]*@", r"\1***@", base)
-        shown = [(k, "***" if k in _SECRET else v) for k, v in pairs]
-        public += "?" + urlencode(shown, quote_via=quote, safe="*") if shown else ""
+        public = without_password(location)
     else:
         kv = _keyword_pairs(location)
         if kv is None:
