@@ -507,7 +507,7 @@ class PostgresStore(WheelStore):
         with self._pool.connection() as conn, self._dog.watch(conn) as done:
             try:
                 cur = conn.execute(sql, params)
-                return cur.fetchall() if cur.description else []
+                return cur.fetchall() if cur.description is not None else []
             except psycopg.Error as exc:
                 raise self._error(exc, write, done) from None
 
@@ -597,7 +597,11 @@ class PostgresStore(WheelStore):
             try:
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(self.schema),))
-                    (exists,), = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{self.s}.meta",))
+                    # (a query of the catalog, not to_regclass(): its cached view of the catalog
+                    # may predate the commit of whoever held the lock before us)
+                    (exists,), = conn.execute(
+                        "SELECT EXISTS (SELECT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "WHERE n.nspname = %s AND c.relname = 'meta')", (self.schema,))
                     version = 0
                     if exists:
                         (version,), = conn.execute(f"SELECT version FROM {self.s}.meta WHERE id = 1")

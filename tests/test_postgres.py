@@ -1,0 +1,512 @@
+"""The PostgreSQL store on a real server started by the tests (see ``pg_server.py``).
+
+The conformance and model suites (test_store.py, test_store_model.py) run on PostgreSQL too;
+here is what only this backend has -- locations, schemas and migrations, the server's clock,
+leases and their fencing, the ticking role, LISTEN/NOTIFY, transactional enqueue through the
+application's own connection (psycopg, SQLAlchemy, Django), faults (a killed server, killed
+connections, timeouts, a read-only or full database) -- and the promises proved with real
+processes: a crash loop, the server SIGKILLed and restarted mid-run, hosts whose clocks are
+30 s off, a worker SIGSTOPped past its lease.  Figures are printed (``pytest -s``) and
+attached with ``record_property``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psycopg
+import pytest
+
+from timewheel import StoreBusy, StoreError, TimeWheel
+from timewheel.errors import DuplicateTask, NotAStore, StoreMismatch
+from timewheel.records import PENDING, RUNNING, SUCCEEDED, Outcome, RecordDecodeError, end_run, requeue_crashed
+from timewheel.store import open_store
+from timewheel.store.base import BROKEN
+from timewheel.store.postgres import PostgresStore
+from timewheel.wheel import Wheel
+
+from . import crashloop, mp_worker
+from .conftest import ROOT, make_record, wait_for
+from .mp_worker import Runs, events_of
+from .pg_check import check_pg_store
+from .pg_server import PostgresServer
+from .test_multiprocess import Cluster, _crashloop_check
+
+TICK = 0.25
+
+
+def _ready_all(store: PostgresStore, ahead: float = 0.0) -> None:
+    through = store.wheel.current_tick(store.now() + ahead) + 1
+    while not store.advance(through, 10_000, "test").complete:
+        pass
+
+
+@pytest.fixture
+def opened():
+    """Close every store a test opened."""
+    stores: list = []
+    yield stores
+    for s in stores:
+        s.close()
+
+
+@pytest.fixture
+def open_pg(pg_db, opened):
+    def make(**kw) -> PostgresStore:
+        kw.setdefault("namespace", "t")
+        wheel = kw.pop("wheel", Wheel())
+        s = PostgresStore(kw.pop("url", pg_db), wheel, **kw)
+        opened.append(s)
+        return s
+    return make
+
+
+def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "timewheel.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+# -- opening ------------------------------------------------------------------------------------
+
+def test_geometry_is_stored_and_checked(open_pg):
+    first = open_pg(wheel=Wheel(slots=60, tick=0.5))
+    assert first.wheel == Wheel(slots=60, tick=0.5)
+    assert PostgresStore(first._conninfo + "?schema=t", None).wheel == Wheel(slots=60, tick=0.5)
+    with pytest.raises(StoreMismatch, match="slots=60, tick=0.5"):
+        open_pg(wheel=Wheel(slots=3600, tick=1.0))
+
+
+def test_schemas_keep_stores_apart_and_the_location_names_one(open_pg, pg_db, pg_server):
+    a = open_pg(namespace="one")
+    b = open_pg(url=pg_db + "?schema=two", namespace="one")          # the location's wins
+    assert (a.schema, b.schema) == ("one", "two")
+    a.add([make_record("x", a.now() + 60)])
+    assert b.get("x") is None and b.counts() == {} and a.counts() == {(PENDING, "t"): 1}
+    keyword = f"host=127.0.0.1 port={pg_server.port} user=postgres dbname=postgres schema=one"
+    c = open_pg(url=keyword, namespace="zzz")
+    assert c.get("x") == a.get("x") and c.location == keyword
+    with pytest.raises(ValueError, match="schema"):
+        open_pg(url=pg_db + "?schema=1bad")
+    with pytest.raises(ValueError, match="lease"):
+        open_pg(url=pg_db + "?lease=forever")
+
+
+def test_the_password_is_hidden_everywhere(pg_server, opened):
+    pg_server.sql("DROP ROLE IF EXISTS app")
+    pg_server.sql("CREATE ROLE app LOGIN SUPERUSER PASSWORD 's3cr/et@x'")
+    hba = os.path.join(pg_server.data, "pg_hba.conf")
+    with open(hba) as fh:
+        original = fh.read()
+    try:
+        with open(hba, "w") as fh:        # passwords checked for "app", trust for the rest
+            fh.write("host all app 127.0.0.1/32 scram-sha-256\n" + original)
+        pg_server.sql("SELECT pg_reload_conf()")
+        time.sleep(0.2)
+        url = f"postgresql://app:s3cr%2Fet%40x@127.0.0.1:{pg_server.port}/postgres?schema=pw"
+        hu = TimeWheel(url, namespace="pw")
+        assert "s3cr" not in repr(hu) and "s3cr" not in hu.location and ":***@" in hu.location
+        hu.task(name="n")(lambda: None).delay(count_down=60)
+        assert "s3cr" not in hu.store.location
+        hu.close()
+        bad = url.replace("s3cr%2Fet", "wrong")
+        with pytest.raises(StoreError, match="refused the credentials") as ei:
+            PostgresStore(bad)
+        assert "wrong" not in str(ei.value)
+        out = _cli("inspect", url, "--json")
+        assert out.returncode == 0, out.stderr
+        assert "s3cr" not in out.stdout and json.loads(out.stdout)["counts"]["pending"] == 1
+        out = _cli("tasks", bad)
+        assert out.returncode == 1 and "refused the credentials" in out.stderr and "wrong" not in out.stderr
+        keyword = f"host=127.0.0.1 port={pg_server.port} user=app dbname=postgres password='s3cr/et@x' schema=pw"
+        out = _cli("tasks", keyword)
+        assert out.returncode == 0 and "s3cr" not in out.stdout + out.stderr
+        assert PostgresStore(keyword, readonly=True).location.endswith("password=*** schema=pw")
+    finally:
+        with open(hba, "w") as fh:
+            fh.write(original)
+        pg_server.sql("SELECT pg_reload_conf()")
+
+
+def test_readers_create_nothing_and_need_only_select(open_pg, pg_db, pg_server):
+    with pytest.raises(NotAStore, match="no timewheel store in schema 'nothing'"):
+        PostgresStore(pg_db, namespace="nothing", readonly=True)
+    assert pg_server.sql("SELECT count(*) FROM pg_namespace WHERE nspname = 'nothing'") == [(0,)]
+    out = _cli("tasks", pg_db + "?schema=nothing")
+    assert out.returncode == 1 and "no timewheel store in schema 'nothing'" in out.stderr
+    s = open_pg()
+    s.add([make_record("r", s.now() + 60)])
+    pg_server.sql("DROP ROLE IF EXISTS viewer")
+    pg_server.sql("CREATE ROLE viewer LOGIN")
+    pg_server.sql("GRANT USAGE ON SCHEMA t TO viewer")
+    pg_server.sql("GRANT SELECT ON ALL TABLES IN SCHEMA t TO viewer")
+    viewer = pg_db.replace("postgres@", "viewer@") + "?schema=t"
+    ro = PostgresStore(viewer, readonly=True)
+    try:
+        assert ro.get("r").status == PENDING and ro.counts() == {(PENDING, "t"): 1}
+        assert ro.liveness.leader() is None and not ro.liveness.try_lead()
+        with pytest.raises(StoreError, match="read-only"):
+            ro.add([make_record("w", ro.now())])
+    finally:
+        ro.close()
+    out = _cli("inspect", viewer, "--json")
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)["store"]
+    assert info["schema"] == "t" and info["postgres_version"].startswith("15")
+    out = _cli("cancel", viewer, "r")            # a writer: the server refuses, one line
+    assert out.returncode == 1 and "may not" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_user_who_may_not_create_it_is_told_how(pg_db, pg_server):
+    pg_server.sql("DROP ROLE IF EXISTS plain")
+    pg_server.sql("CREATE ROLE plain LOGIN")          # not the database's owner: no CREATE on it
+    plain = pg_db.replace("postgres@", "plain@")
+    with pytest.raises(StoreError, match="timewheel migrate"):
+        PostgresStore(plain, namespace="owned")
+    # its owner applies what `timewheel migrate` prints; then the plain user can use it
+    out = _cli("migrate", pg_db + "?schema=owned", "--tick", "0.5")
+    assert out.returncode == 0 and out.stdout.count("CREATE OR REPLACE FUNCTION") >= 8, out.stderr
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        c.execute("\n".join(line for line in out.stdout.splitlines() if not line.startswith("--")))
+    pg_server.sql("GRANT USAGE ON SCHEMA owned TO plain")
+    pg_server.sql("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA owned TO plain")
+    s = PostgresStore(plain, namespace="owned")
+    try:
+        assert s.wheel == Wheel(tick=0.5)
+        s.add([make_record("m", s.now() - 1)])
+        _ready_all(s)
+        assert [r.id for r in s.claim(s.liveness.token, s.now(), 1).records] == ["m"]
+    finally:
+        s.close()
+    out = _cli("migrate", pg_db + "?schema=owned")
+    assert out.returncode == 0 and "up to date" in out.stdout
+    out = _cli("migrate", os.path.join(ROOT, "README.md"))
+    assert out.returncode == 2 and "PostgreSQL" in out.stderr
+
+
+def test_processes_starting_at_once_create_one_store(pg_db):
+    errors: list[BaseException] = []
+    stores: list[PostgresStore] = []
+
+    def open_one() -> None:
+        try:
+            stores.append(PostgresStore(pg_db, Wheel(), namespace="race"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    try:
+        assert errors == [] and len(stores) == 6
+        assert len({s._store_id for s in stores}) == 1
+    finally:
+        for s in stores:
+            s.close()
+
+
+# -- the server's clock ---------------------------------------------------------------------------
+
+def test_now_is_the_servers_clock_whatever_the_local_one_says(open_pg, pg_server):
+    s = open_pg(clock=lambda: time.time() + 3600)
+    (server,), = pg_server.sql("SELECT extract(epoch FROM clock_timestamp())::float8")
+    assert abs(s.now() - server) < 0.5
+
+
+def test_a_claim_is_judged_by_the_servers_clock_not_the_callers(open_pg):
+    fast = open_pg(clock=lambda: time.time() + 3600)      # thinks it is an hour later
+    now = fast.now()                                       # the server's
+    fast.add([make_record("soon", now + 1.5)])
+    _ready_all(fast, ahead=3)
+    assert fast.claim(fast.liveness.token, time.time() + 7200, 5).records == []
+    time.sleep(1.6)
+    (got,) = fast.claim(fast.liveness.token, 0, 5).records
+    assert got.id == "soon" and got.started >= got.eta
+
+
+def test_count_down_counts_from_the_servers_now(pg_db):
+    for offset in (-30.0, 30.0):
+        hu = TimeWheel(pg_db, clock=lambda o=offset: time.time() + o, namespace="cd")
+        h = hu.task(name="noop")(lambda: None).delay(count_down=5)
+        assert abs(h.record.eta - (time.time() + 5)) < 0.5, offset
+        hu.close()
+
+
+# -- leases, the ticking role, heartbeats ---------------------------------------------------------
+
+def test_a_lease_runs_out_unless_renewed_and_is_never_revived(open_pg):
+    s = open_pg(lease=1.0)
+    other = open_pg(lease=1.0)
+    now = s.now()
+    s.add([make_record("a", now - 2), make_record("b", now - 1)])
+    _ready_all(s)
+    a, b = s.claim(s.liveness.token, s.now(), 2).records
+    assert a.lease == pytest.approx(a.started + 1.0, abs=1e-3) and s.abandoned(s.now()) == []
+    for _ in range(4):                       # renewed past its first deadline: "a" stays
+        time.sleep(0.3)
+        assert s.liveness.keepalive([a]) == []
+    lost = other.abandoned(other.now())
+    assert [r.id for r in lost] == ["b"]     # "b" was not renewed
+    assert s.liveness.keepalive([a, b]) == ["b"]     # an expired lease is not renewed ...
+    assert [r.id for r in other.abandoned(other.now())] == ["b"]   # ... so it stays abandoned
+    assert s.liveness.keepalive([a, b]) == []        # (and is reported once)
+    (back,) = other.swap([(lost[0], requeue_crashed(lost[0], other.now(), 3))])
+    assert back.status == PENDING and back.crashes == 1
+    t = s.now()                              # b's first owner finishes late: fenced out
+    assert s.swap([(b, end_run(b, Outcome(True, t, t)))]) == [None]
+    assert s.get("b") == back
+    (b2,) = other.claim(other.liveness.token, other.now(), 1).records
+    assert b2.rev > back.rev and s.liveness.keepalive([b2]) == ["b"]   # not s's task any more
+    assert other.liveness.keepalive([b2]) == []
+    check_pg_store(s._conninfo, "t")
+
+
+def test_a_live_lease_is_changed_by_its_owner_only(open_pg):
+    """A recovery that read a lease as run out an instant before its owner renewed it must
+    lose: the compare-and-set refuses to change a running task with a live lease for anyone
+    but its owner (on Redis, scripts run one at a time and cannot interleave like that)."""
+    s, other = open_pg(lease=5.0), open_pg(lease=5.0)
+    now = s.now()
+    s.add([make_record("a", now - 1)])
+    _ready_all(s)
+    (a,) = s.claim(s.liveness.token, s.now(), 1).records
+    stale_view = a._replace(lease=now - 1)            # what a recovery saw before the renewal
+    assert other.swap([(stale_view, requeue_crashed(stale_view, other.now(), 3))]) == [None]
+    assert s.get("a").status == RUNNING
+    t = s.now()
+    (done,) = s.swap([(a, end_run(a, Outcome(True, t, t)))])
+    assert done.status == SUCCEEDED
+
+
+def test_claims_by_an_owner_that_is_not_alive_are_abandoned_at_once(open_pg):
+    s = open_pg()
+    now = s.now()
+    s.add([make_record("x", now - 1)])
+    _ready_all(s)
+    (x,) = s.claim("ghost:1:dead", s.now(), 1).records
+    assert s.liveness.is_dead("ghost:1:dead")
+    assert [r.id for r in s.abandoned(s.now())] == ["x"]
+
+
+def test_one_leader_at_a_time_renewed_only_by_its_holder(open_pg):
+    a, b = open_pg(wheel=Wheel(tick=0.5)), open_pg(wheel=Wheel(tick=0.5))
+    assert a.liveness.role_ttl == 1.0
+    assert a.liveness.try_lead() and not b.liveness.try_lead()
+    assert a.liveness.leader() == b.liveness.leader() == a.liveness.token
+    assert not a.liveness.is_dead(a.liveness.token)          # leading wrote its heartbeat
+    for _ in range(5):                        # a renews: b never gets it
+        time.sleep(0.3)
+        assert a.liveness.try_lead() and not b.liveness.try_lead()
+    time.sleep(1.2)                           # a stops renewing: the role lapses
+    assert b.liveness.try_lead() and b.liveness.leader() == b.liveness.token
+    a.liveness._leading_until = 0.0           # a's cached belief is gone: it asks again
+    assert not a.liveness.try_lead()
+    assert not a.advance(10 ** 10, 10, a.liveness.token).led      # and cannot turn the wheel
+    b.liveness.resign()
+    assert b.liveness.leader() is None and a.liveness.try_lead()
+
+
+def test_a_closed_or_killed_process_is_dead(open_pg, pg_db, python):
+    s = open_pg(namespace="dead", wheel=Wheel(tick=0.1), lease=0.5)     # heartbeats last 0.5 s
+    gone = open_pg(namespace="dead", wheel=Wheel(tick=0.1), lease=0.5)
+    gone.liveness.try_lead()
+    token = gone.liveness.token
+    assert not s.liveness.is_dead(token)
+    gone.close()
+    assert s.liveness.is_dead(token) and s.liveness.leader() is None
+    code = ("import sys, time; from timewheel.store.postgres import PostgresStore\n"
+            "s = PostgresStore(sys.argv[1], namespace='dead', lease=0.5); s.liveness.try_lead()\n"
+            "print(s.liveness.token, flush=True); time.sleep(60)\n")
+    p = subprocess.Popen([python, "-c", code, pg_db], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        token = p.stdout.readline().strip()
+        assert not s.liveness.is_dead(token)
+        p.kill()
+        p.wait(10)
+        wait_for(lambda: s.liveness.is_dead(token), timeout=5, what="the heartbeat to lapse")
+    finally:
+        p.kill()
+        p.wait(10)
+        p.stdout.close()
+
+
+# -- waking runners ---------------------------------------------------------------------------------
+
+def test_a_ready_task_rings_runners_of_other_stores_and_poke_stays_local(open_pg):
+    a, b = open_pg(), open_pg()
+    bell_a, bell_b = a.doorbell(), b.doorbell()
+    try:
+        assert bell_a.wait(5.0) and bell_b.wait(5.0)     # each rings itself once listening
+        a.add([make_record("r", a.now() + 60)])          # in the wheel: nobody needs waking
+        assert not bell_b.wait(0.3)
+        _ready_all(a, ahead=120)                         # made ready: every runner looks
+        assert bell_b.wait(2.0) and bell_a.wait(2.0)
+        a.add([make_record("s", a.now() + 30)])          # ready at once, ahead of "r"
+        t0 = time.monotonic()
+        assert bell_b.wait(2.0)
+        woke = time.monotonic() - t0
+        a.add([make_record("t", a.now() + 50)])          # behind "s": the runners know
+        assert not bell_b.wait(0.3)
+        bell_a.poke()
+        assert bell_a.wait(1.0) and not bell_b.wait(0.3)
+        print(f"\nLISTEN/NOTIFY wake-up across stores: {woke * 1e3:.2f} ms")
+        assert woke < 1.0
+    finally:
+        bell_a.close()
+        bell_b.close()
+
+
+def test_listen_off_keeps_no_session_state_and_still_runs_tasks(pg_db, pg_server):
+    """?listen=0 (PgBouncer in transaction mode): no LISTEN session, and a task due soon is
+    still started on time by another process (found within a tick)."""
+    url = pg_db + "?schema=nolisten&listen=0"
+    worker = TimeWheel(url, workers=2, tick=0.25)
+    worker.task(name="noop")(lambda: None)
+    client = TimeWheel(url, tick=0.25)
+    task = client.task(name="noop")(lambda: None)
+    worker.start()
+    try:
+        h = task.delay(count_down=0.5)
+        h.result(timeout=10)
+        rec = h.record
+        assert 0 <= rec.started - rec.eta < 0.5
+        sessions = pg_server.sql("SELECT query FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                                 "AND pid <> pg_backend_pid()")
+        assert sessions and not [q for (q,) in sessions if q.startswith("LISTEN")], sessions
+    finally:
+        worker.close()
+        client.close()
+
+
+# -- records ------------------------------------------------------------------------------------------
+
+def test_a_broken_record_is_set_aside(open_pg, pg_server):
+    s = open_pg()
+    now = s.now()
+    s.add([make_record("bad", now - 1), make_record("good", now - 0.5), make_record("next", now - 0.4)])
+    pg_server.sql("UPDATE t.tasks SET version = 99 WHERE id = 'bad'")     # written by a newer timewheel
+    with pytest.raises(RecordDecodeError):
+        s.get("bad")
+    _ready_all(s)
+    # one to start, one queued: the broken one took the started place, both good ones queue
+    got = s.claim(s.liveness.token, s.now(), 1, queued=2).records
+    assert [x.id for x in got] == ["good", "next"]
+    assert [s.get(x.id) for x in got] == got and all(x.started is None for x in got)
+    (b,) = s.scan(BROKEN)
+    assert b.id == "bad" and b.status == BROKEN and "newer" in b.error
+    assert s.counts() == {(RUNNING, "t"): 2, (BROKEN, "t"): 1}
+    check_pg_store(s._conninfo, "t")
+    (again,) = s.add([make_record("bad", now + 5)], existing="replace")     # replaced, rev goes on
+    assert again.rev > 0 and s.get("bad") == again
+    check_pg_store(s._conninfo, "t")
+
+
+def test_far_etas_and_odd_geometry_are_placed_alike_in_python_and_sql(open_pg):
+    s = open_pg(wheel=Wheel(slots=7, tick=0.001))
+    now = s.now()
+    etas = [now + 0.5, now + 3600.25, now + 86400 * 365 * 100, 253402300799.0, now + 1e6 + 0.0005]
+    s.add([make_record(f"f{i}", eta) for i, eta in enumerate(etas)])
+    check_pg_store(s._conninfo, "t")
+    assert [r.id for r in s.scan(PENDING)] == [f"f{i}" for i in (0, 1, 4, 2, 3)]
+    assert s.ticks() == sorted((s.wheel.due_tick(e), 1) for e in etas)
+    assert s.wheel_stats() == (5, len({s.wheel.due_tick(e) % 7 for e in etas}))
+    step = s.advance(s.wheel.due_tick(now + 3600.25), 10, "L")
+    assert step.moved == 2 and step.complete
+    check_pg_store(s._conninfo, "t")
+
+
+def test_the_counters_are_folded_by_the_ticking_process(open_pg, pg_server):
+    s = open_pg()
+    now = s.now()
+    s.add([make_record(f"c{i}", now + 60 + i, name=f"n{i % 3}") for i in range(30)])
+    for i in range(30, 40):
+        s.add([make_record(f"c{i}", now + 60 + i)])
+    before = (s.counts(), s.ticks(), s.wheel_stats())
+    assert pg_server.sql("SELECT count(*) FROM t.counts_delta") == [(40,)]
+    _ready_all(s)
+    assert pg_server.sql("SELECT count(*) FROM t.counts_delta") == [(0,)]
+    assert (s.counts(), s.ticks(), s.wheel_stats()) == before
+    check_pg_store(s._conninfo, "t")
+
+
+def test_a_dropped_store_fails_cleanly(open_pg, pg_server):
+    s = open_pg()
+    s.add([make_record("a", s.now() - 1)])
+    pg_server.sql("DROP SCHEMA t CASCADE")
+    for call in (lambda: s.add([make_record("b", s.now())]), lambda: s.claim(s.liveness.token, 0, 1),
+                 lambda: s.advance(10 ** 10, 10, "x"), lambda: s.purge(s.now())):
+        with pytest.raises(StoreError, match="no timewheel store in schema 't'"):
+            call()
+
+
+# -- the API end to end ------------------------------------------------------------------------------
+
+def test_the_api_works_unchanged_on_postgres(pg_db):
+    """Retries, async tasks, periodic tasks (two wheels: each occurrence runs once), cancel,
+    retry, results, hooks and time limits, through TimeWheel on a PostgreSQL URL."""
+    import asyncio
+    runs: list[str] = []
+    events: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    tries = {"n": 0}            # shared: a retry may run in either wheel
+
+    def wheel() -> TimeWheel:
+        hu = TimeWheel(pg_db, workers=2, tick=0.25, slots=60, namespace="api")
+
+        @hu.task(name="flaky", retries=2, retry_delay=0.05)
+        def flaky() -> str:
+            tries["n"] += 1
+            if tries["n"] < 3:
+                raise ValueError("not yet")
+            return "third time"
+
+        @hu.task(name="later")
+        async def later(x: int) -> int:
+            await asyncio.sleep(0.01)
+            return x * 2
+
+        @hu.task(name="slow", timeout=0.2)
+        def slow() -> None:
+            for _ in range(1000):
+                time.sleep(0.01)
+
+        @hu.periodic(every=0.5, name="beat")
+        def beat() -> None:
+            from timewheel.execute import current_task
+            with lock:
+                runs.append(current_task().id)
+
+        @hu.on("failed")
+        def failed(rec, exc) -> None:
+            with lock:
+                events.append((rec.name, type(exc).__name__))
+        return hu
+
+    a, b = wheel(), wheel()
+    a.start()
+    b.start()
+    try:
+        flaky, later, slow = a.tasks["flaky"], a.tasks["later"], a.tasks["slow"]
+        assert flaky.delay().result(timeout=10) == "third time"
+        assert later.delay(21).result(timeout=10) == 42
+        h = later.delay(1, count_down=60)
+        assert h.cancel() and h.status == "cancelled" and a.retry(h.id)
+        assert h.result(timeout=10) == 2
+        first = later.schedule((5,), task_id="once", once=True)
+        assert later.schedule((6,), task_id="once", once=True) == first and first.result(timeout=10) == 10
+        with pytest.raises(Exception, match="TaskTimeout"):
+            slow.delay().result(timeout=10)
+        wait_for(lambda: ("slow", "TaskTimeout") in events, 10, what="the failed hook")
+        time.sleep(1.5)
+    finally:
+        a.close()
+        b.close()
+    assert len(runs) >= 2 and len(runs) == len(set(runs)), runs     # each occurrence once
