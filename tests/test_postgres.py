@@ -510,3 +510,236 @@ def test_the_api_works_unchanged_on_postgres(pg_db):
         a.close()
         b.close()
     assert len(runs) >= 2 and len(runs) == len(set(runs)), runs     # each occurrence once
+
+
+# -- transactional enqueue ------------------------------------------------------------------------
+
+@pytest.fixture
+def tx(pg_db):
+    """A started wheel (tick 0.5 s) on schema "tx", and a wheel that only enqueues there."""
+    worker = TimeWheel(pg_db + "?schema=tx", workers=2, tick=0.5)
+    worker.task(name="tx.note")(lambda tag: tag)
+    worker.task(name="tx.sleep")(lambda s: time.sleep(s))
+    worker.start()
+    client = TimeWheel(pg_db + "?schema=tx", tick=0.5)
+    note = client.task(name="tx.note")(lambda tag: tag)
+    client.task(name="tx.sleep")(lambda s: time.sleep(s))
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        c.execute("DROP TABLE IF EXISTS public.orders")
+        c.execute("CREATE TABLE public.orders (tag text)")
+    yield worker, client, note
+    client.close()
+    worker.close()
+
+
+def _orders(url: str) -> list[str]:
+    with psycopg.connect(url, autocommit=True) as c:
+        return sorted(t for (t,) in c.execute("SELECT tag FROM public.orders"))
+
+
+def _gone(hu: TimeWheel, task_id: str) -> bool:
+    from timewheel.errors import TaskNotFound
+    try:
+        hu.get(task_id)
+    except TaskNotFound:
+        return True
+    return False
+
+
+def test_transactional_enqueue_with_psycopg(pg_db, tx):
+    worker, client, note = tx
+    with psycopg.connect(pg_db) as conn:                  # not autocommit: a transaction block
+        conn.execute("INSERT INTO public.orders VALUES ('rolled back')")
+        with client.using(conn):
+            rolled = note.delay("rolled back")
+            with client.batch():                           # a batch too: one statement, same transaction
+                batch = [note.delay(f"b{i}") for i in range(50)]
+        conn.rollback()
+        conn.execute("INSERT INTO public.orders VALUES ('committed')")
+        with client.using(conn):
+            h = note.delay("committed")
+        h2 = client.tasks["tx.note"].schedule(("by connection=",), connection=conn)
+        assert client.store.get(h.id) is None and client.store.get(h2.id) is None   # not visible yet
+        conn.commit()
+    assert h.result(timeout=10) == "committed" and h2.result(timeout=10) == "by connection="
+    assert _gone(client, rolled.id) and not [b for b in batch if not _gone(client, b.id)]
+    assert _orders(pg_db) == ["committed"]
+    with psycopg.connect(pg_db, autocommit=True) as conn:  # no transaction: written at once
+        with client.using(conn):
+            assert note.delay("autocommit").result(timeout=10) == "autocommit"
+    check_pg_store(pg_db, "tx")
+
+
+def test_an_open_transaction_holds_its_task_back_then_it_runs_within_a_tick(pg_db, tx, record_property):
+    """Held open for 5 s: the task is invisible (no process can run it early, nobody is
+    blocked meanwhile); once committed it starts within one tick (no wake-up is sent from the
+    application's transaction: the workers find it when they look, once a tick)."""
+    worker, client, note = tx
+    conn = psycopg.connect(pg_db)
+    try:
+        with client.using(conn):
+            h = note.delay("held", count_down=0.2)
+        opened_at = time.time()
+        other = note.delay("meanwhile", count_down=0.2)      # the store's own connection
+        assert other.result(timeout=5) == "meanwhile"        # not held up by the open transaction
+        while time.time() < opened_at + 5:
+            assert client.store.get(h.id) is None
+            time.sleep(0.25)
+        conn.commit()
+        committed = time.time()
+    finally:
+        conn.close()
+    assert h.result(timeout=10) == "held"
+    rec = h.record
+    held, after_commit = rec.started - rec.eta, rec.started - committed
+    print(f"\nheld by an open transaction: started {held:.2f}s after its eta, {after_commit * 1e3:.0f} ms "
+          f"after the commit (tick 0.5 s)")
+    record_property("started_after_commit_s", round(after_commit, 3))
+    assert held >= 4.5
+    assert -0.05 <= after_commit <= 0.5 + 0.25
+
+
+def test_no_wake_up_is_sent_from_inside_the_applications_transaction(pg_db):
+    """A NOTIFY in a transaction takes a database-wide lock at its commit: the application's
+    transaction never carries one.  Our own delay() of a task due now wakes the runners; the
+    same through an application's transaction does not (with psycopg there is no commit hook:
+    the tick is the backstop)."""
+    hu = TimeWheel(pg_db + "?schema=quiet", tick=0.5)
+    note = hu.task(name="tx.note")(lambda tag: tag)
+    store = hu.store
+    store.advance(store.wheel.current_tick(store.now()) + 40, 10_000, "the test")    # due now: ready
+    with psycopg.connect(pg_db, autocommit=True) as listener:
+        listener.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(store.channel)))
+        note.delay("own")
+        assert len(list(listener.notifies(timeout=2, stop_after=1))) == 1
+        store.purge(store.now() + 10)
+        for r in store.scan(PENDING):
+            store.change(r.id, lambda x: x.status == PENDING, lambda x, now: x._replace(status="cancelled",
+                                                                                    finished=now))
+        with psycopg.connect(pg_db) as conn:
+            with hu.using(conn):
+                note.delay("through the application")
+            assert list(listener.notifies(timeout=0.5, stop_after=1)) == []
+            conn.commit()
+        assert list(listener.notifies(timeout=1.0, stop_after=1)) == []
+    hu.close()
+
+
+def test_transactional_enqueue_with_sqlalchemy(pg_db, tx):
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.orm import Session
+    worker, client, note = tx
+    engine = create_engine(pg_db.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("INSERT INTO public.orders VALUES ('conn rolled back')"))
+            with client.using(conn):
+                r1 = note.delay("conn rolled back")
+            conn.rollback()
+            conn.execute(text("INSERT INTO public.orders VALUES ('conn')"))
+            with client.using(conn):
+                h1 = note.delay("conn")
+            conn.commit()
+        with Session(engine) as session:
+            session.execute(text("INSERT INTO public.orders VALUES ('session rolled back')"))
+            with client.using(session):
+                r2 = note.delay("session rolled back")
+            session.rollback()
+            session.execute(text("INSERT INTO public.orders VALUES ('session')"))
+            with client.using(session):
+                h2 = note.delay("session")
+            session.commit()
+    finally:
+        engine.dispose()
+    assert h1.result(timeout=10) == "conn" and h2.result(timeout=10) == "session"
+    assert _gone(client, r1.id) and _gone(client, r2.id)
+    assert _orders(pg_db) == ["conn", "session"]
+
+
+def test_transactional_enqueue_with_django(pg_db, python):
+    """Through hu.using("default") in transaction.atomic(): rolled back (and in a rolled-back
+    savepoint), the task never existed; committed, it runs; the wake-up is sent by Django's
+    on_commit, after the commit, never before."""
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        c.execute("DROP TABLE IF EXISTS public.dj_orders")
+    out = subprocess.run([python, os.path.join(ROOT, "tests", "pg_django_tx.py"), pg_db, "dj"],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout)
+    assert seen["notified_for_rollback"] == 0 and not seen["visible_before_commit"]
+    assert seen["notified_before_commit"] == 0 and seen["notified_after_commit"] == 1
+    assert seen["notified_after_autocommit"] == 1
+    worker = TimeWheel(pg_db + "?schema=dj", tick=0.5)
+    worker.task(name="tx.note")(lambda tag: tag)
+    worker.start()
+    try:
+        assert worker.get(seen["committed"]).result(timeout=10) == "committed"
+        assert worker.get(seen["autocommit"]).result(timeout=10) == "autocommit"
+        assert _gone(worker, seen["rolled_back"]) and _gone(worker, seen["in_savepoint"])
+    finally:
+        worker.close()
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        assert [t for (t,) in c.execute("SELECT tag FROM public.dj_orders")] == ["committed"]
+
+
+def test_errors_in_the_applications_transaction(pg_db, tx):
+    """A task id that forbids the change raises DuplicateTask and leaves the transaction
+    usable; a server error (here a statement timeout) raises StoreBusy and says the
+    transaction must be rolled back, as PostgreSQL aborted it."""
+    worker, client, note = tx
+    sleep = client.tasks["tx.sleep"]
+    busy = sleep.schedule((3.0,), task_id="busy")
+    wait_for(lambda: busy.status == RUNNING, 10, what="the task to start")
+    with psycopg.connect(pg_db) as conn:
+        conn.execute("INSERT INTO public.orders VALUES ('kept')")
+        with client.using(conn):
+            with pytest.raises(DuplicateTask, match="running"):
+                sleep.schedule((1.0,), task_id="busy", replace=True)
+            assert sleep.schedule((1.0,), task_id="busy") == busy          # reuse: the running one
+        conn.execute("INSERT INTO public.orders VALUES ('still usable')")
+        conn.commit()
+    assert _orders(pg_db) == ["kept", "still usable"]
+    with psycopg.connect(pg_db, autocommit=True) as locker, psycopg.connect(pg_db) as conn:
+        locker.execute("BEGIN")
+        locker.execute("LOCK TABLE tx.tasks IN ACCESS EXCLUSIVE MODE")
+        conn.execute("SET LOCAL statement_timeout = '300ms'")
+        with client.using(conn), pytest.raises(StoreBusy, match="roll it back"):
+            note.delay("blocked")
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            conn.execute("SELECT 1")
+        conn.rollback()
+        locker.execute("ROLLBACK")
+
+
+def test_transactional_enqueue_needs_a_postgres_store_and_a_connection_it_knows(tmp_path, pg_db, pg_server):
+    import sqlite3
+
+    from sqlalchemy import create_engine
+    file_wheel = TimeWheel(str(tmp_path / "t.db"))
+    with pytest.raises(TypeError, match="needs a PostgreSQL store; this wheel's store is .*t.db"):
+        with file_wheel.using(psycopg.connect(pg_db)):
+            pass
+    file_wheel.close()
+    hu = TimeWheel(pg_db + "?schema=kinds")
+    note = hu.task(name="n")(lambda: None)
+    for wrong, message in ((42, "not int"), (sqlite3.connect(":memory:"), "not Connection"),
+                           (create_engine("sqlite://").connect(), "is a sqlite connection")):
+        with pytest.raises(TypeError, match=message):
+            with hu.using(wrong):
+                pass
+    with psycopg.connect(pg_db) as conn:
+        with hu.using(conn), pytest.raises(ValueError, match="inside hu.batch"):
+            with hu.batch():
+                note.schedule((), connection=conn)
+    # a connection to another database: not this store
+    pg_server.sql("DROP DATABASE IF EXISTS other")
+    pg_server.sql("CREATE DATABASE other")
+    other = pg_server.url_for("other")
+    TimeWheel(other + "?schema=kinds").store.close()            # a store of the same schema there
+    with psycopg.connect(other) as conn, hu.using(conn), pytest.raises(StoreError, match="is not the store"):
+        note.delay()
+    hu.close()
+    immediate = TimeWheel(pg_db, immediate=True)                 # tests of apps: inline, no connection
+    double = immediate.task(name="d")(lambda x: 2 * x)
+    with immediate.using("any alias"):
+        assert double.delay(4).result() == 8
