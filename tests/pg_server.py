@@ -21,13 +21,13 @@ backends notice their postmaster's death and exit.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import glob
 import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -108,6 +108,7 @@ def _template_dir() -> str:
             _run([os.path.join(pg_bindir(), "initdb"), "-D", data, "-U", "postgres", "--auth=trust",
                   "-E", "UTF8", "--locale=C", "--no-sync"], timeout=120)
             _template[key] = data
+            atexit.register(shutil.rmtree, base, True)
         return _template[key]
 
 
@@ -176,45 +177,49 @@ class PostgresServer:
         except OSError:
             return False
 
+    def pids(self) -> list[int]:
+        """The postmaster and its children (each backend is a session of its own: a signal to
+        the postmaster's process group does not reach them)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        out = [self.proc.pid]
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat", "rb") as fh:
+                        stat = fh.read()
+                except OSError:
+                    continue
+                if int(stat[stat.rindex(b")") + 2:].split()[1]) == self.proc.pid:
+                    out.append(int(entry))
+        return out
+
+    def _signal(self, sig: int) -> None:
+        for pid in self.pids():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Stop the server and every backend at once with ``sig`` (SIGKILL by default: a crash,
         no shutdown checkpoint; a restart recovers from the WAL)."""
         if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
+            self._signal(sig)
             if sig in (signal.SIGKILL, signal.SIGTERM):
                 self.proc.wait(30)
-                if sig == signal.SIGKILL:
-                    self._wait_for_backends()
-
-    def _wait_for_backends(self, timeout: float = 10.0) -> None:
-        """Backends of a killed postmaster exit when they notice; a restart needs them gone."""
-        deadline = time.monotonic() + timeout
-        pid = self.proc.pid if self.proc is not None else None
-        while pid is not None and time.monotonic() < deadline:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                return
-            time.sleep(0.02)
 
     def pause(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGSTOP)
+        """SIGSTOP every process of the server: it stops answering, its connections stay open."""
+        self._signal(signal.SIGSTOP)
 
     def resume(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGCONT)
+        self._signal(signal.SIGCONT)
 
     def stop(self) -> None:
         """SIGKILL the server (nothing of it is kept) and remove its directory."""
         if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
+            self._signal(signal.SIGCONT)
             self.kill(signal.SIGKILL)
         self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -239,12 +244,3 @@ class PostgresServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-
-def wait_closed(port: int, timeout: float = 10.0) -> None:
-    """Until nothing listens on ``port`` (a killed server's socket is gone)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) != 0:
-                return
-        time.sleep(0.02)

@@ -743,3 +743,382 @@ def test_transactional_enqueue_needs_a_postgres_store_and_a_connection_it_knows(
     double = immediate.task(name="d")(lambda x: 2 * x)
     with immediate.using("any alias"):
         assert double.delay(4).result() == 8
+
+
+# -- faults -----------------------------------------------------------------------------------------
+
+def test_an_unreachable_server_raises_store_errors_naming_it():
+    from .redis_server import free_port
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    with pytest.raises(StoreError, match=r"cannot reach the PostgreSQL server at postgresql://postgres@127\.0\.0\.1"):
+        PostgresStore(url)
+    hu = TimeWheel(url)
+    with pytest.raises(StoreError, match="nothing was written"):
+        hu.task(name="n")(lambda: None).delay()
+    out = _cli("tasks", url)
+    assert out.returncode == 1 and "cannot reach" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_killed_connections_are_replaced_and_lose_no_task(pg_db, pg_server, record_property):
+    """pg_terminate_backend on every connection, three times, while a wheel runs tasks and
+    another enqueues: an idle connection that was killed is replaced before it is used, so
+    delay() fails only when a kill hits its very statement (and then says so), and every task
+    whose delay() returned runs once."""
+    url = pg_db + "?schema=killed"
+    worker = TimeWheel(url, workers=4, tick=0.25)
+    ran: list[str] = []
+    lock = threading.Lock()
+
+    def note(tag: str) -> None:
+        with lock:
+            ran.append(tag)
+    worker.task(name="k.note")(note)
+    worker.start()
+    client = TimeWheel(url, tick=0.25)
+    task = client.task(name="k.note")(note)
+    returned, failed = [], []
+    try:
+        for round_ in range(3):
+            for i in range(40):
+                try:
+                    task.delay(f"{round_}-{i}", count_down=0.1)
+                    returned.append(f"{round_}-{i}")
+                except StoreError as exc:
+                    failed.append(str(exc))
+                time.sleep(0.005)
+            killed = pg_server.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                                   "backend_type = 'client backend' AND pid <> pg_backend_pid()")[0][0]
+            assert killed >= 2
+            task.delay(f"after-kill-{round_}", count_down=0.1)          # idle ones replaced: no error
+            returned.append(f"after-kill-{round_}")
+        wait_for(lambda: set(returned) <= set(ran), 20, what="every returned task to run")
+        time.sleep(0.5)
+    finally:
+        client.close()
+        worker.close()
+    print(f"\nkilled connections 3 times: {len(returned)} delay() returned, {len(failed)} raised")
+    record_property("delay_failed", len(failed))
+    assert all("lost the connection" in f for f in failed), failed
+    assert sorted(ran) == sorted(set(ran)) and set(returned) <= set(ran)
+    check_pg_store(pg_db, "killed")
+
+
+def test_a_statement_timeout_and_a_held_lock_are_store_busy(pg_db, open_pg, pg_server):
+    """The server's statement_timeout (here through libpq's options) cancels a write stuck
+    behind a lock, and the store's own timeout does the same when the server has none:
+    StoreBusy, nothing written."""
+    server_side = open_pg(url=pg_db + "?options=-c%20statement_timeout%3D300")
+    own = open_pg(timeout=0.5)
+    with psycopg.connect(pg_db, autocommit=True) as locker:
+        locker.execute("BEGIN")
+        locker.execute("LOCK TABLE t.tasks IN ACCESS EXCLUSIVE MODE")
+        t0 = time.monotonic()
+        with pytest.raises(StoreBusy, match="statement timeout.*nothing was written"):
+            server_side.add([make_record("blocked", server_side.now())])
+        with pytest.raises(StoreBusy, match=r"did not answer within 0.5s.*nothing was written"):
+            own.add([make_record("blocked2", own.now())])
+        took = time.monotonic() - t0
+        locker.execute("ROLLBACK")
+    assert took < 3.0
+    assert own.get("blocked") is None and own.get("blocked2") is None and own.counts() == {}
+    own.add([make_record("fine", own.now())])                   # the connections still work
+    assert own.get("fine") is not None
+
+
+def test_a_stopped_server_makes_calls_time_out(tmp_path):
+    """A server that stops answering (SIGSTOP) keeps its connections open: the store's
+    watchdog cancels, then gives the connection up, and the call raises StoreBusy within a
+    few timeouts instead of hanging."""
+    with PostgresServer() as server:
+        s = PostgresStore(server.url, timeout=1.0)
+        try:
+            s.add([make_record("a", s.now() + 60)])
+            server.pause()
+            t0 = time.monotonic()
+            try:
+                with pytest.raises(StoreBusy, match="did not answer within 1s"):
+                    s.add([make_record("b", s.now() + 60)])
+            finally:
+                server.resume()
+            took = time.monotonic() - t0
+            print(f"\na stopped server: StoreBusy after {took:.2f}s (timeout 1 s)")
+            assert took < 6.0
+            s.add([make_record("c", s.now() + 60)])               # works again once it answers
+            assert s.get("c") is not None
+        finally:
+            s.close()
+
+
+def test_a_read_only_database_refuses_writes_whole_and_outcomes_wait(pg_db, pg_server):
+    """default_transaction_read_only on (as a standby answers): delay() raises StoreError
+    saying so, nothing is half-written; a task running meanwhile finishes, and its outcome is
+    recorded once the database takes writes again."""
+    url = pg_db + "?schema=ro"
+    worker = TimeWheel(url, workers=2, tick=0.25)
+    worker.task(name="ro.sleep")(lambda s: time.sleep(s) or "slept")
+    worker.start()
+    client = TimeWheel(url, tick=0.25)
+    sleep = client.task(name="ro.sleep")(lambda s: None)
+    try:
+        h = sleep.delay(1.5)
+        wait_for(lambda: h.status == RUNNING, 10, what="the task to start")
+        pg_server.sql("ALTER SYSTEM SET default_transaction_read_only = on")
+        pg_server.sql("SELECT pg_reload_conf()")
+        time.sleep(0.3)
+        with pytest.raises(StoreError, match="read-only.*nothing was written"):
+            sleep.delay(0.0)
+        with pytest.raises(StoreError, match="read-only"), client.batch():
+            for _ in range(10):
+                sleep.delay(0.0)
+        time.sleep(2.0)                       # the task ended meanwhile; its outcome waits
+        assert h.status == RUNNING and worker.health().ok is False
+    finally:
+        pg_server.sql("ALTER SYSTEM RESET default_transaction_read_only")
+        pg_server.sql("SELECT pg_reload_conf()")
+    try:
+        assert h.result(timeout=15) == "slept"
+        assert client.store.counts() == {(SUCCEEDED, "ro.sleep"): 1}
+        wait_for(lambda: worker.health().ok, 10, what="the wheel to recover")
+    finally:
+        client.close()
+        worker.close()
+    check_pg_store(pg_db, "ro")
+
+
+def test_a_full_database_refuses_writes_whole(pg_db, pg_server):
+    """The store's table on a small tmpfs tablespace filled to the last byte: delay() and a
+    batch raise StoreError naming the full disk, and write nothing; once space is free again
+    they work."""
+    import pwd
+    import tempfile
+
+    from .test_faults import Disk
+    root = tempfile.mkdtemp(prefix="timewheel-pg-full-")
+    os.chmod(root, 0o755)
+    disk = Disk(os.path.join(root, "disk"), size="8m")
+    pw = pwd.getpwnam("postgres")
+    os.chown(disk.path, pw.pw_uid, pw.pw_gid)
+    space = os.path.join(disk.path, "ts")
+    os.mkdir(space)
+    os.chown(space, pw.pw_uid, pw.pw_gid)
+    url = pg_db + "?schema=filled"
+    hu = TimeWheel(url, tick=0.25)
+    task = hu.task(name="f.big")(lambda blob: None)
+    try:
+        hu.store.counts()                                 # the store exists: move it to the small disk
+        pg_server.sql("DROP TABLESPACE IF EXISTS tiny")
+        pg_server.sql(f"CREATE TABLESPACE tiny LOCATION '{space}'")
+        pg_server.sql("ALTER TABLE filled.tasks SET TABLESPACE tiny")
+        pg_server.sql("ALTER INDEX ALL IN TABLESPACE pg_default SET TABLESPACE tiny")
+        task.delay(b"x", count_down=60)
+        disk.fill()
+        with pytest.raises(StoreError, match="out of disk space.*nothing was written"):
+            for _ in range(20):
+                task.delay(os.urandom(200_000), count_down=60)
+        before = hu.store.counts()
+        with pytest.raises(StoreError, match="out of disk space"), hu.batch():
+            for _ in range(5):
+                task.delay(os.urandom(100_000), count_down=60)
+        assert hu.store.counts() == before
+        check_pg_store(pg_db, "filled")
+        disk.free()
+        task.delay(os.urandom(200_000), count_down=60)
+        assert hu.store.counts()[(PENDING, "f.big")] == before[(PENDING, "f.big")] + 1
+        check_pg_store(pg_db, "filled")
+    finally:
+        hu.close()
+        for cleanup in ("DROP SCHEMA IF EXISTS filled CASCADE",
+                        "ALTER INDEX ALL IN TABLESPACE tiny SET TABLESPACE pg_default",
+                        "DROP TABLESPACE IF EXISTS tiny"):
+            try:
+                pg_server.sql(cleanup)
+            except psycopg.Error as exc:
+                print(f"cleanup: {cleanup}: {exc}")
+        disk.unmount()
+        os.rmdir(disk.path)
+        os.rmdir(root)
+
+
+# -- real processes -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def pg_cluster(tmp_path):
+    """A PostgreSQL server of this test's own, and mp_worker processes on it (lease 1 s)."""
+    server = PostgresServer().start()
+    c = Cluster(tmp_path)
+    c.db = server.url + "?lease=1"
+    c.server = server
+    yield c
+    c.close()
+    server.stop()
+
+
+def test_crash_loop_on_postgres(tmp_path, record_property):
+    """3 workers, random SIGKILLs of any of them while 3,000 tasks come due: 0 lost, the only
+    duplicates are tasks running at a kill."""
+    with PostgresServer() as server:
+        res = crashloop.run(kills=12, procs=3, tasks=3000, workdir=str(tmp_path), seed=17, quiet=True,
+                            store=server.url + "?lease=1")
+    for k, v in res.items():
+        record_property(k, v)
+    print("\ncrash loop on PostgreSQL:", res)
+    _crashloop_check(res)
+    assert res["enqueued"] == 3000
+
+
+@pytest.mark.slow
+def test_crash_loop_on_postgres_long(tmp_path, record_property):
+    with PostgresServer() as server:
+        res = crashloop.run(kills=110, procs=3, tasks=3000, workdir=str(tmp_path), seed=45, quiet=True,
+                            store=server.url + "?lease=1")
+    for k, v in res.items():
+        record_property(k, v)
+    print("\ncrash loop on PostgreSQL (long):", res)
+    _crashloop_check(res)
+
+
+def test_postgres_sigkilled_while_tasks_run_then_restarted(pg_cluster, record_property):
+    """Two workers run tasks while this process keeps calling delay(); the server (every
+    process of it) is SIGKILLed and restarted 1 s later, recovering from its WAL.  Every task
+    whose delay() returned runs exactly once; the outcomes of tasks that ended during the
+    outage are recorded once it is back."""
+    c = pg_cluster
+    c.db = c.server.url + "?lease=6"            # longer than the outage plus the boss's backoff
+    procs = [c.worker("--workers", "4") for _ in range(2)]
+    c.ready(2)
+    hu, task = mp_worker.make_wheel(c.db, busy_timeout=0.5)
+    returned: dict[str, str] = {}
+    failed: list[str] = []
+
+    def feed() -> None:
+        t0 = time.monotonic()
+        for i in range(300):
+            time.sleep(max(0.0, t0 + i * 0.01 - time.monotonic()))
+            try:
+                returned[f"k-{i}"] = task.delay(c.log, f"k-{i}", 0.3, count_down=0.2).id
+            except StoreError as exc:
+                failed.append(f"k-{i}: {exc}")
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    time.sleep(1.5)
+    killed_at = time.time()
+    c.server.kill()
+    time.sleep(1.0)
+    c.server.start()
+    back_at = time.time()
+    feeder.join()
+    wait_for(lambda: set(returned) <= Runs(c.log).finished(), 30, what="every returned task to run")
+    time.sleep(1.0)
+    runs = Runs(c.log)
+    ended = {p[1]: float(p[3]) for p in mp_worker.read_lines(c.log) if p[0] == "end"}
+    running_at_kill = [t for t in returned if runs.start_times[t][0] < killed_at < ended[t]]
+    dups = {t: n for t, n in runs.duplicates().items() if t in returned}
+    statuses = {hu.get(i).status for i in returned.values()}
+    print(f"\nserver down {back_at - killed_at:.2f}s: {len(returned)} delay() returned, {len(failed)} "
+          f"raised, {len(running_at_kill)} tasks were running at the kill, duplicates {dups}")
+    record_property("delay_failed", len(failed))
+    record_property("running_at_kill", len(running_at_kill))
+    assert failed and len(returned) + len(failed) == 300         # the outage was felt
+    assert all("127.0.0.1" in f for f in failed)
+    assert running_at_kill, "no task was running at the kill"
+    assert dups == {}
+    assert statuses == {SUCCEEDED}
+    check_pg_store(c.server.url, "timewheel")
+    hu.close()
+    mp_worker.stop_all(procs, c.stop_file)
+
+
+def test_clock_skew_of_30s_either_way_never_starts_a_task_early(pg_cluster, record_property):
+    """Three workers whose clocks are -30 s, 0 and +30 s off each enqueue 100 tasks and run
+    tasks: none starts before its eta by the server's clock (here: this host's), and
+    count_down counts from the server's now (no task runs ~30 s late)."""
+    c = pg_cluster
+    procs = [c.worker("--clock-offset", str(off), "--enqueue", "100", "--count-down", "0.5",
+                      "--spread", "2", "--tag", f"o{i}", "--go-file", c.go_file)
+             for i, off in enumerate((-30.0, 0.0, 30.0))]
+    c.ready(3)
+    mp_worker.append_line(c.go_file, "go")
+    wait_for(lambda: len(events_of(c.events, "enqueued")) == 3, 30, what="enqueueing")
+    ids = {p[3]: p[2] for p in events_of(c.events, "enq")}
+    wait_for(lambda: set(ids) <= Runs(c.log).finished(), 30, what="300 runs")
+    runs = Runs(c.log)
+    store = open_store(c.db, readonly=True)
+    early, late, by_pid = [], [], set()
+    for tag, task_id in ids.items():
+        rec = store.get(task_id)
+        (start,) = runs.start_times[tag]
+        by_pid.update(runs.starts[tag])
+        if start < rec.eta or rec.started < rec.eta:
+            early.append((tag, start - rec.eta))
+        late.append(start - rec.eta)
+    store.close()
+    late.sort()
+    print(f"\nskewed clocks: {len(early)} of 300 early; lateness p50 {late[150] * 1e3:.1f} ms, "
+          f"p99 {late[297] * 1e3:.1f} ms, max {late[-1] * 1e3:.1f} ms")
+    record_property("max_lateness_ms", round(max(late) * 1e3, 1))
+    assert len(ids) == 300 and early == []
+    assert max(late) < 2.0
+    assert len(by_pid) >= 2
+    mp_worker.stop_all(procs, c.stop_file)
+
+
+def test_a_worker_sigstopped_past_its_lease_is_fenced_out(pg_cluster, record_property):
+    """A's task runs again on B after A's lease runs out; when A is continued its run ends
+    too, but its outcome is refused: the stored outcome is B's."""
+    c = pg_cluster
+    a = c.worker("--workers", "1")
+    c.ready(1)
+    c.enqueue(1, "--tag", "slow", "--task-sleep", "2.0")
+    wait_for(lambda: Runs(c.log).starts.get("slow-0"), 10, what="A to start the task")
+    b = c.worker("--workers", "1")
+    c.ready(2)
+    stopped_at = time.time()
+    a.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: len(Runs(c.log).starts.get("slow-0", [])) == 2, 15, what="B to run it again")
+        rerun_after = Runs(c.log).start_times["slow-0"][1] - stopped_at
+        wait_for(lambda: str(b.pid) in Runs(c.log).ends.get("slow-0", []), 10, what="B to finish")
+        (task_id,) = [p[2] for p in events_of(c.events, "enq")]
+        store = open_store(c.db, readonly=True)
+        by_b = wait_for(lambda: (r := store.get(task_id)).status == SUCCEEDED and r, 10,
+                        what="B's outcome to be recorded")
+        assert by_b.crashes == 1
+    finally:
+        a.send_signal(signal.SIGCONT)
+    wait_for(lambda: str(a.pid) in Runs(c.log).ends.get("slow-0", []), 10, what="A's run to end")
+    wait_for(lambda: [e for e in c.errors() if "refused" in e and str(a.pid) in e], 10,
+             what="A's outcome to be refused")
+    runs = Runs(c.log)
+    assert runs.starts["slow-0"] == [str(a.pid), str(b.pid)]
+    assert store.get(task_id) == by_b                   # B's outcome stands
+    print(f"\nSIGSTOP: re-run on B {rerun_after:.2f}s after A stopped (lease 1 s, tick {TICK}s)")
+    record_property("rerun_after_s", round(rerun_after, 3))
+    assert rerun_after < 1.0 + 2 * TICK + 1.5
+    store.close()
+    mp_worker.stop_all([a, b], c.stop_file)
+
+
+def test_recovery_of_a_sigkilled_workers_task_within_lease_plus_a_tick(pg_cluster, record_property):
+    """The task of a SIGKILLed worker runs again elsewhere within lease + one tick.  Measured
+    with lease 1 s, tick 0.25 s; the killed worker was also the ticking one, so a survivor
+    first takes the role over."""
+    c = pg_cluster
+    a = c.worker("--workers", "1")
+    c.ready(1)
+    c.leader()
+    b = c.worker("--workers", "2")
+    c.ready(2)
+    c.enqueue(1, "--tag", "victim", "--task-sleep", "2.0", "--count-down", "0.5")
+    wait_for(lambda: Runs(c.log).starts.get("victim-0"), 10, what="the task to start")
+    if Runs(c.log).starts["victim-0"] != [str(a.pid)]:
+        a, b = b, a                              # b took it: kill b, a recovers it
+    killed_at = time.time()
+    a.send_signal(signal.SIGKILL)
+    a.wait(10)
+    wait_for(lambda: len(Runs(c.log).starts.get("victim-0", [])) == 2, 10, what="the re-run")
+    took = Runs(c.log).start_times["victim-0"][1] - killed_at
+    print(f"\nrecovery of a SIGKILLed worker's task: {took:.2f}s (lease 1 s, tick {TICK}s)")
+    record_property("recovery_s", round(took, 3))
+    assert took < 1.0 + TICK + 0.75
+    mp_worker.stop_all([b], c.stop_file)
