@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -26,7 +25,15 @@ import pytest
 
 from timewheel import StoreBusy, StoreError, TimeWheel
 from timewheel.errors import DuplicateTask, NotAStore, StoreMismatch
-from timewheel.records import PENDING, RUNNING, SUCCEEDED, Outcome, RecordDecodeError, end_run, requeue_crashed
+from timewheel.records import (
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    Outcome,
+    RecordDecodeError,
+    end_run,
+    requeue_crashed,
+)
 from timewheel.store import open_store
 from timewheel.store.base import BROKEN
 from timewheel.store.postgres import PostgresStore
@@ -124,7 +131,8 @@ def test_the_password_is_hidden_everywhere(pg_server, opened):
         assert "s3cr" not in out.stdout and json.loads(out.stdout)["counts"]["pending"] == 1
         out = _cli("tasks", bad)
         assert out.returncode == 1 and "refused the credentials" in out.stderr and "wrong" not in out.stderr
-        keyword = f"host=127.0.0.1 port={pg_server.port} user=app dbname=postgres password='s3cr/et@x' schema=pw"
+        keyword = (f"host=127.0.0.1 port={pg_server.port} user=app dbname=postgres password='s3cr/et@x' "
+                   "schema=pw")
         out = _cli("tasks", keyword)
         assert out.returncode == 0 and "s3cr" not in out.stdout + out.stderr
         assert PostgresStore(keyword, readonly=True).location.endswith("password=*** schema=pw")
