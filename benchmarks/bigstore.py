@@ -21,8 +21,11 @@ is built once per run into the run's scratch directory; the standalone scripts
 ``python -m benchmarks.cli_latency`` and ``python -m benchmarks.web_latency`` use the same
 pieces (:func:`build`, :func:`run_command`, :func:`measure_web`).
 
-Sizes are per mode in :data:`SIZES`; this module registers itself with the harness through
-:func:`plan`, :func:`measure`, :data:`CHILD_WORKLOADS` and :data:`BRIEF`.
+Sizes are per mode in :data:`SIZES`; :mod:`benchmarks.suite` and :mod:`benchmarks.child`
+register the workloads through :func:`plan`, :func:`measure`, :data:`CHILD_WORKLOADS` and
+:data:`BRIEF`.  timewheel itself is imported by the functions that use it: every measurement
+process imports this module (to find its workload), and a peer's process must not load
+timewheel (its start-up and RSS are measured).
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ import os
 import random
 import shutil
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -43,8 +45,10 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
 
 from . import tasks
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .harness import Case, Runner, wait_for_file
+from .machine import loadavg, memory_kib
+from .stats import quantiles
+from .systems import checkpoint, open_system
 
 # -- sizes ------------------------------------------------------------------------------------
 SIZES: dict[str, dict[str, Any]] = {
@@ -80,8 +84,9 @@ def build(path: str, n: int, chunk: int = 50_000, seed: int = 1) -> float:
     """Fill a new store at ``path`` with ``n`` pending tasks (``hu.batch()`` in chunks, four
     names, due between one minute and seven days from now) and a few dozen in every other
     state (the failed and running pages have something to list); returns seconds taken."""
-    from timewheel import TimeWheel
+    from timewheel import TimeWheel  # here: see the module docstring
     from timewheel.store import open_store
+    from timewheel.testing import fill
 
     hu = TimeWheel(path)
     tasks = [hu.task(name=name)(lambda *a: None) for name in NAMES]
@@ -97,12 +102,9 @@ def build(path: str, n: int, chunk: int = 50_000, seed: int = 1) -> float:
         done += k
     hu.close()
     elapsed = time.perf_counter() - t0
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
-    from tests.web_server import fill  # tasks in every state, as the web tests use them
     store = open_store(path)
     try:
-        fill(store, time.time())
+        fill(store, time.time())            # tasks in every state, as the web tests use them
     finally:
         store.close()
     return elapsed
@@ -124,16 +126,14 @@ def store_for(path: Optional[str], n: int, prefix: str) -> Iterator[str]:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def loadavg() -> float:
-    return os.getloadavg()[0]
-
-
 # -- operator commands ------------------------------------------------------------------------
 def compile_timewheel() -> list[str]:
     """Byte-compile the timewheel package the commands import, as pip does when it installs
     one; returns its directories.  Without this, a checkout run with PYTHONDONTWRITEBYTECODE
     set (or with ``.pyc`` files older than an edit) compiles every timewheel module from
     source in every command: ~150 ms more per command on this machine."""
+    # imported here: only the parent compiles, and every measurement process imports this
+    # module and has its RSS measured
     import compileall
     import importlib.util
     spec = importlib.util.find_spec("timewheel")
@@ -148,9 +148,7 @@ def command_argv(label: str, store: str) -> list[str]:
         return [sys.executable, "-c", "pass"]
     if label == "python -c 'import click'":
         return [sys.executable, "-c", "import click"]
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
-    from tests.cli_fixtures import console_script
+    from timewheel.testing import console_script  # here: see the module docstring
     args = COMMANDS[label][0]
     return [console_script(), args[0], store, *args[1:]]
 
@@ -158,9 +156,7 @@ def command_argv(label: str, store: str) -> list[str]:
 def run_command(argv: list[str], timeout: float = 120.0) -> dict[str, Any]:
     """One run of a command in a fresh process: wall and CPU seconds, and its own peak RSS
     (``ru_maxrss`` of that process, read by a helper that forks it) in MB."""
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
-    from tests.cli_fixtures import measured
+    from timewheel.testing import measured  # here: see the module docstring
     code, _, err, took, peak_mib, cpu = measured(argv, timeout=timeout)
     out: dict[str, Any] = {"wall_s": took, "cpu_s": cpu, "peak_mb": peak_mib * 2**20 / 1e6, "exit": code}
     if code != 0:
@@ -188,7 +184,7 @@ def measure_commands(store: str, repeat: int = 5) -> dict[str, dict[str, Any]]:
 # -- the web view -----------------------------------------------------------------------------
 def store_facts(path: str) -> dict[str, Any]:
     """A pending task's id (the 500th in due order) and slot, and the pending count."""
-    from timewheel.records import PENDING
+    from timewheel.records import PENDING  # here: see the module docstring
     from timewheel.store import open_store
     store = open_store(path, readonly=True)
     try:
@@ -237,9 +233,7 @@ def time_urls(base: str, paths: list[str], repeat: int = 7) -> dict[str, dict[st
 
 def measure_web(path: str, repeat: int = 7) -> dict[str, Any]:
     """Start ``timewheel web --allow-actions`` on ``path`` and time every URL of :func:`urls`."""
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
-    from tests.web_server import serve
+    from timewheel.testing import serve  # here: see the module docstring
     facts = store_facts(path)
     with serve(path, "--allow-actions") as server:
         results = time_urls(server.url, urls(facts["sample_id"], facts["slot"]), repeat)
@@ -247,30 +241,11 @@ def measure_web(path: str, repeat: int = 7) -> dict[str, Any]:
 
 
 # -- downtime: the measurement processes ------------------------------------------------------
-def _rss_kib() -> dict[str, int]:
-    return _proc_status(os.getpid())
-
-
-def _proc_status(pid: int) -> dict[str, int]:
-    """``VmRSS`` and ``VmHWM`` (peak) of process ``pid``, KiB; {} once it is gone."""
-    out = {}
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith(("VmRSS:", "VmHWM:")):
-                    key, value = line.split(":", 1)
-                    out["rss_kib" if key == "VmRSS" else "hwm_kib"] = int(value.split()[0])
-    except OSError:
-        pass
-    return out
-
-
 def downtime_build(spec: dict) -> dict:
     """A store of ``n`` tasks due within ``window`` s from ``lead`` s after this process
     opened it, written by a process that never starts the wheel (timewheel: ``hu.batch()`` in
     chunks of 50,000; Huey: one ``schedule()`` each, with ``synchronous=NORMAL`` to build it
     faster -- the file is the same, the consumer later opens it with Huey's defaults)."""
-    from .systems import open_system
     n, window, lead = spec["n"], spec["window"], spec.get("lead", 1.0)
     rng = random.Random(7)
     system = open_system("huey-normal" if spec["system"] == "huey" else spec["system"], spec["store"])
@@ -292,9 +267,7 @@ def downtime_build(spec: dict) -> dict:
         system.hu.close()
     else:
         system.huey.storage.close()
-    con = sqlite3.connect(spec["store"])
-    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    con.close()
+    checkpoint(spec["store"])
     return {"n": n, "seconds": elapsed, "rate": n / elapsed, "bytes": os.path.getsize(spec["store"]),
             "due_from": due_from, "due_to": due_from + window, "built_at": time.time()}
 
@@ -302,18 +275,16 @@ def downtime_build(spec: dict) -> dict:
 def downtime_run(spec: dict) -> dict:
     """The one process that catches up: start the system on the store (4 workers), say when,
     and run until the parent says stop."""
-    from .systems import open_system
     tasks.log_to(spec["log"])
-    out: dict[str, Any] = {"rss_python_kib": _rss_kib().get("rss_kib")}
+    out: dict[str, Any] = {"rss_python_kib": memory_kib().get("rss_kib")}
     system = open_system(spec["system"], spec["store"])
-    out["rss_opened_kib"] = _rss_kib().get("rss_kib")
+    out["rss_opened_kib"] = memory_kib().get("rss_kib")
     t0 = time.time()
     system.start()
     out.update(start_call=t0, start_returned=time.time())
     print(f"STARTED {t0:.6f}", flush=True)
-    while not os.path.exists(spec["stopfile"]):
-        time.sleep(0.05)
-    out.update(_rss_kib(), threads=len(os.listdir("/proc/self/task")))
+    wait_for_file(spec["stopfile"])
+    out.update(memory_kib(), threads=len(os.listdir("/proc/self/task")))
     return out
 
 
@@ -323,9 +294,7 @@ def web(spec: dict) -> dict:
 
 def big_build(spec: dict) -> dict:
     seconds = build(spec["store"], spec["n"])
-    con = sqlite3.connect(spec["store"])
-    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    con.close()
+    checkpoint(spec["store"])
     return {"n": spec["n"], "seconds": seconds, "rate": spec["n"] / seconds,
             "bytes": os.path.getsize(spec["store"])}
 
@@ -336,10 +305,9 @@ CHILD_WORKLOADS: dict[str, Callable[[dict], dict]] = {
 
 
 # -- the harness side -------------------------------------------------------------------------
-def plan(mode: Any) -> dict[str, list]:
-    """The cases of the three workloads for ``mode`` (``benchmarks.cli.Mode``)."""
-    from .cli import Case
-    size = SIZES[mode.name]
+def plan(mode: str) -> dict[str, list[Case]]:
+    """The cases of the three workloads for ``mode`` (``"quick"`` or ``"full"``)."""
+    size = SIZES[mode]
     n = size["store_n"]
     return {
         "commands": [Case("commands", "timewheel" if COMMANDS[label][1] else "python",
@@ -355,7 +323,7 @@ def plan(mode: Any) -> dict[str, list]:
 _BUILT: dict[tuple, tuple[str, dict]] = {}
 
 
-def _base(runner: Any, key: tuple, spec: dict, what: str) -> tuple[str, dict]:
+def _base(runner: Runner, key: tuple, spec: dict, what: str) -> tuple[str, dict]:
     """Build a store once per run (in the run's scratch directory), as ``Runner.base_store``
     does; returns its path and what the build reported."""
     key = (runner.run_dir,) + key
@@ -374,13 +342,13 @@ def _base(runner: Any, key: tuple, spec: dict, what: str) -> tuple[str, dict]:
     return _BUILT[key]
 
 
-def big_store(runner: Any, n: int) -> tuple[str, dict]:
+def big_store(runner: Runner, n: int) -> tuple[str, dict]:
     return _base(runner, ("big", n), {"workload": "big_build", "n": n},
                  f"the {n:,}-task store of the commands and web view")
 
 
-def measure(runner: Any, case: Any) -> dict:
-    """One measurement of a case of :func:`plan` (called by ``Runner.measure``)."""
+def measure(runner: Runner, case: Case) -> dict:
+    """One measurement of a case of :func:`plan`."""
     p = case.params
     if case.workload == "commands":
         path, built = big_store(runner, p["pending"])
@@ -398,13 +366,13 @@ def measure(runner: Any, case: Any) -> dict:
     return res
 
 
-def downtime(runner: Any, case: Any) -> dict:
+def downtime(runner: Runner, case: Case) -> dict:
     p = case.params
     n = p["n"]
     base, built = _base(runner, ("downtime", case.system, n, p["window"]),
                         {"workload": "downtime_build", "system": case.system, "n": n, "window": p["window"]},
                         f"the {n:,}-task downtime store of {case.system}")
-    d, spec_path, out = runner._paths(case.key() + "-downtime")
+    d, spec_path, out = runner.paths(case.key() + "-downtime")
     store = runner.copy_of(base, d)
     logf, stopfile = os.path.join(d, "runs.log"), os.path.join(d, "stop")
     wait = built["due_to"] + 1.0 - time.time()
@@ -421,7 +389,7 @@ def downtime(runner: Any, case: Any) -> dict:
     linger, stall = p.get("linger", 2.0), p.get("stall", 60.0)
     reason = "timeout"
     while time.time() - spawned < max_wait:
-        st = _proc_status(proc.pid)
+        st = memory_kib(proc.pid)
         hwm = max(hwm, st.get("hwm_kib", 0))
         try:
             with open(logf, "rb") as fh:
@@ -447,16 +415,15 @@ def downtime(runner: Any, case: Any) -> dict:
             reason = f"no task ran for {stall:g} s"
             break
         time.sleep(0.25)
-    hwm = max(hwm, _proc_status(proc.pid).get("hwm_kib", 0))
+    hwm = max(hwm, memory_kib(proc.pid).get("hwm_kib", 0))
     open(stopfile, "w").close()
     try:
         proc.wait(30)
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    child = runner._read(out, d)
-    from .tasks import read_log
-    runs = read_log(logf)
+    child = runner.read(out, d)
+    runs = tasks.read_log(logf)
     shutil.rmtree(d, ignore_errors=True)
     ids = [r[0] for r in runs]
     unique = set(ids)
@@ -476,7 +443,7 @@ def downtime(runner: Any, case: Any) -> dict:
         "rate": len(unique) / last if last else None,
         "peak_rss_mb": hwm * 1024 / 1e6, "child": child, "build": built,
         "rss_curve": samples[::step] + samples[-1:],
-        "drain_curve_s": tasks.quantiles(offs),
+        "drain_curve_s": quantiles(offs),
     }
     if "error" in child:                            # a task lost or run twice is a result, not this
         res["error"] = f"catch-up process: {child['error']}"

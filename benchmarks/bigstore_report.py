@@ -8,6 +8,8 @@ import statistics
 from typing import Any, Callable
 
 from .bigstore import COMMAND_MB, COMMANDS, DOWNTIME_MB, WEB_MS
+from .charts import COLORS, pyplot, save
+from .stats import Stat, case_number, case_system, errors, group, markdown_table, ok, stat, verdict
 
 
 def _built(ms: list[dict]) -> str:
@@ -20,29 +22,27 @@ def _built(ms: list[dict]) -> str:
 
 # -- tables -----------------------------------------------------------------------------------
 def table_commands(doc: dict) -> str:
-    from . import report as R  # (report imports this module)
-    g = R.group(doc, "commands")
+    g = group(doc, "commands")
     if not g:
         return ""
     rows = []
     for case, ms in g.items():
-        wall, cpu, peak = R.stat(ms, "wall_s"), R.stat(ms, "cpu_s"), R.stat(ms, "peak_mb")
+        wall, cpu, peak = stat(ms, "wall_s"), stat(ms, "cpu_s"), stat(ms, "peak_mb")
         target = COMMANDS.get(case, ([], None))[1]
-        rows.append([f"`{case}`", wall.fmt("{:,.0f}", 1e3) if wall else "; ".join(R.errors(ms)) or "n/a",
+        rows.append([f"`{case}`", wall.fmt("{:,.0f}", 1e3) if wall else "; ".join(errors(ms)) or "n/a",
                      cpu.fmt("{:,.0f}", 1e3), peak.fmt("{:.1f}"),
                      f"≤ {target} ms, ≤ {COMMAND_MB:.0f} MB" if target else "(for scale)",
-                     str(len(R.ok(ms)))])
+                     str(len(ok(ms)))])
     n = next(iter(g.values()))[0]["params"]["pending"]
     head = f"Store: {n:,} pending tasks ({_built(sum(g.values(), []))}).\n\n"
-    return head + R._table(["command", "wall ms median (min–max)", "CPU ms", "peak RSS MB", "target",
-                            "runs"], rows)
+    return head + markdown_table(["command", "wall ms median (min–max)", "CPU ms", "peak RSS MB", "target",
+                                  "runs"], rows)
 
 
 def _web_urls(ms: list[dict]) -> dict[str, dict[str, Any]]:
     """Per URL, the requests of every repetition pooled."""
-    from . import report as R  # (report imports this module)
     out: dict[str, dict[str, Any]] = {}
-    for r in R.ok(ms):
+    for r in ok(ms):
         for url, u in r["results"].items():
             o = out.setdefault(url, {"times": [], "status": set(), "bytes": u["bytes"]})
             o["times"] += u["times_ms"]
@@ -51,15 +51,14 @@ def _web_urls(ms: list[dict]) -> dict[str, dict[str, Any]]:
 
 
 def table_web(doc: dict) -> str:
-    from . import report as R  # (report imports this module)
-    g = R.group(doc, "web")
+    g = group(doc, "web")
     if not g:
         return ""
     parts = []
     for case, ms in g.items():
-        rs = R.ok(ms)
+        rs = ok(ms)
         if not rs:
-            parts.append(f"{case}: " + "; ".join(R.errors(ms)))
+            parts.append(f"{case}: " + "; ".join(errors(ms)))
             continue
         rows = []
         for url, u in _web_urls(ms).items():
@@ -69,62 +68,57 @@ def table_web(doc: dict) -> str:
                          "**over**" if med > WEB_MS else ""])
         parts.append(f"Store: {rs[0]['pending']:,} pending tasks ({_built(ms)}); {len(rs)} server(s) × "
                      f"{rs[0]['repeat']} timed requests per URL (after one warm-up each).\n\n"
-                     + R._table(["URL", "median ms", "worst ms", "status", "bytes",
-                                 f"> {WEB_MS:.0f} ms"], rows))
+                     + markdown_table(["URL", "median ms", "worst ms", "status", "bytes",
+                                       f"> {WEB_MS:.0f} ms"], rows))
     return "\n\n".join(parts)
 
 
 def table_downtime(doc: dict) -> str:
-    from . import report as R  # (report imports this module)
-    g = R.group(doc, "downtime")
+    g = group(doc, "downtime")
     if not g:
         return ""
     rows = []
     for case, ms in g.items():
-        rs = R.ok(ms)
+        rs = ok(ms)
         exact = sum(1 for r in rs if r["missing"] == 0 and r["duplicates"] == 0)
         b = next((r["build"] for r in rs if r.get("build")), None)
-        rows.append([R._system(case), f"{R._n(case):,}", f"{exact}/{len(ms)}",
+        rows.append([case_system(case), f"{case_number(case):,}", f"{exact}/{len(ms)}",
                      str(sum(r["missing"] for r in rs)), str(sum(r["duplicates"] for r in rs)),
-                     str(sum(r["early"] for r in rs)), R.stat(ms, "first_s").fmt("{:.2f}"),
-                     R.stat(ms, "catchup_s").fmt("{:,.1f}"), R.stat(ms, "rate").fmt(),
-                     R.stat(ms, "total_s").fmt("{:,.1f}"), R.stat(ms, "peak_rss_mb").fmt("{:.1f}"),
+                     str(sum(r["early"] for r in rs)), stat(ms, "first_s").fmt("{:.2f}"),
+                     stat(ms, "catchup_s").fmt("{:,.1f}"), stat(ms, "rate").fmt(),
+                     stat(ms, "total_s").fmt("{:,.1f}"), stat(ms, "peak_rss_mb").fmt("{:.1f}"),
                      f"{b['rate']:,.0f} ({b['seconds']:.0f} s)" if b else "n/a"])
-    return R._table(["system", "tasks", "runs with every task once", "lost", "duplicate runs", "early",
-                     "start() → first run, s", "start() → last run, s", "drain tasks/s",
-                     "spawn → last run, s", "peak RSS MB", "build tasks/s (s)"], rows)
+    return markdown_table(["system", "tasks", "runs with every task once", "lost", "duplicate runs", "early",
+                           "start() → first run, s", "start() → last run, s", "drain tasks/s",
+                           "spawn → last run, s", "peak RSS MB", "build tasks/s (s)"], rows)
 
 
 # -- targets ----------------------------------------------------------------------------------
-def _worst_ms(s: Any, limit_ms: float) -> str:
+def _worst_ms(s: Stat, limit_ms: float) -> str:
     over = sum(1 for v in s.values if v * 1e3 > limit_ms)
     return f"; {over} of {len(s.values)} runs over (worst {s.hi * 1e3:,.0f} ms)" if over else ""
 
 
 def targets(doc: dict) -> list[list[str]]:
-    from . import report as R  # (report imports this module)
     out: list[list[str]] = []
 
-    def verdict(good: bool) -> str:
-        return "met" if good else "**MISSED**"
-
-    g = R.group(doc, "commands")
+    g = group(doc, "commands")
     for case, ms in g.items():
         target = COMMANDS.get(case, ([], None))[1]
-        wall, peak = R.stat(ms, "wall_s"), R.stat(ms, "peak_mb")
+        wall, peak = stat(ms, "wall_s"), stat(ms, "peak_mb")
         if not target:
             continue
         n = ms[0]["params"]["pending"]
         out.append([f"`timewheel {case}` on {n:,} pending: ≤ {target} ms, ≤ {COMMAND_MB:.0f} MB",
                     f"{wall.fmt('{:,.0f}', 1e3)} ms"
                     + _worst_ms(wall, target)
-                    + f"; peak {peak.hi:.1f} MB" if wall else "; ".join(R.errors(ms)) or "n/a",
+                    + f"; peak {peak.hi:.1f} MB" if wall else "; ".join(errors(ms)) or "n/a",
                     verdict(bool(wall) and wall.med * 1e3 <= target and peak.hi <= COMMAND_MB)])
-    g = R.group(doc, "web")
+    g = group(doc, "web")
     for ms in g.values():
-        rs = R.ok(ms)
+        rs = ok(ms)
         if not rs:
-            out.append(["web view: every URL ≤ 200 ms", "; ".join(R.errors(ms)), verdict(False)])
+            out.append(["web view: every URL ≤ 200 ms", "; ".join(errors(ms)), verdict(False)])
             continue
         meds = {url: statistics.median(u["times"]) for url, u in _web_urls(ms).items()}
         over = sorted(((m, url) for url, m in meds.items() if m > WEB_MS), reverse=True)
@@ -137,13 +131,13 @@ def targets(doc: dict) -> list[list[str]]:
         n = ms[0]["params"]["pending"]
         out.append([f"web view on {n:,} pending: every URL ≤ {WEB_MS:.0f} ms (median)",
                     text, verdict(not over and not bad)])
-    g = R.group(doc, "downtime")
-    big = max((R._n(c) for c in g if R._system(c) == "timewheel"), default=0)
+    g = group(doc, "downtime")
+    big = max((case_number(c) for c in g if case_system(c) == "timewheel"), default=0)
     ms = g.get(f"timewheel@{big}", [])
     if ms:
-        rs = R.ok(ms)
+        rs = ok(ms)
         exact = sum(1 for r in rs if r["missing"] == 0 and r["duplicates"] == 0 and r["early"] == 0)
-        peak, rate, took = R.stat(ms, "peak_rss_mb"), R.stat(ms, "rate"), R.stat(ms, "catchup_s")
+        peak, rate, took = stat(ms, "peak_rss_mb"), stat(ms, "rate"), stat(ms, "catchup_s")
         out.append([f"downtime: {big:,} tasks came due while down; one process restarts: every task "
                     "runs exactly once",
                     f"{exact}/{len(ms)} runs; lost {sum(r['missing'] for r in rs)}, duplicates "
@@ -157,17 +151,16 @@ def targets(doc: dict) -> list[list[str]]:
 
 # -- plot -------------------------------------------------------------------------------------
 def plots(doc: dict, outdir: str) -> list[str]:
-    from . import report as R  # (report imports this module)
-    g = R.group(doc, "downtime")
+    g = group(doc, "downtime")
     if not g:
         return []
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2), dpi=100)
     styles = ["-", "--", ":", "-."]
     for k, (case, ms) in enumerate(g.items()):
-        color = R.COLORS.get(R._system(case), "#333")
+        color = COLORS.get(case_system(case), "#333")
         ls = styles[k % len(styles)]
-        for j, r in enumerate(R.ok(ms)):
+        for j, r in enumerate(ok(ms)):
             curve = r["drain_curve_s"]
             label = case if j == 0 else None
             if curve:
@@ -187,9 +180,7 @@ def plots(doc: dict, outdir: str) -> list[str]:
     for ax in (ax1, ax2):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(outdir, "downtime_catchup.png"))
-    plt.close(fig)
+    save(fig, os.path.join(outdir, "downtime_catchup.png"))
     return ["downtime_catchup.png"]
 
 

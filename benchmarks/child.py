@@ -1,9 +1,9 @@
 """Entry point of one measurement process: ``python -m benchmarks.child SPEC.json``.
 
-Runs ``spec["workload"]`` (see :mod:`benchmarks.workloads`), writes its result as JSON to
-``spec["out"]`` and leaves with ``os._exit`` so that no consumer thread of any system can delay
-or hang the exit.  With ``spec["profile"]`` set, the workload runs under cProfile and the
-statistics are dumped to that path.
+Runs ``spec["workload"]`` (one of :data:`WORKLOADS`, from the workload modules), writes its
+result as JSON to ``spec["out"]`` and leaves with ``os._exit`` so that no consumer thread of
+any system can delay or hang the exit.  With ``spec["profile"]`` set, the workload runs under
+cProfile and the statistics are dumped to that path.
 """
 
 from __future__ import annotations
@@ -13,18 +13,26 @@ import os
 import sys
 import time
 import traceback
+from typing import Callable
+
+from . import bigstore, redis_peers, scale, workloads
+
+#: workload name in a spec -> the function a measurement process runs
+WORKLOADS: dict[str, Callable[[dict], dict]] = {
+    **workloads.CHILD_WORKLOADS, "scale": scale.child, **bigstore.CHILD_WORKLOADS,
+    **redis_peers.CHILD_WORKLOADS,
+}
 
 
 def main(argv: list[str]) -> int:
     with open(argv[1]) as fh:
         spec = json.load(fh)
-    from .workloads import WORKLOADS
     code = 0
     started = time.time()
     try:
         fn = WORKLOADS[spec["workload"]]
         if spec.get("profile"):
-            import cProfile
+            import cProfile  # only when asked: this process's RSS may be what it measures
             prof = cProfile.Profile()
             result = prof.runcall(fn, spec)
             prof.dump_stats(spec["profile"])

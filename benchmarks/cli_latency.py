@@ -22,7 +22,8 @@ import json
 from typing import Any
 
 from .bigstore import COMMAND_MB as TARGET_MB
-from .bigstore import loadavg, measure_commands, store_for
+from .bigstore import measure_commands, store_for
+from .machine import loadavg
 
 
 def measure(store: str, repeat: int = 5) -> dict[str, dict[str, Any]]:

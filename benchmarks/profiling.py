@@ -14,12 +14,28 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import pickle
 import pstats
 import shutil
+import sqlite3
+import statistics
 import sys
+import tempfile
+import time
+from collections import defaultdict
 from typing import Callable
 
-from .cli import RESULTS, SCRATCH, Runner
+from timewheel import TimeWheel
+from timewheel import boss as twboss
+from timewheel.records import encode_record
+from timewheel.store import connection as twconn
+from timewheel.store import sqlite as tws
+from timewheel.store.base import eta_us
+from timewheel.store.connection import SCHEMA
+
+from . import tasks
+from .harness import RESULTS, SCRATCH, Runner
+from .systems import SqliteSystem
 
 _SQLITE_CALLS = ("execute' of 'sqlite3.Connection", "executemany' of 'sqlite3.Connection",
                  "execute' of 'sqlite3.Cursor", "executemany' of 'sqlite3.Cursor")
@@ -60,19 +76,6 @@ def breakdown(n: int, batch_n: int, store_dir: str, reps: int = 5) -> list[str]:
     """Where one enqueue's time goes, measured without a profiler (which inflates Python
     calls far more than the C calls into SQLite), in this process, each piece on a fresh
     store, pieces interleaved, median of ``reps``; raw sqlite3 measured alongside."""
-    import pickle
-    import sqlite3
-    import statistics
-    import time
-
-    from timewheel import TimeWheel
-    from timewheel.records import encode_record
-    from timewheel.store import sqlite as tws
-    from timewheel.store.base import eta_us
-
-    from . import tasks
-    from .systems import SqliteSystem
-
     seq = [0]
 
     def fresh() -> tuple[TimeWheel, object]:
@@ -209,13 +212,6 @@ def sql_variants(n: int, store_dir: str, reps: int = 5) -> list[str]:
     """SQLite alone (parameters prepared up front), timewheel's row against the raw benchmark's:
     per call and in one transaction, the record bound as bytes or as a bytearray.
     Interleaved, median of ``reps``."""
-    import sqlite3
-    import statistics
-    import time
-
-    from timewheel.store import sqlite as tws
-    from timewheel.store.connection import SCHEMA
-
     blob = bytes(150)                 # about the size of an encoded record with small args
     now = time.time() + 3600
     rows = []
@@ -293,17 +289,6 @@ def lateness_probe(runs: int = 3, n: int = 2000, spread: float = 10.0, slow_ms: 
     """The lateness workload on timewheel, in this process, with every SQLite call of the store
     and every phase of the boss's step timed (wall clock, lock waits included): which calls are
     slow when a task starts more than ``slow_ms`` late."""
-    import statistics
-    import tempfile
-    import time
-    from collections import defaultdict
-
-    from timewheel import TimeWheel
-    from timewheel import boss as twboss
-    from timewheel.store import sqlite as tws
-
-    from . import tasks
-
     slow: list[tuple[float, str, float]] = []      # (when, what, ms)
 
     def timed(fn: Callable, what: Callable[..., str]) -> Callable:
@@ -317,19 +302,27 @@ def lateness_probe(runs: int = 3, n: int = 2000, spread: float = 10.0, slow_ms: 
                     slow.append((time.time(), what(*a), ms))
         return wrapper
 
-    conn = tws._Connection
+    # timewheel's internals, by name: a name that is gone (renamed since) is reported, not timed
+    conn = twconn._Connection
     patched = {}
-    for name in ("execute", "select", "select_one", "executemany"):
+    missing = []
+    for name in ("execute", "run", "select", "select_one", "executemany", "commit"):
         if hasattr(conn, name):
             patched[(conn, name)] = getattr(conn, name)
             setattr(conn, name, timed(getattr(conn, name),
                                       lambda self, req, *a, _n=name: f"sql {_n}: {str(req)[:60]}"))
-    for name in ("_record_outcomes", "_maintain", "_load", "_dispatch"):
+        else:
+            missing.append(f"{conn.__name__}.{name}")
+    for name in ("_lead", "_tick", "_work", "_renew"):     # the phases of Boss.step
         if hasattr(twboss.Boss, name):
             patched[(twboss.Boss, name)] = getattr(twboss.Boss, name)
             setattr(twboss.Boss, name, timed(getattr(twboss.Boss, name),
                                              lambda self, *a, _n=name: f"boss.{_n}"))
+        else:
+            missing.append(f"Boss.{name}")
     out = [f"lateness probe: {runs} runs of {n} tasks over {spread:g} s, calls >= {slow_ms:g} ms:"]
+    if missing:
+        out.append(f"  not timed (no longer in timewheel): {', '.join(missing)}")
     try:
         for r in range(runs):
             slow.clear()

@@ -2,7 +2,7 @@
 
 ``python -m benchmarks --only redis`` (``--quick`` for small sizes).  The parent starts ONE
 ``redis-server`` for the workload (free port, temp dir, ``appendonly yes``, ``appendfsync
-always``, ``maxmemory-policy noeviction``: :class:`tests.redis_server.RedisServer`), every
+always``, ``maxmemory-policy noeviction``: :class:`timewheel.testing.RedisServer`), every
 system uses it, and ``FLUSHALL`` empties it before each measurement.  Every measurement runs in
 fresh processes, as a Redis deployment does: *worker* processes run tasks, a *client* process
 enqueues them; runs are counted outside any store, in the ``O_APPEND`` log of
@@ -39,7 +39,8 @@ Systems (defaults except where noted; :data:`SETTINGS` says the same for the rep
 * ``redis-py`` (enqueue only, the ceiling): one ``ZADD`` of the pickled call per task.
 
 Every system's logging is set to WARNING (the SQLite adapters silence theirs too), so that none
-pays for a log line per task.
+pays for a log line per task.  As in :mod:`benchmarks.systems`, each adapter imports its
+system's library when it is opened: a worker or client process loads the one it measures.
 """
 
 from __future__ import annotations
@@ -47,13 +48,13 @@ from __future__ import annotations
 import asyncio
 import atexit
 import datetime as _dt
-import importlib.util
+import itertools
 import json
 import logging
 import os
+import pickle
 import queue as _queue
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -62,13 +63,13 @@ import time
 from typing import Any, Callable, Iterable, Optional
 
 from . import tasks
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+from .harness import ROOT, Case, Runner
+from .machine import kill_tree, package_version, tree_cpu_s
+from .stats import pct, quantiles
+from .systems import WORKERS, Unsupported, utc
 
 SYSTEMS = ("timewheel", "rq", "huey", "arq")
 PEERS = SYSTEMS[1:]
-WORKERS = 4
 QUEUE = "benchmarks"            # RQ queue and Huey name
 KINDS = ("enqueue", "enqueue-everysec", "batch", "lateness", "burst", "kill", "recovery")
 
@@ -103,28 +104,7 @@ def slow(i: int, due: float, seconds: float) -> None:
     """Note the start (like :func:`tasks.run`), run for ``seconds``, note the end."""
     tasks.run(i, due)
     time.sleep(seconds)
-    _note_end(i)
-
-
-def _note_end(i: int) -> None:
-    """``end <i> <pid>`` in the run log: three fields, which :func:`tasks.read_log` skips."""
-    fd = tasks._fd
-    if fd is not None:
-        os.write(fd, f"end {i} {os.getpid()}\n".encode())
-
-
-def read_ends(path: str) -> list[tuple[int, int]]:
-    """``(i, pid)`` of each ``end`` line of a run log."""
-    out = []
-    try:
-        with open(path, "rb") as fh:
-            for line in fh:
-                parts = line.split()
-                if len(parts) == 3 and parts[0] == b"end":
-                    out.append((int(parts[1]), int(parts[2])))
-    except FileNotFoundError:
-        pass
-    return out
+    tasks.note_end(i)
 
 
 async def arq_run(ctx: dict, i: int, due: float) -> None:
@@ -134,11 +114,7 @@ async def arq_run(ctx: dict, i: int, due: float) -> None:
 async def arq_slow(ctx: dict, i: int, due: float, seconds: float) -> None:
     tasks.run(i, due)
     await asyncio.sleep(seconds)
-    _note_end(i)
-
-
-def _utc(ts: float) -> _dt.datetime:
-    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc)
+    tasks.note_end(i)
 
 
 def _forever() -> None:
@@ -153,13 +129,9 @@ def _quiet() -> None:
 
 
 # -- adapters -----------------------------------------------------------------------------------
-class Unsupported(Exception):
-    """The system has no API for this."""
-
-
 class TimewheelRedis:
     def __init__(self, url: str) -> None:
-        from timewheel import TimeWheel
+        from timewheel import TimeWheel  # on open: see the module docstring
         self.hu = TimeWheel(url, workers=WORKERS)
         self.run = self.hu.task(name="benchmarks.run")(tasks.run)
         self.slow = self.hu.task(name="benchmarks.slow")(slow)
@@ -194,7 +166,7 @@ class TimewheelRedis:
 
 class RQRedis:
     def __init__(self, url: str, fork: bool = False) -> None:
-        from redis import Redis
+        from redis import Redis  # on open: see the module docstring
         from rq import Queue
         self.fork = fork
         self.conn = Redis.from_url(url)
@@ -236,7 +208,7 @@ class RQRedis:
 
 class HueyRedis:
     def __init__(self, url: str) -> None:
-        from huey import RedisHuey
+        from huey import RedisHuey  # on open: see the module docstring
         self.huey = RedisHuey(QUEUE, url=url)
         self.run = self.huey.task(name="benchmarks.run")(tasks.run)
         self.slow = self.huey.task(name="benchmarks.slow")(slow)
@@ -244,13 +216,13 @@ class HueyRedis:
     def enqueue_calls(self, items: Iterable[tuple[int, float]]) -> None:
         schedule = self.run.schedule
         for i, due in items:
-            schedule(args=(i, due), eta=_utc(due))
+            schedule(args=(i, due), eta=utc(due))
 
     def enqueue_batch(self, items: Iterable[tuple[int, float]]) -> None:
         raise Unsupported("Huey has no bulk enqueue API")
 
     def enqueue_slow(self, i: int, due: float, seconds: float) -> None:
-        self.slow.schedule(args=(i, due, seconds), eta=_utc(due))
+        self.slow.schedule(args=(i, due, seconds), eta=utc(due))
 
     def serve(self, ready: Callable[[], None]) -> None:
         consumer = self.huey.create_consumer(workers=WORKERS, worker_type="thread")
@@ -266,7 +238,7 @@ class HueyRedis:
 
 class ArqRedis:
     def __init__(self, url: str) -> None:
-        from arq.connections import RedisSettings
+        from arq.connections import RedisSettings  # on open: see the module docstring
         self.settings = RedisSettings.from_dsn(url)
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._pool: Any = None
@@ -318,10 +290,7 @@ class RawRedis:
     scored by eta; the bulk form is one MULTI/EXEC pipeline."""
 
     def __init__(self, url: str) -> None:
-        import itertools
-        import pickle
-
-        from redis import Redis
+        from redis import Redis  # on open: see the module docstring
         self.conn = Redis.from_url(url)
         self._ids = itertools.count()
         self._prefix = os.urandom(8).hex()
@@ -354,7 +323,7 @@ def open_system(name: str, url: str) -> Any:
     return cls(url)
 
 
-# -- what the child processes do (registered in benchmarks.workloads.WORKLOADS) ----------------
+# -- what the child processes do (registered in benchmarks.child.WORKLOADS) --------------------
 def child_enqueue(spec: dict) -> dict:
     """``n`` tasks due ``delay`` s out (1 h), one call each or through the bulk API."""
     n, batch = spec["n"], spec.get("batch", False)
@@ -475,10 +444,9 @@ SIZES = {
 }
 
 
-def plan(mode: Any) -> list:
+def plan(mode: str) -> list[Case]:
     """The cases of the ``redis`` workload, kind by kind (the harness interleaves repetitions)."""
-    from .cli import Case
-    s = SIZES["quick" if mode.name == "quick" else "full"]
+    s = SIZES[mode]
 
     def reps(system: str) -> int:
         return s["reps"] if system == "timewheel" else s["peer_reps"]
@@ -491,86 +459,18 @@ def plan(mode: Any) -> list:
               for sy in SYSTEMS + ("redis-py",) if BULK[sy]]
     for kind in ("lateness", "burst", "kill", "recovery"):
         cases += [Case("redis", sy, dict(s[kind], kind=kind), reps(sy), f"{kind}:{sy}") for sy in SYSTEMS]
-        if kind == "lateness" and mode.name != "quick":    # RQ's default forking worker, for the record
+        if kind == "lateness" and mode != "quick":    # RQ's default forking worker, for the record
             cases.append(Case("redis", "rq-fork", dict(s[kind], kind=kind), s["peer_reps"],
                               "lateness:rq-fork"))
     return cases
 
 
 # -- the parent side ----------------------------------------------------------------------------
-def _load_server_class() -> Any:
-    """:class:`RedisServer` from ``tests/redis_server.py`` (loaded by path: tests/ need not be
-    importable as a package from wherever the harness runs)."""
-    path = os.path.join(ROOT, "tests", "redis_server.py")
-    spec = importlib.util.spec_from_file_location("_timewheel_bench_redis_server", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.RedisServer
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out, stack = [], [pid]
-    while stack:
-        for c in children.get(stack.pop(), []):
-            out.append(c)
-            stack.append(c)
-    return out
-
-
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, with reaped children's) of ``pid`` and its descendants."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for p in [pid] + _descendants(pid):
-        try:
-            with open(f"/proc/{p}/stat") as fh:
-                f = fh.read().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in f[11:15])      # utime stime cutime cstime
-        except (OSError, ValueError, IndexError):
-            pass
-    return total / tick
-
-
-def kill_tree(pid: int) -> int:
-    """SIGKILL ``pid`` and every process it started, as when its host or container dies (RQ's
-    work horses and scheduler are forks in their own process groups).  The tree is frozen with
-    SIGSTOP first, so that nothing forks between the listing and the kill.  Returns how many
-    processes were killed."""
-    seen: list[int] = []
-    for _ in range(10):
-        new = [p for p in [pid] + _descendants(pid) if p not in seen]
-        if not new:
-            break
-        for p in new:
-            try:
-                os.kill(p, signal.SIGSTOP)
-            except ProcessLookupError:
-                pass
-        seen += new
-    for p in seen:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return len(seen)
-
-
 class Child:
     """A child process (``python -m benchmarks.child``) in its own session, its stdout lines
     read by a thread so that the parent can wait for one with a timeout."""
 
-    def __init__(self, runner: Any, d: str, name: str, spec: dict) -> None:
+    def __init__(self, runner: Runner, d: str, name: str, spec: dict) -> None:
         path = os.path.join(d, f"spec-{name}.json")
         self.out = os.path.join(d, f"out-{name}.json")
         spec = dict(spec, out=self.out)
@@ -579,7 +479,7 @@ class Child:
         self.err_path = os.path.join(d, f"stderr-{name}.txt")
         err = open(self.err_path, "w")
         self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.child", path], cwd=ROOT,
-                                     env=runner._env(), stdout=subprocess.PIPE, stderr=err, text=True,
+                                     env=runner.env(), stdout=subprocess.PIPE, stderr=err, text=True,
                                      start_new_session=True)
         err.close()
         self.lines: "_queue.Queue[str]" = _queue.Queue()
@@ -637,10 +537,8 @@ class Child:
 
 
 def _pct(s: list[float], p: float) -> Optional[float]:
-    if not s:
-        return None
-    k = max(0, min(len(s) - 1, int(-(-p * len(s) // 100)) - 1))
-    return s[k]
+    """:func:`benchmarks.stats.pct`, None (JSON null) for no values."""
+    return pct(s, p) if s else None
 
 
 class RedisBench:
@@ -648,11 +546,13 @@ class RedisBench:
 
     SETTLE = 0.5      # s after a worker says READY (RQ's pool forks its workers after that)
 
-    def __init__(self, runner: Any) -> None:
-        import redis
+    def __init__(self, runner: Runner) -> None:
+        import redis  # the parent's own client: optional (bench extra)
+
+        from timewheel.testing import RedisServer  # in the parent only: see the module docstring
         self.runner = runner
         self.dir = tempfile.mkdtemp(prefix="timewheel-bench-redis-")
-        self.server = _load_server_class()(self.dir).start()
+        self.server = RedisServer(self.dir).start()
         self.url = self.server.url
         self.r = redis.Redis.from_url(self.url)
         self.info = self._server_info()
@@ -677,14 +577,14 @@ class RedisBench:
                                 timeout=10).stdout.splitlines()[-1].split()[1]
         except Exception:
             pass
-        from .cli import _version
         return {"redis_version": srv.get("redis_version"), "config": conf, "filesystem": fs,
                 "bind": "127.0.0.1 (TCP, loopback)",
-                "packages": {m: _version(m) for m in ("timewheel", "rq", "huey", "arq", "redis", "hiredis")}}
+                "packages": {m: package_version(m)
+                             for m in ("timewheel", "rq", "huey", "arq", "redis", "hiredis")}}
 
     # -- helpers ----------------------------------------------------------------------------
-    def _dir(self, case: Any) -> str:
-        d, _, _ = self.runner._paths(case.key().replace(":", "-"))
+    def _dir(self, case: Case) -> str:
+        d, _, _ = self.runner.paths(case.key().replace(":", "-"))
         return d
 
     def _worker(self, d: str, name: str, system: str, log: str) -> tuple[Child, Optional[float]]:
@@ -719,7 +619,7 @@ class RedisBench:
         return out
 
     # -- the measurements ---------------------------------------------------------------------
-    def measure(self, case: Any) -> dict:
+    def measure(self, case: Case) -> dict:
         self.r.flushall()
         kind = case.params["kind"]
         fn = {"enqueue": self.enqueue, "enqueue-everysec": self.enqueue, "batch": self.enqueue,
@@ -729,7 +629,7 @@ class RedisBench:
         res.update(kind=kind, system=case.system, server=self.info)
         return res
 
-    def enqueue(self, case: Any) -> dict:
+    def enqueue(self, case: Case) -> dict:
         kind, p = case.params["kind"], case.params
         fsync = "everysec" if kind == "enqueue-everysec" else "always"
         self.r.config_set("appendfsync", fsync)
@@ -760,7 +660,7 @@ class RedisBench:
             runs = tasks.read_log(log)
             if len(runs) != last_count:
                 last_count, last_change = len(runs), now
-            done = {r[0] for r in read_ends(log)} if ends else {r[0] for r in runs if r[0] >= 0}
+            done = {r[0] for r in tasks.read_ends(log)} if ends else {r[0] for r in runs if r[0] >= 0}
             if len(done) >= n:
                 complete_at = complete_at or now
                 if now - complete_at >= linger:
@@ -772,7 +672,7 @@ class RedisBench:
             time.sleep(0.05)
         return tasks.read_log(log)
 
-    def lateness(self, case: Any) -> dict:
+    def lateness(self, case: Case) -> dict:
         p = case.params
         d = self._dir(case)
         log = os.path.join(d, "runs.log")
@@ -800,14 +700,14 @@ class RedisBench:
             "enqueued_before_first_due_s": info["first_due"] - info["enqueued_at"],
             "p50_ms": _ms(_pct(lat, 50)), "p90_ms": _ms(_pct(lat, 90)), "p99_ms": _ms(_pct(lat, 99)),
             "max_ms": _ms(lat[-1] if lat else None), "min_ms": _ms(lat[0] if lat else None),
-            "cdf_ms": [x * 1e3 for x in tasks.quantiles(lat)],
+            "cdf_ms": [x * 1e3 for x in quantiles(lat)],
             "worker_cpu_s": cpu1 - cpu0, "server_cpu_s": srv1 - srv0, "cpu_window_s": t1 - t0,
             "loadavg_after": os.getloadavg()[0],
         }
         shutil.rmtree(d, ignore_errors=True)
         return res
 
-    def burst(self, case: Any) -> dict:
+    def burst(self, case: Case) -> dict:
         p = case.params
         d = self._dir(case)
         log = os.path.join(d, "runs.log")
@@ -839,12 +739,12 @@ class RedisBench:
             "workers_ready_before_due_s": due - ready_at,
             "first_s": offs[0] if offs else None, "p50_s": _pct(offs, 50), "last_s": last,
             "throughput": len(set(ids)) / last if last and last > 0 else None,
-            "drain_curve_s": tasks.quantiles(offs), "max_wait_s": p["max_wait"],
+            "drain_curve_s": quantiles(offs), "max_wait_s": p["max_wait"],
         }
         shutil.rmtree(d, ignore_errors=True)
         return res
 
-    def kill(self, case: Any) -> dict:
+    def kill(self, case: Case) -> dict:
         p = case.params
         d = self._dir(case)
         log = os.path.join(d, "runs.log")
@@ -860,7 +760,7 @@ class RedisBench:
             time.sleep(max(0.0, info["t0"] + p["kill_at"] - time.time()))
             killed_at = time.time()
             killed_procs = a.kill()
-            starts_before, ends_before = tasks.read_log(log), read_ends(log)
+            starts_before, ends_before = tasks.read_log(log), tasks.read_ends(log)
             time.sleep(p["restart_after"])
             restart_at = time.time()
             b, _ = self._worker(d, "worker-b", case.system, log)
@@ -870,7 +770,7 @@ class RedisBench:
             if b is not None:
                 b.kill()
         left = self._left(d, case.system)
-        ends = read_ends(log)
+        ends = tasks.read_ends(log)
         started: dict[int, int] = {}
         for r in runs:
             started[r[0]] = started.get(r[0], 0) + 1
@@ -902,7 +802,7 @@ class RedisBench:
         shutil.rmtree(d, ignore_errors=True)
         return res
 
-    def recovery(self, case: Any) -> dict:
+    def recovery(self, case: Case) -> dict:
         p = case.params
         d = self._dir(case)
         log = os.path.join(d, "runs.log")
@@ -972,7 +872,7 @@ def _ms(x: Optional[float]) -> Optional[float]:
 _BENCHES: dict[int, RedisBench] = {}
 
 
-def measure(runner: Any, case: Any) -> dict:
+def measure(runner: Runner, case: Case) -> dict:
     """One measurement of the ``redis`` workload (the server is started on the first)."""
     bench = _BENCHES.get(id(runner))
     if bench is None:

@@ -4,9 +4,11 @@ for :mod:`benchmarks.report`: :func:`section` (markdown), :func:`targets`, :func
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Optional
 
+from .charts import burst_drain, lateness_cdf
 from .redis_peers import BULK, PEERS, SETTINGS, SYSTEMS
+from .stats import Stat, errors, group, markdown_table, ok, stat, verdict, worst
 
 COLORS = {"timewheel": "#1f77b4", "rq": "#d62728", "rq-fork": "#ff9896", "huey": "#ff7f0e",
           "arq": "#9467bd"}
@@ -39,18 +41,13 @@ KILL_NOTES = {
 }
 
 
-def _r() -> Any:
-    from . import report
-    return report
-
-
 def _order(cases: list[str]) -> list[str]:
     rank = {s: k for k, s in enumerate(list(SYSTEMS) + ["rq-fork", "redis-py"])}
     return sorted(cases, key=lambda c: rank.get(c.split(":", 1)[1], 99))
 
 
 def _cases(doc: dict, kind: str) -> dict[str, list[dict]]:
-    g = _r().group(doc, "redis")
+    g = group(doc, "redis")
     return {c.split(":", 1)[1]: g[c] for c in _order([c for c in g if c.split(":", 1)[0] == kind])}
 
 
@@ -72,8 +69,7 @@ def table_server(doc: dict) -> str:
         return ""
     conf = srv.get("config", {})
     pk = ", ".join(f"{k} {v}" for k, v in srv.get("packages", {}).items() if v)
-    R = _r()
-    return R._table(["", ""], [
+    return markdown_table(["", ""], [
         ["redis-server", f"{srv.get('redis_version')}, one process started by the harness for the "
                          f"workload, {srv.get('bind')}; `FLUSHALL` before every measurement"],
         ["persistence", f"appendonly {conf.get('appendonly')}, appendfsync {conf.get('appendfsync')} "
@@ -87,36 +83,34 @@ def table_server(doc: dict) -> str:
 
 
 def table_settings(doc: dict) -> str:
-    if not _r().group(doc, "redis"):
+    if not group(doc, "redis"):
         return ""
-    return _r()._table(["system", "settings"], [[s, SETTINGS[s]] for s in SYSTEMS])
+    return markdown_table(["system", "settings"], [[s, SETTINGS[s]] for s in SYSTEMS])
 
 
 def table_enqueue(doc: dict) -> str:
-    R = _r()
     per = _cases(doc, "enqueue")
     if not per:
         return ""
-    tw = R.stat(per.get("timewheel", []), "rate")
+    tw = stat(per.get("timewheel", []), "rate")
     rows = []
     rowsets = list(per.items()) + [("timewheel, appendfsync everysec", ms)
                                    for ms in _cases(doc, "enqueue-everysec").values()]
     for system, ms in rowsets:
-        s = R.stat(ms, "rate")
-        rs = R.ok(ms)
-        cpu = R.Stat(r["cpu_s"] / r["n"] for r in rs)
+        s = stat(ms, "rate")
+        rs = ok(ms)
+        cpu = Stat(r["cpu_s"] / r["n"] for r in rs)
         rows.append([system, f"{rs[0]['n']:,}" if rs else "",
-                     s.fmt() if s else "; ".join(R.errors(ms)) or "n/a",
+                     s.fmt() if s else "; ".join(errors(ms)) or "n/a",
                      f"{tw.med / s.med:.2f}×" if s and tw else "n/a",
-                     R.stat(ms, "server_calls_per_task").fmt("{:.1f}"),
-                     R.stat(ms, "server_usec_per_task").fmt("{:.0f}"), cpu.fmt("{:.0f}", 1e6), str(len(rs))])
-    return R._table(["system", "tasks", "tasks/s median (min–max)", "timewheel is … faster",
-                     "Redis commands per task (incl. inside scripts)", "server µs per task",
-                     "client CPU µs per task", "runs"], rows)
+                     stat(ms, "server_calls_per_task").fmt("{:.1f}"),
+                     stat(ms, "server_usec_per_task").fmt("{:.0f}"), cpu.fmt("{:.0f}", 1e6), str(len(rs))])
+    return markdown_table(["system", "tasks", "tasks/s median (min–max)", "timewheel is … faster",
+                           "Redis commands per task (incl. inside scripts)", "server µs per task",
+                           "client CPU µs per task", "runs"], rows)
 
 
 def table_batch(doc: dict) -> str:
-    R = _r()
     per = _cases(doc, "batch")
     if not per:
         return ""
@@ -126,112 +120,108 @@ def table_batch(doc: dict) -> str:
         if ms is None:
             rows.append([system, "no bulk enqueue API", "n/a", "", "", ""])
             continue
-        rs = R.ok(ms)
-        s = R.stat(ms, "rate")
-        rows.append([system, BULK.get(system) or "", s.fmt() if s else "; ".join(R.errors(ms)) or "n/a",
-                     f"{rs[0]['n']:,}" if rs else "", R.stat(ms, "server_calls_per_task").fmt("{:.1f}"),
+        rs = ok(ms)
+        s = stat(ms, "rate")
+        rows.append([system, BULK.get(system) or "", s.fmt() if s else "; ".join(errors(ms)) or "n/a",
+                     f"{rs[0]['n']:,}" if rs else "", stat(ms, "server_calls_per_task").fmt("{:.1f}"),
                      str(len(rs))])
-    return R._table(["system", "API", "tasks/s median (min–max)", "tasks", "Redis commands per task",
-                     "runs"], rows)
+    return markdown_table(["system", "API", "tasks/s median (min–max)", "tasks", "Redis commands per task",
+                           "runs"], rows)
 
 
 def table_lateness(doc: dict) -> str:
-    R = _r()
     per = _cases(doc, "lateness")
     if not per:
         return ""
     rows = []
     for system, ms in per.items():
-        rs = R.ok(ms)
+        rs = ok(ms)
         n = rs[0]["n"] if rs else 0
-        wcpu = R.Stat(r["worker_cpu_s"] / r["n"] for r in rs if "worker_cpu_s" in r)
-        scpu = R.Stat(r["server_cpu_s"] / r["n"] for r in rs if "server_cpu_s" in r)
-        rows.append([system, R.stat(ms, "unique").fmt() + f" / {n:,}",
+        wcpu = Stat(r["worker_cpu_s"] / r["n"] for r in rs if "worker_cpu_s" in r)
+        scpu = Stat(r["server_cpu_s"] / r["n"] for r in rs if "server_cpu_s" in r)
+        rows.append([system, stat(ms, "unique").fmt() + f" / {n:,}",
                      str(sum(r["duplicates"] for r in rs)),
                      f"{sum(r['early'] for r in rs)} ({sum(r['early_over_1ms'] for r in rs)} by > 1 ms)",
-                     R.stat(ms, "p50_ms").fmt("{:,.1f}"), R.stat(ms, "p99_ms").fmt("{:,.1f}"),
-                     R.stat(ms, "max_ms").fmt("{:,.1f}"), wcpu.fmt("{:.2f}", 1e3), scpu.fmt("{:.2f}", 1e3),
+                     stat(ms, "p50_ms").fmt("{:,.1f}"), stat(ms, "p99_ms").fmt("{:,.1f}"),
+                     stat(ms, "max_ms").fmt("{:,.1f}"), wcpu.fmt("{:.2f}", 1e3), scpu.fmt("{:.2f}", 1e3),
                      _load(ms),
-                     R.stat(ms, "lead_s").fmt("{:.1f}"), str(sum(r["late_enqueued"] for r in rs)),
+                     stat(ms, "lead_s").fmt("{:.1f}"), str(sum(r["late_enqueued"] for r in rs)),
                      str(len(rs)) + _errs(ms)])
-    return R._table(["system", "ran (unique)", "duplicates", "early (all runs)", "p50 ms", "p99 ms", "max ms",
-                     "worker CPU ms per task", "redis-server CPU ms per task", "load average before → after",
-                     "first due after, s", "enqueued after their eta", "runs"], rows)
+    return markdown_table(["system", "ran (unique)", "duplicates", "early (all runs)", "p50 ms", "p99 ms",
+                           "max ms", "worker CPU ms per task", "redis-server CPU ms per task",
+                           "load average before → after", "first due after, s", "enqueued after their eta",
+                           "runs"], rows)
 
 
 def _load(ms: list[dict]) -> str:
     """1-min load average before the measurement → after it (when recorded)."""
-    R = _r()
-    before = R.Stat(m.get("loadavg_before") for m in ms).fmt("{:.1f}")
-    after = R.Stat(r.get("loadavg_after") for r in R.ok(ms))
+    before = Stat(m.get("loadavg_before") for m in ms).fmt("{:.1f}")
+    after = Stat(r.get("loadavg_after") for r in ok(ms))
     return f"{before} → {after.fmt('{:.1f}')}" if after else before
 
 
 def _errs(ms: list[dict]) -> str:
-    e = _r().errors(ms)
+    e = errors(ms)
     return f" ({len(e)} failed: {e[0][:80]})" if e else ""
 
 
 def table_burst(doc: dict) -> str:
-    R = _r()
     per = _cases(doc, "burst")
     if not per:
         return ""
     rows = []
     for system, ms in per.items():
-        rs = R.ok(ms)
+        rs = ok(ms)
         n = rs[0]["n"] if rs else 0
         done = [r for r in rs if r["unique"] >= r["n"]]
-        proj = R.Stat(r["n"] / r["throughput"] for r in rs if r["unique"] < r["n"] and r.get("throughput"))
-        rows.append([system, R.stat(ms, "unique").fmt() + f" / {n:,}", f"{len(done)}/{len(ms)}",
-                     R.stat(ms, "first_s").fmt("{:.3f}"), R.stat(ms, "p50_s").fmt("{:.3f}"),
-                     R.stat(ms, "last_s").fmt("{:.2f}"), R.stat(ms, "throughput").fmt(),
+        proj = Stat(r["n"] / r["throughput"] for r in rs if r["unique"] < r["n"] and r.get("throughput"))
+        rows.append([system, stat(ms, "unique").fmt() + f" / {n:,}", f"{len(done)}/{len(ms)}",
+                     stat(ms, "first_s").fmt("{:.3f}"), stat(ms, "p50_s").fmt("{:.3f}"),
+                     stat(ms, "last_s").fmt("{:.2f}"), stat(ms, "throughput").fmt(),
                      (proj.fmt("{:.0f}") + " (projected)") if proj else "",
                      "bulk API" if rs and rs[0]["bulk_api"] else "one call each",
-                     R.stat(ms, "margin_s").fmt("{:.1f}"),
-                     R.stat(ms, "workers_ready_before_due_s").fmt("{:.1f}"),
+                     stat(ms, "margin_s").fmt("{:.1f}"),
+                     stat(ms, "workers_ready_before_due_s").fmt("{:.1f}"),
                      str(sum(r["early"] for r in rs)), str(len(rs)) + _errs(ms)])
-    return R._table(["system", "ran (unique)", "runs that drained all", "first start after due, s",
-                     "median start, s", "last start (drain), s", "tasks/s", "drain of all, s",
-                     "enqueued with", "all stored … s before due", "workers ready … s before due", "early",
-                     "runs"], rows)
+    return markdown_table(["system", "ran (unique)", "runs that drained all", "first start after due, s",
+                           "median start, s", "last start (drain), s", "tasks/s", "drain of all, s",
+                           "enqueued with", "all stored … s before due", "workers ready … s before due",
+                           "early", "runs"], rows)
 
 
 def table_kill(doc: dict) -> str:
-    R = _r()
     per = _cases(doc, "kill")
     if not per:
         return ""
     rows = []
     for system, ms in per.items():
-        rs = R.ok(ms)
+        rs = ok(ms)
         n = rs[0]["n"] if rs else 0
 
         def total(key: str, rs: list[dict] = rs) -> str:
             return str(sum(r[key] or 0 for r in rs))
         rows.append([system, f"{sum(1 for r in rs if r['all_ran_once'])}/{len(ms)}",
-                     R.stat(ms, "completed").fmt() + f" / {n:,}", R.stat(ms, "running_at_kill").fmt(),
-                     R.stat(ms, "not_completed").fmt(), R.stat(ms, "still_stored").fmt(), total("lost"),
+                     stat(ms, "completed").fmt() + f" / {n:,}", stat(ms, "running_at_kill").fmt(),
+                     stat(ms, "not_completed").fmt(), stat(ms, "still_stored").fmt(), total("lost"),
                      total("started_again"), total("duplicates"), total("early"),
-                     R.stat(ms, "restart_to_last_start_s").fmt("{:.1f}"), str(len(rs)) + _errs(ms)])
-    return R._table(["system", "runs with every task done once", "tasks done (unique)",
-                     "running when killed", "not done when the window closed",
-                     "of which still stored (will run later)", "lost (all runs)",
-                     "started again (all runs)", "done twice (all runs)", "early (all runs)",
-                     "restart → last start, s", "runs"], rows)
+                     stat(ms, "restart_to_last_start_s").fmt("{:.1f}"), str(len(rs)) + _errs(ms)])
+    return markdown_table(["system", "runs with every task done once", "tasks done (unique)",
+                           "running when killed", "not done when the window closed",
+                           "of which still stored (will run later)", "lost (all runs)",
+                           "started again (all runs)", "done twice (all runs)", "early (all runs)",
+                           "restart → last start, s", "runs"], rows)
 
 
 def table_recovery(doc: dict) -> str:
-    R = _r()
     per = _cases(doc, "recovery")
     if not per:
         return ""
     rows = []
     for system, ms in per.items():
-        rs = R.ok(ms)
+        rs = ok(ms)
         cap = rs[0]["cap_s"] if rs else 0
         rerun = [r for r in rs if r["rerun"]]
-        t = R.Stat(r["recovery_s"] for r in rerun)
+        t = Stat(r["recovery_s"] for r in rerun)
         if rerun and len(rerun) == len(rs):
             cell = t.fmt("{:.1f}")
         elif rerun:
@@ -240,13 +230,13 @@ def table_recovery(doc: dict) -> str:
             cell = f"> {cap:g} s (not re-run)" if rs else "n/a"
         rows.append([system, f"{len(rerun)}/{len(rs)}", cell, RECOVERY.get(system, ""),
                      str(len(rs)) + _errs(ms)])
-    return R._table(["system", "re-run within the cap", "SIGKILL → task starts again, s",
-                     "mechanism (from the source)", "runs"], rows)
+    return markdown_table(["system", "re-run within the cap", "SIGKILL → task starts again, s",
+                           "mechanism (from the source)", "runs"], rows)
 
 
 def section(doc: dict) -> str:
     """The markdown of the Redis comparison (empty without ``redis`` measurements)."""
-    if not _r().group(doc, "redis"):
+    if not group(doc, "redis"):
         return ""
     parts = []
     for title, fn, note in SUBSECTIONS:
@@ -305,19 +295,15 @@ SUBSECTIONS = [
 
 # -- targets ------------------------------------------------------------------------------------
 def targets(doc: dict) -> list[list[str]]:
-    R = _r()
     out: list[list[str]] = []
 
-    def verdict(good: bool) -> str:
-        return "met" if good else "**MISSED**"
-
     per = _cases(doc, "enqueue")
-    tw = R.stat(per.get("timewheel", []), "rate")
-    peers = {s: R.stat(per.get(s, []), "rate") for s in PEERS}
+    tw = stat(per.get("timewheel", []), "rate")
+    peers = {s: stat(per.get(s, []), "rate") for s in PEERS}
     peers = {s: v for s, v in peers.items() if v}
     if tw and peers:
         best = max(peers, key=lambda s: peers[s].med)
-        raw = R.stat(per.get("redis-py", []), "rate")
+        raw = stat(per.get("redis-py", []), "rate")
         ceiling = (f"; the ceiling of one durable round trip per call, a bare redis-py ZADD, is "
                    f"{raw.med:,.0f}/s = {raw.med / peers[best].med:.2f}× {best}") if raw else ""
         out.append(["Redis, enqueue per call: ≥ 1.5× the fastest of RQ, RedisHuey, arq",
@@ -325,13 +311,13 @@ def targets(doc: dict) -> list[list[str]]:
                     f"{peers[best].med:,.0f}/s){ceiling}", verdict(tw.med >= 1.5 * peers[best].med)])
     ms = _cases(doc, "lateness").get("timewheel")
     if ms:
-        p99 = R.stat(ms, "p99_ms")
+        p99 = stat(ms, "p99_ms")
         out.append(["Redis, lateness of 2,000 tasks over 10 s: p99 ≤ 10 ms (median of runs)",
-                    f"p99 {p99.fmt('{:.1f}')} ms" + R._worst(p99, 10.0, "ms"),
+                    f"p99 {p99.fmt('{:.1f}')} ms" + worst(p99, 10.0, "ms"),
                     verdict(bool(p99) and p99.med <= 10.0)])
     ms = _cases(doc, "kill").get("timewheel")
     if ms:
-        rs = R.ok(ms)
+        rs = ok(ms)
         lost = sum(r["lost"] or 0 for r in rs)
         good = sum(1 for r in rs if r["completed"] >= r["n"])
         out.append(["Redis, SIGKILL + restart: 0 lost (every task done, every run)",
@@ -341,11 +327,11 @@ def targets(doc: dict) -> list[list[str]]:
                     verdict(bool(rs) and len(rs) == len(ms) and good == len(ms) and lost == 0)])
     ms = _cases(doc, "recovery").get("timewheel")
     if ms:
-        rs = R.ok(ms)
-        t = R.Stat(r["recovery_s"] for r in rs if r["rerun"])
+        rs = ok(ms)
+        t = Stat(r["recovery_s"] for r in rs if r["rerun"])
         missing = sum(1 for r in rs if not r["rerun"])
         out.append(["Redis, recovery of a SIGKILLed worker's task: ≤ 15 s (median of runs)",
-                    f"{t.fmt('{:.1f}')} s" + R._worst(t, 15.0, "s")
+                    f"{t.fmt('{:.1f}')} s" + worst(t, 15.0, "s")
                     + (f"; {missing} runs not re-run within the cap" if missing else ""),
                     verdict(bool(t) and not missing and t.med <= 15.0)])
     return out
@@ -356,19 +342,16 @@ def plots(doc: dict, outdir: str) -> list[str]:
     per = _cases(doc, "lateness")
     if not per:
         return []
-    import matplotlib
-    matplotlib.use("Agg")
-    R = _r()
     made = []
-    R.lateness_cdf(per, "unique", 1e-2, 10, "lateness = start − eta, ms (log; early starts drawn at 0.01 ms)",
-                   "Redis: lateness CDF, same redis-server (all runs pooled)",
-                   os.path.join(outdir, "redis_lateness_cdf.png"), COLORS)
+    lateness_cdf(per, "unique", 1e-2, 10, "lateness = start − eta, ms (log; early starts drawn at 0.01 ms)",
+                 "Redis: lateness CDF, same redis-server (all runs pooled)",
+                 os.path.join(outdir, "redis_lateness_cdf.png"), COLORS)
     made.append("redis_lateness_cdf.png")
 
     per = _cases(doc, "burst")
     if per:
-        n = next((r["n"] for ms in per.values() for r in R.ok(ms)), 0)
-        R.burst_drain(per, f"Redis: burst drain, {n:,} no-op tasks due at once (each run)",
-                      os.path.join(outdir, "redis_burst_drain.png"), COLORS)
+        n = next((r["n"] for ms in per.values() for r in ok(ms)), 0)
+        burst_drain(per, f"Redis: burst drain, {n:,} no-op tasks due at once (each run)",
+                    os.path.join(outdir, "redis_burst_drain.png"), COLORS)
         made.append("redis_burst_drain.png")
     return made

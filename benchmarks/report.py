@@ -10,93 +10,30 @@ from __future__ import annotations
 import glob
 import json
 import os
-import statistics
 import sys
-from collections import OrderedDict
-from typing import Any, Callable, Iterable, Optional
+from typing import Callable, Optional
 
 from . import bigstore_report, redis_report, scale
+from .charts import COLORS, burst_drain, lateness_cdf, median_bars, pyplot, save
+from .harness import HERE, RESULTS
+from .stats import (
+    Stat,
+    case_number,
+    case_system,
+    errors,
+    group,
+    markdown_table,
+    ok,
+    ratio,
+    stat,
+    verdict,
+    worst,
+)
+from .suite import WORKLOAD_ORDER
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS_DIR = os.path.join(HERE, "results")
 PLOTS_DIR = os.path.join(HERE, "plots")
 RESULTS_MD = os.path.join(HERE, "RESULTS.md")
 ANALYSIS_MD = os.path.join(HERE, "ANALYSIS.md")
-
-SYSTEM_ORDER = ["timewheel", "huey", "huey-normal", "apscheduler", "apscheduler-nograce", "sqlite3"]
-COLORS = {"timewheel": "#1f77b4", "huey": "#ff7f0e", "huey-normal": "#ffbb78",
-          "apscheduler": "#2ca02c", "apscheduler-nograce": "#98df8a", "sqlite3": "#7f7f7f"}
-
-
-# -- statistics -------------------------------------------------------------------------------
-class Stat:
-    """Median and range of one metric over the repetitions of one case."""
-
-    def __init__(self, values: Iterable[Any]) -> None:
-        self.values = [v for v in values if isinstance(v, (int, float)) and v == v]
-
-    def __bool__(self) -> bool:
-        return bool(self.values)
-
-    @property
-    def med(self) -> float:
-        return statistics.median(self.values) if self.values else float("nan")
-
-    @property
-    def lo(self) -> float:
-        return min(self.values) if self.values else float("nan")
-
-    @property
-    def hi(self) -> float:
-        return max(self.values) if self.values else float("nan")
-
-    def fmt(self, f: str = "{:,.0f}", scale: float = 1.0) -> str:
-        if not self.values:
-            return "n/a"
-        if len(self.values) == 1:
-            return f.format(self.med * scale)
-        return f"{f.format(self.med * scale)} ({f.format(self.lo * scale)}–{f.format(self.hi * scale)})"
-
-
-def group(doc: dict, workload: str) -> "OrderedDict[str, list[dict]]":
-    """Results of one workload by case, in plan order; failed measurements kept aside."""
-    out: "OrderedDict[str, list[dict]]" = OrderedDict()
-    for m in doc["measurements"]:
-        if m["workload"] == workload:
-            out.setdefault(m["case"], []).append(m)
-    return out
-
-
-def ok(ms: list[dict]) -> list[dict]:
-    return [m["result"] for m in ms if "error" not in m["result"]]
-
-
-def errors(ms: list[dict]) -> list[str]:
-    return [str(m["result"]["error"]) for m in ms if "error" in m["result"]]
-
-
-def stat(ms: list[dict], key: str) -> Stat:
-    return Stat(r.get(key) for r in ok(ms))
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _ratio(x: float, ref: float) -> str:
-    if not (x == x and ref == ref) or ref == 0:
-        return "n/a"
-    return f"{x / ref:.2f}×"
-
-
-def _system(case: str) -> str:
-    return case.split("@", 1)[0]
-
-
-def _n(case: str) -> int:
-    return int(case.split("@", 1)[1]) if "@" in case else 0
 
 
 # -- per-workload tables ----------------------------------------------------------------------
@@ -106,13 +43,13 @@ def table_enqueue(doc: dict, workload: str) -> str:
         return ""
     rows = []
     for case, ms in g.items():
-        tw = stat(g.get(f"timewheel@{_n(case)}", []), "rate")
+        tw = stat(g.get(f"timewheel@{case_number(case)}", []), "rate")
         s = stat(ms, "rate")
-        rows.append([_system(case), f"{_n(case):,}", s.fmt() if s else "; ".join(errors(ms)) or "n/a",
-                     _ratio(s.med, tw.med), f"{tw.med / s.med:.2f}×" if s and tw else "n/a",
-                     str(len(ok(ms)))])
-    return _table(["system", "tasks", "tasks/s median (min–max)", "rate vs timewheel",
-                   "timewheel is … faster", "runs"], rows)
+        rows.append([case_system(case), f"{case_number(case):,}",
+                     s.fmt() if s else "; ".join(errors(ms)) or "n/a", ratio(s.med, tw.med),
+                     f"{tw.med / s.med:.2f}×" if s and tw else "n/a", str(len(ok(ms)))])
+    return markdown_table(["system", "tasks", "tasks/s median (min–max)", "rate vs timewheel",
+                           "timewheel is … faster", "runs"], rows)
 
 
 def table_pending(doc: dict) -> str:
@@ -122,11 +59,11 @@ def table_pending(doc: dict) -> str:
     rows = []
     for case, ms in g.items():
         s = stat(ms, "rate")
-        empty = stat(g.get(f"{_system(case)}@0", []), "rate")
-        rows.append([_system(case), f"{_n(case):,}", s.fmt(),
+        empty = stat(g.get(f"{case_system(case)}@0", []), "rate")
+        rows.append([case_system(case), f"{case_number(case):,}", s.fmt(),
                      f"{empty.med / s.med:.2f}×" if s and empty else "n/a", str(len(ok(ms)))])
-    return _table(["system", "already pending", "enqueue tasks/s median (min–max)",
-                   "slower than empty store by", "runs"], rows)
+    return markdown_table(["system", "already pending", "enqueue tasks/s median (min–max)",
+                           "slower than empty store by", "runs"], rows)
 
 
 def table_builds(doc: dict) -> str:
@@ -134,7 +71,7 @@ def table_builds(doc: dict) -> str:
         return ""
     rows = [[b["system"], f"{b['n']:,}", f"{b['rate']:,.0f}", f"{b['seconds']:.1f}",
              f"{b['bytes'] / 2**20:,.0f}"] for b in doc["builds"]]
-    return _table(["system", "tasks", "tasks/s", "seconds", "file MiB"], rows)
+    return markdown_table(["system", "tasks", "tasks/s", "seconds", "file MiB"], rows)
 
 
 def table_startup(doc: dict) -> str:
@@ -143,16 +80,16 @@ def table_startup(doc: dict) -> str:
         return ""
     rows = []
     for case, ms in g.items():
-        rows.append([_system(case), f"{_n(case):,}",
+        rows.append([case_system(case), f"{case_number(case):,}",
                      stat(ms, "first_tick_s").fmt("{:.1f}", 1e3) if stat(ms, "first_tick_s") else "n/a",
                      stat(ms, "first_task_s").fmt("{:.1f}", 1e3),
                      stat(ms, "rss_kib").fmt("{:.1f}", 1 / 1024), stat(ms, "hwm_kib").fmt("{:.1f}", 1 / 1024),
                      stat(ms, "rss_python_kib").fmt("{:.1f}", 1 / 1024),
                      stat(ms, "idle_cpu_per_10s").fmt("{:.4f}"), stat(ms, "threads").fmt("{:.0f}"),
                      str(len(ok(ms)))])
-    return _table(["system", "pending", "start() → first tick, ms", "start() → first task run, ms",
-                   "RSS MiB", "peak RSS MiB", "bare interpreter MiB", "idle CPU-s per 10 s", "threads",
-                   "runs"], rows)
+    return markdown_table(["system", "pending", "start() → first tick, ms", "start() → first task run, ms",
+                           "RSS MiB", "peak RSS MiB", "bare interpreter MiB", "idle CPU-s per 10 s",
+                           "threads", "runs"], rows)
 
 
 def table_lateness(doc: dict) -> str:
@@ -167,8 +104,8 @@ def table_lateness(doc: dict) -> str:
                      stat(ms, "p99_ms").fmt("{:,.1f}"), stat(ms, "max_ms").fmt("{:,.1f}"),
                      stat(ms, "machine_stall_max_ms").fmt("{:,.1f}"),
                      str(sum(r["late_enqueued"] for r in rs)), str(len(rs))])
-    return _table(["system", "ran", "early (all runs)", "p50 ms", "p99 ms", "max ms",
-                   "machine stall, max ms", "enqueued after their eta", "runs"], rows)
+    return markdown_table(["system", "ran", "early (all runs)", "p50 ms", "p99 ms", "max ms",
+                           "machine stall, max ms", "enqueued after their eta", "runs"], rows)
 
 
 def table_burst(doc: dict) -> str:
@@ -182,8 +119,8 @@ def table_burst(doc: dict) -> str:
                      stat(ms, "first_s").fmt("{:.3f}"), stat(ms, "p50_s").fmt("{:.3f}"),
                      stat(ms, "last_s").fmt("{:.3f}"), stat(ms, "enqueue_s").fmt("{:.2f}"),
                      stat(ms, "margin_s").fmt("{:.2f}"), str(sum(r["early"] for r in rs)), str(len(rs))])
-    return _table(["system", "ran", "first start after due, s", "median start, s", "last start, s",
-                   "enqueue took, s", "stored this long before due, s", "early", "runs"], rows)
+    return markdown_table(["system", "ran", "first start after due, s", "median start, s", "last start, s",
+                           "enqueue took, s", "stored this long before due, s", "early", "runs"], rows)
 
 
 def table_kill(doc: dict) -> str:
@@ -198,8 +135,8 @@ def table_kill(doc: dict) -> str:
                      stat(ms, "missing").fmt(), stat(ms, "duplicates").fmt(),
                      str(sum(r["runs_before_kill"] for r in rs)), str(sum(r["early"] for r in rs)),
                      stat(ms, "recovery_s").fmt("{:.2f}")])
-    return _table(["system", "runs with every task once", "tasks run (unique)", "lost", "duplicate runs",
-                   "ran before the kill", "early", "restart → last run, s"], rows)
+    return markdown_table(["system", "runs with every task once", "tasks run (unique)", "lost",
+                           "duplicate runs", "ran before the kill", "early", "restart → last run, s"], rows)
 
 
 def table_multi(doc: dict) -> str:
@@ -221,27 +158,19 @@ def table_multi(doc: dict) -> str:
                      stat(ms, "enqueue_rate").fmt(), stat(ms, "running_pids").fmt(),
                      stat(ms, "lateness_p50_ms").fmt("{:,.0f}"), stat(ms, "lateness_p99_ms").fmt("{:,.0f}"),
                      str(sum(r["enqueue_errors"] for r in rs))])
-    return _table(["system", "exactly-once runs", "tasks run (unique)", "runs", "runs per task (all runs)",
-                   "throughput tasks/s", "enqueue tasks/s (3 procs)", "processes running tasks",
-                   "lateness p50 ms", "lateness p99 ms", "enqueue errors"], rows)
+    return markdown_table(["system", "exactly-once runs", "tasks run (unique)", "runs",
+                           "runs per task (all runs)", "throughput tasks/s", "enqueue tasks/s (3 procs)",
+                           "processes running tasks", "lateness p50 ms", "lateness p99 ms", "enqueue errors"],
+                          rows)
 
 
 # -- targets ----------------------------------------------------------------------------------
-def _worst(s: Stat, limit: float, unit: str) -> str:
-    """Targets on a noisy machine are judged on the median; say so when a run was over."""
-    over = sum(1 for v in s.values if v > limit)
-    return f"; {over} of {len(s.values)} runs over (worst {s.hi:.3g} {unit})" if over else ""
-
-
 def targets(doc: dict) -> list[list[str]]:
     """[target, measured, verdict] for each of the issue's targets that the run covered."""
     out: list[list[str]] = []
 
-    def verdict(good: bool) -> str:
-        return "met" if good else "**MISSED**"
-
     g = group(doc, "enqueue")
-    for n in sorted({_n(c) for c in g}):
+    for n in sorted({case_number(c) for c in g}):
         tw, hu, raw = (stat(g.get(f"{s}@{n}", []), "rate") for s in ("timewheel", "huey", "sqlite3"))
         if tw and hu:
             out.append([f"enqueue {n:,}, per call: ≥ 4× Huey", f"{tw.med / hu.med:.2f}× "
@@ -251,14 +180,14 @@ def targets(doc: dict) -> list[list[str]]:
                         f"{100 * tw.med / raw.med:.0f}% ({tw.med:,.0f} vs {raw.med:,.0f}/s)",
                         verdict(tw.med >= 0.8 * raw.med)])
     g = group(doc, "batch")
-    for n in sorted({_n(c) for c in g}):
+    for n in sorted({case_number(c) for c in g}):
         tw, raw = (stat(g.get(f"{s}@{n}", []), "rate") for s in ("timewheel", "sqlite3"))
         if tw and raw:
             out.append([f"enqueue {n:,}, batch API: ≥ 50% of raw executemany",
                         f"{100 * tw.med / raw.med:.0f}% ({tw.med:,.0f} vs {raw.med:,.0f}/s)",
                         verdict(tw.med >= 0.5 * raw.med)])
     g = group(doc, "pending")
-    levels = sorted(_n(c) for c in g if _system(c) == "timewheel")
+    levels = sorted(case_number(c) for c in g if case_system(c) == "timewheel")
     if len(levels) > 1:
         empty, full = stat(g["timewheel@0"], "rate"), stat(g[f"timewheel@{levels[-1]}"], "rate")
         if empty and full:
@@ -273,7 +202,7 @@ def targets(doc: dict) -> list[list[str]]:
         out.append(["lateness: 0 early", f"{early} early in {len(rs)} runs",
                     verdict(early == 0 and bool(rs))])
         out.append(["lateness: p99 ≤ 5 ms (median of runs)",
-                    f"p99 {p99.fmt('{:.1f}')} ms" + _worst(p99, 5.0, "ms"),
+                    f"p99 {p99.fmt('{:.1f}')} ms" + worst(p99, 5.0, "ms"),
                     verdict(bool(p99) and p99.med <= 5.0)])
     g = group(doc, "burst")
     if "timewheel" in g:
@@ -282,21 +211,21 @@ def targets(doc: dict) -> list[list[str]]:
         allran = all(r["ran"] >= r["n"] for r in rs) and bool(rs)
         out.append([f"burst of {rs[0]['n']:,} due at once: all run, last ≤ 1 s after due" if rs else "burst",
                     f"ran all: {'yes' if allran else 'no'}; last {last.fmt('{:.3f}')} s"
-                    + _worst(last, 1.0, "s"),
+                    + worst(last, 1.0, "s"),
                     verdict(allran and bool(last) and last.med <= 1.0)])
     g = group(doc, "startup")
-    big = [c for c in g if c.startswith("timewheel@") and _n(c) >= max(_n(x) for x in g)]
+    big = [c for c in g if c.startswith("timewheel@") and case_number(c) >= max(case_number(x) for x in g)]
     if big:
         ms = g[big[0]]
         tick, rss, idle = stat(ms, "first_tick_s"), stat(ms, "rss_kib"), stat(ms, "idle_cpu_per_10s")
-        n = _n(big[0])
+        n = case_number(big[0])
         out.append([f"{n:,} pending: start() → first tick < 100 ms",
-                    f"{tick.fmt('{:.1f}', 1e3)} ms" + _worst(tick, 0.1, "s"),
+                    f"{tick.fmt('{:.1f}', 1e3)} ms" + worst(tick, 0.1, "s"),
                     verdict(bool(tick) and tick.med < 0.1)])
         out.append([f"{n:,} pending: RSS < 60 MB", f"{rss.fmt('{:.1f}', 1024 / 1e6)} MB",
                     verdict(bool(rss) and rss.med * 1024 < 60e6)])
         out.append([f"{n:,} pending: idle CPU < 0.05 CPU-s per 10 s",
-                    f"{idle.fmt('{:.4f}')} CPU-s" + _worst(idle, 0.05, "CPU-s"),
+                    f"{idle.fmt('{:.4f}')} CPU-s" + worst(idle, 0.05, "CPU-s"),
                     verdict(bool(idle) and idle.med < 0.05)])
     g = group(doc, "kill")
     if "timewheel" in g:
@@ -380,12 +309,12 @@ def summary_text(doc: dict) -> str:
             parts.append(f"## {title}\n\n{t}\n")
     tg = targets(doc)
     if tg:
-        parts.append("## Targets (timewheel)\n\n" + _table(["target", "measured", "verdict"], tg) + "\n")
+        parts.append("## Targets (timewheel)\n\n" + markdown_table(["target", "measured", "verdict"], tg)
+                     + "\n")
     return "\n".join(parts)
 
 
 def results_md(doc: dict, json_name: str, plots: list[str]) -> str:
-    from .cli import WORKLOAD_ORDER
     m = doc["machine"]
     pk = ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
     lines = [
@@ -405,7 +334,7 @@ def results_md(doc: dict, json_name: str, plots: list[str]) -> str:
         "",
         "## Machine",
         "",
-        _table(["", ""], [
+        markdown_table(["", ""], [
             ["date", m["date"]], ["cores", str(m["cores"])], ["cpu", m.get("cpu", "")],
             ["memory", f"{m.get('mem_gib', '?')} GiB"], ["python", m["python"]],
             ["SQLite", m["sqlite"]], ["packages", pk], ["platform", m["platform"]],
@@ -424,7 +353,7 @@ def results_md(doc: dict, json_name: str, plots: list[str]) -> str:
     ]
     tg = targets(doc)
     if tg:
-        lines += ["## Targets", "", _table(["target", "measured (timewheel)", "verdict"], tg), ""]
+        lines += ["## Targets", "", markdown_table(["target", "measured (timewheel)", "verdict"], tg), ""]
     if plots:
         lines += ["## Plots", ""] + [f"![{p}](plots/{p})" for p in plots] + [""]
     for key, title, fn, note in SECTIONS:
@@ -442,67 +371,8 @@ def results_md(doc: dict, json_name: str, plots: list[str]) -> str:
 
 
 # -- plots ------------------------------------------------------------------------------------
-def lateness_cdf(per_system: "dict[str, list[dict]]", ran_key: str, floor_ms: float, target_ms: float,
-                 xlabel: str, title: str, path: str, colors: Optional[dict[str, str]] = None) -> None:
-    """One CDF line per system of every run's lateness quantiles (``cdf_ms``) pooled, scaled by
-    the share of tasks that ran (``ran_key`` / ``n``), a dotted line at ``target_ms``."""
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
-    for system, ms in per_system.items():
-        vals = sorted(v for r in ok(ms) for v in r["cdf_ms"])
-        if not vals:
-            continue
-        ran = Stat(r[ran_key] / r["n"] for r in ok(ms)).med
-        ys = [ran * (k + 1) / len(vals) for k in range(len(vals))]
-        ax.plot([max(v, floor_ms) for v in vals], ys, color=(colors or COLORS).get(system), lw=1.8,
-                label=f"{system} (ran {100 * ran:.0f}%)")
-    ax.set_xscale("log")
-    ax.axvline(target_ms, color="red", ls=":", lw=1)
-    ax.text(target_ms * 1.06, 0.02, f"{target_ms:g} ms", color="red", fontsize=8)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("fraction of tasks started")
-    ax.set_ylim(0, 1.02)
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def burst_drain(per_system: "dict[str, list[dict]]", title: str, path: str,
-                colors: Optional[dict[str, str]] = None, target_s: Optional[float] = None) -> None:
-    """Tasks started against time after the due instant, one line per run (``drain_curve_s``,
-    quantiles of the start offsets), the burst's size dotted, ``target_s`` in red."""
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
-    for system, ms in per_system.items():
-        for k, r in enumerate(ok(ms)):
-            curve = r["drain_curve_s"]
-            if not curve:
-                continue
-            ys = [r["ran"] * q / (len(curve) - 1) for q in range(len(curve))]
-            ax.plot([max(x, 1e-3) for x in curve], ys, color=(colors or COLORS).get(system), lw=1.5,
-                    alpha=0.8, label=system if k == 0 else None)
-    ax.axhline(next((r["n"] for ms in per_system.values() for r in ok(ms)), 0), color="black", lw=0.7, ls=":")
-    if target_s is not None:
-        ax.axvline(target_s, color="red", lw=1, ls=":")
-    ax.set_xscale("log")
-    ax.set_xlabel("seconds after the due instant (log)")
-    ax.set_ylabel("tasks started")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def plots(doc: dict, outdir: str = PLOTS_DIR) -> list[str]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     os.makedirs(outdir, exist_ok=True)
     made = []
 
@@ -511,20 +381,11 @@ def plots(doc: dict, outdir: str = PLOTS_DIR) -> list[str]:
     if g:
         fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
         for system in ("timewheel", "sqlite3"):
-            cases = sorted((c for c in g if _system(c) == system), key=_n)
-            xs, med, lo, hi = [], [], [], []
-            for c in cases:
-                s = stat(g[c], "rate")
-                if s:
-                    xs.append(max(_n(c), 1))
-                    med.append(s.med)
-                    lo.append(s.med - s.lo)
-                    hi.append(s.hi - s.med)
-            if xs:
-                ax.errorbar(xs, med, yerr=[lo, hi], marker="o", capsize=4, color=COLORS[system],
-                            label=f"{system} (per call, into a pre-filled store)")
+            cases = sorted((c for c in g if case_system(c) == system), key=case_number)
+            median_bars(ax, [(max(case_number(c), 1), stat(g[c], "rate")) for c in cases],
+                        color=COLORS[system], label=f"{system} (per call, into a pre-filled store)")
         e = group(doc, "enqueue")
-        big = max((_n(c) for c in e if _system(c) == "timewheel"), default=0)
+        big = max((case_number(c) for c in e if case_system(c) == "timewheel"), default=0)
         for system in ("timewheel", "sqlite3", "huey"):
             for m in e.get(f"{system}@{big}", []):
                 r = m["result"]
@@ -540,9 +401,7 @@ def plots(doc: dict, outdir: str = PLOTS_DIR) -> list[str]:
         ax.set_title("Enqueue rate vs pending count (one thread, durable per call)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(os.path.join(outdir, "enqueue_vs_pending.png"))
-        plt.close(fig)
+        save(fig, os.path.join(outdir, "enqueue_vs_pending.png"))
         made.append("enqueue_vs_pending.png")
 
     # 2. lateness CDF
@@ -574,7 +433,7 @@ def plots(doc: dict, outdir: str = PLOTS_DIR) -> list[str]:
             vals.append(s.med)
             errs[0].append(s.med - s.lo)
             errs[1].append(s.hi - s.med)
-            cols.append(COLORS.get(_system(case), "#333"))
+            cols.append(COLORS.get(case_system(case), "#333"))
         ax.bar(range(len(vals)), vals, yerr=errs, color=cols, capsize=3)
         ax.set_xticks(range(len(vals)))
         ax.set_xticklabels(labels, fontsize=6, rotation=90)
@@ -582,9 +441,7 @@ def plots(doc: dict, outdir: str = PLOTS_DIR) -> list[str]:
         ax.set_ylabel("tasks/s (log)")
         ax.set_title("Enqueue rate (median, min–max), per call and batch")
         ax.grid(True, axis="y", which="both", alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(os.path.join(outdir, "enqueue_rates.png"))
-        plt.close(fig)
+        save(fig, os.path.join(outdir, "enqueue_rates.png"))
         made.append("enqueue_rates.png")
     made += scale.plots(doc, outdir)
     made += bigstore_report.plots(doc, outdir)
@@ -594,7 +451,7 @@ def plots(doc: dict, outdir: str = PLOTS_DIR) -> list[str]:
 
 # -- entry points -----------------------------------------------------------------------------
 def latest_full() -> Optional[str]:
-    files = sorted(glob.glob(os.path.join(RESULTS_DIR, "*-full.json")))
+    files = sorted(glob.glob(os.path.join(RESULTS, "*-full.json")))
     return files[-1] if files else None
 
 

@@ -18,7 +18,7 @@ from each process's own enqueue speed).  Every run is counted outside any store:
 appends ``i pid due started ended`` to an ``O_APPEND`` log, one ``write()`` per line.
 
 This module holds all three sides: :func:`child` runs in a measurement process,
-:func:`measure` is the parent's orchestration (called from :class:`benchmarks.cli.Runner`),
+:func:`measure` is the parent's orchestration (through a :class:`benchmarks.harness.Runner`),
 and :func:`table`, :func:`targets`, :func:`plots` are its part of the report.
 """
 
@@ -30,12 +30,13 @@ import selectors
 import shutil
 import subprocess
 import time
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional
 
-from .systems import WORKERS, open_system
-
-if TYPE_CHECKING:
-    from .cli import Case, Runner
+from .charts import COLORS, median_bars, pyplot, save
+from .harness import Case, Runner, stop_processes, wait_for_file
+from .machine import cpu_seconds
+from .stats import Stat, errors, group, markdown_table, ok, pct, stat, verdict, worst
+from .systems import WORKERS, open_system, utc
 
 SYSTEMS = ("timewheel", "huey")
 PROCS = (1, 2, 4)
@@ -59,7 +60,6 @@ TASK_NAME = "benchmarks.scale.work"
 def plan(mode: str) -> list[Case]:
     """The cases of one mode, kind by kind, processes 1, 2, 4, timewheel then Huey (the
     harness interleaves the repetitions across all of them)."""
-    from .cli import Case
     sizes = SIZES[mode]
     return [Case("scale", system,
                  dict(sizes[kind], kind=kind, procs=procs, min_lead=sizes["min_lead"],
@@ -158,11 +158,10 @@ def _enqueuers(system: Any, name: str, kind: str, seconds: float) -> tuple[Enque
                     delay(i, due, kind, seconds, eta=due)
         return one, many
 
-    from .systems import _utc
     schedule = system.huey.task(name=TASK_NAME)(work).schedule
 
     def one_huey(i: int, due: float) -> None:
-        schedule(args=(i, due, kind, seconds), eta=_utc(due))
+        schedule(args=(i, due, kind, seconds), eta=utc(due))
 
     def many_huey(items: list[tuple[int, float]]) -> None:     # Huey has no batch API
         for i, due in items:
@@ -193,8 +192,7 @@ def child(spec: dict) -> dict:
         many([(-1 - j, far) for j in range(m)])
     per_task = (time.perf_counter() - t) / m
     print(f"READY {per_task:.9f}", flush=True)
-    while not os.path.exists(spec["go"]):
-        time.sleep(0.005)
+    wait_for_file(spec["go"], poll=0.005)
     with open(spec["go"]) as fh:
         due0 = json.load(fh)["due"]
     t0 = time.time()
@@ -210,8 +208,7 @@ def child(spec: dict) -> dict:
         many([(k, due0) for k in share])
         late_enqueued = len(share) if time.time() > due0 else 0
     t1 = time.time()
-    while not os.path.exists(spec["stopfile"]):
-        time.sleep(0.05)
+    wait_for_file(spec["stopfile"])
     return {"pid": os.getpid(), "share": len(share), "enqueue_start": t0, "enqueue_end": t1,
             "late_enqueued": late_enqueued}
 
@@ -242,36 +239,6 @@ def _await_ready(procs: list[subprocess.Popen], timeout: float) -> Optional[list
     return [got[k] for k in range(len(procs))]
 
 
-def stop_processes(procs: list[subprocess.Popen], stopfile: str) -> None:
-    """Ask measured processes to leave (they poll for ``stopfile``); kill any still up after 15 s."""
-    open(stopfile, "w").close()
-    for proc in procs:
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _cpu_seconds(pids: list[int]) -> tuple[float, float]:
-    """CPU seconds used so far by the processes ``pids`` (all their threads, user + system)
-    and by the whole machine (busy time of all cores, whoever used it), from /proc: on a
-    shared machine, what the run got of the cores is what bounds its CPU-bound speed-up."""
-    hz = os.sysconf("SC_CLK_TCK")
-    ours = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:                              # it died: the run reports that
-            continue
-        ours += int(fields[11]) + int(fields[12])   # utime, stime (fields 14, 15)
-    with open("/proc/stat") as fh:
-        ticks = [int(x) for x in fh.readline().split()[1:]]
-    busy = sum(ticks[:8]) - ticks[3] - ticks[4]     # all but idle and iowait
-    return ours / hz, busy / hz
-
-
 def _max_wait(p: dict) -> float:
     """Seconds after the first due instant before giving up: three times the ideal drain of
     one process, plus room for a slow consumer."""
@@ -288,7 +255,7 @@ def measure(runner: Runner, case: Case) -> dict:
     count.  The measurement's directory (store, log, the children's stderr) is kept when
     something went wrong, for ``--keep-scratch``."""
     p = case.params
-    d, _, _ = runner._paths(case.key().replace(":", "-"))
+    d, _, _ = runner.paths(case.key().replace(":", "-"))
     store, logf = os.path.join(d, "store.db"), os.path.join(d, "runs.log")
     gofile, stopfile = os.path.join(d, "go.json"), os.path.join(d, "stop")
     procs, outs = [], []
@@ -301,7 +268,7 @@ def measure(runner: Runner, case: Case) -> dict:
     per_task = _await_ready(procs, timeout=120)
     if per_task is None:
         stop_processes(procs, stopfile)
-        errs = [runner._read(o, d) for o in outs]
+        errs = [runner.read(o, d) for o in outs]
         return {"error": "a process did not get ready",
                 "children": [e.get("error") or e.get("stderr", "")[-500:] for e in errs]}
     share = -(-p["n"] // p["procs"])
@@ -313,7 +280,7 @@ def measure(runner: Runner, case: Case) -> dict:
 
     pids = [proc.pid for proc in procs]
     time.sleep(max(0.0, due0 - time.time()))
-    cpu_at_due = (time.time(), *_cpu_seconds(pids))
+    cpu_at_due = (time.time(), *cpu_seconds(pids))
     cpu_at_end: Optional[tuple[float, float, float]] = None
     deadline = due0 + _max_wait(p)
     tally = _Tally(logf)
@@ -323,15 +290,15 @@ def measure(runner: Runner, case: Case) -> dict:
         if tally.lines != last_count:
             last_count, last_change = tally.lines, time.time()
         if len(tally.ids) >= p["n"]:
-            cpu_at_end = cpu_at_end or (time.time(), *_cpu_seconds(pids))
+            cpu_at_end = cpu_at_end or (time.time(), *cpu_seconds(pids))
             if time.time() - cpu_at_end[0] >= p["linger"]:
                 break
         elif time.time() > due0 + 10 and time.time() - last_change > 10:
             break                                   # no progress for 10 s: give up
         time.sleep(0.05)
-    cpu_at_end = cpu_at_end or (time.time(), *_cpu_seconds(pids))
+    cpu_at_end = cpu_at_end or (time.time(), *cpu_seconds(pids))
     stop_processes(procs, stopfile)
-    children = [runner._read(o, d) for o in outs]
+    children = [runner.read(o, d) for o in outs]
     res = _count(p, read_runs(logf), due0, children)
     wall = cpu_at_end[0] - cpu_at_due[0]
     res.update(lead_s=lead, calibrated_s_per_task=per_task,
@@ -346,9 +313,6 @@ def _count(p: dict, runs: list[tuple[int, int, float, float, float]], due0: floa
            children: list[dict]) -> dict:
     """What the log says: runs, lost, duplicates, early starts, drain time, lateness,
     processes that ran tasks; and what the children said about their enqueues."""
-    # imported here, not at the top: workloads imports this module
-    from .workloads import _pct
-
     n = p["n"]
     ids = [r[0] for r in runs]
     unique = set(ids)
@@ -372,7 +336,7 @@ def _count(p: dict, runs: list[tuple[int, int, float, float, float]], due0: floa
         "early": sum(1 for x in late if x < 0),
         "drain_s": drain, "throughput": n / drain if drain else None,
         "running_pids": len(per_pid), "runs_per_process": sorted(per_pid.values(), reverse=True),
-        "lateness_p50_ms": _pct(late, 50) * 1e3, "lateness_p99_ms": _pct(late, 99) * 1e3,
+        "lateness_p50_ms": pct(late, 50) * 1e3, "lateness_p99_ms": pct(late, 99) * 1e3,
         "lateness_max_ms": (late[-1] if late else float("nan")) * 1e3,
         "first_start_ms": (min(r[3] for r in runs) - due0) * 1e3 if runs else None,
         "worst_starts": worst,
@@ -417,7 +381,6 @@ def _case(kind: str, system: str, procs: int) -> str:
 
 
 def _ms_of(doc: dict) -> "dict[str, list[dict]]":
-    from .report import group
     return group(doc, "scale")
 
 
@@ -428,7 +391,6 @@ def _once(rs: list[dict]) -> str:
 
 def table(doc: dict) -> str:
     """Two tables: drain time and speed-up (I/O, CPU), and lateness."""
-    from .report import Stat, _table, errors, ok, stat
     g = _ms_of(doc)
     if not g:
         return ""
@@ -462,20 +424,19 @@ def table(doc: dict) -> str:
                     stat(ms, "first_start_ms").fmt("{:,.1f}"), margin.fmt("{:.2f}"), runs])
     out = []
     if drain_rows:
-        out.append(_table(["kind", "system", "processes", "tasks run (unique)", "lost / dup / early",
-                           "drain s", "tasks/s", "speed-up vs 1 process", "processes that ran tasks",
-                           "cores busy in the drain: these processes / whole machine",
-                           "first start after due, ms", "margin s", "runs"], drain_rows))
+        out.append(markdown_table(["kind", "system", "processes", "tasks run (unique)", "lost / dup / early",
+                                   "drain s", "tasks/s", "speed-up vs 1 process", "processes that ran tasks",
+                                   "cores busy in the drain: these processes / whole machine",
+                                   "first start after due, ms", "margin s", "runs"], drain_rows))
     if late_rows:
-        out.append(_table(["system", "processes", "tasks run (unique)", "lost / dup / early",
-                           "p50 ms", "p99 ms", "max ms", "processes that ran tasks",
-                           "cores busy in the window: these processes / whole machine",
-                           "enqueued after their eta", "runs"], late_rows))
+        out.append(markdown_table(["system", "processes", "tasks run (unique)", "lost / dup / early",
+                                   "p50 ms", "p99 ms", "max ms", "processes that ran tasks",
+                                   "cores busy in the window: these processes / whole machine",
+                                   "enqueued after their eta", "runs"], late_rows))
     return "\n\n".join(out)
 
 
 def _speedup(g: "dict[str, list[dict]]", kind: str, procs: int, need: float) -> Optional[list[str]]:
-    from .report import stat
     one, many = g.get(_case(kind, "timewheel", 1)), g.get(_case(kind, "timewheel", procs))
     if not one or not many:
         return None
@@ -492,12 +453,11 @@ def _speedup(g: "dict[str, list[dict]]", kind: str, procs: int, need: float) -> 
     what = ("I/O-bound: {n:,} tasks of sleep {ms:g} ms" if kind == "io"
             else "CPU-bound: {n:,} tasks of spin {ms:g} ms").format(n=params["n"], ms=1e3 * params["seconds"])
     return [f"scale, {what}: {procs} processes ≥ {need}× faster than 1 (median drain)",
-            got, "met" if good else "**MISSED**"]
+            got, verdict(good)]
 
 
 def targets(doc: dict) -> list[list[str]]:
     """The issue's scale targets, judged on medians; exactly-once over every scale run."""
-    from .report import Stat, _worst, ok
     g = _ms_of(doc)
     out: list[list[str]] = []
     for kind, procs, need in (("io", 4, 3.5), ("cpu", 2, 1.7)):
@@ -518,42 +478,31 @@ def targets(doc: dict) -> list[list[str]]:
                     f"and run by {procs} process{'es' if procs > 1 else ''}: 0 early, none lost or twice, "
                     f"p99 ≤ {limit:g} ms (median of runs)",
                     f"lost / dup / early {_once(rs)}; p99 {p99.fmt('{:.1f}')} ms"
-                    + _worst(p99, limit, "ms") + (f"; {failed} runs failed" if failed else ""),
-                    "met" if exact and p99.med <= limit else "**MISSED**"])
+                    + worst(p99, limit, "ms") + (f"; {failed} runs failed" if failed else ""),
+                    verdict(exact and p99.med <= limit)])
     tw = [m for case, ms in g.items() if case.split(":")[1].startswith("timewheel@") for m in ms]
     if tw:
         good = sum(1 for m in tw if "error" not in m["result"] and not m["result"]["child_errors"]
                    and m["result"]["missing"] == m["result"]["duplicates"] == 0)
         out.append(["scale: every task run exactly once, every run (all kinds, 1/2/4 processes)",
-                    f"{good}/{len(tw)} runs", "met" if good == len(tw) else "**MISSED**"])
+                    f"{good}/{len(tw)} runs", verdict(good == len(tw))])
     return out
 
 
 def plots(doc: dict, outdir: str) -> list[str]:
     """``scale.png``: throughput against processes (I/O, CPU) and lateness p99 against
     processes, median with min–max bars."""
-    from .report import COLORS, stat
     g = _ms_of(doc)
     if not g:
         return []
-    # report.plots has chosen the backend
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.0), dpi=100)
     for ax, kind in zip(axes, KINDS):
         key = "lateness_p99_ms" if kind == "lateness" else "throughput"
         for system in SYSTEMS:
-            xs, med, lo, hi = [], [], [], []
-            for procs in PROCS:
-                s = stat(g.get(_case(kind, system, procs), []), key)
-                if s:
-                    xs.append(procs)
-                    med.append(s.med)
-                    lo.append(s.med - s.lo)
-                    hi.append(s.hi - s.med)
-            if xs:
-                ax.errorbar(xs, med, yerr=[lo, hi], marker="o", capsize=4, color=COLORS[system],
-                            label=system)
+            median_bars(ax, [(procs, stat(g.get(_case(kind, system, procs), []), key)) for procs in PROCS],
+                        color=COLORS[system], label=system)
         params = next((ms[0]["params"] for c, ms in g.items() if c.startswith(kind + ":")), None)
         if params is None:
             continue
@@ -583,7 +532,5 @@ def plots(doc: dict, outdir: str) -> list[str]:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("Scale-out: median of runs, bars min–max", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(os.path.join(outdir, "scale.png"))
-    plt.close(fig)
+    save(fig, os.path.join(outdir, "scale.png"))
     return ["scale.png"]

@@ -28,6 +28,9 @@ Settings are each system's defaults except where the brief fixes them:
 APScheduler only writes a job to its job store once the scheduler is started, so its adapter
 starts the scheduler *paused* when it opens (jobs are stored, nothing runs) and ``start()``
 resumes it.
+
+Each adapter imports its system's library when it is opened, not at the top: a measurement
+process loads the one system it measures, and its start-up time and RSS are that system's.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class Unsupported(Exception):
     """The system has no API for this."""
 
 
-def _utc(ts: float) -> _dt.datetime:
+def utc(ts: float) -> _dt.datetime:
     return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc)
 
 
@@ -59,7 +62,7 @@ class TimewheelSystem:
     name = "timewheel"
 
     def __init__(self, path: str) -> None:
-        from timewheel import TimeWheel
+        from timewheel import TimeWheel  # on open: see the module docstring
         self.hu = TimeWheel(path, workers=WORKERS)
         self.task = self.hu.task(name="benchmarks.run")(tasks.run)
 
@@ -83,7 +86,7 @@ class HueySystem:
     name = "huey"
 
     def __init__(self, path: str, sync_normal: bool = False) -> None:
-        from huey import SqliteHuey
+        from huey import SqliteHuey  # on open: see the module docstring
         from huey.storage import SqliteStorage
 
         class NormalSync(SqliteStorage):
@@ -98,7 +101,7 @@ class HueySystem:
         self.consumer: Any = None
 
     def enqueue(self, i: int, due: float) -> None:
-        self.task.schedule(args=(i, due), eta=_utc(due))
+        self.task.schedule(args=(i, due), eta=utc(due))
 
     def enqueue_batch(self, items: Iterable[tuple[int, float]]) -> None:
         raise Unsupported("Huey has no batch enqueue API")
@@ -116,7 +119,7 @@ class APSchedulerSystem:
     name = "apscheduler"
 
     def __init__(self, path: str, grace: Any = "default") -> None:
-        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.executors.pool import ThreadPoolExecutor  # on open: see the module docstring
         from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
         from apscheduler.schedulers.background import BackgroundScheduler
         defaults = {} if grace == "default" else {"misfire_grace_time": grace}
@@ -126,7 +129,7 @@ class APSchedulerSystem:
         self.sched.start(paused=True)
 
     def enqueue(self, i: int, due: float) -> None:
-        self.sched.add_job(tasks.run, "date", run_date=_utc(due), args=(i, due))
+        self.sched.add_job(tasks.run, "date", run_date=utc(due), args=(i, due))
 
     def enqueue_batch(self, items: Iterable[tuple[int, float]]) -> None:
         raise Unsupported("APScheduler has no batch add_job API")
@@ -187,3 +190,11 @@ def open_system(name: str, path: str) -> Any:
     if name == "sqlite3":
         return SqliteSystem(path)
     raise ValueError(f"unknown system {name!r}; one of {', '.join(SYSTEMS)}")
+
+
+def checkpoint(path: str) -> None:
+    """Fold the SQLite file's WAL into it and empty the WAL, so that the file alone can be
+    copied (the pre-built stores)."""
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()

@@ -52,11 +52,23 @@ def read_log(path: str) -> list[tuple[int, int, float, float]]:
     return out
 
 
-def quantiles(values: list[float], points: int = 201) -> list[float]:
-    """``points`` evenly spaced quantiles (0 %..100 %) of ``values``: a compact CDF of what
-    the runs noted, kept in the results instead of every value."""
-    if not values:
-        return []
-    s = sorted(values)
-    n = len(s)
-    return [s[min(n - 1, round(q * (n - 1) / (points - 1)))] for q in range(points)]
+
+def note_end(i: int) -> None:
+    """``end <i> <pid>`` in the run log, for a task that notes its end too (the Redis
+    workload's slow tasks): three fields, which :func:`read_log` skips."""
+    if _fd is not None:
+        os.write(_fd, f"end {i} {os.getpid()}\n".encode())
+
+
+def read_ends(path: str) -> list[tuple[int, int]]:
+    """``(i, pid)`` of each ``end`` line of a run log."""
+    out = []
+    try:
+        with open(path, "rb") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) == 3 and parts[0] == b"end":
+                    out.append((int(parts[1]), int(parts[2])))
+    except FileNotFoundError:
+        pass
+    return out

@@ -1,4 +1,6 @@
-"""What one measurement process does, per workload.
+"""What one measurement process does in the file-store workloads (``enqueue``, ``batch``,
+``pending``, ``startup``, ``lateness``, ``burst``, ``kill``, ``multiproc``; the parent's side is
+:mod:`benchmarks.sqlite_peers`).
 
 Each function takes the spec the parent wrote (a dict) and returns a dict of measurements.
 They run in a fresh interpreter (:mod:`benchmarks.child`), one system per process.  Times are
@@ -9,26 +11,16 @@ from __future__ import annotations
 
 import os
 import random
-import sqlite3
 import subprocess
 import sys
 import time
 from typing import Any, Callable
 
-from . import redis_peers, scale, tasks
-from .bigstore import CHILD_WORKLOADS
-from .systems import open_system
-
-
-def rss_kib() -> dict[str, int]:
-    """Resident set size now and at its peak (``VmRSS``, ``VmHWM``), KiB."""
-    out = {}
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                key, value = line.split(":", 1)
-                out[key] = int(value.split()[0])
-    return {"rss_kib": out.get("VmRSS", 0), "hwm_kib": out.get("VmHWM", 0)}
+from . import tasks
+from .harness import wait_for_file
+from .machine import memory_kib
+from .stats import pct, quantiles
+from .systems import checkpoint, open_system
 
 
 def _wait_for(cond: Callable[[], bool], timeout: float, poll: float = 0.0005) -> bool:
@@ -38,19 +30,6 @@ def _wait_for(cond: Callable[[], bool], timeout: float, poll: float = 0.0005) ->
             return False
         time.sleep(poll)
     return True
-
-
-def _pct(s: list[float], p: float) -> float:
-    """Nearest-rank percentile of a sorted list."""
-    if not s:
-        return float("nan")
-    k = max(0, min(len(s) - 1, int(-(-p * len(s) // 100)) - 1))
-    return s[k]
-
-
-def _wait_stopfile(path: str) -> None:
-    while not os.path.exists(path):
-        time.sleep(0.05)
 
 
 # -- enqueue ----------------------------------------------------------------------------------
@@ -106,9 +85,7 @@ def build(spec: dict) -> dict:
         system.hu.close()
     else:
         system.stop()
-    con = sqlite3.connect(spec["store"])
-    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    con.close()
+    checkpoint(spec["store"])
     return {"n": n, "seconds": elapsed, "rate": n / elapsed,
             "bytes": os.path.getsize(spec["store"])}
 
@@ -118,7 +95,7 @@ def startup(spec: dict) -> dict:
     """start() with ``pending`` tasks in the store: time to the first tick (timewheel: the
     boss has loaded the next tick), time until a task due at once has run, RSS, and the CPU
     the idle process uses in ``idle_s`` seconds (scaled to 10 s)."""
-    out: dict[str, Any] = {"rss_python_kib": rss_kib()["rss_kib"]}
+    out: dict[str, Any] = {"rss_python_kib": memory_kib()["rss_kib"]}
     inline = spec.get("inline_pending", 0)
     system = open_system(spec["system"], spec["store"])
     if inline:                         # peers: build the pending set through their own API
@@ -128,7 +105,7 @@ def startup(spec: dict) -> dict:
         else:
             for j in range(inline):
                 system.enqueue(10_000_000 + j, now + 3600 + j * 60.0)
-    out["rss_opened_kib"] = rss_kib()["rss_kib"]
+    out["rss_opened_kib"] = memory_kib()["rss_kib"]
     t0 = time.perf_counter()
     system.start()
     out["start_call_s"] = time.perf_counter() - t0
@@ -156,7 +133,7 @@ def startup(spec: dict) -> dict:
     out["idle_cpu_per_10s"] = (cpu1 - cpu0) * 10.0 / (w1 - w0)
     out["idle_user_s"] = ru1.user - ru0.user
     out["idle_sys_s"] = ru1.system - ru0.system
-    out.update(rss_kib())
+    out.update(memory_kib())
     out["threads"] = len(os.listdir("/proc/self/task"))
     out["pending"] = spec.get("pending", 0) or inline
     return out
@@ -183,6 +160,7 @@ class StallProbe:
         out, _ = self.proc.communicate("stop\n", timeout=10)
         worst, count, _ = out.split()
         self.worst_ms, self.stalls = float(worst), int(count)
+
 
 def lateness(spec: dict) -> dict:
     """``n`` tasks enqueued up front (consumer running), due evenly from ``lead`` to
@@ -215,10 +193,10 @@ def lateness(spec: dict) -> dict:
         "n": n, "lead_s": lead, "ran": len(recs), "unique": len({i for i, _, _ in recs}),
         "early": sum(1 for x in lat if x < 0), "late_enqueued": late_enqueued,
         "enqueue_s": enqueue_s, "machine_stall_max_ms": probe.worst_ms, "machine_stalls": probe.stalls,
-        "p50_ms": _pct(lat, 50) * 1e3, "p90_ms": _pct(lat, 90) * 1e3,
-        "p99_ms": _pct(lat, 99) * 1e3, "max_ms": (lat[-1] if lat else float("nan")) * 1e3,
+        "p50_ms": pct(lat, 50) * 1e3, "p90_ms": pct(lat, 90) * 1e3,
+        "p99_ms": pct(lat, 99) * 1e3, "max_ms": (lat[-1] if lat else float("nan")) * 1e3,
         "min_ms": (lat[0] if lat else float("nan")) * 1e3,
-        "cdf_ms": [x * 1e3 for x in tasks.quantiles(lat)],
+        "cdf_ms": [x * 1e3 for x in quantiles(lat)],
     }
 
 
@@ -268,9 +246,9 @@ def burst(spec: dict) -> dict:
         "n": n, "ran": len(recs), "unique": len({i for i, _, _ in recs}),
         "early": sum(1 for x in offs if x < 0), "enqueue_s": enqueued - t0,
         "margin_s": due - enqueued, "lead_s": lead,
-        "first_s": offs[0] if offs else None, "p50_s": _pct(offs, 50) if offs else None,
+        "first_s": offs[0] if offs else None, "p50_s": pct(offs, 50) if offs else None,
         "last_s": offs[-1] if offs else None,
-        "drain_curve_s": tasks.quantiles(offs),
+        "drain_curve_s": quantiles(offs),
     }
 
 
@@ -297,7 +275,7 @@ def kill_b(spec: dict) -> dict:
     t0 = time.time()
     system.start()
     print(f"STARTED {t0:.6f}", flush=True)
-    _wait_stopfile(spec["stopfile"])
+    wait_for_file(spec["stopfile"])
     return {"started": t0}
 
 
@@ -324,13 +302,11 @@ def multi(spec: dict) -> dict:
                 print(f"enqueue error: {exc.__class__.__name__}: {exc}", file=sys.stderr, flush=True)
     t1 = time.time()
     print("ENQUEUED", flush=True)
-    _wait_stopfile(spec["stopfile"])
+    wait_for_file(spec["stopfile"])
     return {"enqueue_start": t0, "enqueue_end": t1, "enqueue_errors": errors, "pid": os.getpid()}
 
 
-WORKLOADS: dict[str, Callable[[dict], dict]] = {
+CHILD_WORKLOADS: dict[str, Callable[[dict], dict]] = {
     "enqueue": enqueue, "build": build, "startup": startup, "lateness": lateness,
     "burst": burst, "kill_a": kill_a, "kill_b": kill_b, "multi": multi,
-    "scale": scale.child, **CHILD_WORKLOADS,
 }
-WORKLOADS.update(redis_peers.CHILD_WORKLOADS)     # the redis workload's processes

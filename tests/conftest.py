@@ -95,7 +95,7 @@ def store_factory(backend, tmp_path, request):
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """A redis-server of our own (free port, temp dir, AOF fsynced at every write)."""
-    from .redis_server import RedisServer
+    from timewheel.testing import RedisServer
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()

@@ -16,8 +16,9 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from timewheel.testing import free_port
+
 from .conftest import ROOT, wait_for
-from .redis_server import free_port
 
 
 class Project:

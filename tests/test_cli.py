@@ -26,8 +26,9 @@ from hypothesis import strategies as st
 from timewheel.cli import FORMATS, cli, simple_table
 from timewheel.records import Outcome, TaskRecord, end_run
 from timewheel.store import open_store
+from timewheel.testing import console_script
 
-from .cli_fixtures import console_script, fingerprint, invoke, populate, rec
+from .cli_fixtures import fingerprint, invoke, populate, rec
 from .conftest import ROOT, wait_for
 
 READ_COMMANDS = [["inspect"], ["tasks"], ["show", "{id}"], ["stats"], ["timeline"]]

@@ -27,8 +27,9 @@ from hypothesis import strategies as st
 
 from timewheel.records import Outcome, TaskRecord, end_run
 from timewheel.store import open_store
+from timewheel.testing import console_script, measured
 
-from .cli_fixtures import console_script, fingerprint, invoke, measured, populate, rec
+from .cli_fixtures import fingerprint, invoke, populate, rec
 
 DEAD_OWNER = "999999:deadbeef:999999"
 ESCAPES = ["\x1b[2J\x1b[H", "\x1b]0;pwned\x07", "\x1b]8;;http://evil/\x1b\\", "\x9b31m", "\u202eexe.txt",

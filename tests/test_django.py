@@ -15,9 +15,10 @@ import urllib.request
 
 import pytest
 
+from timewheel.testing import free_port
+
 from .conftest import ROOT, wait_for
 from .django_procs import Project, get, post, scrape
-from .redis_server import free_port
 
 PROJECT = os.path.join(ROOT, "tests", "django_project")
 

@@ -25,13 +25,13 @@ from timewheel.records import PENDING, RUNNING, SUCCEEDED, Outcome, RecordDecode
 from timewheel.store import open_store
 from timewheel.store.base import BROKEN
 from timewheel.store.redis import RedisStore
+from timewheel.testing import RedisServer, free_port
 from timewheel.wheel import Wheel
 
 from . import crashloop, mp_worker
 from .conftest import make_record, wait_for
 from .mp_worker import Runs, events_of
 from .redis_check import check_redis_store
-from .redis_server import RedisServer, free_port
 from .test_multiprocess import Cluster, _crashloop_check
 
 TICK = 0.25

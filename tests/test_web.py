@@ -19,9 +19,10 @@ from markupsafe import escape
 
 from timewheel import query
 from timewheel.store import SqliteDictStore
+from timewheel.testing import DEAD_OWNER, HOSTILE_NAME, fill, record, serve, web_command
 
 from .conftest import ROOT, wait_for
-from .web_server import DEAD_OWNER, HOSTILE_NAME, fill, make_store, record, serve, web_command
+from .web_server import make_store
 
 PAGES = ["", "wheel", "timeline", "tasks", "tasks?status=failed", "failed", "running", "tasks/s000"]
 

@@ -16,9 +16,10 @@ import pytest
 
 from timewheel.records import PENDING
 from timewheel.store import SqliteDictStore
+from timewheel.testing import DEAD_OWNER, HOSTILE_ERROR, serve
 
 from .conftest import ARTIFACTS, WAIT, expect
-from .web_server import DEAD_OWNER, HOSTILE_ERROR, finish, make_store, serve
+from .web_server import finish, make_store
 
 
 @pytest.fixture
@@ -228,12 +229,12 @@ def mid_word_wraps(pg) -> list[str]:
 
 def test_names_do_not_wrap_mid_word(page, site) -> None:
     server, store, demo, _ = site
-    from .web_server import record, run
+    from timewheel.testing import record, run_as_worker
     now = time.time()
     failing = [record(f"long{i}", now - 100 + i, name=LONG_NAME) for i in range(3)]
     store.add(failing)
     for rec in failing:
-        run(store, rec, DEAD_OWNER, False, error=LONG_ERROR)
+        run_as_worker(store, rec, DEAD_OWNER, False, error=LONG_ERROR)
     store.add([record(f"soon{i}", now + 5 + i, name=LONG_NAME) for i in range(2)])
     pg = page
     for width in (1400, 900, 600):

@@ -21,11 +21,12 @@ from hypothesis import strategies as st
 
 from timewheel import __version__
 from timewheel.store.redis import _public
+from timewheel.testing import serve
 from timewheel.web.security import HostGuard, same_site_path
 from timewheel.web.server import MAX_BODY, MAX_HEAD, REQUEST_TIMEOUT, BadRequest, request_size
 
 from .test_web import start_example, stop_example
-from .web_server import TRICKY_IDS, add_tricky, make_store, serve, serve_mounted
+from .web_server import TRICKY_IDS, add_tricky, make_store, serve_mounted
 
 
 def port_of(url: str) -> int:
@@ -415,7 +416,7 @@ def test_paths_with_double_slashes_get_an_answer(store_path) -> None:
 
 
 def record_for(task_id: str):
-    from .web_server import record
+    from timewheel.testing import record
     return record(task_id, time.time() + 3600, name="tricky.ids")
 
 
@@ -492,7 +493,7 @@ def _redis_user(server, password: str):
 
 
 def test_a_redis_password_is_never_shown(redis_server, tmp_path) -> None:
-    from .cli_fixtures import console_script
+    from timewheel.testing import console_script
     r = None
     try:
         for password in PASSWORDS:

@@ -19,8 +19,9 @@ import httpx
 import pytest
 
 from timewheel.store import SqliteDictStore
+from timewheel.testing import serve
 
-from .web_server import serve, serve_mounted, writer
+from .web_server import serve_mounted, writer
 
 VIEWS = ["read-only", "actions", "mounted"]
 

@@ -1,4 +1,5 @@
-"""A real ``redis-server`` for the tests: its own free port and temp dir, never a shared one.
+"""A real ``redis-server`` for tests and benchmarks: its own free port and temp dir, never a
+shared one.
 
     server = RedisServer(tmp_path)        # appendonly yes, appendfsync always
     server.start(); url = server.url      # redis://127.0.0.1:<port>/0
@@ -6,8 +7,8 @@
     server.start()                        # the same port and dir: it reloads its AOF
     server.stop()
 
-A missing ``redis-server`` raises (the tests that need it fail, they do not skip): CI installs
-it (``.ci/run``), and so must a developer (README, the test command).
+A missing ``redis-server`` raises (the tests that need it fail, they do not skip): timewheel's
+CI installs it (``.ci/run``), and so must a developer (README, the test command).
 """
 
 from __future__ import annotations
