@@ -116,7 +116,7 @@ def redis_db(redis_server) -> str:
 @pytest.fixture(scope="session")
 def pg_server():
     """A PostgreSQL server of our own (free port, its own data directory, fsync on)."""
-    from .pg_server import PostgresServer
+    from timewheel.testing import PostgresServer
     server = PostgresServer().start()
     yield server
     server.stop()

@@ -37,13 +37,13 @@ from timewheel.records import (
 from timewheel.store import open_store
 from timewheel.store.base import BROKEN
 from timewheel.store.postgres import PostgresStore
+from timewheel.testing import PostgresServer
 from timewheel.wheel import Wheel
 
 from . import crashloop, mp_worker
 from .conftest import ROOT, make_record, wait_for
 from .mp_worker import Runs, events_of
 from .pg_check import check_pg_store
-from .pg_server import PostgresServer
 from .test_multiprocess import Cluster, _crashloop_check
 
 TICK = 0.25
@@ -756,7 +756,7 @@ def test_transactional_enqueue_needs_a_postgres_store_and_a_connection_it_knows(
 # -- faults -----------------------------------------------------------------------------------------
 
 def test_an_unreachable_server_raises_store_errors_naming_it():
-    from .redis_server import free_port
+    from timewheel.testing import free_port
     url = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
     with pytest.raises(StoreError, match=r"cannot reach the PostgreSQL server at postgresql://postgres@127\.0\.0\.1"):
         PostgresStore(url)
@@ -794,10 +794,11 @@ def test_killed_connections_are_replaced_and_lose_no_task(pg_db, pg_server, reco
                 except StoreError as exc:
                     failed.append(str(exc))
                 time.sleep(0.005)
-            killed = pg_server.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+            killed = pg_server.sql("SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE "
                                    "backend_type = 'client backend' AND pid <> pg_backend_pid()")[0][0]
             assert killed >= 2
-            task.delay(f"after-kill-{round_}", count_down=0.1)          # idle ones replaced: no error
+            # (the kill waited for them to exit:) the idle ones are replaced, no error
+            task.delay(f"after-kill-{round_}", count_down=0.1)
             returned.append(f"after-kill-{round_}")
         wait_for(lambda: set(returned) <= set(ran), 20, what="every returned task to run")
         time.sleep(0.5)

@@ -1,4 +1,5 @@
-"""A real PostgreSQL server for the tests: its own data directory and free port, never a shared one.
+"""A real PostgreSQL server for tests and benchmarks: its own data directory and free port, never
+a shared one.
 
     server = PostgresServer()             # initdb (once per test process, then copied)
     server.start(); url = server.url      # postgresql://postgres@127.0.0.1:<port>/postgres
