@@ -794,7 +794,8 @@ def test_killed_connections_are_replaced_and_lose_no_task(pg_db, pg_server, reco
                 except StoreError as exc:
                     failed.append(str(exc))
                 time.sleep(0.005)
-            killed = pg_server.sql("SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE "
+            killed = pg_server.sql("SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
+                                   "WHERE "
                                    "backend_type = 'client backend' AND pid <> pg_backend_pid()")[0][0]
             assert killed >= 2
             # (the kill waited for them to exit:) the idle ones are replaced, no error

@@ -118,6 +118,26 @@ def write_args(items: Sequence[tuple[TaskRecord, Optional[int]]], wheel: Wheel) 
         [[] for _ in range(len(pgsql.WRITE_COLUMNS) + 1)]
 
 
+def add_call(schema: str, items: Sequence[tuple[TaskRecord, Optional[int]]], wheel: Wheel,
+             store_id: str) -> tuple[str, list]:
+    """The statement and arguments of an ``add`` of ``items`` (record, expected stored rev):
+    ``add1`` with scalars for one new task (``delay()``), ``add`` with arrays otherwise."""
+    if len(items) == 1 and items[0][1] is None and _is_new(items[0][0]):
+        rec = items[0][0]
+        return (f"SELECT * FROM {schema}.add1(%s, %s, %s, %s::float8, %s, %s, %s, %s::float8, %s, "
+                "%s::float8, %s::float8, %s, %s::float8)",
+                [store_id, rec.id, rec.name, rec.eta, eta_us(rec.eta), wheel.due_tick(rec.eta), rec.payload,
+                 rec.created, rec.retries, rec.retry_delay, rec.misfire_grace, rec.version, rec.timeout])
+    return f"SELECT * FROM {schema}.add(%s, {_casts()})", [store_id, *write_args(items, wheel)]
+
+
+def _is_new(rec: TaskRecord) -> bool:
+    """Whether ``rec`` has only the fields ``add1`` takes (a task as delay() makes it)."""
+    return (rec.status == PENDING and rec.rev == 0 and not rec.attempts and not rec.crashes
+            and rec.started is None and rec.finished is None and rec.owner is None and rec.error is None
+            and rec.traceback is None and rec.result is None and rec.lease is None)
+
+
 def decode_row(row: Sequence[Any]) -> TaskRecord:
     """A task row (``RECORD_COLUMNS``) -> its record; RecordDecodeError for a broken one."""
     if row[4] == BROKEN:
@@ -230,14 +250,14 @@ def _close(conn: Any) -> None:
 class _Watchdog:
     """Cancels a statement that runs longer than the store's ``timeout`` (a lock held by an
     application's open transaction, a server that stopped answering), so that the call raises
-    ``StoreBusy`` instead of hanging.  One thread per process, asleep until the earliest
-    deadline; a call costs a registration.  A cancel that does not help (the server stopped)
-    is followed by closing the socket a second timeout later."""
+    ``StoreBusy`` instead of hanging.  One thread per process, which looks every quarter of the
+    timeout (a call costs a registration, never a wake-up: waking a thread per statement costs
+    more than the statement's round trip).  A cancel that does not help (the server stopped) is
+    followed by closing the socket a second timeout later."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self._lock = threading.Lock()
-        self._wake = threading.Event()
         self._calls: dict[int, list[Any]] = {}     # id -> [deadline, conn, what was done]
         self._pid = -1
 
@@ -250,10 +270,7 @@ class _Watchdog:
             if self._pid != os.getpid():
                 self._pid, self._calls = os.getpid(), {}
                 threading.Thread(target=self._run, name="timewheel-pg-watchdog", daemon=True).start()
-            first = not self._calls
             self._calls[key] = [time.monotonic() + self.timeout, conn, done]
-        if first:
-            self._wake.set()
         try:
             yield done
         finally:
@@ -262,17 +279,17 @@ class _Watchdog:
 
     def _run(self) -> None:
         pid = os.getpid()
+        look = self.timeout / 4
         while pid == os.getpid():
             with self._lock:
-                nearest = min((c[0] for c in self._calls.values()), default=None)
                 now = time.monotonic()
                 due = [c for c in self._calls.values() if c[0] <= now]
                 for c in due:
                     c[0] = now + max(1.0, self.timeout)       # the next step, if still running
+                nearest = min((c[0] for c in self._calls.values()), default=now + look)
             for c in due:
                 self._act(c[1], c[2])
-            self._wake.wait(None if nearest is None else max(0.0, nearest - now))
-            self._wake.clear()
+            time.sleep(max(0.001, min(look, nearest - now)))
 
     @staticmethod
     def _act(conn: Any, done: list[str]) -> None:
@@ -637,8 +654,7 @@ class PostgresStore(WheelStore):
     def _write(self, items: Sequence[tuple[TaskRecord, Optional[int]]]) -> tuple[int, bool]:
         """Add ``items`` (record, expected stored rev) all or none: (0 or the 1-based index of
         the first conflict, whether to ring)."""
-        (conflict, ring), = self._call(f"SELECT * FROM {self.s}.add(%s, {_casts()})",
-                                       [self._store_id, *write_args(items, self.wheel)], write=True)
+        (conflict, ring), = self._call(*add_call(self.s, items, self.wheel, self._store_id), write=True)
         if conflict < 0:
             raise StoreError(f"{self._where}: schema {self.schema!r} holds another store than the one "
                              "opened (recreated meanwhile?); nothing was written")

@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional, Sequence
 from ..errors import StoreError
 from ..records import TaskRecord
 from .base import check_existing
-from .postgres import _COLS, _casts, stored_by_id, translate, write_args
+from .postgres import _COLS, add_call, stored_by_id, translate
 
 __all__ = ["Through"]
 
@@ -62,8 +62,7 @@ class Through:
 
     def _write(self, items: Sequence[tuple[TaskRecord, Optional[int]]]) -> tuple[int, bool]:
         s = self._store
-        ((conflict, ring),) = self._call(f"SELECT * FROM {s.s}.add(%s, {_casts()})",
-                                         [s._store_id, *write_args(items, s.wheel)])
+        ((conflict, ring),) = self._call(*add_call(s.s, items, s.wheel, s._store_id))
         if conflict < 0:
             raise StoreError(f"{self.what} reaches a database whose schema {s.schema!r} is not the store "
                              f"at {s.location}; nothing was written")
