@@ -417,6 +417,30 @@ def test_a_broken_record_is_set_aside(open_pg, pg_server):
     check_pg_store(s._conninfo, "t")
 
 
+def test_a_large_batch_is_copied_all_or_none_and_rings(open_pg):
+    """A batch of new tasks is written by COPY in one transaction: a duplicate id anywhere in it
+    writes nothing; ready ones ring the runners; the counters are kept as for one task."""
+    s = open_pg()
+    bell = open_pg().doorbell()
+    try:
+        assert bell.wait(5.0)
+        now = s.now()
+        s.add([make_record("taken", now + 60)])
+        batch = [make_record(f"b{i}", now + 60 + i) for i in range(40)]
+        with pytest.raises(DuplicateTask, match="'taken'"):
+            s.add(batch[:20] + [make_record("taken", now + 5)] + batch[20:])
+        assert s.get("b0") is None and s.counts() == {(PENDING, "t"): 1}
+        assert s.add(batch) == batch and not bell.wait(0.3)            # far out: no ring
+        _ready_all(s, ahead=120)
+        assert bell.wait(2.0)
+        s.add([make_record(f"r{i}", now + 30 + i, name="soon") for i in range(20)])   # ready at once
+        assert bell.wait(2.0)
+        assert s.counts() == {(PENDING, "t"): 41, (PENDING, "soon"): 20}
+        check_pg_store(s._conninfo, "t")
+    finally:
+        bell.close()
+
+
 def test_far_etas_and_odd_geometry_are_placed_alike_in_python_and_sql(open_pg):
     s = open_pg(wheel=Wheel(slots=7, tick=0.001))
     now = s.now()
