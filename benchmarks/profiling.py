@@ -32,6 +32,7 @@ from timewheel.store import connection as twconn
 from timewheel.store import sqlite as tws
 from timewheel.store.base import eta_us
 from timewheel.store.connection import SCHEMA
+from timewheel.store.sqlite_format import horizon_of
 
 from . import tasks
 from .harness import RESULTS, SCRATCH, Runner
@@ -100,7 +101,8 @@ def breakdown(n: int, batch_n: int, store_dir: str, reps: int = 5) -> list[str]:
     def rows(st: object, recs: list, fresh_pos: bool) -> list[tuple]:
         """(key, value, pos, name) as SqliteDictStore.add writes them."""
         w = st.wheel  # type: ignore[attr-defined]
-        horizon = st._horizon()  # type: ignore[attr-defined]
+        with st.file.reading():  # type: ignore[attr-defined]
+            horizon = horizon_of(st.file)  # type: ignore[attr-defined]
         out = []
         for r in recs:
             t = w.due_tick(r.eta)
@@ -138,7 +140,7 @@ def breakdown(n: int, batch_n: int, store_dir: str, reps: int = 5) -> list[str]:
              timed(lambda: [st.add([r]) for r in recs], n))
         hu.close()
         hu, t = fresh()
-        con = hu.store._conn()._con                              # type: ignore[attr-defined]
+        con = hu.store.file.conn()._con                          # type: ignore[attr-defined]
         params = rows(hu.store, recs, fresh_pos=True)
         note("call: its INSERT alone, autocommitted (SQLite, commit included)",
              timed(lambda: [con.execute(tws._ADD, p) for p in params], n))
@@ -168,13 +170,14 @@ def breakdown(n: int, batch_n: int, store_dir: str, reps: int = 5) -> list[str]:
         hu.close()
         hu, t = fresh()
         st = hu.store
-        real_x = st._x                                           # type: ignore[attr-defined]
-        st._x = lambda sql, p=(): 0 if sql.startswith(f'INSERT INTO "{tws.TABLE}" (key') else real_x(sql, p)  # type: ignore[attr-defined]
+        real_x = st.file.x                                       # type: ignore[attr-defined]
+        insert = f'INSERT INTO "{tws.TABLE}" (key'
+        st.file.x = lambda sql, p=(): 0 if sql.startswith(insert) else real_x(sql, p)  # type: ignore[attr-defined]
         note("batch: store.add(records) with its row INSERTs stubbed (its Python)",
              timed(lambda: st.add(recs), batch_n))
         hu.close()
         hu, t = fresh()
-        con = hu.store._conn()._con                              # type: ignore[attr-defined]
+        con = hu.store.file.conn()._con                          # type: ignore[attr-defined]
         flat = [v for row in rows(hu.store, recs, fresh_pos=False) for v in row]
 
         def sql_only() -> None:

@@ -141,6 +141,41 @@ def store(store_factory) -> WheelStore:
 
 
 @pytest.fixture
+def corrupt(backend, request) -> Callable[[WheelStore, str], None]:
+    """``corrupt(store, task_id)`` makes a stored record undecodable the way damage would on
+    that backend, under the store's interface: the file's record blob, the Redis hash's record
+    field, a PostgreSQL row's version column, the memory store's object (there: the
+    placeholder that stands for one).  What the backend keeps beside the record (its rev: the
+    file's rev column, the hash's fields, the row's rev column) stays."""
+    def damage(store: Any, task_id: str) -> None:
+        if backend == "memory":
+            from timewheel.store.base import broken_record
+            with store._lock:
+                rec = store._records[task_id]
+                store._records[task_id] = broken_record(task_id, b"garbage", rec.name)._replace(rev=rec.rev)
+        elif backend == "sqlite":
+            import sqlite3
+            con = sqlite3.connect(store.path)
+            assert con.execute("UPDATE timewheel SET value = ? WHERE key = ?",
+                               (b"garbage", "t:" + task_id)).rowcount == 1
+            con.commit()
+            con.close()
+        elif backend == "postgres":
+            import psycopg
+            # a column out of what a record can hold: as written by a newer timewheel
+            with psycopg.connect(request.getfixturevalue("pg_db"), autocommit=True) as c:
+                assert c.execute(f"UPDATE {store.s}.tasks SET version = 99 WHERE id = %s",
+                                 (task_id,)).rowcount == 1
+        else:
+            import redis
+            r = redis.Redis.from_url(request.getfixturevalue("redis_db"))
+            assert r.exists(store.keys.task(task_id))
+            r.hset(store.keys.task(task_id), "r", b"garbage")
+            r.close()
+    return damage
+
+
+@pytest.fixture
 def dead_owner(backend) -> str:
     """An owner token whose process is gone, for the backend under test (for Redis: one with
     no heartbeat, whose claims get a lease that has already run out)."""
@@ -167,19 +202,21 @@ def check_file_store(db: str) -> None:
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        slots = int(con.execute("SELECT value FROM timewheel WHERE key = 'm:slots'").fetchone()[0])
-        tick = float(con.execute("SELECT value FROM timewheel WHERE key = 'm:tick'").fetchone()[0])
-        wheel = Wheel(slots=slots, tick=tick)
+        meta = read_meta(con)
+        wheel = Wheel(slots=meta["slots"], tick=meta["tick"])
+        slots = wheel.slots
+        assert meta["format"] == "timewheel/3" and isinstance(meta["horizon"], int), meta
         states: Counter = Counter()
         ticks: Counter = Counter()
         codes = {"s": "succeeded", "f": "failed", "c": "cancelled", "m": "misfired"}
-        for key, value, pos, name in con.execute(
-                "SELECT key, value, pos, name FROM timewheel WHERE key >= 't:' AND key < 't;'"):
+        for key, value, pos, name, rev in con.execute(
+                "SELECT key, value, pos, name, rev FROM timewheel WHERE key >= 't:' AND key < 't;'"):
             if pos == "b:":
                 states[("broken", name or "")] += 1
                 continue
             rec = decode_record(value)
             assert rec.name == name, key
+            assert rev is None or rev == rec.rev, (key, rev, rec.rev)     # the rev column
             kind = pos[0]
             expected = {"n": "pending", "p": "pending", "q": "pending", "r": "running"}.get(
                 kind, codes.get(pos[2:3]))
@@ -200,6 +237,13 @@ def check_file_store(db: str) -> None:
         assert stored_ticks == +ticks, "timewheel_ticks does not match the pending rows"
     finally:
         con.close()
+
+
+def read_meta(con) -> dict:
+    """The metadata map of a file store, read over a plain sqlite3 connection ``con`` as the
+    store reads it (values pickled by sqlitedict, unpickled without globals)."""
+    from timewheel.store.connection import decode_meta
+    return {k: decode_meta(v) for k, v in con.execute("SELECT key, value FROM timewheel_meta")}
 
 
 # -- a real browser: Debian's Chromium, driven by Playwright (tests of the web view) -------------

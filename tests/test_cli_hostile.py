@@ -198,14 +198,33 @@ def test_hostile_payloads_are_shown_quickly_with_little_memory(tmp_path: Path) -
 
 # -- tampered stores --------------------------------------------------------------------------------
 
+def _meta_value(value: Any) -> str:
+    """An SQL literal of a metadata value as sqlitedict stores it (a pickle)."""
+    return "x'" + pickle.dumps(value).hex() + "'"
+
+
+class _Exploit:
+    """Unpickled by the plain pickle module, it would run a command (it must never be)."""
+
+    def __reduce__(self) -> tuple:
+        return (subprocess.call, (["touch", "/tmp/timewheel-hostile-meta-ran"],))
+
+
+def _meta(key: str, value: Any) -> str:
+    return f"UPDATE timewheel_meta SET value = {_meta_value(value)} WHERE key = '{key}'"
+
+
 TAMPERING = {
-    "horizon deleted": ("DELETE FROM timewheel WHERE key = 'm:horizon'", "bookkeeping is damaged"),
-    "slots not a number": ("UPDATE timewheel SET value = 'abc' WHERE key = 'm:slots'", "geometry is damaged"),
-    "tick zero": ("UPDATE timewheel SET value = 0 WHERE key = 'm:tick'", "geometry is damaged"),
-    "horizon text": ("UPDATE timewheel SET value = 'x' WHERE key = 'm:horizon'", "bookkeeping is damaged"),
-    "format deleted": ("DELETE FROM timewheel WHERE key = 'm:format'", "not a timewheel store"),
-    "format unknown": ("UPDATE timewheel SET value = 'timewheel/9' WHERE key = 'm:format'", "store format"),
-    "advanced text": ("UPDATE timewheel SET value = 'soon' WHERE key = 'm:advanced'", "damaged"),
+    "horizon deleted": ("DELETE FROM timewheel_meta WHERE key = 'horizon'", "bookkeeping is damaged"),
+    "slots not a number": (_meta("slots", "abc"), "geometry is damaged"),
+    "tick zero": (_meta("tick", 0), "geometry is damaged"),
+    "horizon text": (_meta("horizon", "x"), "bookkeeping is damaged"),
+    "horizon runs code": (_meta("horizon", _Exploit()), "damaged"),
+    "format deleted": ("DELETE FROM timewheel_meta WHERE key = 'format'", "not a timewheel store"),
+    "format unknown": (_meta("format", "timewheel/9"), "store format"),
+    "format runs code": (_meta("format", _Exploit()), "metadata is damaged"),
+    "metadata dropped": ("DROP TABLE timewheel_meta", "not a timewheel store"),
+    "advanced text": (_meta("advanced", "soon"), "damaged"),
     "fresh row position garbage": ("UPDATE timewheel SET pos = 'n:xyz' WHERE key = 't:p-soon'", None),
     "wheel row position garbage": ("UPDATE timewheel SET pos = 'p:000001:xyz' WHERE key = 't:p-soon'", None),
     "finished position garbage": ("UPDATE timewheel SET pos = 'x:z:abc' WHERE key = 't:ok'", None),
@@ -222,13 +241,15 @@ TAMPERING = {
     "ticks far": ("UPDATE timewheel_ticks SET tick = 9223372036854775807 WHERE tick = "
                   "(SELECT max(tick) FROM timewheel_ticks)", None),
     "ticks negative": ("UPDATE timewheel_ticks SET tick = -tick", None),
-    "leader blob": ("UPDATE timewheel SET value = x'ff1b5b32' WHERE key = 'm:leader'", None),
+    "leader blob": ("UPDATE timewheel_meta SET value = x'ff1b5b32' WHERE key = 'leader'", None),
     "counts table dropped": ("DROP TABLE timewheel_counts", "no such table"),
     "ticks table dropped": ("DROP TABLE timewheel_ticks", None),
     "names NULL": ("UPDATE timewheel SET name = NULL", None),
     "name with escapes": ("UPDATE timewheel SET name = x'1b5b33316d' WHERE key = 't:p-soon'", None),
     "running owner empty": ("UPDATE timewheel SET pos = 'r:' WHERE key = 't:run'", None),
-    "a bell of nobody": ("INSERT INTO timewheel (key, value) VALUES ('m:bell:x', x'00')", None),
+    "a bell of nobody": ("INSERT INTO timewheel_meta (key, value) VALUES ('bell:x', x'00')", None),
+    "a bell runs code": ("INSERT INTO timewheel_meta (key, value) "
+                         f"VALUES ('bell:y', {_meta_value(_Exploit())})", None),
     "index dropped": ("DROP INDEX timewheel_pos", None),
 }
 
@@ -246,6 +267,8 @@ def test_a_tampered_store_gets_one_line_errors_never_tracebacks(base: Path, tmp_
     statement, expected = TAMPERING[case]
     path = copy_of(base, tmp_path)
     sql(path, statement)
+    ran = Path("/tmp/timewheel-hostile-meta-ran")
+    ran.unlink(missing_ok=True)
     before = fingerprint(path)
     codes = []
     for command in HOSTILE_COMMANDS:
@@ -265,6 +288,7 @@ def test_a_tampered_store_gets_one_line_errors_never_tracebacks(base: Path, tmp_
         if result.exit_code:
             assert fingerprint(path) == before, (case, command)      # refused: nothing written
         before = fingerprint(path)
+    assert not ran.exists(), f"{case}: a metadata value ran code"
     TALLY["tampered stores"]["cases"] += 1
     TALLY["tampered stores"]["commands"] += len(HOSTILE_COMMANDS) + len(WRITES)
 

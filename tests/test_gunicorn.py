@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from .conftest import read_meta
 from .mp_worker import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,10 +77,10 @@ class Server:
     def leader_pid(self) -> int | None:
         con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
         try:
-            row = con.execute("SELECT value FROM timewheel WHERE key = 'm:leader'").fetchone()
+            leader = read_meta(con).get("leader")
         finally:
             con.close()
-        return int(str(row[0]).split(":")[0]) if row else None
+        return int(str(leader).split(":")[0]) if leader else None
 
 
 def _supports_no_control_socket() -> bool:

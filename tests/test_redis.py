@@ -25,6 +25,7 @@ from timewheel.records import PENDING, RUNNING, SUCCEEDED, Outcome, RecordDecode
 from timewheel.store import open_store
 from timewheel.store.base import BROKEN
 from timewheel.store.redis import RedisStore
+from timewheel.store.rules import UNKNOWN_REV
 from timewheel.testing import RedisServer, free_port
 from timewheel.wheel import Wheel
 
@@ -460,6 +461,25 @@ def test_a_broken_record_is_set_aside(open_redis, redis_db):
     (b,) = s.scan(BROKEN)
     assert b.id == "bad" and b.status == BROKEN and "not a timewheel record" in b.error
     assert s.counts() == {(RUNNING, "t"): 2, (BROKEN, "t"): 1}
+    check_redis_store(redis_db, "t")
+
+
+@pytest.mark.timeout(30)
+def test_a_broken_record_whose_rev_cannot_be_read_is_replaced_past_any_fence(open_redis, redis_db):
+    """A hash whose rev field is damaged too: the replacement jumps to UNKNOWN_REV (it used to
+    expect rev 0 there and plan again for ever)."""
+    s = open_redis()
+    now = s.now()
+    s.add([make_record("x", now - 1)])
+    _ready_all(s)
+    (first,) = s.claim(s.liveness.token, s.now(), 1).records
+    r = redis.Redis.from_url(redis_db)
+    r.hset("{t}:t:x", mapping={"r": b"garbage", "v": b"not a number"})
+    r.close()
+    (new,) = s.add([make_record("x", now)], existing="replace")
+    assert new.rev == UNKNOWN_REV and s.get("x") == new
+    assert s.swap([(first, end_run(first, Outcome(True, now, now)))]) == [None]
+    assert s.counts() == {(PENDING, "t"): 1}
     check_redis_store(redis_db, "t")
 
 

@@ -13,13 +13,15 @@ import sys
 import time
 
 import pytest
+from sqlitedict import SqliteDict
 
 from timewheel.errors import NotAStore, StoreError, StoreMismatch
 from timewheel.records import PENDING, cancel
 from timewheel.store import SqliteDictStore
+from timewheel.store.rules import UNKNOWN_REV
 from timewheel.wheel import Wheel
 
-from .conftest import check_file_store, count_of, make_record
+from .conftest import check_file_store, count_of, make_record, read_meta
 
 
 def digest(path: str) -> str:
@@ -157,6 +159,31 @@ def test_undecodable_record_is_reported_not_dropped(tmp_path) -> None:
     check_file_store(p)
 
 
+def test_an_undecodable_record_is_replaced_with_the_rev_kept_beside_it(tmp_path) -> None:
+    """The rev column: written with every rewrite of a row, read where the record cannot be;
+    where it is empty too (a row last written by timewheel 0.2) the replacement jumps past
+    any fence (rules.UNKNOWN_REV)."""
+    p = str(tmp_path / "tasks.db")
+    s = SqliteDictStore(p)
+    now = time.time()
+    s.add([make_record("a", now - 1), make_record("b", now - 1)])
+    s.advance(s.wheel.current_tick(now) + 2, 100, "tests")
+    a, b = s.claim("me", time.time(), 2).records
+    con = sqlite3.connect(p)
+    revs = con.execute("SELECT key, rev FROM timewheel WHERE key IN ('t:a', 't:b') ORDER BY key")
+    assert revs.fetchall() == [("t:a", a.rev), ("t:b", b.rev)]
+    con.execute("UPDATE timewheel SET value = x'00' WHERE key IN ('t:a', 't:b')")
+    con.execute("UPDATE timewheel SET rev = NULL WHERE key = 't:b'")
+    con.commit()
+    con.close()
+    (a2, b2) = s.add([make_record("a", now), make_record("b", now)], existing="reuse")
+    assert (a2.rev, b2.rev) == (a.rev + 1, UNKNOWN_REV)
+    assert s.swap([(a, cancel(a, now)), (b, cancel(b, now))]) == [None, None]
+    assert s.counts() == {(PENDING, "t"): 2}
+    s.close()
+    check_file_store(p)
+
+
 def test_a_single_add_is_one_uncounted_row_until_absorbed(tmp_path) -> None:
     p = str(tmp_path / "tasks.db")
     s = SqliteDictStore(p)
@@ -221,15 +248,15 @@ def test_doorbells_cross_processes_and_dead_ones_are_forgotten(tmp_path) -> None
             "s.add([TaskRecord(id='soon', name='t', eta=time.time(), payload=b'')])\n")
     subprocess.run([sys.executable, "-c", code, p], check=True, timeout=60)
     assert bell.wait(5.0)                      # another process's add of a due task rang us
-    con = sqlite3.connect(p)
-    con.execute("INSERT INTO timewheel (key, value) VALUES ('m:bell:gone', '999999:dead:999999')")
-    con.commit()
-    con.close()
+    # a bell of a process that is gone, registered through sqlitedict's own API (with WAL, as
+    # every opener of a live store must)
+    with SqliteDict(p, tablename="timewheel_meta", journal_mode="WAL", autocommit=True) as meta:
+        meta["bell:gone"] = "999999:dead:999999"
     s.advance(s.wheel.current_tick(time.time()) + 2, 100, s.liveness.token)
     con = sqlite3.connect(p)
-    names = [k for (k,) in con.execute("SELECT key FROM timewheel WHERE key LIKE 'm:bell:%'")]
+    names = [k for k in read_meta(con) if k.startswith("bell:")]
     con.close()
-    assert names == [f"m:bell:{bell.name}"]
+    assert names == [f"bell:{bell.name}"]
     bell.close()
     s.close()
 
@@ -267,6 +294,82 @@ def test_a_store_without_observer_counters_gets_them_on_a_write_open(tmp_path) -
     expected_after = {w.due_tick(e) for e in etas[1:] + [now + 1000]}
     assert rw.wheel_stats() == (len(expected_after), len({t % 60 for t in expected_after}))
     rw.close()
+
+
+def test_a_plain_sqlitedict_reads_the_metadata_the_wheel_wrote(tmp_path) -> None:
+    """The store's bookkeeping is sqlitedict's: a SqliteDict of its own (on a copy, passing
+    WAL as every opener of a store must) reads what the wheel wrote, with nothing but its
+    defaults -- pickled values included."""
+    p = str(tmp_path / "tasks.db")
+    s = SqliteDictStore(p, Wheel(slots=60, tick=0.5))
+    now = time.time()
+    s.add([make_record("a", now + 3)])
+    s.advance(s.wheel.current_tick(now) + 4, 100, s.liveness.token)
+    bell = s.doorbell()
+    state = s.state()
+    copy = str(tmp_path / "copy.db")
+    with sqlite3.connect(p) as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)
+    bell.close()
+    s.close()
+    with SqliteDict(copy, tablename="timewheel_meta", flag="r", journal_mode="WAL") as meta:
+        got = dict(meta)
+    assert got == {"format": "timewheel/3", "slots": 60, "tick": 0.5, "horizon": state.horizon,
+                   "leader": state.leader, "advanced": state.advanced_at,
+                   f"bell:{bell.name}": s.liveness.token}
+
+
+def test_the_wheel_opens_a_store_after_sqlitedict_wrote_to_its_metadata(tmp_path) -> None:
+    """And the other way: keys written through sqlitedict's own API -- one of ours, one not --
+    with its default journal mode, which switches the file out of WAL; the wheel switches it
+    back, reads the value sqlitedict wrote, keeps the foreign key, and works."""
+    p = str(tmp_path / "tasks.db")
+    SqliteDictStore(p).close()
+    with SqliteDict(p, tablename="timewheel_meta", autocommit=True) as meta:
+        meta["leader"] = "somebody:1:2"
+        meta["note"] = {"written by": "sqlitedict", "at": [1, 2.5]}
+    con = sqlite3.connect(p)
+    assert con.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    con.close()
+    s = SqliteDictStore(p)
+    assert s.state().leader == "somebody:1:2"
+    now = time.time()
+    s.add([make_record("a", now - 1), make_record("b", now + 100)])
+    s.advance(s.wheel.current_tick(now) + 2, 100, s.liveness.token)
+    assert [r.id for r in s.claim("me", time.time(), 10).records] == ["a"]
+    assert s.state().leader == s.liveness.token
+    s.close()
+    con = sqlite3.connect(p)
+    assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert read_meta(con)["note"] == {"written by": "sqlitedict", "at": [1, 2.5]}
+    con.close()
+    check_file_store(p)
+
+
+def test_metadata_values_never_run_code_and_damage_is_named(tmp_path) -> None:
+    """A metadata value is read without the plain pickle module: one that names a global (it
+    would run code when unpickled) is refused as damage, and nothing runs."""
+    import pickle
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.mkdir, (str(tmp_path / "ran"),))
+
+    p = str(tmp_path / "tasks.db")
+    SqliteDictStore(p).close()
+    blob = pickle.dumps(Exploit())
+    con = sqlite3.connect(p)
+    con.execute("UPDATE timewheel_meta SET value = ? WHERE key = 'horizon'", (blob,))
+    con.commit()
+    con.close()
+    damaged = r"bookkeeping is damaged \(horizon: not a metadata value .*refers to posix\.mkdir"
+    with pytest.raises(StoreError, match=damaged):
+        SqliteDictStore(p, readonly=True).state()
+    with pytest.raises(StoreError, match=damaged):
+        SqliteDictStore(p).add([make_record("a", time.time()), make_record("b", time.time())])
+    assert not os.path.exists(tmp_path / "ran")
+    pickle.loads(blob)                   # what the plain pickle module would have done
+    assert os.path.isdir(tmp_path / "ran")
 
 
 def _my_locks(path: str) -> list[str]:

@@ -21,13 +21,14 @@ from timewheel.records import (
     RUNNING,
     SUCCEEDED,
     Outcome,
+    RecordDecodeError,
     TaskRecord,
     cancel,
     end_run,
     requeue_crashed,
     reset_for_retry,
 )
-from timewheel.store.base import BROKEN, WheelStore
+from timewheel.store.base import BROKEN, Claimed, WheelStore
 
 from .conftest import make_record
 
@@ -103,6 +104,37 @@ def test_existing_keep_reuse_replace(store: WheelStore) -> None:
     assert [r.id for r in store.scan(PENDING)] == ["k"]
 
 
+@pytest.mark.parametrize("existing", ["keep", "reuse", "replace"])
+def test_replacing_an_undecodable_record_never_takes_its_rev_back(store: WheelStore, corrupt,
+                                                                   existing: str) -> None:
+    """A record that cannot be decoded (here: a running one, whose process holds its fence)
+    is replaced by every policy but fail, continuing its rev: the stale run's outcome is
+    refused, now and after the newcomer's own writes walk its rev up past the old fence."""
+    now = store.now()
+    store.add([make_record("x", now - 1)])
+    ready_all(store)
+    (first,) = store.claim("me", store.now(), 1).records          # its run is fenced at first.rev
+    corrupt(store, "x")
+    with pytest.raises(RecordDecodeError):
+        store.get("x")
+    with pytest.raises(DuplicateTask):
+        store.add([make_record("x", now)])
+    (new,) = store.add([make_record("x", now - 0.5, payload=b"new")], existing=existing)
+    assert new.payload == b"new" and new.status == PENDING
+    assert new.rev == first.rev + 1 and store.get("x") == new
+    assert store.counts() == {(PENDING, "t"): 1}
+    t = store.now()
+    stale = (first, end_run(first, Outcome(True, t, t)))
+    assert store.swap([stale]) == [None]
+    ready_all(store)
+    (again,) = store.claim("me", store.now(), 1).records
+    for _ in range(3):                   # writes of the newcomer: its rev moves on, never back
+        assert again.rev > first.rev
+        assert store.swap([stale]) == [None]
+        (again,) = store.swap([(again, again._replace(error="still running"))])
+    assert store.get("x") == again and again.status == RUNNING
+
+
 def test_only_ready_tasks_are_claimed_and_never_before_their_eta(store: WheelStore) -> None:
     now = store.now()
     store.add([make_record("past", now - 3), make_record("soon", now + 2.5),
@@ -124,7 +156,8 @@ def test_claim_takes_earliest_first_up_to_the_limit_and_marks_running(store: Whe
     now = store.now()
     store.add([make_record(f"t{i}", now - 10 + i) for i in range(5)])
     ready_all(store)
-    assert store.claim("me", store.now(), 0).records == []        # a probe
+    assert store.next_ready_eta() == pytest.approx(now - 10, abs=1e-5)     # a look, no claim
+    assert store.claim("me", store.now(), 0) == Claimed([], store.next_ready_eta())   # no room
     got = store.claim("me", store.now(), 3).records
     assert [r.id for r in got] == ["t0", "t1", "t2"]
     for r in got:
@@ -162,6 +195,23 @@ def test_record_and_claim_is_a_swap_then_a_claim(store: WheelStore) -> None:
     assert store.get("t0").status == SUCCEEDED
     done, got = store.record_and_claim([], "me", store.now(), 5)             # nothing to record
     assert done == [] and got.records == []
+
+
+def test_next_ready_eta_looks_at_the_ready_queue_and_writes_nothing(store: WheelStore) -> None:
+    """The earliest ready task's eta, also of one added on its own (delay()) and not yet
+    placed by a worker's transaction; tasks in the wheel beyond the horizon are not ready."""
+    now = store.now()
+    assert store.next_ready_eta() is None
+    store.add([make_record("later", now + 3600)])
+    assert store.next_ready_eta() is None
+    ready_all(store, ahead=30)
+    store.add([make_record("soon", now + 20)])              # within the horizon: ready at once
+    assert store.next_ready_eta() == pytest.approx(now + 20, abs=1e-5)
+    store.add([make_record("a", now + 5), make_record("b", now + 8)])
+    counts = store.counts()
+    assert store.next_ready_eta() == pytest.approx(now + 5, abs=1e-5)
+    assert store.counts() == counts and store.claim("me", store.now(), 10).records == []
+    assert store.claim("me", store.now(), 10).next_eta == pytest.approx(now + 5, abs=1e-5)
 
 
 def test_a_task_added_within_the_horizon_is_ready_at_once(store: WheelStore) -> None:

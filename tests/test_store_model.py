@@ -333,13 +333,25 @@ class StoreModel(RuleBasedStateMachine):
             assert due == [], f"due and ready but not claimed: {[r.id for r in due]}"
         if taken and due:
             assert max(eta_us(r.eta) for r in got.records) <= min(eta_us(r.eta) for r in due)
+        self.check_next_eta(got.next_eta)
+
+    @rule()
+    def look(self) -> None:
+        """next_ready_eta(): what the next claim would report as its next_eta, and nothing
+        changes (the observer the boss asks instead of claiming nothing)."""
+        counts = self.store.counts()
+        self.check_next_eta(self.store.next_ready_eta())
+        assert self.store.counts() == counts
+
+    def check_next_eta(self, next_eta: "float | None") -> None:
+        """``next_eta`` is the eta of the earliest ready task (or of one that may be ready)."""
         left = [self.model[i] for i in self.ready | self.maybe]
-        if got.next_eta is None:
+        if next_eta is None:
             assert not [r for r in left if r.id in self.ready], "next_eta None with ready tasks left"
         else:
-            assert any(abs(r.eta - got.next_eta) <= 2e-6 for r in left), got.next_eta
+            assert any(abs(r.eta - next_eta) <= 2e-6 for r in left), next_eta
             if any(r.id in self.ready for r in left):
-                assert got.next_eta <= min(r.eta for r in left if r.id in self.ready) + 2e-6
+                assert next_eta <= min(r.eta for r in left if r.id in self.ready) + 2e-6
 
     @precondition(lambda self: any(r.status == RUNNING for r in self.model.values()))
     @rule(data=st.data(), how=st.sampled_from(["ok", "fail", "retryable"]))

@@ -34,6 +34,7 @@ from typing import (
     overload,
 )
 
+from .backoff import backoff
 from .boss import Boss, Health
 from .errors import TaskFailed, TaskNotFound, shown
 from .execute import execute
@@ -52,9 +53,9 @@ from .records import (
     end_run,
     new_task,
     reset_for_retry,
-    start_run,
 )
 from .store import MemoryStore, WheelStore, is_url, open_store
+from .store.rules import claimed, outcome_event
 from .wheel import Wheel
 
 __all__ = ["TimeWheel", "Task", "TaskHandle", "Stopped", "EVENTS"]
@@ -215,27 +216,19 @@ class TaskHandle:
         skipped as misfired, and :class:`TimeoutError` if it is still unfinished after
         ``timeout`` seconds (``None``: wait as long as it takes).
         """
-        timeout = _optional(timeout, "timeout")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        poll = 0.005
+        patience = _Patience(self.id, _optional(timeout, "timeout"), most=0.25)
         while True:
             seen = self._wheel._generation
             rec = self.record
             if rec.status in TERMINAL:
                 return _outcome_of(rec)
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"task {self.id} is still {rec.status} after {timeout:g}s")
             # Woken at once by this process's boss; tasks run by another process are polled.
-            self._wheel._wait_change(seen, poll if remaining is None else min(poll, remaining))
-            poll = min(poll * 2, 0.25)
+            self._wheel._wait_change(seen, patience.pause(rec))
 
     async def aresult(self, timeout: Optional[float] = None) -> Any:
         """Like :meth:`result`, for ``await`` in an event loop: it never blocks the loop."""
         import asyncio
-        timeout = _optional(timeout, "timeout")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        poll = 0.005
+        patience = _Patience(self.id, _optional(timeout, "timeout"), most=0.1)
         loop = asyncio.get_running_loop()
         while True:
             # Off the loop: a read can wait behind this process's writer, which may itself be
@@ -243,11 +236,28 @@ class TaskHandle:
             rec = await loop.run_in_executor(None, lambda: self.record)
             if rec.status in TERMINAL:
                 return _outcome_of(rec)
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"task {self.id} is still {rec.status} after {timeout:g}s")
-            await asyncio.sleep(poll if remaining is None else min(poll, remaining))
-            poll = min(poll * 2, 0.1)
+            await asyncio.sleep(patience.pause(rec))
+
+
+class _Patience:
+    """How long a handle waits between looks at an unfinished task: a backoff from 5 ms to
+    ``most``, cut to what is left of ``timeout`` (None: no limit), then TimeoutError."""
+
+    def __init__(self, task_id: str, timeout: Optional[float], most: float) -> None:
+        self._id = task_id
+        self._timeout = timeout
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._pauses = backoff(0.005, most)
+
+    def pause(self, rec: TaskRecord) -> float:
+        """Seconds to wait before the next look at ``rec``, still unfinished."""
+        pause = next(self._pauses)
+        if self._deadline is None:
+            return pause
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"task {self._id} is still {rec.status} after {self._timeout:g}s")
+        return min(pause, remaining)
 
 
 def _plain_arity(sig: Optional[inspect.Signature]) -> Optional[tuple[int, int]]:
@@ -684,15 +694,15 @@ class TimeWheel:
         """immediate=True: run and record right here, retries included (without waiting)."""
         store = self.store
         while rec is not None and rec.status == PENDING:
-            (running,) = store.swap([(rec, start_run(rec, "immediate", store.now()))])
+            (running,) = store.swap([(rec, claimed(rec, "immediate", store.now()))])
             if running is None:
                 break
             self._hooks.call("started", running, None)
             out = self._execute(running)
             (rec,) = store.swap([(running, end_run(running, out))])
             if rec is not None:
-                event = {SUCCEEDED: "succeeded", PENDING: "retrying"}.get(rec.status, rec.status)
-                if event in EVENTS:
+                event = outcome_event(rec)
+                if event is not None:
                     self._hooks.call(event, rec, out.exception)
         self._changed_notify()
 

@@ -37,13 +37,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from .backoff import backoff
 from .errors import StoreError
 from .pool import WorkerPool
 from .records import (
     FAILED,
     MISFIRED,
-    PENDING,
-    SUCCEEDED,
     Outcome,
     TaskRecord,
     end_run,
@@ -52,6 +51,7 @@ from .records import (
     skip_misfired,
 )
 from .store.base import Claimed, Doorbell, WheelStore
+from .store.rules import outcome_event
 
 __all__ = ["Boss", "Health"]
 
@@ -127,7 +127,7 @@ class Boss:
         self._report_lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
         self._health = Health(True, False, 0, since=time.time())
-        self._pause = _BACKOFF_MIN
+        self._pauses = backoff(_BACKOFF_MIN, _BACKOFF_MAX)   # between failing rounds
 
     # -- called from worker threads ---------------------------------------------------------
     def _done(self, rec: TaskRecord, outcome: Outcome) -> None:
@@ -142,15 +142,14 @@ class Boss:
                 return
         # The boss has stopped (stop(wait=False)): record it from this thread, and keep
         # trying while the store fails, since a lost outcome leaves the task running forever.
-        pause = _BACKOFF_MIN
+        pauses = backoff(_BACKOFF_MIN, _BACKOFF_MAX)
         while True:
             try:
                 self._apply([(rec, outcome)])
                 return
             except StoreError as exc:
                 log.warning("could not record the outcome of task %s yet (%s); retrying", rec.id, exc)
-                time.sleep(pause)
-                pause = min(pause * 2, _BACKOFF_MAX)
+                time.sleep(next(pauses))
 
     # -- one round --------------------------------------------------------------------------
     def step(self, now: Optional[float] = None) -> float:
@@ -329,7 +328,7 @@ class Boss:
                 log.warning("task %s (%s): this run's outcome was refused: the task was recovered "
                             "meanwhile (its process was taken for dead) and runs again", rec.id, rec.name)
                 continue
-            event = {SUCCEEDED: SUCCEEDED, FAILED: FAILED, PENDING: "retrying"}.get(new.status)
+            event = outcome_event(new)
             if event is not None:
                 if event == "retrying":
                     log.info("task %s (%s) will retry at %.3f", new.id, new.name, new.eta)
@@ -393,7 +392,7 @@ class Boss:
         if not h.ok:
             log.warning("the store %s works again (it failed since %s)", self.store.location,
                         time.strftime("%H:%M:%S", time.localtime(h.since)))
-            self._pause = _BACKOFF_MIN
+            self._pauses = backoff(_BACKOFF_MIN, _BACKOFF_MAX)
         if not h.ok or h.ticking != self.leading or h.running != len(self._running):
             self._health = Health(True, self.leading, len(self._running),
                                   since=h.since if h.ok else time.time())
@@ -409,8 +408,7 @@ class Boss:
                 log.exception("internal error in the boss of %s; retrying", self.store.location)
         self._health = Health(False, self.leading, len(self._running), text,
                               h.since if not h.ok else time.time())
-        pause, self._pause = self._pause, min(self._pause * 2, _BACKOFF_MAX)
-        return pause
+        return next(self._pauses)
 
     def health(self) -> Health:
         return self._health

@@ -27,7 +27,7 @@ import click
 
 from .query import FINISHED
 from .store.base import LISTABLE
-from .text import clean, clip, local, relative, seconds, size, span
+from .text import clean, clip, duration, local, relative, seconds, size, span
 from .web.command import web as web_command
 
 if TYPE_CHECKING:
@@ -190,23 +190,16 @@ def timeout_option(f: F) -> F:
 
 
 class Duration(click.ParamType):
-    """``30s``, ``10m``, ``2h``, ``7d``, ``1w`` or combinations like ``1h30m``; a unit is required."""
+    """``30s``, ``10m``, ``2h``, ``7d``, ``1w`` or combinations like ``1h30m``; a unit is required
+    (:func:`timewheel.text.duration`)."""
 
     name = "duration"
-    _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-    MAX = 100 * 366 * 86400.0
 
     def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> float:
-        import re
-        text = str(value).strip().lower()
-        parts = re.findall(r"(\d{1,12}(?:\.\d{1,9})?)([smhdw])", text)
-        if not text or re.sub(r"\d{1,12}(?:\.\d{1,9})?[smhdw]", "", text):
-            self.fail(f"{clean(repr(value))} is not a duration; use e.g. 30s, 10m, 2h, 7d or 1h30m",
-                      param, ctx)
-        total = sum(float(n) * self._UNITS[u] for n, u in parts)
-        if total > self.MAX:
-            self.fail(f"{clean(repr(value))} is longer than 100 years", param, ctx)
-        return total
+        try:
+            return duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 class Hours(click.ParamType):

@@ -131,9 +131,7 @@ def store_details(store: WheelStore) -> dict[str, Any]:
     and lease."""
     details: dict[str, Any] = {"path": store.location, "backend": type(store).__name__,
                                "journal_mode": None, "size_bytes": None, "wal_bytes": None}
-    info = getattr(store, "info", None)
-    if callable(info):
-        details.update({k: v for k, v in info().items() if k not in ("path", "url", "backend")})
+    details.update({k: v for k, v in store.info().items() if k not in ("path", "url", "backend")})
     details.update(slots=store.wheel.slots, tick=store.wheel.tick)
     return details
 

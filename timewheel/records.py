@@ -30,7 +30,7 @@ __all__ = [
     "TaskRecord", "Outcome", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "MISFIRED",
     "STATUSES", "TERMINAL", "RETRYABLE", "encode_record", "decode_record", "RecordDecodeError",
     "start_run", "is_misfire", "skip_misfired", "end_run", "requeue_crashed", "reset_for_retry",
-    "cancel", "retry_backoff", "new_task", "MAX_RECORD_BYTES", "MAX_ETA", "MAX_BACKOFF",
+    "cancel", "retry_backoff", "new_task", "load_plain", "MAX_RECORD_BYTES", "MAX_ETA", "MAX_BACKOFF",
     "record_from_fields",
 ]
 
@@ -222,7 +222,14 @@ def encode_record(rec: TaskRecord) -> bytes:
 
 class _PlainUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"record refers to {module}.{name}; records hold plain data")
+        raise pickle.UnpicklingError(f"it refers to {module}.{name}; only plain data is read")
+
+
+def load_plain(blob: bytes) -> Any:
+    """Unpickle ``blob`` if it holds plain data only (numbers, strings, bytes, containers):
+    a pickle that names any global (a class, a function) is refused, so reading a value from
+    a store never imports or runs anything.  Raises what a damaged pickle raises."""
+    return _PlainUnpickler(io.BytesIO(blob)).load()
 
 
 def _is_time(v: Any) -> bool:
@@ -289,7 +296,7 @@ def decode_record(blob: Any) -> TaskRecord:
     if len(blob) > MAX_RECORD_BYTES:
         raise RecordDecodeError(f"not a timewheel record ({len(blob)} bytes, more than any record)")
     try:
-        values = _PlainUnpickler(io.BytesIO(blob)).load()
+        values = _PlainUnpickler(io.BytesIO(blob)).load()     # load_plain, inline: a claim decodes each
     except Exception as exc:  # noqa: BLE001 - hostile input can raise anything
         raise RecordDecodeError(f"not a timewheel record ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(values, tuple):

@@ -1,5 +1,5 @@
-"""Formatting for people: lengths of time, instants, sizes, clipping, and making text that came
-from a store safe to print.
+"""Formatting for people: lengths of time (and reading them: :func:`duration`), instants, sizes,
+clipping, and making text that came from a store safe to print.
 
 Everything a store holds may have been written by someone else: a task's name, its error
 text, an owner token, the repr of its arguments.  :func:`clean` escapes every control
@@ -16,7 +16,7 @@ import re
 import time
 from typing import Optional
 
-__all__ = ["clean", "span", "relative", "local", "seconds", "size", "clip", "first_line",
+__all__ = ["clean", "span", "duration", "relative", "local", "seconds", "size", "clip", "first_line",
            "without_password"]
 
 # C0 and C1 controls, DEL, line/paragraph separators, and the bidirectional embeddings,
@@ -52,6 +52,25 @@ def span(seconds: float) -> str:
         if q or parts:
             parts.append(f"{q}{unit}")
     return " ".join(p for p in parts[:2] if not p.startswith("0"))
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_PART = r"(\d{1,12}(?:\.\d{1,9})?)([smhdw])"
+MAX_DURATION = 100 * 366 * 86400.0
+
+
+def duration(value: object) -> float:
+    """Seconds of a length of time as people write it: ``30s``, ``10m``, ``2h``, ``7d``, ``1w``
+    or combinations like ``1h30m``; a unit is required.  The CLI's ``--older-than`` and the
+    web view's ``older_than`` read it.  ValueError names what is wrong (the value shown
+    escaped: it came from a command line or a request)."""
+    text = str(value).strip().lower()
+    if not text or re.sub(_PART, "", text):
+        raise ValueError(f"{clean(repr(value))} is not a duration; use e.g. 30s, 10m, 2h, 7d or 1h30m")
+    total = sum(float(n) * _UNITS[u] for n, u in re.findall(_PART, text))
+    if total > MAX_DURATION:
+        raise ValueError(f"{clean(repr(value))} is longer than 100 years")
+    return total
 
 
 def relative(when: float, now: float) -> str:

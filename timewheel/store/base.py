@@ -21,9 +21,11 @@ when the backend stayed locked or unreachable for longer than its timeout, and
 :class:`~timewheel.errors.StoreError` for other failures; in both cases nothing was written.
 :class:`~timewheel.errors.DuplicateTask` when :meth:`add` finds an id taken.
 
-Ten methods are abstract.  The observers below them (``ticks``, ``wheel_stats``) have
-defaults built on :meth:`scan` that real backends override with a cheap query, so that an
-operator's view of a store holding a million tasks costs what it prints.
+Ten methods are abstract.  The observers below them (``next_ready_eta``, ``ticks``,
+``wheel_stats``, ...) have defaults built on :meth:`scan` that real backends override with a
+cheap query, so that an operator's view of a store holding a million tasks costs what it
+prints.  The rules every backend applies alike (what ``add`` does with an id that is taken,
+the stamp of a claim, when a record is set aside as broken) are in :mod:`timewheel.store.rules`.
 """
 
 from __future__ import annotations
@@ -185,7 +187,8 @@ class WheelStore(abc.ABC):
         * ``"replace"``: replace a pending or finished one; a running one raises
           :class:`DuplicateTask` and nothing is written.
 
-        A replacement continues the old record's ``rev``.
+        A replacement continues the old record's ``rev`` -- also of a record that cannot be
+        decoded, which every policy but ``"fail"`` replaces (see :mod:`timewheel.store.rules`).
         """
 
     @abc.abstractmethod
@@ -214,8 +217,9 @@ class WheelStore(abc.ABC):
         wait for a worker of the owner).
 
         No task is ever claimed twice, across threads, processes and hosts.  A backend with
-        an authoritative clock judges ``now`` by it and ignores the argument.  ``limit=0``
-        (and no ``queued``) claims nothing and only reports ``next_eta``.
+        an authoritative clock judges ``now`` by it and ignores the argument.  With no room
+        (``limit + queued == 0``) it claims nothing; to look without claiming, ask
+        :meth:`next_ready_eta`.
         """
 
     def change(self, task_id: str, allowed: Callable[[TaskRecord], bool],
@@ -297,6 +301,15 @@ class WheelStore(abc.ABC):
         Broken records come as placeholders: status ``"broken"``, the reason in ``error``.
         """
 
+    def next_ready_eta(self) -> Optional[float]:
+        """The eta of the earliest ready task (the ``next_eta`` a claim would report), None if
+        none is ready; writes nothing.  (Ready is a prefix of pending in due order: if any
+        pending task is ready, the earliest is.)"""
+        first = self.scan(PENDING, limit=1)
+        if first and self.wheel.due_tick(first[0].eta) <= self.state().horizon:
+            return first[0].eta
+        return None
+
     def ticks(self, start: Optional[int] = None, stop: Optional[int] = None, *,
               limit: Optional[int] = None) -> list[tuple[int, int]]:
         """``(tick, pending tasks due in it)`` for every non-empty tick in ``[start, stop)``,
@@ -333,6 +346,12 @@ class WheelStore(abc.ABC):
         """(occupied cells, occupied slots): non-empty (slot, cycle) pairs and slots."""
         cells = self.ticks()
         return len(cells), len({t % self.wheel.slots for t, _ in cells})
+
+    def info(self) -> dict[str, Any]:
+        """What the backend tells of itself for ``timewheel inspect`` (``store`` in its
+        ``--json``): a file's sizes and journal mode, a server's version, memory and lease.
+        The default tells nothing."""
+        return {}
 
     def through(self, connection: Any) -> Any:
         """An object whose ``add(records, existing=...)`` writes through the application's own

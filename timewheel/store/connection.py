@@ -1,16 +1,35 @@
-"""How the file store talks to SQLite: sqlitedict's table, on a synchronous, fork-safe connection.
+"""How the file store talks to SQLite: its bookkeeping through sqlitedict, on one synchronous,
+fork-safe connection.
 
-How we use sqlitedict (see shared/NOTES-sqlitedict-and-wheels.md for the measurements):
-the table is a :class:`~sqlitedict.SqliteDict`, opened through sqlitedict, but its connection
-layer -- one background thread per dict, to which every call is queued -- is replaced by
-:class:`_Connection`, which runs each call synchronously in the caller's thread.  That thread
-is what makes sqlitedict slow and unsafe for a durable queue: a round trip costs ~65 us (10k
-commits/s at best against 41k for sqlite3), write errors surface at some later call,
-``commit()`` hangs forever when COMMIT raises (piskvorky/sqlitedict#108), and a dict opened
-before ``fork()`` hangs in the child.  We also pass ``journal_mode="WAL"`` on *every* open (a
-second opener without it downgrades the file or fails with "database is locked"), set
-``synchronous=NORMAL`` (sqlitedict hard-codes OFF; with WAL, NORMAL survives a process kill
-without an fsync per commit) and a real busy timeout (its ``timeout=`` does not set one).
+What is borrowed from sqlitedict (2.1.0, pinned): the store's metadata map -- format,
+geometry, horizon, the ticking role's lease, doorbells (``timewheel_meta``) -- *is* a
+:class:`~sqlitedict.SqliteDict`: sqlitedict creates its table (``key TEXT PRIMARY KEY, value
+BLOB``), and the store reads and writes it through the dict API (``[]``, ``update()``,
+``del``, ``keys()``), whose SELECT and REPLACE statements run in the store's own transactions.
+Values are pickled by sqlitedict's own ``encode``, so a plain ``SqliteDict(path,
+tablename="timewheel_meta", flag="r")`` reads them, and a value sqlitedict writes the wheel
+reads; they are read back by :func:`decode_meta`, which never unpickles a global: the file may
+have been written by anyone.
+
+What is not borrowed, with the measurements (shared/NOTES-sqlitedict-and-wheels.md):
+
+* its connection layer -- one background thread per dict, to which every call is queued --
+  is replaced by :class:`_Connection`, which runs each call synchronously in the caller's
+  thread (overriding ``SqliteDict._new_conn``, the one private method we depend on).  That
+  thread is what makes sqlitedict slow and unsafe for a durable queue: a round trip costs
+  ~65 us (10k commits/s at best against 41k for sqlite3), write errors surface at some later
+  call, ``commit()`` hangs forever when COMMIT raises (piskvorky/sqlitedict#108), and a dict
+  opened before ``fork()`` hangs in the child;
+* its commits: the connection is in autocommit mode, a statement outside a store transaction
+  commits itself and a transaction commits when the store's block ends (``commit()`` is a
+  no-op here, so no dict call can commit a transaction half-way);
+* its pragmas: we pass ``journal_mode="WAL"`` on *every* open (a second opener without it
+  downgrades the file or fails with "database is locked"), set ``synchronous=NORMAL``
+  (sqlitedict hard-codes OFF; with WAL, NORMAL survives a process kill without an fsync per
+  commit) and a real busy timeout (its ``timeout=`` does not set one);
+* the task table (``timewheel``): sqlitedict's ``key``/``value`` columns plus ours, WITHOUT
+  ROWID, read and written by the store's own SQL -- its queries need the indexed position
+  column, and a dict API would scan (``keys()`` reads every row: 879 ms for 30 keys of 216k).
 """
 
 from __future__ import annotations
@@ -22,17 +41,23 @@ import weakref
 from typing import Any, Iterable, Iterator, Optional, Sequence
 from urllib.parse import quote
 
+import sqlitedict
 from sqlitedict import SqliteDict
 
-__all__ = ["TABLE", "SCHEMA", "CONNECTING", "SqlitedictFile", "ro_uri", "file_version", "read_header",
-           "track", "abandon"]
+from ..records import MAX_RECORD_BYTES, load_plain
+
+__all__ = ["TABLE", "META_TABLE", "SCHEMA", "RECORD", "CONNECTING", "Metadata", "MetaDecodeError",
+           "decode_meta", "ro_uri", "file_version", "read_header", "track", "abandon"]
 
 TABLE = "timewheel"
-#: the table sqlitedict reads (key, value) plus our columns, its index, and the counters (per
-#: state and name, per due tick, per name and due tick; the per-slot ones: store/sqlite.py)
+#: the metadata map's table, made by sqlitedict (see Metadata)
+META_TABLE = f"{TABLE}_meta"
+#: the task table (sqlitedict's key and value, our position, name and revision: see
+#: store/sqlite.py), its index, and the counters (per state and name, per due tick, per name
+#: and due tick; the per-slot ones: store/sqlite_counters.py)
 SCHEMA = (
-    f'CREATE TABLE IF NOT EXISTS "{TABLE}" (key TEXT PRIMARY KEY, value BLOB, pos TEXT, name TEXT) '
-    "WITHOUT ROWID",
+    f'CREATE TABLE IF NOT EXISTS "{TABLE}" (key TEXT PRIMARY KEY, value BLOB, pos TEXT, name TEXT, '
+    "rev INTEGER) WITHOUT ROWID",
     f'CREATE INDEX IF NOT EXISTS "{TABLE}_pos" ON "{TABLE}" (pos) WHERE pos IS NOT NULL',
     f'CREATE TABLE IF NOT EXISTS "{TABLE}_counts" (state TEXT NOT NULL, name TEXT NOT NULL, '
     "n INTEGER NOT NULL, PRIMARY KEY (state, name)) WITHOUT ROWID",
@@ -40,6 +65,9 @@ SCHEMA = (
     f'CREATE TABLE IF NOT EXISTS "{TABLE}_name_ticks" (name TEXT NOT NULL, tick INTEGER NOT NULL, '
     "n INTEGER NOT NULL, PRIMARY KEY (name, tick)) WITHOUT ROWID",
 )
+
+#: SQL: a task's record, never larger than any record in memory (bigger rows read as broken)
+RECORD = f"CASE WHEN length(value) <= {MAX_RECORD_BYTES} THEN value END"
 
 
 def ro_uri(path: str) -> str:
@@ -99,10 +127,6 @@ def read_header(path: str) -> Optional[bytes]:
             os.close(fd)
 
 
-def _identity(x: Any) -> Any:
-    return x
-
-
 # Every call into SQLite from this module holds its connection's lock (or CONNECTING while
 # opening), and fork() waits for all of them (see the at-fork handlers below): SQLite keeps
 # process-wide mutexes, and a child forked while another thread was inside SQLite inherits
@@ -144,8 +168,6 @@ class _Connection:
                                         check_same_thread=False)
             self._con.execute(f"PRAGMA journal_mode = {journal_mode}")
             self._con.execute("PRAGMA synchronous = NORMAL")
-            # sqlitedict's own CREATE TABLE IF NOT EXISTS then finds this one (see _SCHEMA).
-            self._con.execute(SCHEMA[0])
 
     def outdated(self) -> bool:
         """True if this connection reads the file as immutable and the file has changed
@@ -180,22 +202,20 @@ class _Connection:
             return self._con.execute(req, arg or ()).fetchone()
 
     def commit(self, blocking: bool = True) -> None:
-        with self._lock:
-            if self._con.in_transaction:
-                self._con.execute("COMMIT")
+        """Nothing to do: see the module docstring (sqlitedict calls it after its writes)."""
 
     def close(self, force: bool = False) -> None:
         with self._lock:
             self._con.close()
 
 
-_open_stores: "weakref.WeakSet[Any]" = weakref.WeakSet()   # stores, whose locks fork resets
+_open_files: "weakref.WeakSet[Any]" = weakref.WeakSet()   # StoreFiles, whose locks fork resets
 _abandoned: list[Any] = []      # connections inherited through fork(): kept, never touched
 
 
-def track(store: Any) -> None:
-    """Reset ``store._lock`` in a forked child (a parent thread may have held it)."""
-    _open_stores.add(store)
+def track(file: Any) -> None:
+    """Reset ``file.lock`` in a forked child (a parent thread may have held it)."""
+    _open_files.add(file)
 
 
 def abandon(db: Any) -> None:
@@ -224,19 +244,39 @@ def _after_fork_in_parent() -> None:
 def _after_fork_in_child() -> None:
     _after_fork_in_parent()
     # A lock held by another thread of the parent at fork() stays held forever in the child.
-    for store in list(_open_stores):
-        store._lock = threading.RLock()
+    for file in list(_open_files):
+        file.lock = threading.RLock()
 
 
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
                     after_in_child=_after_fork_in_child)
 
 
-class SqlitedictFile(SqliteDict):
-    """A SqliteDict whose connection is a :class:`_Connection`.
+MAX_META_BYTES = 1 << 16       #: a metadata value larger than this is damaged
+
+
+class MetaDecodeError(ValueError):
+    """A metadata value is not one timewheel (or sqlitedict) wrote: the file is damaged."""
+
+
+def decode_meta(blob: Any) -> Any:
+    """A metadata value, as sqlitedict's ``encode`` pickled it, read without running anything
+    (:func:`~timewheel.records.load_plain`): the file may have been written by anyone."""
+    if not isinstance(blob, bytes) or len(blob) > MAX_META_BYTES:
+        raise MetaDecodeError(f"a {type(blob).__name__} of {len(blob) if isinstance(blob, bytes) else 0} "
+                              "bytes is not a metadata value")
+    try:
+        return load_plain(blob)
+    except Exception as exc:  # noqa: BLE001 - hostile input can raise anything
+        raise MetaDecodeError(f"not a metadata value ({exc.__class__.__name__}: {exc})") from None
+
+
+class Metadata(SqliteDict):
+    """The store's metadata map: a :class:`~sqlitedict.SqliteDict` of ``timewheel_meta`` on a
+    :class:`_Connection`, which the store's own statements share (``.conn``).
 
     Read-only stores are opened with flag "c" on a read-only connection, whose CREATE TABLE
-    IF NOT EXISTS is skipped (the table was checked already): flag "r" would make sqlitedict
+    IF NOT EXISTS is skipped (the file was checked already): flag "r" would make sqlitedict
     list the tables through a read-write connection that it never closes, and whose eventual
     finalisation checkpoints a WAL left by a killed process -- a "read" that rewrites the file.
     """
@@ -244,10 +284,8 @@ class SqlitedictFile(SqliteDict):
     def __init__(self, path: str, readonly: bool, busy_timeout: float) -> None:
         self._tw_readonly = readonly
         self._tw_busy_timeout = busy_timeout
-        super().__init__(path, tablename=TABLE, flag="c", autocommit=True,
-                         journal_mode="WAL", encode=_identity, decode=_identity, outer_stack=False)
+        super().__init__(path, tablename=META_TABLE, flag="c", autocommit=False, journal_mode="WAL",
+                         encode=sqlitedict.encode, decode=decode_meta, outer_stack=False)
 
     def _new_conn(self) -> Any:
         return _Connection(self.filename, self.journal_mode, self._tw_busy_timeout, self._tw_readonly)
-
-

@@ -2,6 +2,10 @@
 
 Same semantics as the file store except durability, in plain dicts under one lock.  Records
 are immutable named tuples, so handing out the stored objects cannot change what is stored.
+Records cannot be undecodable here; a placeholder of status ``"broken"`` (what
+:meth:`~timewheel.store.WheelStore.scan` lists for one elsewhere) stands in for one where a
+test puts it: listed and counted as broken, never claimed, read as RecordDecodeError, replaced
+by ``add`` as :mod:`timewheel.store.rules` says.
 """
 
 from __future__ import annotations
@@ -12,9 +16,9 @@ import threading
 import time
 from typing import Callable, Iterable, Optional, Sequence
 
-from ..errors import DuplicateTask
-from ..records import PENDING, RUNNING, TERMINAL, TaskRecord, start_run
+from ..records import PENDING, RUNNING, RecordDecodeError, TaskRecord
 from ..wheel import Wheel
+from . import rules
 from .base import (
     BROKEN,
     Advanced,
@@ -96,45 +100,32 @@ class MemoryStore(WheelStore):
     def add(self, records: Sequence[TaskRecord], *, existing: str = "fail") -> list[TaskRecord]:
         check_existing(existing)
         with self._lock:
-            out: list[TaskRecord] = []
-            plan: dict[str, TaskRecord] = {}
-            for rec in records:
-                old = plan.get(rec.id) or self._records.get(rec.id)
-                if old is None:
-                    plan[rec.id] = rec
-                    out.append(rec)
-                    continue
-                if existing == "fail":
-                    raise DuplicateTask(f"task id {rec.id!r} already exists; nothing was added")
-                replace = (existing == "reuse" and old.status in TERMINAL) or (
-                    existing == "replace" and old.status != RUNNING)
-                if existing == "replace" and old.status == RUNNING:
-                    raise DuplicateTask(f"task {rec.id!r} is running and cannot be replaced; "
-                                        "nothing was added")
-                if replace:
-                    new = _replacing(rec, old)
-                    plan[rec.id] = new
-                    out.append(new)
-                else:
-                    out.append(old)
+            out, plan = rules.admit_all(records, self._stored, existing)
             for rec in plan.values():
                 self._store(rec)
         self._flush_ring()
         return out
 
+    def _stored(self, task_id: str) -> "TaskRecord | rules.Unreadable | None":
+        rec = self._records.get(task_id)
+        return rules.Unreadable(rec.rev) if rec is not None and rec.status == BROKEN else rec
+
     def get(self, task_id: str) -> Optional[TaskRecord]:
         with self._lock:
-            return self._records.get(task_id)
+            rec = self._records.get(task_id)
+        if rec is not None and rec.status == BROKEN:
+            raise RecordDecodeError(rec.error or "broken")
+        return rec
 
     def swap(self, changes: Sequence[tuple[TaskRecord, TaskRecord]]) -> list[Optional[TaskRecord]]:
         out: list[Optional[TaskRecord]] = []
         with self._lock:
             for old, new in changes:
                 cur = self._records.get(old.id)
-                if cur is None or cur.rev != old.rev or new.id != old.id:
+                if cur is None or cur.status == BROKEN or cur.rev != old.rev or new.id != old.id:
                     out.append(None)
                     continue
-                stored = _with_rev(new, old.rev + 1)
+                stored = rules.swapped(old, new)
                 self._store(stored)
                 out.append(stored)
         self._flush_ring()
@@ -152,11 +143,19 @@ class MemoryStore(WheelStore):
                 if eta > now or len(taken) >= limit + queued:
                     break
                 heapq.heappop(self._ready)
-                old = self._records[task_id]
-                new = _with_rev(start_run(old, owner, now, queued=len(taken) >= limit), old.rev + 1)
+                new = rules.claimed(self._records[task_id], owner, now, queued=len(taken) >= limit)
                 self._store(new)
                 taken.append(new)
-            return Claimed(taken, self._ready[0][0] if self._ready else None)
+            return Claimed(taken, self._ready_head())
+
+    def next_ready_eta(self) -> Optional[float]:
+        with self._lock:
+            return self._ready_head()
+
+    def _ready_head(self) -> Optional[float]:
+        while self._ready and not self._is_ready(*self._ready[0]):
+            heapq.heappop(self._ready)            # stale: changed since it was queued
+        return self._ready[0][0] if self._ready else None
 
     # -- the ticking process --------------------------------------------------------------------
     def advance(self, through: int, limit: int, leader: str) -> Advanced:
@@ -211,22 +210,11 @@ class MemoryStore(WheelStore):
     def scan(self, status: str, *, name: Optional[str] = None, id_prefix: Optional[str] = None,
              after: Optional[TaskRecord] = None, limit: Optional[int] = None) -> list[TaskRecord]:
         check_listable(status)
-        if status == BROKEN:
-            return []             # records are objects here: nothing can be undecodable
         with self._lock:
             recs = [r for r in self._records.values() if r.status == status
                     and (name is None or r.name == name)
                     and (not id_prefix or r.id.startswith(id_prefix))]
-        if id_prefix:                        # in id order
+        if id_prefix or status == BROKEN:    # in id order
             recs.sort(key=lambda r: r.id)
             return [r for r in recs if after is None or r.id > after.id][:limit]
         return page(recs, status, after, limit)
-
-
-def _with_rev(rec: TaskRecord, rev: int) -> TaskRecord:
-    return rec._replace(rev=rev)
-
-
-def _replacing(new: TaskRecord, old: TaskRecord) -> TaskRecord:
-    """``new`` taking over ``old``'s id: it continues old's rev, so stale fences stay stale."""
-    return _with_rev(new, old.rev + 1)

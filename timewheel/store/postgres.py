@@ -51,14 +51,13 @@ from ..errors import DuplicateTask, NotAStore, StoreBusy, StoreError, StoreMisma
 from ..records import (
     PENDING,
     RUNNING,
-    TERMINAL,
     RecordDecodeError,
     TaskRecord,
     record_from_fields,
-    start_run,
 )
 from ..wheel import Wheel
 from . import postgres_sql as pgsql
+from . import rules
 from .base import (
     BROKEN,
     Advanced,
@@ -456,7 +455,96 @@ class PostgresLiveness(Liveness):
 
 # -- the store ---------------------------------------------------------------------------------------
 
-class PostgresStore(WheelStore):
+class _Observers:
+    """The read-only observers of :class:`PostgresStore` (the shared bookkeeping, the counters,
+    listings), apart from its writes."""
+
+    s: str
+    schema: str
+    location: str
+    wheel: Wheel
+    _call: Callable[..., list[tuple]]
+
+    def state(self) -> StoreState:
+        rows = self._call(f"SELECT horizon, leader, advanced_at FROM {self.s}.meta WHERE id = 1")
+        if not rows:
+            raise StoreError(f"schema {self.schema!r} at {self.location}: its bookkeeping row is gone")
+        return StoreState(*rows[0])
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        rows = self._call(f"SELECT status, name, sum(n)::bigint FROM (SELECT status, name, n FROM "
+                          f"{self.s}.counts UNION ALL SELECT status, name, n FROM {self.s}.counts_delta) c "
+                          "GROUP BY status, name HAVING sum(n) > 0")
+        return {(s, n): c for s, n, c in rows}
+
+    def _pending_ticks(self, where: str, params: Sequence[Any], tail: str = "", extra: Sequence[Any] = ()
+                       ) -> list[tuple[int, int]]:
+        rows = self._call(f"SELECT tick, sum(n)::bigint FROM (SELECT tick, n FROM {self.s}.counts WHERE "
+                          f"status = 'pending' {where} UNION ALL SELECT tick, n FROM {self.s}.counts_delta "
+                          f"WHERE status = 'pending' {where}) c GROUP BY tick HAVING sum(n) > 0 "
+                          f"ORDER BY tick {tail}", [*params, *params, *extra])
+        return [(t, n) for t, n in rows]
+
+    def ticks(self, start: Optional[int] = None, stop: Optional[int] = None, *,
+              limit: Optional[int] = None) -> list[tuple[int, int]]:
+        if limit is not None and limit <= 0:
+            return []
+        where, params = _tick_range(start, stop)
+        return self._pending_ticks(where, params, "" if limit is None else "LIMIT %s",
+                                   () if limit is None else (limit,))
+
+    def histogram(self, start: int, stop: int, bucket: int, *, name: Optional[str] = None) -> list[int]:
+        out = [0] * max(0, -(-(stop - start) // bucket))
+        where, params = _tick_range(start, stop)
+        if name is not None:
+            where, params = where + " AND name = %s", [*params, name]
+        for t, n in self._pending_ticks(where, params):
+            out[(t - start) // bucket] += n
+        return out
+
+    def wheel_stats(self) -> tuple[int, int]:
+        slots = self.wheel.slots
+        (cells, occupied), = self._call(
+            f"SELECT count(*), count(DISTINCT mod(mod(tick, {slots}) + {slots}, {slots})) FROM ("
+            f"SELECT tick FROM (SELECT tick, n FROM {self.s}.counts WHERE status = 'pending' UNION ALL "
+            f"SELECT tick, n FROM {self.s}.counts_delta WHERE status = 'pending') c "
+            "GROUP BY tick HAVING sum(n) > 0) x")
+        return cells, occupied
+
+    def scan(self, status: str, *, name: Optional[str] = None, id_prefix: Optional[str] = None,
+             after: Optional[TaskRecord] = None, limit: Optional[int] = None) -> list[TaskRecord]:
+        check_listable(status)
+        if limit is not None and limit <= 0:
+            return []
+        where, params = ["t.status = %s"], [status]
+        if name is not None:
+            where.append("t.name = %s")
+            params.append(name)
+        kind = "id" if id_prefix or status == BROKEN else status if status in (PENDING, RUNNING) else "done"
+        if id_prefix:
+            where.append("t.id LIKE %s")
+            params.append(id_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        order, cond = _ORDERS[kind]
+        mark = None if after is None else _mark(kind, after.id, after.eta, after.started, after.finished)
+        sql = f"SELECT {_COLS} FROM {self.s}.tasks t WHERE {' AND '.join(where)}"
+        out: list[TaskRecord] = []
+        while True:
+            n = _PAGE if limit is None else min(limit - len(out), _PAGE)
+            rows = self._call(f"{sql}{'' if mark is None else ' AND ' + cond} ORDER BY {order} LIMIT %s",
+                              [*params, *(mark or ()), n])
+            for row in rows:
+                try:
+                    out.append(_placeholder(row, row[14] or "broken") if status == BROKEN
+                               else decode_row(row))
+                except RecordDecodeError as exc:
+                    out.append(_placeholder(row, str(exc)))
+            if len(rows) < n or (limit is not None and len(out) >= limit):
+                return out
+            last = rows[-1]
+            mark = _mark(kind, last[0], last[2], last[11], last[12])
+
+
+class PostgresStore(_Observers, WheelStore):
     """A :class:`WheelStore` in a PostgreSQL database.  Thread-safe; one instance per process.
 
     :param location: ``postgresql://[user[:password]@]host[:port]/db[?...]``, ``postgres://...``
@@ -800,12 +888,11 @@ class PostgresStore(WheelStore):
             try:
                 old = decode_row(row)
             except RecordDecodeError as exc:
-                # Never dropped, never retried in a loop: set aside, kept, reported.
-                log.error("task %s: %s; left in the store as broken", row[0], exc)
-                self._mark_broken(row[0], str(exc))
+                if rules.set_aside(row[0], exc):
+                    self._mark_broken(row[0], str(exc))
                 continue
             # the function started the first ``limit`` it took, counting any broken ones
-            taken.append(start_run(old, owner, at, lease, queued=k >= limit)._replace(rev=old.rev + 1))
+            taken.append(rules.claimed(old, owner, at, lease=lease, queued=k >= limit))
         return Claimed(taken, head)
 
     def _mark_broken(self, task_id: str, reason: str) -> None:
@@ -838,89 +925,9 @@ class PostgresStore(WheelStore):
             try:
                 out.append(decode_row(row))
             except RecordDecodeError as exc:
-                if row[4] != BROKEN and not self.readonly:
-                    log.error("task %s: %s; left in the store as broken", row[0], exc)
+                if rules.set_aside(row[0], exc, readonly=self.readonly, marked=row[4] == BROKEN):
                     self._mark_broken(row[0], str(exc))
         return out
-
-    # -- observers -------------------------------------------------------------------------------------
-    def state(self) -> StoreState:
-        rows = self._call(f"SELECT horizon, leader, advanced_at FROM {self.s}.meta WHERE id = 1")
-        if not rows:
-            raise StoreError(f"schema {self.schema!r} at {self.location}: its bookkeeping row is gone")
-        return StoreState(*rows[0])
-
-    def counts(self) -> dict[tuple[str, str], int]:
-        rows = self._call(f"SELECT status, name, sum(n)::bigint FROM (SELECT status, name, n FROM "
-                          f"{self.s}.counts UNION ALL SELECT status, name, n FROM {self.s}.counts_delta) c "
-                          "GROUP BY status, name HAVING sum(n) > 0")
-        return {(s, n): c for s, n, c in rows}
-
-    def _pending_ticks(self, where: str, params: Sequence[Any], tail: str = "", extra: Sequence[Any] = ()
-                       ) -> list[tuple[int, int]]:
-        rows = self._call(f"SELECT tick, sum(n)::bigint FROM (SELECT tick, n FROM {self.s}.counts WHERE "
-                          f"status = 'pending' {where} UNION ALL SELECT tick, n FROM {self.s}.counts_delta "
-                          f"WHERE status = 'pending' {where}) c GROUP BY tick HAVING sum(n) > 0 "
-                          f"ORDER BY tick {tail}", [*params, *params, *extra])
-        return [(t, n) for t, n in rows]
-
-    def ticks(self, start: Optional[int] = None, stop: Optional[int] = None, *,
-              limit: Optional[int] = None) -> list[tuple[int, int]]:
-        if limit is not None and limit <= 0:
-            return []
-        where, params = _tick_range(start, stop)
-        return self._pending_ticks(where, params, "" if limit is None else "LIMIT %s",
-                                   () if limit is None else (limit,))
-
-    def histogram(self, start: int, stop: int, bucket: int, *, name: Optional[str] = None) -> list[int]:
-        out = [0] * max(0, -(-(stop - start) // bucket))
-        where, params = _tick_range(start, stop)
-        if name is not None:
-            where, params = where + " AND name = %s", [*params, name]
-        for t, n in self._pending_ticks(where, params):
-            out[(t - start) // bucket] += n
-        return out
-
-    def wheel_stats(self) -> tuple[int, int]:
-        slots = self.wheel.slots
-        (cells, occupied), = self._call(
-            f"SELECT count(*), count(DISTINCT mod(mod(tick, {slots}) + {slots}, {slots})) FROM ("
-            f"SELECT tick FROM (SELECT tick, n FROM {self.s}.counts WHERE status = 'pending' UNION ALL "
-            f"SELECT tick, n FROM {self.s}.counts_delta WHERE status = 'pending') c "
-            "GROUP BY tick HAVING sum(n) > 0) x")
-        return cells, occupied
-
-    def scan(self, status: str, *, name: Optional[str] = None, id_prefix: Optional[str] = None,
-             after: Optional[TaskRecord] = None, limit: Optional[int] = None) -> list[TaskRecord]:
-        check_listable(status)
-        if limit is not None and limit <= 0:
-            return []
-        where, params = ["t.status = %s"], [status]
-        if name is not None:
-            where.append("t.name = %s")
-            params.append(name)
-        kind = "id" if id_prefix or status == BROKEN else status if status in (PENDING, RUNNING) else "done"
-        if id_prefix:
-            where.append("t.id LIKE %s")
-            params.append(id_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
-        order, cond = _ORDERS[kind]
-        mark = None if after is None else _mark(kind, after.id, after.eta, after.started, after.finished)
-        sql = f"SELECT {_COLS} FROM {self.s}.tasks t WHERE {' AND '.join(where)}"
-        out: list[TaskRecord] = []
-        while True:
-            n = _PAGE if limit is None else min(limit - len(out), _PAGE)
-            rows = self._call(f"{sql}{'' if mark is None else ' AND ' + cond} ORDER BY {order} LIMIT %s",
-                              [*params, *(mark or ()), n])
-            for row in rows:
-                try:
-                    out.append(_placeholder(row, row[14] or "broken") if status == BROKEN
-                               else decode_row(row))
-                except RecordDecodeError as exc:
-                    out.append(_placeholder(row, str(exc)))
-            if len(rows) < n or (limit is not None and len(out) >= limit):
-                return out
-            last = rows[-1]
-            mark = _mark(kind, last[0], last[2], last[11], last[12])
 
     # -- the doorbell -----------------------------------------------------------------------------------
     def doorbell(self) -> Doorbell:
@@ -1023,46 +1030,27 @@ def migration_script(location: str, *, namespace: str = "timewheel", timeout: fl
                                               lock=lock_key(schema)))
 
 
-def stored_by_id(rows: Iterable[Sequence[Any]]) -> dict[str, tuple[Optional[TaskRecord], int]]:
-    """Task rows -> id: (its record, None if it cannot be read; its rev)."""
-    out: dict[str, tuple[Optional[TaskRecord], int]] = {}
+def stored_by_id(rows: Iterable[Sequence[Any]]) -> dict[str, "TaskRecord | rules.Unreadable"]:
+    """Task rows -> id: its record, or :class:`rules.Unreadable` with its rev."""
+    out: dict[str, "TaskRecord | rules.Unreadable"] = {}
     for row in rows:
         try:
-            out[row[0]] = (decode_row(row), row[18])
+            out[row[0]] = decode_row(row)
         except RecordDecodeError:
-            out[row[0]] = (None, row[18] if isinstance(row[18], int) else 0)
+            out[row[0]] = rules.Unreadable(rules.stored_rev(row[18]))
     return out
 
 
-def _plan(records: Sequence[TaskRecord], existing: str, stored: dict[str, tuple[Optional[TaskRecord], int]]
+def _plan(records: Sequence[TaskRecord], existing: str, stored: dict[str, "TaskRecord | rules.Unreadable"]
           ) -> tuple[list[TaskRecord], dict[str, TaskRecord], dict[str, Optional[int]]]:
-    """What add(existing=keep|reuse|replace) returns, what it writes, and the revs it expects
-    to find (None: no such task)."""
-    out: list[TaskRecord] = []
-    plan: dict[str, TaskRecord] = {}
-    for rec in records:
-        if rec.id in plan:
-            old, rev = plan[rec.id], plan[rec.id].rev
-        elif rec.id in stored:
-            old, rev = stored[rec.id]
-        else:
-            plan[rec.id] = rec
-            out.append(rec)
-            continue
-        if existing == "replace" and old is not None and old.status == RUNNING:
-            raise DuplicateTask(f"task {rec.id!r} is running and cannot be replaced; nothing was added")
-        finished = old is None or old.status in TERMINAL
-        if old is not None and (existing == "keep" or (existing == "reuse" and not finished)):
-            out.append(old)
-            continue
-        # A replacement continues the old record's rev, so stale fences stay stale.
-        plan[rec.id] = new = rec._replace(rev=rev + 1)
-        out.append(new)
-    return out, plan, {i: stored[i][1] if i in stored else None for i in plan}
+    """What add(existing=keep|reuse|replace) returns, what it writes (the rules decide), and
+    the rev it expects to find in each row it writes (None: no such task)."""
+    out, plan = rules.admit_all(records, stored.get, existing)
+    return out, plan, {i: None if i not in stored else stored[i].rev for i in plan}
 
 
 def _planned(changes: Sequence[tuple[TaskRecord, TaskRecord]]) -> list[Optional[TaskRecord]]:
-    return [new._replace(rev=old.rev + 1) if new.id == old.id else None for old, new in changes]
+    return [rules.swapped(old, new) if new.id == old.id else None for old, new in changes]
 
 
 def _rounds(keys: list[int], planned: list[Optional[TaskRecord]]) -> list[list[int]]:

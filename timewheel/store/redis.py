@@ -60,21 +60,20 @@ import weakref
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 from urllib.parse import parse_qsl, urlencode
 
-from ..errors import DuplicateTask, NotAStore, StoreBusy, StoreError, StoreMismatch
+from ..backoff import backoff
+from ..errors import DuplicateTask, NotAStore, StoreError, StoreMismatch
 from ..records import (
     PENDING,
     RUNNING,
     STATUSES,
-    TERMINAL,
     RecordDecodeError,
     TaskRecord,
     decode_record,
     encode_record,
-    start_run,
 )
 from ..text import without_password as _public
 from ..wheel import Wheel
-from . import redis_lua
+from . import rules
 from .base import (
     BROKEN,
     Advanced,
@@ -91,13 +90,8 @@ from .base import (
     page,
     purge_statuses,
 )
-
-try:
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-except ImportError:  # pragma: no cover - the message is the point
-    redis = None
+from .redis_client import RedisClient, redis
+from .redis_client import text as _text
 
 __all__ = ["RedisStore", "RedisLiveness", "FORMAT", "DEFAULT_LEASE"]
 
@@ -105,7 +99,6 @@ log = logging.getLogger("timewheel.store")
 
 FORMAT = "timewheel-redis/1"
 DEFAULT_LEASE = 10.0        #: seconds a claim lasts without renewal (URL: ``?lease=``)
-_RESYNC = 10.0              #: seconds between measurements of the offset to the server's clock
 _ADVANCE_PAGE = 5000        #: tasks one ADVANCE script moves: bounds how long it blocks the server
 _PAGE = 500                 #: entries read per round trip while scanning
 _OUR_PARAMS = ("lease",)
@@ -122,10 +115,6 @@ def _split_url(url: str) -> tuple[str, dict[str, str]]:
 
 def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
-
-
-def _text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def _num(t: Optional[float]) -> str:
@@ -279,21 +268,21 @@ class _PubSubBell(Doorbell):
 
     def __init__(self, store: "RedisStore") -> None:
         super().__init__(store)
-        self._redis = store._client
+        self._redis = store._client.redis
         self._channel = store.channel
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="timewheel-doorbell", daemon=True)
         self._thread.start()
 
     def _listen(self) -> None:
-        pause = 0.05
+        pauses = backoff(0.05, 5.0)
         while not self._closed.is_set():
             pubsub = None
             try:
                 pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self._channel)
                 self.poke()
-                pause = 0.05
+                pauses = backoff(0.05, 5.0)
                 while not self._closed.is_set():
                     if pubsub.get_message(timeout=0.5) is not None:
                         self.poke()
@@ -301,8 +290,7 @@ class _PubSubBell(Doorbell):
                 # The runner still looks at least once a tick: a missed ring makes it late by
                 # at most that, never lost.
                 log.debug("doorbell of %s: %s; resubscribing", self._channel, exc)
-                self._closed.wait(pause)
-                pause = min(pause * 2, 5.0)
+                self._closed.wait(next(pauses))
             finally:
                 if pubsub is not None:
                     try:
@@ -347,7 +335,7 @@ class RedisStore(WheelStore):
         self.namespace = namespace
         self.readonly = readonly
         # (0 would make redis-py's sockets non-blocking: "do not wait" means a short wait here)
-        self.timeout = timeout = max(0.1, timeout)
+        timeout = max(0.1, timeout)
         if lease is None:
             try:
                 lease = float(ours["lease"]) if "lease" in ours else DEFAULT_LEASE
@@ -358,146 +346,23 @@ class RedisStore(WheelStore):
             raise ValueError(f"lease must be from 0.05 to 86400 seconds, got {self.lease!r}")
         self.result_ttl = result_ttl
         self.keys = _Keys(namespace)
-        self._clock = clock            # type: ignore[assignment]
-        self._offset = 0.0
-        self._sync_at = -math.inf
-        self._floor = -math.inf        # the latest server time seen (see now())
         self._bells: "weakref.WeakSet[_PubSubBell]" = weakref.WeakSet()
-        try:
-            self._client = redis.Redis.from_url(
-                target, socket_timeout=timeout, socket_connect_timeout=timeout,
-                # No silent retries: a script whose reply was lost may have run, and running
-                # it again would claim twice or report a stored task as a duplicate.
-                retry=Retry(NoBackoff(), 0), retry_on_error=[])
-        except ValueError as exc:
-            raise StoreError(f"{self.location}: not a usable Redis URL ({exc})") from None
-        db = self._client.connection_pool.connection_kwargs.get("db", 0)
+        self._client = RedisClient(target, self.location, timeout=timeout, readonly=readonly,
+                                   clock=clock, meta=self.keys.meta)
         #: pub/sub channels are not per database: the channel names it
-        self.channel = f"{self.keys.prefix}bell:{db}"
-        self._scripts = {name: self._client.register_script(getattr(redis_lua, name.upper()))
-                         for name in ("init", "put", "claim", "advance", "renew", "purge", "lead",
-                                      "resign", "mark_broken")}
-        self._check_server()
-        self._sync()
+        self.channel = f"{self.keys.prefix}bell:{self._client.db}"
         self.wheel = self._set_up(wheel)
         self.liveness = RedisLiveness(self)
 
-    # -- talking to the server --------------------------------------------------------------
+    # -- talking to the server (store/redis_client.py) -----------------------------------------
     def _io(self, call: Callable[[Any], Any], write: bool = False) -> Any:
-        """``call(client)``, with redis-py's errors turned into ours."""
-        try:
-            return call(self._client)
-        except redis.RedisError as exc:
-            raise self._translate(exc, write) from None
+        return self._client.io(call, write)
 
     def _script(self, name: str, args: Sequence[Any]) -> Any:
-        if self.readonly:
-            raise StoreError(f"{self.location} is open read-only")
-        return self._io(lambda c: self._scripts[name](keys=[self.keys.meta], args=args, client=c),
-                        write=True)
-
-    def _translate(self, exc: Exception, write: bool) -> StoreError:
-        text = str(exc) or exc.__class__.__name__
-        where = f"the Redis server at {self.location}"
-        maybe = "; the change may or may not have been made" if write else ""
-        if isinstance(exc, redis.BusyLoadingError):
-            return StoreBusy(f"{where} is loading its data set ({text}); nothing was written")
-        if isinstance(exc, redis.AuthenticationError):
-            return StoreError(f"{where} refused the credentials ({text}); nothing was written")
-        if isinstance(exc, redis.TimeoutError):
-            return StoreBusy(f"{where} did not answer within {self.timeout:g}s ({text}){maybe}")
-        if isinstance(exc, redis.ConnectionError):
-            if "connecting to" in text or "Connection refused" in text:
-                return StoreError(f"cannot reach {where} ({text}); nothing was written")
-            return StoreError(f"lost the connection to {where} ({text}){maybe}")
-        if isinstance(exc, redis.exceptions.OutOfMemoryError) or text.startswith("OOM"):
-            return StoreError(f"{where} is out of memory (maxmemory) and refuses writes; nothing "
-                              "was written")
-        if isinstance(exc, redis.exceptions.ReadOnlyError):
-            return StoreError(f"{where} is a read-only replica; nothing was written")
-        if isinstance(exc, redis.exceptions.NoPermissionError):
-            return StoreError(f"{where}: the Redis user may not do this ({text}); nothing was written")
-        if text.startswith("BUSY"):
-            return StoreBusy(f"{where} is busy running a script ({text}); nothing was written")
-        return StoreError(f"{where}: {text}")
-
-    def _check_server(self) -> None:
-        """Refuse servers older than 7.0; warn about settings that can lose tasks."""
-        try:
-            info = self._client.info("server")
-        except redis.exceptions.NoPermissionError:      # a restricted user: trust the server
-            info = {"redis_version": "7"}
-        except redis.RedisError as exc:
-            raise self._translate(exc, False) from None
-        version = str(info.get("redis_version", "0"))
-        try:
-            major = int(version.split(".")[0])
-        except ValueError:
-            major = 0
-        if major < 7:
-            raise StoreError(f"the Redis server at {self.location} runs {version}; timewheel needs 7.0 "
-                             "or later")
-        if self.readonly:
-            return
-        try:
-            cfg = {}
-            for name in ("appendonly", "appendfsync", "maxmemory-policy"):
-                cfg.update({_text(k): _text(v) for k, v in self._client.config_get(name).items()})
-        except redis.RedisError as exc:       # managed servers often forbid CONFIG
-            log.debug("cannot read the configuration of %s: %s", self.location, exc)
-            return
-        if cfg.get("appendonly") != "yes":
-            log.warning("the Redis server at %s has appendonly %s: tasks added since its last "
-                        "snapshot are lost if it restarts (set appendonly yes; README, \"More than "
-                        "one host\")", self.location, cfg.get("appendonly"))
-        elif cfg.get("appendfsync") == "no":
-            log.warning("the Redis server at %s has appendfsync no: a crash of its host loses the "
-                        "writes the OS had not flushed (set appendfsync always or everysec)",
-                        self.location)
-        elif cfg.get("appendfsync") == "everysec":
-            log.info("the Redis server at %s has appendfsync everysec: a crash of its host can "
-                     "lose the last second of writes", self.location)
-        policy = cfg.get("maxmemory-policy")
-        if policy is not None and policy != "noeviction":
-            log.warning("the Redis server at %s has maxmemory-policy %s: at its memory limit it "
-                        "deletes keys, tasks included (set maxmemory-policy noeviction)",
-                        self.location, policy)
-
-    # -- the clock ----------------------------------------------------------------------------
-    def _sync(self) -> None:
-        """Measure the offset of the server's clock to ours: the best of three TIME round
-        trips (the shortest bounds the error best: +-half of it)."""
-        best = None
-        for _ in range(3):
-            before = self._clock()
-            sec, usec = self._io(lambda c: c.time())
-            after = self._clock()
-            if best is None or after - before < best[0]:
-                best = (after - before, sec + usec / 1e6 - (before + after) / 2)
-            self._saw(sec + usec / 1e6)
-        self._offset = best[1]
-        self._sync_at = self._clock()
-
-    def _saw(self, server_time: float) -> None:
-        self._floor = max(self._floor, server_time)
+        return self._client.script(name, args)
 
     def now(self) -> float:
-        """The server's clock, as the local clock plus the measured offset -- and never less
-        than a server time already seen, so that a task claimed at the server's ``TIME``
-        (at or after its eta) is never recorded as started before it."""
-        t = self._clock()
-        if not self._sync_at <= t < self._sync_at + _RESYNC:
-            try:
-                self._sync()
-                t = self._clock()
-            except StoreError:
-                self._sync_at = t - _RESYNC + 1.0    # keep the old offset; look again in 1 s
-        return max(t + self._offset, self._floor)
-
-    def _server_us(self) -> int:
-        sec, usec = self._io(lambda c: c.time())
-        self._saw(sec + usec / 1e6)
-        return sec * 1_000_000 + usec
+        return self._client.now()
 
     # -- set-up -------------------------------------------------------------------------------
     def _set_up(self, wheel: Optional[Wheel]) -> Wheel:
@@ -527,14 +392,12 @@ class RedisStore(WheelStore):
         liveness = self.__dict__.get("liveness")
         if liveness is not None:
             liveness.close()
-        try:
-            self._client.close()
-        except Exception:  # noqa: BLE001 - closing must not raise; nothing is pending
-            log.debug("closing %s failed", self.location, exc_info=True)
+        self._client.close()
 
     # -- writing records ----------------------------------------------------------------------
-    def _item(self, rec: TaskRecord, expect: Optional[int]) -> list[Any]:
-        """PUT's 13 values for storing ``rec`` if the stored rev is ``expect`` (None: absent)."""
+    def _item(self, rec: TaskRecord, expect: "Optional[int | str]") -> list[Any]:
+        """PUT's 13 values for storing ``rec`` if the stored rev (the hash's ``v`` field) is
+        ``expect`` (None: no such task)."""
         tick: Any = ""
         if rec.status == PENDING:
             tick = self.wheel.due_tick(rec.eta)
@@ -580,38 +443,21 @@ class RedisStore(WheelStore):
                 return out
 
     def _plan(self, records: Sequence[TaskRecord], existing: str
-              ) -> tuple[list[TaskRecord], dict[str, TaskRecord], dict[str, Optional[int]]]:
-        """What add(existing=keep|reuse|replace) returns, what it writes, and the revs it
-        expects to find (None: no such task)."""
+              ) -> tuple[list[TaskRecord], dict[str, TaskRecord], dict[str, Optional[str]]]:
+        """What add(existing=keep|reuse|replace) returns, what it writes, and the ``v``
+        field it expects to find in each hash it writes (None: no such task)."""
         ids = list(dict.fromkeys(r.id for r in records))
-        stored: dict[str, tuple[Optional[TaskRecord], int]] = {}
+        stored: dict[str, "TaskRecord | rules.Unreadable"] = {}
+        seen_v: dict[str, str] = {}
         for task_id, fields in zip(ids, self._hashes(ids)):
             if fields:
+                seen_v[task_id] = _text(fields.get(b"v", b""))
                 try:
-                    stored[task_id] = (_record(fields), int(fields.get(b"v", b"0")))
-                except (RecordDecodeError, ValueError):
-                    stored[task_id] = (None, int(fields[b"v"]) if fields.get(b"v", b"").isdigit() else 0)
-        out: list[TaskRecord] = []
-        plan: dict[str, TaskRecord] = {}
-        for rec in records:
-            if rec.id in plan:
-                old, rev = plan[rec.id], plan[rec.id].rev
-            elif rec.id in stored:
-                old, rev = stored[rec.id]
-            else:
-                plan[rec.id] = rec
-                out.append(rec)
-                continue
-            if existing == "replace" and old is not None and old.status == RUNNING:
-                raise DuplicateTask(f"task {rec.id!r} is running and cannot be replaced; nothing was added")
-            finished = old is None or old.status in TERMINAL
-            if old is not None and (existing == "keep" or (existing == "reuse" and not finished)):
-                out.append(old)
-                continue
-            # A replacement continues the old record's rev, so stale fences stay stale.
-            plan[rec.id] = new = rec._replace(rev=rev + 1)
-            out.append(new)
-        return out, plan, {i: stored[i][1] if i in stored else None for i in plan}
+                    stored[task_id] = _record(fields)
+                except RecordDecodeError:
+                    stored[task_id] = rules.Unreadable(rules.stored_rev(fields.get(b"v")))
+        out, plan = rules.admit_all(records, stored.get, existing)
+        return out, plan, {i: seen_v.get(i) for i in plan}
 
     def get(self, task_id: str) -> Optional[TaskRecord]:
         fields = self._io(lambda c: c.hgetall(self.keys.task(task_id)))
@@ -637,8 +483,7 @@ class RedisStore(WheelStore):
 
     def _plan_swap(self, changes: Sequence[tuple[TaskRecord, TaskRecord]]
                    ) -> tuple[list[Optional[TaskRecord]], list[list[Any]]]:
-        planned = [new._replace(rev=old.rev + 1) if new.id == old.id else None
-                   for old, new in changes]
+        planned = [rules.swapped(old, new) if new.id == old.id else None for old, new in changes]
         items = [self._item(p, old.rev) for (old, _), p in zip(changes, planned) if p is not None]
         return planned, items
 
@@ -666,9 +511,8 @@ class RedisStore(WheelStore):
 
         def both(c: Any) -> Any:
             pipe = c.pipeline(transaction=False)
-            self._scripts["put"](keys=[self.keys.meta], args=self._put_args("each", items), client=pipe)
-            self._scripts["claim"](keys=[self.keys.meta], args=self._claim_args(owner, limit, queued),
-                                   client=pipe)
+            self._client.script("put", self._put_args("each", items), client=pipe)
+            self._client.script("claim", self._claim_args(owner, limit, queued), client=pipe)
             return pipe.execute()
 
         done, res = self._io(both, write=True)
@@ -681,19 +525,17 @@ class RedisStore(WheelStore):
 
     def _claimed(self, res: Sequence[Any], owner: str, limit: int) -> Claimed:
         started, lease, head = float(res[0]), float(res[1]), _text(res[2])
-        self._saw(started)
+        self._client.saw(started)
         taken = []
         for k, (task_id, blob) in enumerate(zip(res[3::2], res[4::2])):
             try:
                 old = decode_record(blob)
             except RecordDecodeError as exc:
-                # Never dropped, never retried in a loop: set aside, kept, reported.
-                log.error("task %s: %s; left in the store as broken", _text(task_id), exc)
-                self._script("mark_broken", [task_id])
+                if rules.set_aside(_text(task_id), exc):
+                    self._script("mark_broken", [task_id])
                 continue
             # the script started the first ``limit`` it took, counting any broken ones
-            taken.append(start_run(old, owner, started, lease, queued=k >= limit)
-                         ._replace(rev=old.rev + 1))
+            taken.append(rules.claimed(old, owner, started, lease=lease, queued=k >= limit))
         return Claimed(taken, int(head) / 1e6 if head else None)
 
     # -- the ticking process ------------------------------------------------------------------
@@ -703,7 +545,7 @@ class RedisStore(WheelStore):
         return Advanced(int(horizon), int(moved), bool(complete), led=bool(led))
 
     def abandoned(self, now: float, limit: int = 1000) -> list[TaskRecord]:
-        bound = self._server_us()
+        bound = self._client.server_us()
         ids = [_text(i) for i in self._io(lambda c: c.zrangebyscore(
             self.keys.running, "-inf", bound, start=0, num=limit))]
         return [r for r in self._decoded(ids) if r.status == RUNNING]
@@ -725,8 +567,8 @@ class RedisStore(WheelStore):
             try:
                 out.append(_record(fields))
             except RecordDecodeError as exc:
-                if fields.get(b"s") != b"broken" and not self.readonly:
-                    log.error("task %s: %s; left in the store as broken", task_id, exc)
+                marked = fields.get(b"s") == b"broken"
+                if rules.set_aside(task_id, exc, readonly=self.readonly, marked=marked):
                     self._script("mark_broken", [task_id])
         return out
 
@@ -740,6 +582,10 @@ class RedisStore(WheelStore):
         except (TypeError, ValueError):
             raise StoreError(f"namespace {self.namespace!r} at {self.location}: its bookkeeping is "
                              f"damaged (horizon {horizon!r})") from None
+
+    def next_ready_eta(self) -> Optional[float]:
+        head = self._io(lambda c: c.zrange(self.keys.ready, 0, 0, withscores=True))
+        return head[0][1] / 1e6 if head else None
 
     def counts(self) -> dict[tuple[str, str], int]:
         out = {}

@@ -3,11 +3,12 @@ these, run with EVALSHA, so it is atomic on the server (see :mod:`timewheel.stor
 the key layout).
 
 They only *move* tasks and keep the indexes and counters right; what a task becomes (retry,
-backoff, crash requeue, ...) is decided in Python by :mod:`timewheel.records` and handed in
-whole.  The one transition applied here is a claim's (``start_run``: running, owner, lease,
-started, ``attempts + 1``, ``rev + 1``), because only the server may say what is due now; the
-store rebuilds the same record in Python with :func:`~timewheel.records.start_run` from the
-values the script returns.
+backoff, crash requeue, ...) is decided in Python by :mod:`timewheel.records` and
+:mod:`timewheel.store.rules` and handed in whole.  The one transition applied here is a
+claim's (running, owner, lease, started, ``attempts + 1``, ``rev + 1``), because only the
+server may say what is due now: CLAIM is the twin of :func:`timewheel.store.rules.claimed`,
+with which the store rebuilds the same record in Python from the values the script returns
+(change both together).
 
 Conventions:
 
@@ -249,7 +250,8 @@ if mode == 'all' then return {1} end
 return out
 """
 
-#: Take up to ``limit`` ready tasks due by the server's clock, earliest first, for ``owner``.
+#: Take up to ``limit`` ready tasks due by the server's clock, earliest first, for ``owner``:
+#: each as :func:`timewheel.store.rules.claimed` stamps a claim (its Python twin).
 #: ARGV: owner, limit, lease in us, '1' if the owner is the caller itself, heartbeat TTL in ms,
 #: how many of them start now (the others are queued: no ``started``).
 #: A claim by an owner with no heartbeat (not a live process) gets a lease that has already

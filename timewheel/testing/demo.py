@@ -15,8 +15,9 @@ import pickle
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..records import Outcome, TaskRecord, cancel, end_run, skip_misfired, start_run
+from ..records import Outcome, TaskRecord, cancel, end_run, skip_misfired
 from ..store.base import WheelStore
+from ..store.rules import claimed
 
 __all__ = ["DEAD_OWNER", "HOSTILE_ERROR", "HOSTILE_NAME", "Demo", "fill", "record", "run_as_worker"]
 
@@ -61,7 +62,7 @@ def run_as_worker(store: WheelStore, rec: TaskRecord, owner: str, ok: Optional[b
     its eta: start it; then, unless ``ok`` is None (left running), record its outcome (a
     failure with ``error``)."""
     started = rec.eta + late
-    running = _swap(store, rec, start_run(rec, owner, started))
+    running = _swap(store, rec, claimed(rec, owner, started))
     if ok is None:
         return running
     out = (Outcome(ok=True, started=started, finished=started + 0.1, result=pickle.dumps({"sent": rec.id}))
@@ -105,7 +106,7 @@ def fill(store: WheelStore, now: float, *, owner: str = DEAD_OWNER) -> Demo:
             run_as_worker(store, r, owner, False)
             demo.failed.append(r.id)
         elif kind == "m":
-            running = _swap(store, r, start_run(r, owner, r.eta + 0.5))
+            running = _swap(store, r, claimed(r, owner, r.eta + 0.5))
             _swap(store, running, skip_misfired(running, r.eta + 0.5))
             demo.misfired.append(r.id)
         elif kind == "r":

@@ -9,6 +9,8 @@ from typing import Iterable, Optional
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest
 
+from ..text import duration as text_duration
+
 __all__ = ["integer", "number", "choice", "text", "flag", "duration"]
 
 #: longest text a filter field takes (a name is at most 500 characters, an id 200)
@@ -78,15 +80,12 @@ def flag(args: MultiDict, key: str) -> bool:
 
 
 def duration(args: MultiDict, key: str) -> float:
-    """``30s``, ``10m``, ``2h``, ``7d``, ``1w``, ``1h30m`` (as the CLI's ``--older-than``); required."""
-    import click
-
-    from ..cli import Duration
-
+    """``30s``, ``10m``, ``2h``, ``7d``, ``1w``, ``1h30m`` (as the CLI's ``--older-than``:
+    :func:`timewheel.text.duration`); required."""
     raw = (args.get(key) or "").strip()
     if not raw:
         raise BadRequest(f"{key} is required: a duration such as 30s, 10m, 2h, 7d or 1h30m")
     try:
-        return Duration().convert(raw[:60], None, None)
-    except click.BadParameter as exc:
-        raise BadRequest(f"{key}: {exc.message}") from None
+        return text_duration(raw[:60])
+    except ValueError as exc:
+        raise BadRequest(f"{key}: {exc}") from None

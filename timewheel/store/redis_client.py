@@ -1,0 +1,194 @@
+"""The Redis store's line to its server: one redis-py client, its errors in timewheel's terms,
+the Lua scripts (:mod:`timewheel.store.redis_lua`), and the server's clock, which is the
+store's (see store/redis.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable, Sequence
+
+from ..errors import StoreBusy, StoreError
+from . import redis_lua
+
+try:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+except ImportError:  # pragma: no cover - the store says what to install
+    redis = None
+
+__all__ = ["RedisClient", "redis", "text"]
+
+log = logging.getLogger("timewheel.store")
+
+_RESYNC = 10.0              #: seconds between measurements of the offset to the server's clock
+_SCRIPTS = ("init", "put", "claim", "advance", "renew", "purge", "lead", "resign", "mark_broken")
+
+
+def text(v: Any) -> str:
+    """A reply's bytes (or number) as text."""
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+class RedisClient:
+    """The connection of one :class:`~timewheel.store.redis.RedisStore` to its server.
+
+    :param url: the URL for redis-py (our own query parameters taken out).
+    :param location: the URL without its password, for messages.
+    :param timeout: seconds to wait for the server before :class:`StoreBusy`.
+    :param readonly: no script runs.
+    :param clock: the local clock; :meth:`now` adds the measured offset to the server's.
+    :param meta: the namespace's ``{ns}:meta`` key, every script's KEYS[1].
+    """
+
+    def __init__(self, url: str, location: str, *, timeout: float, readonly: bool,
+                 clock: Callable[[], float], meta: str) -> None:
+        self.location = location
+        self.timeout = timeout
+        self.readonly = readonly
+        self._clock = clock
+        self._meta = meta
+        self._offset = 0.0
+        self._sync_at = -math.inf
+        self._floor = -math.inf        # the latest server time seen (see now())
+        try:
+            self.redis = redis.Redis.from_url(
+                url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                # No silent retries: a script whose reply was lost may have run, and running
+                # it again would claim twice or report a stored task as a duplicate.
+                retry=Retry(NoBackoff(), 0), retry_on_error=[])
+        except ValueError as exc:
+            raise StoreError(f"{location}: not a usable Redis URL ({exc})") from None
+        #: the database number (pub/sub channels are not per database)
+        self.db = self.redis.connection_pool.connection_kwargs.get("db", 0)
+        self._scripts = {name: self.redis.register_script(getattr(redis_lua, name.upper()))
+                         for name in _SCRIPTS}
+        self._check_server()
+        self.sync()
+
+    def close(self) -> None:
+        try:
+            self.redis.close()
+        except Exception:  # noqa: BLE001 - closing must not raise; nothing is pending
+            log.debug("closing %s failed", self.location, exc_info=True)
+
+    def io(self, call: Callable[[Any], Any], write: bool = False) -> Any:
+        """``call(client)``, with redis-py's errors turned into ours."""
+        try:
+            return call(self.redis)
+        except redis.RedisError as exc:
+            raise self.translate(exc, write) from None
+
+    def script(self, name: str, args: Sequence[Any], client: Any = None) -> Any:
+        """Run the script ``name`` (of :mod:`timewheel.store.redis_lua`) with ``args``; with
+        ``client`` (a pipeline), only queue it there."""
+        if self.readonly:
+            raise StoreError(f"{self.location} is open read-only")
+        if client is not None:
+            return self._scripts[name](keys=[self._meta], args=args, client=client)
+        return self.io(lambda c: self._scripts[name](keys=[self._meta], args=args, client=c), write=True)
+
+    def translate(self, exc: Exception, write: bool) -> StoreError:
+        text = str(exc) or exc.__class__.__name__
+        where = f"the Redis server at {self.location}"
+        maybe = "; the change may or may not have been made" if write else ""
+        if isinstance(exc, redis.BusyLoadingError):
+            return StoreBusy(f"{where} is loading its data set ({text}); nothing was written")
+        if isinstance(exc, redis.AuthenticationError):
+            return StoreError(f"{where} refused the credentials ({text}); nothing was written")
+        if isinstance(exc, redis.TimeoutError):
+            return StoreBusy(f"{where} did not answer within {self.timeout:g}s ({text}){maybe}")
+        if isinstance(exc, redis.ConnectionError):
+            if "connecting to" in text or "Connection refused" in text:
+                return StoreError(f"cannot reach {where} ({text}); nothing was written")
+            return StoreError(f"lost the connection to {where} ({text}){maybe}")
+        if isinstance(exc, redis.exceptions.OutOfMemoryError) or text.startswith("OOM"):
+            return StoreError(f"{where} is out of memory (maxmemory) and refuses writes; nothing "
+                              "was written")
+        if isinstance(exc, redis.exceptions.ReadOnlyError):
+            return StoreError(f"{where} is a read-only replica; nothing was written")
+        if isinstance(exc, redis.exceptions.NoPermissionError):
+            return StoreError(f"{where}: the Redis user may not do this ({text}); nothing was written")
+        if text.startswith("BUSY"):
+            return StoreBusy(f"{where} is busy running a script ({text}); nothing was written")
+        return StoreError(f"{where}: {text}")
+
+    def _check_server(self) -> None:
+        """Refuse servers older than 7.0; warn about settings that can lose tasks."""
+        try:
+            info = self.redis.info("server")
+        except redis.exceptions.NoPermissionError:      # a restricted user: trust the server
+            info = {"redis_version": "7"}
+        except redis.RedisError as exc:
+            raise self.translate(exc, False) from None
+        version = str(info.get("redis_version", "0"))
+        try:
+            major = int(version.split(".")[0])
+        except ValueError:
+            major = 0
+        if major < 7:
+            raise StoreError(f"the Redis server at {self.location} runs {version}; timewheel needs 7.0 "
+                             "or later")
+        if self.readonly:
+            return
+        try:
+            cfg = {}
+            for name in ("appendonly", "appendfsync", "maxmemory-policy"):
+                cfg.update({text(k): text(v) for k, v in self.redis.config_get(name).items()})
+        except redis.RedisError as exc:       # managed servers often forbid CONFIG
+            log.debug("cannot read the configuration of %s: %s", self.location, exc)
+            return
+        if cfg.get("appendonly") != "yes":
+            log.warning("the Redis server at %s has appendonly %s: tasks added since its last "
+                        "snapshot are lost if it restarts (set appendonly yes; README, \"More than "
+                        "one host\")", self.location, cfg.get("appendonly"))
+        elif cfg.get("appendfsync") == "no":
+            log.warning("the Redis server at %s has appendfsync no: a crash of its host loses the "
+                        "writes the OS had not flushed (set appendfsync always or everysec)",
+                        self.location)
+        elif cfg.get("appendfsync") == "everysec":
+            log.info("the Redis server at %s has appendfsync everysec: a crash of its host can "
+                     "lose the last second of writes", self.location)
+        policy = cfg.get("maxmemory-policy")
+        if policy is not None and policy != "noeviction":
+            log.warning("the Redis server at %s has maxmemory-policy %s: at its memory limit it "
+                        "deletes keys, tasks included (set maxmemory-policy noeviction)",
+                        self.location, policy)
+
+    # -- the server's clock -------------------------------------------------------------------
+    def sync(self) -> None:
+        """Measure the offset of the server's clock to ours: the best of three TIME round
+        trips (the shortest bounds the error best: +-half of it)."""
+        best = None
+        for _ in range(3):
+            before = self._clock()
+            sec, usec = self.io(lambda c: c.time())
+            after = self._clock()
+            if best is None or after - before < best[0]:
+                best = (after - before, sec + usec / 1e6 - (before + after) / 2)
+            self.saw(sec + usec / 1e6)
+        self._offset = best[1]
+        self._sync_at = self._clock()
+
+    def saw(self, server_time: float) -> None:
+        self._floor = max(self._floor, server_time)
+
+    def now(self) -> float:
+        """The server's clock, as the local clock plus the measured offset -- and never less
+        than a server time already seen, so that a task claimed at the server's ``TIME``
+        (at or after its eta) is never recorded as started before it."""
+        t = self._clock()
+        if not self._sync_at <= t < self._sync_at + _RESYNC:
+            try:
+                self.sync()
+                t = self._clock()
+            except StoreError:
+                self._sync_at = t - _RESYNC + 1.0    # keep the old offset; look again in 1 s
+        return max(t + self._offset, self._floor)
+
+    def server_us(self) -> int:
+        sec, usec = self.io(lambda c: c.time())
+        self.saw(sec + usec / 1e6)
+        return sec * 1_000_000 + usec
