@@ -73,6 +73,7 @@ from .base import (
     purge_statuses,
 )
 from .postgres_url import check_schema, parse
+from .server_clock import ServerClock
 
 try:
     import psycopg
@@ -578,9 +579,7 @@ class PostgresStore(_Observers, WheelStore):
             raise ValueError(f"lease must be from 0.05 to 86400 seconds, got {self.lease!r}")
         self._conninfo = target.conninfo
         self._clock = clock            # type: ignore[assignment]
-        self._offset = 0.0
-        self._sync_at = -math.inf
-        self._floor = -math.inf        # the latest server time seen (see now())
+        self._server_clock = ServerClock(self._server_time, clock, _RESYNC)
         self._where = f"the PostgreSQL server at {self.location}"
         self._pool = _Pool(self._connect, _POOL, self.timeout, self._where)
         self._dog = _Watchdog(self.timeout)
@@ -590,7 +589,7 @@ class PostgresStore(_Observers, WheelStore):
         self._store_id = ""
         try:
             self._check_server()
-            self._sync()
+            self._server_clock.sync()
             self.wheel = self._set_up(wheel)
         except BaseException:
             self._pool.close()
@@ -642,35 +641,17 @@ class PostgresStore(_Observers, WheelStore):
                         self._where)
 
     # -- the clock ------------------------------------------------------------------------------------
-    def _sync(self) -> None:
-        """Measure the offset of the server's clock to ours: the best of three round trips."""
-        best = None
-        for _ in range(3):
-            before = self._clock()
-            (server,), = self._call("SELECT extract(epoch FROM clock_timestamp())::float8")
-            after = self._clock()
-            if best is None or after - before < best[0]:
-                best = (after - before, server - (before + after) / 2)
-            self._saw(server)
-        self._offset = best[1]
-        self._sync_at = self._clock()
+    def _server_time(self) -> float:
+        ((server,),) = self._call("SELECT extract(epoch FROM clock_timestamp())::float8")
+        return server
 
     def _saw(self, server_time: Optional[float]) -> None:
         if server_time is not None:
-            self._floor = max(self._floor, server_time)
+            self._server_clock.saw(server_time)
 
     def now(self) -> float:
-        """The server's clock, as the local clock plus the measured offset -- and never less
-        than a server time already seen (a task claimed at the server's time is never recorded
-        as started before it)."""
-        t = self._clock()
-        if not self._sync_at <= t < self._sync_at + _RESYNC:
-            try:
-                self._sync()
-                t = self._clock()
-            except StoreError:
-                self._sync_at = t - _RESYNC + 1.0    # keep the old offset; look again in 1 s
-        return max(t + self._offset, self._floor)
+        """The server's clock (see :class:`~timewheel.store.server_clock.ServerClock`)."""
+        return self._server_clock.now()
 
     # -- set-up ----------------------------------------------------------------------------------------
     def _stored(self) -> Optional[tuple]:
