@@ -766,7 +766,9 @@ def timeline(db: str, hours: float, name: Optional[str], width: int, out: Output
               help="A new store's tick (as the application's TimeWheel(tick=)).")
 @click.option("--slots", type=click.IntRange(1, 999_999), default=3600, show_default=True,
               help="A new store's slots (as the application's TimeWheel(slots=)).")
-def migrate(db: str, tick: float, slots: int) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object: schema, version (stored; 0: none), target, statements.")
+def migrate(db: str, tick: float, slots: int, as_json: bool) -> None:
     """Print the SQL that creates a PostgreSQL store, or brings it to this version.
 
     For databases whose schema changes are applied by their owner or a migration tool: an
@@ -790,6 +792,11 @@ def migrate(db: str, tick: float, slots: int) -> None:
         schema, version, sql = migration_script(db, namespace=ctx.meta.get(NAMESPACE, "timewheel"),
                                                 wheel=Wheel(slots=slots, tick=tick))
     from .store.postgres_sql import FORMAT, VERSION
+    if as_json:
+        import json
+        click.echo(json.dumps({"schema": schema, "version": version, "target": VERSION, "format": FORMAT,
+                               "statements": [st.strip() for st in sql]}))
+        return
     if not sql:
         click.echo(f"-- schema {schema} holds {FORMAT} version {version}: up to date, nothing to do")
         return
