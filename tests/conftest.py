@@ -18,10 +18,16 @@ from timewheel.records import TaskRecord
 from timewheel.store import MemoryStore, SqliteDictStore, WheelStore
 from timewheel.wheel import Wheel
 
+from . import hard_timeout
 from .mp_worker import wait_for as _poll
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BACKENDS = ["memory", "sqlite", "redis"]
+BACKENDS = ["memory", "sqlite", "redis", "postgres"]
+#: the backends whose claim enforces queues, priorities and limits (issue 21; a store says
+#: so by ``flow_control``): flow control's conformance tests run on these
+FLOW_BACKENDS = ["memory", "sqlite", "redis"]
+#: ``@flow_backends`` on a conformance test: run it once per backend of FLOW_BACKENDS
+flow_backends = pytest.mark.parametrize("backend", FLOW_BACKENDS, indirect=True)
 
 
 @pytest.fixture
@@ -59,6 +65,7 @@ def store_factory(backend, tmp_path, request):
     opened: list[WheelStore] = []
     memory: list[MemoryStore] = []
     redis_url = request.getfixturevalue("redis_db") if backend == "redis" else None
+    pg_url = request.getfixturevalue("pg_db") if backend == "postgres" else None
 
     def open_store() -> WheelStore:
         if backend == "memory":
@@ -68,6 +75,9 @@ def store_factory(backend, tmp_path, request):
         if redis_url is not None:
             from timewheel.store.redis import RedisStore
             s: WheelStore = RedisStore(redis_url, Wheel(), namespace="conformance")
+        elif pg_url is not None:
+            from timewheel.store.postgres import PostgresStore
+            s = PostgresStore(pg_url, Wheel(), namespace="conformance")
         else:
             s = SqliteDictStore(str(tmp_path / "store.db"), Wheel())
         opened.append(s)
@@ -81,6 +91,9 @@ def store_factory(backend, tmp_path, request):
     if redis_url is not None and opened:
         from .redis_check import check_redis_store
         check_redis_store(redis_url, "conformance")
+    if pg_url is not None and opened:
+        from .pg_check import check_pg_store
+        check_pg_store(pg_url, "conformance")
 
 
 # -- Redis: one real server per test session, an empty database per test ---------------------
@@ -104,6 +117,30 @@ def redis_db(redis_server) -> str:
     return redis_server.url
 
 
+# -- PostgreSQL: one real server per test session, an empty schema per test ----------------------
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL server of our own (free port, its own data directory, fsync on)."""
+    from timewheel.testing import PostgresServer
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_db(pg_server) -> str:
+    """The URL of the session's server, with the schemas the tests use dropped."""
+    pg_server.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                  "AND datname = 'postgres' AND backend_type = 'client backend'")
+    schemas = [r[0] for r in pg_server.sql(
+        "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' AND nspname NOT IN "
+        "('public', 'information_schema')")]
+    if schemas:
+        pg_server.sql("DROP SCHEMA " + ", ".join(f'"{n}"' for n in schemas) + " CASCADE")
+    return pg_server.url
+
+
 @pytest.fixture
 def store(store_factory) -> WheelStore:
     return store_factory()
@@ -113,8 +150,9 @@ def store(store_factory) -> WheelStore:
 def corrupt(backend, request) -> Callable[[WheelStore, str], None]:
     """``corrupt(store, task_id)`` makes a stored record undecodable the way damage would on
     that backend, under the store's interface: the file's record blob, the Redis hash's record
-    field, the memory store's object (there: the placeholder that stands for one).  What the
-    backend keeps beside the record (its rev: the file's rev column, the hash's fields) stays."""
+    field, a PostgreSQL row's version column, the memory store's object (there: the
+    placeholder that stands for one).  What the backend keeps beside the record (its rev: the
+    file's rev column, the hash's fields, the row's rev column) stays."""
     def damage(store: Any, task_id: str) -> None:
         if backend == "memory":
             from timewheel.store.base import broken_record
@@ -128,6 +166,12 @@ def corrupt(backend, request) -> Callable[[WheelStore, str], None]:
                                (b"garbage", "t:" + task_id)).rowcount == 1
             con.commit()
             con.close()
+        elif backend == "postgres":
+            import psycopg
+            # a column out of what a record can hold: as written by a newer timewheel
+            with psycopg.connect(request.getfixturevalue("pg_db"), autocommit=True) as c:
+                assert c.execute(f"UPDATE {store.s}.tasks SET version = 99 WHERE id = %s",
+                                 (task_id,)).rowcount == 1
         else:
             import redis
             r = redis.Redis.from_url(request.getfixturevalue("redis_db"))
@@ -269,17 +313,30 @@ def page(browser):
 # slow one is chosen by `pytest -m slow` or by TIMEWHEEL_HYPOTHESIS=slow in the environment.
 # Suites mark their tests `properties` and size them with `examples(n)`: n cases in CI mode,
 # 10n in slow mode; under `-m slow` those tests are selected along with the soak tests.
+#
+# The default run is reproducible (issue 19 item 4): every clone, every day, draws the same
+# cases (derandomize: seeded from each test's source) and reads no example database, so a
+# case one checkout once failed on is not replayed there alone -- a new user's clone failed
+# three runs in a row on a draw another clone never made.  A committed database would also
+# do, but as binary churn in every commit that touches a suite.  A bug found is kept as an
+# explicit @example(...) on its test.  The slow profile explores: random draws, and failures
+# replayed from the local database (.hypothesis/, git-ignored).  `--hypothesis-seed=N` makes
+# a default run draw from seed N instead (to look for new failures at CI size).
 from _pytest.mark.expression import Expression as _MarkExpression  # noqa: E402
 from hypothesis import HealthCheck as _HealthCheck  # noqa: E402
 from hypothesis import settings as _hsettings  # noqa: E402
+from hypothesis.database import DirectoryBasedExampleDatabase as _ExampleDatabase  # noqa: E402
 
 _HYPOTHESIS = {"scale": 10 if os.environ.get("TIMEWHEEL_HYPOTHESIS") == "slow" else 1, "marked": False}
 _hsettings.register_profile(
-    "timewheel-ci", deadline=None, print_blob=True,
+    "timewheel-ci", deadline=None, print_blob=True, derandomize=True, database=None,
     # the suites call real stores (files, servers): an example may take milliseconds
     suppress_health_check=[_HealthCheck.too_slow, _HealthCheck.function_scoped_fixture])
+_hsettings.register_profile("timewheel-seeded", parent=_hsettings.get_profile("timewheel-ci"),
+                            derandomize=False)
 _hsettings.register_profile("timewheel-slow", parent=_hsettings.get_profile("timewheel-ci"),
-                            max_examples=1000)
+                            max_examples=1000, derandomize=False,
+                            database=_ExampleDatabase(os.path.join(ROOT, ".hypothesis", "examples")))
 
 
 def examples(n: int) -> int:
@@ -308,7 +365,9 @@ def pytest_configure(config) -> None:
     expr = config.option.markexpr
     if expr and _MarkExpression.compile(expr).evaluate(lambda name, **kw: name == "slow"):
         _HYPOTHESIS.update(scale=10, marked=True)
-    _hsettings.load_profile("timewheel-slow" if _HYPOTHESIS["scale"] > 1 else "timewheel-ci")
+    seeded = config.getoption("hypothesis_seed", None) is not None
+    _hsettings.load_profile("timewheel-slow" if _HYPOTHESIS["scale"] > 1
+                            else "timewheel-seeded" if seeded else "timewheel-ci")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -319,3 +378,14 @@ def pytest_collection_modifyitems(config, items) -> None:
             if item.get_closest_marker("properties") is not None:
                 item.add_marker(pytest.mark.slow)
 # ---- end of the hypothesis settings ----
+
+
+# ---- the time limit of every test (pyproject's timeout), made to hold: see hard_timeout.py ----
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item, settings):
+    return hard_timeout.arm(item, settings)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_cancel_timer(item):
+    return hard_timeout.disarm(item)

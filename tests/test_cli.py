@@ -16,7 +16,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 from click.testing import Result
@@ -27,6 +27,7 @@ from timewheel.cli import FORMATS, cli, simple_table
 from timewheel.records import Outcome, TaskRecord, end_run
 from timewheel.store import open_store
 from timewheel.testing import console_script
+from timewheel.testing import processes as procs
 
 from .cli_fixtures import fingerprint, invoke, populate, rec
 from .conftest import ROOT, wait_for
@@ -315,12 +316,12 @@ def test_read_commands_leave_a_crashed_writers_wal_alone(tmp_path: Path) -> None
                               payload=pickle.dumps(((), {{}})))])
         os._exit(0)
     """)
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+    procs.run([sys.executable, "-c", code], check=True, timeout=30)
     assert Path(f"{path}-wal").stat().st_size > 0
     before = fingerprint(path)
     for command in (["inspect", "--json"], ["show", "{id}"], ["tasks"]):
-        done = subprocess.run([console_script(), *_args(command, path, "t3")], capture_output=True,
-                              text=True, timeout=30)
+        done = procs.run([console_script(), *_args(command, path, "t3")], capture_output=True,
+                         text=True, timeout=30)
         assert done.returncode == 0, done.stderr
         assert "t3" in done.stdout
     for command in READ_COMMANDS:
@@ -354,12 +355,12 @@ def test_read_commands_in_a_directory_the_user_cannot_write(tmp_path: Path) -> N
                         f"--bounding-set={caps}", f"--inh-caps={caps}"]
     home.chmod(0o555)
     try:
-        probe = subprocess.run([*unprivileged, "touch", str(home / "x")], capture_output=True)
+        probe = procs.run([*unprivileged, "touch", str(home / "x")], capture_output=True, timeout=30)
         assert probe.returncode != 0, "the directory is writable after all: the test proves nothing"
         before = fingerprint(path)
         for command in READ_COMMANDS:
-            done = subprocess.run([*unprivileged, console_script(), *_args(command, path), "--json"],
-                                  capture_output=True, text=True, timeout=30)
+            done = procs.run([*unprivileged, console_script(), *_args(command, path), "--json"],
+                             capture_output=True, text=True, timeout=30)
             assert done.returncode == 0, (command, done.stderr)
         assert fingerprint(path) == before
     finally:
@@ -485,9 +486,19 @@ def test_directory_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0", "rediss://localhost/2", "unix:///tmp/none.sock"])
 def test_a_url_without_the_redis_backend_is_one_line(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "timewheel.store.redis", None)    # as if it were not installed
+    monkeypatch.setitem(sys.modules, "redis", None)    # as if it were not installed
     for command in READ_COMMANDS + WRITE_COMMANDS:
         assert_clean_error(invoke(*_args(command, url)), 1, "pip install 'timewheel[redis]'")
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:secret@127.0.0.1:1/db", "postgres://127.0.0.1/db",
+                                 "host=127.0.0.1 dbname=db password=secret"])
+def test_a_url_without_the_postgres_driver_is_one_line(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)    # as if it were not installed
+    for command in READ_COMMANDS + WRITE_COMMANDS + [["migrate"]]:
+        result = invoke(*_args(command, url))
+        assert_clean_error(result, 1, "pip install 'timewheel[postgres]'")
+        assert "secret" not in result.output
 
 
 @pytest.mark.parametrize("command", [["show"], ["cancel"], ["retry"]], ids=lambda c: c[0])
@@ -558,6 +569,11 @@ def job(x):
     return x * 2
 
 
+@hu.task(name="boom")
+def boom():
+    raise ValueError("the task failed on purpose")
+
+
 @hu.task(name="slow")
 def slow(seconds, marker):
     with open(marker, "w") as fh:
@@ -586,7 +602,7 @@ def slow_signature(seconds: float, marker: str) -> str:
 
 
 def _console(*args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([console_script(), *args], capture_output=True, text=True, timeout=30)
+    done = procs.run([console_script(), *args], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     return done
 
@@ -595,8 +611,8 @@ def test_console_script_against_a_store_another_process_is_using(tmp_path: Path)
     path, ready, log = tmp_path / "tasks.db", tmp_path / "ready", tmp_path / "app.log"
     (tmp_path / "cliapp_live.py").write_text(APP)
     with open(log, "w") as err:
-        child = subprocess.Popen([sys.executable, str(tmp_path / "cliapp_live.py"), str(ready)],
-                                 env={**os.environ, "TW_DB": str(path)}, cwd=tmp_path, stderr=err)
+        child = procs.popen([sys.executable, str(tmp_path / "cliapp_live.py"), str(ready)],
+                            env={**os.environ, "TW_DB": str(path)}, cwd=tmp_path, stderr=err)
     try:
         wait_for(lambda: ready.exists() or child.poll() is not None, 15, what="child ready")
         assert child.poll() is None, log.read_text()
@@ -626,8 +642,8 @@ def test_inspect_says_not_ticking_within_a_tick_of_the_leaders_death(tmp_path: P
     the task the dead process was running as owned by a dead process."""
     path, ready, marker = tmp_path / "tasks.db", tmp_path / "ready", tmp_path / "started"
     (tmp_path / "cliapp_kill.py").write_text(APP)
-    child = subprocess.Popen([sys.executable, str(tmp_path / "cliapp_kill.py"), str(ready), str(marker)],
-                             env={**os.environ, "TW_DB": str(path)}, cwd=tmp_path, stderr=subprocess.DEVNULL)
+    child = procs.popen([sys.executable, str(tmp_path / "cliapp_kill.py"), str(ready), str(marker)],
+                        env={**os.environ, "TW_DB": str(path)}, cwd=tmp_path, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: (ready.exists() and marker.exists()) or child.poll() is not None, 20,
                  what="slow task running")
@@ -660,9 +676,9 @@ def test_run_finishes_the_running_task_on_sigterm_and_exits_0(tmp_path: Path) ->
     producer.close()
     log = tmp_path / "worker.log"
     with open(log, "w") as err:
-        worker = subprocess.Popen([console_script(), "run", "cliapp_run:hu", "--grace", "20", "--json"],
-                                  cwd=tmp_path, env={**os.environ, "TW_DB": str(path)},
-                                  stdout=subprocess.PIPE, stderr=err, text=True)
+        worker = procs.popen([console_script(), "run", "cliapp_run:hu", "--grace", "20", "--json"],
+                             cwd=tmp_path, env={**os.environ, "TW_DB": str(path)},
+                             stdout=subprocess.PIPE, stderr=err, text=True)
     try:
         wait_for(lambda: marker.exists() or worker.poll() is not None, 15, what="task started")
         assert worker.poll() is None, log.read_text()
@@ -677,7 +693,7 @@ def test_run_finishes_the_running_task_on_sigterm_and_exits_0(tmp_path: Path) ->
     finally:
         if worker.poll() is None:
             worker.kill()
-            worker.wait()
+            worker.wait(10)
     assert worker.returncode == 0, log.read_text()
     summary = json.loads(out)
     assert summary["signal"] == "SIGTERM" and summary["running"] == 0 and summary["unfinished"] == 0
@@ -692,6 +708,44 @@ def test_run_finishes_the_running_task_on_sigterm_and_exits_0(tmp_path: Path) ->
     assert not (tmp_path / "never").exists()
     text = log.read_text()
     assert "Traceback" not in text and "SIGTERM" in text
+
+
+@pytest.mark.parametrize("level", [None, "ERROR"], ids=["default", "log-level-error"])
+def test_run_logs_task_failures_to_stderr(tmp_path: Path, level: Optional[str]) -> None:
+    """Issue 19 item 13: `timewheel run` configures logging (INFO to stderr; --log-level) when
+    the application did not, so a failing task is reported where the operator looks."""
+    from timewheel import TimeWheel
+    path = tmp_path / "tasks.db"
+    (tmp_path / "cliapp_boom.py").write_text(APP)
+    producer = TimeWheel(str(path))
+    failing = producer.task(name="boom")(lambda: None).delay()
+    producer.close()
+    log = tmp_path / "worker.log"
+    with open(log, "w") as err:
+        options = ["--log-level", level] if level else []
+        worker = procs.popen([console_script(), "run", "cliapp_boom:hu", *options],
+                             cwd=tmp_path, env={**os.environ, "TW_DB": str(path)}, stderr=err)
+    try:
+        def status() -> str:
+            ro = open_store(str(path), readonly=True)     # anew: one opened before the worker
+            try:                                          # ran reads the file as it was then
+                return ro.get(failing.id).status
+            finally:
+                ro.close()
+        wait_for(lambda: status() == "failed", 15, what="the task to fail")
+        time.sleep(0.3)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+    text = log.read_text()
+    said = f"task {failing.id} (boom) failed, attempt 1 of 1: ValueError: the task failed on purpose"
+    if level is None:
+        assert said in text and "running <TimeWheel" in text, text          # warnings and INFO
+    else:
+        assert said not in text and "running <TimeWheel" not in text, text
 
 
 @settings(max_examples=300, deadline=None)
@@ -770,3 +824,46 @@ def test_every_command_on_a_redis_store(redis_db: str, redis_server: Any) -> Non
     assert as_json("tasks", redis_db, "--status", "cancelled", *ns)["tasks"][0]["id"] == "p-soon"
     assert as_json("purge", redis_db, "--older-than", "1h", *ns)["purged"] == 0
     assert as_json("purge", redis_db, "--older-than", "0s", "--status", "succeeded", *ns)["purged"] == 1
+
+
+def _pg_snapshot(url: str, schema: str) -> dict[str, list]:
+    """Every row of the store's tables."""
+    import psycopg
+    with psycopg.connect(url, autocommit=True) as c:
+        return {t: sorted(map(repr, c.execute(f'SELECT * FROM "{schema}".{t}').fetchall()))
+                for t in ("meta", "tasks", "counts", "counts_delta", "alive")}
+
+
+def test_every_command_on_a_postgres_store(pg_db: str) -> None:
+    """The same commands on a real PostgreSQL server: read-only ones change no row."""
+    s = open_store(pg_db, namespace="shop")
+    try:
+        populate(s, time.time(), DEAD_OWNER)
+    finally:
+        s.close()
+    ns = ["--namespace", "shop"]
+    before = _pg_snapshot(pg_db, "shop")
+    for command in READ_COMMANDS:
+        ok(*_args(command, pg_db), *ns)
+        ok(*_args(command, pg_db), *ns, "--json")
+    ok("purge", pg_db, "--older-than", "0s", "--dry-run", *ns)
+    port = pg_db.rsplit(":", 1)[1].split("/")[0]
+    for url in (pg_db + "?schema=shop", f"host=127.0.0.1 port={port} user=postgres schema=shop"):
+        data = as_json("inspect", url)
+        assert data["counts"]["pending"] == 4 and data["store"]["backend"] == "PostgresStore"
+        assert data["store"]["schema"] == "shop" and data["running"][0]["owner_alive"] is False
+    assert "schema 'shop'" in ok("inspect", pg_db, *ns).stdout
+    assert _pg_snapshot(pg_db, "shop") == before
+    assert_clean_error(invoke("inspect", pg_db), 1, "no timewheel store in schema 'timewheel'")
+    assert_clean_error(invoke("cancel", pg_db, "p-soon"), 1, "no timewheel store")
+    assert _pg_snapshot(pg_db, "shop") == before            # a write command creates nothing either
+    assert invoke("inspect", pg_db, "--namespace", "a;b").exit_code == 2
+    assert as_json("cancel", pg_db, "p-soon", *ns)["cancelled"] == ["p-soon"]
+    assert as_json("retry", pg_db, "bad", *ns)["retried"] == ["bad"]
+    assert as_json("tasks", pg_db, "--status", "cancelled", *ns)["tasks"][0]["id"] == "p-soon"
+    assert sorted(t["id"] for t in as_json("tasks", pg_db, "--id", "p-", *ns)["tasks"]) == \
+        ["p-evil", "p-far", "p-later", "p-soon"]
+    assert as_json("tasks", pg_db, "--id", "p_", *ns)["tasks"] == []      # LIKE's wildcards are literal
+    assert as_json("tasks", pg_db, "--id", "%", *ns)["tasks"] == []
+    assert as_json("purge", pg_db, "--older-than", "1h", *ns)["purged"] == 0
+    assert as_json("purge", pg_db, "--older-than", "0s", "--status", "succeeded", *ns)["purged"] == 1

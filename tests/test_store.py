@@ -30,7 +30,7 @@ from timewheel.records import (
 )
 from timewheel.store.base import BROKEN, Claimed, WheelStore
 
-from .conftest import count_of, make_record
+from .conftest import count_of, flow_backends, make_record
 
 
 def ready_all(store: WheelStore, ahead: float = 0.0) -> None:
@@ -437,6 +437,7 @@ def _done(store: WheelStore, rec: TaskRecord) -> TaskRecord:
     return out
 
 
+@flow_backends
 def test_claim_serves_only_its_queues_and_takes_the_highest_priority_first(store: WheelStore) -> None:
     now = store.now()
     store.add([make_record("low", now - 5, priority=-10), make_record("mid", now - 4),
@@ -456,6 +457,7 @@ def test_claim_serves_only_its_queues_and_takes_the_highest_priority_first(store
         "default": (0, 4), "emails": (0, 1), "reports": (0, 1)}
 
 
+@flow_backends
 def test_a_priority_orders_only_among_due_tasks_a_page_at_a_time(store: WheelStore) -> None:
     now = store.now()
     store.add([make_record(f"lo{i:02d}", now - 30 + i, priority=-10) for i in range(20)]
@@ -470,6 +472,7 @@ def test_a_priority_orders_only_among_due_tasks_a_page_at_a_time(store: WheelSto
     assert order == [f"hi{i:02d}" for i in range(20)] + [f"lo{i:02d}" for i in range(20)]
 
 
+@flow_backends
 def test_a_paused_queue_is_not_claimed_until_resumed_and_keeps_its_tasks(store: WheelStore) -> None:
     now = store.now()
     store.add([make_record("r1", now - 2, queue="reports"), make_record("d1", now - 1)])
@@ -490,6 +493,7 @@ def test_a_paused_queue_is_not_claimed_until_resumed_and_keeps_its_tasks(store: 
     assert [r.id for r in store.claim("me", store.now(), 10).records] == ["d2"]
 
 
+@flow_backends
 def test_a_concurrency_limit_holds_slots_until_the_outcome_and_parks_the_rest(store: WheelStore) -> None:
     now = store.now()
     lim = _lim("task:x", concurrency=2)
@@ -516,6 +520,7 @@ def test_a_concurrency_limit_holds_slots_until_the_outcome_and_parks_the_rest(st
     assert store.limit_states(["task:x"])[0].running == 2
 
 
+@flow_backends
 def test_a_crashed_holder_keeps_its_slot_until_it_is_requeued(store: WheelStore, dead_owner: str) -> None:
     now = store.now()
     lim = _lim("k", concurrency=1)
@@ -532,6 +537,7 @@ def test_a_crashed_holder_keeps_its_slot_until_it_is_requeued(store: WheelStore,
     assert [r.id for r in store.claim("me", store.now(), 5).records] == ["b"]
 
 
+@flow_backends
 def test_limited_tasks_only_start_now_never_queue(store: WheelStore) -> None:
     now = store.now()
     store.add([make_record("lim", now - 2, limits=(_lim("l", concurrency=5),)), make_record("free", now - 1)])
@@ -541,6 +547,7 @@ def test_limited_tasks_only_start_now_never_queue(store: WheelStore) -> None:
     assert [r.id for r in store.claim("me", store.now(), 1).records] == ["lim"]
 
 
+@flow_backends
 def test_a_rate_never_admits_more_starts_in_any_window(store: WheelStore) -> None:
     now = store.now()
     lim = _lim("r", rate=3, per=0.6)
@@ -562,6 +569,7 @@ def test_a_rate_never_admits_more_starts_in_any_window(store: WheelStore) -> Non
     assert starts[-1] - starts[0] < 0.6 * 3 + 0.5                                  # and no slower
 
 
+@flow_backends
 def test_a_parked_task_stays_pending_listed_and_changeable(store: WheelStore) -> None:
     now = store.now()
     lim = _lim("one", concurrency=1)
@@ -577,6 +585,7 @@ def test_a_parked_task_stays_pending_listed_and_changeable(store: WheelStore) ->
     assert store.counts() == {(SUCCEEDED, "t"): 1, (CANCELLED, "t"): 1, (RUNNING, "t"): 1}
 
 
+@flow_backends
 def test_racing_claimers_never_exceed_a_limit(store_factory) -> None:
     """Four claimers on their own store instances (processes, for the file and Redis stores),
     claiming and finishing as fast as they can: never more than 2 holders at once."""
@@ -613,6 +622,7 @@ def test_racing_claimers_never_exceed_a_limit(store_factory) -> None:
     assert max(worst) <= 2
 
 
+@flow_backends
 def test_a_slot_freed_for_a_task_that_goes_elsewhere_passes_to_the_next(store: WheelStore) -> None:
     """No parked task waits for ever: a slot freed for a task that is then cancelled, or that
     another full limit holds back, goes to the next task parked on the limit."""
@@ -641,6 +651,7 @@ def test_a_slot_freed_for_a_task_that_goes_elsewhere_passes_to_the_next(store: W
     assert sorted(ran) == ["both", "p2"]
 
 
+@flow_backends
 def test_tasks_due_at_one_instant_are_claimed_by_id_page_after_page(store: WheelStore) -> None:
     """Positions tie when etas do: a claim that reads page after page (here: one task at a
     time for its queue) never skips a task that shares its eta with the last one read."""

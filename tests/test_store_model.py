@@ -10,14 +10,16 @@ claimed twice, ``counts()`` and ``ticks()`` equal to a recount, the horizon neve
 Flow control (issue 21): tasks come in two queues and a few priorities, some counting against
 a limit of one slot; claims serve every queue or one; a claim takes only the served queues'
 tasks, the highest priority first, never lets two runs hold the slot nor queues a limited task,
-and while nothing holds the slot a due task of it is claimed within a few claims.
-SQLite and Redis stores are also checked by their own invariant checkers (every task where
-its status says, counters equal to a recount): ``conftest.check_file_store`` after every
-step, ``redis_check.check_redis_store`` (a scan of the server's keys) after every sequence.
+and while nothing holds the slot a due task of it is claimed within a few claims (on the
+backends with flow control: a store whose ``flow_control`` is False gets plain tasks only).
+SQLite, Redis and PostgreSQL stores are also checked by their own invariant checkers (every
+task where its status says, counters equal to a recount): ``conftest.check_file_store`` after
+every step, ``redis_check.check_redis_store`` (a scan of the server's keys) and
+``pg_check.check_pg_store`` (plain SQL) after every sequence.
 
 Time: the memory and SQLite stores judge due-ness by the ``now`` they are given, so the
 machine keeps its own clock and moves it forward and backward (the clock moves of the
-issue).  A backend whose server keeps the clock (Redis) is driven by real time only: the
+issue).  A backend whose server keeps the clock (Redis, PostgreSQL) is driven by real time only: the
 machine then reads ``store.now()`` and checks claims against the time before and after the
 call.  All times are whole milliseconds, the granularity of finished-time ordering.
 
@@ -99,21 +101,24 @@ class Backend:
     backends: the one store of ``store_factory``, emptied after each example, on real time.
     """
 
-    def __init__(self, name: str, store_factory: Any, tmp_path: Any, redis_url: Optional[str]) -> None:
+    def __init__(self, name: str, store_factory: Any, tmp_path: Any, server_url: Optional[str]) -> None:
         self.name = name
         self.exact = name in EXACT_CLOCK
         self.path = str(tmp_path / "model.db") if name == "sqlite" else None
         self.shared = None if self.exact else store_factory()
-        self.redis_url = redis_url
+        self.server_url = server_url
 
     def check(self, store: WheelStore, last: bool) -> None:
         """The backend's own invariant checker on what the store holds: a file's after every
         step; a server's, a scan of all its keys, once a sequence is done."""
         if self.path is not None:
             check_file_store(self.path)
-        elif self.redis_url is not None and last:
+        elif self.name == "redis" and last:
             from .redis_check import check_redis_store
-            check_redis_store(self.redis_url, store.namespace)   # type: ignore[attr-defined]
+            check_redis_store(self.server_url, store.namespace)   # type: ignore[attr-defined]
+        elif self.name == "postgres" and last:
+            from .pg_check import check_pg_store
+            check_pg_store(self.server_url, store.namespace)      # type: ignore[attr-defined]
 
     def open(self, clock: Callable[[], float]) -> WheelStore:
         if self.name == "memory":
@@ -230,8 +235,7 @@ class StoreModel(RuleBasedStateMachine):
                 data.draw(st.sampled_from(IDS)), ms(now + offset),
                 name=data.draw(st.sampled_from(NAMES)), created=now, retries=data.draw(st.integers(0, 2)),
                 retry_delay=data.draw(st.sampled_from([0.0, 0.5, 2.0] if self.exact else [0.0, 120.0])),
-                queue=data.draw(st.sampled_from(QUEUES)), priority=data.draw(st.sampled_from(PRIORITIES)),
-                limits=data.draw(st.sampled_from([(), (), (), (LIMIT,)]))))
+                **(self.flow_fields(data) if self.store.flow_control else {})))
         expected = self._plan_add(batch, existing)
         if expected is None:
             with pytest.raises(DuplicateTask):
@@ -242,6 +246,12 @@ class StoreModel(RuleBasedStateMachine):
         for rec in got:
             if self.model.get(rec.id) != rec:
                 self.put(rec)
+
+    @staticmethod
+    def flow_fields(data: st.DataObject) -> dict:
+        """A task's queue, priority and limits (flow control)."""
+        return dict(queue=data.draw(st.sampled_from(QUEUES)), priority=data.draw(st.sampled_from(PRIORITIES)),
+                    limits=data.draw(st.sampled_from([(), (), (), (LIMIT,)])))
 
     def _plan_add(self, batch: list[TaskRecord], existing: str) -> Optional[list[TaskRecord]]:
         """What add() must return, or None if it must raise DuplicateTask and write nothing."""
@@ -301,7 +311,9 @@ class StoreModel(RuleBasedStateMachine):
             ["ok", "fail", "retryable"])))) for i in done]
         owner = self.dead if dead else self.live
         before = self._now if self.exact else self.store.now()
-        out, got = self.store.record_and_claim(changes, owner, before, limit, queued, queues=served)
+        if not self.store.flow_control:
+            served = None
+        out, got = self.store.record_and_claim(changes, owner, before, limit, queued, **self.serving(served))
         assert out == [new._replace(rev=old.rev + 1) for old, new in changes], out
         for rec in out:
             self.put(rec)
@@ -314,8 +326,14 @@ class StoreModel(RuleBasedStateMachine):
         the queues ``served`` (None: every queue)."""
         owner = self.dead if dead else self.live
         before = self._now if self.exact else self.store.now()
-        self.check_claim(self.store.claim(owner, before, limit, queued, queues=served), owner, before,
-                         limit, queued, served)
+        if not self.store.flow_control:
+            served = None
+        self.check_claim(self.store.claim(owner, before, limit, queued, **self.serving(served)), owner,
+                         before, limit, queued, served)
+
+    def serving(self, served: Optional[frozenset]) -> dict:
+        """claim()'s queues= where some are named (a store without flow control takes none)."""
+        return {} if served is None or not self.store.flow_control else {"queues": served}
 
     def holds(self) -> int:
         """Runs holding the slot of the limit (claimed, outcome not yet recorded)."""
@@ -536,8 +554,8 @@ class StoreModel(RuleBasedStateMachine):
 # (Hypothesis stops shrinking by itself after a few minutes) rather than cut it off.
 @pytest.mark.timeout(900)
 def test_store_against_the_model(backend: str, store_factory, dead_owner: str, tmp_path, request) -> None:
-    b = Backend(backend, store_factory, tmp_path,
-                request.getfixturevalue("redis_db") if backend == "redis" else None)
+    server = {"redis": "redis_db", "postgres": "pg_db"}.get(backend)
+    b = Backend(backend, store_factory, tmp_path, request.getfixturevalue(server) if server else None)
     # (a server round trip per call: fewer sequences there, for the same time)
     n = examples(40 if b.exact else 20)
     run_state_machine_as_test(lambda: StoreModel(b, dead_owner),

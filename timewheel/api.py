@@ -17,10 +17,12 @@ import logging
 import math
 import os
 import pickle
+import sys
 import threading
 import time
 import weakref
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import (
     Any,
     Callable,
@@ -69,6 +71,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: what ``hu.on()`` accepts: a task changed state (the change is durable when hooks run)
 EVENTS = ("started", "succeeded", "failed", "retrying", "misfired")
 _instances: "weakref.WeakSet[TimeWheel]" = weakref.WeakSet()
+#: the adders of the ``hu.using(connection)`` blocks open in this context, by id of their wheel
+_USING: "ContextVar[Optional[dict[int, Any]]]" = ContextVar("timewheel_using", default=None)
 
 
 class Stopped(NamedTuple):
@@ -124,7 +128,7 @@ def _number(value: Any, what: str, *, minimum: float = 0.0, maximum: float = MAX
         raise TypeError(f"{what} must be a number of seconds, got {type(value).__name__} {shown(value)}")
     # Compared before float(): an int beyond any float is out of bounds, not an OverflowError.
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{what} must be finite, got {value!r}")
+        raise ValueError(f"{what} must be finite, got {shown(value)}")
     if value < minimum:
         raise ValueError(f"{what} must be >= {minimum:g}, got {shown(value)}")
     if value > maximum:
@@ -149,8 +153,20 @@ def _label(value: Any, what: str, limit: int) -> str:
     if not value or len(value) > limit or not value.isprintable() or value != value.strip():
         text = value if len(value) <= 60 else value[:57] + "..."
         raise ValueError(f"{what} must be 1 to {limit} printable characters without surrounding "
-                         f"spaces, got {text!r}")
+                         f"spaces, got {str.__repr__(text)}")
     return value
+
+
+def _qualname(f: Callable[..., Any]) -> str:
+    """The qualified name of a function, or the repr of a callable object (as stored task
+    names have always been made); a repr that raises is a clear error."""
+    qualname = getattr(f, "__qualname__", None)
+    if isinstance(qualname, str):
+        return qualname
+    try:
+        return repr(f)
+    except Exception:  # noqa: BLE001 - any object may come in
+        raise TypeError(f"@task cannot name {shown(f)} (its repr raised): give it a name=") from None
 
 
 def _storable_id(task_id: Any) -> bool:
@@ -259,6 +275,37 @@ class _Patience:
         return min(pause, remaining)
 
 
+#: delay()'s own options by their stem: lower case, without underscores (see _meant_option)
+_OPTION_STEMS = {"countdown": "count_down", "eta": "eta", "taskid": "task_id"}
+_UNITS = ("seconds", "secs", "sec", "s")
+
+
+@functools.lru_cache(maxsize=4096)
+def _meant_option(key: str) -> Optional[str]:
+    """The option of delay() that keyword ``key`` misspells, or None (issue 19 item 12).
+
+    A near miss is an option written with other case or underscores, perhaps with a unit
+    (``countdown`` as Celery spells it, ``countDown``, ``count_down_s``, ``ETA``,
+    ``eta_seconds``, ``taskId``): nobody names a parameter of their own so, and passed on to a
+    task taking ``**kwargs`` it would silently run the task at once.  Names that are merely
+    related (``id``, ``job_id``, ``delay``, ``expires``) are ordinary parameter names and are
+    passed on.  Cached: the keywords of a code base are few (0.1 us a keyword when cached).
+    """
+    stem = key.lower().replace("_", "")
+    for unit in _UNITS:
+        if stem.endswith(unit) and stem[:-len(unit)] in _OPTION_STEMS:
+            stem = stem[:-len(unit)]
+            break
+    option = _OPTION_STEMS.get(stem)
+    return option if option != key else None
+
+
+def _refuse_near_miss(task: str, key: str, option: str) -> None:
+    raise TypeError(f"{task}: {key}= is not an option of delay(): did you mean {option}=? (a function "
+                    f"with a parameter named {key} gets it through schedule(args, "
+                    f"kwargs={{{str.__repr__(key)}: ...}}))")
+
+
 def _plain_arity(sig: Optional[inspect.Signature]) -> Optional[tuple[int, int]]:
     """(required, total) positional parameters when they are all a function has, so that
     delay(*args) can be checked by counting; None sends every call through Signature.bind."""
@@ -339,7 +386,18 @@ class Task(Generic[R]):
         Returns once the task is committed to the store (inside ``with hu.batch()``: once the
         batch is).  Bad timing options, arguments that do not fit the function, or arguments
         that cannot be pickled raise ``ValueError``/``TypeError`` and nothing is written.
+
+        A keyword that misspells an option -- in other case or with other underscores, perhaps
+        with a unit: ``countdown`` (Celery's), ``countDown``, ``count_down_s``, ``ETA``,
+        ``eta_seconds``, ``taskId`` -- raises ``TypeError`` naming the option, even when the
+        function takes ``**kwargs``; a function with a parameter of such a name gets it
+        through :meth:`schedule` (``kwargs={"countdown": 30}``).
         """
+        if kwargs:
+            for key in kwargs:
+                option = _meant_option(key)
+                if option is not None:
+                    _refuse_near_miss(self.name, key, option)
         return self._enqueue(args, kwargs, count_down, eta, ..., task_id,
                              "fail" if task_id is None else "reuse")
 
@@ -347,9 +405,9 @@ class Task(Generic[R]):
                  count_down: Optional[float] = None,
                  eta: Optional[Union[_dt.datetime, float]] = None,
                  misfire_grace: Any = ..., task_id: Optional[str] = None,
-                 replace: bool = False, once: bool = False, queue: Optional[str] = None,
-                 priority: Optional[int] = None, debounce: Optional[float] = None,
-                 max_wait: Optional[float] = None) -> TaskHandle:
+                 replace: bool = False, once: bool = False, connection: Any = None,
+                 queue: Optional[str] = None, priority: Optional[int] = None,
+                 debounce: Optional[float] = None, max_wait: Optional[float] = None) -> TaskHandle:
         """Like :meth:`delay` with the arguments given explicitly (so they may have any name),
         and with a per-call ``misfire_grace``, ``queue`` and ``priority``.
 
@@ -357,6 +415,9 @@ class Task(Generic[R]):
         and eta) in one atomic step (a running one raises :class:`DuplicateTask`);
         ``once=True`` adds nothing while any task of that id is stored, finished or not, so
         an id runs once until its record is purged (periodic occurrences use this).
+
+        ``connection``: write the task through the application's own database connection, in
+        its transaction, as :meth:`TimeWheel.using` does (a PostgreSQL store only).
 
         ``debounce=S`` (with ``task_id``): while the task of that id is pending, each call
         replaces its arguments and moves its eta to ``S`` seconds after the call, but never
@@ -376,10 +437,12 @@ class Task(Generic[R]):
         if queue is not None or priority is not None or debounce is not None or max_wait is not None:
             options = self._call_options(task_id, queue, priority, debounce, max_wait, replace or once,
                                          count_down, eta)
+            if debounce is not None and connection is not None:
+                raise ValueError("debounce= reads and writes the store itself; it takes no connection=")
         existing = ("fail" if task_id is None else "replace" if replace else "keep" if once
                     else "reuse")
         return self._enqueue(tuple(args), kwargs or {}, count_down, eta, misfire_grace, task_id,
-                             existing, options)
+                             existing, options, connection)
 
     def _call_options(self, task_id: Optional[str], queue: Optional[str], priority: Optional[int],
                       debounce: Any, max_wait: Any, policy: bool, count_down: Any, eta: Any) -> dict:
@@ -418,7 +481,8 @@ class Task(Generic[R]):
         return _plain(flow.task_limits(self.name, *self._own, self._shared, key))
 
     def _enqueue(self, args: tuple, kwargs: dict, count_down: Any, eta: Any, misfire_grace: Any,
-                 task_id: Optional[str], existing: str, options: Optional[dict] = None) -> TaskHandle:
+                 task_id: Optional[str], existing: str, options: Optional[dict] = None,
+                 connection: Any = None) -> TaskHandle:
         """What :meth:`delay` and :meth:`schedule` do once their own options are read: check
         the rest, build the record, and add it (or keep it for the open batch).  Positional,
         and without the checks ``delay(*args, **kwargs)`` makes true by construction: it runs
@@ -466,7 +530,9 @@ class Task(Generic[R]):
             if "debounce" in o:
                 return hu._debounce(rec, o["debounce"], o["max_wait"])
         if batch is None:
-            return hu._submit(rec, existing)
+            return hu._submit(rec, existing, connection)
+        if connection is not None:
+            raise ValueError("connection= inside hu.batch(): open hu.using(connection) around the batch")
         batch.add(rec, existing)
         return TaskHandle(hu, rec.id)
 
@@ -481,7 +547,9 @@ class TimeWheel:
     """An embedded, persistent delayed-task scheduler.
 
     :param path: the store: a file (created mode 0600), a ``redis://``, ``rediss://`` or
-        ``unix://`` URL (``pip install 'timewheel[redis]'``), or ``None`` for memory only.
+        ``unix://`` URL (``pip install 'timewheel[redis]'``), a PostgreSQL connection string
+        (``postgresql://...``, ``postgres://...`` or libpq's ``host=... dbname=...``;
+        ``pip install 'timewheel[postgres]'``), or ``None`` for memory only.
     :param workers: threads running tasks in this process.
     :param tick: seconds per wheel slot.  :param slots: slots in the ring.  Both are fixed
         when the store is created.
@@ -497,7 +565,8 @@ class TimeWheel:
     :param lookahead: ticks made ready ahead of the clock at once (each advance is one write).
     :param exit_grace: at interpreter exit a started wheel stops, waiting this many seconds
         for running tasks; those still running after it run again at the next start.
-    :param namespace: the key prefix in a Redis database (several apps can share one).
+    :param namespace: the key prefix in a Redis database, the schema in a PostgreSQL one
+        unless its connection string names one (several apps can share a database).
     """
 
     def __init__(self, path: Union[str, "os.PathLike[str]", None] = "tasks.db", workers: int = 4, *,
@@ -509,7 +578,8 @@ class TimeWheel:
         if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024:
             raise ValueError(f"workers must be an int from 1 to 1024, got {shown(workers)}")
         if path is not None and not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path must be a file path, a redis:// URL or None, got {type(path).__name__}")
+            raise TypeError(f"path must be a file path, a redis:// or postgresql:// URL or None, "
+                            f"got {type(path).__name__}")
         self.wheel = Wheel(slots=slots, tick=tick)
         spec = None if path is None else os.fspath(path)
         if isinstance(spec, bytes):
@@ -518,7 +588,7 @@ class TimeWheel:
         self.path = None if spec is None or self.url else os.path.abspath(spec)
         if self.path is not None and (not spec or "\0" in spec or not _encodable(spec)):
             # SQLite takes UTF-8 file names: one with undecodable bytes cannot be opened
-            raise ValueError(f"not a usable store path: {spec!r}")
+            raise ValueError(f"not a usable store path: {str.__repr__(spec)}")
         self.workers = workers
         self.result_ttl = _number(result_ttl, "result_ttl")
         self.misfire_grace = _optional(misfire_grace, "misfire_grace")
@@ -542,6 +612,10 @@ class TimeWheel:
         self._hooks = Hooks(EVENTS)
         self._store: Optional[WheelStore] = None
         self._store_lock = threading.Lock()
+        #: in a process forked from one that had started this wheel: that process's pid, and the
+        #: store it had open (see _after_fork_in_child)
+        self._started_in: Optional[int] = None
+        self._inherited: Optional[WheelStore] = None
         self._boss: Optional[Boss] = None
         self._start_lock = threading.RLock()
         self._local = _Local()
@@ -559,8 +633,8 @@ class TimeWheel:
         if self.immediate:
             return "memory"
         if self.url:
-            from .store.redis import _public
-            return _public(self.url)
+            from .store import public_location
+            return public_location(self.url)
         return self.path or "memory"
 
     # -- the store (opened lazily, so nothing -- no thread -- starts in a pre-fork master) ----
@@ -573,6 +647,11 @@ class TimeWheel:
         return self._store
 
     def _open_store(self) -> WheelStore:
+        if self._started_in is not None:         # the first use after a fork: see below
+            self._warn_started_before_fork()
+            inherited, self._inherited = self._inherited, None
+            if inherited is not None:
+                return inherited
         if self.immediate or (self.path is None and self.url is None):
             return MemoryStore(self.wheel, clock=self.clock)
         return open_store(self.url or self.path or "", wheel=self.wheel, namespace=self.namespace,
@@ -627,9 +706,9 @@ class TimeWheel:
 
         def register(f: Callable[..., Any]) -> Task[Any]:
             if not callable(f):
-                raise TypeError(f"@task needs a function, got {type(f).__name__} {f!r}")
+                raise TypeError(f"@task needs a function, got {type(f).__name__} {shown(f)}")
             task_name = name if name is not None else _label(
-                f"{getattr(f, '__module__', None)}.{getattr(f, '__qualname__', repr(f))}", "task name", 500)
+                f"{getattr(f, '__module__', None)}.{_qualname(f)}", "task name", 500)
             old = self._registry.get(task_name)
             if old is not None and old.fn is not f and (
                     getattr(old.fn, "__code__", None) is not getattr(f, "__code__", None)):
@@ -687,7 +766,7 @@ class TimeWheel:
         the order of the changes; never on the thread that claims tasks and turns the wheel,
         so a slow hook delays other hooks, nothing else.  By the time a hook runs, the task
         may have changed again.  A hook that raises is logged and changes nothing."""
-        if event not in EVENTS:
+        if not isinstance(event, str) or event not in EVENTS:
             raise ValueError(f"unknown event {shown(event)}; one of {', '.join(EVENTS)}")
 
         def add(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -706,7 +785,7 @@ class TimeWheel:
             now = self.now()
             delay = _optional(count_down, "count_down") or 0.0
             if now + delay > MAX_ETA:
-                raise ValueError(f"count_down={count_down!r} would put the task after 9999-12-31")
+                raise ValueError(f"count_down={shown(count_down)} would put the task after 9999-12-31")
             return now + delay
         if type(eta) is float:                # the common case first: unix seconds
             when = eta
@@ -714,7 +793,7 @@ class TimeWheel:
             try:
                 when = eta.timestamp()        # naive datetimes are local time, as documented
             except (OverflowError, OSError, ValueError) as exc:
-                raise ValueError(f"eta {eta!r} cannot be turned into a time ({exc})") from None
+                raise ValueError(f"eta {shown(eta)} cannot be turned into a time ({exc})") from None
         elif isinstance(eta, (int, float)) and not isinstance(eta, bool):
             # an int beyond any float is out of range, not an OverflowError
             when = float(eta) if isinstance(eta, float) or abs(eta) <= MAX_ETA else math.inf
@@ -749,8 +828,9 @@ class TimeWheel:
         raise StoreBusy(f"task {new.id}: its records kept changing while a debounced call was "
                         "written; nothing was written")
 
-    def _submit(self, rec: TaskRecord, existing: str) -> TaskHandle:
-        (stored,) = self.store.add([rec], existing=existing)
+    def _submit(self, rec: TaskRecord, existing: str, connection: Any = None) -> TaskHandle:
+        adder = self._adder() if connection is None else self._through(connection)
+        (stored,) = adder.add([rec], existing=existing)
         if self.immediate and _added(stored, rec):
             self._run_inline(stored)
         return TaskHandle(self, stored.id)
@@ -762,17 +842,42 @@ class TimeWheel:
         if self._local.batch is not None:          # nested: the outer one commits
             yield
             return
+        adder = self._adder()
         batch = self._local.batch = _Batch(self.now())
         try:
             yield
         finally:
             self._local.batch = None
         recs = batch.records
-        stored = self.store.add(recs, existing=batch.existing)
+        stored = adder.add(recs, existing=batch.existing)
         if self.immediate:
             for rec, kept in zip(recs, stored):
                 if _added(kept, rec):
                     self._run_inline(kept)
+
+    @contextmanager
+    def using(self, connection: Any) -> Iterator[None]:
+        """Transactional enqueue: every ``delay()``, ``schedule()`` and ``batch()`` of this
+        wheel in the block (in this thread or task) writes through the application's own
+        ``connection``, in its transaction -- rolled back, the task never existed; committed,
+        it runs at its eta.  A psycopg 3 connection, a SQLAlchemy Connection or Session, or a
+        Django database alias (``"default"``, also inside ``transaction.atomic()``); a
+        PostgreSQL store only (see :mod:`timewheel.store.postgres_tx`).  In immediate mode the
+        connection is not used: tasks run inline as always."""
+        token = _USING.set({**(_USING.get() or {}), id(self): self._through(connection)})
+        try:
+            yield
+        finally:
+            _USING.reset(token)
+
+    def _through(self, connection: Any) -> Any:
+        """What adds tasks through ``connection`` (the store itself in immediate mode)."""
+        return self.store if self.immediate else self.store.through(connection)
+
+    def _adder(self) -> Any:
+        """What ``delay()`` adds with here: the open ``using()`` block's, else the store."""
+        using = _USING.get()
+        return self.store if using is None else using.get(id(self), self.store)
 
     def get(self, task_id: str) -> TaskHandle:
         """A handle for a task id (from another process, or from before a restart)."""
@@ -907,13 +1012,43 @@ class TimeWheel:
     def __exit__(self, *exc: Any) -> None:
         self.stop(wait=True)
 
+    def _warn_started_before_fork(self) -> None:
+        parent, self._started_in = self._started_in, None
+        memory = " (a memory store is not shared: tasks delayed here run only if it starts here)" \
+            if self.url is None and self.path is None else ""
+        _warn_loudly(
+            f"{self} was started in process {parent} before it forked this process ({os.getpid()}): "
+            f"the wheel's threads stayed in process {parent}, which runs the tasks; this process runs "
+            f"none unless it calls start() itself{memory}. Start the wheel after the fork, in each "
+            "worker -- with gunicorn in a post_fork hook or at the first request; never at import "
+            "with --preload, where the master would run every task")
+
     def _after_fork_in_child(self) -> None:
         # Threads do not survive fork: forget the parent's boss (a child starts its own with
         # start()).  The store reopens itself on first use in the new pid.
+        if self._boss is not None:
+            # Started before the fork (gunicorn --preload with start() at import: issue 19 item
+            # 11): say so at this process's first use of the wheel, which goes through
+            # _open_store while the store is set aside -- no check on the hot path.
+            self._started_in = os.getppid()
+        if self._started_in is not None and self._store is not None:
+            self._inherited, self._store = self._store, None
         self._boss = None
         self._start_lock = threading.RLock()
         self._store_lock = threading.Lock()
         self._changed = threading.Condition()
+
+
+def _warn_loudly(message: str) -> None:
+    """A warning to the ``timewheel`` logger -- and to stderr too while the application has
+    configured no logging at all (the logger's NullHandler would swallow it)."""
+    log.warning(message)
+    logger: Optional[logging.Logger] = log
+    while logger is not None:
+        if any(not isinstance(h, logging.NullHandler) for h in logger.handlers):
+            return
+        logger = logger.parent if logger.propagate else None
+    sys.stderr.write(f"timewheel: WARNING: {message}\n")
 
 
 def _after_fork_in_child() -> None:
