@@ -15,6 +15,7 @@ import pytest
 
 from timewheel import TimeWheel
 from timewheel.testing import console_script
+from timewheel.testing import processes as procs
 
 from .cli_fixtures import invoke
 from .conftest import wait_for
@@ -112,9 +113,9 @@ def test_run_with_queues_runs_only_those(tmp_path: Path) -> None:
     mod.mark_report.delay(out)
     mod.mark_email.delay(out)
     mod.hu.close()
-    worker = subprocess.Popen([console_script(), "run", "cliapp_queues:hu", "--queues", "emails",
-                               "--grace", "5"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+    worker = procs.popen([console_script(), "run", "cliapp_queues:hu", "--queues", "emails",
+                          "--grace", "5"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: os.path.exists(out), 15, what="the email task")
         time.sleep(1.0)
@@ -126,6 +127,6 @@ def test_run_with_queues_runs_only_those(tmp_path: Path) -> None:
             worker.wait()
     assert worker.returncode == 0, err
     assert open(out).read() == "email\n"
-    bad = subprocess.run([console_script(), "run", "cliapp_queues:hu", "--queues", "a,b:c"], cwd=tmp_path,
-                         env=env, capture_output=True, text=True, timeout=30)
+    bad = procs.run([console_script(), "run", "cliapp_queues:hu", "--queues", "a,b:c"], cwd=tmp_path,
+                    env=env, capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "queue" in bad.stderr

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import pytest
 
 from timewheel import TimeWheel
+from timewheel.testing import processes as procs
 
 from . import flow_worker, mp_worker
 from .mp_worker import Runs, events_of, read_lines, wait_for
@@ -40,11 +41,11 @@ class Cluster:
 
     def worker(self, *extra: str, workers: int = 4, wait: bool = True) -> subprocess.Popen:
         out = open(str(self.dir / f"worker{len(self.procs)}.out"), "ab")
-        p = subprocess.Popen([sys.executable, os.path.join(HERE, "flow_worker.py"), self.store,
-                              "--namespace", self.namespace, "--events", self.events,
-                              "--workers", str(workers), "--tick", str(TICK), "--stop-file",
-                              self.stop_file, "--lifetime", "60", *extra],
-                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        p = procs.popen([sys.executable, os.path.join(HERE, "flow_worker.py"), self.store,
+                         "--namespace", self.namespace, "--events", self.events,
+                         "--workers", str(workers), "--tick", str(TICK), "--stop-file",
+                         self.stop_file, "--lifetime", "60", *extra],
+                        stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         out.close()
         self.procs.append(p)
         if wait:

@@ -348,7 +348,11 @@ def decode_record(blob: Any) -> TaskRecord:
 
 def record_from_fields(values: tuple) -> TaskRecord:
     """A record from all its fields in order (as decoded, or as a store keeps them in columns),
-    each checked as :func:`decode_record` checks them; RecordDecodeError names a wrong one."""
+    each checked as :func:`decode_record` checks them; RecordDecodeError names a wrong one.
+    A store without flow control's columns gives the fields before them: those hold their
+    defaults (queue "default", priority 0, no limits)."""
+    if len(values) == _FLOW_AT:
+        values = tuple(values) + _DEFAULTS[_FLOW_AT:]
     if len(values) != len(_FIELD_NAMES):
         raise RecordDecodeError("not a timewheel record (unexpected shape)")
     if not _plausible(*values):
