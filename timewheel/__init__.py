@@ -18,6 +18,8 @@ running it is the one documented re-run).
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
+    BatchClosed,
+    BatchNotFound,
     DuplicateTask,
     NotAStore,
     StoreBusy,
@@ -33,7 +35,8 @@ from .records import STATUSES, TaskRecord
 __all__ = [
     "TimeWheel", "Task", "TaskHandle", "Stopped", "Health", "EVENTS", "TaskFailed", "TaskNotFound",
     "TaskTimeout", "DuplicateTask", "TimeWheelError", "StoreError", "StoreBusy", "NotAStore",
-    "StoreMismatch", "TaskRecord", "STATUSES", "TaskContext", "current_task",
+    "StoreMismatch", "TaskRecord", "STATUSES", "TaskContext", "current_task", "BatchNotFound",
+    "BatchClosed", "BatchHandle",
 ]
 __version__ = "0.4.0"
 
@@ -41,10 +44,11 @@ __version__ = "0.4.0"
 # `import timewheel.cli` -- a command on a store of a million tasks answers in a few hundred
 # milliseconds -- does not pay ~100 ms for machinery it never starts.
 _LAZY = {"TimeWheel": "api", "Task": "api", "TaskHandle": "api", "Stopped": "api", "EVENTS": "api",
+         "BatchHandle": "api",
          "Health": "boss", "TaskContext": "execute", "current_task": "execute"}
 
 if TYPE_CHECKING:
-    from .api import EVENTS, Stopped, Task, TaskHandle, TimeWheel
+    from .api import EVENTS, BatchHandle, Stopped, Task, TaskHandle, TimeWheel
     from .boss import Health
     from .execute import TaskContext, current_task
 

@@ -63,6 +63,18 @@ class DuplicateTask(TimeWheelError, KeyError):
         return str(self.args[0]) if self.args else "task id already exists"
 
 
+class BatchNotFound(TimeWheelError, KeyError):
+    """No batch with that id is in the store (issue 23)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "batch not found"
+
+
+class BatchClosed(TimeWheelError):
+    """A batch that is done (its callbacks were added) takes no more members; nor can a batch
+    id be opened twice."""
+
+
 class TaskTimeout(TimeWheelError):
     """A run took longer than its task's ``timeout``; raised inside the task, recorded as its
     error, and retried like any other failure while attempts remain."""

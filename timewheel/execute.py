@@ -43,6 +43,17 @@ class TaskContext:
     attempt: int        #: 1 for the first run, 2 for the first retry, ...
     eta: float
     fence: int
+    batch_id: Optional[str] = None      #: the batch it is a member of (issue 23)
+    _wheel: Any = None
+
+    @property
+    def batch(self) -> Any:
+        """The :class:`~timewheel.BatchHandle` of the batch this task is a member of (None if
+        none): ``current_task().batch.add(task, ...)`` adds a member before it completes."""
+        if self.batch_id is None or self._wheel is None:
+            return None
+        from .api import BatchHandle
+        return BatchHandle(self._wheel, self.batch_id)
 
 
 _current: "contextvars.ContextVar[Optional[TaskContext]]" = contextvars.ContextVar(
@@ -74,7 +85,8 @@ def execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], fl
         log.error("task %s (%s): cannot decode its arguments: %s", rec.id, rec.name, exc)
         return failed(f"cannot decode its arguments: {exc.__class__.__name__}: {exc}",
                       _traceback.format_exc(), retryable=False, exc=exc)
-    token = _current.set(TaskContext(rec.id, rec.name, rec.attempts, rec.eta, rec.rev))
+    token = _current.set(TaskContext(rec.id, rec.name, rec.attempts, rec.eta, rec.rev, rec.batch,
+                                     None if rec.batch is None else getattr(task, "timewheel", None)))
     try:
         value = _call(task.fn, args, kwargs, rec.timeout)
     except BaseException as exc:   # a task's SystemExit must not kill the worker either

@@ -92,6 +92,9 @@ class TaskRecord(NamedTuple):
     limits: tuple = ()              #: the limits it counts against: flow.Limit tuples
     first_call: Optional[float] = None  #: debounced: the first call of this run
     max_wait: Optional[float] = None    #: debounced: at most this long after first_call
+    # -- batches (issue 23; see timewheel/batches.py).  Last, with a default: a record that is
+    # no batch's member is encoded as before.
+    batch: Optional[str] = None     #: the batch it is a member of
 
     @property
     def done(self) -> bool:
@@ -210,17 +213,19 @@ _DEFAULTS = tuple(TaskRecord._field_defaults.get(n) for n in _FIELD_NAMES)
 _REQUIRED = 4                    # id, name, eta, payload: always stored
 _V1_LEN = 18                     # 0.1.0 stored the first 18 fields, version (1) last
 _FLOW_AT = 21                    # queue: the first field of flow control
-_CUTS = (9, 17, _FLOW_AT)        # after misfire_grace; before version (never 18: that is v1);
-                                 # before the flow fields (a running record with a lease)
+_BATCH_AT = 26                   # batch: the field of batches
+_CUTS = (9, 17, _FLOW_AT, _BATCH_AT)   # after misfire_grace; before version (never 18: that is
+                                 # v1); before the flow fields (a running record with a lease);
+                                 # before the batch (a task with flow options)
 _TAILS = tuple((cut, _DEFAULTS[cut:]) for cut in _CUTS)   # sliced once, not per record
 
 
 def new_task(task_id: str, name: str, eta: float, payload: bytes, created: float, retries: int,
              retry_delay: float, misfire_grace: Optional[float], timeout: Optional[float],
-             flow: tuple = ("default", 0, (), None, None)) -> TaskRecord:
+             flow: tuple = ("default", 0, (), None, None, None)) -> TaskRecord:
     """A new PENDING record, built positionally: ``delay()`` makes one per task, and this is
     about twice as fast as the keyword constructor.  ``flow``: (queue, priority, limits,
-    first_call, max_wait)."""
+    first_call, max_wait, batch)."""
     return tuple.__new__(TaskRecord, (task_id, name, eta, payload, PENDING, created, retries,
                                       retry_delay, misfire_grace, 0, 0, None, None, None, None,
                                       None, None, RECORD_VERSION, 0, timeout, None) + flow)
@@ -272,6 +277,7 @@ _OPTIONAL: dict[str, Any] = {
     "lease": _is_time, "owner": lambda v: isinstance(v, str), "error": lambda v: isinstance(v, str),
     "traceback": lambda v: isinstance(v, str), "result": lambda v: isinstance(v, bytes),
     "first_call": _is_time, "max_wait": _is_time,
+    "batch": lambda v: type(v) is str and 0 < len(v) <= 200,
 }
 _CHECKS.update({
     "queue": lambda v: type(v) is str and 0 < len(v) <= 64 and ":" not in v,
@@ -292,7 +298,7 @@ def _plausible(id: Any, name: Any, eta: Any, payload: Any, status: Any, created:
                retry_delay: Any, misfire_grace: Any, attempts: Any, crashes: Any, started: Any,
                finished: Any, owner: Any, error: Any, traceback: Any, result: Any, version: Any,
                rev: Any, timeout: Any, lease: Any, queue: Any, priority: Any, limits: Any,
-               first_call: Any, max_wait: Any) -> bool:
+               first_call: Any, max_wait: Any, batch: Any) -> bool:
     """Every check of ``_CHECKS`` and ``_OPTIONAL`` in one expression: a claim decodes every
     task it takes, and the loop over them costs 5 us a record, this 1 us.  (A pickle cannot
     make subclasses here -- find_class is refused -- so exact types are what isinstance saw;
@@ -316,7 +322,8 @@ def _plausible(id: Any, name: Any, eta: Any, payload: Any, status: Any, created:
             and (lease is None or type(lease) in n and -t <= lease <= t)
             and (queue == "default" and priority == 0 and type(priority) is int and limits == ()
                  and first_call is None
-                 and max_wait is None or _flow_plausible(queue, priority, limits, first_call, max_wait)))
+                 and max_wait is None or _flow_plausible(queue, priority, limits, first_call, max_wait))
+            and (batch is None or type(batch) is str and 0 < len(batch) <= 200))
 
 
 def _flow_plausible(queue: Any, priority: Any, limits: Any, first_call: Any, max_wait: Any) -> bool:
@@ -349,10 +356,10 @@ def decode_record(blob: Any) -> TaskRecord:
 def record_from_fields(values: tuple) -> TaskRecord:
     """A record from all its fields in order (as decoded, or as a store keeps them in columns),
     each checked as :func:`decode_record` checks them; RecordDecodeError names a wrong one.
-    A store without flow control's columns gives the fields before them: those hold their
-    defaults (queue "default", priority 0, no limits)."""
-    if len(values) == _FLOW_AT:
-        values = tuple(values) + _DEFAULTS[_FLOW_AT:]
+    A store without flow control's columns (or the batch's) gives the fields before them:
+    those hold their defaults (queue "default", priority 0, no limits, no batch)."""
+    if len(values) in (_FLOW_AT, _BATCH_AT):
+        values = tuple(values) + _DEFAULTS[len(values):]
     if len(values) != len(_FIELD_NAMES):
         raise RecordDecodeError("not a timewheel record (unexpected shape)")
     if not _plausible(*values):

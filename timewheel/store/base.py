@@ -46,11 +46,14 @@ import math
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from ..errors import StoreError, shown
 from ..records import PENDING, RUNNING, STATUSES, TERMINAL, TaskRecord
 from ..wheel import Wheel
+
+if TYPE_CHECKING:
+    from ..batches import BatchState
 
 __all__ = [
     "WheelStore", "Liveness", "Doorbell", "Claimed", "Advanced", "StoreState", "EXISTING",
@@ -300,6 +303,42 @@ class WheelStore(abc.ABC):
         transaction or round trip overrides this."""
         return (self.swap(changes) if changes else []), self.claim(owner, now, limit, queued,
                                                                    queues=queues)
+
+    # -- batches (issue 23, :mod:`timewheel.batches`) ------------------------------------------
+    #: True where the store keeps batches; the others refuse them rather than lose callbacks
+    batches_kept: bool = False
+
+    def add_batch(self, batch_id: str, members: Sequence[TaskRecord], *,
+                  callbacks: "Optional[Mapping[str, TaskRecord]]" = None, opened: Optional[float] = None
+                  ) -> list[TaskRecord]:
+        """Add ``members`` (new pending records whose ``batch`` is ``batch_id``) in one atomic
+        write; with ``callbacks`` (templates by event: :func:`timewheel.batches.callback_template`)
+        open the batch in that same write, at ``opened``.
+
+        Opening an id that is taken raises :class:`BatchClosed`; adding to a batch that is not
+        stored :class:`BatchNotFound`, to one that is done :class:`BatchClosed`; a member id
+        that is taken :class:`DuplicateTask`.  Nothing is written then.  A batch that has no
+        open member when the write ends (opened empty) is done in it: its callbacks added."""
+        raise StoreError(f"{self.location}: this store keeps no batches (issue 23: memory, file and "
+                         "Redis stores do)")
+
+    def batch(self, batch_id: str) -> "Optional[BatchState]":
+        """The batch as stored (member counts kept by the writes: O(1)), or None."""
+        return None
+
+    def batch_members(self, batch_id: str, start: int = 0, limit: Optional[int] = None) -> list[str]:
+        """The ids of a batch's members in the order they were added, from ``start``."""
+        return []
+
+    def batches(self, *, limit: int = 100) -> "list[BatchState]":
+        """The most recently opened batches, newest first, up to ``limit``."""
+        return []
+
+    def sweep_batches(self, limit: int = 100) -> int:
+        """Finish the batches that have no open member but are not done (none should: each is
+        finished by the write that records its last member's outcome; this is the ticking
+        process's backstop): add their callbacks, mark them done.  Returns how many."""
+        return 0
 
     # -- flow control: pauses, who serves what, limits and queues ------------------------------
     def pause(self, queue: str) -> bool:

@@ -15,9 +15,11 @@ import heapq
 import os
 import threading
 import time
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
+from .. import batches as batch_rules
 from .. import flow
+from ..errors import BatchClosed, BatchNotFound
 from ..records import PENDING, RUNNING, RecordDecodeError, TaskRecord
 from ..wheel import Wheel
 from . import rules
@@ -64,8 +66,22 @@ class MemoryLiveness(Liveness):
         return token != self._token
 
 
+class _Batch:
+    """A batch as the memory store keeps it."""
+
+    __slots__ = ("created", "done", "counts", "templates", "members")
+
+    def __init__(self, created: float, templates: dict) -> None:
+        self.created = created
+        self.done: Optional[float] = None
+        self.counts: dict[str, int] = {}
+        self.templates = templates
+        self.members: list[str] = []
+
+
 class MemoryStore(WheelStore):
     flow_control = True       #: see WheelStore.flow_control
+    batches_kept = True       #: see WheelStore.batches_kept
 
     def __init__(self, wheel: Wheel = Wheel(), *, clock: Callable[[], float] = time.time) -> None:
         self.wheel = wheel
@@ -89,6 +105,8 @@ class MemoryStore(WheelStore):
         self._serving: dict[str, Optional[frozenset]] = {}
         self._state = StoreState(horizon=wheel.current_tick(clock()))
         self._ring = False               # a task became ready: ring once the lock is released
+        self._batches: dict[str, _Batch] = {}
+        self._touched: set[str] = set()  # batches whose counts this write changed
 
     # -- placement ------------------------------------------------------------------------------
     def _store(self, rec: TaskRecord) -> None:
@@ -98,6 +116,8 @@ class MemoryStore(WheelStore):
             if bucket is not None:
                 bucket.discard(old.id)
         self._records[rec.id] = rec
+        if rec.batch is not None or (old is not None and old.batch is not None):
+            self._count(old, rec)
         if old is not None and old.status == RUNNING and old.limits and rec.status != RUNNING:
             self._free(old)                  # its outcome or requeue frees its slots
         elif old is not None and old.status == PENDING and old.limits and rec.status != PENDING:
@@ -108,6 +128,28 @@ class MemoryStore(WheelStore):
                 self._make_ready(rec)
             else:
                 self._wheel.setdefault(t, set()).add(rec.id)
+
+    def _count(self, old: Optional[TaskRecord], new: TaskRecord) -> None:
+        """A member changed: its batch's counts, in this write (batch_rules.moves)."""
+        for batch_id, deltas in batch_rules.moves([(old, new)]).items():
+            b = self._batches.get(batch_id)
+            if b is None:
+                continue
+            for c, d in deltas.items():
+                b.counts[c] = b.counts.get(c, 0) + d
+            self._touched.add(batch_id)
+
+    def _settle(self) -> None:
+        """The batches this write finished get their callbacks (where the id is free) and are
+        done: in the same write, under the lock."""
+        while self._touched:
+            batch_id = self._touched.pop()
+            b = self._batches[batch_id]
+            if b.done is None and batch_rules.finished(b.counts):
+                b.done = self.now()
+                for rec in batch_rules.callback_records(b.templates, b.counts):
+                    if rec.id not in self._records:
+                        self._store(rec)
 
     def _make_ready(self, rec: TaskRecord) -> None:
         heapq.heappush(self._bands.setdefault((rec.queue, rec.priority), []), (rec.eta, rec.id, rec.rev))
@@ -162,8 +204,63 @@ class MemoryStore(WheelStore):
             out, plan = rules.admit_all(records, self._stored, existing)
             for rec in plan.values():
                 self._store(rec)
+            self._settle()
         self._flush_ring()
         return out
+
+    # -- batches ----------------------------------------------------------------------------------
+    def add_batch(self, batch_id: str, members: Sequence[TaskRecord], *,
+                  callbacks: "Optional[Mapping[str, TaskRecord]]" = None, opened: Optional[float] = None
+                  ) -> list[TaskRecord]:
+        with self._lock:
+            b = self._batches.get(batch_id)
+            if callbacks is not None and b is not None:
+                raise BatchClosed(f"batch {batch_id!r} already exists; nothing was added")
+            if callbacks is None and b is None:
+                raise BatchNotFound(f"no batch {batch_id!r} in {self.location}; nothing was added")
+            if b is not None and b.done is not None:
+                raise BatchClosed(f"batch {batch_id} is done (its callbacks were added); nothing was added")
+            _, plan = rules.admit_all(members, self._stored, "fail")
+            if b is None:
+                b = self._batches[batch_id] = _Batch(self.now() if opened is None else opened,
+                                                     dict(callbacks or {}))
+                self._touched.add(batch_id)
+            for rec in plan.values():
+                b.members.append(rec.id)
+                self._store(rec)
+            self._settle()
+        self._flush_ring()
+        return list(members)
+
+    def batch(self, batch_id: str) -> "Optional[batch_rules.BatchState]":
+        with self._lock:
+            b = self._batches.get(batch_id)
+            return None if b is None else self._state_of(batch_id, b)
+
+    def _state_of(self, batch_id: str, b: _Batch) -> "batch_rules.BatchState":
+        return batch_rules.BatchState(batch_id, b.created, b.done, {c: n for c, n in b.counts.items() if n},
+                                  batch_rules.described(b.templates))
+
+    def batch_members(self, batch_id: str, start: int = 0, limit: Optional[int] = None) -> list[str]:
+        with self._lock:
+            b = self._batches.get(batch_id)
+            if b is None:
+                return []
+            return b.members[start:None if limit is None else start + limit]
+
+    def batches(self, *, limit: int = 100) -> "list[batch_rules.BatchState]":
+        with self._lock:
+            newest = sorted(self._batches.items(), key=lambda i: (-i[1].created, i[0]))[:limit]
+            return [self._state_of(i, b) for i, b in newest]
+
+    def sweep_batches(self, limit: int = 100) -> int:
+        with self._lock:
+            stalled = [i for i, b in self._batches.items()
+                       if b.done is None and batch_rules.finished(b.counts)]
+            self._touched.update(stalled[:limit])
+            self._settle()
+        self._flush_ring()
+        return len(stalled[:limit])
 
     def _stored(self, task_id: str) -> "TaskRecord | rules.Unreadable | None":
         rec = self._records.get(task_id)
@@ -187,6 +284,7 @@ class MemoryStore(WheelStore):
                 stored = rules.swapped(old, new)
                 self._store(stored)
                 out.append(stored)
+            self._settle()
         self._flush_ring()
         return out
 
@@ -327,10 +425,16 @@ class MemoryStore(WheelStore):
         wanted = set(purge_statuses(statuses))
         with self._lock:
             victims = [r.id for r in self._records.values()
-                       if r.status in wanted and (r.finished or 0.0) < finished_before][:limit]
+                       if r.status in wanted and (r.finished or 0.0) < finished_before
+                       and (r.batch is None or self._batch_done(r.batch))][:limit]
             for task_id in victims:
                 del self._records[task_id]
             return len(victims)
+
+    def _batch_done(self, batch_id: str) -> bool:
+        """Members are kept until their batch is done (its callbacks exist)."""
+        b = self._batches.get(batch_id)
+        return b is None or b.done is not None
 
     # -- observers ------------------------------------------------------------------------------
     def state(self) -> StoreState:
