@@ -34,8 +34,9 @@ import os
 import sqlite3
 import time
 from collections import defaultdict
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
+from .. import batches as batch_rules
 from .. import flow
 from ..errors import DuplicateTask
 from ..records import PENDING, RUNNING, RecordDecodeError, TaskRecord, decode_record, encode_record
@@ -57,6 +58,7 @@ from .base import (
 )
 from .connection import RECORD, TABLE
 from .locks import FileLiveness, probe
+from .sqlite_batches import KEPT_FOR_BATCH, FileBatches
 from .sqlite_bells import Doorbells
 from .sqlite_claim import LOOK, SET_RECORD, claim_due
 from .sqlite_counters import Counters, absorb, counted
@@ -117,6 +119,7 @@ class SqliteDictStore(WheelStore):
     """
 
     flow_control = True       #: see WheelStore.flow_control
+    batches_kept = True       #: see WheelStore.batches_kept
 
     def __init__(self, path: "str | os.PathLike[str]", wheel: Optional[Wheel] = None, *,
                  readonly: bool = False, busy_timeout: float = 10.0,
@@ -181,6 +184,7 @@ class SqliteDictStore(WheelStore):
         out, plan = rules.admit_all(records, olds.get, existing)
         inserts = [new for task_id, new in plan.items() if task_id not in olds]
         updates: list[tuple[bytes, str, str, int, str]] = []
+        members: list[tuple[TaskRecord, TaskRecord]] = []
         for task_id, new in plan.items():
             old = olds.get(task_id)
             if old is None:
@@ -192,11 +196,77 @@ class SqliteDictStore(WheelStore):
                           counted(pos, new.name, new, self.wheel))
             counters.queue(old if isinstance(old, TaskRecord) else None, new)
             updates.append((encode_record(new), pos, new.name, new.rev, key))
+            if isinstance(old, TaskRecord) and old.batch is not None:
+                members.append((old, new))       # a member replaced: it leaves its batch's counts
         self._insert(inserts, horizon, counters)
         self.file.many(SET_RECORD, updates)
         counters.flush(self.file.x, self.file.many)
+        if members:
+            self._count_members(members)
         earliest = min((r.eta for r in out if r.status == PENDING), default=None)
         return out, None if earliest is None else self.wheel.due_tick(earliest)
+
+    # -- batches (store/sqlite_batches.py) ----------------------------------------------------
+    def add_batch(self, batch_id: str, members: Sequence[TaskRecord], *,
+                  callbacks: "Optional[Mapping[str, TaskRecord]]" = None, opened: Optional[float] = None
+                  ) -> list[TaskRecord]:
+        if any(r.batch != batch_id for r in members):
+            raise ValueError(f"every member of batch {batch_id} must name it in its record")
+        fb = FileBatches(self.file)
+        earliest: Optional[int] = None
+        with self.file.writing():
+            if callbacks is not None:
+                fb.open(batch_id, self.now() if opened is None else opened, callbacks)
+            else:
+                fb.check_open(batch_id)
+            if members:
+                _, earliest = self._add_in_transaction(members, "fail")
+                fb.add_members(batch_id, [r.id for r in members])
+                self._count_members([(None, r) for r in members])
+            offered = fb.settle([batch_id], self.now(), self._add_callbacks)
+        self._bells.ring_if_near(earliest)
+        if offered:
+            self.ring()
+        return list(members)
+
+    def _count_members(self, pairs: Sequence[tuple[Optional[TaskRecord], TaskRecord]]) -> int:
+        """In the caller's transaction: members changed; their batches' counts follow, and a
+        batch left with no open member adds its callbacks (how many were offered)."""
+        moves = batch_rules.moves(pairs)
+        return FileBatches(self.file).apply(moves, self.now(), self._add_callbacks) if moves else 0
+
+    def _add_callbacks(self, recs: list[TaskRecord]) -> None:
+        self._add_in_transaction(recs, "keep")
+
+    def batch(self, batch_id: str) -> "Optional[batch_rules.BatchState]":
+        if not self._reader.layout.batches:
+            return None
+        with self.file.reading():
+            return FileBatches(self.file).state(batch_id)
+
+    def batch_members(self, batch_id: str, start: int = 0, limit: Optional[int] = None) -> list[str]:
+        if not self._reader.layout.batches:
+            return []
+        with self.file.reading():
+            return FileBatches(self.file).members(batch_id, start, limit)
+
+    def batches(self, *, limit: int = 100) -> "list[batch_rules.BatchState]":
+        if not self._reader.layout.batches:
+            return []
+        with self.file.reading():
+            return FileBatches(self.file).newest(limit)
+
+    def sweep_batches(self, limit: int = 100) -> int:
+        fb = FileBatches(self.file)
+        with self.file.reading():
+            if not fb.stalled(1):
+                return 0                 # the common case: no write transaction
+        with self.file.writing():
+            stalled = fb.stalled(limit)
+            offered = fb.settle(stalled, self.now(), self._add_callbacks)
+        if offered:
+            self.ring()
+        return len(stalled)
 
     def _insert(self, records: Sequence[TaskRecord], horizon: int, counters: Counters) -> Iterable[int]:
         """INSERT new pending records, counted; the batch path of delay(), kept tight.
@@ -262,6 +332,7 @@ class SqliteDictStore(WheelStore):
         rows = self._reader.fetch(["t:" + old.id for old, _ in changes])
         counters = Counters()
         updates = []
+        members: list[tuple[TaskRecord, TaskRecord]] = []
         for old, new in changes:
             key = "t:" + old.id
             row = rows.get(key)
@@ -287,8 +358,14 @@ class SqliteDictStore(WheelStore):
             updates.append((encode_record(stored), pos, stored.name, stored.rev, key))
             rows[key] = (updates[-1][0], pos, stored.name, stored.rev)
             out.append(stored)
+            if cur.batch is not None or stored.batch is not None:
+                members.append((cur, stored))
         self.file.many(SET_RECORD, updates)
         counters.flush(self.file.x, self.file.many)
+        if members:
+            # the outcome and its batch's counts in one transaction; callbacks that became
+            # ready wake the runners as released tasks do
+            fl.released += self._count_members(members)
         return out
 
     def _ring_if_pending(self, stored: Sequence[Optional[TaskRecord]], released: int = 0) -> None:
@@ -425,12 +502,13 @@ class SqliteDictStore(WheelStore):
         bound = finished_ms(finished_before)
         n = 0
         f = self.file
+        kept = f"AND {KEPT_FOR_BATCH}" if self._reader.layout.batches else ""
         with f.writing():
             counters = Counters()
             for status in wanted:
                 lo, _ = positions.RANGE[status]
-                rows = f.q(f'SELECT key, name FROM "{TABLE}" WHERE pos >= ? AND pos < ? ORDER BY pos LIMIT ?',
-                           (lo, positions.finished(status, bound), limit - n))
+                rows = f.q(f'SELECT key, name FROM "{TABLE}" WHERE pos >= ? AND pos < ? {kept} ORDER BY pos '
+                           'LIMIT ?', (lo, positions.finished(status, bound), limit - n))
                 f.many(f'DELETE FROM "{TABLE}" WHERE key = ?', [(k,) for k, _ in rows])
                 for _, name in rows:
                     counters.move((status, name or "", None), None)

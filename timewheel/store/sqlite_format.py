@@ -3,6 +3,8 @@
 ============  ==========================================================================
 format        layout
 ============  ==========================================================================
+timewheel/5   batches (issue 23): their tables (store/sqlite_batches.py), and records that
+              name their batch in a field timewheel 0.4 cannot read (so it must refuse the file)
 timewheel/4   flow control (timewheel 0.4): its tables (store/sqlite_flow.py) and the positions
               of bands and parked tasks (store/positions.py)
 timewheel/3   (timewheel 0.3) the bookkeeping in the metadata map (``timewheel_meta``,
@@ -14,10 +16,11 @@ timewheel/1   (timewheel 0.1) a record row plus index rows (``w:``, ``l:``, ``r:
 
 An older store is converted in place, in one transaction, the first time it is opened for
 writing: every process that shares it must run this version (an older process refuses a
-converted file by name: 0.2 reads ``m:format``, 0.3 the metadata's ``format``).  From 0.3 the
-conversion only adds flow control's tables: every position 0.3 wrote means the same in 0.4, and
-a task without flow options is stored as 0.3 stored it.  A read-only open reads a 0.3 store as
-it is (no queue but "default", no limits, no pauses).  A read-only open
+converted file by name: 0.2 reads ``m:format``, 0.3 and 0.4 the metadata's ``format``).  From
+0.4 the conversion only adds the batches' tables, from 0.3 flow control's too: every position
+0.3 and 0.4 wrote means the same in 0.5, and a task without flow options or a batch is stored
+as 0.3 stored it.  A read-only open reads a 0.3 or 0.4
+store as it is (no queue but "default", no limits, no pauses; no batches).  A read-only open
 reads a 0.2 store as it is (:class:`~timewheel.store.sqlite_file.LegacyMeta`) and refuses a 0.1
 one until it is converted.  The ``rev`` column is filled as records are written: a row last
 written by 0.2 holds NULL there, and its record's ``rev`` (see store/rules.py).
@@ -33,8 +36,19 @@ from ..records import RecordDecodeError, decode_record, encode_record
 from ..wheel import Wheel
 from . import positions
 from .connection import RECORD, SCHEMA, TABLE
+from .sqlite_batches import BATCHES
+from .sqlite_batches import SCHEMA as BATCH_SCHEMA
 from .sqlite_counters import NAMED_TABLE, SLOTS_TABLE, Counters, counted, slot_schema
-from .sqlite_file import FORMAT, V1_FORMAT, V2_FORMAT, V3_FORMAT, LegacyMeta, StoreFile, stored_format
+from .sqlite_file import (
+    FORMAT,
+    V1_FORMAT,
+    V2_FORMAT,
+    V3_FORMAT,
+    V4_FORMAT,
+    LegacyMeta,
+    StoreFile,
+    stored_format,
+)
 from .sqlite_flow import SCHEMA as FLOW_SCHEMA
 
 __all__ = ["set_up", "geometry", "horizon_of", "Layout"]
@@ -50,10 +64,11 @@ class Layout:
     """Which of the observers' counter tables a store has (a read-only open of a store
     written before they existed has neither; a write open adds them)."""
 
-    def __init__(self, slot_cells: bool, named_ticks: bool, flow: bool = True) -> None:
+    def __init__(self, slot_cells: bool, named_ticks: bool, flow: bool = True, batches: bool = True) -> None:
         self.slot_cells = slot_cells      #: per-slot occupied cells (slot_schema)
         self.named_ticks = named_ticks    #: pending tasks per (name, due tick)
         self.flow = flow                  #: flow control's tables (a read-only open of 0.3: none)
+        self.batches = batches            #: the batches' tables (a read-only open of 0.3, 0.4: none)
 
 
 def set_up(f: StoreFile, wheel: Optional[Wheel], now: float) -> tuple[Wheel, Layout]:
@@ -66,11 +81,11 @@ def set_up(f: StoreFile, wheel: Optional[Wheel], now: float) -> tuple[Wheel, Lay
             raise NotAStore(f"{f.path} is not a timewheel store (no timewheel data in it)")
         stored = _initialise(f, wheel or Wheel(), now)
     else:
-        if fmt in (V1_FORMAT, V2_FORMAT, V3_FORMAT) and not f.readonly:
+        if fmt in (V1_FORMAT, V2_FORMAT, V3_FORMAT, V4_FORMAT) and not f.readonly:
             _convert(f)
         elif fmt == V2_FORMAT:
             f.legacy = True
-        elif fmt not in (FORMAT, V3_FORMAT):
+        elif fmt not in (FORMAT, V4_FORMAT, V3_FORMAT):
             raise NotAStore(f"{f.path} has store format {shown(fmt)}; this timewheel reads {FORMAT!r}")
         with f.reading():
             stored = geometry(f)
@@ -79,10 +94,11 @@ def set_up(f: StoreFile, wheel: Optional[Wheel], now: float) -> tuple[Wheel, Lay
             f"{f.path} was created with slots={stored.slots}, tick={stored.tick}; "
             f"cannot open it with slots={wheel.slots}, tick={wheel.tick}")
     with f.reading():
-        layout = Layout(f.has_table(SLOTS_TABLE), f.has_table(NAMED_TABLE), f.has_table(f"{TABLE}_paused"))
+        layout = Layout(f.has_table(SLOTS_TABLE), f.has_table(NAMED_TABLE), f.has_table(f"{TABLE}_paused"),
+                        f.has_table(BATCHES))
     if not (layout.slot_cells and layout.named_ticks) and not f.readonly:
         _add_observer_counters(f, stored)
-        layout = Layout(True, True)
+        layout = Layout(True, True, layout.flow, layout.batches)
     return stored, layout
 
 
@@ -119,7 +135,7 @@ def _initialise(f: StoreFile, wheel: Wheel, now: float) -> Wheel:
     with f.writing():
         if _format(f) is not None:
             return geometry(f)
-        for ddl in SCHEMA + slot_schema(wheel.slots) + FLOW_SCHEMA:
+        for ddl in SCHEMA + slot_schema(wheel.slots) + FLOW_SCHEMA + BATCH_SCHEMA:
             f.x(ddl)
         _mark_format(f)
         f.meta.update(slots=wheel.slots, tick=float(wheel.tick), horizon=wheel.current_tick(now),
@@ -134,17 +150,17 @@ def _mark_format(f: StoreFile) -> None:
 
 
 def _convert(f: StoreFile) -> None:
-    """timewheel/1, /2 or /3 -> /4, in one transaction (another process may have done it
+    """timewheel/1, /2, /3 or /4 -> /5, in one transaction (another process may have done it
     meanwhile: then nothing)."""
     with f.writing():
         fmt = _format(f)
-        if fmt == V3_FORMAT:
-            for ddl in FLOW_SCHEMA:
+        if fmt in (V3_FORMAT, V4_FORMAT):
+            for ddl in (FLOW_SCHEMA if fmt == V3_FORMAT else ()) + BATCH_SCHEMA:
                 f.x(ddl)
             _mark_format(f)
             f.meta["format"] = FORMAT
-            log.warning("converted %s from the store format of timewheel 0.3 (%s) to %s", f.path,
-                        V3_FORMAT, FORMAT)
+            log.warning("converted %s from the store format of timewheel %s (%s) to %s", f.path,
+                        "0.3" if fmt == V3_FORMAT else "0.4", fmt, FORMAT)
             return
         if fmt not in (V1_FORMAT, V2_FORMAT):
             return
@@ -152,7 +168,7 @@ def _convert(f: StoreFile) -> None:
         for col, kind in (("pos", "TEXT"), ("name", "TEXT"), ("rev", "INTEGER")):
             if col not in columns:
                 f.x(f'ALTER TABLE "{TABLE}" ADD COLUMN {col} {kind}')
-        for ddl in SCHEMA[1:] + FLOW_SCHEMA:
+        for ddl in SCHEMA[1:] + FLOW_SCHEMA + BATCH_SCHEMA:
             f.x(ddl)
         old = LegacyMeta(f)
         if fmt == V1_FORMAT:
