@@ -38,10 +38,14 @@ Keys, all under the hash tag ``{ns}`` so that every script touches one cluster s
                              its closed rate window lets parked tasks in again
 ``{ns}:paused``, ``serve``   SET of paused queues; hash token -> the queues a process claims
 ``{ns}:qcounts``             hash ``queue|status`` -> pending/running tasks of other queues
+``{ns}:b:<batch>``           batches (issue 23): hash -- when it opened, when it was done, its
+``{ns}:bm:<batch>``          members per class, its callbacks; list of its members' ids in
+``{ns}:batches``, ``bopen``  order; ZSET of batches by opening, SET of those not done yet
 ===========================  ===================================================================
 
-The task hash also holds ``q`` (its band, if not the default one) and ``lm`` (its limits, for
-the scripts: key, concurrency, rate and window, \\x1f-separated, one limit per \\x1e).
+The task hash also holds ``q`` (its band, if not the default one), ``lm`` (its limits, for
+the scripts: key, concurrency, rate and window, \\x1f-separated, one limit per \\x1e) and ``b``
+(the batch it is a member of).
 
 Every change of more than one key is one Lua script (:mod:`timewheel.store.redis_lua`).  The
 server's clock is the store's: scripts read ``TIME``, so a task is never claimed before its
@@ -71,11 +75,12 @@ import socket
 import threading
 import time
 import weakref
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 from urllib.parse import parse_qsl, urlencode
 
+from .. import batches as batch_rules
 from ..backoff import backoff
-from ..errors import DuplicateTask, NotAStore, StoreError, StoreMismatch, shown
+from ..errors import BatchClosed, BatchNotFound, DuplicateTask, NotAStore, StoreError, StoreMismatch, shown
 from ..records import (
     PENDING,
     RUNNING,
@@ -114,11 +119,13 @@ __all__ = ["RedisStore", "RedisLiveness", "FORMAT", "DEFAULT_LEASE"]
 
 log = logging.getLogger("timewheel.store")
 
-FORMAT = "timewheel-redis/1"
+FORMAT = "timewheel-redis/2"    #: records may name a batch (issue 23), which /1 cannot read
+V1_FORMAT = "timewheel-redis/1"  #: timewheel 0.4: converted in place by the first writer
 DEFAULT_LEASE = 10.0        #: seconds a claim lasts without renewal (URL: ``?lease=``)
 _ADVANCE_PAGE = 5000        #: tasks one ADVANCE script moves: bounds how long it blocks the server
 _PAGE = 500                 #: entries read per round trip while scanning
 _OUR_PARAMS = ("lease",)
+_NO_BATCH = ("", "", "", 0)   #: PUT's batch values when it touches no batch (see redis_lua.PUT)
 
 
 def _split_url(url: str) -> tuple[str, dict[str, str]]:
@@ -213,6 +220,21 @@ def _record(fields: dict) -> TaskRecord:
             finished=_opt_time(fields.get(b"f")), lease=_opt_time(fields.get(b"l")))
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
         raise RecordDecodeError(f"not a timewheel record (its fields: {exc})") from None
+
+
+def _batch_state(batch_id: str, fields: dict) -> "batch_rules.BatchState":
+    """A batch's hash -> its state (see redis_lua._BATCHES)."""
+    def text(k: str) -> Optional[str]:
+        v = fields.get(k.encode())
+        return None if v is None else _text(v)
+    try:
+        done = text("d")
+        counts = batch_rules.counts_of(int(text(c) or 0) for c in batch_rules.CLASSES)
+        callbacks = tuple((e, text(e + ":i"), text(e + ":n")) for e in batch_rules.EVENTS if text(e + ":i"))
+        return batch_rules.BatchState(batch_id, int(text("c") or 0) / 1e6,
+                                      None if done is None else int(done) / 1e6, counts, callbacks)
+    except ValueError as exc:
+        raise StoreError(f"batch {batch_id}: its hash is damaged ({exc})") from None
 
 
 class RedisLiveness(Liveness):
@@ -365,6 +387,7 @@ class RedisStore(WheelStore):
     """
 
     flow_control = True       #: see WheelStore.flow_control
+    batches_kept = True       #: see WheelStore.batches_kept
 
     def __init__(self, url: str, wheel: Optional[Wheel] = None, *, namespace: str = "timewheel",
                  timeout: float = 10.0, readonly: bool = False,
@@ -421,8 +444,8 @@ class RedisStore(WheelStore):
         else:
             new = wheel or Wheel()
             fmt, slots, tick = self._script("init", [FORMAT, new.slots, repr(float(new.tick)),
-                                                     new.current_tick(self.now())])
-        if _text(fmt) != FORMAT:
+                                                     new.current_tick(self.now()), V1_FORMAT])
+        if _text(fmt) != FORMAT and not (self.readonly and _text(fmt) == V1_FORMAT):
             raise NotAStore(f"namespace {self.namespace!r} at {self.location} holds store format "
                             f"{_text(fmt)!r}; this timewheel reads {FORMAT!r}")
         try:
@@ -444,7 +467,7 @@ class RedisStore(WheelStore):
 
     # -- writing records ----------------------------------------------------------------------
     def _item(self, rec: TaskRecord, expect: "Optional[int | str]") -> list[Any]:
-        """PUT's 15 values for storing ``rec`` if the stored rev (the hash's ``v`` field) is
+        """PUT's 16 values for storing ``rec`` if the stored rev (the hash's ``v`` field) is
         ``expect`` (None: no such task)."""
         tick: Any = ""
         if rec.status == PENDING:
@@ -456,14 +479,14 @@ class RedisStore(WheelStore):
             score = finished_ms(rec.finished)
         return [rec.id, "" if expect is None else expect, rec.status, rec.name, tick, score, rec.rev,
                 rec.attempts, rec.owner or "", _num(rec.started), _num(rec.finished), _num(rec.lease),
-                encode_record(rec), _band(rec), _limits(rec)]
+                encode_record(rec), _band(rec), _limits(rec), rec.batch or ""]
 
-    def _put(self, mode: str, items: list[list[Any]]) -> list[int]:
-        return [int(x) for x in self._script("put", self._put_args(mode, items))]
+    def _put(self, mode: str, items: list[list[Any]], batch: Sequence[Any] = _NO_BATCH) -> list[int]:
+        return [int(x) for x in self._script("put", self._put_args(mode, items, batch))]
 
-    def _put_args(self, mode: str, items: list[list[Any]]) -> list[Any]:
+    def _put_args(self, mode: str, items: list[list[Any]], batch: Sequence[Any] = _NO_BATCH) -> list[Any]:
         ttl = 0 if self.result_ttl is None else max(1000, round(self.result_ttl * 1000))
-        args: list[Any] = [mode, ttl, self.channel]
+        args: list[Any] = [mode, ttl, self.channel, *batch]
         for item in items:
             args += item
         return args
@@ -506,6 +529,66 @@ class RedisStore(WheelStore):
                     stored[task_id] = rules.Unreadable(rules.stored_rev(fields.get(b"v")))
         out, plan = rules.admit_all(records, stored.get, existing)
         return out, plan, {i: seen_v.get(i) for i in plan}
+
+    # -- batches (issue 23: the PUT script keeps them) -----------------------------------------
+    def add_batch(self, batch_id: str, members: Sequence[TaskRecord], *,
+                  callbacks: "Optional[Mapping[str, TaskRecord]]" = None, opened: Optional[float] = None
+                  ) -> list[TaskRecord]:
+        if any(r.batch != batch_id for r in members):
+            raise ValueError(f"every member of batch {batch_id} must name it in its record")
+        if len({r.id for r in members}) != len(members):
+            raise DuplicateTask(f"a member id of batch {batch_id} is given twice; nothing was added")
+        header: list[Any] = ["add", batch_id, "", 0]
+        if callbacks is not None:
+            header = ["open", batch_id, eta_us(self.now() if opened is None else opened), len(callbacks)]
+            for event, rec in callbacks.items():
+                item = self._item(rec, None)
+                header += [event, item[0], item[3], item[4], item[5], item[12], item[13], item[14]]
+        res = self._put("all", [self._item(r, None) for r in members], header)
+        if res[0] == 0:
+            if res[1] == -1:
+                raise BatchClosed(f"batch {batch_id!r} already exists; nothing was added")
+            if res[1] == -2:
+                raise BatchNotFound(f"no batch {batch_id!r} in {self.location}; nothing was added")
+            if res[1] == -3:
+                raise BatchClosed(f"batch {batch_id} is done (its callbacks were added); nothing was added")
+            raise DuplicateTask(f"task id {members[res[1] - 1].id!r} already exists; nothing was added")
+        return list(members)
+
+    def batch(self, batch_id: str) -> "Optional[batch_rules.BatchState]":
+        fields = self._io(lambda c: c.hgetall(self.keys.prefix + "b:" + batch_id))
+        return _batch_state(batch_id, fields) if fields else None
+
+    def batch_members(self, batch_id: str, start: int = 0, limit: Optional[int] = None) -> list[str]:
+        key = self.keys.prefix + "bm:" + batch_id
+        out: list[str] = []
+        while limit is None or len(out) < limit:
+            n = _PAGE if limit is None else min(_PAGE, limit - len(out))
+            part = self._io(lambda c, at=start + len(out), n=n: c.lrange(key, at, at + n - 1))
+            out += [_text(i) for i in part]
+            if len(part) < n:
+                break
+        return out
+
+    def batches(self, *, limit: int = 100) -> "list[batch_rules.BatchState]":
+        ids = [_text(i) for i in self._io(lambda c: c.zrevrange(self.keys.prefix + "batches", 0, limit - 1))]
+
+        def fetch(c: Any) -> list:
+            pipe = c.pipeline(transaction=False)
+            for batch_id in ids:
+                pipe.hgetall(self.keys.prefix + "b:" + batch_id)
+            return pipe.execute()
+        return [_batch_state(i, f) for i, f in zip(ids, self._io(fetch) if ids else []) if f]
+
+    def sweep_batches(self, limit: int = 100) -> int:
+        ids = [_text(i) for i in self._io(lambda c: c.srandmember(self.keys.prefix + "bopen", limit))]
+        n = 0
+        for batch_id in ids:
+            st = self.batch(batch_id)
+            if st is not None and st.done is None and batch_rules.finished(st.counts):
+                self._put("each", [], ["settle", batch_id, "", 0])
+                n += 1
+        return n
 
     def get(self, task_id: str) -> Optional[TaskRecord]:
         fields = self._io(lambda c: c.hgetall(self.keys.task(task_id)))

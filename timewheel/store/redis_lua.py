@@ -237,26 +237,112 @@ local function ready_head()                      -- score of the earliest ready 
 end
 """
 
-#: Create the namespace's bookkeeping unless it exists; returns the stored geometry.
-#: ARGV: format, slots, tick, horizon
+# Batches (issue 23; timewheel/batches.py is the twin).  {ns}:b:<id> is a batch's hash: 'c'
+# when it opened (us), 'd' when it was done, its members per class ('open', 'succeeded',
+# 'failed', 'cancelled', 'misfired') and per callback event '<event>:<i|n|k|s|r|q|l>' (id,
+# name, due tick, score, record, band, limits); {ns}:bm:<id> the list of its members' ids in
+# the order they were added; {ns}:batches a ZSET of batch ids by opening; {ns}:bopen the SET
+# of those not done yet.
+_BATCHES = r"""
+local BD, TOUCHED = {}, {}                       -- batch -> class -> delta; batches to settle
+local function class_of(s)
+  if s == 'pending' or s == 'running' then return 'open' end
+  return s
+end
+local function member_moved(ob, os, nb, ns)       -- batches.moves' twin for one change
+  local a = ob and ob ~= '' and (ob .. '\0' .. class_of(os)) or nil
+  local b = nb ~= '' and (nb .. '\0' .. class_of(ns)) or nil
+  if a == b then return end
+  if a then
+    BD[ob] = BD[ob] or {}; BD[ob][class_of(os)] = (BD[ob][class_of(os)] or 0) - 1; TOUCHED[ob] = true
+  end
+  if b then
+    BD[nb] = BD[nb] or {}; BD[nb][class_of(ns)] = (BD[nb][class_of(ns)] or 0) + 1; TOUCHED[nb] = true
+  end
+end
+local function batch_done(bid)
+  return redis.call('HGET', P .. 'b:' .. bid, 'd') ~= false
+end
+local function settle_batches(horizon, ttl)       -- counts, then callbacks of finished batches
+  local ring = false
+  for bid, _ in pairs(TOUCHED) do
+    local key = P .. 'b:' .. bid
+    if redis.call('EXISTS', key) == 1 then
+      for c, d in pairs(BD[bid] or {}) do
+        if d ~= 0 then redis.call('HINCRBY', key, c, d) end
+      end
+      local h = redis.call('HMGET', key, 'd', 'open', 'failed', 'cancelled', 'misfired')
+      if not h[1] and tonumber(h[2] or '0') <= 0 then
+        local failed = tonumber(h[3] or '0') + tonumber(h[4] or '0') + tonumber(h[5] or '0') > 0
+        local events = {'on_complete', failed and 'on_failure' or 'on_success'}
+        for _, e in ipairs(events) do
+          local cb = redis.call('HMGET', key, e .. ':i', e .. ':n', e .. ':k', e .. ':s', e .. ':r',
+                                e .. ':q', e .. ':l')
+          local id = cb[1]
+          if id and redis.call('EXISTS', P .. 't:' .. id) == 0 then   -- added once: 'keep'
+            local k, b = cb[3], cb[6] or ''
+            local f = {'r', cb[5], 's', 'pending', 'n', cb[2], 'v', '0', 'a', '0', 'k', k}
+            if b ~= '' then f[#f + 1] = 'q'; f[#f + 1] = b end
+            if cb[7] and cb[7] ~= '' then f[#f + 1] = 'lm'; f[#f + 1] = cb[7] end
+            redis.call('HSET', P .. 't:' .. id, unpack(f))
+            if tonumber(k) <= horizon then zadd(band_ready(b), cb[4], id); ring = true
+            else zadd(band_cell(tonumber(k), b), cb[4], id) end
+            if b ~= '' then later('ZADD', P .. 'bands', 0, b) end
+            tick_count(k, 1)
+            qcount(b, 'pending', 1)
+            count('pending', cb[2], 1)
+          end
+        end
+        redis.call('HSET', key, 'd', fmt((now_us())))
+        redis.call('SREM', P .. 'bopen', bid)
+        if ttl > 0 then                           -- its finished members expire from now
+          local len = redis.call('LLEN', P .. 'bm:' .. bid)
+          for i = 0, len - 1, 1000 do
+            for _, m in ipairs(redis.call('LRANGE', P .. 'bm:' .. bid, i, i + 999)) do
+              local s = redis.call('HGET', P .. 't:' .. m, 's')
+              if s and s ~= 'pending' and s ~= 'running' then redis.call('PEXPIRE', P .. 't:' .. m, ttl) end
+            end
+          end
+        end
+      end
+    end
+  end
+  return ring
+end
+"""
+
+#: Create the namespace's bookkeeping unless it exists, or convert it from the format before
+#: (ARGV[5]: nothing moves, the batches' keys come with the first batch); returns the stored
+#: geometry.  ARGV: format, slots, tick, horizon, the format it converts
 INIT = r"""#!lua
 if redis.call('HEXISTS', KEYS[1], 'format') == 0 then
   redis.call('HSET', KEYS[1], 'format', ARGV[1], 'slots', ARGV[2], 'tick', ARGV[3], 'horizon', ARGV[4])
+elseif redis.call('HGET', KEYS[1], 'format') == ARGV[5] then
+  redis.call('HSET', KEYS[1], 'format', ARGV[1])
 end
 return redis.call('HMGET', KEYS[1], 'format', 'slots', 'tick')
 """
 
-#: Write whole records, each only if the stored one is still what the caller saw.
+#: Write whole records, each only if the stored one is still what the caller saw; keep the
+#: counts of the batches whose members change and finish those left with no open member
+#: (issue 23: timewheel.batches is the twin of what this does with batches).
 #: ARGV: mode ('all': every item or none; 'each': independently), result TTL in ms (0: none),
-#: bell channel, then 15 values per item: id, expected rev ('' = must not be stored), status,
-#: name, due tick (pending) or '', score (eta us / lease us / finished ms), rev, attempts,
-#: owner, started, finished, lease ('' = None), record, band ('' = the default one), limits.
-#: Returns {1} or {0, index of the first conflict} ('all'), or a 1/0 per item ('each').
-PUT = _PRELUDE + r"""
+#: bell channel, what to do with a batch ('': nothing; 'open': open it; 'add': add members to
+#: it, which must be open; 'settle': finish it if it has no open member), the batch id, when
+#: it opened (us), the number of its callbacks, 8 values per callback (event, id, name, due
+#: tick, score, record, band, limits), then 16 values per item: id, expected rev ('' = must
+#: not be stored), status, name, due tick (pending) or '', score (eta us / lease us /
+#: finished ms), rev, attempts, owner, started, finished, lease ('' = None), record, band
+#: ('' = the default one), limits, batch ('' = none).
+#: Returns {1} or {0, index of the first conflict} ('all': -1 the batch exists already, -2 it
+#: does not exist, -3 it is done), or a 1/0 per item ('each').
+PUT = _PRELUDE + _BATCHES + r"""
 local mode, ttl, channel = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local W = 15
-local n = (#ARGV - 3) / W
-local function arg(j, f) return ARGV[3 + (j - 1) * W + f] end
+local bmode, bid, bopened, nc = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
+local H = 7 + 8 * nc
+local W = 16
+local n = (#ARGV - H) / W
+local function arg(j, f) return ARGV[H + (j - 1) * W + f] end
 local function key_of(j) return P .. 't:' .. arg(j, 1) end
 local function matches(j)
   local rev = redis.call('HGET', key_of(j), 'v')
@@ -282,12 +368,40 @@ if mode == 'all' then
     for j = 1, n do if not matches(j) then return {0, j} end end
   end
 end
+if bmode == 'open' and redis.call('EXISTS', P .. 'b:' .. bid) == 1 then return {0, -1} end
+if bmode == 'add' then
+  local d = redis.call('HMGET', P .. 'b:' .. bid, 'c', 'd')
+  if not d[1] then return {0, -2} end
+  if d[2] then return {0, -3} end
+end
+if bmode == 'open' then
+  local h = {'c', bopened, 'open', '0'}
+  for i = 0, nc - 1 do
+    local e = ARGV[8 + 8 * i]
+    for f, name in ipairs({'i', 'n', 'k', 's', 'r', 'q', 'l'}) do
+      h[#h + 1] = e .. ':' .. name; h[#h + 1] = ARGV[8 + 8 * i + f]
+    end
+  end
+  redis.call('HSET', P .. 'b:' .. bid, unpack(h))
+  redis.call('ZADD', P .. 'batches', bopened, bid)
+  redis.call('SADD', P .. 'bopen', bid)
+  TOUCHED[bid] = true
+elseif bmode == 'settle' then
+  TOUCHED[bid] = true
+end
+if bmode == 'open' or bmode == 'add' then
+  for i = 1, n, 1000 do
+    local ids = {}
+    for j = i, math.min(i + 999, n) do ids[#ids + 1] = arg(j, 1) end
+    redis.call('RPUSH', P .. 'bm:' .. bid, unpack(ids))
+  end
+end
 
 local horizon = tonumber(redis.call('HGET', META, 'horizon'))
 local head = ready_head()
 local ring = false
 local seen, out = {}, {}
-local OPTIONAL = {{'k', 5}, {'o', 9}, {'st', 10}, {'f', 11}, {'l', 12}, {'q', 14}, {'lm', 15}}
+local OPTIONAL = {{'k', 5}, {'o', 9}, {'st', 10}, {'f', 11}, {'l', 12}, {'q', 14}, {'lm', 15}, {'b', 16}}
 for j = 1, n do
   local id, s, name, k, score = arg(j, 1), arg(j, 3), arg(j, 4), arg(j, 5), arg(j, 6)
   if seen[id] then flush() end                    -- its first occurrence's writes come first
@@ -295,7 +409,8 @@ for j = 1, n do
   if mode == 'all' or matches(j) then
     local key = key_of(j)
     local cur = {false}
-    if not fresh then cur = redis.call('HMGET', key, 's', 'n', 'k', 'q', 'pk', 'lm') end
+    if not fresh then cur = redis.call('HMGET', key, 's', 'n', 'k', 'q', 'pk', 'lm', 'b') end
+    member_moved(cur[1] and cur[7], cur[1], arg(j, 16), s)
     if cur[1] then                                -- take it out of where it is
       unplace(id, cur[1], cur[2] or '', cur[3] or nil, cur[4], cur[5] or nil)
       if cur[1] == 'running' and cur[6] and s ~= 'running' then free(id, cur[6]) end
@@ -332,7 +447,8 @@ for j = 1, n do
     else
       zadd(P .. 'x:' .. s, score, id)
       later('HSET', P .. 'xn', id, s .. '|' .. name)
-      if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+      -- a member is kept until its batch is done (then expires: see settle)
+      if ttl > 0 and (arg(j, 16) == '' or batch_done(arg(j, 16))) then redis.call('PEXPIRE', key, ttl) end
     end
     count(s, name, 1)
     out[j] = 1
@@ -340,6 +456,7 @@ for j = 1, n do
     out[j] = 0
   end
 end
+if settle_batches(horizon, ttl) then ring = true end
 flush()
 if ring or RELEASED > 0 then redis.call('PUBLISH', channel, '!') end
 if mode == 'all' then return {1} end
@@ -621,14 +738,19 @@ for i = 3, #ARGV do
     local names = redis.call('HMGET', P .. 'xn', unpack(ids))
     for m, id in ipairs(ids) do
       local key = P .. 't:' .. id
-      local cur = redis.call('HGET', key, 's')
-      if cur == false or cur == s then            -- never a task that is not finished
-        later('DEL', false, key)
-        count(s, names[m] and string.sub(names[m], string.find(names[m], '|', 1, true) + 1) or '', -1)
-        n = n + 1
+      local cur = redis.call('HMGET', key, 's', 'b')
+      if cur[2] and redis.call('HEXISTS', P .. 'b:' .. cur[2], 'd') == 0
+          and redis.call('EXISTS', P .. 'b:' .. cur[2]) == 1 then
+        -- a member of a batch not done yet: kept (and left in the index) until it is
+      else
+        if cur[1] == false or cur[1] == s then    -- never a task that is not finished
+          later('DEL', false, key)
+          count(s, names[m] and string.sub(names[m], string.find(names[m], '|', 1, true) + 1) or '', -1)
+          n = n + 1
+        end
+        zrem(P .. 'x:' .. s, id)
+        later('HDEL', P .. 'xn', id)
       end
-      zrem(P .. 'x:' .. s, id)
-      later('HDEL', P .. 'xn', id)
     end
   end
 end
