@@ -219,6 +219,11 @@ class Boss:
                             self.on_event(FAILED, b, None)
                     self._rang = True
                     self.on_change()
+            # Batches (issue 23) are finished by the write of their last member's outcome;
+            # this backstop finishes any that a store left with no open member, not done.
+            if self.store.sweep_batches():
+                log.warning("finished batch(es) left with no open member by an earlier write")
+                self._rang = True
         if _due(self, "_purge_at", self.purge_every, now):
             n = self.store.purge(now - self.result_ttl)
             if n:
