@@ -211,7 +211,7 @@ def check_file_store(db: str) -> None:
         meta = read_meta(con)
         wheel = Wheel(slots=meta["slots"], tick=meta["tick"])
         slots = wheel.slots
-        assert meta["format"] == "timewheel/4" and isinstance(meta["horizon"], int), meta
+        assert meta["format"] == "timewheel/5" and isinstance(meta["horizon"], int), meta
         states: Counter = Counter()
         ticks: Counter = Counter()
         codes = {"s": "succeeded", "f": "failed", "c": "cancelled", "m": "misfired"}

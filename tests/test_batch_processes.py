@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from timewheel import TaskFailed
 from timewheel.testing import processes as procs
 
 from .batch_worker import make
@@ -116,7 +117,9 @@ def test_callbacks_exactly_once_while_workers_are_killed(store_url, tmp_path, fa
     assert st.counts == ({"succeeded": 300 - failing, "failed": failing} if failing else {"succeeded": 300})
     assert len(b.ids) == 300
     results = b.results(errors=True)
-    assert [r for i, r in enumerate(results) if i not in fails] == [f"m{i}" for i in range(300) if i not in fails]
+    kept = [i for i in range(300) if i not in fails]
+    assert [results[i] for i in kept] == [f"m{i}" for i in kept]
+    assert all(isinstance(results[i], TaskFailed) for i in fails)
     hu.close()
 
 

@@ -177,9 +177,9 @@ def test_every_task_of_a_v2_store_survives_the_conversion_in_its_state(v2_store)
     # the bookkeeping moved to the metadata map, where a plain SqliteDict reads it; of the m:
     # rows only the format's name is left, for timewheel 0.2 to refuse the file by
     con = sqlite3.connect(v2_store)
-    assert read_meta(con) == dict(want["meta"], format="timewheel/4")
+    assert read_meta(con) == dict(want["meta"], format="timewheel/5")
     assert con.execute("SELECT key, value FROM timewheel WHERE key >= 'm:' AND key < 'm;'").fetchall() == [
-        ("m:format", "timewheel/4")]
+        ("m:format", "timewheel/5")]
     assert con.execute("SELECT count(*) FROM timewheel WHERE rev IS NOT NULL").fetchone() == (0,)
     con.close()
     copy = v2_store + ".copy"
@@ -187,14 +187,14 @@ def test_every_task_of_a_v2_store_survives_the_conversion_in_its_state(v2_store)
     # (a store is in WAL mode: every opener passes journal_mode="WAL", or sqlitedict tries to
     # switch the file to DELETE and fails while its own table listing holds it open)
     with SqliteDict(copy, tablename="timewheel_meta", flag="r", journal_mode="WAL") as meta:
-        assert dict(meta) == dict(want["meta"], format="timewheel/4")
+        assert dict(meta) == dict(want["meta"], format="timewheel/5")
     # converting again is a no-op
     before = open(v2_store, "rb").read()
     SqliteDictStore(v2_store, readonly=True).close()
     store = SqliteDictStore(v2_store)
     assert _counts_by_status(store) == _v2_statuses(want)
     store.close()
-    assert read_meta(sqlite3.connect(v2_store))["format"] == "timewheel/4"
+    assert read_meta(sqlite3.connect(v2_store))["format"] == "timewheel/5"
     assert len(before) > 0
 
 
@@ -277,7 +277,7 @@ def test_a_v3_store_reads_as_it_is_and_converts_adding_only_flow_controls_tables
         assert (rec.queue, rec.priority, rec.limits) == ("default", 0, ())
     store.close()
     con = sqlite3.connect(v3_store)
-    assert read_meta(con)["format"] == "timewheel/4"
+    assert read_meta(con)["format"] == "timewheel/5"
     assert dict(con.execute("SELECT key, pos FROM timewheel WHERE key >= 't:' AND key < 't;'")) == rows
     tables = {t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"timewheel_held", "timewheel_starts", "timewheel_limits", "timewheel_paused",

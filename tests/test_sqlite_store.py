@@ -317,7 +317,7 @@ def test_a_plain_sqlitedict_reads_the_metadata_the_wheel_wrote(tmp_path) -> None
     s.close()
     with SqliteDict(copy, tablename="timewheel_meta", flag="r", journal_mode="WAL") as meta:
         got = dict(meta)
-    assert got == {"format": "timewheel/4", "slots": 60, "tick": 0.5, "horizon": state.horizon,
+    assert got == {"format": "timewheel/5", "slots": 60, "tick": 0.5, "horizon": state.horizon,
                    "leader": state.leader, "advanced": state.advanced_at,
                    f"bell:{bell.name}": s.liveness.token}
 
