@@ -308,3 +308,70 @@ def test_a_converted_v3_store_runs_its_tasks_once_beside_new_flow_tasks(v3_store
     assert hu.get("running").record.crashes == 1
     hu.close()
     check_file_store(v3_store)
+
+
+# -- timewheel/4 (0.4, before batches) -----------------------------------------------------------
+
+@pytest.fixture
+def v4_store(tmp_path) -> str:
+    return unpacked(tmp_path, "store_v4.sqlite.gz")
+
+
+def test_a_v4_store_reads_as_it_is_and_converts_adding_only_the_batches_tables(v4_store) -> None:
+    """0.4's rows mean the same with batches: a read-only open reads them (no batches) and
+    leaves the file as it is; a write open adds the batches' tables and moves no row."""
+    want = expected("store_v4.json")
+    before = open(v4_store, "rb").read()
+    ro = SqliteDictStore(v4_store, readonly=True)
+    assert ro.batches() == [] and ro.batch("x") is None and ro.batch_members("x") == []
+    assert ro.get("mail").queue == "mail" and ro.get("mail").batch is None
+    ro.close()
+    assert open(v4_store, "rb").read() == before
+    con = sqlite3.connect(v4_store)
+    rows = dict(con.execute("SELECT key, pos FROM timewheel WHERE key >= 't:' AND key < 't;'"))
+    con.close()
+    store = SqliteDictStore(v4_store)
+    for task_id, old in want["tasks"].items():
+        if old["status"] == "broken":
+            continue
+        rec = store.get(task_id)
+        for field, value in old.items():
+            assert getattr(rec, field) == value, (task_id, field)
+        assert rec.batch is None
+    assert (store.get("mail").queue, store.get("mail").priority) == ("mail", 5)
+    store.close()
+    con = sqlite3.connect(v4_store)
+    assert read_meta(con)["format"] == "timewheel/5"
+    assert con.execute("SELECT value FROM timewheel WHERE key = 'm:format'").fetchone()[0] == "timewheel/5"
+    assert dict(con.execute("SELECT key, pos FROM timewheel WHERE key >= 't:' AND key < 't;'")) == rows
+    tables = {t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"timewheel_batches", "timewheel_members"} <= tables
+    con.close()
+
+
+def test_a_converted_v4_store_runs_its_tasks_once_beside_a_new_batch(v4_store) -> None:
+    want = expected("store_v4.json")
+    ran: list[str] = []
+    hu = _fixture_wheel(v4_store, ran)
+
+    @hu.task(name="fixture.summary")
+    def summary(batch_id):
+        ran.append(current_task().id)
+
+    pending = [i for i, k in want["positions"].items()
+               if k in "npq" and want["tasks"][i]["status"] != "broken"]
+    with hu.batch(on_complete=summary) as b:
+        news = [hu.tasks["fixture.add"].delay(n, n).id for n in range(3)]
+    hu.start()
+    try:
+        due = [i for i in pending if want["tasks"][i]["eta"] <= hu.now()] + ["running"] + news
+        for i in due:
+            hu.get(i).result(timeout=30) if i != "boom" else wait_for(lambda: "boom" in ran)
+        wait_for(lambda: f"batch:{b.id}:on_complete" in ran, 30)
+    finally:
+        hu.stop()
+    assert b.results() == [0, 2, 4]
+    due.append(f"batch:{b.id}:on_complete")
+    assert sorted(set(ran)) == sorted(due) and all(ran.count(i) == 1 for i in due if i != "boom")
+    hu.close()
+    check_file_store(v4_store)
