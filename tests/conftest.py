@@ -255,8 +255,33 @@ def check_file_store(db: str) -> None:
         for lim, n in holders.items():       # no limit holds more slots than it allows
             row = con.execute("SELECT concurrency FROM timewheel_limits WHERE lim = ?", (lim,)).fetchone()
             assert row is not None and (not row[0] or n <= row[0]), (lim, n, row)
+        _check_file_batches(con)
     finally:
         con.close()
+
+
+def _check_file_batches(con) -> None:
+    """Each batch's counts (kept by the writes) equal a recount of its members' records, and
+    no member of a batch that is not done is gone."""
+    from timewheel import batches as br
+    from timewheel.records import decode_record
+    for batch_id, done, *counts in con.execute(
+            f"SELECT id, done, {', '.join(br.CLASSES)} FROM timewheel_batches"):
+        stored = {c: n for c, n in zip(br.CLASSES, counts) if n}
+        recount: dict = {}
+        missing = 0
+        for (value,) in con.execute("SELECT t.value FROM timewheel_members m LEFT JOIN timewheel t "
+                                      "ON t.key = m.key WHERE m.batch = ?", (batch_id,)):
+            if value is None:
+                missing += 1
+                continue
+            rec = decode_record(value)
+            if rec.batch == batch_id:
+                recount[br.class_of(rec.status)] = recount.get(br.class_of(rec.status), 0) + 1
+        assert done is not None or not missing, f"batch {batch_id}: {missing} member(s) gone too early"
+        if not missing:
+            assert stored == recount, f"batch {batch_id}: counts {stored} != recount {recount}"
+        assert done is not None or not br.finished(stored), f"batch {batch_id} finished but not done"
 
 
 def read_meta(con) -> dict:

@@ -109,3 +109,32 @@ def _check(r: redis.Redis, p: str) -> None:
     assert {int(m) for m in _zset(r, p + "ticks")} == set(ticks)
     slotn = Counter({int(k): int(v) for k, v in r.hgetall(p + "slotn").items()})
     assert slotn == Counter(t % wheel.slots for t in ticks)
+    _check_batches(r, p)
+
+
+def _check_batches(r: redis.Redis, p: str) -> None:
+    """Each batch's counts (kept by the scripts) equal a recount of its members' hashes; no
+    member of a batch that is not done is gone, and those are the open set."""
+    from timewheel import batches as br
+    still_open = set()
+    for raw in r.zrange(p + "batches", 0, -1):
+        batch_id = raw.decode()
+        fields = ("d",) + br.CLASSES
+        h = {c: v.decode() for c, v in zip(fields, r.hmget(p + "b:" + batch_id, *fields)) if v is not None}
+        stored = {c: int(h[c]) for c in br.CLASSES if int(h.get(c, 0))}
+        if "d" not in h:
+            still_open.add(batch_id)
+            assert not br.finished(stored), f"batch {batch_id} finished but not done"
+        recount: dict = {}
+        missing = 0
+        for m in r.lrange(p + "bm:" + batch_id, 0, -1):
+            s, b = r.hmget(p + "t:" + m.decode(), "s", "b")
+            if s is None:
+                missing += 1
+            elif b is not None and b.decode() == batch_id:
+                c = br.class_of(s.decode())
+                recount[c] = recount.get(c, 0) + 1
+        assert "d" in h or not missing, f"batch {batch_id}: {missing} member(s) gone before it was done"
+        if not missing:
+            assert stored == recount, f"batch {batch_id}: counts {stored} != recount {recount}"
+    assert {m.decode() for m in r.smembers(p + "bopen")} == still_open
