@@ -52,3 +52,25 @@ def check_pg_store(url: str, schema: str) -> None:
         assert +per_tick == +ticks and not -per_tick, f"ticks {dict(+per_tick)} != recount {dict(+ticks)}"
         folded = c.execute(f"SELECT count(*) FROM {s}.counts WHERE n = 0").fetchone()[0]
         assert folded == 0, "a folded counter of 0 was kept"
+        _check_batches(c, s)
+
+
+def _check_batches(c, s: str) -> None:
+    """Each batch's counts (kept by the writes) equal a recount of its members' rows, and no
+    member of a batch that is not done is gone."""
+    from timewheel import batches as br
+    for batch_id, done, *counts in c.execute(
+            f"SELECT id, done, {', '.join(br.CLASSES)} FROM {s}.batches").fetchall():
+        stored = {k: n for k, n in zip(br.CLASSES, counts) if n}
+        recount: dict = {}
+        missing = 0
+        for status, batch in c.execute(f"SELECT t.status, t.batch FROM {s}.members m LEFT JOIN {s}.tasks t "
+                                       "ON t.id = m.id WHERE m.batch = %s", (batch_id,)):
+            if status is None:
+                missing += 1
+            elif batch == batch_id:
+                recount[br.class_of(status)] = recount.get(br.class_of(status), 0) + 1
+        assert done is not None or not missing, f"batch {batch_id}: {missing} member(s) gone too early"
+        if not missing:
+            assert stored == recount, f"batch {batch_id}: counts {stored} != recount {recount}"
+        assert done is not None or not br.finished(stored), f"batch {batch_id} finished but not done"

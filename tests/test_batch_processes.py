@@ -1,4 +1,5 @@
-"""Batches across real processes (issue 23), on the file store and on a real redis-server:
+"""Batches across real processes (issue 23), on the file store, a real redis-server and a
+real PostgreSQL server:
 exactly-once callbacks while workers are SIGKILLed at random (crash-loop style), and members
 that add members.
 
@@ -28,10 +29,13 @@ from .mp_worker import read_lines
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def store_url(request, tmp_path) -> str:
     if request.param == "redis":
         return request.getfixturevalue("redis_db") + "?lease=1"
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_db")
+        return url + ("&" if "?" in url else "?") + "lease=1"
     return str(tmp_path / "tasks.db")
 
 

@@ -45,9 +45,18 @@ import time
 import uuid
 import weakref
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
-from ..errors import DuplicateTask, NotAStore, StoreBusy, StoreError, StoreMismatch
+from .. import batches as batch_rules
+from ..errors import (
+    BatchClosed,
+    BatchNotFound,
+    DuplicateTask,
+    NotAStore,
+    StoreBusy,
+    StoreError,
+    StoreMismatch,
+)
 from ..records import (
     PENDING,
     RUNNING,
@@ -91,12 +100,12 @@ _RESYNC = 10.0              #: seconds between measurements of the offset to the
 _POOL = 8                   #: connections per process and store (a thread holds one per call)
 _PAGE = 500                 #: records read per round trip while scanning
 _PURGE_MAX = 10_000         #: tasks one purge call deletes: bounds how long it holds its locks
-_COLS = ", ".join(f"t.{c}" for c in pgsql.RECORD_COLUMNS)
+_COLS = ", ".join(f"t.{c}" for c in pgsql.ROW_COLUMNS)
 _COPY_FROM = 16             #: a batch of this many new tasks or more is written by COPY
 _COPY_COLUMNS = ("id, name, status, eta, eta_us, tick, payload, created, retries, retry_delay, "
-                 "misfire_grace, attempts, crashes, version, rev, timeout")
+                 "misfire_grace, attempts, crashes, version, rev, timeout, batch")
 _COPY_TYPES = ["text", "text", "text", "float8", "int8", "int8", "bytea", "float8", "int8", "float8",
-               "float8", "int8", "int8", "int4", "int8", "float8"]
+               "float8", "int8", "int8", "int4", "int8", "float8", "text"]
 _NREC = len(pgsql.RECORD_COLUMNS)
 
 
@@ -112,7 +121,7 @@ def _columns(rec: TaskRecord, wheel: Wheel) -> tuple:
             rec.payload, rec.created, rec.retries, rec.retry_delay, rec.misfire_grace,
             rec.attempts, rec.crashes, rec.started, rec.finished,
             None if rec.finished is None else finished_ms(rec.finished), rec.owner, rec.error,
-            rec.traceback, rec.result, rec.version, rec.rev, rec.timeout, rec.lease)
+            rec.traceback, rec.result, rec.version, rec.rev, rec.timeout, rec.lease, rec.batch)
 
 
 def write_args(items: Sequence[tuple[TaskRecord, Optional[int]]], wheel: Wheel) -> list[list]:
@@ -147,7 +156,25 @@ def decode_row(row: Sequence[Any]) -> TaskRecord:
     """A task row (``RECORD_COLUMNS``) -> its record; RecordDecodeError for a broken one."""
     if row[4] == BROKEN:
         raise RecordDecodeError(f"record set aside as broken ({row[14] or 'no reason kept'})")
-    return record_from_fields(tuple(row[:_NREC]))
+    rec = record_from_fields(tuple(row[:_NREC]))
+    batch = row[_NREC]                     # the batch, after the record's columns (issue 23)
+    if batch is None:
+        return rec
+    if not isinstance(batch, str) or not 0 < len(batch) <= 200:
+        raise RecordDecodeError("not a timewheel record (field batch is not a batch id)")
+    return rec._replace(batch=batch)
+
+
+def _batch_cols(s: str) -> str:
+    """What a read of batch rows ``b`` selects: its columns, then (event, id, name) of its callbacks."""
+    return ("b.id, b.created, b.done, b.open, b.succeeded, b.failed, b.cancelled, b.misfired, "
+            f"ARRAY(SELECT ARRAY[c.event, c.id, c.name] FROM {s}.batch_callbacks c WHERE c.of_batch = b.id)")
+
+
+def _batch_state(row: Sequence[Any]) -> "batch_rules.BatchState":
+    described = {e: (e, i, n) for e, i, n in row[8]}
+    return batch_rules.BatchState(row[0], row[1], row[2], batch_rules.counts_of(row[3:8]),
+                                  tuple(described[e] for e in batch_rules.EVENTS if e in described))
 
 
 def _placeholder(row: Sequence[Any], reason: str) -> TaskRecord:
@@ -560,6 +587,8 @@ class PostgresStore(_Observers, WheelStore):
     :param lease: seconds a claim lasts without renewal (default: the location's, else 10).
     """
 
+    batches_kept = True       #: see WheelStore.batches_kept
+
     def __init__(self, location: str, wheel: Optional[Wheel] = None, *, namespace: str = "timewheel",
                  timeout: float = 10.0, readonly: bool = False,
                  clock: Callable[[], float] = time.time, lease: Optional[float] = None) -> None:
@@ -664,6 +693,9 @@ class PostgresStore(_Observers, WheelStore):
             if self.readonly:
                 if stored is None:
                     raise NotAStore(f"no timewheel store in schema {self.schema!r} at {self.location}")
+                raise NotAStore(f"schema {self.schema!r} at {self.location} holds version {stored[1]} of "
+                                f"{pgsql.FORMAT}; this timewheel reads version {pgsql.VERSION}: open it for "
+                                "writing once, or have its owner run the SQL of `timewheel migrate`")
             else:
                 self._migrate(wheel or Wheel())
                 stored = self._stored()
@@ -746,41 +778,135 @@ class PostgresStore(_Observers, WheelStore):
         and the wake-up decision as ``add`` makes them.  A duplicate id rolls all back."""
         if self.readonly:
             raise StoreError(f"{self.location} is open read-only")
-        wheel, s = self.wheel, self.s
-        rows = [(r.id, r.name, PENDING, r.eta, eta_us(r.eta), wheel.due_tick(r.eta), r.payload, r.created,
-                 r.retries, r.retry_delay, r.misfire_grace, 0, 0, r.version, 0, r.timeout) for r in recs]
-        counted: dict[tuple[str, int], int] = {}
-        for row in rows:
-            counted[(row[1], row[5])] = counted.get((row[1], row[5]), 0) + 1
         with self._pool.connection() as conn, self._dog.watch(conn) as done:
             try:
                 with conn.transaction():
-                    found = conn.execute(f"SELECT horizon, tick FROM {s}.meta WHERE id = 1 AND store_id = %s",
-                                         (self._store_id,)).fetchall()
-                    if not found:
+                    ring = self._copy_in(conn, recs)
+                    if ring is None:
                         return -1, False
-                    (horizon, tick), = found
-                    soonest = min((row[4] for row in rows if row[5] <= horizon), default=None)
-                    head = None if soonest is None else conn.execute(
-                        f"SELECT t.eta_us FROM {s}.tasks t WHERE t.status = 'pending' AND t.eta_us <= %s "
-                        "AND t.tick <= %s ORDER BY t.eta_us, t.id LIMIT 1",
-                        (math.ceil(horizon * tick * 1e6) + 1, horizon)).fetchall()
-                    copy = f"COPY {s}.tasks ({_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-                    with conn.cursor().copy(copy) as cp:
-                        cp.set_types(_COPY_TYPES)
-                        for row in rows:
-                            cp.write_row(row)
-                    conn.execute(f"INSERT INTO {s}.counts_delta (status, name, tick, n) SELECT 'pending', "
-                                 "name, tick, n FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS "
-                                 "c(name, tick, n)", ([k[0] for k in counted], [k[1] for k in counted],
-                                                      list(counted.values())))
             except psycopg.errors.UniqueViolation:
-                taken = {i for (i,) in self._call(f"SELECT id FROM {s}.tasks t WHERE t.id = ANY(%s::text[])",
-                                                  ([r.id for r in recs],))}
-                return next((k + 1 for k, r in enumerate(recs) if r.id in taken), 1), False
+                return self._first_taken(recs), False
             except psycopg.Error as exc:
                 raise self._error(exc, True, done) from None
-        return 0, soonest is not None and (not head or soonest < head[0][0])
+        return 0, ring
+
+    def _first_taken(self, recs: Sequence[TaskRecord]) -> int:
+        taken = {i for (i,) in self._call(f"SELECT id FROM {self.s}.tasks t WHERE t.id = ANY(%s::text[])",
+                                          ([r.id for r in recs],))}
+        return next((k + 1 for k, r in enumerate(recs) if r.id in taken), 1)
+
+    def _copy_in(self, conn: Any, recs: Sequence[TaskRecord]) -> Optional[bool]:
+        """COPY new pending ``recs`` in the caller's transaction on ``conn``, counted; whether
+        one became ready ahead of every other (ring), None if the schema holds another store."""
+        wheel, s = self.wheel, self.s
+        rows = [(r.id, r.name, PENDING, r.eta, eta_us(r.eta), wheel.due_tick(r.eta), r.payload, r.created,
+                 r.retries, r.retry_delay, r.misfire_grace, 0, 0, r.version, 0, r.timeout, r.batch)
+                for r in recs]
+        counted: dict[tuple[str, int], int] = {}
+        for row in rows:
+            counted[(row[1], row[5])] = counted.get((row[1], row[5]), 0) + 1
+        found = conn.execute(f"SELECT horizon, tick FROM {s}.meta WHERE id = 1 AND store_id = %s",
+                             (self._store_id,)).fetchall()
+        if not found:
+            return None
+        (horizon, tick), = found
+        soonest = min((row[4] for row in rows if row[5] <= horizon), default=None)
+        head = None if soonest is None else conn.execute(
+            f"SELECT t.eta_us FROM {s}.tasks t WHERE t.status = 'pending' AND t.eta_us <= %s "
+            "AND t.tick <= %s ORDER BY t.eta_us, t.id LIMIT 1",
+            (math.ceil(horizon * tick * 1e6) + 1, horizon)).fetchall()
+        copy = f"COPY {s}.tasks ({_COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+        with conn.cursor().copy(copy) as cp:
+            cp.set_types(_COPY_TYPES)
+            for row in rows:
+                cp.write_row(row)
+        conn.execute(f"INSERT INTO {s}.counts_delta (status, name, tick, n) SELECT 'pending', "
+                     "name, tick, n FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS "
+                     "c(name, tick, n)", ([k[0] for k in counted], [k[1] for k in counted],
+                                          list(counted.values())))
+        return soonest is not None and (not head or soonest < head[0][0])
+
+    # -- batches (issue 23: postgres_sql.py's batch functions keep them) -------------------------------
+    def add_batch(self, batch_id: str, members: Sequence[TaskRecord], *,
+                  callbacks: "Optional[Mapping[str, TaskRecord]]" = None, opened: Optional[float] = None
+                  ) -> list[TaskRecord]:
+        if any(r.batch != batch_id for r in members):
+            raise ValueError(f"every member of batch {batch_id} must name it in its record")
+        if len({r.id for r in members}) != len(members):
+            raise DuplicateTask(f"a member id of batch {batch_id} is given twice; nothing was added")
+        if self.readonly:
+            raise StoreError(f"{self.location} is open read-only")
+        s, ring = self.s, False
+        cols = ", ".join(c for c, _ in pgsql.WRITE_COLUMNS)
+        with self._pool.connection() as conn, self._dog.watch(conn) as done:
+            try:
+                with conn.transaction():
+                    if callbacks is not None:
+                        made = conn.execute(f"INSERT INTO {s}.batches (id, created) VALUES (%s, %s) "
+                                            "ON CONFLICT (id) DO NOTHING RETURNING id",
+                                            (batch_id, self.now() if opened is None else opened)).fetchall()
+                        if not made:
+                            raise BatchClosed(f"batch {batch_id!r} already exists; nothing was added")
+                        for event, rec in callbacks.items():
+                            values = _columns(rec, self.wheel)
+                            conn.execute(f"INSERT INTO {s}.batch_callbacks (of_batch, event, {cols}) VALUES "
+                                         f"(%s, %s, {', '.join(['%s'] * len(values))})",
+                                         (batch_id, event, *values))
+                    else:
+                        state = conn.execute(f"SELECT done FROM {s}.batches WHERE id = %s FOR UPDATE",
+                                             (batch_id,)).fetchall()
+                        if not state:
+                            raise BatchNotFound(f"no batch {batch_id!r} in {self.location}; "
+                                                "nothing was added")
+                        if state[0][0] is not None:
+                            raise BatchClosed(f"batch {batch_id} is done (its callbacks were added); "
+                                              "nothing was added")
+                    if members:
+                        got = self._copy_in(conn, members)
+                        if got is None:
+                            raise StoreError(f"{self._where}: schema {self.schema!r} holds another "
+                                             "store than the one opened; nothing was written")
+                        ring = got
+                        conn.execute(f"INSERT INTO {s}.members (batch, seq, id) SELECT %s, b.base + u.k, "
+                                     "u.id FROM unnest(%s::text[]) WITH ORDINALITY AS u(id, k), (SELECT "
+                                     f"coalesce(max(seq), 0) AS base FROM {s}.members WHERE batch = %s) b",
+                                     (batch_id, [r.id for r in members], batch_id))
+                        conn.execute(f"UPDATE {s}.batches SET open = open + %s WHERE id = %s",
+                                     (len(members), batch_id))
+                    (added,), = conn.execute(f"SELECT {s}.finish_batch(%s)", (batch_id,)).fetchall()
+                    ring = ring or added > 0
+            except psycopg.errors.UniqueViolation:
+                raise DuplicateTask(f"task id {members[self._first_taken(members) - 1].id!r} already exists; "
+                                    "nothing was added") from None
+            except psycopg.Error as exc:
+                raise self._error(exc, True, done) from None
+        if ring:
+            self.ring()
+        return list(members)
+
+    def batch(self, batch_id: str) -> "Optional[batch_rules.BatchState]":
+        rows = self._call(f"SELECT {_batch_cols(self.s)} FROM {self.s}.batches b WHERE b.id = %s",
+                          (batch_id,))
+        return _batch_state(rows[0]) if rows else None
+
+    def batch_members(self, batch_id: str, start: int = 0, limit: Optional[int] = None) -> list[str]:
+        return [i for (i,) in self._call(
+            f"SELECT id FROM {self.s}.members WHERE batch = %s AND seq > %s ORDER BY seq LIMIT %s",
+            (batch_id, start, limit))]
+
+    def batches(self, *, limit: int = 100) -> "list[batch_rules.BatchState]":
+        return [_batch_state(r) for r in self._call(
+            f"SELECT {_batch_cols(self.s)} FROM {self.s}.batches b ORDER BY b.created DESC, b.id LIMIT %s",
+            (limit,))]
+
+    def sweep_batches(self, limit: int = 100) -> int:
+        stalled = self._call(f"SELECT id FROM {self.s}.batches WHERE done IS NULL AND open <= 0 LIMIT %s",
+                             (limit,))
+        for (batch_id,) in stalled:
+            self._call(f"SELECT {self.s}.finish_batch(%s)", (batch_id,), write=True)
+        if stalled:
+            self.ring()
+        return len(stalled)
 
     def add_with(self, write: Callable[[Sequence[tuple[TaskRecord, Optional[int]]]], tuple[int, bool]],
                  read: Callable[[list[str]], dict[str, tuple[Optional[TaskRecord], int]]],

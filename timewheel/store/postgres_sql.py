@@ -37,16 +37,19 @@ from __future__ import annotations
 
 from typing import Sequence
 
-__all__ = ["FORMAT", "VERSION", "RECORD_COLUMNS", "WRITE_COLUMNS", "migration", "channel"]
+__all__ = ["FORMAT", "VERSION", "RECORD_COLUMNS", "ROW_COLUMNS", "WRITE_COLUMNS", "migration", "channel"]
 
 FORMAT = "timewheel-postgres/1"
-#: the schema's version; :func:`migration` brings an older one here
-VERSION = 1
+#: the schema's version; :func:`migration` brings an older one here (2: batches, issue 23)
+VERSION = 2
 
 #: the columns of a task row in the order of :class:`~timewheel.records.TaskRecord`'s fields
 RECORD_COLUMNS = ("id", "name", "eta", "payload", "status", "created", "retries", "retry_delay",
                   "misfire_grace", "attempts", "crashes", "started", "finished", "owner", "error",
                   "traceback", "result", "version", "rev", "timeout", "lease")
+#: what reads of a task row select: the record's columns, then its batch (issue 23; the
+#: record's fields between -- flow control's -- are not kept by this store)
+ROW_COLUMNS = RECORD_COLUMNS + ("batch",)
 
 #: what a write hands in per task (arrays, one element per task): the record's columns and
 #: where it goes (``eta_us``, ``tick``, ``finished_ms``), with their SQL types
@@ -57,6 +60,7 @@ WRITE_COLUMNS = (
     ("crashes", "bigint"), ("started", "float8"), ("finished", "float8"), ("finished_ms", "bigint"),
     ("owner", "text"), ("error", "text"), ("traceback", "text"), ("result", "bytea"),
     ("version", "int"), ("rev", "bigint"), ("timeout", "float8"), ("lease", "float8"),
+    ("batch", "text"),
 )
 
 _FINISHED = "('succeeded', 'failed', 'cancelled', 'misfired')"
@@ -173,6 +177,87 @@ def _schema(s: str) -> list[str]:
     ]
 
 
+def _batch_schema(s: str, upgrade: bool) -> list[str]:
+    """Batches (issue 23): a column naming each member's batch; a row per batch with its
+    members per class, changed by the transaction that changes a member (a row lock: the
+    outcomes of one batch's members commit one after the other, so exactly one sees it
+    finish); its callbacks' rows, copied into the tasks when it does; its members in order."""
+    drop = [f"DROP FUNCTION IF EXISTS {s}.{f}" for f in ("settle", "claim", "swap", "add")] if upgrade else []
+    return drop + [
+        f'ALTER TABLE {s}.tasks ADD COLUMN batch text COLLATE "C"',
+        f"""CREATE TABLE {s}.batches (
+  id text COLLATE "C" PRIMARY KEY,
+  created float8 NOT NULL,
+  done float8,                     -- when its callbacks were added (NULL: not yet)
+  open bigint NOT NULL DEFAULT 0, succeeded bigint NOT NULL DEFAULT 0, failed bigint NOT NULL DEFAULT 0,
+  cancelled bigint NOT NULL DEFAULT 0, misfired bigint NOT NULL DEFAULT 0
+)""",
+        f"CREATE INDEX batches_created ON {s}.batches (created)",
+        f"CREATE INDEX batches_stalled ON {s}.batches (id) WHERE done IS NULL AND open <= 0",
+        f"""CREATE TABLE {s}.batch_callbacks (
+  of_batch text COLLATE "C" NOT NULL, event text NOT NULL,
+  {", ".join(f"{c} {t}" for c, t in WRITE_COLUMNS)},
+  PRIMARY KEY (of_batch, event)
+)""",
+        f"""CREATE TABLE {s}.members (
+  batch text COLLATE "C" NOT NULL, seq bigint NOT NULL, id text COLLATE "C" NOT NULL,
+  PRIMARY KEY (batch, seq)
+)""",
+        f"CREATE INDEX members_id ON {s}.members (id)",
+    ]
+
+
+def _batch_functions(s: str) -> list[str]:
+    cols = ", ".join(c for c, _ in WRITE_COLUMNS)
+    sums = ", ".join(f"{c} = {c} + CASE WHEN x.c = '{c}' THEN x.d ELSE 0 END"
+                     for c in ("open", "succeeded", "failed", "cancelled", "misfired"))
+    return [
+        # A batch with no open member that is not done: done now, its applicable callbacks
+        # added where their ids are free (batches.events' twin).  Returns the callbacks added.
+        f"""CREATE OR REPLACE FUNCTION {s}.finish_batch(p_batch text) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE{_NOW}
+  bad boolean; added bigint;
+BEGIN
+  UPDATE {s}.batches SET done = now_s WHERE id = p_batch AND done IS NULL AND open <= 0
+  RETURNING failed + cancelled + misfired > 0 INTO bad;
+  IF NOT FOUND THEN RETURN 0; END IF;
+  WITH ins AS (
+    INSERT INTO {s}.tasks ({cols}) SELECT {cols} FROM {s}.batch_callbacks c
+    WHERE c.of_batch = p_batch
+      AND c.event IN ('on_complete', CASE WHEN bad THEN 'on_failure' ELSE 'on_success' END)
+    ON CONFLICT (id) DO NOTHING RETURNING status, name, tick),
+  cnt AS (INSERT INTO {s}.counts_delta (status, name, tick, n) {_counted("ins", "1")})
+  SELECT count(*) INTO added FROM ins;
+  RETURN added;            -- (no NOTIFY: this may run in an application's transaction; the
+                           -- runners look once a tick)
+END $$""",
+        # Members changed (old batch and status, new batch and status of each): their batches'
+        # counts follow, in batch order (no deadlock between two writers), and a batch left
+        # with no open member is finished (batches.moves' twin).
+        f"""CREATE OR REPLACE FUNCTION {s}.batch_moved(a_ob text[], a_os text[], a_nb text[], a_ns text[])
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+  x record; b text;
+BEGIN
+  FOR x IN
+    SELECT y.b, y.c, sum(y.d) AS d FROM (
+      SELECT u.ob AS b, CASE WHEN u.os IN ('pending', 'running') THEN 'open' ELSE u.os END AS c, -1 AS d
+      FROM unnest(a_ob, a_os) AS u(ob, os) WHERE u.ob IS NOT NULL
+      UNION ALL
+      SELECT u.nb, CASE WHEN u.ns IN ('pending', 'running') THEN 'open' ELSE u.ns END, 1
+      FROM unnest(a_nb, a_ns) AS u(nb, ns) WHERE u.nb IS NOT NULL) y
+    GROUP BY y.b, y.c HAVING sum(y.d) <> 0 ORDER BY y.b, y.c
+  LOOP
+    UPDATE {s}.batches SET {sums} WHERE id = x.b;
+  END LOOP;
+  FOR b IN SELECT DISTINCT u.x FROM unnest(a_ob || a_nb) AS u(x) WHERE u.x IS NOT NULL ORDER BY 1 LOOP
+    PERFORM {s}.finish_batch(b);
+  END LOOP;
+END $$""",
+    ]
+
+
 def _functions(s: str) -> list[str]:
     inp, params, args = _input(), _params(), _args()
     cols = ", ".join(c for c, _ in WRITE_COLUMNS)
@@ -187,21 +272,31 @@ def _functions(s: str) -> list[str]:
         f"""CREATE OR REPLACE FUNCTION {s}.swap(p_me text, {params}) RETURNS SETOF text
 LANGUAGE plpgsql AS $$
 DECLARE{_NOW}
+  written text[]; m_ob text[]; m_os text[]; m_nb text[]; m_ns text[];
 BEGIN
-  RETURN QUERY
   WITH i AS (SELECT * FROM {inp}),
   cur AS (
-    SELECT t.id, t.status, t.name, t.tick FROM {s}.tasks t JOIN i ON t.id = i.id AND t.rev = i.expect
+    SELECT t.id, t.status, t.name, t.tick, t.batch FROM {s}.tasks t JOIN i ON t.id = i.id AND t.rev = i.expect
     WHERE t.status <> 'running' OR t.lease IS NULL OR t.lease <= now_s OR t.owner = p_me
     ORDER BY t.id FOR UPDATE OF t),
   upd AS (
     UPDATE {s}.tasks t SET {sets}, ready = false FROM i JOIN cur ON cur.id = i.id WHERE t.id = i.id
-    RETURNING t.id, t.status, t.name, t.tick),
+    RETURNING t.id, t.status, t.name, t.tick, t.batch),
   cnt AS (
     INSERT INTO {s}.counts_delta (status, name, tick, n)
     SELECT status, name, tick, sum(n) FROM ({_counted("cur", "-1")} UNION ALL {_counted("upd", "1")}) d
-    GROUP BY status, name, tick HAVING sum(n) <> 0)
-  SELECT upd.id FROM upd;
+    GROUP BY status, name, tick HAVING sum(n) <> 0),
+  mv AS (
+    SELECT cur.batch AS ob, cur.status AS os, upd.batch AS nb, upd.status AS ns
+    FROM upd JOIN cur ON cur.id = upd.id
+    WHERE cur.batch IS NOT NULL OR upd.batch IS NOT NULL)
+  SELECT (SELECT coalesce(array_agg(upd.id), '{{}}') FROM upd), array_agg(mv.ob), array_agg(mv.os),
+         array_agg(mv.nb), array_agg(mv.ns)
+  INTO written, m_ob, m_os, m_nb, m_ns FROM mv;
+  IF m_ob IS NOT NULL THEN             -- members changed: their batches, in this transaction
+    PERFORM {s}.batch_moved(m_ob, m_os, m_nb, m_ns);
+  END IF;
+  RETURN QUERY SELECT unnest(written);
 END $$""",
         # Add tasks, all or none.  Each must be absent (a_expect NULL) or stored at rev
         # a_expect (a replacement).  Returns (0, whether a task became ready ahead of every
@@ -416,6 +511,8 @@ BEGIN
     DELETE FROM {s}.tasks t WHERE t.id IN (
       SELECT u.id FROM {s}.tasks u WHERE u.status = ANY(p_statuses) AND u.status IN {_FINISHED}
         AND u.finished_ms < p_before
+        AND (u.batch IS NULL OR NOT EXISTS (     -- members are kept until their batch is done
+          SELECT FROM {s}.batches b WHERE b.id = u.batch AND b.done IS NULL))
       ORDER BY u.finished_ms, u.id LIMIT p_limit FOR UPDATE SKIP LOCKED)
     RETURNING t.status, t.name, t.tick),
   cnt AS (
@@ -465,15 +562,15 @@ _RECORD_TYPES = (
     ("misfire_grace", "float8"), ("attempts", "bigint"), ("crashes", "bigint"),
     ("started", "float8"), ("finished", "float8"), ("owner", "text"), ("error", "text"),
     ("traceback", "text"), ("result", "bytea"), ("version", "int"), ("rev", "bigint"),
-    ("timeout", "float8"), ("lease", "float8"),
+    ("timeout", "float8"), ("lease", "float8"), ("batch", "text"),
 )
-assert tuple(c for c, _ in _RECORD_TYPES) == RECORD_COLUMNS
+assert tuple(c for c, _ in _RECORD_TYPES) == ROW_COLUMNS
 
 
 def _claim_tail(s: str, offset: str = "0") -> str:
     """The rest of a claim statement after its ``picked`` rows: number them (the first
     ``p_start - offset`` start now), mark them running, count them, return them as they were."""
-    record = ", ".join(f"p.{c}" for c in RECORD_COLUMNS)
+    record = ", ".join(f"p.{c}" for c in ROW_COLUMNS)
     return f"""numbered AS (
       SELECT p.id, row_number() OVER (ORDER BY p.eta_us, p.id) + {offset} AS n FROM picked p),
     upd AS (
@@ -496,7 +593,9 @@ def migration(schema: str, version: int) -> list[str]:
     steps: list[str] = []
     if version < 1:
         steps += _schema(s)
-    return steps + _functions(s)
+    if version < 2:
+        steps += _batch_schema(s, upgrade=version >= 1)
+    return steps + _functions(s) + _batch_functions(s)
 
 
 def script(schema: str, version: int, *, slots: int, tick: float, horizon: int, store_id: str,
