@@ -44,11 +44,12 @@ __version__ = "0.4.0"
 # `import timewheel.cli` -- a command on a store of a million tasks answers in a few hundred
 # milliseconds -- does not pay ~100 ms for machinery it never starts.
 _LAZY = {"TimeWheel": "api", "Task": "api", "TaskHandle": "api", "Stopped": "api", "EVENTS": "api",
-         "BatchHandle": "api",
+         "BatchHandle": "batch_api",
          "Health": "boss", "TaskContext": "execute", "current_task": "execute"}
 
 if TYPE_CHECKING:
-    from .api import EVENTS, BatchHandle, Stopped, Task, TaskHandle, TimeWheel
+    from .api import EVENTS, Stopped, Task, TaskHandle, TimeWheel
+    from .batch_api import BatchHandle
     from .boss import Health
     from .execute import TaskContext, current_task
 

@@ -24,6 +24,7 @@ import weakref
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import (
+    TYPE_CHECKING,
     Any,
     Callable,
     Generic,
@@ -36,11 +37,10 @@ from typing import (
     overload,
 )
 
-from . import batches as batch_rules
 from . import flow
 from .backoff import backoff
 from .boss import Boss, Health
-from .errors import BatchNotFound, DuplicateTask, StoreBusy, TaskFailed, TaskNotFound, shown
+from .errors import DuplicateTask, StoreBusy, TaskFailed, TaskNotFound, shown
 from .execute import execute
 from .hooks import Hooks
 from .pool import WorkerPool
@@ -61,6 +61,9 @@ from .records import (
 from .store import MemoryStore, WheelStore, is_url, open_store
 from .store.rules import claimed, outcome_event
 from .wheel import Wheel
+
+if TYPE_CHECKING:
+    from .batch_api import BatchHandle
 
 __all__ = ["TimeWheel", "Task", "TaskHandle", "Stopped", "EVENTS"]
 
@@ -556,87 +559,19 @@ class Task(Generic[R]):
                         None, self.timeout, rest + (None,))
 
 
-class BatchHandle:
-    """A batch in the store, by id (issue 23): ``with hu.batch(on_complete=...) as b`` and
-    :meth:`TimeWheel.get_batch` make one; cheap, it holds no state besides the id."""
-
-    __slots__ = ("id", "_wheel")
-
-    def __init__(self, wheel: "TimeWheel", batch_id: str) -> None:
-        self.id = batch_id
-        self._wheel = wheel
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, BatchHandle) and other.id == self.id
-
-    def __hash__(self) -> int:
-        return hash(self.id)
-
-    def __repr__(self) -> str:
-        return f"<BatchHandle {self.id}>"
-
-    @property
-    def state(self) -> "batch_rules.BatchState":
-        """The batch as stored: created, done, member counts per class, callbacks."""
-        st = self._wheel.store.batch(self.id)
-        if st is None:
-            raise BatchNotFound(f"no batch {self.id!r} in {self._wheel.store.location} "
-                                "(never committed: the block raised, or another store)")
-        return st
-
-    @property
-    def status(self) -> str:
-        """``running`` until every member has finished and its callbacks are added; then
-        ``succeeded`` (every member succeeded) or ``failed``."""
-        return self.state.status
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """Members per class: ``open`` (pending or running), ``succeeded``, ``failed``,
-        ``cancelled``, ``misfired`` (zeros left out)."""
-        return dict(self.state.counts)
-
-    @property
-    def ids(self) -> list[str]:
-        """The members' task ids, in the order they were added."""
-        return self._wheel.store.batch_members(self.id)
-
-    def results(self, errors: bool = False) -> list[Any]:
-        """The members' return values in the order they were added.  A member that did not
-        succeed raises :class:`TaskFailed` (one still open: :class:`TaskFailed` too, status
-        pending or running) -- or, with ``errors=True``, its exception is in the list."""
-        out: list[Any] = []
-        for task_id in self.ids:
-            try:
-                out.append(_outcome_of(TaskHandle(self._wheel, task_id).record))
-            except (TaskFailed, TaskNotFound) as exc:
-                if not errors:
-                    raise
-                out.append(exc)
-        return out
-
-    def add(self, task: "Task[Any]", *args: Any, **kwargs: Any) -> TaskHandle:
-        """Add ``task.delay(*args, **kwargs)`` to the batch, before it completes (from inside
-        a member: ``current_task().batch.add(...)``).  Raises :class:`BatchClosed` once the
-        batch is done."""
-        hu = self._wheel
-        if hu._local.batch is not None:
-            raise ValueError("BatchHandle.add() inside an open hu.batch() block: delay() there instead")
-        pending = hu._local.batch = _Batch(hu.now(), self.id)
-        try:
-            handle = task.delay(*args, **kwargs)
-        finally:
-            hu._local.batch = None
-        hu.store.add_batch(self.id, pending.records)
-        if hu.immediate:
-            hu._run_members(self.id, pending.records)
-        return handle
-
-
 def _plain(limits: tuple) -> tuple:
     """Limits as a record stores them: plain tuples (a pickle naming flow.Limit would be
     refused when read back: see records.decode_record)."""
     return tuple(tuple(lim) for lim in limits)
+
+
+def _get_batch(self: "TimeWheel", batch_id: str) -> "BatchHandle":
+    """A handle for a batch id (from another process, or from before a restart); raises
+    :class:`BatchNotFound` for an unknown one (issue 23: see batch_api)."""
+    from .batch_api import BatchHandle
+    h = BatchHandle(self, batch_id)
+    _ = h.state
+    return h
 
 
 class TimeWheel:
@@ -932,23 +867,13 @@ class TimeWheel:
         return TaskHandle(self, stored.id)
 
     @contextmanager
-    def batch(self, *, on_complete: "Optional[Task[Any]]" = None, on_success: "Optional[Task[Any]]" = None,
-              on_failure: "Optional[Task[Any]]" = None, batch_id: Optional[str] = None
-              ) -> "Iterator[Optional[BatchHandle]]":
+    def batch(self, *, on_complete: "Optional[Task]" = None, on_success: "Optional[Task]" = None,
+              on_failure: "Optional[Task]" = None, batch_id: Optional[str] = None) -> Iterator[Any]:
         """Enqueue many tasks with one commit: every ``delay()`` in the block is written when
-        the block ends, all or none.  If the block raises, nothing is written.
-
-        With callbacks (tasks of this wheel, each called with the batch id as its one argument)
-        the tasks are the members of a batch, whose handle the block gets: when every member
-        has finished, ``on_complete`` is added, and ``on_success`` (every member succeeded) or
-        ``on_failure`` (some failed for good, was cancelled or misfired) -- each exactly once,
-        whoever records the last outcome (see README, "Batches")."""
-        callbacks = {e: t for e, t in (("on_complete", on_complete), ("on_success", on_success),
-                                       ("on_failure", on_failure)) if t is not None}
-        if callbacks or batch_id is not None:
-            with self._tracked_batch(callbacks, batch_id) as handle:
-                yield handle
-            return
+        the block ends, all or none; if it raises, nothing is.  Callbacks: see batch_api."""
+        if on_complete or on_success or on_failure or batch_id is not None:
+            from .batch_api import open_batch  # (it imports this module)
+            return (yield from open_batch(self, batch_id, on_complete, on_success, on_failure))
         if self._local.batch is not None:          # nested: the outer one commits
             yield None
             return
@@ -965,48 +890,7 @@ class TimeWheel:
                 if _added(kept, rec):
                     self._run_inline(kept)
 
-    @contextmanager
-    def _tracked_batch(self, callbacks: "dict[str, Task[Any]]", batch_id: Optional[str]
-                       ) -> "Iterator[BatchHandle]":
-        for event, task in callbacks.items():
-            if not isinstance(task, Task) or task.timewheel is not self:
-                raise TypeError(f"{event} must be a task of this wheel (@hu.task), got {shown(task)}")
-        batch_id = _ids.new() if batch_id is None else batch_rules.check_batch_id(batch_id)
-        if self._local.batch is not None:
-            raise ValueError("a batch with callbacks cannot be opened inside another hu.batch() block")
-        if _USING.get() and not self.immediate:
-            raise ValueError("a batch with callbacks is written to the store itself, not through "
-                             "hu.using(connection)")
-        store = self.store
-        if not store.batches_kept:
-            raise ValueError(f"{store.location} keeps no batches yet (issue 23); nothing was written")
-        opened = self.now()
-        templates = {e: batch_rules.callback_template(t._template((batch_id,)), batch_id, e, opened)
-                     for e, t in callbacks.items()}
-        batch = self._local.batch = _Batch(opened, batch_id)
-        try:
-            yield BatchHandle(self, batch_id)
-        finally:
-            self._local.batch = None
-        store.add_batch(batch_id, batch.records, callbacks=templates, opened=opened)
-        if self.immediate:
-            self._run_members(batch_id, batch.records)
-
-    def _run_members(self, batch_id: str, recs: "list[TaskRecord]") -> None:
-        """immediate=True: run a batch's members inline, then the callbacks they led to."""
-        for rec in recs:
-            self._run_inline(rec)
-        for e in batch_rules.EVENTS:
-            rec = self.store.get(batch_rules.callback_id(batch_id, e))
-            if rec is not None and rec.status == PENDING:
-                self._run_inline(rec)
-
-    def get_batch(self, batch_id: str) -> BatchHandle:
-        """A handle for a batch id (from another process, or from before a restart); raises
-        :class:`BatchNotFound` for an unknown one."""
-        h = BatchHandle(self, batch_id)
-        _ = h.state
-        return h
+    get_batch = _get_batch
 
     @contextmanager
     def using(self, connection: Any) -> Iterator[None]:

@@ -52,7 +52,7 @@ class TaskContext:
         none): ``current_task().batch.add(task, ...)`` adds a member before it completes."""
         if self.batch_id is None or self._wheel is None:
             return None
-        from .api import BatchHandle
+        from .batch_api import BatchHandle
         return BatchHandle(self._wheel, self.batch_id)
 
 

@@ -45,12 +45,9 @@ import time
 import uuid
 import weakref
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
-from .. import batches as batch_rules
 from ..errors import (
-    BatchClosed,
-    BatchNotFound,
     DuplicateTask,
     NotAStore,
     StoreBusy,
@@ -81,6 +78,7 @@ from .base import (
     finished_ms,
     purge_statuses,
 )
+from .postgres_batches import PostgresBatches
 from .postgres_url import check_schema, parse
 from .server_clock import ServerClock
 
@@ -163,18 +161,6 @@ def decode_row(row: Sequence[Any]) -> TaskRecord:
     if not isinstance(batch, str) or not 0 < len(batch) <= 200:
         raise RecordDecodeError("not a timewheel record (field batch is not a batch id)")
     return rec._replace(batch=batch)
-
-
-def _batch_cols(s: str) -> str:
-    """What a read of batch rows ``b`` selects: its columns, then (event, id, name) of its callbacks."""
-    return ("b.id, b.created, b.done, b.open, b.succeeded, b.failed, b.cancelled, b.misfired, "
-            f"ARRAY(SELECT ARRAY[c.event, c.id, c.name] FROM {s}.batch_callbacks c WHERE c.of_batch = b.id)")
-
-
-def _batch_state(row: Sequence[Any]) -> "batch_rules.BatchState":
-    described = {e: (e, i, n) for e, i, n in row[8]}
-    return batch_rules.BatchState(row[0], row[1], row[2], batch_rules.counts_of(row[3:8]),
-                                  tuple(described[e] for e in batch_rules.EVENTS if e in described))
 
 
 def _placeholder(row: Sequence[Any], reason: str) -> TaskRecord:
@@ -572,7 +558,7 @@ class _Observers:
             mark = _mark(kind, last[0], last[2], last[11], last[12])
 
 
-class PostgresStore(_Observers, WheelStore):
+class PostgresStore(_Observers, PostgresBatches, WheelStore):
     """A :class:`WheelStore` in a PostgreSQL database.  Thread-safe; one instance per process.
 
     :param location: ``postgresql://[user[:password]@]host[:port]/db[?...]``, ``postgres://...``
@@ -825,88 +811,6 @@ class PostgresStore(_Observers, WheelStore):
                      "c(name, tick, n)", ([k[0] for k in counted], [k[1] for k in counted],
                                           list(counted.values())))
         return soonest is not None and (not head or soonest < head[0][0])
-
-    # -- batches (issue 23: postgres_sql.py's batch functions keep them) -------------------------------
-    def add_batch(self, batch_id: str, members: Sequence[TaskRecord], *,
-                  callbacks: "Optional[Mapping[str, TaskRecord]]" = None, opened: Optional[float] = None
-                  ) -> list[TaskRecord]:
-        if any(r.batch != batch_id for r in members):
-            raise ValueError(f"every member of batch {batch_id} must name it in its record")
-        if len({r.id for r in members}) != len(members):
-            raise DuplicateTask(f"a member id of batch {batch_id} is given twice; nothing was added")
-        if self.readonly:
-            raise StoreError(f"{self.location} is open read-only")
-        s, ring = self.s, False
-        cols = ", ".join(c for c, _ in pgsql.WRITE_COLUMNS)
-        with self._pool.connection() as conn, self._dog.watch(conn) as done:
-            try:
-                with conn.transaction():
-                    if callbacks is not None:
-                        made = conn.execute(f"INSERT INTO {s}.batches (id, created) VALUES (%s, %s) "
-                                            "ON CONFLICT (id) DO NOTHING RETURNING id",
-                                            (batch_id, self.now() if opened is None else opened)).fetchall()
-                        if not made:
-                            raise BatchClosed(f"batch {batch_id!r} already exists; nothing was added")
-                        for event, rec in callbacks.items():
-                            values = _columns(rec, self.wheel)
-                            conn.execute(f"INSERT INTO {s}.batch_callbacks (of_batch, event, {cols}) VALUES "
-                                         f"(%s, %s, {', '.join(['%s'] * len(values))})",
-                                         (batch_id, event, *values))
-                    else:
-                        state = conn.execute(f"SELECT done FROM {s}.batches WHERE id = %s FOR UPDATE",
-                                             (batch_id,)).fetchall()
-                        if not state:
-                            raise BatchNotFound(f"no batch {batch_id!r} in {self.location}; "
-                                                "nothing was added")
-                        if state[0][0] is not None:
-                            raise BatchClosed(f"batch {batch_id} is done (its callbacks were added); "
-                                              "nothing was added")
-                    if members:
-                        got = self._copy_in(conn, members)
-                        if got is None:
-                            raise StoreError(f"{self._where}: schema {self.schema!r} holds another "
-                                             "store than the one opened; nothing was written")
-                        ring = got
-                        conn.execute(f"INSERT INTO {s}.members (batch, seq, id) SELECT %s, b.base + u.k, "
-                                     "u.id FROM unnest(%s::text[]) WITH ORDINALITY AS u(id, k), (SELECT "
-                                     f"coalesce(max(seq), 0) AS base FROM {s}.members WHERE batch = %s) b",
-                                     (batch_id, [r.id for r in members], batch_id))
-                        conn.execute(f"UPDATE {s}.batches SET open = open + %s WHERE id = %s",
-                                     (len(members), batch_id))
-                    (added,), = conn.execute(f"SELECT {s}.finish_batch(%s)", (batch_id,)).fetchall()
-                    ring = ring or added > 0
-            except psycopg.errors.UniqueViolation:
-                raise DuplicateTask(f"task id {members[self._first_taken(members) - 1].id!r} already exists; "
-                                    "nothing was added") from None
-            except psycopg.Error as exc:
-                raise self._error(exc, True, done) from None
-        if ring:
-            self.ring()
-        return list(members)
-
-    def batch(self, batch_id: str) -> "Optional[batch_rules.BatchState]":
-        rows = self._call(f"SELECT {_batch_cols(self.s)} FROM {self.s}.batches b WHERE b.id = %s",
-                          (batch_id,))
-        return _batch_state(rows[0]) if rows else None
-
-    def batch_members(self, batch_id: str, start: int = 0, limit: Optional[int] = None) -> list[str]:
-        return [i for (i,) in self._call(
-            f"SELECT id FROM {self.s}.members WHERE batch = %s AND seq > %s ORDER BY seq LIMIT %s",
-            (batch_id, start, limit))]
-
-    def batches(self, *, limit: int = 100) -> "list[batch_rules.BatchState]":
-        return [_batch_state(r) for r in self._call(
-            f"SELECT {_batch_cols(self.s)} FROM {self.s}.batches b ORDER BY b.created DESC, b.id LIMIT %s",
-            (limit,))]
-
-    def sweep_batches(self, limit: int = 100) -> int:
-        stalled = self._call(f"SELECT id FROM {self.s}.batches WHERE done IS NULL AND open <= 0 LIMIT %s",
-                             (limit,))
-        for (batch_id,) in stalled:
-            self._call(f"SELECT {self.s}.finish_batch(%s)", (batch_id,), write=True)
-        if stalled:
-            self.ring()
-        return len(stalled)
 
     def add_with(self, write: Callable[[Sequence[tuple[TaskRecord, Optional[int]]]], tuple[int, bool]],
                  read: Callable[[list[str]], dict[str, tuple[Optional[TaskRecord], int]]],

@@ -34,9 +34,8 @@ import os
 import sqlite3
 import time
 from collections import defaultdict
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
-from .. import batches as batch_rules
 from .. import flow
 from ..errors import DuplicateTask
 from ..records import PENDING, RUNNING, RecordDecodeError, TaskRecord, decode_record, encode_record
@@ -58,7 +57,7 @@ from .base import (
 )
 from .connection import RECORD, TABLE
 from .locks import FileLiveness, probe
-from .sqlite_batches import KEPT_FOR_BATCH, FileBatches
+from .sqlite_batches import KEPT_FOR_BATCH, FileBatchStore
 from .sqlite_bells import Doorbells
 from .sqlite_claim import LOOK, SET_RECORD, claim_due
 from .sqlite_counters import Counters, absorb, counted
@@ -108,7 +107,7 @@ class _ReadOnlyLiveness(Liveness):
         self._probe.close()
 
 
-class SqliteDictStore(WheelStore):
+class SqliteDictStore(FileBatchStore, WheelStore):
     """A :class:`WheelStore` in one SQLite file.  Thread-safe; one instance per process.
 
     :param path: the store file; created (mode 0600) unless ``readonly``.
@@ -205,68 +204,6 @@ class SqliteDictStore(WheelStore):
             self._count_members(members)
         earliest = min((r.eta for r in out if r.status == PENDING), default=None)
         return out, None if earliest is None else self.wheel.due_tick(earliest)
-
-    # -- batches (store/sqlite_batches.py) ----------------------------------------------------
-    def add_batch(self, batch_id: str, members: Sequence[TaskRecord], *,
-                  callbacks: "Optional[Mapping[str, TaskRecord]]" = None, opened: Optional[float] = None
-                  ) -> list[TaskRecord]:
-        if any(r.batch != batch_id for r in members):
-            raise ValueError(f"every member of batch {batch_id} must name it in its record")
-        fb = FileBatches(self.file)
-        earliest: Optional[int] = None
-        with self.file.writing():
-            if callbacks is not None:
-                fb.open(batch_id, self.now() if opened is None else opened, callbacks)
-            else:
-                fb.check_open(batch_id)
-            if members:
-                _, earliest = self._add_in_transaction(members, "fail")
-                fb.add_members(batch_id, [r.id for r in members])
-                self._count_members([(None, r) for r in members])
-            offered = fb.settle([batch_id], self.now(), self._add_callbacks)
-        self._bells.ring_if_near(earliest)
-        if offered:
-            self.ring()
-        return list(members)
-
-    def _count_members(self, pairs: Sequence[tuple[Optional[TaskRecord], TaskRecord]]) -> int:
-        """In the caller's transaction: members changed; their batches' counts follow, and a
-        batch left with no open member adds its callbacks (how many were offered)."""
-        moves = batch_rules.moves(pairs)
-        return FileBatches(self.file).apply(moves, self.now(), self._add_callbacks) if moves else 0
-
-    def _add_callbacks(self, recs: list[TaskRecord]) -> None:
-        self._add_in_transaction(recs, "keep")
-
-    def batch(self, batch_id: str) -> "Optional[batch_rules.BatchState]":
-        if not self._reader.layout.batches:
-            return None
-        with self.file.reading():
-            return FileBatches(self.file).state(batch_id)
-
-    def batch_members(self, batch_id: str, start: int = 0, limit: Optional[int] = None) -> list[str]:
-        if not self._reader.layout.batches:
-            return []
-        with self.file.reading():
-            return FileBatches(self.file).members(batch_id, start, limit)
-
-    def batches(self, *, limit: int = 100) -> "list[batch_rules.BatchState]":
-        if not self._reader.layout.batches:
-            return []
-        with self.file.reading():
-            return FileBatches(self.file).newest(limit)
-
-    def sweep_batches(self, limit: int = 100) -> int:
-        fb = FileBatches(self.file)
-        with self.file.reading():
-            if not fb.stalled(1):
-                return 0                 # the common case: no write transaction
-        with self.file.writing():
-            stalled = fb.stalled(limit)
-            offered = fb.settle(stalled, self.now(), self._add_callbacks)
-        if offered:
-            self.ring()
-        return len(stalled)
 
     def _insert(self, records: Sequence[TaskRecord], horizon: int, counters: Counters) -> Iterable[int]:
         """INSERT new pending records, counted; the batch path of delay(), kept tight.

@@ -18,7 +18,7 @@ Two writers cannot both do that: the file has one writer at a time.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .. import batches as batch_rules
 from ..errors import BatchClosed, BatchNotFound, StoreError
@@ -26,7 +26,7 @@ from ..records import RecordDecodeError, TaskRecord
 from .connection import TABLE
 from .sqlite_file import StoreFile
 
-__all__ = ["SCHEMA", "BATCHES", "MEMBERS", "FileBatches", "KEPT_FOR_BATCH"]
+__all__ = ["SCHEMA", "BATCHES", "MEMBERS", "FileBatches", "FileBatchStore", "KEPT_FOR_BATCH"]
 
 BATCHES = f"{TABLE}_batches"
 MEMBERS = f"{TABLE}_members"
@@ -137,3 +137,76 @@ def _state(row: tuple) -> "batch_rules.BatchState":
     except (RecordDecodeError, ValueError):
         described = ()
     return batch_rules.BatchState(row[0], row[1], row[2], batch_rules.counts_of(row[3:3 + n]), described)
+
+
+class FileBatchStore:
+    """The batch methods of the file store (a mixin of
+    :class:`~timewheel.store.sqlite.SqliteDictStore`, which provides what is declared here)."""
+
+    file: StoreFile
+    _reader: Any
+    _bells: Any
+    now: Any
+    ring: Any
+    _add_in_transaction: Any
+
+    def add_batch(self, batch_id: str, members: Sequence[TaskRecord], *,
+                  callbacks: "Optional[Mapping[str, TaskRecord]]" = None, opened: Optional[float] = None
+                  ) -> list[TaskRecord]:
+        if any(r.batch != batch_id for r in members):
+            raise ValueError(f"every member of batch {batch_id} must name it in its record")
+        fb = FileBatches(self.file)
+        earliest: Optional[int] = None
+        with self.file.writing():
+            if callbacks is not None:
+                fb.open(batch_id, self.now() if opened is None else opened, callbacks)
+            else:
+                fb.check_open(batch_id)
+            if members:
+                _, earliest = self._add_in_transaction(members, "fail")
+                fb.add_members(batch_id, [r.id for r in members])
+                self._count_members([(None, r) for r in members])
+            offered = fb.settle([batch_id], self.now(), self._add_callbacks)
+        self._bells.ring_if_near(earliest)
+        if offered:
+            self.ring()
+        return list(members)
+
+    def _count_members(self, pairs: Sequence[tuple[Optional[TaskRecord], TaskRecord]]) -> int:
+        """In the caller's transaction: members changed; their batches' counts follow, and a
+        batch left with no open member adds its callbacks (how many were offered)."""
+        moves = batch_rules.moves(pairs)
+        return FileBatches(self.file).apply(moves, self.now(), self._add_callbacks) if moves else 0
+
+    def _add_callbacks(self, recs: list[TaskRecord]) -> None:
+        self._add_in_transaction(recs, "keep")
+
+    def batch(self, batch_id: str) -> "Optional[batch_rules.BatchState]":
+        if not self._reader.layout.batches:
+            return None
+        with self.file.reading():
+            return FileBatches(self.file).state(batch_id)
+
+    def batch_members(self, batch_id: str, start: int = 0, limit: Optional[int] = None) -> list[str]:
+        if not self._reader.layout.batches:
+            return []
+        with self.file.reading():
+            return FileBatches(self.file).members(batch_id, start, limit)
+
+    def batches(self, *, limit: int = 100) -> "list[batch_rules.BatchState]":
+        if not self._reader.layout.batches:
+            return []
+        with self.file.reading():
+            return FileBatches(self.file).newest(limit)
+
+    def sweep_batches(self, limit: int = 100) -> int:
+        fb = FileBatches(self.file)
+        with self.file.reading():
+            if not fb.stalled(1):
+                return 0                 # the common case: no write transaction
+        with self.file.writing():
+            stalled = fb.stalled(limit)
+            offered = fb.settle(stalled, self.now(), self._add_callbacks)
+        if offered:
+            self.ring()
+        return len(stalled)
