@@ -29,6 +29,7 @@ from timewheel.records import (
     end_run,
     reset_for_retry,
 )
+from timewheel.store import SqliteDictStore
 from timewheel.store.base import WheelStore
 from timewheel.store.rules import claimed
 
@@ -464,3 +465,35 @@ def test_immediate_mode_runs_members_then_callbacks() -> None:
         work.delay(2)
     assert calls == [1, 2, ("cb", b.id), ("cb", b.id)]
     assert b.results() == [1, 2]
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+def test_the_cli_lists_batches_and_shows_one(tmp_path) -> None:
+    import json
+
+    from .cli_fixtures import invoke
+    db = str(tmp_path / "t.db")
+    store = SqliteDictStore(db)
+    now = store.now() - 1
+    members = _members("demo", 3, now)
+    members[2] = members[2]._replace(eta=now + 3600)
+    store.add_batch("demo", members, callbacks=_templates("demo", now, ("on_complete", "on_failure")),
+                    opened=now)
+    _run_all(store, ok=lambda r: r.id != "demo-1")
+    store.close()
+    out = invoke("batches", db, "--json")
+    assert out.exit_code == 0, out.output
+    (row,) = json.loads(out.output)["batches"]
+    assert row["id"] == "demo" and row["status"] == RUNNING and (row["finished"], row["total"]) == (2, 3)
+    assert row["counts"] == {"open": 1, "succeeded": 1, "failed": 1, "cancelled": 0, "misfired": 0}
+    shown = json.loads(invoke("batch", db, "demo", "--json", "--limit", "2").output)
+    assert [m["id"] for m in shown["members"]] == ["demo-0", "demo-1"] and shown["next_start"] == 2
+    assert [m["status"] for m in shown["members"]] == [SUCCEEDED, FAILED]
+    assert [(c["event"], c["status"]) for c in shown["callbacks"]] == [
+        ("on_complete", None), ("on_failure", None)]
+    text = invoke("batch", db, "demo").output
+    assert "2 of 3 finished" in text and "not added yet" in text and "demo-2" in text
+    assert "demo" in invoke("batches", db).output
+    missing = invoke("batch", db, "nope")
+    assert missing.exit_code == 1 and "no batch nope" in missing.output and "Traceback" not in missing.output

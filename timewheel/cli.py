@@ -27,7 +27,7 @@ import click
 
 from .query import FINISHED
 from .store.base import LISTABLE
-from .text import clean, clip, duration, local, relative, seconds, size, span
+from .text import clean, clip, duration, first_line, local, relative, seconds, size, span
 from .web.command import web as web_command
 
 if TYPE_CHECKING:
@@ -604,6 +604,69 @@ def show(db: str, task_id: str, full: bool, out: Output) -> None:
     if d["traceback"]:
         out.title("Traceback")
         out.text(clip(d["traceback"].rstrip(), None if full else 4000, hint), lines=True)
+
+
+# -- batches (issue 23) ------------------------------------------------------------------------------
+
+@cli.command()
+@db_argument
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True,
+              help="At most this many batches, the most recently opened first.")
+@output_options
+def batches(db: str, limit: int, out: Output) -> None:
+    """The batches (hu.batch(on_complete=...)), newest first: members per status, callbacks.
+
+    \b
+    Example:
+      timewheel batches tasks.db
+    """
+    from .query import batches_data
+    with opened(db) as store:
+        d = batches_data(store, store.now(), limit=limit)
+    if out.as_json:
+        out.json(d)
+        return
+    out.table([[b["id"], b["status"], local(b["created"]), f"{b['finished']}/{b['total']}",
+               _batch_counts(b), ", ".join(c["event"][3:] for c in b["callbacks"])] for b in d["batches"]],
+             ["id", "status", "opened", "finished", "members", "callbacks"], empty="(no batches)")
+
+
+def _batch_counts(b: dict[str, Any]) -> str:
+    return " ".join(f"{c} {n}" for c, n in b["counts"].items() if n) or "-"
+
+
+@cli.command()
+@db_argument
+@click.argument("batch_id", metavar="ID")
+@click.option("--limit", type=click.IntRange(0, 10 ** 7), default=20, show_default=True,
+              help="At most this many members (0: all), in the order they were added.")
+@click.option("--start", type=click.IntRange(0, 10 ** 12), default=0, show_default=True,
+              help="Skip this many members.")
+@output_options
+def batch(db: str, batch_id: str, limit: int, start: int, out: Output) -> None:
+    """One batch: its status, members per status, callbacks and members.
+
+    \b
+    Example:
+      timewheel batch tasks.db 3f2a9c0d1e4b5a6f00000000 --limit 0
+    """
+    from .query import batch_data
+    with opened(db) as store:
+        d = batch_data(store, batch_id, store.now(), limit=limit, start=start)
+    if out.as_json:
+        out.json(d)
+        return
+    out.table([["id", d["id"]], ["status", d["status"]], ["opened", local(d["created"])],
+               ["done", local(d["done"])], ["progress", f"{d['finished']} of {d['total']} finished"],
+               ["members", _batch_counts(d)]]
+              + [[c["event"], f"{c['name']} {c['id']} ({c['status'] or 'not added yet'})"]
+                 for c in d["callbacks"]])
+    out.title("Members")
+    out.table([[m["id"], m.get("name", "-"), m["status"], local(m.get("finished")),
+                first_line(m.get("error"))] for m in d["members"]],
+              ["id", "name", "status", "finished", "error"], empty="(no members)")
+    if d["next_start"] is not None:
+        click.echo(f"(--start {d['next_start']} shows the next members, --limit 0 all)")
 
 
 # -- cancel / retry / purge ------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import time
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 from . import flow
-from .errors import StoreError, TaskNotFound, shown
+from .errors import BatchNotFound, StoreError, TaskNotFound, shown
 from .records import (
     CANCELLED,
     FAILED,
@@ -41,7 +41,7 @@ __all__ = [
     "inspect_data", "tasks_data", "show_data", "stats_data", "timeline_data", "change_tasks",
     "retry_failed", "purge_data", "task_row", "counts_by_status", "store_details", "check_hours",
     "wheel_data", "slot_data", "series_data", "MAX_HOURS", "MAX_RECENT", "MAX_REVOLUTIONS", "FINISHED",
-    "flow_data", "waiting_reason", "pause_data",
+    "flow_data", "waiting_reason", "pause_data", "batches_data", "batch_data",
 ]
 
 #: statuses whose ``started - eta`` is the lateness of a run.  A pending record may still
@@ -705,3 +705,54 @@ def series_data(store: WheelStore, now: float, *, minutes: int = 60, cap: int = 
             b.update({SUCCEEDED: None, FAILED: None, MISFIRED: None})
     return {"now": now, "minutes": minutes, "bucket_seconds": 60, "sampled": complete > since,
             "complete_since": complete, "buckets": buckets}
+
+
+# -- batches (issue 23) ------------------------------------------------------------------------------
+
+def _batch_row(st: Any) -> dict[str, Any]:
+    """The keys of one row of ``timewheel batches --json``."""
+    from .batches import CLASSES
+    return {"id": st.id, "status": st.status, "created": st.created, "done": st.done,
+            "total": st.total, "finished": st.finished_members,
+            "counts": {c: int(st.counts.get(c, 0)) for c in CLASSES},
+            "callbacks": [{"event": e, "id": i, "name": n} for e, i, n in st.callbacks]}
+
+
+def batches_data(store: WheelStore, now: float, *, limit: int = 50) -> dict[str, Any]:
+    """The most recently opened batches: ``timewheel batches --json``."""
+    _check_int(limit, "limit", 1, 10_000)
+    return {"now": now, "batches": [_batch_row(st) for st in store.batches(limit=limit)]}
+
+
+def batch_data(store: WheelStore, batch_id: str, now: float, *, limit: int = 20, start: int = 0
+               ) -> dict[str, Any]:
+    """One batch, its callbacks (with their tasks' status: null until added) and its members
+    from ``start`` in the order they were added, up to ``limit``: ``timewheel batch --json``.
+    Raises BatchNotFound."""
+    _check_int(limit, "limit", 0, 10_000_000)
+    _check_int(start, "start", 0, 10 ** 12)
+    st = store.batch(batch_id)
+    if st is None:
+        raise BatchNotFound(f"no batch {batch_id} in {store.location}")
+    row = _batch_row(st)
+    for cb in row["callbacks"]:
+        rec = _readable(store, cb["id"])
+        cb["status"] = None if rec is None else rec.status
+    ids = store.batch_members(batch_id, start, limit or None)
+    owners = _Owners(store)
+    members = []
+    for task_id in ids:
+        rec = _readable(store, task_id)
+        members.append({"id": task_id, "status": "purged"} if rec is None
+                       else task_row(rec, now, owners.alive(rec)))
+    more = len(ids) == limit and start + limit < st.total
+    return {**row, "now": now, "members": members, "next_start": start + limit if more else None}
+
+
+def _readable(store: WheelStore, task_id: str) -> Optional[TaskRecord]:
+    """The record of ``task_id``, a broken placeholder for one that cannot be decoded, None if
+    there is none."""
+    try:
+        return store.get(task_id)
+    except RecordDecodeError as exc:
+        return TaskRecord(id=task_id, name="?", eta=0.0, payload=b"", status=BROKEN, error=str(exc))
