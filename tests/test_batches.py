@@ -497,3 +497,55 @@ def test_the_cli_lists_batches_and_shows_one(tmp_path) -> None:
     assert "demo" in invoke("batches", db).output
     missing = invoke("batch", db, "nope")
     assert missing.exit_code == 1 and "no batch nope" in missing.output and "Traceback" not in missing.output
+
+
+# -- PostgreSQL: a store of schema version 1 (before batches) -------------------------------------
+
+def test_a_postgres_store_of_version_1_is_migrated_and_keeps_its_tasks(request) -> None:
+    """A schema written by the code before batches (tests/fixtures/pg_store_v1.sql, pg_dump of
+    what that code made): a read-only open says how to migrate it; a write open migrates it in
+    place (its functions replaced, a batch column and tables added), every task reads as it
+    was, the dead owner's task runs again, and a new batch completes beside them."""
+    import os
+
+    import psycopg
+
+    from timewheel import NotAStore
+    from timewheel.store.postgres import PostgresStore
+    url = request.getfixturevalue("pg_db")
+    dump = open(os.path.join(os.path.dirname(__file__), "fixtures", "pg_store_v1.sql")).read()
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("\n".join(ln for ln in dump.splitlines() if not ln.startswith("\\")))
+        c.execute("SELECT pg_catalog.set_config('search_path', 'public', false)")
+        before = dict(c.execute("SELECT id, status FROM old.tasks").fetchall())
+    assert before == {"ok": SUCCEEDED, "failed": FAILED, "running": RUNNING, "hour": PENDING, "due": PENDING}
+    with pytest.raises(NotAStore, match="timewheel migrate"):
+        PostgresStore(url, namespace="old", readonly=True)
+    store = PostgresStore(url, namespace="old")
+    try:
+        assert {i: store.get(i).status for i in before} == before
+        assert store.get("failed").error == "RuntimeError: boom" and store.get("ok").batch is None
+    finally:
+        store.close()
+    hu = TimeWheel(url + "?schema=old", workers=2)
+    ran: list = []
+
+    @hu.task(name="fixture.add")
+    def add(a, b):
+        ran.append(current_task().id)
+        return a + b
+
+    @hu.task()
+    def summary(batch_id):
+        ran.append(batch_id)
+
+    with hu.batch(on_complete=summary) as b:
+        add.delay(2, 3)
+    hu.start()
+    try:
+        from .conftest import wait_for
+        wait_for(lambda: b.id in ran and "due" in ran and "running" in ran, 30)
+    finally:
+        hu.stop()
+    assert b.results() == [5] and b.status == SUCCEEDED
+    hu.close()
