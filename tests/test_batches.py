@@ -549,3 +549,34 @@ def test_a_postgres_store_of_version_1_is_migrated_and_keeps_its_tasks(request) 
         hu.stop()
     assert b.results() == [5] and b.status == SUCCEEDED
     hu.close()
+
+
+# -- the web view ----------------------------------------------------------------------------------
+
+def test_the_web_view_lists_batches_and_shows_one(tmp_path) -> None:
+    import httpx
+
+    from timewheel.testing import serve
+    db = str(tmp_path / "t.db")
+    store = SqliteDictStore(db)
+    now = store.now() - 1
+    members = _members("web<b>", 3, now)
+    members[2] = members[2]._replace(eta=now + 3600)
+    store.add_batch("web<b>", members, callbacks=_templates("web<b>", now, ("on_complete",)),
+                    opened=now)
+    _run_all(store, ok=lambda r: r.id != "web<b>-1")
+    with serve(db) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        listing = client.get("batches")
+        assert listing.status_code == 200 and 'data-id="web&lt;b&gt;"' in listing.text
+        assert "2/3" in listing.text and "web<b>" not in listing.text          # escaped
+        page = client.get("batches/web%3Cb%3E")
+        assert page.status_code == 200, page.text[:300]
+        assert "2 of 3 finished" in page.text and "not added yet" in page.text
+        assert 'data-id="web&lt;b&gt;-1" data-status="failed"' in page.text
+        api = client.get("api/batches/web%3Cb%3E", params={"limit": 1}).json()
+        assert [m["id"] for m in api["members"]] == ["web<b>-0"] and api["next_start"] == 1
+        assert client.get("api/batches").json()["batches"][0]["counts"]["failed"] == 1
+        missing = client.get("api/batches/nope")
+        assert missing.status_code == 404 and "no batch nope" in missing.json()["error"]
+        assert client.get("batches/nope").status_code == 404
+    store.close()

@@ -24,7 +24,7 @@ from werkzeug.utils import redirect, send_from_directory
 from werkzeug.wrappers import Request, Response
 
 from .. import __version__, query, text
-from ..errors import StoreBusy, StoreError, TaskNotFound
+from ..errors import BatchNotFound, StoreBusy, StoreError, TaskNotFound
 from ..records import FAILED, MISFIRED, PENDING, RETRYABLE, RUNNING, STATUSES, TERMINAL, RecordDecodeError
 from ..store import WheelStore, open_store
 from ..store.base import LISTABLE
@@ -85,6 +85,8 @@ _RULES = [
     Rule("/tasks/<taskid:task_id>/<any(retry, cancel):verb>", endpoint="task_action", methods=["POST"]),
     Rule("/failed", endpoint="failed"),
     Rule("/running", endpoint="running"),
+    Rule("/batches", endpoint="batches"),
+    Rule("/batches/<taskid:batch_id>", endpoint="batch"),
     Rule("/bulk", endpoint="bulk", methods=["POST"]),
     Rule("/purge", endpoint="purge", methods=["POST"]),
     Rule("/queues", endpoint="queue_action", methods=["POST"]),
@@ -102,6 +104,8 @@ _RULES = [
     Rule("/api/purge", endpoint="api_purge", methods=["POST"]),
     Rule("/api/<any(pause, resume):verb>", endpoint="api_queue_action", methods=["POST"]),
     Rule("/api/stats", endpoint="api_stats"),
+    Rule("/api/batches", endpoint="api_batches"),
+    Rule("/api/batches/<taskid:batch_id>", endpoint="api_batch"),
     Rule("/api/timeline", endpoint="api_timeline"),
     Rule("/api/wheel", endpoint="api_wheel"),
     Rule("/api/wheel/slots/<int:slot>", endpoint="api_slot"),
@@ -222,7 +226,7 @@ class WebView:
             response = self._error(request, api, 404, said or f"nothing at {request.path}")
         except HTTPException as exc:
             response = self._error(request, api, exc.code or 400, exc.description or exc.name)
-        except TaskNotFound as exc:
+        except (TaskNotFound, BatchNotFound) as exc:
             response = self._error(request, api, 404, _one_line(str(exc)))
         except ValueError as exc:        # the query layer's word for a bad argument
             response = self._error(request, api, 400, _one_line(str(exc)))
@@ -420,6 +424,28 @@ class WebView:
         data = query.tasks_data(self.store, time.time(), status=RUNNING, name=name, limit=limit)
         return self._page(request, "running.html", title="Running", tasks=data["tasks"], now=data["now"],
                           name=name, limit=limit, more=data["next_after"] is not None)
+
+    def on_batches(self, request: Request) -> Response:
+        limit = params.integer(request.args, "limit", 50, 1, 10_000)
+        data = query.batches_data(self.store, time.time(), limit=limit)
+        return self._page(request, "batches.html", title="Batches", batches=data["batches"], now=data["now"],
+                          limit=limit)
+
+    def on_batch(self, request: Request, batch_id: str) -> Response:
+        limit = params.integer(request.args, "limit", 100, 0, MAX_PAGE)
+        start = params.integer(request.args, "start", 0, 0, 10 ** 12)
+        data = query.batch_data(self.store, batch_id, time.time(), limit=limit, start=start)
+        return self._page(request, "batch.html", title=f"Batch {batch_id}", batch=data, now=data["now"],
+                          limit=limit)
+
+    def on_api_batches(self, request: Request) -> Response:
+        limit = params.integer(request.args, "limit", 50, 1, 10_000)
+        return _json(query.batches_data(self.store, time.time(), limit=limit))
+
+    def on_api_batch(self, request: Request, batch_id: str) -> Response:
+        limit = params.integer(request.args, "limit", 100, 0, MAX_PAGE)
+        start = params.integer(request.args, "start", 0, 0, 10 ** 12)
+        return _json(query.batch_data(self.store, batch_id, time.time(), limit=limit, start=start))
 
     def on_login(self, request: Request) -> Response:
         target = (same_site_path(request.values.get("next", ""), request.script_root)
