@@ -33,8 +33,9 @@ but a batch is done once: its callbacks are never added a second time.
 from __future__ import annotations
 
 import pickle
-from typing import Any, Iterable, Mapping, NamedTuple, Optional
+from typing import Any, Iterable, Mapping, NamedTuple, Optional, Sequence
 
+from .errors import DuplicateTask
 from .records import (
     CANCELLED,
     FAILED,
@@ -50,7 +51,7 @@ from .records import (
 
 __all__ = ["EVENTS", "OPEN", "CLASSES", "FAILURES", "MAX_BATCH_ID", "BatchState", "class_of", "moves",
            "finished", "events", "callback_id", "callback_template", "callback_records",
-           "encode_callbacks", "decode_callbacks", "batch_status", "check_batch_id"]
+           "encode_callbacks", "decode_callbacks", "batch_status", "check_batch_id", "check_members"]
 
 EVENTS = ("on_complete", "on_success", "on_failure")
 OPEN = "open"          #: a member not finished yet: pending (maybe waiting for a retry) or running
@@ -89,6 +90,15 @@ def check_batch_id(batch_id: Any) -> str:
     if not isinstance(batch_id, str) or not 0 < len(batch_id) <= MAX_BATCH_ID:
         raise ValueError(f"a batch id is a string of 1 to {MAX_BATCH_ID} characters, got {batch_id!r:.80}")
     return batch_id
+
+
+def check_members(batch_id: str, members: Sequence[TaskRecord]) -> None:
+    """What ``add_batch`` takes, on every backend: each member names the batch, each id once
+    (DuplicateTask; nothing is written)."""
+    if any(r.batch != batch_id for r in members):
+        raise ValueError(f"every member of batch {batch_id} must name it in its record")
+    if len({r.id for r in members}) != len(members):
+        raise DuplicateTask(f"a member id of batch {batch_id} is given twice; nothing was added")
 
 
 def batch_status(counts: Mapping[str, int], done: Optional[float]) -> str:

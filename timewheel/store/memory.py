@@ -212,6 +212,7 @@ class MemoryStore(WheelStore):
     def add_batch(self, batch_id: str, members: Sequence[TaskRecord], *,
                   callbacks: "Optional[Mapping[str, TaskRecord]]" = None, opened: Optional[float] = None
                   ) -> list[TaskRecord]:
+        batch_rules.check_members(batch_id, members)
         with self._lock:
             b = self._batches.get(batch_id)
             if callbacks is not None and b is not None:

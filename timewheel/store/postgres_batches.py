@@ -53,10 +53,7 @@ class PostgresBatches:
     def add_batch(self, batch_id: str, members: Sequence[TaskRecord], *,
                   callbacks: "Optional[Mapping[str, TaskRecord]]" = None, opened: Optional[float] = None
                   ) -> list[TaskRecord]:
-        if any(r.batch != batch_id for r in members):
-            raise ValueError(f"every member of batch {batch_id} must name it in its record")
-        if len({r.id for r in members}) != len(members):
-            raise DuplicateTask(f"a member id of batch {batch_id} is given twice; nothing was added")
+        batch_rules.check_members(batch_id, members)
         if self.readonly:
             raise StoreError(f"{self.location} is open read-only")
         from .postgres import _columns  # (it imports this module)

@@ -153,8 +153,7 @@ class FileBatchStore:
     def add_batch(self, batch_id: str, members: Sequence[TaskRecord], *,
                   callbacks: "Optional[Mapping[str, TaskRecord]]" = None, opened: Optional[float] = None
                   ) -> list[TaskRecord]:
-        if any(r.batch != batch_id for r in members):
-            raise ValueError(f"every member of batch {batch_id} must name it in its record")
+        batch_rules.check_members(batch_id, members)
         fb = FileBatches(self.file)
         earliest: Optional[int] = None
         with self.file.writing():
