@@ -47,6 +47,7 @@ class Workers:
         self.out = open(log + ".out", "ab")
         self.procs = [self._start() for _ in range(n)]
         self.kills = 0
+        _wait(lambda: len(_lines(log, "ready")) >= n, 60, "the workers to start")
 
     def _start(self) -> subprocess.Popen:
         return procs.popen([sys.executable, os.path.join(HERE, "batch_worker.py"), self.store, self.log],
@@ -94,10 +95,10 @@ def test_callbacks_exactly_once_while_workers_are_killed(store_url, tmp_path, fa
         with hu.batch(on_complete=t["on_complete"], on_success=t["on_success"],
                       on_failure=t["on_failure"]) as b:
             for i in range(300):
-                t["member"].delay(f"m{i}", rng.uniform(0.0, 0.06), i in fails)
+                t["member"].delay(f"m{i}", rng.uniform(0.05, 0.15), i in fails)
         deadline = time.monotonic() + 90
         while not _lines(log, "cb-start") and time.monotonic() < deadline:
-            time.sleep(rng.uniform(0.2, 0.5))
+            time.sleep(rng.uniform(0.15, 0.35))
             if not _lines(log, "cb-start"):
                 workers.kill_one()
         _wait(lambda: len(_lines(log, "cb-end")) >= 2, 60, "both callbacks to run")
@@ -106,6 +107,8 @@ def test_callbacks_exactly_once_while_workers_are_killed(store_url, tmp_path, fa
         workers.stop()
     assert workers.kills >= 3, "the members finished before the test could kill anyone"
     runs = read_lines(log)
+    starts = [ln[1] for ln in runs if ln[0] == "start"]
+    assert len(starts) > len(set(starts)), "no kill hit a running member (no member ran twice)"
     ended = {ln[1] for ln in runs if ln[0] == "end"}
     assert ended == {f"m{i}" for i in range(300)}, "a member never ran to its end"
     starts = [ln for ln in runs if ln[0] == "cb-start"]

@@ -76,14 +76,19 @@ class RedisBatches:
         return [_batch_state(i, f) for i, f in zip(ids, self._io(fetch) if ids else []) if f]
 
     def sweep_batches(self, limit: int = 100) -> int:
-        ids = [_text(i) for i in self._io(lambda c: c.srandmember(self.keys.prefix + "bopen", limit))]
-        n = 0
-        for batch_id in ids:
-            st = self.batch(batch_id)
-            if st is not None and st.done is None and batch_rules.finished(st.counts):
-                self._put("each", [], ["settle", batch_id, "", 0])
-                n += 1
-        return n
+        p = self.keys.prefix
+        ids = [_text(i) for i in self._io(lambda c: c.srandmember(p + "bopen", limit))]
+
+        def states(c: Any) -> list:
+            pipe = c.pipeline(transaction=False)
+            for batch_id in ids:
+                pipe.hmget(p + "b:" + batch_id, "d", "open")
+            return pipe.execute()
+        stalled = [i for i, (done, left) in zip(ids, self._io(states) if ids else [])
+                   if done is None and int(left or 0) <= 0]
+        for batch_id in stalled:         # (the script looks again: done once)
+            self._put("each", [], ["settle", batch_id, "", 0])
+        return len(stalled)
 
 
 def _batch_state(batch_id: str, fields: dict) -> "batch_rules.BatchState":
