@@ -1,11 +1,10 @@
 """Batches across real processes (issue 23), on the file store, a real redis-server and a
-real PostgreSQL server:
-exactly-once callbacks while workers are SIGKILLed at random (crash-loop style), and members
-that add members.
+real PostgreSQL server: exactly-once callbacks while workers are SIGKILLed at random
+(crash-loop style), and members that add members.
 
 Three ``tests/batch_worker.py`` processes share one store; this process enqueues (it never
-starts its wheel) and kills a random worker with SIGKILL every 0.2-0.5 s, restarting it soon
-after, until the first callback starts.  What ran is read from the append-only log the tasks
+starts its wheel) once they are up, and kills a random worker with SIGKILL every 0.15-0.35 s,
+restarting it at once, until the first callback starts.  What ran is read from the append-only log the tasks
 write, never from the store alone.
 """
 
