@@ -430,12 +430,24 @@ class MemoryStore(WheelStore):
                        and (r.batch is None or self._batch_done(r.batch))][:limit]
             for task_id in victims:
                 del self._records[task_id]
+            self._forget_idle_limits(self._clock())
             return len(victims)
 
     def _batch_done(self, batch_id: str) -> bool:
         """Members are kept until their batch is done (its callbacks exist)."""
         b = self._batches.get(batch_id)
         return b is None or b.done is not None
+
+    def _forget_idle_limits(self, now: float) -> None:
+        """Drop what is kept of limits that hold nothing -- no slot, no parked task, no start
+        in their window, no window to reopen -- so that per-key limits do not pile up."""
+        for key, spec in list(self._specs.items()):
+            starts = self._starts.get(key)
+            if (self._held.get(key) or self._parked.get(key) or key in self._reopen
+                    or (starts and starts[-1] > now - spec.per - 1.0)):
+                continue
+            del self._specs[key]
+            self._starts.pop(key, None)
 
     # -- observers ------------------------------------------------------------------------------
     def state(self) -> StoreState:
