@@ -580,3 +580,30 @@ def test_the_web_view_lists_batches_and_shows_one(tmp_path) -> None:
         assert missing.status_code == 404 and "no batch nope" in missing.json()["error"]
         assert client.get("batches/nope").status_code == 404
     store.close()
+
+
+def test_on_redis_members_expire_only_once_their_batch_is_done(request) -> None:
+    """A Redis store gives finished hashes a TTL (``result_ttl``); a member's hash gets none
+    while its batch runs, and one when the batch is done -- so ``.results()`` in a callback
+    reads every member, however long the batch took."""
+    from timewheel.store.redis import RedisStore
+    from timewheel.wheel import Wheel
+    store = RedisStore(request.getfixturevalue("redis_db"), Wheel(), namespace="ttl", result_ttl=3600)
+    try:
+        now = store.now() - 1
+        members = _members("X", 2, now)
+        members[1] = members[1]._replace(eta=now + 3600)
+        store.add_batch("X", members, callbacks=_templates("X", now, ("on_complete",)), opened=now)
+        store.add([make_record("plain", now)])
+        _run_all(store)
+
+        def ttl(task_id):
+            return store._io(lambda c: c.pttl(store.keys.task(task_id)))
+        assert ttl("X-0") == -1 and 0 < ttl("plain") <= 3600_000
+        last = store.get("X-1")
+        store.swap([(last, cancel(last, store.now()))])
+        assert store.batch("X").done is not None
+        assert 0 < ttl("X-0") <= 3600_000 and 0 < ttl("X-1") <= 3600_000
+        assert ttl(br.callback_id("X", "on_complete")) == -1          # pending: no TTL
+    finally:
+        store.close()
