@@ -21,6 +21,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.path.join(ROOT, ".venv-django6")
 REQUIREMENTS = ["django>=6.0,<6.1"]
+#: timewheel's extras there: the tests run Django 6 on the Redis and PostgreSQL stores too
+EXTRAS = ["redis", "postgres"]
 PYTHON = os.path.join(VENV, "bin", "python")
 _STAMP = os.path.join(VENV, "timewheel-requirements")
 
@@ -53,7 +55,7 @@ def _version(exe: str) -> tuple[int, ...]:
 
 def _wanted() -> str:
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
-        return "\n".join(REQUIREMENTS + [hashlib.sha256(f.read()).hexdigest()])
+        return "\n".join(REQUIREMENTS + EXTRAS + [hashlib.sha256(f.read()).hexdigest()])
 
 
 def ensure() -> str:
@@ -63,7 +65,8 @@ def ensure() -> str:
         return PYTHON
     shutil.rmtree(VENV, ignore_errors=True)
     subprocess.run([interpreter(), "-m", "venv", VENV], check=True, timeout=120)
-    subprocess.run([PYTHON, "-m", "pip", "install", "--quiet", "-e", ROOT, *REQUIREMENTS],
+    timewheel = f"{ROOT}[{','.join(EXTRAS)}]"
+    subprocess.run([PYTHON, "-m", "pip", "install", "--quiet", "-e", timewheel, *REQUIREMENTS],
                    check=True, timeout=600)
     with open(_STAMP, "w") as f:
         f.write(wanted)

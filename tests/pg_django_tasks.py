@@ -28,18 +28,26 @@ def note(tag):
 
 def main(url: str, schema: str) -> dict:
     parts = urlsplit(url)
+    try:
+        from django import tasks  # noqa: F401 - Django >= 6.0
+        task_apps = []
+    except ImportError:
+        task_apps = ["django_tasks"]       # the backport
     settings.configure(
         DATABASES={"default": {"ENGINE": "django.db.backends.postgresql", "NAME": parts.path.lstrip("/"),
                                "USER": parts.username, "HOST": parts.hostname, "PORT": parts.port}},
-        USE_TZ=True, INSTALLED_APPS=["django_tasks", "timewheel.contrib.django"],
+        USE_TZ=True, INSTALLED_APPS=[*task_apps, "timewheel.contrib.django"],
         TIMEWHEEL={"path": f"{url}?schema={schema}", "tick": 0.5, "workers": 1},
         TASKS={"default": {"BACKEND": "timewheel.contrib.django.TasksBackend"}})
     django.setup()
     from django.db import connection, transaction
-    from django_tasks import task
-    from django_tasks.exceptions import TaskResultDoesNotExist
 
     from timewheel.contrib.django import get_wheel
+    from timewheel.contrib.django.backend import TaskResultDoesNotExist
+    try:
+        from django.tasks import task
+    except ImportError:
+        from django_tasks import task
 
     global note
     tagged = note = task()(note)            # module level, as Django requires: found by its path
@@ -60,6 +68,11 @@ def main(url: str, schema: str) -> dict:
         out["in_transaction"] = in_django_tx(committed.id)
         out["seen_outside_before_commit"] = hu.store.get(committed.id) is not None
     out["seen_outside_after_commit"] = hu.store.get(committed.id) is not None
+    try:                                   # flow control is not enforced on this store: refused
+        tagged.using(priority=10).enqueue("prioritised")
+        out["prioritised"] = "accepted"
+    except Exception as exc:  # noqa: BLE001 - reported to the test, which checks the kind
+        out["prioritised"] = f"{type(exc).__name__}: {exc}"
     try:
         with transaction.atomic():
             rolled_back = tagged.enqueue("rolled back")

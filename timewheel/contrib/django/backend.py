@@ -151,6 +151,11 @@ class TasksBackend(BaseTaskBackend):
         """Write the task to the store (see ENQUEUE_ON_COMMIT) and return its READY result.
         Arguments that are not JSON (what Django's tasks take) raise, and nothing is written."""
         self.validate_task(task)
+        if (task.queue_name != flow.DEFAULT_QUEUE or task.priority) and not self.wheel.store.flow_control:
+            # checked here, not in validate_task: Django validates at import (the store unopened)
+            raise InvalidTask(f"{task.module_path}: {self.wheel.location} does not enforce queues or "
+                              "priorities (flow control) yet: use queue_name 'default' and priority 0 "
+                              "there; nothing was written")
         runner = self.wheel_task(task)
         result = TaskResult(task=task, id=uuid.uuid4().hex, status=TaskResultStatus.READY,
                             enqueued_at=None, started_at=None, finished_at=None, last_attempted_at=None,
