@@ -137,7 +137,7 @@ class TasksBackend(BaseTaskBackend):
                 raise ImproperlyConfigured(str(exc)) from None
         self.wheel = get_wheel()
         #: by name: the wheel's task that runs each Django task, and the Django task
-        self._tasks: dict[str, tuple[WheelTask[Any], Any]] = {}
+        self._tasks: dict[str, tuple[WheelTask[..., Any], Any]] = {}
 
     # -- enqueueing -----------------------------------------------------------------------------
     def validate_task(self, task: Any) -> None:
@@ -176,7 +176,7 @@ class TasksBackend(BaseTaskBackend):
         store = self.wheel.store
         return not self.wheel.immediate and type(store).through is not WheelStore.through
 
-    def _write(self, runner: WheelTask[Any], task: Any, result: Any) -> None:
+    def _write(self, runner: WheelTask[..., Any], task: Any, result: Any) -> None:
         flow_options: dict[str, Any] = {}
         if task.queue_name != flow.DEFAULT_QUEUE or task.priority:
             flow_options = {"queue": task.queue_name, "priority": int(task.priority)}
@@ -185,7 +185,7 @@ class TasksBackend(BaseTaskBackend):
         object.__setattr__(result, "enqueued_at", _when(self.wheel.now()))
         task_enqueued.send(type(self), task_result=result)
 
-    def wheel_task(self, task: Any) -> WheelTask[Any]:
+    def wheel_task(self, task: Any) -> WheelTask[..., Any]:
         """The wheel's task that runs Django task ``task``, registered on first use."""
         name = task.module_path
         found = self._tasks.get(name)
