@@ -42,7 +42,7 @@ if sys.version_info >= (3, 10):
 else:                                   # typing_extensions: a dependency on 3.9 only
     from typing_extensions import ParamSpec
 
-from . import flow
+from . import flow, tracing
 from .backoff import backoff
 from .boss import Boss, Health
 from .errors import DuplicateTask, StoreBusy, TaskFailed, TaskNotFound, shown
@@ -65,6 +65,7 @@ from .records import (
 )
 from .store import MemoryStore, WheelStore, is_url, open_store
 from .store.rules import claimed, outcome_event
+from .tracing import API as _OTEL_API
 from .wheel import Wheel
 
 __all__ = ["TimeWheel", "Task", "TaskHandle", "Delayed", "Stopped", "EVENTS"]
@@ -548,7 +549,10 @@ class Task(Generic[P, R_co]):
             except TypeError as exc:
                 raise TypeError(f"{self.name}: {exc}") from None
         try:
-            payload = pickle.dumps((args, kwargs), pickle.HIGHEST_PROTOCOL)
+            # With OpenTelemetry in use, the enqueuing trace context goes along (records.call_of)
+            traced = tracing.carried() if _OTEL_API in sys.modules else None
+            payload = pickle.dumps((args, kwargs) if traced is None else (args, kwargs, traced),
+                                   pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             raise TypeError(f"{self.name}: arguments cannot be serialised with pickle "
                             f"({exc.__class__.__name__}: {exc})") from None

@@ -18,15 +18,18 @@ import itertools
 import logging
 import os
 import pickle
+import sys
 import threading
 import time
 import traceback as _traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
+from . import tracing
 from .aio import run_coroutine
 from .errors import TaskTimeout
-from .records import MAX_RECORD_BYTES, Outcome, TaskRecord
+from .records import MAX_RECORD_BYTES, Outcome, TaskRecord, call_of
+from .tracing import API as _OTEL_API
 
 __all__ = ["TaskContext", "current_task", "execute"]
 
@@ -69,14 +72,18 @@ def execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], fl
         return failed(f"task {rec.name!r} is not registered in process {os.getpid()}; "
                       "register it and retry the task", retryable=False)
     try:
-        args, kwargs = pickle.loads(rec.payload)
+        args, kwargs, traced = call_of(rec.payload)
     except Exception as exc:  # noqa: BLE001 - whatever the payload holds, it is this task's failure
         log.error("task %s (%s): cannot decode its arguments: %s", rec.id, rec.name, exc)
         return failed(f"cannot decode its arguments: {exc.__class__.__name__}: {exc}",
                       _traceback.format_exc(), retryable=False, exc=exc)
     token = _current.set(TaskContext(rec.id, rec.name, rec.attempts, rec.eta, rec.rev))
     try:
-        value = _call(task.fn, args, kwargs, rec.timeout)
+        if _OTEL_API in sys.modules:        # the application uses OpenTelemetry: a span
+            value = tracing.run_in_span(rec, traced, started,
+                                        lambda: _call(task.fn, args, kwargs, rec.timeout))
+        else:
+            value = _call(task.fn, args, kwargs, rec.timeout)
     except BaseException as exc:   # a task's SystemExit must not kill the worker either
         error = f"{exc.__class__.__name__}: {exc}"
         log.warning("task %s (%s) failed, attempt %d of %d: %s", rec.id, rec.name, rec.attempts,

@@ -80,7 +80,7 @@ from ... import flow
 from ...api import Task as WheelTask
 from ...api import TimeWheel
 from ...execute import current_task
-from ...records import TERMINAL
+from ...records import TERMINAL, call_of
 from ...store.base import WheelStore
 from . import get_wheel
 from .task_results import DJANGO_STATUS, error_of
@@ -212,7 +212,7 @@ class TasksBackend(BaseTaskBackend):
             task = task.using(priority=rec.priority, queue_name=rec.queue, backend=self.alias)
         except InvalidTask:      # the settings changed since it was enqueued: as decorated
             pass
-        args, kwargs = pickle.loads(rec.payload)
+        args, kwargs, _ = call_of(rec.payload)
         error = error_of(rec)
         started = _when(rec.started)
         result = TaskResult(
