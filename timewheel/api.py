@@ -756,7 +756,7 @@ class TimeWheel:
         ``timeout``: seconds a run may take before it fails with :class:`TaskTimeout`.
         ``name`` defaults to ``module.qualname`` and must be the same in every process.
 
-        Flow control (README, "Flow control"): ``queue`` (default ``"default"``),
+        Flow control (docs/guide/flow-control.md): ``queue`` (default ``"default"``),
         ``priority`` (-100..100, higher first among due tasks), ``concurrency`` (runs at once
         across every process), ``rate`` (``"5/s"``: starts in any window), ``key`` (a
         parameter's name or a callable of the arguments: the limits apply per key), ``limit``

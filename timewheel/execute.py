@@ -5,7 +5,7 @@ Shared by the worker pool and by ``immediate=True``.  Inside a run,
 :func:`current_task` tells the task who it is (id, attempt, eta, fencing token).  A task's
 ``timeout`` is enforced here: an ``async def`` task is cancelled at its deadline; a sync task
 gets :class:`~timewheel.errors.TaskTimeout` raised in its thread by a watchdog (this
-interrupts Python code, not a C call that blocks: see the README).
+interrupts Python code, not a C call that blocks: see docs/guide/time-limits.md).
 """
 
 from __future__ import annotations
