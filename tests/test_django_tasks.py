@@ -140,7 +140,9 @@ def test_djangos_tasks_run_on_the_wheel(project) -> None:
         assert done["status"] == "SUCCESSFUL" and done["return_value"]["pid"] == worker.pid, done
         assert done["attempts"] == 1 and done["errors"] == [] and done["enqueued_at"] <= done["started_at"]
     assert finished(later["id"])["started_at"] >= later["enqueued_at"] + 1.5 - 0.01      # never early
-    assert [label for label, _ in project.runs()] == ["high", "mid", "low", "later"]
+    # high, mid, low: by priority (later, priority 0, runs among them if the worker started
+    # after its run_after: its place depends on how long the start took)
+    assert [label for label, _ in project.runs() if label != "later"] == ["high", "mid", "low"]
     # the reports queue is served by no process yet: its task waits
     assert call(f"{base}/result/{report['id']}/")[1]["status"] == "READY"
 
