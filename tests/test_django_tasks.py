@@ -68,10 +68,9 @@ def test_a_records_error_is_djangos_task_error() -> None:
 
 @pytest.fixture(params=["backport-file", "django6-redis"])
 def project(request, tmp_path):
-    """The test project migrated, on the backport (this interpreter) with the store in a file,
-    or on Django 6 with the store on the session's Redis server (the backend is the same code
-    on both frameworks, and on both stores: two runs of the project cover the four pairs' parts;
-    each costs about 6 s)."""
+    """The test project migrated: on the backport (this interpreter) with the store in a file,
+    or on Django 6 with the store on the session's Redis server.  Two runs (about 6 s each)
+    rather than the four pairs: the backend is the same code on either framework and store."""
     framework, store = request.param.split("-")
     python = sys.executable if framework == "backport" else django6_env.ensure()
     p = DjangoTasks(python, tmp_path)
