@@ -32,7 +32,7 @@ def test_the_readme_links_to_files_that_exist() -> None:
     assert len([t for t in targets if t.startswith("docs/")]) >= 20
     missing = [t for t in targets if "://" not in t and not os.path.exists(os.path.join(ROOT, t))]
     assert missing == []
-    venv = "python3 -m venv .venv && "
-    for command in (venv + ".venv/bin/pip install -e . && .venv/bin/python examples/quickstart.py",
-                    venv + ".venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest -q"):
+    venv = "python3 -m venv .venv && .venv/bin/pip install -e "
+    for command in (venv + ". && .venv/bin/python examples/quickstart.py",
+                    venv + "'.[test]' && .venv/bin/python -m pytest -q -n 2 --dist loadfile"):
         assert command in readme        # the two set-up commands, as they were
