@@ -24,7 +24,8 @@ BIN = os.path.dirname(sys.executable)
 EXAMPLES = ["quickstart", "periodic_report", "flask_app", "flask_dashboard", "fastapi_app",
             "fastapi_dashboard", "tornado_app"]
 #: the public API, strict: what users import (the internals are imported silently)
-PUBLIC = ["timewheel/__init__.py", "timewheel/api.py", "timewheel/errors.py"]
+PUBLIC = ["timewheel/__init__.py", "timewheel/api.py", "timewheel/errors.py", "timewheel/execute.py",
+          "timewheel/tracing.py"]
 
 
 def checker(name: str) -> str:

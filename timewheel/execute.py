@@ -102,7 +102,8 @@ def execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], fl
     return Outcome(ok=True, started=started, finished=clock(), result=result)
 
 
-def _call(fn: Callable[..., Any], args: tuple, kwargs: dict, timeout: Optional[float]) -> Any:
+def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+          timeout: Optional[float]) -> Any:
     if inspect.iscoroutinefunction(fn):
         return run_coroutine(fn(*args, **kwargs), timeout)
     if timeout is None:

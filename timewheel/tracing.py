@@ -57,7 +57,7 @@ def run_in_span(rec: TaskRecord, fields: Optional[dict[str, str]], started: floa
     from . import __version__
     parent = propagate.extract(fields) if fields else None
     tracer = trace.get_tracer("timewheel", __version__)
-    attributes = {
+    attributes: dict[str, Any] = {
         "messaging.system": "timewheel", "messaging.operation.type": "process",
         "messaging.destination.name": rec.queue, "messaging.message.id": rec.id,
         "timewheel.task.name": rec.name, "timewheel.task.id": rec.id,
