@@ -638,16 +638,50 @@ def _plain(limits: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(tuple(lim) for lim in limits)
 
 
-def _get_batch(self: "TimeWheel", batch_id: str) -> "BatchHandle":
-    """A handle for a batch id (from another process, or from before a restart); raises
-    :class:`BatchNotFound` for an unknown one (issue 23: see batch_api)."""
-    from .batch_api import BatchHandle
-    h = BatchHandle(self, batch_id)
-    _ = h.state
-    return h
+class _Batches:
+    """``hu.batch()`` and ``hu.get_batch()``: what :class:`TimeWheel` does with many tasks at
+    once (one commit; with callbacks, a batch: issue 23, see :mod:`timewheel.batch_api`)."""
+
+    _local: _Local
+    immediate: bool
+    now: Callable[[], float]
+    _adder: Callable[[], Any]
+    _run_inline: Callable[[TaskRecord], None]
+
+    @contextmanager
+    def batch(self, *, on_complete: "Optional[Task]" = None, on_success: "Optional[Task]" = None,
+              on_failure: "Optional[Task]" = None, batch_id: Optional[str] = None) -> Iterator[Any]:
+        """Enqueue many tasks with one commit: every ``delay()`` in the block is written when
+        the block ends, all or none; if it raises, nothing is.  Callbacks: see batch_api."""
+        if on_complete or on_success or on_failure or batch_id is not None:
+            from .batch_api import open_batch  # (it imports this module)
+            return (yield from open_batch(self, batch_id, on_complete, on_success, on_failure))
+        if self._local.batch is not None:          # nested: the outer one commits
+            yield None
+            return
+        adder = self._adder()
+        batch = self._local.batch = _Batch(self.now())
+        try:
+            yield
+        finally:
+            self._local.batch = None
+        recs = batch.records
+        stored = adder.add(recs, existing=batch.existing)
+        if self.immediate:
+            for rec, kept in zip(recs, stored):
+                if _added(kept, rec):
+                    self._run_inline(kept)
+
+    def get_batch(self, batch_id: str) -> "BatchHandle":
+        """A handle for a batch id (from another process, or from before a restart); raises
+        :class:`BatchNotFound` for an unknown one (issue 23: see batch_api)."""
+        from .batch_api import BatchHandle
+        h = BatchHandle(self, batch_id)
+        _ = h.state
+        return h
 
 
-class TimeWheel:
+class TimeWheel(_Batches):
     """An embedded, persistent delayed-task scheduler.
 
     :param path: the store: a file (created mode 0600), a ``redis://``, ``rediss://`` or
@@ -941,32 +975,6 @@ class TimeWheel:
         if self.immediate and _added(stored, rec):
             self._run_inline(stored)
         return TaskHandle(self, stored.id)
-
-    @contextmanager
-    def batch(self, *, on_complete: "Optional[Task]" = None, on_success: "Optional[Task]" = None,
-              on_failure: "Optional[Task]" = None, batch_id: Optional[str] = None) -> Iterator[Any]:
-        """Enqueue many tasks with one commit: every ``delay()`` in the block is written when
-        the block ends, all or none; if it raises, nothing is.  Callbacks: see batch_api."""
-        if on_complete or on_success or on_failure or batch_id is not None:
-            from .batch_api import open_batch  # (it imports this module)
-            return (yield from open_batch(self, batch_id, on_complete, on_success, on_failure))
-        if self._local.batch is not None:          # nested: the outer one commits
-            yield None
-            return
-        adder = self._adder()
-        batch = self._local.batch = _Batch(self.now())
-        try:
-            yield
-        finally:
-            self._local.batch = None
-        recs = batch.records
-        stored = adder.add(recs, existing=batch.existing)
-        if self.immediate:
-            for rec, kept in zip(recs, stored):
-                if _added(kept, rec):
-                    self._run_inline(kept)
-
-    get_batch = _get_batch
 
     @contextmanager
     def using(self, connection: Any) -> Iterator[None]:
