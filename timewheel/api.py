@@ -35,6 +35,7 @@ from typing import (
     Optional,
     TypeVar,
     Union,
+    cast,
     overload,
 )
 
@@ -602,7 +603,7 @@ class Task(Generic[P, R_co]):
         batch.add(rec, existing)
         return TaskHandle(hu, rec.id)
 
-    def _template(self, args: tuple) -> TaskRecord:
+    def _template(self, args: tuple[Any, ...]) -> TaskRecord:
         """The record ``delay(*args)`` would add now, without adding it (a batch's callback)."""
         hu = self.timewheel
         payload = pickle.dumps((args, {}), pickle.HIGHEST_PROTOCOL)
@@ -649,13 +650,15 @@ class _Batches:
     _run_inline: Callable[[TaskRecord], None]
 
     @contextmanager
-    def batch(self, *, on_complete: "Optional[Task]" = None, on_success: "Optional[Task]" = None,
-              on_failure: "Optional[Task]" = None, batch_id: Optional[str] = None) -> Iterator[Any]:
+    def batch(self, *, on_complete: "Optional[Task[..., Any]]" = None,
+              on_success: "Optional[Task[..., Any]]" = None, on_failure: "Optional[Task[..., Any]]" = None,
+              batch_id: Optional[str] = None) -> Iterator[Any]:
         """Enqueue many tasks with one commit: every ``delay()`` in the block is written when
         the block ends, all or none; if it raises, nothing is.  Callbacks: see batch_api."""
         if on_complete or on_success or on_failure or batch_id is not None:
             from .batch_api import open_batch  # (it imports this module)
-            return (yield from open_batch(self, batch_id, on_complete, on_success, on_failure))
+            hu = cast("TimeWheel", self)
+            return (yield from open_batch(hu, batch_id, on_complete, on_success, on_failure))
         if self._local.batch is not None:          # nested: the outer one commits
             yield None
             return
@@ -676,7 +679,7 @@ class _Batches:
         """A handle for a batch id (from another process, or from before a restart); raises
         :class:`BatchNotFound` for an unknown one (issue 23: see batch_api)."""
         from .batch_api import BatchHandle
-        h = BatchHandle(self, batch_id)
+        h = BatchHandle(cast("TimeWheel", self), batch_id)
         _ = h.state
         return h
 
