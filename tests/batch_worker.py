@@ -58,6 +58,8 @@ def make(store: str, log: str, *, workers: int = 4):
 
 
 def main() -> int:
+    import logging
+    logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s {os.getpid()} %(name)s %(message)s")
     store, log = sys.argv[1], sys.argv[2]
     hu, _ = make(store, log)
     hu.start()
