@@ -146,6 +146,27 @@ def _optional(value: Any, what: str, **bounds: float) -> Optional[float]:
     return None if value is None else _seconds(value, what, **bounds)
 
 
+def _flag(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{what} must be True or False, got {shown(value)}")
+    return value
+
+
+def _exception_types(value: Any, what: str) -> tuple:
+    """``retry_on=`` / ``dont_retry_on=``: an exception class or a tuple (or list) of them."""
+    types = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    for t in types:
+        if not (isinstance(t, type) and issubclass(t, BaseException)):
+            raise TypeError(f"{what} takes exception classes, got {shown(t)}")
+    return types
+
+
+def _retry_rules(retry_on: Any, dont_retry_on: Any, retry_jitter: Any, default_jitter: bool) -> tuple:
+    """``@task()``'s retry rules, checked: (retry_on, dont_retry_on, retry_jitter)."""
+    return (_exception_types(retry_on, "retry_on"), _exception_types(dont_retry_on, "dont_retry_on"),
+            default_jitter if retry_jitter is None else _flag(retry_jitter, "retry_jitter"))
+
+
 def _label(value: Any, what: str, limit: int) -> str:
     """A task name or id: a non-empty printable str of at most ``limit`` characters."""
     if not isinstance(value, str):
@@ -334,12 +355,15 @@ class Task(Generic[R]):
 
     def __init__(self, wheel: "TimeWheel", fn: Callable[..., R], name: str, retries: int,
                  retry_delay: float, misfire_grace: Optional[float], timeout: Optional[float],
-                 flow_options: Optional[dict] = None) -> None:
+                 flow_options: Optional[dict] = None, rules: tuple = ((), (), True)) -> None:
         self.timewheel = wheel
         self.fn = fn
         self.name = name
         self.retries = retries
         self.retry_delay = retry_delay
+        #: the exceptions that use up a retry (empty: any), those that fail at once, and
+        #: whether a retry waits a drawn fraction of its backoff (README, "Retries")
+        self.retry_on, self.dont_retry_on, self.retry_jitter = rules
         self.misfire_grace = misfire_grace
         self.timeout = timeout
         try:
@@ -567,6 +591,7 @@ class TimeWheel:
         for running tasks; those still running after it run again at the next start.
     :param namespace: the key prefix in a Redis database, the schema in a PostgreSQL one
         unless its connection string names one (several apps can share a database).
+    :param retry_jitter: the tasks' default ``retry_jitter`` (full jitter; README, "Retries").
     """
 
     def __init__(self, path: Union[str, "os.PathLike[str]", None] = "tasks.db", workers: int = 4, *,
@@ -574,7 +599,8 @@ class TimeWheel:
                  misfire_grace: Optional[float] = None, timeout: Optional[float] = None,
                  immediate: bool = False, busy_timeout: float = 10.0,
                  clock: Callable[[], float] = time.time, max_crashes: int = 3,
-                 exit_grace: float = 5.0, lookahead: int = 4, namespace: str = "timewheel") -> None:
+                 exit_grace: float = 5.0, lookahead: int = 4, namespace: str = "timewheel",
+                 retry_jitter: bool = True) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024:
             raise ValueError(f"workers must be an int from 1 to 1024, got {shown(workers)}")
         if path is not None and not isinstance(path, (str, os.PathLike)):
@@ -606,7 +632,7 @@ class TimeWheel:
         self.exit_grace = _number(exit_grace, "exit_grace", maximum=86400.0)
         if isinstance(lookahead, bool) or not isinstance(lookahead, int) or not 1 <= lookahead <= 3600:
             raise ValueError(f"lookahead must be an int from 1 to 3600, got {shown(lookahead)}")
-        self.lookahead = lookahead
+        self.lookahead, self.retry_jitter = lookahead, _flag(retry_jitter, "retry_jitter")
         self.namespace = _label(namespace, "namespace", 100)
         self._registry: dict[str, Task[Any]] = {}
         self._hooks = Hooks(EVENTS)
@@ -669,17 +695,20 @@ class TimeWheel:
     def task(self, *, name: Optional[str] = None, retries: int = 0, retry_delay: float = 1.0,
              misfire_grace: Any = ..., timeout: Any = ..., queue: str = flow.DEFAULT_QUEUE,
              priority: int = 0, concurrency: Optional[int] = None, key: Any = None,
-             rate: Optional[str] = None, limit: Any = None) -> Callable[[F], "Task[Any]"]: ...
+             rate: Optional[str] = None, limit: Any = None, retry_on: Any = (),
+             dont_retry_on: Any = (), retry_jitter: Optional[bool] = None) -> Callable[[F], "Task[Any]"]: ...
 
     def task(self, fn: Optional[Callable[..., Any]] = None, *, name: Optional[str] = None,
              retries: int = 0, retry_delay: float = 1.0, misfire_grace: Any = ...,
              timeout: Any = ..., queue: str = flow.DEFAULT_QUEUE, priority: int = 0,
              concurrency: Optional[int] = None, key: Any = None, rate: Optional[str] = None,
-             limit: Any = None) -> Any:
+             limit: Any = None, retry_on: Any = (), dont_retry_on: Any = (),
+             retry_jitter: Optional[bool] = None) -> Any:
         """Register a function as a task: ``@hu.task()`` or ``@hu.task(retries=3, ...)``.
 
-        ``retries``: extra attempts after a failure (at most ``retries + 1`` calls); attempt
-        ``n`` waits ``retry_delay * 2 ** (n - 1)`` seconds (capped at 6 h) after failure ``n``.
+        ``retries``: extra attempts after a failure (at most ``retries + 1`` calls); failure
+        ``n`` waits up to ``retry_delay * 2 ** (n - 1)`` s (6 h at most).  Which failures retry
+        and when: ``retry_on``, ``dont_retry_on``, ``retry_jitter``, ``Retry`` (README, "Retries").
         ``timeout``: seconds a run may take before it fails with :class:`TaskTimeout`.
         ``name`` defaults to ``module.qualname`` and must be the same in every process.
 
@@ -703,6 +732,7 @@ class TimeWheel:
                         "shared": () if limit is None else flow.check_limits(limit), "key": key}
         if key is not None and concurrency is None and rate is None:
             raise ValueError("key= makes concurrency= or rate= per key: give one of them")
+        rules = _retry_rules(retry_on, dont_retry_on, retry_jitter, self.retry_jitter)
 
         def register(f: Callable[..., Any]) -> Task[Any]:
             if not callable(f):
@@ -713,7 +743,7 @@ class TimeWheel:
             if old is not None and old.fn is not f and (
                     getattr(old.fn, "__code__", None) is not getattr(f, "__code__", None)):
                 raise ValueError(f"another function is already registered as task {task_name!r}")
-            t: Task[Any] = Task(self, f, task_name, retries, delay_s, grace, time_limit, flow_options)
+            t: Task[Any] = Task(self, f, task_name, retries, delay_s, grace, time_limit, flow_options, rules)
             self._registry[task_name] = t
             return t
 

@@ -22,11 +22,11 @@ import threading
 import time
 import traceback as _traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, NoReturn, Optional
 
 from .aio import run_coroutine
-from .errors import TaskTimeout
-from .records import MAX_RECORD_BYTES, Outcome, TaskRecord
+from .errors import Retry, TaskTimeout
+from .records import MAX_RECORD_BYTES, Outcome, TaskRecord, is_retryable
 
 __all__ = ["TaskContext", "current_task", "execute"]
 
@@ -43,6 +43,11 @@ class TaskContext:
     attempt: int        #: 1 for the first run, 2 for the first retry, ...
     eta: float
     fence: int
+
+    def retry(self, message: Optional[str] = None, *, count_down: Optional[float] = None,
+              eta: Optional[float] = None, max_retries: Optional[int] = None) -> NoReturn:
+        """Ask for a retry: raises :class:`~timewheel.errors.Retry` with these arguments."""
+        raise Retry(message, count_down=count_down, eta=eta, max_retries=max_retries)
 
 
 _current: "contextvars.ContextVar[Optional[TaskContext]]" = contextvars.ContextVar(
@@ -77,11 +82,25 @@ def execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], fl
     token = _current.set(TaskContext(rec.id, rec.name, rec.attempts, rec.eta, rec.rev))
     try:
         value = _call(task.fn, args, kwargs, rec.timeout)
+    except Retry as exc:           # the task asked: whatever retry_on says
+        finished = clock()
+        error = f"Retry: {exc}" + ("" if exc.__cause__ is None else
+                                   f" (after {exc.__cause__.__class__.__name__}: {exc.__cause__})")
+        log.info("task %s (%s), attempt %d: %s", rec.id, rec.name, rec.attempts, error)
+        return Outcome(ok=False, started=started, finished=finished, error=error,
+                       traceback=_traceback.format_exc(), exception=exc, jitter=task.retry_jitter,
+                       retry_at=None if exc.count_down is None and exc.eta is None
+                       else finished + exc.count_down if exc.eta is None else exc.eta,
+                       max_retries=exc.max_retries)
     except BaseException as exc:   # a task's SystemExit must not kill the worker either
         error = f"{exc.__class__.__name__}: {exc}"
-        log.warning("task %s (%s) failed, attempt %d of %d: %s", rec.id, rec.name, rec.attempts,
-                    rec.retries + 1, error)
-        return failed(error, _traceback.format_exc(), exc=exc)
+        retryable = is_retryable(exc, task.retry_on, task.dont_retry_on)
+        log.warning("task %s (%s) failed, attempt %d of %d%s: %s", rec.id, rec.name, rec.attempts,
+                    rec.retries + 1, "" if retryable else " (not retried: retry_on/dont_retry_on)",
+                    error)
+        return Outcome(ok=False, started=started, finished=clock(), error=error,
+                       traceback=_traceback.format_exc(), retryable=retryable, exception=exc,
+                       jitter=task.retry_jitter)
     finally:
         _current.reset(token)
     try:

@@ -11,6 +11,10 @@ manual retry resets -- live in this one module and are tested without threads or
        |---skip_misfired--> misfired        pending --cancel--> cancelled
     failed | misfired | cancelled --reset_for_retry--> pending
 
+Which failures use up a retry, and when the next attempt runs, is decided here too
+(:func:`is_retryable`, :func:`retry_eta`: the backoff with full jitter, or the time a task
+asked for with :class:`~timewheel.errors.Retry`: issue 26).
+
 Records are stored as a pickle of a tuple of primitives and ``bytes``; the caller's
 arguments and the task's return value stay nested, still pickled, as ``payload`` and
 ``result``.  :func:`decode_record` refuses any pickle that names a global and checks the type
@@ -20,6 +24,7 @@ runs code, and a tampered record is reported instead of crashing whoever reads i
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import pickle
@@ -31,7 +36,7 @@ __all__ = [
     "STATUSES", "TERMINAL", "RETRYABLE", "encode_record", "decode_record", "RecordDecodeError",
     "start_run", "is_misfire", "skip_misfired", "end_run", "requeue_crashed", "reset_for_retry",
     "cancel", "retry_backoff", "new_task", "load_plain", "MAX_RECORD_BYTES", "MAX_ETA", "MAX_BACKOFF",
-    "record_from_fields",
+    "record_from_fields", "is_retryable", "retry_eta", "jitter_fraction",
 ]
 
 PENDING = "pending"
@@ -111,6 +116,12 @@ class Outcome:
     retryable: bool = True               #: False: fail now, whatever attempts are left
     #: the exception itself, for hooks in this process (never stored)
     exception: Optional[BaseException] = field(default=None, compare=False, repr=False)
+    #: the task asked for a retry (``raise Retry``) at this time; None: after its backoff
+    retry_at: Optional[float] = None
+    #: at most this many retries in place of the record's ``retries`` (``Retry(max_retries=)``)
+    max_retries: Optional[int] = None
+    #: the backoff is full-jittered (:func:`retry_eta`); False: exactly ``retry_backoff``
+    jitter: bool = False
 
 
 # -- transitions --------------------------------------------------------------------------------
@@ -154,11 +165,44 @@ def retry_backoff(retry_delay: float, attempt: int, factor: float = 2.0,
         return cap
 
 
+def jitter_fraction(task_id: str, attempt: int) -> float:
+    """A number in [0, 1) drawn for failed attempt ``attempt`` of task ``task_id``: the full
+    jitter of its retry's wait.  Pure -- a hash of the two, the task id being the seed -- so
+    the same failure of the same task waits the same in whichever process records it, a test
+    computes it exactly, and tasks that fail together spread out (issue 24)."""
+    digest = hashlib.blake2b(f"{task_id}\0{attempt}".encode("utf-8", "surrogatepass"),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0 ** 64
+
+
+def retry_eta(rec: TaskRecord, out: Outcome) -> float:
+    """When the retry of ``rec`` (running; its run just failed as ``out`` says) is due: the
+    time the task asked for (``out.retry_at``, never before the failure), else ``finished``
+    plus :func:`retry_backoff` of its attempt -- with ``out.jitter``, that wait times
+    :func:`jitter_fraction` ("full jitter": anywhere from no wait to the whole backoff)."""
+    if out.retry_at is not None:
+        return min(MAX_ETA, max(out.finished, out.retry_at))
+    attempt = max(1, rec.attempts)
+    wait = retry_backoff(rec.retry_delay, attempt)
+    if out.jitter:
+        wait *= jitter_fraction(rec.id, attempt)
+    return min(MAX_ETA, out.finished + wait)
+
+
+def is_retryable(exc: BaseException, retry_on: tuple = (), dont_retry_on: tuple = ()) -> bool:
+    """Whether a task's exception ``exc`` may use up a retry: an instance of ``retry_on``
+    (when given; else of anything) that is no instance of ``dont_retry_on``."""
+    if dont_retry_on and isinstance(exc, dont_retry_on):
+        return False
+    return not retry_on or isinstance(exc, retry_on)
+
+
 def end_run(rec: TaskRecord, out: Outcome) -> TaskRecord:
     """RUNNING -> SUCCEEDED, FAILED, or PENDING again for a retry, as ``out`` says.
 
-    A failure is retried while ``attempts <= retries`` (so at most ``retries + 1`` runs), at
-    ``finished + retry_backoff(retry_delay, attempts)``, unless the outcome is not retryable.
+    A failure is retried while ``attempts <= retries`` (so at most ``retries + 1`` runs;
+    ``out.max_retries`` in place of ``retries`` when a ``Retry`` said so), unless the outcome
+    is not retryable; the retry is due at :func:`retry_eta`.
 
     ``started`` stays the claim's, by the store's clock, when the run was claimed to start at
     once (what a rate limit counted: issue 21); a run that waited in its process's queue
@@ -169,12 +213,14 @@ def end_run(rec: TaskRecord, out: Outcome) -> TaskRecord:
     if out.ok:
         return rec._replace(status=SUCCEEDED, result=out.result, error=None,
                                    traceback=None, **common)
-    if out.retryable and rec.attempts <= rec.retries:
-        eta = min(MAX_ETA, out.finished + retry_backoff(rec.retry_delay, max(1, rec.attempts)))
-        return rec._replace(status=PENDING, eta=eta, error=out.error,
-                                   traceback=out.traceback, **common)
-    return rec._replace(status=FAILED, error=out.error, traceback=out.traceback,
-                               **common)
+    budget = rec.retries if out.max_retries is None else out.max_retries
+    if out.retryable and rec.attempts <= budget:
+        return rec._replace(status=PENDING, eta=retry_eta(rec, out), error=out.error,
+                            traceback=out.traceback, **common)
+    error = out.error
+    if out.retry_at is not None and out.retryable:
+        error = f"{error} (a retry was asked for, but {rec.attempts} attempts used up {budget} retries)"
+    return rec._replace(status=FAILED, error=error, traceback=out.traceback, **common)
 
 
 def requeue_crashed(rec: TaskRecord, now: float, max_crashes: int) -> TaskRecord:
