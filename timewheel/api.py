@@ -550,7 +550,8 @@ class Task(Generic[R]):
             rec = new_task(task_id or _ids.new(), self.name, due, payload,
                            hu.now() if batch is None else batch.now, self.retries, self.retry_delay,
                            grace, self.timeout,
-                           (o.get("queue", self.queue), o.get("priority", self.priority), limits, None, None))
+                           (o.get("queue", self.queue), o.get("priority", self.priority), limits, None, None,
+                            ()))
             if "debounce" in o:
                 return hu._debounce(rec, o["debounce"], o["max_wait"])
         if batch is None:

@@ -27,7 +27,7 @@ import click
 
 from .query import FINISHED
 from .store.base import LISTABLE
-from .text import clean, clip, duration, local, relative, seconds, size, span
+from .text import clean, clip, duration, first_line, local, relative, seconds, size, span
 from .web.command import web as web_command
 
 if TYPE_CHECKING:
@@ -497,7 +497,8 @@ def _check_queue_option(queue: Optional[str]) -> None:
 # -- tasks / show ----------------------------------------------------------------------------------
 
 def _status(row: dict[str, Any]) -> str:
-    return row["status"] + (" (owner gone)" if row["owner_alive"] is False else "")
+    status = "retrying" if row.get("retrying") else row["status"]
+    return status + (" (owner gone)" if row["owner_alive"] is False else "")
 
 
 @cli.command()
@@ -601,6 +602,13 @@ def show(db: str, task_id: str, full: bool, out: Output) -> None:
     if d["error"]:
         rows.append(["error", d["error"]])
     out.table(rows)
+    if d.get("history"):
+        out.title(f"Attempts (the last {len(d['history'])})")
+        out.table([[a["attempt"], a["outcome"], local(a["started"]),
+                    "-" if a["lateness"] is None else seconds(a["lateness"]),
+                    "-" if a["duration"] is None else seconds(a["duration"]), a["owner"] or "-",
+                    first_line(a["error"]) or "-"] for a in d["history"]],
+                  ["#", "outcome", "started", "late", "took", "owner", "error"])
     if d["traceback"]:
         out.title("Traceback")
         out.text(clip(d["traceback"].rstrip(), None if full else 4000, hint), lines=True)

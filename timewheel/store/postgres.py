@@ -53,6 +53,8 @@ from ..records import (
     RUNNING,
     RecordDecodeError,
     TaskRecord,
+    history_from_json,
+    history_to_json,
     record_from_fields,
 )
 from ..wheel import Wheel
@@ -112,7 +114,8 @@ def _columns(rec: TaskRecord, wheel: Wheel) -> tuple:
             rec.payload, rec.created, rec.retries, rec.retry_delay, rec.misfire_grace,
             rec.attempts, rec.crashes, rec.started, rec.finished,
             None if rec.finished is None else finished_ms(rec.finished), rec.owner, rec.error,
-            rec.traceback, rec.result, rec.version, rec.rev, rec.timeout, rec.lease)
+            rec.traceback, rec.result, rec.version, rec.rev, rec.timeout, rec.lease,
+            history_to_json(rec.history))
 
 
 def write_args(items: Sequence[tuple[TaskRecord, Optional[int]]], wheel: Wheel) -> list[list]:
@@ -147,7 +150,7 @@ def decode_row(row: Sequence[Any]) -> TaskRecord:
     """A task row (``RECORD_COLUMNS``) -> its record; RecordDecodeError for a broken one."""
     if row[4] == BROKEN:
         raise RecordDecodeError(f"record set aside as broken ({row[14] or 'no reason kept'})")
-    return record_from_fields(tuple(row[:_NREC]))
+    return record_from_fields(tuple(row[:_NREC - 1]) + (history_from_json(row[_NREC - 1]),))
 
 
 def _placeholder(row: Sequence[Any], reason: str) -> TaskRecord:
