@@ -5,6 +5,7 @@ and the task page list them, and a task waiting for its retry shows as ``retryin
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import sys
 
@@ -37,6 +38,7 @@ from timewheel.testing.web import serve
 from .conftest import make_record, wait_for
 
 T0 = 1_800_000_000.0
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 
 
 def runs(rec, outcomes):
@@ -169,14 +171,14 @@ def test_history_and_retrying_on_every_backend_and_in_the_cli(location) -> None:
         (a.number, a.outcome, a.error) for a in history]
     assert all(a["lateness"] == a["started"] - a["eta"] >= 0 and a["duration"] >= 0 for a in shown["history"])
     # the task waiting for its retry: pending in the API, retrying in listings, and why
-    row = next(r for r in cli_json("tasks", location)["tasks"] if r["id"] == waiting.id)
-    assert (row["status"], row["retrying"]) == ("pending", True)
-    assert not next(r for r in cli_json("tasks", location)["tasks"] if r["id"] == h.id)["retrying"]
+    rows = {r["id"]: r for r in cli_json("tasks", location)["tasks"]}
+    assert (rows[waiting.id]["status"], rows[waiting.id]["retrying"]) == ("pending", True)
+    assert (rows[h.id]["status"], rows[h.id]["retrying"]) == ("succeeded", False)
     why = cli_json("show", location, waiting.id)["waiting"]
     assert why.startswith("retrying: attempt 1 failed (TimeoutError: slow upstream); "
                           "attempt 2 is due in "), why
-    text = procs.run([sys.executable, "-m", "timewheel.cli", "tasks", location], capture_output=True, text=True,
-                     timeout=60).stdout
+    text = procs.run([sys.executable, "-m", "timewheel.cli", "tasks", location], capture_output=True,
+                     text=True, timeout=60).stdout
     assert next(line for line in text.splitlines() if waiting.id in line).count("retrying") == 1
     text = procs.run([sys.executable, "-m", "timewheel.cli", "show", location, h.id], capture_output=True,
                      text=True, timeout=60).stdout
@@ -204,3 +206,33 @@ def test_the_task_page_lists_the_attempts(db_path) -> None:
         assert row[:row.index("</tr>")].count(">retrying<") == 1
         api = client.get(f"/api/tasks/{h.id}").json()
         assert [a["outcome"] for a in api["history"]] == ["retried", "retried", "succeeded"]
+
+
+def test_a_postgresql_store_made_by_main_is_migrated_and_keeps_its_tasks(pg_server, pg_db) -> None:
+    """The schema version 1 of today's main (tests/fixtures/postgres_v1.sql, with a task added
+    through its own add1) gets its history column and loses its old write functions; the task
+    runs and keeps its attempts."""
+    import psycopg
+    with open(os.path.join(FIXTURES, "postgres_v1.sql"), encoding="utf-8") as fh:
+        pg_server.sql(fh.read())
+    payload = pickle.dumps(((2,), {}), pickle.HIGHEST_PROTOCOL)
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        now = c.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()[0]
+        c.execute('SELECT * FROM "legacy".add1(%s, %s, %s, %s::float8, %s, %s, %s, %s::float8, %s, '
+                  "%s::float8, %s::float8, %s, %s::float8)",
+                  ["legacy0000000000000000000000000000", "old", "hist.flaky", now, int(now * 1e6) + 1,
+                   int(now / 0.1), payload, now, 3, 0.05, None, 2, None])
+    hu, flaky, _ = flaky_wheel(pg_db + "?schema=legacy")
+    hu.start()
+    try:
+        assert hu.get("old").result(timeout=30) == "ok"
+    finally:
+        hu.stop(wait=True, timeout=10)
+    assert [(a[0], a[5]) for a in hu.get("old").record.history] == [(1, "retried"), (2, "retried"),
+                                                                    (3, "succeeded")]
+    (version,), = pg_server.sql('SELECT version FROM "legacy".meta')
+    overloads = pg_server.sql(
+        "SELECT p.proname, count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = 'legacy' GROUP BY p.proname HAVING count(*) > 1")
+    assert version == 2 and overloads == []
+    hu.close()

@@ -46,6 +46,7 @@ from .records import (
     Outcome,
     TaskRecord,
     end_run,
+    hand_back,
     is_misfire,
     requeue_crashed,
     skip_misfired,
@@ -419,14 +420,16 @@ class Boss:
         return self._health
 
     def stop(self, wait: bool = True, timeout: Optional[float] = None) -> int:
-        """Stop claiming; with ``wait``, let running tasks finish (up to ``timeout`` s) and
-        record them first.  Returns how many claimed tasks were still unfinished."""
+        """Stop claiming; hand the claimed tasks no worker has started back to the store at
+        once (they run elsewhere); with ``wait``, let running tasks finish (up to ``timeout``
+        s) and record them first.  Returns how many claimed tasks were still unfinished."""
         deadline = None if timeout is None else time.monotonic() + timeout
         self._stopping.set()
         self.bell.poke()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        self._hand_back()
         while wait and self._running and (deadline is None or time.monotonic() < deadline):
             self.bell.wait(0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic())))
             self._record_quietly()
@@ -445,6 +448,28 @@ class Boss:
             log.debug("could not forget what this process served: %s", exc)
         self._close_bell()
         return unfinished
+
+    def _hand_back(self) -> None:
+        """Give the store back the tasks queued here that no worker took (issue 26): pending
+        again as before their claim, for any process to start.  A task whose hand-back is
+        refused (its claim was recovered meanwhile) is someone else's already.  If the store
+        cannot be reached they go back to the workers, as before."""
+        queued = self.pool.withdraw()
+        if not queued:
+            return
+        try:
+            back = self.store.swap([(rec, hand_back(rec)) for rec in queued])
+        except StoreError as exc:
+            log.warning("could not hand back %d queued task(s) while stopping (%s): they run here",
+                        len(queued), exc)
+            for rec in queued:
+                self.pool.submit(rec)
+            return
+        for rec in queued:
+            self._running.pop(rec.id, None)
+        log.info("handed back %d claimed task(s) no worker had started", sum(b is not None for b in back))
+        self.store.ring()
+        self.on_change()
 
     def _record_quietly(self) -> None:
         try:
