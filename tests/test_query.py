@@ -29,7 +29,7 @@ def test_inspect_data(filled, dead_owner) -> None:
     store, now = filled
     data = query.inspect_data(store, now)
     assert set(data) == {"store", "counts", "ticker", "next_due", "running", "pending_by_name", "ring",
-                         "queues", "limits"}
+                         "queues", "limits", "processes"}
     assert data["counts"] == {"pending": 4, "running": 1, "succeeded": 1, "failed": 1,
                               "cancelled": 1, "misfired": 1, "broken": 0}
     assert {"path", "journal_mode", "size_bytes", "wal_bytes", "slots", "tick"} <= set(data["store"])

@@ -35,6 +35,18 @@ class WorkerPool:
         self._name = name
         self._queue: "queue.SimpleQueue[Optional[TaskRecord]]" = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._busy = 0                   # workers running a task now
+        self._busy_lock = threading.Lock()
+
+    @property
+    def busy(self) -> int:
+        """How many workers are running a task now."""
+        return self._busy
+
+    @property
+    def queued(self) -> int:
+        """How many tasks handed over wait for a worker."""
+        return self._queue.qsize()
 
     def start(self, on_done: Callable[[TaskRecord, Outcome], None]) -> None:
         """Start the workers; each outcome goes to ``on_done(record, outcome)``."""
@@ -71,11 +83,16 @@ class WorkerPool:
             rec = self._queue.get()
             if rec is _STOP:
                 return
+            with self._busy_lock:
+                self._busy += 1
             try:
                 outcome = self._execute(rec)
             except BaseException:   # execute() catches task errors; this is our own bug
                 log.exception("internal error running task %s", rec.id)
                 continue
+            finally:
+                with self._busy_lock:
+                    self._busy -= 1
             try:
                 self._on_done(rec, outcome)
             except BaseException:

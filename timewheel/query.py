@@ -214,6 +214,7 @@ def inspect_data(store: WheelStore, now: float, *, all_slots: bool = False, next
     return {
         "store": store_details(store),
         "counts": totals,
+        "processes": process_totals(store),
         "ticker": _ticker(store, now, pending[0] if pending else None),
         "next_due": [{"id": r.id, "name": r.name, "eta": r.eta, "due_in": r.eta - now}
                      for r in pending[:next_n]],
@@ -421,6 +422,30 @@ def _cut(text: Optional[str], limit: Optional[int]) -> Optional[str]:
     if text is None or limit is None or len(text) <= limit:
         return text
     return f"{text[:limit]}... ({len(text)} chars in all)"
+
+
+# -- processes -------------------------------------------------------------------------------------
+
+def process_totals(store: WheelStore) -> dict[str, int]:
+    """The live processes, their workers running a task (``busy``) and the tasks they claimed
+    that wait for a worker (``queued``): the store's ``running`` count holds both (issue 26)."""
+    from . import processes
+    alive = [r for _, r, state in processes.listed(store.process_reports(), store.liveness.is_dead)
+             if state == "alive"]
+    return {"alive": len(alive), "busy": sum(r.busy for r in alive), "queued": sum(r.queued for r in alive)}
+
+
+def processes_data(store: WheelStore, now: float) -> dict[str, Any]:
+    """Every started process's last report (timewheel/processes.py): ``timewheel processes
+    --json``.  Live ones first; stopped and dead ones for an hour after their last heartbeat."""
+    from . import processes
+    rows = []
+    for token, r, state in processes.listed(store.process_reports(), store.liveness.is_dead):
+        rows.append({"token": token, "state": state, "host": r.host, "pid": r.pid, "started": r.started,
+                     "queues": None if r.queues is None else list(r.queues), "workers": r.workers,
+                     "busy": r.busy, "queued": r.queued, "heartbeat": r.heartbeat,
+                     "heartbeat_age": now - r.heartbeat, "stopped": r.stopped})
+    return {"now": now, "report_every": processes.REPORT_EVERY, "processes": rows}
 
 
 # -- stats -----------------------------------------------------------------------------------------

@@ -326,6 +326,19 @@ class WheelStore(abc.ABC):
         """What each live started process claims (None: every queue)."""
         return {}
 
+    # -- the processes registry (timewheel/processes.py) -----------------------------------------
+    def report_process(self, token: str, report: str) -> None:
+        """Keep ``report`` (a process's JSON report, see :mod:`timewheel.processes`) under
+        ``token``, replacing its previous one."""
+        raise StoreError(f"{self.location}: this store keeps no processes")
+
+    def process_reports(self) -> dict[str, str]:
+        """Every kept report by token (dead and stopped processes' too)."""
+        return {}
+
+    def forget_processes(self, tokens: Sequence[str]) -> None:  # noqa: B027 - optional
+        """Delete the reports of ``tokens``."""
+
     def limit_states(self, keys: Optional[Iterable[str]] = None) -> list[LimitState]:
         """The limits that hold slots, parked tasks or recent starts (only ``keys``, if
         given, whether or not they hold anything), by key."""

@@ -890,6 +890,17 @@ class PostgresStore(_Observers, WheelStore):
                 self._listener.close()
                 self._listener = None
 
+    def report_process(self, token: str, report: str) -> None:
+        self._call(f"INSERT INTO {self.s}.processes (token, report) VALUES (%s, %s) ON CONFLICT (token) "
+                   "DO UPDATE SET report = excluded.report", (token, report), write=True)
+
+    def process_reports(self) -> dict[str, str]:
+        return dict(self._call(f"SELECT token, report FROM {self.s}.processes"))
+
+    def forget_processes(self, tokens: Sequence[str]) -> None:
+        if tokens:
+            self._call(f"DELETE FROM {self.s}.processes WHERE token = ANY(%s)", (list(tokens),), write=True)
+
     def ring(self) -> None:
         """Wake every runner of this schema's store, on any host (this process's at least)."""
         for bell in list(self._bells):

@@ -503,6 +503,10 @@ def migration(schema: str, version: int) -> list[str]:
         # it and the claims return it, so the ones without it go (CREATE OR REPLACE would add
         # overloads beside them, or refuse another row type)
         steps.append(f"ALTER TABLE {s}.tasks ADD COLUMN IF NOT EXISTS history text")
+        # the processes' reports (timewheel/processes.py): one row per process, rewritten
+        # by its heartbeat
+        steps.append(f"CREATE TABLE IF NOT EXISTS {s}.processes (token text COLLATE \"C\" PRIMARY KEY, "
+                     "report text NOT NULL)")
         v1 = ", ".join(["bigint[]"] + [f"{t}[]" for c, t in WRITE_COLUMNS if c != "history"])
         steps += [f"DROP FUNCTION IF EXISTS {s}.swap(text, {v1})",
                   f"DROP FUNCTION IF EXISTS {s}.add(text, {v1})",

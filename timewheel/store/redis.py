@@ -166,6 +166,7 @@ class _Keys:
         self.xn, self.broken, self.leader = p + "xn", p + "broken", p + "leader"
         self.bands, self.limits, self.reopen = p + "bands", p + "limits", p + "reopen"
         self.paused, self.serve, self.qcounts = p + "paused", p + "serve", p + "qcounts"
+        self.processes = p + "processes"     # token -> its report (timewheel/processes.py)
 
     def band_ready(self, band: str) -> str:
         return self.ready if not band else self.prefix + "ready:" + band
@@ -612,6 +613,16 @@ class RedisStore(WheelStore):
 
     def served(self) -> dict[str, Optional[frozenset]]:
         return self._flow.served()
+
+    def report_process(self, token: str, report: str) -> None:
+        self._io(lambda c: c.hset(self.keys.processes, token, report), write=True)
+
+    def process_reports(self) -> dict[str, str]:
+        return {_text(t): _text(r) for t, r in self._io(lambda c: c.hgetall(self.keys.processes)).items()}
+
+    def forget_processes(self, tokens: Sequence[str]) -> None:
+        if tokens:
+            self._io(lambda c: c.hdel(self.keys.processes, *tokens), write=True)
 
     def limit_states(self, keys: Optional[Iterable[str]] = None) -> list[LimitState]:
         return self._flow.limit_states(keys)
