@@ -142,14 +142,9 @@ def flaky_wheel(location):
     return hu, flaky, later
 
 
-def cli_json(*args: str) -> dict:
-    done = procs.run([sys.executable, "-m", "timewheel.cli", *args, "--json"], capture_output=True, text=True,
-                     timeout=60)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
-def test_history_and_retrying_on_every_backend_and_in_the_cli(location) -> None:
+def run_flaky_and_later(location):
+    """Run a task failing twice then succeeding, and one that failed and waits 10 minutes for
+    its retry; their handles."""
     hu, flaky, later = flaky_wheel(location)
     hu.start()
     try:
@@ -159,6 +154,18 @@ def test_history_and_retrying_on_every_backend_and_in_the_cli(location) -> None:
         wait_for(lambda: waiting.record.attempts == 1 and waiting.status == PENDING, timeout=30)
     finally:
         hu.stop(wait=True, timeout=10)
+    return h, waiting
+
+
+def cli_json(*args: str) -> dict:
+    done = procs.run([sys.executable, "-m", "timewheel.cli", *args, "--json"], capture_output=True, text=True,
+                     timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_history_and_retrying_on_every_backend_and_in_the_cli(location) -> None:
+    h, waiting = run_flaky_and_later(location)
     history = [Attempt._make(a) for a in h.record.history]
     assert [(a.number, a.outcome) for a in history] == [(1, "retried"), (2, "retried"), (3, "succeeded")]
     assert [a.error for a in history] == ["ConnectionError: attempt 1 down\nsecond line",
@@ -186,15 +193,7 @@ def test_history_and_retrying_on_every_backend_and_in_the_cli(location) -> None:
 
 
 def test_the_task_page_lists_the_attempts(db_path) -> None:
-    hu, flaky, later = flaky_wheel(db_path)
-    hu.start()
-    try:
-        h = flaky.delay(2)
-        assert h.result(timeout=30) == "ok"
-        waiting = later.delay()
-        wait_for(lambda: waiting.record.attempts == 1 and waiting.status == PENDING, timeout=30)
-    finally:
-        hu.stop(wait=True, timeout=10)
+    h, waiting = run_flaky_and_later(db_path)
     with serve(db_path) as server, httpx.Client(base_url=server.url, timeout=10) as client:
         page = client.get(f"/tasks/{h.id}").text
         table = page[page.index('id="attempts"'):page.index("</table>", page.index('id="attempts"'))]

@@ -36,18 +36,12 @@ from timewheel.testing import processes as procs
 
 from . import retry_worker
 from .conftest import make_record
+from .mp_worker import stop_all
+from .test_boss import FakeClock
 from .test_store import ready_all
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 T0 = 1_800_000_000.0
-
-
-class FakeClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # -- the pure decisions ------------------------------------------------------------------------
@@ -342,16 +336,9 @@ def test_rules_decide_attempts_and_etas_across_processes(tmp_path, shared) -> No
         assert h_jit.result(timeout=30) == 2
         recs = {h.id: h.record for h in (h_net, h_asks, h_jit)}
     finally:
-        open(tmp_path / "stop", "w").close()
-        try:
-            for p in workers:
-                _, err = p.communicate(timeout=30)
-                assert p.returncode == 0, err
-        finally:
-            for p in workers:
-                p.kill()
-                p.wait(10)
-            enqueuer.close()
+        codes = stop_all(workers, str(tmp_path / "stop"), timeout=30)
+        enqueuer.close()
+    assert codes == [0, 0], [p.stderr.read() for p in workers]
     runs = [json.loads(line) for line in open(os.path.join(out, "runs.jsonl"))]
     by = {name: [r for r in runs if r["name"] == name] for name in ("net", "asks", "jittered")}
     # net: ConnectionError (retry_on) retried, then ValueError (not retry_on) failed with 3 left
