@@ -36,7 +36,7 @@ from typing import (
     overload,
 )
 
-from . import flow
+from . import flow, serialize
 from .backoff import backoff
 from .boss import Boss, Health
 from .errors import DuplicateTask, StoreBusy, TaskFailed, TaskNotFound, shown
@@ -257,7 +257,7 @@ class TaskHandle:
             seen = self._wheel._generation
             rec = self.record
             if rec.status in TERMINAL:
-                return _outcome_of(rec)
+                return _outcome_of(rec, self._wheel.serializer)
             # Woken at once by this process's boss; tasks run by another process are polled.
             self._wheel._wait_change(seen, patience.pause(rec))
 
@@ -271,7 +271,7 @@ class TaskHandle:
             # waiting (up to busy_timeout) for another process's write lock.
             rec = await loop.run_in_executor(None, lambda: self.record)
             if rec.status in TERMINAL:
-                return _outcome_of(rec)
+                return _outcome_of(rec, self._wheel.serializer)
             await asyncio.sleep(patience.pause(rec))
 
 
@@ -344,9 +344,16 @@ def _added(stored: TaskRecord, rec: TaskRecord) -> bool:
     return stored is rec or stored._replace(rev=rec.rev) == rec
 
 
-def _outcome_of(rec: TaskRecord) -> Any:
+def _outcome_of(rec: TaskRecord, serializer: str) -> Any:
     if rec.status == SUCCEEDED:
-        return None if rec.result is None else pickle.loads(rec.result)
+        if rec.result is None:
+            return None
+        if serialize.is_json(rec.result):
+            return serialize.loads_result(rec.result)
+        if serializer == "json":        # unpickling what anyone wrote to the store runs their code
+            raise TaskFailed(rec.id, rec.status, "its result is a pickle; a serializer='json' wheel "
+                             "reads only JSON results")
+        return pickle.loads(rec.result)
     raise TaskFailed(rec.id, rec.status, rec.error, rec.traceback)
 
 
@@ -364,6 +371,8 @@ class Task(Generic[R]):
         #: the exceptions that use up a retry (empty: any), those that fail at once, and
         #: whether a retry waits a drawn fraction of its backoff (README, "Retries")
         self.retry_on, self.dont_retry_on, self.retry_jitter = rules
+        #: arguments and results as JSON (TimeWheel(serializer="json"))
+        self.json = wheel.serializer == "json"
         self.misfire_grace = misfire_grace
         self.timeout = timeout
         try:
@@ -522,9 +531,11 @@ class Task(Generic[R]):
             except TypeError as exc:
                 raise TypeError(f"{self.name}: {exc}") from None
         try:
-            payload = pickle.dumps((args, kwargs), pickle.HIGHEST_PROTOCOL)
+            payload = (serialize.dumps_call(args, kwargs) if self.json
+                       else pickle.dumps((args, kwargs), pickle.HIGHEST_PROTOCOL))
         except Exception as exc:
-            raise TypeError(f"{self.name}: arguments cannot be serialised with pickle "
+            how = "JSON" if self.json else "pickle"
+            raise TypeError(f"{self.name}: arguments cannot be serialised with {how} "
                             f"({exc.__class__.__name__}: {exc})") from None
         if len(payload) > MAX_RECORD_BYTES // 2:
             raise ValueError(f"{self.name}: arguments are {len(payload)} bytes pickled; the limit "
@@ -592,7 +603,7 @@ class TimeWheel:
         for running tasks; those still running after it run again at the next start.
     :param namespace: the key prefix in a Redis database, the schema in a PostgreSQL one
         unless its connection string names one (several apps can share a database).
-    :param retry_jitter: the tasks' default ``retry_jitter`` (full jitter; README, "Retries").
+    :param retry_jitter: the tasks' default (README, "Retries"); ``serializer="json"``: README, "JSON".
     """
 
     def __init__(self, path: Union[str, "os.PathLike[str]", None] = "tasks.db", workers: int = 4, *,
@@ -601,7 +612,7 @@ class TimeWheel:
                  immediate: bool = False, busy_timeout: float = 10.0,
                  clock: Callable[[], float] = time.time, max_crashes: int = 3,
                  exit_grace: float = 5.0, lookahead: int = 4, namespace: str = "timewheel",
-                 retry_jitter: bool = True) -> None:
+                 retry_jitter: bool = True, serializer: str = "pickle") -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024:
             raise ValueError(f"workers must be an int from 1 to 1024, got {shown(workers)}")
         if path is not None and not isinstance(path, (str, os.PathLike)):
@@ -620,9 +631,7 @@ class TimeWheel:
         self.result_ttl = _number(result_ttl, "result_ttl")
         self.misfire_grace = _optional(misfire_grace, "misfire_grace")
         self.timeout = _optional(timeout, "timeout", minimum=0.001)
-        if not isinstance(immediate, bool):
-            raise TypeError(f"immediate must be a bool, got {shown(immediate)}")
-        self.immediate = immediate
+        self.immediate = _flag(immediate, "immediate")
         self.busy_timeout = _number(busy_timeout, "busy_timeout", maximum=86400.0)
         if not callable(clock):
             raise TypeError(f"clock must be a callable returning unix seconds, got {shown(clock)}")
@@ -633,7 +642,8 @@ class TimeWheel:
         self.exit_grace = _number(exit_grace, "exit_grace", maximum=86400.0)
         if isinstance(lookahead, bool) or not isinstance(lookahead, int) or not 1 <= lookahead <= 3600:
             raise ValueError(f"lookahead must be an int from 1 to 3600, got {shown(lookahead)}")
-        self.lookahead, self.retry_jitter = lookahead, _flag(retry_jitter, "retry_jitter")
+        self.lookahead, self.retry_jitter, self.serializer = (lookahead, _flag(retry_jitter, "retry_jitter"),
+                                                              serialize.check_serializer(serializer))
         self.namespace = _label(namespace, "namespace", 100)
         self._registry: dict[str, Task[Any]] = {}
         self._hooks = Hooks(EVENTS)
@@ -682,7 +692,7 @@ class TimeWheel:
         if self.immediate or (self.path is None and self.url is None):
             return MemoryStore(self.wheel, clock=self.clock)
         return open_store(self.url or self.path or "", wheel=self.wheel, namespace=self.namespace,
-                          timeout=self.busy_timeout, clock=self.clock,
+                          timeout=self.busy_timeout, clock=self.clock, serializer=self.serializer,
                           result_ttl=self.result_ttl if self.url else None)
 
     def now(self) -> float:

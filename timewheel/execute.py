@@ -24,6 +24,7 @@ import traceback as _traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NoReturn, Optional
 
+from . import serialize
 from .aio import run_coroutine
 from .errors import Retry, TaskTimeout
 from .records import MAX_RECORD_BYTES, Outcome, TaskRecord, is_retryable
@@ -74,7 +75,7 @@ def execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], fl
         return failed(f"task {rec.name!r} is not registered in process {os.getpid()}; "
                       "register it and retry the task", retryable=False)
     try:
-        args, kwargs = pickle.loads(rec.payload)
+        args, kwargs = _arguments(task, rec.payload)
     except Exception as exc:  # noqa: BLE001 - whatever the payload holds, it is this task's failure
         log.error("task %s (%s): cannot decode its arguments: %s", rec.id, rec.name, exc)
         return failed(f"cannot decode its arguments: {exc.__class__.__name__}: {exc}",
@@ -104,14 +105,26 @@ def execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], fl
     finally:
         _current.reset(token)
     try:
-        result = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        result = (serialize.dumps_result(value) if task.json
+                  else pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
     except Exception as exc:  # noqa: BLE001
-        return failed(f"its return value cannot be pickled: {exc.__class__.__name__}: {exc}",
-                      _traceback.format_exc(), retryable=False, exc=exc)
+        return failed(f"its return value cannot be {'written as JSON' if task.json else 'pickled'}: "
+                      f"{exc.__class__.__name__}: {exc}", _traceback.format_exc(), retryable=False, exc=exc)
     if len(result) > MAX_RECORD_BYTES // 2:
-        return failed(f"its return value is {len(result)} bytes pickled; the limit is "
+        return failed(f"its return value is {len(result)} bytes serialised; the limit is "
                       f"{MAX_RECORD_BYTES // 2}", retryable=False)
     return Outcome(ok=True, started=started, finished=clock(), result=result)
+
+
+def _arguments(task: Any, payload: bytes) -> tuple[Any, dict]:
+    """A payload's (args, kwargs): JSON or a pickle, whichever it is -- but a task of a
+    ``serializer="json"`` wheel never unpickles one: whoever could write the store would run
+    their code here (issue 26)."""
+    if serialize.is_json(payload):
+        return serialize.loads_call(payload)
+    if task.json:
+        raise ValueError("its arguments are a pickle; a serializer='json' wheel runs only JSON payloads")
+    return pickle.loads(payload)
 
 
 def _call(fn: Callable[..., Any], args: tuple, kwargs: dict, timeout: Optional[float]) -> Any:

@@ -389,6 +389,9 @@ class MemoryStore(WheelStore):
         with self._lock:
             return {t: q for t, q in self._serving.items() if not self.liveness.is_dead(t)}
 
+    def agree_serializer(self, name: str) -> None:
+        """Nothing to agree on: the store lives and dies with its one wheel."""
+
     def report_process(self, token: str, report: str) -> None:
         with self._lock:
             self._reports[token] = report

@@ -890,6 +890,13 @@ class PostgresStore(_Observers, WheelStore):
                 self._listener.close()
                 self._listener = None
 
+    def stored_serializer(self) -> Optional[str]:
+        rows = self._call(f"SELECT serializer FROM {self.s}.meta WHERE id = 1")
+        return rows[0][0] if rows else None
+
+    def record_serializer(self, name: str) -> None:
+        self._call(f"UPDATE {self.s}.meta SET serializer = %s WHERE id = 1", (name,), write=True)
+
     def report_process(self, token: str, report: str) -> None:
         self._call(f"INSERT INTO {self.s}.processes (token, report) VALUES (%s, %s) ON CONFLICT (token) "
                    "DO UPDATE SET report = excluded.report", (token, report), write=True)

@@ -505,6 +505,8 @@ def migration(schema: str, version: int) -> list[str]:
         steps.append(f"ALTER TABLE {s}.tasks ADD COLUMN IF NOT EXISTS history text")
         # the processes' reports (timewheel/processes.py): one row per process, rewritten
         # by its heartbeat
+        # the serializer of the tasks' arguments and results (NULL: pickle; timewheel/serialize.py)
+        steps.append(f"ALTER TABLE {s}.meta ADD COLUMN IF NOT EXISTS serializer text")
         steps.append(f"CREATE TABLE IF NOT EXISTS {s}.processes (token text COLLATE \"C\" PRIMARY KEY, "
                      "report text NOT NULL)")
         v1 = ", ".join(["bigint[]"] + [f"{t}[]" for c, t in WRITE_COLUMNS if c != "history"])

@@ -614,6 +614,13 @@ class RedisStore(WheelStore):
     def served(self) -> dict[str, Optional[frozenset]]:
         return self._flow.served()
 
+    def stored_serializer(self) -> Optional[str]:
+        value = self._io(lambda c: c.hget(self.keys.meta, "serializer"))
+        return None if value is None else _text(value)
+
+    def record_serializer(self, name: str) -> None:
+        self._io(lambda c: c.hset(self.keys.meta, "serializer", name), write=True)
+
     def report_process(self, token: str, report: str) -> None:
         self._io(lambda c: c.hset(self.keys.processes, token, report), write=True)
 

@@ -527,6 +527,15 @@ class SqliteDictStore(WheelStore):
     def served(self) -> dict[str, Optional[frozenset]]:
         return {t: q for t, q in self._reader.served().items() if not self.liveness.is_dead(t)}
 
+    def stored_serializer(self) -> Optional[str]:
+        with self.file.reading():
+            value = self.file.meta.get("serializer")
+        return value if isinstance(value, str) else None
+
+    def record_serializer(self, name: str) -> None:
+        with self.file.writing():
+            self.file.meta["serializer"] = name
+
     def report_process(self, token: str, report: str) -> None:
         with self.file.writing():
             self.file.meta[PROCESS + token] = report
