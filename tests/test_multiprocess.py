@@ -283,6 +283,9 @@ def test_takeover_time_after_sigkill(cluster, record_property):
 def _crashloop_check(res: dict) -> None:
     assert res["lost"] == 0, res
     assert res["bad_duplicates"] == 0, res
+    # a process stalled past its lease on a busy machine is taken for crashed (documented); a
+    # few such re-runs, each named by the process's own warning, not a habit
+    assert res["lease_lost"] <= max(3, res["tasks"] // 100), res
     assert res["delay_errors"] == 0, res
     assert res["leader_kills"] > 0 and res["takeovers_missing"] == 0, res
     # a survivor (a process already running at the kill) ticks within about one tick; a
