@@ -201,3 +201,35 @@ def test_on_postgresql_the_payload_is_json_any_tool_reads(pg_db, pg_server) -> N
     (doc,), = pg_server.sql("SELECT convert_from(payload, 'UTF8')::jsonb FROM timewheel.tasks "
                             f"WHERE id = '{h.id}'")
     assert doc == {"args": [{"$decimal": "12.50"}], "kwargs": {"when": {"$date": "2026-02-28"}}}
+
+
+# -- hostile JSON: whatever a store holds, showing it or running it never raises -------------------
+
+json_text = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+                         lambda inner: st.lists(inner, max_size=3)
+                         | st.dictionaries(st.sampled_from(["args", "kwargs", "result", "$uuid", "$bytes",
+                                                            "$decimal", "$datetime", "$dict", "$timedelta",
+                                                            "x"]), inner, max_size=3),
+                         max_leaves=12).map(lambda v: json.dumps(v).encode())
+
+
+@given(st.one_of(json_text, st.binary(max_size=200).map(lambda b: b"{" + b)))
+def test_showing_any_json_blob_never_raises(blob) -> None:
+    from timewheel import decode
+    for shown in (*decode.show_call(blob), decode.show_value(blob)):
+        assert (shown.text is None) != (shown.error is None)
+        assert shown.text is None or len(shown.text) <= decode.LIMITS.chars + 200
+
+
+@given(st.one_of(json_text, st.binary(max_size=200).map(lambda b: b"{" + b)))
+def test_running_any_json_payload_never_raises(blob) -> None:
+    from timewheel.execute import execute
+    hu = json_wheel(None)
+    rec = TaskRecord(id="x", name="j.echo", eta=0.0, payload=blob, attempts=1)
+    out = execute(hu._registry, rec, lambda: 1.0)          # returns: never raises
+    try:
+        loads_call(blob)
+    except ValueError:
+        assert not out.ok and not out.retryable and out.error.startswith("cannot decode its arguments")
+    else:
+        assert out.ok, out.error                           # echo takes any arguments

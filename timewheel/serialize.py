@@ -138,9 +138,12 @@ def loads_call(blob: bytes) -> tuple[list, dict]:
             or type(doc.get("kwargs", {})) is not dict):
         raise ValueError('a JSON payload is {"args": [...], "kwargs": {...}}')
     try:
-        return _decode(doc["args"]), _decode(doc.get("kwargs", {}))
+        args, kwargs = _decode(doc["args"]), _decode(doc.get("kwargs", {}))
     except RecursionError:
         raise ValueError("nested too deeply") from None
+    if type(kwargs) is not dict:
+        raise ValueError(f"its kwargs are a {type(kwargs).__name__}, not an object")
+    return args, kwargs
 
 
 def dumps_result(value: Any) -> bytes:
