@@ -3,7 +3,8 @@
     python tests/retry_worker.py STORE DIR        # run tasks until DIR/stop exists
 
 Each run of its tasks appends a JSON line to ``DIR/runs.jsonl`` (name, attempt, eta, when it
-started, when it raised, pid), so the test sees what each process decided and when.
+started, when it raised, pid; times by the store's clock, as etas are), so the test sees what
+each process decided and when.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 from timewheel import Retry, TimeWheel, current_task
 
@@ -23,11 +23,11 @@ def register(hu: TimeWheel, out: str) -> dict:
     """The tasks, declared alike in the workers and the test that enqueues them."""
     def note(name: str) -> dict:
         ctx = current_task()
-        return {"name": name, "attempt": ctx.attempt, "eta": ctx.eta, "started": time.time(),
+        return {"name": name, "attempt": ctx.attempt, "eta": ctx.eta, "started": hu.now(),
                 "pid": os.getpid()}
 
     def log(run: dict) -> None:
-        run["raised"] = time.time()
+        run["raised"] = hu.now()
         append_line(os.path.join(out, "runs.jsonl"), json.dumps(run))
 
     @hu.task(name="rules.net", retries=4, retry_delay=0.05, retry_on=ConnectionError)
