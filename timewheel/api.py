@@ -26,6 +26,7 @@ from contextvars import ContextVar
 from typing import (
     Any,
     Callable,
+    Coroutine,
     Generic,
     Iterable,
     Iterator,
@@ -36,7 +37,12 @@ from typing import (
     overload,
 )
 
-from . import flow, serialize
+if sys.version_info >= (3, 10):
+    from typing import ParamSpec
+else:                                   # typing_extensions: a dependency on 3.9 only
+    from typing_extensions import ParamSpec
+
+from . import flow, serialize, tracing
 from .backoff import backoff
 from .boss import Boss, Health
 from .errors import DuplicateTask, StoreBusy, TaskFailed, TaskNotFound, shown
@@ -59,15 +65,21 @@ from .records import (
 )
 from .store import MemoryStore, WheelStore, is_url, open_store
 from .store.rules import claimed, outcome_event
+from .tracing import API as _OTEL_API
 from .wheel import Wheel
 
-__all__ = ["TimeWheel", "Task", "TaskHandle", "Stopped", "EVENTS"]
+__all__ = ["TimeWheel", "Task", "TaskHandle", "Delayed", "Stopped", "EVENTS"]
 
 log = logging.getLogger("timewheel")
 log.addHandler(logging.NullHandler())     # a library prints nothing unless the app says so
 
+#: typed tasks (issue 24): a task is ``Task[P, R]``, P the function's parameters and R what it
+#: returns; its handles are ``TaskHandle[T]``, T what ``result()`` gives (R, or what R awaits)
+P = ParamSpec("P")
 R = TypeVar("R")
-F = TypeVar("F", bound=Callable[..., Any])
+R_co = TypeVar("R_co", covariant=True)     # covariant: Task[P, CoroutineType[..]] is a Task[P, Coroutine[..]]
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 #: what ``hu.on()`` accepts: a task changed state (the change is durable when hooks run)
 EVENTS = ("started", "succeeded", "failed", "retrying", "misfired")
 _instances: "weakref.WeakSet[TimeWheel]" = weakref.WeakSet()
@@ -152,7 +164,7 @@ def _flag(value: Any, what: str) -> bool:
     return value
 
 
-def _exception_types(value: Any, what: str) -> tuple:
+def _exception_types(value: Any, what: str) -> tuple[type[BaseException], ...]:
     """``retry_on=`` / ``dont_retry_on=``: an exception class or a tuple (or list) of them."""
     types = tuple(value) if isinstance(value, (tuple, list)) else (value,)
     for t in types:
@@ -161,7 +173,8 @@ def _exception_types(value: Any, what: str) -> tuple:
     return types
 
 
-def _retry_rules(retry_on: Any, dont_retry_on: Any, retry_jitter: Any, default_jitter: bool) -> tuple:
+def _retry_rules(retry_on: Any, dont_retry_on: Any, retry_jitter: Any,
+                 default_jitter: bool) -> tuple[Any, ...]:
     """``@task()``'s retry rules, checked: (retry_on, dont_retry_on, retry_jitter)."""
     return (_exception_types(retry_on, "retry_on"), _exception_types(dont_retry_on, "dont_retry_on"),
             default_jitter if retry_jitter is None else _flag(retry_jitter, "retry_jitter"))
@@ -208,8 +221,9 @@ def _encodable(text: str) -> bool:
     return True
 
 
-class TaskHandle:
-    """A task in the store, by id.  Cheap: it holds no state besides the id."""
+class TaskHandle(Generic[T_co]):
+    """A task in the store, by id.  Cheap: it holds no state besides the id.  ``T_co`` is what
+    :meth:`result` returns: the task function's return type (what it awaits, if async)."""
 
     __slots__ = ("id", "_wheel")
 
@@ -245,7 +259,7 @@ class TaskHandle:
         """True if the task was still pending and now never runs; False otherwise."""
         return self._wheel.cancel(self.id)
 
-    def result(self, timeout: Optional[float] = None) -> Any:
+    def result(self, timeout: Optional[float] = None) -> T_co:
         """Wait for the task to end and return its value.
 
         Raises :class:`TaskFailed` if it failed (after its retries), was cancelled or was
@@ -257,11 +271,12 @@ class TaskHandle:
             seen = self._wheel._generation
             rec = self.record
             if rec.status in TERMINAL:
-                return _outcome_of(rec, self._wheel.serializer)
+                value: T_co = _outcome_of(rec, self._wheel.serializer)
+                return value
             # Woken at once by this process's boss; tasks run by another process are polled.
             self._wheel._wait_change(seen, patience.pause(rec))
 
-    async def aresult(self, timeout: Optional[float] = None) -> Any:
+    async def aresult(self, timeout: Optional[float] = None) -> T_co:
         """Like :meth:`result`, for ``await`` in an event loop: it never blocks the loop."""
         import asyncio
         patience = _Patience(self.id, _optional(timeout, "timeout"), most=0.1)
@@ -271,7 +286,8 @@ class TaskHandle:
             # waiting (up to busy_timeout) for another process's write lock.
             rec = await loop.run_in_executor(None, lambda: self.record)
             if rec.status in TERMINAL:
-                return _outcome_of(rec, self._wheel.serializer)
+                value: T_co = _outcome_of(rec, self._wheel.serializer)
+                return value
             await asyncio.sleep(patience.pause(rec))
 
 
@@ -357,20 +373,21 @@ def _outcome_of(rec: TaskRecord, serializer: str) -> Any:
     raise TaskFailed(rec.id, rec.status, rec.error, rec.traceback)
 
 
-class Task(Generic[R]):
-    """A registered task function.  Calling it calls the function; ``.delay()`` schedules it."""
+class Task(Generic[P, R_co]):
+    """A registered task function.  Calling it calls the function; ``.delay()`` schedules it.
 
-    def __init__(self, wheel: "TimeWheel", fn: Callable[..., R], name: str, retries: int,
+    ``Task[P, R]``: type checkers (mypy, pyright) check ``delay()``, ``call_local()`` and
+    calling it against the function's parameters ``P``, and type ``delay(...).result()`` as
+    its return type ``R`` (for an ``async def``, what it awaits)."""
+
+    def __init__(self, wheel: "TimeWheel", fn: Callable[P, R_co], name: str, retries: int,
                  retry_delay: float, misfire_grace: Optional[float], timeout: Optional[float],
-                 flow_options: Optional[dict] = None, rules: tuple = ((), (), True)) -> None:
+                 flow_options: Optional[dict[str, Any]] = None) -> None:
         self.timewheel = wheel
         self.fn = fn
         self.name = name
         self.retries = retries
         self.retry_delay = retry_delay
-        #: the exceptions that use up a retry (empty: any), those that fail at once, and
-        #: whether a retry waits a drawn fraction of its backoff (README, "Retries")
-        self.retry_on, self.dont_retry_on, self.retry_jitter = rules
         #: arguments and results as JSON (TimeWheel(serializer="json"))
         self.json = wheel.serializer == "json"
         self.misfire_grace = misfire_grace
@@ -381,6 +398,9 @@ class Task(Generic[R]):
             self._signature = None
         self._arity = _plain_arity(self._signature)
         o = flow_options or {}
+        #: the exceptions that use up a retry (empty: any), those that fail at once, and whether
+        #: a retry waits a drawn fraction of its backoff (docs/guide/retries.md)
+        self.retry_on, self.dont_retry_on, self.retry_jitter = o.get("rules", ((), (), True))
         #: flow control (issue 21): its queue, priority and limits
         self.queue: str = o.get("queue", flow.DEFAULT_QUEUE)
         self.priority: int = o.get("priority", 0)
@@ -390,28 +410,38 @@ class Task(Generic[R]):
         self._key = None if key is None else flow.key_function(self._signature, key, name)
         # None: a plain task (records built as before); else the record's flow fields, or
         # None in them where each call works its limits out (a key=)
-        self._flow: Optional[tuple] = None
+        self._flow: Optional[tuple[Any, ...]] = None
         if self.queue != flow.DEFAULT_QUEUE or self.priority or o.get("concurrency") or o.get("rate") \
                 or self._shared:
             fixed = None if self._key else _plain(flow.task_limits(name, *self._own, self._shared, None))
             self._flow = (self.queue, self.priority, fixed, None, None)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
 
-    def __call__(self, *args: Any, **kwargs: Any) -> R:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
         return self.fn(*args, **kwargs)
 
-    def call_local(self, *args: Any, **kwargs: Any) -> R:
+    def call_local(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
         """Run it here and now, bypassing the wheel."""
         return self.fn(*args, **kwargs)
 
-    def delay(self, *args: Any, count_down: Optional[float] = None,
-              eta: Optional[Union[_dt.datetime, float]] = None, task_id: Optional[str] = None,
-              **kwargs: Any) -> TaskHandle:
-        """Schedule ``fn(*args, **kwargs)`` to run ``count_down`` seconds from now (default 0)
-        or at ``eta`` (a datetime, naive meaning local time, or unix seconds).
+    @overload
+    def delay(self: "Task[P, Coroutine[Any, Any, T]]", *args: P.args,
+              **kwargs: P.kwargs) -> TaskHandle[T]: ...
+    @overload
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R_co]: ...
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[Any]:
+        """Schedule ``fn(*args, **kwargs)`` to run now or, with the keyword options
+        ``count_down`` (seconds from now, default 0) or ``eta`` (a datetime, naive meaning
+        local time, or unix seconds), later; ``task_id`` names it (below).  The options are
+        taken out of the keywords before the rest go to the function.
+
+        Type checkers see only the function's parameters here (PEP 612 cannot add keywords
+        to them): typed code writes the options through :meth:`options`,
+        ``send_email.options(count_down=10).delay("a@b.c")``, which is the same call.
 
         ``task_id`` names the task: while a task with that id is pending or running, nothing
         is added and its handle is returned; once it has finished, the new task replaces it.
@@ -426,21 +456,41 @@ class Task(Generic[R]):
         function takes ``**kwargs``; a function with a parameter of such a name gets it
         through :meth:`schedule` (``kwargs={"countdown": 30}``).
         """
-        if kwargs:
-            for key in kwargs:
-                option = _meant_option(key)
-                if option is not None:
-                    _refuse_near_miss(self.name, key, option)
+        if not kwargs:
+            return self._enqueue(args, kwargs, None, None, ..., None, "fail")
+        given: dict[str, Any] = kwargs      # P.kwargs is a dict: the options come out of it
+        pop = given.pop
+        count_down, eta, task_id = pop("count_down", None), pop("eta", None), pop("task_id", None)
+        for key in given:
+            option = _meant_option(key)
+            if option is not None:
+                _refuse_near_miss(self.name, key, option)
         return self._enqueue(args, kwargs, count_down, eta, ..., task_id,
                              "fail" if task_id is None else "reuse")
 
-    def schedule(self, args: Union[tuple, list] = (), kwargs: Optional[dict] = None, *,
+    @overload
+    def options(self: "Task[P, Coroutine[Any, Any, T]]", *, count_down: Optional[float] = None,
+                eta: Optional[Union[_dt.datetime, float]] = None,
+                task_id: Optional[str] = None) -> "Delayed[P, T]": ...
+    @overload
+    def options(self, *, count_down: Optional[float] = None, eta: Optional[Union[_dt.datetime, float]] = None,
+                task_id: Optional[str] = None) -> "Delayed[P, R_co]": ...
+
+    def options(self, *, count_down: Optional[float] = None, eta: Optional[Union[_dt.datetime, float]] = None,
+                task_id: Optional[str] = None) -> "Delayed[P, Any]":
+        """:meth:`delay` with these options, for type-checked code:
+        ``send_email.options(count_down=10, task_id="welcome:7").delay("a@b.c", "hi")``.  The
+        ``delay()`` it returns passes every keyword to the function (they may have any name)."""
+        return Delayed(self, count_down, eta, task_id)
+
+    def schedule(self, args: Union[tuple[Any, ...], list[Any]] = (),
+                 kwargs: Optional[dict[str, Any]] = None, *,
                  count_down: Optional[float] = None,
                  eta: Optional[Union[_dt.datetime, float]] = None,
                  misfire_grace: Any = ..., task_id: Optional[str] = None,
                  replace: bool = False, once: bool = False, connection: Any = None,
                  queue: Optional[str] = None, priority: Optional[int] = None,
-                 debounce: Optional[float] = None, max_wait: Optional[float] = None) -> TaskHandle:
+                 debounce: Optional[float] = None, max_wait: Optional[float] = None) -> TaskHandle[Any]:
         """Like :meth:`delay` with the arguments given explicitly (so they may have any name),
         and with a per-call ``misfire_grace``, ``queue`` and ``priority``.
 
@@ -478,7 +528,8 @@ class Task(Generic[R]):
                              existing, options, connection)
 
     def _call_options(self, task_id: Optional[str], queue: Optional[str], priority: Optional[int],
-                      debounce: Any, max_wait: Any, policy: bool, count_down: Any, eta: Any) -> dict:
+                      debounce: Any, max_wait: Any, policy: bool, count_down: Any,
+                      eta: Any) -> dict[str, Any]:
         """schedule()'s flow options, checked before anything is written."""
         out: dict[str, Any] = {
             "queue": self.queue if queue is None else flow.check_queue(queue),
@@ -500,11 +551,11 @@ class Task(Generic[R]):
             out["max_wait"] = None if max_wait is None else flow.positive(max_wait, "max_wait")
         return out
 
-    def _limits(self, args: tuple, kwargs: dict) -> tuple:
+    def _limits(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         """The limits of one call: fixed at decoration, or per its key."""
         if self._flow is None:
             return ()
-        fixed = self._flow[2]
+        fixed: Optional[tuple[Any, ...]] = self._flow[2]
         if fixed is not None:
             return fixed
         try:
@@ -513,9 +564,10 @@ class Task(Generic[R]):
             raise TypeError(f"{self.name}: {exc}") from None
         return _plain(flow.task_limits(self.name, *self._own, self._shared, key))
 
-    def _enqueue(self, args: tuple, kwargs: dict, count_down: Any, eta: Any, misfire_grace: Any,
-                 task_id: Optional[str], existing: str, options: Optional[dict] = None,
-                 connection: Any = None) -> TaskHandle:
+    def _enqueue(self, args: tuple[Any, ...], kwargs: dict[str, Any], count_down: Any, eta: Any,
+                 misfire_grace: Any, task_id: Optional[str], existing: str,
+                 options: Optional[dict[str, Any]] = None,
+                 connection: Any = None) -> TaskHandle[Any]:
         """What :meth:`delay` and :meth:`schedule` do once their own options are read: check
         the rest, build the record, and add it (or keep it for the open batch).  Positional,
         and without the checks ``delay(*args, **kwargs)`` makes true by construction: it runs
@@ -531,8 +583,11 @@ class Task(Generic[R]):
             except TypeError as exc:
                 raise TypeError(f"{self.name}: {exc}") from None
         try:
-            payload = (serialize.dumps_call(args, kwargs) if self.json
-                       else pickle.dumps((args, kwargs), pickle.HIGHEST_PROTOCOL))
+            # With OpenTelemetry in use, the enqueuing trace context goes along (records.call_of)
+            traced = tracing.carried() if _OTEL_API in sys.modules else None
+            payload = (serialize.dumps_call(args, kwargs, traced) if self.json
+                       else pickle.dumps((args, kwargs) if traced is None else (args, kwargs, traced),
+                                         pickle.HIGHEST_PROTOCOL))
         except Exception as exc:
             how = "JSON" if self.json else "pickle"
             raise TypeError(f"{self.name}: arguments cannot be serialised with {how} "
@@ -573,7 +628,26 @@ class Task(Generic[R]):
         return TaskHandle(hu, rec.id)
 
 
-def _plain(limits: tuple) -> tuple:
+class Delayed(Generic[P, T_co]):
+    """What :meth:`Task.options` returns: ``delay()`` with options set, checked by type checkers
+    against the function's parameters (``T_co``: what the handle's ``result()`` returns)."""
+
+    __slots__ = ("_task", "_count_down", "_eta", "_task_id")
+
+    def __init__(self, task: "Task[P, Any]", count_down: Optional[float],
+                 eta: Optional[Union[_dt.datetime, float]], task_id: Optional[str]) -> None:
+        self._task, self._count_down, self._eta, self._task_id = task, count_down, eta, task_id
+
+    def __repr__(self) -> str:
+        return f"<Delayed {self._task.name}>"
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[T_co]:
+        """Schedule ``fn(*args, **kwargs)`` with the options (see :meth:`Task.delay`)."""
+        return self._task._enqueue(args, kwargs, self._count_down, self._eta, ..., self._task_id,
+                                   "fail" if self._task_id is None else "reuse")
+
+
+def _plain(limits: tuple[Any, ...]) -> tuple[Any, ...]:
     """Limits as a record stores them: plain tuples (a pickle naming flow.Limit would be
     refused when read back: see records.decode_record)."""
     return tuple(tuple(lim) for lim in limits)
@@ -603,16 +677,15 @@ class TimeWheel:
         for running tasks; those still running after it run again at the next start.
     :param namespace: the key prefix in a Redis database, the schema in a PostgreSQL one
         unless its connection string names one (several apps can share a database).
-    :param retry_jitter: the tasks' default (README, "Retries"); ``serializer="json"``: README, "JSON".
+    :param retry_jitter: the tasks' default (docs/guide/retries.md); serializer: docs/guide/json.md.
     """
 
     def __init__(self, path: Union[str, "os.PathLike[str]", None] = "tasks.db", workers: int = 4, *,
                  tick: float = 1.0, slots: int = 3600, result_ttl: float = 7 * 86400.0,
                  misfire_grace: Optional[float] = None, timeout: Optional[float] = None,
-                 immediate: bool = False, busy_timeout: float = 10.0,
-                 clock: Callable[[], float] = time.time, max_crashes: int = 3,
-                 exit_grace: float = 5.0, lookahead: int = 4, namespace: str = "timewheel",
-                 retry_jitter: bool = True, serializer: str = "pickle") -> None:
+                 immediate: bool = False, busy_timeout: float = 10.0, retry_jitter: bool = True,
+                 clock: Callable[[], float] = time.time, max_crashes: int = 3, serializer: str = "pickle",
+                 exit_grace: float = 5.0, lookahead: int = 4, namespace: str = "timewheel") -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024:
             raise ValueError(f"workers must be an int from 1 to 1024, got {shown(workers)}")
         if path is not None and not isinstance(path, (str, os.PathLike)):
@@ -645,7 +718,7 @@ class TimeWheel:
         self.lookahead, self.retry_jitter, self.serializer = (lookahead, _flag(retry_jitter, "retry_jitter"),
                                                               serialize.check_serializer(serializer))
         self.namespace = _label(namespace, "namespace", 100)
-        self._registry: dict[str, Task[Any]] = {}
+        self._registry: dict[str, Task[..., Any]] = {}
         self._hooks = Hooks(EVENTS)
         self._store: Optional[WheelStore] = None
         self._store_lock = threading.Lock()
@@ -701,29 +774,27 @@ class TimeWheel:
 
     # -- registering ----------------------------------------------------------------------
     @overload
-    def task(self, fn: F) -> "Task[Any]": ...
+    def task(self, fn: Callable[P, R]) -> "Task[P, R]": ...
     @overload
     def task(self, *, name: Optional[str] = None, retries: int = 0, retry_delay: float = 1.0,
              misfire_grace: Any = ..., timeout: Any = ..., queue: str = flow.DEFAULT_QUEUE,
              priority: int = 0, concurrency: Optional[int] = None, key: Any = None,
-             rate: Optional[str] = None, limit: Any = None, retry_on: Any = (),
-             dont_retry_on: Any = (), retry_jitter: Optional[bool] = None) -> Callable[[F], "Task[Any]"]: ...
+             rate: Optional[str] = None, limit: Any = None, retry_on: Any = (), dont_retry_on: Any = (),
+             retry_jitter: Optional[bool] = None) -> Callable[[Callable[P, R]], "Task[P, R]"]: ...
 
     def task(self, fn: Optional[Callable[..., Any]] = None, *, name: Optional[str] = None,
-             retries: int = 0, retry_delay: float = 1.0, misfire_grace: Any = ...,
-             timeout: Any = ..., queue: str = flow.DEFAULT_QUEUE, priority: int = 0,
+             retries: int = 0, retry_delay: float = 1.0, misfire_grace: Any = ..., retry_on: Any = (),
+             timeout: Any = ..., queue: str = flow.DEFAULT_QUEUE, priority: int = 0, dont_retry_on: Any = (),
              concurrency: Optional[int] = None, key: Any = None, rate: Optional[str] = None,
-             limit: Any = None, retry_on: Any = (), dont_retry_on: Any = (),
-             retry_jitter: Optional[bool] = None) -> Any:
+             limit: Any = None, retry_jitter: Optional[bool] = None) -> Any:
         """Register a function as a task: ``@hu.task()`` or ``@hu.task(retries=3, ...)``.
 
-        ``retries``: extra attempts after a failure (at most ``retries + 1`` calls); failure
-        ``n`` waits up to ``retry_delay * 2 ** (n - 1)`` s (6 h at most).  Which failures retry
-        and when: ``retry_on``, ``dont_retry_on``, ``retry_jitter``, ``Retry`` (README, "Retries").
+        ``retries``: extra attempts after a failure (at most ``retries + 1`` calls), each waiting up
+        to ``retry_delay * 2 ** (n - 1)`` s after failure ``n``: see ``retry_on``, docs/guide/retries.md.
         ``timeout``: seconds a run may take before it fails with :class:`TaskTimeout`.
         ``name`` defaults to ``module.qualname`` and must be the same in every process.
 
-        Flow control (README, "Flow control"): ``queue`` (default ``"default"``),
+        Flow control (docs/guide/flow-control.md): ``queue`` (default ``"default"``),
         ``priority`` (-100..100, higher first among due tasks), ``concurrency`` (runs at once
         across every process), ``rate`` (``"5/s"``: starts in any window), ``key`` (a
         parameter's name or a callable of the arguments: the limits apply per key), ``limit``
@@ -740,12 +811,12 @@ class TimeWheel:
         flow_options = {"queue": flow.check_queue(queue), "priority": flow.check_priority(priority),
                         "concurrency": None if concurrency is None else flow.check_concurrency(concurrency),
                         "rate": None if rate is None else flow.parse_rate(rate),
-                        "shared": () if limit is None else flow.check_limits(limit), "key": key}
+                        "shared": () if limit is None else flow.check_limits(limit), "key": key,
+                        "rules": _retry_rules(retry_on, dont_retry_on, retry_jitter, self.retry_jitter)}
         if key is not None and concurrency is None and rate is None:
             raise ValueError("key= makes concurrency= or rate= per key: give one of them")
-        rules = _retry_rules(retry_on, dont_retry_on, retry_jitter, self.retry_jitter)
 
-        def register(f: Callable[..., Any]) -> Task[Any]:
+        def register(f: Callable[..., Any]) -> Task[..., Any]:
             if not callable(f):
                 raise TypeError(f"@task needs a function, got {type(f).__name__} {shown(f)}")
             task_name = name if name is not None else _label(
@@ -754,7 +825,7 @@ class TimeWheel:
             if old is not None and old.fn is not f and (
                     getattr(old.fn, "__code__", None) is not getattr(f, "__code__", None)):
                 raise ValueError(f"another function is already registered as task {task_name!r}")
-            t: Task[Any] = Task(self, f, task_name, retries, delay_s, grace, time_limit, flow_options, rules)
+            t: Task[..., Any] = Task(self, f, task_name, retries, delay_s, grace, time_limit, flow_options)
             self._registry[task_name] = t
             return t
 
@@ -763,13 +834,15 @@ class TimeWheel:
         return register
 
     def periodic(self, *, every: Any = None, cron: Optional[str] = None, tz: Optional[str] = None,
-                 name: Optional[str] = None, **options: Any) -> Callable[[F], "Task[Any]"]:
+                 name: Optional[str] = None, **options: Any) -> Callable[[Callable[[], R]], "Task[[], R]"]:
         """Register a recurring task: ``@hu.periodic(every=900)`` or
         ``@hu.periodic(cron="0 3 * * *", tz="Europe/Berlin")``.  See :mod:`timewheel.periodic`."""
         from .periodic import Periodics
         if self._periodics is None:
             self._periodics = Periodics(self)
-        return self._periodics.decorator(every=every, cron=cron, tz=tz, name=name, **options)
+        decorator: Callable[[Callable[[], R]], Task[[], R]] = self._periodics.decorator(
+            every=every, cron=cron, tz=tz, name=name, **options)
+        return decorator
 
     def limit(self, name: str, *, concurrency: Optional[int] = None,
               rate: Optional[str] = None) -> flow.SharedLimit:
@@ -788,12 +861,12 @@ class TimeWheel:
         """Let ``queue``'s tasks be claimed again.  True if it was paused."""
         return self.store.resume(flow.check_queue(queue))
 
-    def paused(self) -> frozenset:
+    def paused(self) -> frozenset[str]:
         """The paused queues."""
         return self.store.paused()
 
     @property
-    def tasks(self) -> dict[str, "Task[Any]"]:
+    def tasks(self) -> dict[str, "Task[..., Any]"]:
         """The registered tasks by name."""
         return dict(self._registry)
 
@@ -844,7 +917,7 @@ class TimeWheel:
             raise ValueError(f"eta {shown(eta)} is outside 1970..9999")
         return when
 
-    def _debounce(self, new: TaskRecord, debounce: float, max_wait: Optional[float]) -> TaskHandle:
+    def _debounce(self, new: TaskRecord, debounce: float, max_wait: Optional[float]) -> TaskHandle[Any]:
         """Write one debounced call (see :func:`timewheel.flow.debounced`): a read of the
         id's two records, then a compare-and-set on the one it changes, again if either
         changed meanwhile."""
@@ -854,6 +927,7 @@ class TimeWheel:
             now = store.now()
             old, rec = flow.debounced(store.get(new.id), store.get(follow),
                                       new._replace(created=now), now, debounce, max_wait)
+            stored: Optional[TaskRecord]
             if old is None:
                 try:
                     (stored,) = store.add([rec], existing="fail")
@@ -869,7 +943,7 @@ class TimeWheel:
         raise StoreBusy(f"task {new.id}: its records kept changing while a debounced call was "
                         "written; nothing was written")
 
-    def _submit(self, rec: TaskRecord, existing: str, connection: Any = None) -> TaskHandle:
+    def _submit(self, rec: TaskRecord, existing: str, connection: Any = None) -> TaskHandle[Any]:
         adder = self._adder() if connection is None else self._through(connection)
         (stored,) = adder.add([rec], existing=existing)
         if self.immediate and _added(stored, rec):
@@ -920,10 +994,10 @@ class TimeWheel:
         using = _USING.get()
         return self.store if using is None else using.get(id(self), self.store)
 
-    def get(self, task_id: str) -> TaskHandle:
+    def get(self, task_id: str) -> TaskHandle[Any]:
         """A handle for a task id (from another process, or from before a restart)."""
         _storable_id(task_id)
-        h = TaskHandle(self, task_id)
+        h: TaskHandle[Any] = TaskHandle(self, task_id)
         _ = h.record   # raises TaskNotFound now rather than at first use
         return h
 
@@ -949,9 +1023,10 @@ class TimeWheel:
     def _execute(self, rec: TaskRecord) -> Any:
         return execute(self._registry, rec, self.store.now)
 
-    def _run_inline(self, rec: TaskRecord) -> None:
+    def _run_inline(self, first: TaskRecord) -> None:
         """immediate=True: run and record right here, retries included (without waiting)."""
         store = self.store
+        rec: Optional[TaskRecord] = first
         while rec is not None and rec.status == PENDING:
             (running,) = store.swap([(rec, claimed(rec, "immediate", store.now()))])
             if running is None:

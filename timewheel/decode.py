@@ -594,8 +594,9 @@ def show_value(blob: Optional[bytes], limits: Limits = LIMITS) -> Optional[Shown
 
 
 def show_call(payload: bytes, limits: Limits = LIMITS) -> tuple[Shown, Shown]:
-    """(args, kwargs) of a task's pickled ``(args, kwargs)`` payload, or its JSON one
-    (timewheel/serialize.py: read as JSON, never unpickled), each shown or why not."""
+    """(args, kwargs) of a task's pickled ``(args, kwargs)`` payload (``(args, kwargs, trace)``
+    when it carries a trace context: records.call_of), or its JSON one (timewheel/serialize.py:
+    read as JSON, never unpickled), each shown or why not."""
     if payload[:1] == b"{":
         from .serialize import loads_call
         try:
@@ -609,7 +610,7 @@ def show_call(payload: bytes, limits: Limits = LIMITS) -> tuple[Shown, Shown]:
     except Unshowable as exc:
         failed = Shown(None, str(exc))
         return failed, failed
-    if not (isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], _Pairs)):
+    if not (isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[1], _Pairs)):
         failed = Shown(None, "unexpected payload shape (not an (args, kwargs) pair)")
         return failed, failed
     if not isinstance(value[0], (tuple, list)):

@@ -31,7 +31,7 @@ class TaskFailed(TimeWheelError):
         self.traceback = traceback
         super().__init__(f"task {task_id} {status}: {error}" if error else f"task {task_id} {status}")
 
-    def __reduce__(self):  # picklable, like filelock's Timeout
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable, like filelock's Timeout
         return (self.__class__, (self.task_id, self.status, self.error, self.traceback))
 
 
@@ -111,7 +111,14 @@ class Retry(TimeWheelError):
         said = f"{self.message}; " if self.message is not None else ""
         return f"{said}it asked for a retry {when}"
 
-    def __reduce__(self):  # picklable with its keywords
+    def due(self, finished: float) -> Optional[float]:
+        """When the retry asked for is due, for a run that ended at ``finished`` (None: after
+        the task's backoff)."""
+        if self.eta is not None:
+            return self.eta
+        return None if self.count_down is None else finished + self.count_down
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable with its keywords
         return (_retry, (self.message, self.count_down, self.eta, self.max_retries))
 
 

@@ -5,7 +5,7 @@ Shared by the worker pool and by ``immediate=True``.  Inside a run,
 :func:`current_task` tells the task who it is (id, attempt, eta, fencing token).  A task's
 ``timeout`` is enforced here: an ``async def`` task is cancelled at its deadline; a sync task
 gets :class:`~timewheel.errors.TaskTimeout` raised in its thread by a watchdog (this
-interrupts Python code, not a C call that blocks: see the README).
+interrupts Python code, not a C call that blocks: see docs/guide/time-limits.md).
 """
 
 from __future__ import annotations
@@ -18,16 +18,18 @@ import itertools
 import logging
 import os
 import pickle
+import sys
 import threading
 import time
 import traceback as _traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NoReturn, Optional
 
-from . import serialize
+from . import serialize, tracing
 from .aio import run_coroutine
 from .errors import Retry, TaskTimeout
-from .records import MAX_RECORD_BYTES, Outcome, TaskRecord, is_retryable
+from .records import MAX_RECORD_BYTES, Outcome, TaskRecord, call_of, is_retryable
+from .tracing import API as _OTEL_API
 
 __all__ = ["TaskContext", "current_task", "execute"]
 
@@ -75,14 +77,18 @@ def execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], fl
         return failed(f"task {rec.name!r} is not registered in process {os.getpid()}; "
                       "register it and retry the task", retryable=False)
     try:
-        args, kwargs = _arguments(task, rec.payload)
+        args, kwargs, traced = _arguments(task, rec.payload)
     except Exception as exc:  # noqa: BLE001 - whatever the payload holds, it is this task's failure
         log.error("task %s (%s): cannot decode its arguments: %s", rec.id, rec.name, exc)
         return failed(f"cannot decode its arguments: {exc.__class__.__name__}: {exc}",
                       _traceback.format_exc(), retryable=False, exc=exc)
     token = _current.set(TaskContext(rec.id, rec.name, rec.attempts, rec.eta, rec.rev))
     try:
-        value = _call(task.fn, args, kwargs, rec.timeout)
+        if _OTEL_API in sys.modules:        # the application uses OpenTelemetry: a span
+            value = tracing.run_in_span(rec, traced, started,
+                                        lambda: _call(task.fn, args, kwargs, rec.timeout))
+        else:
+            value = _call(task.fn, args, kwargs, rec.timeout)
     except Retry as exc:           # the task asked: whatever retry_on says
         finished = clock()
         error = f"Retry: {exc}" + ("" if exc.__cause__ is None else
@@ -90,9 +96,7 @@ def execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], fl
         log.info("task %s (%s), attempt %d: %s", rec.id, rec.name, rec.attempts, error)
         return Outcome(ok=False, started=started, finished=finished, error=error,
                        traceback=_traceback.format_exc(), exception=exc, jitter=task.retry_jitter,
-                       retry_at=None if exc.count_down is None and exc.eta is None
-                       else finished + exc.count_down if exc.eta is None else exc.eta,
-                       max_retries=exc.max_retries)
+                       retry_at=exc.due(finished), max_retries=exc.max_retries)
     except BaseException as exc:   # a task's SystemExit must not kill the worker either
         error = f"{exc.__class__.__name__}: {exc}"
         retryable = is_retryable(exc, task.retry_on, task.dont_retry_on)
@@ -116,18 +120,19 @@ def execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], fl
     return Outcome(ok=True, started=started, finished=clock(), result=result)
 
 
-def _arguments(task: Any, payload: bytes) -> tuple[Any, dict]:
-    """A payload's (args, kwargs): JSON or a pickle, whichever it is -- but a task of a
-    ``serializer="json"`` wheel never unpickles one: whoever could write the store would run
-    their code here (issue 26)."""
+def _arguments(task: Any, payload: bytes) -> tuple[Any, Any, Optional[dict[str, str]]]:
+    """A payload's (args, kwargs, trace context): JSON or a pickle, whichever it is -- but a
+    task of a ``serializer="json"`` wheel never unpickles one: whoever could write the store
+    would run their code here (issue 26)."""
     if serialize.is_json(payload):
-        return serialize.loads_call(payload)
+        return serialize.loads_traced(payload)
     if task.json:
         raise ValueError("its arguments are a pickle; a serializer='json' wheel runs only JSON payloads")
-    return pickle.loads(payload)
+    return call_of(payload)
 
 
-def _call(fn: Callable[..., Any], args: tuple, kwargs: dict, timeout: Optional[float]) -> Any:
+def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+          timeout: Optional[float]) -> Any:
     if inspect.iscoroutinefunction(fn):
         return run_coroutine(fn(*args, **kwargs), timeout)
     if timeout is None:

@@ -1,6 +1,8 @@
 """``serializer="json"``: task arguments and results as JSON (issue 26).
 
-A JSON payload is the object ``{"args": [...], "kwargs": {...}}``, a result ``{"result": ...}``
+A JSON payload is the object ``{"args": [...], "kwargs": {...}}`` (plus ``"trace": {...}``, the
+enqueuing OpenTelemetry context's fields, when there is one: timewheel/tracing.py), a result
+``{"result": ...}``
 (so a stored blob says what it is: JSON starts with ``{``, a pickle with ``\\x80``).  Values are
 JSON's own -- None, bools, ints, floats (finite), strings, lists, dicts with string keys -- plus
 these, each as an object of one key:
@@ -31,10 +33,10 @@ import decimal
 import json
 import math
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
-__all__ = ["SERIALIZERS", "check_serializer", "dumps_call", "loads_call", "dumps_result", "loads_result",
-           "is_json"]
+__all__ = ["SERIALIZERS", "check_serializer", "dumps_call", "loads_call", "loads_traced", "dumps_result",
+           "loads_result", "is_json"]
 
 SERIALIZERS = ("pickle", "json")
 _SEPARATORS = (",", ":")
@@ -83,7 +85,7 @@ def _encode(value: Any, where: str) -> Any:
     if t is bytes:
         return {"$bytes": base64.b64encode(value).decode("ascii")}
     raise TypeError(f"{where} is a {t.__module__}.{t.__qualname__}, which the JSON serializer "
-                    "does not encode (see README, \"JSON\")")
+                    "does not encode (see docs/guide/json.md)")
 
 
 _TAGS: dict[str, Callable[[Any], Any]] = {
@@ -115,9 +117,13 @@ def _decode(value: Any) -> Any:
     return value
 
 
-def dumps_call(args: tuple, kwargs: dict) -> bytes:
-    """The payload of ``fn(*args, **kwargs)``; TypeError names what JSON cannot hold."""
+def dumps_call(args: tuple[Any, ...], kwargs: dict[str, Any],
+               trace: Optional[dict[str, str]] = None) -> bytes:
+    """The payload of ``fn(*args, **kwargs)`` (with ``trace``: the trace context it carries);
+    TypeError names what JSON cannot hold."""
     doc = {"args": _encode(args, "argument"), "kwargs": _encode(kwargs, "keyword argument")}
+    if trace is not None:
+        doc["trace"] = trace
     return json.dumps(doc, separators=_SEPARATORS, ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
@@ -131,19 +137,28 @@ def _object(blob: bytes, key: str) -> Any:
     return doc
 
 
-def loads_call(blob: bytes) -> tuple[list, dict]:
+def loads_call(blob: bytes) -> tuple[list[Any], dict[str, Any]]:
     """(args, kwargs) of a JSON payload; ValueError says what is wrong with it."""
+    args, kwargs, _ = loads_traced(blob)
+    return args, kwargs
+
+
+def loads_traced(blob: bytes) -> tuple[list[Any], dict[str, Any], Optional[dict[str, str]]]:
+    """(args, kwargs, trace context or None) of a JSON payload; ValueError says what is wrong."""
     doc = _object(blob, "args")
-    if (set(doc) - {"args", "kwargs"} or type(doc["args"]) is not list
-            or type(doc.get("kwargs", {})) is not dict):
-        raise ValueError('a JSON payload is {"args": [...], "kwargs": {...}}')
+    trace = doc.get("trace")
+    if (set(doc) - {"args", "kwargs", "trace"} or type(doc["args"]) is not list
+            or type(doc.get("kwargs", {})) is not dict
+            or trace is not None and not (type(trace) is dict
+                                          and all(type(v) is str for v in trace.values()))):
+        raise ValueError('a JSON payload is {"args": [...], "kwargs": {...}} (and "trace": {str: str})')
     try:
         args, kwargs = _decode(doc["args"]), _decode(doc.get("kwargs", {}))
     except RecursionError:
         raise ValueError("nested too deeply") from None
     if type(kwargs) is not dict:
         raise ValueError(f"its kwargs are a {type(kwargs).__name__}, not an object")
-    return args, kwargs
+    return args, kwargs, trace
 
 
 def dumps_result(value: Any) -> bytes:

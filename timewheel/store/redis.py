@@ -106,7 +106,7 @@ from .base import (
 from .leases import LeaseLiveness
 from .redis_client import RedisClient, redis
 from .redis_client import text as _text
-from .redis_flow import RedisFlow, bands_of
+from .redis_flow import RedisFlow, RedisRegistry, bands_of
 
 __all__ = ["RedisStore", "RedisLiveness", "FORMAT", "DEFAULT_LEASE"]
 
@@ -299,7 +299,7 @@ class _PubSubBell(Doorbell):
         super().close()
 
 
-class RedisStore(WheelStore):
+class RedisStore(RedisRegistry, WheelStore):
     """A :class:`WheelStore` in a Redis database.  Thread-safe; one instance per process.
 
     :param url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS) or
@@ -353,6 +353,7 @@ class RedisStore(WheelStore):
         self.wheel = self._set_up(wheel)
         self.liveness = RedisLiveness(self)
         self._flow = RedisFlow(self)
+        self._forget_cursor = "0"          # where the purge's walk through the limits stands
 
     # -- talking to the server (store/redis_client.py) -----------------------------------------
     def _io(self, call: Callable[[Any], Any], write: bool = False) -> Any:
@@ -557,8 +558,12 @@ class RedisStore(WheelStore):
               limit: int = 1000) -> int:
         wanted = purge_statuses(statuses)
         # (at most 4000 per call: one script must not block the server for long)
-        return int(self._script("purge", [finished_ms(finished_before), max(0, min(limit, 4000)),
-                                          *wanted]))
+        n = int(self._script("purge", [finished_ms(finished_before), max(0, min(limit, 4000)), *wanted]))
+        # and a step through the limits, forgetting idle ones: every limit is looked at once
+        # per (number of limits / 1000) purges, each step as short as the purge's
+        cursor, _ = self._script("forget", [self._forget_cursor, 1000])
+        self._forget_cursor = _text(cursor)
+        return n
 
     def _decoded(self, ids: Sequence[str]) -> list[TaskRecord]:
         """The records of ``ids`` that are stored and decodable; broken ones are set aside
@@ -614,22 +619,6 @@ class RedisStore(WheelStore):
     def served(self) -> dict[str, Optional[frozenset]]:
         return self._flow.served()
 
-    def stored_serializer(self) -> Optional[str]:
-        value = self._io(lambda c: c.hget(self.keys.meta, "serializer"))
-        return None if value is None else _text(value)
-
-    def record_serializer(self, name: str) -> None:
-        self._io(lambda c: c.hset(self.keys.meta, "serializer", name), write=True)
-
-    def report_process(self, token: str, report: str) -> None:
-        self._io(lambda c: c.hset(self.keys.processes, token, report), write=True)
-
-    def process_reports(self) -> dict[str, str]:
-        return {_text(t): _text(r) for t, r in self._io(lambda c: c.hgetall(self.keys.processes)).items()}
-
-    def forget_processes(self, tokens: Sequence[str]) -> None:
-        if tokens:
-            self._io(lambda c: c.hdel(self.keys.processes, *tokens), write=True)
 
     def limit_states(self, keys: Optional[Iterable[str]] = None) -> list[LimitState]:
         return self._flow.limit_states(keys)
