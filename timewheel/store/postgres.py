@@ -327,13 +327,33 @@ class _Listener:
     def __init__(self, store: "PostgresStore") -> None:
         self._store = weakref.ref(store)
         self._conninfo, self._channel = store._conninfo, store.channel
-        self.bells: "weakref.WeakSet[Doorbell]" = weakref.WeakSet()
+        self._bells: "weakref.WeakSet[Doorbell]" = weakref.WeakSet()
+        self._lock = threading.Lock()       # bells joining vs. the poke once LISTEN is on
+        self._listening = False
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="timewheel-listen", daemon=True)
         self._thread.start()
 
+    def add(self, bell: Doorbell) -> None:
+        """A bell joins; poked at once if LISTEN is already on (it may have missed something),
+        else with the others when it is."""
+        with self._lock:
+            self._bells.add(bell)
+            if self._listening:
+                bell.poke()
+
+    def discard(self, bell: Doorbell) -> bool:
+        """A bell leaves; whether any is left."""
+        with self._lock:
+            self._bells.discard(bell)
+            return bool(self._bells)
+
     def _poke(self) -> None:
-        for bell in list(self.bells):
+        """Every bell, once LISTEN is on (after each reconnection) and at each notification."""
+        with self._lock:
+            self._listening = True
+            bells = list(self._bells)
+        for bell in bells:
             bell.poke()
 
     def _loop(self) -> None:
@@ -350,6 +370,8 @@ class _Listener:
                     for _ in conn.notifies(timeout=0.5, stop_after=1):
                         self._poke()
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect (the tick is the backstop)
+                with self._lock:
+                    self._listening = False
                 log.debug("listening on %s: %s; reconnecting", self._channel, exc)
                 self._closed.wait(pause)
                 pause = min(pause * 2, 5.0)
@@ -879,14 +901,13 @@ class PostgresStore(_Observers, WheelStore):
         if self.listen:
             if self._listener is None or self._listener_pid != os.getpid():
                 self._listener, self._listener_pid = _Listener(self), os.getpid()
-            self._listener.bells.add(bell)
+            self._listener.add(bell)
         return bell
 
     def _forget(self, bell: Doorbell) -> None:
         self._bells.discard(bell)
         if self._listener is not None and self._listener_pid == os.getpid():
-            self._listener.bells.discard(bell)
-            if not self._listener.bells:
+            if not self._listener.discard(bell):
                 self._listener.close()
                 self._listener = None
 
