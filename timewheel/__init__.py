@@ -22,6 +22,7 @@ from .errors import (
     BatchNotFound,
     DuplicateTask,
     NotAStore,
+    Retry,
     StoreBusy,
     StoreError,
     StoreMismatch,
@@ -35,7 +36,7 @@ from .records import STATUSES, TaskRecord
 __all__ = [
     "TimeWheel", "Task", "TaskHandle", "Delayed", "Stopped", "Health", "EVENTS", "TaskFailed", "TaskNotFound",
     "TaskTimeout", "DuplicateTask", "TimeWheelError", "StoreError", "StoreBusy", "NotAStore",
-    "StoreMismatch", "TaskRecord", "STATUSES", "TaskContext", "current_task", "BatchNotFound",
+    "StoreMismatch", "TaskRecord", "STATUSES", "TaskContext", "current_task", "Retry", "BatchNotFound",
     "BatchClosed", "BatchHandle",
 ]
 __version__ = "0.4.0"

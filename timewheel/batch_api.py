@@ -68,7 +68,8 @@ class BatchHandle:
         out: list[Any] = []
         for task_id in self.ids:
             try:
-                out.append(_api._outcome_of(_api.TaskHandle(self._wheel, task_id).record))
+                rec = _api.TaskHandle(self._wheel, task_id).record
+                out.append(_api._outcome_of(rec, self._wheel.serializer))
             except (TaskFailed, TaskNotFound) as exc:
                 if not errors:
                     raise

@@ -85,6 +85,7 @@ _RULES = [
     Rule("/tasks/<taskid:task_id>/<any(retry, cancel):verb>", endpoint="task_action", methods=["POST"]),
     Rule("/failed", endpoint="failed"),
     Rule("/running", endpoint="running"),
+    Rule("/processes", endpoint="processes"),
     Rule("/batches", endpoint="batches"),
     Rule("/batches/<taskid:batch_id>", endpoint="batch"),
     Rule("/bulk", endpoint="bulk", methods=["POST"]),
@@ -104,6 +105,7 @@ _RULES = [
     Rule("/api/purge", endpoint="api_purge", methods=["POST"]),
     Rule("/api/<any(pause, resume):verb>", endpoint="api_queue_action", methods=["POST"]),
     Rule("/api/stats", endpoint="api_stats"),
+    Rule("/api/processes", endpoint="api_processes"),
     Rule("/api/batches", endpoint="api_batches"),
     Rule("/api/batches/<taskid:batch_id>", endpoint="api_batch"),
     Rule("/api/timeline", endpoint="api_timeline"),
@@ -115,7 +117,36 @@ _RULES = [
 _PUBLIC = {"login", "static"}
 
 
-class WebView:
+class _BatchPages:
+    """The Batches pages and their JSON (issue 23): a mixin of :class:`WebView`."""
+
+    store: WheelStore
+    _page: Callable[..., Response]
+
+    def on_batches(self, request: Request) -> Response:
+        limit = params.integer(request.args, "limit", 50, 1, 10_000)
+        data = query.batches_data(self.store, time.time(), limit=limit)
+        return self._page(request, "batches.html", title="Batches", batches=data["batches"],
+                          now=data["now"], limit=limit)
+
+    def on_batch(self, request: Request, batch_id: str) -> Response:
+        limit = params.integer(request.args, "limit", 100, 0, MAX_PAGE)
+        start = params.integer(request.args, "start", 0, 0, 10 ** 12)
+        data = query.batch_data(self.store, batch_id, time.time(), limit=limit, start=start)
+        return self._page(request, "batch.html", title=f"Batch {batch_id}", batch=data, now=data["now"],
+                          limit=limit)
+
+    def on_api_batches(self, request: Request) -> Response:
+        limit = params.integer(request.args, "limit", 50, 1, 10_000)
+        return _json(query.batches_data(self.store, time.time(), limit=limit))
+
+    def on_api_batch(self, request: Request, batch_id: str) -> Response:
+        limit = params.integer(request.args, "limit", 100, 0, MAX_PAGE)
+        start = params.integer(request.args, "start", 0, 0, 10 ** 12)
+        return _json(query.batch_data(self.store, batch_id, time.time(), limit=limit, start=start))
+
+
+class WebView(_BatchPages):
     """The web view of one store, as a WSGI application (see :func:`timewheel.web.make_app`).
 
     :param store: a file path or ``redis://`` URL (opened lazily, read-only, on the first
@@ -425,27 +456,9 @@ class WebView:
         return self._page(request, "running.html", title="Running", tasks=data["tasks"], now=data["now"],
                           name=name, limit=limit, more=data["next_after"] is not None)
 
-    def on_batches(self, request: Request) -> Response:
-        limit = params.integer(request.args, "limit", 50, 1, 10_000)
-        data = query.batches_data(self.store, time.time(), limit=limit)
-        return self._page(request, "batches.html", title="Batches", batches=data["batches"], now=data["now"],
-                          limit=limit)
-
-    def on_batch(self, request: Request, batch_id: str) -> Response:
-        limit = params.integer(request.args, "limit", 100, 0, MAX_PAGE)
-        start = params.integer(request.args, "start", 0, 0, 10 ** 12)
-        data = query.batch_data(self.store, batch_id, time.time(), limit=limit, start=start)
-        return self._page(request, "batch.html", title=f"Batch {batch_id}", batch=data, now=data["now"],
-                          limit=limit)
-
-    def on_api_batches(self, request: Request) -> Response:
-        limit = params.integer(request.args, "limit", 50, 1, 10_000)
-        return _json(query.batches_data(self.store, time.time(), limit=limit))
-
-    def on_api_batch(self, request: Request, batch_id: str) -> Response:
-        limit = params.integer(request.args, "limit", 100, 0, MAX_PAGE)
-        start = params.integer(request.args, "start", 0, 0, 10 ** 12)
-        return _json(query.batch_data(self.store, batch_id, time.time(), limit=limit, start=start))
+    def on_processes(self, request: Request) -> Response:
+        data = query.processes_data(self.store, self.store.now())
+        return self._page(request, "processes.html", title="Processes", **data)
 
     def on_login(self, request: Request) -> Response:
         target = (same_site_path(request.values.get("next", ""), request.script_root)
@@ -589,6 +602,9 @@ class WebView:
     def on_api_queue_action(self, request: Request, verb: str) -> Response:
         self._require_actions(request)
         return _json(self._queue_action(_body(request), verb))
+
+    def on_api_processes(self, request: Request) -> Response:
+        return _json(query.processes_data(self.store, self.store.now()))
 
     def on_api_stats(self, request: Request) -> Response:
         recent = params.integer(request.args, "recent", 1000, 1, 100_000)
