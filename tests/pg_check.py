@@ -11,7 +11,7 @@ import psycopg
 from timewheel.records import PENDING, RUNNING, TERMINAL
 from timewheel.store.base import eta_us, finished_ms
 from timewheel.store.postgres import decode_row
-from timewheel.store.postgres_sql import RECORD_COLUMNS
+from timewheel.store.postgres_sql import ROW_COLUMNS as RECORD_COLUMNS
 from timewheel.wheel import Wheel
 
 

@@ -506,7 +506,8 @@ def record_from_fields(values: tuple) -> TaskRecord:
     if len(values) == _FLOW_AT:
         values = tuple(values) + _DEFAULTS[_FLOW_AT:]
     elif len(values) == _FLOW_AT + 1:           # the same with the history (PostgreSQL)
-        values = tuple(values[:_FLOW_AT]) + _DEFAULTS[_FLOW_AT:_HISTORY_AT] + (values[_FLOW_AT],)
+        values = (tuple(values[:_FLOW_AT]) + _DEFAULTS[_FLOW_AT:_HISTORY_AT] + (values[_FLOW_AT],)
+                  + _DEFAULTS[_HISTORY_AT + 1:])
     if len(values) != len(_FIELD_NAMES):
         raise RecordDecodeError("not a timewheel record (unexpected shape)")
     if not _plausible(*values):
