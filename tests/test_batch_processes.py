@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -24,7 +25,6 @@ from timewheel import TaskFailed
 from timewheel.testing import processes as procs
 
 from .batch_worker import make
-from .mp_worker import read_lines
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -72,8 +72,23 @@ class Workers:
         self.out.close()
 
 
+#: one entry of the log: a SIGKILL can cut a process's line short (a partial write, no
+#: newline), and the next process's line then continues it -- so entries are found anywhere
+_ENTRY = re.compile(r"(ready|start|end|cb-start|cb-end) ((?:\S+ )*?)(\d+\.\d{6})(?=\D|$)")
+
+
+def _entries(log: str) -> list[list[str]]:
+    """Every complete entry of ``log``, split: kind, its fields, time."""
+    try:
+        with open(log, encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        return []
+    return [[m.group(1), *m.group(2).split(), m.group(3)] for m in _ENTRY.finditer(text)]
+
+
 def _lines(log: str, kind: str) -> list[list[str]]:
-    return [ln for ln in read_lines(log) if ln[0] == kind]
+    return [ln for ln in _entries(log) if ln[0] == kind]
 
 
 def _wait(cond, timeout: float, what: str) -> None:
@@ -106,7 +121,7 @@ def test_callbacks_exactly_once_while_workers_are_killed(store_url, tmp_path, fa
     finally:
         workers.stop()
     assert workers.kills >= 3, "the members finished before the test could kill anyone"
-    runs = read_lines(log)
+    runs = _entries(log)
     starts = [ln[1] for ln in runs if ln[0] == "start"]
     assert len(starts) > len(set(starts)), "no kill hit a running member (no member ran twice)"
     ended = {ln[1] for ln in runs if ln[0] == "end"}
@@ -146,7 +161,7 @@ def test_members_add_members_and_the_callback_waits_for_them(store_url, tmp_path
         time.sleep(0.5)
     finally:
         workers.stop()
-    runs = read_lines(log)
+    runs = _entries(log)
     children = [ln for ln in runs if ln[0] == "end" and "." in ln[1]]
     assert len(children) == 12
     cb = _lines(log, "cb-start")
