@@ -12,7 +12,6 @@ import os
 import time
 
 import psycopg
-import pytest
 
 from timewheel import TimeWheel
 from timewheel.records import PENDING, RUNNING, SUCCEEDED
@@ -61,7 +60,8 @@ def test_a_store_made_before_flow_control_migrates_in_place(pg_db) -> None:
         slow = hu.task(name="flow.slow", concurrency=1, queue="reports", priority=5)(lambda: time.sleep(0.2))
         handles = [slow.delay() for _ in range(3)]
         hu.start()
-        due = [i for i, t in want["tasks"].items() if t["status"] in (PENDING, RUNNING) and t["eta"] < time.time()]
+        due = [i for i, t in want["tasks"].items()
+               if t["status"] in (PENDING, RUNNING) and t["eta"] < time.time()]
         wait_for(lambda: all(hu.store.get(i).status == SUCCEEDED for i in due), 20, what="the v1 tasks")
         for h in handles:
             h.result(timeout=10)
