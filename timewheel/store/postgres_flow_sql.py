@@ -95,9 +95,10 @@ def flow_functions(s: str, out_cols: str, nulls: str, record: str) -> list[str]:
     return [_fill(x, s) for x in (USAGE, OPENING, REARM, RELEASE, LET_GO, claim)]
 
 
-# A limit's usage at a claim, as a jsonb object {ok, run, n, t, c, r, p}: ok false when another
-# transaction holds the limit now (the candidate is left ready); run: slots held; n: starts in
-# its window; t: taken by this claim; c, r, p: concurrency, rate, window in us.
+# A limit's usage at a claim, as a jsonb object {ok, run, n, t, c, r, p, per}: ok false when
+# another transaction holds the limit now (the candidate is left ready); run: slots held; n:
+# starts in its window; t: taken by this claim; c, r, p, per: concurrency, rate, window in us
+# and in seconds.
 USAGE = """CREATE OR REPLACE FUNCTION @s.usage(p_lim jsonb, p_now bigint) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -115,7 +116,8 @@ BEGIN
     DELETE FROM @s.starts x WHERE x.lim = k AND x.at <= p_now - per_us - 1000000;
     SELECT count(*) INTO n FROM @s.starts x WHERE x.lim = k AND x.at > p_now - per_us;
   END IF;
-  RETURN jsonb_build_object('ok', true, 'run', run, 'n', n, 't', 0, 'c', c, 'r', r, 'p', per_us);
+  RETURN jsonb_build_object('ok', true, 'run', run, 'n', n, 't', 0, 'c', c, 'r', r, 'p', per_us,
+                            'per', (p_lim->>3)::float8);
 END $$"""
 
 # flow.next_opening's twin: when the window of key lets reopen_batch more starts in (us).
@@ -213,9 +215,10 @@ DECLARE
   v_bq text[]; v_bp int[]; v_k int := 1; v_prio int; v_qs text[];
   v_page int := greatest(1, p_total); v_got int; v_bound_eta bigint; v_bound_id text;
   v_mark_eta bigint; v_mark_id text; v_offered int := 0; v_contended boolean := false;
-  c record; l record; v_limits jsonb; v_lim jsonb; v_key text; u jsonb; v_t int; v_verdict text; v_park jsonb;
+  c record; l record; v_lim jsonb; v_key text; u jsonb; v_t int; v_verdict text; v_park jsonb;
   v_until bigint; v_free int; v_released int := 0;
   v_ids text[] := '{}'; v_wait boolean[] := '{}'; v_use jsonb := '{}';
+  v_held_keys text[] := '{}'; v_held_ids text[] := '{}';
   v_head float8; v_flagged float8; v_reopen float8;
 BEGIN
   SELECT m.horizon, ceil(m.horizon * m.tick * 1000000)::bigint + 1 INTO v_h, v_hb
@@ -255,26 +258,19 @@ BEGIN
         ORDER BY x.eta_us, x.id LIMIT 1;
       END IF;
       v_got := 0;
+      -- (the rows read are locked, as they are now: one another claimer has is passed over)
       FOR c IN SELECT x.id, x.eta_us, x.limits FROM unnest(v_qs) AS b(q) CROSS JOIN LATERAL (
-                 SELECT z.* FROM (@bands_page) z ORDER BY z.eta_us, z.id) x
+                 SELECT z.* FROM (@bands_page FOR UPDATE OF t SKIP LOCKED) z ORDER BY z.eta_us, z.id) x
                WHERE v_bound_id IS NULL OR (x.eta_us, x.id) <= (v_bound_eta, v_bound_id)
                ORDER BY x.eta_us, x.id LOOP
         v_got := v_got + 1;
         v_mark_eta := c.eta_us; v_mark_id := c.id;
-        -- (locked one at a time, as taken: a row changed meanwhile is looked at as it is now)
-        SELECT t.limits INTO v_limits FROM @s.tasks t WHERE t.id = c.id AND t.status = 'pending'
-          AND t.parked IS NULL AND t.eta_us <= now_us AND t.eta <= now_s FOR UPDATE SKIP LOCKED;
-        CONTINUE WHEN NOT FOUND;            -- another claimer has it, or it changed
         v_offered := v_offered + 1;
-        IF v_limits IS NULL THEN            -- (Admission.offer's rule, inline: most tasks have none)
-          IF v_room > 0 THEN
-            v_room := v_room - 1; v_ids := v_ids || c.id; v_wait := v_wait || false;
-          ELSIF v_queued > 0 THEN
-            v_queued := v_queued - 1; v_ids := v_ids || c.id; v_wait := v_wait || true;
-          END IF;
+        v_verdict := 'start'; v_park := NULL; v_until := NULL;
+        IF c.limits IS NULL THEN            -- (Admission.offer's rule, inline: most tasks have none)
+          v_verdict := CASE WHEN v_room > 0 THEN 'start' WHEN v_queued > 0 THEN 'queue' ELSE 'leave' END;
         ELSE
-          v_verdict := 'start'; v_park := NULL; v_until := NULL;
-          FOR v_lim IN SELECT e.value FROM jsonb_array_elements(v_limits) e LOOP
+          FOR v_lim IN SELECT e.value FROM jsonb_array_elements(c.limits) e LOOP
             v_key := v_lim->>0;
             IF NOT v_use ? v_key THEN
               v_use := v_use || jsonb_build_object(v_key, @s.usage(v_lim, now_us));
@@ -294,25 +290,27 @@ BEGIN
             END IF;
           END LOOP;
           IF v_verdict = 'start' AND v_room <= 0 THEN v_verdict := 'leave'; END IF;
-          IF v_verdict = 'start' THEN
-            v_room := v_room - 1; v_ids := v_ids || c.id; v_wait := v_wait || false;
-            FOR v_lim IN SELECT e.value FROM jsonb_array_elements(v_limits) e LOOP
-              v_key := v_lim->>0;
-              v_use := jsonb_set(v_use, ARRAY[v_key, 't'], to_jsonb((v_use->v_key->>'t')::int + 1));
-              INSERT INTO @s.held (lim, task) VALUES (v_key, c.id) ON CONFLICT DO NOTHING;
-              IF (v_lim->>2)::int > 0 THEN INSERT INTO @s.starts (lim, at) VALUES (v_key, now_us); END IF;
-              UPDATE @s.limits x SET concurrency = (v_lim->>1)::int, rate = (v_lim->>2)::int,
-                per = (v_lim->>3)::float8 WHERE x.lim = v_key;
-            END LOOP;
-          ELSIF v_verdict = 'park' THEN
-            v_key := v_park->>0;
-            UPDATE @s.tasks t SET parked = v_key WHERE t.id = c.id;
-            UPDATE @s.limits x SET concurrency = (v_park->>1)::int, rate = (v_park->>2)::int,
-              per = (v_park->>3)::float8,
-              reopen = CASE WHEN v_until IS NULL THEN x.reopen
-                            ELSE least(coalesce(x.reopen, v_until), v_until) END
-            WHERE x.lim = v_key;
-          END IF;
+        END IF;
+        CONTINUE WHEN v_verdict = 'leave';
+        IF v_verdict = 'park' THEN
+          v_key := v_park->>0;
+          UPDATE @s.tasks t SET parked = v_key WHERE t.id = c.id;
+          UPDATE @s.limits x SET concurrency = (v_park->>1)::int, rate = (v_park->>2)::int,
+            per = (v_park->>3)::float8,
+            reopen = CASE WHEN v_until IS NULL THEN x.reopen
+                          ELSE least(coalesce(x.reopen, v_until), v_until) END
+          WHERE x.lim = v_key;
+          CONTINUE;
+        END IF;
+        v_ids := v_ids || c.id;
+        v_wait := v_wait || (v_verdict = 'queue');
+        IF v_verdict = 'queue' THEN v_queued := v_queued - 1; ELSE v_room := v_room - 1; END IF;
+        IF c.limits IS NOT NULL THEN        -- its slots and start, counted (written at the end)
+          FOR v_lim IN SELECT e.value FROM jsonb_array_elements(c.limits) e LOOP
+            v_key := v_lim->>0;
+            v_use := jsonb_set(v_use, ARRAY[v_key, 't'], to_jsonb((v_use->v_key->>'t')::int + 1));
+            v_held_keys := v_held_keys || v_key; v_held_ids := v_held_ids || c.id;
+          END LOOP;
         END IF;
         EXIT WHEN (v_room <= 0 AND v_queued <= 0) OR v_offered >= 1000;
       END LOOP;
@@ -335,11 +333,20 @@ BEGIN
       UNION ALL SELECT 'running', p.name, 0, count(*) FROM picked p GROUP BY p.name)
     SELECT @record, p.w, now_s, v_dl, NULL::float8 FROM picked p ORDER BY p.n;
   END IF;
+  -- what the taken tasks hold: their slots, their starts (at the claim's time), the specs
+  INSERT INTO @s.held (lim, task) SELECT * FROM unnest(v_held_keys, v_held_ids) ON CONFLICT DO NOTHING;
+  INSERT INTO @s.starts (lim, at)
+  SELECT e.key, now_us FROM jsonb_each(v_use) e CROSS JOIN LATERAL generate_series(1, (e.value->>'t')::int)
+  WHERE (e.value->>'ok')::boolean AND (e.value->>'r')::int > 0;
   -- the limits this claim counted against: re-arm their windows; where slots are still free,
   -- let parked tasks in (a slot freed for a task that went elsewhere must not strand them)
   FOR v_key, u IN SELECT e.key, e.value FROM jsonb_each(v_use) e LOOP
     CONTINUE WHEN NOT (u->>'ok')::boolean;
-    IF (u->>'t')::int > 0 THEN PERFORM @s.rearm(v_key, now_us); END IF;
+    IF (u->>'t')::int > 0 THEN
+      UPDATE @s.limits x SET concurrency = (u->>'c')::int, rate = (u->>'r')::int, per = (u->>'per')::float8
+      WHERE x.lim = v_key;
+      PERFORM @s.rearm(v_key, now_us);
+    END IF;
     v_free := (u->>'c')::int - (u->>'run')::int - (u->>'t')::int;
     IF (u->>'c')::int > 0 AND v_free > 0 THEN v_released := v_released + @s.release(v_key, v_free); END IF;
   END LOOP;
