@@ -176,6 +176,46 @@ hu.close()
 """
 
 
+#: fills one side's schema with due tasks (run in that side's checkout)
+_PG_FILL = r"""
+import sys
+from timewheel.records import new_task
+from timewheel.store.postgres import PostgresStore
+store = PostgresStore(sys.argv[1])
+now, n = store.now(), int(sys.argv[2])
+store.add([new_task(f"c{i}", "bench.noop", now - 1, b"x", now, 0, 0.0, None, None) for i in range(n)])
+while not store.advance(store.wheel.current_tick(store.now()) + 1, 100_000, "bench").complete:
+    pass
+store.close()
+"""
+
+
+def pg_claim_ab(runner: Runner, url: str, base: str, n: int) -> dict:
+    """The claim statement alone, base and this side by side: each side's store filled with
+    ``n`` due tasks by its own code, then one connection calls the two claim functions in
+    turn (32 tasks a call, left running) until both are drained -- the server's noise falls
+    on both alike.  Milliseconds per claim."""
+    import psycopg
+    for side, cwd in (("base", base), ("this", ROOT)):
+        subprocess.run([sys.executable, "-c", _PG_FILL, f"{url}?schema=claim_{side}", str(n)], cwd=cwd,
+                       env=dict(Runner.env(), PYTHONPATH=cwd), check=True, timeout=600)
+    calls = {"base": 'SELECT count(*) FROM claim_base.claim(%s, true, 32, 32, 10.0)',
+             "this": 'SELECT count(*) FROM claim_this.claim(%s, true, 32, 32, 10.0, NULL, NULL)'}
+    ms: dict[str, list[float]] = {"base": [], "this": []}
+    with psycopg.connect(url, autocommit=True, prepare_threshold=None) as c:
+        for k in range(n // 32 + 1):
+            for side in ("base", "this") if k % 2 == 0 else ("this", "base"):
+                t0 = time.perf_counter()
+                c.execute(calls[side], ("bench",)).fetchall()
+                ms[side].append((time.perf_counter() - t0) * 1000)
+    out = {side: {"median_ms": pct(sorted(v), 50), "p90_ms": pct(sorted(v), 90), "claims": len(v)}
+           for side, v in ms.items()}
+    ratios = sorted(t / b for b, t in zip(ms["base"], ms["this"]))
+    out["paired_ratio_median"] = pct(ratios, 50)
+    runner.log(f"  pg claim A/B: {out}")
+    return out
+
+
 def pg_ab(runner: Runner, url: str, base: str, reps: int, quick: bool) -> list[dict]:
     """The PostgreSQL claim path without limits, base and this checkout alternately, each in
     a fresh schema of one server."""
@@ -317,6 +357,8 @@ def _pg(runner: Runner, args: argparse.Namespace, only: set) -> dict:
             doc["pg_ab"] = pg_ab(runner, url, os.path.abspath(args.base), args.reps, args.quick)
             doc["pg_ab_summary"] = _summary(doc["pg_ab"], (("drain", "rate"), ("enqueue", "rate")))
             runner.log(json.dumps(doc["pg_ab_summary"], indent=1))
+            doc["pg_claim_ab"] = pg_claim_ab(runner, url, os.path.abspath(args.base),
+                                             2000 if args.quick else 20_000)
         n = 2000 if args.quick else 20_000
         if "rate" in only:
             doc["rate_pg"] = rate(runner, url + "?schema=rate", n, "2000/s")

@@ -91,7 +91,8 @@ def flow_functions(s: str, out_cols: str, nulls: str, record: str) -> list[str]:
     lateral = (BAND_PAGE.replace("@q", "b.q").replace("@p", "v_prio").replace("@now_us", "now_us")
             .replace("@now_s", "now_s").replace("@h", "v_h").replace("@hb", "v_hb")
             .replace("@mark_id", "v_mark_id").replace("@mark_eta", "v_mark_eta").replace("@n", "v_page"))
-    claim = claim.replace("@bands_page", lateral).replace("@bands", BANDS)
+    one = lateral.replace("t.queue = b.q", "t.queue = v_qs[1]")
+    claim = claim.replace("@bands_page", lateral).replace("@band_one", one).replace("@bands", BANDS)
     return [_fill(x, s) for x in (USAGE, OPENING, REARM, RELEASE, LET_GO, claim)]
 
 
@@ -219,6 +220,7 @@ DECLARE
   v_until bigint; v_free int; v_released int := 0;
   v_ids text[] := '{}'; v_wait boolean[] := '{}'; v_use jsonb := '{}';
   v_held_keys text[] := '{}'; v_held_ids text[] := '{}';
+  v_pids text[]; v_petas bigint[]; v_limited boolean; v_n int;
   v_head float8; v_flagged float8; v_reopen float8;
 BEGIN
   SELECT m.horizon, ceil(m.horizon * m.tick * 1000000)::bigint + 1 INTO v_h, v_hb
@@ -258,6 +260,28 @@ BEGIN
         ORDER BY x.eta_us, x.id LIMIT 1;
       END IF;
       v_got := 0;
+      IF v_bound_id IS NULL AND cardinality(v_qs) = 1 THEN
+        -- one queue at this priority: the page read, locked, and if no row has limits (most
+        -- claims), taken whole -- the loop below is for pages with limits
+        SELECT array_agg(z.id ORDER BY z.eta_us, z.id), array_agg(z.eta_us ORDER BY z.eta_us, z.id),
+               bool_or(z.limits IS NOT NULL)
+        INTO v_pids, v_petas, v_limited FROM (@band_one FOR UPDATE OF t SKIP LOCKED) z;
+        IF NOT coalesce(v_limited, true) THEN
+          v_got := cardinality(v_pids);
+          v_n := least(v_got, v_room + v_queued);
+          v_ids := v_ids || v_pids[1:v_n];
+          v_wait := v_wait || array_fill(false, ARRAY[least(v_n, v_room)])
+                           || array_fill(true, ARRAY[greatest(0, v_n - v_room)]);
+          v_queued := v_queued - greatest(0, v_n - v_room);
+          v_room := greatest(0, v_room - v_n);
+          v_offered := v_offered + v_n;
+          v_mark_eta := v_petas[v_n]; v_mark_id := v_pids[v_n];
+          EXIT WHEN (v_room <= 0 AND v_queued <= 0) OR v_got < v_page;
+          CONTINUE;
+        END IF;
+        v_got := 0;
+        EXIT WHEN v_limited IS NULL;       -- nothing due in this band
+      END IF;
       -- (the rows read are locked, as they are now: one another claimer has is passed over)
       FOR c IN SELECT x.id, x.eta_us, x.limits FROM unnest(v_qs) AS b(q) CROSS JOIN LATERAL (
                  SELECT z.* FROM (@bands_page FOR UPDATE OF t SKIP LOCKED) z ORDER BY z.eta_us, z.id) x
@@ -321,43 +345,48 @@ BEGIN
   IF cardinality(v_ids) > 0 THEN
     RETURN QUERY
     WITH k AS (SELECT * FROM unnest(v_ids, v_wait) WITH ORDINALITY AS k(id, w, n)),
-    picked AS (SELECT t.*, k.w, k.n FROM @s.tasks t JOIN k ON t.id = k.id),
+    picked AS (SELECT t.*, k.w, k.n FROM @s.tasks t JOIN k ON t.id = k.id WHERE t.id = ANY(v_ids)),
     upd AS (
       UPDATE @s.tasks t SET status = 'running', owner = p_owner, lease = v_dl, ready = false, parked = NULL,
         started = CASE WHEN NOT k.w THEN now_s END, finished = NULL, finished_ms = NULL,
         attempts = t.attempts + 1, rev = t.rev + 1
-      FROM k WHERE t.id = k.id),
+      FROM k WHERE t.id = k.id AND t.id = ANY(v_ids)),   -- (ANY: the primary key's index, whatever
+                                                          -- the planner guesses of k's size)
     cnt AS (
       INSERT INTO @s.counts_delta (status, name, tick, n)
       SELECT 'pending', p.name, p.tick, -count(*) FROM picked p GROUP BY p.name, p.tick
       UNION ALL SELECT 'running', p.name, 0, count(*) FROM picked p GROUP BY p.name)
     SELECT @record, p.w, now_s, v_dl, NULL::float8 FROM picked p ORDER BY p.n;
   END IF;
-  -- what the taken tasks hold: their slots, their starts (at the claim's time), the specs
-  INSERT INTO @s.held (lim, task) SELECT * FROM unnest(v_held_keys, v_held_ids) ON CONFLICT DO NOTHING;
-  INSERT INTO @s.starts (lim, at)
-  SELECT e.key, now_us FROM jsonb_each(v_use) e CROSS JOIN LATERAL generate_series(1, (e.value->>'t')::int)
-  WHERE (e.value->>'ok')::boolean AND (e.value->>'r')::int > 0;
-  -- the limits this claim counted against: re-arm their windows; where slots are still free,
-  -- let parked tasks in (a slot freed for a task that went elsewhere must not strand them)
-  FOR v_key, u IN SELECT e.key, e.value FROM jsonb_each(v_use) e LOOP
-    CONTINUE WHEN NOT (u->>'ok')::boolean;
-    IF (u->>'t')::int > 0 THEN
-      UPDATE @s.limits x SET concurrency = (u->>'c')::int, rate = (u->>'r')::int, per = (u->>'per')::float8
-      WHERE x.lim = v_key;
-      PERFORM @s.rearm(v_key, now_us);
-    END IF;
-    v_free := (u->>'c')::int - (u->>'run')::int - (u->>'t')::int;
-    IF (u->>'c')::int > 0 AND v_free > 0 THEN v_released := v_released + @s.release(v_key, v_free); END IF;
-  END LOOP;
+  IF v_use <> '{}' THEN                -- (a claim that met no limit writes none of this)
+    -- what the taken tasks hold: their slots, their starts (at the claim's time), the specs
+    INSERT INTO @s.held (lim, task) SELECT * FROM unnest(v_held_keys, v_held_ids) ON CONFLICT DO NOTHING;
+    INSERT INTO @s.starts (lim, at)
+    SELECT e.key, now_us FROM jsonb_each(v_use) e CROSS JOIN LATERAL generate_series(1, (e.value->>'t')::int)
+    WHERE (e.value->>'ok')::boolean AND (e.value->>'r')::int > 0;
+    -- the limits this claim counted against: re-arm their windows; where slots are still free,
+    -- let parked tasks in (a slot freed for a task that went elsewhere must not strand them)
+    FOR v_key, u IN SELECT e.key, e.value FROM jsonb_each(v_use) e LOOP
+      CONTINUE WHEN NOT (u->>'ok')::boolean;
+      IF (u->>'t')::int > 0 THEN
+        UPDATE @s.limits x SET concurrency = (u->>'c')::int, rate = (u->>'r')::int, per = (u->>'per')::float8
+        WHERE x.lim = v_key;
+        PERFORM @s.rearm(v_key, now_us);
+      END IF;
+      v_free := (u->>'c')::int - (u->>'run')::int - (u->>'t')::int;
+      IF (u->>'c')::int > 0 AND v_free > 0 THEN v_released := v_released + @s.release(v_key, v_free); END IF;
+    END LOOP;
+  END IF;
   -- the next eta: the earliest served ready task, or reopening window
   SELECT min((SELECT t.eta FROM @s.tasks t WHERE t.status = 'pending' AND t.parked IS NULL
                 AND t.queue = v_bq[i] AND t.priority = v_bp[i] AND t.eta_us <= v_hb AND t.tick <= v_h
               ORDER BY t.eta_us, t.id LIMIT 1))
   INTO v_head FROM generate_subscripts(coalesce(v_bq, '{}'), 1) AS i;
-  SELECT t.eta INTO v_flagged FROM @s.tasks t WHERE t.status = 'pending' AND t.ready AND t.parked IS NULL
-    AND t.queue = ANY(coalesce(v_bq, '{}'))
-  ORDER BY t.tick, t.eta_us LIMIT 1;
+  -- (the flagged rows on their own index first: they are few, and rare)
+  SELECT f.eta INTO v_flagged FROM (
+    SELECT t.eta, t.tick, t.eta_us, t.queue, t.parked FROM @s.tasks t WHERE t.status = 'pending' AND t.ready
+    ORDER BY t.tick, t.eta_us LIMIT 1000) f
+  WHERE f.parked IS NULL AND f.queue = ANY(coalesce(v_bq, '{}')) ORDER BY f.tick, f.eta_us LIMIT 1;
   SELECT min(x.reopen) / 1e6 INTO v_reopen FROM @s.limits x WHERE x.reopen IS NOT NULL;
   IF v_contended THEN        -- left for a claimer that holds its limit now: look again soon
     v_head := greatest(v_head, now_s + 0.01);
