@@ -148,3 +148,25 @@ def test_the_claims_reads_stay_on_the_band_index_whatever_the_backlog(pg_db, rec
         assert sorted(r.id for r in got.records) == [f"due{i}" for i in range(6)]
     finally:
         store.close()
+
+
+def test_a_running_record_set_aside_as_unreadable_frees_its_slot(pg_db) -> None:
+    """A running task whose row can no longer be read (here: a version column from a newer
+    timewheel) never records an outcome: when it is set aside, its slot frees and the task
+    parked behind it comes back."""
+    store = PostgresStore(pg_db + "?schema=broken")
+    try:
+        now = store.now()
+        one = ("one", 1, 0, 0.0)
+        store.add([make_record("a", now - 2, limits=(one,)), make_record("b", now - 1, limits=(one,))])
+        store.advance(store.wheel.current_tick(now) + 1, 10_000, "test")
+        (a,) = store.claim("nobody-alive", store.now(), 5).records         # a lease run out at once
+        assert store.claim("me", store.now(), 5).records == []            # b parked behind a
+        with psycopg.connect(pg_db, autocommit=True) as c:
+            c.execute("UPDATE broken.tasks SET version = 99 WHERE id = 'a'")
+        assert store.abandoned(store.now()) == []                          # read, set aside
+        assert store.limit_states(["one"])[0].running == 0
+        assert [r.id for r in store.claim("me", store.now(), 5).records] == ["b"]
+        check_pg_store(pg_db, "broken")
+    finally:
+        store.close()

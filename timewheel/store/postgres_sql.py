@@ -431,17 +431,25 @@ BEGIN
   UPDATE {s}.meta SET role = NULL, role_until = NULL WHERE id = 1 AND role = p_token;
   IF p_drop THEN DELETE FROM {s}.alive WHERE token = p_token; END IF;
 END $$""",
-        # Set aside a record that cannot be read (kept, listed as broken, never claimed).
+        # Set aside a record that cannot be read (kept, listed as broken, never claimed); a
+        # running one frees the slots of its limits (it will never record an outcome).
         f"""CREATE OR REPLACE FUNCTION {s}.mark_broken(p_id text, p_reason text) RETURNS boolean
 LANGUAGE plpgsql AS $$
+DECLARE
+  was text; lims jsonb;
 BEGIN
-  WITH cur AS (SELECT t.id, t.status, t.name, t.tick FROM {s}.tasks t
+  WITH cur AS (SELECT t.id, t.status, t.name, t.tick, t.limits FROM {s}.tasks t
                WHERE t.id = p_id AND t.status <> 'broken' FOR UPDATE),
-  upd AS (UPDATE {s}.tasks t SET status = 'broken', error = p_reason, ready = false FROM cur
-          WHERE t.id = cur.id RETURNING t.status, t.name, t.tick)
-  INSERT INTO {s}.counts_delta (status, name, tick, n)
-  SELECT status, name, tick, n FROM ({_counted("cur", "-1")} UNION ALL {_counted("upd", "1")}) d;
-  RETURN FOUND;
+  upd AS (UPDATE {s}.tasks t SET status = 'broken', error = p_reason, ready = false, parked = NULL FROM cur
+          WHERE t.id = cur.id RETURNING t.status, t.name, t.tick),
+  cnt AS (INSERT INTO {s}.counts_delta (status, name, tick, n)
+          SELECT status, name, tick, n FROM ({_counted("cur", "-1")} UNION ALL {_counted("upd", "1")}) d)
+  SELECT cur.status, cur.limits INTO was, lims FROM cur;
+  IF NOT FOUND THEN RETURN false; END IF;
+  IF lims IS NOT NULL AND jsonb_typeof(lims) = 'array' AND was IN ('running', 'pending') THEN
+    PERFORM {s}.let_go(jsonb_build_array(jsonb_build_object('id', p_id, 'was', was, 'limits', lims)));
+  END IF;
+  RETURN true;
 END $$""",
     ]
 
