@@ -174,29 +174,23 @@ END $$"""
 # What a swap does for the tasks with limits whose state it changed (p_gone: [{id, was, limits}]):
 # a run that ended (or was requeued after a crash) frees its slots, and one parked task per slot
 # comes back; a pending task that left (cancelled) passes a slot freed for it to the next parked
-# one.  Per key, once, in hash order (two swaps never deadlock).  Returns the tasks let back in.
+# one.  Keys locked in hash order (two swaps never deadlock).  Returns the tasks let back in.
 LET_GO = """CREATE OR REPLACE FUNCTION @s.let_go(p_gone jsonb) RETURNS int
 LANGUAGE plpgsql AS $$
 DECLARE
-  f record; moved int := 0; freed int; held int;
+  f record; moved int := 0;
 BEGIN
-  FOR f IN SELECT l.value->>0 AS lim, max((l.value->>1)::int) AS conc,
-                  array_agg(g.id) FILTER (WHERE g.was = 'running') AS ran,
-                  count(*) FILTER (WHERE g.was = 'pending') AS left_
+  FOR f IN SELECT g.id, g.was, l.value->>0 AS lim, (l.value->>1)::int AS conc
            FROM jsonb_to_recordset(p_gone) AS g(id text, was text, limits jsonb)
            CROSS JOIN LATERAL jsonb_array_elements(g.limits) AS l
-           GROUP BY l.value->>0 ORDER BY hashtextextended(l.value->>0, 0), l.value->>0 LOOP
+           ORDER BY hashtextextended(l.value->>0, 0), l.value->>0, g.id LOOP
     PERFORM pg_advisory_xact_lock(hashtextextended(f.lim, 0));
-    freed := 0;
-    IF f.ran IS NOT NULL THEN
-      DELETE FROM @s.held h WHERE h.lim = f.lim AND h.task = ANY(f.ran);
-      GET DIAGNOSTICS freed = ROW_COUNT;
+    IF f.was = 'running' THEN
+      DELETE FROM @s.held h WHERE h.lim = f.lim AND h.task = f.id;
+      IF FOUND THEN moved := moved + @s.release(f.lim, 1); END IF;
+    ELSIF f.conc > 0 AND (SELECT count(*) FROM @s.held h WHERE h.lim = f.lim) < f.conc THEN
+      moved := moved + @s.release(f.lim, 1);
     END IF;
-    IF f.left_ > 0 AND f.conc > 0 THEN
-      SELECT count(*) INTO held FROM @s.held h WHERE h.lim = f.lim;
-      freed := freed + least(f.left_::int, greatest(0, f.conc - held));
-    END IF;
-    IF freed > 0 THEN moved := moved + @s.release(f.lim, freed); END IF;
   END LOOP;
   RETURN moved;
 END $$"""
@@ -222,17 +216,11 @@ DECLARE
   v_bq text[]; v_bp int[]; v_k int := 1; v_prio int; v_qs text[];
   v_page int := greatest(1, p_total); v_got int; v_bound_eta bigint; v_bound_id text;
   v_mark_eta bigint; v_mark_id text; v_offered int := 0; v_contended boolean := false;
-  c record; l record; u jsonb; v_verdict text; v_free int; v_released int := 0;
-  v_ids text[] := '{}'; v_wait boolean[] := '{}';
+  c record; l record; v_lim jsonb; v_key text; u jsonb; v_t int; v_verdict text; v_park jsonb;
+  v_until bigint; v_free int; v_released int := 0;
+  v_ids text[] := '{}'; v_wait boolean[] := '{}'; v_use jsonb := '{}';
   v_held_keys text[] := '{}'; v_held_ids text[] := '{}';
-  v_pids text[]; v_petas bigint[]; v_limited boolean; v_take int;
-  v_park_ids text[] := '{}'; v_park_on int[] := '{}'; v_pk int; v_js int[]; v_i int;
-  v_lk text; v_lc int; v_lr int; v_same jsonb;
-  -- the limits met, by index: key, whether this claim holds its lock, slots held, starts in
-  -- the window, taken here, concurrency, rate, window (us, s), the reopening asked
-  v_keys text[] := '{}'; v_ok boolean[] := '{}'; v_run int[] := '{}'; v_n int[] := '{}';
-  v_t int[] := '{}'; v_c int[] := '{}'; v_r int[] := '{}'; v_p bigint[] := '{}';
-  v_per float8[] := '{}'; v_ut int[] := '{}'; v_until_at bigint[] := '{}'; v_reopen_at bigint[] := '{}';
+  v_pids text[]; v_petas bigint[]; v_limited boolean; v_n int;
   v_head float8; v_flagged float8; v_reopen float8;
 BEGIN
   SELECT m.horizon, ceil(m.horizon * m.tick * 1000000)::bigint + 1 INTO v_h, v_hb
@@ -274,72 +262,25 @@ BEGIN
       v_got := 0;
       IF v_bound_id IS NULL AND cardinality(v_qs) = 1 THEN
         -- one queue at this priority: the page read, locked, and if no row has limits (most
-        -- claims) taken whole; if every row counts against the same one limit (a burst of one
-        -- limited task), decided whole; the loop below is for the other pages
+        -- claims), taken whole -- the loop below is for pages with limits
         SELECT array_agg(z.id ORDER BY z.eta_us, z.id), array_agg(z.eta_us ORDER BY z.eta_us, z.id),
-               bool_or(z.limits IS NOT NULL),
-               CASE WHEN bool_and(z.limits IS NOT NULL) AND min(z.limits::text) = max(z.limits::text)
-                    THEN min(z.limits::text)::jsonb END
-        INTO v_pids, v_petas, v_limited, v_same FROM (@band_one FOR UPDATE OF t SKIP LOCKED) z;
+               bool_or(z.limits IS NOT NULL)
+        INTO v_pids, v_petas, v_limited FROM (@band_one FOR UPDATE OF t SKIP LOCKED) z;
         IF NOT coalesce(v_limited, true) THEN
           v_got := cardinality(v_pids);
-          v_take := least(v_got, v_room + v_queued);
-          v_ids := v_ids || v_pids[1:v_take];
-          v_wait := v_wait || array_fill(false, ARRAY[least(v_take, v_room)])
-                           || array_fill(true, ARRAY[greatest(0, v_take - v_room)]);
-          v_queued := v_queued - greatest(0, v_take - v_room);
-          v_room := greatest(0, v_room - v_take);
-          v_offered := v_offered + v_take;
-          v_mark_eta := v_petas[v_take]; v_mark_id := v_pids[v_take];
+          v_n := least(v_got, v_room + v_queued);
+          v_ids := v_ids || v_pids[1:v_n];
+          v_wait := v_wait || array_fill(false, ARRAY[least(v_n, v_room)])
+                           || array_fill(true, ARRAY[greatest(0, v_n - v_room)]);
+          v_queued := v_queued - greatest(0, v_n - v_room);
+          v_room := greatest(0, v_room - v_n);
+          v_offered := v_offered + v_n;
+          v_mark_eta := v_petas[v_n]; v_mark_id := v_pids[v_n];
           EXIT WHEN (v_room <= 0 AND v_queued <= 0) OR v_got < v_page;
           CONTINUE;
         END IF;
-        EXIT WHEN v_limited IS NULL;       -- nothing due in this band
-        IF jsonb_array_length(v_same) = 1 THEN
-          v_lk := v_same->0->>0; v_lc := (v_same->0->>1)::int; v_lr := (v_same->0->>2)::int;
-          v_i := array_position(v_keys, v_lk);
-          IF v_i IS NULL THEN
-            u := @s.usage(v_same->0, now_us);
-            v_keys := v_keys || v_lk;
-            v_i := cardinality(v_keys);
-            v_ok[v_i] := (u->>'ok')::boolean; v_run[v_i] := coalesce((u->>'run')::int, 0);
-            v_n[v_i] := coalesce((u->>'n')::int, 0); v_t[v_i] := 0; v_c[v_i] := v_lc;
-            v_r[v_i] := v_lr; v_p[v_i] := (u->>'p')::bigint; v_per[v_i] := (u->>'per')::float8;
-            v_ut[v_i] := -1;
-          END IF;
-          IF NOT v_ok[v_i] THEN v_contended := true; EXIT; END IF;
-          v_got := cardinality(v_pids);
-          -- as many as both the room and the limit admit, Admission's way, then the rest of
-          -- the page parked if the limit is what is full (left if the room is)
-          v_take := v_room;
-          IF v_lc > 0 THEN v_take := least(v_take, greatest(0, v_lc - v_run[v_i] - v_t[v_i])); END IF;
-          IF v_lr > 0 THEN v_take := least(v_take, greatest(0, v_lr - v_n[v_i] - v_t[v_i])); END IF;
-          v_take := least(v_take, v_got);
-          v_ids := v_ids || v_pids[1:v_take];
-          v_wait := v_wait || array_fill(false, ARRAY[v_take]);
-          v_room := v_room - v_take;
-          v_t[v_i] := v_t[v_i] + v_take;
-          v_held_keys := v_held_keys || array_fill(v_lk, ARRAY[v_take]);
-          v_held_ids := v_held_ids || v_pids[1:v_take];
-          v_offered := v_offered + v_take;
-          v_pk := v_got;
-          IF v_take < v_got AND ((v_lc > 0 AND v_run[v_i] + v_t[v_i] >= v_lc)
-                                 OR (v_lr > 0 AND v_n[v_i] + v_t[v_i] >= v_lr)) THEN
-            v_pk := v_take + least(v_got - v_take, greatest(0, 1000 - v_offered));
-            v_park_ids := v_park_ids || v_pids[v_take + 1:v_pk];
-            v_park_on := v_park_on || array_fill(v_i, ARRAY[v_pk - v_take]);
-            v_offered := v_offered + v_pk - v_take;
-            IF NOT (v_lc > 0 AND v_run[v_i] + v_t[v_i] >= v_lc) AND v_ut[v_i] <> v_t[v_i] THEN
-              v_until_at[v_i] := @s.opening(v_lk, v_lr, v_p[v_i], now_us, v_t[v_i]);
-              v_ut[v_i] := v_t[v_i];
-              v_reopen_at[v_i] := least(v_reopen_at[v_i], v_until_at[v_i]);
-            END IF;
-          END IF;
-          IF v_pk > 0 THEN v_mark_eta := v_petas[v_pk]; v_mark_id := v_pids[v_pk]; END IF;
-          EXIT WHEN (v_room <= 0 AND v_queued <= 0) OR v_offered >= 1000 OR v_got < v_page;
-          CONTINUE;
-        END IF;
         v_got := 0;
+        EXIT WHEN v_limited IS NULL;       -- nothing due in this band
       END IF;
       -- (the rows read are locked, as they are now: one another claimer has is passed over)
       FOR c IN SELECT x.id, x.eta_us, x.limits FROM unnest(v_qs) AS b(q) CROSS JOIN LATERAL (
@@ -349,55 +290,50 @@ BEGIN
         v_got := v_got + 1;
         v_mark_eta := c.eta_us; v_mark_id := c.id;
         v_offered := v_offered + 1;
-        v_verdict := 'start'; v_pk := NULL;
+        v_verdict := 'start'; v_park := NULL; v_until := NULL;
         IF c.limits IS NULL THEN            -- (Admission.offer's rule, inline: most tasks have none)
           v_verdict := CASE WHEN v_room > 0 THEN 'start' WHEN v_queued > 0 THEN 'queue' ELSE 'leave' END;
         ELSE
-          v_js := '{}';
-          -- (simple expressions only, in this loop: a query per limit would cost more than the rest)
-          FOR j IN 0 .. jsonb_array_length(c.limits) - 1 LOOP
-            v_lk := c.limits->j->>0; v_lc := (c.limits->j->>1)::int; v_lr := (c.limits->j->>2)::int;
-            v_i := array_position(v_keys, v_lk);
-            IF v_i IS NULL THEN             -- a limit first met: its usage, under its lock
-              u := @s.usage(c.limits->j, now_us);
-              v_keys := v_keys || v_lk;
-              v_i := cardinality(v_keys);
-              v_ok[v_i] := (u->>'ok')::boolean; v_run[v_i] := coalesce((u->>'run')::int, 0);
-              v_n[v_i] := coalesce((u->>'n')::int, 0); v_t[v_i] := 0; v_c[v_i] := v_lc;
-              v_r[v_i] := v_lr; v_p[v_i] := (u->>'p')::bigint; v_per[v_i] := (u->>'per')::float8;
-              v_ut[v_i] := -1;
+          FOR v_lim IN SELECT e.value FROM jsonb_array_elements(c.limits) e LOOP
+            v_key := v_lim->>0;
+            IF NOT v_use ? v_key THEN
+              v_use := v_use || jsonb_build_object(v_key, @s.usage(v_lim, now_us));
             END IF;
-            v_js := v_js || v_i;
-            IF NOT v_ok[v_i] THEN
+            u := v_use->v_key;
+            IF NOT (u->>'ok')::boolean THEN
               v_verdict := 'leave'; v_contended := true; EXIT;
             END IF;
-            IF v_lc > 0 AND v_run[v_i] + v_t[v_i] >= v_lc THEN
-              v_verdict := 'park'; v_pk := v_i; EXIT;
+            v_t := (u->>'t')::int;
+            IF (v_lim->>1)::int > 0 AND (u->>'run')::int + v_t >= (v_lim->>1)::int THEN
+              v_verdict := 'park'; v_park := v_lim; EXIT;
             END IF;
-            IF v_lr > 0 AND v_n[v_i] + v_t[v_i] >= v_lr THEN
-              v_verdict := 'park'; v_pk := v_i;
-              IF v_ut[v_i] <> v_t[v_i] THEN -- (the same for every task it parks after as many starts)
-                v_until_at[v_i] := @s.opening(v_lk, v_lr, v_p[v_i], now_us, v_t[v_i]);
-                v_ut[v_i] := v_t[v_i];
-                v_reopen_at[v_i] := least(v_reopen_at[v_i], v_until_at[v_i]);
-              END IF;
+            IF (v_lim->>2)::int > 0 AND (u->>'n')::int + v_t >= (v_lim->>2)::int THEN
+              v_verdict := 'park'; v_park := v_lim;
+              v_until := @s.opening(v_key, (v_lim->>2)::int, (u->>'p')::bigint, now_us, v_t);
               EXIT;
             END IF;
           END LOOP;
           IF v_verdict = 'start' AND v_room <= 0 THEN v_verdict := 'leave'; END IF;
         END IF;
         CONTINUE WHEN v_verdict = 'leave';
-        IF v_verdict = 'park' THEN          -- (written at the end, all at once)
-          v_park_ids := v_park_ids || c.id; v_park_on := v_park_on || v_pk;
+        IF v_verdict = 'park' THEN
+          v_key := v_park->>0;
+          UPDATE @s.tasks t SET parked = v_key WHERE t.id = c.id;
+          UPDATE @s.limits x SET concurrency = (v_park->>1)::int, rate = (v_park->>2)::int,
+            per = (v_park->>3)::float8,
+            reopen = CASE WHEN v_until IS NULL THEN x.reopen
+                          ELSE least(coalesce(x.reopen, v_until), v_until) END
+          WHERE x.lim = v_key;
           CONTINUE;
         END IF;
         v_ids := v_ids || c.id;
         v_wait := v_wait || (v_verdict = 'queue');
         IF v_verdict = 'queue' THEN v_queued := v_queued - 1; ELSE v_room := v_room - 1; END IF;
         IF c.limits IS NOT NULL THEN        -- its slots and start, counted (written at the end)
-          FOREACH v_i IN ARRAY v_js LOOP
-            v_t[v_i] := v_t[v_i] + 1;
-            v_held_keys := v_held_keys || v_keys[v_i]; v_held_ids := v_held_ids || c.id;
+          FOR v_lim IN SELECT e.value FROM jsonb_array_elements(c.limits) e LOOP
+            v_key := v_lim->>0;
+            v_use := jsonb_set(v_use, ARRAY[v_key, 't'], to_jsonb((v_use->v_key->>'t')::int + 1));
+            v_held_keys := v_held_keys || v_key; v_held_ids := v_held_ids || c.id;
           END LOOP;
         END IF;
         EXIT WHEN (v_room <= 0 AND v_queued <= 0) OR v_offered >= 1000;
@@ -422,31 +358,23 @@ BEGIN
       UNION ALL SELECT 'running', p.name, 0, count(*) FROM picked p GROUP BY p.name)
     SELECT @record, p.w, now_s, v_dl, NULL::float8 FROM picked p ORDER BY p.n;
   END IF;
-  IF cardinality(v_keys) > 0 THEN      -- (a claim that met no limit writes none of this)
-    -- what the taken tasks hold: their slots, their starts (at the claim's time)
+  IF v_use <> '{}' THEN                -- (a claim that met no limit writes none of this)
+    -- what the taken tasks hold: their slots, their starts (at the claim's time), the specs
     INSERT INTO @s.held (lim, task) SELECT * FROM unnest(v_held_keys, v_held_ids) ON CONFLICT DO NOTHING;
     INSERT INTO @s.starts (lim, at)
-    SELECT v_keys[i], now_us FROM generate_subscripts(v_keys, 1) AS i
-    CROSS JOIN LATERAL generate_series(1, v_t[i]) WHERE v_ok[i] AND v_r[i] > 0;
-    -- the parked: off the ready index, each on the limit it waits for
-    UPDATE @s.tasks t SET parked = v_keys[p.k] FROM unnest(v_park_ids, v_park_on) AS p(id, k)
-    WHERE t.id = p.id AND t.id = ANY(v_park_ids);
-    -- each limit met: its spec as this claim saw it; its window re-armed if it started tasks
-    -- (else the earliest reopening a parked task asked); where slots are still free, parked
-    -- tasks let in (a slot freed for a task that went elsewhere must not strand them)
-    FOR v_i IN 1 .. cardinality(v_keys) LOOP
-      CONTINUE WHEN NOT v_ok[v_i];
-      IF v_t[v_i] > 0 OR v_i = ANY(v_park_on) THEN
-        UPDATE @s.limits x SET concurrency = v_c[v_i], rate = v_r[v_i], per = v_per[v_i],
-          reopen = CASE WHEN v_reopen_at[v_i] IS NULL THEN x.reopen
-                        ELSE least(coalesce(x.reopen, v_reopen_at[v_i]), v_reopen_at[v_i]) END
-        WHERE x.lim = v_keys[v_i];
+    SELECT e.key, now_us FROM jsonb_each(v_use) e CROSS JOIN LATERAL generate_series(1, (e.value->>'t')::int)
+    WHERE (e.value->>'ok')::boolean AND (e.value->>'r')::int > 0;
+    -- the limits this claim counted against: re-arm their windows; where slots are still free,
+    -- let parked tasks in (a slot freed for a task that went elsewhere must not strand them)
+    FOR v_key, u IN SELECT e.key, e.value FROM jsonb_each(v_use) e LOOP
+      CONTINUE WHEN NOT (u->>'ok')::boolean;
+      IF (u->>'t')::int > 0 THEN
+        UPDATE @s.limits x SET concurrency = (u->>'c')::int, rate = (u->>'r')::int, per = (u->>'per')::float8
+        WHERE x.lim = v_key;
+        PERFORM @s.rearm(v_key, now_us);
       END IF;
-      IF v_t[v_i] > 0 THEN PERFORM @s.rearm(v_keys[v_i], now_us); END IF;
-      v_free := v_c[v_i] - v_run[v_i] - v_t[v_i];
-      IF v_c[v_i] > 0 AND v_free > 0 THEN
-        v_released := v_released + @s.release(v_keys[v_i], v_free);
-      END IF;
+      v_free := (u->>'c')::int - (u->>'run')::int - (u->>'t')::int;
+      IF (u->>'c')::int > 0 AND v_free > 0 THEN v_released := v_released + @s.release(v_key, v_free); END IF;
     END LOOP;
   END IF;
   -- the next eta: the earliest served ready task, or reopening window
