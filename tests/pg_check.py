@@ -8,8 +8,9 @@ from collections import Counter
 
 import psycopg
 
-from timewheel.records import PENDING, RUNNING, TERMINAL, record_from_fields
+from timewheel.records import PENDING, RUNNING, TERMINAL
 from timewheel.store.base import eta_us, finished_ms
+from timewheel.store.postgres import decode_row
 from timewheel.store.postgres_sql import RECORD_COLUMNS
 from timewheel.wheel import Wheel
 
@@ -32,10 +33,7 @@ def check_pg_store(url: str, schema: str) -> None:
             if status == "broken":
                 assert not ready, task_id
                 continue
-            values = list(row[:len(RECORD_COLUMNS)])
-            at = RECORD_COLUMNS.index("limits")
-            values[at] = tuple((k, c_, r, float(p)) for k, c_, r, p in values[at] or ())
-            rec = record_from_fields(tuple(values))
+            rec = decode_row(row[:len(RECORD_COLUMNS)])
             if status != PENDING:
                 assert parked is None, (task_id, status, parked)
             else:

@@ -369,6 +369,11 @@ def test_a_ready_task_rings_runners_of_other_stores_and_poke_stays_local(open_pg
         assert not bell_b.wait(0.3)
         bell_a.poke()
         assert bell_a.wait(1.0) and not bell_b.wait(0.3)
+        late = a.doorbell()                              # joins a listener already listening:
+        try:                                             # rung at once, not at the next notify
+            assert late.wait(2.0)
+        finally:
+            late.close()
         print(f"\nLISTEN/NOTIFY wake-up across stores: {woke * 1e3:.2f} ms")
         assert woke < 1.0
     finally:

@@ -37,7 +37,8 @@ def public_location(location: str) -> str:
 
 def open_store(location: str, *, readonly: bool = False, wheel: Any = None,
                namespace: str = "timewheel", timeout: float = 10.0,
-               clock: Optional[Any] = None, result_ttl: Optional[float] = None) -> WheelStore:
+               clock: Optional[Any] = None, result_ttl: Optional[float] = None,
+               serializer: Optional[str] = None) -> WheelStore:
     """The store at ``location``: a ``redis://``/``rediss://``/``unix://`` URL, a PostgreSQL
     connection string (``postgresql://``, ``postgres://``, a libpq keyword string:
     :mod:`timewheel.store.postgres_url`) or a file path.
@@ -45,13 +46,23 @@ def open_store(location: str, *, readonly: bool = False, wheel: Any = None,
     ``readonly`` opens an existing store for reading only: nothing is created or written.
     ``namespace``: Redis's key prefix; PostgreSQL's schema unless the location names one.
     ``result_ttl`` (Redis only): seconds a finished task is kept, as a Redis TTL.
+    ``serializer``: the wheel's, checked against the store's (:meth:`WheelStore.agree_serializer`).
     """
     kw: dict[str, Any] = {} if clock is None else {"clock": clock}
+    store: WheelStore
     if is_postgres(location):
         from .postgres import PostgresStore
-        return PostgresStore(location, wheel, namespace=namespace, timeout=timeout, readonly=readonly, **kw)
-    if is_url(location):
+        store = PostgresStore(location, wheel, namespace=namespace, timeout=timeout, readonly=readonly, **kw)
+    elif is_url(location):
         from .redis import RedisStore
-        return RedisStore(location, wheel, namespace=namespace, timeout=timeout, readonly=readonly,
-                          result_ttl=result_ttl, **kw)
-    return SqliteDictStore(location, wheel, readonly=readonly, busy_timeout=timeout, **kw)
+        store = RedisStore(location, wheel, namespace=namespace, timeout=timeout, readonly=readonly,
+                           result_ttl=result_ttl, **kw)
+    else:
+        store = SqliteDictStore(location, wheel, readonly=readonly, busy_timeout=timeout, **kw)
+    if serializer is not None:
+        try:
+            store.agree_serializer(serializer)
+        except BaseException:
+            store.close()
+            raise
+    return store

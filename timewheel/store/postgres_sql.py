@@ -42,14 +42,15 @@ from .postgres_flow_sql import flow_functions, flow_schema
 __all__ = ["FORMAT", "VERSION", "RECORD_COLUMNS", "WRITE_COLUMNS", "migration", "channel"]
 
 FORMAT = "timewheel-postgres/1"
-#: the schema's version; :func:`migration` brings an older one here
-VERSION = 2
+#: the schema's version; :func:`migration` brings an older one here.  2: the tasks' attempt
+#: history, the processes' reports, the serializer (issue 26); 3: flow control (issue 21)
+VERSION = 3
 
 #: the columns of a task row in the order of :class:`~timewheel.records.TaskRecord`'s fields
 RECORD_COLUMNS = ("id", "name", "eta", "payload", "status", "created", "retries", "retry_delay",
                   "misfire_grace", "attempts", "crashes", "started", "finished", "owner", "error",
                   "traceback", "result", "version", "rev", "timeout", "lease",
-                  "queue", "priority", "limits", "first_call", "max_wait")
+                  "queue", "priority", "limits", "first_call", "max_wait", "history")
 
 #: what a write hands in per task (arrays, one element per task): the record's columns and
 #: where it goes (``eta_us``, ``tick``, ``finished_ms``), with their SQL types
@@ -61,7 +62,7 @@ WRITE_COLUMNS = (
     ("owner", "text"), ("error", "text"), ("traceback", "text"), ("result", "bytea"),
     ("version", "int"), ("rev", "bigint"), ("timeout", "float8"), ("lease", "float8"),
     ("queue", "text"), ("priority", "int"), ("limits", "text"), ("first_call", "float8"),
-    ("max_wait", "float8"),
+    ("max_wait", "float8"), ("history", "text"),
 )
 
 _FINISHED = "('succeeded', 'failed', 'cancelled', 'misfired')"
@@ -461,7 +462,7 @@ _RECORD_TYPES = (
     ("started", "float8"), ("finished", "float8"), ("owner", "text"), ("error", "text"),
     ("traceback", "text"), ("result", "bytea"), ("version", "int"), ("rev", "bigint"),
     ("timeout", "float8"), ("lease", "float8"), ("queue", "text"), ("priority", "int"),
-    ("limits", "jsonb"), ("first_call", "float8"), ("max_wait", "float8"),
+    ("limits", "jsonb"), ("first_call", "float8"), ("max_wait", "float8"), ("history", "text"),
 )
 assert tuple(c for c, _ in _RECORD_TYPES) == RECORD_COLUMNS
 
@@ -475,9 +476,21 @@ def migration(schema: str, version: int) -> list[str]:
     if version < 1:
         steps += _schema(s)
     if version < 2:
+        # the attempt history (JSON text, records.history_to_json); the write functions take
+        # it and the claims return it
+        steps.append(f"ALTER TABLE {s}.tasks ADD COLUMN IF NOT EXISTS history text")
+        # the serializer of the tasks' arguments and results (NULL: pickle; timewheel/serialize.py)
+        steps.append(f"ALTER TABLE {s}.meta ADD COLUMN IF NOT EXISTS serializer text")
+        # the processes' reports (timewheel/processes.py): one row per process, rewritten
+        # by its heartbeat
+        steps.append(f"CREATE TABLE IF NOT EXISTS {s}.processes (token text COLLATE \"C\" PRIMARY KEY, "
+                     "report text NOT NULL)")
+    if version < 3:
         steps += flow_schema(s)
     if version >= 1:
-        steps.append(_drop_functions(schema))        # their signatures change with the columns
+        # the functions' signatures and row types change with the columns: the old ones go
+        # (CREATE OR REPLACE would add overloads beside them, or refuse another row type)
+        steps.append(_drop_functions(schema))
     return steps + _functions(s) + flow_functions(s, _out_cols(), _nulls(), _record("p."))
 
 
