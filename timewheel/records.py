@@ -505,6 +505,8 @@ def record_from_fields(values: tuple) -> TaskRecord:
     defaults (queue "default", priority 0, no limits)."""
     if len(values) == _FLOW_AT:
         values = tuple(values) + _DEFAULTS[_FLOW_AT:]
+    elif len(values) == _BATCH_AT:              # every field but the batch (PostgreSQL)
+        values = tuple(values) + _DEFAULTS[_BATCH_AT:]
     elif len(values) == _FLOW_AT + 1:           # the same with the history (PostgreSQL)
         values = (tuple(values[:_FLOW_AT]) + _DEFAULTS[_FLOW_AT:_HISTORY_AT] + (values[_FLOW_AT],)
                   + _DEFAULTS[_HISTORY_AT + 1:])
