@@ -218,6 +218,8 @@ def _batch_schema(s: str) -> list[str]:
 
 def _batch_functions(s: str) -> list[str]:
     cols = ", ".join(c for c, _ in WRITE_COLUMNS)
+    # the callbacks' rows keep what a write hands in (limits as JSON text); the task row's types
+    picked = ", ".join(f"{c}::jsonb" if c == "limits" else c for c, _ in WRITE_COLUMNS)
     sums = ", ".join(f"{c} = {c} + CASE WHEN x.c = '{c}' THEN x.d ELSE 0 END"
                      for c in ("open", "succeeded", "failed", "cancelled", "misfired"))
     return [
@@ -232,7 +234,7 @@ BEGIN
   RETURNING failed + cancelled + misfired > 0 INTO bad;
   IF NOT FOUND THEN RETURN 0; END IF;
   WITH ins AS (
-    INSERT INTO {s}.tasks ({cols}) SELECT {cols} FROM {s}.batch_callbacks c
+    INSERT INTO {s}.tasks ({cols}) SELECT {picked} FROM {s}.batch_callbacks c
     WHERE c.of_batch = p_batch
       AND c.event IN ('on_complete', CASE WHEN bad THEN 'on_failure' ELSE 'on_success' END)
     ON CONFLICT (id) DO NOTHING RETURNING status, name, tick),
