@@ -54,6 +54,7 @@ from .records import (
     reset_for_retry,
 )
 from .store import MemoryStore, WheelStore, is_url, open_store
+from .store.connection import DURABILITY
 from .store.rules import claimed, outcome_event
 from .wheel import Wheel
 
@@ -402,6 +403,10 @@ class TimeWheel:
     :param timeout: default for tasks: seconds a run may take (``None``: no limit).
     :param immediate: run ``delay()`` inline, synchronously, in memory -- for test suites.
     :param busy_timeout: seconds a write waits for another process before ``StoreBusy``.
+    :param durability: a store file's commits: ``"normal"`` (they survive a crash of the
+        process, not a power cut) or ``"fsync"`` (a power cut too: an fsync per commit,
+        shared by the concurrent writes of a process).  A Redis server's is its own
+        (``appendfsync``): a URL takes ``"normal"`` only.
     :param clock: returns unix time; inject a fake one in tests.  (A Redis store judges
         time by its server's clock and uses this one only to measure the offset.)
     :param max_crashes: a task whose process died this many times while running it is failed.
@@ -416,7 +421,8 @@ class TimeWheel:
                  misfire_grace: Optional[float] = None, timeout: Optional[float] = None,
                  immediate: bool = False, busy_timeout: float = 10.0,
                  clock: Callable[[], float] = time.time, max_crashes: int = 3,
-                 exit_grace: float = 5.0, lookahead: int = 4, namespace: str = "timewheel") -> None:
+                 exit_grace: float = 5.0, lookahead: int = 4, namespace: str = "timewheel",
+                 durability: str = "normal") -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024:
             raise ValueError(f"workers must be an int from 1 to 1024, got {shown(workers)}")
         if path is not None and not isinstance(path, (str, os.PathLike)):
@@ -449,6 +455,12 @@ class TimeWheel:
             raise ValueError(f"lookahead must be an int from 1 to 3600, got {shown(lookahead)}")
         self.lookahead = lookahead
         self.namespace = _label(namespace, "namespace", 100)
+        if durability not in DURABILITY:
+            raise ValueError(f"durability must be 'normal' or 'fsync', got {shown(durability)}")
+        if durability != "normal" and self.url:
+            raise ValueError(f"durability={durability!r} is for a store file; a Redis server's "
+                             "durability is its appendfsync setting (README: More than one host)")
+        self.durability = durability
         self._registry: dict[str, Task[Any]] = {}
         self._hooks = Hooks(EVENTS)
         self._store: Optional[WheelStore] = None
@@ -488,7 +500,7 @@ class TimeWheel:
             return MemoryStore(self.wheel, clock=self.clock)
         return open_store(self.url or self.path or "", wheel=self.wheel, namespace=self.namespace,
                           timeout=self.busy_timeout, clock=self.clock,
-                          result_ttl=self.result_ttl if self.url else None)
+                          result_ttl=self.result_ttl if self.url else None, durability=self.durability)
 
     def now(self) -> float:
         """The store's clock: what etas and ``count_down`` are measured by."""

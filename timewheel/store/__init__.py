@@ -22,15 +22,23 @@ def is_url(location: str) -> bool:
 
 def open_store(location: str, *, readonly: bool = False, wheel: Any = None,
                namespace: str = "timewheel", timeout: float = 10.0,
-               clock: Optional[Any] = None, result_ttl: Optional[float] = None) -> WheelStore:
+               clock: Optional[Any] = None, result_ttl: Optional[float] = None,
+               durability: str = "normal") -> WheelStore:
     """The store at ``location``: a ``redis://``/``rediss://``/``unix://`` URL or a file path.
 
     ``readonly`` opens an existing store for reading only: nothing is created or written.
     ``result_ttl`` (Redis only): seconds a finished task is kept, as a Redis TTL.
+    ``durability`` (files only): ``"normal"`` or ``"fsync"`` (see :class:`SqliteDictStore`); a
+    Redis server's is its own ``appendfsync``, so a URL takes ``"normal"`` only.
     """
     kw: dict[str, Any] = {} if clock is None else {"clock": clock}
     if is_url(location):
+        if durability != "normal":
+            raise ValueError(f"durability={durability!r} is for a store file; a Redis server's "
+                             "durability is its appendfsync setting (appendfsync always: every "
+                             "write is on disk before it is acknowledged)")
         from .redis import RedisStore
         return RedisStore(location, wheel, namespace=namespace, timeout=timeout, readonly=readonly,
                           result_ttl=result_ttl, **kw)
-    return SqliteDictStore(location, wheel, readonly=readonly, busy_timeout=timeout, **kw)
+    return SqliteDictStore(location, wheel, readonly=readonly, busy_timeout=timeout,
+                           durability=durability, **kw)

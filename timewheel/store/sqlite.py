@@ -36,7 +36,7 @@ import time
 from collections import defaultdict
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
-from ..errors import DuplicateTask
+from ..errors import DuplicateTask, shown
 from ..records import PENDING, RUNNING, RecordDecodeError, TaskRecord, decode_record, encode_record
 from ..wheel import Wheel
 from . import positions, rules
@@ -52,7 +52,7 @@ from .base import (
     finished_ms,
     purge_statuses,
 )
-from .connection import RECORD, TABLE
+from .connection import DURABILITY, RECORD, TABLE
 from .locks import FileLiveness, probe
 from .sqlite_bells import Doorbells
 from .sqlite_counters import Counters, absorb, counted
@@ -111,18 +111,26 @@ class SqliteDictStore(WheelStore):
         file is never created, converted or written, nor are files created beside it.
     :param busy_timeout: seconds a write waits for another process's transaction before
         :class:`StoreBusy` is raised.
+    :param durability: ``"normal"`` (commits survive a crash of the process: SQLite's
+        ``synchronous=NORMAL``) or ``"fsync"`` (they survive a power cut too: ``synchronous=FULL``,
+        one fsync per commit, which concurrent writes of this process share).
     """
 
     def __init__(self, path: "str | os.PathLike[str]", wheel: Optional[Wheel] = None, *,
                  readonly: bool = False, busy_timeout: float = 10.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, durability: str = "normal") -> None:
+        if durability not in DURABILITY:
+            raise ValueError(f"durability must be one of {', '.join(map(repr, DURABILITY))}, "
+                             f"got {shown(durability)}")
         self.path = os.path.abspath(os.fspath(path))
         self.location = self.path
         self.readonly = readonly
         self.busy_timeout = busy_timeout
+        self.durability = durability
         self._clock = clock            # type: ignore[assignment]
         #: the file: its transactions and its metadata map (``file.meta``)
-        self.file = StoreFile(self.path, readonly=readonly, busy_timeout=busy_timeout)
+        self.file = StoreFile(self.path, readonly=readonly, busy_timeout=busy_timeout,
+                              durability=durability)
         self.wheel, layout = set_up(self.file, wheel, self.now())
         self._reader = FileReader(self.file, self.wheel, layout)
         self._bells = Doorbells(self.file, lambda: horizon_of(self.file))
@@ -147,17 +155,15 @@ class SqliteDictStore(WheelStore):
             row = ("t:" + rec.id, bytearray(encode_record(rec)), at, rec.name)  # bytearray: see _insert
             f = self.file
             f.check_still_there()
-            with f.lock:
-                try:
-                    f.conn().run(_ADD, row)
-                except sqlite3.IntegrityError:
-                    raise DuplicateTask(f"task id {rec.id!r} already exists; nothing was added") from None
-                except sqlite3.Error as exc:
-                    raise f.translate(exc) from None
+            try:
+                f.group.insert(_ADD, row)          # shares a transaction with concurrent writes
+            except sqlite3.IntegrityError:
+                raise DuplicateTask(f"task id {rec.id!r} already exists; nothing was added") from None
+            except sqlite3.Error as exc:
+                raise f.translate(exc) from None
             self._bells.ring_if_near(t)
             return [rec]
-        with self.file.writing():
-            out, earliest = self._add_in_transaction(records, existing)
+        out, earliest = self.file.group.run(lambda: self._add_in_transaction(records, existing))
         self._bells.ring_if_near(earliest)
         return out
 
@@ -239,8 +245,7 @@ class SqliteDictStore(WheelStore):
     def swap(self, changes: Sequence[tuple[TaskRecord, TaskRecord]]) -> list[Optional[TaskRecord]]:
         if not changes:
             return []
-        with self.file.writing():
-            out = self._swap_in_transaction(changes, horizon_of(self.file))
+        out = self.file.group.run(lambda: self._swap_in_transaction(changes, horizon_of(self.file)))
         self._ring_if_pending(out)
         return out
 
@@ -288,17 +293,19 @@ class SqliteDictStore(WheelStore):
         # Rows added on their own are not in the ready queue until absorbed: with any, claim.
         if not fresh and (head is None or head > positions.ready_bound(now)):
             return Claimed([], None if head is None else positions.ready_eta_us(head) / 1e6)
-        with f.writing():
-            return self._claim_in_transaction(owner, now, limit, queued, horizon_of(f))
+        return f.group.run(lambda: self._claim_in_transaction(owner, now, limit, queued, horizon_of(f)))
 
     def record_and_claim(self, changes: Sequence[tuple[TaskRecord, TaskRecord]], owner: str, now: float,
                          limit: int, queued: int = 0) -> tuple[list[Optional[TaskRecord]], Claimed]:
-        """:meth:`swap` then :meth:`claim`, in one transaction: a worker's round costs one."""
+        """:meth:`swap` then :meth:`claim`, in one transaction -- a worker's round costs one,
+        shared with the ``delay()`` calls of this process's threads meanwhile."""
         f = self.file
-        with f.writing():
+
+        def work() -> tuple[list[Optional[TaskRecord]], Claimed]:
             horizon = horizon_of(f)
             out = self._swap_in_transaction(changes, horizon) if changes else []
-            got = self._claim_in_transaction(owner, now, limit, queued, horizon)
+            return out, self._claim_in_transaction(owner, now, limit, queued, horizon)
+        out, got = f.group.run(work)
         self._ring_if_pending(out)
         return out, got
 

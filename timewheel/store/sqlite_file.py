@@ -9,6 +9,9 @@ store/connection.py), read and written in the same transactions as the tasks::
     with file.writing():                  # BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error
         horizon = file.meta["horizon"]
         file.meta.update(horizon=horizon + 1, leader=token)
+
+The writes of tasks, which many threads make at once, go through :attr:`StoreFile.group`
+instead (store/sqlite_group.py): they share transactions.
 """
 
 from __future__ import annotations
@@ -26,8 +29,19 @@ from typing import Any, Callable, Collection, Iterable, Iterator, MutableMapping
 from ..backoff import backoff
 from ..errors import NotAStore, StoreBusy, StoreError
 from ..records import RecordDecodeError
-from .connection import CONNECTING, META_TABLE, TABLE, Metadata, abandon, decode_meta, ro_uri, track
+from .connection import (
+    CONNECTING,
+    DURABILITY,
+    META_TABLE,
+    TABLE,
+    Metadata,
+    abandon,
+    decode_meta,
+    ro_uri,
+    track,
+)
 from .locks import check_owner, locks_for
+from .sqlite_group import GroupCommit
 
 __all__ = ["StoreFile", "LegacyMeta", "stored_format", "FORMAT", "V2_FORMAT", "V1_FORMAT"]
 
@@ -90,14 +104,18 @@ class StoreFile:
     :param readonly: never create, convert or write the file, nor files beside it.
     :param busy_timeout: seconds a write waits for another process's transaction before
         :class:`~timewheel.errors.StoreBusy`.
+    :param durability: ``"normal"`` or ``"fsync"`` (see :data:`~timewheel.store.connection.DURABILITY`).
     """
 
-    def __init__(self, path: str, *, readonly: bool, busy_timeout: float) -> None:
+    def __init__(self, path: str, *, readonly: bool, busy_timeout: float, durability: str = "normal") -> None:
         self.path = path
         self.readonly = readonly
         self.busy_timeout = busy_timeout
+        self.durability = durability
         #: held by every statement of a transaction (reset in a forked child: see track)
         self.lock = threading.RLock()
+        #: the writes of tasks, leader/follower: concurrent ones share a transaction
+        self.group = GroupCommit(self)
         self._db: Optional[Metadata] = None
         self._pid = -1
         self.legacy = False           #: True: read-only on a store of 0.2 (see LegacyMeta)
@@ -234,7 +252,8 @@ class StoreFile:
         pauses = backoff(0.005, 0.1)
         while True:
             try:
-                self._db = Metadata(self.path, self.readonly, self.busy_timeout)
+                self._db = Metadata(self.path, self.readonly, self.busy_timeout,
+                                    DURABILITY[self.durability])
                 break
             except sqlite3.OperationalError as exc:
                 # Two processes switching a new file to WAL at once: the loser gets "database
@@ -309,6 +328,12 @@ class StoreFile:
                     log.debug("closing %s failed", self.path, exc_info=True)
             self._db = None
 
+    def reset_locks(self) -> None:
+        """In a forked child: a lock held by a thread of the parent at fork() would stay held
+        forever here, and the parent's queued writes are not this process's."""
+        self.lock = threading.RLock()
+        self.group.reset()
+
     # -- statements and transactions ----------------------------------------------------------
     def x(self, sql: str, params: Any = ()) -> int:
         """Run a statement that returns no rows; how many rows it changed."""
@@ -345,7 +370,10 @@ class StoreFile:
         """One write transaction, committed when the block ends, rolled back on any error.
 
         BEGIN IMMEDIATE takes the write lock up front, so a read-modify-write (a claim)
-        cannot interleave with another process's.
+        cannot interleave with another process's; it waits for it as every write does (see
+        :func:`~timewheel.store.connection.busy_pause`).  The block has the transaction to
+        itself: for the rarer writes (the ticking process's, the doorbells', conversions);
+        the writes of tasks share theirs (:attr:`group`).
         """
         if self.readonly:
             raise StoreError(f"{self.path} is open read-only")
