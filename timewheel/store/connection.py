@@ -59,7 +59,7 @@ from ..records import MAX_RECORD_BYTES, load_plain
 
 __all__ = ["TABLE", "META_TABLE", "SCHEMA", "RECORD", "CONNECTING", "DURABILITY", "Metadata",
            "MetaDecodeError", "decode_meta", "ro_uri", "file_version", "read_header", "track", "abandon",
-           "is_busy", "busy_pause"]
+           "is_busy", "busy_pause", "connect"]
 
 TABLE = "timewheel"
 #: the metadata map's table, made by sqlitedict (see Metadata)
@@ -102,17 +102,14 @@ def busy_pause(waited: float, rnd: float) -> float:
     """How long to sleep before trying a locked file again, having waited ``waited`` seconds
     so far; ``rnd`` is uniform in [0, 1).  Pure.
 
-    Short and jittered, growing a little while the wait lasts: 50-150 us at first, up to
-    0.5-1.5 ms after 20 ms.  A transaction of another process holds the lock for 0.05-1 ms,
-    so a pause of SQLite's (up to 100 ms) mostly sleeps after the lock was free; the jitter
-    keeps processes that lost the lock at the same moment from retrying in step, and the slow
-    growth keeps a queue of waiting processes from costing a core in retries (each try is a
-    ~10 us system call).  A waiter does not back off more than newer ones, so none is starved
-    for long: measured with 8 processes x 4 threads enqueueing on 2 cores (benchmarks,
-    workload ``enqueue-load``), see README "Benchmarks".
+    Short and jittered: 50-150 us, growing slowly to 0.5-1.5 ms once the wait passes 20 ms.
+    Another process's transaction holds the lock for 0.05-1 ms, so SQLite's own pauses (up to
+    100 ms) mostly sleep while the lock is free; the jitter keeps processes that found the lock
+    taken at the same moment from trying again in step; the slow growth keeps a long wait from
+    costing a core in tries (each is a system call and a few us of Python).
     """
-    base = 50e-6 * (1.0 + min(waited, 0.02) * 450.0)     # 50 us, +450 us per 20 ms waited
-    return base * (0.5 + rnd * 1.0) if waited else base * (1.0 + rnd)
+    base = 100e-6 * (1.0 + min(waited, 0.02) * 500.0)     # 100 us, 1 ms after 20 ms
+    return base * (0.5 + rnd)
 
 
 def ro_uri(path: str) -> str:
@@ -195,6 +192,8 @@ class _Connection:
         self.autocommit = True
         self.journal_mode = journal_mode
         self.busy_timeout = busy_timeout
+        #: when a statement last found the file locked by another connection (monotonic)
+        self.contended_at = -1e9
         self._lock = threading.RLock()
         self._readonly = readonly
         #: reads the file as immutable (no process had it open): blind to later writes
@@ -234,7 +233,7 @@ class _Connection:
         except sqlite3.OperationalError as exc:
             if not is_busy(exc) or self._con.in_transaction:
                 raise
-        t0 = time.monotonic()
+        t0 = self.contended_at = time.monotonic()
         waited = 0.0
         while True:
             time.sleep(min(busy_pause(waited, random.random()), max(0.0, self.busy_timeout - waited)))
@@ -290,6 +289,7 @@ class _Connection:
     def close(self, force: bool = False) -> None:
         with self._lock:
             self._con.close()
+        _connections.discard(self)          # (it holds no lock on the file any more)
 
 
 _open_files: "weakref.WeakSet[Any]" = weakref.WeakSet()   # StoreFiles, whose locks fork resets
@@ -352,6 +352,11 @@ def decode_meta(blob: Any) -> Any:
         return load_plain(blob)
     except Exception as exc:  # noqa: BLE001 - hostile input can raise anything
         raise MetaDecodeError(f"not a metadata value ({exc.__class__.__name__}: {exc})") from None
+
+
+def connect(path: str, busy_timeout: float, synchronous: str) -> _Connection:
+    """A writer's connection of our own to a store file (the WAL checkpoints' thread)."""
+    return _Connection(path, "WAL", busy_timeout, False, synchronous)
 
 
 class Metadata(SqliteDict):

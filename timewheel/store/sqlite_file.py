@@ -36,11 +36,13 @@ from .connection import (
     TABLE,
     Metadata,
     abandon,
+    connect,
     decode_meta,
     ro_uri,
     track,
 )
 from .locks import check_owner, locks_for
+from .sqlite_checkpoint import Checkpointer
 from .sqlite_group import GroupCommit
 
 __all__ = ["StoreFile", "LegacyMeta", "stored_format", "FORMAT", "V2_FORMAT", "V1_FORMAT"]
@@ -116,6 +118,8 @@ class StoreFile:
         self.lock = threading.RLock()
         #: the writes of tasks, leader/follower: concurrent ones share a transaction
         self.group = GroupCommit(self)
+        #: the WAL's checkpoints, on a thread of their own (told of every commit)
+        self.checkpoints = self._checkpointer()
         self._db: Optional[Metadata] = None
         self._pid = -1
         self.legacy = False           #: True: read-only on a store of 0.2 (see LegacyMeta)
@@ -320,6 +324,7 @@ class StoreFile:
         return self._dict()
 
     def close(self) -> None:
+        self.checkpoints.close()       # first: the last connection to close removes the WAL
         with self.lock:
             if self._db is not None and self._pid == os.getpid():
                 try:
@@ -328,11 +333,21 @@ class StoreFile:
                     log.debug("closing %s failed", self.path, exc_info=True)
             self._db = None
 
+    def _checkpointer(self) -> Checkpointer:
+        def inline(on: bool) -> None:
+            with self.lock:
+                self.conn().run(f"PRAGMA wal_autocheckpoint = {1000 if on else 0}")
+        return Checkpointer(lambda: connect(self.path, self.busy_timeout, DURABILITY[self.durability]),
+                            inline)
+
     def reset_locks(self) -> None:
         """In a forked child: a lock held by a thread of the parent at fork() would stay held
-        forever here, and the parent's queued writes are not this process's."""
+        forever here, the parent's queued writes are not this process's, nor is its
+        checkpoints' thread (whose connection is abandoned, as the store's own: see _dict)."""
         self.lock = threading.RLock()
         self.group.reset()
+        abandon(self.checkpoints)
+        self.checkpoints = self._checkpointer()
 
     # -- statements and transactions ----------------------------------------------------------
     def x(self, sql: str, params: Any = ()) -> int:
@@ -383,6 +398,7 @@ class StoreFile:
                 self.x("BEGIN IMMEDIATE")
                 yield
                 self.x("COMMIT")
+                self.checkpoints.committed()
             except BaseException as exc:
                 self._rollback()
                 if isinstance(exc, sqlite3.Error):
