@@ -108,7 +108,7 @@ def busy_pause(waited: float, rnd: float) -> float:
     taken at the same moment from trying again in step; the slow growth keeps a long wait from
     costing a core in tries (each is a system call and a few us of Python).
     """
-    base = 100e-6 * (1.0 + min(waited, 0.02) * 500.0)     # 100 us, 1 ms after 20 ms
+    base = 100e-6 * (1.0 + min(waited, 0.02) * 450.0)     # 100 us, 1 ms after 20 ms
     return base * (0.5 + rnd)
 
 

@@ -72,8 +72,9 @@ class GroupCommit:
     def __init__(self, file: Any) -> None:
         self._file = file
         self.reset()
-        #: transactions committed and writes in them, for tests and benchmarks
-        self.groups = self.grouped = 0
+        #: for tests and benchmarks: commits of this process's task writes, and of them the
+        #: transactions shared by several writes and the writes they held
+        self.commits = self.groups = self.grouped = 0
 
     def reset(self) -> None:
         """A new, empty queue (and in a forked child: the parent's queue and its leader are
@@ -100,6 +101,7 @@ class GroupCommit:
             try:
                 f.conn().run(sql, row, wait=False)
                 f.checkpoints.committed()
+                self.commits += 1
                 return
             except sqlite3.OperationalError as exc:
                 if not is_busy(exc):
@@ -140,6 +142,11 @@ class GroupCommit:
                 self._leading = False
                 cv.notify_all()
         return write.outcome()
+
+    @property
+    def waiting(self) -> int:
+        """Writes queued for the next group (none has started to run)."""
+        return len(self._queue)
 
     def _take(self) -> list[_Write]:
         with self._cv:
@@ -197,6 +204,7 @@ class GroupCommit:
             try:
                 conn.run(w.sql, w.row, wait=False)
                 f.checkpoints.committed()
+                self.commits += 1
                 return
             except sqlite3.Error as exc:
                 if not is_busy(exc):
@@ -260,8 +268,10 @@ class GroupCommit:
                     self._transaction([w])
             return
         self._file.checkpoints.committed()
-        self.groups += 1
-        self.grouped += len(kept)
+        self.commits += 1
+        if len(kept) > 1:
+            self.groups += 1
+            self.grouped += len(kept)
 
     def _apply(self, w: _Write, grouped: bool) -> None:
         """Run one write in the open transaction, under a savepoint when it shares it."""
