@@ -10,20 +10,21 @@ schedules a report for later and returns the task id at once.
 Environment: ``TIMEWHEEL_DB`` (the store, default ``tasks.db``; every worker process opens the
 same file) and ``REPORT_DELAY`` (seconds before a report is built, default 5).
 
-The TimeWheel is created at import but started in the app's lifespan, i.e. in each worker
-process after any fork, and stopped (letting running tasks finish) at shutdown.
+The TimeWheel is created at import but started by ``timewheel_lifespan`` (from
+``timewheel.contrib.fastapi``) in each worker process, after any fork, and stopped at shutdown,
+letting running tasks finish (``exit_grace``, 5 s) and recording them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, HTTPException
 
 from timewheel import TaskFailed, TaskNotFound, TimeWheel
+from timewheel.contrib.fastapi import timewheel_lifespan
 
 REPORT_DELAY = float(os.environ.get("REPORT_DELAY", "5"))
 
@@ -43,17 +44,8 @@ def build_report(days: int) -> dict[str, Any]:
     return {"days": days, "rows": days * 24}
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    hu.start()
-    try:
-        yield
-    finally:
-        # stop() waits for running tasks; off the loop, so other apps' shutdown can proceed.
-        await asyncio.to_thread(hu.stop)
-
-
-app = FastAPI(title="timewheel example", lifespan=lifespan)
+# (an app with a lifespan of its own: timewheel_lifespan(hu, lifespan=its_own))
+app = FastAPI(title="timewheel example", lifespan=timewheel_lifespan(hu))
 
 
 @app.post("/thumbnails")

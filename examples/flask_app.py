@@ -2,25 +2,26 @@
 
     gunicorn -w 4 examples.flask_app:app              # each worker imports the app
     gunicorn -w 4 --preload examples.flask_app:app    # imported once in the master, then forked
-    flask --app examples/flask_app.py run             # the development server
+    gunicorn -w 4 -c examples/gunicorn.conf.py examples.flask_app:app   # every worker starts at boot
+    flask --app examples.flask_app run                # the development server
+    flask --app examples.flask_app timewheel inspect  # timewheel's commands on the app's store
 
     curl -X POST -d email=ann@example.com http://127.0.0.1:8000/signup
     curl http://127.0.0.1:8000/tasks/<task_id>
 
 Environment:
 
-* ``TIMEWHEEL_DB``: the store file (default ``tasks.db`` in the working directory).  Every
-  worker process of the app opens the same file.
+* ``TIMEWHEEL_DB``: the store file (default ``tasks.db`` in the app's instance folder, so
+  gunicorn's workers and ``flask timewheel`` find the same file from any directory).
 * ``VERIFY_EMAIL_DELAY``: seconds between sign-up and the email (default 10).
 * ``EMAIL_LOG``: if set, each email "sent" appends one line ``<email> <token> <pid>`` to it.
 
-The TimeWheel is created at import time but *started* lazily, by the first request each
-worker process serves (``before_request``).  Nothing is opened or started at import, so the
-same module works under ``gunicorn --preload`` (import in the master, fork, then start in
-each worker) and without it.  Every process that has started competes for the store's
-ticking lock; exactly one of them runs the due tasks, and another takes over within about
-two ticks if it dies.  A process that only enqueues (a script, a cron job) never needs
-``start()``.
+The extension (``timewheel.contrib.flask``) makes the app's TimeWheel from its
+``TIMEWHEEL_*`` config at import, opening nothing, and *starts* it at the first request each
+worker process serves.  So the same module works under ``gunicorn --preload`` (import in the
+master, fork, then start in each worker) and without it.  Every process that has started
+claims due tasks; one of them at a time ticks the store, and another takes over within about
+two ticks if it dies.  A process that only enqueues (a script, a cron job) starts nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ import time
 
 from flask import Flask, jsonify, request
 
-from timewheel import TaskNotFound, TimeWheel
+from timewheel import TaskNotFound
+from timewheel.contrib.flask import FlaskTimeWheel
 
 log = logging.getLogger("flask_app")
 
@@ -40,12 +42,13 @@ VERIFY_EMAIL_DELAY = float(os.environ.get("VERIFY_EMAIL_DELAY", "10"))
 EMAIL_LOG = os.environ.get("EMAIL_LOG")
 
 app = Flask(__name__)
-hu = TimeWheel(os.environ.get("TIMEWHEEL_DB", "tasks.db"), workers=4)
+app.config.update(TIMEWHEEL_STORE=os.environ.get("TIMEWHEEL_DB", "tasks.db"), TIMEWHEEL_WORKERS=4)
+tw = FlaskTimeWheel(app)
 
 
 # An explicit name: the task must be registered under the same name in every process, whether
 # this module is imported as examples.flask_app, flask_app or __main__.
-@hu.task(name="signup.send_verification_email", retries=3, retry_delay=5.0)
+@tw.task(name="signup.send_verification_email", retries=3, retry_delay=5.0)
 def send_verification_email(email: str, token: str) -> str:
     # A real app would call its mail service here.  Make it idempotent if you can (a task
     # running when its process is killed runs again): e.g. pass a message id the provider
@@ -58,13 +61,6 @@ def send_verification_email(email: str, token: str) -> str:
             os.close(fd)
     log.info("verification email to %s (token %s)", email, token)
     return f"sent to {email}"
-
-
-@app.before_request
-def start_timewheel() -> None:
-    # Idempotent and cheap once started.  Runs in the worker process, after any fork.
-    if not hu.running:
-        hu.start()
 
 
 @app.post("/signup")
@@ -82,7 +78,7 @@ def signup():
 @app.get("/tasks/<task_id>")
 def task_status(task_id: str):
     try:
-        rec = hu.get(task_id).record
+        rec = tw.wheel.get(task_id).record
     except TaskNotFound:
         return jsonify(error=f"no task {task_id}"), 404
     return jsonify(id=rec.id, name=rec.name, status=rec.status, eta=rec.eta,
@@ -92,7 +88,7 @@ def task_status(task_id: str):
 @app.get("/timewheel")
 def timewheel_status():
     """Which process answered, and whether it is the one ticking the store."""
-    return jsonify(pid=os.getpid(), running=hu.running, leader=hu.is_leader)
+    return jsonify(pid=os.getpid(), running=tw.wheel.running, leader=tw.wheel.is_leader)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,24 @@
 """The timewheel web view inside a Flask app, at /timewheel, behind the app's own login.
 
-    TIMEWHEEL_DB=tasks.db DASHBOARD_PASSWORD=s3cret flask --app examples/flask_dashboard.py run
+    TIMEWHEEL_DB=tasks.db DASHBOARD_PASSWORD=s3cret flask --app examples.flask_dashboard run
     open http://127.0.0.1:5000/ and sign in; then http://127.0.0.1:5000/timewheel/
+    TIMEWHEEL_DB=tasks.db flask --app examples.flask_dashboard timewheel run     # runs the tasks
 
-The view is a WSGI application, mounted with Werkzeug's DispatcherMiddleware (Flask is built
-on Werkzeug; any WSGI app -- Django's too -- mounts the same way).  It does not ask for a
-password of its own: ``authorize`` hands each request's environ to the app, which opens its
-own session from the cookie and decides.  Only a signed-in admin sees it, and may retry,
-cancel and purge (``allow_actions`` takes the same check).
+``TIMEWHEEL_WEB_PREFIX`` mounts the view (a blueprint of the app), and ``authorize`` decides
+who sees it: it is called with the Flask request, inside it, so it reads the app's own
+session.  Only a signed-in admin sees the view, and may retry, cancel and purge
+(``allow_actions`` takes the same check); everyone else gets 403.  Without ``authorize`` the
+view would refuse every request.
 
-Environment: ``TIMEWHEEL_DB`` (the store, default ``tasks.db``), ``DASHBOARD_PASSWORD`` (the
-admin's password; required), ``SECRET_KEY`` (signs Flask's session cookie; random if unset,
-which signs everyone out at each restart), ``PORT`` (for ``python examples/flask_dashboard.py``).
+This app's web processes only enqueue (``TIMEWHEEL_RUN_IN_WEB = False``): its tasks run in a
+worker process of their own, ``flask timewheel run``, which SIGTERM stops after letting
+running tasks finish.
+
+Environment: ``TIMEWHEEL_DB`` (the store, default ``tasks.db`` in the instance folder),
+``DASHBOARD_PASSWORD`` (the admin's password; required), ``SECRET_KEY`` (signs Flask's
+session cookie; random if unset, which signs everyone out at each restart -- and under a
+server of several processes, at each request that another process serves: set it there),
+``PORT`` (for ``python examples/flask_dashboard.py``).
 """
 
 from __future__ import annotations
@@ -21,31 +28,27 @@ import os
 import secrets
 from typing import Any
 
-from flask import Flask, redirect, request, session
-from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from flask import Flask, Request, redirect, request, session
 
-from timewheel import TimeWheel
-from timewheel.web import make_app
+from timewheel.contrib.flask import FlaskTimeWheel
 
 app = Flask(__name__)
 app.secret_key = os.environ.get("SECRET_KEY") or secrets.token_hex(32)
-hu = TimeWheel(os.environ.get("TIMEWHEEL_DB", "tasks.db"))
+app.config.update(TIMEWHEEL_STORE=os.environ.get("TIMEWHEEL_DB", "tasks.db"),
+                  TIMEWHEEL_WEB_PREFIX="/timewheel", TIMEWHEEL_RUN_IN_WEB=False)
 
 
-@hu.task(name="reports.build")
+def is_admin(request: Request) -> bool:
+    """The app's own check, made inside the request: its session says who signed in."""
+    return session.get("user") == "admin"
+
+
+tw = FlaskTimeWheel(app, authorize=is_admin, allow_actions=is_admin)
+
+
+@tw.task(name="reports.build")
 def build_report(days: int) -> int:
     return days * 24
-
-
-def is_admin(environ: dict[str, Any]) -> bool:
-    """The host's own check: Flask opens its session from the request's cookie."""
-    with app.request_context(environ):
-        return session.get("user") == "admin"
-
-
-# The view reads hu's store (opened lazily: nothing opens before a fork under gunicorn).
-app.wsgi_app = DispatcherMiddleware(  # type: ignore[method-assign]
-    app.wsgi_app, {"/timewheel": make_app(hu, authorize=is_admin, allow_actions=is_admin)})
 
 
 @app.get("/")

@@ -1,4 +1,5 @@
-"""examples/flask_app.py under a real ``gunicorn -w 4`` (with and without ``--preload``).
+"""examples/flask_app.py (timewheel.contrib.flask) under a real ``gunicorn -w 4`` (with and
+without ``--preload``): each worker starts its wheel at the first request it serves.
 
 Sign-ups are posted over HTTP; each schedules a verification email ~1 s later.  Each email
 task appends a line to EMAIL_LOG; every sign-up must produce exactly one line, whichever
@@ -26,7 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from .conftest import read_meta
-from .mp_worker import wait_for
+from .mp_worker import read_lines, wait_for
+from .site_tasks import started_pids
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GUNICORN = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or shutil.which("gunicorn")
@@ -73,6 +75,9 @@ class Server:
                 return Counter(line.split()[0] for line in fh if line.strip())
         except FileNotFoundError:
             return Counter()
+
+    def workers(self) -> set[int]:
+        return {int(p) for p in re.findall(r"Booting worker with pid: (\d+)", self.tail(10_000))}
 
     def leader_pid(self) -> int | None:
         con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
@@ -160,6 +165,15 @@ def test_signups_send_each_email_exactly_once(gunicorn, preload):
     time.sleep(1.0)                     # a second run would have happened by now
     _check_exactly_once(server, tasks)
     assert time.time() - t0 >= 1.0      # VERIFY_EMAIL_DELAY=1: not sent at once
+    # The extension starts a worker's wheel at the first request it serves (also with
+    # --preload: never in the master): a worker that answers has started, the emails were
+    # sent by workers only.
+    workers = server.workers()
+    answers = [server.request("GET", "/timewheel")[1] for _ in range(8)]
+    assert all(a["running"] for a in answers)
+    assert {a["pid"] for a in answers} <= started_pids(server.db) <= workers
+    assert {int(line[2]) for line in read_lines(server.email_log)} <= workers
+    assert server.proc.pid not in started_pids(server.db)
     status, body = server.request("GET", "/tasks/nope")
     assert status == 404
 

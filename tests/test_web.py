@@ -495,21 +495,27 @@ def test_mounted_in_flask_behind_the_apps_login(tmp_path) -> None:
         store.close()
 
 
-def test_mounted_in_fastapi_with_a_token(tmp_path) -> None:
+def test_mounted_in_fastapi_behind_the_apps_check(tmp_path) -> None:
+    """examples/fastapi_dashboard.py: mount_view behind the app's async check (a bearer
+    header, or the cookie of the app's own sign-in)."""
     path = str(tmp_path / "tasks.db")
     store, demo = make_store(path)
     proc, url = start_example("fastapi_dashboard.py",
                               {"TIMEWHEEL_DB": path, "DASHBOARD_TOKEN": "t0ken-t0ken"})
     try:
         with httpx.Client(timeout=10) as client:
-            assert client.get(url + "/timewheel/api/inspect").status_code == 401
-            r = client.get(url + "/timewheel/")
-            assert r.status_code == 302 and r.headers["location"] == "/timewheel/login?next=/timewheel/"
-            client.headers["Authorization"] = "Bearer t0ken-t0ken"
+            assert client.get(url + "/timewheel/api/inspect").status_code == 403
+            assert client.get(url + "/timewheel/").status_code == 403
+            assert client.post(url + "/login", data={"token": "wrong-wrong"}).status_code == 403
+            r = client.post(url + "/login", data={"token": "t0ken-t0ken"})
+            assert r.status_code == 303 and r.headers["location"] == "/timewheel/"
             check_mounted(client, url, demo.failed)
-            r = client.post(url + "/timewheel/api/retry", json={"all": True, "status": "misfired"})
+            r = client.post(url + "/timewheel/api/retry", json={"all": True, "status": "misfired"},
+                            headers={"X-CSRF-Token": client.cookies["timewheel_csrf"]})
             assert sorted(r.json()["retried"]) == demo.misfired
             assert client.post(url + "/reports?days=2").status_code == 202
+        script = httpx.get(url + "/timewheel/api/inspect", headers={"Authorization": "Bearer t0ken-t0ken"})
+        assert script.status_code == 200 and script.json()["store"]["path"] == path
     finally:
         stop_example(proc)
         store.close()

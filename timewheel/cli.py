@@ -31,6 +31,7 @@ from .text import clean, clip, duration, local, relative, seconds, size, span
 from .web.command import web as web_command
 
 if TYPE_CHECKING:
+    from .api import TimeWheel
     from .store.base import WheelStore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -765,13 +766,20 @@ def run(app: str, grace: float, log_level: str, as_json: bool) -> None:
       timewheel run myapp.tasks:hu
       timewheel run myapp:app.hu --grace 60 --log-level DEBUG
     """
-    from .serve import AppError, load_app, serve
+    from .serve import AppError, load_app
     try:
         hu = load_app(app)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'MODULE:ATTR'") from None
     except AppError as exc:
         _fail(exc)
+    run_wheel(hu, app, grace, log_level, as_json)
+
+
+def run_wheel(hu: "TimeWheel", app: str, grace: float, log_level: str, as_json: bool) -> None:
+    """What ``run`` does once it has the wheel (``flask timewheel run`` shares it): serve
+    until a signal, errors as one line, and the JSON summary at exit."""
+    from .serve import serve
     names: list[str] = []
     with _one_line(hu.location):
         stopped = serve(hu, grace, log_level, on_signal=names.append)

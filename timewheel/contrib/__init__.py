@@ -1,1 +1,1 @@
-"""Integrations with frameworks that need more than ``TimeWheel`` itself (Django)."""
+"""Integrations with frameworks that need more than ``TimeWheel`` itself: Django, Flask, FastAPI."""
