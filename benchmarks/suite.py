@@ -5,7 +5,8 @@ mode, and which module measures each and summarises its results in the progress 
   ``multiproc``: :mod:`benchmarks.sqlite_peers`;
 * ``scale``: :mod:`benchmarks.scale`;
 * ``commands``, ``web``, ``downtime``: :mod:`benchmarks.bigstore`;
-* ``redis``: :mod:`benchmarks.redis_peers`.
+* ``redis``: :mod:`benchmarks.redis_peers`;
+* ``enqueue-load``: :mod:`benchmarks.enqueue_load`.
 
 The measurement processes' side is registered in :mod:`benchmarks.child`, the report's in
 :mod:`benchmarks.report`.
@@ -15,27 +16,30 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import bigstore, redis_peers, scale, sqlite_peers
+from . import bigstore, enqueue_load, redis_peers, scale, sqlite_peers
 from .harness import Case, Runner
 
-WORKLOAD_ORDER = (*sqlite_peers.WORKLOADS, "scale", *bigstore.WORKLOADS, "redis")
+WORKLOAD_ORDER = (*sqlite_peers.WORKLOADS, "scale", *bigstore.WORKLOADS, "redis", enqueue_load.WORKLOAD)
 
 MEASURE: dict[str, Callable[[Runner, Case], dict]] = {
     **{w: sqlite_peers.measure for w in sqlite_peers.WORKLOADS},
     "scale": scale.measure,
     **{w: bigstore.measure for w in bigstore.WORKLOADS},
     "redis": redis_peers.measure,
+    enqueue_load.WORKLOAD: enqueue_load.measure,
 }
 
 BRIEF: dict[str, Callable[[dict], str]] = {
     **sqlite_peers.BRIEF, "scale": scale.brief, **bigstore.BRIEF, "redis": redis_peers.brief,
+    enqueue_load.WORKLOAD: enqueue_load.brief,
 }
 
 
 def plan(mode: str) -> dict[str, list[Case]]:
     """Every workload's cases for ``mode`` (``"quick"`` or ``"full"``)."""
     return {**sqlite_peers.plan(mode), "scale": scale.plan(mode), **bigstore.plan(mode),
-            "redis": redis_peers.plan(mode)}      # timewheel's Redis store vs RQ, RedisHuey, arq
+            "redis": redis_peers.plan(mode),      # timewheel's Redis store vs RQ, RedisHuey, arq
+            enqueue_load.WORKLOAD: enqueue_load.plan(mode)}
 
 
 def measure(runner: Runner, case: Case) -> dict:
