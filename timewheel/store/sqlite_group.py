@@ -30,6 +30,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from _thread import allocate_lock as _allocate_lock
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from ..errors import StoreError
@@ -44,7 +45,7 @@ class _Write:
     """One caller's work in the queue: a row to insert (``sql``, ``row``) or a function to run
     in the transaction (``work``); then its result or its error."""
 
-    __slots__ = ("sql", "row", "work", "value", "error", "done")
+    __slots__ = ("sql", "row", "work", "value", "error", "done", "wake")
 
     def __init__(self, sql: Optional[str] = None, row: Sequence[Any] = (),
                  work: Optional[Callable[[], Any]] = None) -> None:
@@ -54,6 +55,9 @@ class _Write:
         self.value: Any = None
         self.error: Optional[BaseException] = None
         self.done = False
+        #: held until the write is done or its caller is to lead: its caller waits on it
+        self.wake = _allocate_lock()
+        self.wake.acquire()
 
     def outcome(self) -> Any:
         if self.error is not None:
@@ -79,9 +83,8 @@ class GroupCommit:
     def reset(self) -> None:
         """A new, empty queue (and in a forked child: the parent's queue and its leader are
         not in this process)."""
-        lock = threading.Lock()
-        self._cv = threading.Condition(lock)
-        self._grown = threading.Condition(lock)       # the queue reached _crowd writes
+        self._mutex = threading.Lock()                      # the queue and the lead
+        self._grown = threading.Condition(self._mutex)     # the queue reached _crowd writes
         self._queue: list[_Write] = []
         self._leading = False
         self._crowd = 0              # writes in the last group committed ...
@@ -123,24 +126,20 @@ class GroupCommit:
 
     # -- leader and followers -----------------------------------------------------------------
     def _submit(self, write: _Write) -> Any:
-        cv = self._cv
-        with cv:
+        """Queue ``write``; lead if nobody does, else wait until it is done or the leader
+        hands over to it.  Each waiter is woken once, by its own lock: the leader wakes the
+        writers of its group and the first writer queued after it, which leads next."""
+        with self._mutex:
             self._queue.append(write)
             if len(self._queue) >= self._crowd:
                 self._grown.notify()
-            while not write.done:
-                if not self._leading:
-                    self._leading = True
-                    break
-                cv.wait()
-            else:
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            write.wake.acquire()
+            if write.done:
                 return write.outcome()
-        try:
-            self._lead()
-        finally:
-            with cv:
-                self._leading = False
-                cv.notify_all()
+        self._lead()
         return write.outcome()
 
     @property
@@ -149,29 +148,37 @@ class GroupCommit:
         return len(self._queue)
 
     def _take(self) -> list[_Write]:
-        with self._cv:
+        with self._mutex:
             taken, self._queue = self._queue, []
         return taken
 
     def _lead(self) -> None:
-        """Run the queued writes as one group (holding the file's lock), and mark them done."""
+        """Run the queued writes as one group (holding the file's lock), then wake their
+        writers and hand the lead to the first writer queued meanwhile, if any."""
         f = self._file
-        with f.lock:
-            self._gather()
-            writes = self._take()
-            try:
+        writes: list[_Write] = []
+        try:
+            with f.lock:
+                self._gather()
+                writes = self._take()
                 self._group(writes)
-            except BaseException as exc:          # the leader interrupted: nobody's is committed
-                self._rollback()
+        except BaseException as exc:          # the leader interrupted: nobody's is committed
+            self._rollback()
+            for w in writes:
+                if w.error is None:
+                    w.error = StoreError(f"{f.path}: the write was interrupted "
+                                         f"({exc.__class__.__name__}); nothing was written")
+            raise
+        finally:
+            with self._mutex:
                 for w in writes:
-                    if not w.done and w.error is None:
-                        w.error = StoreError(f"{f.path}: the write was interrupted "
-                                             f"({exc.__class__.__name__}); nothing was written")
-                raise
-            finally:
-                with self._cv:
-                    for w in writes:
-                        w.done = True
+                    w.done = True
+                after = self._queue[0] if self._queue else None
+                self._leading = after is not None
+            for w in writes:
+                w.wake.release()
+            if after is not None:
+                after.wake.release()
 
     def _crowded(self) -> bool:
         """Whether the last group had company and ended a moment ago: its writers are
@@ -185,7 +192,7 @@ class GroupCommit:
         instead of N, twice the commits (and fsyncs)."""
         if not self._crowded():
             return
-        with self._cv:
+        with self._mutex:
             if len(self._queue) < self._crowd:
                 self._grown.wait(min(0.001, self._commit_s / 2))
 
