@@ -2,23 +2,19 @@
 
 ``delay()`` in a web app runs in many threads at once, and so do the claims and outcomes of the
 boss.  One transaction each means one write lock taken (against every other process) and one
-commit (an fsync with ``durability="fsync"``) each.  Here they queue instead, leader/follower:
+commit (an fsync with ``durability="fsync"``) each.  Here they are batched leader/follower
+(store/combine.py): the leader takes the store's lock, takes the writes queued, waits for
+SQLite's write lock (``BEGIN IMMEDIATE``: see :func:`~timewheel.store.connection.busy_pause`),
+takes the writes queued while it waited too, runs each under a savepoint, commits once, and
+hands each writer its own result or its own error.  Each caller returns only once its own
+write is committed (or has failed): ``delay()`` still means "stored".
 
-* a writer puts its work in the queue; if no other thread is leading, it leads;
-* the leader takes the store's lock, waits for SQLite's write lock (``BEGIN IMMEDIATE``: see
-  :func:`~timewheel.store.connection.busy_pause`), takes every work queued by then -- the
-  followers that arrived while it waited --, runs each under a savepoint, commits once, and
-  hands each follower its own result or its own error; then one of the writers that queued
-  meanwhile leads the next group;
-* each caller returns only once its own work is committed (or has failed): ``delay()`` still
-  means "stored".
-
-An error reaches exactly the callers it concerns.  A work that fails (a duplicate id, a
+An error reaches exactly the callers it concerns.  A write that fails (a duplicate id, a
 conflict) is rolled back to its savepoint and raises in its caller; the others commit.  When
-SQLite drops the whole transaction (a full disk, an I/O error), the work that hit it fails and
-the others run again in a new transaction; when COMMIT itself fails, each work of the group is
+SQLite drops the whole transaction (a full disk, an I/O error), the write that hit it fails and
+the others run again in a new transaction; when COMMIT itself fails, each write of the group is
 tried again on its own, so that one too large for the disk fails alone.  Nothing is ever
-half-written: every work is all or nothing, by its savepoint.
+half-written: every write is all or nothing, by its savepoint.
 
 A write with no other writer of this process around costs what it did before group commit:
 one ``INSERT`` for ``delay()`` (:meth:`GroupCommit.insert`), with no queue, no ``BEGIN`` and no
@@ -28,12 +24,10 @@ savepoint; the savepoints are only for groups of two or more.
 from __future__ import annotations
 
 import sqlite3
-import threading
-import time
-from _thread import allocate_lock as _allocate_lock
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from ..errors import StoreError
+from .combine import Call, Combiner
 from .connection import is_busy
 
 __all__ = ["GroupCommit"]
@@ -41,32 +35,23 @@ __all__ = ["GroupCommit"]
 T = TypeVar("T")
 
 
-class _Write:
-    """One caller's work in the queue: a row to insert (``sql``, ``row``) or a function to run
-    in the transaction (``work``); then its result or its error."""
+class _Write(Call):
+    """One caller's write: a row to insert (``sql``, ``row``) or a function to run in the
+    transaction (``work``)."""
 
-    __slots__ = ("sql", "row", "work", "value", "error", "done", "wake")
+    __slots__ = ("sql", "row", "work")
 
     def __init__(self, sql: Optional[str] = None, row: Sequence[Any] = (),
                  work: Optional[Callable[[], Any]] = None) -> None:
+        super().__init__()
         self.sql = sql
         self.row = row
         self.work = work
-        self.value: Any = None
-        self.error: Optional[BaseException] = None
-        self.done = False
-        #: held until the write is done or its caller is to lead: its caller waits on it
-        self.wake = _allocate_lock()
-        self.wake.acquire()
-
-    def outcome(self) -> Any:
-        if self.error is not None:
-            raise self.error
-        return self.value
 
 
 class GroupCommit:
-    """The queue of one :class:`~timewheel.store.sqlite_file.StoreFile`'s writes.  Thread-safe.
+    """The writes of one :class:`~timewheel.store.sqlite_file.StoreFile`, leader/follower
+    (:class:`~timewheel.store.combine.Combiner`).  Thread-safe.
 
     :param file: the store file: its lock (held while a group's transaction runs), its
         connection, :meth:`~timewheel.store.sqlite_file.StoreFile.check_still_there` and
@@ -75,21 +60,20 @@ class GroupCommit:
 
     def __init__(self, file: Any) -> None:
         self._file = file
-        self.reset()
+        self._queue = Combiner(self._serve, lambda exc: StoreError(
+            f"{file.path}: the write was interrupted ({exc.__class__.__name__}); nothing was written"))
         #: for tests and benchmarks: commits of this process's task writes, and of them the
         #: transactions shared by several writes and the writes they held
         self.commits = self.groups = self.grouped = 0
 
     def reset(self) -> None:
-        """A new, empty queue (and in a forked child: the parent's queue and its leader are
-        not in this process)."""
-        self._mutex = threading.Lock()                      # the queue and the lead
-        self._grown = threading.Condition(self._mutex)     # the queue reached _crowd writes
-        self._queue: list[_Write] = []
-        self._leading = False
-        self._crowd = 0              # writes in the last group committed ...
-        self._crowd_at = 0.0         # ... and when (time.monotonic())
-        self._commit_s = 0.0         # how long a group's transaction takes (moving average)
+        """In a forked child: the parent's writers and leader are not in this process."""
+        self._queue.reset()
+
+    @property
+    def waiting(self) -> int:
+        """Writes queued for the next group (none has started to run)."""
+        return self._queue.waiting
 
     def insert(self, sql: str, row: Sequence[Any]) -> None:
         """Insert one row (``sql``: one INSERT) in a transaction of its own or of the group.
@@ -97,10 +81,9 @@ class GroupCommit:
         f = self._file
         if f.readonly:
             raise StoreError(f"{f.path} is open read-only")
-        # Alone (nobody queued, nobody leading, the lock free): one autocommitted INSERT, as
-        # cheap as before group commit.  Found locked by another process, it queues instead.
-        if (not self._queue and not self._leading and not self._crowded()
-                and f.lock.acquire(blocking=False)):
+        # Alone (no other writer around, the lock free): one autocommitted INSERT, as cheap as
+        # before group commit.  Found locked by another process, it queues instead.
+        if self._queue.idle() and f.lock.acquire(blocking=False):
             try:
                 f.conn().run(sql, row, wait=False)
                 f.checkpoints.committed()
@@ -111,7 +94,7 @@ class GroupCommit:
                     raise
             finally:
                 f.lock.release()
-        self._submit(_Write(sql, row))
+        self._queue.submit(_Write(sql, row))
 
     def run(self, work: Callable[[], T]) -> T:
         """``work()`` in a write transaction (shared with the other writers of this process),
@@ -120,81 +103,21 @@ class GroupCommit:
         if self._file.readonly:
             raise StoreError(f"{self._file.path} is open read-only")
         try:
-            return self._submit(_Write(work=work))
+            return self._queue.submit(_Write(work=work))
         except sqlite3.Error as exc:
             raise self._file.translate(exc) from None
 
-    # -- leader and followers -----------------------------------------------------------------
-    def _submit(self, write: _Write) -> Any:
-        """Queue ``write``; lead if nobody does, else wait until it is done or the leader
-        hands over to it.  Each waiter is woken once, by its own lock: the leader wakes the
-        writers of its group and the first writer queued after it, which leads next."""
-        with self._mutex:
-            self._queue.append(write)
-            if len(self._queue) >= self._crowd:
-                self._grown.notify()
-            lead = not self._leading
-            self._leading = True
-        if not lead:
-            write.wake.acquire()
-            if write.done:
-                return write.outcome()
-        self._lead()
-        return write.outcome()
-
-    @property
-    def waiting(self) -> int:
-        """Writes queued for the next group (none has started to run)."""
-        return len(self._queue)
-
-    def _take(self) -> list[_Write]:
-        with self._mutex:
-            taken, self._queue = self._queue, []
-        return taken
-
-    def _lead(self) -> None:
-        """Run the queued writes as one group (holding the file's lock), then wake their
-        writers and hand the lead to the first writer queued meanwhile, if any."""
+    # -- the leader ---------------------------------------------------------------------------
+    def _serve(self, writes: list[_Write]) -> None:
+        """Run the queued writes as one group, holding the file's lock."""
         f = self._file
-        writes: list[_Write] = []
-        try:
-            with f.lock:
-                self._gather()
-                writes = self._take()
+        with f.lock:
+            self._queue.take()
+            try:
                 self._group(writes)
-        except BaseException as exc:          # the leader interrupted: nobody's is committed
-            self._rollback()
-            for w in writes:
-                if w.error is None:
-                    w.error = StoreError(f"{f.path}: the write was interrupted "
-                                         f"({exc.__class__.__name__}); nothing was written")
-            raise
-        finally:
-            with self._mutex:
-                for w in writes:
-                    w.done = True
-                after = self._queue[0] if self._queue else None
-                self._leading = after is not None
-            for w in writes:
-                w.wake.release()
-            if after is not None:
-                after.wake.release()
-
-    def _crowded(self) -> bool:
-        """Whether the last group had company and ended a moment ago: its writers are
-        likely coming back (a web app's threads under load, a benchmark's loop)."""
-        return self._crowd > 1 and time.monotonic() - self._crowd_at < 0.002
-
-    def _gather(self) -> None:
-        """Before a group's transaction: after a crowded group, wait a moment (half a
-        transaction's time, at most 1 ms) for as many writers to queue again.  Without it the
-        first writer back commits alone and the others queue behind it: groups of 1 and N-1
-        instead of N, twice the commits (and fsyncs)."""
-        if not self._crowded():
-            return
-        with self._mutex:
-            if len(self._queue) < self._crowd:
-                self._grown.wait(min(0.001, self._commit_s / 2))
+            except BaseException:
+                self._rollback()
+                raise
 
     def _group(self, writes: list[_Write]) -> None:
         f = self._file
@@ -207,7 +130,6 @@ class GroupCommit:
         conn = f.conn()
         if len(writes) == 1 and writes[0].sql is not None:
             w = writes[0]                # alone after all: one INSERT, as in insert()
-            self._crowd = 1
             try:
                 conn.run(w.sql, w.row, wait=False)
                 f.checkpoints.committed()
@@ -217,13 +139,9 @@ class GroupCommit:
                 if not is_busy(exc):
                     w.error = exc
                     return
-        t0 = time.monotonic()
         if self._begin(writes):
-            writes += self._take()
+            self._queue.take()                  # (writes: those that queued while it waited)
             self._transaction(writes)
-            t1 = time.monotonic()
-            self._commit_s += 0.2 * (t1 - t0 - self._commit_s)
-            self._crowd, self._crowd_at = len(writes), t1
 
     def _begin(self, writes: list[_Write]) -> bool:
         """BEGIN IMMEDIATE, waiting for the write lock up to ``busy_timeout``; on failure every
