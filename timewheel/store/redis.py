@@ -515,21 +515,14 @@ class RedisStore(WheelStore):
                          now: float, limit: int, queued: int = 0
                          ) -> tuple[list[Optional[TaskRecord]], Claimed]:
         """The outcomes' script and the claim's, pipelined: one round trip (and one fsync
-        with ``appendfsync always``) per worker round.  Each script is atomic on its own."""
+        with ``appendfsync always``) per worker round, shared with other threads' calls
+        meanwhile.  Each script is atomic on its own."""
         planned, items = self._plan_swap(changes)
         if not items:
             return self._swapped(planned, []), self.claim(owner, now, limit, queued)
-        if self.readonly:
-            raise StoreError(f"{self.location} is open read-only")
         limit, queued = max(0, limit), max(0, queued)
-
-        def both(c: Any) -> Any:
-            pipe = c.pipeline(transaction=False)
-            self._client.script("put", self._put_args("each", items), client=pipe)
-            self._client.script("claim", self._claim_args(owner, limit, queued), client=pipe)
-            return pipe.execute()
-
-        done, res = self._io(both, write=True)
+        done, res = self._client.scripts([("put", self._put_args("each", items)),
+                                          ("claim", self._claim_args(owner, limit, queued))])
         return self._swapped(planned, done), self._claimed(res, owner, limit)
 
     def _claim_args(self, owner: str, limit: int, queued: int) -> list[Any]:
