@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Callable, Optional
 
-from . import bigstore_report, enqueue_load, redis_report, scale
+from . import bigstore_report, enqueue_load, pg_report, redis_report, scale
 from .charts import COLORS, burst_drain, lateness_cdf, median_bars, pyplot, save
 from .harness import HERE, RESULTS
 from .stats import (
@@ -252,6 +252,7 @@ def targets(doc: dict) -> list[list[str]]:
     out += scale.targets(doc)
     out += bigstore_report.targets(doc)
     out += redis_report.targets(doc)
+    out += pg_report.targets(doc)
     out += enqueue_load.targets(doc)
     return out
 
@@ -303,6 +304,13 @@ SECTIONS: list[tuple[str, str, Callable[[dict], str], str]] = [
      redis_report.section,
      "`python -m benchmarks --only redis` (`--quick`: small sizes). The harness starts one "
      "`redis-server` for the workload and every system uses it."),
+    ("postgres", "PostgreSQL: timewheel's PostgreSQL store vs Procrastinate, pgqueuer and Huey's SqlHuey, "
+     "on one server", pg_report.section,
+     "`python -m benchmarks --only postgres` (`--quick`: small sizes). The harness starts one "
+     "PostgreSQL server for the workload (fsync on, synchronous_commit on) and every system uses it. "
+     "The ceilings are psycopg alone: an `INSERT` of the pickled call into a table with a primary "
+     "key and an index on the eta, one commit per task; in bulk, `executemany` or `COPY` in one "
+     "transaction."),
     (enqueue_load.WORKLOAD, enqueue_load.TITLE, enqueue_load.section, enqueue_load.NOTE),
 ]
 #: workloads whose section RESULTS.md can take from a run of them alone, and their plots
@@ -455,6 +463,7 @@ def plots(doc: dict, outdir: str = PLOTS_DIR) -> list[str]:
     made += scale.plots(doc, outdir)
     made += bigstore_report.plots(doc, outdir)
     made += redis_report.plots(doc, outdir)
+    made += pg_report.plots(doc, outdir)
     made += enqueue_load.plots(doc, outdir)
     return made
 

@@ -21,7 +21,7 @@ from timewheel.wheel import Wheel
 from .mp_worker import wait_for as _poll
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BACKENDS = ["memory", "sqlite", "redis"]
+BACKENDS = ["memory", "sqlite", "redis", "postgres"]
 
 
 @pytest.fixture
@@ -59,6 +59,7 @@ def store_factory(backend, tmp_path, request):
     opened: list[WheelStore] = []
     memory: list[MemoryStore] = []
     redis_url = request.getfixturevalue("redis_db") if backend == "redis" else None
+    pg_url = request.getfixturevalue("pg_db") if backend == "postgres" else None
 
     def open_store() -> WheelStore:
         if backend == "memory":
@@ -68,6 +69,9 @@ def store_factory(backend, tmp_path, request):
         if redis_url is not None:
             from timewheel.store.redis import RedisStore
             s: WheelStore = RedisStore(redis_url, Wheel(), namespace="conformance")
+        elif pg_url is not None:
+            from timewheel.store.postgres import PostgresStore
+            s = PostgresStore(pg_url, Wheel(), namespace="conformance")
         else:
             s = SqliteDictStore(str(tmp_path / "store.db"), Wheel())
         opened.append(s)
@@ -81,6 +85,9 @@ def store_factory(backend, tmp_path, request):
     if redis_url is not None and opened:
         from .redis_check import check_redis_store
         check_redis_store(redis_url, "conformance")
+    if pg_url is not None and opened:
+        from .pg_check import check_pg_store
+        check_pg_store(pg_url, "conformance")
 
 
 # -- Redis: one real server per test session, an empty database per test ---------------------
@@ -104,6 +111,30 @@ def redis_db(redis_server) -> str:
     return redis_server.url
 
 
+# -- PostgreSQL: one real server per test session, an empty schema per test ----------------------
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL server of our own (free port, its own data directory, fsync on)."""
+    from timewheel.testing import PostgresServer
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_db(pg_server) -> str:
+    """The URL of the session's server, with the schemas the tests use dropped."""
+    pg_server.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                  "AND datname = 'postgres' AND backend_type = 'client backend'")
+    schemas = [r[0] for r in pg_server.sql(
+        "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' AND nspname NOT IN "
+        "('public', 'information_schema')")]
+    if schemas:
+        pg_server.sql("DROP SCHEMA " + ", ".join(f'"{n}"' for n in schemas) + " CASCADE")
+    return pg_server.url
+
+
 @pytest.fixture
 def store(store_factory) -> WheelStore:
     return store_factory()
@@ -113,8 +144,9 @@ def store(store_factory) -> WheelStore:
 def corrupt(backend, request) -> Callable[[WheelStore, str], None]:
     """``corrupt(store, task_id)`` makes a stored record undecodable the way damage would on
     that backend, under the store's interface: the file's record blob, the Redis hash's record
-    field, the memory store's object (there: the placeholder that stands for one).  What the
-    backend keeps beside the record (its rev: the file's rev column, the hash's fields) stays."""
+    field, a PostgreSQL row's version column, the memory store's object (there: the
+    placeholder that stands for one).  What the backend keeps beside the record (its rev: the
+    file's rev column, the hash's fields, the row's rev column) stays."""
     def damage(store: Any, task_id: str) -> None:
         if backend == "memory":
             from timewheel.store.base import broken_record
@@ -128,6 +160,12 @@ def corrupt(backend, request) -> Callable[[WheelStore, str], None]:
                                (b"garbage", "t:" + task_id)).rowcount == 1
             con.commit()
             con.close()
+        elif backend == "postgres":
+            import psycopg
+            # a column out of what a record can hold: as written by a newer timewheel
+            with psycopg.connect(request.getfixturevalue("pg_db"), autocommit=True) as c:
+                assert c.execute(f"UPDATE {store.s}.tasks SET version = 99 WHERE id = %s",
+                                 (task_id,)).rowcount == 1
         else:
             import redis
             r = redis.Redis.from_url(request.getfixturevalue("redis_db"))

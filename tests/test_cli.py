@@ -484,9 +484,19 @@ def test_directory_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0", "rediss://localhost/2", "unix:///tmp/none.sock"])
 def test_a_url_without_the_redis_backend_is_one_line(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "timewheel.store.redis", None)    # as if it were not installed
+    monkeypatch.setitem(sys.modules, "redis", None)    # as if it were not installed
     for command in READ_COMMANDS + WRITE_COMMANDS:
         assert_clean_error(invoke(*_args(command, url)), 1, "pip install 'timewheel[redis]'")
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:secret@127.0.0.1:1/db", "postgres://127.0.0.1/db",
+                                 "host=127.0.0.1 dbname=db password=secret"])
+def test_a_url_without_the_postgres_driver_is_one_line(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)    # as if it were not installed
+    for command in READ_COMMANDS + WRITE_COMMANDS + [["migrate"]]:
+        result = invoke(*_args(command, url))
+        assert_clean_error(result, 1, "pip install 'timewheel[postgres]'")
+        assert "secret" not in result.output
 
 
 @pytest.mark.parametrize("command", [["show"], ["cancel"], ["retry"]], ids=lambda c: c[0])
@@ -769,3 +779,46 @@ def test_every_command_on_a_redis_store(redis_db: str, redis_server: Any) -> Non
     assert as_json("tasks", redis_db, "--status", "cancelled", *ns)["tasks"][0]["id"] == "p-soon"
     assert as_json("purge", redis_db, "--older-than", "1h", *ns)["purged"] == 0
     assert as_json("purge", redis_db, "--older-than", "0s", "--status", "succeeded", *ns)["purged"] == 1
+
+
+def _pg_snapshot(url: str, schema: str) -> dict[str, list]:
+    """Every row of the store's tables."""
+    import psycopg
+    with psycopg.connect(url, autocommit=True) as c:
+        return {t: sorted(map(repr, c.execute(f'SELECT * FROM "{schema}".{t}').fetchall()))
+                for t in ("meta", "tasks", "counts", "counts_delta", "alive")}
+
+
+def test_every_command_on_a_postgres_store(pg_db: str) -> None:
+    """The same commands on a real PostgreSQL server: read-only ones change no row."""
+    s = open_store(pg_db, namespace="shop")
+    try:
+        populate(s, time.time(), DEAD_OWNER)
+    finally:
+        s.close()
+    ns = ["--namespace", "shop"]
+    before = _pg_snapshot(pg_db, "shop")
+    for command in READ_COMMANDS:
+        ok(*_args(command, pg_db), *ns)
+        ok(*_args(command, pg_db), *ns, "--json")
+    ok("purge", pg_db, "--older-than", "0s", "--dry-run", *ns)
+    port = pg_db.rsplit(":", 1)[1].split("/")[0]
+    for url in (pg_db + "?schema=shop", f"host=127.0.0.1 port={port} user=postgres schema=shop"):
+        data = as_json("inspect", url)
+        assert data["counts"]["pending"] == 4 and data["store"]["backend"] == "PostgresStore"
+        assert data["store"]["schema"] == "shop" and data["running"][0]["owner_alive"] is False
+    assert "schema 'shop'" in ok("inspect", pg_db, *ns).stdout
+    assert _pg_snapshot(pg_db, "shop") == before
+    assert_clean_error(invoke("inspect", pg_db), 1, "no timewheel store in schema 'timewheel'")
+    assert_clean_error(invoke("cancel", pg_db, "p-soon"), 1, "no timewheel store")
+    assert _pg_snapshot(pg_db, "shop") == before            # a write command creates nothing either
+    assert invoke("inspect", pg_db, "--namespace", "a;b").exit_code == 2
+    assert as_json("cancel", pg_db, "p-soon", *ns)["cancelled"] == ["p-soon"]
+    assert as_json("retry", pg_db, "bad", *ns)["retried"] == ["bad"]
+    assert as_json("tasks", pg_db, "--status", "cancelled", *ns)["tasks"][0]["id"] == "p-soon"
+    assert sorted(t["id"] for t in as_json("tasks", pg_db, "--id", "p-", *ns)["tasks"]) == \
+        ["p-evil", "p-far", "p-later", "p-soon"]
+    assert as_json("tasks", pg_db, "--id", "p_", *ns)["tasks"] == []      # LIKE's wildcards are literal
+    assert as_json("tasks", pg_db, "--id", "%", *ns)["tasks"] == []
+    assert as_json("purge", pg_db, "--older-than", "1h", *ns)["purged"] == 0
+    assert as_json("purge", pg_db, "--older-than", "0s", "--status", "succeeded", *ns)["purged"] == 1

@@ -346,9 +346,10 @@ def test_durability_takes_normal_or_fsync_only(tmp_path, value: Any) -> None:
     assert not os.path.exists(tmp_path / "tasks.db")
 
 
-def test_durability_fsync_is_refused_for_a_redis_url() -> None:
-    with pytest.raises(ValueError, match="appendfsync"):
-        TimeWheel("redis://localhost:1/0", durability="fsync")
+@pytest.mark.parametrize("url", ["redis://localhost:1/0", "postgresql://localhost:1/db"])
+def test_durability_fsync_is_refused_for_a_server(url: str) -> None:
+    with pytest.raises(ValueError, match="a server's durability is its own setting"):
+        TimeWheel(url, durability="fsync")
 
 
 # -- the WAL ------------------------------------------------------------------------------------

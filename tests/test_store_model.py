@@ -7,13 +7,14 @@ clock moves, and after every step compares the store with a plain model kept her
 records field by field (statuses, revs, etas), nothing early (no task claimed before its
 eta), nothing lost or extra (every scan lists exactly the model's ids, in order), nothing
 claimed twice, ``counts()`` and ``ticks()`` equal to a recount, the horizon never lowered.
-SQLite and Redis stores are also checked by their own invariant checkers (every task where
-its status says, counters equal to a recount): ``conftest.check_file_store`` after every
-step, ``redis_check.check_redis_store`` (a scan of the server's keys) after every sequence.
+SQLite, Redis and PostgreSQL stores are also checked by their own invariant checkers (every
+task where its status says, counters equal to a recount): ``conftest.check_file_store`` after
+every step, ``redis_check.check_redis_store`` (a scan of the server's keys) and
+``pg_check.check_pg_store`` (plain SQL) after every sequence.
 
 Time: the memory and SQLite stores judge due-ness by the ``now`` they are given, so the
 machine keeps its own clock and moves it forward and backward (the clock moves of the
-issue).  A backend whose server keeps the clock (Redis) is driven by real time only: the
+issue).  A backend whose server keeps the clock (Redis, PostgreSQL) is driven by real time only: the
 machine then reads ``store.now()`` and checks claims against the time before and after the
 call.  All times are whole milliseconds, the granularity of finished-time ordering.
 
@@ -90,21 +91,24 @@ class Backend:
     backends: the one store of ``store_factory``, emptied after each example, on real time.
     """
 
-    def __init__(self, name: str, store_factory: Any, tmp_path: Any, redis_url: Optional[str]) -> None:
+    def __init__(self, name: str, store_factory: Any, tmp_path: Any, server_url: Optional[str]) -> None:
         self.name = name
         self.exact = name in EXACT_CLOCK
         self.path = str(tmp_path / "model.db") if name == "sqlite" else None
         self.shared = None if self.exact else store_factory()
-        self.redis_url = redis_url
+        self.server_url = server_url
 
     def check(self, store: WheelStore, last: bool) -> None:
         """The backend's own invariant checker on what the store holds: a file's after every
         step; a server's, a scan of all its keys, once a sequence is done."""
         if self.path is not None:
             check_file_store(self.path)
-        elif self.redis_url is not None and last:
+        elif self.name == "redis" and last:
             from .redis_check import check_redis_store
-            check_redis_store(self.redis_url, store.namespace)   # type: ignore[attr-defined]
+            check_redis_store(self.server_url, store.namespace)   # type: ignore[attr-defined]
+        elif self.name == "postgres" and last:
+            from .pg_check import check_pg_store
+            check_pg_store(self.server_url, store.namespace)      # type: ignore[attr-defined]
 
     def open(self, clock: Callable[[], float]) -> WheelStore:
         if self.name == "memory":
@@ -481,8 +485,8 @@ class StoreModel(RuleBasedStateMachine):
 # (Hypothesis stops shrinking by itself after a few minutes) rather than cut it off.
 @pytest.mark.timeout(900)
 def test_store_against_the_model(backend: str, store_factory, dead_owner: str, tmp_path, request) -> None:
-    b = Backend(backend, store_factory, tmp_path,
-                request.getfixturevalue("redis_db") if backend == "redis" else None)
+    server = {"redis": "redis_db", "postgres": "pg_db"}.get(backend)
+    b = Backend(backend, store_factory, tmp_path, request.getfixturevalue(server) if server else None)
     # (a server round trip per call: fewer sequences there, for the same time)
     n = examples(40 if b.exact else 20)
     run_state_machine_as_test(lambda: StoreModel(b, dead_owner),

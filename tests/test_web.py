@@ -377,6 +377,44 @@ def test_a_redis_store(redis_db) -> None:
         store.close()
 
 
+# -- on a PostgreSQL store ----------------------------------------------------------------------
+
+def test_a_postgres_store(pg_db, pg_server) -> None:
+    """``timewheel web postgresql://...``: the same pages, the running tasks' leases, and the
+    password nowhere on a page."""
+    from timewheel.store import open_store
+    pg_server.sql("DROP ROLE IF EXISTS webapp")
+    pg_server.sql("CREATE ROLE webapp LOGIN SUPERUSER PASSWORD 'pw-for-the-web'")
+    url = pg_db.replace("postgres@", "webapp:pw-for-the-web@") + "?schema=web"
+    store = open_store(url)
+    try:
+        demo = fill(store, time.time())
+        now = store.now()
+        current = store.wheel.current_tick(now)
+        store.add([record(f"lease{i}", now - 1) for i in range(2)])
+        store.advance(current, 1000, store.liveness.token)
+        claimed = store.claim(store.liveness.token, now, 2).records
+        assert sorted(r.id for r in claimed) == ["lease0", "lease1"] and all(r.lease for r in claimed)
+        with serve(url, "--allow-actions") as server, httpx.Client(base_url=server.url) as client:
+            for page in PAGES:
+                r = client.get(page)
+                assert r.status_code == 200 and "pw-for-the-web" not in r.text, page
+            shown = initial(client.get("").text)["inspect"]
+            assert shown["counts"] == query.inspect_data(store, now)["counts"]
+            assert shown["store"]["schema"] == "web" and "pw-for-the-web" not in json.dumps(shown)
+            listing = client.get("api/tasks", params={"status": "running"}).json()
+            rows = {t["id"]: t for t in listing["tasks"]}
+            assert {i: rows[i]["lease"] for i in ("lease0", "lease1")} == {r.id: r.lease for r in claimed}
+            assert client.get("running").text.count('class="lease" data-lease=') >= 2
+            token = csrf(client, "failed")
+            r = client.post("api/retry", json={"all": True, "status": "failed"},
+                            headers={"X-CSRF-Token": token})
+            assert sorted(r.json()["retried"]) == sorted(demo.failed)
+            assert all(store.get(i).status == "pending" for i in demo.failed)
+    finally:
+        store.close()
+
+
 # -- the command -------------------------------------------------------------------------------
 
 def test_command_errors_are_one_line(tmp_path) -> None:

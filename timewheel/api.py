@@ -21,6 +21,7 @@ import threading
 import time
 import weakref
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import (
     Any,
     Callable,
@@ -68,6 +69,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: what ``hu.on()`` accepts: a task changed state (the change is durable when hooks run)
 EVENTS = ("started", "succeeded", "failed", "retrying", "misfired")
 _instances: "weakref.WeakSet[TimeWheel]" = weakref.WeakSet()
+#: the adders of the ``hu.using(connection)`` blocks open in this context, by id of their wheel
+_USING: "ContextVar[Optional[dict[int, Any]]]" = ContextVar("timewheel_using", default=None)
 
 
 class Stopped(NamedTuple):
@@ -330,7 +333,7 @@ class Task(Generic[R]):
                  count_down: Optional[float] = None,
                  eta: Optional[Union[_dt.datetime, float]] = None,
                  misfire_grace: Any = ..., task_id: Optional[str] = None,
-                 replace: bool = False, once: bool = False) -> TaskHandle:
+                 replace: bool = False, once: bool = False, connection: Any = None) -> TaskHandle:
         """Like :meth:`delay` with the arguments given explicitly (so they may have any name),
         and with a per-call ``misfire_grace``.
 
@@ -338,6 +341,9 @@ class Task(Generic[R]):
         and eta) in one atomic step (a running one raises :class:`DuplicateTask`);
         ``once=True`` adds nothing while any task of that id is stored, finished or not, so
         an id runs once until its record is purged (periodic occurrences use this).
+
+        ``connection``: write the task through the application's own database connection, in
+        its transaction, as :meth:`TimeWheel.using` does (a PostgreSQL store only).
         """
         if not isinstance(args, (tuple, list)):
             raise TypeError(f"{self.name}: args must be a tuple or list, got {type(args).__name__}")
@@ -350,10 +356,10 @@ class Task(Generic[R]):
         existing = ("fail" if task_id is None else "replace" if replace else "keep" if once
                     else "reuse")
         return self._enqueue(tuple(args), kwargs or {}, count_down, eta, misfire_grace, task_id,
-                             existing)
+                             existing, connection)
 
     def _enqueue(self, args: tuple, kwargs: dict, count_down: Any, eta: Any, misfire_grace: Any,
-                 task_id: Optional[str], existing: str) -> TaskHandle:
+                 task_id: Optional[str], existing: str, connection: Any = None) -> TaskHandle:
         """What :meth:`delay` and :meth:`schedule` do once their own options are read: check
         the rest, build the record, and add it (or keep it for the open batch).  Positional,
         and without the checks ``delay(*args, **kwargs)`` makes true by construction: it runs
@@ -384,7 +390,9 @@ class Task(Generic[R]):
                        hu.now() if batch is None else batch.now, self.retries, self.retry_delay,
                        grace, self.timeout)
         if batch is None:
-            return hu._submit(rec, existing)
+            return hu._submit(rec, existing, connection)
+        if connection is not None:
+            raise ValueError("connection= inside hu.batch(): open hu.using(connection) around the batch")
         batch.add(rec, existing)
         return TaskHandle(hu, rec.id)
 
@@ -393,7 +401,9 @@ class TimeWheel:
     """An embedded, persistent delayed-task scheduler.
 
     :param path: the store: a file (created mode 0600), a ``redis://``, ``rediss://`` or
-        ``unix://`` URL (``pip install 'timewheel[redis]'``), or ``None`` for memory only.
+        ``unix://`` URL (``pip install 'timewheel[redis]'``), a PostgreSQL connection string
+        (``postgresql://...``, ``postgres://...`` or libpq's ``host=... dbname=...``;
+        ``pip install 'timewheel[postgres]'``), or ``None`` for memory only.
     :param workers: threads running tasks in this process.
     :param tick: seconds per wheel slot.  :param slots: slots in the ring.  Both are fixed
         when the store is created.
@@ -405,15 +415,17 @@ class TimeWheel:
     :param busy_timeout: seconds a write waits for another process before ``StoreBusy``.
     :param durability: a store file's commits: ``"normal"`` (they survive a crash of the
         process, not a power cut) or ``"fsync"`` (a power cut too: an fsync per commit,
-        shared by the concurrent writes of a process).  A Redis server's is its own
-        (``appendfsync``): a URL takes ``"normal"`` only.
+        shared by the concurrent writes of a process).  A server's is its own setting
+        (Redis: ``appendfsync``; PostgreSQL: ``fsync``, ``synchronous_commit``): a server's
+        location takes ``"normal"`` only.
     :param clock: returns unix time; inject a fake one in tests.  (A Redis store judges
         time by its server's clock and uses this one only to measure the offset.)
     :param max_crashes: a task whose process died this many times while running it is failed.
     :param lookahead: ticks made ready ahead of the clock at once (each advance is one write).
     :param exit_grace: at interpreter exit a started wheel stops, waiting this many seconds
         for running tasks; those still running after it run again at the next start.
-    :param namespace: the key prefix in a Redis database (several apps can share one).
+    :param namespace: the key prefix in a Redis database, the schema in a PostgreSQL one
+        unless its connection string names one (several apps can share a database).
     """
 
     def __init__(self, path: Union[str, "os.PathLike[str]", None] = "tasks.db", workers: int = 4, *,
@@ -426,7 +438,8 @@ class TimeWheel:
         if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024:
             raise ValueError(f"workers must be an int from 1 to 1024, got {shown(workers)}")
         if path is not None and not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path must be a file path, a redis:// URL or None, got {type(path).__name__}")
+            raise TypeError(f"path must be a file path, a redis:// or postgresql:// URL or None, "
+                            f"got {type(path).__name__}")
         self.wheel = Wheel(slots=slots, tick=tick)
         spec = None if path is None else os.fspath(path)
         if isinstance(spec, bytes):
@@ -458,8 +471,9 @@ class TimeWheel:
         if durability not in DURABILITY:
             raise ValueError(f"durability must be 'normal' or 'fsync', got {shown(durability)}")
         if durability != "normal" and self.url:
-            raise ValueError(f"durability={durability!r} is for a store file; a Redis server's "
-                             "durability is its appendfsync setting (README: More than one host)")
+            raise ValueError(f"durability={durability!r} is for a store file; a server's durability "
+                             "is its own setting (Redis: appendfsync; PostgreSQL: fsync and "
+                             "synchronous_commit)")
         self.durability = durability
         self._registry: dict[str, Task[Any]] = {}
         self._hooks = Hooks(EVENTS)
@@ -482,8 +496,8 @@ class TimeWheel:
         if self.immediate:
             return "memory"
         if self.url:
-            from .store.redis import _public
-            return _public(self.url)
+            from .store import public_location
+            return public_location(self.url)
         return self.path or "memory"
 
     # -- the store (opened lazily, so nothing -- no thread -- starts in a pre-fork master) ----
@@ -610,8 +624,9 @@ class TimeWheel:
             raise ValueError(f"eta {shown(eta)} is outside 1970..9999")
         return when
 
-    def _submit(self, rec: TaskRecord, existing: str) -> TaskHandle:
-        (stored,) = self.store.add([rec], existing=existing)
+    def _submit(self, rec: TaskRecord, existing: str, connection: Any = None) -> TaskHandle:
+        adder = self._adder() if connection is None else self._through(connection)
+        (stored,) = adder.add([rec], existing=existing)
         if self.immediate and _added(stored, rec):
             self._run_inline(stored)
         return TaskHandle(self, stored.id)
@@ -623,17 +638,42 @@ class TimeWheel:
         if self._local.batch is not None:          # nested: the outer one commits
             yield
             return
+        adder = self._adder()
         batch = self._local.batch = _Batch(self.now())
         try:
             yield
         finally:
             self._local.batch = None
         recs = batch.records
-        stored = self.store.add(recs, existing=batch.existing)
+        stored = adder.add(recs, existing=batch.existing)
         if self.immediate:
             for rec, kept in zip(recs, stored):
                 if _added(kept, rec):
                     self._run_inline(kept)
+
+    @contextmanager
+    def using(self, connection: Any) -> Iterator[None]:
+        """Transactional enqueue: every ``delay()``, ``schedule()`` and ``batch()`` of this
+        wheel in the block (in this thread or task) writes through the application's own
+        ``connection``, in its transaction -- rolled back, the task never existed; committed,
+        it runs at its eta.  A psycopg 3 connection, a SQLAlchemy Connection or Session, or a
+        Django database alias (``"default"``, also inside ``transaction.atomic()``); a
+        PostgreSQL store only (see :mod:`timewheel.store.postgres_tx`).  In immediate mode the
+        connection is not used: tasks run inline as always."""
+        token = _USING.set({**(_USING.get() or {}), id(self): self._through(connection)})
+        try:
+            yield
+        finally:
+            _USING.reset(token)
+
+    def _through(self, connection: Any) -> Any:
+        """What adds tasks through ``connection`` (the store itself in immediate mode)."""
+        return self.store if self.immediate else self.store.through(connection)
+
+    def _adder(self) -> Any:
+        """What ``delay()`` adds with here: the open ``using()`` block's, else the store."""
+        using = _USING.get()
+        return self.store if using is None else using.get(id(self), self.store)
 
     def get(self, task_id: str) -> TaskHandle:
         """A handle for a task id (from another process, or from before a restart)."""

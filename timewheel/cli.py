@@ -83,18 +83,19 @@ def _one_line(location: str) -> Iterator[None]:
                            "it may be damaged (TIMEWHEEL_DEBUG=1 shows where)"))
 
 
-def _needs_redis(location: str) -> None:
-    from .store import is_url
+def _needs_backend(location: str) -> None:
+    """A server's store needs its driver: say how to install it rather than fail obscurely."""
+    from .store import is_url, public_location
+    from .store.postgres_url import is_postgres
     if not is_url(location):
         return
+    module, extra, what = (("psycopg", "postgres", "a PostgreSQL") if is_postgres(location)
+                           else ("redis", "redis", "a Redis"))
     try:
-        import timewheel.store.redis  # noqa: F401
+        __import__(module)
     except ImportError as exc:
-        if getattr(exc, "name", "") in ("redis", "timewheel.store.redis") or "redis" in str(exc):
-            raise click.ClickException(
-                f"{location}: a Redis store needs the Redis backend: pip install 'timewheel[redis]' "
-                f"({exc})") from None
-        raise
+        raise click.ClickException(f"{public_location(location)}: {what} store needs its driver: "
+                                   f"pip install 'timewheel[{extra}]' ({exc})") from None
 
 
 @contextmanager
@@ -108,7 +109,7 @@ def opened(location: str, *, write: bool = False, timeout: float = 10.0) -> Iter
     from .errors import NotAStore
     from .store import open_store
 
-    _needs_redis(location)
+    _needs_backend(location)
     ctx = click.get_current_context(silent=True)
     namespace = ctx.meta.get(NAMESPACE, "timewheel") if ctx is not None else "timewheel"
 
@@ -118,7 +119,7 @@ def opened(location: str, *, write: bool = False, timeout: float = 10.0) -> Iter
         except ValueError as exc:         # an argument the backend refuses: --namespace
             raise click.BadParameter(str(exc), param_hint="'--namespace'") from None
 
-    with _one_line(location):
+    with _one_line(_shown(location)):
         store = None
         try:
             store = open_it(readonly=True)
@@ -139,8 +140,14 @@ def opened(location: str, *, write: bool = False, timeout: float = 10.0) -> Iter
 
 # -- parameters ----------------------------------------------------------------------------------
 
+def _shown(location: str) -> str:
+    from .store import public_location
+    return public_location(location)
+
+
 class StoreLocation(click.ParamType):
-    """A store file that exists, or a redis://, rediss:// or unix:// URL.
+    """A store file that exists, a redis://, rediss:// or unix:// URL, or a PostgreSQL
+    connection string (postgresql://, postgres://, or libpq's keyword=value form).
 
     A missing file is an error (exit 1, like a file that is not a store), not a usage error.
     """
@@ -173,7 +180,8 @@ def db_argument(f: F) -> F:
     """The store, the first argument of every store command, and its ``--namespace``."""
     f = click.option("--namespace", default="timewheel", show_default=True, expose_value=False,
                      callback=_keep_namespace, metavar="NAME",
-                     help="Redis stores: the application's key prefix (its TimeWheel namespace=).")(f)
+                     help="Redis stores: the application's key prefix; PostgreSQL stores: the schema "
+                          "unless the connection string names one (its TimeWheel namespace=).")(f)
     return click.argument("db", metavar="DB", type=StoreLocation())(f)
 
 
@@ -326,8 +334,10 @@ class Group(click.Group):
 def cli() -> None:
     """Inspect and manage a timewheel store, or run a worker for an application.
 
-    Every command but `run` takes the store (DB) first: a file, or a redis://, rediss:// or
-    unix:// URL (pip install 'timewheel[redis]').  Read-only commands (inspect, tasks, show,
+    Every command but `run` takes the store (DB) first: a file, a redis://, rediss:// or
+    unix:// URL (pip install 'timewheel[redis]'), or a PostgreSQL connection string:
+    postgresql://user@host/db?schema=NAME or "host=... dbname=..." (pip install
+    'timewheel[postgres]').  Read-only commands (inspect, tasks, show,
     stats, timeline) never create, change or lock a store and can run while an application
     uses it; cancel, retry and purge change it, and refuse anything that is not already a
     timewheel store.  All commands accept --json.
@@ -410,6 +420,11 @@ def inspect(db: str, all_slots: bool, next_n: int, out: Output) -> None:
         used = "" if st.get("used_memory_bytes") is None else f", {size(st['used_memory_bytes'])} used"
         lease = "" if st.get("lease") is None else f", leases of {st['lease']:g}s"
         where = ["server", f"Redis {st['redis_version']}{used}; namespace {st.get('namespace')!r}{lease}"]
+    elif "postgres_version" in st:
+        dead = "" if st.get("dead_rows") is None else f", {st['dead_rows']} dead rows"
+        where = ["server", f"PostgreSQL {clean(str(st['postgres_version']))}; schema {st.get('schema')!r}, "
+                           f"tasks table {size(st['table_bytes'] or 0)}{dead}; leases of {st['lease']:g}s"
+                           + ("" if st.get("listen") else "; LISTEN off")]
     else:
         where = ["where", st["backend"]]
     out.table([
@@ -745,6 +760,52 @@ def timeline(db: str, hours: float, name: Optional[str], width: int, out: Output
 
 
 # -- run -------------------------------------------------------------------------------------------
+
+@cli.command()
+@db_argument
+@click.option("--tick", type=click.FloatRange(0.001, 86400), default=1.0, show_default=True,
+              help="A new store's tick (as the application's TimeWheel(tick=)).")
+@click.option("--slots", type=click.IntRange(1, 999_999), default=3600, show_default=True,
+              help="A new store's slots (as the application's TimeWheel(slots=)).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object: schema, version (stored; 0: none), target, statements.")
+def migrate(db: str, tick: float, slots: int, as_json: bool) -> None:
+    """Print the SQL that creates a PostgreSQL store, or brings it to this version.
+
+    For databases whose schema changes are applied by their owner or a migration tool: an
+    application whose database user may create schemas creates and migrates its store
+    itself, on first use.  The SQL runs in one transaction; pipe it to psql.  Nothing is
+    changed by this command (it reads which version is there).
+
+    \b
+    Example:
+      timewheel migrate "postgresql://app@db/app?schema=timewheel" | psql -v ON_ERROR_STOP=1 "$ADMIN_URL"
+    """
+    from .store.postgres_url import is_postgres
+    from .wheel import Wheel
+    if not is_postgres(db):
+        raise click.UsageError("migrate is for PostgreSQL stores (file and Redis stores need no migration "
+                               "script: they are converted when opened)")
+    _needs_backend(db)
+    ctx = click.get_current_context()
+    with _one_line(_shown(db)):
+        from .store.postgres import migration_script
+        schema, version, sql = migration_script(db, namespace=ctx.meta.get(NAMESPACE, "timewheel"),
+                                                wheel=Wheel(slots=slots, tick=tick))
+    from .store.postgres_sql import FORMAT, VERSION
+    if as_json:
+        import json
+        click.echo(json.dumps({"schema": schema, "version": version, "target": VERSION, "format": FORMAT,
+                               "statements": [st.strip() for st in sql]}))
+        return
+    if not sql:
+        click.echo(f"-- schema {schema} holds {FORMAT} version {version}: up to date, nothing to do")
+        return
+    what = "creates the store" if version == 0 else f"migrates the store from version {version}"
+    click.echo(f"-- timewheel: {what} in schema {schema} ({FORMAT} version {VERSION})")
+    for statement in sql:
+        click.echo(statement.strip() + ";\n")
+
 
 @cli.command()
 @click.argument("app", metavar="MODULE:ATTR")

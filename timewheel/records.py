@@ -31,6 +31,7 @@ __all__ = [
     "STATUSES", "TERMINAL", "RETRYABLE", "encode_record", "decode_record", "RecordDecodeError",
     "start_run", "is_misfire", "skip_misfired", "end_run", "requeue_crashed", "reset_for_retry",
     "cancel", "retry_backoff", "new_task", "load_plain", "MAX_RECORD_BYTES", "MAX_ETA", "MAX_BACKOFF",
+    "record_from_fields",
 ]
 
 PENDING = "pending"
@@ -303,7 +304,14 @@ def decode_record(blob: Any) -> TaskRecord:
     if not _REQUIRED <= len(values) <= len(_FIELD_NAMES) or (len(values) == _V1_LEN and values[-1] != 1
                                                             and values[-1] != RECORD_VERSION):
         raise RecordDecodeError("not a timewheel record (unexpected shape)")
-    values = values + _DEFAULTS[len(values):]     # fields left out hold their default
+    return record_from_fields(values + _DEFAULTS[len(values):])   # fields left out: defaults
+
+
+def record_from_fields(values: tuple) -> TaskRecord:
+    """A record from all its fields in order (as decoded, or as a store keeps them in columns),
+    each checked as :func:`decode_record` checks them; RecordDecodeError names a wrong one."""
+    if len(values) != len(_FIELD_NAMES):
+        raise RecordDecodeError("not a timewheel record (unexpected shape)")
     if not _plausible(*values):
         for name, value in zip(_FIELD_NAMES, values):
             check = _CHECKS.get(name)

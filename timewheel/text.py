@@ -16,7 +16,8 @@ import re
 import time
 from typing import Optional
 
-__all__ = ["clean", "span", "duration", "relative", "local", "seconds", "size", "clip", "first_line"]
+__all__ = ["clean", "span", "duration", "relative", "local", "seconds", "size", "clip", "first_line",
+           "without_password"]
 
 # C0 and C1 controls, DEL, line/paragraph separators, and the bidirectional embeddings,
 # overrides and isolates ("Trojan source"), plus the BOM.
@@ -117,3 +118,19 @@ def clip(text: str, limit: Optional[int], hint: str = "") -> str:
 
 def first_line(text: Optional[str]) -> Optional[str]:
     return text.splitlines()[0] if text else text
+
+
+def without_password(url: str) -> str:
+    """A server's URL without its password, for messages, the CLI and the web view: what follows
+    the user name, up to the *last* ``@`` before the query (a password may hold ``@``, ``:``
+    and ``/``: a parser takes the user info up to the last ``@``), and the value of a
+    ``password=`` or ``sslpassword=`` parameter."""
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+        at = rest.rfind("@", 0, cut)
+        user, colon, _ = rest[:max(at, 0)].partition(":")
+        if at >= 0 and colon:
+            rest = f"{user}:***{rest[at:]}"
+        url = scheme + sep + rest
+    return re.sub(r"([?&](?:ssl)?password=)[^&#]*", r"\1***", url)

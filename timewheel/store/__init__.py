@@ -1,42 +1,63 @@
 """Stores: where the wheel lives.  ``SqliteDictStore`` (one file) is the default,
-``RedisStore`` (``timewheel.store.redis``) serves several hosts, ``MemoryStore`` is for tests
-and ``immediate=True``.  :func:`open_store` picks one from a path or URL."""
+``RedisStore`` (``timewheel.store.redis``) and ``PostgresStore`` (``timewheel.store.postgres``)
+serve several hosts, ``MemoryStore`` is for tests and ``immediate=True``.  :func:`open_store`
+picks one from a path or URL."""
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
+from ..text import without_password
 from .base import Advanced, Claimed, Doorbell, Liveness, StoreState, WheelStore
 from .memory import MemoryStore
+from .postgres_url import is_postgres
 from .sqlite import SqliteDictStore
 
 __all__ = ["WheelStore", "Liveness", "Doorbell", "SqliteDictStore", "MemoryStore", "Claimed",
-           "Advanced", "StoreState", "open_store", "is_url"]
+           "Advanced", "StoreState", "open_store", "is_url", "public_location"]
 
 URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def is_url(location: str) -> bool:
-    return location.startswith(URL_SCHEMES)
+    """Whether ``location`` names a server (Redis, PostgreSQL) rather than a file."""
+    return location.startswith(URL_SCHEMES) or is_postgres(location)
+
+
+def public_location(location: str) -> str:
+    """``location`` as it may be shown: a server's without its password."""
+    if is_postgres(location):
+        from .postgres_url import parse
+        try:
+            return parse(location).public
+        except ValueError:
+            return without_password(location) if "://" in location else "(a PostgreSQL connection string)"
+    return without_password(location) if is_url(location) else location
 
 
 def open_store(location: str, *, readonly: bool = False, wheel: Any = None,
                namespace: str = "timewheel", timeout: float = 10.0,
                clock: Optional[Any] = None, result_ttl: Optional[float] = None,
                durability: str = "normal") -> WheelStore:
-    """The store at ``location``: a ``redis://``/``rediss://``/``unix://`` URL or a file path.
+    """The store at ``location``: a ``redis://``/``rediss://``/``unix://`` URL, a PostgreSQL
+    connection string (``postgresql://``, ``postgres://``, a libpq keyword string:
+    :mod:`timewheel.store.postgres_url`) or a file path.
 
     ``readonly`` opens an existing store for reading only: nothing is created or written.
+    ``namespace``: Redis's key prefix; PostgreSQL's schema unless the location names one.
     ``result_ttl`` (Redis only): seconds a finished task is kept, as a Redis TTL.
     ``durability`` (files only): ``"normal"`` or ``"fsync"`` (see :class:`SqliteDictStore`); a
-    Redis server's is its own ``appendfsync``, so a URL takes ``"normal"`` only.
+    server's is its own setting, so a server's location takes ``"normal"`` only.
     """
     kw: dict[str, Any] = {} if clock is None else {"clock": clock}
+    if durability != "normal" and is_url(location):
+        raise ValueError(f"durability={durability!r} is for a store file; a server's durability is "
+                         "its own setting (Redis: appendfsync always; PostgreSQL: fsync and "
+                         "synchronous_commit on, its defaults)")
+    if is_postgres(location):
+        from .postgres import PostgresStore
+        return PostgresStore(location, wheel, namespace=namespace, timeout=timeout, readonly=readonly, **kw)
     if is_url(location):
-        if durability != "normal":
-            raise ValueError(f"durability={durability!r} is for a store file; a Redis server's "
-                             "durability is its appendfsync setting (appendfsync always: every "
-                             "write is on disk before it is acknowledged)")
         from .redis import RedisStore
         return RedisStore(location, wheel, namespace=namespace, timeout=timeout, readonly=readonly,
                           result_ttl=result_ttl, **kw)

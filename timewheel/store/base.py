@@ -353,6 +353,13 @@ class WheelStore(abc.ABC):
         The default tells nothing."""
         return {}
 
+    def through(self, connection: Any) -> Any:
+        """An object whose ``add(records, existing=...)`` writes through the application's own
+        database ``connection``, in its transaction (transactional enqueue).  Only a store kept
+        in the application's database has one: PostgreSQL's."""
+        raise TypeError(f"transactional enqueue (hu.using(connection), connection=) needs a PostgreSQL "
+                        f"store; this wheel's store is {self.location}")
+
     def doorbell(self) -> Doorbell:
         """A bell for one runner (see :class:`Doorbell`); close it when done."""
         bell = Doorbell(self)

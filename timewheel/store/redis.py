@@ -71,6 +71,7 @@ from ..records import (
     decode_record,
     encode_record,
 )
+from ..text import without_password as _public
 from ..wheel import Wheel
 from . import rules
 from .base import (
@@ -110,21 +111,6 @@ def _split_url(url: str) -> tuple[str, dict[str, str]]:
     ours = {k: v for k, v in pairs if k in _OUR_PARAMS}
     rest = urlencode([(k, v) for k, v in pairs if k not in _OUR_PARAMS])
     return (base + "?" + rest if rest else base), ours
-
-
-def _public(url: str) -> str:
-    """The URL without its password, for messages and the CLI: what follows the user name,
-    up to the *last* ``@`` before the query (a password may hold ``@``, ``:`` and ``/``: a
-    parser takes the user info up to the last ``@``), and a ``password=`` parameter."""
-    scheme, sep, rest = url.partition("://")
-    if sep:
-        cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
-        at = rest.rfind("@", 0, cut)
-        user, colon, _ = rest[:max(at, 0)].partition(":")
-        if at >= 0 and colon:
-            rest = f"{user}:***{rest[at:]}"
-        url = scheme + sep + rest
-    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
 
 
 def _glob_escape(text: str) -> str:

@@ -6,12 +6,12 @@ store's (see store/redis.py).
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any, Callable, Sequence
 
 from ..errors import StoreBusy, StoreError
 from . import redis_lua
 from .redis_pipeline import AutoPipeline
+from .server_clock import ServerClock
 
 try:
     import redis
@@ -51,9 +51,7 @@ class RedisClient:
         self.readonly = readonly
         self._clock = clock
         self._meta = meta
-        self._offset = 0.0
-        self._sync_at = -math.inf
-        self._floor = -math.inf        # the latest server time seen (see now())
+        self.clock = ServerClock(self._time, clock, _RESYNC)
         try:
             self.redis = redis.Redis.from_url(
                 url, socket_timeout=timeout, socket_connect_timeout=timeout,
@@ -190,36 +188,20 @@ class RedisClient:
                         "deletes keys, tasks included (set maxmemory-policy noeviction)",
                         self.location, policy)
 
-    # -- the server's clock -------------------------------------------------------------------
+    # -- the server's clock (timewheel.store.server_clock) --------------------------------------
+    def _time(self) -> float:
+        sec, usec = self.io(lambda c: c.time())
+        return sec + usec / 1e6
+
     def sync(self) -> None:
-        """Measure the offset of the server's clock to ours: the best of three TIME round
-        trips (the shortest bounds the error best: +-half of it)."""
-        best = None
-        for _ in range(3):
-            before = self._clock()
-            sec, usec = self.io(lambda c: c.time())
-            after = self._clock()
-            if best is None or after - before < best[0]:
-                best = (after - before, sec + usec / 1e6 - (before + after) / 2)
-            self.saw(sec + usec / 1e6)
-        self._offset = best[1]
-        self._sync_at = self._clock()
+        self.clock.sync()
 
     def saw(self, server_time: float) -> None:
-        self._floor = max(self._floor, server_time)
+        self.clock.saw(server_time)
 
     def now(self) -> float:
-        """The server's clock, as the local clock plus the measured offset -- and never less
-        than a server time already seen, so that a task claimed at the server's ``TIME``
-        (at or after its eta) is never recorded as started before it."""
-        t = self._clock()
-        if not self._sync_at <= t < self._sync_at + _RESYNC:
-            try:
-                self.sync()
-                t = self._clock()
-            except StoreError:
-                self._sync_at = t - _RESYNC + 1.0    # keep the old offset; look again in 1 s
-        return max(t + self._offset, self._floor)
+        """The server's clock (see :class:`~timewheel.store.server_clock.ServerClock`)."""
+        return self.clock.now()
 
     def server_us(self) -> int:
         sec, usec = self.io(lambda c: c.time())

@@ -1,6 +1,6 @@
 """Helpers for test suites and benchmarks that drive timewheel from outside, as users do.
 
-    from timewheel.testing import RedisServer, fill, serve
+    from timewheel.testing import PostgresServer, RedisServer, fill, serve
 
     with RedisServer(tmp_dir) as server:          # a real redis-server on a free port
         hu = TimeWheel(server.url)
@@ -10,6 +10,9 @@
 
 * :mod:`timewheel.testing.redis_server` -- a real ``redis-server`` of your own: free port,
   temp dir, AOF fsynced at every write; SIGKILL, SIGSTOP and restart it on the same port.
+* :mod:`timewheel.testing.pg_server` -- a real PostgreSQL server of your own (Debian's
+  binaries): free port, its own data directory (initdb once per process, then copied), fsync
+  on, run as the ``postgres`` user when you are root; SIGKILL (a crash), SIGSTOP, restart.
 * :mod:`timewheel.testing.demo` -- :func:`fill`: tasks in every status (pending at known
   ticks, running with a dead owner, succeeded, failed, misfired, cancelled), written through
   the store interface, so on every backend.
@@ -35,11 +38,12 @@ from __future__ import annotations
 
 from .commands import console_script, measured
 from .demo import DEAD_OWNER, HOSTILE_ERROR, HOSTILE_NAME, Demo, fill, record, run_as_worker
+from .pg_server import PostgresServer, pg_bindir
 from .redis_server import RedisServer, free_port, redis_server_binary
 from .web import Server, serve, web_command
 
 __all__ = [
-    "RedisServer", "free_port", "redis_server_binary",
+    "RedisServer", "free_port", "redis_server_binary", "PostgresServer", "pg_bindir",
     "Demo", "fill", "record", "run_as_worker", "DEAD_OWNER", "HOSTILE_NAME", "HOSTILE_ERROR",
     "Server", "serve", "web_command",
     "console_script", "measured",

@@ -330,8 +330,8 @@ class WebView:
             return self.store.location
         except Exception:  # noqa: BLE001 - the error page must render without a store
             if isinstance(self._source, (str, os.PathLike)):
-                from ..store.redis import _public
-                return _public(os.fspath(self._source))
+                from ..store import public_location
+                return public_location(os.fspath(self._source))
             return "(store)"
 
     def _here(self, request: Request) -> str:

@@ -1,0 +1,54 @@
+"""The PostgreSQL store's invariants, read with plain SQL (no timewheel code but the record
+checks and the wheel's arithmetic): every row is a record that can be read and sits where its
+status says, and the counters (folded totals plus deltas) equal a recount of the rows."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import psycopg
+
+from timewheel.records import PENDING, RUNNING, TERMINAL, record_from_fields
+from timewheel.store.base import eta_us, finished_ms
+from timewheel.store.postgres_sql import RECORD_COLUMNS
+from timewheel.wheel import Wheel
+
+
+def check_pg_store(url: str, schema: str) -> None:
+    s = '"' + schema + '"'
+    with psycopg.connect(url, autocommit=True) as c:
+        if c.execute("SELECT to_regclass(%s)", (f"{s}.meta",)).fetchone()[0] is None:
+            return
+        slots, tick, horizon = c.execute(f"SELECT slots, tick, horizon FROM {s}.meta WHERE id = 1").fetchone()
+        wheel = Wheel(slots=slots, tick=tick)
+        cols = ", ".join(RECORD_COLUMNS)
+        states: Counter = Counter()
+        ticks: Counter = Counter()
+        for row in c.execute(f"SELECT {cols}, eta_us, tick, ready, finished_ms FROM {s}.tasks"):
+            task_id, name, status = row[0], row[1], row[4]
+            e_us, t, ready, f_ms = row[len(RECORD_COLUMNS):]
+            states[(status, name)] += 1
+            if status == "broken":
+                assert not ready, task_id
+                continue
+            rec = record_from_fields(tuple(row[:len(RECORD_COLUMNS)]))
+            assert e_us == eta_us(rec.eta) and t == wheel.due_tick(rec.eta), (task_id, e_us, t)
+            if status == PENDING:
+                ticks[t] += 1
+                assert not ready or t == horizon + 1 or t <= horizon, (task_id, t, horizon)
+            else:
+                assert not ready, task_id
+            if status == RUNNING:
+                assert rec.owner, task_id
+            if status in TERMINAL:
+                assert f_ms == finished_ms(rec.finished), task_id
+        stored = Counter({(st, n): v for st, n, v in c.execute(
+            f"SELECT status, name, sum(n) FROM (SELECT status, name, n FROM {s}.counts UNION ALL "
+            f"SELECT status, name, n FROM {s}.counts_delta) x GROUP BY 1, 2")})
+        assert +stored == +states and not -stored, f"counts {dict(stored)} != recount {dict(+states)}"
+        per_tick = Counter({t: v for t, v in c.execute(
+            f"SELECT tick, sum(n) FROM (SELECT tick, n FROM {s}.counts WHERE status = 'pending' UNION ALL "
+            f"SELECT tick, n FROM {s}.counts_delta WHERE status = 'pending') x GROUP BY 1")})
+        assert +per_tick == +ticks and not -per_tick, f"ticks {dict(+per_tick)} != recount {dict(+ticks)}"
+        folded = c.execute(f"SELECT count(*) FROM {s}.counts WHERE n = 0").fetchone()[0]
+        assert folded == 0, "a folded counter of 0 was kept"

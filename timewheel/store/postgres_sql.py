@@ -1,0 +1,513 @@
+"""The SQL of the PostgreSQL store: its schema, the functions every change goes through, and the
+migrations between versions (see :mod:`timewheel.store.postgres` for how they are used).
+
+Every change of the store is one call of a PL/pgSQL function of the schema, so that it is one
+statement: atomic, one round trip, and -- through any connection, the application's own included
+-- with its plans cached inside the function, not in prepared statements that a pooler in
+transaction mode (PgBouncer) would lose.  The functions only *move* tasks and keep the counters
+right; what a task becomes (retry, backoff, crash requeue, ...) is decided in Python by
+:mod:`timewheel.records` and handed in whole.  The one transition applied here is a claim's
+(running, owner, lease, started, ``attempts + 1``, ``rev + 1``), because only the server may say
+what is due now; the store rebuilds the same record in Python from the old one the function
+returns, through :func:`timewheel.records.start_run`.
+
+Conventions:
+
+* Time is the server's: ``clock_timestamp()`` read once per call, as unix seconds (``float8``)
+  and whole microseconds (``bigint``, exact).  A task is claimed only once ``eta_us`` (its eta
+  rounded up to a microsecond) is not after the server's microsecond *and* its eta is not after
+  the server's seconds: never early, not even by a rounding.
+* A task is **ready** (claimable once due) when it is pending and its tick is within the
+  horizon -- decided when a claim reads it, not stored: a task committed by a transaction that
+  stayed open while the wheel turned past its tick is ready the moment it commits.  The one
+  stored exception is ``ready``: an advance that stops within a tick (its ``limit``) marks the
+  tasks of that tick it made ready.
+* Counters (tasks per status and name, pending tasks per tick and name) are kept as deltas that
+  writers only *insert* (``counts_delta``: no row is ever updated by two transactions, so an
+  application's long transaction that enqueues holds no lock anyone else waits for); the ticking
+  process folds them into ``counts`` when it advances the wheel.  Readers add both.
+* A running task whose lease is live can be changed only by its owner (``swap``'s ``p_me``):
+  a lease renewed by its owner an instant before the recovery read it expired must win, as it
+  does on Redis, where scripts run one at a time.
+* No temporary tables, no session advisory locks, no ``SET`` outside a function: nothing a
+  connection pooler in transaction mode would break.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+__all__ = ["FORMAT", "VERSION", "RECORD_COLUMNS", "WRITE_COLUMNS", "migration", "channel"]
+
+FORMAT = "timewheel-postgres/1"
+#: the schema's version; :func:`migration` brings an older one here
+VERSION = 1
+
+#: the columns of a task row in the order of :class:`~timewheel.records.TaskRecord`'s fields
+RECORD_COLUMNS = ("id", "name", "eta", "payload", "status", "created", "retries", "retry_delay",
+                  "misfire_grace", "attempts", "crashes", "started", "finished", "owner", "error",
+                  "traceback", "result", "version", "rev", "timeout", "lease")
+
+#: what a write hands in per task (arrays, one element per task): the record's columns and
+#: where it goes (``eta_us``, ``tick``, ``finished_ms``), with their SQL types
+WRITE_COLUMNS = (
+    ("id", "text"), ("name", "text"), ("status", "text"), ("eta", "float8"), ("eta_us", "bigint"),
+    ("tick", "bigint"), ("payload", "bytea"), ("created", "float8"), ("retries", "bigint"),
+    ("retry_delay", "float8"), ("misfire_grace", "float8"), ("attempts", "bigint"),
+    ("crashes", "bigint"), ("started", "float8"), ("finished", "float8"), ("finished_ms", "bigint"),
+    ("owner", "text"), ("error", "text"), ("traceback", "text"), ("result", "bytea"),
+    ("version", "int"), ("rev", "bigint"), ("timeout", "float8"), ("lease", "float8"),
+)
+
+_FINISHED = "('succeeded', 'failed', 'cancelled', 'misfired')"
+
+
+def channel(schema: str) -> str:
+    """The NOTIFY channel of a schema's store (one per database and schema)."""
+    return f"timewheel.{schema}"
+
+
+def _q(schema: str) -> str:
+    """``schema`` as a quoted identifier (the name is checked by the store: letters, digits, _)."""
+    return '"' + schema.replace('"', '""') + '"'
+
+
+# -- the pieces the functions share ----------------------------------------------------------------
+
+def _params() -> str:
+    """The write functions' array parameters: ``a_expect`` (the rev each task must have now;
+    NULL: it must not exist) and one array per write column."""
+    return ", ".join(["a_expect bigint[]"] + [f"a_{c} {t}[]" for c, t in WRITE_COLUMNS])
+
+
+def _args() -> str:
+    return ", ".join(["a_expect"] + [f"a_{c}" for c, _ in WRITE_COLUMNS])
+
+
+def _input() -> str:
+    """The tasks handed in, as rows ``i`` (with ``k``, their 1-based position)."""
+    arrays = ", ".join(["a_expect"] + [f"a_{c}" for c, _ in WRITE_COLUMNS])
+    cols = ", ".join(["expect"] + [c for c, _ in WRITE_COLUMNS] + ["k"])
+    return f"unnest({arrays}) WITH ORDINALITY AS i({cols})"
+
+
+_NOW = """
+  ts timestamptz := clock_timestamp();
+  now_s float8 := extract(epoch FROM ts)::float8;
+  now_us bigint := (extract(epoch FROM ts) * 1000000)::bigint;"""
+
+
+def _counted(rows: str, sign: str) -> str:
+    """``(status, name, tick, n)`` of ``rows`` (a relation with status, name, tick): per task
+    ``sign``, the tick kept for pending ones only."""
+    return (f"SELECT status, name, CASE WHEN status = 'pending' THEN tick ELSE 0 END AS tick, "
+            f"{sign}::bigint AS n FROM {rows}")
+
+
+def _schema(s: str) -> list[str]:
+    return [
+        f"CREATE SCHEMA IF NOT EXISTS {s}",
+        f"""CREATE TABLE {s}.meta (
+  id int PRIMARY KEY CHECK (id = 1),
+  format text NOT NULL,
+  version int NOT NULL,
+  store_id text NOT NULL,          -- names this store: a write through an application's
+                                   -- connection checks it reaches the store it means
+  slots int NOT NULL,
+  tick float8 NOT NULL,
+  horizon bigint NOT NULL,         -- ticks <= horizon are ready
+  leader text,                     -- the last process that advanced the wheel ...
+  advanced_at float8,              -- ... and when (the server's clock)
+  role text,                       -- the ticking role: its holder ...
+  role_until float8                -- ... until then, unless renewed
+)""",
+        f"""CREATE TABLE {s}.tasks (
+  id text COLLATE "C" PRIMARY KEY,
+  name text COLLATE "C" NOT NULL,
+  status text NOT NULL CHECK (status IN ('pending', 'running', 'succeeded', 'failed', 'cancelled',
+                                         'misfired', 'broken')),
+  eta float8 NOT NULL,
+  eta_us bigint NOT NULL,          -- ceil(eta * 1e6): compared with the server's microsecond
+  tick bigint NOT NULL,            -- the wheel's tick of eta
+  ready boolean NOT NULL DEFAULT false,   -- made ready by an advance that stopped within its tick
+  payload bytea NOT NULL,
+  created float8 NOT NULL,
+  retries bigint NOT NULL,
+  retry_delay float8 NOT NULL,
+  misfire_grace float8,
+  attempts bigint NOT NULL,
+  crashes bigint NOT NULL,
+  started float8,
+  finished float8,
+  finished_ms bigint,              -- round(finished * 1000): the order of finished tasks
+  owner text,
+  error text,
+  traceback text,
+  result bytea,
+  version int NOT NULL,
+  rev bigint NOT NULL,             -- bumped at every change; a claim's rev is its fencing token
+  timeout float8,
+  lease float8                     -- running: the lease's deadline (the server's clock)
+) WITH (fillfactor = 90, autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,
+        autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 10000,
+        autovacuum_analyze_scale_factor = 0.02)""",
+        # the claim's path: pending tasks in due order (finished ones never enter it)
+        f"CREATE INDEX tasks_due ON {s}.tasks (eta_us, id) WHERE status = 'pending'",
+        f"CREATE INDEX tasks_flagged ON {s}.tasks (tick, eta_us, id) WHERE status = 'pending' AND ready",
+        f"CREATE INDEX tasks_leases ON {s}.tasks (lease) WHERE status = 'running'",
+        f"CREATE INDEX tasks_finished ON {s}.tasks (status, finished_ms, id) WHERE status IN {_FINISHED}",
+        f"CREATE INDEX tasks_broken ON {s}.tasks (id) WHERE status = 'broken'",
+        # counters: folded totals, and the deltas writers insert (see the module docstring)
+        f"""CREATE TABLE {s}.counts (
+  status text NOT NULL, name text COLLATE "C" NOT NULL, tick bigint NOT NULL, n bigint NOT NULL,
+  PRIMARY KEY (status, name, tick)
+) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000)""",
+        f"CREATE INDEX counts_ticks ON {s}.counts (tick) WHERE status = 'pending'",
+        f"""CREATE TABLE {s}.counts_delta (
+  status text NOT NULL, name text COLLATE "C" NOT NULL, tick bigint NOT NULL, n bigint NOT NULL
+) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000)""",
+        # heartbeats: a process is alive while its row has not expired (the server's clock)
+        f"""CREATE TABLE {s}.alive (
+  token text PRIMARY KEY, expires float8 NOT NULL
+) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 200)""",
+    ]
+
+
+def _functions(s: str) -> list[str]:
+    inp, params, args = _input(), _params(), _args()
+    cols = ", ".join(c for c, _ in WRITE_COLUMNS)
+    sets = ", ".join(f"{c} = i.{c}" for c, _ in WRITE_COLUMNS if c != "id")
+    out_cols = ", ".join(f"{c} {t}" for c, t in _RECORD_TYPES)
+    nulls = ", ".join(f"NULL::{t}" for _, t in _RECORD_TYPES)
+    return [
+        # -- writes of whole records -------------------------------------------------------------
+        # Compare-and-set: store each task whose row is still at rev a_expect (a live lease is
+        # changed by its owner only); the ids written.  Rows are locked in id order (no
+        # deadlock between two batches).
+        f"""CREATE OR REPLACE FUNCTION {s}.swap(p_me text, {params}) RETURNS SETOF text
+LANGUAGE plpgsql AS $$
+DECLARE{_NOW}
+BEGIN
+  RETURN QUERY
+  WITH i AS (SELECT * FROM {inp}),
+  cur AS (
+    SELECT t.id, t.status, t.name, t.tick FROM {s}.tasks t JOIN i ON t.id = i.id AND t.rev = i.expect
+    WHERE t.status <> 'running' OR t.lease IS NULL OR t.lease <= now_s OR t.owner = p_me
+    ORDER BY t.id FOR UPDATE OF t),
+  upd AS (
+    UPDATE {s}.tasks t SET {sets}, ready = false FROM i JOIN cur ON cur.id = i.id WHERE t.id = i.id
+    RETURNING t.id, t.status, t.name, t.tick),
+  cnt AS (
+    INSERT INTO {s}.counts_delta (status, name, tick, n)
+    SELECT status, name, tick, sum(n) FROM ({_counted("cur", "-1")} UNION ALL {_counted("upd", "1")}) d
+    GROUP BY status, name, tick HAVING sum(n) <> 0)
+  SELECT upd.id FROM upd;
+END $$""",
+        # Add tasks, all or none.  Each must be absent (a_expect NULL) or stored at rev
+        # a_expect (a replacement).  Returns (0, whether a task became ready ahead of every
+        # other ready one), (k, false) when task k conflicts (nothing written), or (-1, false)
+        # when this database's store is not p_store (a connection to another database).
+        f"""CREATE OR REPLACE FUNCTION {s}.add(p_store text, {params}, OUT conflict int, OUT ring boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+  h bigint; tk float8; head bigint; inserted text[]; absent int;
+BEGIN
+  ring := false;
+  SELECT m.horizon, m.tick INTO h, tk FROM {s}.meta m WHERE m.id = 1 AND m.store_id = p_store;
+  IF NOT FOUND THEN conflict := -1; RETURN; END IF;
+  IF EXISTS (SELECT FROM unnest(a_expect) e WHERE e IS NOT NULL) THEN
+    PERFORM FROM {s}.tasks t JOIN {inp} ON t.id = i.id AND t.rev = i.expect ORDER BY t.id FOR UPDATE OF t;
+    SELECT min(i.k) INTO conflict FROM {inp} WHERE i.expect IS NOT NULL
+      AND NOT EXISTS (SELECT FROM {s}.tasks t WHERE t.id = i.id AND t.rev = i.expect);
+    IF conflict IS NOT NULL THEN RETURN; END IF;
+  END IF;
+  IF EXISTS (SELECT FROM unnest(a_status, a_tick) AS x(status, tick)
+             WHERE x.status = 'pending' AND x.tick <= h) THEN
+    SELECT t.eta_us INTO head FROM {s}.tasks t
+    WHERE t.status = 'pending' AND t.eta_us <= ceil(h * tk * 1000000)::bigint + 1 AND t.tick <= h
+    ORDER BY t.eta_us, t.id LIMIT 1;
+    ring := EXISTS (SELECT FROM unnest(a_status, a_tick, a_eta_us) AS x(status, tick, eta_us)
+                    WHERE x.status = 'pending' AND x.tick <= h AND (head IS NULL OR x.eta_us < head));
+  END IF;
+  SELECT count(*) INTO absent FROM unnest(a_expect) e WHERE e IS NULL;
+  WITH ins AS (
+    INSERT INTO {s}.tasks ({cols}) SELECT {cols} FROM {inp} WHERE i.expect IS NULL
+    ON CONFLICT (id) DO NOTHING RETURNING id)
+  SELECT coalesce(array_agg(ins.id), '{{}}') INTO inserted FROM ins;
+  IF cardinality(inserted) < absent THEN      -- one was added meanwhile: undo ours
+    DELETE FROM {s}.tasks t WHERE t.id = ANY(inserted);
+    SELECT min(i.k) INTO conflict FROM {inp} WHERE i.expect IS NULL AND NOT i.id = ANY(inserted);
+    ring := false;
+    RETURN;
+  END IF;
+  IF absent > 0 THEN
+    INSERT INTO {s}.counts_delta (status, name, tick, n)
+    SELECT status, name, tick, sum(n)
+    FROM ({_counted(f"(SELECT * FROM {inp} WHERE i.expect IS NULL) a", "1")}) d
+    GROUP BY status, name, tick;
+  END IF;
+  IF absent < cardinality(a_id) THEN
+    PERFORM count(*) FROM {s}.swap(NULL, {args});
+  END IF;
+  conflict := 0;
+END $$""",
+        # add() of one new task (what delay() writes), with its fields as scalars: the hot path,
+        # about half the cost of the array form (adapting and unnesting 25 arrays).
+        f"""CREATE OR REPLACE FUNCTION {s}.add1(p_store text, p_id text, p_name text, p_eta float8,
+  p_eta_us bigint, p_tick bigint, p_payload bytea, p_created float8, p_retries bigint,
+  p_retry_delay float8, p_grace float8, p_version int, p_timeout float8,
+  OUT conflict int, OUT ring boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+  h bigint; tk float8; head bigint;
+BEGIN
+  ring := false;
+  SELECT m.horizon, m.tick INTO h, tk FROM {s}.meta m WHERE m.id = 1 AND m.store_id = p_store;
+  IF NOT FOUND THEN conflict := -1; RETURN; END IF;
+  IF p_tick <= h THEN
+    SELECT t.eta_us INTO head FROM {s}.tasks t
+    WHERE t.status = 'pending' AND t.eta_us <= ceil(h * tk * 1000000)::bigint + 1 AND t.tick <= h
+    ORDER BY t.eta_us, t.id LIMIT 1;
+    ring := head IS NULL OR p_eta_us < head;
+  END IF;
+  INSERT INTO {s}.tasks (id, name, status, eta, eta_us, tick, payload, created, retries, retry_delay,
+                         misfire_grace, attempts, crashes, version, rev, timeout)
+  VALUES (p_id, p_name, 'pending', p_eta, p_eta_us, p_tick, p_payload, p_created, p_retries,
+          p_retry_delay, p_grace, 0, 0, p_version, 0, p_timeout)
+  ON CONFLICT (id) DO NOTHING;
+  IF NOT FOUND THEN conflict := 1; ring := false; RETURN; END IF;
+  INSERT INTO {s}.counts_delta (status, name, tick, n) VALUES ('pending', p_name, p_tick, 1);
+  conflict := 0;
+END $$""",
+        # -- workers ------------------------------------------------------------------------------
+        # Claim up to p_total ready tasks due by the server's clock, earliest first; the first
+        # p_start start now, the others wait in the owner's queue (started NULL).  Rows: each
+        # task as it was before the claim, with the claim's time and lease, and then one row
+        # with id NULL and the eta of the earliest ready task left.  An owner that is neither
+        # the caller nor a live process gets a lease that has run out: recovered at once.
+        f"""CREATE OR REPLACE FUNCTION {s}.claim(p_owner text, p_own boolean, p_start int, p_total int,
+  p_lease float8)
+RETURNS TABLE ({out_cols}, claimed_at float8, deadline float8, next_eta float8)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE{_NOW}
+  h bigint; hb bigint; dl float8; taken int := 0; head float8; flagged float8;
+BEGIN
+  SELECT m.horizon, ceil(m.horizon * m.tick * 1000000)::bigint + 1 INTO h, hb FROM {s}.meta m WHERE m.id = 1;
+  dl := CASE WHEN p_own OR EXISTS (SELECT FROM {s}.alive a WHERE a.token = p_owner AND a.expires > now_s)
+        THEN now_s + p_lease ELSE now_s END;
+  IF p_total > 0 THEN
+    RETURN QUERY
+    WITH picked AS (
+      SELECT t.* FROM {s}.tasks t
+      WHERE t.status = 'pending' AND t.eta_us <= least(now_us, hb) AND t.tick <= h AND t.eta <= now_s
+      ORDER BY t.eta_us, t.id LIMIT p_total FOR UPDATE SKIP LOCKED),
+    {_claim_tail(s)}
+    GET DIAGNOSTICS taken = ROW_COUNT;
+    IF taken < p_total THEN               -- tasks of a tick an advance stopped within
+      RETURN QUERY
+      WITH picked AS (
+        SELECT t.* FROM {s}.tasks t
+        WHERE t.status = 'pending' AND t.ready AND t.eta_us <= now_us AND t.eta <= now_s
+        ORDER BY t.eta_us, t.id LIMIT p_total - taken FOR UPDATE SKIP LOCKED),
+      {_claim_tail(s, offset="taken")}
+    END IF;
+  END IF;
+  SELECT t.eta INTO head FROM {s}.tasks t WHERE t.status = 'pending' AND t.eta_us <= hb AND t.tick <= h
+  ORDER BY t.eta_us, t.id LIMIT 1;
+  SELECT t.eta INTO flagged FROM {s}.tasks t WHERE t.status = 'pending' AND t.ready ORDER BY t.tick, t.eta_us
+  LIMIT 1;
+  RETURN QUERY SELECT {nulls}, now_s, dl, least(head, flagged);
+END $$""",
+        # A worker's round in one transaction: record outcomes (swap), then claim; the claim's
+        # last row carries the ids the swap wrote.
+        f"""CREATE OR REPLACE FUNCTION {s}.settle(p_me text, {params}, p_owner text, p_own boolean,
+  p_start int, p_total int, p_lease float8)
+RETURNS TABLE ({out_cols}, claimed_at float8, deadline float8, next_eta float8, swapped text[])
+LANGUAGE plpgsql AS $$
+DECLARE
+  done text[];
+BEGIN
+  SELECT coalesce(array_agg(x), '{{}}') INTO done FROM {s}.swap(p_me, {args}) AS x;
+  RETURN QUERY SELECT c.*, CASE WHEN c.id IS NULL THEN done END
+  FROM {s}.claim(p_owner, p_own, p_start, p_total, p_lease) AS c;
+END $$""",
+        # Extend the leases of tasks the caller still runs; the ids whose lease was lost
+        # (recovered, finished elsewhere, or run out: an expired lease is never revived).
+        f"""CREATE OR REPLACE FUNCTION {s}.renew(p_owner text, p_ids text[], p_revs bigint[], p_lease float8,
+  p_alive float8)
+RETURNS SETOF text LANGUAGE plpgsql AS $$
+DECLARE{_NOW}
+BEGIN
+  INSERT INTO {s}.alive AS a (token, expires) VALUES (p_owner, now_s + p_alive)
+  ON CONFLICT (token) DO UPDATE SET expires = excluded.expires;
+  RETURN QUERY
+  WITH kept AS (
+    UPDATE {s}.tasks t SET lease = now_s + p_lease FROM unnest(p_ids, p_revs) AS u(id, rev)
+    WHERE t.id = u.id AND t.rev = u.rev AND t.status = 'running' AND t.owner = p_owner AND t.lease > now_s
+    RETURNING t.id)
+  SELECT u.id FROM unnest(p_ids) AS u(id) WHERE NOT EXISTS (SELECT FROM kept WHERE kept.id = u.id);
+END $$""",
+        # -- the ticking process -------------------------------------------------------------------
+        # Make ready the pending tasks of ticks <= p_through, oldest first, at most p_limit;
+        # raise the horizon as far as that went.  Fenced: while another process holds the
+        # ticking role nothing is done (led false).  Also folds the counter deltas.
+        f"""CREATE OR REPLACE FUNCTION {s}.advance(p_through bigint, p_limit bigint, p_leader text,
+  p_channel text, OUT horizon bigint, OUT moved bigint, OUT complete boolean, OUT led boolean)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE{_NOW}
+  m record; c record; reached bigint; marked bigint; room bigint;
+BEGIN
+  SELECT * INTO m FROM {s}.meta WHERE id = 1 FOR UPDATE;
+  horizon := m.horizon; moved := 0; complete := true; led := false;
+  IF m.role IS NOT NULL AND m.role <> p_leader AND m.role_until > now_s THEN
+    RETURN;
+  END IF;
+  led := true;
+  PERFORM {s}.fold();
+  reached := m.horizon;
+  IF p_through > m.horizon THEN
+    reached := p_through;
+    FOR c IN SELECT x.tick, sum(x.n) AS n FROM (
+               SELECT d.tick, d.n FROM {s}.counts d WHERE d.status = 'pending' AND d.tick > m.horizon
+                 AND d.tick <= p_through) x
+             GROUP BY x.tick HAVING sum(x.n) > 0 ORDER BY x.tick LOOP
+      marked := 0;
+      IF c.tick = m.horizon + 1 THEN      -- a previous call stopped within this tick
+        SELECT count(*) INTO marked FROM {s}.tasks t
+        WHERE t.status = 'pending' AND t.ready AND t.tick = c.tick;
+      END IF;
+      IF moved + c.n - marked <= p_limit THEN
+        moved := moved + c.n - marked;
+      ELSE
+        room := p_limit - moved;
+        UPDATE {s}.tasks t SET ready = true WHERE t.id IN (
+          SELECT u.id FROM {s}.tasks u WHERE u.status = 'pending' AND u.tick = c.tick AND NOT u.ready
+          ORDER BY u.eta_us, u.id LIMIT room FOR UPDATE SKIP LOCKED);
+        GET DIAGNOSTICS room = ROW_COUNT;
+        moved := moved + room;
+        reached := c.tick - 1;
+        complete := false;
+        EXIT;
+      END IF;
+    END LOOP;
+  END IF;
+  horizon := greatest(m.horizon, reached);
+  UPDATE {s}.meta SET horizon = advance.horizon, leader = p_leader, advanced_at = now_s WHERE id = 1;
+  IF moved > 0 THEN PERFORM pg_notify(p_channel, ''); END IF;
+END $$""",
+        # Fold the counter deltas into the totals; forget heartbeats long expired.
+        f"""CREATE OR REPLACE FUNCTION {s}.fold() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  WITH d AS (DELETE FROM {s}.counts_delta RETURNING status, name, tick, n)
+  INSERT INTO {s}.counts AS c (status, name, tick, n)
+  SELECT status, name, tick, sum(n) FROM d GROUP BY status, name, tick HAVING sum(n) <> 0
+  ON CONFLICT (status, name, tick) DO UPDATE SET n = c.n + excluded.n;
+  DELETE FROM {s}.counts WHERE n = 0;
+  DELETE FROM {s}.alive WHERE expires < extract(epoch FROM clock_timestamp()) - 86400;
+END $$""",
+        # Delete up to p_limit finished tasks of p_statuses that finished before p_before (ms).
+        f"""CREATE OR REPLACE FUNCTION {s}.purge(p_before bigint, p_limit int, p_statuses text[])
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE purged bigint;
+BEGIN
+  WITH gone AS (
+    DELETE FROM {s}.tasks t WHERE t.id IN (
+      SELECT u.id FROM {s}.tasks u WHERE u.status = ANY(p_statuses) AND u.status IN {_FINISHED}
+        AND u.finished_ms < p_before
+      ORDER BY u.finished_ms, u.id LIMIT p_limit FOR UPDATE SKIP LOCKED)
+    RETURNING t.status, t.name, t.tick),
+  cnt AS (
+    INSERT INTO {s}.counts_delta (status, name, tick, n)
+    SELECT status, name, tick, sum(n) FROM ({_counted("gone", "-1")}) d GROUP BY status, name, tick)
+  SELECT count(*) INTO purged FROM gone;
+  RETURN purged;
+END $$""",
+        # Take or keep the ticking role (and refresh the caller's heartbeat when asked).
+        f"""CREATE OR REPLACE FUNCTION {s}.lead(p_token text, p_role_ttl float8, p_alive float8,
+  p_refresh boolean) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE{_NOW}
+BEGIN
+  IF p_refresh THEN
+    INSERT INTO {s}.alive AS a (token, expires) VALUES (p_token, now_s + p_alive)
+    ON CONFLICT (token) DO UPDATE SET expires = excluded.expires;
+  END IF;
+  UPDATE {s}.meta SET role = p_token, role_until = now_s + p_role_ttl
+  WHERE id = 1 AND (role IS NULL OR role = p_token OR role_until <= now_s);
+  RETURN FOUND;
+END $$""",
+        # Give the role up if the caller holds it; with p_drop also its heartbeat.
+        f"""CREATE OR REPLACE FUNCTION {s}.resign(p_token text, p_drop boolean) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+  UPDATE {s}.meta SET role = NULL, role_until = NULL WHERE id = 1 AND role = p_token;
+  IF p_drop THEN DELETE FROM {s}.alive WHERE token = p_token; END IF;
+END $$""",
+        # Set aside a record that cannot be read (kept, listed as broken, never claimed).
+        f"""CREATE OR REPLACE FUNCTION {s}.mark_broken(p_id text, p_reason text) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+  WITH cur AS (SELECT t.id, t.status, t.name, t.tick FROM {s}.tasks t
+               WHERE t.id = p_id AND t.status <> 'broken' FOR UPDATE),
+  upd AS (UPDATE {s}.tasks t SET status = 'broken', error = p_reason, ready = false FROM cur
+          WHERE t.id = cur.id RETURNING t.status, t.name, t.tick)
+  INSERT INTO {s}.counts_delta (status, name, tick, n)
+  SELECT status, name, tick, n FROM ({_counted("cur", "-1")} UNION ALL {_counted("upd", "1")}) d;
+  RETURN FOUND;
+END $$""",
+    ]
+
+
+_RECORD_TYPES = (
+    ("id", "text"), ("name", "text"), ("eta", "float8"), ("payload", "bytea"), ("status", "text"),
+    ("created", "float8"), ("retries", "bigint"), ("retry_delay", "float8"),
+    ("misfire_grace", "float8"), ("attempts", "bigint"), ("crashes", "bigint"),
+    ("started", "float8"), ("finished", "float8"), ("owner", "text"), ("error", "text"),
+    ("traceback", "text"), ("result", "bytea"), ("version", "int"), ("rev", "bigint"),
+    ("timeout", "float8"), ("lease", "float8"),
+)
+assert tuple(c for c, _ in _RECORD_TYPES) == RECORD_COLUMNS
+
+
+def _claim_tail(s: str, offset: str = "0") -> str:
+    """The rest of a claim statement after its ``picked`` rows: number them (the first
+    ``p_start - offset`` start now), mark them running, count them, return them as they were."""
+    record = ", ".join(f"p.{c}" for c in RECORD_COLUMNS)
+    return f"""numbered AS (
+      SELECT p.id, row_number() OVER (ORDER BY p.eta_us, p.id) + {offset} AS n FROM picked p),
+    upd AS (
+      UPDATE {s}.tasks t SET status = 'running', owner = p_owner, lease = dl, ready = false,
+        started = CASE WHEN k.n <= p_start THEN now_s END, finished = NULL, finished_ms = NULL,
+        attempts = t.attempts + 1, rev = t.rev + 1
+      FROM numbered k WHERE t.id = k.id),
+    cnt AS (
+      INSERT INTO {s}.counts_delta (status, name, tick, n)
+      SELECT 'pending', p.name, p.tick, -count(*) FROM picked p GROUP BY p.name, p.tick
+      UNION ALL SELECT 'running', p.name, 0, count(*) FROM picked p GROUP BY p.name)
+    SELECT {record}, now_s, dl, NULL::float8 FROM picked p ORDER BY p.eta_us, p.id;"""
+
+
+def migration(schema: str, version: int) -> list[str]:
+    """The statements that bring ``schema`` from ``version`` (0: nothing there) to
+    :data:`VERSION`, to run in one transaction after the store's initialisation lock.  The
+    functions are (re)defined by every migration: ``CREATE OR REPLACE``."""
+    s = _q(schema)
+    steps: list[str] = []
+    if version < 1:
+        steps += _schema(s)
+    return steps + _functions(s)
+
+
+def script(schema: str, version: int, *, slots: int, tick: float, horizon: int, store_id: str,
+           lock: int) -> Sequence[str]:
+    """The whole migration as ``timewheel migrate`` prints it: in one transaction, under the
+    initialisation lock, the schema's bookkeeping row created (or its version raised)."""
+    s = _q(schema)
+    out = ["BEGIN", f"SELECT pg_advisory_xact_lock({lock})"] + migration(schema, version)
+    if version < 1:
+        out.append(f"INSERT INTO {s}.meta (id, format, version, store_id, slots, tick, horizon) VALUES "
+                   f"(1, '{FORMAT}', {VERSION}, '{store_id}', {slots}, {tick!r}, {horizon})")
+    else:
+        out.append(f"UPDATE {s}.meta SET version = {VERSION} WHERE id = 1")
+    return out + ["COMMIT"]
