@@ -424,6 +424,15 @@ class RedisStore(WheelStore):
         check_existing(existing)
         if not records:
             return []
+        if existing == "fail" and len(records) == 1 and records[0].status == PENDING:
+            # delay()'s: one new pending task, by the script cut to that (redis_lua.ADD)
+            rec = records[0]
+            done = self._script("add", [rec.id, rec.name, self.wheel.due_tick(rec.eta), eta_us(rec.eta),
+                                        rec.rev, rec.attempts, encode_record(rec), self.channel])
+            if done == 1:
+                return [rec]
+            if done == 0:
+                raise DuplicateTask(f"task id {rec.id!r} already exists; nothing was added")
         if existing == "fail":
             seen: set[str] = set()
             for rec in records:
