@@ -73,7 +73,8 @@ def _as_one_group(store: SqliteDictStore, calls: list[Callable[[], Any]]) -> lis
     before = group.commits
     with store.file.lock:
         threads, out = _in_threads(calls)
-        wait_for(lambda: group.waiting == len(calls), 10, what="every write queued")
+        # the first write's caller leads and waits for the lock; the others queue behind it
+        wait_for(lambda: group.waiting == len(calls) - 1, 10, what="every write queued")
     for t in threads:
         t.join(30)
     assert group.commits - before <= len(calls)

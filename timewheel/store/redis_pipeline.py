@@ -66,7 +66,7 @@ class AutoPipeline:
         return self._queue.submit(_Scripts(calls))
 
     def _serve(self, batch: list[_Scripts]) -> None:
-        self._queue.take()
+        self._queue.take(batch)
         calls = [c for s in batch for c in s.calls]
         self.trips += 1
         if len(calls) == 1:

@@ -112,7 +112,7 @@ class GroupCommit:
         """Run the queued writes as one group, holding the file's lock."""
         f = self._file
         with f.lock:
-            self._queue.take()
+            self._queue.take(writes)
             try:
                 self._group(writes)
             except BaseException:
@@ -140,7 +140,7 @@ class GroupCommit:
                     w.error = exc
                     return
         if self._begin(writes):
-            self._queue.take()                  # (writes: those that queued while it waited)
+            self._queue.take(writes)            # those that queued while it waited
             self._transaction(writes)
 
     def _begin(self, writes: list[_Write]) -> bool:
