@@ -490,8 +490,9 @@ def section_md(doc: dict, json_name: str, key: str, plots: list[str]) -> str:
 
 def write_section(path: str, key: str) -> None:
     """Rewrite workload ``key``'s section of RESULTS.md (and its plots) from the run in
-    ``path``; the rest of the file stays as it is.  A file without the section gets it
-    before the hand-written analysis (or at its end)."""
+    ``path``, and the hand-written analysis at its end from ANALYSIS.md (new sections are
+    added at its end); the rest of the file stays as it is.  A file without the section gets
+    it before the analysis (or at its end)."""
     with open(path) as fh:
         doc = json.load(fh)
     os.makedirs(PLOTS_DIR, exist_ok=True)
@@ -499,18 +500,21 @@ def write_section(path: str, key: str) -> None:
     with open(RESULTS_MD) as fh:
         text = fh.read()
     start, end = _mark(key), _mark(key, end=True)
+    analysis = ""
+    if os.path.exists(ANALYSIS_MD):
+        with open(ANALYSIS_MD) as fh:
+            analysis = fh.read().rstrip() + "\n"
+    first = analysis.split("\n", 1)[0]
     if start in text and end in text:
         text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
     else:
-        analysis = ""
-        if os.path.exists(ANALYSIS_MD):
-            with open(ANALYSIS_MD) as fh:
-                analysis = fh.read().strip().split("\n", 1)[0]
-        at = text.find(analysis) if analysis else -1
+        at = text.find(first) if first else -1
         if at >= 0:
             text = text[:at] + block + "\n\n" + text[at:]
         else:
             text = text.rstrip("\n") + "\n\n" + block + "\n"
+    if first and first in text:                 # the hand-written analysis, as it is now
+        text = text[:text.index(first)] + analysis
     with open(RESULTS_MD, "w") as fh:
         fh.write(text)
 
