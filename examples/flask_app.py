@@ -2,7 +2,8 @@
 
     gunicorn -w 4 examples.flask_app:app              # each worker imports the app
     gunicorn -w 4 --preload examples.flask_app:app    # imported once in the master, then forked
-    gunicorn -w 4 -c examples/gunicorn.conf.py examples.flask_app:app   # every worker starts at boot
+    gunicorn -w 4 -c examples/gunicorn.conf.py examples.flask_app:app   # every worker starts at boot,
+                                                      # and timewheel's log goes to gunicorn's
     flask --app examples.flask_app run                # the development server
     flask --app examples.flask_app timewheel inspect  # timewheel's commands on the app's store
 

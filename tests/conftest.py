@@ -18,6 +18,7 @@ from timewheel.records import TaskRecord
 from timewheel.store import MemoryStore, SqliteDictStore, WheelStore
 from timewheel.wheel import Wheel
 
+from . import hard_timeout
 from .mp_worker import wait_for as _poll
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -293,17 +294,30 @@ def page(browser):
 # slow one is chosen by `pytest -m slow` or by TIMEWHEEL_HYPOTHESIS=slow in the environment.
 # Suites mark their tests `properties` and size them with `examples(n)`: n cases in CI mode,
 # 10n in slow mode; under `-m slow` those tests are selected along with the soak tests.
+#
+# The default run is reproducible (issue 19 item 4): every clone, every day, draws the same
+# cases (derandomize: seeded from each test's source) and reads no example database, so a
+# case one checkout once failed on is not replayed there alone -- a new user's clone failed
+# three runs in a row on a draw another clone never made.  A committed database would also
+# do, but as binary churn in every commit that touches a suite.  A bug found is kept as an
+# explicit @example(...) on its test.  The slow profile explores: random draws, and failures
+# replayed from the local database (.hypothesis/, git-ignored).  `--hypothesis-seed=N` makes
+# a default run draw from seed N instead (to look for new failures at CI size).
 from _pytest.mark.expression import Expression as _MarkExpression  # noqa: E402
 from hypothesis import HealthCheck as _HealthCheck  # noqa: E402
 from hypothesis import settings as _hsettings  # noqa: E402
+from hypothesis.database import DirectoryBasedExampleDatabase as _ExampleDatabase  # noqa: E402
 
 _HYPOTHESIS = {"scale": 10 if os.environ.get("TIMEWHEEL_HYPOTHESIS") == "slow" else 1, "marked": False}
 _hsettings.register_profile(
-    "timewheel-ci", deadline=None, print_blob=True,
+    "timewheel-ci", deadline=None, print_blob=True, derandomize=True, database=None,
     # the suites call real stores (files, servers): an example may take milliseconds
     suppress_health_check=[_HealthCheck.too_slow, _HealthCheck.function_scoped_fixture])
+_hsettings.register_profile("timewheel-seeded", parent=_hsettings.get_profile("timewheel-ci"),
+                            derandomize=False)
 _hsettings.register_profile("timewheel-slow", parent=_hsettings.get_profile("timewheel-ci"),
-                            max_examples=1000)
+                            max_examples=1000, derandomize=False,
+                            database=_ExampleDatabase(os.path.join(ROOT, ".hypothesis", "examples")))
 
 
 def examples(n: int) -> int:
@@ -332,7 +346,9 @@ def pytest_configure(config) -> None:
     expr = config.option.markexpr
     if expr and _MarkExpression.compile(expr).evaluate(lambda name, **kw: name == "slow"):
         _HYPOTHESIS.update(scale=10, marked=True)
-    _hsettings.load_profile("timewheel-slow" if _HYPOTHESIS["scale"] > 1 else "timewheel-ci")
+    seeded = config.getoption("hypothesis_seed", None) is not None
+    _hsettings.load_profile("timewheel-slow" if _HYPOTHESIS["scale"] > 1
+                            else "timewheel-seeded" if seeded else "timewheel-ci")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -343,3 +359,14 @@ def pytest_collection_modifyitems(config, items) -> None:
             if item.get_closest_marker("properties") is not None:
                 item.add_marker(pytest.mark.slow)
 # ---- end of the hypothesis settings ----
+
+
+# ---- the time limit of every test (pyproject's timeout), made to hold: see hard_timeout.py ----
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item, settings):
+    return hard_timeout.arm(item, settings)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_cancel_timer(item):
+    return hard_timeout.disarm(item)

@@ -42,6 +42,8 @@ import time
 from collections import defaultdict
 from typing import Optional
 
+from timewheel.testing import processes as procs
+
 try:
     from .mp_worker import append_line as _append
     from .mp_worker import read_lines as _lines
@@ -99,8 +101,8 @@ class _Procs:
 
     def spawn(self) -> subprocess.Popen:
         out = open(os.path.join(self.d, "workers.out"), "ab")
-        p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", *self.args],
-                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        p = procs.popen([sys.executable, os.path.abspath(__file__), "--worker", *self.args],
+                        stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         out.close()
         self.live.append(p)
         self.all.append(p)

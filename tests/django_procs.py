@@ -17,8 +17,11 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from timewheel.testing import free_port
+from timewheel.testing import processes as procs
 
 from .conftest import ROOT, wait_for
+
+GUNICORN_CONF = os.path.join(ROOT, "tests", "gunicorn_conf.py")     # workers die with the master
 
 
 class Project:
@@ -34,14 +37,14 @@ class Project:
         self.procs: list[subprocess.Popen] = []
 
     def manage(self, *args: str, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "manage.py", *args], cwd=self.directory,
-                              env={**self.env, **env}, capture_output=True, text=True, timeout=120)
+        return procs.run([sys.executable, "manage.py", *args], cwd=self.directory,
+                         env={**self.env, **env}, capture_output=True, text=True, timeout=120)
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen:
         """``manage.py ARGS`` in the background, its output in ``tmp/NAME.log``."""
         with open(self.tmp / f"{name}.log", "w") as out:
-            p = subprocess.Popen([sys.executable, "manage.py", *args], cwd=self.directory,
-                                 env=self.env, stdout=out, stderr=subprocess.STDOUT, text=True)
+            p = procs.popen([sys.executable, "manage.py", *args], cwd=self.directory,
+                            env=self.env, stdout=out, stderr=subprocess.STDOUT, text=True)
         self.procs.append(p)
         return p
 
@@ -65,9 +68,9 @@ class Project:
         exe = shutil.which("gunicorn", path=os.path.dirname(sys.executable))
         assert exe, "gunicorn is in the test extra: pip install -e '.[test]'"
         with open(self.tmp / "web.log", "w") as out:
-            p = subprocess.Popen([exe, "-w", str(workers), "-b", "127.0.0.1:0", "--graceful-timeout", "10",
-                                  *extra, "project.wsgi"], cwd=self.directory, env=self.env,
-                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            p = procs.popen([exe, "-w", str(workers), "-b", "127.0.0.1:0", "--graceful-timeout", "10",
+                             "-c", GUNICORN_CONF, *extra, "project.wsgi"], cwd=self.directory, env=self.env,
+                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(p)
 
         def listening():

@@ -31,6 +31,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mp_worker import make_wheel  # noqa: E402
 
+from timewheel.testing.processes import die_with_parent  # noqa: E402
+
 CHILDREN = 3
 PER_PROCESS = 20
 CHILD_TIMEOUT = 20.0
@@ -48,6 +50,7 @@ def _child_body(hu, task, log: str, parent_ids: list[str], name: str) -> int:
 
 def child_after_fork(hu, task, log: str, parent_ids: list[str], name: str) -> None:
     """Target for os.fork and multiprocessing 'fork': uses the parent's TimeWheel object."""
+    die_with_parent()
     code = 1
     try:
         code = _child_body(hu, task, log, parent_ids, name)
@@ -78,6 +81,7 @@ def first_open(d: str, rounds: int = 30, k: int = 3) -> dict:
     from timewheel import StoreBusy
 
     def child(db: str, at: float) -> None:
+        die_with_parent()
         hu, task = make_wheel(db)
         time.sleep(max(0.0, at - time.time() - 0.002))
         while time.time() < at:

@@ -27,6 +27,7 @@ from collections import Counter, defaultdict
 from typing import Callable, Iterable, Optional
 
 from timewheel import TimeWheel
+from timewheel.testing import processes as procs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TASK_NAME = "mp.record"
@@ -162,8 +163,8 @@ def wait_for(cond: Callable[[], object], timeout: float, interval: float = 0.02,
 
 def spawn(args: Iterable[str], **kw) -> subprocess.Popen:
     """Start ``python tests/mp_worker.py ARGS`` (stdout/stderr to a file next to the db)."""
-    return subprocess.Popen([sys.executable, os.path.join(HERE, "mp_worker.py"), *args],
-                            start_new_session=True, **kw)
+    return procs.popen([sys.executable, os.path.join(HERE, "mp_worker.py"), *args],
+                       start_new_session=True, **kw)
 
 
 def kill_all(procs: Iterable[subprocess.Popen], sig: int = signal.SIGKILL) -> None:

@@ -13,6 +13,8 @@ from typing import Callable, Iterator, Optional
 
 import pytest
 
+from timewheel.testing import processes as procs
+
 from .mp_worker import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,8 +85,8 @@ def servers(tmp_path) -> Iterator[Callable[..., Served]]:
     def start(argv: list[str], env: Optional[dict[str, str]] = None, name: str = "server") -> Served:
         out = str(tmp_path / f"{name}.out")
         with open(out, "wb") as fh:
-            proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=fh,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = procs.popen(argv, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=fh,
+                               stderr=subprocess.STDOUT, start_new_session=True)
         served = Served(proc, out)
         started.append(served)
         return served

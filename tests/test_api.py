@@ -13,6 +13,7 @@ import pytest
 
 from timewheel import TaskFailed, TaskNotFound, TimeWheel
 from timewheel.records import TaskRecord
+from timewheel.testing import processes as procs
 
 from .conftest import wait_for
 
@@ -231,6 +232,45 @@ def test_schedule_takes_arguments_named_like_options(hu) -> None:
     assert f.schedule(kwargs={"count_down": 5, "eta": 6}).result(timeout=10) == 11
 
 
+NEAR_MISSES = {"countdown": "count_down", "countDown": "count_down", "count_down_s": "count_down",
+               "CountDownSeconds": "count_down", "ETA": "eta", "eta_seconds": "eta", "etaSeconds": "eta",
+               "taskid": "task_id", "task_Id": "task_id", "taskId": "task_id", "TASK_ID": "task_id"}
+
+
+@pytest.mark.parametrize("key", sorted(NEAR_MISSES))
+def test_delay_refuses_misspelt_options_even_for_kwargs_tasks(hu, key: str) -> None:
+    """Issue 19 item 12: Celery's delay(x, countdown=30) on a task taking **kwargs was passed
+    on as an argument, and the task ran at once; elsewhere the TypeError gave no hint."""
+    @hu.task(name="anything")
+    def anything(x, **kw):
+        return kw
+
+    @hu.task(name="plain")
+    def plain(x):
+        return x
+
+    for task in (anything, plain):
+        with pytest.raises(TypeError) as info:
+            task.delay(1, **{key: 30})
+        text = str(info.value)
+        assert f"did you mean {NEAR_MISSES[key]}=?" in text and f"{key}=" in text, text
+        assert f"schedule(args, kwargs={{{key!r}: ...}})" in text, text
+        assert "\n" not in text
+    assert hu.store.counts() == {}                        # nothing was written
+    hu.start()     # a function that takes such a parameter gets it through schedule()
+    assert anything.schedule((1,), {key: 30}).result(timeout=10) == {key: 30}
+
+
+def test_delay_passes_related_names_on_as_arguments(hu) -> None:
+    @hu.task(name="anything")
+    def anything(x, **kw):
+        return kw
+
+    hu.start()
+    given = {"id": 1, "job_id": 2, "delay": 3, "expires": 4, "tasks": 5, "countdown_label": 6}
+    assert anything.delay(1, **given).result(timeout=10) == given
+
+
 def test_batch_is_all_or_nothing(hu) -> None:
     @hu.task()
     def f(i):
@@ -375,7 +415,6 @@ def test_result_values_round_trip_through_pickle(hu) -> None:
 
 
 def test_a_normal_interpreter_exit_lets_running_tasks_finish(tmp_path) -> None:
-    import subprocess
     import sys
     import textwrap
     db = str(tmp_path / "tasks.db")
@@ -393,8 +432,8 @@ def test_a_normal_interpreter_exit_lets_running_tasks_finish(tmp_path) -> None:
             time.sleep(0.01)
         print(h.id)              # and exit without stop(): the atexit hook waits for it
     """)
-    out = subprocess.run([sys.executable, "-c", script, db], capture_output=True, text=True,
-                         timeout=60, check=True)
+    out = procs.run([sys.executable, "-c", script, db], capture_output=True, text=True,
+                    timeout=60, check=True)
     hu = TimeWheel(db)
     rec = hu.get(out.stdout.strip()).record
     assert rec.status == "succeeded" and rec.crashes == 0

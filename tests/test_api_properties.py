@@ -719,6 +719,7 @@ def test_hooks_any_event(tmp_path) -> None:
     hu = TimeWheel(None)
 
     @settings(max_examples=examples(100))
+    @example(10 ** 5000, None)       # issue 19 item 4: formatting the bad value raised ValueError
     @given(anything | st.sampled_from(["started", "succeeded", "failed", "retrying", "misfired",
                                        "Failed", " failed"]), anything | st.just(print))
     def prop(event: Any, fn: Any) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from timewheel import TaskFailed, TimeWheel
 from timewheel.aio import run_coroutine
+from timewheel.testing import processes as procs
 
 from .conftest import records_of, wait_for
 
@@ -206,6 +207,7 @@ def test_a_forked_child_gets_its_own_loop() -> None:
     assert run_coroutine(where()) == os.getpid()       # the parent's loop now exists
     pid = os.fork()
     if pid == 0:                                       # child: must not wait on the parent's loop
+        procs.die_with_parent()
         signal.alarm(10)
         ok = False
         try:

@@ -16,7 +16,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 from click.testing import Result
@@ -27,6 +27,7 @@ from timewheel.cli import FORMATS, cli, simple_table
 from timewheel.records import Outcome, TaskRecord, end_run
 from timewheel.store import open_store
 from timewheel.testing import console_script
+from timewheel.testing import processes as procs
 
 from .cli_fixtures import fingerprint, invoke, populate, rec
 from .conftest import ROOT, wait_for
@@ -314,12 +315,12 @@ def test_read_commands_leave_a_crashed_writers_wal_alone(tmp_path: Path) -> None
                               payload=pickle.dumps(((), {{}})))])
         os._exit(0)
     """)
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+    procs.run([sys.executable, "-c", code], check=True, timeout=30)
     assert Path(f"{path}-wal").stat().st_size > 0
     before = fingerprint(path)
     for command in (["inspect", "--json"], ["show", "{id}"], ["tasks"]):
-        done = subprocess.run([console_script(), *_args(command, path, "t3")], capture_output=True,
-                              text=True, timeout=30)
+        done = procs.run([console_script(), *_args(command, path, "t3")], capture_output=True,
+                         text=True, timeout=30)
         assert done.returncode == 0, done.stderr
         assert "t3" in done.stdout
     for command in READ_COMMANDS:
@@ -353,12 +354,12 @@ def test_read_commands_in_a_directory_the_user_cannot_write(tmp_path: Path) -> N
                         f"--bounding-set={caps}", f"--inh-caps={caps}"]
     home.chmod(0o555)
     try:
-        probe = subprocess.run([*unprivileged, "touch", str(home / "x")], capture_output=True)
+        probe = procs.run([*unprivileged, "touch", str(home / "x")], capture_output=True, timeout=30)
         assert probe.returncode != 0, "the directory is writable after all: the test proves nothing"
         before = fingerprint(path)
         for command in READ_COMMANDS:
-            done = subprocess.run([*unprivileged, console_script(), *_args(command, path), "--json"],
-                                  capture_output=True, text=True, timeout=30)
+            done = procs.run([*unprivileged, console_script(), *_args(command, path), "--json"],
+                             capture_output=True, text=True, timeout=30)
             assert done.returncode == 0, (command, done.stderr)
         assert fingerprint(path) == before
     finally:
@@ -567,6 +568,11 @@ def job(x):
     return x * 2
 
 
+@hu.task(name="boom")
+def boom():
+    raise ValueError("the task failed on purpose")
+
+
 @hu.task(name="slow")
 def slow(seconds, marker):
     with open(marker, "w") as fh:
@@ -595,7 +601,7 @@ def slow_signature(seconds: float, marker: str) -> str:
 
 
 def _console(*args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([console_script(), *args], capture_output=True, text=True, timeout=30)
+    done = procs.run([console_script(), *args], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     return done
 
@@ -604,8 +610,8 @@ def test_console_script_against_a_store_another_process_is_using(tmp_path: Path)
     path, ready, log = tmp_path / "tasks.db", tmp_path / "ready", tmp_path / "app.log"
     (tmp_path / "cliapp_live.py").write_text(APP)
     with open(log, "w") as err:
-        child = subprocess.Popen([sys.executable, str(tmp_path / "cliapp_live.py"), str(ready)],
-                                 env={**os.environ, "TW_DB": str(path)}, cwd=tmp_path, stderr=err)
+        child = procs.popen([sys.executable, str(tmp_path / "cliapp_live.py"), str(ready)],
+                            env={**os.environ, "TW_DB": str(path)}, cwd=tmp_path, stderr=err)
     try:
         wait_for(lambda: ready.exists() or child.poll() is not None, 15, what="child ready")
         assert child.poll() is None, log.read_text()
@@ -635,8 +641,8 @@ def test_inspect_says_not_ticking_within_a_tick_of_the_leaders_death(tmp_path: P
     the task the dead process was running as owned by a dead process."""
     path, ready, marker = tmp_path / "tasks.db", tmp_path / "ready", tmp_path / "started"
     (tmp_path / "cliapp_kill.py").write_text(APP)
-    child = subprocess.Popen([sys.executable, str(tmp_path / "cliapp_kill.py"), str(ready), str(marker)],
-                             env={**os.environ, "TW_DB": str(path)}, cwd=tmp_path, stderr=subprocess.DEVNULL)
+    child = procs.popen([sys.executable, str(tmp_path / "cliapp_kill.py"), str(ready), str(marker)],
+                        env={**os.environ, "TW_DB": str(path)}, cwd=tmp_path, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: (ready.exists() and marker.exists()) or child.poll() is not None, 20,
                  what="slow task running")
@@ -669,9 +675,9 @@ def test_run_finishes_the_running_task_on_sigterm_and_exits_0(tmp_path: Path) ->
     producer.close()
     log = tmp_path / "worker.log"
     with open(log, "w") as err:
-        worker = subprocess.Popen([console_script(), "run", "cliapp_run:hu", "--grace", "20", "--json"],
-                                  cwd=tmp_path, env={**os.environ, "TW_DB": str(path)},
-                                  stdout=subprocess.PIPE, stderr=err, text=True)
+        worker = procs.popen([console_script(), "run", "cliapp_run:hu", "--grace", "20", "--json"],
+                             cwd=tmp_path, env={**os.environ, "TW_DB": str(path)},
+                             stdout=subprocess.PIPE, stderr=err, text=True)
     try:
         wait_for(lambda: marker.exists() or worker.poll() is not None, 15, what="task started")
         assert worker.poll() is None, log.read_text()
@@ -686,7 +692,7 @@ def test_run_finishes_the_running_task_on_sigterm_and_exits_0(tmp_path: Path) ->
     finally:
         if worker.poll() is None:
             worker.kill()
-            worker.wait()
+            worker.wait(10)
     assert worker.returncode == 0, log.read_text()
     summary = json.loads(out)
     assert summary["signal"] == "SIGTERM" and summary["running"] == 0 and summary["unfinished"] == 0
@@ -701,6 +707,44 @@ def test_run_finishes_the_running_task_on_sigterm_and_exits_0(tmp_path: Path) ->
     assert not (tmp_path / "never").exists()
     text = log.read_text()
     assert "Traceback" not in text and "SIGTERM" in text
+
+
+@pytest.mark.parametrize("level", [None, "ERROR"], ids=["default", "log-level-error"])
+def test_run_logs_task_failures_to_stderr(tmp_path: Path, level: Optional[str]) -> None:
+    """Issue 19 item 13: `timewheel run` configures logging (INFO to stderr; --log-level) when
+    the application did not, so a failing task is reported where the operator looks."""
+    from timewheel import TimeWheel
+    path = tmp_path / "tasks.db"
+    (tmp_path / "cliapp_boom.py").write_text(APP)
+    producer = TimeWheel(str(path))
+    failing = producer.task(name="boom")(lambda: None).delay()
+    producer.close()
+    log = tmp_path / "worker.log"
+    with open(log, "w") as err:
+        options = ["--log-level", level] if level else []
+        worker = procs.popen([console_script(), "run", "cliapp_boom:hu", *options],
+                             cwd=tmp_path, env={**os.environ, "TW_DB": str(path)}, stderr=err)
+    try:
+        def status() -> str:
+            ro = open_store(str(path), readonly=True)     # anew: one opened before the worker
+            try:                                          # ran reads the file as it was then
+                return ro.get(failing.id).status
+            finally:
+                ro.close()
+        wait_for(lambda: status() == "failed", 15, what="the task to fail")
+        time.sleep(0.3)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+    text = log.read_text()
+    said = f"task {failing.id} (boom) failed, attempt 1 of 1: ValueError: the task failed on purpose"
+    if level is None:
+        assert said in text and "running <TimeWheel" in text, text          # warnings and INFO
+    else:
+        assert said not in text and "running <TimeWheel" not in text, text
 
 
 @settings(max_examples=300, deadline=None)

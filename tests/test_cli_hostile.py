@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from timewheel.records import Outcome, TaskRecord, end_run
 from timewheel.store import open_store
 from timewheel.testing import console_script, measured
+from timewheel.testing import processes as procs
 
 from .cli_fixtures import fingerprint, invoke, populate, rec
 
@@ -147,7 +148,7 @@ def test_escape_sequences_from_the_store_never_reach_the_terminal(tmp_path: Path
     shown = invoke("show", str(path), ids[1]).stdout
     assert "boom\\x1b[2J\\x1b[H" in shown and "\\x1b]0;pwned\\x07" in shown      # visible, escaped
     # and through a pipe, from the console script itself
-    piped = subprocess.run([console_script(), "show", str(path), ids[1]], capture_output=True, timeout=30)
+    piped = procs.run([console_script(), "show", str(path), ids[1]], capture_output=True, timeout=30)
     assert piped.returncode == 0 and b"\x1b" not in piped.stdout and b"\x07" not in piped.stdout
     assert b"\\x1b]0;pwned\\x07" in piped.stdout
 
@@ -304,6 +305,54 @@ def test_tampered_stores_from_outside_the_process(base: Path, tmp_path: Path) ->
             assert code in (0, 1) and "Traceback" not in err and err.count("\n") <= 1, (case, command, err)
             assert took < 10 and rss < 200, (case, command, took, rss)
         assert fingerprint(path) == before
+
+
+def _varint(v: int) -> bytes:
+    """SQLite's variable-length integer (a rowid in a table b-tree cell)."""
+    out = [v & 0x7F]
+    v >>= 7
+    while v:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    return bytes(reversed(out))
+
+
+def disorder_tick_counters(path: Path) -> None:
+    """Corrupt the file as the fuzz suite once did (issue 19 item 3): the last tick counter's
+    rowid, rewritten in place, now sorts between the first two, so the b-tree hands a range
+    read ticks lower than it asked for -- the listing walked back to them for ever."""
+    con = sqlite3.connect(path)
+    ticks = [t for (t,) in con.execute("SELECT tick FROM timewheel_ticks ORDER BY tick")]
+    con.close()
+    assert len(ticks) >= 3 and ticks[1] - ticks[0] > 1
+    old, new = _varint(ticks[-1]), _varint(ticks[0] + 1)
+    data = path.read_bytes()
+    assert len(old) == len(new) and data.count(old) == 1
+    path.write_bytes(data.replace(old, new))
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    stored = [t for (t,) in con.execute("SELECT tick FROM timewheel_ticks")]
+    con.close()
+    assert stored != sorted(stored), "the corruption did not take"
+
+
+def test_listings_of_a_store_whose_tick_counters_are_out_of_order_end(base: Path, tmp_path: Path) -> None:
+    """Every command ends, in seconds, with a listing or a one-line error, on a copy of the kind
+    of damaged file on which `timewheel tasks DB --limit 0` looped for ever."""
+    path = copy_of(base, tmp_path)
+    disorder_tick_counters(path)
+    before = fingerprint(path)
+    for command in HOSTILE_COMMANDS + [["tasks", "--status", "pending", "--limit", "0", "--json"],
+                                       ["tasks", "--name", "bulk", "--limit", "0"]]:
+        t0 = time.monotonic()
+        done = procs.run([console_script(), command[0], str(path), *command[1:]], capture_output=True,
+                         text=True, timeout=30)
+        assert time.monotonic() - t0 < 10, command
+        assert done.returncode in (0, 1) and "Traceback" not in done.stderr, (command, done.stderr)
+        if done.returncode:
+            assert done.stderr.startswith("Error: ") and done.stderr.count("\n") == 1, done.stderr
+        if command[:3] == ["tasks", "--limit", "0"]:
+            assert "the file is damaged (its tick counters are out of order)" in done.stderr
+    assert fingerprint(path) == before
 
 
 def _record_tuple(**wrong: Any) -> bytes:

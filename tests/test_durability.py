@@ -15,6 +15,7 @@ import pytest
 
 from timewheel import TimeWheel
 from timewheel.store import SqliteDictStore
+from timewheel.testing import processes as procs
 
 from .conftest import check_file_store, count_of, records_of, wait_for
 
@@ -22,8 +23,8 @@ WORKER = os.path.join(os.path.dirname(__file__), "kill_worker.py")
 
 
 def spawn(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, WORKER, *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    return procs.popen([sys.executable, WORKER, *args], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE)
 
 
 def kill(proc: subprocess.Popen) -> None:

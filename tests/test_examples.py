@@ -7,12 +7,13 @@ import importlib.util
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from types import ModuleType
 
 import pytest
+
+from timewheel.testing import processes as procs
 
 from .conftest import ROOT, wait_for
 
@@ -20,9 +21,9 @@ EXAMPLES = os.path.join(ROOT, "examples")
 
 
 def run_script(name: str, *args: str, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run([sys.executable, os.path.join(EXAMPLES, name), *args],
-                          env={**os.environ, "PYTHONPATH": ROOT, **(env or {})},
-                          capture_output=True, text=True, timeout=60)
+    proc = procs.run([sys.executable, os.path.join(EXAMPLES, name), *args],
+                     env={**os.environ, "PYTHONPATH": ROOT, **(env or {})},
+                     capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
@@ -48,7 +49,7 @@ def test_quickstart(tmp_path) -> None:
     assert "'cancelled'" in out and out.count("'succeeded'") == 3 and "'failed'" in out
     # its last line names a command that works as printed, with no venv activated (issue 12.11)
     hint = shlex.split(out.strip().splitlines()[-1].split("with:", 1)[1])
-    done = subprocess.run(hint, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    done = procs.run(hint, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert done.returncode == 0 and "3 succeeded, 1 cancelled" in done.stdout, done.stderr
 
 

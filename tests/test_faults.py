@@ -33,6 +33,7 @@ from timewheel.boss import _BACKOFF_MAX, _BACKOFF_MIN, Boss
 from timewheel.pool import WorkerPool
 from timewheel.records import PENDING, SUCCEEDED
 from timewheel.store import MemoryStore
+from timewheel.testing import processes as procs
 
 from .conftest import ROOT, check_file_store, tally, wait_for
 
@@ -43,8 +44,8 @@ class Disk:
     def __init__(self, path: str, size: str = "4m") -> None:
         self.path = path
         os.makedirs(path, exist_ok=True)
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", path],
-                              capture_output=True, text=True)
+        done = procs.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", path],
+                         capture_output=True, text=True, timeout=30)
         if done.returncode != 0:
             pytest.fail(f"cannot mount a tmpfs at {path} ({done.stderr.strip()}): the fault tests "
                         "need a real full disk and run as root (as CI does)")
@@ -68,7 +69,7 @@ class Disk:
         os.remove(self.ballast)
 
     def unmount(self) -> None:
-        subprocess.run(["umount", "-l", self.path], check=True)
+        procs.run(["umount", "-l", self.path], check=True, timeout=60)
 
 
 @pytest.fixture
@@ -319,8 +320,8 @@ IO_ERROR_SCRIPT = textwrap.dedent("""
 
 def test_failing_writes_raise_store_error_and_lose_nothing(tmp_path) -> None:
     db = str(tmp_path / "tasks.db")
-    out = subprocess.run([sys.executable, "-c", IO_ERROR_SCRIPT, db], capture_output=True, text=True,
-                         timeout=60, env={**os.environ, "PYTHONPATH": ROOT})
+    out = procs.run([sys.executable, "-c", IO_ERROR_SCRIPT, db], capture_output=True, text=True,
+                    timeout=60, env={**os.environ, "PYTHONPATH": ROOT})
     assert out.returncode == 0 and out.stderr == "", out.stderr
     lines = out.stdout.splitlines()
     assert len(lines) == 3, out.stdout
@@ -389,8 +390,8 @@ def test_nothing_reaches_stderr_without_logging_configured(disk: Disk) -> None:
     def run(mode: str) -> subprocess.CompletedProcess:
         for name in os.listdir(disk.path):
             os.remove(os.path.join(disk.path, name))
-        return subprocess.run([sys.executable, "-c", QUIET_SCRIPT, disk.path, mode], capture_output=True,
-                              text=True, timeout=60, env={**os.environ, "PYTHONPATH": ROOT})
+        return procs.run([sys.executable, "-c", QUIET_SCRIPT, disk.path, mode], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "PYTHONPATH": ROOT})
     loud = run("configured")
     assert loud.returncode == 0 and loud.stdout == "done\n", loud.stderr
     for said in ("made it private", "a hook that raises", "disk is full", "works again"):

@@ -20,6 +20,7 @@ import pytest
 from timewheel import StoreError, TimeWheel
 from timewheel.store import SqliteDictStore
 from timewheel.store.locks import locks_for, probe
+from timewheel.testing import processes as procs
 
 from .mp_worker import Runs, events_of, read_lines, wait_for
 from .test_multiprocess import Cluster, _assert_exactly_once
@@ -94,9 +95,9 @@ def test_a_token_of_a_deleted_lock_file_stays_alive_while_its_process_lives(tmp_
     on a lock file that was deleted is alive while the worker lives (carried over to the new
     file), dead once it is killed."""
     db = str(tmp_path / "tasks.db")
-    subprocess.run([sys.executable, "-c", "import sys; from timewheel.store import SqliteDictStore; "
-                    "SqliteDictStore(sys.argv[1]).close()", db], check=True, timeout=60)
-    child = subprocess.Popen(
+    procs.run([sys.executable, "-c", "import sys; from timewheel.store import SqliteDictStore; "
+               "SqliteDictStore(sys.argv[1]).close()", db], check=True, timeout=60)
+    child = procs.popen(
         [sys.executable, "-c", "import sys, time\n"
          "from timewheel.store.locks import locks_for\n"
          "locks = locks_for(sys.argv[1]); print(locks.token, flush=True)\n"
@@ -159,9 +160,9 @@ def test_store_file_replaced_or_deleted_under_running_processes(cluster, how) ->
     time.sleep(4 * TICK)
     said = _warnings(cluster, "restart every process")
     assert len(said) == 2, said                        # once each, not once a round
-    new = subprocess.run([sys.executable, "-c", "import sys\nfrom timewheel import TimeWheel\n"
-                          "TimeWheel(sys.argv[1]).task(name='f')(abs).delay(-3)", cluster.db],
-                         capture_output=True, text=True, timeout=60)
+    new = procs.run([sys.executable, "-c", "import sys\nfrom timewheel import TimeWheel\n"
+                     "TimeWheel(sys.argv[1]).task(name='f')(abs).delay(-3)", cluster.db],
+                    capture_output=True, text=True, timeout=60)
     assert new.returncode != 0 and "replaced or deleted while processes still had" in new.stderr, new.stderr
     assert "malformed" not in " ".join(_warnings(cluster, ""))
     hu.close()
@@ -241,12 +242,12 @@ def test_files_of_the_store_owned_by_another_user_are_refused(tmp_path, which) -
     if which == "":
         open(db, "wb").close()          # an empty store another user "prepared" for us
     else:
-        subprocess.run([sys.executable, "-c", OPEN_AND_DELAY, db], check=True, timeout=60)
+        procs.run([sys.executable, "-c", OPEN_AND_DELAY, db], check=True, timeout=60)
         open(db + which, "ab").close()  # made by us, or now; then another user's
     os.chown(db + which, uid, gid)
     before = open(db, "rb").read()
-    out = subprocess.run([sys.executable, "-c", OPEN_AND_DELAY, db], capture_output=True, text=True,
-                         timeout=60)
+    out = procs.run([sys.executable, "-c", OPEN_AND_DELAY, db], capture_output=True, text=True,
+                    timeout=60)
     assert out.returncode != 0, out.stderr
     assert "StoreError" in out.stderr and f"tasks.db{which} belongs to user" in out.stderr, out.stderr
     assert "65534" in out.stderr and "refusing it" in out.stderr, out.stderr
@@ -263,6 +264,6 @@ def test_the_cli_reads_another_users_store_without_writing(tmp_path) -> None:
     hu.close()
     for name in os.listdir(tmp_path):
         shutil.chown(os.path.join(tmp_path, name), uid, gid)
-    out = subprocess.run([sys.executable, "-m", "timewheel.cli", "inspect", db], capture_output=True,
-                         text=True, timeout=60)
+    out = procs.run([sys.executable, "-m", "timewheel.cli", "inspect", db], capture_output=True,
+                    text=True, timeout=60)
     assert out.returncode == 0 and "pending" in out.stdout, out.stderr

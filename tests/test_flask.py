@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import re
-import subprocess
 from typing import Any, Iterator
 
 import pytest
@@ -19,6 +18,7 @@ from flask import Flask, current_app, g, session
 from timewheel import StoreError, TimeWheel
 from timewheel.contrib.flask import ConfigError, FlaskTimeWheel
 from timewheel.contrib.flask.config import RUN_IN_WEB, STORE, WEB_PREFIX, option_keys, read
+from timewheel.testing import processes as procs
 
 from .mp_worker import Runs, wait_for
 from .servers import ROOT, servers, tool  # noqa: F401 - servers is a fixture
@@ -378,7 +378,7 @@ def site_env(tmp_path, **extra: str) -> dict[str, str]:
 
 def test_flask_timewheel_run_is_a_worker_that_drains_at_sigterm(tmp_path, servers) -> None:  # noqa: F811
     env = site_env(tmp_path, SITE_WORKERS="2")
-    enqueue = subprocess.run(
+    enqueue = procs.run(
         [tool("flask"), "--app", "tests.flask_site", "shell"], cwd=ROOT, env={**os.environ, **env},
         input="from tests.flask_site import record\n"
               "print([record.delay(f'w{i}').id for i in range(6)], record.delay('slow', 3.0).id)\n",
@@ -422,8 +422,8 @@ def test_under_gunicorn_every_worker_starts_and_tasks_run_once(tmp_path, servers
     check_view(server)
 
     # the app's own CLI reads the store the workers use
-    done = subprocess.run([tool("flask"), "--app", "tests.flask_site", "timewheel", "inspect", "--json"],
-                          cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    done = procs.run([tool("flask"), "--app", "tests.flask_site", "timewheel", "inspect", "--json"],
+                     cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     inspected = json.loads(done.stdout)
     assert inspected["store"]["path"] == env["TIMEWHEEL_DB"] and inspected["ticker"]["ticking"]

@@ -26,11 +26,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from timewheel.testing import processes as procs
+
 from .conftest import read_meta
 from .mp_worker import read_lines, wait_for
 from .site_tasks import started_pids
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GUNICORN_CONF = os.path.join(ROOT, "tests", "gunicorn_conf.py")     # workers die with the master
 GUNICORN = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or shutil.which("gunicorn")
 
 if GUNICORN is None:   # it is in the test extra: a missing one is a broken set-up, not a skip
@@ -89,26 +92,29 @@ class Server:
 
 
 def _supports_no_control_socket() -> bool:
-    r = subprocess.run([GUNICORN, "--help"], capture_output=True, text=True, timeout=30)
+    r = procs.run([GUNICORN, "--help"], capture_output=True, text=True, timeout=30)
     return "--no-control-socket" in r.stdout
 
 
 @pytest.fixture
 def gunicorn(tmp_path):
-    procs: list[subprocess.Popen] = []
+    masters: list[subprocess.Popen] = []
     extra_default = ["--no-control-socket"] if _supports_no_control_socket() else []
 
-    def start(*extra: str, workers: int = 4) -> Server:
+    def start(*extra: str, workers: int = 4, app: str = "examples.flask_app:app", cwd: str = ROOT,
+              **env_vars: str) -> Server:
         db = str(tmp_path / "tasks.db")
         email_log = str(tmp_path / "emails.log")
-        out_path = str(tmp_path / "gunicorn.out")
-        env = dict(os.environ, TIMEWHEEL_DB=db, EMAIL_LOG=email_log, VERIFY_EMAIL_DELAY="1")
+        out_path = str(tmp_path / f"gunicorn-{len(masters)}.out")
+        env = {**os.environ, "TIMEWHEEL_DB": db, "EMAIL_LOG": email_log, "VERIFY_EMAIL_DELAY": "1",
+               **env_vars}
         with open(out_path, "wb") as out:
-            p = subprocess.Popen(
+            p = procs.popen(
                 [GUNICORN, "-w", str(workers), "-b", "127.0.0.1:0", "--graceful-timeout", "5",
-                 "--timeout", "30", *extra_default, *extra, "examples.flask_app:app"],
-                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        procs.append(p)
+                 "--timeout", "30", *extra_default, *([] if "-c" in extra else ["-c", GUNICORN_CONF]),
+                 *extra, app],
+                cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        masters.append(p)
 
         def listening():
             assert p.poll() is None, open(out_path).read()[-3000:]
@@ -121,10 +127,10 @@ def gunicorn(tmp_path):
 
     yield start
 
-    for p in procs:
+    for p in masters:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
-    for p in procs:
+    for p in masters:
         try:
             p.wait(timeout=15)
         except subprocess.TimeoutExpired:
@@ -190,3 +196,58 @@ def test_leading_worker_sigkilled_another_worker_takes_over(gunicorn):
     time.sleep(1.0)
     _check_exactly_once(server, {**first, **tasks})
     assert wait_for(lambda: server.leader_pid() not in (None, leader), 10, what="a new leader")
+
+
+PRELOADED_APP = """
+import os
+from flask import Flask, jsonify
+from timewheel import TimeWheel
+
+app = Flask(__name__)
+hu = TimeWheel(os.environ["TIMEWHEEL_DB"], workers=2)
+
+@hu.task(name="where")
+def where():
+    return os.getpid()
+
+hu.start()          # the mistake: at import, so in the master under --preload
+
+@app.post("/where")
+def ran_where():
+    return jsonify(worker=os.getpid(), ran_in=where.delay().result(timeout=10))
+"""
+
+
+def test_a_wheel_started_in_a_preloaded_master_is_reported_in_the_log(gunicorn, tmp_path):
+    """Issue 19 item 11: with hu.start() at import and --preload every task ran in the master,
+    silently.  Each worker that uses the wheel logs, once, what happened and the fix."""
+    (tmp_path / "preloaded_app.py").write_text(PRELOADED_APP)
+    server = gunicorn("--preload", workers=2, app="preloaded_app:app", cwd=str(tmp_path))
+    answers = [server.request("POST", "/where")[1] for _ in range(6)]
+    assert {a["ran_in"] for a in answers} == {server.proc.pid}       # the master ran them all
+    workers = {a["worker"] for a in answers}
+    assert server.proc.pid not in workers
+    log = server.tail(400)
+    warnings = [line for line in log.splitlines() if "was started in process" in line]
+    assert len(warnings) == len(workers), log                        # once per worker that used it
+    for worker in workers:
+        line = next(w for w in warnings if f"before it forked this process ({worker})" in w)
+        assert f"was started in process {server.proc.pid}" in line
+        assert "post_fork" in line and "--preload" in line
+
+
+@pytest.mark.parametrize("conf", [False, True], ids=["bare", "with-gunicorn.conf"])
+def test_task_failures_reach_gunicorns_log_with_the_example_conf(gunicorn, tmp_path, conf):
+    """Issue 19 item 13: under gunicorn nothing about a failing task reached the log; with
+    examples/gunicorn.conf.py (the README's recipe) the failure is in gunicorn's error log."""
+    server = gunicorn(*(["-c", os.path.join(ROOT, "examples", "gunicorn.conf.py")] if conf else []),
+                      workers=2, EMAIL_LOG=str(tmp_path / "no-such-dir" / "emails.log"))
+    task_id = server.signup("ann@example.com")           # the "email" fails: its log cannot be opened
+
+    def attempted() -> bool:
+        status, body = server.request("GET", f"/tasks/{task_id}")
+        return status == 200 and body["attempts"] >= 1 and body["error"] is not None
+    wait_for(attempted, 20, interval=0.2, what="the first attempt to fail")
+    time.sleep(0.5)                                       # the log line is written before the record
+    failure = f"task {task_id} (signup.send_verification_email) failed, attempt 1 of 4: FileNotFoundError"
+    assert (failure in server.tail(400)) == conf, server.tail(400)

@@ -16,6 +16,7 @@ import pytest
 from timewheel import EVENTS, TimeWheel
 from timewheel.records import decode_record
 from timewheel.store import open_store
+from timewheel.testing import processes as procs
 
 from .conftest import wait_for
 from .mp_worker import read_lines
@@ -171,8 +172,8 @@ def test_across_processes_hooks_fire_once_in_the_process_that_made_the_change(tm
     mine = recorder(enqueuer)
     welcome = enqueuer.task(name="features.welcome", retries=1, retry_delay=0.05)(
         lambda user, pause=0.0, fail_first=False: user)
-    procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "feature_worker.py"), "work", db_path, out],
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    workers = [procs.popen([sys.executable, os.path.join(HERE, "feature_worker.py"), "work", db_path, out],
+                           stderr=subprocess.PIPE, text=True) for _ in range(2)]
     try:
         with enqueuer.batch():
             handles = [welcome.delay(i, pause=0.05, fail_first=i % 4 == 0) for i in range(24)]
@@ -181,9 +182,14 @@ def test_across_processes_hooks_fire_once_in_the_process_that_made_the_change(tm
         time.sleep(0.5)
     finally:
         open(tmp_path / "stop", "w").close()
-        for p in procs:
-            _, err = p.communicate(timeout=30)
-            assert p.returncode == 0, err
+        try:
+            for p in workers:
+                _, err = p.communicate(timeout=30)
+                assert p.returncode == 0, err
+        finally:
+            for p in workers:
+                p.kill()
+                p.wait(10)
     assert mine == []
     lines = read_lines(os.path.join(out, "hooks.log"))
     per: dict[str, list[tuple[str, int, str]]] = defaultdict(list)
@@ -213,12 +219,13 @@ def test_a_task_whose_process_died_too_often_fires_failed_in_the_process_that_re
     seen = recorder(hu, db_path)
     die = hu.task(name="features.die")(lambda: None)
     h = die.delay()
-    p = subprocess.Popen([sys.executable, os.path.join(HERE, "feature_worker.py"), "work", db_path,
-                          str(tmp_path)], stderr=subprocess.PIPE, text=True)
+    p = procs.popen([sys.executable, os.path.join(HERE, "feature_worker.py"), "work", db_path,
+                     str(tmp_path)], stderr=subprocess.PIPE, text=True)
     try:
         assert p.wait(timeout=30) == -9                   # it claimed the task and died running it
     finally:
         p.kill()
+        p.communicate(timeout=10)
     assert h.status == "running"
     hu.start()                                            # takes over, recovers the dead one's task
     try:

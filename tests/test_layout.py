@@ -13,11 +13,12 @@ import ast
 import graphlib
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from timewheel.testing import processes as procs
 
 from .conftest import ROOT
 
@@ -115,8 +116,8 @@ def test_a_measurement_process_loads_no_system_until_it_opens_one() -> None:
     parent's plotting or packaging machinery."""
     code = ("import sys, benchmarks.child\n"
             "print(' '.join(sorted(m for m in sys.modules)))\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "PYTHONPATH": ROOT})
+    done = procs.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                     timeout=60, env={**os.environ, "PYTHONPATH": ROOT})
     assert done.returncode == 0, done.stderr
     loaded = set(done.stdout.split())
     assert "benchmarks.workloads" in loaded and "benchmarks.redis_peers" in loaded

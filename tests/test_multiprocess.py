@@ -18,11 +18,13 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
 
 from timewheel import StoreBusy, StoreError
+from timewheel.testing import processes as procs
 
 from . import crashloop, mp_worker
 from .mp_worker import Runs, events_of, read_lines, wait_for
@@ -65,9 +67,9 @@ class Cluster:
 
     def enqueue(self, n: int, *extra: str, tick: float = TICK, timeout: float = 60) -> None:
         """Enqueue from a process that never starts (it exits once its delay() calls returned)."""
-        r = subprocess.run([sys.executable, os.path.join(HERE, "mp_worker.py"), *self.common(tick),
+        r = procs.run([sys.executable, os.path.join(HERE, "mp_worker.py"), *self.common(tick),
                             "--enqueue", str(n), "--lifetime", "0", *extra],
-                           timeout=timeout, capture_output=True, text=True)
+                      timeout=timeout, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-2000:]
 
     def ready(self, n: int, timeout: float = 30) -> None:
@@ -310,8 +312,8 @@ def test_crash_loop_long(tmp_path, record_property):
 # -- fork safety --------------------------------------------------------------------------------
 
 def _run_fork_scenario(mode: str, d, child_timeout: float = 20.0) -> tuple[dict, Runs]:
-    r = subprocess.run([sys.executable, os.path.join(HERE, "mp_fork.py"), mode, str(d), str(child_timeout)],
-                       timeout=child_timeout + 30, capture_output=True, text=True)
+    r = procs.run([sys.executable, os.path.join(HERE, "mp_fork.py"), mode, str(d), str(child_timeout)],
+                  timeout=child_timeout + 30, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     return out, Runs(os.path.join(str(d), "runs.log"))
@@ -344,8 +346,8 @@ def _can_unshare_pid() -> bool:
     if shutil.which("unshare") is None:
         return False
     try:
-        r = subprocess.run(["unshare", "--pid", "--fork", "--kill-child", "true"], capture_output=True,
-                           timeout=10)
+        r = procs.run(["unshare", "--pid", "--fork", "--kill-child", "true"], capture_output=True,
+                      timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return r.returncode == 0
@@ -362,9 +364,9 @@ def test_same_pid_in_another_pid_namespace_does_not_hang(cluster):
         args = ["--db", cluster.db, "--log", cluster.log, "--events", events, "--tick", str(TICK),
                 "--stop-file", stop, "--start", "--lifetime", "60"]
         out = open(os.path.join(cluster.dir, f"{name}.out"), "wb")
-        p = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child=SIGKILL", sys.executable,
+        p = procs.popen(["unshare", "--pid", "--fork", "--kill-child=SIGKILL", sys.executable,
                               os.path.join(HERE, "mp_worker.py"), *args],
-                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                        stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         out.close()
         cluster.procs.append(p)
         return p, events, stop
@@ -391,8 +393,8 @@ def test_processes_opening_a_new_store_at_once_do_not_fail(tmp_path):
     None may get StoreBusy ("database is locked") without having waited busy_timeout.  (Today
     a few opens in a hundred fail within ~2 ms: two connections converting the new file to WAL at
     once; the loser's error does not go through the busy handler.)"""
-    r = subprocess.run([sys.executable, os.path.join(HERE, "mp_fork.py"), "first-open", str(tmp_path)],
-                       timeout=120, capture_output=True, text=True)
+    r = procs.run([sys.executable, os.path.join(HERE, "mp_fork.py"), "first-open", str(tmp_path)],
+                  timeout=120, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["failed"] == 0, f"{out['failed']} of {out['opens']} opens failed:\n{r.stderr[-1500:]}"
@@ -423,7 +425,7 @@ def _hold_write_lock(db: str, seconds: float) -> subprocess.Popen:
             "print('locked', flush=True)\n"
             "time.sleep(float(sys.argv[2]))\n"
             "c.execute('ROLLBACK')\n")
-    p = subprocess.Popen([sys.executable, "-c", code, db, str(seconds)], stdout=subprocess.PIPE, text=True)
+    p = procs.popen([sys.executable, "-c", code, db, str(seconds)], stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "locked"
     return p
 
@@ -542,3 +544,59 @@ def test_outcome_that_hits_storebusy_is_recorded_later(cluster):
         mp_worker.stop_all([survivor], cluster.stop_file)
         hu.close()
     _assert_exactly_once(Runs(cluster.log), {"fb-0", "fb-1", "fb-2"})
+
+
+STARTED_THEN_FORKED = textwrap.dedent("""
+    import json, logging, os, sys, traceback
+    from timewheel import TimeWheel
+    db, mode = sys.argv[1], sys.argv[2]
+    if mode == "configured":
+        logging.basicConfig(level=logging.WARNING, format="LOGGED %(name)s %(message)s")
+    hu = TimeWheel(db, workers=2)
+    where = hu.task(name="where")(lambda: os.getpid())
+    unstarted = TimeWheel(db + "-other", workers=1)
+    later = unstarted.task(name="later")(lambda: None)
+    later.delay(count_down=60)
+    if mode != "not-started":
+        hu.start()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            handles = [where.delay() for _ in range(3)]
+            hu.get(handles[0].id)
+            later.delay(count_down=60)                  # a wheel never started: no warning
+            if mode == "not-started":
+                hu.start()
+            print(json.dumps({"child": os.getpid(), "ran_in": [h.result(timeout=10) for h in handles]}),
+                  flush=True)
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    hu.close()
+    sys.exit(os.waitstatus_to_exitcode(status))
+""")
+
+
+@pytest.mark.parametrize("mode", ["bare", "configured", "not-started"])
+def test_a_child_forked_from_a_started_wheel_is_warned_once(tmp_path, mode):
+    """Issue 19 item 11: a wheel started before fork() keeps running in the parent only; the
+    child's first use of it logs what happened and the fix, once (to stderr as well when the
+    app configured no logging).  A wheel the parent never started warns nobody."""
+    done = procs.run([sys.executable, "-c", STARTED_THEN_FORKED, str(tmp_path / "tasks.db"), mode],
+                     capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    warned = [line for line in done.stderr.splitlines() if "was started in process" in line]
+    if mode == "not-started":
+        assert warned == [] and out["ran_in"] == [out["child"]] * 3, done.stderr
+        return
+    parent = int(warned[0].split("was started in process ")[1].split()[0]) if warned else None
+    assert len(warned) == 1, done.stderr
+    assert out["ran_in"] == [parent] * 3 and parent != out["child"]      # the parent ran them
+    assert f"before it forked this process ({out['child']})" in warned[0]
+    assert warned[0].startswith("LOGGED timewheel " if mode == "configured" else "timewheel: WARNING: ")
+    assert "post_fork" in warned[0] and "--preload" in warned[0]

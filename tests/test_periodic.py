@@ -6,7 +6,6 @@ import datetime as dt
 import functools
 import math
 import os
-import subprocess
 import sys
 import textwrap
 import threading
@@ -29,6 +28,7 @@ from timewheel.periodic import (
     schedules,
 )
 from timewheel.records import CANCELLED, MISFIRED, PENDING, SUCCEEDED
+from timewheel.testing import processes as procs
 
 from .conftest import ROOT, records_of, wait_for
 
@@ -497,9 +497,9 @@ def test_exactly_once_across_two_processes_and_a_takeover(tmp_path) -> None:
     """))
     env = dict(os.environ, PYTHONPATH=ROOT)
     # The first process ticks; the second adds occurrences too and takes over when it stops.
-    first = subprocess.Popen([sys.executable, str(script), "2.5"], env=env)
+    first = procs.popen([sys.executable, str(script), "2.5"], env=env)
     wait_for(lambda: os.path.exists(log), timeout=15)
-    second = subprocess.Popen([sys.executable, str(script), "3"], env=env)
+    second = procs.popen([sys.executable, str(script), "3"], env=env)
     assert [first.wait(timeout=30), second.wait(timeout=30)] == [0, 0]
     with open(log) as fh:
         pids = fh.read().split()
@@ -517,3 +517,32 @@ def test_keeper_thread_ends_after_stop(db_path: str) -> None:
     with hu:
         assert any(t.name == "timewheel-periodic" for t in threading.enumerate())
     wait_for(lambda: not any(t.name == "timewheel-periodic" for t in threading.enumerate()), timeout=5)
+
+
+WITHOUT_CRONITER = textwrap.dedent("""
+    import sys
+
+    class Hidden:                      # as if croniter were not installed
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "croniter":
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    sys.meta_path.insert(0, Hidden())
+    from timewheel import TimeWheel
+    hu = TimeWheel(None)
+    try:
+        hu.periodic(cron="0 3 * * *")(lambda: None)
+    except ImportError as exc:
+        print(f"{type(exc).__name__}: {exc}")
+    hu.periodic(every=60, name="every")(lambda: None)      # every= needs no croniter
+    print("every ok")
+""")
+
+
+def test_cron_without_croniter_says_how_to_install_it() -> None:
+    """Issue 19 item 14: a missing croniter gave a ModuleNotFoundError traceback from deep in
+    the decorator; it must be a clear error, at decoration time, with the install command."""
+    done = procs.run([sys.executable, "-c", WITHOUT_CRONITER], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert done.stdout.splitlines() == ["ImportError: cron= schedules need croniter, which is not installed: "
+                                        "pip install 'timewheel[cron]'", "every ok"], done.stdout

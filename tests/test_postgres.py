@@ -38,6 +38,7 @@ from timewheel.store import open_store
 from timewheel.store.base import BROKEN
 from timewheel.store.postgres import PostgresStore
 from timewheel.testing import PostgresServer
+from timewheel.testing import processes as procs
 from timewheel.wheel import Wheel
 
 from . import crashloop, mp_worker
@@ -76,8 +77,8 @@ def open_pg(pg_db, opened):
 
 
 def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "timewheel.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+    return procs.run([sys.executable, "-m", "timewheel.cli", *args], capture_output=True, text=True,
+                     timeout=timeout, cwd=ROOT)
 
 
 # -- opening ------------------------------------------------------------------------------------
@@ -335,7 +336,7 @@ def test_a_closed_or_killed_process_is_dead(open_pg, pg_db, python):
     code = ("import sys, time; from timewheel.store.postgres import PostgresStore\n"
             "s = PostgresStore(sys.argv[1], namespace='dead', lease=0.5); s.liveness.try_lead()\n"
             "print(s.liveness.token, flush=True); time.sleep(60)\n")
-    p = subprocess.Popen([python, "-c", code, pg_db], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    p = procs.popen([python, "-c", code, pg_db], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         token = p.stdout.readline().strip()
         assert not s.liveness.is_dead(token)
@@ -696,8 +697,8 @@ def test_transactional_enqueue_with_django(pg_db, python):
     on_commit, after the commit, never before."""
     with psycopg.connect(pg_db, autocommit=True) as c:
         c.execute("DROP TABLE IF EXISTS public.dj_orders")
-    out = subprocess.run([python, os.path.join(ROOT, "tests", "pg_django_tx.py"), pg_db, "dj"],
-                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    out = procs.run([python, os.path.join(ROOT, "tests", "pg_django_tx.py"), pg_db, "dj"],
+                    capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     seen = json.loads(out.stdout)
     assert seen["notified_for_rollback"] == 0 and not seen["visible_before_commit"]

@@ -8,8 +8,9 @@ import time
 import pytest
 
 from timewheel import query
-from timewheel.errors import TaskNotFound
+from timewheel.errors import StoreError, TaskNotFound
 from timewheel.records import FAILED, Outcome, end_run
+from timewheel.store import MemoryStore
 from timewheel.store.base import LISTABLE
 
 from .cli_fixtures import populate, rec
@@ -214,3 +215,32 @@ def test_purge_data(filled) -> None:
     for bad in (-1, math.nan, math.inf):
         with pytest.raises(ValueError, match="older_than"):
             query.purge_data(store, now, older_than=bad)
+
+
+class _RepeatingIndex(MemoryStore):
+    """A store whose listing index is damaged: every page starts from the top again, whatever
+    ``after`` says (as a corrupt b-tree can)."""
+
+    def scan(self, status, *, name=None, id_prefix=None, after=None, limit=None):
+        return super().scan(status, name=name, id_prefix=id_prefix, limit=limit)
+
+
+@pytest.mark.timeout(30)     # on a loop that never ends: fail, not hang
+def test_paged_loops_end_on_a_store_whose_pages_do_not_advance() -> None:
+    """Issue 19 item 3: every loop over pages ends, whatever the store hands back."""
+    store = _RepeatingIndex()
+    now = time.time()
+    ended = {"finished": now - 50, "started": now - 60}
+    finished = [rec(f"s{i:04d}", "x", now - 100)._replace(status="succeeded", **ended) for i in range(1500)]
+    pending = [rec(f"p{i:04d}", "x", now + 100 + i) for i in range(1500)]
+    failed = [rec(f"f{i:04d}", "x", now - 100)._replace(status=FAILED, **ended) for i in range(1500)]
+    store.add(finished + pending + failed)
+    t0 = time.monotonic()
+    with pytest.raises(StoreError, match="(failed|succeeded) index is out of order"):
+        query.purge_data(store, now, older_than=0, dry_run=True)
+    with pytest.raises(StoreError, match="pending index is out of order"):
+        start = store.wheel.current_tick(now)
+        store.histogram(start, start + 3600, 60, name="x")
+    done = query.retry_failed(store)
+    assert sorted(done["retried"]) == sorted(r.id for r in failed)      # each once
+    assert time.monotonic() - t0 < 10

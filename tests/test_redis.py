@@ -27,6 +27,7 @@ from timewheel.store.base import BROKEN
 from timewheel.store.redis import RedisStore
 from timewheel.store.rules import UNKNOWN_REV
 from timewheel.testing import RedisServer, free_port
+from timewheel.testing import processes as procs
 from timewheel.wheel import Wheel
 
 from . import crashloop, mp_worker
@@ -126,9 +127,9 @@ def test_unix_socket_url(redis_server, opened):
 def test_tls_url(tmp_path, opened):
     """rediss:// to a TLS-only server whose certificate the client checks."""
     cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
-                    "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    procs.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+               "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+               "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=60)
     port = free_port()
     server = RedisServer(tmp_path / "tls", extra=[
         "--tls-port", str(port), "--tls-cert-file", cert, "--tls-key-file", key,
@@ -347,7 +348,7 @@ def test_a_closed_or_killed_process_is_dead(open_redis, redis_db, python):
     code = ("import sys, time; from timewheel.store.redis import RedisStore\n"
             "s = RedisStore(sys.argv[1], namespace='dead', lease=0.5)\n"
             "print(s.liveness.token, flush=True); time.sleep(60)\n")
-    p = subprocess.Popen([python, "-c", code, redis_db], stdout=subprocess.PIPE, text=True)
+    p = procs.popen([python, "-c", code, redis_db], stdout=subprocess.PIPE, text=True)
     try:
         token = p.stdout.readline().strip()
         assert not s.liveness.is_dead(token)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import sqlite3
 import stat
-import subprocess
 import sys
 import time
 
@@ -19,9 +19,10 @@ from timewheel.errors import NotAStore, StoreError, StoreMismatch
 from timewheel.records import PENDING, cancel
 from timewheel.store import SqliteDictStore
 from timewheel.store.rules import UNKNOWN_REV
+from timewheel.testing import processes as procs
 from timewheel.wheel import Wheel
 
-from .conftest import check_file_store, count_of, make_record, read_meta
+from .conftest import check_file_store, count_of, make_record, read_meta, wait_for
 
 
 def digest(path: str) -> str:
@@ -127,7 +128,7 @@ def test_readonly_open_of_a_crashed_writers_file_changes_no_byte(tmp_path) -> No
             "s = SqliteDictStore(sys.argv[1])\n"
             "s.add([TaskRecord(id=str(i), name='t', eta=2e9, payload=b'') for i in range(50)])\n"
             "os._exit(0)\n")                       # dies with its WAL not checkpointed
-    subprocess.run([sys.executable, "-c", code, p], check=True, timeout=60)
+    procs.run([sys.executable, "-c", code, p], check=True, timeout=60)
     assert os.path.getsize(p + "-wal") > 0
     before = digest(p)
     ro = SqliteDictStore(p, readonly=True)
@@ -211,6 +212,8 @@ def test_store_reopens_after_fork(tmp_path) -> None:
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:                                   # child: must not hang on the parent's connection
+        procs.die_with_parent()
+        signal.alarm(30)
         try:
             s.add([make_record("child", time.time() + 100)])
             ok = s.get("parent") is not None
@@ -246,7 +249,7 @@ def test_doorbells_cross_processes_and_dead_ones_are_forgotten(tmp_path) -> None
             "from timewheel.records import TaskRecord\n"
             "s = SqliteDictStore(sys.argv[1])\n"
             "s.add([TaskRecord(id='soon', name='t', eta=time.time(), payload=b'')])\n")
-    subprocess.run([sys.executable, "-c", code, p], check=True, timeout=60)
+    procs.run([sys.executable, "-c", code, p], check=True, timeout=60)
     assert bell.wait(5.0)                      # another process's add of a due task rang us
     # a bell of a process that is gone, registered through sqlitedict's own API (with WAL, as
     # every opener of a live store must)
@@ -417,7 +420,64 @@ def test_a_readonly_store_opened_before_any_writer_sees_later_writes(tmp_path) -
             "s.add([make_record(sys.argv[2], time.time() + 100)]); s.close()")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for task_id in ("a", "b"):           # each writer comes and goes: no -wal is left
-        subprocess.run([sys.executable, "-c", code, p, task_id], cwd=root, check=True, timeout=60)
+        procs.run([sys.executable, "-c", code, p, task_id], cwd=root, check=True, timeout=60)
         assert not os.path.exists(p + "-wal")
         assert ro.get(task_id) is not None
+    ro.close()
+
+
+WAL_HOLDER = """
+import os, sys, time
+from timewheel import TimeWheel
+db, ready, stop = sys.argv[1:4]
+hu = TimeWheel(db, workers=1)
+later = hu.task(name="later")(lambda: None)
+hu.start()
+for _ in range(5):
+    later.delay(count_down=600)
+open(ready, "w").close()
+while not os.path.exists(stop):
+    time.sleep(0.05)
+hu.close()                                   # the last one to close checkpoints its -wal
+"""
+
+NEWCOMER = """
+import sys
+from timewheel import StoreError, TimeWheel
+hu = TimeWheel(sys.argv[1], workers=1)
+later = hu.task(name="later")(lambda: None)
+try:
+    later.delay(count_down=600)
+    print("ok")
+except StoreError as exc:
+    print(exc)
+"""
+
+
+def test_a_wal_deleted_under_running_processes_is_named(tmp_path) -> None:
+    """Issue 19 item 14: after `rm tasks.db-wal` while a process runs, new processes said
+    "disk I/O error".  They must say what happened and what to do; once the running process
+    exits, its commits are in the store and new processes work."""
+    from timewheel.testing import console_script
+    db, ready, stop = str(tmp_path / "tasks.db"), tmp_path / "ready", tmp_path / "stop"
+    holder = procs.popen([sys.executable, "-c", WAL_HOLDER, db, str(ready), str(stop)])
+    try:
+        wait_for(lambda: ready.exists() or holder.poll() is not None, 20, what="the holder to be ready")
+        os.remove(db + "-wal")
+        said = procs.run([sys.executable, "-c", NEWCOMER, db], capture_output=True, text=True, timeout=60)
+        assert said.returncode == 0, said.stderr
+        listing = procs.run([console_script(), "tasks", db], capture_output=True, text=True, timeout=60)
+        for text in (said.stdout, listing.stderr):
+            assert "its -wal file was deleted while processes had the store open" in text, text
+            assert "stop every process that uses the store" in text and text.count("\n") == 1, text
+        assert listing.returncode == 1
+        stop.touch()
+        assert holder.wait(timeout=30) == 0
+    finally:
+        holder.kill()
+        holder.wait(10)
+    again = procs.run([sys.executable, "-c", NEWCOMER, db], capture_output=True, text=True, timeout=60)
+    assert again.stdout == "ok\n", again.stdout + again.stderr
+    ro = SqliteDictStore(db, readonly=True)
+    assert count_of(ro, PENDING) == 6                    # the holder's five and the newcomer's
     ro.close()

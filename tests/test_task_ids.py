@@ -20,6 +20,7 @@ import pytest
 
 from timewheel import DuplicateTask, TimeWheel
 from timewheel.records import SUCCEEDED
+from timewheel.testing import processes as procs
 
 from .conftest import check_file_store, records_of, wait_for
 from .mp_worker import read_lines
@@ -28,8 +29,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def worker(mode: str, db: str, out: str, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, os.path.join(HERE, "feature_worker.py"), mode, db, out, *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return procs.popen([sys.executable, os.path.join(HERE, "feature_worker.py"), mode, db, out, *extra],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def runs(out: str) -> list[list[str]]:

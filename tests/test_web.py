@@ -20,6 +20,7 @@ from markupsafe import escape
 from timewheel import query
 from timewheel.store import SqliteDictStore
 from timewheel.testing import DEAD_OWNER, HOSTILE_NAME, fill, record, serve, web_command
+from timewheel.testing import processes as procs
 
 from .conftest import ROOT, wait_for
 from .web_server import make_store
@@ -451,7 +452,7 @@ def test_command_errors_are_one_line(tmp_path) -> None:
 def test_command_binds_loopback_by_default(tmp_path) -> None:
     path = str(tmp_path / "tasks.db")
     make_store(path)[0].close()
-    proc = subprocess.Popen(web_command(path, "--port", "0"), stdout=subprocess.PIPE, text=True)
+    proc = procs.popen(web_command(path, "--port", "0"), stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         assert re.fullmatch(rf"timewheel web: {re.escape(path)} at http://127\.0\.0\.1:\d+/ \(read-only\); "
@@ -479,9 +480,9 @@ def free_port() -> int:
 
 def start_example(name: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "examples", name)],
-                            env={**os.environ, "PYTHONPATH": ROOT, "PORT": str(port), **env},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = procs.popen([sys.executable, os.path.join(ROOT, "examples", name)],
+                       env={**os.environ, "PYTHONPATH": ROOT, "PORT": str(port), **env},
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:

@@ -10,7 +10,6 @@ import os
 import re
 import resource
 import socket
-import subprocess
 import time
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -21,6 +20,7 @@ from hypothesis import strategies as st
 
 from timewheel import __version__
 from timewheel.store.redis import _public
+from timewheel.testing import processes as procs
 from timewheel.testing import serve
 from timewheel.web.security import HostGuard, same_site_path
 from timewheel.web.server import MAX_BODY, MAX_HEAD, REQUEST_TIMEOUT, BadRequest, request_size
@@ -502,24 +502,24 @@ def test_a_redis_password_is_never_shown(redis_server, tmp_path) -> None:
             url = f"redis://tw:{quote(password, safe='')}@127.0.0.1:{redis_server.port}/0"
             hidden = f"redis://tw:***@127.0.0.1:{redis_server.port}/0"
             secret = {password, quote(password, safe=""), password.split("@")[-1]}
-            run = subprocess.run([console_script(), "inspect", url, "--json"], capture_output=True,
-                                 text=True, timeout=60)
+            run = procs.run([console_script(), "inspect", url, "--json"], capture_output=True,
+                            text=True, timeout=60)
             assert run.returncode == 1 and "no timewheel store" in run.stderr     # an empty database
             assert hidden in run.stderr and not any(s in run.stderr for s in secret), run.stderr
             from timewheel.store import open_store
             open_store(url).close()                     # (creates the store)
-            run = subprocess.run([console_script(), "inspect", url, "--json"], capture_output=True,
-                                 text=True, timeout=60)
+            run = procs.run([console_script(), "inspect", url, "--json"], capture_output=True,
+                            text=True, timeout=60)
             assert run.returncode == 0, run.stderr
             assert hidden in run.stdout and not any(s in run.stdout + run.stderr for s in secret)
             wrong = url.replace(quote(password, safe=""), quote(password + "-wrong", safe=""))
-            run = subprocess.run([console_script(), "inspect", wrong], capture_output=True, text=True,
-                                 timeout=60)
+            run = procs.run([console_script(), "inspect", wrong], capture_output=True, text=True,
+                            timeout=60)
             assert run.returncode == 1 and "***" in run.stderr and password not in run.stderr, run.stderr
             if not set(password) & set("/%"):            # written as it is: a parser takes the last @
                 raw = f"redis://tw:{password}@127.0.0.1:{redis_server.port}/0"
-                run = subprocess.run([console_script(), "inspect", raw, "--json"], capture_output=True,
-                                     text=True, timeout=60)
+                run = procs.run([console_script(), "inspect", raw, "--json"], capture_output=True,
+                                text=True, timeout=60)
                 assert run.returncode == 0 and hidden in run.stdout, run.stderr
                 assert not any(s in run.stdout + run.stderr for s in secret)
             r.config_set("appendfsync", "no")           # so that opening it logs a warning

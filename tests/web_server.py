@@ -18,6 +18,7 @@ from typing import Iterator, Optional
 from timewheel.records import Outcome, TaskRecord, end_run
 from timewheel.store import SqliteDictStore, WheelStore
 from timewheel.testing import Demo, fill, record
+from timewheel.testing import processes as procs
 
 #: task ids a URL could take apart: dot segments (also percent-encoded), slashes, query and
 #: fragment marks, a verb of the action routes, text that is not ASCII
@@ -90,7 +91,7 @@ def _stop(proc: subprocess.Popen, how: Optional[int] = signal.SIGTERM) -> int:
         return proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait()
+        proc.wait(10)
         raise AssertionError(f"process {proc.pid} did not stop") from None
 
 
@@ -101,9 +102,9 @@ class Writer:
 
     def __init__(self, path: str) -> None:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        self.proc = subprocess.Popen([sys.executable, "-c", _WRITER, path], cwd=root, text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     env={**os.environ, "PYTHONPATH": root})
+        self.proc = procs.popen([sys.executable, "-c", _WRITER, path], cwd=root, text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                env={**os.environ, "PYTHONPATH": root})
         assert _line(self.proc, 20) == "open", "the writer did not open the store"
 
     def add(self, prefix: str, n: int) -> None:
@@ -133,7 +134,7 @@ def writer(path: str) -> Iterator[Writer]:
 def serve_mounted(path: str) -> Iterator[str]:
     """An application process with ``TimeWheel(path)`` whose view (``make_app(hu)``) it
     serves on a free port; yields the view's URL."""
-    proc = subprocess.Popen([sys.executable, "-c", _MOUNTED, path], text=True, stdout=subprocess.PIPE)
+    proc = procs.popen([sys.executable, "-c", _MOUNTED, path], text=True, stdout=subprocess.PIPE)
     try:
         port = _line(proc, 20)
         assert port.isdigit(), "the application did not start"

@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import pickle
+import sys
 import threading
 import time
 import weakref
@@ -126,7 +127,7 @@ def _number(value: Any, what: str, *, minimum: float = 0.0, maximum: float = MAX
         raise TypeError(f"{what} must be a number of seconds, got {type(value).__name__} {shown(value)}")
     # Compared before float(): an int beyond any float is out of bounds, not an OverflowError.
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{what} must be finite, got {value!r}")
+        raise ValueError(f"{what} must be finite, got {shown(value)}")
     if value < minimum:
         raise ValueError(f"{what} must be >= {minimum:g}, got {shown(value)}")
     if value > maximum:
@@ -151,8 +152,20 @@ def _label(value: Any, what: str, limit: int) -> str:
     if not value or len(value) > limit or not value.isprintable() or value != value.strip():
         text = value if len(value) <= 60 else value[:57] + "..."
         raise ValueError(f"{what} must be 1 to {limit} printable characters without surrounding "
-                         f"spaces, got {text!r}")
+                         f"spaces, got {str.__repr__(text)}")
     return value
+
+
+def _qualname(f: Callable[..., Any]) -> str:
+    """The qualified name of a function, or the repr of a callable object (as stored task
+    names have always been made); a repr that raises is a clear error."""
+    qualname = getattr(f, "__qualname__", None)
+    if isinstance(qualname, str):
+        return qualname
+    try:
+        return repr(f)
+    except Exception:  # noqa: BLE001 - any object may come in
+        raise TypeError(f"@task cannot name {shown(f)} (its repr raised): give it a name=") from None
 
 
 def _storable_id(task_id: Any) -> bool:
@@ -261,6 +274,37 @@ class _Patience:
         return min(pause, remaining)
 
 
+#: delay()'s own options by their stem: lower case, without underscores (see _meant_option)
+_OPTION_STEMS = {"countdown": "count_down", "eta": "eta", "taskid": "task_id"}
+_UNITS = ("seconds", "secs", "sec", "s")
+
+
+@functools.lru_cache(maxsize=4096)
+def _meant_option(key: str) -> Optional[str]:
+    """The option of delay() that keyword ``key`` misspells, or None (issue 19 item 12).
+
+    A near miss is an option written with other case or underscores, perhaps with a unit
+    (``countdown`` as Celery spells it, ``countDown``, ``count_down_s``, ``ETA``,
+    ``eta_seconds``, ``taskId``): nobody names a parameter of their own so, and passed on to a
+    task taking ``**kwargs`` it would silently run the task at once.  Names that are merely
+    related (``id``, ``job_id``, ``delay``, ``expires``) are ordinary parameter names and are
+    passed on.  Cached: the keywords of a code base are few (0.1 us a keyword when cached).
+    """
+    stem = key.lower().replace("_", "")
+    for unit in _UNITS:
+        if stem.endswith(unit) and stem[:-len(unit)] in _OPTION_STEMS:
+            stem = stem[:-len(unit)]
+            break
+    option = _OPTION_STEMS.get(stem)
+    return option if option != key else None
+
+
+def _refuse_near_miss(task: str, key: str, option: str) -> None:
+    raise TypeError(f"{task}: {key}= is not an option of delay(): did you mean {option}=? (a function "
+                    f"with a parameter named {key} gets it through schedule(args, "
+                    f"kwargs={{{str.__repr__(key)}: ...}}))")
+
+
 def _plain_arity(sig: Optional[inspect.Signature]) -> Optional[tuple[int, int]]:
     """(required, total) positional parameters when they are all a function has, so that
     delay(*args) can be checked by counting; None sends every call through Signature.bind."""
@@ -325,7 +369,18 @@ class Task(Generic[R]):
         Returns once the task is committed to the store (inside ``with hu.batch()``: once the
         batch is).  Bad timing options, arguments that do not fit the function, or arguments
         that cannot be pickled raise ``ValueError``/``TypeError`` and nothing is written.
+
+        A keyword that misspells an option -- in other case or with other underscores, perhaps
+        with a unit: ``countdown`` (Celery's), ``countDown``, ``count_down_s``, ``ETA``,
+        ``eta_seconds``, ``taskId`` -- raises ``TypeError`` naming the option, even when the
+        function takes ``**kwargs``; a function with a parameter of such a name gets it
+        through :meth:`schedule` (``kwargs={"countdown": 30}``).
         """
+        if kwargs:
+            for key in kwargs:
+                option = _meant_option(key)
+                if option is not None:
+                    _refuse_near_miss(self.name, key, option)
         return self._enqueue(args, kwargs, count_down, eta, ..., task_id,
                              "fail" if task_id is None else "reuse")
 
@@ -448,7 +503,7 @@ class TimeWheel:
         self.path = None if spec is None or self.url else os.path.abspath(spec)
         if self.path is not None and (not spec or "\0" in spec or not _encodable(spec)):
             # SQLite takes UTF-8 file names: one with undecodable bytes cannot be opened
-            raise ValueError(f"not a usable store path: {spec!r}")
+            raise ValueError(f"not a usable store path: {str.__repr__(spec)}")
         self.workers = workers
         self.result_ttl = _number(result_ttl, "result_ttl")
         self.misfire_grace = _optional(misfire_grace, "misfire_grace")
@@ -479,6 +534,10 @@ class TimeWheel:
         self._hooks = Hooks(EVENTS)
         self._store: Optional[WheelStore] = None
         self._store_lock = threading.Lock()
+        #: in a process forked from one that had started this wheel: that process's pid, and the
+        #: store it had open (see _after_fork_in_child)
+        self._started_in: Optional[int] = None
+        self._inherited: Optional[WheelStore] = None
         self._boss: Optional[Boss] = None
         self._start_lock = threading.RLock()
         self._local = _Local()
@@ -510,6 +569,11 @@ class TimeWheel:
         return self._store
 
     def _open_store(self) -> WheelStore:
+        if self._started_in is not None:         # the first use after a fork: see below
+            self._warn_started_before_fork()
+            inherited, self._inherited = self._inherited, None
+            if inherited is not None:
+                return inherited
         if self.immediate or (self.path is None and self.url is None):
             return MemoryStore(self.wheel, clock=self.clock)
         return open_store(self.url or self.path or "", wheel=self.wheel, namespace=self.namespace,
@@ -548,9 +612,9 @@ class TimeWheel:
 
         def register(f: Callable[..., Any]) -> Task[Any]:
             if not callable(f):
-                raise TypeError(f"@task needs a function, got {type(f).__name__} {f!r}")
+                raise TypeError(f"@task needs a function, got {type(f).__name__} {shown(f)}")
             task_name = name if name is not None else _label(
-                f"{getattr(f, '__module__', None)}.{getattr(f, '__qualname__', repr(f))}", "task name", 500)
+                f"{getattr(f, '__module__', None)}.{_qualname(f)}", "task name", 500)
             old = self._registry.get(task_name)
             if old is not None and old.fn is not f and (
                     getattr(old.fn, "__code__", None) is not getattr(f, "__code__", None)):
@@ -587,7 +651,7 @@ class TimeWheel:
         the order of the changes; never on the thread that claims tasks and turns the wheel,
         so a slow hook delays other hooks, nothing else.  By the time a hook runs, the task
         may have changed again.  A hook that raises is logged and changes nothing."""
-        if event not in EVENTS:
+        if not isinstance(event, str) or event not in EVENTS:
             raise ValueError(f"unknown event {shown(event)}; one of {', '.join(EVENTS)}")
 
         def add(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -606,7 +670,7 @@ class TimeWheel:
             now = self.now()
             delay = _optional(count_down, "count_down") or 0.0
             if now + delay > MAX_ETA:
-                raise ValueError(f"count_down={count_down!r} would put the task after 9999-12-31")
+                raise ValueError(f"count_down={shown(count_down)} would put the task after 9999-12-31")
             return now + delay
         if type(eta) is float:                # the common case first: unix seconds
             when = eta
@@ -614,7 +678,7 @@ class TimeWheel:
             try:
                 when = eta.timestamp()        # naive datetimes are local time, as documented
             except (OverflowError, OSError, ValueError) as exc:
-                raise ValueError(f"eta {eta!r} cannot be turned into a time ({exc})") from None
+                raise ValueError(f"eta {shown(eta)} cannot be turned into a time ({exc})") from None
         elif isinstance(eta, (int, float)) and not isinstance(eta, bool):
             # an int beyond any float is out of range, not an OverflowError
             when = float(eta) if isinstance(eta, float) or abs(eta) <= MAX_ETA else math.inf
@@ -803,13 +867,43 @@ class TimeWheel:
     def __exit__(self, *exc: Any) -> None:
         self.stop(wait=True)
 
+    def _warn_started_before_fork(self) -> None:
+        parent, self._started_in = self._started_in, None
+        memory = " (a memory store is not shared: tasks delayed here run only if it starts here)" \
+            if self.url is None and self.path is None else ""
+        _warn_loudly(
+            f"{self} was started in process {parent} before it forked this process ({os.getpid()}): "
+            f"the wheel's threads stayed in process {parent}, which runs the tasks; this process runs "
+            f"none unless it calls start() itself{memory}. Start the wheel after the fork, in each "
+            "worker -- with gunicorn in a post_fork hook or at the first request; never at import "
+            "with --preload, where the master would run every task")
+
     def _after_fork_in_child(self) -> None:
         # Threads do not survive fork: forget the parent's boss (a child starts its own with
         # start()).  The store reopens itself on first use in the new pid.
+        if self._boss is not None:
+            # Started before the fork (gunicorn --preload with start() at import: issue 19 item
+            # 11): say so at this process's first use of the wheel, which goes through
+            # _open_store while the store is set aside -- no check on the hot path.
+            self._started_in = os.getppid()
+        if self._started_in is not None and self._store is not None:
+            self._inherited, self._store = self._store, None
         self._boss = None
         self._start_lock = threading.RLock()
         self._store_lock = threading.Lock()
         self._changed = threading.Condition()
+
+
+def _warn_loudly(message: str) -> None:
+    """A warning to the ``timewheel`` logger -- and to stderr too while the application has
+    configured no logging at all (the logger's NullHandler would swallow it)."""
+    log.warning(message)
+    logger: Optional[logging.Logger] = log
+    while logger is not None:
+        if any(not isinstance(h, logging.NullHandler) for h in logger.handlers):
+            return
+        logger = logger.parent if logger.propagate else None
+    sys.stderr.write(f"timewheel: WARNING: {message}\n")
 
 
 def _after_fork_in_child() -> None:

@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
+from .errors import shown
 from .records import TaskRecord
 
 __all__ = ["Hooks", "BACKLOG"]
@@ -90,7 +91,7 @@ class Hooks:
                 if (threading.current_thread() is threading.main_thread()
                         and not isinstance(sys.exc_info()[1], Exception)):
                     raise
-                log.exception("%s hook %r raised for task %s", event, hook, rec.id)
+                log.exception("%s hook %s raised for task %s", event, shown(hook), rec.id)
 
     def drain(self, timeout: Optional[float] = None) -> bool:
         """Wait until every event posted so far has been handed to its hooks (at most

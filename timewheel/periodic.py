@@ -120,7 +120,11 @@ class Cron(Schedule):
     of ``tz`` (an IANA name or a ``zoneinfo.ZoneInfo``; default UTC)."""
 
     def __init__(self, expr: str, tz: Union[str, _dt.tzinfo, None] = None) -> None:
-        from croniter import croniter  # optional dependency: timewheel[cron]
+        try:
+            from croniter import croniter  # optional dependency: timewheel[cron]
+        except ImportError:
+            raise ImportError("cron= schedules need croniter, which is not installed: "
+                              "pip install 'timewheel[cron]'", name="croniter") from None
         if not isinstance(expr, str) or not croniter.is_valid(expr):
             raise ValueError(f"not a valid cron expression: {shown(expr)}")
         self.expr = expr
@@ -172,7 +176,7 @@ def _zone(tz: Union[str, _dt.tzinfo, None]) -> tuple[_dt.tzinfo, str]:
         try:
             return ZoneInfo(tz), tz
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {tz!r} (on Windows, install tzdata)") from None
+            raise ValueError(f"unknown time zone {shown(tz)} (on Windows, install tzdata)") from None
     if isinstance(tz, ZoneInfo):
         return tz, str(tz.key)
     if isinstance(tz, _dt.timezone):      # a fixed offset: no transitions to handle
@@ -252,7 +256,8 @@ class Periodics:
             try:
                 inspect.signature(fn).bind()
             except TypeError:
-                raise TypeError(f"a periodic task is called without arguments; {fn!r} needs some") from None
+                raise TypeError(f"a periodic task is called without arguments; {shown(fn)} "
+                                "needs some") from None
             except ValueError:
                 pass                           # no signature to check (some builtins)
             task = self.hu.task(name=name, **options)(fn)
@@ -346,7 +351,7 @@ _all: "weakref.WeakSet[Periodics]" = weakref.WeakSet()
 
 def _schedule(every: Any, cron: Optional[str], tz: Any, coalesce: Any, now: float) -> Schedule:
     if not isinstance(coalesce, bool):
-        raise TypeError(f"coalesce must be a bool, got {coalesce!r}")
+        raise TypeError(f"coalesce must be a bool, got {shown(coalesce)}")
     schedule: Schedule
     if cron is not None and every is None:
         schedule = Cron(cron, tz)

@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Callable, Optional
 
+from .errors import shown
 from .records import Outcome, TaskRecord
 
 __all__ = ["WorkerPool"]
@@ -26,7 +27,7 @@ class WorkerPool:
     def __init__(self, workers: int, execute: Callable[[TaskRecord], Outcome],
                  name: str = "timewheel-worker") -> None:
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-            raise ValueError(f"workers must be a positive int, got {workers!r}")
+            raise ValueError(f"workers must be a positive int, got {shown(workers)}")
         self.workers = workers
         self._execute = execute
         self._on_done: Callable[[TaskRecord, Outcome], None] = lambda rec, out: None

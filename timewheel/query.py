@@ -19,7 +19,7 @@ import math
 import time
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from .errors import StoreError, TaskNotFound
+from .errors import StoreError, TaskNotFound, shown
 from .records import (
     CANCELLED,
     FAILED,
@@ -33,7 +33,7 @@ from .records import (
     cancel,
     reset_for_retry,
 )
-from .store.base import BROKEN, LISTABLE, WheelStore, finished_ms, purge_statuses
+from .store.base import BROKEN, LISTABLE, WheelStore, finished_ms, purge_statuses, scan_order
 from .text import first_line
 
 __all__ = [
@@ -70,9 +70,19 @@ def _count(store: WheelStore, value: Any, what: str) -> int:
     return int(value)
 
 
+def _finite(value: Any) -> bool:
+    """Whether ``value`` is a finite int or float (not a bool); an int too large for a float
+    is not (math.isfinite() would raise OverflowError)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _short(value: Any) -> str:
-    import reprlib
-    text = reprlib.Repr().repr(value)      # bounded, whatever the value holds
+    text = shown(value)      # bounded, whatever the value holds
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -201,12 +211,12 @@ def inspect_data(store: WheelStore, now: float, *, all_slots: bool = False, next
 
 def _check_int(value: Any, what: str, lo: int, hi: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"{what} must be an integer from {lo} to {hi}, got {value!r}")
+        raise ValueError(f"{what} must be an integer from {lo} to {hi}, got {shown(value)}")
 
 
 def _check_status(status: Optional[str]) -> None:
-    if status is not None and status not in LISTABLE:
-        raise ValueError(f"unknown status {status!r}; one of {', '.join(LISTABLE)}")
+    if status is not None and (not isinstance(status, str) or status not in LISTABLE):
+        raise ValueError(f"unknown status {shown(status)}; one of {', '.join(LISTABLE)}")
 
 
 def _recency(rec: TaskRecord) -> tuple[int, str]:
@@ -350,10 +360,9 @@ def stats_data(store: WheelStore, now: float, *, recent: int = 1000) -> dict[str
 
 def check_hours(hours: Any) -> float:
     """``hours`` as a float, or ValueError: finite, above 0, at most :data:`MAX_HOURS`."""
-    if isinstance(hours, bool) or not isinstance(hours, (int, float)) or not math.isfinite(hours) \
-            or not 0 < hours <= MAX_HOURS:
+    if not _finite(hours) or not 0 < hours <= MAX_HOURS:
         raise ValueError(f"hours must be a number above 0 and at most {MAX_HOURS:g} (ten years), "
-                         f"got {hours!r}")
+                         f"got {shown(hours)}")
     return float(hours)
 
 
@@ -418,8 +427,8 @@ def change_tasks(store: WheelStore, ids: Sequence[str], verb: str) -> dict[str, 
     Each change is a compare-and-set, so a task another process changes meanwhile is looked
     at again, never overwritten.
     """
-    if verb not in _VERBS:
-        raise ValueError(f"verb must be 'cancel' or 'retry', got {verb!r}")
+    if not isinstance(verb, str) or verb not in _VERBS:
+        raise ValueError(f"verb must be 'cancel' or 'retry', got {shown(verb)}")
     allowed, transition, key = _VERBS[verb]
     done: list[str] = []
     skipped: list[dict[str, str]] = []
@@ -442,11 +451,15 @@ def change_tasks(store: WheelStore, ids: Sequence[str], verb: str) -> dict[str, 
 def retry_failed(store: WheelStore, *, name: Optional[str] = None) -> dict[str, Any]:
     """Retry every failed task (of ``name``), a page per transaction: ``retry --all-failed``."""
     done: list[str] = []
+    seen: set[str] = set()
     lost = 0
     while True:
-        page = [r for r in store.scan(FAILED, name=name, limit=_PAGE) if r.status == FAILED]
+        # Each task once: on a damaged store a retried one may still be listed as failed.
+        page = [r for r in store.scan(FAILED, name=name, limit=_PAGE)
+                if r.status == FAILED and r.id not in seen]
         if not page:
             break
+        seen.update(r.id for r in page)
         now = store.now()
         back = store.swap([(r, reset_for_retry(r, now)) for r in page])
         done += [b.id for b in back if b is not None]
@@ -463,9 +476,8 @@ def purge_data(store: WheelStore, now: float, *, older_than: float,
 
     ``dry_run`` deletes nothing and counts what would go (reading those records).
     """
-    if isinstance(older_than, bool) or not isinstance(older_than, (int, float)) \
-            or not math.isfinite(older_than) or older_than < 0:
-        raise ValueError(f"older_than must be a number of seconds >= 0, got {older_than!r}")
+    if not _finite(older_than) or older_than < 0:
+        raise ValueError(f"older_than must be a number of seconds >= 0, got {shown(older_than)}")
     wanted = purge_statuses(statuses)
     before = now - older_than
     matching = 0
@@ -475,11 +487,15 @@ def purge_data(store: WheelStore, now: float, *, older_than: float,
             # continues after it, through what purge() would delete
             mark: TaskRecord = TaskRecord(id="", name="", eta=0.0, payload=b"", status=status,
                                           finished=before)
+            order = scan_order(status)
             while True:
                 page = store.scan(status, after=mark, limit=_PAGE)
                 matching += sum(r.status == status for r in page)
                 if len(page) < _PAGE:
                     break
+                if order(page[-1]) <= order(mark):     # a damaged index: it would never end
+                    raise StoreError(f"{store.location}: the store is damaged (its {status} index "
+                                     "is out of order)")
                 mark = page[-1]
         purged = 0
     else:

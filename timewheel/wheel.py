@@ -82,4 +82,4 @@ class Wheel:
 def _check_time(t: float) -> None:
     # Beyond ~2**53 ticks a float step is larger than one tick and the corrections above
     # would never end: refuse times no caller can mean (the API stops at year 9999).
-    raise ValueError(f"time {t!r} is outside what the wheel can place (|t| <= 1e12 s)")
+    raise ValueError(f"time {shown(t)} is outside what the wheel can place (|t| <= 1e12 s)")

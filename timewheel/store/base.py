@@ -37,6 +37,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional, Sequence
 
+from ..errors import StoreError, shown
 from ..records import PENDING, RUNNING, STATUSES, TERMINAL, TaskRecord
 from ..wheel import Wheel
 
@@ -329,7 +330,8 @@ class WheelStore(abc.ABC):
             for t, n in self.ticks(start, stop):
                 out[(t - start) // bucket] += n
             return out
-        after = None
+        after: Optional[TaskRecord] = None
+        order = scan_order(PENDING)
         while True:              # that name's pending tasks in due order, a page at a time
             page = self.scan(PENDING, name=name, after=after, limit=1000)
             for rec in page:
@@ -340,6 +342,8 @@ class WheelStore(abc.ABC):
                     out[(t - start) // bucket] += 1
             if len(page) < 1000:
                 return out
+            if after is not None and order(page[-1]) <= order(after):   # damaged: it would never end
+                raise StoreError(f"{self.location}: the store is damaged (its pending index is out of order)")
             after = page[-1]
 
     def wheel_stats(self) -> tuple[int, int]:
@@ -391,12 +395,12 @@ def purge_statuses(statuses: Optional[Iterable[str]]) -> list[str]:
 
 def check_existing(existing: str) -> None:
     if existing not in EXISTING:
-        raise ValueError(f"existing must be one of {', '.join(EXISTING)}, got {existing!r}")
+        raise ValueError(f"existing must be one of {', '.join(EXISTING)}, got {shown(existing)}")
 
 
 def check_listable(status: str) -> None:
-    if status not in LISTABLE:
-        raise ValueError(f"unknown status {status!r}; one of {', '.join(LISTABLE)}")
+    if not isinstance(status, str) or status not in LISTABLE:
+        raise ValueError(f"unknown status {shown(status)}; one of {', '.join(LISTABLE)}")
 
 
 def scan_order(status: str) -> Callable[[TaskRecord], tuple]:

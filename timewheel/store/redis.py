@@ -61,7 +61,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 from urllib.parse import parse_qsl, urlencode
 
 from ..backoff import backoff
-from ..errors import DuplicateTask, NotAStore, StoreError, StoreMismatch
+from ..errors import DuplicateTask, NotAStore, StoreError, StoreMismatch, shown
 from ..records import (
     PENDING,
     RUNNING,
@@ -329,7 +329,7 @@ class RedisStore(WheelStore):
         if (not isinstance(namespace, str) or not namespace or not namespace.isprintable()
                 or "{" in namespace or "}" in namespace or len(namespace) > 100):
             raise ValueError(f"namespace must be 1 to 100 printable characters without braces, "
-                             f"got {namespace!r}")
+                             f"got {shown(namespace)}")
         target, ours = _split_url(url)
         self.location = _public(url)
         self.namespace = namespace
@@ -342,8 +342,9 @@ class RedisStore(WheelStore):
             except ValueError:
                 raise ValueError(f"lease= in the URL must be seconds, got {ours['lease']!r}") from None
         self.lease = lease
-        if not (math.isfinite(self.lease) and 0.05 <= self.lease <= 86400):
-            raise ValueError(f"lease must be from 0.05 to 86400 seconds, got {self.lease!r}")
+        # nan fails the comparison; a huge int too, where math.isfinite() would overflow
+        if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not 0.05 <= lease <= 86400:
+            raise ValueError(f"lease must be from 0.05 to 86400 seconds, got {shown(self.lease)}")
         self.result_ttl = result_ttl
         self.keys = _Keys(namespace)
         self._bells: "weakref.WeakSet[_PubSubBell]" = weakref.WeakSet()
@@ -675,7 +676,10 @@ class RedisStore(WheelStore):
             yield from fresh
             if len(rows) < _PAGE:
                 return
-            mark = (rows[-1][1], rows[-1][0])
+            last = (rows[-1][1], rows[-1][0])
+            if mark is not None and (last >= mark if reverse else last <= mark):   # never for a sane server
+                raise StoreError(f"{self.location}: the index {key} is out of order")
+            mark = last
 
     def _zpage(self, key: str, edge: Any, skip: int, reverse: bool) -> list[tuple[str, float]]:
         """A page of zset ``key`` from score ``edge`` on (down with ``reverse``), ``skip`` in."""

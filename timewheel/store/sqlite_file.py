@@ -214,7 +214,8 @@ class StoreFile:
         except sqlite3.Error as exc:
             if getattr(exc, "sqlite_errorname", None) == "SQLITE_NOTADB":
                 raise NotAStore(f"{self.path} is not a timewheel store (not an SQLite file)") from None
-            raise NotAStore(f"{self.path} is not a readable timewheel store ({exc})") from None
+            raise _wal_deleted(self.path, exc) or NotAStore(f"{self.path} is not a readable timewheel "
+                                                            f"store ({exc})") from None
         except ValueError as exc:
             raise NotAStore(f"{self.path}: its metadata is damaged (format: {exc})") from None
         if self.readonly and fmt is None:
@@ -427,11 +428,32 @@ class StoreFile:
                 return StoreError(f"{self.path}: the disk is full ({text}, {free} bytes free); "
                                   "nothing was written")
             name = getattr(exc, "sqlite_errorname", None) or "SQLITE_IOERR"
-            return StoreError(f"{self.path}: {text} ({name}); nothing was written")
+            return _wal_deleted(self.path, exc) or StoreError(f"{self.path}: {text} ({name}); "
+                                                              "nothing was written")
         if "readonly" in text or "read-only" in text:
             return StoreError(f"{self.path}: cannot write the store ({text}): check the "
                               "permissions of the file and its directory")
         return StoreError(f"{self.path}: {text}")
+
+
+def _wal_deleted(path: str, exc: sqlite3.Error) -> Optional[StoreError]:
+    """The error for a ``-wal`` deleted while processes had the store open (issue 19 item 14):
+    their index (``-shm``) still counts its frames, so a new connection reads past the end of
+    the empty ``-wal`` it made.  Told by stat() alone: opening the ``-shm`` here would drop
+    this process's SQLite locks on it (POSIX locks go with any descriptor's close)."""
+    if getattr(exc, "sqlite_errorname", None) != "SQLITE_IOERR_SHORT_READ" \
+            or not os.path.exists(path + "-shm"):
+        return None
+    try:
+        if os.stat(path + "-wal").st_size >= 32:        # it has a header: not an empty new one
+            return None
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return None
+    return StoreError(f"{path}: its -wal file was deleted while processes had the store open (SQLite says "
+                      f"\"{exc}\"): stop every process that uses the store -- the last to exit writes their "
+                      "commits into the file -- and start them again; never delete a store's -wal or -shm")
 
 
 def _free_bytes(path: str) -> Optional[int]:

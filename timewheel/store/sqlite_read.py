@@ -254,6 +254,8 @@ class FileReader:
                 ticks = [t for (t,) in f.q(f'SELECT tick FROM "{TABLE}_ticks" WHERE tick >= ? AND n > 0 '
                                            "ORDER BY tick LIMIT 256", (first,))]
                 done = not ticks
+                if ticks and (ticks[0] < first or ticks != sorted(set(ticks))):   # or it walks back for ever
+                    raise StoreError(f"{f.path}: the file is damaged (its tick counters are out of order)")
                 for t in ticks:
                     left = [] if want is None else [want - len(out) + 1]
                     if keep(f.q(f'SELECT key, {RECORD}, pos FROM "{TABLE}" WHERE pos >= ? AND pos < ?'

@@ -20,6 +20,9 @@
   block ends, which must exit cleanly on SIGTERM having logged no traceback.
 * :mod:`timewheel.testing.commands` -- the installed ``timewheel`` console script, and a
   command's wall time, CPU time and own peak RSS measured from outside it (POSIX).
+* :mod:`timewheel.testing.processes` -- ``popen``/``run`` (with a required timeout) whose
+  child the kernel kills when the test process dies, even by SIGKILL (Linux); every process
+  the helpers above start goes through it.
 
 Why here, in the package.  timewheel's own tests (``tests/``) and its benchmarks
 (``benchmarks/``) both need these: the benchmarks time the web view on a store that

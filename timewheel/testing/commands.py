@@ -13,6 +13,8 @@ import subprocess
 import sys
 import tempfile
 
+from .processes import popen
+
 __all__ = ["console_script", "measured"]
 
 
@@ -27,10 +29,11 @@ def console_script() -> str:
 # A process's peak RSS (ru_maxrss) survives exec(): a command spawned straight from this test
 # process would report this process's size.  So a small helper forks it and reports its peak.
 _MEASURE = """
-import os, sys, time
+import ctypes, os, sys, time
 t0 = time.perf_counter()
 pid = os.fork()
 if pid == 0:
+    ctypes.CDLL(None).prctl(1, 9)      # PR_SET_PDEATHSIG, SIGKILL: it dies with this helper
     os.execv(sys.argv[2], sys.argv[2:])
 _, status, usage = os.wait4(pid, 0)
 with open(sys.argv[1], "w") as fh:
@@ -44,13 +47,13 @@ def measured(args: list[str], timeout: float = 30.0) -> tuple[int, str, str, flo
     its CPU seconds), measured from outside it.  Killed (its whole session) after ``timeout``."""
     with tempfile.TemporaryDirectory() as scratch:
         usage = os.path.join(scratch, "usage")
-        p = subprocess.Popen([sys.executable, "-c", _MEASURE, usage, *args], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+        p = popen([sys.executable, "-c", _MEASURE, usage, *args], stdout=subprocess.PIPE,
+                  stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
             out, err = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
-            out, err = p.communicate()
+            out, err = p.communicate(timeout=10)
         with open(usage) as fh:
             rss, cpu, took = fh.read().split()
         return p.returncode, out, err, float(took), int(rss) / 1024, float(cpu)

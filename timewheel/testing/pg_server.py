@@ -23,7 +23,6 @@ backends notice their postmaster's death and exit.
 from __future__ import annotations
 
 import atexit
-import ctypes
 import glob
 import os
 import pwd
@@ -35,11 +34,11 @@ import threading
 import time
 from typing import Optional, Sequence
 
+from .processes import popen, run
 from .redis_server import free_port
 
 __all__ = ["PostgresServer", "pg_bindir"]
 
-_PR_SET_PDEATHSIG = 1
 _template_lock = threading.Lock()
 _template: dict[str, str] = {}          # pid -> a data directory made by initdb, copied per server
 
@@ -49,7 +48,7 @@ def pg_bindir() -> str:
     env = os.environ.get("TIMEWHEEL_PG_BIN")
     candidates = [env] if env else []
     try:
-        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, timeout=10)
+        out = run(["pg_config", "--bindir"], capture_output=True, text=True, timeout=10)
         if out.returncode == 0:
             candidates.append(out.stdout.strip())
     except (OSError, subprocess.TimeoutExpired):
@@ -83,15 +82,10 @@ def _owned(path: str) -> None:
             os.lchown(os.path.join(root, f), pw.pw_uid, pw.pw_gid)
 
 
-def _die_with_parent() -> None:
-    # Runs in the child after it switched user (a credential change clears the setting).
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        os._exit(121)
-
-
 def _run(args: Sequence[str], timeout: float) -> None:
-    done = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, **_as_server_user())
+    # (popen's preexec_fn, which sets PDEATHSIG, runs after the switch of user: a credential
+    # change would clear it)
+    done = run(list(args), capture_output=True, text=True, timeout=timeout, **_as_server_user())
     if done.returncode != 0:
         raise RuntimeError(f"{args[0]} failed ({done.returncode}): {done.stdout[-1500:]} "
                            f"{done.stderr[-1500:]}")
@@ -150,9 +144,8 @@ class PostgresServer:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         log = open(self.log, "ab")
         try:
-            self.proc = subprocess.Popen(self.args(), stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True, preexec_fn=_die_with_parent,
-                                         **_as_server_user())
+            self.proc = popen(self.args(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                              **_as_server_user())
         finally:
             log.close()
         deadline = time.monotonic() + timeout

@@ -21,6 +21,8 @@ import subprocess
 import time
 from typing import Optional, Sequence
 
+from .processes import popen
+
 __all__ = ["RedisServer", "free_port", "redis_server_binary"]
 
 
@@ -71,8 +73,8 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> "RedisServer":
         assert self.proc is None or self.proc.poll() is not None, "already running"
-        self.proc = subprocess.Popen(self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = popen(self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         deadline = time.monotonic() + timeout
         while not self._answers():
             if self.proc.poll() is not None:

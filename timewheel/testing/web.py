@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
+from .processes import popen
+
 __all__ = ["Server", "serve", "web_command"]
 
 
@@ -47,8 +49,8 @@ def serve(store_path: str, *options: str, env: Optional[dict] = None,
     """A live ``timewheel web STORE --port 0 --json OPTIONS`` until the block ends; then
     SIGTERM, and it must exit 0 having logged no error (AssertionError otherwise)."""
     log = tempfile.NamedTemporaryFile("w+", prefix="timewheel-web-", suffix=".log", delete=False)
-    proc = subprocess.Popen(web_command(store_path, "--port", "0", "--json", *options, files=files),
-                            stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, **(env or {})})
+    proc = popen(web_command(store_path, "--port", "0", "--json", *options, files=files),
+                 stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, **(env or {})})
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + timeout
@@ -70,7 +72,7 @@ def serve(store_path: str, *options: str, env: Optional[dict] = None,
                 code = proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.wait()
+                proc.wait(10)
                 raise AssertionError("timewheel web did not stop on SIGTERM") from None
             if code != 0:
                 raise AssertionError(f"timewheel web exited {code}")

@@ -33,6 +33,7 @@ import threading
 from typing import Any, Optional
 
 from ...api import TimeWheel
+from ...errors import shown
 from ...records import Outcome, TaskRecord
 
 __all__ = ["DjangoTimeWheel", "get_wheel", "hu", "options"]
@@ -75,14 +76,14 @@ def options() -> dict[str, Any]:
         raise ImproperlyConfigured(f"settings.TIMEWHEEL must be a dict of TimeWheel options, "
                                    f"got {type(given).__name__}")
     allowed = [p for p in inspect.signature(TimeWheel.__init__).parameters if p != "self"]
-    unknown = sorted(str(k) for k in given if k not in allowed and k not in INTEGRATION_KEYS)
+    unknown = sorted(shown(k) for k in given if k not in allowed and k not in INTEGRATION_KEYS)
     if unknown:
         raise ImproperlyConfigured(
-            f"settings.TIMEWHEEL: unknown option(s) {', '.join(map(repr, unknown))}; it takes "
+            f"settings.TIMEWHEEL: unknown option(s) {', '.join(unknown)}; it takes "
             f"{', '.join(allowed + list(INTEGRATION_KEYS))}")
     if not isinstance(given.get("run_in_web", False), bool):
         raise ImproperlyConfigured(f"settings.TIMEWHEEL: run_in_web must be True or False, "
-                                   f"got {given['run_in_web']!r}")
+                                   f"got {shown(given['run_in_web'])}")
     out = dict(given)
     if "path" not in out:
         base = getattr(settings, "BASE_DIR", None)
