@@ -32,15 +32,17 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tests.conftest import check_file_store  # noqa: E402
 from timewheel import TimeWheel  # noqa: E402
+from timewheel.testing.processes import die_with_parent  # noqa: E402
 
 BATCH = 25
 SINGLE_THREADS, BATCH_THREADS = 4, 2
 
 
-def child(db: str, log: str, tag: str) -> None:
+def child(db: str, log: str, tag: str, parent: int) -> None:
     """Enqueue until killed (never returns)."""
     code = 1
     try:
+        die_with_parent(parent)
         fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         hu = TimeWheel(db, workers=2, tick=0.25, slots=600)
 
@@ -118,9 +120,10 @@ def main(directory: str, kills: int, seed: int) -> None:
         before = os.path.getsize(log)
         pids = []
         for c in range(2):
+            parent = os.getpid()
             pid = os.fork()
             if pid == 0:
-                child(db, log, f"k{n}c{c}")
+                child(db, log, f"k{n}c{c}", parent)
             pids.append(pid)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:       # both are writing (a line of each in the log)

@@ -36,6 +36,7 @@ from timewheel import DuplicateTask, StoreBusy, StoreError, TimeWheel
 from timewheel.records import CANCELLED, PENDING, cancel
 from timewheel.store import SqliteDictStore
 from timewheel.store.connection import busy_pause, is_busy
+from timewheel.testing import processes as procs
 
 from .conftest import ROOT, check_file_store, count_of, make_record, wait_for
 from .test_faults import Disk
@@ -223,9 +224,8 @@ def test_sigkill_in_the_middle_of_group_commits_loses_no_returned_task_and_no_ha
     delay() or batch returned is stored once, no batch is stored in part, the store is sound
     (tests/group_kill.py).  It catches a leader that tells its followers before COMMIT at
     the first kill."""
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "group_kill.py"), str(tmp_path),
-                        str(kills), str(random.randrange(1 << 30))], capture_output=True, text=True,
-                       timeout=140)
+    r = procs.run([sys.executable, os.path.join(ROOT, "tests", "group_kill.py"), str(tmp_path),
+                   str(kills), str(random.randrange(1 << 30))], capture_output=True, text=True, timeout=140)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["failures"] == [], out
@@ -244,8 +244,8 @@ class _LockHolder:
             "    print(repr(time.time()), flush=True)\n")
 
     def __init__(self, db: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", self.CODE, db], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = procs.popen([sys.executable, "-c", self.CODE, db], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
 
     def hold(self, seconds: float = 30.0) -> None:
         assert self.proc.stdin and self.proc.stdout
@@ -383,13 +383,13 @@ def test_the_wal_starts_over_while_processes_write_without_a_pause(tmp_path) -> 
             "while time.time() < end:\n"
             "    t.delay(n, count_down=3600); n += 1\n"
             "print(n, flush=True); time.sleep(3)\n")
-    procs = [subprocess.Popen([sys.executable, "-c", code, db, "2"], stdout=subprocess.PIPE, text=True,
-                              cwd=ROOT) for _ in range(2)]
+    writers = [procs.popen([sys.executable, "-c", code, db, "2"], stdout=subprocess.PIPE, text=True,
+                           cwd=ROOT) for _ in range(2)]
     try:
-        written = sum(int(p.stdout.readline()) for p in procs)      # type: ignore[union-attr]
+        written = sum(int(p.stdout.readline()) for p in writers)    # type: ignore[union-attr]
         pages = _wal_pages(db)                                       # while they are still open
     finally:
-        for p in procs:
+        for p in writers:
             p.kill()
             p.wait(10)
     assert written > 5_000
