@@ -39,7 +39,7 @@ from . import redis_peers, systems, tasks
 from .charts import COLORS, lateness_cdf, median_bars, pyplot, save
 from .harness import Case, Runner, await_ready, stop_processes, wait_for_file
 from .stats import Stat, errors, group, markdown_table, ok, pct, quantiles, stat, verdict, worst
-from .workloads import StallProbe
+from .workloads import StallProbe, enqueue_each
 
 WORKLOAD = "enqueue-load"
 FILE_SYSTEMS = ("timewheel", "timewheel-fsync", "huey", "sqlite3")
@@ -202,11 +202,7 @@ def child_lateness(spec: dict) -> dict:
     time.sleep(1.0)
     t0 = time.time()
     dues = [t0 + spread * k / n for k in range(n)]
-    late_enqueued = 0
-    for k, due in enumerate(dues):
-        system.enqueue(k, due)
-        if time.time() > due:
-            late_enqueued += 1
+    late_enqueued = enqueue_each(system, dues)
     enqueue_s = time.time() - t0
     deadline = dues[-1] + spec["grace"]
     with StallProbe() as probe:

@@ -50,7 +50,7 @@ def _stored_ids(db: str) -> list[str]:
         con.close()
 
 
-def _in_threads(calls: list[Callable[[], Any]]) -> tuple[list[threading.Thread], list[Any]]:
+def in_threads(calls: list[Callable[[], Any]]) -> tuple[list[threading.Thread], list[Any]]:
     """Start each call in a thread of its own; the threads, and the list each fills in with
     ("ok", result) or ("error", exception) once it ends."""
     out: list[Any] = [None] * len(calls)
@@ -73,7 +73,7 @@ def _as_one_group(store: SqliteDictStore, calls: list[Callable[[], Any]]) -> lis
     group = store.file.group
     before = group.commits
     with store.file.lock:
-        threads, out = _in_threads(calls)
+        threads, out = in_threads(calls)
         # the first write's caller leads and waits for the lock; the others queue behind it
         wait_for(lambda: group.waiting == len(calls) - 1, 10, what="every write queued")
     for t in threads:
@@ -199,7 +199,7 @@ def test_every_write_waiting_for_a_lock_held_too_long_gets_storebusy_and_writes_
     holder = _LockHolder(db)
     try:
         holder.hold()
-        threads, out = _in_threads([lambda i=i: s.add([make_record(f"w{i}", time.time() + 100)])
+        threads, out = in_threads([lambda i=i: s.add([make_record(f"w{i}", time.time() + 100)])
                                     for i in range(6)]
                                    + [lambda: s.add([make_record("b1", 1e9), make_record("b2", 1e9)])])
         for t in threads:
@@ -275,7 +275,7 @@ def test_writers_take_the_lock_within_milliseconds_of_its_release(tmp_path) -> N
     try:
         for trial in range(7):
             holder.hold(0.35)
-            threads, out = _in_threads([lambda i=f"{trial}-{k}": s.add([make_record(i, time.time() + 100)])
+            threads, out = in_threads([lambda i=f"{trial}-{k}": s.add([make_record(i, time.time() + 100)])
                                         for k in range(4)])
             for t in threads:
                 t.join(30)

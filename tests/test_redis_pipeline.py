@@ -24,6 +24,7 @@ from timewheel.store.redis import RedisStore
 
 from .conftest import count_of, make_record, wait_for
 from .redis_check import check_redis_store
+from .test_group_commit import in_threads
 
 
 @pytest.fixture
@@ -44,26 +45,15 @@ def _paused(url: str, ms: int) -> None:
 def _together(store: RedisStore, url: str, calls: list[Callable[[], Any]]) -> list[tuple[str, Any]]:
     """Run ``calls`` in threads while the server holds writes for 300 ms: the first goes out
     alone, the rest pile up behind it and go out as one pipeline.  Their outcomes, in order."""
-    out: list[Any] = [None] * len(calls)
-
-    def run(k: int) -> None:
-        try:
-            out[k] = ("ok", calls[k]())
-        except BaseException as exc:    # the test reads it
-            out[k] = ("error", exc)
-
     auto = store._client.auto
     _paused(url, 300)
-    first = threading.Thread(target=run, args=(0,))
-    first.start()
+    first, out = in_threads(calls[:1])
     wait_for(lambda: auto._queue._leading, 5, what="the first call in flight")
-    rest = [threading.Thread(target=run, args=(k,)) for k in range(1, len(calls))]
-    for t in rest:
-        t.start()
+    rest, more = in_threads(calls[1:])
     wait_for(lambda: auto._queue.waiting == len(calls) - 1, 5, what="the other calls queued")
-    for t in [first, *rest]:
+    for t in first + rest:
         t.join(30)
-    return out
+    return out + more
 
 
 def test_concurrent_calls_share_one_round_trip_and_each_gets_its_own_reply(store, redis_db) -> None:
