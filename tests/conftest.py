@@ -23,6 +23,11 @@ from .mp_worker import wait_for as _poll
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKENDS = ["memory", "sqlite", "redis", "postgres"]
+#: the backends whose claim enforces queues, priorities and limits (issue 21; a store says
+#: so by ``flow_control``): flow control's conformance tests run on these
+FLOW_BACKENDS = ["memory", "sqlite", "redis"]
+#: ``@flow_backends`` on a conformance test: run it once per backend of FLOW_BACKENDS
+flow_backends = pytest.mark.parametrize("backend", FLOW_BACKENDS, indirect=True)
 
 
 @pytest.fixture
@@ -206,10 +211,12 @@ def check_file_store(db: str) -> None:
         meta = read_meta(con)
         wheel = Wheel(slots=meta["slots"], tick=meta["tick"])
         slots = wheel.slots
-        assert meta["format"] == "timewheel/3" and isinstance(meta["horizon"], int), meta
+        assert meta["format"] == "timewheel/4" and isinstance(meta["horizon"], int), meta
         states: Counter = Counter()
         ticks: Counter = Counter()
         codes = {"s": "succeeded", "f": "failed", "c": "cancelled", "m": "misfired"}
+        held = set(con.execute("SELECT lim, key FROM timewheel_held"))
+        holders: dict = {}
         for key, value, pos, name, rev in con.execute(
                 "SELECT key, value, pos, name, rev FROM timewheel WHERE key >= 't:' AND key < 't;'"):
             if pos == "b:":
@@ -219,16 +226,24 @@ def check_file_store(db: str) -> None:
             assert rec.name == name, key
             assert rev is None or rev == rec.rev, (key, rev, rec.rev)     # the rev column
             kind = pos[0]
-            expected = {"n": "pending", "p": "pending", "q": "pending", "r": "running"}.get(
-                kind, codes.get(pos[2:3]))
+            expected = {"n": "pending", "p": "pending", "q": "pending", "l": "pending",
+                        "r": "running"}.get(kind, codes.get(pos[2:3]))
             assert rec.status == expected, (key, pos, rec.status)
             if kind == "r":
                 assert pos == "r:" + rec.owner, key
-            if kind in "pq":
+            if kind == "r":
+                for lim in rec.limits:          # a running task holds a slot of each limit
+                    held.discard((lim[0], key))
+                    holders[lim[0]] = holders.get(lim[0], 0) + 1
+            if kind in "pql":
                 t = wheel.due_tick(rec.eta)
                 ticks[t] += 1
                 if kind == "p":
                     assert pos.startswith(f"p:{t % slots:06d}:{t // slots:015d}:"), (key, pos)
+                if kind in "pq":               # its band: queue and priority, as its record says
+                    from timewheel.store import positions
+                    at = positions.parse(pos)
+                    assert (at.queue or "default", at.priority or 0) == (rec.queue, rec.priority), (key, pos)
             if kind != "n":
                 states[(rec.status, rec.name)] += 1
         stored = Counter({(s, n): c for s, n, c in con.execute(
@@ -236,6 +251,10 @@ def check_file_store(db: str) -> None:
         assert stored == +states, "timewheel_counts does not match the rows"
         stored_ticks = Counter({t: c for t, c in con.execute("SELECT tick, n FROM timewheel_ticks") if c})
         assert stored_ticks == +ticks, "timewheel_ticks does not match the pending rows"
+        assert held == set(), f"slots held by tasks that do not run: {sorted(held)[:5]}"
+        for lim, n in holders.items():       # no limit holds more slots than it allows
+            row = con.execute("SELECT concurrency FROM timewheel_limits WHERE lim = ?", (lim,)).fetchone()
+            assert row is not None and (not row[0] or n <= row[0]), (lim, n, row)
     finally:
         con.close()
 

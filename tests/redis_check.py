@@ -36,6 +36,12 @@ def _check(r: redis.Redis, p: str) -> None:
     xn = {k.decode(): v.decode() for k, v in r.hgetall(p + "xn").items()}
     glob = p.replace("{", "\\{").replace("}", "\\}")
     cells = {k.decode(): _zset(r, k.decode()) for k in r.scan_iter(match=glob + "w:*")}
+    cells.update({k.decode(): _zset(r, k.decode()) for k in r.scan_iter(match=glob + "wb:*")})
+    bands = {b.decode(): _zset(r, p + "ready:" + b.decode()) for b in r.zrange(p + "bands", 0, -1)}
+    parked = {k.decode()[len(p) + 5:]: _zset(r, k.decode()) for k in r.scan_iter(match=glob + "park:*")}
+    held = {k.decode()[len(p) + 5:]: {m.decode() for m in r.smembers(k)}
+            for k in r.scan_iter(match=glob + "held:*")}
+    holding: dict = {}
     states: Counter = Counter()
     ticks: Counter = Counter()
     seen_pending: set[str] = set()
@@ -51,27 +57,43 @@ def _check(r: redis.Redis, p: str) -> None:
         rec = decode_record(h[b"r"])
         assert rec.id == task_id and rec.name == name, key
         assert int(h[b"v"]) >= rec.rev, key
+        band = ("" if rec.queue == "default" and not rec.priority
+                else "%s:%03d" % (rec.queue, 100 - rec.priority))
+        assert (h.get(b"q") or b"").decode() == band, (key, h.get(b"q"), band)
         if s == "pending":
             t = wheel.due_tick(rec.eta)
             assert int(h[b"k"]) == t, (key, h[b"k"], t)
-            cell = f"{p}w:{t % wheel.slots}:{t // wheel.slots}"
-            in_ready, in_cell = task_id in ready, task_id in cells.get(cell, {})
-            assert in_ready != in_cell, (key, in_ready, in_cell)
-            assert (ready if in_ready else cells[cell])[task_id] == eta_us(rec.eta), key
-            assert in_ready or t > horizon, (key, t, horizon)
+            cell = f"{p}{'wb' if band else 'w'}:{t % wheel.slots}:{t // wheel.slots}"
+            queue = bands.get(band, {}) if band else ready
+            pk = h.get(b"pk")
+            in_ready, in_cell = task_id in queue, task_id in cells.get(cell, {})
+            in_park = [k for k, members in parked.items() if task_id in members]
+            assert in_ready + in_cell + len(in_park) == 1, (key, in_ready, in_cell, in_park)
+            if in_park:
+                assert pk is not None and in_park == [pk.decode()] and int(h[b"pe"]) == eta_us(rec.eta), key
+            else:
+                assert pk is None, key
+                assert (queue if in_ready else cells[cell])[task_id] == eta_us(rec.eta), key
+                assert in_ready or t > horizon, (key, t, horizon)
             assert r.ttl(key) == -1, key
             ticks[t] += 1
             seen_pending.add(task_id)
         elif s == "running":
             assert task_id in running and h.get(b"o"), key
+            for lim in rec.limits:            # a running task holds a slot of each of its limits
+                assert task_id in held.get(lim[0], ()), (key, lim)
+                holding.setdefault(lim[0], set()).add(task_id)
             assert r.ttl(key) == -1, key
         else:
             assert s in TERMINAL, key
             assert finished[s].get(task_id) == finished_ms(float(h[b"f"])), key
             assert xn.get(task_id) == f"{s}|{name}", key
     ids = {k[len(p) + 2:] for k in tasks}
-    for task_id in list(ready) + [i for c in cells.values() for i in c]:
+    for task_id in list(ready) + [i for c in list(cells.values()) + list(bands.values())
+                                  + list(parked.values()) for i in c]:
         assert task_id in seen_pending, f"index entry {task_id} is not a pending task"
+    for lim, members in held.items():         # no slot held but by a running task of that limit
+        assert members == holding.get(lim, set()), (lim, members, holding.get(lim))
     for task_id in running:
         assert task_id in ids and r.hget(p + "t:" + task_id, "s") == b"running", task_id
     for s, members in finished.items():

@@ -171,10 +171,26 @@ def test_a_wrong_setting_fails_start_up_naming_it(tmp_path, options, message) ->
     assert done.returncode != 0 and "ImproperlyConfigured: " + message in done.stderr, done.stderr
 
 
+def test_timewheel_run_queues_claims_only_those(project) -> None:
+    """``timewheel_run --queues`` starts the wheel on those queues: the store says so."""
+    from timewheel.store import open_store
+    worker = project.spawn("worker", "timewheel_run", "--grace", "5", "--queues", "emails, reports")
+    wait_for(lambda: "SIGTERM or SIGINT stops it" in project.log("worker") or worker.poll() is not None,
+             timeout=30, what="the worker to start")
+    store = open_store(project.env["TIMEWHEEL_DB"], readonly=True)
+    try:
+        assert list(store.served().values()) == [frozenset({"emails", "reports"})]
+    finally:
+        store.close()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, project.log("worker")
+
+
 @pytest.mark.parametrize("args, options, message", [
     ([], {"immediate": True}, "CommandError: settings.TIMEWHEEL keeps tasks in memory"),
     ([], {"path": None}, "CommandError: settings.TIMEWHEEL keeps tasks in memory"),
     (["--grace", "-1"], {}, "CommandError: --grace must be >= 0, got -1"),
+    (["--queues", "emails,no:colon"], {}, "CommandError: --queues: a queue in queues must be"),
 ])
 def test_timewheel_run_refuses_what_it_cannot_run_without_a_traceback(tmp_path, args, options,
                                                                        message) -> None:

@@ -177,9 +177,9 @@ def test_every_task_of_a_v2_store_survives_the_conversion_in_its_state(v2_store)
     # the bookkeeping moved to the metadata map, where a plain SqliteDict reads it; of the m:
     # rows only the format's name is left, for timewheel 0.2 to refuse the file by
     con = sqlite3.connect(v2_store)
-    assert read_meta(con) == dict(want["meta"], format="timewheel/3")
+    assert read_meta(con) == dict(want["meta"], format="timewheel/4")
     assert con.execute("SELECT key, value FROM timewheel WHERE key >= 'm:' AND key < 'm;'").fetchall() == [
-        ("m:format", "timewheel/3")]
+        ("m:format", "timewheel/4")]
     assert con.execute("SELECT count(*) FROM timewheel WHERE rev IS NOT NULL").fetchone() == (0,)
     con.close()
     copy = v2_store + ".copy"
@@ -187,31 +187,21 @@ def test_every_task_of_a_v2_store_survives_the_conversion_in_its_state(v2_store)
     # (a store is in WAL mode: every opener passes journal_mode="WAL", or sqlitedict tries to
     # switch the file to DELETE and fails while its own table listing holds it open)
     with SqliteDict(copy, tablename="timewheel_meta", flag="r", journal_mode="WAL") as meta:
-        assert dict(meta) == dict(want["meta"], format="timewheel/3")
+        assert dict(meta) == dict(want["meta"], format="timewheel/4")
     # converting again is a no-op
     before = open(v2_store, "rb").read()
     SqliteDictStore(v2_store, readonly=True).close()
     store = SqliteDictStore(v2_store)
     assert _counts_by_status(store) == _v2_statuses(want)
     store.close()
-    assert read_meta(sqlite3.connect(v2_store))["format"] == "timewheel/3"
+    assert read_meta(sqlite3.connect(v2_store))["format"] == "timewheel/4"
     assert len(before) > 0
 
 
 def test_a_converted_v2_store_runs_its_tasks_once_and_keeps_revs_growing(v2_store) -> None:
     want = expected_v2()
     ran: list[str] = []
-    hu = TimeWheel(v2_store, workers=4)
-
-    @hu.task(name="fixture.add")
-    def add(a, b):
-        ran.append(current_task().id)
-        return a + b
-
-    @hu.task(name="fixture.boom", retries=2, retry_delay=5)
-    def boom():
-        ran.append(current_task().id)
-        raise RuntimeError("boom")
+    hu = _fixture_wheel(v2_store, ran)
 
     pending = [i for i, k in want["positions"].items()
                if k in "npq" and want["tasks"][i]["status"] != "broken"]
@@ -236,3 +226,85 @@ def test_a_converted_v2_store_runs_its_tasks_once_and_keeps_revs_growing(v2_stor
     assert fresh.rev == UNKNOWN_REV
     hu.close()
     check_file_store(v2_store)
+
+
+def _fixture_wheel(path: str, ran: list[str]) -> TimeWheel:
+    """A wheel on a fixture store with the fixtures' tasks (they note the ids they run)."""
+    hu = TimeWheel(path, workers=4)
+
+    @hu.task(name="fixture.add")
+    def add(a, b):
+        ran.append(current_task().id)
+        return a + b
+
+    @hu.task(name="fixture.boom", retries=2, retry_delay=5)
+    def boom():
+        ran.append(current_task().id)
+        raise RuntimeError("boom")
+
+    return hu
+
+
+# -- timewheel/3 (0.3, before flow control) ------------------------------------------------------
+
+@pytest.fixture
+def v3_store(tmp_path) -> str:
+    return unpacked(tmp_path, "store_v3.sqlite.gz")
+
+
+def test_a_v3_store_reads_as_it_is_and_converts_adding_only_flow_controls_tables(v3_store) -> None:
+    """0.3's rows mean the same in 0.4: a read-only open reads them (no queue but "default",
+    no limits), a write open adds flow control's tables and moves no row."""
+    from timewheel import query
+    want = expected("store_v3.json")
+    before = open(v3_store, "rb").read()
+    ro = SqliteDictStore(v3_store, readonly=True)
+    data = query.inspect_data(ro, ro.now())
+    assert data["limits"] == [] and {q["queue"] for q in data["queues"]} == {"default"}
+    assert ro.paused() == frozenset() and query.show_data(ro, "hour", ro.now())["queue"] == "default"
+    ro.close()
+    assert open(v3_store, "rb").read() == before
+    con = sqlite3.connect(v3_store)
+    rows = dict(con.execute("SELECT key, pos FROM timewheel WHERE key >= 't:' AND key < 't;'"))
+    con.close()
+    store = SqliteDictStore(v3_store)
+    for task_id, old in want["tasks"].items():
+        if old["status"] == "broken":
+            continue
+        rec = store.get(task_id)
+        for field, value in old.items():
+            assert getattr(rec, field) == value, (task_id, field)
+        assert (rec.queue, rec.priority, rec.limits) == ("default", 0, ())
+    store.close()
+    con = sqlite3.connect(v3_store)
+    assert read_meta(con)["format"] == "timewheel/4"
+    assert dict(con.execute("SELECT key, pos FROM timewheel WHERE key >= 't:' AND key < 't;'")) == rows
+    tables = {t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"timewheel_held", "timewheel_starts", "timewheel_limits", "timewheel_paused",
+            "timewheel_queues"} <= tables
+    con.close()
+
+
+def test_a_converted_v3_store_runs_its_tasks_once_beside_new_flow_tasks(v3_store) -> None:
+    want = expected("store_v3.json")
+    ran: list[str] = []
+    hu = _fixture_wheel(v3_store, ran)
+
+    @hu.task(name="fixture.limited", concurrency=1, queue="new", priority=10)
+    def limited(n):
+        ran.append(current_task().id)
+
+    pending = [i for i, k in want["positions"].items()
+               if k in "npq" and want["tasks"][i]["status"] != "broken"]
+    news = [limited.delay(n).id for n in range(3)]
+    hu.start()
+    try:
+        due = [i for i in pending if want["tasks"][i]["eta"] <= hu.now()] + ["running"] + news
+        for i in due:
+            hu.get(i).result(timeout=30) if i != "boom" else wait_for(lambda: "boom" in ran)
+    finally:
+        hu.stop()
+    assert sorted(set(ran)) == sorted(due) and all(ran.count(i) == 1 for i in due if i != "boom")
+    assert hu.get("running").record.crashes == 1
+    hu.close()
+    check_file_store(v3_store)

@@ -46,7 +46,7 @@ def test_a_fresh_position_reads_back_in_python_and_in_sql(slots: int, tick: int,
     assert _sql(P.TICK_OF_CELL, pos, slots=slots) == tick
     assert _sql(P.FRESH_ETA, pos) == P.eta_field(eta) and int(P.eta_field(eta)) == eta
     assert _sql(P.FRESH_NAME, pos) == name
-    assert _sql(P.READY_OF_CELL, pos) == P.ready(eta)
+    assert _sql(P.READY_OF_FRESH, pos) == P.ready(eta)
     assert _sql(P.WHEEL_OF_FRESH, pos) == P.AT % (P.cell(tick, slots), eta)
     assert _sql(P.IS_FRESH, pos) == 1 and _sql(P.IS_IN_WHEEL, pos) == 0
 

@@ -317,7 +317,7 @@ def test_a_plain_sqlitedict_reads_the_metadata_the_wheel_wrote(tmp_path) -> None
     s.close()
     with SqliteDict(copy, tablename="timewheel_meta", flag="r", journal_mode="WAL") as meta:
         got = dict(meta)
-    assert got == {"format": "timewheel/3", "slots": 60, "tick": 0.5, "horizon": state.horizon,
+    assert got == {"format": "timewheel/4", "slots": 60, "tick": 0.5, "horizon": state.horizon,
                    "leader": state.leader, "advanced": state.advanced_at,
                    f"bell:{bell.name}": s.liveness.token}
 
@@ -481,3 +481,23 @@ def test_a_wal_deleted_under_running_processes_is_named(tmp_path) -> None:
     ro = SqliteDictStore(db, readonly=True)
     assert count_of(ro, PENDING) == 6                    # the holder's five and the newcomer's
     ro.close()
+
+
+def test_limits_that_hold_nothing_are_forgotten_by_the_purge(tmp_path) -> None:
+    """Per-key limits (one per customer) do not pile up: a limit with no slot held, no
+    parked task, no start in the last week and no window to reopen is dropped by the ticking
+    process's purge; one that holds something stays."""
+    from timewheel.records import Outcome, end_run
+    p = str(tmp_path / "tasks.db")
+    s = SqliteDictStore(p)
+    now = time.time()
+    s.add([make_record("busy", now - 2, limits=(("k:busy", 1, 0, 0.0),)),
+           make_record("idle", now - 1, limits=(("k:idle", 1, 0, 0.0),))])
+    s.advance(s.wheel.current_tick(now) + 2, 100, s.liveness.token)
+    got = {r.id: r for r in s.claim("me", now, 5).records}
+    s.swap([(got["idle"], end_run(got["idle"], Outcome(True, now, now)))])
+    s.purge(now - 3600)
+    con = sqlite3.connect(p)
+    assert [lim for (lim,) in con.execute("SELECT lim FROM timewheel_limits")] == ["k:busy"]
+    con.close()
+    s.close()

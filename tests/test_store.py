@@ -30,7 +30,7 @@ from timewheel.records import (
 )
 from timewheel.store.base import BROKEN, Claimed, WheelStore
 
-from .conftest import make_record
+from .conftest import count_of, flow_backends, make_record
 
 
 def ready_all(store: WheelStore, ahead: float = 0.0) -> None:
@@ -422,3 +422,263 @@ def test_records_returned_are_snapshots(store: WheelStore) -> None:
     with pytest.raises(AttributeError):
         r.status = RUNNING          # type: ignore[misc]
     assert store.get("a").status == PENDING
+
+
+# -- flow control (issue 21): queues, priorities, pauses and limits, in the claim ----------------
+
+def _lim(key: str, concurrency: int = 0, rate: int = 0, per: float = 0.0) -> tuple:
+    return (key, concurrency, rate, per)
+
+
+def _done(store: WheelStore, rec: TaskRecord) -> TaskRecord:
+    t = store.now()
+    (out,) = store.swap([(rec, end_run(rec, Outcome(True, t, t)))])
+    assert out is not None
+    return out
+
+
+@flow_backends
+def test_claim_serves_only_its_queues_and_takes_the_highest_priority_first(store: WheelStore) -> None:
+    now = store.now()
+    store.add([make_record("low", now - 5, priority=-10), make_record("mid", now - 4),
+               make_record("high", now - 1, priority=10), make_record("soon", now + 2.5, priority=100),
+               make_record("mail", now - 6, queue="emails", priority=5),
+               make_record("report", now - 7, queue="reports")])
+    ready_all(store, ahead=3.0)              # "soon" is ready, not due: its priority does not matter
+    assert store.claim("me", store.now(), 10, queues=frozenset({"nobody"})).records == []
+    got = store.claim("me", store.now(), 10, queues=frozenset({"default", "emails"}))
+    assert [r.id for r in got.records] == ["high", "mail", "mid", "low"]
+    assert got.next_eta == pytest.approx(now + 2.5, abs=1e-5)      # "report" is not this claimer's
+    got = store.claim("me", store.now(), 10)                        # every queue
+    assert [r.id for r in got.records] == ["report"]
+    time.sleep(max(0.0, now + 2.6 - store.now()))
+    assert [r.id for r in store.claim("me", store.now(), 10).records] == ["soon"]
+    assert {q.queue: (q.pending, q.running) for q in store.queue_states(store.now())} == {
+        "default": (0, 4), "emails": (0, 1), "reports": (0, 1)}
+
+
+@flow_backends
+def test_a_priority_orders_only_among_due_tasks_a_page_at_a_time(store: WheelStore) -> None:
+    now = store.now()
+    store.add([make_record(f"lo{i:02d}", now - 30 + i, priority=-10) for i in range(20)]
+              + [make_record(f"hi{i:02d}", now - 10 + i / 10, priority=10) for i in range(20)])
+    ready_all(store)
+    order = []
+    while True:
+        got = store.claim("me", store.now(), 3).records
+        if not got:
+            break
+        order += [r.id for r in got]
+    assert order == [f"hi{i:02d}" for i in range(20)] + [f"lo{i:02d}" for i in range(20)]
+
+
+@flow_backends
+def test_a_paused_queue_is_not_claimed_until_resumed_and_keeps_its_tasks(store: WheelStore) -> None:
+    now = store.now()
+    store.add([make_record("r1", now - 2, queue="reports"), make_record("d1", now - 1)])
+    ready_all(store)
+    assert store.pause("reports") is True and store.pause("reports") is False
+    assert store.paused() == frozenset({"reports"})
+    got = store.claim("me", store.now(), 10)
+    assert [r.id for r in got.records] == ["d1"] and got.next_eta is None      # no look at "reports"
+    assert store.get("r1").status == PENDING and count_of(store, PENDING) == 1
+    assert {q.queue: (q.waiting, q.paused) for q in store.queue_states(store.now())}["reports"] == (1, True)
+    assert store.resume("reports") is True and store.paused() == frozenset()
+    assert [r.id for r in store.claim("me", store.now(), 10).records] == ["r1"]
+    store.pause("default")                               # the default queue pauses like any other
+    store.add([make_record("d2", store.now() - 1)])
+    ready_all(store)
+    assert store.claim("me", store.now(), 10).records == []
+    store.resume("default")
+    assert [r.id for r in store.claim("me", store.now(), 10).records] == ["d2"]
+
+
+@flow_backends
+def test_a_concurrency_limit_holds_slots_until_the_outcome_and_parks_the_rest(store: WheelStore) -> None:
+    now = store.now()
+    lim = _lim("task:x", concurrency=2)
+    store.add([make_record(f"x{i}", now - 10 + i, limits=(lim,)) for i in range(5)]
+              + [make_record("free", now - 1)])
+    ready_all(store)
+    got = store.claim("me", store.now(), 10).records
+    assert [r.id for r in got] == ["x0", "x1", "free"]
+    (state,) = store.limit_states(["task:x"])
+    assert (state.running, state.parked, state.concurrency) == (2, 3, 2)
+    assert store.claim("me", store.now(), 10).records == []        # parked: nothing to read
+    assert all(store.get(f"x{i}").status == PENDING for i in (2, 3, 4))
+    assert [(q.queue, q.pending, q.waiting, q.running) for q in store.queue_states(store.now())] == [
+        ("default", 3, 3, 3)]
+    assert count_of(store, PENDING) == 3
+    _done(store, got[0])                                  # a slot frees: the first parked comes back
+    got2 = store.claim("me", store.now(), 10).records
+    assert [r.id for r in got2] == ["x2"]
+    assert store.get("x2").eta == now - 8                  # its eta (and lateness) kept
+    # an outcome recorded in the same round as the claim frees its slot for it
+    done, got3 = store.record_and_claim([(got[1], end_run(got[1], Outcome(True, now, now)))], "me",
+                                        store.now(), 10)
+    assert done[0].status == SUCCEEDED and [r.id for r in got3.records] == ["x3"]
+    assert store.limit_states(["task:x"])[0].running == 2
+
+
+@flow_backends
+def test_tasks_added_one_at_a_time_keep_their_queue_priority_and_limits(store: WheelStore) -> None:
+    """delay()'s path adds one task per call (the Redis store's ADD script, the file store's
+    lone INSERT or group commit): flow control's fields go where a batch puts them."""
+    now = store.now()
+    lim = _lim("one", concurrency=1)
+    for rec in [make_record("low", now - 5, priority=-10), make_record("mail", now - 6, queue="emails"),
+                make_record("high", now - 1, priority=10), make_record("x0", now - 4, limits=(lim,)),
+                make_record("x1", now - 3, limits=(lim,)), make_record("plain", now - 2)]:
+        assert store.add([rec]) == [rec]
+    ready_all(store)
+    got = store.claim("me", store.now(), 10, queues=frozenset({"default"})).records
+    assert [r.id for r in got] == ["high", "x0", "plain", "low"]      # x1 parked behind x0's slot
+    assert store.get("x1").status == PENDING and store.limit_states(["one"])[0].parked == 1
+    assert [r.id for r in store.claim("me", store.now(), 10).records] == ["mail"]
+    _done(store, got[1])
+    assert [r.id for r in store.claim("me", store.now(), 10).records] == ["x1"]
+    assert {q.queue: (q.pending, q.running) for q in store.queue_states(store.now())} == {
+        "default": (0, 4), "emails": (0, 1)}
+
+
+@flow_backends
+def test_a_crashed_holder_keeps_its_slot_until_it_is_requeued(store: WheelStore, dead_owner: str) -> None:
+    now = store.now()
+    lim = _lim("k", concurrency=1)
+    store.add([make_record("a", now - 2, limits=(lim,)), make_record("b", now - 1, limits=(lim,))])
+    ready_all(store)
+    (a,) = store.claim(dead_owner, store.now(), 5).records
+    assert store.claim("me", store.now(), 5).records == []     # its owner is dead, but not yet found so
+    (lost,) = store.abandoned(store.now())
+    store.swap([(lost, requeue_crashed(lost, store.now(), 3))])  # the crash is detected: the slot frees
+    got = store.claim("me", store.now(), 5).records
+    assert [r.id for r in got] == ["a"] and got[0].crashes == 1  # oldest first: the re-run, then b
+    assert store.claim("me", store.now(), 5).records == []
+    _done(store, got[0])
+    assert [r.id for r in store.claim("me", store.now(), 5).records] == ["b"]
+
+
+@flow_backends
+def test_limited_tasks_only_start_now_never_queue(store: WheelStore) -> None:
+    now = store.now()
+    store.add([make_record("lim", now - 2, limits=(_lim("l", concurrency=5),)), make_record("free", now - 1)])
+    ready_all(store)
+    got = store.claim("me", store.now(), 0, queued=4).records
+    assert [r.id for r in got] == ["free"] and got[0].started is None
+    assert [r.id for r in store.claim("me", store.now(), 1).records] == ["lim"]
+
+
+@flow_backends
+def test_a_rate_never_admits_more_starts_in_any_window(store: WheelStore) -> None:
+    now = store.now()
+    lim = _lim("r", rate=3, per=0.6)
+    store.add([make_record(f"r{i}", now - 10 + i, limits=(lim,)) for i in range(8)])
+    ready_all(store)
+    starts = []
+    deadline = time.monotonic() + 8
+    while len(starts) < 8 and time.monotonic() < deadline:
+        got = store.claim("me", store.now(), 10)
+        starts += [r.started for r in got.records]
+        for r in got.records:
+            _done(store, r)
+        if got.next_eta is not None:
+            assert got.next_eta > store.now() - 0.05 or got.records     # a window, not a busy loop
+            time.sleep(max(0.0, min(0.7, got.next_eta - store.now())) + 0.01)
+    assert len(starts) == 8
+    starts.sort()
+    assert all(b - a >= 0.6 - 1e-6 for a, b in zip(starts, starts[3:])), starts   # <= 3 in any 0.6 s
+    assert starts[-1] - starts[0] < 0.6 * 3 + 0.5                                  # and no slower
+
+
+@flow_backends
+def test_a_parked_task_stays_pending_listed_and_changeable(store: WheelStore) -> None:
+    now = store.now()
+    lim = _lim("one", concurrency=1)
+    store.add([make_record(f"p{i}", now - 5 + i, limits=(lim,)) for i in range(3)])
+    ready_all(store)
+    (first,) = store.claim("me", store.now(), 5).records
+    assert [r.id for r in store.scan(PENDING)] == ["p1", "p2"]
+    rec = store.get("p1")
+    (gone,) = store.swap([(rec, cancel(rec, store.now()))])       # cancelled while parked
+    assert gone.status == CANCELLED
+    _done(store, first)
+    assert [r.id for r in store.claim("me", store.now(), 5).records] == ["p2"]
+    assert store.counts() == {(SUCCEEDED, "t"): 1, (CANCELLED, "t"): 1, (RUNNING, "t"): 1}
+
+
+@flow_backends
+def test_racing_claimers_never_exceed_a_limit(store_factory) -> None:
+    """Four claimers on their own store instances (processes, for the file and Redis stores),
+    claiming and finishing as fast as they can: never more than 2 holders at once."""
+    stores = [store_factory() for _ in range(4)]
+    now = stores[0].now()
+    lim = _lim("race", concurrency=2)
+    stores[0].add([make_record(f"t{i}", now - 1, limits=(lim,)) for i in range(40)])
+    ready_all(stores[0])
+    running: set = set()
+    lock = threading.Lock()
+    worst = []
+    done: list = []
+
+    def work(s: WheelStore) -> None:
+        deadline = time.monotonic() + 20
+        while len(done) < 40 and time.monotonic() < deadline:
+            got = s.claim(f"o{id(s)}", s.now(), 3).records
+            with lock:
+                running.update(r.id for r in got)
+                worst.append(len(running))
+            time.sleep(0.002)
+            for r in got:
+                with lock:
+                    running.discard(r.id)
+                    done.append(r.id)
+                _done(s, r)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(done) == sorted(f"t{i}" for i in range(40))
+    assert max(worst) <= 2
+
+
+@flow_backends
+def test_a_slot_freed_for_a_task_that_goes_elsewhere_passes_to_the_next(store: WheelStore) -> None:
+    """No parked task waits for ever: a slot freed for a task that is then cancelled, or that
+    another full limit holds back, goes to the next task parked on the limit."""
+    now = store.now()
+    one, other = _lim("one", concurrency=1), _lim("other", concurrency=1)
+    store.add([make_record("x", now - 9, limits=(one,)), make_record("o", now - 9.5, limits=(other,)),
+               make_record("p0", now - 8, limits=(one,)), make_record("both", now - 7.5, limits=(one, other)),
+               make_record("p1", now - 7, limits=(one,)), make_record("p2", now - 6, limits=(one,))])
+    ready_all(store)
+    got = {r.id: r for r in store.claim("me", store.now(), 10).records}
+    assert sorted(got) == ["o", "x"]                      # p0, both, p1, p2 parked on "one"
+    _done(store, got["x"])                                 # frees "one": p0 comes back ...
+    p0 = store.get("p0")
+    store.swap([(p0, cancel(p0, store.now()))])            # ... and is cancelled before a claim
+    taken = []
+    for _ in range(4):             # "both" comes back for the slot, but "other" is full: p1
+        taken += store.claim("me", store.now(), 10).records
+    assert [r.id for r in taken] == ["p1"], [r.id for r in taken]
+    _done(store, taken[0])
+    _done(store, store.get("o"))
+    ran = []
+    for _ in range(8):
+        for r in store.claim("me", store.now(), 10).records:
+            ran.append(r.id)
+            _done(store, r)
+    assert sorted(ran) == ["both", "p2"]
+
+
+@flow_backends
+def test_tasks_due_at_one_instant_are_claimed_by_id_page_after_page(store: WheelStore) -> None:
+    """Positions tie when etas do: a claim that reads page after page (here: one task at a
+    time for its queue) never skips a task that shares its eta with the last one read."""
+    now = store.now()
+    store.add([make_record("hi", now - 5, priority=7), make_record("lo", now - 9, priority=-3)]
+              + [make_record(f"t{i}", now - 1) for i in range(5)])
+    ready_all(store)
+    assert [r.id for r in store.claim("me", store.now(), 0, queued=4).records] == ["hi", "t0", "t1", "t2"]
+    assert [r.id for r in store.claim("me", store.now(), 1, queued=2).records] == ["t3", "t4", "lo"]

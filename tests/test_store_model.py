@@ -7,6 +7,11 @@ clock moves, and after every step compares the store with a plain model kept her
 records field by field (statuses, revs, etas), nothing early (no task claimed before its
 eta), nothing lost or extra (every scan lists exactly the model's ids, in order), nothing
 claimed twice, ``counts()`` and ``ticks()`` equal to a recount, the horizon never lowered.
+Flow control (issue 21): tasks come in two queues and a few priorities, some counting against
+a limit of one slot; claims serve every queue or one; a claim takes only the served queues'
+tasks, the highest priority first, never lets two runs hold the slot nor queues a limited task,
+and while nothing holds the slot a due task of it is claimed within a few claims (on the
+backends with flow control: a store whose ``flow_control`` is False gets plain tasks only).
 SQLite, Redis and PostgreSQL stores are also checked by their own invariant checkers (every
 task where its status says, counters equal to a recount): ``conftest.check_file_store`` after
 every step, ``redis_check.check_redis_store`` (a scan of the server's keys) and
@@ -70,6 +75,11 @@ pytestmark = pytest.mark.properties
 
 IDS = list("abcdefghij")
 NAMES = ["n1", "n2"]
+# flow control: two queues, a few priorities, one concurrency limit of one slot
+QUEUES = ["default", "default", "q2"]
+PRIORITIES = [0, 0, 0, 7, -3]
+LIMIT = ("L", 1, 0, 0.0)
+SERVED = st.sampled_from([None, None, frozenset({"default"}), frozenset({"q2"})])
 MAX_CRASHES = 2
 EXACT_CLOCK = ("memory", "sqlite")      # stores that judge time by the now they are given
 
@@ -224,7 +234,8 @@ class StoreModel(RuleBasedStateMachine):
             batch.append(make_record(
                 data.draw(st.sampled_from(IDS)), ms(now + offset),
                 name=data.draw(st.sampled_from(NAMES)), created=now, retries=data.draw(st.integers(0, 2)),
-                retry_delay=data.draw(st.sampled_from([0.0, 0.5, 2.0] if self.exact else [0.0, 120.0]))))
+                retry_delay=data.draw(st.sampled_from([0.0, 0.5, 2.0] if self.exact else [0.0, 120.0])),
+                **(self.flow_fields(data) if self.store.flow_control else {})))
         expected = self._plan_add(batch, existing)
         if expected is None:
             with pytest.raises(DuplicateTask):
@@ -235,6 +246,12 @@ class StoreModel(RuleBasedStateMachine):
         for rec in got:
             if self.model.get(rec.id) != rec:
                 self.put(rec)
+
+    @staticmethod
+    def flow_fields(data: st.DataObject) -> dict:
+        """A task's queue, priority and limits (flow control)."""
+        return dict(queue=data.draw(st.sampled_from(QUEUES)), priority=data.draw(st.sampled_from(PRIORITIES)),
+                    limits=data.draw(st.sampled_from([(), (), (), (LIMIT,)])))
 
     def _plan_add(self, batch: list[TaskRecord], existing: str) -> Optional[list[TaskRecord]]:
         """What add() must return, or None if it must raise DuplicateTask and write nothing."""
@@ -280,8 +297,10 @@ class StoreModel(RuleBasedStateMachine):
         assert self.store.swap([(old, cancel(old, self.when()))]) == [None]
 
     # -- workers ----------------------------------------------------------------------------
-    @rule(data=st.data(), limit=st.integers(1, 4), queued=st.integers(0, 2), dead=st.booleans())
-    def boss_round(self, data: st.DataObject, limit: int, queued: int, dead: bool) -> None:
+    @rule(data=st.data(), limit=st.integers(1, 4), queued=st.integers(0, 2), dead=st.booleans(),
+          served=SERVED)
+    def boss_round(self, data: st.DataObject, limit: int, queued: int, dead: bool,
+                   served: Optional[frozenset]) -> None:
         """What a boss does each tick: advance the wheel a few ticks ahead, then in one call
         record the outcomes of (some of) its running tasks and claim for its idle workers and
         its queue (``record_and_claim``)."""
@@ -292,30 +311,73 @@ class StoreModel(RuleBasedStateMachine):
             ["ok", "fail", "retryable"])))) for i in done]
         owner = self.dead if dead else self.live
         before = self._now if self.exact else self.store.now()
-        out, got = self.store.record_and_claim(changes, owner, before, limit, queued)
+        if not self.store.flow_control:
+            served = None
+        out, got = self.store.record_and_claim(changes, owner, before, limit, queued, **self.serving(served))
         assert out == [new._replace(rev=old.rev + 1) for old, new in changes], out
         for rec in out:
             self.put(rec)
-        self.check_claim(got, owner, before, limit, queued)
+        self.check_claim(got, owner, before, limit, queued, served)
 
-    @rule(limit=st.integers(1, 4) | st.just(0), queued=st.sampled_from([0, 0, 1, 3]), dead=st.booleans())
-    def claim(self, limit: int, queued: int, dead: bool) -> None:
-        """A claim of ``limit`` tasks started now and ``queued`` more waiting for a worker."""
+    @rule(limit=st.integers(1, 4) | st.just(0), queued=st.sampled_from([0, 0, 1, 3]), dead=st.booleans(),
+          served=SERVED)
+    def claim(self, limit: int, queued: int, dead: bool, served: Optional[frozenset]) -> None:
+        """A claim of ``limit`` tasks started now and ``queued`` more waiting for a worker, of
+        the queues ``served`` (None: every queue)."""
         owner = self.dead if dead else self.live
         before = self._now if self.exact else self.store.now()
-        self.check_claim(self.store.claim(owner, before, limit, queued), owner, before, limit, queued)
+        if not self.store.flow_control:
+            served = None
+        self.check_claim(self.store.claim(owner, before, limit, queued, **self.serving(served)), owner,
+                         before, limit, queued, served)
 
-    def check_claim(self, got: Claimed, owner: str, before: float, limit: int, queued: int) -> None:
+    def serving(self, served: Optional[frozenset]) -> dict:
+        """claim()'s queues= where some are named (a store without flow control takes none)."""
+        return {} if served is None or not self.store.flow_control else {"queues": served}
+
+    def holds(self) -> int:
+        """Runs holding the slot of the limit (claimed, outcome not yet recorded)."""
+        return sum(1 for r in self.model.values() if r.status == RUNNING and LIMIT in r.limits)
+
+    @rule()
+    def no_parked_task_waits_for_ever(self) -> None:
+        """While nothing holds the limit's slot, a due task of it is claimed within a few
+        claims (one to let a parked one back in, one to take it)."""
+        waiting = [i for i in self.ready if LIMIT in self.model[i].limits
+                   and eta_us(self.model[i].eta) <= math.floor((self._now if self.exact else
+                                                                 self.store.now() - 1) * 1e6)]
+        if self.holds() or not waiting:
+            return
+        tally(self.label + " idle limits with due tasks checked")
+        taken: list[str] = []
+        for _ in range(3):
+            before = self._now if self.exact else self.store.now()
+            got = self.store.claim(self.live, before, 4, 0)
+            self.check_claim(got, self.live, before, 4, 0, None)
+            taken += [r.id for r in got.records if LIMIT in r.limits]
+            if taken:
+                break
+        assert taken, f"due tasks of the limit wait with nothing holding it: {waiting}"
+
+    def check_claim(self, got: Claimed, owner: str, before: float, limit: int, queued: int,
+                    served: Optional[frozenset] = None) -> None:
         tally(self.label + " tasks claimed", len(got.records))
         after = before if self.exact else self.store.now()
         claimable = self.ready | self.maybe
         taken = [r.id for r in got.records]
         assert len(taken) == len(set(taken)) <= limit + queued, taken
+        held = self.holds()
         for n, rec in enumerate(got.records):
             old = self.model.get(rec.id)
             assert old is not None and old.status == PENDING, f"claimed {rec.id}, which is {old}"
             assert rec.id in claimable, f"claimed {rec.id} before its tick was made ready"
             assert old.eta <= after, f"claimed {rec.id} early"
+            assert served is None or old.queue in served, f"claimed {rec.id} of queue {old.queue}"
+            if LIMIT in old.limits:
+                tally(self.label + " tasks with a limit claimed")
+                assert n < limit, f"claimed {rec.id}, which has a limit, to wait in a queue"
+                held += 1
+                assert held <= 1, f"claimed {rec.id} while its limit's slot was held"
             if n < limit:
                 assert rec.started is not None and rec.started >= old.eta, f"started {rec.id} early"
                 if self.exact:
@@ -325,15 +387,19 @@ class StoreModel(RuleBasedStateMachine):
             assert rec == expected, f"claim stored {rec}, expected {expected}"
         for rec in got.records:
             self.put(rec)
-        # Nothing due and ready is left behind: below the limit every such task was taken,
-        # and the earliest ones were taken first.
+        # Nothing due and ready of the served queues is left behind: below the limit every
+        # such task was taken, the highest priority and then the earliest first.  (A task with
+        # the limit may be left: parked while the slot is held, or not queued.)
         bound = math.floor(before * 1e6)
-        due = [self.model[i] for i in self.ready if eta_us(self.model[i].eta) <= bound]
+        due = [self.model[i] for i in self.ready if eta_us(self.model[i].eta) <= bound
+               and (served is None or self.model[i].queue in served) and LIMIT not in self.model[i].limits]
         if len(taken) < limit + queued:
             assert due == [], f"due and ready but not claimed: {[r.id for r in due]}"
         if taken and due:
-            assert max(eta_us(r.eta) for r in got.records) <= min(eta_us(r.eta) for r in due)
-        self.check_next_eta(got.next_eta)
+            def order(r: TaskRecord) -> tuple:
+                return (-r.priority, eta_us(r.eta))
+            assert max(order(self.model[r.id]) for r in got.records) <= min(order(r) for r in due)
+        self.check_next_eta(got.next_eta, served)
 
     @rule()
     def look(self) -> None:
@@ -343,15 +409,18 @@ class StoreModel(RuleBasedStateMachine):
         self.check_next_eta(self.store.next_ready_eta())
         assert self.store.counts() == counts
 
-    def check_next_eta(self, next_eta: "float | None") -> None:
-        """``next_eta`` is the eta of the earliest ready task (or of one that may be ready)."""
-        left = [self.model[i] for i in self.ready | self.maybe]
+    def check_next_eta(self, next_eta: "float | None", served: Optional[frozenset] = None) -> None:
+        """``next_eta`` is the eta of the earliest ready task of the served queues (or of one
+        that may be ready; a task with the limit may be parked instead)."""
+        left = [self.model[i] for i in self.ready | self.maybe
+                if served is None or self.model[i].queue in served]
+        sure = [r for r in left if r.id in self.ready and LIMIT not in r.limits]
         if next_eta is None:
-            assert not [r for r in left if r.id in self.ready], "next_eta None with ready tasks left"
+            assert not sure, "next_eta None with ready tasks left"
         else:
             assert any(abs(r.eta - next_eta) <= 2e-6 for r in left), next_eta
-            if any(r.id in self.ready for r in left):
-                assert next_eta <= min(r.eta for r in left if r.id in self.ready) + 2e-6
+            if sure:
+                assert next_eta <= min(r.eta for r in sure) + 2e-6
 
     @precondition(lambda self: any(r.status == RUNNING for r in self.model.values()))
     @rule(data=st.data(), how=st.sampled_from(["ok", "fail", "retryable"]))

@@ -35,7 +35,7 @@ __all__ = [
     "TaskTimeout", "DuplicateTask", "TimeWheelError", "StoreError", "StoreBusy", "NotAStore",
     "StoreMismatch", "TaskRecord", "STATUSES", "TaskContext", "current_task",
 ]
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 # The runtime (api, boss, execute: threads, asyncio) is imported on first use, so that
 # `import timewheel.cli` -- a command on a store of a million tasks answers in a few hundred

@@ -27,6 +27,7 @@ from typing import (
     Any,
     Callable,
     Generic,
+    Iterable,
     Iterator,
     NamedTuple,
     Optional,
@@ -35,9 +36,10 @@ from typing import (
     overload,
 )
 
+from . import flow
 from .backoff import backoff
 from .boss import Boss, Health
-from .errors import TaskFailed, TaskNotFound, shown
+from .errors import DuplicateTask, StoreBusy, TaskFailed, TaskNotFound, shown
 from .execute import execute
 from .hooks import Hooks
 from .pool import WorkerPool
@@ -332,7 +334,8 @@ class Task(Generic[R]):
     """A registered task function.  Calling it calls the function; ``.delay()`` schedules it."""
 
     def __init__(self, wheel: "TimeWheel", fn: Callable[..., R], name: str, retries: int,
-                 retry_delay: float, misfire_grace: Optional[float], timeout: Optional[float]) -> None:
+                 retry_delay: float, misfire_grace: Optional[float], timeout: Optional[float],
+                 flow_options: Optional[dict] = None) -> None:
         self.timewheel = wheel
         self.fn = fn
         self.name = name
@@ -345,6 +348,21 @@ class Task(Generic[R]):
         except (TypeError, ValueError):   # some builtins have none; skip the check then
             self._signature = None
         self._arity = _plain_arity(self._signature)
+        o = flow_options or {}
+        #: flow control (issue 21): its queue, priority and limits
+        self.queue: str = o.get("queue", flow.DEFAULT_QUEUE)
+        self.priority: int = o.get("priority", 0)
+        self._own = (o.get("concurrency"), o.get("rate"))
+        self._shared: tuple[flow.SharedLimit, ...] = o.get("shared", ())
+        key = o.get("key")
+        self._key = None if key is None else flow.key_function(self._signature, key, name)
+        # None: a plain task (records built as before); else the record's flow fields, or
+        # None in them where each call works its limits out (a key=)
+        self._flow: Optional[tuple] = None
+        if self.queue != flow.DEFAULT_QUEUE or self.priority or o.get("concurrency") or o.get("rate") \
+                or self._shared:
+            fixed = None if self._key else _plain(flow.task_limits(name, *self._own, self._shared, None))
+            self._flow = (self.queue, self.priority, fixed, None, None)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
@@ -388,9 +406,11 @@ class Task(Generic[R]):
                  count_down: Optional[float] = None,
                  eta: Optional[Union[_dt.datetime, float]] = None,
                  misfire_grace: Any = ..., task_id: Optional[str] = None,
-                 replace: bool = False, once: bool = False, connection: Any = None) -> TaskHandle:
+                 replace: bool = False, once: bool = False, connection: Any = None,
+                 queue: Optional[str] = None, priority: Optional[int] = None,
+                 debounce: Optional[float] = None, max_wait: Optional[float] = None) -> TaskHandle:
         """Like :meth:`delay` with the arguments given explicitly (so they may have any name),
-        and with a per-call ``misfire_grace``.
+        and with a per-call ``misfire_grace``, ``queue`` and ``priority``.
 
         With ``task_id``: ``replace=True`` replaces a pending task of that id (new arguments
         and eta) in one atomic step (a running one raises :class:`DuplicateTask`);
@@ -399,6 +419,12 @@ class Task(Generic[R]):
 
         ``connection``: write the task through the application's own database connection, in
         its transaction, as :meth:`TimeWheel.using` does (a PostgreSQL store only).
+
+        ``debounce=S`` (with ``task_id``): while the task of that id is pending, each call
+        replaces its arguments and moves its eta to ``S`` seconds after the call, but never
+        later than ``max_wait`` seconds after the first call of this run; a call while it
+        runs leads to one more run after it (id ``<task_id>~next``), with the latest
+        arguments.  The handle is the run the call went to.
         """
         if not isinstance(args, (tuple, list)):
             raise TypeError(f"{self.name}: args must be a tuple or list, got {type(args).__name__}")
@@ -408,13 +434,56 @@ class Task(Generic[R]):
             raise ValueError("replace=True and once=True contradict each other")
         if (replace or once) and task_id is None:
             raise ValueError("replace= and once= apply to a task_id you choose")
+        options = None
+        if queue is not None or priority is not None or debounce is not None or max_wait is not None:
+            options = self._call_options(task_id, queue, priority, debounce, max_wait, replace or once,
+                                         count_down, eta)
+            if debounce is not None and connection is not None:
+                raise ValueError("debounce= reads and writes the store itself; it takes no connection=")
         existing = ("fail" if task_id is None else "replace" if replace else "keep" if once
                     else "reuse")
         return self._enqueue(tuple(args), kwargs or {}, count_down, eta, misfire_grace, task_id,
-                             existing, connection)
+                             existing, options, connection)
+
+    def _call_options(self, task_id: Optional[str], queue: Optional[str], priority: Optional[int],
+                      debounce: Any, max_wait: Any, policy: bool, count_down: Any, eta: Any) -> dict:
+        """schedule()'s flow options, checked before anything is written."""
+        out: dict[str, Any] = {
+            "queue": self.queue if queue is None else flow.check_queue(queue),
+            "priority": self.priority if priority is None else flow.check_priority(priority)}
+        if max_wait is not None and debounce is None:
+            raise ValueError("max_wait= applies to debounce=")
+        if debounce is not None:
+            if task_id is None:
+                raise ValueError("debounce= needs the task_id whose calls it merges")
+            if task_id.endswith(flow.FOLLOW_SUFFIX):
+                raise ValueError(f"a debounced task_id must not end with {flow.FOLLOW_SUFFIX!r} "
+                                 "(the id of the run after a running one)")
+            if policy or count_down is not None or eta is not None:
+                raise ValueError("debounce= sets the eta itself; it takes no count_down, eta, "
+                                 "replace or once")
+            if self.timewheel._local.batch is not None:
+                raise ValueError("debounce= cannot be used inside hu.batch() (it reads what is stored)")
+            out["debounce"] = flow.positive(debounce, "debounce")
+            out["max_wait"] = None if max_wait is None else flow.positive(max_wait, "max_wait")
+        return out
+
+    def _limits(self, args: tuple, kwargs: dict) -> tuple:
+        """The limits of one call: fixed at decoration, or per its key."""
+        if self._flow is None:
+            return ()
+        fixed = self._flow[2]
+        if fixed is not None:
+            return fixed
+        try:
+            key = self._key(args, kwargs)        # type: ignore[misc]
+        except TypeError as exc:
+            raise TypeError(f"{self.name}: {exc}") from None
+        return _plain(flow.task_limits(self.name, *self._own, self._shared, key))
 
     def _enqueue(self, args: tuple, kwargs: dict, count_down: Any, eta: Any, misfire_grace: Any,
-                 task_id: Optional[str], existing: str, connection: Any = None) -> TaskHandle:
+                 task_id: Optional[str], existing: str, options: Optional[dict] = None,
+                 connection: Any = None) -> TaskHandle:
         """What :meth:`delay` and :meth:`schedule` do once their own options are read: check
         the rest, build the record, and add it (or keep it for the open batch).  Positional,
         and without the checks ``delay(*args, **kwargs)`` makes true by construction: it runs
@@ -441,15 +510,38 @@ class Task(Generic[R]):
                  else _optional(misfire_grace, "misfire_grace"))
         hu = self.timewheel
         batch = hu._local.batch
-        rec = new_task(task_id or _ids.new(), self.name, due, payload,
-                       hu.now() if batch is None else batch.now, self.retries, self.retry_delay,
-                       grace, self.timeout)
+        if self._flow is None and options is None:      # a plain task: the fast path
+            rec = new_task(task_id or _ids.new(), self.name, due, payload,
+                           hu.now() if batch is None else batch.now, self.retries, self.retry_delay,
+                           grace, self.timeout)
+        else:
+            o = options or {}
+            limits = self._limits(args, kwargs)
+            if "debounce" in o:
+                limits = limits + (tuple(flow.debounce_limit(task_id or "")),)
+            if len(limits) > flow.MAX_LIMITS:
+                raise ValueError(f"{self.name}: a task counts against at most {flow.MAX_LIMITS} limits")
+            if not hu.store.flow_control:
+                raise ValueError(f"{self.name}: {hu.location} does not enforce queues, priorities "
+                                 "or limits (flow control) yet; nothing was written")
+            rec = new_task(task_id or _ids.new(), self.name, due, payload,
+                           hu.now() if batch is None else batch.now, self.retries, self.retry_delay,
+                           grace, self.timeout,
+                           (o.get("queue", self.queue), o.get("priority", self.priority), limits, None, None))
+            if "debounce" in o:
+                return hu._debounce(rec, o["debounce"], o["max_wait"])
         if batch is None:
             return hu._submit(rec, existing, connection)
         if connection is not None:
             raise ValueError("connection= inside hu.batch(): open hu.using(connection) around the batch")
         batch.add(rec, existing)
         return TaskHandle(hu, rec.id)
+
+
+def _plain(limits: tuple) -> tuple:
+    """Limits as a record stores them: plain tuples (a pickle naming flow.Limit would be
+    refused when read back: see records.decode_record)."""
+    return tuple(tuple(lim) for lim in limits)
 
 
 class TimeWheel:
@@ -589,26 +681,42 @@ class TimeWheel:
     def task(self, fn: F) -> "Task[Any]": ...
     @overload
     def task(self, *, name: Optional[str] = None, retries: int = 0, retry_delay: float = 1.0,
-             misfire_grace: Any = ..., timeout: Any = ...) -> Callable[[F], "Task[Any]"]: ...
+             misfire_grace: Any = ..., timeout: Any = ..., queue: str = flow.DEFAULT_QUEUE,
+             priority: int = 0, concurrency: Optional[int] = None, key: Any = None,
+             rate: Optional[str] = None, limit: Any = None) -> Callable[[F], "Task[Any]"]: ...
 
     def task(self, fn: Optional[Callable[..., Any]] = None, *, name: Optional[str] = None,
              retries: int = 0, retry_delay: float = 1.0, misfire_grace: Any = ...,
-             timeout: Any = ...) -> Any:
+             timeout: Any = ..., queue: str = flow.DEFAULT_QUEUE, priority: int = 0,
+             concurrency: Optional[int] = None, key: Any = None, rate: Optional[str] = None,
+             limit: Any = None) -> Any:
         """Register a function as a task: ``@hu.task()`` or ``@hu.task(retries=3, ...)``.
 
         ``retries``: extra attempts after a failure (at most ``retries + 1`` calls); attempt
         ``n`` waits ``retry_delay * 2 ** (n - 1)`` seconds (capped at 6 h) after failure ``n``.
         ``timeout``: seconds a run may take before it fails with :class:`TaskTimeout`.
         ``name`` defaults to ``module.qualname`` and must be the same in every process.
+
+        Flow control (README, "Flow control"): ``queue`` (default ``"default"``),
+        ``priority`` (-100..100, higher first among due tasks), ``concurrency`` (runs at once
+        across every process), ``rate`` (``"5/s"``: starts in any window), ``key`` (a
+        parameter's name or a callable of the arguments: the limits apply per key), ``limit``
+        (what :meth:`limit` returns, or a list: limits shared with other tasks).
         """
         if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 1000:
             raise ValueError(f"retries must be an int from 0 to 1000, got {shown(retries)}")
         delay_s = _seconds(retry_delay, "retry_delay", maximum=86400.0)
         grace = (self.misfire_grace if misfire_grace is ...
                  else _optional(misfire_grace, "misfire_grace"))
-        limit = self.timeout if timeout is ... else _optional(timeout, "timeout", minimum=0.001)
+        time_limit = self.timeout if timeout is ... else _optional(timeout, "timeout", minimum=0.001)
         if name is not None:
             _label(name, "task name", 500)
+        flow_options = {"queue": flow.check_queue(queue), "priority": flow.check_priority(priority),
+                        "concurrency": None if concurrency is None else flow.check_concurrency(concurrency),
+                        "rate": None if rate is None else flow.parse_rate(rate),
+                        "shared": () if limit is None else flow.check_limits(limit), "key": key}
+        if key is not None and concurrency is None and rate is None:
+            raise ValueError("key= makes concurrency= or rate= per key: give one of them")
 
         def register(f: Callable[..., Any]) -> Task[Any]:
             if not callable(f):
@@ -619,7 +727,7 @@ class TimeWheel:
             if old is not None and old.fn is not f and (
                     getattr(old.fn, "__code__", None) is not getattr(f, "__code__", None)):
                 raise ValueError(f"another function is already registered as task {task_name!r}")
-            t: Task[Any] = Task(self, f, task_name, retries, delay_s, grace, limit)
+            t: Task[Any] = Task(self, f, task_name, retries, delay_s, grace, time_limit, flow_options)
             self._registry[task_name] = t
             return t
 
@@ -635,6 +743,27 @@ class TimeWheel:
         if self._periodics is None:
             self._periodics = Periodics(self)
         return self._periodics.decorator(every=every, cron=cron, tz=tz, name=name, **options)
+
+    def limit(self, name: str, *, concurrency: Optional[int] = None,
+              rate: Optional[str] = None) -> flow.SharedLimit:
+        """A limit shared by several tasks: ``smtp = hu.limit("smtp", concurrency=3, rate="5/s")``
+        then ``@hu.task(limit=smtp)`` on each.  At most ``concurrency`` runs at once and
+        ``rate`` starts in any window, over all of them, across every process sharing the
+        store.  Declare it alike in every process (each task's records carry it)."""
+        return flow.shared_limit(name, concurrency, rate)
+
+    def pause(self, queue: str) -> bool:
+        """Stop every process from claiming ``queue``'s tasks until :meth:`resume` (stored:
+        every host, across restarts).  Running tasks finish.  True if it was not paused."""
+        return self.store.pause(flow.check_queue(queue))
+
+    def resume(self, queue: str) -> bool:
+        """Let ``queue``'s tasks be claimed again.  True if it was paused."""
+        return self.store.resume(flow.check_queue(queue))
+
+    def paused(self) -> frozenset:
+        """The paused queues."""
+        return self.store.paused()
 
     @property
     def tasks(self) -> dict[str, "Task[Any]"]:
@@ -687,6 +816,31 @@ class TimeWheel:
         if not 0 <= when <= MAX_ETA:          # nan fails every comparison, inf the second
             raise ValueError(f"eta {shown(eta)} is outside 1970..9999")
         return when
+
+    def _debounce(self, new: TaskRecord, debounce: float, max_wait: Optional[float]) -> TaskHandle:
+        """Write one debounced call (see :func:`timewheel.flow.debounced`): a read of the
+        id's two records, then a compare-and-set on the one it changes, again if either
+        changed meanwhile."""
+        store = self.store
+        follow = flow.follow_id(new.id)
+        for _ in range(100):
+            now = store.now()
+            old, rec = flow.debounced(store.get(new.id), store.get(follow),
+                                      new._replace(created=now), now, debounce, max_wait)
+            if old is None:
+                try:
+                    (stored,) = store.add([rec], existing="fail")
+                except DuplicateTask:
+                    continue
+            else:
+                (stored,) = store.swap([(old, rec)])
+                if stored is None:
+                    continue
+            if self.immediate:
+                self._run_inline(stored)
+            return TaskHandle(self, stored.id)
+        raise StoreBusy(f"task {new.id}: its records kept changing while a debounced call was "
+                        "written; nothing was written")
 
     def _submit(self, rec: TaskRecord, existing: str, connection: Any = None) -> TaskHandle:
         adder = self._adder() if connection is None else self._through(connection)
@@ -794,18 +948,23 @@ class TimeWheel:
             if self._generation == seen:
                 self._changed.wait(timeout)
 
-    def start(self) -> "TimeWheel":
+    def start(self, queues: Optional[Iterable[str]] = None) -> "TimeWheel":
         """Start running due tasks in this process, and ticking when its turn comes
         (idempotent, thread-safe; call it lazily from a request handler or after fork, never
-        in a pre-fork master).  Raises StoreError if the store cannot be used.  Returns self."""
+        in a pre-fork master).  ``queues``: run only the tasks of these queues (default:
+        every queue).  Raises StoreError if the store cannot be used.  Returns self."""
+        served = flow.check_queues(queues)
         if self.immediate:
             return self
+        if served is not None and not self.store.flow_control:
+            raise ValueError(f"{self.location} does not enforce queues (flow control) yet: start() "
+                             "without queues=")
         with self._start_lock:
             if self._boss is not None:
                 return self
             boss = Boss(self.store, WorkerPool(self.workers, self._execute), lookahead=self.lookahead,
                         result_ttl=self.result_ttl, max_crashes=self.max_crashes,
-                        on_change=self._changed_notify, on_event=self._hooks.post)
+                        on_change=self._changed_notify, on_event=self._hooks.post, queues=served)
             if self._periodics is not None:
                 self._periodics.reconcile()    # before the boss can claim anything
             boss.start()

@@ -96,8 +96,10 @@ class Boss:
                  on_change: Callable[[], None] = lambda: None,
                  on_event: Callable[[str, TaskRecord, Optional[BaseException]], None] = lambda *a: None,
                  recover_every: Optional[float] = None,
-                 purge_every: Optional[float] = None) -> None:
+                 purge_every: Optional[float] = None, queues: Optional[frozenset] = None) -> None:
         self.store = store
+        #: the queues this process claims (None: every queue; see timewheel.flow)
+        self.queues = queues
         self.wheel = store.wheel
         self.liveness = store.liveness
         self.clock = store.now
@@ -249,7 +251,9 @@ class Boss:
         pairs = [(rec, end_run(rec, out)) for rec, out in batch]
         if wanted:
             t0 = time.perf_counter()
-            stored, got = self.store.record_and_claim(pairs, self.liveness.token, now, idle, queue)
+            # (queues= only when some are named: a store without flow control takes none)
+            served = {} if self.queues is None else {"queues": self.queues}
+            stored, got = self.store.record_and_claim(pairs, self.liveness.token, now, idle, queue, **served)
             self._round_s = _ewma(self._round_s, time.perf_counter() - t0)
         else:
             stored, got = (self.store.swap(pairs) if pairs else []), None
@@ -364,6 +368,7 @@ class Boss:
         if not thread:
             return
         try:
+            self.store.serve(self.liveness.token, self.queues)
             delay = self.step()
         except BaseException:
             self._accepting = False
@@ -434,6 +439,10 @@ class Boss:
         if self.leading:
             self.liveness.resign()
             self.leading = False
+        try:
+            self.store.unserve(self.liveness.token)
+        except StoreError as exc:        # (dead processes' entries are ignored anyway)
+            log.debug("could not forget what this process served: %s", exc)
         self._close_bell()
         return unfinished
 

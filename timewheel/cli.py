@@ -459,6 +459,39 @@ def inspect(db: str, all_slots: bool, next_n: int, out: Output) -> None:
                for c in cells], ["slot", "cycle", "tick", "tick ends", "", "tasks"], empty="(empty)")
     if not ring["complete"]:
         click.echo(f"... {ring['occupied_cells'] - len(cells)} more; --slots lists them all")
+    _flow_tables(data, out)
+
+
+def _limit_text(lim: dict[str, Any]) -> str:
+    parts = [f"{lim['concurrency']} at once" if lim.get("concurrency") else "",
+             lim["rate"] if lim.get("rate") else ""]
+    return f"{lim['key']}: " + ", ".join(p for p in parts if p)
+
+
+def _flow_tables(data: dict[str, Any], out: Output) -> None:
+    """The queues and limits of inspect and stats (flow control)."""
+    if data["queues"]:
+        out.title("Queues")
+        out.table([[q["queue"], q["pending"], q["waiting"], q["running"],
+                    "PAUSED" if q["paused"] else ("served" if q["served"] else "no process serves it")]
+                   for q in data["queues"]], ["queue", "pending", "due, waiting", "running", ""])
+    if data["limits"]:
+        out.title("Limits")
+        now = data.get("now") or data.get("ticker", {}).get("now") or time.time()
+        out.table([[lim["key"], f"{lim['running']}/{lim['concurrency']}" if lim["concurrency"] else "-",
+                    f"{lim['recent_starts']} in the window of {lim['rate']}" if lim["rate"] else "-",
+                    lim["parked"],
+                    "-" if lim["reopens"] is None else relative(lim["reopens"], now)]
+                   for lim in data["limits"]], ["limit", "running", "rate", "parked", "reopens"])
+
+
+def _check_queue_option(queue: Optional[str]) -> None:
+    if queue is not None:
+        from .flow import check_queue
+        try:
+            check_queue(queue)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'QUEUE'") from None
 
 
 # -- tasks / show ----------------------------------------------------------------------------------
@@ -472,12 +505,13 @@ def _status(row: dict[str, Any]) -> str:
 @click.option("--status", type=click.Choice(LISTABLE), help="Only tasks in this status.")
 @click.option("--name", help="Only tasks registered under this name.")
 @click.option("--id", "id_prefix", metavar="PREFIX", help="Only tasks whose id starts with PREFIX.")
+@click.option("--queue", metavar="QUEUE", help="Only tasks of this queue.")
 @click.option("--limit", type=click.IntRange(0, 10 ** 7), default=50, show_default=True,
               help="At most this many rows (0: no limit).")
 @click.option("--after", metavar="ID", help="Continue a listing after this task (the last one shown).")
 @output_options
-def tasks(db: str, status: Optional[str], name: Optional[str], id_prefix: Optional[str], limit: int,
-          after: Optional[str], out: Output) -> None:
+def tasks(db: str, status: Optional[str], name: Optional[str], id_prefix: Optional[str],
+          queue: Optional[str], limit: int, after: Optional[str], out: Output) -> None:
     """One line per task: id, name, status, due, finished, attempts, error.
 
     Without --status: pending tasks in due order, then running ones, then finished ones
@@ -488,11 +522,13 @@ def tasks(db: str, status: Optional[str], name: Optional[str], id_prefix: Option
       timewheel tasks tasks.db
       timewheel tasks tasks.db --status failed --name emails.send --limit 0
       timewheel tasks tasks.db --status broken
+      timewheel tasks tasks.db --queue reports --status pending
     """
     from .query import tasks_data
+    _check_queue_option(queue)
     with opened(db) as store:
         data = tasks_data(store, store.now(), status=status, name=name, id_prefix=id_prefix,
-                          limit=limit or None, after=after)
+                          limit=limit or None, after=after, queue=queue)
     if out.as_json:
         out.json(data)
         return
@@ -544,7 +580,15 @@ def show(db: str, task_id: str, full: bool, out: Output) -> None:
             ["misfire_grace", "-" if d["misfire_grace"] is None else f"{d['misfire_grace']:g}s"],
             ["timeout", "-" if d["timeout"] is None else f"{d['timeout']:g}s"],
             ["owner", _owner(d)],
+            ["queue", f"{d['queue']} (priority {d['priority']})"],
         ]
+        if d["limits"]:
+            rows.append(["limits", "; ".join(_limit_text(x) for x in d["limits"])])
+        if d["first_call"] is not None:
+            wait = "" if d["max_wait"] is None else f", at most {d['max_wait']:g}s after it"
+            rows.append(["debounced", f"first call {local(d['first_call'])}{wait}"])
+        if d["waiting"]:
+            rows.append(["waiting", d["waiting"]])
         if d["args_error"] is None:
             rows += [["args", d["args"] + (f" (cut{hint})" if d["args_truncated"] else "")],
                      ["kwargs", d["kwargs"]]]
@@ -716,6 +760,57 @@ def stats(db: str, recent: int, out: Output) -> None:
     out.table([[n, s["runs"], *(seconds(s[k]) for k in ("min", "p50", "p95", "max", "mean"))]
                for n, s in rows if s["runs"]],
               ["name", "runs", "min", "p50", "p95", "max", "mean"], empty="(no runs yet)")
+    _flow_tables(data, out)
+
+
+# -- pause / resume --------------------------------------------------------------------------------
+
+def _pause_command(paused: bool) -> Callable[..., None]:
+    def command(db: str, queue: str, timeout: float, out: Output) -> None:
+        from .query import pause_data
+        _check_queue_option(queue)
+        with opened(db, write=True, timeout=timeout) as store:
+            data = pause_data(store, queue, paused)
+        if out.as_json:
+            out.json(data)
+            return
+        verb = "paused" if paused else "resumed"
+        click.echo(clean(f"queue {queue} {verb}" if data["changed"] else
+                         f"queue {queue} was already {'paused' if paused else 'not paused'}"))
+    return command
+
+
+@cli.command()
+@db_argument
+@click.argument("queue", metavar="QUEUE")
+@timeout_option
+@output_options
+def pause(db: str, queue: str, timeout: float, out: Output) -> None:
+    """Stop every process from starting QUEUE's tasks, until `timewheel resume`.
+
+    The pause is stored: it holds on every host and across restarts.  Running tasks finish;
+    pending ones stay pending (misfire_grace still applies when they are finally claimed).
+
+    \b
+    Example:
+      timewheel pause tasks.db reports
+    """
+    _pause_command(True)(db, queue, timeout, out)
+
+
+@cli.command()
+@db_argument
+@click.argument("queue", metavar="QUEUE")
+@timeout_option
+@output_options
+def resume(db: str, queue: str, timeout: float, out: Output) -> None:
+    """Let QUEUE's tasks start again (the running processes look at once).
+
+    \b
+    Example:
+      timewheel resume tasks.db reports
+    """
+    _pause_command(False)(db, queue, timeout, out)
 
 
 # -- timeline --------------------------------------------------------------------------------------
@@ -814,7 +909,8 @@ def migrate(db: str, tick: float, slots: int, as_json: bool) -> None:
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               default="INFO", show_default=True, help="Logging level (logs go to stderr).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout at exit.")
-def run(app: str, grace: float, log_level: str, as_json: bool) -> None:
+@click.option("--queues", metavar="Q1,Q2", help="Run only the tasks of these queues (default: every queue).")
+def run(app: str, grace: float, log_level: str, as_json: bool, queues: Optional[str]) -> None:
     """Run an application's TimeWheel in the foreground.
 
     Imports MODULE (the current directory is on sys.path), calls start() on the TimeWheel
@@ -826,24 +922,39 @@ def run(app: str, grace: float, log_level: str, as_json: bool) -> None:
     Example:
       timewheel run myapp.tasks:hu
       timewheel run myapp:app.hu --grace 60 --log-level DEBUG
+      timewheel run myapp.tasks:hu --queues default,emails
     """
     from .serve import AppError, load_app
+    served = queues_option(queues)
     try:
         hu = load_app(app)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'MODULE:ATTR'") from None
     except AppError as exc:
         _fail(exc)
-    run_wheel(hu, app, grace, log_level, as_json)
+    run_wheel(hu, app, grace, log_level, as_json, served)
 
 
-def run_wheel(hu: "TimeWheel", app: str, grace: float, log_level: str, as_json: bool) -> None:
+def queues_option(queues: Optional[str]) -> Optional[frozenset]:
+    """The queues of ``run --queues a,b`` (None: every queue); a bad name is a usage error."""
+    if queues is None:
+        return None
+    from .flow import check_queues
+    try:
+        return check_queues([q.strip() for q in queues.split(",")])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--queues'") from None
+
+
+def run_wheel(hu: "TimeWheel", app: str, grace: float, log_level: str, as_json: bool,
+              queues: Optional[frozenset] = None) -> None:
     """What ``run`` does once it has the wheel (``flask timewheel run`` shares it): serve
-    until a signal, errors as one line, and the JSON summary at exit."""
+    until a signal, errors as one line, and the JSON summary at exit.  ``queues``: run only
+    those queues' tasks (None: every queue)."""
     from .serve import serve
     names: list[str] = []
     with _one_line(hu.location):
-        stopped = serve(hu, grace, log_level, on_signal=names.append)
+        stopped = serve(hu, grace, log_level, on_signal=names.append, queues=queues)
     if as_json:
         Output(as_json=True).json({"app": app, "pid": os.getpid(), "signal": names[0] if names else None,
                                    "pending": stopped.pending, "running": stopped.running,

@@ -19,6 +19,7 @@ import math
 import time
 from typing import Any, Callable, Iterable, Optional, Sequence
 
+from . import flow
 from .errors import StoreError, TaskNotFound, shown
 from .records import (
     CANCELLED,
@@ -40,6 +41,7 @@ __all__ = [
     "inspect_data", "tasks_data", "show_data", "stats_data", "timeline_data", "change_tasks",
     "retry_failed", "purge_data", "task_row", "counts_by_status", "store_details", "check_hours",
     "wheel_data", "slot_data", "series_data", "MAX_HOURS", "MAX_RECENT", "MAX_REVOLUTIONS", "FINISHED",
+    "flow_data", "waiting_reason", "pause_data",
 ]
 
 #: statuses whose ``started - eta`` is the lateness of a run.  A pending record may still
@@ -124,7 +126,7 @@ def task_row(rec: TaskRecord, now: float, owner_alive: Optional[bool] = None) ->
             "attempts": rec.attempts, "max_attempts": rec.retries + 1, "crashes": rec.crashes,
             "created": None if broken else rec.created, "started": rec.started,
             "finished": rec.finished, "owner": rec.owner, "owner_alive": owner_alive,
-            "lease": rec.lease, "error": first_line(rec.error)}
+            "lease": rec.lease, "error": first_line(rec.error), "queue": rec.queue, "priority": rec.priority}
 
 
 def _live(recs: Iterable[TaskRecord], status: str) -> list[TaskRecord]:
@@ -204,7 +206,58 @@ def inspect_data(store: WheelStore, now: float, *, all_slots: bool = False, next
         "ring": {"occupied_slots": _count(store, occupied_slots, "tick counters"),
                  "occupied_cells": occupied_cells, "cells": cells,
                  "complete": len(cells) >= occupied_cells},
+        **flow_data(store, now),
     }
+
+
+# -- flow control ----------------------------------------------------------------------------------
+
+def flow_data(store: WheelStore, now: float) -> dict[str, Any]:
+    """Per queue and per limit, now: the ``queues`` and ``limits`` keys of ``inspect`` and
+    ``stats --json``.  A queue ``served`` by no live started process waits for one."""
+    served = store.served()
+    everything = any(q is None for q in served.values())
+    queues = [{"queue": q.queue, "pending": q.pending, "waiting": q.waiting, "running": q.running,
+               "paused": q.paused,
+               "served": everything or any(q.queue in (s or ()) for s in served.values())}
+              for q in store.queue_states(now)]
+    return {"queues": queues, "limits": [_limit_row(s) for s in store.limit_states()]}
+
+
+def _limit_row(s: Any) -> dict[str, Any]:
+    return {"key": s.key, "concurrency": s.concurrency or None,
+            "rate": flow.rate_text(s.rate, s.per) if s.rate else None,
+            "running": s.running, "parked": s.parked, "recent_starts": s.recent, "reopens": s.reopen}
+
+
+def waiting_reason(store: WheelStore, rec: TaskRecord, now: float) -> Optional[str]:
+    """Why a due pending task has not started (None: it is not due yet, or not pending): its
+    queue is paused or served by no live process, a limit is full or its rate window closed,
+    or it waits for a free worker."""
+    if rec.status != PENDING or rec.eta > now:
+        return None
+    if rec.queue in store.paused():
+        return f"queue {rec.queue!r} is paused"
+    served = store.served()
+    if not any(q is None or rec.queue in q for q in served.values()):
+        return (f"queue {rec.queue!r} is served by no started process" if served
+                else "no process has called start()")
+    for s in store.limit_states([lim[0] for lim in rec.limits]):
+        spec = next(flow.Limit._make(x) for x in rec.limits if x[0] == s.key)
+        if spec.concurrency and s.running >= spec.concurrency:
+            return f"limit {s.key} is full ({s.running}/{spec.concurrency} running)"
+        if spec.rate and s.recent >= spec.rate:
+            when = "" if s.reopen is None else f"; it reopens in {max(0.0, s.reopen - now):.3f}s"
+            return (f"the rate window of limit {s.key} is full ({s.recent} starts, "
+                    f"{flow.rate_text(spec.rate, spec.per)}){when}")
+    return "due: waiting for a free worker"
+
+
+def pause_data(store: WheelStore, queue: str, paused: bool) -> dict[str, Any]:
+    """Pause or resume a queue: ``timewheel pause|resume --json``."""
+    flow.check_queue(queue)
+    changed = store.pause(queue) if paused else store.resume(queue)
+    return {"queue": queue, "paused": paused, "changed": changed, "paused_queues": sorted(store.paused())}
 
 
 # -- tasks / show ----------------------------------------------------------------------------------
@@ -246,15 +299,18 @@ def _mark(store: WheelStore, task_id: str) -> TaskRecord:
 
 def tasks_data(store: WheelStore, now: float, *, status: Optional[str] = None, name: Optional[str] = None,
                id_prefix: Optional[str] = None, limit: Optional[int] = 50,
-               after: Optional[str] = None) -> dict[str, Any]:
+               after: Optional[str] = None, queue: Optional[str] = None) -> dict[str, Any]:
     """One row per task: ``timewheel tasks --json``, plus ``next_after`` (the ``after`` of the
     next page, None on the last one).
 
     Without ``status``: pending in due order, then running (longest first), then finished
     tasks of every status most recent first, then broken records.  Reads about ``limit``
-    records per status.  ``limit=None`` lists all.
+    records per status (with ``queue``: pages of them until enough are of that queue).
+    ``limit=None`` lists all.
     """
     _check_status(status)
+    if queue is not None:
+        flow.check_queue(queue)
     if limit is not None:
         _check_int(limit, "limit", 0, 10 ** 9)
     mark = None if after is None else _mark(store, after)
@@ -272,7 +328,7 @@ def tasks_data(store: WheelStore, now: float, *, status: Optional[str] = None, n
         since = mark if i == 0 else None
         got: list[TaskRecord] = []
         for s in phase:
-            got += _live(store.scan(s, name=name, id_prefix=id_prefix or None, after=since, limit=left), s)
+            got += _scan_queue(store, s, name, id_prefix or None, since, left, queue)
         if len(phase) > 1:
             got.sort(key=_recency, reverse=True)
         rows += got[:left]
@@ -281,6 +337,22 @@ def tasks_data(store: WheelStore, now: float, *, status: Optional[str] = None, n
     owners = _Owners(store)
     return {"now": now, "tasks": [task_row(r, now, owners.alive(r)) for r in rows],
             "next_after": rows[-1].id if more and rows else None}
+
+
+def _scan_queue(store: WheelStore, status: str, name: Optional[str], id_prefix: Optional[str],
+                after: Optional[TaskRecord], limit: Optional[int], queue: Optional[str]) -> list[TaskRecord]:
+    """Records of one status (and ``queue``, if given: read a page at a time until ``limit``)."""
+    if queue is None or status == BROKEN:
+        got = _live(store.scan(status, name=name, id_prefix=id_prefix, after=after, limit=limit), status)
+        return got if queue is None else []
+    out: list[TaskRecord] = []
+    while limit is None or len(out) < limit:
+        page = store.scan(status, name=name, id_prefix=id_prefix, after=after, limit=_PAGE)
+        out += [r for r in _live(page, status) if r.queue == queue]
+        if len(page) < _PAGE:
+            break
+        after = page[-1]
+    return out[:limit]
 
 
 def show_data(store: WheelStore, task_id: str, now: float, *, full: bool = False) -> dict[str, Any]:
@@ -317,7 +389,11 @@ def show_data(store: WheelStore, task_id: str, now: float, *, full: bool = False
             "result": None if result is None else result.text,
             "result_error": None if result is None else result.error,
             "result_truncated": bool(result and result.truncated),
-            "result_bytes": None if rec.result is None else len(rec.result)}
+            "result_bytes": None if rec.result is None else len(rec.result),
+            "limits": [{"key": k, "concurrency": c or None, "rate": flow.rate_text(r, p) if r else None}
+                       for k, c, r, p in rec.limits],
+            "first_call": rec.first_call, "max_wait": rec.max_wait,
+            "waiting": None if rec.status == BROKEN else waiting_reason(store, rec, now)}
 
 
 def _cut(text: Optional[str], limit: Optional[int]) -> Optional[str]:
@@ -353,7 +429,8 @@ def stats_data(store: WheelStore, now: float, *, recent: int = 1000) -> dict[str
         late_by_name.setdefault(r.name, []).append((r.started or 0.0) - r.eta)
     return {"now": now, "counts": totals, "by_name": by_name,
             "lateness": _lateness([x for xs in late_by_name.values() for x in xs]),
-            "lateness_by_name": {n: _lateness(xs) for n, xs in sorted(late_by_name.items())}}
+            "lateness_by_name": {n: _lateness(xs) for n, xs in sorted(late_by_name.items())},
+            **flow_data(store, now)}
 
 
 # -- timeline --------------------------------------------------------------------------------------

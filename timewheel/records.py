@@ -85,6 +85,13 @@ class TaskRecord(NamedTuple):
     rev: int = 0                    #: bumped by the store at every change; a claim's rev fences it
     timeout: Optional[float] = None  #: seconds a run may take before it fails with TaskTimeout
     lease: Optional[float] = None   #: while running on a store with leases: the lease's deadline
+    # -- flow control (issue 21; see timewheel/flow.py).  Last, with defaults: a record without
+    # them is encoded as before, so stores written by 0.3 read, and 0.3 reads such records.
+    queue: str = "default"          #: the named queue it belongs to
+    priority: int = 0               #: -100..100, higher first among due tasks
+    limits: tuple = ()              #: the limits it counts against: flow.Limit tuples
+    first_call: Optional[float] = None  #: debounced: the first call of this run
+    max_wait: Optional[float] = None    #: debounced: at most this long after first_call
 
     @property
     def done(self) -> bool:
@@ -152,8 +159,13 @@ def end_run(rec: TaskRecord, out: Outcome) -> TaskRecord:
 
     A failure is retried while ``attempts <= retries`` (so at most ``retries + 1`` runs), at
     ``finished + retry_backoff(retry_delay, attempts)``, unless the outcome is not retryable.
+
+    ``started`` stays the claim's, by the store's clock, when the run was claimed to start at
+    once (what a rate limit counted: issue 21); a run that waited in its process's queue
+    takes the worker's.
     """
-    common = dict(owner=None, lease=None, started=out.started, finished=out.finished)
+    common = dict(owner=None, lease=None, started=out.started if rec.started is None else rec.started,
+                  finished=out.finished)
     if out.ok:
         return rec._replace(status=SUCCEEDED, result=out.result, error=None,
                                    traceback=None, **common)
@@ -197,17 +209,21 @@ _FIELD_NAMES = TaskRecord._fields
 _DEFAULTS = tuple(TaskRecord._field_defaults.get(n) for n in _FIELD_NAMES)
 _REQUIRED = 4                    # id, name, eta, payload: always stored
 _V1_LEN = 18                     # 0.1.0 stored the first 18 fields, version (1) last
-_CUTS = (9, 17)                  # after misfire_grace; before version (never 18: that is v1)
+_FLOW_AT = 21                    # queue: the first field of flow control
+_CUTS = (9, 17, _FLOW_AT)        # after misfire_grace; before version (never 18: that is v1);
+                                 # before the flow fields (a running record with a lease)
 _TAILS = tuple((cut, _DEFAULTS[cut:]) for cut in _CUTS)   # sliced once, not per record
 
 
 def new_task(task_id: str, name: str, eta: float, payload: bytes, created: float, retries: int,
-             retry_delay: float, misfire_grace: Optional[float], timeout: Optional[float]) -> TaskRecord:
+             retry_delay: float, misfire_grace: Optional[float], timeout: Optional[float],
+             flow: tuple = ("default", 0, (), None, None)) -> TaskRecord:
     """A new PENDING record, built positionally: ``delay()`` makes one per task, and this is
-    about twice as fast as the keyword constructor."""
+    about twice as fast as the keyword constructor.  ``flow``: (queue, priority, limits,
+    first_call, max_wait)."""
     return tuple.__new__(TaskRecord, (task_id, name, eta, payload, PENDING, created, retries,
                                       retry_delay, misfire_grace, 0, 0, None, None, None, None,
-                                      None, None, RECORD_VERSION, 0, timeout, None))
+                                      None, None, RECORD_VERSION, 0, timeout, None) + flow)
 
 
 def encode_record(rec: TaskRecord) -> bytes:
@@ -232,6 +248,9 @@ def load_plain(blob: bytes) -> Any:
     return _PlainUnpickler(io.BytesIO(blob)).load()
 
 
+_NUMBER = frozenset({int, float})     # exact types: a bool is not a time
+
+
 def _is_time(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= 1e12
 
@@ -252,16 +271,28 @@ _OPTIONAL: dict[str, Any] = {
     "misfire_grace": _is_time, "started": _is_time, "finished": _is_time, "timeout": _is_time,
     "lease": _is_time, "owner": lambda v: isinstance(v, str), "error": lambda v: isinstance(v, str),
     "traceback": lambda v: isinstance(v, str), "result": lambda v: isinstance(v, bytes),
+    "first_call": _is_time, "max_wait": _is_time,
 }
+_CHECKS.update({
+    "queue": lambda v: type(v) is str and 0 < len(v) <= 64 and ":" not in v,
+    "priority": lambda v: type(v) is int and -100 <= v <= 100,
+    "limits": lambda v: _are_limits(v),
+})
 
 
-_NUMBER = frozenset({int, float})     # exact types: a bool is not a time
+def _are_limits(v: Any) -> bool:
+    """A record's limits: up to 8 (key, concurrency, rate, per) tuples of plain values."""
+    return type(v) is tuple and len(v) <= 8 and all(
+        type(x) is tuple and len(x) == 4 and type(x[0]) is str and 0 < len(x[0]) <= 500
+        and type(x[1]) is int and 0 <= x[1] <= 1_000_000 and type(x[2]) is int and 0 <= x[2] <= 1_000_000
+        and type(x[3]) in _NUMBER and 0 <= x[3] <= 1e7 for x in v)
 
 
 def _plausible(id: Any, name: Any, eta: Any, payload: Any, status: Any, created: Any, retries: Any,
                retry_delay: Any, misfire_grace: Any, attempts: Any, crashes: Any, started: Any,
                finished: Any, owner: Any, error: Any, traceback: Any, result: Any, version: Any,
-               rev: Any, timeout: Any, lease: Any) -> bool:
+               rev: Any, timeout: Any, lease: Any, queue: Any, priority: Any, limits: Any,
+               first_call: Any, max_wait: Any) -> bool:
     """Every check of ``_CHECKS`` and ``_OPTIONAL`` in one expression: a claim decodes every
     task it takes, and the loop over them costs 5 us a record, this 1 us.  (A pickle cannot
     make subclasses here -- find_class is refused -- so exact types are what isinstance saw;
@@ -282,7 +313,15 @@ def _plausible(id: Any, name: Any, eta: Any, payload: Any, status: Any, created:
             and (traceback is None or type(traceback) is str) and (result is None or type(result) is bytes)
             and type(version) is int and 0 <= version < 2 ** 62 and type(rev) is int and 0 <= rev < 2 ** 62
             and (timeout is None or type(timeout) in n and -t <= timeout <= t)
-            and (lease is None or type(lease) in n and -t <= lease <= t))
+            and (lease is None or type(lease) in n and -t <= lease <= t)
+            and (queue == "default" and priority == 0 and type(priority) is int and limits == ()
+                 and first_call is None
+                 and max_wait is None or _flow_plausible(queue, priority, limits, first_call, max_wait)))
+
+
+def _flow_plausible(queue: Any, priority: Any, limits: Any, first_call: Any, max_wait: Any) -> bool:
+    return (_CHECKS["queue"](queue) and _CHECKS["priority"](priority) and _are_limits(limits)
+            and (first_call is None or _is_time(first_call)) and (max_wait is None or _is_time(max_wait)))
 
 
 def decode_record(blob: Any) -> TaskRecord:
@@ -309,7 +348,11 @@ def decode_record(blob: Any) -> TaskRecord:
 
 def record_from_fields(values: tuple) -> TaskRecord:
     """A record from all its fields in order (as decoded, or as a store keeps them in columns),
-    each checked as :func:`decode_record` checks them; RecordDecodeError names a wrong one."""
+    each checked as :func:`decode_record` checks them; RecordDecodeError names a wrong one.
+    A store without flow control's columns gives the fields before them: those hold their
+    defaults (queue "default", priority 0, no limits)."""
+    if len(values) == _FLOW_AT:
+        values = tuple(values) + _DEFAULTS[_FLOW_AT:]
     if len(values) != len(_FIELD_NAMES):
         raise RecordDecodeError("not a timewheel record (unexpected shape)")
     if not _plausible(*values):

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 if TYPE_CHECKING:
     from .api import Stopped, TimeWheel
@@ -72,14 +72,16 @@ def load_app(spec: str) -> "TimeWheel":
 
 
 def serve(hu: "TimeWheel", grace: float = 30.0, log_level: Optional[str] = "INFO", *,
-          on_signal: Optional[Callable[[str], None]] = None) -> "Stopped":
+          on_signal: Optional[Callable[[str], None]] = None,
+          queues: Optional[Iterable[str]] = None) -> "Stopped":
     """Start ``hu`` and run until SIGTERM or SIGINT; then take no new tasks, let running
     ones finish for up to ``grace`` seconds, record them, and return what is left.
 
     A second signal ends the process at once (tasks still running then run again after a
     restart).  ``log_level``: configure logging to stderr at that level (None: leave the
     application's logging alone).  ``on_signal`` receives the name of the signal that
-    stopped it.  Call it from the main thread (signal handlers live there).
+    stopped it.  ``queues``: run only those queues' tasks (``hu.start(queues=...)``).  Call it
+    from the main thread (signal handlers live there).
     """
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("serve() must run in the main thread (it handles signals)")
@@ -97,7 +99,7 @@ def serve(hu: "TimeWheel", grace: float = 30.0, log_level: Optional[str] = "INFO
             # after the application's import, so an application that set logging up keeps it
             logging.basicConfig(level=log_level.upper(), stream=sys.stderr, format=LOG_FORMAT)
             logging.getLogger("timewheel").setLevel(log_level.upper())
-        hu.start()
+        hu.start(queues=queues)
     except BaseException:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

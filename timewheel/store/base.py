@@ -21,6 +21,17 @@ when the backend stayed locked or unreachable for longer than its timeout, and
 :class:`~timewheel.errors.StoreError` for other failures; in both cases nothing was written.
 :class:`~timewheel.errors.DuplicateTask` when :meth:`add` finds an id taken.
 
+**Flow control** (issue 21, :mod:`timewheel.flow`) is part of :meth:`WheelStore.claim`'s
+transaction on every backend: the queues a claimer serves, the stored pauses, priorities
+among due tasks and the limits each record counts against are decided there, atomically with
+the claim, never by a check in Python before it.  A limit's slot is held from the claim until
+the outcome of that run is recorded (it is freed in the same transaction as the outcome, or as
+the requeue of a crashed run -- never sooner); its starts are logged at the store's clock.  A
+due task held back by a full limit is *parked* off the ready queue, per limit, and comes back
+when a slot frees (in the transaction that frees it) or its rate window reopens (at that time:
+:meth:`claim` reports it as ``next_eta``); its eta stays what it was.  A paused queue and a
+queue the claimer does not serve are not read at all.
+
 Ten methods are abstract.  The observers below them (``next_ready_eta``, ``ticks``,
 ``wheel_stats``, ...) have defaults built on :meth:`scan` that real backends override with a
 cheap query, so that an operator's view of a store holding a million tasks costs what it
@@ -43,6 +54,7 @@ from ..wheel import Wheel
 
 __all__ = [
     "WheelStore", "Liveness", "Doorbell", "Claimed", "Advanced", "StoreState", "EXISTING",
+    "LimitState", "QueueState",
     "BROKEN", "LISTABLE", "scan_order", "page", "broken_record", "eta_us", "finished_ms",
 ]
 
@@ -69,6 +81,31 @@ class Advanced:
     moved: int          #: tasks this call made ready
     complete: bool      #: False: more is to be made ready below ``through``; call again
     led: bool = True    #: False: another process holds the ticking role; nothing was done
+
+
+@dataclass(frozen=True)
+class LimitState:
+    """A limit as the store holds it now (flow control's observers)."""
+
+    key: str                 #: see :class:`timewheel.flow.Limit`
+    concurrency: int         #: as the last task claimed or parked under it said (0: none)
+    rate: int
+    per: float
+    running: int             #: slots held: runs claimed and not yet recorded
+    parked: int              #: due tasks waiting for it
+    recent: int              #: starts in its rate window now
+    reopen: Optional[float]  #: when its closed rate window lets parked tasks in again
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """One queue now (flow control's observers)."""
+
+    queue: str
+    pending: int             #: pending tasks, due or not
+    waiting: int             #: due and not running: ready, parked on a limit, or paused
+    running: int
+    paused: bool
 
 
 @dataclass(frozen=True)
@@ -164,6 +201,9 @@ class Doorbell:
 class WheelStore(abc.ABC):
     """Persistent wheel of task records.  One instance per process; thread-safe."""
 
+    #: True where :meth:`claim` enforces queues, pauses, priorities and limits (issue 21): a
+    #: backend without it refuses flow-controlled tasks rather than ignoring what they ask
+    flow_control: bool = False
     wheel: Wheel
     #: the file path or URL, for messages and the CLI
     location: str
@@ -210,17 +250,24 @@ class WheelStore(abc.ABC):
 
     # -- workers ------------------------------------------------------------------------------
     @abc.abstractmethod
-    def claim(self, owner: str, now: float, limit: int, queued: int = 0) -> Claimed:
-        """Atomically take up to ``limit + queued`` ready tasks whose eta is <= ``now``,
-        earliest first, and make them RUNNING for ``owner``
-        (:func:`~timewheel.records.start_run`, with a lease where the backend has them): the
-        first ``limit`` started at ``now``, the others ``queued`` (``started`` None: they
-        wait for a worker of the owner).
+    def claim(self, owner: str, now: float, limit: int, queued: int = 0, *,
+              queues: Optional[frozenset] = None) -> Claimed:
+        """Atomically take up to ``limit + queued`` ready tasks whose eta is <= ``now`` and
+        make them RUNNING for ``owner`` (:func:`~timewheel.records.start_run`, with a lease
+        where the backend has them): the first ``limit`` started at ``now``, the others
+        ``queued`` (``started`` None: they wait for a worker of the owner).
 
-        No task is ever claimed twice, across threads, processes and hosts.  A backend with
-        an authoritative clock judges ``now`` by it and ignores the argument.  With no room
-        (``limit + queued == 0``) it claims nothing; to look without claiming, ask
-        :meth:`next_ready_eta`.
+        Only tasks of ``queues`` (None: every queue) that are not paused; among the due ones
+        the highest priority first, then the earliest eta.  A task that counts against limits
+        (``rec.limits``) is taken only to start now and only as :class:`timewheel.flow.Admission`
+        admits it: its slots and its start are counted in this transaction, and a task a full
+        limit holds back is parked (see the module's docstring).  ``next_eta`` is the earliest
+        of the served ready tasks' etas and the parked tasks' reopening windows.
+
+        No task is ever claimed twice, across threads, processes and hosts, and no limit is
+        exceeded.  A backend with an authoritative clock judges ``now`` by it and ignores the
+        argument.  With no room (``limit + queued == 0``) it claims nothing; to look without
+        claiming, ask :meth:`next_ready_eta`.
         """
 
     def change(self, task_id: str, allowed: Callable[[TaskRecord], bool],
@@ -245,12 +292,48 @@ class WheelStore(abc.ABC):
         return rec, None
 
     def record_and_claim(self, changes: Sequence[tuple[TaskRecord, TaskRecord]], owner: str,
-                         now: float, limit: int, queued: int = 0
+                         now: float, limit: int, queued: int = 0, *,
+                         queues: Optional[frozenset] = None
                          ) -> tuple[list[Optional[TaskRecord]], Claimed]:
         """:meth:`swap` the outcomes of finished runs, then :meth:`claim` more: a worker's
         round.  Each part keeps its own guarantees; a backend that can do both in one
         transaction or round trip overrides this."""
-        return (self.swap(changes) if changes else []), self.claim(owner, now, limit, queued)
+        return (self.swap(changes) if changes else []), self.claim(owner, now, limit, queued,
+                                                                   queues=queues)
+
+    # -- flow control: pauses, who serves what, limits and queues ------------------------------
+    def pause(self, queue: str) -> bool:
+        """Stop claims of ``queue``'s tasks in every process until :meth:`resume` (stored:
+        it survives restarts).  True if it was not paused."""
+        raise StoreError(f"{self.location}: this store keeps no pauses")
+
+    def resume(self, queue: str) -> bool:
+        """Let ``queue``'s tasks be claimed again, and wake the runners.  True if it was paused."""
+        raise StoreError(f"{self.location}: this store keeps no pauses")
+
+    def paused(self) -> frozenset:
+        """The paused queues."""
+        return frozenset()
+
+    def serve(self, token: str, queues: Optional[frozenset]) -> None:  # noqa: B027 - optional
+        """Record that the started process ``token`` claims ``queues`` (None: every queue),
+        for :meth:`served`; :meth:`unserve` when it stops.  Dead processes' entries are ignored."""
+
+    def unserve(self, token: str) -> None:  # noqa: B027 - optional
+        """Forget what :meth:`serve` recorded for ``token``."""
+
+    def served(self) -> dict[str, Optional[frozenset]]:
+        """What each live started process claims (None: every queue)."""
+        return {}
+
+    def limit_states(self, keys: Optional[Iterable[str]] = None) -> list[LimitState]:
+        """The limits that hold slots, parked tasks or recent starts (only ``keys``, if
+        given, whether or not they hold anything), by key."""
+        return []
+
+    def queue_states(self, now: float) -> list[QueueState]:
+        """Every queue that has pending or running tasks, or is paused, by name."""
+        return []
 
     # -- the ticking process ------------------------------------------------------------------
     @abc.abstractmethod

@@ -10,12 +10,14 @@ by ``add`` as :mod:`timewheel.store.rules` says.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import os
 import threading
 import time
 from typing import Callable, Iterable, Optional, Sequence
 
+from .. import flow
 from ..records import PENDING, RUNNING, RecordDecodeError, TaskRecord
 from ..wheel import Wheel
 from . import rules
@@ -23,7 +25,9 @@ from .base import (
     BROKEN,
     Advanced,
     Claimed,
+    LimitState,
     Liveness,
+    QueueState,
     StoreState,
     WheelStore,
     check_existing,
@@ -31,6 +35,8 @@ from .base import (
     page,
     purge_statuses,
 )
+
+Band = tuple[str, int]          #: (queue, priority): one ready queue of the claim's
 
 __all__ = ["MemoryStore", "MemoryLiveness"]
 
@@ -59,6 +65,8 @@ class MemoryLiveness(Liveness):
 
 
 class MemoryStore(WheelStore):
+    flow_control = True       #: see WheelStore.flow_control
+
     def __init__(self, wheel: Wheel = Wheel(), *, clock: Callable[[], float] = time.time) -> None:
         self.wheel = wheel
         self.location = "memory"
@@ -67,7 +75,18 @@ class MemoryStore(WheelStore):
         self._lock = threading.RLock()
         self._records: dict[str, TaskRecord] = {}
         self._wheel: dict[int, set[str]] = {}       # tick -> ids, pending and not yet ready
-        self._ready: list[tuple[float, str, int]] = []   # heap of (eta, id, rev); stale entries skipped
+        # ready tasks per (queue, priority): heaps of (eta, id, rev); stale entries skipped
+        self._bands: dict[Band, list[tuple[float, str, int]]] = {}
+        # flow control: parked tasks per limit key, heaps of (-priority, eta, id, rev); slots
+        # held (ids running under each limit); starts logged per limit (ascending); the last
+        # spec seen per limit; when a closed rate window lets its parked tasks in
+        self._parked: dict[str, list[tuple[int, float, str, int]]] = {}
+        self._held: dict[str, set[str]] = {}
+        self._starts: dict[str, list[float]] = {}
+        self._specs: dict[str, flow.Limit] = {}
+        self._reopen: dict[str, float] = {}
+        self._paused: set[str] = set()
+        self._serving: dict[str, Optional[frozenset]] = {}
         self._state = StoreState(horizon=wheel.current_tick(clock()))
         self._ring = False               # a task became ready: ring once the lock is released
 
@@ -79,13 +98,53 @@ class MemoryStore(WheelStore):
             if bucket is not None:
                 bucket.discard(old.id)
         self._records[rec.id] = rec
+        if old is not None and old.status == RUNNING and old.limits and rec.status != RUNNING:
+            self._free(old)                  # its outcome or requeue frees its slots
+        elif old is not None and old.status == PENDING and old.limits and rec.status != PENDING:
+            self._pass_on(old)
         if rec.status == PENDING:
             t = self.wheel.due_tick(rec.eta)
             if t <= self._state.horizon:
-                heapq.heappush(self._ready, (rec.eta, rec.id, rec.rev))
-                self._ring = True
+                self._make_ready(rec)
             else:
                 self._wheel.setdefault(t, set()).add(rec.id)
+
+    def _make_ready(self, rec: TaskRecord) -> None:
+        heapq.heappush(self._bands.setdefault((rec.queue, rec.priority), []), (rec.eta, rec.id, rec.rev))
+        self._ring = True
+
+    def _free(self, old: TaskRecord) -> None:
+        """``old`` no longer runs: free its slots, and let one parked task per slot back in."""
+        for key, *_ in old.limits:
+            holders = self._held.get(key)
+            if holders is not None and old.id in holders:
+                holders.discard(old.id)
+                if not holders:
+                    del self._held[key]
+                self._release(key, 1)
+
+    def _pass_on(self, old: TaskRecord) -> None:
+        """A pending task with limits leaves (cancelled): a slot freed for it, if it was let
+        back in for one, goes to the next task parked on that limit."""
+        for key, concurrency, _, _ in old.limits:
+            if concurrency and len(self._held.get(key, ())) < concurrency:
+                self._release(key, 1)
+
+    def _release(self, key: str, n: int) -> int:
+        """Move up to ``n`` tasks parked on ``key`` back to the ready queue (the claim decides
+        again); how many."""
+        heap = self._parked.get(key, [])
+        moved = 0
+        while heap and moved < n:
+            _, _, task_id, rev = heapq.heappop(heap)
+            rec = self._records.get(task_id)
+            if rec is not None and rec.rev == rev and rec.status == PENDING:
+                self._make_ready(rec)
+                moved += 1
+        if not heap:
+            self._parked.pop(key, None)
+            self._reopen.pop(key, None)
+        return moved
 
     def _flush_ring(self) -> None:
         if self._ring:
@@ -132,30 +191,108 @@ class MemoryStore(WheelStore):
         return out
 
     # -- workers --------------------------------------------------------------------------------
-    def claim(self, owner: str, now: float, limit: int, queued: int = 0) -> Claimed:
+    def claim(self, owner: str, now: float, limit: int, queued: int = 0, *,
+              queues: Optional[frozenset] = None) -> Claimed:
         taken: list[TaskRecord] = []
         with self._lock:
-            while self._ready:
-                eta, task_id, rev = self._ready[0]
-                if not self._is_ready(eta, task_id, rev):
-                    heapq.heappop(self._ready)
-                    continue
-                if eta > now or len(taken) >= limit + queued:
+            now = max(now, self.now())          # under the lock: starts are logged in order
+            self._release_reopened(now)
+            adm = flow.Admission(lambda lim: self._usage(lim, now), now, limit, queued)
+            bands = self._served_bands(queues)
+            left: list[tuple[Band, tuple[float, str, int]]] = []
+            while not adm.full:
+                best = self._best_due(bands, now)
+                if best is None:
                     break
-                heapq.heappop(self._ready)
-                new = rules.claimed(self._records[task_id], owner, now, queued=len(taken) >= limit)
-                self._store(new)
-                taken.append(new)
-            return Claimed(taken, self._ready_head())
+                band, entry = best
+                heapq.heappop(self._bands[band])
+                rec = self._records[entry[1]]
+                verdict = adm.offer(rec.limits)
+                if verdict.kind in (flow.START, flow.QUEUE):
+                    new = rules.claimed(rec, owner, now, queued=verdict.kind == flow.QUEUE)
+                    self._store(new)
+                    for key, _, rate, _ in rec.limits:
+                        self._held.setdefault(key, set()).add(rec.id)
+                        if rate:
+                            bisect.insort(self._starts.setdefault(key, []), now)
+                    taken.append(new)
+                elif verdict.kind == flow.PARK:
+                    self._park(rec, verdict)
+                else:
+                    left.append((band, entry))
+            for band, entry in left:
+                heapq.heappush(self._bands[band], entry)
+            for key in adm.taken:
+                self._specs[key] = next(flow.Limit._make(x) for r in taken for x in r.limits if x[0] == key)
+                self._rearm(key, now)
+            for key, free in adm.free_slots().items():
+                self._release(key, free)
+            return Claimed(taken, self._next_eta(bands))
+
+    def _served_bands(self, queues: Optional[frozenset]) -> list[Band]:
+        return [b for b in self._bands if (queues is None or b[0] in queues) and b[0] not in self._paused]
+
+    def _best_due(self, bands: list[Band], now: float) -> "Optional[tuple[Band, tuple[float, str, int]]]":
+        """The due ready task to offer next: highest priority, then earliest eta."""
+        best = None
+        for band in bands:
+            heap = self._bands[band]
+            while heap and not self._is_ready(*heap[0]):
+                heapq.heappop(heap)               # stale: changed since it was queued
+            if heap and heap[0][0] <= now and (best is None or (-band[1], heap[0]) < (-best[0][1], best[1])):
+                best = (band, heap[0])
+        return best
+
+    def _park(self, rec: TaskRecord, verdict: flow.Verdict) -> None:
+        lim = verdict.limit
+        assert lim is not None
+        heapq.heappush(self._parked.setdefault(lim.key, []), (-rec.priority, rec.eta, rec.id, rec.rev))
+        self._specs[lim.key] = lim
+        if verdict.until is not None:
+            self._reopen[lim.key] = min(self._reopen.get(lim.key, verdict.until), verdict.until)
+
+    def _usage(self, lim: flow.Limit, now: float) -> flow.Usage:
+        starts = self._starts.get(lim.key, [])
+        cut = bisect.bisect_right(starts, now - lim.per - 1.0)
+        if cut:
+            del starts[:cut]                  # a second out of the window: forgotten
+        # (a microsecond's margin: now - per rounded up must not drop a start just inside)
+        return flow.Usage(len(self._held.get(lim.key, ())),
+                          starts[bisect.bisect_right(starts, now - lim.per - 1e-6):] if lim.rate else ())
+
+    def _release_reopened(self, now: float) -> None:
+        """Let the tasks parked on rate windows that have reopened back in, as many as each
+        window admits now."""
+        for key, at in list(self._reopen.items()):
+            if at <= now:
+                spec = self._specs[key]
+                room = spec.rate - len(self._usage(spec, now).starts)
+                if room > 0:
+                    self._release(key, room)
+                self._rearm(key, now)
+
+    def _rearm(self, key: str, now: float) -> None:
+        """When the parked tasks of ``key`` may next come in by its rate window (none: a slot
+        frees them, or nothing is parked)."""
+        spec = self._specs.get(key)
+        if key not in self._parked or spec is None or not spec.rate:
+            self._reopen.pop(key, None)
+            return
+        self._reopen[key] = flow.next_opening(self._usage(spec, now).starts, spec.rate, spec.per, now)
+
+    def _next_eta(self, bands: list[Band]) -> Optional[float]:
+        heads = [h for h in (self._band_head(b) for b in bands) if h is not None]
+        return min(heads + list(self._reopen.values()), default=None)
+
+    def _band_head(self, band: Band) -> Optional[float]:
+        heap = self._bands.get(band, [])
+        while heap and not self._is_ready(*heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
     def next_ready_eta(self) -> Optional[float]:
         with self._lock:
-            return self._ready_head()
-
-    def _ready_head(self) -> Optional[float]:
-        while self._ready and not self._is_ready(*self._ready[0]):
-            heapq.heappop(self._ready)            # stale: changed since it was queued
-        return self._ready[0][0] if self._ready else None
+            return min((h for h in map(self._band_head, list(self._bands)) if h is not None), default=None)
 
     # -- the ticking process --------------------------------------------------------------------
     def advance(self, through: int, limit: int, leader: str) -> Advanced:
@@ -165,8 +302,7 @@ class MemoryStore(WheelStore):
             for t in sorted(t for t in self._wheel if horizon < t <= through):
                 bucket = self._wheel[t]
                 while bucket and moved < limit:
-                    rec = self._records[bucket.pop()]
-                    heapq.heappush(self._ready, (rec.eta, rec.id, rec.rev))
+                    self._make_ready(self._records[bucket.pop()])
                     moved += 1
                 if bucket:
                     reached = t - 1          # the page is full: the rest of this tick next time
@@ -176,6 +312,7 @@ class MemoryStore(WheelStore):
                 reached = through
             reached = max(horizon, reached)
             self._state = StoreState(reached, leader, self.now())
+            self._ring = False
         if moved:
             self.ring()
         return Advanced(reached, moved, reached >= through)
@@ -218,3 +355,67 @@ class MemoryStore(WheelStore):
             recs.sort(key=lambda r: r.id)
             return [r for r in recs if after is None or r.id > after.id][:limit]
         return page(recs, status, after, limit)
+
+    # -- flow control -----------------------------------------------------------------------------
+    def pause(self, queue: str) -> bool:
+        flow.check_queue(queue)
+        with self._lock:
+            was = queue in self._paused
+            self._paused.add(queue)
+        return not was
+
+    def resume(self, queue: str) -> bool:
+        flow.check_queue(queue)
+        with self._lock:
+            was = queue in self._paused
+            self._paused.discard(queue)
+        self.ring()
+        return was
+
+    def paused(self) -> frozenset:
+        with self._lock:
+            return frozenset(self._paused)
+
+    def serve(self, token: str, queues: Optional[frozenset]) -> None:
+        with self._lock:
+            self._serving[token] = queues
+
+    def unserve(self, token: str) -> None:
+        with self._lock:
+            self._serving.pop(token, None)
+
+    def served(self) -> dict[str, Optional[frozenset]]:
+        with self._lock:
+            return {t: q for t, q in self._serving.items() if not self.liveness.is_dead(t)}
+
+    def limit_states(self, keys: Optional[Iterable[str]] = None) -> list[LimitState]:
+        now = self.now()
+        with self._lock:
+            wanted = set(keys) if keys is not None else (
+                set(self._held) | set(self._parked) | {k for k, v in self._starts.items() if v})
+            out = []
+            for key in sorted(wanted):
+                spec = self._specs.get(key, flow.Limit(key))
+                parked = sum(1 for _, _, i, rev in self._parked.get(key, ())
+                             if (r := self._records.get(i)) is not None and r.rev == rev)
+                recent = len(self._usage(spec, now).starts) if spec.rate else 0
+                out.append(LimitState(key, spec.concurrency, spec.rate, spec.per,
+                                      len(self._held.get(key, ())), parked, recent, self._reopen.get(key)))
+            return out
+
+    def queue_states(self, now: float) -> list[QueueState]:
+        per: dict[str, list[int]] = {}
+        with self._lock:
+            parked = {(i, rev) for heap in self._parked.values() for _, _, i, rev in heap}
+            for r in self._records.values():
+                if r.status not in (PENDING, RUNNING):
+                    continue
+                c = per.setdefault(r.queue, [0, 0, 0])
+                if r.status == RUNNING:
+                    c[2] += 1
+                else:
+                    c[0] += 1
+                    c[1] += r.eta <= now or (r.id, r.rev) in parked
+            for q in self._paused:
+                per.setdefault(q, [0, 0, 0])
+            return [QueueState(q, p, w, n, q in self._paused) for q, (p, w, n) in sorted(per.items())]

@@ -27,7 +27,21 @@ Keys, all under the hash tag ``{ns}`` so that every script touches one cluster s
 ``{ns}:slotn``               hash slot -> occupied cells: the CLI's wheel view costs what it prints
 ``{ns}:leader``              the ticking process's token (``SET NX PX``, renewed by its owner)
 ``{ns}:alive:<token>``       a process's heartbeat (expires unless renewed)
+``{ns}:ready:<band>``        flow control (issue 21): ready tasks of another queue or priority
+``{ns}:wb:<slot>:<cycle>``   than ("default", 0) -- its *band*, ``<queue>:<100 - priority>`` --
+``{ns}:bands``               and their wheel entries; the bands used (ZSET, lexical)
+``{ns}:park:<limit>``        tasks parked on a full limit, by priority then eta (the task hash's
+                             ``pk`` names the limit, ``pe`` keeps the eta)
+``{ns}:held:<limit>``        SET of the running tasks that hold a slot of the limit
+``{ns}:starts:<limit>``      ZSET of its starts within its rate window (server time, us)
+``{ns}:limits``, ``reopen``  hash limit -> ``concurrency|rate|window us``; ZSET limit -> when
+                             its closed rate window lets parked tasks in again
+``{ns}:paused``, ``serve``   SET of paused queues; hash token -> the queues a process claims
+``{ns}:qcounts``             hash ``queue|status`` -> pending/running tasks of other queues
 ===========================  ===================================================================
+
+The task hash also holds ``q`` (its band, if not the default one) and ``lm`` (its limits, for
+the scripts: key, concurrency, rate and window, \\x1f-separated, one limit per \\x1e).
 
 Every change of more than one key is one Lua script (:mod:`timewheel.store.redis_lua`).  The
 server's clock is the store's: scripts read ``TIME``, so a task is never claimed before its
@@ -79,7 +93,9 @@ from .base import (
     Advanced,
     Claimed,
     Doorbell,
+    LimitState,
     Liveness,
+    QueueState,
     StoreState,
     WheelStore,
     broken_record,
@@ -92,6 +108,7 @@ from .base import (
 )
 from .redis_client import RedisClient, redis
 from .redis_client import text as _text
+from .redis_flow import RedisFlow, bands_of
 
 __all__ = ["RedisStore", "RedisLiveness", "FORMAT", "DEFAULT_LEASE"]
 
@@ -130,6 +147,16 @@ def _opt_time(v: Optional[bytes]) -> Optional[float]:
     return t
 
 
+def _band(rec: TaskRecord) -> str:
+    """A task's band (see the key table): "" for the default queue at priority 0."""
+    return "" if rec.queue == "default" and not rec.priority else "%s:%03d" % (rec.queue, 100 - rec.priority)
+
+
+def _limits(rec: TaskRecord) -> str:
+    """A task's limits as the scripts read them (windows in whole microseconds)."""
+    return "\x1e".join(f"{k}\x1f{c}\x1f{r}\x1f{round(p * 1e6)}" for k, c, r, p in rec.limits)
+
+
 class _Keys:
     """Names of a namespace's keys: ``{ns}:...``, one hash tag."""
 
@@ -139,6 +166,23 @@ class _Keys:
         self.ready, self.running = p + "ready", p + "running"
         self.ticks, self.tickn, self.slotn = p + "ticks", p + "tickn", p + "slotn"
         self.xn, self.broken, self.leader = p + "xn", p + "broken", p + "leader"
+        self.bands, self.limits, self.reopen = p + "bands", p + "limits", p + "reopen"
+        self.paused, self.serve, self.qcounts = p + "paused", p + "serve", p + "qcounts"
+
+    def band_ready(self, band: str) -> str:
+        return self.ready if not band else self.prefix + "ready:" + band
+
+    def band_cell(self, tick: int, slots: int) -> str:
+        return f"{self.prefix}wb:{tick % slots}:{tick // slots}"
+
+    def park(self, key: str) -> str:
+        return self.prefix + "park:" + key
+
+    def held(self, key: str) -> str:
+        return self.prefix + "held:" + key
+
+    def starts(self, key: str) -> str:
+        return self.prefix + "starts:" + key
 
     def task(self, task_id: str) -> str:
         return self.prefix + "t:" + task_id
@@ -320,6 +364,8 @@ class RedisStore(WheelStore):
         removes its index entries.  ``None``: kept until purged.
     """
 
+    flow_control = True       #: see WheelStore.flow_control
+
     def __init__(self, url: str, wheel: Optional[Wheel] = None, *, namespace: str = "timewheel",
                  timeout: float = 10.0, readonly: bool = False,
                  clock: Callable[[], float] = time.time, lease: Optional[float] = None,
@@ -354,6 +400,7 @@ class RedisStore(WheelStore):
         self.channel = f"{self.keys.prefix}bell:{self._client.db}"
         self.wheel = self._set_up(wheel)
         self.liveness = RedisLiveness(self)
+        self._flow = RedisFlow(self)
 
     # -- talking to the server (store/redis_client.py) -----------------------------------------
     def _io(self, call: Callable[[Any], Any], write: bool = False) -> Any:
@@ -397,7 +444,7 @@ class RedisStore(WheelStore):
 
     # -- writing records ----------------------------------------------------------------------
     def _item(self, rec: TaskRecord, expect: "Optional[int | str]") -> list[Any]:
-        """PUT's 13 values for storing ``rec`` if the stored rev (the hash's ``v`` field) is
+        """PUT's 15 values for storing ``rec`` if the stored rev (the hash's ``v`` field) is
         ``expect`` (None: no such task)."""
         tick: Any = ""
         if rec.status == PENDING:
@@ -409,7 +456,7 @@ class RedisStore(WheelStore):
             score = finished_ms(rec.finished)
         return [rec.id, "" if expect is None else expect, rec.status, rec.name, tick, score, rec.rev,
                 rec.attempts, rec.owner or "", _num(rec.started), _num(rec.finished), _num(rec.lease),
-                encode_record(rec)]
+                encode_record(rec), _band(rec), _limits(rec)]
 
     def _put(self, mode: str, items: list[list[Any]]) -> list[int]:
         return [int(x) for x in self._script("put", self._put_args(mode, items))]
@@ -425,11 +472,14 @@ class RedisStore(WheelStore):
         check_existing(existing)
         if not records:
             return []
-        if existing == "fail" and len(records) == 1 and records[0].status == PENDING:
-            # delay()'s: one new pending task, by the script cut to that (redis_lua.ADD)
+        if existing == "fail" and len(records) == 1 and records[0].status == PENDING and not (
+                _band(records[0])):
+            # delay()'s: one new pending task of the default band, by the script cut to that
+            # (redis_lua.ADD); another queue or priority goes to PUT, which keeps its band
             rec = records[0]
             done = self._script("add", [rec.id, rec.name, self.wheel.due_tick(rec.eta), eta_us(rec.eta),
-                                        rec.rev, rec.attempts, encode_record(rec), self.channel])
+                                        rec.rev, rec.attempts, encode_record(rec), self.channel,
+                                        _limits(rec)])
             if done == 1:
                 return [rec]
             if done == 0:
@@ -503,28 +553,31 @@ class RedisStore(WheelStore):
         return [p if p is not None and next(results) == 1 else None for p in planned]
 
     # -- workers ------------------------------------------------------------------------------
-    def claim(self, owner: str, now: float, limit: int, queued: int = 0) -> Claimed:
+    def claim(self, owner: str, now: float, limit: int, queued: int = 0, *,
+              queues: Optional[frozenset] = None) -> Claimed:
         limit, queued = max(0, limit), max(0, queued)
-        return self._claimed(self._script("claim", self._claim_args(owner, limit, queued)), owner, limit)
+        return self._claimed(self._script("claim", self._claim_args(owner, limit, queued, queues)),
+                             owner, limit)
 
     def record_and_claim(self, changes: Sequence[tuple[TaskRecord, TaskRecord]], owner: str,
-                         now: float, limit: int, queued: int = 0
+                         now: float, limit: int, queued: int = 0, *, queues: Optional[frozenset] = None
                          ) -> tuple[list[Optional[TaskRecord]], Claimed]:
         """The outcomes' script and the claim's, pipelined: one round trip (and one fsync
         with ``appendfsync always``) per worker round, shared with other threads' calls
         meanwhile.  Each script is atomic on its own."""
         planned, items = self._plan_swap(changes)
         if not items:
-            return self._swapped(planned, []), self.claim(owner, now, limit, queued)
+            return self._swapped(planned, []), self.claim(owner, now, limit, queued, queues=queues)
         limit, queued = max(0, limit), max(0, queued)
         done, res = self._client.scripts([("put", self._put_args("each", items)),
-                                          ("claim", self._claim_args(owner, limit, queued))])
+                                          ("claim", self._claim_args(owner, limit, queued, queues))])
         return self._swapped(planned, done), self._claimed(res, owner, limit)
 
-    def _claim_args(self, owner: str, limit: int, queued: int) -> list[Any]:
+    def _claim_args(self, owner: str, limit: int, queued: int, queues: Optional[frozenset]) -> list[Any]:
         own = "1" if owner == self.liveness.token else "0"
         return [owner, limit + queued, round(self.lease * 1e6), own,
-                RedisLiveness._ms(self.liveness.alive_ttl), limit]
+                RedisLiveness._ms(self.liveness.alive_ttl), limit,
+                "" if queues is None else ",".join(sorted(queues)), self.channel]
 
     def _claimed(self, res: Sequence[Any], owner: str, limit: int) -> Claimed:
         started, lease, head = float(res[0]), float(res[1]), _text(res[2])
@@ -587,8 +640,38 @@ class RedisStore(WheelStore):
                              f"damaged (horizon {horizon!r})") from None
 
     def next_ready_eta(self) -> Optional[float]:
-        head = self._io(lambda c: c.zrange(self.keys.ready, 0, 0, withscores=True))
-        return head[0][1] / 1e6 if head else None
+        def read(c: Any) -> list:
+            pipe = c.pipeline(transaction=False)
+            for key in [self.keys.ready] + [self.keys.band_ready(b) for b in bands_of(self.keys, c)]:
+                pipe.zrange(key, 0, 0, withscores=True)
+            return pipe.execute()
+        heads = [h[0][1] for h in self._io(read) if h]
+        return min(heads) / 1e6 if heads else None
+
+    # -- flow control (store/redis_flow.py) ---------------------------------------------------
+    def pause(self, queue: str) -> bool:
+        return self._flow.pause(queue)
+
+    def resume(self, queue: str) -> bool:
+        return self._flow.resume(queue)
+
+    def paused(self) -> frozenset:
+        return self._flow.paused()
+
+    def serve(self, token: str, queues: Optional[frozenset]) -> None:
+        self._flow.serve(token, queues)
+
+    def unserve(self, token: str) -> None:
+        self._flow.unserve(token)
+
+    def served(self) -> dict[str, Optional[frozenset]]:
+        return self._flow.served()
+
+    def limit_states(self, keys: Optional[Iterable[str]] = None) -> list[LimitState]:
+        return self._flow.limit_states(keys)
+
+    def queue_states(self, now: float) -> list[QueueState]:
+        return self._flow.queue_states(now)
 
     def counts(self) -> dict[tuple[str, str], int]:
         out = {}
@@ -640,7 +723,10 @@ class RedisStore(WheelStore):
             return self._page(self._decoded(ids), status, name, after, limit)
         if status == PENDING:
             mark = None if after is None else (eta_us(after.eta), after.id)
-            entries = heapq.merge(self._walk(self.keys.ready, mark), self._wheel_entries(mark),
+            bands = self._io(lambda c: bands_of(self.keys, c))
+            entries = heapq.merge(self._walk(self.keys.ready, mark),
+                                  *[self._walk(self.keys.band_ready(b), mark) for b in bands],
+                                  self._wheel_entries(mark, bool(bands)), iter(self._flow.parked(mark)),
                                   key=lambda e: (e[1], e[0]))
         else:
             mark = None if after is None else (finished_ms(after.finished), after.id)
@@ -689,14 +775,21 @@ class RedisStore(WheelStore):
             return c.zrangebyscore(key, edge, "+inf", start=skip, num=_PAGE, withscores=True)
         return [(_text(m), s) for m, s in self._io(read)]
 
-    def _wheel_entries(self, mark: Optional[tuple[float, str]]) -> Iterator[tuple[str, float]]:
-        """(id, eta us) of the pending tasks in the wheel's cells, in due order."""
+    def _wheel_entries(self, mark: Optional[tuple[float, str]], bands: bool = False
+                       ) -> Iterator[tuple[str, float]]:
+        """(id, eta us) of the pending tasks in the wheel's cells, in due order (``bands``:
+        the cells of other bands too)."""
         first = self.state().horizon + 1
         if mark is not None:
             first = max(first, self.wheel.due_tick(mark[0] / 1e6))
         # ticks are scored by themselves: start just below ``first``
         for tick, _ in self._walk(self.keys.ticks, (first - 0.5, "")):
-            yield from self._walk(self.keys.cell(int(tick), self.wheel.slots), mark)
+            cell = self._walk(self.keys.cell(int(tick), self.wheel.slots), mark)
+            if not bands:
+                yield from cell
+                continue
+            yield from heapq.merge(cell, self._walk(self.keys.band_cell(int(tick), self.wheel.slots), mark),
+                                   key=lambda e: (e[1], e[0]))
 
     def _by_prefix(self, status: str, name: Optional[str], prefix: str, after: Optional[TaskRecord],
                    limit: Optional[int]) -> list[TaskRecord]:

@@ -74,6 +74,7 @@ end
 -- index ends up in it; a script meeting the same task twice flushes in between.
 local PHASE = {ZREM = 1, HDEL = 1, DEL = 1, ZADD = 2, HSET = 2}
 local OPS, ORDER, COUNTS, TICKS = {ZREM = {}, HDEL = {}, DEL = {}, ZADD = {}, HSET = {}}, {}, {}, {}
+local QC = {}                                    -- pending/running per queue other than 'default'
 
 local function later(cmd, key, a, b)             -- key false: the values are keys (DEL)
   local op = OPS[cmd][key]
@@ -93,6 +94,87 @@ local function count(status, name, d)            -- tasks per (status, name)
   COUNTS[f] = (COUNTS[f] or 0) + d
 end
 local function tick_count(t, d) TICKS[t] = (TICKS[t] or 0) + d end   -- pending per due tick
+
+-- Flow control (issue 21).  A band is '<queue>:<100 - priority, 3 digits>' (none: the default
+-- queue at priority 0): its ready tasks are in their own ZSET, its wheel entries in the cell's
+-- 'wb:' ZSET.  A task's limits are its hash's 'lm' field: key, concurrency, rate, window in us,
+-- separated by \31, limits by \30.
+local function band_ready(b)
+  if not b or b == '' then return P .. 'ready' end
+  return P .. 'ready:' .. b
+end
+local function band_cell(t, b)
+  if not b or b == '' then return cell(t) end
+  local slot, cycle = slot_cycle(t)
+  return P .. 'wb:' .. fmt(slot) .. ':' .. fmt(cycle)
+end
+local function qcount(b, status, d)
+  if b and b ~= '' then
+    local q = string.match(b, '^(.*):%d%d%d$')
+    if q and q ~= 'default' then QC[q .. '|' .. status] = (QC[q .. '|' .. status] or 0) + d end
+  end
+end
+local function limits_of(lm)                     -- {{key, concurrency, rate, per_us}, ...}
+  local out = {}
+  if not lm or lm == '' then return out end
+  for item in string.gmatch(lm, '[^\30]+') do
+    local f = {}
+    for v in string.gmatch(item, '[^\31]+') do f[#f + 1] = v end
+    out[#out + 1] = {f[1], tonumber(f[2]), tonumber(f[3]), tonumber(f[4])}
+  end
+  return out
+end
+local RELEASED = 0
+local function release(key, n)                   -- the first n tasks parked on key, back to ready
+  local park = P .. 'park:' .. key
+  local ids = redis.call('ZRANGE', park, 0, n - 1)
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', park, id)
+    local h = redis.call('HMGET', P .. 't:' .. id, 'q', 'pe', 's', 'pk')
+    if h[3] == 'pending' and h[4] == key then
+      redis.call('HDEL', P .. 't:' .. id, 'pk', 'pe')
+      redis.call('ZADD', band_ready(h[1]), h[2], id)
+      RELEASED = RELEASED + 1
+    end
+  end
+  if redis.call('EXISTS', park) == 0 then redis.call('ZREM', P .. 'reopen', key) end
+end
+local function free(id, lm)                      -- a run ended: its slots free, one parked task each
+  for _, lim in ipairs(limits_of(lm)) do
+    if redis.call('SREM', P .. 'held:' .. lim[1], id) == 1 then release(lim[1], 1) end
+  end
+end
+local function pass_on(lm)                       -- a pending task with limits left: its slot, if
+  for _, lim in ipairs(limits_of(lm)) do         -- one was freed for it, to the next parked one
+    if lim[2] > 0 and redis.call('SCARD', P .. 'held:' .. lim[1]) < lim[2] then release(lim[1], 1) end
+  end
+end
+local function window(key, per_us, now)          -- starts logged after now - per
+  redis.call('ZREMRANGEBYSCORE', P .. 'starts:' .. key, '-inf', now - per_us)
+  return redis.call('ZCARD', P .. 'starts:' .. key)
+end
+local function opening(key, rate, per_us, now, taken)   -- flow.next_opening's twin
+  local n = window(key, per_us, now) + taken
+  if n < rate then return now end
+  local batch = math.max(1, math.floor(rate / 100))
+  local j = n - rate + math.min(batch, rate) - 1
+  local at = now
+  if j < n - taken then
+    at = tonumber(redis.call('ZRANGE', P .. 'starts:' .. key, j, j, 'WITHSCORES')[2])
+  end
+  return math.max(at + per_us + 1, now)
+end
+local function rearm(key, now)                   -- when key's parked tasks may next come in
+  local spec = redis.call('HGET', P .. 'limits', key)
+  if spec and redis.call('EXISTS', P .. 'park:' .. key) == 1 then
+    local c, r, per = string.match(spec, '^(%d+)|(%d+)|(%d+)$')
+    if tonumber(r) > 0 then
+      redis.call('ZADD', P .. 'reopen', opening(key, tonumber(r), tonumber(per), now, 0), key)
+      return
+    end
+  end
+  redis.call('ZREM', P .. 'reopen', key)
+end
 
 local function flush()
   for phase = 1, 2 do
@@ -114,6 +196,12 @@ local function flush()
       redis.call('HDEL', P .. 'counts', f)
     end
   end
+  for f, d in pairs(QC) do
+    if d ~= 0 and redis.call('HINCRBY', P .. 'qcounts', f, d) <= 0 then
+      redis.call('HDEL', P .. 'qcounts', f)
+    end
+  end
+  QC = {}
   for t, d in pairs(TICKS) do
     if d ~= 0 then
       local n = redis.call('HINCRBY', P .. 'tickn', t, d)
@@ -131,11 +219,13 @@ local function flush()
   OPS, ORDER, COUNTS, TICKS = {ZREM = {}, HDEL = {}, DEL = {}, ZADD = {}, HSET = {}}, {}, {}, {}
 end
 
-local function unplace(id, s, name, k)           -- out of its status's index and counters
+local function unplace(id, s, name, k, b, pk)    -- out of its status's index and counters
   if s == 'pending' then
-    zrem(P .. 'ready', id)                        -- ready, or in its cell: removing from both
-    if k then zrem(cell(tonumber(k)), id); tick_count(k, -1) end   -- costs no lookup
-  elseif s == 'running' then zrem(P .. 'running', id)
+    zrem(band_ready(b), id)                       -- ready, or in its cell: removing from both
+    if k then zrem(band_cell(tonumber(k), b), id); tick_count(k, -1) end   -- costs no lookup
+    if pk then zrem(P .. 'park:' .. pk, id) end
+    qcount(b, 'pending', -1)
+  elseif s == 'running' then zrem(P .. 'running', id); qcount(b, 'running', -1)
   elseif s == 'broken' then zrem(P .. 'broken', id)
   else zrem(P .. 'x:' .. s, id); later('HDEL', P .. 'xn', id) end
   count(s, name, -1)
@@ -158,13 +248,13 @@ return redis.call('HMGET', KEYS[1], 'format', 'slots', 'tick')
 
 #: Write whole records, each only if the stored one is still what the caller saw.
 #: ARGV: mode ('all': every item or none; 'each': independently), result TTL in ms (0: none),
-#: bell channel, then 13 values per item: id, expected rev ('' = must not be stored), status,
+#: bell channel, then 15 values per item: id, expected rev ('' = must not be stored), status,
 #: name, due tick (pending) or '', score (eta us / lease us / finished ms), rev, attempts,
-#: owner, started, finished, lease ('' = None), record.
+#: owner, started, finished, lease ('' = None), record, band ('' = the default one), limits.
 #: Returns {1} or {0, index of the first conflict} ('all'), or a 1/0 per item ('each').
 PUT = _PRELUDE + r"""
 local mode, ttl, channel = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local W = 13
+local W = 15
 local n = (#ARGV - 3) / W
 local function arg(j, f) return ARGV[3 + (j - 1) * W + f] end
 local function key_of(j) return P .. 't:' .. arg(j, 1) end
@@ -197,7 +287,7 @@ local horizon = tonumber(redis.call('HGET', META, 'horizon'))
 local head = ready_head()
 local ring = false
 local seen, out = {}, {}
-local OPTIONAL = {{'k', 5}, {'o', 9}, {'st', 10}, {'f', 11}, {'l', 12}}
+local OPTIONAL = {{'k', 5}, {'o', 9}, {'st', 10}, {'f', 11}, {'l', 12}, {'q', 14}, {'lm', 15}}
 for j = 1, n do
   local id, s, name, k, score = arg(j, 1), arg(j, 3), arg(j, 4), arg(j, 5), arg(j, 6)
   if seen[id] then flush() end                    -- its first occurrence's writes come first
@@ -205,16 +295,18 @@ for j = 1, n do
   if mode == 'all' or matches(j) then
     local key = key_of(j)
     local cur = {false}
-    if not fresh then cur = redis.call('HMGET', key, 's', 'n', 'k') end
+    if not fresh then cur = redis.call('HMGET', key, 's', 'n', 'k', 'q', 'pk', 'lm') end
     if cur[1] then                                -- take it out of where it is
-      unplace(id, cur[1], cur[2] or '', cur[3] or nil)
+      unplace(id, cur[1], cur[2] or '', cur[3] or nil, cur[4], cur[5] or nil)
+      if cur[1] == 'running' and cur[6] and s ~= 'running' then free(id, cur[6]) end
+      if cur[1] == 'pending' and cur[6] and s ~= 'pending' then pass_on(cur[6]) end
       redis.call('DEL', key)
     else
       local was = gone[id]
       if was == nil and not fresh then was = redis.call('HGET', P .. 'xn', id) end
       if was then
         local bar = string.find(was, '|', 1, true)
-        unplace(id, string.sub(was, 1, bar - 1), string.sub(was, bar + 1), nil)
+        unplace(id, string.sub(was, 1, bar - 1), string.sub(was, bar + 1), nil, nil, nil)
       end
     end
     local f = {'r', arg(j, 13), 's', s, 'n', name, 'v', arg(j, 7), 'a', arg(j, 8)}
@@ -223,16 +315,20 @@ for j = 1, n do
       if v ~= '' then f[#f + 1] = o[1]; f[#f + 1] = v end
     end
     redis.call('HSET', key, unpack(f))
+    local b = arg(j, 14)
     if s == 'pending' then
       if tonumber(k) <= horizon then
-        zadd(P .. 'ready', score, id)
-        if head == nil or tonumber(score) < head then ring = true end
+        zadd(band_ready(b), score, id)
+        if head == nil or tonumber(score) < head or b ~= '' then ring = true end
       else
-        zadd(cell(tonumber(k)), score, id)
+        zadd(band_cell(tonumber(k), b), score, id)
       end
+      if b ~= '' then later('ZADD', P .. 'bands', 0, b) end
       tick_count(k, 1)
+      qcount(b, 'pending', 1)
     elseif s == 'running' then
       zadd(P .. 'running', score, id)
+      qcount(b, 'running', 1)
     else
       zadd(P .. 'x:' .. s, score, id)
       later('HSET', P .. 'xn', id, s .. '|' .. name)
@@ -245,7 +341,7 @@ for j = 1, n do
   end
 end
 flush()
-if ring then redis.call('PUBLISH', channel, '!') end
+if ring or RELEASED > 0 then redis.call('PUBLISH', channel, '!') end
 if mode == 'all' then return {1} end
 return out
 """
@@ -255,8 +351,10 @@ return out
 #: PUT took 47 (INFO commandstats, Redis 7.0, this machine).  It writes what PUT
 #: writes for such a task: the hash (``r s n v a k``), the ready ZSET or the wheel's cell,
 #: the counters (``counts``, ``tickn``, and ``ticks``/``slotn`` for a tick that was empty),
-#: the bell when the task is the earliest ready one.
-#: ARGV: id, name, due tick, eta in us, rev, attempts, record, bell channel.
+#: the bell when the task is the earliest ready one.  Only for a task of the default band (the
+#: default queue at priority 0: flow control's other bands have their own ZSETs and counters,
+#: PUT's); its limits, if any, are only kept in its hash (``lm``) for the claim.
+#: ARGV: id, name, due tick, eta in us, rev, attempts, record, bell channel, limits ('' = none).
 #: Returns 1 (added), 0 (the id is taken) or -1 (a finished task of this id left its index
 #: entries behind when its hash expired: PUT adds it, and cleans them up).
 ADD = r"""#!lua
@@ -273,7 +371,12 @@ end
 local t = tonumber(k)
 local cycle = math.floor(t / slots)              -- (a due tick is positive: no wrap to mend)
 local slot = string.format('%.0f', t - cycle * slots)
-redis.call('HSET', key, 'r', ARGV[7], 's', 'pending', 'n', name, 'v', ARGV[5], 'a', ARGV[6], 'k', k)
+if ARGV[9] == '' then
+  redis.call('HSET', key, 'r', ARGV[7], 's', 'pending', 'n', name, 'v', ARGV[5], 'a', ARGV[6], 'k', k)
+else
+  redis.call('HSET', key, 'r', ARGV[7], 's', 'pending', 'n', name, 'v', ARGV[5], 'a', ARGV[6], 'k', k,
+             'lm', ARGV[9])
+end
 if t <= horizon then
   local head = redis.call('ZRANGE', P .. 'ready', 0, 0, 'WITHSCORES')[2]
   redis.call('ZADD', P .. 'ready', score, id)
@@ -289,56 +392,184 @@ end
 return 1
 """
 
-#: Take up to ``limit`` ready tasks due by the server's clock, earliest first, for ``owner``:
-#: each as :func:`timewheel.store.rules.claimed` stamps a claim (its Python twin).
+#: Take up to ``limit`` ready tasks due by the server's clock for ``owner``: of the served,
+#: unpaused queues, the highest priority first, then the earliest eta, as flow control's
+#: :class:`timewheel.flow.Admission` admits them (this is its twin), each as
+#: :func:`timewheel.store.rules.claimed` stamps a claim (its Python twin).
 #: ARGV: owner, limit, lease in us, '1' if the owner is the caller itself, heartbeat TTL in ms,
-#: how many of them start now (the others are queued: no ``started``).
+#: how many of them may start now (the others are queued: no ``started``; only tasks without
+#: limits queue), the queues served (comma-separated; '' = every queue), the bell channel.
 #: A claim by an owner with no heartbeat (not a live process) gets a lease that has already
 #: run out, so whoever recovers abandoned tasks takes them back at once.
-#: Returns {started, lease, score of the earliest ready task left or '', id, record, ...}.
+#: Returns {started, lease, the earliest of the served ready tasks' scores and the parked
+#: tasks' reopening windows or '', id, record, ...}.
 CLAIM = _PRELUDE + r"""
 local owner, limit, lease_us = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local starting = tonumber(ARGV[6])          -- the first this many start now; the rest queue
+local room = tonumber(ARGV[6])                  -- tasks that may start now
+local queued = limit - room                     -- tasks without limits that may wait for a worker
 local now, started = now_us()
-local ids = {}
-if limit > 0 then ids = redis.call('ZRANGEBYSCORE', P .. 'ready', '-inf', now, 'LIMIT', 0, limit) end
-local deadline = now
-if #ids > 0 then                                  -- (a claim that takes nothing writes nothing)
-  local alive = P .. 'alive:' .. owner
-  if ARGV[4] == '1' then
-    redis.call('SET', alive, '1', 'PX', ARGV[5])
-    deadline = now + lease_us
-  elseif redis.call('PEXPIRE', alive, ARGV[5]) == 1 then
-    deadline = now + lease_us
+-- parked tasks whose rate window reopened: as many as it admits now
+for _, key in ipairs(redis.call('ZRANGEBYSCORE', P .. 'reopen', '-inf', now)) do
+  local spec = redis.call('HGET', P .. 'limits', key)
+  local c, r, per = string.match(spec or '0|0|0', '^(%d+)|(%d+)|(%d+)$')
+  local free_now = tonumber(r) - window(key, tonumber(per), now)
+  if free_now > 0 then release(key, free_now) end
+  rearm(key, now)
+end
+-- the bands served: {ready key, priority}, highest priority first
+local served = {}
+local all = ARGV[7] == ''
+for q in string.gmatch(ARGV[7], '[^,]+') do served[q] = true end
+local paused = {}
+for _, q in ipairs(redis.call('SMEMBERS', P .. 'paused')) do paused[q] = true end
+local bands = {}
+if (all or served['default']) and not paused['default'] then bands[#bands + 1] = {P .. 'ready', 0} end
+for _, b in ipairs(redis.call('ZRANGE', P .. 'bands', 0, -1)) do
+  local q, code = string.match(b, '^(.*):(%d%d%d)$')
+  if (all or served[q]) and not paused[q] then
+    bands[#bands + 1] = {P .. 'ready:' .. b, 100 - tonumber(code)}
   end
 end
+table.sort(bands, function(x, y) return x[2] > y[2] end)
+
+local usage, taken, specs = {}, {}, {}
+local function use(lim)
+  local u = usage[lim[1]]
+  if u == nil then
+    specs[lim[1]] = lim
+    local count = 0
+    if lim[3] > 0 then count = window(lim[1], lim[4], now) end
+    u = {redis.call('SCARD', P .. 'held:' .. lim[1]), count}
+    usage[lim[1]] = u
+  end
+  return u
+end
+local function offer(lims)                       -- 'start', 'queue', 'leave' or 'park', lim, upto
+  if #lims == 0 then
+    if room > 0 then room = room - 1; return 'start' end
+    if queued > 0 then queued = queued - 1; return 'queue' end
+    return 'leave'
+  end
+  for _, lim in ipairs(lims) do
+    local u, t = use(lim), taken[lim[1]] or 0
+    if lim[2] > 0 and u[1] + t >= lim[2] then return 'park', lim, nil end
+    if lim[3] > 0 and u[2] + t >= lim[3] then return 'park', lim, opening(lim[1], lim[3], lim[4], now, t) end
+  end
+  if room <= 0 then return 'leave' end
+  room = room - 1
+  for _, lim in ipairs(lims) do taken[lim[1]] = (taken[lim[1]] or 0) + 1 end
+  return 'start'
+end
+
+local ids, queue_flags = {}, {}
+local deadline = now
+local alive_done = false
 local lease = secs(deadline)
-local taken = {}
-for _, id in ipairs(ids) do
-  local key = P .. 't:' .. id
-  local h = redis.call('HMGET', key, 's', 'n', 'k', 'v', 'a', 'r')
-  zrem(P .. 'ready', id)
-  if h[1] == 'pending' then
-    redis.call('HSET', key, 's', 'running', 'o', owner, 'l', lease,
-               'v', fmt(tonumber(h[4]) + 1), 'a', fmt(tonumber(h[5]) + 1))
-    if #taken / 2 < starting then
-      redis.call('HSET', key, 'st', started)
-      redis.call('HDEL', key, 'f', 'k')
-    else
-      redis.call('HDEL', key, 'f', 'k', 'st')
+local out_taken = {}
+local offered = 0
+local i = 1
+while i <= #bands and (room > 0 or queued > 0) and offered < 1000 do
+  local prio = bands[i][2]
+  local group = {}
+  while i <= #bands and bands[i][2] == prio do group[#group + 1] = {bands[i][1], 0, true}; i = i + 1 end
+  local more = true
+  while more and (room > 0 or queued > 0) and offered < 1000 do
+    local page = math.max(1, limit)
+    local rows = {}
+    more = false
+    for _, g in ipairs(group) do
+      if g[3] then
+        local got = redis.call('ZRANGEBYSCORE', g[1], '-inf', now, 'WITHSCORES', 'LIMIT', g[2], page)
+        for m = 1, #got, 2 do rows[#rows + 1] = {got[m], tonumber(got[m + 1]), g[1]} end
+        g[2] = g[2] + #got / 2
+        if #got / 2 < page then g[3] = false else more = true end
+      end
     end
-    zadd(P .. 'running', deadline, id)
-    tick_count(h[3], -1)
-    count('pending', h[2], -1)
-    count('running', h[2], 1)
-    taken[#taken + 1] = id
-    taken[#taken + 1] = h[6]
+    table.sort(rows, function(x, y)              -- (not stable: ties by id, as a ZSET orders them)
+      if x[2] ~= y[2] then return x[2] < y[2] end
+      return x[1] < y[1]
+    end)
+    for _, row in ipairs(rows) do
+      if room <= 0 and queued <= 0 then break end
+      offered = offered + 1
+      local id, score, ready = row[1], row[2], row[3]
+      local key = P .. 't:' .. id
+      local h = redis.call('HMGET', key, 's', 'n', 'k', 'v', 'a', 'r', 'lm', 'q')
+      if h[1] ~= 'pending' then
+        zrem(ready, id)                          -- not a pending task (any more): not an entry
+      else
+        local lims = limits_of(h[7])
+        local verdict, lim, upto = offer(lims)
+        if verdict == 'park' then
+          zrem(ready, id)
+          local code = tonumber(string.sub(h[8] or ':100', -3))
+          redis.call('ZADD', P .. 'park:' .. lim[1], code * 35184372088832 + math.floor(score / 10000), id)
+          redis.call('HSET', key, 'pk', lim[1], 'pe', fmt(score))
+          redis.call('HSET', P .. 'limits', lim[1], fmt(lim[2]) .. '|' .. fmt(lim[3]) .. '|' .. fmt(lim[4]))
+          if upto then
+            local cur = redis.call('ZSCORE', P .. 'reopen', lim[1])
+            if not cur or tonumber(cur) > upto then redis.call('ZADD', P .. 'reopen', upto, lim[1]) end
+          end
+        elseif verdict ~= 'leave' then
+          if not alive_done then                -- (a claim that takes nothing writes nothing)
+            alive_done = true
+            local alive = P .. 'alive:' .. owner
+            if ARGV[4] == '1' then
+              redis.call('SET', alive, '1', 'PX', ARGV[5])
+              deadline = now + lease_us
+            elseif redis.call('PEXPIRE', alive, ARGV[5]) == 1 then
+              deadline = now + lease_us
+            end
+            lease = secs(deadline)
+          end
+          zrem(ready, id)
+          redis.call('HSET', key, 's', 'running', 'o', owner, 'l', lease,
+                     'v', fmt(tonumber(h[4]) + 1), 'a', fmt(tonumber(h[5]) + 1))
+          if verdict == 'start' then
+            redis.call('HSET', key, 'st', started)
+            redis.call('HDEL', key, 'f', 'k')
+          else
+            redis.call('HDEL', key, 'f', 'k', 'st')
+          end
+          for _, l in ipairs(lims) do
+            redis.call('SADD', P .. 'held:' .. l[1], id)
+            if l[3] > 0 then redis.call('ZADD', P .. 'starts:' .. l[1], now, fmt(now) .. ':' .. id) end
+            redis.call('HSET', P .. 'limits', l[1], fmt(l[2]) .. '|' .. fmt(l[3]) .. '|' .. fmt(l[4]))
+          end
+          zadd(P .. 'running', deadline, id)
+          tick_count(h[3], -1)
+          count('pending', h[2], -1)
+          count('running', h[2], 1)
+          qcount(h[8], 'pending', -1)
+          qcount(h[8], 'running', 1)
+          out_taken[#out_taken + 1] = id
+          out_taken[#out_taken + 1] = h[6]
+        end
+      end
+    end
   end
 end
 flush()
-local head = ready_head()
-local out = {started, lease, head and fmt(head) or ''}
-for _, v in ipairs(taken) do out[#out + 1] = v end
+for key, _ in pairs(taken) do rearm(key, now) end
+-- concurrency limits looked at that still have free slots: their parked tasks come back
+for key, lim in pairs(specs) do
+  if lim[2] > 0 then
+    local free_now = lim[2] - redis.call('SCARD', P .. 'held:' .. key)
+    if free_now > 0 and redis.call('EXISTS', P .. 'park:' .. key) == 1 then release(key, free_now) end
+  end
+end
+-- the earliest served ready task, or reopening window
+local next_at = nil
+for _, b in ipairs(bands) do
+  local h = redis.call('ZRANGE', b[1], 0, 0, 'WITHSCORES')
+  if h[2] and (next_at == nil or tonumber(h[2]) < next_at) then next_at = tonumber(h[2]) end
+end
+local r = redis.call('ZRANGE', P .. 'reopen', 0, 0, 'WITHSCORES')
+if r[2] and (next_at == nil or tonumber(r[2]) < next_at) then next_at = tonumber(r[2]) end
+if RELEASED > 0 then redis.call('PUBLISH', ARGV[8], '!') end
+-- the running zset is scored by the lease deadline: the claim's entries carry it
+local out = {started, lease, next_at and fmt(next_at) or ''}
+for _, v in ipairs(out_taken) do out[#out + 1] = v end
 return out
 """
 
@@ -360,20 +591,25 @@ while not full and reached < through do
   if #ticks == 0 then reached = through; break end
   for _, t in ipairs(ticks) do
     local key = cell(tonumber(t))
-    local room = limit - moved
-    if room > 0 then
-      local members = redis.call('ZRANGE', key, 0, room - 1, 'WITHSCORES')
-      for m = 1, #members, 2 do
-        zadd(P .. 'ready', members[m + 1], members[m])
-        local score = tonumber(members[m + 1])
-        if first == nil or score < first then first = score end
-      end
-      if #members > 0 then
-        redis.call('ZREMRANGEBYRANK', key, 0, #members / 2 - 1)
-        moved = moved + #members / 2
+    local bkey = band_cell(tonumber(t), 'x')      -- the tick's tasks of other bands
+    for _, from in ipairs({key, bkey}) do
+      local room = limit - moved
+      if room > 0 then
+        local members = redis.call('ZRANGE', from, 0, room - 1, 'WITHSCORES')
+        for m = 1, #members, 2 do
+          local to = P .. 'ready'
+          if from == bkey then to = band_ready(redis.call('HGET', P .. 't:' .. members[m], 'q')) end
+          zadd(to, members[m + 1], members[m])
+          local score = tonumber(members[m + 1])
+          if first == nil or score < first then first = score end
+        end
+        if #members > 0 then
+          redis.call('ZREMRANGEBYRANK', from, 0, #members / 2 - 1)
+          moved = moved + #members / 2
+        end
       end
     end
-    if redis.call('EXISTS', key) == 1 then         -- the page is full: the rest next call
+    if redis.call('EXISTS', key, bkey) > 0 then    -- the page is full: the rest next call
       full = true
       reached = tonumber(t) - 1
       break
@@ -478,10 +714,11 @@ return 1
 MARK_BROKEN = _PRELUDE + r"""
 local id = ARGV[1]
 local key = P .. 't:' .. id
-local h = redis.call('HMGET', key, 's', 'n', 'k')
+local h = redis.call('HMGET', key, 's', 'n', 'k', 'q', 'pk', 'lm')
 local s, name = h[1], h[2] or ''
 if s == false or s == 'broken' then return 0 end
-unplace(id, s, name, h[3] or nil)
+unplace(id, s, name, h[3] or nil, h[4], h[5] or nil)
+if s == 'running' and h[6] then free(id, h[6]) end
 count('broken', name, 1)
 redis.call('HSET', key, 's', 'broken')
 redis.call('HDEL', key, 'k')

@@ -36,6 +36,7 @@ import time
 from collections import defaultdict
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
+from .. import flow
 from ..errors import DuplicateTask, shown
 from ..records import PENDING, RUNNING, RecordDecodeError, TaskRecord, decode_record, encode_record
 from ..wheel import Wheel
@@ -44,7 +45,9 @@ from .base import (
     Advanced,
     Claimed,
     Doorbell,
+    LimitState,
     Liveness,
+    QueueState,
     StoreState,
     WheelStore,
     check_existing,
@@ -55,18 +58,18 @@ from .base import (
 from .connection import DURABILITY, RECORD, TABLE
 from .locks import FileLiveness, probe
 from .sqlite_bells import Doorbells
+from .sqlite_claim import LOOK, SET_RECORD, claim_due
 from .sqlite_counters import Counters, absorb, counted
 from .sqlite_file import V1_FORMAT, StoreFile
+from .sqlite_flow import PAUSED, FileFlow
 from .sqlite_format import horizon_of, set_up
-from .sqlite_read import FileReader
+from .sqlite_read import SERVE, FileReader
 
 __all__ = ["SqliteDictStore", "OLD_FORMAT"]
 
 OLD_FORMAT = V1_FORMAT      #: a read-only open refuses it (the CLI lets a write command convert it)
 _CHUNK = 400          # rows per multi-row statement (SQLite allows 32766 bound variables)
 _ADD = f'INSERT INTO "{TABLE}" (key, value, pos, name) VALUES (?, ?, ?, ?)'
-_SET = f'UPDATE "{TABLE}" SET value = ?, pos = ?, name = ?, rev = ? WHERE key = ?'
-_READY_HEAD = f'SELECT pos FROM "{TABLE}" WHERE {positions.IS_READY} ORDER BY pos LIMIT 1'
 
 
 @functools.lru_cache(maxsize=None)
@@ -116,6 +119,8 @@ class SqliteDictStore(WheelStore):
         one fsync per commit, which concurrent writes of this process share).
     """
 
+    flow_control = True       #: see WheelStore.flow_control
+
     def __init__(self, path: "str | os.PathLike[str]", wheel: Optional[Wheel] = None, *,
                  readonly: bool = False, busy_timeout: float = 10.0,
                  clock: Callable[[], float] = time.time, durability: str = "normal") -> None:
@@ -147,7 +152,8 @@ class SqliteDictStore(WheelStore):
         check_existing(existing)
         if not records:
             return []
-        if len(records) == 1 and existing == "fail":
+        if len(records) == 1 and existing == "fail" and not (records[0].queue != "default"
+                                                               or records[0].priority):
             # The hot path of delay(): one statement, one row, uncounted until absorbed.
             rec = records[0]
             t = self.wheel.due_tick(rec.eta)
@@ -190,9 +196,10 @@ class SqliteDictStore(WheelStore):
             pos = positions.of(new, horizon, self.wheel)
             counters.move(counted(was, name, old if isinstance(old, TaskRecord) else None, self.wheel),
                           counted(pos, new.name, new, self.wheel))
+            counters.queue(old if isinstance(old, TaskRecord) else None, new)
             updates.append((encode_record(new), pos, new.name, new.rev, key))
         self._insert(inserts, horizon, counters)
-        self.file.many(_SET, updates)
+        self.file.many(SET_RECORD, updates)
         counters.flush(self.file.x, self.file.many)
         earliest = min((r.eta for r in out if r.status == PENDING), default=None)
         return out, None if earliest is None else self.wheel.due_tick(earliest)
@@ -225,8 +232,12 @@ class SqliteDictStore(WheelStore):
                     # adaptation protocol (a registry lookup, then attribute lookups that raise
                     # and clear an AttributeError: 0.25-0.6 us on CPython 3.9-3.13) but binds a
                     # bytearray at once.  Both are stored as the same BLOB, read back as bytes.
-                    params += ("t:" + rec.id, bytearray(encode_record(rec)), at % (cell, eta_us(eta)),
-                               rec.name)
+                    if rec.queue == "default" and not rec.priority:
+                        pos = at % (cell, eta_us(eta))
+                    else:                        # another band (flow control): counted apart
+                        pos = positions.of(rec, horizon, wheel)
+                        counters.queue(None, rec)
+                    params += ("t:" + rec.id, bytearray(encode_record(rec)), pos, rec.name)
                     cells[(rec.name, t)] += 1
                 self.file.x(_insert_rows(len(params) // 4), params)
         except sqlite3.IntegrityError:
@@ -245,12 +256,16 @@ class SqliteDictStore(WheelStore):
     def swap(self, changes: Sequence[tuple[TaskRecord, TaskRecord]]) -> list[Optional[TaskRecord]]:
         if not changes:
             return []
-        out = self.file.group.run(lambda: self._swap_in_transaction(changes, horizon_of(self.file)))
-        self._ring_if_pending(out)
+
+        def work() -> tuple[list[Optional[TaskRecord]], int]:
+            fl = FileFlow(self.file, self.wheel)      # (made anew if the group runs it again)
+            return self._swap_in_transaction(changes, horizon_of(self.file), fl), fl.released
+        out, released = self.file.group.run(work)
+        self._ring_if_pending(out, released)
         return out
 
-    def _swap_in_transaction(self, changes: Sequence[tuple[TaskRecord, TaskRecord]], horizon: int
-                             ) -> list[Optional[TaskRecord]]:
+    def _swap_in_transaction(self, changes: Sequence[tuple[TaskRecord, TaskRecord]], horizon: int,
+                             fl: FileFlow) -> list[Optional[TaskRecord]]:
         out: list[Optional[TaskRecord]] = []
         rows = self._reader.fetch(["t:" + old.id for old, _ in changes])
         counters = Counters()
@@ -271,76 +286,77 @@ class SqliteDictStore(WheelStore):
             pos = positions.of(stored, horizon, self.wheel)
             counters.move(counted(row[1], row[2], cur, self.wheel), (stored.status, stored.name, (
                 self.wheel.due_tick(stored.eta) if stored.status == PENDING else None)))
+            if cur.queue != "default" or stored.queue != "default":
+                counters.queue(cur, stored)
+            if cur.limits and cur.status == RUNNING and stored.status != RUNNING:
+                fl.free(cur, horizon)         # its outcome or requeue frees its slots, here
+            elif cur.limits and cur.status == PENDING and stored.status != PENDING:
+                fl.pass_on(cur, horizon)
             updates.append((encode_record(stored), pos, stored.name, stored.rev, key))
             rows[key] = (updates[-1][0], pos, stored.name, stored.rev)
             out.append(stored)
-        self.file.many(_SET, updates)
+        self.file.many(SET_RECORD, updates)
         counters.flush(self.file.x, self.file.many)
         return out
 
-    def _ring_if_pending(self, stored: Sequence[Optional[TaskRecord]]) -> None:
+    def _ring_if_pending(self, stored: Sequence[Optional[TaskRecord]], released: int = 0) -> None:
+        if released:                  # parked tasks came back: whoever serves them may claim
+            self.ring()
+            return
         earliest = min((r.eta for r in stored if r is not None and r.status == PENDING), default=None)
         self._bells.ring_if_near(None if earliest is None else self.wheel.due_tick(earliest))
 
     # -- workers ----------------------------------------------------------------------------
-    def claim(self, owner: str, now: float, limit: int, queued: int = 0) -> Claimed:
-        if limit + queued <= 0:
-            return Claimed([], self.next_ready_eta())
+    def claim(self, owner: str, now: float, limit: int, queued: int = 0, *,
+              queues: Optional[frozenset] = None) -> Claimed:
         f = self.file
         with f.reading():
-            fresh, head = f.q(f'SELECT (SELECT 1 FROM "{TABLE}" WHERE {positions.IS_FRESH} LIMIT 1), '
-                              f"({_READY_HEAD})")[0]
-        # Rows added on their own are not in the ready queue until absorbed: with any, claim.
-        if not fresh and (head is None or head > positions.ready_bound(now)):
-            return Claimed([], None if head is None else positions.ready_eta_us(head) / 1e6)
-        return f.group.run(lambda: self._claim_in_transaction(owner, now, limit, queued, horizon_of(f)))
+            fresh, head, bands, reopen, paused = f.q(LOOK)[0]
+            paused = frozenset((paused or "").split(",")) - {""}
+            default = (queues is None or "default" in queues) and "default" not in paused
+            # Rows added on their own are not in the ready queue until absorbed: with any,
+            # claim.  Nothing else due (the common case: one band, no limits), or no room:
+            # no write transaction.
+            if limit + queued <= 0 or not fresh and not bands and (reopen is None or reopen > now * 1e6) and (
+                    not default or head is None or head > positions.ready_bound(now)):
+                heads = FileFlow(f, self.wheel).bands(queues, paused, head, bands)
+                etas = [positions.ready_eta_us(pos) for _, pos in heads] + ([reopen] if reopen else [])
+                if fresh and default:         # (no room:) rows added on their own, of the default band
+                    etas += self._reader.fresh_head(horizon_of(f))
+                return Claimed([], min(etas) / 1e6 if etas else None)
+
+        def work() -> tuple[Claimed, int]:
+            fl = FileFlow(f, self.wheel)
+            got = self._claim_in_transaction(owner, now, limit, queued, horizon_of(f), queues, fl)
+            return got, fl.released
+        got, released = f.group.run(work)
+        if released:
+            self.ring()
+        return got
 
     def record_and_claim(self, changes: Sequence[tuple[TaskRecord, TaskRecord]], owner: str, now: float,
-                         limit: int, queued: int = 0) -> tuple[list[Optional[TaskRecord]], Claimed]:
+                         limit: int, queued: int = 0, *, queues: Optional[frozenset] = None
+                         ) -> tuple[list[Optional[TaskRecord]], Claimed]:
         """:meth:`swap` then :meth:`claim`, in one transaction -- a worker's round costs one,
         shared with the ``delay()`` calls of this process's threads meanwhile."""
         f = self.file
 
-        def work() -> tuple[list[Optional[TaskRecord]], Claimed]:
+        def work() -> tuple[list[Optional[TaskRecord]], Claimed, int]:
+            fl = FileFlow(f, self.wheel)
             horizon = horizon_of(f)
-            out = self._swap_in_transaction(changes, horizon) if changes else []
-            return out, self._claim_in_transaction(owner, now, limit, queued, horizon)
-        out, got = f.group.run(work)
-        self._ring_if_pending(out)
+            out = self._swap_in_transaction(changes, horizon, fl) if changes else []
+            got = self._claim_in_transaction(owner, now, limit, queued, horizon, queues, fl)
+            return out, got, fl.released
+        out, got, released = f.group.run(work)
+        self._ring_if_pending(out, released)
         return out, got
 
-    def _claim_in_transaction(self, owner: str, now: float, limit: int, queued: int,
-                              horizon: int) -> Claimed:
-        f = self.file
-        absorb(f.x, f.q, self.wheel.slots, horizon)
-        taken: list[TaskRecord] = []
-        counters = Counters()
-        updates, broken = [], []
-        at = positions.running(owner)
-        for key, blob, pos, name in f.q(
-                f'SELECT key, {RECORD}, pos, name FROM "{TABLE}" WHERE pos >= \'{positions.READY}\' '
-                "AND pos <= ? ORDER BY pos LIMIT ?", (positions.ready_bound(now), limit + queued)):
-            try:
-                rec = decode_record(blob)
-            except RecordDecodeError as exc:
-                if rules.set_aside(key[2:], exc):
-                    broken.append(key)
-                    counters.move(counted(pos, name, None, self.wheel),
-                                  counted(positions.BROKEN_POS, name, None, self.wheel))
-                continue
-            if rec.eta > now:          # the key's microseconds rounded up past a float
-                continue
-            new = rules.claimed(rec, owner, now, queued=len(taken) >= limit)
-            updates.append((encode_record(new), at, new.name, new.rev, key))
-            counters.move((PENDING, rec.name, self.wheel.due_tick(rec.eta)), (RUNNING, rec.name, None))
-            taken.append(new)
-        f.many(_SET, updates)
-        if broken:
-            f.many(f'UPDATE "{TABLE}" SET pos = ? WHERE key = ?', [(positions.BROKEN_POS, k) for k in broken])
-        counters.flush(f.x, f.many)
-        head = f.q(_READY_HEAD)
-        self._bells.saw_horizon(horizon)
-        return Claimed(taken, positions.ready_eta_us(head[0][0]) / 1e6 if head else None)
+    def _claim_in_transaction(self, owner: str, now: float, limit: int, queued: int, horizon: int,
+                              queues: Optional[frozenset], fl: FileFlow) -> Claimed:
+        # The clock read under the write lock: claims stamp starts in the order they commit,
+        # so a rate's log never gains a start older than one a later claim already counted.
+        return claim_due(self.file, self.wheel, owner, max(now, self.now()), limit, queued, horizon,
+                         queues, fl, self._bells.saw_horizon)
 
     # -- the ticking process ----------------------------------------------------------------
     def advance(self, through: int, limit: int, leader: str) -> Advanced:
@@ -376,6 +392,10 @@ class SqliteDictStore(WheelStore):
             f.meta.update({"horizon": reached} if reached > horizon else {}, leader=leader,
                           advanced=self.now())
             self._bells.forget_dead(self.liveness.is_dead)
+            meta = f.meta
+            for k in [k for k in meta.keys() if k.startswith(SERVE)]:
+                if self.liveness.is_dead(k[len(SERVE):]):
+                    del meta[k]
         self._bells.saw_horizon(max(horizon, reached))
         if moved:
             self.ring()
@@ -411,6 +431,7 @@ class SqliteDictStore(WheelStore):
             counters.move(counted(rows[0][0], rows[0][1], None, self.wheel),
                           counted(positions.BROKEN_POS, rows[0][1], None, self.wheel))
             f.x(f'UPDATE "{TABLE}" SET pos = ? WHERE key = ?', (positions.BROKEN_POS, key))
+            FileFlow(f, self.wheel, counters).free_key(key, horizon_of(f))
             counters.flush(f.x, f.many)
 
     def purge(self, finished_before: float, statuses: Optional[Iterable[str]] = None,
@@ -432,6 +453,7 @@ class SqliteDictStore(WheelStore):
                 if n >= limit:
                     break
             counters.flush(f.x, f.many)
+            FileFlow(f, self.wheel).forget_idle_limits(self.now())
         return n
 
     # -- the ticking role (a lease in the metadata map: see locks.FileLiveness) ---------------
@@ -493,6 +515,38 @@ class SqliteDictStore(WheelStore):
     def info(self) -> dict[str, Any]:
         """Journal mode and file sizes, for ``timewheel inspect``."""
         return self._reader.info()
+
+    # -- flow control: pauses, who serves what (the metadata map), observers -----------------
+    def pause(self, queue: str) -> bool:
+        with self.file.writing():
+            return bool(self.file.x(f'INSERT OR IGNORE INTO "{PAUSED}" (queue) VALUES (?)',
+                                    (flow.check_queue(queue),)))
+
+    def resume(self, queue: str) -> bool:
+        with self.file.writing():
+            was = bool(self.file.x(f'DELETE FROM "{PAUSED}" WHERE queue = ?', (flow.check_queue(queue),)))
+        self.ring()
+        return was
+
+    def paused(self) -> frozenset:
+        return self._reader.paused()
+
+    def serve(self, token: str, queues: Optional[frozenset]) -> None:
+        with self.file.writing():
+            self.file.meta[SERVE + token] = "*" if queues is None else ",".join(sorted(queues))
+
+    def unserve(self, token: str) -> None:
+        with self.file.writing():
+            self.file.meta.pop(SERVE + token, None)
+
+    def served(self) -> dict[str, Optional[frozenset]]:
+        return {t: q for t, q in self._reader.served().items() if not self.liveness.is_dead(t)}
+
+    def limit_states(self, keys: Optional[Iterable[str]] = None) -> list[LimitState]:
+        return self._reader.limit_states(self.now(), keys)
+
+    def queue_states(self, now: float) -> list[QueueState]:
+        return self._reader.queue_states(now)
 
     # -- the doorbell (store/sqlite_bells.py) -----------------------------------------------
     def doorbell(self) -> Doorbell:

@@ -71,6 +71,14 @@ class Counters:
         self.states: Counter[tuple[str, str]] = Counter()
         self.ticks: Counter[int] = Counter()
         self.named: Counter[tuple[str, int]] = Counter()
+        #: pending and running tasks of the queues other than "default" (flow control)
+        self.queues: Counter[tuple[str, str]] = Counter()
+
+    def queue(self, old: Optional[TaskRecord], new: Optional[TaskRecord]) -> None:
+        """A task of another queue than "default" moved from ``old`` to ``new`` (either None)."""
+        for rec, d in ((old, -1), (new, 1)):
+            if rec is not None and rec.queue != "default" and rec.status in ("pending", "running"):
+                self.queues[(rec.queue, rec.status)] += d
 
     def move(self, old: Optional[Counted], new: Optional[Counted]) -> None:
         for item, d in ((old, -1), (new, 1)):
@@ -101,9 +109,15 @@ class Counters:
                  "ON CONFLICT (name, tick) DO UPDATE SET n = n + excluded.n", named)
             many(f'DELETE FROM "{NAMED_TABLE}" WHERE name = ? AND tick = ? AND n <= 0',
                  [(name, t) for name, t, d in named if d < 0])
+        queues = [(q, s, d) for (q, s), d in self.queues.items() if d]
+        if queues:
+            many(f'INSERT INTO "{TABLE}_queues" (queue, state, n) VALUES (?, ?, ?) '
+                 "ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n", queues)
+            x(f'DELETE FROM "{TABLE}_queues" WHERE n <= 0')
         self.states.clear()
         self.ticks.clear()
         self.named.clear()
+        self.queues.clear()
 
 
 def absorb(x: Callable[..., int], q: Callable[..., list], slots: int, horizon: int) -> None:
@@ -121,5 +135,5 @@ def absorb(x: Callable[..., int], q: Callable[..., list], slots: int, horizon: i
     x(f'INSERT INTO "{NAMED_TABLE}" (name, tick, n) SELECT {name}, {tick}, count(*) '
       f'FROM "{TABLE}" WHERE {fresh} GROUP BY 1, 2 '
       "ON CONFLICT (name, tick) DO UPDATE SET n = n + excluded.n", args)
-    x(f'UPDATE "{TABLE}" SET pos = CASE WHEN {tick} <= :horizon THEN {positions.READY_OF_CELL} '
+    x(f'UPDATE "{TABLE}" SET pos = CASE WHEN {tick} <= :horizon THEN {positions.READY_OF_FRESH} '
       f"ELSE {positions.WHEEL_OF_FRESH} END WHERE {fresh}", args)

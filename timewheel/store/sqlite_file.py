@@ -45,16 +45,18 @@ from .locks import check_owner, locks_for
 from .sqlite_checkpoint import Checkpointer
 from .sqlite_group import GroupCommit
 
-__all__ = ["StoreFile", "LegacyMeta", "stored_format", "FORMAT", "V2_FORMAT", "V1_FORMAT"]
+__all__ = ["StoreFile", "LegacyMeta", "stored_format", "FORMAT", "V3_FORMAT", "V2_FORMAT", "V1_FORMAT"]
 
 log = logging.getLogger("timewheel.store")
 
-FORMAT = "timewheel/3"      #: the bookkeeping in the metadata map, a rev column beside each record
+FORMAT = "timewheel/4"      #: flow control's tables and positions (store/sqlite_flow.py)
+V3_FORMAT = "timewheel/3"   #: timewheel 0.3: the bookkeeping in the metadata map, a rev column
 V2_FORMAT = "timewheel/2"   #: timewheel 0.2: the bookkeeping as raw ``m:`` rows of the task table
 V1_FORMAT = "timewheel/1"   #: timewheel 0.1: a record row plus index rows per task
 #: every table a store has (an SQLite file holding only these, empty, is being created)
 OUR_TABLES = frozenset({TABLE, META_TABLE, f"{TABLE}_counts", f"{TABLE}_ticks", f"{TABLE}_name_ticks",
-                        f"{TABLE}_slots"})
+                        f"{TABLE}_slots", f"{TABLE}_held", f"{TABLE}_starts", f"{TABLE}_limits",
+                        f"{TABLE}_paused", f"{TABLE}_queues"})
 _NEARLY_FULL = 1 << 20        #: bytes free below which an I/O error is taken for a full disk
 
 

@@ -3,15 +3,21 @@
 ============  ==========================================================================
 format        layout
 ============  ==========================================================================
-timewheel/3   the bookkeeping in the metadata map (``timewheel_meta``, sqlitedict's table,
-              values pickled: see store/connection.py); a ``rev`` column beside each record
+timewheel/4   flow control (timewheel 0.4): its tables (store/sqlite_flow.py) and the positions
+              of bands and parked tasks (store/positions.py)
+timewheel/3   (timewheel 0.3) the bookkeeping in the metadata map (``timewheel_meta``,
+              sqlitedict's table, values pickled: see store/connection.py); a ``rev`` column
+              beside each record
 timewheel/2   (timewheel 0.2) the bookkeeping as raw ``m:<name>`` rows of the task table
 timewheel/1   (timewheel 0.1) a record row plus index rows (``w:``, ``l:``, ``r:``, ...) per task
 ============  ==========================================================================
 
 An older store is converted in place, in one transaction, the first time it is opened for
-writing: every process that shares it must run this version (a 0.2 process refuses a
-converted file by name: it keeps ``m:format`` as its only metadata row).  A read-only open
+writing: every process that shares it must run this version (an older process refuses a
+converted file by name: 0.2 reads ``m:format``, 0.3 the metadata's ``format``).  From 0.3 the
+conversion only adds flow control's tables: every position 0.3 wrote means the same in 0.4, and
+a task without flow options is stored as 0.3 stored it.  A read-only open reads a 0.3 store as
+it is (no queue but "default", no limits, no pauses).  A read-only open
 reads a 0.2 store as it is (:class:`~timewheel.store.sqlite_file.LegacyMeta`) and refuses a 0.1
 one until it is converted.  The ``rev`` column is filled as records are written: a row last
 written by 0.2 holds NULL there, and its record's ``rev`` (see store/rules.py).
@@ -28,7 +34,8 @@ from ..wheel import Wheel
 from . import positions
 from .connection import RECORD, SCHEMA, TABLE
 from .sqlite_counters import NAMED_TABLE, SLOTS_TABLE, Counters, counted, slot_schema
-from .sqlite_file import FORMAT, V1_FORMAT, V2_FORMAT, LegacyMeta, StoreFile, stored_format
+from .sqlite_file import FORMAT, V1_FORMAT, V2_FORMAT, V3_FORMAT, LegacyMeta, StoreFile, stored_format
+from .sqlite_flow import SCHEMA as FLOW_SCHEMA
 
 __all__ = ["set_up", "geometry", "horizon_of", "Layout"]
 
@@ -43,9 +50,10 @@ class Layout:
     """Which of the observers' counter tables a store has (a read-only open of a store
     written before they existed has neither; a write open adds them)."""
 
-    def __init__(self, slot_cells: bool, named_ticks: bool) -> None:
+    def __init__(self, slot_cells: bool, named_ticks: bool, flow: bool = True) -> None:
         self.slot_cells = slot_cells      #: per-slot occupied cells (slot_schema)
         self.named_ticks = named_ticks    #: pending tasks per (name, due tick)
+        self.flow = flow                  #: flow control's tables (a read-only open of 0.3: none)
 
 
 def set_up(f: StoreFile, wheel: Optional[Wheel], now: float) -> tuple[Wheel, Layout]:
@@ -58,11 +66,11 @@ def set_up(f: StoreFile, wheel: Optional[Wheel], now: float) -> tuple[Wheel, Lay
             raise NotAStore(f"{f.path} is not a timewheel store (no timewheel data in it)")
         stored = _initialise(f, wheel or Wheel(), now)
     else:
-        if fmt in (V1_FORMAT, V2_FORMAT) and not f.readonly:
+        if fmt in (V1_FORMAT, V2_FORMAT, V3_FORMAT) and not f.readonly:
             _convert(f)
         elif fmt == V2_FORMAT:
             f.legacy = True
-        elif fmt != FORMAT:
+        elif fmt not in (FORMAT, V3_FORMAT):
             raise NotAStore(f"{f.path} has store format {shown(fmt)}; this timewheel reads {FORMAT!r}")
         with f.reading():
             stored = geometry(f)
@@ -71,7 +79,7 @@ def set_up(f: StoreFile, wheel: Optional[Wheel], now: float) -> tuple[Wheel, Lay
             f"{f.path} was created with slots={stored.slots}, tick={stored.tick}; "
             f"cannot open it with slots={wheel.slots}, tick={wheel.tick}")
     with f.reading():
-        layout = Layout(f.has_table(SLOTS_TABLE), f.has_table(NAMED_TABLE))
+        layout = Layout(f.has_table(SLOTS_TABLE), f.has_table(NAMED_TABLE), f.has_table(f"{TABLE}_paused"))
     if not (layout.slot_cells and layout.named_ticks) and not f.readonly:
         _add_observer_counters(f, stored)
         layout = Layout(True, True)
@@ -111,7 +119,7 @@ def _initialise(f: StoreFile, wheel: Wheel, now: float) -> Wheel:
     with f.writing():
         if _format(f) is not None:
             return geometry(f)
-        for ddl in SCHEMA + slot_schema(wheel.slots):
+        for ddl in SCHEMA + slot_schema(wheel.slots) + FLOW_SCHEMA:
             f.x(ddl)
         _mark_format(f)
         f.meta.update(slots=wheel.slots, tick=float(wheel.tick), horizon=wheel.current_tick(now),
@@ -126,17 +134,25 @@ def _mark_format(f: StoreFile) -> None:
 
 
 def _convert(f: StoreFile) -> None:
-    """timewheel/1 or /2 -> /3, in one transaction (another process may have done it
+    """timewheel/1, /2 or /3 -> /4, in one transaction (another process may have done it
     meanwhile: then nothing)."""
     with f.writing():
         fmt = _format(f)
+        if fmt == V3_FORMAT:
+            for ddl in FLOW_SCHEMA:
+                f.x(ddl)
+            _mark_format(f)
+            f.meta["format"] = FORMAT
+            log.warning("converted %s from the store format of timewheel 0.3 (%s) to %s", f.path,
+                        V3_FORMAT, FORMAT)
+            return
         if fmt not in (V1_FORMAT, V2_FORMAT):
             return
         columns = {r[1] for r in f.q(f'PRAGMA table_info("{TABLE}")')}
         for col, kind in (("pos", "TEXT"), ("name", "TEXT"), ("rev", "INTEGER")):
             if col not in columns:
                 f.x(f'ALTER TABLE "{TABLE}" ADD COLUMN {col} {kind}')
-        for ddl in SCHEMA[1:]:
+        for ddl in SCHEMA[1:] + FLOW_SCHEMA:
             f.x(ddl)
         old = LegacyMeta(f)
         if fmt == V1_FORMAT:

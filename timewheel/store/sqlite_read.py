@@ -11,19 +11,34 @@ import os
 from collections import Counter
 from typing import Any, Iterable, Optional
 
+from .. import flow
 from ..errors import StoreError, shown
 from ..records import PENDING, RUNNING, RecordDecodeError, TaskRecord, decode_record
 from ..wheel import Wheel
 from . import positions
-from .base import BROKEN, StoreState, WheelStore, broken_record, check_listable, eta_us, finished_ms, page
+from .base import (
+    BROKEN,
+    LimitState,
+    QueueState,
+    StoreState,
+    WheelStore,
+    broken_record,
+    check_listable,
+    eta_us,
+    finished_ms,
+    page,
+)
 from .connection import RECORD, TABLE, read_header
 from .sqlite_counters import NAMED_TABLE, SLOTS_TABLE
 from .sqlite_file import StoreFile
+from .sqlite_flow import HELD, LIMITS, QUEUES, STARTS, FileFlow
 from .sqlite_format import Layout, horizon_of
 
-__all__ = ["FileReader"]
+__all__ = ["FileReader", "SERVE"]
 
 _CHUNK = 400          # keys per IN (...) list (SQLite allows 32766 bound variables)
+#: metadata: serve:<token> -> the queues that started process claims ("*": every queue)
+SERVE = "serve:"
 # The rows not yet absorbed are counted in SQL, grouped by tick, never pulled into Python one
 # by one: a store that took many single adds while no worker ran holds many.
 _FRESH_TICKS = f'SELECT {positions.TICK_OF_CELL} AS tick FROM "{TABLE}" WHERE {positions.IS_FRESH}'
@@ -72,9 +87,17 @@ class FileReader:
             raise StoreError(f"{f.path}: its bookkeeping is damaged (advanced {shown(advanced)})") from None
         return StoreState(horizon, leader if isinstance(leader, str) else None, advanced)
 
+    def fresh_head(self, horizon: int) -> list[int]:
+        """The earliest eta (us) of the rows added on their own that are ready once absorbed
+        (their tick within ``horizon``), if any (inside a transaction of the file)."""
+        (eta,) = self._file.q(f'SELECT min({positions.FRESH_ETA}) FROM "{TABLE}" WHERE {positions.IS_FRESH} '
+                              f"AND {positions.TICK_OF_CELL} <= :horizon",
+                              {"slots": self.wheel.slots, "horizon": horizon})[0]
+        return [] if eta is None else [int(eta)]
+
     def next_ready_eta(self) -> Optional[float]:
-        """The eta of the earliest ready task: the head of the ready queue, or a row added on
-        its own whose tick is within the horizon (ready as soon as absorbed)."""
+        """The eta of the earliest ready task: the head of the ready queue (of each band), or
+        a row added on its own whose tick is within the horizon (ready as soon as absorbed)."""
         f = self._file
         with f.reading():
             horizon = horizon_of(f)
@@ -84,7 +107,100 @@ class FileReader:
                 f"WHERE {positions.IS_FRESH} AND {positions.TICK_OF_CELL} <= :horizon)",
                 {"slots": self.wheel.slots, "horizon": horizon})[0]
             etas = [int(e) for e in (head, fresh) if e is not None]     # damaged: StoreError
+            if self.layout.flow and head is not None:         # the other bands' heads
+                etas += [positions.ready_eta_us(pos) for _, pos in
+                         FileFlow(f, self.wheel).bands(None, frozenset(), None)]
         return min(etas) / 1e6 if etas else None
+
+    # -- flow control ------------------------------------------------------------------------
+    def paused(self) -> frozenset:
+        if not self.layout.flow:
+            return frozenset()
+        with self._file.reading():
+            return FileFlow(self._file, self.wheel).paused()
+
+    def served(self) -> dict[str, Optional[frozenset]]:
+        """What every started process registered it claims (dead ones too)."""
+        out: dict[str, Optional[frozenset]] = {}
+        with self._file.reading():
+            meta = self._file.meta
+            for key in [k for k in meta.keys() if k.startswith(SERVE)]:
+                try:
+                    value = meta[key]
+                except (KeyError, ValueError):     # gone meanwhile, or not one we wrote
+                    continue
+                if isinstance(value, str):
+                    out[key[len(SERVE):]] = None if value == "*" else frozenset(value.split(","))
+        return out
+
+    def limit_states(self, now: float, keys: Optional[Iterable[str]]) -> list[LimitState]:
+        f = self._file
+        if not self.layout.flow:
+            return []
+        with f.reading():
+            if keys is None:
+                wanted = [k for (k,) in f.q(
+                    f'SELECT lim FROM "{LIMITS}" WHERE lim IN (SELECT lim FROM "{HELD}") '
+                    f'OR reopen IS NOT NULL OR lim IN (SELECT lim FROM "{STARTS}" WHERE at > ?) ORDER BY lim',
+                    (int((now - 7 * 86400) * 1e6),))]
+                hashes = dict(f.q(f'SELECT hash, lim FROM "{LIMITS}"'))
+                for (h,) in f.q(f'SELECT DISTINCT {positions.PARKED_LIMIT} FROM "{TABLE}" '
+                                f"WHERE {positions.IS_PARKED}"):
+                    if h in hashes and hashes[h] not in wanted:
+                        wanted.append(hashes[h])
+            else:
+                wanted = list(keys)
+            out = []
+            for key in sorted(wanted):
+                row = f.q(f'SELECT concurrency, rate, per, reopen FROM "{LIMITS}" WHERE lim = ?', (key,))
+                concurrency, rate, per, reopen = row[0] if row else (0, 0, 0.0, None)
+                lo, hi = positions.parked_range(positions.limit_hash(key))
+                held = f.q(f'SELECT count(*) FROM "{HELD}" WHERE lim = ?', (key,))[0][0]
+                parked = f.q(f'SELECT count(*) FROM "{TABLE}" WHERE pos >= ? AND pos < ?', (lo, hi))[0][0]
+                recent = f.q(f'SELECT count(*) FROM "{STARTS}" WHERE lim = ? AND at > ?',
+                             (key, int((now - per) * 1e6)))[0][0] if rate else 0
+                out.append(LimitState(key, concurrency, rate, per, held, parked, recent,
+                                      None if reopen is None else reopen / 1e6))
+        return out
+
+    def queue_states(self, now: float) -> list[QueueState]:
+        f = self._file
+        totals = {PENDING: 0, RUNNING: 0}
+        for (state, _), n in self.counts().items():
+            if state in totals:
+                totals[state] += n
+        per: dict[str, list[int]] = {}
+        if not self.layout.flow:
+            if totals[PENDING] or totals[RUNNING]:
+                per[flow.DEFAULT_QUEUE] = [totals[PENDING], 0, totals[RUNNING]]
+            paused: frozenset = frozenset()
+        with f.reading():
+            if self.layout.flow:
+                for queue, state, n in f.q(f'SELECT queue, state, n FROM "{QUEUES}" WHERE n > 0'):
+                    c = per.setdefault(queue, [0, 0, 0])
+                    c[0 if state == PENDING else 2] += n
+                default = [totals[PENDING] - sum(c[0] for c in per.values()), 0,
+                           totals[RUNNING] - sum(c[2] for c in per.values())]
+                if default[0] or default[2]:
+                    per[flow.DEFAULT_QUEUE] = default
+                paused = FileFlow(f, self.wheel).paused()
+                # due and waiting: the due part of every ready band, and every parked task
+                for band, _ in FileFlow(f, self.wheel).bands(None, frozenset()):
+                    n = f.q(f'SELECT count(*) FROM "{TABLE}" WHERE pos >= ? AND pos <= ?',
+                            (positions.band_ready(band), positions.band_bound(band, now)))[0][0]
+                    queue = band[1:].rpartition(":")[0] if band else flow.DEFAULT_QUEUE
+                    per.setdefault(queue, [0, 0, 0])[1] += n
+                for queue, n in f.q(f'SELECT {positions.PARKED_QUEUE}, count(*) FROM "{TABLE}" '
+                                    f"WHERE {positions.IS_PARKED} GROUP BY 1"):
+                    per.setdefault(queue, [0, 0, 0])[1] += n
+            else:
+                n = f.q(f'SELECT count(*) FROM "{TABLE}" WHERE pos >= ? AND pos <= ?',
+                        (positions.READY, positions.ready_bound(now)))[0][0]
+                if n:
+                    per.setdefault(flow.DEFAULT_QUEUE, [0, 0, 0])[1] += n
+        for q in paused:
+            per.setdefault(q, [0, 0, 0])
+        return [QueueState(q, max(0, p), w, max(0, r), q in paused) for q, (p, w, r) in sorted(per.items())]
 
     def counts(self) -> dict[tuple[str, str], int]:
         f = self._file
@@ -243,9 +359,20 @@ class FileReader:
         rows = self.fetch(keys)
         fresh = self._records([(k, rows[k][0], rows[k][1]) for k in keys if k in rows], PENDING)
         start = positions.READY if mark is None else positions.ready(mark[0])
-        if not keep(f.q(f'SELECT key, {RECORD}, pos FROM "{TABLE}" WHERE pos >= ? AND pos < ?'
-                        f"{only} ORDER BY pos, key" + ("" if want is None else " LIMIT ?"),
-                        [start, positions.READY_END] + named + ([] if want is None else [want + 1]))):
+        ready = f.q(f'SELECT key, {RECORD}, pos FROM "{TABLE}" WHERE pos >= ? AND pos < ?'
+                    f"{only} ORDER BY pos, key" + ("" if want is None else " LIMIT ?"),
+                    [start, positions.BANDS] + named + ([] if want is None else [want + 1]))
+        if self.layout.flow:          # the other bands, each in eta order, and the parked tasks
+            for band, _ in FileFlow(f, self.wheel).bands(None, frozenset(), None):
+                lo = positions.band_ready(band) if mark is None else positions.AT % (
+                    positions.band_ready(band), mark[0])
+                ready += f.q(f'SELECT key, {RECORD}, pos FROM "{TABLE}" WHERE pos >= ? AND pos < ?'
+                             f"{only} ORDER BY pos, key" + ("" if want is None else " LIMIT ?"),
+                             [lo, positions.band_ready(band)[:-1] + ";"] + named
+                             + ([] if want is None else [want + 1]))
+            ready += f.q(f'SELECT key, {RECORD}, pos FROM "{TABLE}" WHERE pos >= ? AND pos < ?{only}',
+                         [positions.PARKED, positions.PARKED_END] + named)
+        if not keep(ready):
             first = horizon_of(f) + 1
             if mark is not None:
                 first = max(first, self.wheel.due_tick(mark[0] / 1e6))

@@ -87,6 +87,7 @@ _RULES = [
     Rule("/running", endpoint="running"),
     Rule("/bulk", endpoint="bulk", methods=["POST"]),
     Rule("/purge", endpoint="purge", methods=["POST"]),
+    Rule("/queues", endpoint="queue_action", methods=["POST"]),
     Rule("/login", endpoint="login", methods=["GET", "POST"]),
     Rule("/logout", endpoint="logout", methods=["POST"]),
     Rule("/static/<path:filename>", endpoint="static"),
@@ -99,6 +100,7 @@ _RULES = [
          methods=["POST"]),
     Rule("/api/<any(retry, cancel):verb>", endpoint="api_bulk", methods=["POST"]),
     Rule("/api/purge", endpoint="api_purge", methods=["POST"]),
+    Rule("/api/<any(pause, resume):verb>", endpoint="api_queue_action", methods=["POST"]),
     Rule("/api/stats", endpoint="api_stats"),
     Rule("/api/timeline", endpoint="api_timeline"),
     Rule("/api/wheel", endpoint="api_wheel"),
@@ -483,6 +485,24 @@ class WebView:
         return self._back(request, f"purged {result['purged']} task(s) ({', '.join(result['statuses'])})",
                           self._url(request, "failed"))
 
+    def on_queue_action(self, request: Request) -> Response:
+        """Pause or resume a queue (the overview's buttons): form ``queue`` and ``verb``."""
+        self._require_actions(request)
+        verb = params.choice(request.form, "verb", ("pause", "resume"), None)
+        if verb is None:
+            raise BadRequest("verb is required: pause or resume")
+        result = self._queue_action(request.form, verb)
+        done, already = ("paused", "paused") if verb == "pause" else ("resumed", "running")
+        message = (f"queue {result['queue']} {done}" if result["changed"]
+                   else f"queue {result['queue']} was already {already}")
+        return self._back(request, message, self._url(request, "overview"))
+
+    def _queue_action(self, form: Any, verb: str) -> dict[str, Any]:
+        queue = params.text(form, "queue")
+        if queue is None:
+            raise BadRequest("queue is required")
+        return query.pause_data(self.open(writable=True), queue, verb == "pause")     # bad: 400
+
     def _selection(self, form: Any) -> list[str]:
         """The ids a bulk action applies to: those ticked, or the first BULK_LIMIT that match
         the filter (``all=1`` with ``status``, ``name``, ``id``)."""
@@ -539,6 +559,10 @@ class WebView:
     def on_api_purge(self, request: Request) -> Response:
         self._require_actions(request)
         return _json(self._purge(_body(request)))
+
+    def on_api_queue_action(self, request: Request, verb: str) -> Response:
+        self._require_actions(request)
+        return _json(self._queue_action(_body(request), verb))
 
     def on_api_stats(self, request: Request) -> Response:
         recent = params.integer(request.args, "recent", 1000, 1, 100_000)
@@ -609,7 +633,7 @@ def _task_filter(request: Request) -> dict[str, Any]:
     after = params.text(args, "after")
     return {"status": params.choice(args, "status", LISTABLE), "name": params.text(args, "name"),
             "id_prefix": params.text(args, "id"), "limit": params.integer(args, "limit", 50, 1, MAX_PAGE),
-            "after": after}
+            "after": after, "queue": params.text(args, "queue")}
 
 
 def _revolutions(request: Request) -> int:

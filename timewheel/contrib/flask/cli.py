@@ -14,7 +14,7 @@ then take no new tasks, let running ones finish for up to ``--grace`` seconds an
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import click
 from flask import current_app
@@ -60,7 +60,7 @@ for _command in timewheel_cli.cli.commands.values():
 
 
 @group.command("run", params=[p for p in timewheel_cli.run.params if p.name != "app"])
-def run(grace: float, log_level: str, as_json: bool) -> None:
+def run(grace: float, log_level: str, as_json: bool, queues: Optional[str] = None) -> None:
     """Run the app's TimeWheel in the foreground: a worker process.
 
     It runs the tasks registered on the app's wheel (each inside an app context) until
@@ -72,5 +72,7 @@ def run(grace: float, log_level: str, as_json: bool) -> None:
     Example:
       flask --app myapp timewheel run
       flask --app myapp timewheel run --grace 60 --log-level DEBUG
+      flask --app myapp timewheel run --queues default,emails
     """
-    timewheel_cli.run_wheel(_wheel("run"), current_app.import_name, grace, log_level, as_json)
+    timewheel_cli.run_wheel(_wheel("run"), current_app.import_name, grace, log_level, as_json,
+                            timewheel_cli.queues_option(queues))

@@ -28,14 +28,21 @@ class Command(BaseCommand):
                                  "'timewheel[metrics]').")
         parser.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
                             help="Address for --metrics-port (default 127.0.0.1).")
+        parser.add_argument("--queues", default=None, metavar="Q1,Q2",
+                            help="Run only the tasks of these queues (default: every queue).")
 
     def handle(self, *args: Any, grace: float, log_level: str, metrics_port: Optional[int],
-               metrics_addr: str, **options: Any) -> None:
+               metrics_addr: str, queues: Optional[str] = None, **options: Any) -> None:
         from timewheel import TimeWheelError
         from timewheel.contrib.django import get_wheel
+        from timewheel.flow import check_queues
         from timewheel.serve import serve
         if grace < 0:
             raise CommandError(f"--grace must be >= 0, got {grace:g}")
+        try:
+            served = None if queues is None else check_queues([q.strip() for q in queues.split(",")])
+        except ValueError as exc:
+            raise CommandError(f"--queues: {exc}") from None
         hu = get_wheel()
         if hu.location == "memory":
             raise CommandError("settings.TIMEWHEEL keeps tasks in memory (immediate=True or "
@@ -43,7 +50,7 @@ class Command(BaseCommand):
         if metrics_port is not None:
             _serve_metrics(hu, metrics_addr, metrics_port)
         try:
-            serve(hu, grace=grace, log_level=log_level)      # the loop of `timewheel run`
+            serve(hu, grace=grace, log_level=log_level, queues=served)   # the loop of `timewheel run`
         except (TimeWheelError, OSError) as exc:             # the store cannot be used
             raise CommandError(f"{hu.location}: {' '.join(str(exc).split())}") from None
 

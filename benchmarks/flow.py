@@ -1,0 +1,316 @@
+"""Flow control (issue 21): what limits cost and whether they hold, side by side in one run.
+
+``python -m benchmarks.flow [--base CHECKOUT] [--reps N] [--quick]``
+
+=================  ===========================================================================
+``ab``             the claim path without limits, before and after: the ``burst`` (20,000 no-op
+                   tasks due at once: time to start them all) and per-call ``enqueue``
+                   workloads of :mod:`benchmarks.workloads`, run alternately from ``--base`` (a
+                   checkout of the code before flow control) and from this one, interleaved
+``rate``           a rate-limited burst: 20,000 tasks with ``rate="2000/s"`` due at once, run by
+                   3 worker processes of 32 workers on one file store (and one Redis server):
+                   the rate held (starts by the store's clock), the worst 1-second window
+``idle``           one process whose limit (``concurrency=1``) is held by a running task: CPU
+                   seconds it uses in 10 s with 10,000 due tasks parked behind it, and with none
+``celery``         Celery 5.4 (Redis broker) with ``rate_limit="10/s"`` on the task, 3 worker
+                   processes (8 threads each): Celery counts the rate per worker, so 3 workers
+                   start up to 3x the rate; the same 200 tasks with timewheel's ``rate=`` over 3
+                   processes, for comparison
+=================  ===========================================================================
+
+Results print as a table and go to ``benchmarks/results/flow-<stamp>.json``.  The measurement
+processes are ``python -m benchmarks.child`` (``flow_worker``, ``flow_idle``) and, for Celery,
+``celery worker`` on :mod:`benchmarks.celery_app`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Optional
+
+from . import tasks
+from .harness import RESULTS, ROOT, SCRATCH, Runner, stop_processes, wait_for_file
+from .stats import pct
+
+TASK = "benchmarks.flow"
+
+
+# -- measurement processes (registered in benchmarks.child) ------------------------------------
+
+def worker(spec: dict) -> dict:
+    """A worker process: runs the flow task (``rate``/``concurrency`` as the spec says) on
+    ``store`` until ``stopfile`` exists."""
+    from timewheel import TimeWheel  # on open: see benchmarks.systems
+    hu = TimeWheel(spec["store"], workers=spec.get("workers", 8))
+    hu.task(name=TASK, rate=spec.get("rate"))(tasks.run)
+    hu.start()
+    open(spec["ready"], "w").close()
+    wait_for_file(spec["stopfile"])
+    hu.stop(wait=True, timeout=10)
+    return {"pid": os.getpid()}
+
+
+def idle(spec: dict) -> dict:
+    """CPU seconds this process uses over ``window`` s while a running task holds its limit
+    and ``n`` due tasks are parked behind it."""
+    from timewheel import TimeWheel
+    hu = TimeWheel(spec["store"], workers=4)
+    one = hu.limit("one", concurrency=1)
+    hold = hu.task(name="benchmarks.hold", limit=one)(time.sleep)
+    blocked = hu.task(name="benchmarks.blocked", limit=one)(tasks.run)
+    now = time.time()
+    hold.schedule((spec["window"] + 30,), eta=now - 1)
+    with hu.batch():
+        for i in range(spec["n"]):
+            blocked.delay(i, now, eta=now)
+    hu.start()
+    deadline = time.time() + 60
+    while time.time() < deadline:            # every blocked task parked (a few claims of 1000)
+        states = hu.store.limit_states(["limit:one"])
+        if states and states[0].running == 1 and states[0].parked >= spec["n"]:
+            break
+        time.sleep(0.2)
+    parked = hu.store.limit_states(["limit:one"])[0].parked
+    time.sleep(1.0)
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    time.sleep(spec["window"])
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
+    hu.stop(wait=False)
+    return {"n": spec["n"], "parked": parked, "cpu_s": cpu, "wall_s": wall}
+
+
+CHILD_WORKLOADS = {"flow_worker": worker, "flow_idle": idle}
+
+
+# -- the parent --------------------------------------------------------------------------------
+
+def _spawn(runner: Runner, spec: dict, tag: str, cwd: str = ROOT) -> tuple[subprocess.Popen, str]:
+    d, spec_path, out = runner.paths(tag)
+    spec = dict(spec, out=out)
+    with open(spec_path, "w") as fh:
+        json.dump(spec, fh)
+    env = Runner.env()
+    env["PYTHONPATH"] = cwd
+    err = open(os.path.join(d, "stderr.txt"), "w")
+    return subprocess.Popen([sys.executable, "-m", "benchmarks.child", spec_path], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=err), out
+
+
+def _result(proc: subprocess.Popen, out: str, timeout: float) -> dict:
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return {"error": f"timed out after {timeout:g}s"}
+    try:
+        with open(out) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {"error": "no result"}
+
+
+def ab(runner: Runner, base: str, reps: int, quick: bool) -> list[dict]:
+    """The claim path without limits: ``burst`` and per-call ``enqueue``, alternately from the
+    base checkout and this one."""
+    n_burst, n_enq = (2000, 2000) if quick else (20_000, 20_000)
+    rows = []
+    for rep in range(reps):
+        order = (("base", base), ("this", ROOT))
+        for side, cwd in order if rep % 2 == 0 else order[::-1]:
+            for what, spec in (("burst", {"workload": "burst", "n": n_burst, "batch": True}),
+                               ("enqueue", {"workload": "enqueue", "n": n_enq})):
+                d, _, _ = runner.paths(f"ab-{side}-{what}")
+                spec = dict(spec, system="timewheel", store=os.path.join(d, "store.db"))
+                subprocess.run(["sync"], check=False)
+                proc, out = _spawn(runner, spec, f"ab-{side}-{what}", cwd)
+                res = _result(proc, out, 300)
+                rows.append({"side": side, "what": what, "rep": rep, **res})
+                runner.log(f"  ab {side:4s} {what:7s} rep {rep}: "
+                           + (f"last start {res['last_s']:.3f} s" if what == "burst" and "last_s" in res
+                              else f"{res.get('rate', 0):,.0f} tasks/s" if "rate" in res else str(res)[:120]))
+    return rows
+
+
+def _windows(starts: list[float], per: float = 1.0) -> int:
+    """The most starts in any window [s, s + per)."""
+    j, most = 0, 0
+    for i, s in enumerate(starts):
+        while j < len(starts) and starts[j] < s + per:
+            j += 1
+        most = max(most, j - i)
+    return most
+
+
+def rate(runner: Runner, store_url: Optional[str], n: int, limit: str, processes: int = 3,
+         workers: int = 32) -> dict:
+    """``n`` tasks of ``rate=limit`` due at once, ``processes`` worker processes: the rate
+    held by the claims' stamps (the store's clock), the worst window, the drain time."""
+    from timewheel import TimeWheel
+    d, _, _ = runner.paths("rate")
+    store = store_url or os.path.join(d, "store.db")
+    hu = TimeWheel(store)
+    task = hu.task(name=TASK, rate=limit)(tasks.run)
+    due = time.time() + 3
+    with hu.batch():
+        ids = [task.delay(i, due, eta=due).id for i in range(n)]
+    stopfile = os.path.join(d, "stop")
+    procs = []
+    for k in range(processes):
+        ready = os.path.join(d, f"ready{k}")
+        wd, spec_path, out = runner.paths(f"rate-worker{k}")
+        proc = runner.spawn({"workload": "flow_worker", "store": store, "rate": limit, "workers": workers,
+                             "ready": ready, "stopfile": stopfile, "out": out}, wd, spec_path)
+        procs.append(proc)
+        wait_for_file(ready)
+    deadline = due + n / float(limit.split("/")[0]) * 3 + 60
+    while time.time() < deadline:
+        counts = hu.store.counts()
+        if counts.get(("succeeded", TASK), 0) >= n:
+            break
+        time.sleep(0.2)
+    stop_processes(procs, stopfile)
+    starts, early = [], 0
+    for chunk in range(0, len(ids), 500):
+        for task_id in ids[chunk:chunk + 500]:
+            rec = hu.store.get(task_id)
+            if rec is not None and rec.status == "succeeded":
+                starts.append(rec.started)
+                early += rec.started < rec.eta
+    hu.close()
+    starts.sort()
+    per_s = int(limit.split("/")[0])
+    span = starts[-1] - starts[0] if len(starts) > 1 else 0.0
+    # the steady rate: starts after the first full window, per second
+    steady = [s for s in starts if s >= starts[0] + 1.0]
+    held = (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 1 else None
+    over = sum(1 for i in range(len(starts)) if _count_from(starts, i) > per_s)
+    return {"n": n, "ran": len(starts), "early": early, "limit": limit, "processes": processes,
+            "workers": workers,
+            "drain_s": span, "rate_held": held,
+            "rate_error_pct": None if held is None else (held / per_s - 1) * 100,
+            "worst_window": _windows(starts), "windows_over": over}
+
+
+def _count_from(starts: list[float], i: int, per: float = 1.0) -> int:
+    import bisect
+    return bisect.bisect_left(starts, starts[i] + per) - i
+
+
+def idle_cpu(runner: Runner, blocked: int, window: float) -> dict:
+    return runner.run({"workload": "flow_idle", "n": blocked, "window": window}, f"idle-{blocked}",
+                      timeout=window + 180)
+
+
+def celery(runner: Runner, redis_url: str, n: int, limit: str, workers: int = 3) -> dict:
+    """Celery's per-worker ``rate_limit`` with ``workers`` worker processes: the rate the
+    starts actually reach (from the run log) against the rate asked for."""
+    d, _, _ = runner.paths("celery")
+    log = os.path.join(d, "runs.log")
+    env = {**Runner.env(), "BENCH_CELERY_BROKER": redis_url, "BENCH_CELERY_RATE": limit,
+           "BENCH_CELERY_LOG": log}
+    procs = [subprocess.Popen([sys.executable, "-m", "celery", "-A", "benchmarks.celery_app", "worker",
+                               "-P", "threads", "-c", "8", "-n", f"w{k}@%h", "--loglevel", "WARNING",
+                               "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=open(os.path.join(d, f"celery{k}.txt"), "w"))
+             for k in range(workers)]
+    try:
+        time.sleep(6)                                      # the workers connect
+        code = ("import time; from benchmarks.celery_app import run; "
+                f"due = time.time(); [run.delay(i, due) for i in range({n})]")
+        subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=120)
+        deadline = time.time() + 120
+        while time.time() < deadline and len(tasks.read_log(log)) < n:
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    runs = tasks.read_log(log)
+    starts = sorted(s for _, _, _, s in runs)
+    per_s = int(limit.split("/")[0])
+    steady = [s for s in starts if s >= starts[0] + 1.0] if starts else []
+    held = (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 1 else None
+    return {"n": n, "ran": len(runs), "unique": len({i for i, _, _, _ in runs}), "limit": limit,
+            "workers": workers, "rate_reached": held,
+            "over_pct": None if held is None else (held / per_s - 1) * 100,
+            "worst_window": _windows(starts), "drain_s": starts[-1] - starts[0] if starts else None}
+
+
+def _summary(ab_rows: list[dict]) -> dict:
+    out: dict[str, Any] = {}
+    for what, key in (("burst", "last_s"), ("enqueue", "rate")):
+        for side in ("base", "this"):
+            xs = sorted(r[key] for r in ab_rows if r["what"] == what and r["side"] == side and key in r)
+            out[f"{what}_{side}"] = {"median": pct(xs, 50) if xs else None, "all": xs}
+    return out
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.flow", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--base", help="a checkout of the code before flow control (for the A/B)")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", action="append", choices=("ab", "rate", "idle", "celery"))
+    args = ap.parse_args(argv)
+    only = set(args.only or ("ab", "rate", "idle", "celery"))
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = os.path.join(SCRATCH, f"flow-{stamp}")
+    os.makedirs(run_dir, exist_ok=True)
+    os.makedirs(RESULTS, exist_ok=True)
+    runner = Runner(run_dir)
+    doc: dict[str, Any] = {"run": stamp}
+    if "ab" in only and args.base:
+        doc["ab"] = ab(runner, os.path.abspath(args.base), args.reps, args.quick)
+        doc["ab_summary"] = _summary(doc["ab"])
+        runner.log(json.dumps(doc["ab_summary"], indent=1))
+    n = 2000 if args.quick else 20_000
+    if "rate" in only:
+        doc["rate_file"] = rate(runner, None, n, "2000/s")
+        runner.log(f"rate, file store: {doc['rate_file']}")
+    if "idle" in only:
+        window = 5.0 if args.quick else 10.0
+        doc["idle"] = [idle_cpu(runner, b, window) for b in (0, 10_000, 0, 10_000)]
+        runner.log(f"idle: {doc['idle']}")
+    if {"rate", "celery"} & only:
+        from timewheel.testing import RedisServer
+        tmp = tempfile.mkdtemp(prefix="flow-redis-")
+        server = RedisServer(tmp).start()
+        try:
+            if "rate" in only:
+                # (64 workers: every claim round trip waits for the server's fsync)
+                doc["rate_redis"] = rate(runner, server.url, n, "2000/s", workers=64)
+                runner.log(f"rate, Redis store: {doc['rate_redis']}")
+            if "celery" in only:
+                m = 100 if args.quick else 200
+                server_db = server.url.rsplit("/", 1)[0] + "/1"
+                doc["celery"] = celery(runner, server_db, m, "10/s")
+                runner.log(f"celery: {doc['celery']}")
+                doc["celery_timewheel"] = rate(runner, server.url.rsplit("/", 1)[0] + "/2", m, "10/s")
+                runner.log(f"timewheel, the same: {doc['celery_timewheel']}")
+        finally:
+            server.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+    out = os.path.join(RESULTS, f"flow-{stamp}.json")
+    with open(out, "w") as fh:
+        json.dump(doc, fh, indent=1)
+    runner.log(f"-> {os.path.relpath(out, ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
