@@ -63,7 +63,6 @@ from .base import (
     Advanced,
     Claimed,
     Doorbell,
-    Liveness,
     StoreState,
     WheelStore,
     check_existing,
@@ -72,6 +71,7 @@ from .base import (
     finished_ms,
     purge_statuses,
 )
+from .leases import LeaseLiveness
 from .postgres_url import check_schema, parse
 from .server_clock import ServerClock
 
@@ -373,52 +373,35 @@ class _Bell(Doorbell):
 
 # -- liveness ---------------------------------------------------------------------------------------
 
-class PostgresLiveness(Liveness):
+class PostgresLiveness(LeaseLiveness):
     """Leases for a PostgreSQL store: a heartbeat row per process, the ticking role in ``meta``."""
 
     def __init__(self, store: "PostgresStore") -> None:
-        self._store = store
-        self._pid = -1
-        self._token = ""
-        self._leading_until = 0.0       # monotonic: the role is ours at least until then
         self._alive_at = -math.inf      # monotonic: our heartbeat was last written then
-        self._lost: dict[str, int] = {}   # id -> rev of claims already reported lost
-        self.renew_every = store.lease / 3
-        #: the ticking role lapses this long after its holder's last renewal
-        self.role_ttl = max(0.5, 2 * store.wheel.tick)
-        #: a process's heartbeat lapses this long after its last sign of life
-        self.alive_ttl = max(store.lease, 3 * store.wheel.tick)
+        super().__init__(store)
 
-    @property
-    def token(self) -> str:
-        pid = os.getpid()
-        if pid != self._pid:      # a new process (fork): a new incarnation, nothing inherited
-            self._pid, self._leading_until, self._alive_at = pid, 0.0, -math.inf
-            kind = "readonly" if self._store.readonly else os.urandom(6).hex()
-            self._token = f"{socket.gethostname()}:{pid}:{kind}"
-        return self._token
+    def _new_incarnation(self) -> None:
+        self._alive_at = -math.inf
 
-    def try_lead(self) -> bool:
-        if self._store.readonly:
-            return False
-        now = time.monotonic()
-        if now < self._leading_until:
-            return True
-        token = self.token
+    def _lead(self, token: str, now: float) -> bool:
+        # The heartbeat rides along with the role's renewal when a third of its life is gone.
         refresh = now - self._alive_at > self.alive_ttl / 3
         (got,), = self._store._call(f"SELECT {self._store.s}.lead(%s, %s, %s, %s)",
                                     (token, self.role_ttl, self.alive_ttl, refresh), write=True)
         if refresh:
             self._alive_at = now
-        # Ours for role_ttl from the renewal; say so for a third of that, measured from
-        # before the call, so that we stop saying "leader" well before the lease can lapse.
-        self._leading_until = now + self.role_ttl / 3 if got else 0.0
         return bool(got)
 
-    def resign(self) -> None:
-        self._leading_until = 0.0
-        if not self._store.readonly:
-            self._store._call(f"SELECT {self._store.s}.resign(%s, false)", (self.token,), write=True)
+    def _renew(self, token: str, live: Sequence[TaskRecord]) -> list[str]:
+        rows = self._store._call(f"SELECT * FROM {self._store.s}.renew(%s, %s::text[], %s::bigint[], %s, %s)",
+                                 (token, [r.id for r in live], [r.rev for r in live],
+                                  self._store.lease, self.alive_ttl), write=True)
+        self._alive_at = time.monotonic()
+        return [i for (i,) in rows]
+
+    def _resign(self, token: str, final: bool) -> None:
+        self._store._call(f"SELECT {self._store.s}.resign(%s, {'true' if final else 'false'})",
+                          (token,), write=True)
 
     def leader(self) -> Optional[str]:
         rows = self._store._call(f"SELECT role FROM {self._store.s}.meta WHERE id = 1 "
@@ -429,32 +412,6 @@ class PostgresLiveness(Liveness):
         return not self._store._call(f"SELECT FROM {self._store.s}.alive WHERE token = %s "
                                      "AND expires > extract(epoch FROM clock_timestamp())", (token,))
 
-    def keepalive(self, running: Sequence[TaskRecord]) -> list[str]:
-        """Renew; returns each claim whose lease was lost once (it is not renewed again)."""
-        if self._store.readonly or not running:
-            return []
-        self._lost = {r.id: r.rev for r in running if self._lost.get(r.id) == r.rev}
-        live = [r for r in running if r.id not in self._lost]
-        rows = self._store._call(f"SELECT * FROM {self._store.s}.renew(%s, %s::text[], %s::bigint[], %s, %s)",
-                                 (self.token, [r.id for r in live], [r.rev for r in live],
-                                  self._store.lease, self.alive_ttl), write=True)
-        self._alive_at = time.monotonic()
-        lost = [i for (i,) in rows]
-        revs = {r.id: r.rev for r in running}
-        self._lost.update((i, revs[i]) for i in lost)
-        return lost
-
-    def close(self) -> None:
-        self._leading_until = 0.0
-        if self._store.readonly or self._pid != os.getpid():
-            return
-        try:
-            self._store._call(f"SELECT {self._store.s}.resign(%s, true)", (self._token,), write=True)
-        except StoreError as exc:
-            log.debug("could not resign %s: %s", self._token, exc)
-
-
-# -- the store ---------------------------------------------------------------------------------------
 
 class _Observers:
     """The read-only observers of :class:`PostgresStore` (the shared bookkeeping, the counters,

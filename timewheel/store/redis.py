@@ -65,9 +65,7 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-import os
 import re
-import socket
 import threading
 import time
 import weakref
@@ -94,7 +92,6 @@ from .base import (
     Claimed,
     Doorbell,
     LimitState,
-    Liveness,
     QueueState,
     StoreState,
     WheelStore,
@@ -106,6 +103,7 @@ from .base import (
     page,
     purge_statuses,
 )
+from .leases import LeaseLiveness
 from .redis_client import RedisClient, redis
 from .redis_client import text as _text
 from .redis_flow import RedisFlow, bands_of
@@ -215,61 +213,37 @@ def _record(fields: dict) -> TaskRecord:
         raise RecordDecodeError(f"not a timewheel record (its fields: {exc})") from None
 
 
-class RedisLiveness(Liveness):
-    """Leases for a Redis store: a heartbeat key per process, a ticking role key with a TTL.
-
-    ``renew_every`` tells the boss how often to call :meth:`keepalive` while tasks run.
-    """
+class RedisLiveness(LeaseLiveness):
+    """Leases for a Redis store: a heartbeat key per process, a ticking role key with a TTL."""
 
     def __init__(self, store: "RedisStore") -> None:
-        self._store = store
-        self._pid = -1
-        self._token = ""
-        self._leading_until = 0.0       # monotonic: the role is ours at least until then
-        self._lost: dict[str, int] = {}   # id -> rev of claims already reported lost
-        self.renew_every = store.lease / 3
-        #: the ticking role lapses this long after its holder's last renewal
-        self.role_ttl = max(0.5, 2 * store.wheel.tick)
-        #: a process's heartbeat lapses this long after its last sign of life
-        self.alive_ttl = max(store.lease, 3 * store.wheel.tick)
+        super().__init__(store)
         _ = self.token
 
-    @property
-    def token(self) -> str:
-        pid = os.getpid()
-        if pid != self._pid:      # a new process (fork): a new incarnation, nothing inherited
-            self._pid, self._leading_until = pid, 0.0
-            kind = "readonly" if self._store.readonly else os.urandom(6).hex()
-            self._token = f"{socket.gethostname()}:{pid}:{kind}"
-            if not self._store.readonly:
-                try:
-                    self._store._io(lambda c: c.set(self._store.keys.alive(self._token), "1",
-                                                    px=self._ms(self.alive_ttl)), write=True)
-                except StoreError as exc:   # the first try_lead() or claim() makes it
-                    log.debug("could not write the heartbeat of %s yet: %s", self._token, exc)
-        return self._token
+    def _new_incarnation(self) -> None:
+        if self._store.readonly:
+            return
+        try:
+            self._store._io(lambda c: c.set(self._store.keys.alive(self._token), "1",
+                                            px=self._ms(self.alive_ttl)), write=True)
+        except StoreError as exc:   # the first try_lead() or claim() makes it
+            log.debug("could not write the heartbeat of %s yet: %s", self._token, exc)
 
     @staticmethod
     def _ms(seconds: float) -> int:
         return max(1, round(seconds * 1000))
 
-    def try_lead(self) -> bool:
-        if self._store.readonly:
-            return False
-        now = time.monotonic()
-        if now < self._leading_until:
-            return True
-        token = self.token
-        got = self._store._script("lead", [token, self._ms(self.role_ttl), self._ms(self.alive_ttl)])
-        # Ours for role_ttl from the renewal; claim it for a third of that, measured from
-        # before the call, so that we stop saying "leader" well before the key can lapse.
-        self._leading_until = now + self.role_ttl / 3 if got == 1 else 0.0
-        return got == 1
+    def _lead(self, token: str, now: float) -> bool:
+        return self._store._script("lead", [token, self._ms(self.role_ttl), self._ms(self.alive_ttl)]) == 1
 
-    def resign(self) -> None:
-        self._leading_until = 0.0
-        if not self._store.readonly:
-            self._store._script("resign", [self.token, "0"])
+    def _renew(self, token: str, live: Sequence[TaskRecord]) -> list[str]:
+        args: list[Any] = [token, round(self._store.lease * 1e6), self._ms(self.alive_ttl)]
+        for rec in live:
+            args += [rec.id, rec.rev]
+        return [_text(i) for i in self._store._script("renew", args)]
+
+    def _resign(self, token: str, final: bool) -> None:
+        self._store._script("resign", [token, "1" if final else "0"])
 
     def leader(self) -> Optional[str]:
         v = self._store._io(lambda c: c.get(self._store.keys.leader))
@@ -277,29 +251,6 @@ class RedisLiveness(Liveness):
 
     def is_dead(self, token: str) -> bool:
         return not self._store._io(lambda c: c.exists(self._store.keys.alive(token)))
-
-    def keepalive(self, running: Sequence[TaskRecord]) -> list[str]:
-        """Renew; returns each claim whose lease was lost once (it is not renewed again)."""
-        if self._store.readonly or not running:
-            return []
-        self._lost = {r.id: r.rev for r in running if self._lost.get(r.id) == r.rev}
-        args: list[Any] = [self.token, round(self._store.lease * 1e6), self._ms(self.alive_ttl)]
-        for rec in running:
-            if rec.id not in self._lost:
-                args += [rec.id, rec.rev]
-        lost = [_text(i) for i in self._store._script("renew", args)]
-        revs = {r.id: r.rev for r in running}
-        self._lost.update((i, revs[i]) for i in lost)
-        return lost
-
-    def close(self) -> None:
-        self._leading_until = 0.0
-        if self._store.readonly or self._pid != os.getpid():
-            return
-        try:
-            self._store._script("resign", [self._token, "1"])
-        except StoreError as exc:
-            log.debug("could not resign %s: %s", self._token, exc)
 
 
 class _PubSubBell(Doorbell):
