@@ -33,8 +33,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from timewheel import DuplicateTask, StoreBusy, StoreError, TimeWheel
-from timewheel.records import CANCELLED, PENDING, cancel
+from timewheel.records import CANCELLED, PENDING, SUCCEEDED, Outcome, cancel, end_run
 from timewheel.store import SqliteDictStore
+from timewheel.store.base import Claimed
 from timewheel.store.connection import busy_pause, is_busy
 from timewheel.testing import processes as procs
 
@@ -163,6 +164,47 @@ def test_a_failure_of_work_in_a_group_is_raised_in_its_caller_only(tmp_path) -> 
     assert isinstance(out[1][1], RuntimeError) and "a bug in one write" in str(out[1][1])
     assert sorted(_stored_ids(s.path)) == ["x1", "x2"]            # its row went with it
     s.close()
+
+
+def test_flow_controlled_claims_and_outcomes_share_a_group_with_delays(tmp_path) -> None:
+    """The boss's writes take the same path as delay()'s (issue 25) and keep flow control's
+    rules inside it (issue 21): one group holds a delay(), an outcome that frees a concurrency
+    slot with the claim of the same round, a claim of a queue whose only task another limit
+    holds, and a claim of a paused queue; each gets what it would alone, in one commit.
+    (``claim()`` reads under the file's lock before it writes, so these go through
+    ``record_and_claim()``, as a boss round with outcomes does.)"""
+    db = str(tmp_path / "tasks.db")
+    s = SqliteDictStore(db)
+    now = time.time()
+    one, other = ("one", 1, 0, 0.0), ("other", 1, 0, 0.0)
+    s.add([make_record("x0", now - 3, limits=(one,)), make_record("x1", now - 2, limits=(one,)),
+           make_record("o0", now - 3, queue="other", limits=(other,)),
+           make_record("o1", now - 2, queue="other", limits=(other,)),
+           make_record("r0", now - 1, queue="reports")])
+    s.pause("reports")
+    (x0,) = s.claim("me", time.time(), 5, queues=frozenset({"default"})).records
+    (o0,) = s.claim("me", time.time(), 5, queues=frozenset({"other"})).records
+    assert s.claim("me", time.time(), 5, queues=frozenset({"default"})).records == []   # x1: parked
+    t = time.time()
+    commits = s.file.group.commits
+    out = _as_one_group(s, [
+        lambda: s.add([make_record("new", now + 100)]),
+        lambda: s.record_and_claim([(x0, end_run(x0, Outcome(True, t, t)))], "me", time.time(), 5,
+                                   queues=frozenset({"default"})),
+        lambda: s.record_and_claim([], "me", time.time(), 5, queues=frozenset({"other"})),
+        lambda: s.record_and_claim([], "me", time.time(), 5, queues=frozenset({"reports"})),
+    ])
+    assert [k for k, _ in out] == ["ok"] * 4, out
+    done, got = out[1][1]
+    assert done[0].status == SUCCEEDED and [r.id for r in got.records] == ["x1"]   # x0's slot, freed
+    assert out[2][1] == ([], Claimed([], None))               # o1 stays parked behind o0
+    assert out[3][1][1].records == []                         # paused
+    assert s.file.group.commits == commits + 1 and s.file.group.groups >= 1
+    assert s.get("o1").status == PENDING and s.get("r0").status == PENDING
+    assert {(ls.key, ls.running, ls.parked) for ls in s.limit_states(["one", "other"])} == {
+        ("one", 1, 0), ("other", 1, 1)}
+    s.close()
+    check_file_store(db)
 
 
 def test_a_batch_too_large_for_the_disk_fails_alone(tmp_path) -> None:
