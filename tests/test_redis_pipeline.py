@@ -19,7 +19,7 @@ import redis
 
 from timewheel import StoreError, TimeWheel
 from timewheel.errors import DuplicateTask
-from timewheel.records import PENDING
+from timewheel.records import PENDING, SUCCEEDED, Outcome, end_run
 from timewheel.store.redis import RedisStore
 
 from .conftest import count_of, make_record, wait_for
@@ -86,6 +86,42 @@ def test_a_failing_call_fails_alone_in_a_shared_round_trip(store, redis_db) -> N
     assert isinstance(out[3][1], StoreError) and not isinstance(out[3][1], DuplicateTask)
     assert {r.id for r in store.scan(PENDING)} == {"taken", "g0", "g1", "g2"}
     assert store.get("taken").eta == pytest.approx(now + 100)
+    check_redis_store(redis_db, "p")
+
+
+def test_flow_controlled_writes_share_a_round_trip_and_keep_their_rules(store, redis_db) -> None:
+    """One pipeline holds delay()'s ADD of a limited task, a PUT of a task of another queue, an
+    outcome that frees a concurrency slot with the claim of the same round, and a claim of a
+    paused queue: each gets what it would alone (issue 21's rules inside issue 25's path)."""
+    now = store.now()
+    one = ("one", 1, 0, 0.0)
+    store.add([make_record("x0", now - 3, limits=(one,)), make_record("x1", now - 2, limits=(one,)),
+               make_record("r0", now - 1, queue="reports")])
+    store.pause("reports")
+    through = store.wheel.current_tick(store.now()) + 1
+    while not store.advance(through, 10_000, "test").complete:
+        pass
+    (x0,) = store.claim("me", store.now(), 5, queues=frozenset({"default"})).records
+    t = store.now()
+    auto = store._client.auto
+    shared = auto.shared
+    out = _together(store, redis_db, [
+        lambda: store.add([make_record("new", now + 100, limits=(one,))]),
+        lambda: store.add([make_record("mail", now + 100, queue="emails", priority=3)]),
+        lambda: store.record_and_claim([(x0, end_run(x0, Outcome(True, t, t)))], "me", store.now(), 5,
+                                       queues=frozenset({"default"})),
+        lambda: store.claim("me", store.now(), 5, queues=frozenset({"reports"})),
+    ])
+    assert [k for k, _ in out] == ["ok"] * 4, out
+    done, got = out[2][1]
+    assert done[0].status == SUCCEEDED and [r.id for r in got.records] == ["x1"]   # x0's slot, freed
+    assert out[3][1].records == []                                                # paused
+    assert auto.shared == shared + 1
+    new, mail = store.get("new"), store.get("mail")
+    assert new.limits == (one,) and (mail.queue, mail.priority) == ("emails", 3)
+    assert {q.queue: q.pending for q in store.queue_states(store.now())} == {
+        "default": 1, "emails": 1, "reports": 1}
+    assert store.limit_states(["one"])[0].running == 1
     check_redis_store(redis_db, "p")
 
 
