@@ -281,6 +281,14 @@ def expect(locator):
     return playwright_expect(locator)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    yield
+    page = getattr(item, "funcargs", {}).get("page")
+    if page is not None:
+        page.test_running = False
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
     from playwright.sync_api import sync_playwright  # part of the test extra
@@ -300,8 +308,12 @@ def page(browser):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = context.new_page()
     problems: list[str] = []
-    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    pg.on("console", lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None)
+    # Only what the page logs while the test runs counts: a server fixture set up after this
+    # one stops first, and the page's next live refresh then fails to connect.
+    pg.test_running = True
+    pg.on("pageerror", lambda e: problems.append(f"page error: {e}") if pg.test_running else None)
+    pg.on("console", lambda m: problems.append(f"console: {m.text}")
+          if m.type == "error" and pg.test_running else None)
     pg.problems = problems
     yield pg
     context.close()

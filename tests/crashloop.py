@@ -17,7 +17,10 @@ write (``start <tag> <pid> <t>`` / ``end <tag> <pid> <t>``), never from the stor
   re-run).  A re-run whose earlier run did log its ``end`` but whose process was killed
   within ``--window`` s after it (before the outcome could be committed) is reported as
   ``after_end`` -- the unavoidable gap between a task's side effects and the commit of its
-  outcome; ``bad_duplicates`` are all the others;
+  outcome; ``lease_lost`` when the earlier run's process logged that it lost the task's lease
+  or had its outcome refused (on a server store, a process stalled past its lease -- a busy
+  machine, a pause -- counts as crashed: the documented re-run); ``bad_duplicates`` are all
+  the others;
 * takeover: for each kill of the ticking process, the time until another process ticks
   (``survivor``: one that was already running at the kill).
 
@@ -250,7 +253,11 @@ def _verdict(log: str, events: str, enqueued: dict[str, str], kill_log: list[tup
         elif kind == "end":
             ends[tag][pid] = t
     killed_at = {str(pid): t for t, pid, _ in kill_log}
-    allowed = after_end = bad = 0
+    logs = [p for p in _lines(events) if p[0] == "log"]
+    # (pid, task) of every run its process was told it no longer held: see the boss's warnings
+    fenced = {(p[1], p[5]) for p in logs if len(p) > 6 and p[3] == "WARNING" and p[4] == "task"
+              and ("lease was lost" in " ".join(p[6:]) or "outcome was refused" in " ".join(p[6:]))}
+    allowed = after_end = lease_lost = bad = 0
     bad_examples: list[str] = []
     for tag, runs in starts.items():
         for pid, _t in runs[:-1]:                  # every run but the last was repeated
@@ -260,6 +267,8 @@ def _verdict(log: str, events: str, enqueued: dict[str, str], kill_log: list[tup
                 allowed += 1
             elif k is not None and end is not None and 0 <= k - end <= window:
                 after_end += 1
+            elif (pid, tag) in fenced:
+                lease_lost += 1
             else:
                 bad += 1
                 bad_examples.append(f"{tag}: runs {runs}, ends {ends[tag]}, killed {k}")
@@ -275,13 +284,13 @@ def _verdict(log: str, events: str, enqueued: dict[str, str], kill_log: list[tup
                 takeovers.append((float("inf"), False))
     by_survivor = [x for x, surv in takeovers if surv]
     finite = [x for x, _ in takeovers if x != float("inf")]
-    logs = [p for p in _lines(events) if p[0] == "log"]
     res = {
         "runs": sum(len(v) for v in starts.values()),
         "distinct": len(starts),
         "duplicates": sum(len(v) - 1 for v in starts.values()),
         "allowed_duplicates": allowed,
         "after_end": after_end,
+        "lease_lost": lease_lost,
         "bad_duplicates": bad,
         "lost": len(lost_tags),
         "lost_tags": lost_tags,

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import time
 from typing import Any, Iterator
 
 import pytest
@@ -17,7 +18,7 @@ from flask import Flask, current_app, g, session
 
 from timewheel import StoreError, TimeWheel
 from timewheel.contrib.flask import ConfigError, FlaskTimeWheel
-from timewheel.contrib.flask.config import RUN_IN_WEB, STORE, WEB_PREFIX, option_keys, read
+from timewheel.contrib.flask.config import QUEUES, RUN_IN_WEB, STORE, WEB_PREFIX, option_keys, read
 from timewheel.testing import processes as procs
 
 from .mp_worker import Runs, wait_for
@@ -38,7 +39,7 @@ def test_every_timewheel_option_is_a_key_and_the_readme_lists_them_all() -> None
     table = readme[readme.index("| `TIMEWHEEL_STORE`"):]
     rows = table[:table.index("\n\n")].splitlines()
     documented = [key for row in rows for key in re.findall(r"`(TIMEWHEEL_\w+)`", row.split("|")[1])]
-    assert sorted(documented) == sorted([*keys, RUN_IN_WEB, WEB_PREFIX])
+    assert sorted(documented) == sorted([*keys, RUN_IN_WEB, QUEUES, WEB_PREFIX])
 
 
 @pytest.mark.parametrize("config, message", [
@@ -58,6 +59,9 @@ def test_every_timewheel_option_is_a_key_and_the_readme_lists_them_all() -> None
     ({"TIMEWHEEL_WEB_PREFIX": "/ops//tw"}, "must be a URL path"),
     ({"TIMEWHEEL_WEB_PREFIX": "/öps"}, "must be a URL path"),
     ({"TIMEWHEEL_WEB_PREFIX": True}, "must be a URL path"),
+    ({"TIMEWHEEL_QUEUES": "emails"}, "app.config['TIMEWHEEL_QUEUES']: queues must be a list of queue names"),
+    ({"TIMEWHEEL_QUEUES": []}, "app.config['TIMEWHEEL_QUEUES']: queues must name at least one queue"),
+    ({"TIMEWHEEL_QUEUES": ["ok", ""]}, "app.config['TIMEWHEEL_QUEUES']: "),
 ])
 def test_a_wrong_key_or_value_is_an_error_naming_the_key(config: dict, message: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -69,7 +73,8 @@ def test_a_wrong_key_or_value_is_an_error_naming_the_key(config: dict, message: 
 def test_what_the_config_says(tmp_path) -> None:
     default = read({"SECRET_KEY": "x", "OTHER_TIMEWHEEL": 1}, "/srv/instance")    # others are not ours
     assert default.options == {"path": "/srv/instance/tasks.db"}
-    assert default.run_in_web is True and default.web_prefix is None
+    assert default.run_in_web is True and default.web_prefix is None and default.queues is None
+    assert read({QUEUES: ("emails", "default")}, "/x").queues == frozenset({"emails", "default"})
     assert default.instance_dir == "/srv/instance"
     given = read({STORE: "data/t.db", "TIMEWHEEL_WORKERS": 2, "TIMEWHEEL_TICK": 0.5, RUN_IN_WEB: False,
                   WEB_PREFIX: "/ops/tw/"}, "/srv/instance")
@@ -224,6 +229,34 @@ def test_the_wheel_starts_at_the_first_request_unless_told_not_to(tmp_path) -> N
     assert app.test_client().get("/").status_code == 200 and wheel.running
     assert off.test_client().get("/").status_code == 200
     assert not off.extensions["timewheel"].wheel.running
+
+
+def test_web_processes_serve_only_the_queues_the_config_names(tmp_path) -> None:
+    """TIMEWHEEL_QUEUES: the wheel started at the first request runs only those queues' tasks;
+    the others stay pending for a worker that serves them (``flask timewheel run --queues``)."""
+    tw = FlaskTimeWheel()
+    ran: list[str] = []
+
+    @tw.task(queue="emails")
+    def mail(x: str) -> None:
+        ran.append(x)
+
+    @tw.task(queue="reports")
+    def report(x: str) -> None:
+        ran.append(x)
+
+    app = make_app("queues", tmp_path, tw, TIMEWHEEL_QUEUES=["emails"])
+    app.get("/")(lambda: "ok")
+    with app.app_context():
+        hm, hr = mail.delay("m"), report.delay("r")
+    assert app.test_client().get("/").status_code == 200
+    wheel = app.extensions["timewheel"].wheel
+    assert wheel.running
+    with app.app_context():
+        wait_for(lambda: wheel.get(hm.id).status == "succeeded", 10)
+        assert ran == ["m"]
+        time.sleep(3 * 0.25)                             # three ticks: still nobody runs reports
+        assert wheel.get(hr.id).status == "pending" and ran == ["m"]
 
 
 def test_a_store_that_cannot_be_opened_at_the_first_request_is_logged_and_the_site_serves(

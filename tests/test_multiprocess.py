@@ -283,6 +283,9 @@ def test_takeover_time_after_sigkill(cluster, record_property):
 def _crashloop_check(res: dict) -> None:
     assert res["lost"] == 0, res
     assert res["bad_duplicates"] == 0, res
+    # a process stalled past its lease on a busy machine is taken for crashed (documented); a
+    # few such re-runs, each named by the process's own warning, not a habit
+    assert res["lease_lost"] <= max(3, res["tasks"] // 100), res
     assert res["delay_errors"] == 0, res
     assert res["leader_kills"] > 0 and res["takeovers_missing"] == 0, res
     # a survivor (a process already running at the kill) ticks within about one tick; a
@@ -353,7 +356,8 @@ def _can_unshare_pid() -> bool:
     return r.returncode == 0
 
 
-@pytest.mark.skipif(not _can_unshare_pid(), reason="needs unshare --pid (root)")
+# Outside CI a developer without root may skip it; in CI (root, .ci/run) it always runs.
+@pytest.mark.skipif(not os.environ.get("CI") and not _can_unshare_pid(), reason="needs unshare --pid (root)")
 def test_same_pid_in_another_pid_namespace_does_not_hang(cluster):
     """Two containers sharing the store's directory: each process is pid 1 in its own PID
     namespace.  The second may refuse to start with a clear error or stand by, but must not

@@ -779,3 +779,30 @@ def test_recovery_of_a_sigkilled_workers_task_within_lease_plus_a_tick(redis_clu
     record_property("recovery_s", round(took, 3))
     assert took < 1.0 + TICK + 0.75
     mp_worker.stop_all([b], c.stop_file)
+
+
+def test_limits_that_hold_nothing_are_forgotten_by_the_purge(open_redis, redis_db) -> None:
+    """Per-key limits (one per customer) do not pile up on the server: once a limit holds no
+    slot, no parked task, no start in its window and no window to reopen, the ticking
+    process's purge drops its spec and its log of starts; a held one stays, and a forgotten
+    key that comes back is limited as before."""
+    from timewheel.records import Outcome, end_run
+    s = open_redis()
+    now = s.now()
+    s.add([make_record("busy", now - 2, limits=(("k:busy", 1, 0, 0.0),))] +
+          [make_record(f"c{i}", now - 1, limits=((f"k:{i}", 1, 5, 0.2),)) for i in range(300)])
+    _ready_all(s)
+    got = {r.id: r for r in s.claim("me", s.now(), 400).records}
+    assert len(got) == 301
+    s.swap([(got[f"c{i}"], end_run(got[f"c{i}"], Outcome(True, now, now))) for i in range(300)])
+    r = redis.Redis.from_url(redis_db)
+    assert r.hlen("{t}:limits") == 301 and len(r.keys("{t}:starts:*")) == 300
+    time.sleep(0.3)                                   # the 0.2 s windows pass
+    s.purge(now - 3600)
+    assert [k.decode() for k in r.hkeys("{t}:limits")] == ["k:busy"]
+    assert r.keys("{t}:starts:*") == [] and r.keys("{t}:held:*") == [b"{t}:held:k:busy"]
+    s.add([make_record("again1", s.now() - 1, limits=(("k:7", 1, 5, 0.2),)),
+           make_record("again2", s.now() - 1, limits=(("k:7", 1, 5, 0.2),))])
+    _ready_all(s)
+    assert [x.id for x in s.claim("me", s.now(), 10).records] == ["again1"]   # one per key, still
+    assert r.hkeys("{t}:limits") and b"k:7" in r.hkeys("{t}:limits")

@@ -682,3 +682,23 @@ def test_tasks_due_at_one_instant_are_claimed_by_id_page_after_page(store: Wheel
     ready_all(store)
     assert [r.id for r in store.claim("me", store.now(), 0, queued=4).records] == ["hi", "t0", "t1", "t2"]
     assert [r.id for r in store.claim("me", store.now(), 1, queued=2).records] == ["t3", "t4", "lo"]
+
+
+def test_the_memory_store_forgets_limits_that_hold_nothing() -> None:
+    """As the file and Redis stores do (their own tests): the purge drops the spec and starts
+    of a per-key limit once it holds nothing and its window has passed; a held one stays."""
+    from timewheel.store.memory import MemoryStore
+    clock = [1_000_000.0]
+    s = MemoryStore(clock=lambda: clock[0])
+    now = clock[0]
+    s.add([make_record("busy", now - 2, limits=(("k:busy", 1, 0, 0.0),))] +
+          [make_record(f"c{i}", now - 1, limits=((f"k:{i}", 1, 5, 0.2),)) for i in range(50)])
+    s.advance(s.wheel.current_tick(now) + 1, 100, "tests")
+    got = {r.id: r for r in s.claim("me", now, 100).records}
+    assert len(got) == 51
+    s.swap([(got[f"c{i}"], end_run(got[f"c{i}"], Outcome(True, now, now))) for i in range(50)])
+    s.purge(now - 3600)
+    assert len(s._specs) == 51                       # the windows have not passed yet
+    clock[0] += 2
+    s.purge(now - 3600)
+    assert set(s._specs) == {"k:busy"} and not s._starts

@@ -158,6 +158,16 @@ def _label(value: Any, what: str, limit: int) -> str:
     return value
 
 
+def _durability(value: Any, url: Optional[str]) -> str:
+    """TimeWheel's ``durability``, checked: a server's is its own setting, not ours."""
+    if value not in DURABILITY:
+        raise ValueError(f"durability must be 'normal' or 'fsync', got {shown(value)}")
+    if value != "normal" and url:
+        raise ValueError(f"durability={value!r} is for a store file; a server's durability is its own "
+                         "setting (Redis: appendfsync; PostgreSQL: fsync and synchronous_commit)")
+    return value
+
+
 def _qualname(f: Callable[..., Any]) -> str:
     """The qualified name of a function, or the repr of a callable object (as stored task
     names have always been made); a repr that raises is a clear error."""
@@ -560,11 +570,9 @@ class TimeWheel:
     :param timeout: default for tasks: seconds a run may take (``None``: no limit).
     :param immediate: run ``delay()`` inline, synchronously, in memory -- for test suites.
     :param busy_timeout: seconds a write waits for another process before ``StoreBusy``.
-    :param durability: a store file's commits: ``"normal"`` (they survive a crash of the
-        process, not a power cut) or ``"fsync"`` (a power cut too: an fsync per commit,
-        shared by the concurrent writes of a process).  A server's is its own setting
-        (Redis: ``appendfsync``; PostgreSQL: ``fsync``, ``synchronous_commit``): a server's
-        location takes ``"normal"`` only.
+    :param durability: a store file's commits: ``"normal"`` (they survive a crash of the process,
+        not a power cut) or ``"fsync"`` (a power cut too: an fsync per commit, shared by the
+        concurrent writes of a process).  A server's location takes ``"normal"`` only.
     :param clock: returns unix time; inject a fake one in tests.  (A Redis store judges
         time by its server's clock and uses this one only to measure the offset.)
     :param max_crashes: a task whose process died this many times while running it is failed.
@@ -615,13 +623,7 @@ class TimeWheel:
             raise ValueError(f"lookahead must be an int from 1 to 3600, got {shown(lookahead)}")
         self.lookahead = lookahead
         self.namespace = _label(namespace, "namespace", 100)
-        if durability not in DURABILITY:
-            raise ValueError(f"durability must be 'normal' or 'fsync', got {shown(durability)}")
-        if durability != "normal" and self.url:
-            raise ValueError(f"durability={durability!r} is for a store file; a server's durability "
-                             "is its own setting (Redis: appendfsync; PostgreSQL: fsync and "
-                             "synchronous_commit)")
-        self.durability = durability
+        self.durability = _durability(durability, self.url)
         self._registry: dict[str, Task[Any]] = {}
         self._hooks = Hooks(EVENTS)
         self._store: Optional[WheelStore] = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 if TYPE_CHECKING:
     from ..api import TimeWheel
@@ -30,8 +30,10 @@ class FirstRequestStarter:
     each call costs one attribute read.
     """
 
-    def __init__(self, wheel_of: Callable[[], "TimeWheel"], log: logging.Logger) -> None:
+    def __init__(self, wheel_of: Callable[[], "TimeWheel"], log: logging.Logger,
+                 queues: Optional[frozenset] = None) -> None:
         self._wheel_of = wheel_of
+        self._queues = queues       # None: every queue
         self._log = log
         self._lock = threading.Lock()
         self._next_try = 0.0
@@ -44,7 +46,7 @@ class FirstRequestStarter:
             if hu.running or time.monotonic() < self._next_try:
                 return
             try:
-                hu.start()
+                hu.start(queues=self._queues)
             except Exception:  # noqa: BLE001 - the site must keep serving; logged, retried
                 self._next_try = time.monotonic() + RETRY_START
                 self._log.exception("could not start the TimeWheel in this web process; "

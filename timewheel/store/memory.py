@@ -330,7 +330,19 @@ class MemoryStore(WheelStore):
                        if r.status in wanted and (r.finished or 0.0) < finished_before][:limit]
             for task_id in victims:
                 del self._records[task_id]
+            self._forget_idle_limits(self._clock())
             return len(victims)
+
+    def _forget_idle_limits(self, now: float) -> None:
+        """Drop what is kept of limits that hold nothing -- no slot, no parked task, no start
+        in their window, no window to reopen -- so that per-key limits do not pile up."""
+        for key, spec in list(self._specs.items()):
+            starts = self._starts.get(key)
+            if (self._held.get(key) or self._parked.get(key) or key in self._reopen
+                    or (starts and starts[-1] > now - spec.per - 1.0)):
+                continue
+            del self._specs[key]
+            self._starts.pop(key, None)
 
     # -- observers ------------------------------------------------------------------------------
     def state(self) -> StoreState:

@@ -352,6 +352,7 @@ class RedisStore(WheelStore):
         self.wheel = self._set_up(wheel)
         self.liveness = RedisLiveness(self)
         self._flow = RedisFlow(self)
+        self._forget_cursor = "0"          # where the purge's walk through the limits stands
 
     # -- talking to the server (store/redis_client.py) -----------------------------------------
     def _io(self, call: Callable[[Any], Any], write: bool = False) -> Any:
@@ -561,8 +562,12 @@ class RedisStore(WheelStore):
               limit: int = 1000) -> int:
         wanted = purge_statuses(statuses)
         # (at most 4000 per call: one script must not block the server for long)
-        return int(self._script("purge", [finished_ms(finished_before), max(0, min(limit, 4000)),
-                                          *wanted]))
+        n = int(self._script("purge", [finished_ms(finished_before), max(0, min(limit, 4000)), *wanted]))
+        # and a step through the limits, forgetting idle ones: every limit is looked at once
+        # per (number of limits / 1000) purges, each step as short as the purge's
+        cursor, _ = self._script("forget", [self._forget_cursor, 1000])
+        self._forget_cursor = _text(cursor)
+        return n
 
     def _decoded(self, ids: Sequence[str]) -> list[TaskRecord]:
         """The records of ``ids`` that are stored and decodable; broken ones are set aside

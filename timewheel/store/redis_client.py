@@ -25,7 +25,8 @@ __all__ = ["RedisClient", "redis", "text"]
 log = logging.getLogger("timewheel.store")
 
 _RESYNC = 10.0              #: seconds between measurements of the offset to the server's clock
-_SCRIPTS = ("init", "put", "add", "claim", "advance", "renew", "purge", "lead", "resign", "mark_broken")
+_SCRIPTS = ("init", "put", "add", "claim", "advance", "renew", "purge", "forget", "lead", "resign",
+            "mark_broken")
 
 
 def text(v: Any) -> str:

@@ -26,7 +26,8 @@ Conventions:
 
 from __future__ import annotations
 
-__all__ = ["INIT", "PUT", "ADD", "CLAIM", "ADVANCE", "RENEW", "PURGE", "LEAD", "RESIGN", "MARK_BROKEN"]
+__all__ = ["INIT", "PUT", "ADD", "CLAIM", "ADVANCE", "RENEW", "PURGE", "FORGET", "LEAD", "RESIGN",
+           "MARK_BROKEN"]
 
 _PRELUDE = r"""#!lua
 local P = string.sub(KEYS[1], 1, -5)            -- '{ns}:' of '{ns}:meta'
@@ -680,6 +681,31 @@ for i = 3, #ARGV do
 end
 flush()
 return n
+"""
+
+#: Forget the limits that hold nothing, so that per-key limits (one per customer) do not pile
+#: up: starts out of the limit's window are dropped (as the claim's window() would), then a
+#: limit with no slot held, no parked task, no start left and no window to reopen loses its
+#: spec (the claim writes it again from the task's record when the key comes back).  One
+#: HSCAN step of the limits hash per call.  ARGV: cursor, count.  Returns {next cursor, forgotten}.
+FORGET = r"""#!lua
+local P = string.sub(KEYS[1], 1, -5)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local step = redis.call('HSCAN', P .. 'limits', ARGV[1], 'COUNT', ARGV[2])
+local kv, n = step[2], 0
+for i = 1, #kv, 2 do
+  local key = kv[i]
+  local per = tonumber(string.match(kv[i + 1], '|(%d+)$')) or 0     -- concurrency|rate|window us
+  local starts = P .. 'starts:' .. key
+  redis.call('ZREMRANGEBYSCORE', starts, '-inf', now - per)
+  if redis.call('EXISTS', P .. 'held:' .. key, P .. 'park:' .. key, starts) == 0
+      and not redis.call('ZSCORE', P .. 'reopen', key) then
+    redis.call('HDEL', P .. 'limits', key)
+    n = n + 1
+  end
+end
+return {step[1], n}
 """
 
 #: Take or keep the ticking role; refresh the caller's heartbeat once half its TTL is gone

@@ -118,7 +118,7 @@ class AppState:
         if self.starter is not None:
             self.starter()
         else:
-            self.wheel.start()
+            self.wheel.start(queues=self.settings.queues)
 
 
 class FlaskTask(Generic[R]):
@@ -207,7 +207,7 @@ class FlaskTimeWheel:
         app.extensions[EXTENSION] = state
         if settings.run_in_web:
             # held by the state, connected weakly: it goes when the app goes
-            state.starter = FirstRequestStarter(lambda: state.wheel, log)
+            state.starter = FirstRequestStarter(lambda: state.wheel, log, settings.queues)
             request_started.connect(state.starter, app)
         if settings.web_prefix is not None:
             from .web import mount

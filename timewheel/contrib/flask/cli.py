@@ -73,6 +73,9 @@ def run(grace: float, log_level: str, as_json: bool, queues: Optional[str] = Non
       flask --app myapp timewheel run
       flask --app myapp timewheel run --grace 60 --log-level DEBUG
       flask --app myapp timewheel run --queues default,emails
+
+    Without --queues it serves the app's TIMEWHEEL_QUEUES (default: every queue).
     """
-    timewheel_cli.run_wheel(_wheel("run"), current_app.import_name, grace, log_level, as_json,
-                            timewheel_cli.queues_option(queues))
+    served = timewheel_cli.queues_option(queues) if queues is not None else \
+        current_app.extensions["timewheel"].settings.queues
+    timewheel_cli.run_wheel(_wheel("run"), current_app.import_name, grace, log_level, as_json, served)

@@ -2,8 +2,9 @@
 
 Every :class:`~timewheel.TimeWheel` argument is a key: ``path`` is ``TIMEWHEEL_STORE``, the
 others their upper-case names (``workers`` -> ``TIMEWHEEL_WORKERS``), so an option TimeWheel
-gains is a key here at once.  Two more belong to the integration: ``TIMEWHEEL_RUN_IN_WEB``
-and ``TIMEWHEEL_WEB_PREFIX``.  Any other ``TIMEWHEEL_*`` key is a mistake (a typo would
+gains is a key here at once.  Three more belong to the integration: ``TIMEWHEEL_RUN_IN_WEB``,
+``TIMEWHEEL_QUEUES`` (the queues the app's processes serve: flow control) and
+``TIMEWHEEL_WEB_PREFIX``.  Any other ``TIMEWHEEL_*`` key is a mistake (a typo would
 otherwise be ignored in silence), and so is a value TimeWheel refuses: each raises
 :class:`ConfigError` naming the key.
 """
@@ -19,13 +20,16 @@ from typing import Any, Mapping, Optional
 
 from ...api import TimeWheel
 from ...errors import shown
+from ...flow import check_queues
 from ...store import is_url
 
-__all__ = ["ConfigError", "Settings", "read", "option_keys", "PREFIX", "STORE", "RUN_IN_WEB", "WEB_PREFIX"]
+__all__ = ["ConfigError", "Settings", "read", "option_keys", "PREFIX", "STORE", "RUN_IN_WEB", "QUEUES",
+           "WEB_PREFIX"]
 
 PREFIX = "TIMEWHEEL_"
 STORE = "TIMEWHEEL_STORE"
 RUN_IN_WEB = "TIMEWHEEL_RUN_IN_WEB"
+QUEUES = "TIMEWHEEL_QUEUES"
 WEB_PREFIX = "TIMEWHEEL_WEB_PREFIX"
 #: the store when TIMEWHEEL_STORE is not set, in the app's instance folder
 DEFAULT_STORE = "tasks.db"
@@ -43,6 +47,7 @@ class Settings:
 
     options: dict[str, Any]       #: TimeWheel's keyword arguments (``path`` made absolute)
     run_in_web: bool              #: start the wheel in each web process at its first request
+    queues: Optional[frozenset]   #: the queues the app's processes serve (None: every queue)
     web_prefix: Optional[str]     #: where the web view is mounted (None: it is not)
     instance_dir: Optional[str]   #: the folder to make in the instance path for the store file
 
@@ -59,7 +64,7 @@ def read(config: Mapping[str, Any], instance_path: str) -> Settings:
     app -- web workers, ``flask timewheel run``, ``flask shell`` -- then opens the same
     file, whatever its working directory."""
     keys = option_keys()
-    known = [*keys, RUN_IN_WEB, WEB_PREFIX]
+    known = [*keys, RUN_IN_WEB, QUEUES, WEB_PREFIX]
     for key in config:
         if isinstance(key, str) and key.startswith(PREFIX) and key not in known:
             close = difflib.get_close_matches(key, known, n=1)
@@ -85,7 +90,11 @@ def read(config: Mapping[str, Any], instance_path: str) -> Settings:
     run_in_web = config.get(RUN_IN_WEB, True)
     if not isinstance(run_in_web, bool):
         raise ConfigError(f"app.config[{RUN_IN_WEB!r}] must be True or False, got {shown(run_in_web)}")
-    return Settings(options, run_in_web, _mount(config.get(WEB_PREFIX)),
+    try:
+        queues = check_queues(config.get(QUEUES))
+    except ValueError as exc:
+        raise ConfigError(f"app.config[{QUEUES!r}]: {exc}, e.g. ['default', 'emails']") from None
+    return Settings(options, run_in_web, queues, _mount(config.get(WEB_PREFIX)),
                     os.path.dirname(spec) if in_instance else None)
 
 
