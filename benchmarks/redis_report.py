@@ -17,7 +17,7 @@ COLORS = {"timewheel": "#1f77b4", "rq": "#d62728", "rq-fork": "#ff9896", "huey":
 # the server table).
 RECOVERY = {
     "timewheel": "a claim takes a lease (10 s) that the owner renews every lease/3; the leader "
-                 "requeues a task whose lease ran out: re-run within lease + 1 tick (README, "
+                 "requeues a task whose lease ran out: re-run within lease + 1 tick (docs/stores.md, "
                  "\"Never twice, with leases\")",
     "rq": "the job stays in `StartedJobRegistry`; worker maintenance (every 10 min, "
           "`DEFAULT_MAINTENANCE_TASK_INTERVAL`) runs `StartedJobRegistry.cleanup`, which moves an "

@@ -63,7 +63,7 @@ async def thumbnail(url: str, size: int = 128) -> dict[str, Any]:
 @app.post("/reports", status_code=202)
 def report(days: int = 7) -> dict[str, str]:
     # A plain def: FastAPI runs it in its thread pool, so the commit blocks no loop.
-    handle = build_report.delay(days, count_down=REPORT_DELAY)
+    handle = build_report.options(count_down=REPORT_DELAY).delay(days)
     return {"task_id": handle.id}
 
 

@@ -30,7 +30,7 @@ from timewheel.contrib.fastapi import mount_view
 try:
     from examples.fastapi_app import app, hu
 except ImportError:
-    from fastapi_app import app, hu  # type: ignore[no-redef]
+    from fastapi_app import app, hu  # type: ignore[no-redef,import-not-found]
 
 TOKEN = os.environ["DASHBOARD_TOKEN"]
 if len(TOKEN) < 8:

@@ -33,6 +33,7 @@ import secrets
 import time
 
 from flask import Flask, jsonify, request
+from flask.typing import ResponseReturnValue
 
 from timewheel import TaskNotFound
 from timewheel.contrib.flask import FlaskTimeWheel
@@ -65,19 +66,19 @@ def send_verification_email(email: str, token: str) -> str:
 
 
 @app.post("/signup")
-def signup():
+def signup() -> ResponseReturnValue:
     data = request.get_json(silent=True) or request.form
     email = (data.get("email") or "").strip()
     if "@" not in email:
         return jsonify(error="a valid email is required"), 400
     token = secrets.token_urlsafe(16)
     # ... create the user here ...
-    handle = send_verification_email.delay(email, token, count_down=VERIFY_EMAIL_DELAY)
+    handle = send_verification_email.options(count_down=VERIFY_EMAIL_DELAY).delay(email, token)
     return jsonify(task_id=handle.id, email=email), 202
 
 
 @app.get("/tasks/<task_id>")
-def task_status(task_id: str):
+def task_status(task_id: str) -> ResponseReturnValue:
     try:
         rec = tw.wheel.get(task_id).record
     except TaskNotFound:
@@ -87,7 +88,7 @@ def task_status(task_id: str):
 
 
 @app.get("/timewheel")
-def timewheel_status():
+def timewheel_status() -> ResponseReturnValue:
     """Which process answered, and whether it is the one ticking the store."""
     return jsonify(pid=os.getpid(), running=tw.wheel.running, leader=tw.wheel.is_leader)
 

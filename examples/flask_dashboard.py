@@ -71,7 +71,7 @@ def login() -> Any:
 
 @app.post("/reports")
 def report() -> Any:
-    handle = build_report.delay(int(request.form.get("days", 7)), count_down=60)
+    handle = build_report.options(count_down=60).delay(int(request.form.get("days", 7)))
     return {"task_id": handle.id}, 202
 
 

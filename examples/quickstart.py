@@ -32,9 +32,11 @@ def flaky_webhook(url: str) -> None:
 with hu:                                   # start(); stop(wait=True) at the end
     t0 = time.time()
     print(f"store: {path}")
-    handles = [send_email.delay(f"user{i}@example.com", "welcome", count_down=i) for i in (1, 2, 3)]
-    hook = flaky_webhook.delay("https://example.com/hook", count_down=0.5)
-    late = send_email.delay("later@example.com", "reminder", count_down=3600)
+    # send_email.delay("a@b.c", "hi", count_down=1) does the same; .options() keeps the call
+    # checked by type checkers (mypy, pyright) against send_email's parameters
+    handles = [send_email.options(count_down=i).delay(f"user{i}@example.com", "welcome") for i in (1, 2, 3)]
+    hook = flaky_webhook.options(count_down=0.5).delay("https://example.com/hook")
+    late = send_email.options(count_down=3600).delay("later@example.com", "reminder")
     print(f"scheduled {len(handles) + 2} tasks; one is due in an hour and is cancelled:", late.cancel())
 
     for h in handles:

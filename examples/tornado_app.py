@@ -47,7 +47,7 @@ class ResizeHandler(Handler):
         url = self.get_argument("url")
         width = int(self.get_argument("width", "256"))
         # delay() commits to the file, which may wait for another process: not on the loop.
-        handle = await asyncio.to_thread(resize.delay, url, width, count_down=RESIZE_DELAY)
+        handle = await asyncio.to_thread(resize.options(count_down=RESIZE_DELAY).delay, url, width)
         self.set_status(202)
         self.write({"task_id": handle.id})
 

@@ -26,10 +26,12 @@ GUNICORN_CONF = os.path.join(ROOT, "tests", "gunicorn_conf.py")     # workers di
 
 class Project:
     """A Django project with its own databases under ``tmp`` (its settings read DJANGO_DB and
-    TIMEWHEEL_DB); runs ``manage.py`` commands and servers, and kills what is left at close."""
+    TIMEWHEEL_DB); runs ``manage.py`` commands and servers (on ``python``: this interpreter
+    unless told), and kills what is left at close."""
 
-    def __init__(self, directory: str, tmp, **env: str) -> None:
+    def __init__(self, directory: str, tmp, python: str = sys.executable, **env: str) -> None:
         self.directory = directory
+        self.python = python
         self.tmp = tmp
         self.app_db = str(tmp / "app.sqlite3")
         self.env = {**os.environ, "PYTHONPATH": ROOT, "DJANGO_DB": self.app_db,
@@ -37,13 +39,13 @@ class Project:
         self.procs: list[subprocess.Popen] = []
 
     def manage(self, *args: str, **env: str) -> subprocess.CompletedProcess:
-        return procs.run([sys.executable, "manage.py", *args], cwd=self.directory,
+        return procs.run([self.python, "manage.py", *args], cwd=self.directory,
                          env={**self.env, **env}, capture_output=True, text=True, timeout=120)
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen:
         """``manage.py ARGS`` in the background, its output in ``tmp/NAME.log``."""
         with open(self.tmp / f"{name}.log", "w") as out:
-            p = procs.popen([sys.executable, "manage.py", *args], cwd=self.directory,
+            p = procs.popen([self.python, "manage.py", *args], cwd=self.directory,
                             env=self.env, stdout=out, stderr=subprocess.STDOUT, text=True)
         self.procs.append(p)
         return p

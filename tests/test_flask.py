@@ -28,15 +28,15 @@ from .site_tasks import check_view, run_once_over_http, started_pids, stop_while
 # -- the config ---------------------------------------------------------------------------------
 
 
-def test_every_timewheel_option_is_a_key_and_the_readme_lists_them_all() -> None:
+def test_every_timewheel_option_is_a_key_and_the_docs_list_them_all() -> None:
     keys = option_keys()
     assert keys[STORE] == "path" and keys["TIMEWHEEL_WORKERS"] == "workers"
     import inspect
     assert sorted(keys.values()) == sorted(p for p in inspect.signature(TimeWheel.__init__).parameters
                                            if p != "self")
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
-        readme = fh.read()
-    table = readme[readme.index("| `TIMEWHEEL_STORE`"):]
+    with open(os.path.join(ROOT, "docs", "integrations", "flask.md"), encoding="utf-8") as fh:
+        page = fh.read()
+    table = page[page.index("| `TIMEWHEEL_STORE`"):]
     rows = table[:table.index("\n\n")].splitlines()
     documented = [key for row in rows for key in re.findall(r"`(TIMEWHEEL_\w+)`", row.split("|")[1])]
     assert sorted(documented) == sorted([*keys, RUN_IN_WEB, QUEUES, WEB_PREFIX])

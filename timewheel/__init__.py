@@ -31,7 +31,7 @@ from .errors import (
 from .records import STATUSES, TaskRecord
 
 __all__ = [
-    "TimeWheel", "Task", "TaskHandle", "Stopped", "Health", "EVENTS", "TaskFailed", "TaskNotFound",
+    "TimeWheel", "Task", "TaskHandle", "Delayed", "Stopped", "Health", "EVENTS", "TaskFailed", "TaskNotFound",
     "TaskTimeout", "DuplicateTask", "TimeWheelError", "StoreError", "StoreBusy", "NotAStore",
     "StoreMismatch", "TaskRecord", "STATUSES", "TaskContext", "current_task",
 ]
@@ -40,11 +40,11 @@ __version__ = "0.4.0"
 # The runtime (api, boss, execute: threads, asyncio) is imported on first use, so that
 # `import timewheel.cli` -- a command on a store of a million tasks answers in a few hundred
 # milliseconds -- does not pay ~100 ms for machinery it never starts.
-_LAZY = {"TimeWheel": "api", "Task": "api", "TaskHandle": "api", "Stopped": "api", "EVENTS": "api",
-         "Health": "boss", "TaskContext": "execute", "current_task": "execute"}
+_LAZY = {"TimeWheel": "api", "Task": "api", "TaskHandle": "api", "Delayed": "api", "Stopped": "api",
+         "EVENTS": "api", "Health": "boss", "TaskContext": "execute", "current_task": "execute"}
 
 if TYPE_CHECKING:
-    from .api import EVENTS, Stopped, Task, TaskHandle, TimeWheel
+    from .api import EVENTS, Delayed, Stopped, Task, TaskHandle, TimeWheel
     from .boss import Health
     from .execute import TaskContext, current_task
 

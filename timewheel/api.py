@@ -26,6 +26,7 @@ from contextvars import ContextVar
 from typing import (
     Any,
     Callable,
+    Coroutine,
     Generic,
     Iterable,
     Iterator,
@@ -36,7 +37,12 @@ from typing import (
     overload,
 )
 
-from . import flow
+if sys.version_info >= (3, 10):
+    from typing import ParamSpec
+else:                                   # typing_extensions: a dependency on 3.9 only
+    from typing_extensions import ParamSpec
+
+from . import flow, tracing
 from .backoff import backoff
 from .boss import Boss, Health
 from .errors import DuplicateTask, StoreBusy, TaskFailed, TaskNotFound, shown
@@ -60,15 +66,21 @@ from .records import (
 from .store import MemoryStore, WheelStore, is_url, open_store
 from .store.connection import DURABILITY
 from .store.rules import claimed, outcome_event
+from .tracing import API as _OTEL_API
 from .wheel import Wheel
 
-__all__ = ["TimeWheel", "Task", "TaskHandle", "Stopped", "EVENTS"]
+__all__ = ["TimeWheel", "Task", "TaskHandle", "Delayed", "Stopped", "EVENTS"]
 
 log = logging.getLogger("timewheel")
 log.addHandler(logging.NullHandler())     # a library prints nothing unless the app says so
 
+#: typed tasks (issue 24): a task is ``Task[P, R]``, P the function's parameters and R what it
+#: returns; its handles are ``TaskHandle[T]``, T what ``result()`` gives (R, or what R awaits)
+P = ParamSpec("P")
 R = TypeVar("R")
-F = TypeVar("F", bound=Callable[..., Any])
+R_co = TypeVar("R_co", covariant=True)     # covariant: Task[P, CoroutineType[..]] is a Task[P, Coroutine[..]]
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 #: what ``hu.on()`` accepts: a task changed state (the change is durable when hooks run)
 EVENTS = ("started", "succeeded", "failed", "retrying", "misfired")
 _instances: "weakref.WeakSet[TimeWheel]" = weakref.WeakSet()
@@ -165,7 +177,7 @@ def _durability(value: Any, url: Optional[str]) -> str:
     if value != "normal" and url:
         raise ValueError(f"durability={value!r} is for a store file; a server's durability is its own "
                          "setting (Redis: appendfsync; PostgreSQL: fsync and synchronous_commit)")
-    return value
+    return str(value)
 
 
 def _qualname(f: Callable[..., Any]) -> str:
@@ -198,8 +210,9 @@ def _encodable(text: str) -> bool:
     return True
 
 
-class TaskHandle:
-    """A task in the store, by id.  Cheap: it holds no state besides the id."""
+class TaskHandle(Generic[T_co]):
+    """A task in the store, by id.  Cheap: it holds no state besides the id.  ``T_co`` is what
+    :meth:`result` returns: the task function's return type (what it awaits, if async)."""
 
     __slots__ = ("id", "_wheel")
 
@@ -235,7 +248,7 @@ class TaskHandle:
         """True if the task was still pending and now never runs; False otherwise."""
         return self._wheel.cancel(self.id)
 
-    def result(self, timeout: Optional[float] = None) -> Any:
+    def result(self, timeout: Optional[float] = None) -> T_co:
         """Wait for the task to end and return its value.
 
         Raises :class:`TaskFailed` if it failed (after its retries), was cancelled or was
@@ -247,11 +260,12 @@ class TaskHandle:
             seen = self._wheel._generation
             rec = self.record
             if rec.status in TERMINAL:
-                return _outcome_of(rec)
+                value: T_co = _outcome_of(rec)
+                return value
             # Woken at once by this process's boss; tasks run by another process are polled.
             self._wheel._wait_change(seen, patience.pause(rec))
 
-    async def aresult(self, timeout: Optional[float] = None) -> Any:
+    async def aresult(self, timeout: Optional[float] = None) -> T_co:
         """Like :meth:`result`, for ``await`` in an event loop: it never blocks the loop."""
         import asyncio
         patience = _Patience(self.id, _optional(timeout, "timeout"), most=0.1)
@@ -261,7 +275,8 @@ class TaskHandle:
             # waiting (up to busy_timeout) for another process's write lock.
             rec = await loop.run_in_executor(None, lambda: self.record)
             if rec.status in TERMINAL:
-                return _outcome_of(rec)
+                value: T_co = _outcome_of(rec)
+                return value
             await asyncio.sleep(patience.pause(rec))
 
 
@@ -340,12 +355,16 @@ def _outcome_of(rec: TaskRecord) -> Any:
     raise TaskFailed(rec.id, rec.status, rec.error, rec.traceback)
 
 
-class Task(Generic[R]):
-    """A registered task function.  Calling it calls the function; ``.delay()`` schedules it."""
+class Task(Generic[P, R_co]):
+    """A registered task function.  Calling it calls the function; ``.delay()`` schedules it.
 
-    def __init__(self, wheel: "TimeWheel", fn: Callable[..., R], name: str, retries: int,
+    ``Task[P, R]``: type checkers (mypy, pyright) check ``delay()``, ``call_local()`` and
+    calling it against the function's parameters ``P``, and type ``delay(...).result()`` as
+    its return type ``R`` (for an ``async def``, what it awaits)."""
+
+    def __init__(self, wheel: "TimeWheel", fn: Callable[P, R_co], name: str, retries: int,
                  retry_delay: float, misfire_grace: Optional[float], timeout: Optional[float],
-                 flow_options: Optional[dict] = None) -> None:
+                 flow_options: Optional[dict[str, Any]] = None) -> None:
         self.timewheel = wheel
         self.fn = fn
         self.name = name
@@ -368,28 +387,38 @@ class Task(Generic[R]):
         self._key = None if key is None else flow.key_function(self._signature, key, name)
         # None: a plain task (records built as before); else the record's flow fields, or
         # None in them where each call works its limits out (a key=)
-        self._flow: Optional[tuple] = None
+        self._flow: Optional[tuple[Any, ...]] = None
         if self.queue != flow.DEFAULT_QUEUE or self.priority or o.get("concurrency") or o.get("rate") \
                 or self._shared:
             fixed = None if self._key else _plain(flow.task_limits(name, *self._own, self._shared, None))
             self._flow = (self.queue, self.priority, fixed, None, None)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
 
-    def __call__(self, *args: Any, **kwargs: Any) -> R:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
         return self.fn(*args, **kwargs)
 
-    def call_local(self, *args: Any, **kwargs: Any) -> R:
+    def call_local(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
         """Run it here and now, bypassing the wheel."""
         return self.fn(*args, **kwargs)
 
-    def delay(self, *args: Any, count_down: Optional[float] = None,
-              eta: Optional[Union[_dt.datetime, float]] = None, task_id: Optional[str] = None,
-              **kwargs: Any) -> TaskHandle:
-        """Schedule ``fn(*args, **kwargs)`` to run ``count_down`` seconds from now (default 0)
-        or at ``eta`` (a datetime, naive meaning local time, or unix seconds).
+    @overload
+    def delay(self: "Task[P, Coroutine[Any, Any, T]]", *args: P.args,
+              **kwargs: P.kwargs) -> TaskHandle[T]: ...
+    @overload
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R_co]: ...
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[Any]:
+        """Schedule ``fn(*args, **kwargs)`` to run now or, with the keyword options
+        ``count_down`` (seconds from now, default 0) or ``eta`` (a datetime, naive meaning
+        local time, or unix seconds), later; ``task_id`` names it (below).  The options are
+        taken out of the keywords before the rest go to the function.
+
+        Type checkers see only the function's parameters here (PEP 612 cannot add keywords
+        to them): typed code writes the options through :meth:`options`,
+        ``send_email.options(count_down=10).delay("a@b.c")``, which is the same call.
 
         ``task_id`` names the task: while a task with that id is pending or running, nothing
         is added and its handle is returned; once it has finished, the new task replaces it.
@@ -404,21 +433,41 @@ class Task(Generic[R]):
         function takes ``**kwargs``; a function with a parameter of such a name gets it
         through :meth:`schedule` (``kwargs={"countdown": 30}``).
         """
-        if kwargs:
-            for key in kwargs:
-                option = _meant_option(key)
-                if option is not None:
-                    _refuse_near_miss(self.name, key, option)
+        if not kwargs:
+            return self._enqueue(args, kwargs, None, None, ..., None, "fail")
+        given: dict[str, Any] = kwargs      # P.kwargs is a dict: the options come out of it
+        pop = given.pop
+        count_down, eta, task_id = pop("count_down", None), pop("eta", None), pop("task_id", None)
+        for key in given:
+            option = _meant_option(key)
+            if option is not None:
+                _refuse_near_miss(self.name, key, option)
         return self._enqueue(args, kwargs, count_down, eta, ..., task_id,
                              "fail" if task_id is None else "reuse")
 
-    def schedule(self, args: Union[tuple, list] = (), kwargs: Optional[dict] = None, *,
+    @overload
+    def options(self: "Task[P, Coroutine[Any, Any, T]]", *, count_down: Optional[float] = None,
+                eta: Optional[Union[_dt.datetime, float]] = None,
+                task_id: Optional[str] = None) -> "Delayed[P, T]": ...
+    @overload
+    def options(self, *, count_down: Optional[float] = None, eta: Optional[Union[_dt.datetime, float]] = None,
+                task_id: Optional[str] = None) -> "Delayed[P, R_co]": ...
+
+    def options(self, *, count_down: Optional[float] = None, eta: Optional[Union[_dt.datetime, float]] = None,
+                task_id: Optional[str] = None) -> "Delayed[P, Any]":
+        """:meth:`delay` with these options, for type-checked code:
+        ``send_email.options(count_down=10, task_id="welcome:7").delay("a@b.c", "hi")``.  The
+        ``delay()`` it returns passes every keyword to the function (they may have any name)."""
+        return Delayed(self, count_down, eta, task_id)
+
+    def schedule(self, args: Union[tuple[Any, ...], list[Any]] = (),
+                 kwargs: Optional[dict[str, Any]] = None, *,
                  count_down: Optional[float] = None,
                  eta: Optional[Union[_dt.datetime, float]] = None,
                  misfire_grace: Any = ..., task_id: Optional[str] = None,
                  replace: bool = False, once: bool = False, connection: Any = None,
                  queue: Optional[str] = None, priority: Optional[int] = None,
-                 debounce: Optional[float] = None, max_wait: Optional[float] = None) -> TaskHandle:
+                 debounce: Optional[float] = None, max_wait: Optional[float] = None) -> TaskHandle[Any]:
         """Like :meth:`delay` with the arguments given explicitly (so they may have any name),
         and with a per-call ``misfire_grace``, ``queue`` and ``priority``.
 
@@ -456,7 +505,8 @@ class Task(Generic[R]):
                              existing, options, connection)
 
     def _call_options(self, task_id: Optional[str], queue: Optional[str], priority: Optional[int],
-                      debounce: Any, max_wait: Any, policy: bool, count_down: Any, eta: Any) -> dict:
+                      debounce: Any, max_wait: Any, policy: bool, count_down: Any,
+                      eta: Any) -> dict[str, Any]:
         """schedule()'s flow options, checked before anything is written."""
         out: dict[str, Any] = {
             "queue": self.queue if queue is None else flow.check_queue(queue),
@@ -478,11 +528,11 @@ class Task(Generic[R]):
             out["max_wait"] = None if max_wait is None else flow.positive(max_wait, "max_wait")
         return out
 
-    def _limits(self, args: tuple, kwargs: dict) -> tuple:
+    def _limits(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         """The limits of one call: fixed at decoration, or per its key."""
         if self._flow is None:
             return ()
-        fixed = self._flow[2]
+        fixed: Optional[tuple[Any, ...]] = self._flow[2]
         if fixed is not None:
             return fixed
         try:
@@ -491,9 +541,10 @@ class Task(Generic[R]):
             raise TypeError(f"{self.name}: {exc}") from None
         return _plain(flow.task_limits(self.name, *self._own, self._shared, key))
 
-    def _enqueue(self, args: tuple, kwargs: dict, count_down: Any, eta: Any, misfire_grace: Any,
-                 task_id: Optional[str], existing: str, options: Optional[dict] = None,
-                 connection: Any = None) -> TaskHandle:
+    def _enqueue(self, args: tuple[Any, ...], kwargs: dict[str, Any], count_down: Any, eta: Any,
+                 misfire_grace: Any, task_id: Optional[str], existing: str,
+                 options: Optional[dict[str, Any]] = None,
+                 connection: Any = None) -> TaskHandle[Any]:
         """What :meth:`delay` and :meth:`schedule` do once their own options are read: check
         the rest, build the record, and add it (or keep it for the open batch).  Positional,
         and without the checks ``delay(*args, **kwargs)`` makes true by construction: it runs
@@ -509,7 +560,10 @@ class Task(Generic[R]):
             except TypeError as exc:
                 raise TypeError(f"{self.name}: {exc}") from None
         try:
-            payload = pickle.dumps((args, kwargs), pickle.HIGHEST_PROTOCOL)
+            # With OpenTelemetry in use, the enqueuing trace context goes along (records.call_of)
+            traced = tracing.carried() if _OTEL_API in sys.modules else None
+            payload = pickle.dumps((args, kwargs) if traced is None else (args, kwargs, traced),
+                                   pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             raise TypeError(f"{self.name}: arguments cannot be serialised with pickle "
                             f"({exc.__class__.__name__}: {exc})") from None
@@ -548,7 +602,26 @@ class Task(Generic[R]):
         return TaskHandle(hu, rec.id)
 
 
-def _plain(limits: tuple) -> tuple:
+class Delayed(Generic[P, T_co]):
+    """What :meth:`Task.options` returns: ``delay()`` with options set, checked by type checkers
+    against the function's parameters (``T_co``: what the handle's ``result()`` returns)."""
+
+    __slots__ = ("_task", "_count_down", "_eta", "_task_id")
+
+    def __init__(self, task: "Task[P, Any]", count_down: Optional[float],
+                 eta: Optional[Union[_dt.datetime, float]], task_id: Optional[str]) -> None:
+        self._task, self._count_down, self._eta, self._task_id = task, count_down, eta, task_id
+
+    def __repr__(self) -> str:
+        return f"<Delayed {self._task.name}>"
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[T_co]:
+        """Schedule ``fn(*args, **kwargs)`` with the options (see :meth:`Task.delay`)."""
+        return self._task._enqueue(args, kwargs, self._count_down, self._eta, ..., self._task_id,
+                                   "fail" if self._task_id is None else "reuse")
+
+
+def _plain(limits: tuple[Any, ...]) -> tuple[Any, ...]:
     """Limits as a record stores them: plain tuples (a pickle naming flow.Limit would be
     refused when read back: see records.decode_record)."""
     return tuple(tuple(lim) for lim in limits)
@@ -570,9 +643,7 @@ class TimeWheel:
     :param timeout: default for tasks: seconds a run may take (``None``: no limit).
     :param immediate: run ``delay()`` inline, synchronously, in memory -- for test suites.
     :param busy_timeout: seconds a write waits for another process before ``StoreBusy``.
-    :param durability: a store file's commits: ``"normal"`` (they survive a crash of the process,
-        not a power cut) or ``"fsync"`` (a power cut too: an fsync per commit, shared by the
-        concurrent writes of a process).  A server's location takes ``"normal"`` only.
+    :param durability: ``"fsync"``: a store file's commits survive a power cut too (an fsync per commit).
     :param clock: returns unix time; inject a fake one in tests.  (A Redis store judges
         time by its server's clock and uses this one only to measure the offset.)
     :param max_crashes: a task whose process died this many times while running it is failed.
@@ -586,10 +657,9 @@ class TimeWheel:
     def __init__(self, path: Union[str, "os.PathLike[str]", None] = "tasks.db", workers: int = 4, *,
                  tick: float = 1.0, slots: int = 3600, result_ttl: float = 7 * 86400.0,
                  misfire_grace: Optional[float] = None, timeout: Optional[float] = None,
-                 immediate: bool = False, busy_timeout: float = 10.0,
+                 immediate: bool = False, busy_timeout: float = 10.0, durability: str = "normal",
                  clock: Callable[[], float] = time.time, max_crashes: int = 3,
-                 exit_grace: float = 5.0, lookahead: int = 4, namespace: str = "timewheel",
-                 durability: str = "normal") -> None:
+                 exit_grace: float = 5.0, lookahead: int = 4, namespace: str = "timewheel") -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024:
             raise ValueError(f"workers must be an int from 1 to 1024, got {shown(workers)}")
         if path is not None and not isinstance(path, (str, os.PathLike)):
@@ -624,7 +694,7 @@ class TimeWheel:
         self.lookahead = lookahead
         self.namespace = _label(namespace, "namespace", 100)
         self.durability = _durability(durability, self.url)
-        self._registry: dict[str, Task[Any]] = {}
+        self._registry: dict[str, Task[..., Any]] = {}
         self._hooks = Hooks(EVENTS)
         self._store: Optional[WheelStore] = None
         self._store_lock = threading.Lock()
@@ -671,8 +741,8 @@ class TimeWheel:
         if self.immediate or (self.path is None and self.url is None):
             return MemoryStore(self.wheel, clock=self.clock)
         return open_store(self.url or self.path or "", wheel=self.wheel, namespace=self.namespace,
-                          timeout=self.busy_timeout, clock=self.clock,
-                          result_ttl=self.result_ttl if self.url else None, durability=self.durability)
+                          timeout=self.busy_timeout, clock=self.clock, durability=self.durability,
+                          result_ttl=self.result_ttl if self.url else None)
 
     def now(self) -> float:
         """The store's clock: what etas and ``count_down`` are measured by."""
@@ -680,12 +750,12 @@ class TimeWheel:
 
     # -- registering ----------------------------------------------------------------------
     @overload
-    def task(self, fn: F) -> "Task[Any]": ...
+    def task(self, fn: Callable[P, R]) -> "Task[P, R]": ...
     @overload
     def task(self, *, name: Optional[str] = None, retries: int = 0, retry_delay: float = 1.0,
              misfire_grace: Any = ..., timeout: Any = ..., queue: str = flow.DEFAULT_QUEUE,
              priority: int = 0, concurrency: Optional[int] = None, key: Any = None,
-             rate: Optional[str] = None, limit: Any = None) -> Callable[[F], "Task[Any]"]: ...
+             rate: Optional[str] = None, limit: Any = None) -> Callable[[Callable[P, R]], "Task[P, R]"]: ...
 
     def task(self, fn: Optional[Callable[..., Any]] = None, *, name: Optional[str] = None,
              retries: int = 0, retry_delay: float = 1.0, misfire_grace: Any = ...,
@@ -699,7 +769,7 @@ class TimeWheel:
         ``timeout``: seconds a run may take before it fails with :class:`TaskTimeout`.
         ``name`` defaults to ``module.qualname`` and must be the same in every process.
 
-        Flow control (README, "Flow control"): ``queue`` (default ``"default"``),
+        Flow control (docs/guide/flow-control.md): ``queue`` (default ``"default"``),
         ``priority`` (-100..100, higher first among due tasks), ``concurrency`` (runs at once
         across every process), ``rate`` (``"5/s"``: starts in any window), ``key`` (a
         parameter's name or a callable of the arguments: the limits apply per key), ``limit``
@@ -720,7 +790,7 @@ class TimeWheel:
         if key is not None and concurrency is None and rate is None:
             raise ValueError("key= makes concurrency= or rate= per key: give one of them")
 
-        def register(f: Callable[..., Any]) -> Task[Any]:
+        def register(f: Callable[..., Any]) -> Task[..., Any]:
             if not callable(f):
                 raise TypeError(f"@task needs a function, got {type(f).__name__} {shown(f)}")
             task_name = name if name is not None else _label(
@@ -729,7 +799,7 @@ class TimeWheel:
             if old is not None and old.fn is not f and (
                     getattr(old.fn, "__code__", None) is not getattr(f, "__code__", None)):
                 raise ValueError(f"another function is already registered as task {task_name!r}")
-            t: Task[Any] = Task(self, f, task_name, retries, delay_s, grace, time_limit, flow_options)
+            t: Task[..., Any] = Task(self, f, task_name, retries, delay_s, grace, time_limit, flow_options)
             self._registry[task_name] = t
             return t
 
@@ -738,13 +808,15 @@ class TimeWheel:
         return register
 
     def periodic(self, *, every: Any = None, cron: Optional[str] = None, tz: Optional[str] = None,
-                 name: Optional[str] = None, **options: Any) -> Callable[[F], "Task[Any]"]:
+                 name: Optional[str] = None, **options: Any) -> Callable[[Callable[[], R]], "Task[[], R]"]:
         """Register a recurring task: ``@hu.periodic(every=900)`` or
         ``@hu.periodic(cron="0 3 * * *", tz="Europe/Berlin")``.  See :mod:`timewheel.periodic`."""
         from .periodic import Periodics
         if self._periodics is None:
             self._periodics = Periodics(self)
-        return self._periodics.decorator(every=every, cron=cron, tz=tz, name=name, **options)
+        decorator: Callable[[Callable[[], R]], Task[[], R]] = self._periodics.decorator(
+            every=every, cron=cron, tz=tz, name=name, **options)
+        return decorator
 
     def limit(self, name: str, *, concurrency: Optional[int] = None,
               rate: Optional[str] = None) -> flow.SharedLimit:
@@ -763,12 +835,12 @@ class TimeWheel:
         """Let ``queue``'s tasks be claimed again.  True if it was paused."""
         return self.store.resume(flow.check_queue(queue))
 
-    def paused(self) -> frozenset:
+    def paused(self) -> frozenset[str]:
         """The paused queues."""
         return self.store.paused()
 
     @property
-    def tasks(self) -> dict[str, "Task[Any]"]:
+    def tasks(self) -> dict[str, "Task[..., Any]"]:
         """The registered tasks by name."""
         return dict(self._registry)
 
@@ -819,7 +891,7 @@ class TimeWheel:
             raise ValueError(f"eta {shown(eta)} is outside 1970..9999")
         return when
 
-    def _debounce(self, new: TaskRecord, debounce: float, max_wait: Optional[float]) -> TaskHandle:
+    def _debounce(self, new: TaskRecord, debounce: float, max_wait: Optional[float]) -> TaskHandle[Any]:
         """Write one debounced call (see :func:`timewheel.flow.debounced`): a read of the
         id's two records, then a compare-and-set on the one it changes, again if either
         changed meanwhile."""
@@ -829,6 +901,7 @@ class TimeWheel:
             now = store.now()
             old, rec = flow.debounced(store.get(new.id), store.get(follow),
                                       new._replace(created=now), now, debounce, max_wait)
+            stored: Optional[TaskRecord]
             if old is None:
                 try:
                     (stored,) = store.add([rec], existing="fail")
@@ -844,7 +917,7 @@ class TimeWheel:
         raise StoreBusy(f"task {new.id}: its records kept changing while a debounced call was "
                         "written; nothing was written")
 
-    def _submit(self, rec: TaskRecord, existing: str, connection: Any = None) -> TaskHandle:
+    def _submit(self, rec: TaskRecord, existing: str, connection: Any = None) -> TaskHandle[Any]:
         adder = self._adder() if connection is None else self._through(connection)
         (stored,) = adder.add([rec], existing=existing)
         if self.immediate and _added(stored, rec):
@@ -895,10 +968,10 @@ class TimeWheel:
         using = _USING.get()
         return self.store if using is None else using.get(id(self), self.store)
 
-    def get(self, task_id: str) -> TaskHandle:
+    def get(self, task_id: str) -> TaskHandle[Any]:
         """A handle for a task id (from another process, or from before a restart)."""
         _storable_id(task_id)
-        h = TaskHandle(self, task_id)
+        h: TaskHandle[Any] = TaskHandle(self, task_id)
         _ = h.record   # raises TaskNotFound now rather than at first use
         return h
 
@@ -924,9 +997,10 @@ class TimeWheel:
     def _execute(self, rec: TaskRecord) -> Any:
         return execute(self._registry, rec, self.store.now)
 
-    def _run_inline(self, rec: TaskRecord) -> None:
+    def _run_inline(self, first: TaskRecord) -> None:
         """immediate=True: run and record right here, retries included (without waiting)."""
         store = self.store
+        rec: Optional[TaskRecord] = first
         while rec is not None and rec.status == PENDING:
             (running,) = store.swap([(rec, claimed(rec, "immediate", store.now()))])
             if running is None:

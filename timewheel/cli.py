@@ -281,7 +281,7 @@ def output_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--json`` / ``-t, --table`` / ``--fmt``, handed to the command as ``out``."""
 
     @click.option("--json", "output", flag_value="json",
-                  help="Machine-readable JSON on stdout (keys documented in the README).")
+                  help="Machine-readable JSON on stdout (keys documented in docs/cli.md).")
     @click.option("-t", "--table", "output", flag_value="table", default=True,
                   help="Human-readable tables (the default).")
     @click.option("--fmt", default="simple", show_default=True, metavar="FORMAT", type=click.Choice(FORMATS),

@@ -566,13 +566,14 @@ def show_value(blob: Optional[bytes], limits: Limits = LIMITS) -> Optional[Shown
 
 
 def show_call(payload: bytes, limits: Limits = LIMITS) -> tuple[Shown, Shown]:
-    """(args, kwargs) of a task's pickled ``(args, kwargs)`` payload, each shown or why not."""
+    """(args, kwargs) of a task's pickled ``(args, kwargs)`` payload (``(args, kwargs, trace)``
+    when it carries a trace context: records.call_of), each shown or why not."""
     try:
         value = _load(payload, limits)
     except Unshowable as exc:
         failed = Shown(None, str(exc))
         return failed, failed
-    if not (isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], _Pairs)):
+    if not (isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[1], _Pairs)):
         failed = Shown(None, "unexpected payload shape (not an (args, kwargs) pair)")
         return failed, failed
     if not isinstance(value[0], (tuple, list)):

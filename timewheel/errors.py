@@ -29,7 +29,7 @@ class TaskFailed(TimeWheelError):
         self.traceback = traceback
         super().__init__(f"task {task_id} {status}: {error}" if error else f"task {task_id} {status}")
 
-    def __reduce__(self):  # picklable, like filelock's Timeout
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable, like filelock's Timeout
         return (self.__class__, (self.task_id, self.status, self.error, self.traceback))
 
 

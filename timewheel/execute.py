@@ -5,7 +5,7 @@ Shared by the worker pool and by ``immediate=True``.  Inside a run,
 :func:`current_task` tells the task who it is (id, attempt, eta, fencing token).  A task's
 ``timeout`` is enforced here: an ``async def`` task is cancelled at its deadline; a sync task
 gets :class:`~timewheel.errors.TaskTimeout` raised in its thread by a watchdog (this
-interrupts Python code, not a C call that blocks: see the README).
+interrupts Python code, not a C call that blocks: see docs/guide/time-limits.md).
 """
 
 from __future__ import annotations
@@ -18,15 +18,18 @@ import itertools
 import logging
 import os
 import pickle
+import sys
 import threading
 import time
 import traceback as _traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
+from . import tracing
 from .aio import run_coroutine
 from .errors import TaskTimeout
-from .records import MAX_RECORD_BYTES, Outcome, TaskRecord
+from .records import MAX_RECORD_BYTES, Outcome, TaskRecord, call_of
+from .tracing import API as _OTEL_API
 
 __all__ = ["TaskContext", "current_task", "execute"]
 
@@ -69,14 +72,18 @@ def execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], fl
         return failed(f"task {rec.name!r} is not registered in process {os.getpid()}; "
                       "register it and retry the task", retryable=False)
     try:
-        args, kwargs = pickle.loads(rec.payload)
+        args, kwargs, traced = call_of(rec.payload)
     except Exception as exc:  # noqa: BLE001 - whatever the payload holds, it is this task's failure
         log.error("task %s (%s): cannot decode its arguments: %s", rec.id, rec.name, exc)
         return failed(f"cannot decode its arguments: {exc.__class__.__name__}: {exc}",
                       _traceback.format_exc(), retryable=False, exc=exc)
     token = _current.set(TaskContext(rec.id, rec.name, rec.attempts, rec.eta, rec.rev))
     try:
-        value = _call(task.fn, args, kwargs, rec.timeout)
+        if _OTEL_API in sys.modules:        # the application uses OpenTelemetry: a span
+            value = tracing.run_in_span(rec, traced, started,
+                                        lambda: _call(task.fn, args, kwargs, rec.timeout))
+        else:
+            value = _call(task.fn, args, kwargs, rec.timeout)
     except BaseException as exc:   # a task's SystemExit must not kill the worker either
         error = f"{exc.__class__.__name__}: {exc}"
         log.warning("task %s (%s) failed, attempt %d of %d: %s", rec.id, rec.name, rec.attempts,
@@ -95,7 +102,8 @@ def execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], fl
     return Outcome(ok=True, started=started, finished=clock(), result=result)
 
 
-def _call(fn: Callable[..., Any], args: tuple, kwargs: dict, timeout: Optional[float]) -> Any:
+def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+          timeout: Optional[float]) -> Any:
     if inspect.iscoroutinefunction(fn):
         return run_coroutine(fn(*args, **kwargs), timeout)
     if timeout is None:

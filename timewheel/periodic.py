@@ -50,7 +50,7 @@ import os
 import re
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 if TYPE_CHECKING:
     from .api import Task, TimeWheel
@@ -62,6 +62,7 @@ __all__ = ["Schedule", "Every", "Cron", "Periodics", "periodic", "schedules", "o
            "due_between", "plan", "MAX_CATCH_UP"]
 
 log = logging.getLogger("timewheel.periodic")
+R = TypeVar("R")
 
 #: with ``coalesce=False``, at most this many missed occurrences are run after downtime
 MAX_CATCH_UP = 1000
@@ -219,7 +220,7 @@ def _digest(name: str, schedule: Schedule) -> str:
 # -- registration and the keeper ----------------------------------------------------------
 
 class _Entry:
-    def __init__(self, task: "Task[Any]", schedule: Schedule, coalesce: bool) -> None:
+    def __init__(self, task: "Task[..., Any]", schedule: Schedule, coalesce: bool) -> None:
         self.task = task
         self.schedule = schedule
         self.coalesce = coalesce
@@ -248,11 +249,11 @@ class Periodics:
     def decorator(self, *, every: Union[float, _dt.timedelta, None] = None,
                   cron: Optional[str] = None, tz: Union[str, _dt.tzinfo, None] = None,
                   name: Optional[str] = None, coalesce: bool = True,
-                  **options: Any) -> Callable[[Callable[[], Any]], "Task[Any]"]:
+                  **options: Any) -> Callable[[Callable[[], R]], "Task[[], R]"]:
         """``@hu.periodic(...)``: see :func:`periodic`."""
         schedule = _schedule(every, cron, tz, coalesce, self.hu.clock())   # no store opened yet
 
-        def register(fn: Callable[[], Any]) -> "Task[Any]":
+        def register(fn: Callable[[], R]) -> "Task[[], R]":
             try:
                 inspect.signature(fn).bind()
             except TypeError:
@@ -374,7 +375,7 @@ def _schedule(every: Any, cron: Optional[str], tz: Any, coalesce: Any, now: floa
 def periodic(hu: "TimeWheel", *, every: Union[float, _dt.timedelta, None] = None,
              cron: Optional[str] = None, tz: Union[str, _dt.tzinfo, None] = None,
              name: Optional[str] = None, coalesce: bool = True,
-             **options: Any) -> Callable[[Callable[[], Any]], "Task[Any]"]:
+             **options: Any) -> Callable[[Callable[[], R]], "Task[[], R]"]:
     """Register a recurring task on ``hu``; the same as ``@hu.periodic(...)``.
 
     Exactly one of ``every`` (seconds or a timedelta) and ``cron`` (with an optional ``tz``).

@@ -226,6 +226,14 @@ def new_task(task_id: str, name: str, eta: float, payload: bytes, created: float
                                       None, None, RECORD_VERSION, 0, timeout, None) + flow)
 
 
+def call_of(payload: bytes) -> tuple[Any, Any, Optional[dict[str, str]]]:
+    """``(args, kwargs, trace)`` of a task's payload: the pickle of ``(args, kwargs)``, or of
+    ``(args, kwargs, trace)`` when it was enqueued inside an OpenTelemetry span (the trace
+    context's fields: timewheel/tracing.py).  Raises what a damaged payload raises."""
+    args, kwargs, *rest = pickle.loads(payload)
+    return args, kwargs, (rest[0] if rest else None)
+
+
 def encode_record(rec: TaskRecord) -> bytes:
     """A pickle of the record's fields as a plain tuple, without trailing fields that hold
     their default -- most of a new task's (a batch of a million writes 20 MB less).  The cut

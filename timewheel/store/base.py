@@ -16,7 +16,7 @@ bumps at every write.  A claim's ``rev`` is its fencing token: an outcome record
 older one (a process that lost its task to a crash recovery while it was paused) is refused.
 
 Each method says what it does atomically.  Every write is durable when the method returns
-(to the backend's own durability: see the README).  Errors: :class:`~timewheel.errors.StoreBusy`
+(to the backend's own durability: see docs/stores.md).  Errors: :class:`~timewheel.errors.StoreBusy`
 when the backend stayed locked or unreachable for longer than its timeout, and
 :class:`~timewheel.errors.StoreError` for other failures; in both cases nothing was written.
 :class:`~timewheel.errors.DuplicateTask` when :meth:`add` finds an id taken.

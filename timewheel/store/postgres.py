@@ -19,7 +19,7 @@ closest model):
   :meth:`PostgresStore.advance` is fenced by it.  Heartbeat rows (``alive``) expire on the
   server's clock.
 * **Never lost**: every write is committed before the call returns (``synchronous_commit``: see
-  the README for what ``off`` and an asynchronous failover can lose).
+  docs/stores.md for what ``off`` and an asynchronous failover can lose).
 * **Transactional enqueue**: :meth:`PostgresStore.through` writes tasks through the
   application's own connection and transaction (:mod:`timewheel.store.postgres_tx`).
 * **Wake-ups** are hints: LISTEN/NOTIFY on one channel per schema, sent only by our own short
@@ -591,7 +591,7 @@ class PostgresStore(_Observers, WheelStore):
             return
         if fsync != "on":
             log.warning("%s has fsync off: a crash of its host can lose tasks, or corrupt the database "
-                        "(set fsync on; README, \"PostgreSQL\")", self._where)
+                        "(set fsync on; docs/stores.md, \"PostgreSQL\")", self._where)
         if sync == "off":
             log.warning("%s has synchronous_commit off: a crash of the server loses the tasks of its "
                         "last few hundred milliseconds of commits although delay() returned",

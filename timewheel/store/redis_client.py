@@ -174,8 +174,8 @@ class RedisClient:
             return
         if cfg.get("appendonly") != "yes":
             log.warning("the Redis server at %s has appendonly %s: tasks added since its last "
-                        "snapshot are lost if it restarts (set appendonly yes; README, \"More than "
-                        "one host\")", self.location, cfg.get("appendonly"))
+                        "snapshot are lost if it restarts (set appendonly yes; docs/stores.md, "
+                        "\"Redis\")", self.location, cfg.get("appendonly"))
         elif cfg.get("appendfsync") == "no":
             log.warning("the Redis server at %s has appendfsync no: a crash of its host loses the "
                         "writes the OS had not flushed (set appendfsync always or everysec)",

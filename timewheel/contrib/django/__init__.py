@@ -36,7 +36,7 @@ from ...api import TimeWheel
 from ...errors import shown
 from ...records import Outcome, TaskRecord
 
-__all__ = ["DjangoTimeWheel", "get_wheel", "hu", "options"]
+__all__ = ["DjangoTimeWheel", "TasksBackend", "get_wheel", "hu", "options"]
 
 #: the keys of ``settings.TIMEWHEEL`` this integration reads itself (not TimeWheel options)
 INTEGRATION_KEYS = ("run_in_web",)
@@ -54,6 +54,8 @@ class DjangoTimeWheel(TimeWheel):
     """
 
     def _execute(self, rec: TaskRecord) -> Outcome:
+        if rec.name not in self._registry:     # a Django task (TASKS) that this process has not enqueued
+            _register_django_task(self, rec.name)
         if self.immediate:
             return super()._execute(rec)
         from django.db import close_old_connections
@@ -62,6 +64,15 @@ class DjangoTimeWheel(TimeWheel):
             return super()._execute(rec)
         finally:
             close_old_connections()
+
+
+def _register_django_task(hu: TimeWheel, name: str) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+    try:
+        from .backend import register_by_name
+    except ImproperlyConfigured:         # neither django.tasks nor the backport: not one of theirs
+        return
+    register_by_name(hu, name)
 
 
 def options() -> dict[str, Any]:
@@ -111,4 +122,7 @@ def __getattr__(name: str) -> Any:
     # imported once settings are configured (tasks.py), not when this package is imported.
     if name == "hu":
         return get_wheel()
+    if name == "TasksBackend":      # settings.TASKS: {"BACKEND": "timewheel.contrib.django.TasksBackend"}
+        from .backend import TasksBackend
+        return TasksBackend
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

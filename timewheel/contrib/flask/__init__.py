@@ -47,11 +47,11 @@ import logging
 import os
 import threading
 import weakref
-from typing import Any, Callable, Generic, Optional, TypeVar, Union, overload
+from typing import Any, Callable, Coroutine, Generic, Optional, TypeVar, Union, overload
 
 from flask import Flask, Request, current_app, has_app_context, request_started
 
-from ...api import TaskHandle, TimeWheel
+from ...api import Delayed, P, Task, TaskHandle, TimeWheel
 from ...records import Outcome, TaskRecord
 from ..starter import FirstRequestStarter
 from .config import ConfigError, Settings, read
@@ -61,6 +61,8 @@ __all__ = ["FlaskTimeWheel", "FlaskTask", "FlaskWheel", "AppState", "ConfigError
 log = logging.getLogger("timewheel.flask")
 
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+T = TypeVar("T")
 #: the key of ``app.extensions``
 EXTENSION = "timewheel"
 #: ``authorize`` and ``allow_actions``: given the current Flask request, may it?
@@ -121,13 +123,13 @@ class AppState:
             self.wheel.start(queues=self.settings.queues)
 
 
-class FlaskTask(Generic[R]):
+class FlaskTask(Generic[P, R_co]):
     """A task registered through :meth:`FlaskTimeWheel.task`.  Calling it calls the function;
     ``delay()`` and ``schedule()`` enqueue it on the current app's wheel (see
     :class:`~timewheel.Task`), so they need an app context: a request, a CLI command, a task,
-    or ``with app.app_context():``."""
+    or ``with app.app_context():``.  Typed as :class:`~timewheel.Task` is (``FlaskTask[P, R]``)."""
 
-    def __init__(self, extension: "FlaskTimeWheel", fn: Callable[..., R], name: str) -> None:
+    def __init__(self, extension: "FlaskTimeWheel", fn: Callable[P, R_co], name: str) -> None:
         self._extension = extension
         self.fn = fn
         self.name = name
@@ -136,23 +138,40 @@ class FlaskTask(Generic[R]):
     def __repr__(self) -> str:
         return f"<FlaskTask {self.name}>"
 
-    def __call__(self, *args: Any, **kwargs: Any) -> R:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
         return self.fn(*args, **kwargs)
 
-    def call_local(self, *args: Any, **kwargs: Any) -> R:
+    def call_local(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
         """Run it here and now, bypassing the wheel."""
         return self.fn(*args, **kwargs)
 
-    def for_app(self, app: Optional[Flask] = None) -> Any:
+    def for_app(self, app: Optional[Flask] = None) -> Task[P, R_co]:
         """The :class:`~timewheel.Task` on ``app``'s wheel (default: the current app's)."""
         state = self._extension.state(app, what=f"task {self.name}")
-        return state.tasks[self.name]
+        task: Task[P, R_co] = state.tasks[self.name]
+        return task
 
-    def delay(self, *args: Any, **kwargs: Any) -> TaskHandle:
+    @overload
+    def delay(self: "FlaskTask[P, Coroutine[Any, Any, T]]", *args: P.args,
+              **kwargs: P.kwargs) -> TaskHandle[T]: ...
+    @overload
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R_co]: ...
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[Any]:
         """:meth:`timewheel.Task.delay` on the current app's wheel."""
         return self.for_app().delay(*args, **kwargs)
 
-    def schedule(self, *args: Any, **kwargs: Any) -> TaskHandle:
+    @overload
+    def options(self: "FlaskTask[P, Coroutine[Any, Any, T]]", **options: Any) -> Delayed[P, T]: ...
+    @overload
+    def options(self, **options: Any) -> Delayed[P, R_co]: ...
+
+    def options(self, **options: Any) -> Delayed[P, Any]:
+        """:meth:`timewheel.Task.options` on the current app's wheel: ``count_down``, ``eta``,
+        ``task_id``."""
+        return self.for_app().options(**options)
+
+    def schedule(self, *args: Any, **kwargs: Any) -> TaskHandle[Any]:
         """:meth:`timewheel.Task.schedule` on the current app's wheel."""
         return self.for_app().schedule(*args, **kwargs)
 
@@ -238,28 +257,28 @@ class FlaskTimeWheel:
 
     # -- registering (on every app's wheel, now and at each init_app) ----------------------------
     @overload
-    def task(self, fn: Callable[..., R]) -> FlaskTask[R]: ...
+    def task(self, fn: Callable[P, R]) -> FlaskTask[P, R]: ...
     @overload
-    def task(self, **options: Any) -> Callable[[Callable[..., R]], FlaskTask[R]]: ...
+    def task(self, **options: Any) -> Callable[[Callable[P, R]], FlaskTask[P, R]]: ...
 
     def task(self, fn: Optional[Callable[..., Any]] = None, **options: Any) -> Any:
         """``@tw.task()`` or ``@tw.task(name=..., retries=3, ...)``: the options of
         :meth:`timewheel.TimeWheel.task`.  Returns a :class:`FlaskTask`."""
         check = self._checker.task(**options)       # a bad option fails here, at the decorator
 
-        def register(f: Callable[..., Any]) -> FlaskTask[Any]:
+        def register(f: Callable[..., Any]) -> FlaskTask[..., Any]:
             checked = check(f)
             self._register("task", options, f)
             return FlaskTask(self, f, checked.name)
 
         return register if fn is None else register(fn)
 
-    def periodic(self, **options: Any) -> Callable[[Callable[[], Any]], FlaskTask[Any]]:
+    def periodic(self, **options: Any) -> Callable[[Callable[[], R]], FlaskTask[[], R]]:
         """``@tw.periodic(every=900)`` or ``@tw.periodic(cron="0 3 * * *", tz=...)``: see
         :meth:`timewheel.TimeWheel.periodic`."""
         check = self._checker.periodic(**options)
 
-        def register(f: Callable[[], Any]) -> FlaskTask[Any]:
+        def register(f: Callable[[], R]) -> FlaskTask[[], R]:
             checked = check(f)
             self._register("periodic", options, f)
             return FlaskTask(self, f, checked.name)
