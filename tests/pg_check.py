@@ -8,8 +8,9 @@ from collections import Counter
 
 import psycopg
 
-from timewheel.records import PENDING, RUNNING, TERMINAL, record_from_fields
+from timewheel.records import PENDING, RUNNING, TERMINAL
 from timewheel.store.base import eta_us, finished_ms
+from timewheel.store.postgres import decode_row
 from timewheel.store.postgres_sql import RECORD_COLUMNS
 from timewheel.wheel import Wheel
 
@@ -31,7 +32,7 @@ def check_pg_store(url: str, schema: str) -> None:
             if status == "broken":
                 assert not ready, task_id
                 continue
-            rec = record_from_fields(tuple(row[:len(RECORD_COLUMNS)]))
+            rec = decode_row(row[:len(RECORD_COLUMNS)])
             assert e_us == eta_us(rec.eta) and t == wheel.due_tick(rec.eta), (task_id, e_us, t)
             if status == PENDING:
                 ticks[t] += 1

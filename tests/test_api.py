@@ -133,7 +133,7 @@ def test_never_early_and_precise_under_light_load(hu) -> None:
 def test_retries_back_off_exponentially_then_bury(hu) -> None:
     calls: list[float] = []
 
-    @hu.task(retries=2, retry_delay=0.2)
+    @hu.task(retries=2, retry_delay=0.2, retry_jitter=False)     # the whole backoff
     def flaky():
         calls.append(time.time())
         raise ConnectionError("down")

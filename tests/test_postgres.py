@@ -196,7 +196,7 @@ def test_a_user_who_may_not_create_it_is_told_how(pg_db, pg_server):
     out = _cli("migrate", pg_db + "?schema=owned")
     assert out.returncode == 0 and "up to date" in out.stdout
     out = _cli("migrate", pg_db + "?schema=owned", "--json")
-    assert json.loads(out.stdout)["statements"] == [] and json.loads(out.stdout)["version"] == 1
+    assert json.loads(out.stdout)["statements"] == [] and json.loads(out.stdout)["version"] == 2
     out = _cli("migrate", os.path.join(ROOT, "README.md"))
     assert out.returncode == 2 and "PostgreSQL" in out.stderr
 
@@ -368,6 +368,11 @@ def test_a_ready_task_rings_runners_of_other_stores_and_poke_stays_local(open_pg
         assert not bell_b.wait(0.3)
         bell_a.poke()
         assert bell_a.wait(1.0) and not bell_b.wait(0.3)
+        late = a.doorbell()                              # joins a listener already listening:
+        try:                                             # rung at once, not at the next notify
+            assert late.wait(2.0)
+        finally:
+            late.close()
         print(f"\nLISTEN/NOTIFY wake-up across stores: {woke * 1e3:.2f} ms")
         assert woke < 1.0
     finally:

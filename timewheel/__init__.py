@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import (
     DuplicateTask,
     NotAStore,
+    Retry,
     StoreBusy,
     StoreError,
     StoreMismatch,
@@ -33,7 +34,7 @@ from .records import STATUSES, TaskRecord
 __all__ = [
     "TimeWheel", "Task", "TaskHandle", "Delayed", "Stopped", "Health", "EVENTS", "TaskFailed", "TaskNotFound",
     "TaskTimeout", "DuplicateTask", "TimeWheelError", "StoreError", "StoreBusy", "NotAStore",
-    "StoreMismatch", "TaskRecord", "STATUSES", "TaskContext", "current_task",
+    "StoreMismatch", "TaskRecord", "STATUSES", "TaskContext", "current_task", "Retry",
 ]
 __version__ = "0.4.0"
 

@@ -42,7 +42,7 @@ if sys.version_info >= (3, 10):
 else:                                   # typing_extensions: a dependency on 3.9 only
     from typing_extensions import ParamSpec
 
-from . import flow, tracing
+from . import flow, serialize, tracing
 from .backoff import backoff
 from .boss import Boss, Health
 from .errors import DuplicateTask, StoreBusy, TaskFailed, TaskNotFound, shown
@@ -159,6 +159,28 @@ def _optional(value: Any, what: str, **bounds: float) -> Optional[float]:
     return None if value is None else _seconds(value, what, **bounds)
 
 
+def _flag(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{what} must be True or False, got {shown(value)}")
+    return value
+
+
+def _exception_types(value: Any, what: str) -> tuple[type[BaseException], ...]:
+    """``retry_on=`` / ``dont_retry_on=``: an exception class or a tuple (or list) of them."""
+    types = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    for t in types:
+        if not (isinstance(t, type) and issubclass(t, BaseException)):
+            raise TypeError(f"{what} takes exception classes, got {shown(t)}")
+    return types
+
+
+def _retry_rules(retry_on: Any, dont_retry_on: Any, retry_jitter: Any,
+                 default_jitter: bool) -> tuple[Any, ...]:
+    """``@task()``'s retry rules, checked: (retry_on, dont_retry_on, retry_jitter)."""
+    return (_exception_types(retry_on, "retry_on"), _exception_types(dont_retry_on, "dont_retry_on"),
+            default_jitter if retry_jitter is None else _flag(retry_jitter, "retry_jitter"))
+
+
 def _label(value: Any, what: str, limit: int) -> str:
     """A task name or id: a non-empty printable str of at most ``limit`` characters."""
     if not isinstance(value, str):
@@ -170,7 +192,7 @@ def _label(value: Any, what: str, limit: int) -> str:
     return value
 
 
-def _durability(value: Any, url: Optional[str]) -> str:
+def _durable(value: Any, url: Optional[str]) -> str:
     """TimeWheel's ``durability``, checked: a server's is its own setting, not ours."""
     if value not in DURABILITY:
         raise ValueError(f"durability must be 'normal' or 'fsync', got {shown(value)}")
@@ -260,7 +282,7 @@ class TaskHandle(Generic[T_co]):
             seen = self._wheel._generation
             rec = self.record
             if rec.status in TERMINAL:
-                value: T_co = _outcome_of(rec)
+                value: T_co = _outcome_of(rec, self._wheel.serializer)
                 return value
             # Woken at once by this process's boss; tasks run by another process are polled.
             self._wheel._wait_change(seen, patience.pause(rec))
@@ -275,7 +297,7 @@ class TaskHandle(Generic[T_co]):
             # waiting (up to busy_timeout) for another process's write lock.
             rec = await loop.run_in_executor(None, lambda: self.record)
             if rec.status in TERMINAL:
-                value: T_co = _outcome_of(rec)
+                value: T_co = _outcome_of(rec, self._wheel.serializer)
                 return value
             await asyncio.sleep(patience.pause(rec))
 
@@ -349,9 +371,16 @@ def _added(stored: TaskRecord, rec: TaskRecord) -> bool:
     return stored is rec or stored._replace(rev=rec.rev) == rec
 
 
-def _outcome_of(rec: TaskRecord) -> Any:
+def _outcome_of(rec: TaskRecord, serializer: str) -> Any:
     if rec.status == SUCCEEDED:
-        return None if rec.result is None else pickle.loads(rec.result)
+        if rec.result is None:
+            return None
+        if serialize.is_json(rec.result):
+            return serialize.loads_result(rec.result)
+        if serializer == "json":        # unpickling what anyone wrote to the store runs their code
+            raise TaskFailed(rec.id, rec.status, "its result is a pickle; a serializer='json' wheel "
+                             "reads only JSON results")
+        return pickle.loads(rec.result)
     raise TaskFailed(rec.id, rec.status, rec.error, rec.traceback)
 
 
@@ -370,6 +399,8 @@ class Task(Generic[P, R_co]):
         self.name = name
         self.retries = retries
         self.retry_delay = retry_delay
+        #: arguments and results as JSON (TimeWheel(serializer="json"))
+        self.json = wheel.serializer == "json"
         self.misfire_grace = misfire_grace
         self.timeout = timeout
         try:
@@ -378,6 +409,9 @@ class Task(Generic[P, R_co]):
             self._signature = None
         self._arity = _plain_arity(self._signature)
         o = flow_options or {}
+        #: the exceptions that use up a retry (empty: any), those that fail at once, and whether
+        #: a retry waits a drawn fraction of its backoff (docs/guide/retries.md)
+        self.retry_on, self.dont_retry_on, self.retry_jitter = o.get("rules", ((), (), True))
         #: flow control (issue 21): its queue, priority and limits
         self.queue: str = o.get("queue", flow.DEFAULT_QUEUE)
         self.priority: int = o.get("priority", 0)
@@ -562,10 +596,12 @@ class Task(Generic[P, R_co]):
         try:
             # With OpenTelemetry in use, the enqueuing trace context goes along (records.call_of)
             traced = tracing.carried() if _OTEL_API in sys.modules else None
-            payload = pickle.dumps((args, kwargs) if traced is None else (args, kwargs, traced),
-                                   pickle.HIGHEST_PROTOCOL)
+            payload = (serialize.dumps_call(args, kwargs, traced) if self.json
+                       else pickle.dumps((args, kwargs) if traced is None else (args, kwargs, traced),
+                                         pickle.HIGHEST_PROTOCOL))
         except Exception as exc:
-            raise TypeError(f"{self.name}: arguments cannot be serialised with pickle "
+            how = "JSON" if self.json else "pickle"
+            raise TypeError(f"{self.name}: arguments cannot be serialised with {how} "
                             f"({exc.__class__.__name__}: {exc})") from None
         if len(payload) > MAX_RECORD_BYTES // 2:
             raise ValueError(f"{self.name}: arguments are {len(payload)} bytes pickled; the limit "
@@ -591,7 +627,8 @@ class Task(Generic[P, R_co]):
             rec = new_task(task_id or _ids.new(), self.name, due, payload,
                            hu.now() if batch is None else batch.now, self.retries, self.retry_delay,
                            grace, self.timeout,
-                           (o.get("queue", self.queue), o.get("priority", self.priority), limits, None, None))
+                           (o.get("queue", self.queue), o.get("priority", self.priority), limits, None, None,
+                            ()))
             if "debounce" in o:
                 return hu._debounce(rec, o["debounce"], o["max_wait"])
         if batch is None:
@@ -644,22 +681,22 @@ class TimeWheel:
     :param immediate: run ``delay()`` inline, synchronously, in memory -- for test suites.
     :param busy_timeout: seconds a write waits for another process before ``StoreBusy``.
     :param durability: ``"fsync"``: a store file's commits survive a power cut too (an fsync per commit).
-    :param clock: returns unix time; inject a fake one in tests.  (A Redis store judges
-        time by its server's clock and uses this one only to measure the offset.)
+    :param clock: returns unix time; inject a fake one in tests (a server store reads its server's).
     :param max_crashes: a task whose process died this many times while running it is failed.
     :param lookahead: ticks made ready ahead of the clock at once (each advance is one write).
     :param exit_grace: at interpreter exit a started wheel stops, waiting this many seconds
         for running tasks; those still running after it run again at the next start.
     :param namespace: the key prefix in a Redis database, the schema in a PostgreSQL one
         unless its connection string names one (several apps can share a database).
+    :param retry_jitter: the tasks' default (docs/guide/retries.md); serializer: docs/guide/json.md.
     """
 
     def __init__(self, path: Union[str, "os.PathLike[str]", None] = "tasks.db", workers: int = 4, *,
-                 tick: float = 1.0, slots: int = 3600, result_ttl: float = 7 * 86400.0,
-                 misfire_grace: Optional[float] = None, timeout: Optional[float] = None,
-                 immediate: bool = False, busy_timeout: float = 10.0, durability: str = "normal",
-                 clock: Callable[[], float] = time.time, max_crashes: int = 3,
-                 exit_grace: float = 5.0, lookahead: int = 4, namespace: str = "timewheel") -> None:
+                 tick: float = 1.0, slots: int = 3600, result_ttl: float = 7 * 86400.0, lookahead: int = 4,
+                 misfire_grace: Optional[float] = None, timeout: Optional[float] = None, max_crashes: int = 3,
+                 immediate: bool = False, busy_timeout: float = 10.0, retry_jitter: bool = True,
+                 clock: Callable[[], float] = time.time, serializer: str = "pickle", exit_grace: float = 5.0,
+                 namespace: str = "timewheel", durability: str = "normal") -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024:
             raise ValueError(f"workers must be an int from 1 to 1024, got {shown(workers)}")
         if path is not None and not isinstance(path, (str, os.PathLike)):
@@ -678,9 +715,7 @@ class TimeWheel:
         self.result_ttl = _number(result_ttl, "result_ttl")
         self.misfire_grace = _optional(misfire_grace, "misfire_grace")
         self.timeout = _optional(timeout, "timeout", minimum=0.001)
-        if not isinstance(immediate, bool):
-            raise TypeError(f"immediate must be a bool, got {shown(immediate)}")
-        self.immediate = immediate
+        self.immediate = _flag(immediate, "immediate")
         self.busy_timeout = _number(busy_timeout, "busy_timeout", maximum=86400.0)
         if not callable(clock):
             raise TypeError(f"clock must be a callable returning unix seconds, got {shown(clock)}")
@@ -691,9 +726,9 @@ class TimeWheel:
         self.exit_grace = _number(exit_grace, "exit_grace", maximum=86400.0)
         if isinstance(lookahead, bool) or not isinstance(lookahead, int) or not 1 <= lookahead <= 3600:
             raise ValueError(f"lookahead must be an int from 1 to 3600, got {shown(lookahead)}")
-        self.lookahead = lookahead
-        self.namespace = _label(namespace, "namespace", 100)
-        self.durability = _durability(durability, self.url)
+        self.lookahead, self.retry_jitter, self.serializer = (lookahead, _flag(retry_jitter, "retry_jitter"),
+                                                              serialize.check_serializer(serializer))
+        self.namespace, self.durability = _label(namespace, "namespace", 100), _durable(durability, self.url)
         self._registry: dict[str, Task[..., Any]] = {}
         self._hooks = Hooks(EVENTS)
         self._store: Optional[WheelStore] = None
@@ -741,8 +776,8 @@ class TimeWheel:
         if self.immediate or (self.path is None and self.url is None):
             return MemoryStore(self.wheel, clock=self.clock)
         return open_store(self.url or self.path or "", wheel=self.wheel, namespace=self.namespace,
-                          timeout=self.busy_timeout, clock=self.clock, durability=self.durability,
-                          result_ttl=self.result_ttl if self.url else None)
+                          timeout=self.busy_timeout, clock=self.clock, serializer=self.serializer,
+                          result_ttl=self.result_ttl if self.url else None, durability=self.durability)
 
     def now(self) -> float:
         """The store's clock: what etas and ``count_down`` are measured by."""
@@ -755,17 +790,18 @@ class TimeWheel:
     def task(self, *, name: Optional[str] = None, retries: int = 0, retry_delay: float = 1.0,
              misfire_grace: Any = ..., timeout: Any = ..., queue: str = flow.DEFAULT_QUEUE,
              priority: int = 0, concurrency: Optional[int] = None, key: Any = None,
-             rate: Optional[str] = None, limit: Any = None) -> Callable[[Callable[P, R]], "Task[P, R]"]: ...
+             rate: Optional[str] = None, limit: Any = None, retry_on: Any = (), dont_retry_on: Any = (),
+             retry_jitter: Optional[bool] = None) -> Callable[[Callable[P, R]], "Task[P, R]"]: ...
 
     def task(self, fn: Optional[Callable[..., Any]] = None, *, name: Optional[str] = None,
-             retries: int = 0, retry_delay: float = 1.0, misfire_grace: Any = ...,
-             timeout: Any = ..., queue: str = flow.DEFAULT_QUEUE, priority: int = 0,
+             retries: int = 0, retry_delay: float = 1.0, misfire_grace: Any = ..., retry_on: Any = (),
+             timeout: Any = ..., queue: str = flow.DEFAULT_QUEUE, priority: int = 0, dont_retry_on: Any = (),
              concurrency: Optional[int] = None, key: Any = None, rate: Optional[str] = None,
-             limit: Any = None) -> Any:
+             limit: Any = None, retry_jitter: Optional[bool] = None) -> Any:
         """Register a function as a task: ``@hu.task()`` or ``@hu.task(retries=3, ...)``.
 
-        ``retries``: extra attempts after a failure (at most ``retries + 1`` calls); attempt
-        ``n`` waits ``retry_delay * 2 ** (n - 1)`` seconds (capped at 6 h) after failure ``n``.
+        ``retries``: extra attempts after a failure (at most ``retries + 1`` calls), each waiting up
+        to ``retry_delay * 2 ** (n - 1)`` s after failure ``n``: see ``retry_on``, docs/guide/retries.md.
         ``timeout``: seconds a run may take before it fails with :class:`TaskTimeout`.
         ``name`` defaults to ``module.qualname`` and must be the same in every process.
 
@@ -786,7 +822,8 @@ class TimeWheel:
         flow_options = {"queue": flow.check_queue(queue), "priority": flow.check_priority(priority),
                         "concurrency": None if concurrency is None else flow.check_concurrency(concurrency),
                         "rate": None if rate is None else flow.parse_rate(rate),
-                        "shared": () if limit is None else flow.check_limits(limit), "key": key}
+                        "shared": () if limit is None else flow.check_limits(limit), "key": key,
+                        "rules": _retry_rules(retry_on, dont_retry_on, retry_jitter, self.retry_jitter)}
         if key is not None and concurrency is None and rate is None:
             raise ValueError("key= makes concurrency= or rate= per key: give one of them")
 

@@ -31,12 +31,15 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from . import processes
 from .backoff import backoff
 from .errors import StoreError
 from .pool import WorkerPool
@@ -46,6 +49,7 @@ from .records import (
     Outcome,
     TaskRecord,
     end_run,
+    hand_back,
     is_misfire,
     requeue_crashed,
     skip_misfired,
@@ -57,6 +61,7 @@ __all__ = ["Boss", "Health"]
 
 log = logging.getLogger("timewheel.boss")
 
+_HOST = socket.gethostname()
 PAGE = 20_000             #: tasks made ready per advance: bounds memory and a transaction
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 5.0
 
@@ -124,6 +129,8 @@ class Boss:
         self._horizon: Optional[int] = None
         self._complete = True
         self._lead_at = self._recover_at = self._purge_at = self._renew_at = self._verify_at = 0.0
+        self._report_at = self._forget_at = 0.0
+        self._started_at = time.time()
         self._stopping = threading.Event()
         self._accepting = False
         self._report_lock = threading.Lock()
@@ -169,6 +176,8 @@ class Boss:
             self._keep_outcomes(batch)
             raise
         self._renew(now)
+        if _due(self, "_report_at", processes.REPORT_EVERY, now):
+            self._report(now)
         # The calls above took time (a round trip each to a server): sleep from a fresh
         # reading, or every wake-up is late by this round's length.
         return self._sleep_for(now if given is not None else self.clock())
@@ -223,6 +232,9 @@ class Boss:
             n = self.store.purge(now - self.result_ttl)
             if n:
                 log.info("purged %d finished task(s) past their result TTL", n)
+        if _due(self, "_forget_at", 60.0, now):
+            self.store.forget_processes(processes.gone_long_ago(self.store.process_reports(), now,
+                                                                self.liveness.is_dead))
 
     @property
     def queueing(self) -> int:
@@ -298,6 +310,14 @@ class Boss:
                         "paused or cut off from the store): it will run again elsewhere, and "
                         "this run's outcome will be refused", task_id)
 
+    def _report(self, now: float, stopped: Optional[float] = None) -> None:
+        """Tell the store who this process is and how busy (timewheel/processes.py)."""
+        report = processes.ProcessReport(
+            host=_HOST, pid=os.getpid(), started=self._started_at,
+            queues=None if self.queues is None else tuple(sorted(self.queues)), workers=self.pool.workers,
+            busy=self.pool.busy, queued=self.pool.queued, heartbeat=now, stopped=stopped)
+        self.store.report_process(self.liveness.token, processes.encode_report(report))
+
     def _take_outcomes(self) -> list[tuple[TaskRecord, Outcome]]:
         with self._report_lock:          # drained under the lock _done appends under: see there
             batch = list(self._outcomes)
@@ -354,7 +374,7 @@ class Boss:
             wake = min(wake, self._lead_at)
         if self.liveness.renew_every:
             wake = min(wake, self._renew_at)
-        return max(0.0, wake - now)
+        return max(0.0, min(wake, self._report_at) - now)
 
     # -- the thread ---------------------------------------------------------------------------
     def start(self, thread: bool = True) -> None:
@@ -362,6 +382,7 @@ class Boss:
         used fails ``start()``), then run rounds on the boss thread.  ``thread=False`` leaves
         the rounds to the caller's :meth:`step` (tests, on a fake clock)."""
         self.bell = self.store.doorbell()
+        self._started_at = time.time()
         self._stopping.clear()
         self._accepting = True
         self.pool.start(self._done)
@@ -419,14 +440,16 @@ class Boss:
         return self._health
 
     def stop(self, wait: bool = True, timeout: Optional[float] = None) -> int:
-        """Stop claiming; with ``wait``, let running tasks finish (up to ``timeout`` s) and
-        record them first.  Returns how many claimed tasks were still unfinished."""
+        """Stop claiming; hand the claimed tasks no worker has started back to the store at
+        once (they run elsewhere); with ``wait``, let running tasks finish (up to ``timeout``
+        s) and record them first.  Returns how many claimed tasks were still unfinished."""
         deadline = None if timeout is None else time.monotonic() + timeout
         self._stopping.set()
         self.bell.poke()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        self._hand_back()
         while wait and self._running and (deadline is None or time.monotonic() < deadline):
             self.bell.wait(0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic())))
             self._record_quietly()
@@ -436,6 +459,11 @@ class Boss:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         self.pool.stop(wait=wait, timeout=remaining)
         unfinished = len(self._running)
+        try:
+            now = self.clock()
+            self._report(now, stopped=now)
+        except StoreError as exc:        # (a process that stops reporting is listed as dead)
+            log.debug("could not report this process stopped: %s", exc)
         if self.leading:
             self.liveness.resign()
             self.leading = False
@@ -445,6 +473,28 @@ class Boss:
             log.debug("could not forget what this process served: %s", exc)
         self._close_bell()
         return unfinished
+
+    def _hand_back(self) -> None:
+        """Give the store back the tasks queued here that no worker took (issue 26): pending
+        again as before their claim, for any process to start.  A task whose hand-back is
+        refused (its claim was recovered meanwhile) is someone else's already.  If the store
+        cannot be reached they go back to the workers, as before."""
+        queued = self.pool.withdraw()
+        if not queued:
+            return
+        try:
+            back = self.store.swap([(rec, hand_back(rec)) for rec in queued])
+        except StoreError as exc:
+            log.warning("could not hand back %d queued task(s) while stopping (%s): they run here",
+                        len(queued), exc)
+            for rec in queued:
+                self.pool.submit(rec)
+            return
+        for rec in queued:
+            self._running.pop(rec.id, None)
+        log.info("handed back %d claimed task(s) no worker had started", sum(b is not None for b in back))
+        self.store.ring()
+        self.on_change()
 
     def _record_quietly(self) -> None:
         try:

@@ -27,7 +27,7 @@ import click
 
 from .query import FINISHED
 from .store.base import LISTABLE
-from .text import clean, clip, duration, local, relative, seconds, size, span
+from .text import clean, clip, duration, first_line, local, relative, seconds, size, span
 from .web.command import web as web_command
 
 if TYPE_CHECKING:
@@ -434,6 +434,8 @@ def inspect(db: str, all_slots: bool, next_n: int, out: Output) -> None:
         ["tasks", f"{n['pending']} pending, {n['running']} running, {n['failed']} failed (buried), done: "
                   f"{n['succeeded']} succeeded, {n['cancelled']} cancelled, {n['misfired']} misfired"
                   + (f"; {n['broken']} BROKEN (timewheel tasks --status broken)" if n["broken"] else "")],
+        ["processes", "{alive} alive: {busy} task(s) running on a worker, {queued} claimed and queued for "
+                      "one".format(**data["processes"])],
         ["now", f"{local(now)}, tick {current}"],
         ["ticker", ticker],
         ["state", f"horizon tick {tk['horizon']} ({tk['horizon'] - current:+d}), "
@@ -497,7 +499,8 @@ def _check_queue_option(queue: Optional[str]) -> None:
 # -- tasks / show ----------------------------------------------------------------------------------
 
 def _status(row: dict[str, Any]) -> str:
-    return row["status"] + (" (owner gone)" if row["owner_alive"] is False else "")
+    status = "retrying" if row.get("retrying") else row["status"]
+    return status + (" (owner gone)" if row["owner_alive"] is False else "")
 
 
 @cli.command()
@@ -601,6 +604,13 @@ def show(db: str, task_id: str, full: bool, out: Output) -> None:
     if d["error"]:
         rows.append(["error", d["error"]])
     out.table(rows)
+    if d.get("history"):
+        out.title(f"Attempts (the last {len(d['history'])})")
+        out.table([[a["attempt"], a["outcome"], local(a["started"]),
+                    "-" if a["lateness"] is None else seconds(a["lateness"]),
+                    "-" if a["duration"] is None else seconds(a["duration"]), a["owner"] or "-",
+                    first_line(a["error"]) or "-"] for a in d["history"]],
+                  ["#", "outcome", "started", "late", "took", "owner", "error"])
     if d["traceback"]:
         out.title("Traceback")
         out.text(clip(d["traceback"].rstrip(), None if full else 4000, hint), lines=True)
@@ -761,6 +771,37 @@ def stats(db: str, recent: int, out: Output) -> None:
                for n, s in rows if s["runs"]],
               ["name", "runs", "min", "p50", "p95", "max", "mean"], empty="(no runs yet)")
     _flow_tables(data, out)
+
+
+# -- processes -------------------------------------------------------------------------------------
+
+@cli.command()
+@db_argument
+@output_options
+def processes(db: str, out: Output) -> None:
+    """The started processes of the store: live ones, and those stopped or dead in the last hour.
+
+    Each started process reports itself every 2 s: its host and pid, when it started, the
+    queues it serves, its workers, how many are busy running a task and how many claimed
+    tasks wait in its queue for one.  A process killed without stopping is dead at once on a
+    file store, and once its lease runs out (10 s by default) on Redis and PostgreSQL.
+
+    \b
+    Example:
+      timewheel processes tasks.db
+      timewheel processes redis://localhost:6379/0 --json | jq '.processes[] | select(.state == "alive")'
+    """
+    from .query import processes_data
+    with opened(db) as store:
+        data = processes_data(store, store.now())
+    if out.as_json:
+        out.json(data)
+        return
+    out.table([[p["state"], p["host"], p["pid"], local(p["started"]),
+                "*" if p["queues"] is None else ",".join(p["queues"]), p["workers"], p["busy"], p["queued"],
+                f"{seconds(p['heartbeat_age'])} ago"] for p in data["processes"]],
+              ["state", "host", "pid", "started", "queues", "workers", "busy", "queued", "heartbeat"],
+              empty="(no process has started on this store in the last hour)")
 
 
 # -- pause / resume --------------------------------------------------------------------------------

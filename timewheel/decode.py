@@ -554,10 +554,38 @@ def _load(blob: bytes, limits: Limits) -> Any:
         raise Unshowable(f"cannot decode it ({exc.__class__.__name__}: {exc})") from None
 
 
+def _inert(value: Any) -> Any:
+    """A decoded JSON value (timewheel/serialize.py) as the writer shows it: dicts as
+    :class:`_Pairs`, the encoded stdlib values by their repr."""
+    if isinstance(value, list):
+        return [_inert(v) for v in value]
+    if isinstance(value, tuple):                # loads_call's (args, kwargs)
+        return tuple(_inert(v) for v in value)
+    if isinstance(value, dict):
+        return _Pairs([(k, _inert(v)) for k, v in value.items()])
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return value
+    return _Global("", repr(value))         # a date, time, UUID or Decimal, built from checked text
+
+
+def _json(decode: Any, blob: bytes) -> Any:
+    """``decode(blob)`` (a decoder of timewheel/serialize.py) as inert values to show."""
+    try:
+        return _inert(decode(blob))
+    except (ValueError, RecursionError) as exc:
+        raise Unshowable(f"cannot decode its JSON ({exc})") from None
+
+
 def show_value(blob: Optional[bytes], limits: Limits = LIMITS) -> Optional[Shown]:
-    """The repr of a pickled value (a task's result), or why not; None when there is none."""
+    """The repr of a pickled or JSON value (a task's result), or why not; None when there is none."""
     if blob is None:
         return None
+    if blob[:1] == b"{":
+        from .serialize import loads_result
+        try:
+            return _show(_json(loads_result, blob), limits)
+        except Unshowable as exc:
+            return Shown(None, str(exc))
     try:
         value = _load(blob, limits)
     except Unshowable as exc:
@@ -567,7 +595,16 @@ def show_value(blob: Optional[bytes], limits: Limits = LIMITS) -> Optional[Shown
 
 def show_call(payload: bytes, limits: Limits = LIMITS) -> tuple[Shown, Shown]:
     """(args, kwargs) of a task's pickled ``(args, kwargs)`` payload (``(args, kwargs, trace)``
-    when it carries a trace context: records.call_of), each shown or why not."""
+    when it carries a trace context: records.call_of), or its JSON one (timewheel/serialize.py:
+    read as JSON, never unpickled), each shown or why not."""
+    if payload[:1] == b"{":
+        from .serialize import loads_call
+        try:
+            args, kwargs = _json(loads_call, payload)
+        except Unshowable as exc:
+            failed = Shown(None, str(exc))
+            return failed, failed
+        return _show(tuple(args), limits), _show(kwargs, limits)
     try:
         value = _load(payload, limits)
     except Unshowable as exc:

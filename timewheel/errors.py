@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as _dt
+import math
 import reprlib
-from typing import Any
+from typing import Any, Optional, Union
 
 __all__ = [
     "TimeWheelError", "TaskFailed", "StoreError", "StoreBusy", "NotAStore", "StoreMismatch",
-    "TaskNotFound", "DuplicateTask", "TaskTimeout",
+    "TaskNotFound", "DuplicateTask", "TaskTimeout", "Retry",
 ]
 
 
@@ -66,6 +68,68 @@ class DuplicateTask(TimeWheelError, KeyError):
 class TaskTimeout(TimeWheelError):
     """A run took longer than its task's ``timeout``; raised inside the task, recorded as its
     error, and retried like any other failure while attempts remain."""
+
+
+class Retry(TimeWheelError):
+    """Raised inside a task to ask for a retry: ``raise Retry(count_down=30)`` runs it again
+    30 s after this run ends (``eta=``: at that datetime or unix time; neither: after the
+    task's backoff, as for any failure).  It counts against the task's ``retries`` unless
+    ``max_retries`` gives another budget; once the budget is used up the task fails.  It
+    retries whatever ``retry_on`` / ``dont_retry_on`` say: the task asked.  ``message`` (and
+    the exception it is raised ``from``) become the attempt's error.
+    ``current_task().retry(...)`` raises it."""
+
+    def __init__(self, message: Optional[str] = None, *,
+                 count_down: Union[float, _dt.timedelta, None] = None,
+                 eta: Union[float, _dt.datetime, None] = None,
+                 max_retries: Optional[int] = None) -> None:
+        if count_down is not None and eta is not None:
+            raise ValueError("Retry takes count_down or eta, not both")
+        if isinstance(count_down, _dt.timedelta):
+            count_down = count_down.total_seconds()
+        if count_down is not None and not (_is_real(count_down) and 0 <= count_down <= 1e10):
+            raise ValueError(f"Retry's count_down must be seconds from 0, got {shown(count_down)}")
+        if isinstance(eta, _dt.datetime):
+            try:
+                eta = eta.timestamp()           # naive: local time, as delay(eta=) reads it
+            except (OverflowError, OSError, ValueError):
+                raise ValueError(f"Retry's eta {shown(eta)} cannot be turned into a time") from None
+        if eta is not None and not (_is_real(eta) and 0 <= eta <= 253402300799.0):
+            raise ValueError(f"Retry's eta must be a datetime or unix seconds in 1970..9999, "
+                             f"got {shown(eta)}")
+        if max_retries is not None and (type(max_retries) is not int or not 0 <= max_retries <= 1000):
+            raise ValueError(f"Retry's max_retries must be an int from 0 to 1000, got {shown(max_retries)}")
+        self.message = message
+        self.count_down: Optional[float] = None if count_down is None else float(count_down)
+        self.eta: Optional[float] = None if eta is None else float(eta)
+        self.max_retries = max_retries
+        super().__init__(message) if message is not None else super().__init__()
+
+    def __str__(self) -> str:
+        when = ("after its backoff" if self.count_down is None and self.eta is None
+                else f"in {self.count_down:g}s" if self.eta is None else f"at {self.eta:.3f}")
+        said = f"{self.message}; " if self.message is not None else ""
+        return f"{said}it asked for a retry {when}"
+
+    def due(self, finished: float) -> Optional[float]:
+        """When the retry asked for is due, for a run that ended at ``finished`` (None: after
+        the task's backoff)."""
+        if self.eta is not None:
+            return self.eta
+        return None if self.count_down is None else finished + self.count_down
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable with its keywords
+        return (_retry, (self.message, self.count_down, self.eta, self.max_retries))
+
+
+def _retry(message: Optional[str], count_down: Optional[float], eta: Optional[float],
+           max_retries: Optional[int]) -> Retry:
+    return Retry(message, count_down=count_down, eta=eta, max_retries=max_retries)
+
+
+def _is_real(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and (not isinstance(value, float) or math.isfinite(value)))
 
 
 class _Bounded(reprlib.Repr):

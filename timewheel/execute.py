@@ -23,12 +23,12 @@ import threading
 import time
 import traceback as _traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, NoReturn, Optional
 
-from . import tracing
+from . import serialize, tracing
 from .aio import run_coroutine
-from .errors import TaskTimeout
-from .records import MAX_RECORD_BYTES, Outcome, TaskRecord, call_of
+from .errors import Retry, TaskTimeout
+from .records import MAX_RECORD_BYTES, Outcome, TaskRecord, call_of, is_retryable
 from .tracing import API as _OTEL_API
 
 __all__ = ["TaskContext", "current_task", "execute"]
@@ -46,6 +46,11 @@ class TaskContext:
     attempt: int        #: 1 for the first run, 2 for the first retry, ...
     eta: float
     fence: int
+
+    def retry(self, message: Optional[str] = None, *, count_down: Optional[float] = None,
+              eta: Optional[float] = None, max_retries: Optional[int] = None) -> NoReturn:
+        """Ask for a retry: raises :class:`~timewheel.errors.Retry` with these arguments."""
+        raise Retry(message, count_down=count_down, eta=eta, max_retries=max_retries)
 
 
 _current: "contextvars.ContextVar[Optional[TaskContext]]" = contextvars.ContextVar(
@@ -72,7 +77,7 @@ def execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], fl
         return failed(f"task {rec.name!r} is not registered in process {os.getpid()}; "
                       "register it and retry the task", retryable=False)
     try:
-        args, kwargs, traced = call_of(rec.payload)
+        args, kwargs, traced = _arguments(task, rec.payload)
     except Exception as exc:  # noqa: BLE001 - whatever the payload holds, it is this task's failure
         log.error("task %s (%s): cannot decode its arguments: %s", rec.id, rec.name, exc)
         return failed(f"cannot decode its arguments: {exc.__class__.__name__}: {exc}",
@@ -84,22 +89,46 @@ def execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], fl
                                         lambda: _call(task.fn, args, kwargs, rec.timeout))
         else:
             value = _call(task.fn, args, kwargs, rec.timeout)
+    except Retry as exc:           # the task asked: whatever retry_on says
+        finished = clock()
+        error = f"Retry: {exc}" + ("" if exc.__cause__ is None else
+                                   f" (after {exc.__cause__.__class__.__name__}: {exc.__cause__})")
+        log.info("task %s (%s), attempt %d: %s", rec.id, rec.name, rec.attempts, error)
+        return Outcome(ok=False, started=started, finished=finished, error=error,
+                       traceback=_traceback.format_exc(), exception=exc, jitter=task.retry_jitter,
+                       retry_at=exc.due(finished), max_retries=exc.max_retries)
     except BaseException as exc:   # a task's SystemExit must not kill the worker either
         error = f"{exc.__class__.__name__}: {exc}"
-        log.warning("task %s (%s) failed, attempt %d of %d: %s", rec.id, rec.name, rec.attempts,
-                    rec.retries + 1, error)
-        return failed(error, _traceback.format_exc(), exc=exc)
+        retryable = is_retryable(exc, task.retry_on, task.dont_retry_on)
+        log.warning("task %s (%s) failed, attempt %d of %d%s: %s", rec.id, rec.name, rec.attempts,
+                    rec.retries + 1, "" if retryable else " (not retried: retry_on/dont_retry_on)",
+                    error)
+        return Outcome(ok=False, started=started, finished=clock(), error=error,
+                       traceback=_traceback.format_exc(), retryable=retryable, exception=exc,
+                       jitter=task.retry_jitter)
     finally:
         _current.reset(token)
     try:
-        result = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        result = (serialize.dumps_result(value) if task.json
+                  else pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
     except Exception as exc:  # noqa: BLE001
-        return failed(f"its return value cannot be pickled: {exc.__class__.__name__}: {exc}",
-                      _traceback.format_exc(), retryable=False, exc=exc)
+        return failed(f"its return value cannot be {'written as JSON' if task.json else 'pickled'}: "
+                      f"{exc.__class__.__name__}: {exc}", _traceback.format_exc(), retryable=False, exc=exc)
     if len(result) > MAX_RECORD_BYTES // 2:
-        return failed(f"its return value is {len(result)} bytes pickled; the limit is "
+        return failed(f"its return value is {len(result)} bytes serialised; the limit is "
                       f"{MAX_RECORD_BYTES // 2}", retryable=False)
     return Outcome(ok=True, started=started, finished=clock(), result=result)
+
+
+def _arguments(task: Any, payload: bytes) -> tuple[Any, Any, Optional[dict[str, str]]]:
+    """A payload's (args, kwargs, trace context): JSON or a pickle, whichever it is -- but a
+    task of a ``serializer="json"`` wheel never unpickles one: whoever could write the store
+    would run their code here (issue 26)."""
+    if serialize.is_json(payload):
+        return serialize.loads_traced(payload)
+    if task.json:
+        raise ValueError("its arguments are a pickle; a serializer='json' wheel runs only JSON payloads")
+    return call_of(payload)
 
 
 def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],

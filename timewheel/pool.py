@@ -1,9 +1,10 @@
 """The bounded worker pool: user code runs here, never on the boss thread.
 
-The boss hands over no more claimed tasks than there are idle workers, so nothing waits in
-here and a task claimed is a task started.  A thread-per-worker loop over a SimpleQueue is
-used instead of ``concurrent.futures`` because the boss needs no future per task, only a
-callback.
+The boss hands over no more claimed tasks than there are idle workers -- but in a backlog,
+when it queues a few more so that the workers never wait for a claim (boss.queue_depth);
+:meth:`WorkerPool.withdraw` takes those back when the process stops.  A thread-per-worker
+loop over a SimpleQueue is used instead of ``concurrent.futures`` because the boss needs no
+future per task, only a callback.
 """
 
 from __future__ import annotations
@@ -34,6 +35,18 @@ class WorkerPool:
         self._name = name
         self._queue: "queue.SimpleQueue[Optional[TaskRecord]]" = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._busy = 0                   # workers running a task now
+        self._busy_lock = threading.Lock()
+
+    @property
+    def busy(self) -> int:
+        """How many workers are running a task now."""
+        return self._busy
+
+    @property
+    def queued(self) -> int:
+        """How many tasks handed over wait for a worker."""
+        return self._queue.qsize()
 
     def start(self, on_done: Callable[[TaskRecord, Outcome], None]) -> None:
         """Start the workers; each outcome goes to ``on_done(record, outcome)``."""
@@ -46,16 +59,40 @@ class WorkerPool:
     def submit(self, rec: TaskRecord) -> None:
         self._queue.put(rec)
 
+    def withdraw(self) -> list[TaskRecord]:
+        """Take back the tasks handed over that no worker has started (a stopping process
+        hands them back to the store: issue 26).  A worker that takes one meanwhile runs it,
+        and it is not in the list: each task is either run here or returned, never both."""
+        taken: list[TaskRecord] = []
+        stops = 0
+        while True:
+            try:
+                rec = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if rec is _STOP:
+                stops += 1
+            else:
+                taken.append(rec)
+        for _ in range(stops):
+            self._queue.put(_STOP)
+        return taken
+
     def _loop(self) -> None:
         while True:
             rec = self._queue.get()
             if rec is _STOP:
                 return
+            with self._busy_lock:
+                self._busy += 1
             try:
                 outcome = self._execute(rec)
             except BaseException:   # execute() catches task errors; this is our own bug
                 log.exception("internal error running task %s", rec.id)
                 continue
+            finally:
+                with self._busy_lock:
+                    self._busy -= 1
             try:
                 self._on_done(rec, outcome)
             except BaseException:

@@ -29,6 +29,7 @@ from .records import (
     RETRYABLE,
     RUNNING,
     SUCCEEDED,
+    Attempt,
     RecordDecodeError,
     TaskRecord,
     cancel,
@@ -126,7 +127,23 @@ def task_row(rec: TaskRecord, now: float, owner_alive: Optional[bool] = None) ->
             "attempts": rec.attempts, "max_attempts": rec.retries + 1, "crashes": rec.crashes,
             "created": None if broken else rec.created, "started": rec.started,
             "finished": rec.finished, "owner": rec.owner, "owner_alive": owner_alive,
-            "lease": rec.lease, "error": first_line(rec.error), "queue": rec.queue, "priority": rec.priority}
+            "lease": rec.lease, "error": first_line(rec.error), "queue": rec.queue, "priority": rec.priority,
+            "retrying": is_retrying(rec)}
+
+
+def is_retrying(rec: TaskRecord) -> bool:
+    """Whether ``rec`` is pending because a run failed and it waits for its retry (shown as
+    ``retrying``; its status stays ``pending``): not a new task, nor one put back after a
+    crash or by a manual retry (those keep no error)."""
+    return rec.status == PENDING and rec.attempts > 0 and rec.error is not None
+
+
+def history_rows(rec: TaskRecord) -> list[dict[str, Any]]:
+    """The ``history`` of ``timewheel show --json``: the task's last runs, oldest first."""
+    return [{"attempt": a.number, "outcome": a.outcome, "eta": a.eta, "started": a.started,
+             "finished": a.finished, "lateness": a.lateness,
+             "duration": None if a.started is None or a.finished is None else a.finished - a.started,
+             "owner": a.owner, "error": a.error} for a in map(Attempt._make, rec.history)]
 
 
 def _live(recs: Iterable[TaskRecord], status: str) -> list[TaskRecord]:
@@ -197,6 +214,7 @@ def inspect_data(store: WheelStore, now: float, *, all_slots: bool = False, next
     return {
         "store": store_details(store),
         "counts": totals,
+        "processes": process_totals(store),
         "ticker": _ticker(store, now, pending[0] if pending else None),
         "next_due": [{"id": r.id, "name": r.name, "eta": r.eta, "due_in": r.eta - now}
                      for r in pending[:next_n]],
@@ -234,8 +252,11 @@ def waiting_reason(store: WheelStore, rec: TaskRecord, now: float) -> Optional[s
     """Why a due pending task has not started (None: it is not due yet, or not pending): its
     queue is paused or served by no live process, a limit is full or its rate window closed,
     or it waits for a free worker."""
-    if rec.status != PENDING or rec.eta > now:
+    if rec.status != PENDING:
         return None
+    if rec.eta > now:
+        return (f"retrying: attempt {rec.attempts} failed ({first_line(rec.error)}); attempt "
+                f"{rec.attempts + 1} is due in {rec.eta - now:.3f}s") if is_retrying(rec) else None
     if rec.queue in store.paused():
         return f"queue {rec.queue!r} is paused"
     served = store.served()
@@ -393,13 +414,38 @@ def show_data(store: WheelStore, task_id: str, now: float, *, full: bool = False
             "limits": [{"key": k, "concurrency": c or None, "rate": flow.rate_text(r, p) if r else None}
                        for k, c, r, p in rec.limits],
             "first_call": rec.first_call, "max_wait": rec.max_wait,
-            "waiting": None if rec.status == BROKEN else waiting_reason(store, rec, now)}
+            "waiting": None if rec.status == BROKEN else waiting_reason(store, rec, now),
+            "history": history_rows(rec)}
 
 
 def _cut(text: Optional[str], limit: Optional[int]) -> Optional[str]:
     if text is None or limit is None or len(text) <= limit:
         return text
     return f"{text[:limit]}... ({len(text)} chars in all)"
+
+
+# -- processes -------------------------------------------------------------------------------------
+
+def process_totals(store: WheelStore) -> dict[str, int]:
+    """The live processes, their workers running a task (``busy``) and the tasks they claimed
+    that wait for a worker (``queued``): the store's ``running`` count holds both (issue 26)."""
+    from . import processes
+    alive = [r for _, r, state in processes.listed(store.process_reports(), store.liveness.is_dead)
+             if state == "alive"]
+    return {"alive": len(alive), "busy": sum(r.busy for r in alive), "queued": sum(r.queued for r in alive)}
+
+
+def processes_data(store: WheelStore, now: float) -> dict[str, Any]:
+    """Every started process's last report (timewheel/processes.py): ``timewheel processes
+    --json``.  Live ones first; stopped and dead ones for an hour after their last heartbeat."""
+    from . import processes
+    rows = []
+    for token, r, state in processes.listed(store.process_reports(), store.liveness.is_dead):
+        rows.append({"token": token, "state": state, "host": r.host, "pid": r.pid, "started": r.started,
+                     "queues": None if r.queues is None else list(r.queues), "workers": r.workers,
+                     "busy": r.busy, "queued": r.queued, "heartbeat": r.heartbeat,
+                     "heartbeat_age": now - r.heartbeat, "stopped": r.stopped})
+    return {"now": now, "report_every": processes.REPORT_EVERY, "processes": rows}
 
 
 # -- stats -----------------------------------------------------------------------------------------

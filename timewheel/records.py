@@ -8,8 +8,14 @@ manual retry resets -- live in this one module and are tested without threads or
 
     pending --claim--> running --end_run--> succeeded | failed | pending (retry at a later eta)
        |                  |---requeue_crashed--> pending (its process died) | failed (too often)
+       |                  |---hand_back--> pending (claimed for a queue, never started)
        |---skip_misfired--> misfired        pending --cancel--> cancelled
     failed | misfired | cancelled --reset_for_retry--> pending
+
+Which failures use up a retry, and when the next attempt runs, is decided here too
+(:func:`is_retryable`, :func:`retry_eta`: the backoff with full jitter, or the time a task
+asked for with :class:`~timewheel.errors.Retry`: issue 26), and each run leaves an
+:class:`Attempt` in the record's bounded ``history``.
 
 Records are stored as a pickle of a tuple of primitives and ``bytes``; the caller's
 arguments and the task's return value stay nested, still pickled, as ``payload`` and
@@ -20,7 +26,9 @@ runs code, and a tampered record is reported instead of crashing whoever reads i
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import math
 import pickle
 from dataclasses import dataclass, field
@@ -31,7 +39,8 @@ __all__ = [
     "STATUSES", "TERMINAL", "RETRYABLE", "encode_record", "decode_record", "RecordDecodeError",
     "start_run", "is_misfire", "skip_misfired", "end_run", "requeue_crashed", "reset_for_retry",
     "cancel", "retry_backoff", "new_task", "load_plain", "MAX_RECORD_BYTES", "MAX_ETA", "MAX_BACKOFF",
-    "record_from_fields",
+    "record_from_fields", "is_retryable", "retry_eta", "jitter_fraction", "Attempt",
+    "ATTEMPT_OUTCOMES", "HISTORY", "first_lines", "hand_back", "history_to_json", "history_from_json",
 ]
 
 PENDING = "pending"
@@ -51,6 +60,12 @@ MAX_ETA = 253402300799.0
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 #: the longest a retry waits, however many attempts failed before
 MAX_BACKOFF = 6 * 3600.0
+#: the runs a record keeps in its history: the last ten (issue 26)
+HISTORY = 10
+#: how an attempt ended: ran to the end, failed and retried, failed for good, lost with its process
+ATTEMPT_OUTCOMES = ("succeeded", "retried", "failed", "crashed")
+#: an attempt keeps the first lines of its error, at most this many characters
+ERROR_LINES, ERROR_CHARS = 5, 1000
 
 
 class RecordDecodeError(ValueError):
@@ -92,10 +107,28 @@ class TaskRecord(NamedTuple):
     limits: tuple = ()              #: the limits it counts against: flow.Limit tuples
     first_call: Optional[float] = None  #: debounced: the first call of this run
     max_wait: Optional[float] = None    #: debounced: at most this long after first_call
+    # -- issue 26.  Last, with a default: a record without runs is encoded as before.
+    history: tuple = ()             #: the last HISTORY runs, oldest first: Attempt tuples
 
     @property
     def done(self) -> bool:
         return self.status in TERMINAL
+
+
+class Attempt(NamedTuple):
+    """One run of a task, as its record's ``history`` keeps it (stored as a plain tuple)."""
+
+    number: int                  #: the attempt's number (1 for the first run)
+    eta: float                   #: when it was due: ``started - eta`` is its lateness
+    started: Optional[float]
+    finished: Optional[float]    #: (a crashed run: when its process was found dead)
+    owner: Optional[str]         #: the process that ran it
+    outcome: str                 #: one of :data:`ATTEMPT_OUTCOMES`
+    error: Optional[str]         #: its error's first lines (None when it succeeded)
+
+    @property
+    def lateness(self) -> Optional[float]:
+        return None if self.started is None else self.started - self.eta
 
 
 @dataclass(frozen=True)
@@ -111,6 +144,12 @@ class Outcome:
     retryable: bool = True               #: False: fail now, whatever attempts are left
     #: the exception itself, for hooks in this process (never stored)
     exception: Optional[BaseException] = field(default=None, compare=False, repr=False)
+    #: the task asked for a retry (``raise Retry``) at this time; None: after its backoff
+    retry_at: Optional[float] = None
+    #: at most this many retries in place of the record's ``retries`` (``Retry(max_retries=)``)
+    max_retries: Optional[int] = None
+    #: the backoff is full-jittered (:func:`retry_eta`); False: exactly ``retry_backoff``
+    jitter: bool = False
 
 
 # -- transitions --------------------------------------------------------------------------------
@@ -154,42 +193,107 @@ def retry_backoff(retry_delay: float, attempt: int, factor: float = 2.0,
         return cap
 
 
+def jitter_fraction(task_id: str, attempt: int) -> float:
+    """A number in [0, 1) drawn for failed attempt ``attempt`` of task ``task_id``: the full
+    jitter of its retry's wait.  Pure -- a hash of the two, the task id being the seed -- so
+    the same failure of the same task waits the same in whichever process records it, a test
+    computes it exactly, and tasks that fail together spread out (issue 24)."""
+    digest = hashlib.blake2b(f"{task_id}\0{attempt}".encode("utf-8", "surrogatepass"),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0 ** 64
+
+
+def retry_eta(rec: TaskRecord, out: Outcome) -> float:
+    """When the retry of ``rec`` (running; its run just failed as ``out`` says) is due: the
+    time the task asked for (``out.retry_at``, never before the failure), else ``finished``
+    plus :func:`retry_backoff` of its attempt -- with ``out.jitter``, that wait times
+    :func:`jitter_fraction` ("full jitter": anywhere from no wait to the whole backoff)."""
+    if out.retry_at is not None:
+        return min(MAX_ETA, max(out.finished, out.retry_at))
+    attempt = max(1, rec.attempts)
+    wait = retry_backoff(rec.retry_delay, attempt)
+    if out.jitter:
+        wait *= jitter_fraction(rec.id, attempt)
+    return min(MAX_ETA, out.finished + wait)
+
+
+def is_retryable(exc: BaseException, retry_on: tuple = (), dont_retry_on: tuple = ()) -> bool:
+    """Whether a task's exception ``exc`` may use up a retry: an instance of ``retry_on``
+    (when given; else of anything) that is no instance of ``dont_retry_on``."""
+    if dont_retry_on and isinstance(exc, dont_retry_on):
+        return False
+    return not retry_on or isinstance(exc, retry_on)
+
+
 def end_run(rec: TaskRecord, out: Outcome) -> TaskRecord:
     """RUNNING -> SUCCEEDED, FAILED, or PENDING again for a retry, as ``out`` says.
 
-    A failure is retried while ``attempts <= retries`` (so at most ``retries + 1`` runs), at
-    ``finished + retry_backoff(retry_delay, attempts)``, unless the outcome is not retryable.
+    A failure is retried while ``attempts <= retries`` (so at most ``retries + 1`` runs;
+    ``out.max_retries`` in place of ``retries`` when a ``Retry`` said so), unless the outcome
+    is not retryable; the retry is due at :func:`retry_eta`.
 
     ``started`` stays the claim's, by the store's clock, when the run was claimed to start at
     once (what a rate limit counted: issue 21); a run that waited in its process's queue
     takes the worker's.
     """
-    common = dict(owner=None, lease=None, started=out.started if rec.started is None else rec.started,
-                  finished=out.finished)
+    started = out.started if rec.started is None else rec.started
+    common = dict(owner=None, lease=None, started=started, finished=out.finished)
     if out.ok:
-        return rec._replace(status=SUCCEEDED, result=out.result, error=None,
-                                   traceback=None, **common)
-    if out.retryable and rec.attempts <= rec.retries:
-        eta = min(MAX_ETA, out.finished + retry_backoff(rec.retry_delay, max(1, rec.attempts)))
-        return rec._replace(status=PENDING, eta=eta, error=out.error,
-                                   traceback=out.traceback, **common)
-    return rec._replace(status=FAILED, error=out.error, traceback=out.traceback,
-                               **common)
+        return rec._replace(status=SUCCEEDED, result=out.result, error=None, traceback=None,
+                            history=_attempt(rec, started, out.finished, "succeeded", None), **common)
+    budget = rec.retries if out.max_retries is None else out.max_retries
+    if out.retryable and rec.attempts <= budget:
+        return rec._replace(status=PENDING, eta=retry_eta(rec, out), error=out.error,
+                            traceback=out.traceback,
+                            history=_attempt(rec, started, out.finished, "retried", out.error), **common)
+    error = out.error
+    if out.retry_at is not None and out.retryable:
+        error = f"{error} (a retry was asked for, but {rec.attempts} attempts used up {budget} retries)"
+    return rec._replace(status=FAILED, error=error, traceback=out.traceback,
+                        history=_attempt(rec, started, out.finished, "failed", error), **common)
+
+
+def first_lines(text: Optional[str], lines: int = ERROR_LINES, chars: int = ERROR_CHARS) -> Optional[str]:
+    """The first ``lines`` lines of ``text``, at most ``chars`` characters (a cut text ends in
+    an ellipsis): what an attempt keeps of its error."""
+    if text is None:
+        return None
+    cut = "\n".join(text.split("\n", lines)[:lines])[:chars - 1]
+    return cut if cut == text else cut.rstrip() + "\u2026"
+
+
+def _attempt(rec: TaskRecord, started: Optional[float], finished: Optional[float], outcome: str,
+             error: Optional[str]) -> tuple:
+    """``rec``'s history with its current run appended (as ``outcome``): the last HISTORY."""
+    entry = (rec.attempts, rec.eta, started, finished, rec.owner, outcome, first_lines(error))
+    return rec.history[max(0, len(rec.history) - HISTORY + 1):] + (entry,)
 
 
 def requeue_crashed(rec: TaskRecord, now: float, max_crashes: int) -> TaskRecord:
     """RUNNING whose process died (or lost its lease) -> PENDING again, due at once: the
     documented re-run.  After ``max_crashes`` such deaths while it had started it is FAILED
     instead, so a task that kills its process cannot take the whole fleet down in a loop.
-    (A task that was still queued, ``started`` None, is handed back without a crash; it keeps
-    its eta, the oldest, so the next claim -- for idle workers -- starts it and counts it.)"""
-    crashes = rec.crashes + (rec.started is not None)
+    (A task that was still queued, ``started`` None, is handed back without a crash: see
+    :func:`hand_back`.)  A run that had started joins the history as ``crashed``; its attempt is
+    not counted (the re-run repeats its number)."""
+    if rec.started is None:
+        return hand_back(rec)
+    crashes = rec.crashes + 1
+    history = _attempt(rec, rec.started, now, "crashed", f"the process running it ({rec.owner}) died")
     if crashes >= max_crashes:
         return rec._replace(
-            status=FAILED, owner=None, lease=None, crashes=crashes, finished=now,
+            status=FAILED, owner=None, lease=None, crashes=crashes, finished=now, history=history,
             error=f"the process running it died {crashes} times; not run again")
-    return rec._replace(status=PENDING, owner=None, lease=None, crashes=crashes,
-                               started=None, attempts=max(0, rec.attempts - 1))
+    return rec._replace(status=PENDING, owner=None, lease=None, crashes=crashes, history=history,
+                        started=None, attempts=max(0, rec.attempts - 1))
+
+
+def hand_back(rec: TaskRecord) -> TaskRecord:
+    """RUNNING but never started (claimed into its owner's queue, ``started`` None) -> PENDING
+    as before the claim: its attempt not counted, its eta (the oldest) kept, so the next claim
+    -- for idle workers, anywhere -- starts it and counts it."""
+    return rec._replace(status=PENDING, owner=None, lease=None, started=None,
+                        attempts=max(0, rec.attempts - 1))
 
 
 def reset_for_retry(rec: TaskRecord, now: float) -> TaskRecord:
@@ -210,17 +314,19 @@ _DEFAULTS = tuple(TaskRecord._field_defaults.get(n) for n in _FIELD_NAMES)
 _REQUIRED = 4                    # id, name, eta, payload: always stored
 _V1_LEN = 18                     # 0.1.0 stored the first 18 fields, version (1) last
 _FLOW_AT = 21                    # queue: the first field of flow control
-_CUTS = (9, 17, _FLOW_AT)        # after misfire_grace; before version (never 18: that is v1);
-                                 # before the flow fields (a running record with a lease)
+_HISTORY_AT = 26                 # history (issue 26)
+_CUTS = (9, 17, _FLOW_AT, _HISTORY_AT)   # after misfire_grace; before version (never 18: that
+                                 # is v1); before the flow fields (a running record with a
+                                 # lease); before the history (a task of flow control not yet run)
 _TAILS = tuple((cut, _DEFAULTS[cut:]) for cut in _CUTS)   # sliced once, not per record
 
 
 def new_task(task_id: str, name: str, eta: float, payload: bytes, created: float, retries: int,
              retry_delay: float, misfire_grace: Optional[float], timeout: Optional[float],
-             flow: tuple = ("default", 0, (), None, None)) -> TaskRecord:
+             flow: tuple = ("default", 0, (), None, None, ())) -> TaskRecord:
     """A new PENDING record, built positionally: ``delay()`` makes one per task, and this is
     about twice as fast as the keyword constructor.  ``flow``: (queue, priority, limits,
-    first_call, max_wait)."""
+    first_call, max_wait, history)."""
     return tuple.__new__(TaskRecord, (task_id, name, eta, payload, PENDING, created, retries,
                                       retry_delay, misfire_grace, 0, 0, None, None, None, None,
                                       None, None, RECORD_VERSION, 0, timeout, None) + flow)
@@ -285,7 +391,37 @@ _CHECKS.update({
     "queue": lambda v: type(v) is str and 0 < len(v) <= 64 and ":" not in v,
     "priority": lambda v: type(v) is int and -100 <= v <= 100,
     "limits": lambda v: _are_limits(v),
+    "history": lambda v: _is_history(v),
 })
+_OUTCOMES = frozenset(ATTEMPT_OUTCOMES)
+
+
+def _is_history(v: Any) -> bool:
+    """A record's history: up to HISTORY Attempt tuples of plain values."""
+    return type(v) is tuple and len(v) <= HISTORY and all(
+        type(a) is tuple and len(a) == 7 and _is_int(a[0]) and _is_time(a[1])
+        and (a[2] is None or _is_time(a[2])) and (a[3] is None or _is_time(a[3]))
+        and (a[4] is None or type(a[4]) is str and len(a[4]) <= 500) and a[5] in _OUTCOMES
+        and (a[6] is None or type(a[6]) is str and len(a[6]) <= ERROR_CHARS) for a in v)
+
+
+def history_to_json(history: tuple) -> Optional[str]:
+    """A history as JSON text (None for none): how a store without record blobs keeps it
+    (PostgreSQL's ``history`` column)."""
+    return json.dumps(history, allow_nan=False, separators=(",", ":")) if history else None
+
+
+def history_from_json(text: Any) -> Any:
+    """The inverse of :func:`history_to_json`; anything that is not such text is returned as
+    it is, for the record's check to name."""
+    if text is None:
+        return ()
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        return text
+    return tuple(tuple(a) for a in value) if type(value) is list and all(type(a) is list for a in value) \
+        else text
 
 
 def _are_limits(v: Any) -> bool:
@@ -300,7 +436,7 @@ def _plausible(id: Any, name: Any, eta: Any, payload: Any, status: Any, created:
                retry_delay: Any, misfire_grace: Any, attempts: Any, crashes: Any, started: Any,
                finished: Any, owner: Any, error: Any, traceback: Any, result: Any, version: Any,
                rev: Any, timeout: Any, lease: Any, queue: Any, priority: Any, limits: Any,
-               first_call: Any, max_wait: Any) -> bool:
+               first_call: Any, max_wait: Any, history: Any) -> bool:
     """Every check of ``_CHECKS`` and ``_OPTIONAL`` in one expression: a claim decodes every
     task it takes, and the loop over them costs 5 us a record, this 1 us.  (A pickle cannot
     make subclasses here -- find_class is refused -- so exact types are what isinstance saw;
@@ -324,7 +460,8 @@ def _plausible(id: Any, name: Any, eta: Any, payload: Any, status: Any, created:
             and (lease is None or type(lease) in n and -t <= lease <= t)
             and (queue == "default" and priority == 0 and type(priority) is int and limits == ()
                  and first_call is None
-                 and max_wait is None or _flow_plausible(queue, priority, limits, first_call, max_wait)))
+                 and max_wait is None or _flow_plausible(queue, priority, limits, first_call, max_wait))
+            and (history == () or _is_history(history)))
 
 
 def _flow_plausible(queue: Any, priority: Any, limits: Any, first_call: Any, max_wait: Any) -> bool:
@@ -361,6 +498,8 @@ def record_from_fields(values: tuple) -> TaskRecord:
     defaults (queue "default", priority 0, no limits)."""
     if len(values) == _FLOW_AT:
         values = tuple(values) + _DEFAULTS[_FLOW_AT:]
+    elif len(values) == _FLOW_AT + 1:           # the same with the history (PostgreSQL)
+        values = tuple(values[:_FLOW_AT]) + _DEFAULTS[_FLOW_AT:_HISTORY_AT] + (values[_FLOW_AT],)
     if len(values) != len(_FIELD_NAMES):
         raise RecordDecodeError("not a timewheel record (unexpected shape)")
     if not _plausible(*values):

@@ -38,7 +38,7 @@ def public_location(location: str) -> str:
 def open_store(location: str, *, readonly: bool = False, wheel: Any = None,
                namespace: str = "timewheel", timeout: float = 10.0,
                clock: Optional[Any] = None, result_ttl: Optional[float] = None,
-               durability: str = "normal") -> WheelStore:
+               serializer: Optional[str] = None, durability: str = "normal") -> WheelStore:
     """The store at ``location``: a ``redis://``/``rediss://``/``unix://`` URL, a PostgreSQL
     connection string (``postgresql://``, ``postgres://``, a libpq keyword string:
     :mod:`timewheel.store.postgres_url`) or a file path.
@@ -46,6 +46,7 @@ def open_store(location: str, *, readonly: bool = False, wheel: Any = None,
     ``readonly`` opens an existing store for reading only: nothing is created or written.
     ``namespace``: Redis's key prefix; PostgreSQL's schema unless the location names one.
     ``result_ttl`` (Redis only): seconds a finished task is kept, as a Redis TTL.
+    ``serializer``: the wheel's, checked against the store's (:meth:`WheelStore.agree_serializer`).
     ``durability`` (files only): ``"normal"`` or ``"fsync"`` (see :class:`SqliteDictStore`); a
     server's is its own setting, so a server's location takes ``"normal"`` only.
     """
@@ -54,12 +55,21 @@ def open_store(location: str, *, readonly: bool = False, wheel: Any = None,
         raise ValueError(f"durability={durability!r} is for a store file; a server's durability is "
                          "its own setting (Redis: appendfsync always; PostgreSQL: fsync and "
                          "synchronous_commit on, its defaults)")
+    store: WheelStore
     if is_postgres(location):
         from .postgres import PostgresStore
-        return PostgresStore(location, wheel, namespace=namespace, timeout=timeout, readonly=readonly, **kw)
-    if is_url(location):
+        store = PostgresStore(location, wheel, namespace=namespace, timeout=timeout, readonly=readonly, **kw)
+    elif is_url(location):
         from .redis import RedisStore
-        return RedisStore(location, wheel, namespace=namespace, timeout=timeout, readonly=readonly,
-                          result_ttl=result_ttl, **kw)
-    return SqliteDictStore(location, wheel, readonly=readonly, busy_timeout=timeout,
-                           durability=durability, **kw)
+        store = RedisStore(location, wheel, namespace=namespace, timeout=timeout, readonly=readonly,
+                           result_ttl=result_ttl, **kw)
+    else:
+        store = SqliteDictStore(location, wheel, readonly=readonly, busy_timeout=timeout,
+                                durability=durability, **kw)
+    if serializer is not None:
+        try:
+            store.agree_serializer(serializer)
+        except BaseException:
+            store.close()
+            raise
+    return store

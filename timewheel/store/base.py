@@ -48,7 +48,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from ..errors import StoreError, shown
+from ..errors import StoreError, StoreMismatch, shown
 from ..records import PENDING, RUNNING, STATUSES, TERMINAL, TaskRecord
 from ..wheel import Wheel
 
@@ -325,6 +325,41 @@ class WheelStore(abc.ABC):
     def served(self) -> dict[str, Optional[frozenset]]:
         """What each live started process claims (None: every queue)."""
         return {}
+
+    # -- the serializer of the tasks' arguments (timewheel/serialize.py) -----------------------
+    def agree_serializer(self, name: str) -> None:
+        """Check that the store's tasks are written with ``name`` ("pickle" or "json"), and
+        record "json" in a store that has no tasks yet: a wheel refuses a store written with
+        the other one (a store that never recorded one was written with pickle).  Raises
+        :class:`StoreMismatch` naming both."""
+        recorded = self.stored_serializer()
+        if (recorded or "pickle") == name:
+            return
+        if recorded is None and not any(self.counts().values()):
+            self.record_serializer(name)
+            return
+        raise StoreMismatch(f"{self.location} holds tasks written with serializer={recorded or 'pickle'!r}; "
+                            f"a wheel with serializer={name!r} cannot use it (a store keeps one serializer)")
+
+    def stored_serializer(self) -> Optional[str]:
+        """The serializer the store recorded (None: none, pickle)."""
+        return None
+
+    def record_serializer(self, name: str) -> None:
+        raise StoreError(f"{self.location}: this store keeps no serializer")
+
+    # -- the processes registry (timewheel/processes.py) -----------------------------------------
+    def report_process(self, token: str, report: str) -> None:
+        """Keep ``report`` (a process's JSON report, see :mod:`timewheel.processes`) under
+        ``token``, replacing its previous one."""
+        raise StoreError(f"{self.location}: this store keeps no processes")
+
+    def process_reports(self) -> dict[str, str]:
+        """Every kept report by token (dead and stopped processes' too)."""
+        return {}
+
+    def forget_processes(self, tokens: Sequence[str]) -> None:  # noqa: B027 - optional
+        """Delete the reports of ``tokens``."""
 
     def limit_states(self, keys: Optional[Iterable[str]] = None) -> list[LimitState]:
         """The limits that hold slots, parked tasks or recent starts (only ``keys``, if

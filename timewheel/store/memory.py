@@ -87,6 +87,7 @@ class MemoryStore(WheelStore):
         self._reopen: dict[str, float] = {}
         self._paused: set[str] = set()
         self._serving: dict[str, Optional[frozenset]] = {}
+        self._reports: dict[str, str] = {}
         self._state = StoreState(horizon=wheel.current_tick(clock()))
         self._ring = False               # a task became ready: ring once the lock is released
 
@@ -399,6 +400,22 @@ class MemoryStore(WheelStore):
     def served(self) -> dict[str, Optional[frozenset]]:
         with self._lock:
             return {t: q for t, q in self._serving.items() if not self.liveness.is_dead(t)}
+
+    def agree_serializer(self, name: str) -> None:
+        """Nothing to agree on: the store lives and dies with its one wheel."""
+
+    def report_process(self, token: str, report: str) -> None:
+        with self._lock:
+            self._reports[token] = report
+
+    def process_reports(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._reports)
+
+    def forget_processes(self, tokens: Sequence[str]) -> None:
+        with self._lock:
+            for token in tokens:
+                self._reports.pop(token, None)
 
     def limit_states(self, keys: Optional[Iterable[str]] = None) -> list[LimitState]:
         now = self.now()

@@ -53,6 +53,8 @@ from ..records import (
     RUNNING,
     RecordDecodeError,
     TaskRecord,
+    history_from_json,
+    history_to_json,
     record_from_fields,
 )
 from ..wheel import Wheel
@@ -112,7 +114,8 @@ def _columns(rec: TaskRecord, wheel: Wheel) -> tuple:
             rec.payload, rec.created, rec.retries, rec.retry_delay, rec.misfire_grace,
             rec.attempts, rec.crashes, rec.started, rec.finished,
             None if rec.finished is None else finished_ms(rec.finished), rec.owner, rec.error,
-            rec.traceback, rec.result, rec.version, rec.rev, rec.timeout, rec.lease)
+            rec.traceback, rec.result, rec.version, rec.rev, rec.timeout, rec.lease,
+            history_to_json(rec.history))
 
 
 def write_args(items: Sequence[tuple[TaskRecord, Optional[int]]], wheel: Wheel) -> list[list]:
@@ -147,7 +150,7 @@ def decode_row(row: Sequence[Any]) -> TaskRecord:
     """A task row (``RECORD_COLUMNS``) -> its record; RecordDecodeError for a broken one."""
     if row[4] == BROKEN:
         raise RecordDecodeError(f"record set aside as broken ({row[14] or 'no reason kept'})")
-    return record_from_fields(tuple(row[:_NREC]))
+    return record_from_fields(tuple(row[:_NREC - 1]) + (history_from_json(row[_NREC - 1]),))
 
 
 def _placeholder(row: Sequence[Any], reason: str) -> TaskRecord:
@@ -324,13 +327,33 @@ class _Listener:
     def __init__(self, store: "PostgresStore") -> None:
         self._store = weakref.ref(store)
         self._conninfo, self._channel = store._conninfo, store.channel
-        self.bells: "weakref.WeakSet[Doorbell]" = weakref.WeakSet()
+        self._bells: "weakref.WeakSet[Doorbell]" = weakref.WeakSet()
+        self._lock = threading.Lock()       # bells joining vs. the poke once LISTEN is on
+        self._listening = False
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="timewheel-listen", daemon=True)
         self._thread.start()
 
+    def add(self, bell: Doorbell) -> None:
+        """A bell joins; poked at once if LISTEN is already on (it may have missed something),
+        else with the others when it is."""
+        with self._lock:
+            self._bells.add(bell)
+            if self._listening:
+                bell.poke()
+
+    def discard(self, bell: Doorbell) -> bool:
+        """A bell leaves; whether any is left."""
+        with self._lock:
+            self._bells.discard(bell)
+            return bool(self._bells)
+
     def _poke(self) -> None:
-        for bell in list(self.bells):
+        """Every bell, once LISTEN is on (after each reconnection) and at each notification."""
+        with self._lock:
+            self._listening = True
+            bells = list(self._bells)
+        for bell in bells:
             bell.poke()
 
     def _loop(self) -> None:
@@ -347,6 +370,8 @@ class _Listener:
                     for _ in conn.notifies(timeout=0.5, stop_after=1):
                         self._poke()
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect (the tick is the backstop)
+                with self._lock:
+                    self._listening = False
                 log.debug("listening on %s: %s; reconnecting", self._channel, exc)
                 self._closed.wait(pause)
                 pause = min(pause * 2, 5.0)
@@ -876,16 +901,33 @@ class PostgresStore(_Observers, WheelStore):
         if self.listen:
             if self._listener is None or self._listener_pid != os.getpid():
                 self._listener, self._listener_pid = _Listener(self), os.getpid()
-            self._listener.bells.add(bell)
+            self._listener.add(bell)
         return bell
 
     def _forget(self, bell: Doorbell) -> None:
         self._bells.discard(bell)
         if self._listener is not None and self._listener_pid == os.getpid():
-            self._listener.bells.discard(bell)
-            if not self._listener.bells:
+            if not self._listener.discard(bell):
                 self._listener.close()
                 self._listener = None
+
+    def stored_serializer(self) -> Optional[str]:
+        rows = self._call(f"SELECT serializer FROM {self.s}.meta WHERE id = 1")
+        return rows[0][0] if rows else None
+
+    def record_serializer(self, name: str) -> None:
+        self._call(f"UPDATE {self.s}.meta SET serializer = %s WHERE id = 1", (name,), write=True)
+
+    def report_process(self, token: str, report: str) -> None:
+        self._call(f"INSERT INTO {self.s}.processes (token, report) VALUES (%s, %s) ON CONFLICT (token) "
+                   "DO UPDATE SET report = excluded.report", (token, report), write=True)
+
+    def process_reports(self) -> dict[str, str]:
+        return dict(self._call(f"SELECT token, report FROM {self.s}.processes"))
+
+    def forget_processes(self, tokens: Sequence[str]) -> None:
+        if tokens:
+            self._call(f"DELETE FROM {self.s}.processes WHERE token = ANY(%s)", (list(tokens),), write=True)
 
     def ring(self) -> None:
         """Wake every runner of this schema's store, on any host (this process's at least)."""

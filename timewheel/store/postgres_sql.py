@@ -40,13 +40,14 @@ from typing import Sequence
 __all__ = ["FORMAT", "VERSION", "RECORD_COLUMNS", "WRITE_COLUMNS", "migration", "channel"]
 
 FORMAT = "timewheel-postgres/1"
-#: the schema's version; :func:`migration` brings an older one here
-VERSION = 1
+#: the schema's version; :func:`migration` brings an older one here.  2: the tasks' attempt
+#: history (issue 26)
+VERSION = 2
 
 #: the columns of a task row in the order of :class:`~timewheel.records.TaskRecord`'s fields
 RECORD_COLUMNS = ("id", "name", "eta", "payload", "status", "created", "retries", "retry_delay",
                   "misfire_grace", "attempts", "crashes", "started", "finished", "owner", "error",
-                  "traceback", "result", "version", "rev", "timeout", "lease")
+                  "traceback", "result", "version", "rev", "timeout", "lease", "history")
 
 #: what a write hands in per task (arrays, one element per task): the record's columns and
 #: where it goes (``eta_us``, ``tick``, ``finished_ms``), with their SQL types
@@ -57,6 +58,7 @@ WRITE_COLUMNS = (
     ("crashes", "bigint"), ("started", "float8"), ("finished", "float8"), ("finished_ms", "bigint"),
     ("owner", "text"), ("error", "text"), ("traceback", "text"), ("result", "bytea"),
     ("version", "int"), ("rev", "bigint"), ("timeout", "float8"), ("lease", "float8"),
+    ("history", "text"),
 )
 
 _FINISHED = "('succeeded', 'failed', 'cancelled', 'misfired')"
@@ -465,7 +467,7 @@ _RECORD_TYPES = (
     ("misfire_grace", "float8"), ("attempts", "bigint"), ("crashes", "bigint"),
     ("started", "float8"), ("finished", "float8"), ("owner", "text"), ("error", "text"),
     ("traceback", "text"), ("result", "bytea"), ("version", "int"), ("rev", "bigint"),
-    ("timeout", "float8"), ("lease", "float8"),
+    ("timeout", "float8"), ("lease", "float8"), ("history", "text"),
 )
 assert tuple(c for c, _ in _RECORD_TYPES) == RECORD_COLUMNS
 
@@ -496,6 +498,22 @@ def migration(schema: str, version: int) -> list[str]:
     steps: list[str] = []
     if version < 1:
         steps += _schema(s)
+    if version < 2:
+        # the attempt history (JSON text, records.history_to_json); the write functions take
+        # it and the claims return it, so the ones without it go (CREATE OR REPLACE would add
+        # overloads beside them, or refuse another row type)
+        steps.append(f"ALTER TABLE {s}.tasks ADD COLUMN IF NOT EXISTS history text")
+        # the processes' reports (timewheel/processes.py): one row per process, rewritten
+        # by its heartbeat
+        # the serializer of the tasks' arguments and results (NULL: pickle; timewheel/serialize.py)
+        steps.append(f"ALTER TABLE {s}.meta ADD COLUMN IF NOT EXISTS serializer text")
+        steps.append(f"CREATE TABLE IF NOT EXISTS {s}.processes (token text COLLATE \"C\" PRIMARY KEY, "
+                     "report text NOT NULL)")
+        v1 = ", ".join(["bigint[]"] + [f"{t}[]" for c, t in WRITE_COLUMNS if c != "history"])
+        steps += [f"DROP FUNCTION IF EXISTS {s}.swap(text, {v1})",
+                  f"DROP FUNCTION IF EXISTS {s}.add(text, {v1})",
+                  f"DROP FUNCTION IF EXISTS {s}.settle(text, {v1}, text, boolean, int, int, float8)",
+                  f"DROP FUNCTION IF EXISTS {s}.claim(text, boolean, int, int, float8)"]
     return steps + _functions(s)
 
 

@@ -106,7 +106,7 @@ from .base import (
 from .leases import LeaseLiveness
 from .redis_client import RedisClient, redis
 from .redis_client import text as _text
-from .redis_flow import RedisFlow, bands_of
+from .redis_flow import RedisFlow, RedisRegistry, bands_of
 
 __all__ = ["RedisStore", "RedisLiveness", "FORMAT", "DEFAULT_LEASE"]
 
@@ -166,6 +166,7 @@ class _Keys:
         self.xn, self.broken, self.leader = p + "xn", p + "broken", p + "leader"
         self.bands, self.limits, self.reopen = p + "bands", p + "limits", p + "reopen"
         self.paused, self.serve, self.qcounts = p + "paused", p + "serve", p + "qcounts"
+        self.processes = p + "processes"     # token -> its report (timewheel/processes.py)
 
     def band_ready(self, band: str) -> str:
         return self.ready if not band else self.prefix + "ready:" + band
@@ -298,7 +299,7 @@ class _PubSubBell(Doorbell):
         super().close()
 
 
-class RedisStore(WheelStore):
+class RedisStore(RedisRegistry, WheelStore):
     """A :class:`WheelStore` in a Redis database.  Thread-safe; one instance per process.
 
     :param url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS) or
@@ -622,6 +623,7 @@ class RedisStore(WheelStore):
 
     def served(self) -> dict[str, Optional[frozenset]]:
         return self._flow.served()
+
 
     def limit_states(self, keys: Optional[Iterable[str]] = None) -> list[LimitState]:
         return self._flow.limit_states(keys)

@@ -4,7 +4,7 @@ the keys; the claim itself is the CLAIM script, store/redis_lua.py)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
 
 from .. import flow
 from ..records import PENDING, RUNNING
@@ -14,12 +14,38 @@ from .redis_client import text as _text
 if TYPE_CHECKING:
     from .redis import RedisStore
 
-__all__ = ["RedisFlow", "bands_of"]
+__all__ = ["RedisFlow", "RedisRegistry", "bands_of"]
 
 
 def bands_of(keys: Any, c: Any) -> list[str]:
     """The bands used in the namespace (other than the default one), on client ``c``."""
     return [_text(b) for b in c.zrange(keys.bands, 0, -1)]
+
+
+class RedisRegistry:
+    """The Redis store's processes registry and recorded serializer: the hash
+    ``{ns}:processes`` (token -> report, timewheel/processes.py) and the ``serializer`` field of
+    ``{ns}:meta`` (timewheel/serialize.py).  A mixin of RedisStore (its ``_io`` and ``keys``)."""
+
+    keys: Any
+    _io: Any
+
+    def stored_serializer(self) -> Optional[str]:
+        value = self._io(lambda c: c.hget(self.keys.meta, "serializer"))
+        return None if value is None else _text(value)
+
+    def record_serializer(self, name: str) -> None:
+        self._io(lambda c: c.hset(self.keys.meta, "serializer", name), write=True)
+
+    def report_process(self, token: str, report: str) -> None:
+        self._io(lambda c: c.hset(self.keys.processes, token, report), write=True)
+
+    def process_reports(self) -> dict[str, str]:
+        return {_text(t): _text(r) for t, r in self._io(lambda c: c.hgetall(self.keys.processes)).items()}
+
+    def forget_processes(self, tokens: Sequence[str]) -> None:
+        if tokens:
+            self._io(lambda c: c.hdel(self.keys.processes, *tokens), write=True)
 
 
 class RedisFlow:

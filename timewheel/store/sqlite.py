@@ -63,7 +63,7 @@ from .sqlite_counters import Counters, absorb, counted
 from .sqlite_file import V1_FORMAT, StoreFile
 from .sqlite_flow import PAUSED, FileFlow
 from .sqlite_format import horizon_of, set_up
-from .sqlite_read import SERVE, FileReader
+from .sqlite_read import PROCESS, SERVE, FileReader
 
 __all__ = ["SqliteDictStore", "OLD_FORMAT"]
 
@@ -541,6 +541,27 @@ class SqliteDictStore(WheelStore):
 
     def served(self) -> dict[str, Optional[frozenset]]:
         return {t: q for t, q in self._reader.served().items() if not self.liveness.is_dead(t)}
+
+    def stored_serializer(self) -> Optional[str]:
+        with self.file.reading():
+            value = self.file.meta.get("serializer")
+        return value if isinstance(value, str) else None
+
+    def record_serializer(self, name: str) -> None:
+        with self.file.writing():
+            self.file.meta["serializer"] = name
+
+    def report_process(self, token: str, report: str) -> None:
+        with self.file.writing():
+            self.file.meta[PROCESS + token] = report
+
+    def process_reports(self) -> dict[str, str]:
+        return self._reader.process_reports()
+
+    def forget_processes(self, tokens: Sequence[str]) -> None:
+        with self.file.writing():
+            for token in tokens:
+                self.file.meta.pop(PROCESS + token, None)
 
     def limit_states(self, keys: Optional[Iterable[str]] = None) -> list[LimitState]:
         return self._reader.limit_states(self.now(), keys)

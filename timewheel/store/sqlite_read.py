@@ -34,11 +34,13 @@ from .sqlite_file import StoreFile
 from .sqlite_flow import HELD, LIMITS, QUEUES, STARTS, FileFlow
 from .sqlite_format import Layout, horizon_of
 
-__all__ = ["FileReader", "SERVE"]
+__all__ = ["FileReader", "SERVE", "PROCESS"]
 
 _CHUNK = 400          # keys per IN (...) list (SQLite allows 32766 bound variables)
 #: metadata: serve:<token> -> the queues that started process claims ("*": every queue)
 SERVE = "serve:"
+#: the metadata key prefix of a process's report (timewheel/processes.py), then its token
+PROCESS = "process:"
 # The rows not yet absorbed are counted in SQL, grouped by tick, never pulled into Python one
 # by one: a store that took many single adds while no worker ran holds many.
 _FRESH_TICKS = f'SELECT {positions.TICK_OF_CELL} AS tick FROM "{TABLE}" WHERE {positions.IS_FRESH}'
@@ -121,16 +123,25 @@ class FileReader:
 
     def served(self) -> dict[str, Optional[frozenset]]:
         """What every started process registered it claims (dead ones too)."""
-        out: dict[str, Optional[frozenset]] = {}
+        return {token: None if value == "*" else frozenset(value.split(","))
+                for token, value in self._prefixed(SERVE).items()}
+
+    def process_reports(self) -> dict[str, str]:
+        """Every process's report (timewheel/processes.py) by token."""
+        return self._prefixed(PROCESS)
+
+    def _prefixed(self, prefix: str) -> dict[str, str]:
+        """The str values of the metadata keys that start with ``prefix``, by the rest of the key."""
+        out: dict[str, str] = {}
         with self._file.reading():
             meta = self._file.meta
-            for key in [k for k in meta.keys() if k.startswith(SERVE)]:
+            for key in [k for k in meta.keys() if k.startswith(prefix)]:
                 try:
                     value = meta[key]
                 except (KeyError, ValueError):     # gone meanwhile, or not one we wrote
                     continue
                 if isinstance(value, str):
-                    out[key[len(SERVE):]] = None if value == "*" else frozenset(value.split(","))
+                    out[key[len(prefix):]] = value
         return out
 
     def limit_states(self, now: float, keys: Optional[Iterable[str]]) -> list[LimitState]:

@@ -85,6 +85,7 @@ _RULES = [
     Rule("/tasks/<taskid:task_id>/<any(retry, cancel):verb>", endpoint="task_action", methods=["POST"]),
     Rule("/failed", endpoint="failed"),
     Rule("/running", endpoint="running"),
+    Rule("/processes", endpoint="processes"),
     Rule("/bulk", endpoint="bulk", methods=["POST"]),
     Rule("/purge", endpoint="purge", methods=["POST"]),
     Rule("/queues", endpoint="queue_action", methods=["POST"]),
@@ -102,6 +103,7 @@ _RULES = [
     Rule("/api/purge", endpoint="api_purge", methods=["POST"]),
     Rule("/api/<any(pause, resume):verb>", endpoint="api_queue_action", methods=["POST"]),
     Rule("/api/stats", endpoint="api_stats"),
+    Rule("/api/processes", endpoint="api_processes"),
     Rule("/api/timeline", endpoint="api_timeline"),
     Rule("/api/wheel", endpoint="api_wheel"),
     Rule("/api/wheel/slots/<int:slot>", endpoint="api_slot"),
@@ -421,6 +423,10 @@ class WebView:
         return self._page(request, "running.html", title="Running", tasks=data["tasks"], now=data["now"],
                           name=name, limit=limit, more=data["next_after"] is not None)
 
+    def on_processes(self, request: Request) -> Response:
+        data = query.processes_data(self.store, self.store.now())
+        return self._page(request, "processes.html", title="Processes", **data)
+
     def on_login(self, request: Request) -> Response:
         target = (same_site_path(request.values.get("next", ""), request.script_root)
                   or self._url(request, "overview"))
@@ -563,6 +569,9 @@ class WebView:
     def on_api_queue_action(self, request: Request, verb: str) -> Response:
         self._require_actions(request)
         return _json(self._queue_action(_body(request), verb))
+
+    def on_api_processes(self, request: Request) -> Response:
+        return _json(query.processes_data(self.store, self.store.now()))
 
     def on_api_stats(self, request: Request) -> Response:
         recent = params.integer(request.args, "recent", 1000, 1, 100_000)

@@ -1,0 +1,75 @@
+"""SIGTERM hands back what a process claimed but never started (issue 26): with 40 tasks
+claimed on 4 workers, the process returns within its running tasks' time, and the 36 it had
+queued run in another process, each exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from timewheel.records import RUNNING
+from timewheel.testing import processes as procs
+
+from . import handback_worker
+from .conftest import wait_for
+from .mp_worker import read_lines
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PAUSE = 2.0                          # each task's run
+
+
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
+def shared(request, db_path) -> str:
+    if request.param == "sqlite":
+        return db_path
+    return request.getfixturevalue("redis_db" if request.param == "redis" else "pg_db")
+
+
+def worker(store: str, out: str, workers: int, depth: int) -> subprocess.Popen:
+    return procs.popen([sys.executable, os.path.join(HERE, "handback_worker.py"), store, out, str(workers),
+                        str(depth)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigterm_hands_back_the_queued_tasks_and_waits_only_for_the_running_ones(tmp_path, shared) -> None:
+    out = str(tmp_path)
+    enqueuer, work = handback_worker.make_wheel(shared, out)
+    with enqueuer.batch():
+        handles = [work.delay(i, PAUSE) for i in range(40)]
+    a = worker(shared, out, 4, 36)
+    b = None
+    try:
+        # a claims all 40: 4 start on its workers, 36 wait in its queue
+        wait_for(lambda: len(list(enqueuer.store.scan(RUNNING))) == 40, timeout=30, what="40 claimed")
+        owners = {r.owner for r in enqueuer.store.scan(RUNNING)}
+        assert len(owners) == 1
+        b = worker(shared, out, 36, 0)             # another process, idle: nothing left to claim
+        a.send_signal(signal.SIGTERM)
+        a_out, a_err = a.communicate(timeout=30)
+        assert a.returncode == 0, a_err
+        report = json.loads(a_out.strip().splitlines()[-1])
+        # it waited for its 4 running tasks only (at most PAUSE), not for its queue (9 * PAUSE)
+        assert report["unfinished"] == 0
+        assert report["returned"] - report["signalled"] < PAUSE + 1.5, report
+        assert [h.result(timeout=60) for h in handles] == list(range(40))
+        b.send_signal(signal.SIGTERM)
+        _, b_err = b.communicate(timeout=30)
+        assert b.returncode == 0, b_err
+    finally:
+        for p in (a, b):
+            if p is not None:
+                p.kill()
+                p.wait(10)
+        enqueuer.close()
+    runs = read_lines(os.path.join(out, "runs.log"))
+    starts = [(int(i), pid, float(t)) for kind, i, pid, t in runs if kind == "start"]
+    ends = [int(i) for kind, i, _, _ in runs if kind == "end"]
+    assert sorted(i for i, _, _ in starts) == list(range(40)) == sorted(ends)    # each exactly once
+    by_a = [i for i, pid, _ in starts if pid == str(a.pid)]
+    by_b = [i for i, pid, t in starts if pid == str(b.pid)]
+    assert len(by_a) == 4 and len(by_b) == 36, (by_a, by_b)
+    assert all(t < report["signalled"] for i, pid, t in starts if pid == str(a.pid))
