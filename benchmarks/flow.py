@@ -12,6 +12,10 @@
                    the rate held (starts by the store's clock), the worst 1-second window
 ``idle``           one process whose limit (``concurrency=1``) is held by a running task: CPU
                    seconds it uses in 10 s with 10,000 due tasks parked behind it, and with none
+``--pg``           the same on one PostgreSQL server (``timewheel.testing.PostgresServer``): the
+                   A/B of the claim path (``pg_ab``: per-call enqueue, and a store-level drain of
+                   20,000 due tasks in worker rounds of 32 -- outcomes recorded and the next
+                   claim made in one statement), the rate-limited burst and the idle CPU
 ``celery``         Celery 5.4 (Redis broker) with ``rate_limit="10/s"`` on the task, 3 worker
                    processes (8 threads each): Celery counts the rate per worker, so 3 workers
                    start up to 3x the rate; the same 200 tasks with timewheel's ``rate=`` over 3
@@ -140,6 +144,98 @@ def ab(runner: Runner, base: str, reps: int, quick: bool) -> list[dict]:
     return rows
 
 
+#: one side of the PostgreSQL A/B, run in a checkout (``python -c``, cwd the checkout):
+#: per-call enqueue, or a drain of due tasks by worker rounds (the claim path without limits)
+_PG_AB = r"""
+import json, sys, time
+from timewheel import TimeWheel
+from timewheel.records import Outcome, end_run, new_task
+url, what, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+hu = TimeWheel(url)
+store = hu.store
+if what == "enqueue":
+    noop = hu.task(name="bench.noop")(lambda i: None)
+    t0 = time.perf_counter()
+    for i in range(n):
+        noop.delay(i, count_down=3600)
+    print(json.dumps({"rate": n / (time.perf_counter() - t0)}))
+else:
+    now = store.now()
+    store.add([new_task(f"b{i}", "bench.noop", now - 1, b"x", now, 0, 0.0, None, None) for i in range(n)])
+    while not store.advance(store.wheel.current_tick(store.now()) + 1, 100_000, "bench").complete:
+        pass
+    me, pairs, done, t0 = store.liveness.token, [], 0, time.perf_counter()
+    while done < n:
+        _, got = store.record_and_claim(pairs, me, store.now(), 32)
+        t = store.now()
+        pairs = [(r, end_run(r, Outcome(True, t, t))) for r in got.records]
+        done += len(got.records)
+    store.swap(pairs)
+    print(json.dumps({"rate": n / (time.perf_counter() - t0)}))
+hu.close()
+"""
+
+
+#: fills one side's schema with due tasks (run in that side's checkout)
+_PG_FILL = r"""
+import sys
+from timewheel.records import new_task
+from timewheel.store.postgres import PostgresStore
+store = PostgresStore(sys.argv[1])
+now, n = store.now(), int(sys.argv[2])
+store.add([new_task(f"c{i}", "bench.noop", now - 1, b"x", now, 0, 0.0, None, None) for i in range(n)])
+while not store.advance(store.wheel.current_tick(store.now()) + 1, 100_000, "bench").complete:
+    pass
+store.close()
+"""
+
+
+def pg_claim_ab(runner: Runner, url: str, base: str, n: int) -> dict:
+    """The claim statement alone, base and this side by side: each side's store filled with
+    ``n`` due tasks by its own code, then one connection calls the two claim functions in
+    turn (32 tasks a call, left running) until both are drained -- the server's noise falls
+    on both alike.  Milliseconds per claim."""
+    import psycopg
+    for side, cwd in (("base", base), ("this", ROOT)):
+        subprocess.run([sys.executable, "-c", _PG_FILL, f"{url}?schema=claim_{side}", str(n)], cwd=cwd,
+                       env=dict(Runner.env(), PYTHONPATH=cwd), check=True, timeout=600)
+    calls = {"base": 'SELECT count(*) FROM claim_base.claim(%s, true, 32, 32, 10.0)',
+             "this": 'SELECT count(*) FROM claim_this.claim(%s, true, 32, 32, 10.0, NULL, NULL)'}
+    ms: dict[str, list[float]] = {"base": [], "this": []}
+    with psycopg.connect(url, autocommit=True, prepare_threshold=None) as c:
+        for k in range(n // 32 + 1):
+            for side in ("base", "this") if k % 2 == 0 else ("this", "base"):
+                t0 = time.perf_counter()
+                c.execute(calls[side], ("bench",)).fetchall()
+                ms[side].append((time.perf_counter() - t0) * 1000)
+    out = {side: {"median_ms": pct(sorted(v), 50), "p90_ms": pct(sorted(v), 90), "claims": len(v)}
+           for side, v in ms.items()}
+    ratios = sorted(t / b for b, t in zip(ms["base"], ms["this"]))
+    out["paired_ratio_median"] = pct(ratios, 50)
+    runner.log(f"  pg claim A/B: {out}")
+    return out
+
+
+def pg_ab(runner: Runner, url: str, base: str, reps: int, quick: bool) -> list[dict]:
+    """The PostgreSQL claim path without limits, base and this checkout alternately, each in
+    a fresh schema of one server."""
+    sizes = {"enqueue": 1000 if quick else 5000, "drain": 2000 if quick else 20_000}
+    rows = []
+    for rep in range(reps):
+        order = (("base", base), ("this", ROOT))
+        for side, cwd in order if rep % 2 == 0 else order[::-1]:
+            for what, n in sizes.items():
+                schema = f"ab_{side}_{what}_{rep}"
+                env = dict(Runner.env(), PYTHONPATH=cwd)
+                out = subprocess.run([sys.executable, "-c", _PG_AB, f"{url}?schema={schema}", what, str(n)],
+                                     cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+                res = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else \
+                    {"error": out.stderr[-300:]}
+                rows.append({"side": side, "what": what, "rep": rep, "n": n, **res})
+                runner.log(f"  pg ab {side:4s} {what:7s} rep {rep}: {res}")
+    return rows
+
+
 def _windows(starts: list[float], per: float = 1.0) -> int:
     """The most starts in any window [s, s + per)."""
     j, most = 0, 0
@@ -251,9 +347,35 @@ def celery(runner: Runner, redis_url: str, n: int, limit: str, workers: int = 3)
             "worst_window": _windows(starts), "drain_s": starts[-1] - starts[0] if starts else None}
 
 
-def _summary(ab_rows: list[dict]) -> dict:
+def _pg(runner: Runner, args: argparse.Namespace, only: set) -> dict:
+    """Every measurement on one PostgreSQL server of our own."""
+    from timewheel.testing import PostgresServer
+    doc: dict[str, Any] = {}
+    with PostgresServer() as server:
+        url = server.url
+        if "ab" in only and args.base:
+            doc["pg_ab"] = pg_ab(runner, url, os.path.abspath(args.base), args.reps, args.quick)
+            doc["pg_ab_summary"] = _summary(doc["pg_ab"], (("drain", "rate"), ("enqueue", "rate")))
+            runner.log(json.dumps(doc["pg_ab_summary"], indent=1))
+            doc["pg_claim_ab"] = pg_claim_ab(runner, url, os.path.abspath(args.base),
+                                             2000 if args.quick else 20_000)
+        n = 2000 if args.quick else 20_000
+        if "rate" in only:
+            doc["rate_pg"] = rate(runner, url + "?schema=rate", n, "2000/s")
+            runner.log(f"rate, PostgreSQL store: {doc['rate_pg']}")
+        if "idle" in only:
+            window = 5.0 if args.quick else 10.0
+            doc["idle_pg"] = [runner.run({"workload": "flow_idle", "n": b, "window": window,
+                                          "store": f"{url}?schema=idle{k}"}, f"idle-pg-{k}",
+                                         timeout=window + 180)
+                              for k, b in enumerate((0, 10_000, 0, 10_000))]
+            runner.log(f"idle, PostgreSQL store: {doc['idle_pg']}")
+    return doc
+
+
+def _summary(ab_rows: list[dict], keys: tuple = (("burst", "last_s"), ("enqueue", "rate"))) -> dict:
     out: dict[str, Any] = {}
-    for what, key in (("burst", "last_s"), ("enqueue", "rate")):
+    for what, key in keys:
         for side in ("base", "this"):
             xs = sorted(r[key] for r in ab_rows if r["what"] == what and r["side"] == side and key in r)
             out[f"{what}_{side}"] = {"median": pct(xs, 50) if xs else None, "all": xs}
@@ -266,6 +388,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", action="append", choices=("ab", "rate", "idle", "celery"))
+    ap.add_argument("--pg", action="store_true", help="on one PostgreSQL server instead of the file store "
+                    "and Redis (no Celery)")
     args = ap.parse_args(argv)
     only = set(args.only or ("ab", "rate", "idle", "celery"))
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -274,19 +398,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     os.makedirs(RESULTS, exist_ok=True)
     runner = Runner(run_dir)
     doc: dict[str, Any] = {"run": stamp}
-    if "ab" in only and args.base:
+    if args.pg:
+        doc.update(_pg(runner, args, only))
+    elif "ab" in only and args.base:
         doc["ab"] = ab(runner, os.path.abspath(args.base), args.reps, args.quick)
         doc["ab_summary"] = _summary(doc["ab"])
         runner.log(json.dumps(doc["ab_summary"], indent=1))
     n = 2000 if args.quick else 20_000
-    if "rate" in only:
+    if "rate" in only and not args.pg:
         doc["rate_file"] = rate(runner, None, n, "2000/s")
         runner.log(f"rate, file store: {doc['rate_file']}")
-    if "idle" in only:
+    if "idle" in only and not args.pg:
         window = 5.0 if args.quick else 10.0
         doc["idle"] = [idle_cpu(runner, b, window) for b in (0, 10_000, 0, 10_000)]
         runner.log(f"idle: {doc['idle']}")
-    if {"rate", "celery"} & only:
+    if {"rate", "celery"} & only and not args.pg:
         from timewheel.testing import RedisServer
         tmp = tempfile.mkdtemp(prefix="flow-redis-")
         server = RedisServer(tmp).start()

@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKENDS = ["memory", "sqlite", "redis", "postgres"]
 #: the backends whose claim enforces queues, priorities and limits (issue 21; a store says
 #: so by ``flow_control``): flow control's conformance tests run on these
-FLOW_BACKENDS = ["memory", "sqlite", "redis"]
+FLOW_BACKENDS = ["memory", "sqlite", "redis", "postgres"]
 #: ``@flow_backends`` on a conformance test: run it once per backend of FLOW_BACKENDS
 flow_backends = pytest.mark.parametrize("backend", FLOW_BACKENDS, indirect=True)
 

@@ -25,14 +25,21 @@ def check_pg_store(url: str, schema: str) -> None:
         cols = ", ".join(RECORD_COLUMNS)
         states: Counter = Counter()
         ticks: Counter = Counter()
-        for row in c.execute(f"SELECT {cols}, eta_us, tick, ready, finished_ms FROM {s}.tasks"):
+        running_limits: dict[str, set] = {}
+        for row in c.execute(f"SELECT {cols}, eta_us, tick, ready, finished_ms, parked FROM {s}.tasks"):
             task_id, name, status = row[0], row[1], row[4]
-            e_us, t, ready, f_ms = row[len(RECORD_COLUMNS):]
+            e_us, t, ready, f_ms, parked = row[len(RECORD_COLUMNS):]
             states[(status, name)] += 1
             if status == "broken":
                 assert not ready, task_id
                 continue
             rec = decode_row(row[:len(RECORD_COLUMNS)])
+            if status != PENDING:
+                assert parked is None, (task_id, status, parked)
+            else:
+                assert parked is None or parked in [lim[0] for lim in rec.limits], (task_id, parked)
+            if status == RUNNING:
+                running_limits[task_id] = {lim[0] for lim in rec.limits}
             assert e_us == eta_us(rec.eta) and t == wheel.due_tick(rec.eta), (task_id, e_us, t)
             if status == PENDING:
                 ticks[t] += 1
@@ -51,5 +58,12 @@ def check_pg_store(url: str, schema: str) -> None:
             f"SELECT tick, sum(n) FROM (SELECT tick, n FROM {s}.counts WHERE status = 'pending' UNION ALL "
             f"SELECT tick, n FROM {s}.counts_delta WHERE status = 'pending') x GROUP BY 1")})
         assert +per_tick == +ticks and not -per_tick, f"ticks {dict(+per_tick)} != recount {dict(+ticks)}"
+        # flow control: a slot is held only by a running task that counts against its limit,
+        # and no limit holds more slots than its concurrency
+        for lim, task_id in c.execute(f"SELECT lim, task FROM {s}.held"):
+            assert lim in running_limits.get(task_id, ()), (lim, task_id)
+        for lim, held, cap in c.execute(f"SELECT h.lim, count(*), max(l.concurrency) FROM {s}.held h "
+                                        f"JOIN {s}.limits l ON l.lim = h.lim GROUP BY h.lim"):
+            assert not cap or held <= cap, (lim, held, cap)
         folded = c.execute(f"SELECT count(*) FROM {s}.counts WHERE n = 0").fetchone()[0]
         assert folded == 0, "a folded counter of 0 was kept"

@@ -1,7 +1,8 @@
 """Flow control with real processes (issue 21, "What it must show"): worker processes
-(tests/flow_worker.py) on one file store, and on a real redis-server, run tasks whose limits,
-priorities, queues, pauses and debounce the test set; the run log the tasks append to (one
-line per start and end, with pid and time) and the store's records say what happened.
+(tests/flow_worker.py) on one file store, on a real redis-server and on a real PostgreSQL
+server, run tasks whose limits, priorities, queues, pauses and debounce the test set; the
+run log the tasks append to (one line per start and end, with pid and time) and the store's
+records say what happened.
 
 In every scenario: no task starts before its eta (by the store's clock), none is lost, none
 runs twice (a run cut short by SIGKILL is the one documented re-run).
@@ -78,10 +79,13 @@ class Cluster:
         self.hu.close()
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def cluster(request, tmp_path) -> Iterator[Cluster]:
-    store = (str(tmp_path / "tasks.db") if request.param == "sqlite"
-             else request.getfixturevalue("redis_db") + "?lease=2")
+    if request.param == "sqlite":
+        store = str(tmp_path / "tasks.db")
+    else:        # (a server's store recovers a killed process's tasks with its lease)
+        url = request.getfixturevalue("redis_db" if request.param == "redis" else "pg_db")
+        store = url + ("&" if "?" in url else "?") + "lease=2"
     c = Cluster(store, tmp_path, "flow")
     try:
         yield c
@@ -158,7 +162,7 @@ def test_a_slot_held_by_a_killed_process_frees_when_its_crash_is_detected(cluste
     victim.wait(10)
     killed = time.time()
     # when the killed run stops counting: at once for the file store (the kernel drops its
-    # lock), at the end of its last renewed lease for Redis
+    # lock), at the end of its last renewed lease for Redis and PostgreSQL
     lease = cluster.hu.store.get(first).lease or killed
     wait_for(lambda: len(cluster.runs().starts.get("first", [])) >= 2
              or "second" in cluster.runs().starts, 10, what="the key's next run")

@@ -209,9 +209,11 @@ def test_the_task_page_lists_the_attempts(db_path) -> None:
 
 def test_a_postgresql_store_made_by_main_is_migrated_and_keeps_its_tasks(pg_server, pg_db) -> None:
     """The schema version 1 of today's main (tests/fixtures/postgres_v1.sql, with a task added
-    through its own add1) gets its history column and loses its old write functions; the task
-    runs and keeps its attempts."""
+    through its own add1) gets its history column (and flow control's) and loses its old write
+    functions; the task runs and keeps its attempts."""
     import psycopg
+
+    from timewheel.store.postgres_sql import VERSION
     with open(os.path.join(FIXTURES, "postgres_v1.sql"), encoding="utf-8") as fh:
         pg_server.sql(fh.read())
     payload = pickle.dumps(((2,), {}), pickle.HIGHEST_PROTOCOL)
@@ -233,5 +235,5 @@ def test_a_postgresql_store_made_by_main_is_migrated_and_keeps_its_tasks(pg_serv
     overloads = pg_server.sql(
         "SELECT p.proname, count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
         "WHERE n.nspname = 'legacy' GROUP BY p.proname HAVING count(*) > 1")
-    assert version == 2 and overloads == []
+    assert version == VERSION and overloads == []
     hu.close()

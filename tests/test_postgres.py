@@ -37,6 +37,7 @@ from timewheel.records import (
 from timewheel.store import open_store
 from timewheel.store.base import BROKEN
 from timewheel.store.postgres import PostgresStore
+from timewheel.store.postgres_sql import VERSION
 from timewheel.testing import PostgresServer
 from timewheel.testing import processes as procs
 from timewheel.wheel import Wheel
@@ -196,7 +197,7 @@ def test_a_user_who_may_not_create_it_is_told_how(pg_db, pg_server):
     out = _cli("migrate", pg_db + "?schema=owned")
     assert out.returncode == 0 and "up to date" in out.stdout
     out = _cli("migrate", pg_db + "?schema=owned", "--json")
-    assert json.loads(out.stdout)["statements"] == [] and json.loads(out.stdout)["version"] == 2
+    assert json.loads(out.stdout)["statements"] == [] and json.loads(out.stdout)["version"] == VERSION
     out = _cli("migrate", os.path.join(ROOT, "README.md"))
     assert out.returncode == 2 and "PostgreSQL" in out.stderr
 

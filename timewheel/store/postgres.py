@@ -35,6 +35,7 @@ takes longer than ``timeout`` is cancelled (:class:`_Watchdog`): ``StoreBusy``, 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -74,6 +75,7 @@ from .base import (
     purge_statuses,
 )
 from .leases import LeaseLiveness
+from .postgres_flow import PostgresFlow
 from .postgres_url import check_schema, parse
 from .server_clock import ServerClock
 
@@ -100,6 +102,7 @@ _COPY_COLUMNS = ("id, name, status, eta, eta_us, tick, payload, created, retries
 _COPY_TYPES = ["text", "text", "text", "float8", "int8", "int8", "bytea", "float8", "int8", "float8",
                "float8", "int8", "int8", "int4", "int8", "float8"]
 _NREC = len(pgsql.RECORD_COLUMNS)
+_LIMITS_AT = pgsql.RECORD_COLUMNS.index("limits")
 
 
 def _casts() -> str:
@@ -114,7 +117,8 @@ def _columns(rec: TaskRecord, wheel: Wheel) -> tuple:
             rec.payload, rec.created, rec.retries, rec.retry_delay, rec.misfire_grace,
             rec.attempts, rec.crashes, rec.started, rec.finished,
             None if rec.finished is None else finished_ms(rec.finished), rec.owner, rec.error,
-            rec.traceback, rec.result, rec.version, rec.rev, rec.timeout, rec.lease,
+            rec.traceback, rec.result, rec.version, rec.rev, rec.timeout, rec.lease, rec.queue,
+            rec.priority, json.dumps(rec.limits) if rec.limits else None, rec.first_call, rec.max_wait,
             history_to_json(rec.history))
 
 
@@ -143,14 +147,26 @@ def _is_new(rec: TaskRecord) -> bool:
     """Whether ``rec`` has only the fields ``add1`` takes (a task as delay() makes it)."""
     return (rec.status == PENDING and rec.rev == 0 and not rec.attempts and not rec.crashes
             and rec.started is None and rec.finished is None and rec.owner is None and rec.error is None
-            and rec.traceback is None and rec.result is None and rec.lease is None)
+            and rec.traceback is None and rec.result is None and rec.lease is None
+            and rec.queue == "default" and rec.priority == 0 and not rec.limits and rec.first_call is None
+            and rec.max_wait is None)
 
 
 def decode_row(row: Sequence[Any]) -> TaskRecord:
     """A task row (``RECORD_COLUMNS``) -> its record; RecordDecodeError for a broken one."""
     if row[4] == BROKEN:
         raise RecordDecodeError(f"record set aside as broken ({row[14] or 'no reason kept'})")
-    return record_from_fields(tuple(row[:_NREC - 1]) + (history_from_json(row[_NREC - 1]),))
+    values = tuple(row[:_NREC - 1])
+    limits = values[_LIMITS_AT]
+    if limits is None:
+        limits = ()
+    elif isinstance(limits, list) and all(isinstance(x, list) and len(x) == 4 for x in limits):
+        try:
+            limits = tuple((str(k), int(c), int(r), float(p)) for k, c, r, p in limits)
+        except (TypeError, ValueError):
+            raise RecordDecodeError(f"not a timewheel record (field limits holds {limits!r:.60})") from None
+    return record_from_fields(values[:_LIMITS_AT] + (limits,) + values[_LIMITS_AT + 1:]
+                              + (history_from_json(row[_NREC - 1]),))
 
 
 def _placeholder(row: Sequence[Any], reason: str) -> TaskRecord:
@@ -527,7 +543,7 @@ class _Observers:
             mark = _mark(kind, last[0], last[2], last[11], last[12])
 
 
-class PostgresStore(_Observers, WheelStore):
+class PostgresStore(PostgresFlow, _Observers, WheelStore):
     """A :class:`WheelStore` in a PostgreSQL database.  Thread-safe; one instance per process.
 
     :param location: ``postgresql://[user[:password]@]host[:port]/db[?...]``, ``postgres://...``
@@ -541,6 +557,8 @@ class PostgresStore(_Observers, WheelStore):
     :param clock: the local clock; :meth:`now` adds the measured offset to the server's.
     :param lease: seconds a claim lasts without renewal (default: the location's, else 10).
     """
+
+    flow_control = True       #: see WheelStore.flow_control (store/postgres_flow_sql.py)
 
     def __init__(self, location: str, wheel: Optional[Wheel] = None, *, namespace: str = "timewheel",
                  timeout: float = 10.0, readonly: bool = False,
@@ -807,8 +825,9 @@ class PostgresStore(_Observers, WheelStore):
         planned = _planned(changes)
         out: list[Optional[TaskRecord]] = [None] * len(changes)
         for part in _rounds([k for k, p in enumerate(planned) if p is not None], planned):
-            rows = self._call(f"SELECT * FROM {self.s}.swap(%s, {_casts()})",
-                              [self.liveness.token, *self._write_args(changes, planned, part)], write=True)
+            rows = self._call(f"SELECT * FROM {self.s}.swap(%s, {_casts()}, %s)",
+                              [self.liveness.token, *self._write_args(changes, planned, part), self.channel],
+                              write=True)
             done = {i for (i,) in rows}
             for k in part:
                 out[k] = planned[k] if planned[k].id in done else None      # type: ignore[union-attr]
@@ -819,43 +838,45 @@ class PostgresStore(_Observers, WheelStore):
         return write_args([(planned[k], changes[k][0].rev) for k in part], self.wheel)   # type: ignore[misc]
 
     # -- workers --------------------------------------------------------------------------------------
-    def claim(self, owner: str, now: float, limit: int, queued: int = 0) -> Claimed:
+    def claim(self, owner: str, now: float, limit: int, queued: int = 0, *,
+              queues: Optional[frozenset] = None) -> Claimed:
         limit, queued = max(0, limit), max(0, queued)
-        rows = self._call(f"SELECT * FROM {self.s}.claim(%s, %s, %s, %s, %s)",
-                          (owner, owner == self.liveness.token, limit, limit + queued, self.lease),
-                          write=True)
-        return self._claimed(rows, owner, limit)
+        rows = self._call(f"SELECT * FROM {self.s}.claim(%s, %s, %s, %s, %s, %s::text[], %s)",
+                          (owner, owner == self.liveness.token, limit, limit + queued, self.lease,
+                           _served(queues), self.channel), write=True)
+        return self._claimed(rows, owner)
 
     def record_and_claim(self, changes: Sequence[tuple[TaskRecord, TaskRecord]], owner: str,
-                         now: float, limit: int, queued: int = 0
+                         now: float, limit: int, queued: int = 0, *, queues: Optional[frozenset] = None
                          ) -> tuple[list[Optional[TaskRecord]], Claimed]:
         """The outcomes and the claim in one statement: one transaction, one round trip, one
         commit per worker round."""
         planned = _planned(changes)
         rounds = _rounds([k for k, p in enumerate(planned) if p is not None], planned)
         if len(rounds) != 1:                 # nothing to record, or an id given twice
-            return self.swap(changes), self.claim(owner, now, limit, queued)
+            return self.swap(changes), self.claim(owner, now, limit, queued, queues=queues)
         limit, queued = max(0, limit), max(0, queued)
-        rows = self._call(f"SELECT * FROM {self.s}.settle(%s, {_casts()}, %s, %s, %s, %s, %s)",
+        rows = self._call(f"SELECT * FROM {self.s}.settle(%s, {_casts()}, %s, %s, %s, %s, %s, %s::text[], "
+                          "%s)",
                           [self.liveness.token, *self._write_args(changes, planned, rounds[0]), owner,
-                           owner == self.liveness.token, limit, limit + queued, self.lease], write=True)
+                           owner == self.liveness.token, limit, limit + queued, self.lease, _served(queues),
+                           self.channel], write=True)
         done = set(rows[-1][-1] or ())
         out = [p if p is not None and p.id in done else None for p in planned]
-        return out, self._claimed([r[:-1] for r in rows], owner, limit)
+        return out, self._claimed([r[:-1] for r in rows], owner)
 
-    def _claimed(self, rows: list[tuple], owner: str, limit: int) -> Claimed:
+    def _claimed(self, rows: list[tuple], owner: str) -> Claimed:
         *taken_rows, (*_, at, lease, head) = rows
         self._saw(at)
         taken = []
-        for k, row in enumerate(taken_rows):
+        for row in taken_rows:
             try:
                 old = decode_row(row)
             except RecordDecodeError as exc:
                 if rules.set_aside(row[0], exc):
                     self._mark_broken(row[0], str(exc))
                 continue
-            # the function started the first ``limit`` it took, counting any broken ones
-            taken.append(rules.claimed(old, owner, at, lease=lease, queued=k >= limit))
+            taken.append(rules.claimed(old, owner, at, lease=lease, queued=row[_NREC]))
         return Claimed(taken, head)
 
     def _mark_broken(self, task_id: str, reason: str) -> None:
@@ -1048,6 +1069,11 @@ def _rounds(keys: list[int], planned: list[Optional[TaskRecord]]) -> list[list[i
         out[n].append(k)
         ids[n].add(task_id)
     return out
+
+
+def _served(queues: Optional[frozenset]) -> Optional[list[str]]:
+    """The queues a claim serves, as its ``p_queues`` (None: every queue)."""
+    return None if queues is None else sorted(queues)
 
 
 def _tick_range(start: Optional[int], stop: Optional[int]) -> tuple[str, list[Any]]:

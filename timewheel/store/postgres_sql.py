@@ -37,17 +37,20 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from .postgres_flow_sql import flow_functions, flow_schema
+
 __all__ = ["FORMAT", "VERSION", "RECORD_COLUMNS", "WRITE_COLUMNS", "migration", "channel"]
 
 FORMAT = "timewheel-postgres/1"
 #: the schema's version; :func:`migration` brings an older one here.  2: the tasks' attempt
-#: history (issue 26)
-VERSION = 2
+#: history, the processes' reports, the serializer (issue 26); 3: flow control (issue 21)
+VERSION = 3
 
 #: the columns of a task row in the order of :class:`~timewheel.records.TaskRecord`'s fields
 RECORD_COLUMNS = ("id", "name", "eta", "payload", "status", "created", "retries", "retry_delay",
                   "misfire_grace", "attempts", "crashes", "started", "finished", "owner", "error",
-                  "traceback", "result", "version", "rev", "timeout", "lease", "history")
+                  "traceback", "result", "version", "rev", "timeout", "lease",
+                  "queue", "priority", "limits", "first_call", "max_wait", "history")
 
 #: what a write hands in per task (arrays, one element per task): the record's columns and
 #: where it goes (``eta_us``, ``tick``, ``finished_ms``), with their SQL types
@@ -58,7 +61,8 @@ WRITE_COLUMNS = (
     ("crashes", "bigint"), ("started", "float8"), ("finished", "float8"), ("finished_ms", "bigint"),
     ("owner", "text"), ("error", "text"), ("traceback", "text"), ("result", "bytea"),
     ("version", "int"), ("rev", "bigint"), ("timeout", "float8"), ("lease", "float8"),
-    ("history", "text"),
+    ("queue", "text"), ("priority", "int"), ("limits", "text"), ("first_call", "float8"),
+    ("max_wait", "float8"), ("history", "text"),
 )
 
 _FINISHED = "('succeeded', 'failed', 'cancelled', 'misfired')"
@@ -84,6 +88,11 @@ def _params() -> str:
 
 def _args() -> str:
     return ", ".join(["a_expect"] + [f"a_{c}" for c, _ in WRITE_COLUMNS])
+
+
+def _value(c: str, prefix: str = "") -> str:
+    """Input column ``c`` as the table stores it (limits arrive as json text)."""
+    return f"{prefix}{c}::jsonb" if c == "limits" else f"{prefix}{c}"
 
 
 def _input() -> str:
@@ -178,32 +187,44 @@ def _schema(s: str) -> list[str]:
 def _functions(s: str) -> list[str]:
     inp, params, args = _input(), _params(), _args()
     cols = ", ".join(c for c, _ in WRITE_COLUMNS)
-    sets = ", ".join(f"{c} = i.{c}" for c, _ in WRITE_COLUMNS if c != "id")
-    out_cols = ", ".join(f"{c} {t}" for c, t in _RECORD_TYPES)
-    nulls = ", ".join(f"NULL::{t}" for _, t in _RECORD_TYPES)
+    values = ", ".join(_value(c) for c, _ in WRITE_COLUMNS)
+    sets = ", ".join(f"{c} = {_value(c, 'i.')}" for c, _ in WRITE_COLUMNS if c != "id")
+    out_cols = _out_cols()
     return [
         # -- writes of whole records -------------------------------------------------------------
         # Compare-and-set: store each task whose row is still at rev a_expect (a live lease is
         # changed by its owner only); the ids written.  Rows are locked in id order (no
         # deadlock between two batches).
-        f"""CREATE OR REPLACE FUNCTION {s}.swap(p_me text, {params}) RETURNS SETOF text
-LANGUAGE plpgsql AS $$
+        # A task with limits that stops running frees its slots, one that stops pending passes
+        # on a slot freed for it (let_go: store/postgres_flow_sql.py); with p_channel, the
+        # runners are woken when that let parked tasks in.
+        f"""CREATE OR REPLACE FUNCTION {s}.swap(p_me text, {params}, p_channel text DEFAULT NULL)
+RETURNS SETOF text LANGUAGE plpgsql AS $$
 DECLARE{_NOW}
+  done text[]; gone jsonb;
 BEGIN
-  RETURN QUERY
   WITH i AS (SELECT * FROM {inp}),
   cur AS (
-    SELECT t.id, t.status, t.name, t.tick FROM {s}.tasks t JOIN i ON t.id = i.id AND t.rev = i.expect
+    SELECT t.id, t.status, t.name, t.tick, t.limits FROM {s}.tasks t
+    JOIN i ON t.id = i.id AND t.rev = i.expect
     WHERE t.status <> 'running' OR t.lease IS NULL OR t.lease <= now_s OR t.owner = p_me
     ORDER BY t.id FOR UPDATE OF t),
   upd AS (
-    UPDATE {s}.tasks t SET {sets}, ready = false FROM i JOIN cur ON cur.id = i.id WHERE t.id = i.id
-    RETURNING t.id, t.status, t.name, t.tick),
+    UPDATE {s}.tasks t SET {sets}, ready = false, parked = NULL FROM i JOIN cur ON cur.id = i.id
+    WHERE t.id = i.id RETURNING t.id, t.status, t.name, t.tick),
   cnt AS (
     INSERT INTO {s}.counts_delta (status, name, tick, n)
     SELECT status, name, tick, sum(n) FROM ({_counted("cur", "-1")} UNION ALL {_counted("upd", "1")}) d
     GROUP BY status, name, tick HAVING sum(n) <> 0)
-  SELECT upd.id FROM upd;
+  SELECT array_agg(upd.id),
+         jsonb_agg(jsonb_build_object('id', cur.id, 'was', cur.status, 'limits', cur.limits))
+           FILTER (WHERE cur.limits IS NOT NULL AND cur.status IN ('running', 'pending')
+                   AND upd.status <> cur.status)
+  INTO done, gone FROM upd JOIN cur ON cur.id = upd.id;
+  IF gone IS NOT NULL AND {s}.let_go(gone) > 0 AND p_channel IS NOT NULL THEN
+    PERFORM pg_notify(p_channel, '');
+  END IF;
+  RETURN QUERY SELECT unnest(done);
 END $$""",
         # Add tasks, all or none.  Each must be absent (a_expect NULL) or stored at rev
         # a_expect (a replacement).  Returns (0, whether a task became ready ahead of every
@@ -225,15 +246,17 @@ BEGIN
   END IF;
   IF EXISTS (SELECT FROM unnest(a_status, a_tick) AS x(status, tick)
              WHERE x.status = 'pending' AND x.tick <= h) THEN
-    SELECT t.eta_us INTO head FROM {s}.tasks t
-    WHERE t.status = 'pending' AND t.eta_us <= ceil(h * tk * 1000000)::bigint + 1 AND t.tick <= h
-    ORDER BY t.eta_us, t.id LIMIT 1;
-    ring := EXISTS (SELECT FROM unnest(a_status, a_tick, a_eta_us) AS x(status, tick, eta_us)
-                    WHERE x.status = 'pending' AND x.tick <= h AND (head IS NULL OR x.eta_us < head));
+    -- (ahead of the head of its own band: a hint that may ring a little more than needed)
+    ring := EXISTS (SELECT FROM unnest(a_status, a_tick, a_eta_us, a_queue, a_priority)
+                      AS x(status, tick, eta_us, queue, priority)
+                    WHERE x.status = 'pending' AND x.tick <= h AND NOT EXISTS (
+                      SELECT FROM {s}.tasks t WHERE t.status = 'pending' AND t.parked IS NULL
+                        AND t.queue = x.queue AND t.priority = x.priority
+                        AND t.eta_us <= least(x.eta_us, ceil(h * tk * 1000000)::bigint + 1) AND t.tick <= h));
   END IF;
   SELECT count(*) INTO absent FROM unnest(a_expect) e WHERE e IS NULL;
   WITH ins AS (
-    INSERT INTO {s}.tasks ({cols}) SELECT {cols} FROM {inp} WHERE i.expect IS NULL
+    INSERT INTO {s}.tasks ({cols}) SELECT {values} FROM {inp} WHERE i.expect IS NULL
     ON CONFLICT (id) DO NOTHING RETURNING id)
   SELECT coalesce(array_agg(ins.id), '{{}}') INTO inserted FROM ins;
   IF cardinality(inserted) < absent THEN      -- one was added meanwhile: undo ours
@@ -248,7 +271,7 @@ BEGIN
     FROM ({_counted(f"(SELECT * FROM {inp} WHERE i.expect IS NULL) a", "1")}) d
     GROUP BY status, name, tick;
   END IF;
-  IF absent < cardinality(a_id) THEN
+  IF absent < cardinality(a_id) THEN      -- (never frees a slot: a running task is not replaced)
     PERFORM count(*) FROM {s}.swap(NULL, {args});
   END IF;
   conflict := 0;
@@ -268,7 +291,8 @@ BEGIN
   IF NOT FOUND THEN conflict := -1; RETURN; END IF;
   IF p_tick <= h THEN
     SELECT t.eta_us INTO head FROM {s}.tasks t
-    WHERE t.status = 'pending' AND t.eta_us <= ceil(h * tk * 1000000)::bigint + 1 AND t.tick <= h
+    WHERE t.status = 'pending' AND t.parked IS NULL AND t.queue = 'default' AND t.priority = 0
+      AND t.eta_us <= ceil(h * tk * 1000000)::bigint + 1 AND t.tick <= h
     ORDER BY t.eta_us, t.id LIMIT 1;
     ring := head IS NULL OR p_eta_us < head;
   END IF;
@@ -282,57 +306,19 @@ BEGIN
   conflict := 0;
 END $$""",
         # -- workers ------------------------------------------------------------------------------
-        # Claim up to p_total ready tasks due by the server's clock, earliest first; the first
-        # p_start start now, the others wait in the owner's queue (started NULL).  Rows: each
-        # task as it was before the claim, with the claim's time and lease, and then one row
-        # with id NULL and the eta of the earliest ready task left.  An owner that is neither
-        # the caller nor a live process gets a lease that has run out: recovered at once.
-        f"""CREATE OR REPLACE FUNCTION {s}.claim(p_owner text, p_own boolean, p_start int, p_total int,
-  p_lease float8)
-RETURNS TABLE ({out_cols}, claimed_at float8, deadline float8, next_eta float8)
-LANGUAGE plpgsql AS $$
-#variable_conflict use_column
-DECLARE{_NOW}
-  h bigint; hb bigint; dl float8; taken int := 0; head float8; flagged float8;
-BEGIN
-  SELECT m.horizon, ceil(m.horizon * m.tick * 1000000)::bigint + 1 INTO h, hb FROM {s}.meta m WHERE m.id = 1;
-  dl := CASE WHEN p_own OR EXISTS (SELECT FROM {s}.alive a WHERE a.token = p_owner AND a.expires > now_s)
-        THEN now_s + p_lease ELSE now_s END;
-  IF p_total > 0 THEN
-    RETURN QUERY
-    WITH picked AS (
-      SELECT t.* FROM {s}.tasks t
-      WHERE t.status = 'pending' AND t.eta_us <= least(now_us, hb) AND t.tick <= h AND t.eta <= now_s
-      ORDER BY t.eta_us, t.id LIMIT p_total FOR UPDATE SKIP LOCKED),
-    {_claim_tail(s)}
-    GET DIAGNOSTICS taken = ROW_COUNT;
-    IF taken < p_total THEN               -- tasks of a tick an advance stopped within
-      RETURN QUERY
-      WITH picked AS (
-        SELECT t.* FROM {s}.tasks t
-        WHERE t.status = 'pending' AND t.ready AND t.eta_us <= now_us AND t.eta <= now_s
-        ORDER BY t.eta_us, t.id LIMIT p_total - taken FOR UPDATE SKIP LOCKED),
-      {_claim_tail(s, offset="taken")}
-    END IF;
-  END IF;
-  SELECT t.eta INTO head FROM {s}.tasks t WHERE t.status = 'pending' AND t.eta_us <= hb AND t.tick <= h
-  ORDER BY t.eta_us, t.id LIMIT 1;
-  SELECT t.eta INTO flagged FROM {s}.tasks t WHERE t.status = 'pending' AND t.ready ORDER BY t.tick, t.eta_us
-  LIMIT 1;
-  RETURN QUERY SELECT {nulls}, now_s, dl, least(head, flagged);
-END $$""",
         # A worker's round in one transaction: record outcomes (swap), then claim; the claim's
         # last row carries the ids the swap wrote.
         f"""CREATE OR REPLACE FUNCTION {s}.settle(p_me text, {params}, p_owner text, p_own boolean,
-  p_start int, p_total int, p_lease float8)
-RETURNS TABLE ({out_cols}, claimed_at float8, deadline float8, next_eta float8, swapped text[])
+  p_start int, p_total int, p_lease float8, p_queues text[], p_channel text)
+RETURNS TABLE ({out_cols}, waits boolean, claimed_at float8, deadline float8, next_eta float8,
+  swapped text[])
 LANGUAGE plpgsql AS $$
 DECLARE
   done text[];
 BEGIN
-  SELECT coalesce(array_agg(x), '{{}}') INTO done FROM {s}.swap(p_me, {args}) AS x;
+  SELECT coalesce(array_agg(x), '{{}}') INTO done FROM {s}.swap(p_me, {args}, p_channel) AS x;
   RETURN QUERY SELECT c.*, CASE WHEN c.id IS NULL THEN done END
-  FROM {s}.claim(p_owner, p_own, p_start, p_total, p_lease) AS c;
+  FROM {s}.claim(p_owner, p_own, p_start, p_total, p_lease, p_queues, p_channel) AS c;
 END $$""",
         # Extend the leases of tasks the caller still runs; the ids whose lease was lost
         # (recovered, finished elsewhere, or run out: an expired lease is never revived).
@@ -446,17 +432,25 @@ BEGIN
   UPDATE {s}.meta SET role = NULL, role_until = NULL WHERE id = 1 AND role = p_token;
   IF p_drop THEN DELETE FROM {s}.alive WHERE token = p_token; END IF;
 END $$""",
-        # Set aside a record that cannot be read (kept, listed as broken, never claimed).
+        # Set aside a record that cannot be read (kept, listed as broken, never claimed); a
+        # running one frees the slots of its limits (it will never record an outcome).
         f"""CREATE OR REPLACE FUNCTION {s}.mark_broken(p_id text, p_reason text) RETURNS boolean
 LANGUAGE plpgsql AS $$
+DECLARE
+  was text; lims jsonb;
 BEGIN
-  WITH cur AS (SELECT t.id, t.status, t.name, t.tick FROM {s}.tasks t
+  WITH cur AS (SELECT t.id, t.status, t.name, t.tick, t.limits FROM {s}.tasks t
                WHERE t.id = p_id AND t.status <> 'broken' FOR UPDATE),
-  upd AS (UPDATE {s}.tasks t SET status = 'broken', error = p_reason, ready = false FROM cur
-          WHERE t.id = cur.id RETURNING t.status, t.name, t.tick)
-  INSERT INTO {s}.counts_delta (status, name, tick, n)
-  SELECT status, name, tick, n FROM ({_counted("cur", "-1")} UNION ALL {_counted("upd", "1")}) d;
-  RETURN FOUND;
+  upd AS (UPDATE {s}.tasks t SET status = 'broken', error = p_reason, ready = false, parked = NULL FROM cur
+          WHERE t.id = cur.id RETURNING t.status, t.name, t.tick),
+  cnt AS (INSERT INTO {s}.counts_delta (status, name, tick, n)
+          SELECT status, name, tick, n FROM ({_counted("cur", "-1")} UNION ALL {_counted("upd", "1")}) d)
+  SELECT cur.status, cur.limits INTO was, lims FROM cur;
+  IF NOT FOUND THEN RETURN false; END IF;
+  IF lims IS NOT NULL AND jsonb_typeof(lims) = 'array' AND was IN ('running', 'pending') THEN
+    PERFORM {s}.let_go(jsonb_build_array(jsonb_build_object('id', p_id, 'was', was, 'limits', lims)));
+  END IF;
+  RETURN true;
 END $$""",
     ]
 
@@ -467,27 +461,10 @@ _RECORD_TYPES = (
     ("misfire_grace", "float8"), ("attempts", "bigint"), ("crashes", "bigint"),
     ("started", "float8"), ("finished", "float8"), ("owner", "text"), ("error", "text"),
     ("traceback", "text"), ("result", "bytea"), ("version", "int"), ("rev", "bigint"),
-    ("timeout", "float8"), ("lease", "float8"), ("history", "text"),
+    ("timeout", "float8"), ("lease", "float8"), ("queue", "text"), ("priority", "int"),
+    ("limits", "jsonb"), ("first_call", "float8"), ("max_wait", "float8"), ("history", "text"),
 )
 assert tuple(c for c, _ in _RECORD_TYPES) == RECORD_COLUMNS
-
-
-def _claim_tail(s: str, offset: str = "0") -> str:
-    """The rest of a claim statement after its ``picked`` rows: number them (the first
-    ``p_start - offset`` start now), mark them running, count them, return them as they were."""
-    record = ", ".join(f"p.{c}" for c in RECORD_COLUMNS)
-    return f"""numbered AS (
-      SELECT p.id, row_number() OVER (ORDER BY p.eta_us, p.id) + {offset} AS n FROM picked p),
-    upd AS (
-      UPDATE {s}.tasks t SET status = 'running', owner = p_owner, lease = dl, ready = false,
-        started = CASE WHEN k.n <= p_start THEN now_s END, finished = NULL, finished_ms = NULL,
-        attempts = t.attempts + 1, rev = t.rev + 1
-      FROM numbered k WHERE t.id = k.id),
-    cnt AS (
-      INSERT INTO {s}.counts_delta (status, name, tick, n)
-      SELECT 'pending', p.name, p.tick, -count(*) FROM picked p GROUP BY p.name, p.tick
-      UNION ALL SELECT 'running', p.name, 0, count(*) FROM picked p GROUP BY p.name)
-    SELECT {record}, now_s, dl, NULL::float8 FROM picked p ORDER BY p.eta_us, p.id;"""
 
 
 def migration(schema: str, version: int) -> list[str]:
@@ -500,21 +477,45 @@ def migration(schema: str, version: int) -> list[str]:
         steps += _schema(s)
     if version < 2:
         # the attempt history (JSON text, records.history_to_json); the write functions take
-        # it and the claims return it, so the ones without it go (CREATE OR REPLACE would add
-        # overloads beside them, or refuse another row type)
+        # it and the claims return it
         steps.append(f"ALTER TABLE {s}.tasks ADD COLUMN IF NOT EXISTS history text")
-        # the processes' reports (timewheel/processes.py): one row per process, rewritten
-        # by its heartbeat
         # the serializer of the tasks' arguments and results (NULL: pickle; timewheel/serialize.py)
         steps.append(f"ALTER TABLE {s}.meta ADD COLUMN IF NOT EXISTS serializer text")
+        # the processes' reports (timewheel/processes.py): one row per process, rewritten
+        # by its heartbeat
         steps.append(f"CREATE TABLE IF NOT EXISTS {s}.processes (token text COLLATE \"C\" PRIMARY KEY, "
                      "report text NOT NULL)")
-        v1 = ", ".join(["bigint[]"] + [f"{t}[]" for c, t in WRITE_COLUMNS if c != "history"])
-        steps += [f"DROP FUNCTION IF EXISTS {s}.swap(text, {v1})",
-                  f"DROP FUNCTION IF EXISTS {s}.add(text, {v1})",
-                  f"DROP FUNCTION IF EXISTS {s}.settle(text, {v1}, text, boolean, int, int, float8)",
-                  f"DROP FUNCTION IF EXISTS {s}.claim(text, boolean, int, int, float8)"]
-    return steps + _functions(s)
+    if version < 3:
+        steps += flow_schema(s)
+    if version >= 1:
+        # the functions' signatures and row types change with the columns: the old ones go
+        # (CREATE OR REPLACE would add overloads beside them, or refuse another row type)
+        steps.append(_drop_functions(schema))
+    return steps + _functions(s) + flow_functions(s, _out_cols(), _nulls(), _record("p."))
+
+
+def _drop_functions(schema: str) -> str:
+    """Drop every function of the schema (redefined right after, in the same transaction)."""
+    return f"""DO $$
+DECLARE f regprocedure;
+BEGIN
+  FOR f IN SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+           WHERE n.nspname = '{schema}' LOOP
+    EXECUTE 'DROP FUNCTION ' || f::text;
+  END LOOP;
+END $$"""
+
+
+def _out_cols() -> str:
+    return ", ".join(f"{c} {t}" for c, t in _RECORD_TYPES)
+
+
+def _nulls() -> str:
+    return ", ".join(f"NULL::{t}" for _, t in _RECORD_TYPES)
+
+
+def _record(prefix: str) -> str:
+    return ", ".join(f"{prefix}{c}" for c in RECORD_COLUMNS)
 
 
 def script(schema: str, version: int, *, slots: int, tick: float, horizon: int, store_id: str,
