@@ -15,13 +15,13 @@ import time
 import traceback
 from typing import Callable
 
-from . import batches, bigstore, flow, pg_peers, redis_peers, scale, workloads
+from . import batches, bigstore, enqueue_load, flow, pg_peers, redis_peers, scale, workloads
 
 #: workload name in a spec -> the function a measurement process runs
 WORKLOADS: dict[str, Callable[[dict], dict]] = {
     **workloads.CHILD_WORKLOADS, "scale": scale.child, **bigstore.CHILD_WORKLOADS,
-    **redis_peers.CHILD_WORKLOADS, **pg_peers.CHILD_WORKLOADS, **flow.CHILD_WORKLOADS,
-    **batches.CHILD_WORKLOADS,
+    **redis_peers.CHILD_WORKLOADS, **pg_peers.CHILD_WORKLOADS, **enqueue_load.CHILD_WORKLOADS,
+    **flow.CHILD_WORKLOADS, **batches.CHILD_WORKLOADS,
 }
 
 

@@ -98,4 +98,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if mode == "full" and not args.only and not args.no_report:
         report.write_all(out_path)
         print("RESULTS.md and plots regenerated")
+    elif mode == "full" and not args.no_report:
+        for workload in selected:
+            if workload in report.PARTIAL:
+                report.write_section(out_path, workload)
+                print(f"the {workload} section of RESULTS.md and its plots regenerated")
     return 0

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import shutil
 import subprocess
 import sys
 import time
-from typing import TypedDict
+from typing import Optional, TypedDict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -182,3 +183,28 @@ def wait_for_file(path: str, poll: float = 0.05) -> None:
     while not os.path.exists(path):
         time.sleep(poll)
 
+
+
+def await_ready(procs: list[subprocess.Popen], timeout: float) -> Optional[list[str]]:
+    """What follows ``READY`` in the first line of each process's stdout (spawned with
+    ``pipe=True``), in order, or None if one died or did not say so in ``timeout`` s."""
+    sel = selectors.DefaultSelector()
+    for k, proc in enumerate(procs):
+        assert proc.stdout is not None
+        sel.register(proc.stdout, selectors.EVENT_READ, k)
+    got: dict[int, str] = {}
+    deadline = time.time() + timeout
+    try:
+        while len(got) < len(procs):
+            events = sel.select(max(0.0, deadline - time.time()))
+            if not events:
+                return None
+            for key, _ in events:
+                line = key.fileobj.readline()      # type: ignore[union-attr]
+                if not line.startswith("READY"):
+                    return None
+                got[key.data] = line[len("READY"):].strip()
+                sel.unregister(key.fileobj)
+    finally:
+        sel.close()
+    return [got[k] for k in range(len(procs))]

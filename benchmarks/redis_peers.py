@@ -120,10 +120,9 @@ class TimewheelRedis:
         self.run = self.hu.task(name="benchmarks.run")(tasks.run)
         self.slow = self.hu.task(name="benchmarks.slow")(slow)
 
-    def enqueue_calls(self, items: Iterable[tuple[int, float]]) -> None:
+    def enqueue_calls(self, items: Iterable[tuple[int, float]]) -> list[str]:
         delay = self.run.delay
-        for i, due in items:
-            delay(i, due, eta=due)
+        return [delay(i, due, eta=due).id for i, due in items]
 
     def enqueue_batch(self, items: Iterable[tuple[int, float]]) -> None:
         delay = self.run.delay
@@ -156,10 +155,9 @@ class RQRedis:
         self.conn = Redis.from_url(url)
         self.q = Queue(QUEUE, connection=self.conn)
 
-    def enqueue_calls(self, items: Iterable[tuple[int, float]]) -> None:
+    def enqueue_calls(self, items: Iterable[tuple[int, float]]) -> list[str]:
         enqueue_in, td = self.q.enqueue_in, _dt.timedelta
-        for i, due in items:
-            enqueue_in(td(seconds=due - time.time()), tasks.run, i, due)
+        return [enqueue_in(td(seconds=due - time.time()), tasks.run, i, due).id for i, due in items]
 
     def enqueue_batch(self, items: Iterable[tuple[int, float]]) -> None:
         enqueue_in, td = self.q.enqueue_in, _dt.timedelta
@@ -197,10 +195,9 @@ class HueyRedis:
         self.run = self.huey.task(name="benchmarks.run")(tasks.run)
         self.slow = self.huey.task(name="benchmarks.slow")(slow)
 
-    def enqueue_calls(self, items: Iterable[tuple[int, float]]) -> None:
+    def enqueue_calls(self, items: Iterable[tuple[int, float]]) -> list[str]:
         schedule = self.run.schedule
-        for i, due in items:
-            schedule(args=(i, due), eta=utc(due))
+        return [schedule(args=(i, due), eta=utc(due)).id for i, due in items]
 
     def enqueue_batch(self, items: Iterable[tuple[int, float]]) -> None:
         raise Unsupported("Huey has no bulk enqueue API")
@@ -280,18 +277,22 @@ class RawRedis:
         self._prefix = os.urandom(8).hex()
         self._dumps = pickle.dumps
 
-    def _member(self, i: int, due: float) -> bytes:
-        return self._dumps((f"{self._prefix}{next(self._ids):08x}", "benchmarks.run", (i, due)), protocol=5)
+    def _member(self, i: int, due: float) -> tuple[str, bytes]:
+        task_id = f"{self._prefix}{next(self._ids):08x}"
+        return task_id, self._dumps((task_id, "benchmarks.run", (i, due)), protocol=5)
 
-    def enqueue_calls(self, items: Iterable[tuple[int, float]]) -> None:
-        zadd = self.conn.zadd
+    def enqueue_calls(self, items: Iterable[tuple[int, float]]) -> list[str]:
+        zadd, out = self.conn.zadd, []
         for i, due in items:
-            zadd("raw:q", {self._member(i, due): due})
+            task_id, member = self._member(i, due)
+            zadd("raw:q", {member: due})
+            out.append(task_id)
+        return out
 
     def enqueue_batch(self, items: Iterable[tuple[int, float]]) -> None:
         with self.conn.pipeline() as pipe:
             for i, due in items:
-                pipe.zadd("raw:q", {self._member(i, due): due})
+                pipe.zadd("raw:q", {self._member(i, due)[1]: due})
             pipe.execute()
 
 
@@ -434,11 +435,17 @@ class RedisBench(ServerBench):
 _BENCHES: dict[int, RedisBench] = {}
 
 
-def measure(runner: Runner, case: Case) -> dict:
-    """One measurement of the ``redis`` workload (the server is started on the first)."""
+def bench_for(runner: Runner) -> RedisBench:
+    """The run's redis-server (and its parent-side measurements), started on the first call:
+    every Redis measurement of a run uses the same server."""
     bench = _BENCHES.get(id(runner))
     if bench is None:
         bench = _BENCHES[id(runner)] = RedisBench(runner)
-    return bench.measure(case)
+    return bench
+
+
+def measure(runner: Runner, case: Case) -> dict:
+    """One measurement of the ``redis`` workload (the server is started on the first)."""
+    return bench_for(runner).measure(case)
 
 

@@ -3,6 +3,11 @@
 ``python -m benchmarks.report [RESULTS.json]`` -- default: the newest complete full run in
 ``benchmarks/results/``.  ``benchmarks/ANALYSIS.md`` (hand-written: profiling of the targets
 timewheel misses) is appended to RESULTS.md verbatim when present.
+
+``python -m benchmarks.report --only WORKLOAD RESULTS.json`` rewrites only that workload's
+section of RESULTS.md (and its plots) from a run of it alone (``python -m benchmarks --only
+WORKLOAD`` does so itself), for the workloads of :data:`PARTIAL`: their section stands on its
+own (targets included) between ``<!-- section:... -->`` marks, and says which run it is from.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import os
 import sys
 from typing import Callable, Optional
 
-from . import bigstore_report, pg_report, redis_report, scale
+from . import bigstore_report, enqueue_load, pg_report, redis_report, scale
 from .charts import COLORS, burst_drain, lateness_cdf, median_bars, pyplot, save
 from .harness import HERE, RESULTS
 from .stats import (
@@ -248,6 +253,7 @@ def targets(doc: dict) -> list[list[str]]:
     out += bigstore_report.targets(doc)
     out += redis_report.targets(doc)
     out += pg_report.targets(doc)
+    out += enqueue_load.targets(doc)
     return out
 
 
@@ -305,7 +311,10 @@ SECTIONS: list[tuple[str, str, Callable[[dict], str], str]] = [
      "The ceilings are psycopg alone: an `INSERT` of the pickled call into a table with a primary "
      "key and an index on the eta, one commit per task; in bulk, `executemany` or `COPY` in one "
      "transaction."),
+    (enqueue_load.WORKLOAD, enqueue_load.TITLE, enqueue_load.section, enqueue_load.NOTE),
 ]
+#: workloads whose section RESULTS.md can take from a run of them alone, and their plots
+PARTIAL: dict[str, Callable[[dict, str], list[str]]] = {enqueue_load.WORKLOAD: enqueue_load.plots}
 SECTIONS += bigstore_report.SECTIONS
 
 
@@ -368,10 +377,10 @@ def results_md(doc: dict, json_name: str, plots: list[str]) -> str:
         t = fn(doc)
         if not t:
             continue
-        lines += [f"## {title}", "", note, ""]
+        lines += [_mark(key), f"## {title}", "", note, ""]
         if key == "pending" and doc.get("builds"):
             lines += [table_builds(doc), ""]
-        lines += [t, ""]
+        lines += [t, _mark(key, end=True), ""]
     if os.path.exists(ANALYSIS_MD):
         with open(ANALYSIS_MD) as fh:
             lines += [fh.read().rstrip(), ""]
@@ -455,7 +464,59 @@ def plots(doc: dict, outdir: str = PLOTS_DIR) -> list[str]:
     made += bigstore_report.plots(doc, outdir)
     made += redis_report.plots(doc, outdir)
     made += pg_report.plots(doc, outdir)
+    made += enqueue_load.plots(doc, outdir)
     return made
+
+
+# -- one section --------------------------------------------------------------------------------
+def _mark(key: str, end: bool = False) -> str:
+    return f"<!-- {'/' if end else ''}section:{key} -->"
+
+
+def section_md(doc: dict, json_name: str, key: str, plots: list[str]) -> str:
+    """The section of workload ``key`` as RESULTS.md holds it, marks included; it names the
+    run it comes from (which may not be the full run the rest of the file comes from)."""
+    title, fn, note = next((t, f, n) for k, t, f, n in SECTIONS if k == key)
+    loads = [m["loadavg_before"] for m in doc["measurements"] if m["workload"] == key]
+    run = (f"*From `benchmarks/results/{json_name}` ({doc['machine']['date']}, "
+           f"{'this workload alone' if doc.get('partial') else 'a full run'}, {doc['mode']} sizes; "
+           f"timewheel {', '.join(sorted({m['rev'] for m in doc['measurements'] if m.get('rev')}))}; "
+           f"load average before its measurements {min(loads, default=0):.1f}–{max(loads, default=0):.1f} "
+           f"on {doc['machine']['cores']} cores).*")
+    lines = [_mark(key), f"## {title}", "", note, "", run, "", fn(doc), ""]
+    lines += [f"![{p}](plots/{p})" for p in plots]
+    return "\n".join(lines + [_mark(key, end=True)])
+
+
+def write_section(path: str, key: str) -> None:
+    """Rewrite workload ``key``'s section of RESULTS.md (and its plots) from the run in
+    ``path``, and the hand-written analysis at its end from ANALYSIS.md (new sections are
+    added at its end); the rest of the file stays as it is.  A file without the section gets
+    it before the analysis (or at its end)."""
+    with open(path) as fh:
+        doc = json.load(fh)
+    os.makedirs(PLOTS_DIR, exist_ok=True)
+    block = section_md(doc, os.path.basename(path), key, PARTIAL[key](doc, PLOTS_DIR))
+    with open(RESULTS_MD) as fh:
+        text = fh.read()
+    start, end = _mark(key), _mark(key, end=True)
+    analysis = ""
+    if os.path.exists(ANALYSIS_MD):
+        with open(ANALYSIS_MD) as fh:
+            analysis = fh.read().rstrip() + "\n"
+    first = analysis.split("\n", 1)[0]
+    if start in text and end in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        at = text.find(first) if first else -1
+        if at >= 0:
+            text = text[:at] + block + "\n\n" + text[at:]
+        else:
+            text = text.rstrip("\n") + "\n\n" + block + "\n"
+    if first and first in text:                 # the hand-written analysis, as it is now
+        text = text[:text.index(first)] + analysis
+    with open(RESULTS_MD, "w") as fh:
+        fh.write(text)
 
 
 # -- entry points -----------------------------------------------------------------------------
@@ -473,6 +534,10 @@ def write_all(path: str) -> None:
 
 
 def main(argv: list[str]) -> int:
+    if len(argv) == 4 and argv[1] == "--only" and argv[2] in PARTIAL:
+        write_section(argv[3], argv[2])
+        print(f"wrote the {argv[2]} section of {os.path.relpath(RESULTS_MD)} from {argv[3]}")
+        return 0
     path = argv[1] if len(argv) > 1 else latest_full()
     if not path:
         print("no full run in benchmarks/results/: run `python -m benchmarks` first", file=sys.stderr)

@@ -26,14 +26,12 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import shutil
-import subprocess
 import time
 from typing import Any, Callable, Optional
 
 from .charts import COLORS, median_bars, pyplot, save
-from .harness import Case, Runner, stop_processes, wait_for_file
+from .harness import Case, Runner, await_ready, stop_processes, wait_for_file
 from .machine import cpu_seconds
 from .stats import Stat, errors, group, markdown_table, ok, pct, stat, verdict, worst
 from .systems import WORKERS, open_system, utc
@@ -214,31 +212,6 @@ def child(spec: dict) -> dict:
 
 
 # -- parent side ------------------------------------------------------------------------------
-def _await_ready(procs: list[subprocess.Popen], timeout: float) -> Optional[list[float]]:
-    """Each child's READY line (its seconds per enqueued task), or None if one died or did
-    not say so in ``timeout`` s."""
-    sel = selectors.DefaultSelector()
-    for k, proc in enumerate(procs):
-        assert proc.stdout is not None
-        sel.register(proc.stdout, selectors.EVENT_READ, k)
-    got: dict[int, float] = {}
-    deadline = time.time() + timeout
-    try:
-        while len(got) < len(procs):
-            events = sel.select(max(0.0, deadline - time.time()))
-            if not events:
-                return None
-            for key, _ in events:
-                line = key.fileobj.readline()      # type: ignore[union-attr]
-                if not line.startswith("READY"):
-                    return None
-                got[key.data] = float(line.split()[1])
-                sel.unregister(key.fileobj)
-    finally:
-        sel.close()
-    return [got[k] for k in range(len(procs))]
-
-
 def _max_wait(p: dict) -> float:
     """Seconds after the first due instant before giving up: three times the ideal drain of
     one process, plus room for a slow consumer."""
@@ -265,7 +238,8 @@ def measure(runner: Runner, case: Case) -> dict:
         spec = dict(p, workload="scale", system=case.system, store=store, log=logf, index=k,
                     go=gofile, stopfile=stopfile, out=out)
         procs.append(runner.spawn(spec, d, os.path.join(d, f"spec-{k}.json"), pipe=True))
-    per_task = _await_ready(procs, timeout=120)
+    ready = await_ready(procs, timeout=120)
+    per_task = None if ready is None else [float(r) for r in ready]
     if per_task is None:
         stop_processes(procs, stopfile)
         errs = [runner.read(o, d) for o in outs]

@@ -2,8 +2,8 @@
 
 ``open_system(name, path)`` returns an object with:
 
-* ``enqueue(i, due)``: schedule ``tasks.run(i, due)`` at unix time ``due``; returns once the
-  system says the task is stored (durable per call);
+* ``enqueue(i, due)``: schedule ``tasks.run(i, due)`` at unix time ``due``; returns the task's id
+  once the system says the task is stored (durable per call);
 * ``enqueue_batch(items)``: the system's bulk API, or :class:`Unsupported`;
 * ``start()``: start running due tasks in this process (4 workers everywhere);
 * ``stop()``.
@@ -12,6 +12,8 @@ Settings are each system's defaults except where the brief fixes them:
 
 =====================  =========================================================================
 ``timewheel``          ``TimeWheel(path, workers=4)``
+``timewheel-fsync``    the same with ``durability="fsync"`` (``synchronous=FULL``: an fsync per
+                       commit, shared by the commits a group commit makes one)
 ``huey``               ``SqliteHuey(filename=path)`` (WAL, ``synchronous`` left at SQLite's
                        default FULL: an fsync per commit) + ``create_consumer(workers=4,
                        worker_type="thread")`` started in-process
@@ -45,7 +47,8 @@ from typing import Any, Iterable
 
 from . import tasks
 
-SYSTEMS = ("timewheel", "huey", "huey-normal", "apscheduler", "apscheduler-nograce", "sqlite3")
+SYSTEMS = ("timewheel", "timewheel-fsync", "huey", "huey-normal", "apscheduler", "apscheduler-nograce",
+           "sqlite3")
 RUNNERS = ("timewheel", "huey", "apscheduler", "apscheduler-nograce")   # systems that run tasks
 WORKERS = 4
 
@@ -61,13 +64,13 @@ def utc(ts: float) -> _dt.datetime:
 class TimewheelSystem:
     name = "timewheel"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, durability: str = "normal") -> None:
         from timewheel import TimeWheel  # on open: see the module docstring
-        self.hu = TimeWheel(path, workers=WORKERS)
+        self.hu = TimeWheel(path, workers=WORKERS, durability=durability)
         self.task = self.hu.task(name="benchmarks.run")(tasks.run)
 
-    def enqueue(self, i: int, due: float) -> None:
-        self.task.delay(i, due, eta=due)
+    def enqueue(self, i: int, due: float) -> str:
+        return self.task.delay(i, due, eta=due).id
 
     def enqueue_batch(self, items: Iterable[tuple[int, float]]) -> None:
         delay = self.task.delay
@@ -100,8 +103,8 @@ class HueySystem:
         self.task = self.huey.task(name="benchmarks.run")(tasks.run)
         self.consumer: Any = None
 
-    def enqueue(self, i: int, due: float) -> None:
-        self.task.schedule(args=(i, due), eta=utc(due))
+    def enqueue(self, i: int, due: float) -> str:
+        return self.task.schedule(args=(i, due), eta=utc(due)).id
 
     def enqueue_batch(self, items: Iterable[tuple[int, float]]) -> None:
         raise Unsupported("Huey has no batch enqueue API")
@@ -128,8 +131,8 @@ class APSchedulerSystem:
             executors={"default": ThreadPoolExecutor(WORKERS)}, job_defaults=defaults)
         self.sched.start(paused=True)
 
-    def enqueue(self, i: int, due: float) -> None:
-        self.sched.add_job(tasks.run, "date", run_date=utc(due), args=(i, due))
+    def enqueue(self, i: int, due: float) -> str:
+        return self.sched.add_job(tasks.run, "date", run_date=utc(due), args=(i, due)).id
 
     def enqueue_batch(self, items: Iterable[tuple[int, float]]) -> None:
         raise Unsupported("APScheduler has no batch add_job API")
@@ -158,8 +161,10 @@ class SqliteSystem:
         return (f"{self._prefix}{next(self._ids):08x}", due,
                 pickle.dumps(((i, due), {}), protocol=pickle.HIGHEST_PROTOCOL))
 
-    def enqueue(self, i: int, due: float) -> None:
-        self.con.execute("INSERT INTO q (id, eta, payload) VALUES (?, ?, ?)", self._row(i, due))
+    def enqueue(self, i: int, due: float) -> str:
+        row = self._row(i, due)
+        self.con.execute("INSERT INTO q (id, eta, payload) VALUES (?, ?, ?)", row)
+        return row[0]
 
     def enqueue_batch(self, items: Iterable[tuple[int, float]]) -> None:
         self.con.execute("BEGIN")
@@ -179,6 +184,8 @@ def open_system(name: str, path: str) -> Any:
         logging.getLogger(logger).setLevel(logging.ERROR)
     if name == "timewheel":
         return TimewheelSystem(path)
+    if name == "timewheel-fsync":
+        return TimewheelSystem(path, durability="fsync")
     if name == "huey":
         return HueySystem(path)
     if name == "huey-normal":

@@ -162,6 +162,17 @@ class StallProbe:
         self.worst_ms, self.stalls = float(worst), int(count)
 
 
+def enqueue_each(system: Any, dues: list[float]) -> int:
+    """Task ``k`` due at ``dues[k]``, one enqueue call each, in order; how many were enqueued
+    only after their eta had passed."""
+    late = 0
+    for k, due in enumerate(dues):
+        system.enqueue(k, due)
+        if time.time() > due:
+            late += 1
+    return late
+
+
 def lateness(spec: dict) -> dict:
     """``n`` tasks enqueued up front (consumer running), due evenly from ``lead`` to
     ``lead + spread`` s later; lateness = start (inside the task) - eta."""
@@ -178,11 +189,7 @@ def lateness(spec: dict) -> dict:
     lead = max(lead, (time.perf_counter() - t) / m * n * 1.5 + 0.5)
     t0 = time.time()
     dues = [t0 + lead + spread * k / n for k in range(n)]
-    late_enqueued = 0
-    for k, due in enumerate(dues):
-        system.enqueue(k, due)
-        if time.time() > due:
-            late_enqueued += 1
+    late_enqueued = enqueue_each(system, dues)
     enqueue_s = time.time() - t0
     with StallProbe() as probe:
         _wait_for(lambda: len(tasks.records) >= n, dues[-1] + spec.get("grace", 15.0) - time.time(), 0.01)

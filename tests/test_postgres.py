@@ -1165,3 +1165,36 @@ def test_recovery_of_a_sigkilled_workers_task_within_lease_plus_a_tick(pg_cluste
     record_property("recovery_s", round(took, 3))
     assert took < 1.0 + TICK + 0.75
     mp_worker.stop_all([b], c.stop_file)
+
+
+def test_limits_that_hold_nothing_are_forgotten_by_the_purge(open_pg, pg_db) -> None:
+    """As on the file and Redis stores: once a per-key limit holds no slot, no parked task, no
+    start in its window and no window to reopen, the purge drops its spec and its starts; a
+    held one stays, a key that comes back is limited as before, and what a process long gone
+    said it serves goes too."""
+    from timewheel.records import Outcome, end_run
+    s = open_pg()
+    now = s.now()
+    s.add([make_record("busy", now - 2, limits=(("k:busy", 1, 0, 0.0),))] +
+          [make_record(f"c{i}", now - 1, limits=((f"k:{i}", 1, 5, 0.2),)) for i in range(300)])
+    _ready_all(s)
+    got = {r.id: r for r in s.claim("me", s.now(), 400).records}
+    assert len(got) == 301
+    s.swap([(got[f"c{i}"], end_run(got[f"c{i}"], Outcome(True, now, now))) for i in range(300)])
+    s.serve("gone-long-ago", None)
+    s.serve("starting", None)                        # no heartbeat written yet: kept
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        def rows(sql: str) -> list:
+            return [r[0] for r in c.execute(sql.replace("@s", s.s)).fetchall()]
+        rows("INSERT INTO @s.alive (token, expires) VALUES ('gone-long-ago', "
+             "extract(epoch FROM now()) - 3700) RETURNING token")
+        assert len(rows("SELECT lim FROM @s.limits")) == 301 and len(rows("SELECT lim FROM @s.starts")) == 300
+        time.sleep(1.3)                   # the 0.2 s windows pass (starts are kept a second more)
+        s.purge(now - 3600)
+        assert rows("SELECT lim FROM @s.limits") == ["k:busy"] and rows("SELECT lim FROM @s.starts") == []
+        assert rows("SELECT token FROM @s.serving") == ["starting"]
+        s.add([make_record("again1", s.now() - 1, limits=(("k:7", 1, 5, 0.2),)),
+               make_record("again2", s.now() - 1, limits=(("k:7", 1, 5, 0.2),))])
+        _ready_all(s)
+        assert [x.id for x in s.claim("me", s.now(), 10).records] == ["again1"]   # one per key, still
+        assert "k:7" in rows("SELECT lim FROM @s.limits")

@@ -417,6 +417,27 @@ def test_finished_tasks_expire_with_result_ttl_and_purge_cleans_up(open_redis, r
     check_redis_store(redis_db, "t")
 
 
+def test_a_new_task_with_the_id_of_an_expired_one_is_added_and_its_old_entries_go(open_redis, redis_db):
+    """delay()'s script (redis_lua.ADD) leaves an id whose finished record expired while its
+    index entries stay (until purge) to PUT, which takes them out: the counters stay right."""
+    s = open_redis(result_ttl=1.0)
+    now = s.now()
+    s.add([make_record("old", now - 1)])
+    _ready_all(s)
+    (k,) = s.claim(s.liveness.token, s.now(), 1).records
+    t = s.now()
+    s.swap([(k, end_run(k, Outcome(True, t, t)))])
+    wait_for(lambda: s.get("old") is None, timeout=5, what="the result to expire")
+    r = redis.Redis.from_url(redis_db)
+    assert r.hexists("{t}:xn", "old")
+    (new,) = s.add([make_record("old", now + 60)])          # existing="fail", one task: ADD
+    assert new.status == PENDING and s.get("old").eta == pytest.approx(now + 60)
+    assert s.counts() == {(PENDING, "t"): 1} and not r.hexists("{t}:xn", "old")
+    with pytest.raises(DuplicateTask):
+        s.add([make_record("old", now + 90)])
+    check_redis_store(redis_db, "t")
+
+
 # -- the layout -----------------------------------------------------------------------------------
 
 def test_cells_are_named_alike_by_python_and_lua_far_out(open_redis, redis_db):
@@ -433,6 +454,11 @@ def test_cells_are_named_alike_by_python_and_lua_far_out(open_redis, redis_db):
     step = s.advance(s.wheel.due_tick(now + 3600.25), 10, "L")
     assert step.moved == 2 and step.complete
     check_redis_store(redis_db, "t")
+    for i, eta in enumerate(etas):       # one at a time: delay()'s script (ADD) places them alike
+        s.add([make_record(f"g{i}", eta)])
+    check_redis_store(redis_db, "t")
+    assert [r.id for r in s.scan(PENDING)] == [f"{c}{i}" for i in (0, 1, 4, 2, 3) for c in "fg"]
+    assert s.ticks() == sorted((s.wheel.due_tick(e), 2) for e in etas)
 
 
 def test_a_deleted_store_fails_cleanly(open_redis, redis_db):

@@ -521,6 +521,27 @@ def test_a_concurrency_limit_holds_slots_until_the_outcome_and_parks_the_rest(st
 
 
 @flow_backends
+def test_tasks_added_one_at_a_time_keep_their_queue_priority_and_limits(store: WheelStore) -> None:
+    """delay()'s path adds one task per call (the Redis store's ADD script, the file store's
+    lone INSERT or group commit): flow control's fields go where a batch puts them."""
+    now = store.now()
+    lim = _lim("one", concurrency=1)
+    for rec in [make_record("low", now - 5, priority=-10), make_record("mail", now - 6, queue="emails"),
+                make_record("high", now - 1, priority=10), make_record("x0", now - 4, limits=(lim,)),
+                make_record("x1", now - 3, limits=(lim,)), make_record("plain", now - 2)]:
+        assert store.add([rec]) == [rec]
+    ready_all(store)
+    got = store.claim("me", store.now(), 10, queues=frozenset({"default"})).records
+    assert [r.id for r in got] == ["high", "x0", "plain", "low"]      # x1 parked behind x0's slot
+    assert store.get("x1").status == PENDING and store.limit_states(["one"])[0].parked == 1
+    assert [r.id for r in store.claim("me", store.now(), 10).records] == ["mail"]
+    _done(store, got[1])
+    assert [r.id for r in store.claim("me", store.now(), 10).records] == ["x1"]
+    assert {q.queue: (q.pending, q.running) for q in store.queue_states(store.now())} == {
+        "default": (0, 4), "emails": (0, 1)}
+
+
+@flow_backends
 def test_a_crashed_holder_keeps_its_slot_until_it_is_requeued(store: WheelStore, dead_owner: str) -> None:
     now = store.now()
     lim = _lim("k", concurrency=1)

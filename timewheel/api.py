@@ -66,6 +66,7 @@ from .records import (
     reset_for_retry,
 )
 from .store import MemoryStore, WheelStore, is_url, open_store
+from .store.connection import DURABILITY
 from .store.rules import claimed, outcome_event
 from .tracing import API as _OTEL_API
 from .wheel import Wheel
@@ -201,6 +202,16 @@ def _label(value: Any, what: str, limit: int) -> str:
         raise ValueError(f"{what} must be 1 to {limit} printable characters without surrounding "
                          f"spaces, got {str.__repr__(text)}")
     return value
+
+
+def _durable(value: Any, url: Optional[str]) -> str:
+    """TimeWheel's ``durability``, checked: a server's is its own setting, not ours."""
+    if value not in DURABILITY:
+        raise ValueError(f"durability must be 'normal' or 'fsync', got {shown(value)}")
+    if value != "normal" and url:
+        raise ValueError(f"durability={value!r} is for a store file; a server's durability is its own "
+                         "setting (Redis: appendfsync; PostgreSQL: fsync and synchronous_commit)")
+    return str(value)
 
 
 def _qualname(f: Callable[..., Any]) -> str:
@@ -737,8 +748,8 @@ class TimeWheel(_Batches):
     :param timeout: default for tasks: seconds a run may take (``None``: no limit).
     :param immediate: run ``delay()`` inline, synchronously, in memory -- for test suites.
     :param busy_timeout: seconds a write waits for another process before ``StoreBusy``.
-    :param clock: returns unix time; inject a fake one in tests.  (A Redis store judges
-        time by its server's clock and uses this one only to measure the offset.)
+    :param durability: ``"fsync"``: a store file's commits survive a power cut too (an fsync per commit).
+    :param clock: returns unix time; inject a fake one in tests (a server store reads its server's).
     :param max_crashes: a task whose process died this many times while running it is failed.
     :param lookahead: ticks made ready ahead of the clock at once (each advance is one write).
     :param exit_grace: at interpreter exit a started wheel stops, waiting this many seconds
@@ -749,11 +760,11 @@ class TimeWheel(_Batches):
     """
 
     def __init__(self, path: Union[str, "os.PathLike[str]", None] = "tasks.db", workers: int = 4, *,
-                 tick: float = 1.0, slots: int = 3600, result_ttl: float = 7 * 86400.0,
-                 misfire_grace: Optional[float] = None, timeout: Optional[float] = None,
+                 tick: float = 1.0, slots: int = 3600, result_ttl: float = 7 * 86400.0, lookahead: int = 4,
+                 misfire_grace: Optional[float] = None, timeout: Optional[float] = None, max_crashes: int = 3,
                  immediate: bool = False, busy_timeout: float = 10.0, retry_jitter: bool = True,
-                 clock: Callable[[], float] = time.time, max_crashes: int = 3, serializer: str = "pickle",
-                 exit_grace: float = 5.0, lookahead: int = 4, namespace: str = "timewheel") -> None:
+                 clock: Callable[[], float] = time.time, serializer: str = "pickle", exit_grace: float = 5.0,
+                 namespace: str = "timewheel", durability: str = "normal") -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024:
             raise ValueError(f"workers must be an int from 1 to 1024, got {shown(workers)}")
         if path is not None and not isinstance(path, (str, os.PathLike)):
@@ -785,7 +796,7 @@ class TimeWheel(_Batches):
             raise ValueError(f"lookahead must be an int from 1 to 3600, got {shown(lookahead)}")
         self.lookahead, self.retry_jitter, self.serializer = (lookahead, _flag(retry_jitter, "retry_jitter"),
                                                               serialize.check_serializer(serializer))
-        self.namespace = _label(namespace, "namespace", 100)
+        self.namespace, self.durability = _label(namespace, "namespace", 100), _durable(durability, self.url)
         self._registry: dict[str, Task[..., Any]] = {}
         self._hooks = Hooks(EVENTS)
         self._store: Optional[WheelStore] = None
@@ -834,7 +845,7 @@ class TimeWheel(_Batches):
             return MemoryStore(self.wheel, clock=self.clock)
         return open_store(self.url or self.path or "", wheel=self.wheel, namespace=self.namespace,
                           timeout=self.busy_timeout, clock=self.clock, serializer=self.serializer,
-                          result_ttl=self.result_ttl if self.url else None)
+                          result_ttl=self.result_ttl if self.url else None, durability=self.durability)
 
     def now(self) -> float:
         """The store's clock: what etas and ``count_down`` are measured by."""

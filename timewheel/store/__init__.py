@@ -38,7 +38,7 @@ def public_location(location: str) -> str:
 def open_store(location: str, *, readonly: bool = False, wheel: Any = None,
                namespace: str = "timewheel", timeout: float = 10.0,
                clock: Optional[Any] = None, result_ttl: Optional[float] = None,
-               serializer: Optional[str] = None) -> WheelStore:
+               serializer: Optional[str] = None, durability: str = "normal") -> WheelStore:
     """The store at ``location``: a ``redis://``/``rediss://``/``unix://`` URL, a PostgreSQL
     connection string (``postgresql://``, ``postgres://``, a libpq keyword string:
     :mod:`timewheel.store.postgres_url`) or a file path.
@@ -47,8 +47,14 @@ def open_store(location: str, *, readonly: bool = False, wheel: Any = None,
     ``namespace``: Redis's key prefix; PostgreSQL's schema unless the location names one.
     ``result_ttl`` (Redis only): seconds a finished task is kept, as a Redis TTL.
     ``serializer``: the wheel's, checked against the store's (:meth:`WheelStore.agree_serializer`).
+    ``durability`` (files only): ``"normal"`` or ``"fsync"`` (see :class:`SqliteDictStore`); a
+    server's is its own setting, so a server's location takes ``"normal"`` only.
     """
     kw: dict[str, Any] = {} if clock is None else {"clock": clock}
+    if durability != "normal" and is_url(location):
+        raise ValueError(f"durability={durability!r} is for a store file; a server's durability is "
+                         "its own setting (Redis: appendfsync always; PostgreSQL: fsync and "
+                         "synchronous_commit on, its defaults)")
     store: WheelStore
     if is_postgres(location):
         from .postgres import PostgresStore
@@ -58,7 +64,8 @@ def open_store(location: str, *, readonly: bool = False, wheel: Any = None,
         store = RedisStore(location, wheel, namespace=namespace, timeout=timeout, readonly=readonly,
                            result_ttl=result_ttl, **kw)
     else:
-        store = SqliteDictStore(location, wheel, readonly=readonly, busy_timeout=timeout, **kw)
+        store = SqliteDictStore(location, wheel, readonly=readonly, busy_timeout=timeout,
+                                durability=durability, **kw)
     if serializer is not None:
         try:
             store.agree_serializer(serializer)

@@ -609,6 +609,7 @@ class PostgresStore(PostgresFlow, _Observers, PostgresBatches, WheelStore):
             self._pool.close()
             raise
         self.liveness = PostgresLiveness(self)
+        self._forget_after = ""         # where the purge's walk through the limits stands
 
     # -- talking to the server ----------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -929,6 +930,9 @@ class PostgresStore(PostgresFlow, _Observers, PostgresBatches, WheelStore):
         wanted = purge_statuses(statuses)
         (n,), = self._call(f"SELECT {self.s}.purge(%s, %s, %s::text[])",
                            (finished_ms(finished_before), max(0, min(limit, _PURGE_MAX)), wanted), write=True)
+        # and a page of the walk through the limits, forgetting idle ones (see forget_idle)
+        (self._forget_after,), = self._call(f"SELECT {self.s}.forget_idle(%s, 1000)",
+                                            (self._forget_after,), write=True)
         return n
 
     def _decoded(self, rows: Iterable[Sequence[Any]]) -> list[TaskRecord]:

@@ -93,8 +93,36 @@ def flow_functions(s: str, out_cols: str, nulls: str, record: str) -> list[str]:
             .replace("@mark_id", "v_mark_id").replace("@mark_eta", "v_mark_eta").replace("@n", "v_page"))
     one = lateral.replace("t.queue = b.q", "t.queue = v_qs[1]")
     claim = claim.replace("@bands_page", lateral).replace("@band_one", one).replace("@bands", BANDS)
-    return [_fill(x, s) for x in (USAGE, OPENING, REARM, RELEASE, LET_GO, claim)]
+    return [_fill(x, s) for x in (USAGE, OPENING, REARM, RELEASE, LET_GO, FORGET, claim)]
 
+
+# The purge's walk through the limits, a page of them (in key order, after p_after) per call:
+# each that holds nothing -- no slot, no parked task, no start left in its window, no window
+# to reopen -- is forgotten, so that per-key limits (one per customer) do not pile up (usage()
+# writes the spec again when the key comes back).  Also drops what processes gone for an hour
+# said they serve (their heartbeat lapsed then; fold() drops that row a day later, and a
+# process that has not written its first heartbeat yet has none).  Returns where the walk
+# stands: the last key looked at, '' once it went round.
+FORGET = """CREATE OR REPLACE FUNCTION @s.forget_idle(p_after text, p_limit int) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+  now_us bigint := (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
+  l record; seen int := 0; last text := '';
+BEGIN
+  DELETE FROM @s.serving v USING @s.alive a
+  WHERE a.token = v.token AND a.expires < now_us / 1000000.0 - 3600;
+  FOR l IN SELECT m.lim, m.per FROM @s.limits m WHERE m.lim > p_after ORDER BY m.lim LIMIT p_limit LOOP
+    seen := seen + 1;
+    last := l.lim;
+    CONTINUE WHEN NOT pg_try_advisory_xact_lock(hashtextextended(l.lim, 0));
+    DELETE FROM @s.starts x WHERE x.lim = l.lim AND x.at <= now_us - round(l.per * 1000000)::bigint - 1000000;
+    DELETE FROM @s.limits m WHERE m.lim = l.lim AND m.reopen IS NULL
+      AND NOT EXISTS (SELECT FROM @s.held h WHERE h.lim = l.lim)
+      AND NOT EXISTS (SELECT FROM @s.starts x WHERE x.lim = l.lim)
+      AND NOT EXISTS (SELECT FROM @s.tasks t WHERE t.status = 'pending' AND t.parked = l.lim);
+  END LOOP;
+  RETURN CASE WHEN seen < p_limit THEN '' ELSE last END;
+END $$"""
 
 # A limit's usage at a claim, as a jsonb object {ok, run, n, t, c, r, p, per}: ok false when
 # another transaction holds the limit now (the candidate is left ready); run: slots held; n:

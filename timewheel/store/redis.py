@@ -433,6 +433,18 @@ class RedisStore(RedisBatches, RedisRegistry, WheelStore):
         check_existing(existing)
         if not records:
             return []
+        if existing == "fail" and len(records) == 1 and records[0].status == PENDING and not (
+                _band(records[0])):
+            # delay()'s: one new pending task of the default band, by the script cut to that
+            # (redis_lua.ADD); another queue or priority goes to PUT, which keeps its band
+            rec = records[0]
+            done = self._script("add", [rec.id, rec.name, self.wheel.due_tick(rec.eta), eta_us(rec.eta),
+                                        rec.rev, rec.attempts, encode_record(rec), self.channel,
+                                        _limits(rec)])
+            if done == 1:
+                return [rec]
+            if done == 0:
+                raise DuplicateTask(f"task id {rec.id!r} already exists; nothing was added")
         if existing == "fail":
             seen: set[str] = set()
             for rec in records:
@@ -512,21 +524,14 @@ class RedisStore(RedisBatches, RedisRegistry, WheelStore):
                          now: float, limit: int, queued: int = 0, *, queues: Optional[frozenset] = None
                          ) -> tuple[list[Optional[TaskRecord]], Claimed]:
         """The outcomes' script and the claim's, pipelined: one round trip (and one fsync
-        with ``appendfsync always``) per worker round.  Each script is atomic on its own."""
+        with ``appendfsync always``) per worker round, shared with other threads' calls
+        meanwhile.  Each script is atomic on its own."""
         planned, items = self._plan_swap(changes)
         if not items:
             return self._swapped(planned, []), self.claim(owner, now, limit, queued, queues=queues)
-        if self.readonly:
-            raise StoreError(f"{self.location} is open read-only")
         limit, queued = max(0, limit), max(0, queued)
-
-        def both(c: Any) -> Any:
-            pipe = c.pipeline(transaction=False)
-            self._client.script("put", self._put_args("each", items), client=pipe)
-            self._client.script("claim", self._claim_args(owner, limit, queued, queues), client=pipe)
-            return pipe.execute()
-
-        done, res = self._io(both, write=True)
+        done, res = self._client.scripts([("put", self._put_args("each", items)),
+                                          ("claim", self._claim_args(owner, limit, queued, queues))])
         return self._swapped(planned, done), self._claimed(res, owner, limit)
 
     def _claim_args(self, owner: str, limit: int, queued: int, queues: Optional[frozenset]) -> list[Any]:

@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 
 from ..errors import StoreBusy, StoreError
 from . import redis_lua
+from .redis_pipeline import AutoPipeline
 from .server_clock import ServerClock
 
 try:
@@ -24,7 +25,7 @@ __all__ = ["RedisClient", "redis", "text"]
 log = logging.getLogger("timewheel.store")
 
 _RESYNC = 10.0              #: seconds between measurements of the offset to the server's clock
-_SCRIPTS = ("init", "put", "claim", "advance", "renew", "purge", "forget", "lead", "resign",
+_SCRIPTS = ("init", "put", "add", "claim", "advance", "renew", "purge", "forget", "lead", "resign",
             "mark_broken")
 
 
@@ -64,6 +65,8 @@ class RedisClient:
         self.db = self.redis.connection_pool.connection_kwargs.get("db", 0)
         self._scripts = {name: self.redis.register_script(getattr(redis_lua, name.upper()))
                          for name in _SCRIPTS}
+        #: the script calls of this process's threads, sharing round trips
+        self.auto = AutoPipeline(self)
         self._check_server()
         self.sync()
 
@@ -80,14 +83,44 @@ class RedisClient:
         except redis.RedisError as exc:
             raise self.translate(exc, write) from None
 
-    def script(self, name: str, args: Sequence[Any], client: Any = None) -> Any:
-        """Run the script ``name`` (of :mod:`timewheel.store.redis_lua`) with ``args``; with
-        ``client`` (a pipeline), only queue it there."""
+    def script(self, name: str, args: Sequence[Any]) -> Any:
+        """Run the script ``name`` (of :mod:`timewheel.store.redis_lua`) with ``args``: one
+        round trip, shared with other threads' calls meanwhile (store/redis_pipeline.py)."""
+        return self.scripts([(name, args)])[0]
+
+    def scripts(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """Run several scripts, ``(name, args)`` each, in order, in one round trip; their
+        replies (the first that failed is raised)."""
         if self.readonly:
             raise StoreError(f"{self.location} is open read-only")
-        if client is not None:
-            return self._scripts[name](keys=[self._meta], args=args, client=client)
+        return self.auto.scripts(calls)
+
+    def run_one(self, name: str, args: Sequence[Any]) -> Any:
+        """One script call, alone: one EVALSHA (redis-py loads the script if the server
+        does not know it)."""
         return self.io(lambda c: self._scripts[name](keys=[self._meta], args=args, client=c), write=True)
+
+    def pipelined(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """Several script calls in one pipeline (no MULTI: each script is atomic on its own):
+        one write, one read.  Their replies, an error in the place of a script that failed.
+        EVALSHA straight away -- redis-py's scripts in a pipeline would first ask the server
+        whether it knows them, one round trip more each time; a script it does not know (it
+        restarted) is loaded then, and the calls that did not run for it run again."""
+        def send(c: Any, todo: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+            pipe = c.pipeline(transaction=False)
+            for name, args in todo:
+                pipe.evalsha(self._scripts[name].sha, 1, self._meta, *args)
+            return pipe.execute(raise_on_error=False)
+
+        replies = self.io(lambda c: send(c, calls), write=True)
+        unknown = [k for k, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
+        if unknown:
+            for name in {calls[k][0] for k in unknown}:
+                self.io(lambda c, name=name: c.script_load(self._scripts[name].script))
+            again = self.io(lambda c: send(c, [calls[k] for k in unknown]), write=True)
+            for k, r in zip(unknown, again):
+                replies[k] = r
+        return replies
 
     def translate(self, exc: Exception, write: bool) -> StoreError:
         text = str(exc) or exc.__class__.__name__

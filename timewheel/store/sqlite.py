@@ -37,7 +37,7 @@ from collections import defaultdict
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from .. import flow
-from ..errors import DuplicateTask
+from ..errors import DuplicateTask, shown
 from ..records import PENDING, RUNNING, RecordDecodeError, TaskRecord, decode_record, encode_record
 from ..wheel import Wheel
 from . import positions, rules
@@ -55,7 +55,7 @@ from .base import (
     finished_ms,
     purge_statuses,
 )
-from .connection import RECORD, TABLE
+from .connection import DURABILITY, RECORD, TABLE
 from .locks import FileLiveness, probe
 from .sqlite_batches import KEPT_FOR_BATCH, FileBatchStore
 from .sqlite_bells import Doorbells
@@ -115,6 +115,9 @@ class SqliteDictStore(FileBatchStore, WheelStore):
         file is never created, converted or written, nor are files created beside it.
     :param busy_timeout: seconds a write waits for another process's transaction before
         :class:`StoreBusy` is raised.
+    :param durability: ``"normal"`` (commits survive a crash of the process: SQLite's
+        ``synchronous=NORMAL``) or ``"fsync"`` (they survive a power cut too: ``synchronous=FULL``,
+        one fsync per commit, which concurrent writes of this process share).
     """
 
     flow_control = True       #: see WheelStore.flow_control
@@ -122,14 +125,19 @@ class SqliteDictStore(FileBatchStore, WheelStore):
 
     def __init__(self, path: "str | os.PathLike[str]", wheel: Optional[Wheel] = None, *,
                  readonly: bool = False, busy_timeout: float = 10.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, durability: str = "normal") -> None:
+        if durability not in DURABILITY:
+            raise ValueError(f"durability must be one of {', '.join(map(repr, DURABILITY))}, "
+                             f"got {shown(durability)}")
         self.path = os.path.abspath(os.fspath(path))
         self.location = self.path
         self.readonly = readonly
         self.busy_timeout = busy_timeout
+        self.durability = durability
         self._clock = clock            # type: ignore[assignment]
         #: the file: its transactions and its metadata map (``file.meta``)
-        self.file = StoreFile(self.path, readonly=readonly, busy_timeout=busy_timeout)
+        self.file = StoreFile(self.path, readonly=readonly, busy_timeout=busy_timeout,
+                              durability=durability)
         self.wheel, layout = set_up(self.file, wheel, self.now())
         self._reader = FileReader(self.file, self.wheel, layout)
         self._bells = Doorbells(self.file, lambda: horizon_of(self.file))
@@ -155,17 +163,15 @@ class SqliteDictStore(FileBatchStore, WheelStore):
             row = ("t:" + rec.id, bytearray(encode_record(rec)), at, rec.name)  # bytearray: see _insert
             f = self.file
             f.check_still_there()
-            with f.lock:
-                try:
-                    f.conn().run(_ADD, row)
-                except sqlite3.IntegrityError:
-                    raise DuplicateTask(f"task id {rec.id!r} already exists; nothing was added") from None
-                except sqlite3.Error as exc:
-                    raise f.translate(exc) from None
+            try:
+                f.group.insert(_ADD, row)          # shares a transaction with concurrent writes
+            except sqlite3.IntegrityError:
+                raise DuplicateTask(f"task id {rec.id!r} already exists; nothing was added") from None
+            except sqlite3.Error as exc:
+                raise f.translate(exc) from None
             self._bells.ring_if_near(t)
             return [rec]
-        with self.file.writing():
-            out, earliest = self._add_in_transaction(records, existing)
+        out, earliest = self.file.group.run(lambda: self._add_in_transaction(records, existing))
         self._bells.ring_if_near(earliest)
         return out
 
@@ -257,10 +263,12 @@ class SqliteDictStore(FileBatchStore, WheelStore):
     def swap(self, changes: Sequence[tuple[TaskRecord, TaskRecord]]) -> list[Optional[TaskRecord]]:
         if not changes:
             return []
-        fl = FileFlow(self.file, self.wheel)
-        with self.file.writing():
-            out = self._swap_in_transaction(changes, horizon_of(self.file), fl)
-        self._ring_if_pending(out, fl.released)
+
+        def work() -> tuple[list[Optional[TaskRecord]], int]:
+            fl = FileFlow(self.file, self.wheel)      # (made anew if the group runs it again)
+            return self._swap_in_transaction(changes, horizon_of(self.file), fl), fl.released
+        out, released = self.file.group.run(work)
+        self._ring_if_pending(out, released)
         return out
 
     def _swap_in_transaction(self, changes: Sequence[tuple[TaskRecord, TaskRecord]], horizon: int,
@@ -330,24 +338,31 @@ class SqliteDictStore(FileBatchStore, WheelStore):
                 if fresh and default:         # (no room:) rows added on their own, of the default band
                     etas += self._reader.fresh_head(horizon_of(f))
                 return Claimed([], min(etas) / 1e6 if etas else None)
-        fl = FileFlow(f, self.wheel)
-        with f.writing():
+
+        def work() -> tuple[Claimed, int]:
+            fl = FileFlow(f, self.wheel)
             got = self._claim_in_transaction(owner, now, limit, queued, horizon_of(f), queues, fl)
-        if fl.released:
+            return got, fl.released
+        got, released = f.group.run(work)
+        if released:
             self.ring()
         return got
 
     def record_and_claim(self, changes: Sequence[tuple[TaskRecord, TaskRecord]], owner: str, now: float,
                          limit: int, queued: int = 0, *, queues: Optional[frozenset] = None
                          ) -> tuple[list[Optional[TaskRecord]], Claimed]:
-        """:meth:`swap` then :meth:`claim`, in one transaction: a worker's round costs one."""
+        """:meth:`swap` then :meth:`claim`, in one transaction -- a worker's round costs one,
+        shared with the ``delay()`` calls of this process's threads meanwhile."""
         f = self.file
-        fl = FileFlow(f, self.wheel)
-        with f.writing():
+
+        def work() -> tuple[list[Optional[TaskRecord]], Claimed, int]:
+            fl = FileFlow(f, self.wheel)
             horizon = horizon_of(f)
             out = self._swap_in_transaction(changes, horizon, fl) if changes else []
             got = self._claim_in_transaction(owner, now, limit, queued, horizon, queues, fl)
-        self._ring_if_pending(out, fl.released)
+            return out, got, fl.released
+        out, got, released = f.group.run(work)
+        self._ring_if_pending(out, released)
         return out, got
 
     def _claim_in_transaction(self, owner: str, now: float, limit: int, queued: int, horizon: int,

@@ -3,8 +3,9 @@ read highest priority first (one index range per band, a page at a time), each c
 decided by :class:`timewheel.flow.Admission`, what it takes made running and counted, what a
 full limit holds back parked (store/sqlite_flow.py), and the next eta to look at.
 
-Kept apart from store/sqlite.py, which opens the transaction: this is the one place where the
-file store applies flow control to a claim (issue 21).
+Kept apart from store/sqlite.py, which runs it in a transaction of a group commit (shared with
+the other writes of its process meanwhile: store/sqlite_group.py): this is the one place where
+the file store applies flow control to a claim (issue 21).
 """
 
 from __future__ import annotations

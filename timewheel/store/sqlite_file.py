@@ -9,6 +9,9 @@ store/connection.py), read and written in the same transactions as the tasks::
     with file.writing():                  # BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error
         horizon = file.meta["horizon"]
         file.meta.update(horizon=horizon + 1, leader=token)
+
+The writes of tasks, which many threads make at once, go through :attr:`StoreFile.group`
+instead (store/sqlite_group.py): they share transactions.
 """
 
 from __future__ import annotations
@@ -26,8 +29,21 @@ from typing import Any, Callable, Collection, Iterable, Iterator, MutableMapping
 from ..backoff import backoff
 from ..errors import NotAStore, StoreBusy, StoreError
 from ..records import RecordDecodeError
-from .connection import CONNECTING, META_TABLE, TABLE, Metadata, abandon, decode_meta, ro_uri, track
+from .connection import (
+    CONNECTING,
+    DURABILITY,
+    META_TABLE,
+    TABLE,
+    Metadata,
+    abandon,
+    connect,
+    decode_meta,
+    ro_uri,
+    track,
+)
 from .locks import check_owner, locks_for
+from .sqlite_checkpoint import Checkpointer
+from .sqlite_group import GroupCommit
 
 __all__ = ["StoreFile", "LegacyMeta", "stored_format", "FORMAT", "V4_FORMAT", "V3_FORMAT", "V2_FORMAT",
            "V1_FORMAT"]
@@ -94,14 +110,20 @@ class StoreFile:
     :param readonly: never create, convert or write the file, nor files beside it.
     :param busy_timeout: seconds a write waits for another process's transaction before
         :class:`~timewheel.errors.StoreBusy`.
+    :param durability: ``"normal"`` or ``"fsync"`` (see :data:`~timewheel.store.connection.DURABILITY`).
     """
 
-    def __init__(self, path: str, *, readonly: bool, busy_timeout: float) -> None:
+    def __init__(self, path: str, *, readonly: bool, busy_timeout: float, durability: str = "normal") -> None:
         self.path = path
         self.readonly = readonly
         self.busy_timeout = busy_timeout
+        self.durability = durability
         #: held by every statement of a transaction (reset in a forked child: see track)
         self.lock = threading.RLock()
+        #: the writes of tasks, leader/follower: concurrent ones share a transaction
+        self.group = GroupCommit(self)
+        #: the WAL's checkpoints, on a thread of their own (told of every commit)
+        self.checkpoints = self._checkpointer()
         self._db: Optional[Metadata] = None
         self._pid = -1
         self.legacy = False           #: True: read-only on a store of 0.2 (see LegacyMeta)
@@ -239,7 +261,8 @@ class StoreFile:
         pauses = backoff(0.005, 0.1)
         while True:
             try:
-                self._db = Metadata(self.path, self.readonly, self.busy_timeout)
+                self._db = Metadata(self.path, self.readonly, self.busy_timeout,
+                                    DURABILITY[self.durability])
                 break
             except sqlite3.OperationalError as exc:
                 # Two processes switching a new file to WAL at once: the loser gets "database
@@ -306,6 +329,7 @@ class StoreFile:
         return self._dict()
 
     def close(self) -> None:
+        self.checkpoints.close()       # first: the last connection to close removes the WAL
         with self.lock:
             if self._db is not None and self._pid == os.getpid():
                 try:
@@ -313,6 +337,22 @@ class StoreFile:
                 except Exception:  # noqa: BLE001 - closing must not raise; nothing is pending
                     log.debug("closing %s failed", self.path, exc_info=True)
             self._db = None
+
+    def _checkpointer(self) -> Checkpointer:
+        def inline(on: bool) -> None:
+            with self.lock:
+                self.conn().run(f"PRAGMA wal_autocheckpoint = {1000 if on else 0}")
+        return Checkpointer(lambda: connect(self.path, self.busy_timeout, DURABILITY[self.durability]),
+                            inline)
+
+    def reset_locks(self) -> None:
+        """In a forked child: a lock held by a thread of the parent at fork() would stay held
+        forever here, the parent's queued writes are not this process's, nor is its
+        checkpoints' thread (whose connection is abandoned, as the store's own: see _dict)."""
+        self.lock = threading.RLock()
+        self.group.reset()
+        abandon(self.checkpoints)
+        self.checkpoints = self._checkpointer()
 
     # -- statements and transactions ----------------------------------------------------------
     def x(self, sql: str, params: Any = ()) -> int:
@@ -350,7 +390,10 @@ class StoreFile:
         """One write transaction, committed when the block ends, rolled back on any error.
 
         BEGIN IMMEDIATE takes the write lock up front, so a read-modify-write (a claim)
-        cannot interleave with another process's.
+        cannot interleave with another process's; it waits for it as every write does (see
+        :func:`~timewheel.store.connection.busy_pause`).  The block has the transaction to
+        itself: for the rarer writes (the ticking process's, the doorbells', conversions);
+        the writes of tasks share theirs (:attr:`group`).
         """
         if self.readonly:
             raise StoreError(f"{self.path} is open read-only")
@@ -360,6 +403,7 @@ class StoreFile:
                 self.x("BEGIN IMMEDIATE")
                 yield
                 self.x("COMMIT")
+                self.checkpoints.committed()
             except BaseException as exc:
                 self._rollback()
                 if isinstance(exc, sqlite3.Error):
