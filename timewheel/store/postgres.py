@@ -820,11 +820,7 @@ class PostgresStore(PostgresFlow, _Observers, PostgresBatches, WheelStore):
         if not records:
             return []
         if existing == "fail":
-            seen: set[str] = set()
-            for rec in records:
-                if rec.id in seen:
-                    raise DuplicateTask(f"task id {rec.id!r} is given twice; nothing was added")
-                seen.add(rec.id)
+            rules.check_distinct(records)
             conflict, wake = write([(r, None) for r in records])
             if conflict:
                 raise DuplicateTask(f"task id {records[conflict - 1].id!r} already exists; nothing was added")

@@ -446,11 +446,7 @@ class RedisStore(RedisBatches, RedisRegistry, WheelStore):
             if done == 0:
                 raise DuplicateTask(f"task id {rec.id!r} already exists; nothing was added")
         if existing == "fail":
-            seen: set[str] = set()
-            for rec in records:
-                if rec.id in seen:
-                    raise DuplicateTask(f"task id {rec.id!r} is given twice; nothing was added")
-                seen.add(rec.id)
+            rules.check_distinct(records)
             res = self._put("all", [self._item(r, None) for r in records])
             if res[0] == 0:
                 raise DuplicateTask(f"task id {records[res[1] - 1].id!r} already exists; nothing was added")

@@ -60,6 +60,15 @@ def stored_rev(value: Any) -> Optional[int]:
     return value
 
 
+def check_distinct(records: Sequence[TaskRecord]) -> None:
+    """``add(existing="fail")``: each id at most once in one call, else DuplicateTask."""
+    seen: set[str] = set()
+    for rec in records:
+        if rec.id in seen:
+            raise DuplicateTask(f"task id {rec.id!r} is given twice; nothing was added")
+        seen.add(rec.id)
+
+
 def admit(new: TaskRecord, old: Union[TaskRecord, Unreadable, None], existing: str
           ) -> tuple[TaskRecord, bool]:
     """What ``add(existing=...)`` does with ``new`` when its id holds ``old`` (None: nothing;
