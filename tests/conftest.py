@@ -46,10 +46,45 @@ def python() -> str:
     return sys.executable
 
 
+#: the serializers of the tasks' arguments and results (timewheel/serialize.py): the store
+#: conformance suite runs with each (``pytestmark`` parametrises the ``serializer`` fixture)
+SERIALIZERS = ["pickle", "json"]
+_SERIALIZING = ["pickle"]      # the serializer fixture's: what payload_of and make_record write
+
+
+@pytest.fixture
+def serializer(request) -> Iterator[str]:
+    """The serializer of the tasks under test: "pickle", unless the test is parametrised with
+    ``pytest.mark.parametrize("serializer", SERIALIZERS, indirect=True)``.  Stores opened by
+    ``store_factory`` agree to it, and ``make_record``/``payload_of``/``result_of`` write with it
+    while the test runs."""
+    name = getattr(request, "param", "pickle")
+    _SERIALIZING[0] = name
+    yield name
+    _SERIALIZING[0] = "pickle"
+
+
+def payload_of(args: tuple, kwargs: "dict | None" = None) -> bytes:
+    """The payload of a call ``(*args, **kwargs)`` in the serializer under test."""
+    if _SERIALIZING[0] == "json":
+        from timewheel.serialize import dumps_call
+        return dumps_call(args, kwargs or {})
+    return pickle.dumps((args, kwargs or {}))
+
+
+def result_of(value: Any) -> bytes:
+    """A stored return value in the serializer under test."""
+    if _SERIALIZING[0] == "json":
+        from timewheel.serialize import dumps_result
+        return dumps_result(value)
+    return pickle.dumps(value)
+
+
 def make_record(task_id: str, eta: float, **fields: Any) -> TaskRecord:
-    """A pending record of task ``t`` (the one builder every test uses)."""
+    """A pending record of task ``t`` (the one builder every test uses), its payload in the
+    serializer under test."""
     fields.setdefault("name", "t")
-    fields.setdefault("payload", pickle.dumps(((task_id,), {})))
+    fields.setdefault("payload", payload_of((task_id,)))
     fields.setdefault("created", eta)
     return TaskRecord(id=task_id, eta=eta, **fields)
 
@@ -60,8 +95,9 @@ def backend(request) -> str:
 
 
 @pytest.fixture
-def store_factory(backend, tmp_path, request):
-    """Open another instance of this test's store (for memory: the same one)."""
+def store_factory(backend, serializer, tmp_path, request):
+    """Open another instance of this test's store (for memory: the same one), agreeing to the
+    serializer under test as a wheel's store does (``open_store(serializer=)``)."""
     opened: list[WheelStore] = []
     memory: list[MemoryStore] = []
     redis_url = request.getfixturevalue("redis_db") if backend == "redis" else None
@@ -81,6 +117,7 @@ def store_factory(backend, tmp_path, request):
         else:
             s = SqliteDictStore(str(tmp_path / "store.db"), Wheel())
         opened.append(s)
+        s.agree_serializer(serializer)
         return s
 
     yield open_store

@@ -1,4 +1,6 @@
-"""Store conformance: every backend passes the same tests (see ``conftest.BACKENDS``).
+"""Store conformance: every backend passes the same tests (see ``conftest.BACKENDS``), with
+each serializer of the tasks' arguments (``conftest.SERIALIZERS``: the store agrees to it as a
+wheel's does, and every payload and result is written with it: issue 26).
 
 Times are real (``time.time()``), a few seconds apart, because a backend may judge due-ness
 by its own server's clock; tests of exact instants with a fake clock live with each backend.
@@ -6,7 +8,6 @@ by its own server's clock; tests of exact instants with a fake clock live with e
 
 from __future__ import annotations
 
-import pickle
 import threading
 import time
 
@@ -30,7 +31,14 @@ from timewheel.records import (
 )
 from timewheel.store.base import BROKEN, Claimed, WheelStore
 
-from .conftest import count_of, flow_backends, make_record
+from .conftest import SERIALIZERS, count_of, flow_backends, make_record, payload_of, result_of
+
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test of a store (its fixtures ask for the serializer) runs with each serializer."""
+    if "serializer" in metafunc.fixturenames:
+        metafunc.parametrize("serializer", SERIALIZERS, indirect=True)
 
 
 def ready_all(store: WheelStore, ahead: float = 0.0) -> None:
@@ -40,11 +48,14 @@ def ready_all(store: WheelStore, ahead: float = 0.0) -> None:
         pass
 
 
-def test_add_get_roundtrip(store: WheelStore) -> None:
+def test_add_get_roundtrip(store: WheelStore, serializer: str, backend: str) -> None:
     now = store.now()
     r = make_record("a", now + 10, retries=2, retry_delay=0.5, misfire_grace=3.0, timeout=7.0)
+    assert r.payload[:1] == (b"{" if serializer == "json" else b"\x80")
     assert store.add([r]) == [r]
     assert store.get("a") == r
+    if backend != "memory":             # a store kept apart from its wheel records its serializer
+        assert store.stored_serializer() == (None if serializer == "pickle" else "json")
     assert store.get("missing") is None
     assert store.counts() == {(PENDING, "t"): 1}
 
@@ -98,8 +109,8 @@ def test_existing_keep_reuse_replace(store: WheelStore) -> None:
     assert again.status == PENDING and again.eta == now + 50 and again.rev == done.rev + 1
     assert store.get("k") == again
     # replace replaces a pending one: new arguments and eta, in one step
-    (new,) = store.add([make_record("k", now + 70, payload=b"new")], existing="replace")
-    assert store.get("k") == new and new.payload == b"new" and new.rev == again.rev + 1
+    (new,) = store.add([make_record("k", now + 70, payload=payload_of(("new",)))], existing="replace")
+    assert store.get("k") == new and new.payload == payload_of(("new",)) and new.rev == again.rev + 1
     assert store.counts() == {(PENDING, "t"): 1}
     assert [r.id for r in store.scan(PENDING)] == ["k"]
 
@@ -119,8 +130,8 @@ def test_replacing_an_undecodable_record_never_takes_its_rev_back(store: WheelSt
         store.get("x")
     with pytest.raises(DuplicateTask):
         store.add([make_record("x", now)])
-    (new,) = store.add([make_record("x", now - 0.5, payload=b"new")], existing=existing)
-    assert new.payload == b"new" and new.status == PENDING
+    (new,) = store.add([make_record("x", now - 0.5, payload=payload_of(("new",)))], existing=existing)
+    assert new.payload == payload_of(("new",)) and new.status == PENDING
     assert new.rev == first.rev + 1 and store.get("x") == new
     assert store.counts() == {(PENDING, "t"): 1}
     t = store.now()
@@ -295,11 +306,11 @@ def test_end_run_outcomes_are_placed(store: WheelStore) -> None:
     got = {r.id: r for r in store.claim("me", store.now(), 10).records}
     t = store.now()
     ok, bad, dead = store.swap([
-        (got["ok"], end_run(got["ok"], Outcome(True, t, t, result=pickle.dumps(42)))),
+        (got["ok"], end_run(got["ok"], Outcome(True, t, t, result=result_of(42)))),
         (got["bad"], end_run(got["bad"], Outcome(False, t, t, error="E: x", traceback="tb"))),
         (got["dead"], end_run(got["dead"], Outcome(False, t, t, error="E: y", retryable=False))),
     ])
-    assert ok.status == SUCCEEDED and pickle.loads(ok.result) == 42
+    assert ok.status == SUCCEEDED and ok.result == result_of(42)
     assert bad.status == PENDING and bad.eta == pytest.approx(t + 30.0)
     assert bad.error == "E: x" and bad.attempts == 1
     assert dead.status == FAILED
