@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 from pathlib import Path
 from typing import Any, Optional
 
@@ -15,7 +14,7 @@ from timewheel.cli import cli
 from timewheel.records import Outcome, TaskRecord, cancel, end_run, skip_misfired
 from timewheel.store.base import WheelStore
 
-from .conftest import make_record
+from .conftest import make_record, payload_of, result_of
 
 
 class Account:
@@ -36,28 +35,33 @@ class Evil:
 
 
 def rec(task_id: str, name: str, eta: float, args: tuple = (), kwargs: Optional[dict] = None,
-        **kw: Any) -> TaskRecord:
-    return make_record(task_id, eta, name=name, payload=pickle.dumps((args, kwargs or {})), **kw)
+        serializer: str = "pickle", **kw: Any) -> TaskRecord:
+    return make_record(task_id, eta, name=name, payload=payload_of(args, kwargs, serializer), **kw)
 
 
 def populate(store: WheelStore, now: float, owner: str,
-             evil_path: str = "/nonexistent/pwned") -> dict[str, str]:
-    """A task in every status (running ones owned by ``owner``); returns ids by status."""
+             evil_path: str = "/nonexistent/pwned", serializer: str = "pickle") -> dict[str, str]:
+    """A task in every status (running ones owned by ``owner``), its arguments and result in
+    ``serializer`` (with JSON, plain stand-ins for the application's objects); returns ids by
+    status."""
+    json = serializer == "json"
+    account = {"account": "ann"} if json else Account("ann")
     store.add([
-        rec("p-soon", "emails.send", now + 90, (Account("ann"), "hi"), {"urgent": True}),
-        rec("p-later", "emails.send", now + 3 * 3600, ("bob@example.com", "x" * 1000)),
-        rec("p-far", "reports.build", now + 3 * 86400),
-        rec("p-evil", "reports.build", now + 600, (Evil(evil_path),)),
-        rec("ok", "reports.build", now - 5, (1,)),
-        rec("bad", "emails.send", now - 4, (2,)),
-        rec("run", "emails.send", now - 3),
-        rec("late", "emails.send", now - 60, misfire_grace=1.0),
-        rec("gone", "emails.send", now + 60),
+        rec("p-soon", "emails.send", now + 90, (account, "hi"), {"urgent": True}, serializer),
+        rec("p-later", "emails.send", now + 3 * 3600, ("bob@example.com", "x" * 1000), serializer=serializer),
+        rec("p-far", "reports.build", now + 3 * 86400, serializer=serializer),
+        rec("p-evil", "reports.build", now + 600, (evil_path if json else Evil(evil_path),),
+            serializer=serializer),
+        rec("ok", "reports.build", now - 5, (1,), serializer=serializer),
+        rec("bad", "emails.send", now - 4, (2,), serializer=serializer),
+        rec("run", "emails.send", now - 3, serializer=serializer),
+        rec("late", "emails.send", now - 60, misfire_grace=1.0, serializer=serializer),
+        rec("gone", "emails.send", now + 60, serializer=serializer),
     ])
     store.advance(store.wheel.current_tick(now), 1000, "tests")
     claimed = {r.id: r for r in store.claim(owner, now, 10).records}
     assert sorted(claimed) == ["bad", "late", "ok", "run"], sorted(claimed)
-    result = pickle.dumps({"sent": 3, "to": Account("ann")})
+    result = result_of({"sent": 3, "to": account}, serializer)
     trace = "Traceback (most recent call last):\n  File 'app.py', line 1\nValueError: no such mailbox\n"
     done = store.swap([
         (claimed["ok"], end_run(claimed["ok"], Outcome(True, now - 0.01, now - 0.003, result=result))),

@@ -64,17 +64,17 @@ def serializer(request) -> Iterator[str]:
     _SERIALIZING[0] = "pickle"
 
 
-def payload_of(args: tuple, kwargs: "dict | None" = None) -> bytes:
-    """The payload of a call ``(*args, **kwargs)`` in the serializer under test."""
-    if _SERIALIZING[0] == "json":
+def payload_of(args: tuple, kwargs: "dict | None" = None, serializer: "str | None" = None) -> bytes:
+    """The payload of a call ``(*args, **kwargs)`` in ``serializer`` (default: the one under test)."""
+    if (serializer or _SERIALIZING[0]) == "json":
         from timewheel.serialize import dumps_call
         return dumps_call(args, kwargs or {})
     return pickle.dumps((args, kwargs or {}))
 
 
-def result_of(value: Any) -> bytes:
-    """A stored return value in the serializer under test."""
-    if _SERIALIZING[0] == "json":
+def result_of(value: Any, serializer: "str | None" = None) -> bytes:
+    """A stored return value in ``serializer`` (default: the one under test)."""
+    if (serializer or _SERIALIZING[0]) == "json":
         from timewheel.serialize import dumps_result
         return dumps_result(value)
     return pickle.dumps(value)

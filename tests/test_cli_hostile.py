@@ -31,6 +31,7 @@ from timewheel.testing import console_script, measured
 from timewheel.testing import processes as procs
 
 from .cli_fixtures import fingerprint, invoke, populate, rec
+from .conftest import SERIALIZERS
 
 DEAD_OWNER = "999999:deadbeef:999999"
 ESCAPES = ["\x1b[2J\x1b[H", "\x1b]0;pwned\x07", "\x1b]8;;http://evil/\x1b\\", "\x9b31m", "\u202eexe.txt",
@@ -85,22 +86,24 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def build(path: Path, extra: int = 40) -> Path:
-    """A store with a task in every status, ``extra`` more pending ones, and a broken record."""
-    s = open_store(str(path))
+def build(path: Path, extra: int = 40, serializer: str = "pickle") -> Path:
+    """A store with a task in every status and ``extra`` more pending ones, their arguments
+    and results written with ``serializer`` (the store records it)."""
+    s = open_store(str(path), serializer=serializer)
     try:
         now = time.time()
-        populate(s, now, DEAD_OWNER)
-        s.add([rec(f"x{i:03d}", "bulk" if i % 2 else "emails.send", now + 30 + 97 * i, (i,))
-               for i in range(extra)])
+        populate(s, now, DEAD_OWNER, serializer=serializer)
+        s.add([rec(f"x{i:03d}", "bulk" if i % 2 else "emails.send", now + 30 + 97 * i, (i,),
+                   serializer=serializer) for i in range(extra)])
     finally:
         s.close()
     return path
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build(tmp_path_factory.mktemp("base") / "tasks.db")
+@pytest.fixture(scope="module", params=SERIALIZERS)
+def base(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The store every tampering starts from: once with pickled tasks, once with JSON ones."""
+    return build(tmp_path_factory.mktemp("base") / "tasks.db", serializer=request.param)
 
 
 def copy_of(base: Path, where: Path, name: str = "tasks.db") -> Path:
@@ -616,3 +619,42 @@ def test_fuzz_corrupted_stores_are_answered_in_one_line_and_never_written(
     grown = peak_rss_mb() - rss0
     TALLY[suite]["peak MiB growth"] = max(TALLY[suite]["peak MiB growth"], round(grown))
     assert grown < 200, grown
+
+
+# -- malformed JSON in a JSON store ------------------------------------------------------------------
+
+def test_malformed_json_in_a_json_store_is_shown_with_its_reason(tmp_path: Path) -> None:
+    """Payloads and results that are not what the JSON serializer writes are shown as 'cannot
+    show' with the reason, by every command, in one line or a listing; a record value that is
+    JSON text (what a tool writing the table by hand might put there) is listed as broken (a
+    finished one here: a pending one is skipped by listings until the claim that meets it sets it
+    aside, which test_json's test of malformed JSON under a running wheel covers)."""
+    from .test_json import MALFORMED
+    path = build(tmp_path / "tasks.db", extra=10, serializer="json")
+    s = open_store(str(path), serializer="json")
+    now = time.time()
+    s.add([TaskRecord(id=f"m-{k}", name="emails.send", eta=now + 600, payload=v)
+           for k, v in MALFORMED.items()] + [rec("bad-result", "emails.send", now - 1, serializer="json")])
+    s.advance(s.wheel.current_tick(now), 1000, "tests")
+    (claimed,) = s.claim(DEAD_OWNER, now, 1).records
+    s.swap([(claimed, end_run(claimed, Outcome(True, now, now, result=b'{"result": {"$uuid": 1}}')))])
+    s.close()
+    sql(path, "UPDATE timewheel SET value = '{\"id\": \"ok\", \"name\": \"reports.build\"}' "
+              "WHERE key = 't:ok'")
+    before = fingerprint(path)
+    for command in HOSTILE_COMMANDS:
+        result, took = timed(command[0], str(path), *command[1:])
+        check_answer(result, command, took)
+        assert result.exit_code == 0, (command, result.stderr)
+    for task_id in [f"m-{k}" for k in MALFORMED] + ["bad-result"]:
+        result, took = timed("show", str(path), task_id, "--json")
+        check_answer(result, task_id, took)
+        shown = json.loads(result.stdout)
+        if task_id == "bad-result":
+            assert shown["args"] == "()" and "$uuid holds a int" in shown["result_error"], shown
+        else:
+            assert shown["args"] is None and shown["args_error"], (task_id, shown)
+    listing = json.loads(invoke("tasks", str(path), "--limit", "0", "--json").stdout)
+    assert [(t["id"], "not a timewheel record" in t["error"]) for t in listing["tasks"]
+            if t["status"] == "broken"] == [("ok", True)]
+    assert fingerprint(path) == before

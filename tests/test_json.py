@@ -233,3 +233,60 @@ def test_running_any_json_payload_never_raises(blob) -> None:
         assert not out.ok and not out.retryable and out.error.startswith("cannot decode its arguments")
     else:
         assert out.ok, out.error                           # echo takes any arguments
+
+
+# -- malformed JSON written straight into the store, under a running JSON wheel, on every backend ---
+
+MALFORMED = {                           # a payload another tool could get wrong, and why it is refused
+    "cut": b'{"args": [1, 2',
+    "not-utf8": b'{"args": ["\xff"]}',
+    "args-not-a-list": b'{"args": {"a": 1}}',
+    "no-args": b'{"kwargs": {}}',
+    "kwargs-a-list": b'{"args": [], "kwargs": [1]}',
+    "unknown-key": b'{"args": [], "when": 3}',
+    "bad-uuid": b'{"args": [{"$uuid": "not a uuid"}]}',
+    "bad-bytes": b'{"args": [{"$bytes": "***"}]}',
+    "decimal-number": b'{"args": [{"$decimal": 3}]}',
+    "trace-not-text": b'{"args": [], "trace": {"traceparent": 1}}',
+    "deep": b'{"args": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+}
+
+
+def test_malformed_json_in_the_store_fails_its_task_and_a_wrecked_record_is_set_aside(
+        backend, request, corrupt) -> None:
+    """Whatever JSON lands in the store: a payload the wheel cannot decode fails its task at once
+    (attempt 1, not retried although it may retry) with the reason; a record that is not a
+    record at all is set aside as broken; every good task around them runs exactly once; the
+    wheel keeps running (no crash, no loop), and a task enqueued after them runs too."""
+    location = {"memory": None, "sqlite": str(request.getfixturevalue("tmp_path") / "j.db"),
+                "redis": request.getfixturevalue("redis_db") if backend == "redis" else None,
+                "postgres": request.getfixturevalue("pg_db") if backend == "postgres" else None}[backend]
+    hu = json_wheel(location)
+    runs: list = []
+    hu.task(name="j.count")(lambda n: runs.append(n))
+    now = hu.now()
+    good = [TaskRecord(id=f"good{i}", name="j.count", eta=now - 1 + i / 10, created=now,
+                       payload=dumps_call((i,), {})) for i in range(5)]
+    bad = [TaskRecord(id=f"bad-{k}", name="j.count", eta=now - 1, created=now, payload=v, retries=3,
+                      retry_delay=0.01) for k, v in MALFORMED.items()]
+    hu.store.add(good + bad + [TaskRecord(id="wreck", name="j.count", eta=now - 1, created=now,
+                                          payload=dumps_call((99,), {}))])
+    corrupt(hu.store, "wreck")
+    hu.start()
+    try:
+        wait_for(lambda: all(hu.get(r.id).status == FAILED for r in bad)
+                 and all(hu.get(r.id).status == SUCCEEDED for r in good), timeout=30)
+        for r in bad:
+            failed = hu.get(r.id).record
+            assert failed.attempts == 1 and failed.error.startswith("cannot decode its arguments"), \
+                (r.id, failed.error)
+        wait_for(lambda: [b.id for b in hu.store.scan("broken")] == ["wreck"], timeout=30)
+        (wreck,) = hu.store.scan("broken")
+        assert "not a timewheel record" in wreck.error or "version" in wreck.error, wreck.error
+        assert hu.tasks["j.count"].delay(7).result(timeout=30) is None
+        assert sorted(runs) == [0, 1, 2, 3, 4, 7]                  # exactly once each; 99 never
+        counts = hu.store.counts()
+        assert sum(n for (s, _), n in counts.items() if s == "broken") == 1
+        assert sum(n for (s, _), n in counts.items() if s == FAILED) == len(MALFORMED)
+    finally:
+        hu.close()

@@ -34,7 +34,6 @@ from timewheel.store.base import BROKEN, Claimed, WheelStore
 from .conftest import SERIALIZERS, count_of, flow_backends, make_record, payload_of, result_of
 
 
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Every test of a store (its fixtures ask for the serializer) runs with each serializer."""
     if "serializer" in metafunc.fixturenames:

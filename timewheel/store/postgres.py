@@ -902,7 +902,8 @@ class PostgresStore(PostgresFlow, _Observers, PostgresBatches, WheelStore):
                 if rules.set_aside(row[0], exc):
                     self._mark_broken(row[0], str(exc))
                 continue
-            taken.append(rules.claimed(old, owner, at, lease=lease, queued=row[_NREC + 1]))   # after the batch
+            # waits: after the record's columns and the batch
+            taken.append(rules.claimed(old, owner, at, lease=lease, queued=row[_NREC + 1]))
         return Claimed(taken, head)
 
     def _mark_broken(self, task_id: str, reason: str) -> None:
