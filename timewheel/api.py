@@ -44,7 +44,7 @@ if sys.version_info >= (3, 10):
 else:                                   # typing_extensions: a dependency on 3.9 only
     from typing_extensions import ParamSpec
 
-from . import flow, serialize, tracing
+from . import flow, inbox, serialize, tracing
 from .backoff import backoff
 from .boss import Boss, Health
 from .errors import DuplicateTask, StoreBusy, TaskFailed, TaskNotFound, shown
@@ -662,6 +662,36 @@ class Task(Generic[P, R_co]):
                         None, self.timeout, rest + ((), None))
 
 
+def _inbox_builder(registry: "dict[str, Task[..., Any]]", clock: Callable[[], float]
+                   ) -> Callable[[inbox.Entry], TaskRecord]:
+    """What makes the record of an inbox entry (timewheel/inbox.py) in this process: as
+    ``delay()`` without options makes it, from the task's declaration here -- an entry naming a
+    task this process does not declare, or whose arguments do not fit it, is refused
+    (InboxError), never added with options guessed."""
+    def build(entry: inbox.Entry) -> TaskRecord:
+        task = registry.get(entry.name)
+        if task is None:
+            raise inbox.InboxError(f"no task named {entry.name!r} is declared in the process that took "
+                                   "the entry in (declare every task in every process)")
+        args, kwargs = serialize.loads_call(entry.payload)
+        if task._signature is not None:
+            try:
+                task._signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise inbox.InboxError(f"its arguments do not fit {task.name}: {exc}") from None
+        rest: tuple = ("default", 0, (), None, None, (), None)
+        if task._flow is not None:
+            try:
+                rest = (task.queue, task.priority, task._limits(tuple(args), kwargs), None, None, (), None)
+            except Exception as exc:  # noqa: BLE001 - the application's key function
+                raise inbox.InboxError(f"the limits of {task.name}: {exc.__class__.__name__}: "
+                                       f"{exc}") from None
+        now = clock()
+        return new_task(entry.id, task.name, now if entry.eta is None else entry.eta, entry.payload, now,
+                        task.retries, task.retry_delay, task.misfire_grace, task.timeout, rest)
+    return build
+
+
 class Delayed(Generic[P, T_co]):
     """What :meth:`Task.options` returns: ``delay()`` with options set, checked by type checkers
     against the function's parameters (``T_co``: what the handle's ``result()`` returns)."""
@@ -1125,7 +1155,8 @@ class TimeWheel(_Batches):
                 return self
             boss = Boss(self.store, WorkerPool(self.workers, self._execute), lookahead=self.lookahead,
                         result_ttl=self.result_ttl, max_crashes=self.max_crashes,
-                        on_change=self._changed_notify, on_event=self._hooks.post, queues=served)
+                        on_change=self._changed_notify, on_event=self._hooks.post, queues=served,
+                        inbox=_inbox_builder(self._registry, self.store.now))
             if self._periodics is not None:
                 self._periodics.reconcile()    # before the boss can claim anything
             boss.start()

@@ -42,6 +42,8 @@ from typing import Callable, Optional
 from . import processes
 from .backoff import backoff
 from .errors import StoreError
+from .inbox import PAGE as PAGE_INBOX
+from .inbox import Entry
 from .pool import WorkerPool
 from .records import (
     FAILED,
@@ -101,8 +103,11 @@ class Boss:
                  on_change: Callable[[], None] = lambda: None,
                  on_event: Callable[[str, TaskRecord, Optional[BaseException]], None] = lambda *a: None,
                  recover_every: Optional[float] = None,
-                 purge_every: Optional[float] = None, queues: Optional[frozenset] = None) -> None:
+                 purge_every: Optional[float] = None, queues: Optional[frozenset] = None,
+                 inbox: Optional[Callable[[Entry], TaskRecord]] = None) -> None:
         self.store = store
+        #: makes the record of an inbox entry (timewheel/inbox.py); None: take no entries in
+        self.inbox = inbox if store.inbox_kept else None
         #: the queues this process claims (None: every queue; see timewheel.flow)
         self.queues = queues
         self.wheel = store.wheel
@@ -215,6 +220,8 @@ class Boss:
             self._horizon, self._complete = adv.horizon, adv.complete
             if adv.moved:
                 self._rang = True
+        if self.inbox is not None:
+            self._take_inbox()
         if _due(self, "_recover_at", self.recover_every, now):
             lost = self.store.abandoned(now)
             if lost:
@@ -240,6 +247,19 @@ class Boss:
         if _due(self, "_forget_at", 60.0, now):
             self.store.forget_processes(processes.gone_long_ago(self.store.process_reports(), now,
                                                                 self.liveness.is_dead))
+
+    def _take_inbox(self) -> None:
+        """Take in what other tools put in the store's inbox: a page per call, up to ten while
+        pages come full (2,000 entries a tick), so a flood of entries cannot stall the tick."""
+        assert self.inbox is not None
+        for _ in range(10):
+            added, aside = self.store.take_inbox(self.inbox, PAGE_INBOX)
+            if added:
+                log.info("took %d task(s) in from the inbox", added)
+                self._rang = True
+                self.on_change()
+            if added + aside < PAGE_INBOX:
+                return
 
     @property
     def queueing(self) -> int:

@@ -54,6 +54,7 @@ from ..wheel import Wheel
 
 if TYPE_CHECKING:
     from ..batches import BatchState
+    from ..inbox import Entry
 
 __all__ = [
     "WheelStore", "Liveness", "Doorbell", "Claimed", "Advanced", "StoreState", "EXISTING",
@@ -386,6 +387,22 @@ class WheelStore(abc.ABC):
 
     def record_serializer(self, name: str) -> None:
         raise StoreError(f"{self.location}: this store keeps no serializer")
+
+    # -- the inbox other tools enqueue through (timewheel/inbox.py) -----------------------------
+    #: True where a tool that is not timewheel can add tasks through the store's inbox
+    inbox_kept: bool = False
+
+    def take_inbox(self, build: "Callable[[Entry], TaskRecord]", limit: int = 200) -> tuple[int, int]:
+        """Take up to ``limit`` of the oldest inbox entries in, atomically each with its removal
+        from the inbox: an entry becomes the task ``build`` makes of it (added as :meth:`add`
+        adds one, ``existing="fail"``), or -- unreadable, ``build`` refusing it (InboxError), its
+        id taken -- is set aside with the reason, never taken again.  Returns (tasks added,
+        entries set aside).  The ticking process calls it every tick."""
+        return 0, 0
+
+    def inbox_rejected(self, limit: int = 100) -> list[tuple[str, str]]:
+        """The entries set aside, oldest first: (entry text, reason)."""
+        return []
 
     # -- the processes registry (timewheel/processes.py) -----------------------------------------
     def report_process(self, token: str, report: str) -> None:

@@ -64,6 +64,7 @@ from .sqlite_counters import Counters, absorb, counted
 from .sqlite_file import V1_FORMAT, StoreFile
 from .sqlite_flow import PAUSED, FileFlow
 from .sqlite_format import horizon_of, set_up
+from .sqlite_inbox import FileInboxStore
 from .sqlite_read import PROCESS, SERVE, FileReader
 
 __all__ = ["SqliteDictStore", "OLD_FORMAT"]
@@ -107,7 +108,7 @@ class _ReadOnlyLiveness(Liveness):
         self._probe.close()
 
 
-class SqliteDictStore(FileBatchStore, WheelStore):
+class SqliteDictStore(FileBatchStore, FileInboxStore, WheelStore):
     """A :class:`WheelStore` in one SQLite file.  Thread-safe; one instance per process.
 
     :param path: the store file; created (mode 0600) unless ``readonly``.

@@ -4,7 +4,8 @@
 format        layout
 ============  ==========================================================================
 timewheel/5   batches (issue 23): their tables (store/sqlite_batches.py), and records that
-              name their batch in a field timewheel 0.4 cannot read (so it must refuse the file)
+              name their batch in a field timewheel 0.4 cannot read (so it must refuse the file);
+              the inbox other tools enqueue through (issue 26: store/sqlite_inbox.py)
 timewheel/4   flow control (timewheel 0.4): its tables (store/sqlite_flow.py) and the positions
               of bands and parked tasks (store/positions.py)
 timewheel/3   (timewheel 0.3) the bookkeeping in the metadata map (``timewheel_meta``,
@@ -50,6 +51,8 @@ from .sqlite_file import (
     stored_format,
 )
 from .sqlite_flow import SCHEMA as FLOW_SCHEMA
+from .sqlite_inbox import INBOX
+from .sqlite_inbox import SCHEMA as INBOX_SCHEMA
 
 __all__ = ["set_up", "geometry", "horizon_of", "Layout"]
 
@@ -96,9 +99,14 @@ def set_up(f: StoreFile, wheel: Optional[Wheel], now: float) -> tuple[Wheel, Lay
     with f.reading():
         layout = Layout(f.has_table(SLOTS_TABLE), f.has_table(NAMED_TABLE), f.has_table(f"{TABLE}_paused"),
                         f.has_table(BATCHES))
+        inbox = f.has_table(INBOX)
     if not (layout.slot_cells and layout.named_ticks) and not f.readonly:
         _add_observer_counters(f, stored)
         layout = Layout(True, True, layout.flow, layout.batches)
+    if not f.readonly and not inbox:          # a /5 file made before the inbox (unreleased)
+        with f.writing():
+            for ddl in INBOX_SCHEMA:
+                f.x(ddl)
     return stored, layout
 
 
@@ -135,7 +143,7 @@ def _initialise(f: StoreFile, wheel: Wheel, now: float) -> Wheel:
     with f.writing():
         if _format(f) is not None:
             return geometry(f)
-        for ddl in SCHEMA + slot_schema(wheel.slots) + FLOW_SCHEMA + BATCH_SCHEMA:
+        for ddl in SCHEMA + slot_schema(wheel.slots) + FLOW_SCHEMA + BATCH_SCHEMA + INBOX_SCHEMA:
             f.x(ddl)
         _mark_format(f)
         f.meta.update(slots=wheel.slots, tick=float(wheel.tick), horizon=wheel.current_tick(now),
@@ -155,7 +163,7 @@ def _convert(f: StoreFile) -> None:
     with f.writing():
         fmt = _format(f)
         if fmt in (V3_FORMAT, V4_FORMAT):
-            for ddl in (FLOW_SCHEMA if fmt == V3_FORMAT else ()) + BATCH_SCHEMA:
+            for ddl in (FLOW_SCHEMA if fmt == V3_FORMAT else ()) + BATCH_SCHEMA + INBOX_SCHEMA:
                 f.x(ddl)
             _mark_format(f)
             f.meta["format"] = FORMAT
@@ -168,7 +176,7 @@ def _convert(f: StoreFile) -> None:
         for col, kind in (("pos", "TEXT"), ("name", "TEXT"), ("rev", "INTEGER")):
             if col not in columns:
                 f.x(f'ALTER TABLE "{TABLE}" ADD COLUMN {col} {kind}')
-        for ddl in SCHEMA[1:] + FLOW_SCHEMA + BATCH_SCHEMA:
+        for ddl in SCHEMA[1:] + FLOW_SCHEMA + BATCH_SCHEMA + INBOX_SCHEMA:
             f.x(ddl)
         old = LegacyMeta(f)
         if fmt == V1_FORMAT:
