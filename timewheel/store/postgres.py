@@ -83,6 +83,7 @@ from .base import (
 from .leases import LeaseLiveness
 from .postgres_batches import PostgresBatches
 from .postgres_flow import PostgresFlow
+from .postgres_inbox import PostgresInbox
 from .postgres_url import check_schema, parse
 from .server_clock import ServerClock
 
@@ -556,7 +557,7 @@ class _Observers:
             mark = _mark(kind, last[0], last[2], last[11], last[12])
 
 
-class PostgresStore(PostgresFlow, _Observers, PostgresBatches, WheelStore):
+class PostgresStore(PostgresFlow, _Observers, PostgresBatches, PostgresInbox, WheelStore):
     """A :class:`WheelStore` in a PostgreSQL database.  Thread-safe; one instance per process.
 
     :param location: ``postgresql://[user[:password]@]host[:port]/db[?...]``, ``postgres://...``

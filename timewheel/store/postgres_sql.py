@@ -38,13 +38,14 @@ from __future__ import annotations
 from typing import Sequence
 
 from .postgres_flow_sql import flow_functions, flow_schema
+from .postgres_inbox import schema as inbox_schema
 
 __all__ = ["FORMAT", "VERSION", "RECORD_COLUMNS", "ROW_COLUMNS", "WRITE_COLUMNS", "migration", "channel"]
 
 FORMAT = "timewheel-postgres/1"
 #: the schema's version; :func:`migration` brings an older one here.  2: the tasks' attempt
 #: history, the processes' reports, the serializer (issue 26); 3: flow control (issue 21);
-#: 4: batches (issue 23)
+#: 4: batches (issue 23), and the inbox other tools enqueue through (issue 26)
 VERSION = 4
 
 #: the columns of a task row in the order of :class:`~timewheel.records.TaskRecord`'s fields
@@ -584,7 +585,7 @@ def migration(schema: str, version: int) -> list[str]:
     if version < 3:
         steps += flow_schema(s)
     if version < 4:
-        steps += _batch_schema(s)
+        steps += _batch_schema(s) + inbox_schema(s)     # and the inbox (issue 26: store/postgres_inbox.py)
     if version >= 1:
         # the functions' signatures and row types change with the columns: the old ones go
         # (CREATE OR REPLACE would add overloads beside them, or refuse another row type)

@@ -113,6 +113,7 @@ from .redis_batches import RedisBatches
 from .redis_client import RedisClient, redis
 from .redis_client import text as _text
 from .redis_flow import RedisFlow, RedisRegistry, bands_of
+from .redis_inbox import RedisInbox
 
 __all__ = ["RedisStore", "RedisLiveness", "FORMAT", "DEFAULT_LEASE"]
 
@@ -306,7 +307,7 @@ class _PubSubBell(Doorbell):
         super().close()
 
 
-class RedisStore(RedisBatches, RedisRegistry, WheelStore):
+class RedisStore(RedisBatches, RedisRegistry, RedisInbox, WheelStore):
     """A :class:`WheelStore` in a Redis database.  Thread-safe; one instance per process.
 
     :param url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS) or

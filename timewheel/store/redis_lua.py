@@ -27,7 +27,7 @@ Conventions:
 from __future__ import annotations
 
 __all__ = ["INIT", "PUT", "ADD", "CLAIM", "ADVANCE", "RENEW", "PURGE", "FORGET", "LEAD", "RESIGN",
-           "MARK_BROKEN"]
+           "MARK_BROKEN", "INBOX_REJECT"]
 
 _PRELUDE = r"""#!lua
 local P = string.sub(KEYS[1], 1, -5)            -- '{ns}:' of '{ns}:meta'
@@ -339,6 +339,16 @@ return redis.call('HMGET', KEYS[1], 'format', 'slots', 'tick')
 #: does not exist, -3 it is done), or a 1/0 per item ('each').
 PUT = _PRELUDE + _BATCHES + r"""
 local mode, ttl, channel = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local taken_in = 0                                -- 'inbox:<n>:<sha1>': the tasks of the inbox's
+if string.sub(mode, 1, 6) == 'inbox:' then        -- first n entries, which must still be these
+  local sep = string.find(mode, ':', 7, true)
+  taken_in = tonumber(string.sub(mode, 7, sep - 1))
+  local head = redis.call('LRANGE', P .. 'inbox', 0, taken_in - 1)
+  if #head ~= taken_in or redis.sha1hex(table.concat(head, '\0')) ~= string.sub(mode, sep + 1) then
+    return {0, 0}
+  end
+  mode = 'all'
+end
 local bmode, bid, bopened, nc = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
 local H = 7 + 8 * nc
 local W = 16
@@ -369,6 +379,7 @@ if mode == 'all' then
     for j = 1, n do if not matches(j) then return {0, j} end end
   end
 end
+if taken_in > 0 then redis.call('LTRIM', P .. 'inbox', taken_in, -1) end
 if bmode == 'open' and redis.call('EXISTS', P .. 'b:' .. bid) == 1 then return {0, -1} end
 if bmode == 'add' then
   local d = redis.call('HMGET', P .. 'b:' .. bid, 'c', 'd')
@@ -854,6 +865,18 @@ RESIGN = r"""#!lua
 local P = string.sub(KEYS[1], 1, -5)
 if redis.call('GET', P .. 'leader') == ARGV[1] then redis.call('DEL', P .. 'leader') end
 if ARGV[2] == '1' then redis.call('DEL', P .. 'alive:' .. ARGV[1]) end
+return 1
+"""
+
+#: Set aside the inbox's first entry (timewheel/inbox.py), if it is still the one read: moved to
+#: the list ``inbox:rejected`` as ``{"entry": ..., "error": ...}``.  ARGV: its SHA-1, the reason.
+#: Returns 1 if it was moved.
+INBOX_REJECT = r"""#!lua
+local P = string.sub(KEYS[1], 1, -5)
+local first = redis.call('LINDEX', P .. 'inbox', 0)
+if not first or redis.sha1hex(first) ~= ARGV[1] then return 0 end
+redis.call('RPUSH', P .. 'inbox:rejected', cjson.encode({entry = first, error = ARGV[2]}))
+redis.call('LPOP', P .. 'inbox')
 return 1
 """
 
