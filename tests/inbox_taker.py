@@ -1,5 +1,6 @@
 """A process that takes a store's inbox in, racing others (tests/test_inbox.py): waits for the
-go file, calls take_inbox ``calls`` times, pages of 17, and prints its totals as JSON."""
+go file, calls take_inbox ``calls`` times (0: until the inbox is empty), pages of 17, and prints
+its totals as JSON."""
 
 from __future__ import annotations
 
@@ -22,9 +23,12 @@ def main(location: str, go: str, calls: int) -> None:
     while not os.path.exists(go):
         time.sleep(0.005)
     added = aside = 0
-    for _ in range(calls):
+    n = 0
+    while n < calls or not calls:
         a, b = store.take_inbox(build, limit=17)
-        added, aside = added + a, aside + b
+        added, aside, n = added + a, aside + b, n + 1
+        if not calls and not a + b:
+            break
     store.close()
     print(json.dumps([added, aside]))
 

@@ -184,3 +184,38 @@ def test_racing_takers_take_each_entry_in_exactly_once(tool, tmp_path) -> None:
         assert len(store.inbox_rejected(limit=1000)) == 5
     finally:
         store.close()
+
+
+def test_a_taker_killed_midway_loses_and_doubles_nothing(tool, tmp_path) -> None:
+    """SIGKILL a process while it takes thousands of entries in, page after page: whatever it
+    had taken is there once, the rest is still in the inbox, and another taker finishes."""
+    location, enqueue = tool
+    store = open_store(location, serializer="json")
+    go = tmp_path / "go"
+    go.touch()
+    n = 3000
+    for i in range(0, n, 500):
+        enqueue([_entry(f"k{j:05d}", None) for j in range(i, i + 500)])
+    taker = procs.popen([sys.executable, "-m", "tests.inbox_taker", location, str(go), "0"],
+                        stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        wait_for(lambda: 0 < len(store.scan("pending", limit=n)), timeout=30, interval=0.001,
+                 what="the taker taking entries in")
+        taker.kill()
+        taker.wait(30)
+        before = len(store.scan("pending"))
+        assert 0 < before < n, before                    # killed midway
+        taken = 0
+        while True:
+            a, b = store.take_inbox(lambda e: new_task(e.id, e.name, store.now() + 3600, e.payload,
+                                                       store.now(), 0, 1.0, None, None))
+            assert b == 0
+            taken += a
+            if not a:
+                break
+        assert before + taken == n
+        assert sorted(r.id for r in store.scan("pending")) == [f"k{j:05d}" for j in range(n)]
+    finally:
+        taker.kill()
+        taker.wait()
+        store.close()

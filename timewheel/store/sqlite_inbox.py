@@ -39,6 +39,9 @@ class FileInboxStore:
         f = self.file
         if f.readonly:
             return 0, 0
+        with f.reading():    # every tick: an empty inbox costs a read, not the write lock
+            if not f.q(f'SELECT 1 FROM "{INBOX}" WHERE error IS NULL LIMIT 1'):
+                return 0, 0
         earliest: Optional[int] = None
         with f.writing():
             rows = f.q(f'SELECT seq, entry FROM "{INBOX}" WHERE error IS NULL ORDER BY seq LIMIT ?', (limit,))
