@@ -37,8 +37,8 @@ class Recorder:
         self.got: list[tuple[float, TaskRecord]] = []
         self.done: set[tuple[str, int]] = set()       # (id, rev) of runs handed back
 
-    def start(self, on_done) -> None:
-        self.on_done = on_done
+    def start(self, on_done, on_start=None) -> None:
+        self.on_done = on_done            # (on_start: nothing here waits in a queue)
 
     def stop(self, wait: bool = True, timeout=None) -> None:
         pass

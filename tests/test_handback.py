@@ -73,3 +73,30 @@ def test_sigterm_hands_back_the_queued_tasks_and_waits_only_for_the_running_ones
     by_b = [i for i, pid, t in starts if pid == str(b.pid)]
     assert len(by_a) == 4 and len(by_b) == 36, (by_a, by_b)
     assert all(t < report["signalled"] for i, pid, t in starts if pid == str(a.pid))
+
+
+def test_running_counts_the_started_tasks_and_claimed_the_queued_ones(tmp_path, shared) -> None:
+    """One definition of running (started on a worker), on every backend: a process with 4
+    workers that claimed 40 shows 4 running and 36 claimed; as its workers take queued tasks,
+    their starts reach the store and the counts follow (4 running, 32 claimed)."""
+    from timewheel import query
+    out = str(tmp_path)
+    enqueuer, work = handback_worker.make_wheel(shared, out)
+    with enqueuer.batch():
+        for i in range(40):
+            work.delay(i, PAUSE)
+    a = worker(shared, out, 4, 36)
+    try:
+        def counts() -> tuple:
+            c = query.counts_by_status(enqueuer.store)[0]
+            return c["running"], c["claimed"], c["pending"]
+        wait_for(lambda: counts() == (4, 36, 0), timeout=30, what="4 running, 36 claimed")
+        assert query.inspect_data(enqueuer.store, enqueuer.now())["counts"]["running"] == 4
+        wait_for(lambda: counts() == (4, 32, 0), timeout=30, what="the next 4 started")
+        running = enqueuer.store.scan(RUNNING)
+        started = [r for r in running if r.started is not None]
+        assert len(started) == 4 and len({r.owner for r in running}) == 1
+    finally:
+        a.kill()
+        a.wait(10)
+        enqueuer.close()

@@ -11,7 +11,6 @@ from timewheel import query
 from timewheel.errors import StoreError, TaskNotFound
 from timewheel.records import FAILED, Outcome, end_run
 from timewheel.store import MemoryStore
-from timewheel.store.base import LISTABLE
 
 from .cli_fixtures import populate, rec
 
@@ -39,7 +38,7 @@ def test_inspect_data(filled, dead_owner) -> None:
     assert set(data) == {"store", "counts", "ticker", "next_due", "running", "pending_by_name", "ring",
                          "queues", "limits", "processes"}
     assert data["counts"] == {"pending": 4, "running": 1, "succeeded": 1, "failed": 1,
-                              "cancelled": 1, "misfired": 1, "broken": 0}
+                              "cancelled": 1, "misfired": 1, "broken": 0, "claimed": 0}
     assert {"path", "journal_mode", "size_bytes", "wal_bytes", "slots", "tick"} <= set(data["store"])
     ticker = data["ticker"]
     assert {"now", "current_tick", "horizon", "done_through", "lag_ticks", "lag_seconds", "ticking",
@@ -217,7 +216,7 @@ def test_purge_data(filled) -> None:
     done = query.purge_data(store, later, older_than=0, statuses=["failed", "misfired"])
     assert done["purged"] == done["matching"] == 2 and store.get("bad") is None
     assert query.purge_data(store, later, older_than=0)["purged"] == 2        # succeeded, cancelled
-    assert query.inspect_data(store, later)["counts"] == {**dict.fromkeys(LISTABLE, 0), "pending": 4,
+    assert query.inspect_data(store, later)["counts"] == {**dict.fromkeys(query.COUNTED, 0), "pending": 4,
                                                           "running": 1}
     with pytest.raises(ValueError, match="pending"):
         query.purge_data(store, now, older_than=0, statuses=["pending"])

@@ -55,6 +55,7 @@ from .records import (
     is_misfire,
     requeue_crashed,
     skip_misfired,
+    start_queued,
 )
 from .store.base import Claimed, Doorbell, WheelStore
 from .store.rules import outcome_event
@@ -128,6 +129,12 @@ class Boss:
         self.bell: Doorbell = Doorbell()
         self._running: dict[str, TaskRecord] = {}      # claimed here, outcome not yet recorded
         self._outcomes: "deque[tuple[TaskRecord, Outcome]]" = deque()
+        #: queued tasks a worker took since the last round: (id, when), recorded by the next
+        #: round (records.start_queued), so the store counts them running, not claimed
+        self._starts: "deque[tuple[str, float]]" = deque()
+        #: (id, rev) of a claim as its worker got it -> the record once its start was stored:
+        #: the outcome of that run is recorded against it; any other run's is fenced as before
+        self._moved: dict[tuple[str, int], TaskRecord] = {}
         self._next_eta: Optional[float] = None          # earliest ready eta at the last look
         self._look_at = 0.0                             # the next look even if nothing rang
         self._rang = True
@@ -164,6 +171,13 @@ class Boss:
             except StoreError as exc:
                 log.warning("could not record the outcome of task %s yet (%s); retrying", rec.id, exc)
                 time.sleep(next(pauses))
+
+    def _started(self, rec: TaskRecord) -> None:
+        """A worker took ``rec`` (the pool's callback): if it waited in the queue, its start
+        goes to the store with the next round, which this wakes."""
+        if rec.started is None:
+            self._starts.append((rec.id, self.clock()))
+            self.bell.poke()
 
     # -- one round --------------------------------------------------------------------------
     def step(self, now: Optional[float] = None) -> float:
@@ -285,20 +299,46 @@ class Boss:
         due = self._next_eta is not None and self._next_eta <= now
         wanted = (idle + queue > 0 and not self._stopping.is_set()
                   and (self._rang or due or now >= self._look_at or bool(batch)))
-        pairs = [(rec, end_run(rec, out)) for rec, out in batch]
-        if wanted:
-            t0 = time.perf_counter()
-            # (queues= only when some are named: a store without flow control takes none)
-            served = {} if self.queues is None else {"queues": self.queues}
-            stored, got = self.store.record_and_claim(pairs, self.liveness.token, now, idle, queue, **served)
-            self._round_s = _ewma(self._round_s, time.perf_counter() - t0)
-        else:
-            stored, got = (self.store.swap(pairs) if pairs else []), None
+        pairs = [(self._current(rec), end_run(self._current(rec), out)) for rec, out in batch]
+        starts = self._start_pairs({rec.id for rec, _ in batch})
+        pairs += starts
+        try:
+            if wanted:
+                t0 = time.perf_counter()
+                # (queues= only when some are named: a store without flow control takes none)
+                served = {} if self.queues is None else {"queues": self.queues}
+                stored, got = self.store.record_and_claim(pairs, self.liveness.token, now, idle, queue,
+                                                          **served)
+                self._round_s = _ewma(self._round_s, time.perf_counter() - t0)
+            else:
+                stored, got = (self.store.swap(pairs) if pairs else []), None
+        except BaseException:
+            self._starts.extendleft(reversed([(new.id, new.started) for _, new in starts]))   # next round
+            raise
+        for (old, _), new in zip(starts, stored[len(batch):]):
+            if new is not None and old.id in self._running:
+                self._running[old.id] = self._moved[(old.id, old.rev)] = new
         if batch:
-            self._recorded(batch, stored)
+            self._recorded(batch, stored[:len(batch)])
         if got is not None:
             self._rang = False
             self._claimed(now, got, idle + queue)
+
+    def _current(self, rec: TaskRecord) -> TaskRecord:
+        """The claim ``rec`` a worker ran, as last stored: with its start, if that was recorded
+        since the worker was handed it."""
+        return self._moved.get((rec.id, rec.rev), rec)
+
+    def _start_pairs(self, finished: set) -> list[tuple[TaskRecord, TaskRecord]]:
+        """The starts to record this round: of tasks still running here whose outcome is not
+        in this round (an outcome records the start itself)."""
+        pairs = []
+        while self._starts:
+            task_id, at = self._starts.popleft()
+            rec = self._running.get(task_id)
+            if rec is not None and rec.started is None and task_id not in finished:
+                pairs.append((rec, start_queued(rec, at)))
+        return pairs
 
     def _claimed(self, now: float, got: Claimed, room: int) -> None:
         self._next_eta = got.next_eta
@@ -365,13 +405,15 @@ class Boss:
             raise
 
     def _apply(self, batch: list[tuple[TaskRecord, Outcome]]) -> None:
-        self._recorded(batch, self.store.swap([(rec, end_run(rec, out)) for rec, out in batch]))
+        self._recorded(batch, self.store.swap([(self._current(rec), end_run(self._current(rec), out))
+                                               for rec, out in batch]))
 
     def _recorded(self, batch: list[tuple[TaskRecord, Outcome]],
                   stored: list[Optional[TaskRecord]]) -> None:
         """Account for the outcomes of ``batch`` once the store answered (``stored``)."""
         for (rec, out), new in zip(batch, stored):
             self._running.pop(rec.id, None)
+            self._moved.pop((rec.id, rec.rev), None)
             self._task_s = _ewma(self._task_s, max(0.0, out.finished - out.started))
             if new is None:
                 log.warning("task %s (%s): this run's outcome was refused: the task was recovered "
@@ -410,7 +452,7 @@ class Boss:
         self._started_at = time.time()
         self._stopping.clear()
         self._accepting = True
-        self.pool.start(self._done)
+        self.pool.start(self._done, self._started)
         if not thread:
             return
         try:

@@ -431,7 +431,8 @@ def inspect(db: str, all_slots: bool, next_n: int, out: Output) -> None:
         ["store", f"{st['path']} ({st['backend']})"],
         where,
         ["wheel", f"{st['slots']} slots x {st['tick']:g}s"],
-        ["tasks", f"{n['pending']} pending, {n['running']} running, {n['failed']} failed (buried), done: "
+        ["tasks", f"{n['pending']} pending, {n['running']} running, {n['claimed']} claimed (queued in a "
+                  f"process for a worker), {n['failed']} failed (buried), done: "
                   f"{n['succeeded']} succeeded, {n['cancelled']} cancelled, {n['misfired']} misfired"
                   + (f"; {n['broken']} BROKEN (timewheel tasks --status broken)" if n["broken"] else "")],
         ["processes", "{alive} alive: {busy} task(s) running on a worker, {queued} claimed and queued for "

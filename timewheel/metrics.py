@@ -40,6 +40,7 @@ except ImportError as exc:     # pragma: no cover - the message is the point
     raise ImportError("timewheel.metrics needs prometheus_client: "
                       "pip install 'timewheel[metrics]'") from exc
 
+from . import query
 from .errors import StoreError
 from .records import STATUSES, TaskRecord
 from .store.base import WheelStore
@@ -85,15 +86,15 @@ def _store_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
 def _store_metrics(store: WheelStore, healthy: bool = True) -> list[Metric]:
     up, tasks = _store_families()
     try:
-        counts = store.counts()
+        _, by_name = query.counts_by_status(store)      # running: started; claimed apart (issue 26)
     except StoreError:
         up.add_metric([], 0)
         return [up]
-    for name in sorted({n for _, n in counts}):
-        for status in STATUSES:
-            tasks.add_metric([status, name], counts.get((status, name), 0))
-        if counts.get(("broken", name)):
-            tasks.add_metric(["broken", name], counts[("broken", name)])
+    for name, counts in by_name.items():
+        for status in STATUSES + (query.CLAIMED,):
+            tasks.add_metric([status, name], counts[status])
+        if counts["broken"]:
+            tasks.add_metric(["broken", name], counts["broken"])
     up.add_metric([], 1 if healthy else 0)
     return [up, tasks]
 

@@ -32,6 +32,7 @@ class WorkerPool:
         self.workers = workers
         self._execute = execute
         self._on_done: Callable[[TaskRecord, Outcome], None] = lambda rec, out: None
+        self._on_start: Callable[[TaskRecord], None] = lambda rec: None
         self._name = name
         self._queue: "queue.SimpleQueue[Optional[TaskRecord]]" = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
@@ -48,9 +49,11 @@ class WorkerPool:
         """How many tasks handed over wait for a worker."""
         return self._queue.qsize()
 
-    def start(self, on_done: Callable[[TaskRecord, Outcome], None]) -> None:
-        """Start the workers; each outcome goes to ``on_done(record, outcome)``."""
-        self._on_done = on_done
+    def start(self, on_done: Callable[[TaskRecord, Outcome], None],
+              on_start: Callable[[TaskRecord], None] = lambda rec: None) -> None:
+        """Start the workers; ``on_start(record)`` as a worker takes a task, each outcome goes
+        to ``on_done(record, outcome)``."""
+        self._on_done, self._on_start = on_done, on_start
         self._threads = [threading.Thread(target=self._loop, name=f"{self._name}-{i}", daemon=True)
                          for i in range(self.workers)]
         for t in self._threads:
@@ -86,6 +89,7 @@ class WorkerPool:
             with self._busy_lock:
                 self._busy += 1
             try:
+                self._on_start(rec)
                 outcome = self._execute(rec)
             except BaseException:   # execute() catches task errors; this is our own bug
                 log.exception("internal error running task %s", rec.id)

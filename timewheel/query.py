@@ -89,16 +89,32 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+CLAIMED = "claimed"
+#: the counts a view shows: every listable status, ``running`` meaning started on a worker, and
+#: ``claimed``: running in the store but waiting in its process's queue (issue 26)
+COUNTED = LISTABLE + (CLAIMED,)
+
+
 def counts_by_status(store: WheelStore) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
-    """({status: n} for every listable status, {name: {status: n}}) from the store's counters."""
-    totals = dict.fromkeys(LISTABLE, 0)
+    """({status: n} for :data:`COUNTED`, {name: {status: n}}) from the store's counters, the
+    tasks claimed but not started (:meth:`WheelStore.claimed`) taken out of ``running`` and
+    counted as ``claimed``: the one definition every view shows."""
+    totals = dict.fromkeys(COUNTED, 0)
     by_name: dict[str, dict[str, int]] = {}
     for key, n in store.counts().items():
         if not (isinstance(key, tuple) and len(key) == 2 and key[0] in LISTABLE and isinstance(key[1], str)):
             raise _damaged(store, "task counters", key)
         n = _count(store, n, "task counters")
         totals[key[0]] += n
-        by_name.setdefault(key[1], dict.fromkeys(LISTABLE, 0))[key[0]] += n
+        by_name.setdefault(key[1], dict.fromkeys(COUNTED, 0))[key[0]] += n
+    if totals[RUNNING]:
+        for name, n in store.claimed().items():
+            row = by_name.setdefault(name, dict.fromkeys(COUNTED, 0))
+            n = min(n, row[RUNNING])          # (a task may have finished between the two reads)
+            row[RUNNING] -= n
+            row[CLAIMED] += n
+            totals[RUNNING] -= n
+            totals[CLAIMED] += n
     return totals, dict(sorted(by_name.items()))
 
 

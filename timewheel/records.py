@@ -9,6 +9,7 @@ manual retry resets -- live in this one module and are tested without threads or
     pending --claim--> running --end_run--> succeeded | failed | pending (retry at a later eta)
        |                  |---requeue_crashed--> pending (its process died) | failed (too often)
        |                  |---hand_back--> pending (claimed for a queue, never started)
+       |                  |---start_queued--> running, started (it left the queue for a worker)
        |---skip_misfired--> misfired        pending --cancel--> cancelled
     failed | misfired | cancelled --reset_for_retry--> pending
 
@@ -41,6 +42,7 @@ __all__ = [
     "cancel", "retry_backoff", "new_task", "load_plain", "MAX_RECORD_BYTES", "MAX_ETA", "MAX_BACKOFF",
     "record_from_fields", "is_retryable", "retry_eta", "jitter_fraction", "Attempt",
     "ATTEMPT_OUTCOMES", "HISTORY", "first_lines", "hand_back", "history_to_json", "history_from_json",
+    "start_queued",
 ]
 
 PENDING = "pending"
@@ -297,6 +299,13 @@ def hand_back(rec: TaskRecord) -> TaskRecord:
     -- for idle workers, anywhere -- starts it and counts it."""
     return rec._replace(status=PENDING, owner=None, lease=None, started=None,
                         attempts=max(0, rec.attempts - 1))
+
+
+def start_queued(rec: TaskRecord, now: float) -> TaskRecord:
+    """RUNNING but waiting in its owner's queue (``started`` None) -> started on a worker at
+    ``now``: from here it counts as running, not claimed, and a death of its owner is held
+    against it (:func:`requeue_crashed`)."""
+    return rec._replace(started=now)
 
 
 def reset_for_retry(rec: TaskRecord, now: float) -> TaskRecord:

@@ -476,6 +476,19 @@ class WheelStore(abc.ABC):
         Broken records come as placeholders: status ``"broken"``, the reason in ``error``.
         """
 
+    def claimed(self) -> dict[str, int]:
+        """Tasks claimed but not started, by name: RUNNING, waiting in their owner's queue
+        for a worker (``started`` None until the owner records the start:
+        :func:`~timewheel.records.start_queued`).  :meth:`counts` holds them under RUNNING; a
+        view shows them apart, as ``claimed`` (``query.counts_by_status``: issue 26).  Read from
+        the running tasks -- as many as the processes' workers and queues hold -- the same
+        way on every backend."""
+        out: dict[str, int] = {}
+        for rec in self.scan(RUNNING):
+            if rec.status == RUNNING and rec.started is None:
+                out[rec.name] = out.get(rec.name, 0) + 1
+        return out
+
     def next_ready_eta(self) -> Optional[float]:
         """The eta of the earliest ready task (the ``next_eta`` a claim would report), None if
         none is ready; writes nothing.  (Ready is a prefix of pending in due order: if any

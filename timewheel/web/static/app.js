@@ -182,7 +182,7 @@
   }
 
   // -- Overview -------------------------------------------------------------------------------
-  var STATUSES = ["pending", "running", "succeeded", "failed", "cancelled", "misfired", "broken"];
+  var STATUSES = ["pending", "running", "claimed", "succeeded", "failed", "cancelled", "misfired", "broken"];
 
   function overview() {
     var state = initial();
@@ -203,8 +203,6 @@
         var n = document.querySelector('[data-count="' + s + '"]');
         if (n) n.textContent = num(ins.counts[s] || 0);
       });
-      var queued = document.querySelector('[data-count="queued"]');
-      if (queued && ins.processes) queued.textContent = num(ins.processes.queued);
       var tk = ins.ticker;
       facts(document.getElementById("ticker"), [
         ["state", tk.ticking ? "ticking" : "NOT ticking", tk.ticking ? "ok" : "bad", "ticking"],
