@@ -444,7 +444,8 @@ def _cut(text: Optional[str], limit: Optional[int]) -> Optional[str]:
 
 def process_totals(store: WheelStore) -> dict[str, int]:
     """The live processes, their workers running a task (``busy``) and the tasks they claimed
-    that wait for a worker (``queued``): the store's ``running`` count holds both (issue 26)."""
+    that wait for a worker (``queued``), as their last reports say (the store's counts say it
+    by :func:`counts_by_status`: ``running`` and ``claimed``)."""
     from . import processes
     alive = [r for _, r, state in processes.listed(store.process_reports(), store.liveness.is_dead)
              if state == "alive"]
