@@ -219,3 +219,28 @@ def test_a_taker_killed_midway_loses_and_doubles_nothing(tool, tmp_path) -> None
         taker.kill()
         taker.wait()
         store.close()
+
+
+def test_a_damaged_inbox_is_logged_once_and_the_wheel_runs_on(tool, caplog) -> None:
+    """An inbox another tool broke -- the table dropped, the Redis key of another type -- is an
+    error logged once; tasks are enqueued and run as before."""
+    location, _ = tool
+    hu = TimeWheel(location, tick=0.1, slots=600, serializer="json")
+    hu.task(name="j.one")(lambda: 1)
+    hu.now()
+    if location.endswith(".db"):
+        procs.run(["sqlite3", "-cmd", ".timeout 5000", location, "DROP TABLE timewheel_inbox;"], timeout=30,
+                  check=True)
+    elif location.startswith("redis"):
+        import redis
+        redis.Redis.from_url(location).set("{timewheel}:inbox", "not a list")
+    else:
+        procs.run(["psql", location, "-q", "-c", "DROP TABLE timewheel.inbox;"], timeout=30, check=True)
+    hu.start()
+    try:
+        assert hu.tasks["j.one"].delay(count_down=0.5).result(timeout=30) == 1
+        time.sleep(0.5)                                   # ticks go on, the error is not repeated
+        errors = [r for r in caplog.records if "cannot take the inbox" in r.getMessage()]
+        assert len(errors) == 1, [r.getMessage() for r in errors]
+    finally:
+        hu.close()

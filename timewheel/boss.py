@@ -135,6 +135,7 @@ class Boss:
         #: (id, rev) of a claim as its worker got it -> the record once its start was stored:
         #: the outcome of that run is recorded against it; any other run's is fenced as before
         self._moved: dict[tuple[str, int], TaskRecord] = {}
+        self._inbox_failing = False
         self._next_eta: Optional[float] = None          # earliest ready eta at the last look
         self._look_at = 0.0                             # the next look even if nothing rang
         self._rang = True
@@ -269,7 +270,17 @@ class Boss:
         pages come full (2,000 entries a tick), so a flood of entries cannot stall the tick."""
         assert self.inbox is not None
         for _ in range(10):
-            added, aside = self.store.take_inbox(self.inbox, PAGE_INBOX)
+            try:
+                added, aside = self.store.take_inbox(self.inbox, PAGE_INBOX)
+            except StoreError as exc:
+                # An inbox another tool damaged (a Redis key of another type, a dropped table)
+                # must not stop the wheel: it ticks on, and says so once until it works again.
+                if not self._inbox_failing:
+                    log.error("cannot take the inbox of %s in (%s); the wheel goes on without it",
+                              self.store.location, exc)
+                self._inbox_failing = True
+                return
+            self._inbox_failing = False
             if added:
                 log.info("took %d task(s) in from the inbox", added)
                 self._rang = True
