@@ -679,7 +679,7 @@ def _inbox_builder(registry: "dict[str, Task[..., Any]]", clock: Callable[[], fl
                 task._signature.bind(*args, **kwargs)
             except TypeError as exc:
                 raise inbox.InboxError(f"its arguments do not fit {task.name}: {exc}") from None
-        rest: tuple = ("default", 0, (), None, None, (), None)
+        rest: tuple[Any, ...] = ("default", 0, (), None, None, (), None)
         if task._flow is not None:
             try:
                 rest = (task.queue, task.priority, task._limits(tuple(args), kwargs), None, None, (), None)
