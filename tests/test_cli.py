@@ -134,7 +134,8 @@ def test_inspect(store: Path) -> None:
     assert f"{DEAD_OWNER} (gone: runs again once a process ticks)" in text
     data = as_json("inspect", str(store))
     assert set(data) == {"store", "counts", "ticker", "next_due", "running", "pending_by_name", "ring",
-                         "queues", "limits", "processes"}
+                         "queues", "limits", "processes", "inbox"}
+    assert data["inbox"] == {"waiting": 0, "set_aside": 0}
     assert data["counts"] == {"pending": 4, "running": 1, "succeeded": 1, "failed": 1,
                               "cancelled": 1, "misfired": 1, "broken": 0, "claimed": 0}
     assert {"path", "journal_mode", "size_bytes", "wal_bytes", "slots", "tick"} <= set(data["store"])

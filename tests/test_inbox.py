@@ -151,6 +151,12 @@ def test_a_task_enqueued_by_another_tool_runs_once_at_its_eta_with_its_arguments
         time.sleep(0.5)                                  # ticks go on: nothing is taken twice
         assert len(runs) == 2 and hu.store.get("inv-bad") is None and hu.store.get("other") is None
         assert len(hu.store.inbox_rejected()) == 4
+        shown = procs.run([sys.executable, "-m", "timewheel.cli", "inspect", location, "--json"],
+                          capture_output=True, text=True, timeout=60)
+        assert json.loads(shown.stdout)["inbox"] == {"waiting": 0, "set_aside": 4}, shown.stderr
+        text = procs.run([sys.executable, "-m", "timewheel.cli", "inspect", location], capture_output=True,
+                         text=True, timeout=60).stdout
+        assert "0 entries waiting; 4 SET ASIDE" in text
     finally:
         hu.close()
 
@@ -242,5 +248,8 @@ def test_a_damaged_inbox_is_logged_once_and_the_wheel_runs_on(tool, caplog) -> N
         time.sleep(0.5)                                   # ticks go on, the error is not repeated
         errors = [r for r in caplog.records if "cannot take the inbox" in r.getMessage()]
         assert len(errors) == 1, [r.getMessage() for r in errors]
+        from timewheel import query
+        inbox = query.inspect_data(hu.store, hu.now())["inbox"]  # the rest of the view shows
+        assert inbox is None if location.endswith(".db") else inbox["error"], inbox
     finally:
         hu.close()

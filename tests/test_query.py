@@ -36,7 +36,8 @@ def test_inspect_data(filled, dead_owner) -> None:
     store, now = filled
     data = query.inspect_data(store, now)
     assert set(data) == {"store", "counts", "ticker", "next_due", "running", "pending_by_name", "ring",
-                         "queues", "limits", "processes"}
+                         "queues", "limits", "processes", "inbox"}
+    assert data["inbox"] == (None if isinstance(store, MemoryStore) else {"waiting": 0, "set_aside": 0})
     assert data["counts"] == {"pending": 4, "running": 1, "succeeded": 1, "failed": 1,
                               "cancelled": 1, "misfired": 1, "broken": 0, "claimed": 0}
     assert {"path", "journal_mode", "size_bytes", "wal_bytes", "slots", "tick"} <= set(data["store"])

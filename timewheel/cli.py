@@ -377,6 +377,15 @@ def _ring_strip(cells: list[dict[str, Any]], slots: int, current: int, width: in
     return [f"|{line}|", " " + " " * cursor + f"^ now (slot {current % slots})"]
 
 
+def _inbox_line(inbox: dict[str, Any]) -> str:
+    """What ``inspect`` says of the inbox other tools enqueue through (docs/guide/json.md)."""
+    if inbox.get("error"):
+        return f"cannot be read ({clean(inbox['error'])})"
+    aside = inbox["set_aside"]
+    return f"{inbox['waiting']} entries waiting" + (
+        f"; {aside} SET ASIDE (hu.store.inbox_rejected(); docs/guide/json.md)" if aside else "")
+
+
 def _owner(row: dict[str, Any]) -> str:
     if row["owner_alive"] is False:
         return f"{row['owner']} (gone: runs again once a process ticks)"
@@ -437,6 +446,7 @@ def inspect(db: str, all_slots: bool, next_n: int, out: Output) -> None:
                   + (f"; {n['broken']} BROKEN (timewheel tasks --status broken)" if n["broken"] else "")],
         ["processes", "{alive} alive: {busy} task(s) running on a worker, {queued} claimed and queued for "
                       "one".format(**data["processes"])],
+        *([["inbox", _inbox_line(data["inbox"])]] if data["inbox"] is not None else []),
         ["now", f"{local(now)}, tick {current}"],
         ["ticker", ticker],
         ["state", f"horizon tick {tk['horizon']} ({tk['horizon'] - current:+d}), "

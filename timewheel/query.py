@@ -231,6 +231,7 @@ def inspect_data(store: WheelStore, now: float, *, all_slots: bool = False, next
         "store": store_details(store),
         "counts": totals,
         "processes": process_totals(store),
+        "inbox": inbox_totals(store),
         "ticker": _ticker(store, now, pending[0] if pending else None),
         "next_due": [{"id": r.id, "name": r.name, "eta": r.eta, "due_in": r.eta - now}
                      for r in pending[:next_n]],
@@ -450,6 +451,17 @@ def process_totals(store: WheelStore) -> dict[str, int]:
     alive = [r for _, r, state in processes.listed(store.process_reports(), store.liveness.is_dead)
              if state == "alive"]
     return {"alive": len(alive), "busy": sum(r.busy for r in alive), "queued": sum(r.queued for r in alive)}
+
+
+def inbox_totals(store: WheelStore) -> Optional[dict[str, Any]]:
+    """The inbox other tools enqueue through (timewheel/inbox.py): entries ``waiting`` to be
+    taken in and ``set_aside``; None for a store without one.  An inbox another tool damaged
+    (a Redis key of another type) says so in ``error``, and the rest of a view still shows."""
+    try:
+        sizes = store.inbox_sizes()
+    except StoreError as exc:
+        return {"waiting": None, "set_aside": None, "error": first_line(str(exc))}
+    return None if sizes is None else {"waiting": sizes[0], "set_aside": sizes[1]}
 
 
 def processes_data(store: WheelStore, now: float) -> dict[str, Any]:

@@ -404,6 +404,10 @@ class WheelStore(abc.ABC):
         """The entries set aside, oldest first: (entry text, reason)."""
         return []
 
+    def inbox_sizes(self) -> Optional[tuple[int, int]]:
+        """(entries waiting to be taken in, entries set aside), or None without an inbox."""
+        return None
+
     # -- the processes registry (timewheel/processes.py) -----------------------------------------
     def report_process(self, token: str, report: str) -> None:
         """Keep ``report`` (a process's JSON report, see :mod:`timewheel.processes`) under

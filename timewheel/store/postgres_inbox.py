@@ -72,6 +72,10 @@ class PostgresInbox:
             self.ring()
         return len(tasks), len(bad)
 
+    def inbox_sizes(self) -> "tuple[int, int] | None":
+        ((waiting, aside),) = self._call(f"SELECT count(*) - count(error), count(error) FROM {self.s}.inbox")
+        return int(waiting), int(aside)
+
     def inbox_rejected(self, limit: int = 100) -> list[tuple[str, str]]:
         return [(e, w) for e, w in self._call(
             f"SELECT entry, error FROM {self.s}.inbox WHERE error IS NOT NULL ORDER BY seq LIMIT %s",

@@ -71,6 +71,15 @@ class RedisInbox:
             aside += 1
         return added, aside      # (PUT rang the runners for a task it made ready)
 
+    def inbox_sizes(self) -> "tuple[int, int] | None":
+        def sizes(c: Any) -> list:
+            pipe = c.pipeline(transaction=False)
+            pipe.llen(self.keys.prefix + "inbox")
+            pipe.llen(self.keys.prefix + "inbox:rejected")
+            return pipe.execute()
+        waiting, aside = self._io(sizes)
+        return int(waiting), int(aside)
+
     def inbox_rejected(self, limit: int = 100) -> list[tuple[str, str]]:
         out = []
         for raw in self._io(lambda c: c.lrange(self.keys.prefix + "inbox:rejected", 0, limit - 1)):

@@ -59,6 +59,13 @@ class FileInboxStore:
         self._bells.ring_if_near(earliest)
         return len(tasks), len(bad)
 
+    def inbox_sizes(self) -> Optional[tuple[int, int]]:
+        with self.file.reading():
+            if not self.file.has_table(INBOX):
+                return None
+            ((waiting, aside),) = self.file.q(f'SELECT count(*) - count(error), count(error) FROM "{INBOX}"')
+        return int(waiting), int(aside)
+
     def inbox_rejected(self, limit: int = 100) -> list[tuple[str, str]]:
         with self.file.reading():
             if not self.file.has_table(INBOX):        # a read-only open of an older format
