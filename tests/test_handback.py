@@ -100,3 +100,42 @@ def test_running_counts_the_started_tasks_and_claimed_the_queued_ones(tmp_path, 
         a.kill()
         a.wait(10)
         enqueuer.close()
+
+
+@pytest.fixture(params=["redis", "postgres"])
+def leased(request) -> str:
+    """A store with leases of 1 s: a queued task waits longer than that."""
+    return request.getfixturevalue("redis_db" if request.param == "redis" else "pg_db") + "?lease=1"
+
+
+def test_a_start_recorded_after_a_long_wait_in_the_queue_keeps_the_lease(leased, monkeypatch) -> None:
+    """A task queued for longer than its lease (renewed meanwhile) starts with its lease renewed:
+    the write of its start must not put back the claim's deadline, long past -- which would make
+    it abandoned, requeued and run twice."""
+    import threading
+    import time
+
+    import timewheel.boss
+    from timewheel import TimeWheel
+    monkeypatch.setattr(timewheel.boss, "queue_depth", lambda workers, round_s, task_s: 5)
+    hu = TimeWheel(leased, workers=1, tick=0.1, slots=600)
+    runs: list = []
+    lock = threading.Lock()
+
+    @hu.task(name="slow")
+    def slow(i: int) -> None:
+        with lock:
+            runs.append(i)
+        time.sleep(0.6)
+
+    with hu.batch():
+        handles = [slow.delay(i) for i in range(6)]      # the last waits ~3 s in the queue
+    hu.start()
+    try:
+        for h in handles:
+            h.result(timeout=60)
+        time.sleep(1.5)                                  # a requeue would run one again
+        assert sorted(runs) == list(range(6)), runs
+        assert all(h.record.crashes == 0 and h.record.attempts == 1 for h in handles)
+    finally:
+        hu.close()

@@ -313,7 +313,7 @@ class Boss:
         wanted = (idle + queue > 0 and not self._stopping.is_set()
                   and (self._rang or due or now >= self._look_at or bool(batch)))
         pairs = [(self._current(rec), end_run(self._current(rec), out)) for rec, out in batch]
-        starts = self._start_pairs({rec.id for rec, _ in batch})
+        starts = self._start_pairs({rec.id for rec, _ in batch}, now)
         pairs += starts
         try:
             if wanted:
@@ -342,15 +342,18 @@ class Boss:
         since the worker was handed it."""
         return self._moved.get((rec.id, rec.rev), rec)
 
-    def _start_pairs(self, finished: set) -> list[tuple[TaskRecord, TaskRecord]]:
+    def _start_pairs(self, finished: set, now: float) -> list[tuple[TaskRecord, TaskRecord]]:
         """The starts to record this round: of tasks still running here whose outcome is not
-        in this round (an outcome records the start itself)."""
+        in this round (an outcome records the start itself); a leased one with its lease
+        renewed from ``now``, as a renewal would (the write stores the record's lease)."""
         pairs = []
+        lease = getattr(self.store, "lease", None)
         while self._starts:
             task_id, at = self._starts.popleft()
             rec = self._running.get(task_id)
             if rec is not None and rec.started is None and task_id not in finished:
-                pairs.append((rec, start_queued(rec, at)))
+                renewed = now + lease if rec.lease is not None and lease else None
+                pairs.append((rec, start_queued(rec, at, renewed)))
         return pairs
 
     def _claimed(self, now: float, got: Claimed, room: int) -> None:

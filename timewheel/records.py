@@ -301,11 +301,13 @@ def hand_back(rec: TaskRecord) -> TaskRecord:
                         attempts=max(0, rec.attempts - 1))
 
 
-def start_queued(rec: TaskRecord, now: float) -> TaskRecord:
+def start_queued(rec: TaskRecord, now: float, lease: Optional[float] = None) -> TaskRecord:
     """RUNNING but waiting in its owner's queue (``started`` None) -> started on a worker at
     ``now``: from here it counts as running, not claimed, and a death of its owner is held
-    against it (:func:`requeue_crashed`)."""
-    return rec._replace(started=now)
+    against it (:func:`requeue_crashed`).  ``lease``: its lease's deadline as of this write (a
+    store with leases keeps the one a record carries: the claim's would have run out while it
+    was queued and renewed)."""
+    return rec._replace(started=now, lease=rec.lease if lease is None else lease)
 
 
 def reset_for_retry(rec: TaskRecord, now: float) -> TaskRecord:
