@@ -6,6 +6,12 @@ Shared by the worker pool and by ``immediate=True``.  Inside a run,
 ``timeout`` is enforced here: an ``async def`` task is cancelled at its deadline; a sync task
 gets :class:`~timewheel.errors.TaskTimeout` raised in its thread by a watchdog (this
 interrupts Python code, not a C call that blocks: see docs/guide/time-limits.md).
+
+An abort of a run (issue 23) arrives the same ways: the boss learns it from the store and calls
+:func:`abort_run`; an ``async def`` task is cancelled, a sync one sees
+``current_task().aborted`` become True (and ``check_aborted()`` raise
+:class:`~timewheel.errors.TaskAborted`) -- it is asked, not interrupted, so that it stops where
+its work is consistent.
 """
 
 from __future__ import annotations
@@ -27,11 +33,11 @@ from typing import Any, Callable, Mapping, NoReturn, Optional
 
 from . import serialize, tracing
 from .aio import run_coroutine
-from .errors import Retry, TaskTimeout
+from .errors import Retry, TaskAborted, TaskTimeout
 from .records import MAX_RECORD_BYTES, Outcome, TaskRecord, call_of, is_retryable
 from .tracing import API as _OTEL_API
 
-__all__ = ["TaskContext", "current_task", "execute"]
+__all__ = ["TaskContext", "current_task", "execute", "abort_run", "forget_run"]
 
 log = logging.getLogger("timewheel.execute")
 
@@ -48,6 +54,19 @@ class TaskContext:
     fence: int
     batch_id: Optional[str] = None      #: the batch it is a member of (issue 23)
     _wheel: Any = None
+    _signal: "Optional[_AbortSignal]" = None
+
+    @property
+    def aborted(self) -> bool:
+        """True once an abort of this run was asked for (``TaskHandle.abort()``): stop, and
+        the run ends ``aborted`` (see :meth:`check_aborted`)."""
+        return self._signal is not None and self._signal.event.is_set()
+
+    def check_aborted(self) -> None:
+        """Raise :class:`~timewheel.errors.TaskAborted` if an abort of this run was asked for:
+        call it where stopping leaves things consistent.  The run ends ``aborted``, not retried."""
+        if self.aborted:
+            raise TaskAborted(f"task {self.id} was asked to abort")
 
     @property
     def batch(self) -> Any:
@@ -73,6 +92,53 @@ def current_task() -> Optional[TaskContext]:
     return _current.get()
 
 
+class _AbortSignal:
+    """An abort asked for one run: set by the boss's thread, read by the task's."""
+
+    __slots__ = ("event", "_cancel")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._cancel: Optional[Callable[[], Any]] = None
+
+    def set(self) -> None:
+        self.event.set()
+        cancel = self._cancel
+        if cancel is not None:
+            cancel()
+
+    def on_set(self, cancel: Callable[[], Any]) -> None:
+        """Call ``cancel`` when set (now, if it is): an async run's cancellation.  (Set and
+        registered at once from two threads, ``cancel`` may run twice: it is idempotent.)"""
+        self._cancel = cancel
+        if self.event.is_set():
+            cancel()
+
+
+_signals: dict[tuple[str, int], _AbortSignal] = {}
+_signals_lock = threading.Lock()
+
+
+def _signal_for(task_id: str, fence: int) -> _AbortSignal:
+    with _signals_lock:
+        sig = _signals.get((task_id, fence))
+        if sig is None:
+            sig = _signals[(task_id, fence)] = _AbortSignal()
+        return sig
+
+
+def abort_run(task_id: str, fence: int) -> None:
+    """Tell the run ``fence`` of ``task_id`` in this process to stop (a run not started yet
+    ends at once when a worker takes it)."""
+    _signal_for(task_id, fence).set()
+
+
+def forget_run(task_id: str, fence: int) -> None:
+    """The run's outcome is recorded: drop its signal."""
+    with _signals_lock:
+        _signals.pop((task_id, fence), None)
+
+
 def execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], float]) -> Outcome:
     """Run ``rec`` (claimed, RUNNING) with the function registered under its name."""
     started = clock()
@@ -93,14 +159,19 @@ def execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], fl
         log.error("task %s (%s): cannot decode its arguments: %s", rec.id, rec.name, exc)
         return failed(f"cannot decode its arguments: {exc.__class__.__name__}: {exc}",
                       _traceback.format_exc(), retryable=False, exc=exc)
+    signal = _signal_for(rec.id, rec.rev)
+    if signal.event.is_set():
+        forget_run(rec.id, rec.rev)
+        return failed("TaskAborted: aborted before it started", retryable=False)
     token = _current.set(TaskContext(rec.id, rec.name, rec.attempts, rec.eta, rec.rev, rec.batch,
-                                     None if rec.batch is None else getattr(task, "timewheel", None)))
+                                     None if rec.batch is None else getattr(task, "timewheel", None),
+                                     signal))
     try:
         if _OTEL_API in sys.modules:        # the application uses OpenTelemetry: a span
             value = tracing.run_in_span(rec, traced, started,
-                                        lambda: _call(task.fn, args, kwargs, rec.timeout))
+                                        lambda: _call(task.fn, args, kwargs, rec.timeout, signal))
         else:
-            value = _call(task.fn, args, kwargs, rec.timeout)
+            value = _call(task.fn, args, kwargs, rec.timeout, signal)
     except Retry as exc:           # the task asked: whatever retry_on says
         finished = clock()
         error = f"Retry: {exc}" + ("" if exc.__cause__ is None else
@@ -111,7 +182,8 @@ def execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], fl
                        retry_at=exc.due(finished), max_retries=exc.max_retries)
     except BaseException as exc:   # a task's SystemExit must not kill the worker either
         error = f"{exc.__class__.__name__}: {exc}"
-        retryable = is_retryable(exc, task.retry_on, task.dont_retry_on)
+        # asked to abort: whatever it raised (TaskAborted, a cancellation) ends it, no retry
+        retryable = not signal.event.is_set() and is_retryable(exc, task.retry_on, task.dont_retry_on)
         log.warning("task %s (%s) failed, attempt %d of %d%s: %s", rec.id, rec.name, rec.attempts,
                     rec.retries + 1, "" if retryable else " (not retried: retry_on/dont_retry_on)",
                     error)
@@ -120,6 +192,7 @@ def execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], fl
                        jitter=task.retry_jitter)
     finally:
         _current.reset(token)
+        forget_run(rec.id, rec.rev)
     try:
         result = (serialize.dumps_result(value) if task.json
                   else pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
@@ -144,9 +217,10 @@ def _arguments(task: Any, payload: bytes) -> tuple[Any, Any, Optional[dict[str, 
 
 
 def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-          timeout: Optional[float]) -> Any:
+          timeout: Optional[float], signal: Optional[_AbortSignal] = None) -> Any:
+    cancel_on = None if signal is None else signal.on_set
     if inspect.iscoroutinefunction(fn):
-        return run_coroutine(fn(*args, **kwargs), timeout)
+        return run_coroutine(fn(*args, **kwargs), timeout, cancel_on)
     if timeout is None:
         value = fn(*args, **kwargs)
     else:
@@ -159,7 +233,7 @@ def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
             # The watchdog's bare exception went off on the way into the guard's __exit__.
             raise _timed_out(timeout, exc.__traceback__) from None
     if inspect.isawaitable(value):       # a sync function that returned a coroutine
-        return run_coroutine(value, timeout)
+        return run_coroutine(value, timeout, cancel_on)
     return value
 
 

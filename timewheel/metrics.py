@@ -56,7 +56,7 @@ LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.
 #: seconds a run took: web-app tasks are milliseconds to minutes
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                     300.0, 1800.0, float("inf"))
-_OUTCOMES = ("succeeded", "failed", "retrying")      # the events that end a run
+_OUTCOMES = ("succeeded", "failed", "retrying", "aborted")      # the events that end a run
 _MAX_CLAIMED = 100_000
 
 

@@ -109,6 +109,7 @@ _COPY_COLUMNS = ("id, name, status, eta, eta_us, tick, payload, created, retries
 _COPY_TYPES = ["text", "text", "text", "float8", "int8", "int8", "bytea", "float8", "int8", "float8",
                "float8", "int8", "int8", "int4", "int8", "float8", "text"]
 _NREC = len(pgsql.RECORD_COLUMNS)
+_NROW = len(pgsql.ROW_COLUMNS)      #: a claim's row: the task's columns, then whether it is queued
 _LIMITS_AT = pgsql.RECORD_COLUMNS.index("limits")
 
 
@@ -126,7 +127,7 @@ def _columns(rec: TaskRecord, wheel: Wheel) -> tuple:
             None if rec.finished is None else finished_ms(rec.finished), rec.owner, rec.error,
             rec.traceback, rec.result, rec.version, rec.rev, rec.timeout, rec.lease, rec.queue,
             rec.priority, json.dumps(rec.limits) if rec.limits else None, rec.first_call, rec.max_wait,
-            history_to_json(rec.history), rec.batch)
+            history_to_json(rec.history), rec.batch, rec.abort)
 
 
 def write_args(items: Sequence[tuple[TaskRecord, Optional[int]]], wheel: Wheel) -> list[list]:
@@ -174,12 +175,14 @@ def decode_row(row: Sequence[Any]) -> TaskRecord:
             raise RecordDecodeError(f"not a timewheel record (field limits holds {limits!r:.60})") from None
     rec = record_from_fields(values[:_LIMITS_AT] + (limits,) + values[_LIMITS_AT + 1:]
                              + (history_from_json(row[_NREC - 1]),))
-    batch = row[_NREC]                     # the batch, after the record's columns (issue 23)
-    if batch is None:
+    batch, abort = row[_NREC], row[_NREC + 1]   # after the record's columns (issue 23)
+    if batch is None and abort is None:
         return rec
-    if not isinstance(batch, str) or not 0 < len(batch) <= 200:
+    if batch is not None and (not isinstance(batch, str) or not 0 < len(batch) <= 200):
         raise RecordDecodeError("not a timewheel record (field batch is not a batch id)")
-    return rec._replace(batch=batch)
+    if abort is not None and (not isinstance(abort, float) or not math.isfinite(abort)):
+        raise RecordDecodeError("not a timewheel record (field abort is not a time)")
+    return rec._replace(batch=batch, abort=abort)
 
 
 def _placeholder(row: Sequence[Any], reason: str) -> TaskRecord:
@@ -891,6 +894,22 @@ class PostgresStore(PostgresFlow, _Observers, PostgresBatches, WheelStore):
         out = [p if p is not None and p.id in done else None for p in planned]
         return out, self._claimed([r[:-1] for r in rows], owner)
 
+    def note(self, old: TaskRecord, new: TaskRecord) -> bool:
+        if new.id != old.id or new.abort is None:
+            return False
+        (ok,), = self._call(f"SELECT {self.s}.note_abort(%s, %s, %s::float8)", (old.id, old.rev, new.abort),
+                            write=True)
+        return bool(ok)
+
+    def aborting(self, owner: str, running: Sequence[TaskRecord]) -> dict[str, float]:
+        if not running:
+            return {}
+        rows = self._call(f"SELECT t.id, t.abort FROM unnest(%s::text[], %s::bigint[]) AS r(id, rev) "
+                          f"JOIN {self.s}.tasks t ON t.id = r.id AND t.rev = r.rev "
+                          "WHERE t.status = 'running' AND t.owner = %s AND t.abort IS NOT NULL",
+                          ([r.id for r in running], [r.rev for r in running], owner))
+        return {i: a for i, a in rows}
+
     def _claimed(self, rows: list[tuple], owner: str) -> Claimed:
         *taken_rows, (*_, at, lease, head) = rows
         self._saw(at)
@@ -902,7 +921,7 @@ class PostgresStore(PostgresFlow, _Observers, PostgresBatches, WheelStore):
                 if rules.set_aside(row[0], exc):
                     self._mark_broken(row[0], str(exc))
                 continue
-            taken.append(rules.claimed(old, owner, at, lease=lease, queued=row[_NREC]))
+            taken.append(rules.claimed(old, owner, at, lease=lease, queued=row[_NROW]))
         return Claimed(taken, head)
 
     def _mark_broken(self, task_id: str, reason: str) -> None:

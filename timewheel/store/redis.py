@@ -480,6 +480,23 @@ class RedisStore(RedisBatches, RedisRegistry, WheelStore):
         fields = self._io(lambda c: c.hgetall(self.keys.task(task_id)))
         return _record(fields) if fields else None
 
+    def note(self, old: TaskRecord, new: TaskRecord) -> bool:
+        if new.id != old.id:
+            return False
+        return self._script("note", [old.id, old.rev, encode_record(new._replace(rev=old.rev))]) == 1
+
+    def aborting(self, owner: str, running: Sequence[TaskRecord]) -> dict[str, float]:
+        if not running:
+            return {}
+        args: list[Any] = [owner]
+        for rec in running:
+            args += [rec.id, rec.rev]
+        ids = [_text(i) for i in self._script("aborting", args)]
+        if not ids:
+            return {}
+        now = self.now()                   # (when it was asked for is in each record: not read here)
+        return {i: now for i in ids}
+
     def _hashes(self, ids: Sequence[str]) -> list[dict]:
         """The task hashes of ``ids`` (empty where none), in one round trip per page."""
         out: list[dict] = []
