@@ -182,8 +182,11 @@ def execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], fl
                        retry_at=exc.due(finished), max_retries=exc.max_retries)
     except BaseException as exc:   # a task's SystemExit must not kill the worker either
         error = f"{exc.__class__.__name__}: {exc}"
-        # asked to abort: whatever it raised (TaskAborted, a cancellation) ends it, no retry
-        retryable = not signal.event.is_set() and is_retryable(exc, task.retry_on, task.dont_retry_on)
+        if signal.event.is_set():      # whatever it raised (TaskAborted, a cancellation): no retry
+            log.info("task %s (%s), attempt %d, aborted as asked: %s", rec.id, rec.name, rec.attempts, error)
+            return Outcome(ok=False, started=started, finished=clock(), error=error,
+                           traceback=_traceback.format_exc(), retryable=False, exception=exc)
+        retryable = is_retryable(exc, task.retry_on, task.dont_retry_on)
         log.warning("task %s (%s) failed, attempt %d of %d%s: %s", rec.id, rec.name, rec.attempts,
                     rec.retries + 1, "" if retryable else " (not retried: retry_on/dont_retry_on)",
                     error)
