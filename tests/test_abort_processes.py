@@ -60,6 +60,11 @@ def _wait(cond, timeout: float, what: str) -> None:
 
 @pytest.fixture
 def worker(store_url, tmp_path):
+    yield from run_worker(store_url, tmp_path)
+
+
+def run_worker(store_url: str, tmp_path):
+    """A worker process on ``store_url`` until the generator is closed; yields its log."""
     log = str(tmp_path / "runs.log")
     out = open(log + ".out", "ab")
     proc = procs.popen([sys.executable, os.path.join(HERE, "abort_worker.py"), store_url, log],

@@ -129,7 +129,7 @@ def task_row(rec: TaskRecord, now: float, owner_alive: Optional[bool] = None) ->
             "created": None if broken else rec.created, "started": rec.started,
             "finished": rec.finished, "owner": rec.owner, "owner_alive": owner_alive,
             "lease": rec.lease, "error": first_line(rec.error), "queue": rec.queue, "priority": rec.priority,
-            "retrying": is_retrying(rec)}
+            "retrying": is_retrying(rec), "abort_requested": None if broken else rec.abort}
 
 
 def is_retrying(rec: TaskRecord) -> bool:
