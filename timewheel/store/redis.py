@@ -108,6 +108,7 @@ from .base import (
     purge_statuses,
 )
 from .leases import LeaseLiveness
+from .redis_abort import RedisAborts
 from .redis_batches import NO_BATCH as _NO_BATCH
 from .redis_batches import RedisBatches
 from .redis_client import RedisClient, redis
@@ -306,7 +307,7 @@ class _PubSubBell(Doorbell):
         super().close()
 
 
-class RedisStore(RedisBatches, RedisRegistry, WheelStore):
+class RedisStore(RedisAborts, RedisBatches, RedisRegistry, WheelStore):
     """A :class:`WheelStore` in a Redis database.  Thread-safe; one instance per process.
 
     :param url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS) or
@@ -479,23 +480,6 @@ class RedisStore(RedisBatches, RedisRegistry, WheelStore):
     def get(self, task_id: str) -> Optional[TaskRecord]:
         fields = self._io(lambda c: c.hgetall(self.keys.task(task_id)))
         return _record(fields) if fields else None
-
-    def note(self, old: TaskRecord, new: TaskRecord) -> bool:
-        if new.id != old.id:
-            return False
-        return self._script("note", [old.id, old.rev, encode_record(new._replace(rev=old.rev))]) == 1
-
-    def aborting(self, owner: str, running: Sequence[TaskRecord]) -> dict[str, float]:
-        if not running:
-            return {}
-        args: list[Any] = [owner]
-        for rec in running:
-            args += [rec.id, rec.rev]
-        ids = [_text(i) for i in self._script("aborting", args)]
-        if not ids:
-            return {}
-        now = self.now()                   # (when it was asked for is in each record: not read here)
-        return {i: now for i in ids}
 
     def _hashes(self, ids: Sequence[str]) -> list[dict]:
         """The task hashes of ``ids`` (empty where none), in one round trip per page."""

@@ -57,6 +57,7 @@ from .base import (
 )
 from .connection import DURABILITY, RECORD, TABLE
 from .locks import FileLiveness, probe
+from .sqlite_abort import FileAborts
 from .sqlite_batches import KEPT_FOR_BATCH, FileBatchStore
 from .sqlite_bells import Doorbells
 from .sqlite_claim import LOOK, SET_RECORD, claim_due
@@ -107,7 +108,7 @@ class _ReadOnlyLiveness(Liveness):
         self._probe.close()
 
 
-class SqliteDictStore(FileBatchStore, WheelStore):
+class SqliteDictStore(FileAborts, FileBatchStore, WheelStore):
     """A :class:`WheelStore` in one SQLite file.  Thread-safe; one instance per process.
 
     :param path: the store file; created (mode 0600) unless ``readonly``.
@@ -319,37 +320,6 @@ class SqliteDictStore(FileBatchStore, WheelStore):
             return
         earliest = min((r.eta for r in stored if r is not None and r.status == PENDING), default=None)
         self._bells.ring_if_near(None if earliest is None else self.wheel.due_tick(earliest))
-
-    def note(self, old: TaskRecord, new: TaskRecord) -> bool:
-        f, key = self.file, "t:" + old.id
-        with f.writing():
-            rows = f.q(f'SELECT {RECORD} FROM "{TABLE}" WHERE key = ?', (key,))
-            try:
-                cur = decode_record(rows[0][0]) if rows and new.id == old.id else None
-            except RecordDecodeError:
-                cur = None
-            if cur is None or cur.status != RUNNING or cur.rev != old.rev:
-                return False
-            f.x(f'UPDATE "{TABLE}" SET value = ? WHERE key = ?',
-                (encode_record(new._replace(rev=cur.rev)), key))
-        return True
-
-    def aborting(self, owner: str, running: Sequence[TaskRecord]) -> dict[str, float]:
-        # The rows of this owner's runs, by the position index: a few records a tick, read
-        # from the page cache, not a query per task.
-        revs = {r.id: r.rev for r in running}
-        with self.file.reading():
-            rows = self.file.q(f'SELECT key, {RECORD} FROM "{TABLE}" WHERE pos = ?',
-                               (positions.running(owner),))
-        out: dict[str, float] = {}
-        for key, blob in rows:
-            try:
-                cur = decode_record(blob)
-            except RecordDecodeError:
-                continue                  # (the ticking process sets it aside)
-            if cur.abort is not None and revs.get(key[2:]) == cur.rev:
-                out[cur.id] = cur.abort
-        return out
 
     # -- workers ----------------------------------------------------------------------------
     def claim(self, owner: str, now: float, limit: int, queued: int = 0, *,
