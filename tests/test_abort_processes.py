@@ -20,22 +20,15 @@ import pytest
 
 from timewheel.testing import processes as procs
 
+from . import test_batch_processes
 from .abort_worker import POLL, TICK, make
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+#: the fixture of the batch tests: a file store, a redis-server, a PostgreSQL (leases of 1 s)
+store_url = test_batch_processes.store_url
 #: stopped "within one tick + the task's own polling interval": this bound adds a generous
 #: allowance for a loaded machine (2 cores shared by several test runs) and the round trips
 BOUND = TICK + POLL + 1.5
-
-
-@pytest.fixture(params=["sqlite", "redis", "postgres"])
-def store_url(request, tmp_path) -> str:
-    if request.param == "redis":
-        return request.getfixturevalue("redis_db") + "?lease=1"
-    if request.param == "postgres":
-        url = request.getfixturevalue("pg_db")
-        return url + ("&" if "?" in url else "?") + "lease=1"
-    return str(tmp_path / "tasks.db")
 
 
 _ENTRY = re.compile(r"^(ready|start|end) (.*) (\d+\.\d{6})$")
