@@ -59,6 +59,7 @@ from .records import (
     RUNNING,
     SUCCEEDED,
     TERMINAL,
+    Progress,
     TaskRecord,
     cancel,
     end_run,
@@ -281,6 +282,14 @@ class TaskHandle(Generic[T_co]):
     def cancel(self) -> bool:
         """True if the task was still pending and now never runs; False otherwise."""
         return self._wheel.cancel(self.id)
+
+    @property
+    def progress(self) -> Optional[Progress]:
+        """The last progress its run reported (``current_task().progress(...)``): ``done``,
+        ``total``, ``note`` and ``at`` (when, unix seconds); None if it reported none.  While it
+        runs, a value at most a tick or so old; once it finished, its last one."""
+        value = self.record.progress
+        return None if value is None else Progress._make(value)
 
     def abort(self) -> bool:
         """Stop the task: cancel it if pending; if running, ask the process running it (any
@@ -647,7 +656,7 @@ class Task(Generic[P, R_co]):
                            hu.now() if batch is None else batch.now, self.retries, self.retry_delay,
                            grace, self.timeout,
                            (o.get("queue", self.queue), o.get("priority", self.priority), limits, None, None,
-                            (), None, None))
+                            (), None, None, None))
             if "debounce" in o:
                 return hu._debounce(rec, o["debounce"], o["max_wait"])
         if batch is None:
@@ -666,7 +675,7 @@ class Task(Generic[P, R_co]):
         if self._flow is not None:
             rest = (self.queue, self.priority, self._limits(args, {}), None, None)
         return new_task(_ids.new(), self.name, hu.now(), payload, hu.now(), self.retries, self.retry_delay,
-                        None, self.timeout, rest + ((), None, None))
+                        None, self.timeout, rest + ((), None, None, None))
 
 
 class Delayed(Generic[P, T_co]):

@@ -16,7 +16,8 @@ It does two jobs, each a few store calls per round:
   to the pool, and records their outcomes in batches through the pure transitions of
   :mod:`timewheel.records` (a compare-and-set: an outcome fenced out by a recovery is dropped,
   and logged).  While it runs tasks it asks the store once a tick, in one read for all of
-  them, which of them were asked to abort (issue 23), and tells those runs so.
+  them, which of them were asked to abort (issue 23), and tells those runs so; and it writes
+  the progress they reported (at most a few writes a second per run, whatever they do).
 
 Between rounds it sleeps until the earliest ready eta it knows, the next tick boundary (if
 ticking), or a ring of the store's doorbell (a task became ready elsewhere, a worker finished
@@ -43,7 +44,7 @@ from typing import Callable, Optional
 from . import processes
 from .backoff import backoff
 from .errors import StoreError
-from .execute import abort_run, forget_run
+from .execute import abort_run, forget_run, unsent_progress
 from .pool import WorkerPool
 from .records import (
     ABORTED,
@@ -56,6 +57,7 @@ from .records import (
     is_misfire,
     requeue_crashed,
     skip_misfired,
+    with_progress,
 )
 from .store.base import Claimed, Doorbell, WheelStore
 from .store.rules import outcome_event
@@ -181,6 +183,8 @@ class Boss:
         self._renew(now)
         if self._running and _due(self, "_aborts_at", self.wheel.tick, now):
             self._watch_aborts()
+        if self._running:
+            self._write_progress()
         if _due(self, "_report_at", processes.REPORT_EVERY, now):
             self._report(now)
         # The calls above took time (a round trip each to a server): sleep from a fresh
@@ -330,6 +334,15 @@ class Boss:
             self._running[task_id] = rec._replace(abort=at)
             abort_run(task_id, rec.rev)
             log.info("task %s (%s): asked to abort; told its run", task_id, rec.name)
+
+    def _write_progress(self) -> None:
+        """Write the latest progress each run here reported since its last write (at most one
+        write per run every execute.PROGRESS_EVERY, and a round at least once a tick while tasks
+        run): a note that keeps the run's fence (WheelStore.note)."""
+        for rec in list(self._running.values()):
+            value = unsent_progress(rec.id, rec.rev)
+            if value is not None:
+                self.store.note(rec, with_progress(rec, value))
 
     def _renew(self, now: float) -> None:
         every = self.liveness.renew_every

@@ -12,12 +12,17 @@ An abort of a run (issue 23) arrives the same ways: the boss learns it from the 
 ``current_task().aborted`` become True (and ``check_aborted()`` raise
 :class:`~timewheel.errors.TaskAborted`) -- it is asked, not interrupted, so that it stops where
 its work is consistent.
+
+``current_task().progress(done, total, note)`` only keeps the value with the run (about a
+microsecond a call); the boss writes the latest of each run once a tick at most
+(:func:`unsent_progress`), and the last one goes with the run's outcome.
 """
 
 from __future__ import annotations
 
 import contextvars
 import ctypes
+import dataclasses
 import heapq
 import inspect
 import itertools
@@ -34,10 +39,15 @@ from typing import Any, Callable, Mapping, NoReturn, Optional
 from . import serialize, tracing
 from .aio import run_coroutine
 from .errors import Retry, TaskAborted, TaskTimeout
-from .records import MAX_RECORD_BYTES, Outcome, TaskRecord, call_of, is_retryable
+from .records import MAX_RECORD_BYTES, Outcome, TaskRecord, call_of, is_retryable, progress_value
 from .tracing import API as _OTEL_API
 
-__all__ = ["TaskContext", "current_task", "execute", "abort_run", "forget_run"]
+__all__ = ["TaskContext", "current_task", "execute", "abort_run", "forget_run", "unsent_progress",
+           "PROGRESS_EVERY"]
+
+#: the least seconds between two progress writes of one run (issue 23): at most 4 a second,
+#: whatever the task does (the boss writes at most once a tick besides)
+PROGRESS_EVERY = 0.25
 
 log = logging.getLogger("timewheel.execute")
 
@@ -54,7 +64,7 @@ class TaskContext:
     fence: int
     batch_id: Optional[str] = None      #: the batch it is a member of (issue 23)
     _wheel: Any = None
-    _signal: "Optional[_AbortSignal]" = None
+    _signal: "Optional[_Run]" = None
 
     @property
     def aborted(self) -> bool:
@@ -67,6 +77,17 @@ class TaskContext:
         call it where stopping leaves things consistent.  The run ends ``aborted``, not retried."""
         if self.aborted:
             raise TaskAborted(f"task {self.id} was asked to abort")
+
+    def progress(self, done: float, total: Optional[float] = None, note: str = "") -> None:
+        """Report how far this run got: ``done`` units of ``total`` (if known), with a short
+        ``note``.  Cheap -- call it as often as you like: the latest value is written a few
+        times a second at most, and the last one with the run's outcome.  Read back by
+        ``TaskHandle.progress``, ``timewheel show`` and the web view."""
+        value = progress_value(done, total, note, time.time())
+        run = self._signal
+        if run is not None:
+            run.progress = value
+            run.unsent = True
 
     @property
     def batch(self) -> Any:
@@ -92,14 +113,18 @@ def current_task() -> Optional[TaskContext]:
     return _current.get()
 
 
-class _AbortSignal:
-    """An abort asked for one run: set by the boss's thread, read by the task's."""
+class _Run:
+    """What passes between a run and the boss: an abort asked for (set by the boss's thread,
+    read by the task's), and the run's latest progress (the reverse)."""
 
-    __slots__ = ("event", "_cancel")
+    __slots__ = ("event", "_cancel", "progress", "unsent", "sent_at")
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self._cancel: Optional[Callable[[], Any]] = None
+        self.progress: Optional[tuple] = None
+        self.unsent = False
+        self.sent_at = -PROGRESS_EVERY
 
     def set(self) -> None:
         self.event.set()
@@ -115,16 +140,29 @@ class _AbortSignal:
             cancel()
 
 
-_signals: dict[tuple[str, int], _AbortSignal] = {}
+_signals: dict[tuple[str, int], _Run] = {}
 _signals_lock = threading.Lock()
 
 
-def _signal_for(task_id: str, fence: int) -> _AbortSignal:
+def _signal_for(task_id: str, fence: int) -> _Run:
     with _signals_lock:
         sig = _signals.get((task_id, fence))
         if sig is None:
-            sig = _signals[(task_id, fence)] = _AbortSignal()
+            sig = _signals[(task_id, fence)] = _Run()
         return sig
+
+
+def unsent_progress(task_id: str, fence: int) -> Optional[tuple]:
+    """The latest progress of the run ``fence`` of ``task_id`` not written yet, if its write
+    may go now (:data:`PROGRESS_EVERY` since the last one), marked written; else None."""
+    run = _signals.get((task_id, fence))
+    if run is None or not run.unsent:
+        return None
+    now = time.monotonic()
+    if now - run.sent_at < PROGRESS_EVERY:
+        return None
+    run.unsent, run.sent_at = False, now
+    return run.progress
 
 
 def abort_run(task_id: str, fence: int) -> None:
@@ -140,7 +178,18 @@ def forget_run(task_id: str, fence: int) -> None:
 
 
 def execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], float]) -> Outcome:
-    """Run ``rec`` (claimed, RUNNING) with the function registered under its name."""
+    """Run ``rec`` (claimed, RUNNING) with the function registered under its name; its last
+    progress, if it reported any, goes with the outcome."""
+    run = _signal_for(rec.id, rec.rev)
+    try:
+        out = _execute(registry, rec, clock, run)
+    finally:
+        forget_run(rec.id, rec.rev)
+    return out if run.progress is None else dataclasses.replace(out, progress=run.progress)
+
+
+def _execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], float],
+             signal: _Run) -> Outcome:
     started = clock()
 
     def failed(error: str, tb: Optional[str] = None, retryable: bool = True,
@@ -159,9 +208,7 @@ def execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], fl
         log.error("task %s (%s): cannot decode its arguments: %s", rec.id, rec.name, exc)
         return failed(f"cannot decode its arguments: {exc.__class__.__name__}: {exc}",
                       _traceback.format_exc(), retryable=False, exc=exc)
-    signal = _signal_for(rec.id, rec.rev)
     if signal.event.is_set():
-        forget_run(rec.id, rec.rev)
         return failed("TaskAborted: aborted before it started", retryable=False)
     token = _current.set(TaskContext(rec.id, rec.name, rec.attempts, rec.eta, rec.rev, rec.batch,
                                      None if rec.batch is None else getattr(task, "timewheel", None),
@@ -195,7 +242,6 @@ def execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], fl
                        jitter=task.retry_jitter)
     finally:
         _current.reset(token)
-        forget_run(rec.id, rec.rev)
     try:
         result = (serialize.dumps_result(value) if task.json
                   else pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
@@ -220,7 +266,7 @@ def _arguments(task: Any, payload: bytes) -> tuple[Any, Any, Optional[dict[str, 
 
 
 def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-          timeout: Optional[float], signal: Optional[_AbortSignal] = None) -> Any:
+          timeout: Optional[float], signal: Optional[_Run] = None) -> Any:
     cancel_on = None if signal is None else signal.on_set
     if inspect.iscoroutinefunction(fn):
         return run_coroutine(fn(*args, **kwargs), timeout, cancel_on)

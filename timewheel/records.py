@@ -38,7 +38,8 @@ from typing import Any, NamedTuple, Optional
 
 __all__ = [
     "TaskRecord", "Outcome", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "MISFIRED",
-    "ABORTED", "request_abort",
+    "ABORTED", "request_abort", "Progress", "progress_value", "with_progress", "is_progress",
+    "progress_to_json", "progress_from_json",
     "STATUSES", "TERMINAL", "RETRYABLE", "encode_record", "decode_record", "RecordDecodeError",
     "start_run", "is_misfire", "skip_misfired", "end_run", "requeue_crashed", "reset_for_retry",
     "cancel", "retry_backoff", "new_task", "load_plain", "MAX_RECORD_BYTES", "MAX_ETA", "MAX_BACKOFF",
@@ -118,10 +119,54 @@ class TaskRecord(NamedTuple):
     batch: Optional[str] = None     #: the batch it is a member of
     # -- aborting a running task (issue 23).  Last, with a default: as above.
     abort: Optional[float] = None   #: while running: when an abort was asked for (the store's clock)
+    progress: Optional[tuple] = None  #: the run's last reported progress: a Progress tuple
 
     @property
     def done(self) -> bool:
         return self.status in TERMINAL
+
+
+class Progress(NamedTuple):
+    """How far a run got, as it said (``current_task().progress(done, total, note)``)."""
+
+    done: float                  #: units done (an int, or a float)
+    total: Optional[float]       #: units in all, if known
+    note: str                    #: a short text ("" for none)
+    at: float                    #: when it was reported (the worker's clock, unix seconds)
+
+    @property
+    def fraction(self) -> Optional[float]:
+        """``done / total`` (at most 1), or None without a total."""
+        return None if not self.total else min(1.0, self.done / self.total)
+
+
+#: the longest note a progress keeps (a longer one is cut)
+MAX_NOTE = 200
+
+
+def progress_value(done: Any, total: Any, note: Any, at: float) -> tuple:
+    """A progress as a record keeps it, checked: ``done`` a finite number >= 0, ``total`` None
+    or a finite number > 0, ``note`` a str (cut to :data:`MAX_NOTE` characters).  TypeError
+    or ValueError naming what is wrong."""
+    for value, what in ((done, "done"), (total, "total")):
+        if value is None and what == "total":
+            continue
+        if type(value) not in _NUMBER:
+            raise TypeError(f"progress {what} must be an int or a float, got {type(value).__name__}")
+        if not (math.isfinite(value) and 0 <= value <= 1e15) or (what == "total" and value == 0):
+            raise ValueError(f"progress {what} must be a finite number from 0 to 1e15"
+                             f"{' (not 0)' if what == 'total' else ''}, got {value!r}")
+    if type(note) is not str:
+        raise TypeError(f"progress note must be a str, got {type(note).__name__}")
+    return (done, total, note[:MAX_NOTE], at)
+
+
+def with_progress(rec: TaskRecord, progress: tuple) -> TaskRecord:
+    """RUNNING -> RUNNING with its run's latest ``progress``: like :func:`request_abort`, a
+    note a store writes without bumping ``rev``."""
+    if rec.status != RUNNING:
+        raise ValueError(f"only a running task reports progress, not a {rec.status} one")
+    return rec._replace(progress=progress)
 
 
 class Attempt(NamedTuple):
@@ -159,6 +204,8 @@ class Outcome:
     max_retries: Optional[int] = None
     #: the backoff is full-jittered (:func:`retry_eta`); False: exactly ``retry_backoff``
     jitter: bool = False
+    #: the run's last reported progress (a Progress tuple), written with the outcome
+    progress: Optional[tuple] = None
 
 
 # -- transitions --------------------------------------------------------------------------------
@@ -249,7 +296,8 @@ def end_run(rec: TaskRecord, out: Outcome) -> TaskRecord:
     a run that returned all the same succeeded: its work is done, and its result is kept.
     """
     started = out.started if rec.started is None else rec.started
-    common = dict(owner=None, lease=None, started=started, finished=out.finished)
+    common = dict(owner=None, lease=None, started=started, finished=out.finished,
+                  progress=rec.progress if out.progress is None else out.progress)
     if out.ok:
         return rec._replace(status=SUCCEEDED, result=out.result, error=None, traceback=None,
                             history=_attempt(rec, started, out.finished, "succeeded", None), **common)
@@ -324,7 +372,7 @@ def hand_back(rec: TaskRecord) -> TaskRecord:
 def reset_for_retry(rec: TaskRecord, now: float) -> TaskRecord:
     """A failed, misfired, cancelled or aborted task -> PENDING now, with a fresh attempt budget."""
     return rec._replace(status=PENDING, eta=now, attempts=0, crashes=0, started=None,
-                        finished=None, owner=None, lease=None, result=None, abort=None)
+                        finished=None, owner=None, lease=None, result=None, abort=None, progress=None)
 
 
 def cancel(rec: TaskRecord, now: float) -> TaskRecord:
@@ -352,20 +400,21 @@ _FLOW_AT = 21                    # queue: the first field of flow control
 _HISTORY_AT = 26                 # history (issue 26)
 _BATCH_AT = 27                   # batch (issue 23)
 _ABORT_AT = 28                   # abort (issue 23)
-_CUTS = (9, 17, _FLOW_AT, _HISTORY_AT, _BATCH_AT, _ABORT_AT)   # after misfire_grace; before version
-                                 # (never 18: that is v1); before the flow fields (a running record
-                                 # with a lease); before the history (a task of flow control not
-                                 # yet run); before the batch (a task that ran, of no batch);
-                                 # before the abort (a member of a batch)
+_PROGRESS_AT = 29                # progress (issue 23)
+# Where an encoded record may end (the fields after the cut hold their defaults): after
+# misfire_grace; before version (never 18: that is v1); before the flow fields (a running record
+# with a lease); before the history (a task of flow control not yet run); before the batch (a
+# task that ran, of no batch); before the abort (a member of a batch); before the progress.
+_CUTS = (9, 17, _FLOW_AT, _HISTORY_AT, _BATCH_AT, _ABORT_AT, _PROGRESS_AT)
 _TAILS = tuple((cut, _DEFAULTS[cut:]) for cut in _CUTS)   # sliced once, not per record
 
 
 def new_task(task_id: str, name: str, eta: float, payload: bytes, created: float, retries: int,
              retry_delay: float, misfire_grace: Optional[float], timeout: Optional[float],
-             flow: tuple = ("default", 0, (), None, None, (), None, None)) -> TaskRecord:
+             flow: tuple = ("default", 0, (), None, None, (), None, None, None)) -> TaskRecord:
     """A new PENDING record, built positionally: ``delay()`` makes one per task, and this is
     about twice as fast as the keyword constructor.  ``flow``: (queue, priority, limits,
-    first_call, max_wait, history, batch, abort)."""
+    first_call, max_wait, history, batch, abort, progress)."""
     return tuple.__new__(TaskRecord, (task_id, name, eta, payload, PENDING, created, retries,
                                       retry_delay, misfire_grace, 0, 0, None, None, None, None,
                                       None, None, RECORD_VERSION, 0, timeout, None) + flow)
@@ -426,6 +475,7 @@ _OPTIONAL: dict[str, Any] = {
     "traceback": lambda v: isinstance(v, str), "result": lambda v: isinstance(v, bytes),
     "first_call": _is_time, "max_wait": _is_time,
     "batch": lambda v: type(v) is str and 0 < len(v) <= 200, "abort": _is_time,
+    "progress": lambda v: is_progress(v),
 }
 _CHECKS.update({
     "queue": lambda v: type(v) is str and 0 < len(v) <= 64 and ":" not in v,
@@ -443,6 +493,31 @@ def _is_history(v: Any) -> bool:
         and (a[2] is None or _is_time(a[2])) and (a[3] is None or _is_time(a[3]))
         and (a[4] is None or type(a[4]) is str and len(a[4]) <= 500) and a[5] in _OUTCOMES
         and (a[6] is None or type(a[6]) is str and len(a[6]) <= ERROR_CHARS) for a in v)
+
+
+def is_progress(v: Any) -> bool:
+    """A record's progress: (done, total, note, at) of plain values, as progress_value makes."""
+    return (type(v) is tuple and len(v) == 4 and type(v[0]) in _NUMBER and 0 <= v[0] <= 1e15
+            and (v[1] is None or type(v[1]) in _NUMBER and 0 < v[1] <= 1e15)
+            and type(v[2]) is str and len(v[2]) <= MAX_NOTE and _is_time(v[3]))
+
+
+def progress_to_json(progress: Optional[tuple]) -> Optional[str]:
+    """A progress as JSON text (None for none): how a store keeps it beside a record (the Redis
+    hash's ``pg`` field, PostgreSQL's ``progress`` column)."""
+    return None if progress is None else json.dumps(progress, allow_nan=False, separators=(",", ":"))
+
+
+def progress_from_json(text: Any) -> Any:
+    """The inverse of :func:`progress_to_json`; what is not such text is returned as it is,
+    for the record's check to name."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        return text
+    return tuple(value) if type(value) is list else text
 
 
 def history_to_json(history: tuple) -> Optional[str]:
@@ -476,7 +551,7 @@ def _plausible(id: Any, name: Any, eta: Any, payload: Any, status: Any, created:
                retry_delay: Any, misfire_grace: Any, attempts: Any, crashes: Any, started: Any,
                finished: Any, owner: Any, error: Any, traceback: Any, result: Any, version: Any,
                rev: Any, timeout: Any, lease: Any, queue: Any, priority: Any, limits: Any,
-               first_call: Any, max_wait: Any, history: Any, batch: Any, abort: Any) -> bool:
+               first_call: Any, max_wait: Any, history: Any, batch: Any, abort: Any, progress: Any) -> bool:
     """Every check of ``_CHECKS`` and ``_OPTIONAL`` in one expression: a claim decodes every
     task it takes, and the loop over them costs 5 us a record, this 1 us.  (A pickle cannot
     make subclasses here -- find_class is refused -- so exact types are what isinstance saw;
@@ -503,7 +578,8 @@ def _plausible(id: Any, name: Any, eta: Any, payload: Any, status: Any, created:
                  and max_wait is None or _flow_plausible(queue, priority, limits, first_call, max_wait))
             and (history == () or _is_history(history))
             and (batch is None or type(batch) is str and 0 < len(batch) <= 200)
-            and (abort is None or type(abort) in n and -t <= abort <= t))
+            and (abort is None or type(abort) in n and -t <= abort <= t)
+            and (progress is None or is_progress(progress)))
 
 
 def _flow_plausible(queue: Any, priority: Any, limits: Any, first_call: Any, max_wait: Any) -> bool:
@@ -540,7 +616,7 @@ def record_from_fields(values: tuple) -> TaskRecord:
     defaults (queue "default", priority 0, no limits)."""
     if len(values) == _FLOW_AT:
         values = tuple(values) + _DEFAULTS[_FLOW_AT:]
-    elif len(values) in (_BATCH_AT, _ABORT_AT):  # without the batch, or the abort (PostgreSQL)
+    elif len(values) in (_BATCH_AT, _ABORT_AT, _PROGRESS_AT):   # without the batch, ... (PostgreSQL)
         values = tuple(values) + _DEFAULTS[len(values):]
     elif len(values) == _FLOW_AT + 1:           # the same with the history (PostgreSQL)
         values = (tuple(values[:_FLOW_AT]) + _DEFAULTS[_FLOW_AT:_HISTORY_AT] + (values[_FLOW_AT],)

@@ -296,11 +296,13 @@ class WheelStore(abc.ABC):
 
     # -- aborting a running task (issue 23) ---------------------------------------------------
     def note(self, old: TaskRecord, new: TaskRecord) -> bool:
-        """Store ``new`` -- the running ``old`` with only its ``abort`` changed
-        (:func:`~timewheel.records.request_abort`) -- if the stored record is still ``old``'s
-        run (running, at ``old.rev``), *keeping* its ``rev``: the run's fence, its lease and its
-        outcome stay valid, and the outcome's write replaces this one.  One atomic write;
-        nothing moves, nothing is counted.  False if the record changed meanwhile."""
+        """Write the notes ``new`` changes on the running ``old`` -- its ``abort``
+        (:func:`~timewheel.records.request_abort`) or its ``progress``
+        (:func:`~timewheel.records.with_progress`), field by field (:func:`rules.noted`) -- if
+        the stored record is still ``old``'s run (running, at ``old.rev``), *keeping* its
+        ``rev``: the run's fence, its lease and its outcome stay valid, and the outcome's write
+        replaces this one.  One atomic write; nothing moves, nothing is counted.  False if the
+        record changed meanwhile."""
         raise StoreError(f"{self.location}: this store cannot abort a running task")
 
     def abort(self, task_id: str, attempts: int = 100) -> tuple[Optional[TaskRecord], str]:

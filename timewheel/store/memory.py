@@ -291,11 +291,12 @@ class MemoryStore(WheelStore):
         return out
 
     def note(self, old: TaskRecord, new: TaskRecord) -> bool:
+        fields = rules.noted(old, new)
         with self._lock:
             cur = self._records.get(old.id)
-            if cur is None or cur.status != RUNNING or cur.rev != old.rev or new.id != old.id:
+            if cur is None or cur.status != RUNNING or cur.rev != old.rev:
                 return False
-            self._records[old.id] = new._replace(rev=cur.rev)
+            self._records[old.id] = cur._replace(**fields)
             return True
 
     def aborting(self, owner: str, running: Sequence[TaskRecord]) -> dict[str, float]:

@@ -62,6 +62,9 @@ from ..records import (
     TaskRecord,
     history_from_json,
     history_to_json,
+    is_progress,
+    progress_from_json,
+    progress_to_json,
     record_from_fields,
 )
 from ..wheel import Wheel
@@ -127,7 +130,7 @@ def _columns(rec: TaskRecord, wheel: Wheel) -> tuple:
             None if rec.finished is None else finished_ms(rec.finished), rec.owner, rec.error,
             rec.traceback, rec.result, rec.version, rec.rev, rec.timeout, rec.lease, rec.queue,
             rec.priority, json.dumps(rec.limits) if rec.limits else None, rec.first_call, rec.max_wait,
-            history_to_json(rec.history), rec.batch, rec.abort)
+            history_to_json(rec.history), rec.batch, rec.abort, progress_to_json(rec.progress))
 
 
 def write_args(items: Sequence[tuple[TaskRecord, Optional[int]]], wheel: Wheel) -> list[list]:
@@ -175,14 +178,17 @@ def decode_row(row: Sequence[Any]) -> TaskRecord:
             raise RecordDecodeError(f"not a timewheel record (field limits holds {limits!r:.60})") from None
     rec = record_from_fields(values[:_LIMITS_AT] + (limits,) + values[_LIMITS_AT + 1:]
                              + (history_from_json(row[_NREC - 1]),))
-    batch, abort = row[_NREC], row[_NREC + 1]   # after the record's columns (issue 23)
-    if batch is None and abort is None:
+    batch, abort, progress = row[_NREC], row[_NREC + 1], row[_NREC + 2]   # after the record's (issue 23)
+    if batch is None and abort is None and progress is None:
         return rec
     if batch is not None and (not isinstance(batch, str) or not 0 < len(batch) <= 200):
         raise RecordDecodeError("not a timewheel record (field batch is not a batch id)")
     if abort is not None and (not isinstance(abort, float) or not math.isfinite(abort)):
         raise RecordDecodeError("not a timewheel record (field abort is not a time)")
-    return rec._replace(batch=batch, abort=abort)
+    progress = progress_from_json(progress)
+    if progress is not None and not is_progress(progress):
+        raise RecordDecodeError("not a timewheel record (field progress is not a progress)")
+    return rec._replace(batch=batch, abort=abort, progress=progress)
 
 
 def _placeholder(row: Sequence[Any], reason: str) -> TaskRecord:
@@ -895,9 +901,9 @@ class PostgresStore(PostgresFlow, _Observers, PostgresBatches, WheelStore):
         return out, self._claimed([r[:-1] for r in rows], owner)
 
     def note(self, old: TaskRecord, new: TaskRecord) -> bool:
-        if new.id != old.id or new.abort is None:
-            return False
-        (ok,), = self._call(f"SELECT {self.s}.note_abort(%s, %s, %s::float8)", (old.id, old.rev, new.abort),
+        fields = rules.noted(old, new)
+        (ok,), = self._call(f"SELECT {self.s}.note(%s, %s, %s::float8, %s::text)",
+                            (old.id, old.rev, fields.get("abort"), progress_to_json(fields.get("progress"))),
                             write=True)
         return bool(ok)
 

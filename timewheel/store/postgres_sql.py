@@ -52,8 +52,9 @@ RECORD_COLUMNS = ("id", "name", "eta", "payload", "status", "created", "retries"
                   "misfire_grace", "attempts", "crashes", "started", "finished", "owner", "error",
                   "traceback", "result", "version", "rev", "timeout", "lease",
                   "queue", "priority", "limits", "first_call", "max_wait", "history")
-#: what reads of a task row select: the record's columns, then its batch and its abort (issue 23)
-ROW_COLUMNS = RECORD_COLUMNS + ("batch", "abort")
+#: what reads of a task row select: the record's columns, then its batch, abort and progress
+#: (issue 23)
+ROW_COLUMNS = RECORD_COLUMNS + ("batch", "abort", "progress")
 
 #: what a write hands in per task (arrays, one element per task): the record's columns and
 #: where it goes (``eta_us``, ``tick``, ``finished_ms``), with their SQL types
@@ -66,6 +67,7 @@ WRITE_COLUMNS = (
     ("version", "int"), ("rev", "bigint"), ("timeout", "float8"), ("lease", "float8"),
     ("queue", "text"), ("priority", "int"), ("limits", "text"), ("first_call", "float8"),
     ("max_wait", "float8"), ("history", "text"), ("batch", "text"), ("abort", "float8"),
+    ("progress", "text"),
 )
 
 _FINISHED = "('succeeded', 'failed', 'cancelled', 'misfired', 'aborted')"
@@ -195,8 +197,9 @@ def _batch_schema(s: str) -> list[str]:
     return [
         f'ALTER TABLE {s}.tasks ADD COLUMN batch text COLLATE "C"',
         # aborting a running task (issue 23): when it was asked for (NULL: never), and the
-        # status it ends with, finished like the others
+        # status it ends with, finished like the others; a run's last progress (JSON text)
         f"ALTER TABLE {s}.tasks ADD COLUMN abort float8",
+        f"ALTER TABLE {s}.tasks ADD COLUMN progress text",
         f"ALTER TABLE {s}.tasks DROP CONSTRAINT IF EXISTS tasks_status_check",
         f"ALTER TABLE {s}.tasks ADD CONSTRAINT tasks_status_check CHECK (status IN {_STATUSES})",
         f"DROP INDEX IF EXISTS {s}.tasks_finished",
@@ -273,12 +276,13 @@ BEGIN
     PERFORM {s}.finish_batch(b);
   END LOOP;
 END $$""",
-        # Ask a running task to abort: its abort set while it runs at p_rev, the rev left alone
-        # (the run's fence, its lease and its outcome stay valid: WheelStore.note)
-        f"""CREATE OR REPLACE FUNCTION {s}.note_abort(p_id text, p_rev bigint, p_at float8) RETURNS boolean
-LANGUAGE sql AS $$
-  WITH u AS (UPDATE {s}.tasks SET abort = p_at WHERE id = p_id AND rev = p_rev AND status = 'running'
-             RETURNING 1)
+        # Notes on a running task: its abort asked for, its progress (each NULL: left as it is),
+        # while it runs at p_rev, the rev left alone (the run's fence, its lease and its outcome
+        # stay valid: WheelStore.note)
+        f"""CREATE OR REPLACE FUNCTION {s}.note(p_id text, p_rev bigint, p_abort float8, p_progress text)
+RETURNS boolean LANGUAGE sql AS $$
+  WITH u AS (UPDATE {s}.tasks SET abort = coalesce(p_abort, abort), progress = coalesce(p_progress, progress)
+             WHERE id = p_id AND rev = p_rev AND status = 'running' RETURNING 1)
   SELECT EXISTS (SELECT 1 FROM u) $$""",
     ]
 
@@ -572,7 +576,7 @@ _RECORD_TYPES = (
     ("traceback", "text"), ("result", "bytea"), ("version", "int"), ("rev", "bigint"),
     ("timeout", "float8"), ("lease", "float8"), ("queue", "text"), ("priority", "int"),
     ("limits", "jsonb"), ("first_call", "float8"), ("max_wait", "float8"), ("history", "text"),
-    ("batch", "text"), ("abort", "float8"),
+    ("batch", "text"), ("abort", "float8"), ("progress", "text"),
 )
 assert tuple(c for c, _ in _RECORD_TYPES) == ROW_COLUMNS
 

@@ -773,14 +773,17 @@ end
 return lost
 """
 
-#: Ask a running task to abort (issue 23): ARGV id, rev, the record with its ``abort`` set.  The
-#: record is written, and ``ab`` set to the rev, only while it runs at that rev; ``v`` is left
-#: alone (the run's fence, its lease and its outcome stay valid).  Returns 1, or 0 if it changed.
+#: Notes on a running task (issue 23): ARGV id, rev, the record with its ``abort`` set (or ''),
+#: its progress as JSON (or '').  Written -- the record with ``ab`` set to the rev, the progress
+#: as ``pg`` = ``<rev>|<json>`` (read only while the rev is that) -- only while it runs at that
+#: rev; ``v`` is left alone (the run's fence, its lease and its outcome stay valid).  Returns 1,
+#: or 0 if it changed.
 NOTE = _PRELUDE + r"""
 local key = P .. 't:' .. ARGV[1]
 local h = redis.call('HMGET', key, 's', 'v')
 if h[1] ~= 'running' or h[2] ~= ARGV[2] then return 0 end
-redis.call('HSET', key, 'r', ARGV[3], 'ab', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', key, 'r', ARGV[3], 'ab', ARGV[2]) end
+if ARGV[4] ~= '' then redis.call('HSET', key, 'pg', ARGV[2] .. '|' .. ARGV[4]) end
 return 1
 """
 

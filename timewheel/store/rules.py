@@ -44,7 +44,7 @@ from ..records import (
 )
 
 __all__ = ["Unreadable", "UNKNOWN_REV", "stored_rev", "admit", "admit_all", "claimed", "swapped", "set_aside",
-           "outcome_event", "abort_step"]
+           "outcome_event", "abort_step", "NOTES", "noted"]
 
 log = logging.getLogger("timewheel.store")
 
@@ -177,3 +177,17 @@ def abort_step(rec: Optional[TaskRecord], now: float) -> tuple[str, Optional[Tas
     if rec.abort is not None:
         return "done", None
     return "note", request_abort(rec, now)
+
+
+#: the fields :meth:`WheelStore.note` writes into a running record without bumping its rev
+NOTES = ("abort", "progress")
+
+
+def noted(old: TaskRecord, new: TaskRecord) -> dict[str, object]:
+    """The notes ``new`` changes on ``old`` (both the same run): what
+    :meth:`WheelStore.note` writes, field by field, over whatever the store holds -- so that a
+    progress note never undoes an abort asked for meanwhile by another process, nor the
+    reverse.  Any other difference is a ValueError: a note never changes the run itself."""
+    if new.id != old.id or new._replace(abort=old.abort, progress=old.progress) != old:
+        raise ValueError(f"a note of task {old.id} changes more than {', '.join(NOTES)}")
+    return {f: getattr(new, f) for f in NOTES if getattr(new, f) != getattr(old, f)}
