@@ -28,6 +28,7 @@ import click
 from .query import FINISHED
 from .store.base import LISTABLE
 from .text import clean, clip, duration, first_line, local, relative, seconds, size, span
+from .text import progress as progress_text
 from .web.command import web as web_command
 
 if TYPE_CHECKING:
@@ -501,6 +502,8 @@ def _check_queue_option(queue: Optional[str]) -> None:
 
 def _status(row: dict[str, Any]) -> str:
     status = "retrying" if row.get("retrying") else row["status"]
+    if status == "running" and row.get("progress"):
+        status += " " + progress_text(row["progress"])
     if status == "running" and row.get("abort_requested") is not None:
         status += " (asked to abort)"
     return status + (" (owner gone)" if row["owner_alive"] is False else "")
@@ -588,6 +591,8 @@ def show(db: str, task_id: str, full: bool, out: Output) -> None:
             ["owner", _owner(d)],
             ["queue", f"{d['queue']} (priority {d['priority']})"],
         ]
+        if d["progress"]:
+            rows.append(["progress", f"{progress_text(d['progress'])} at {local(d['progress']['at'])}"])
         if d["limits"]:
             rows.append(["limits", "; ".join(_limit_text(x) for x in d["limits"])])
         if d["first_call"] is not None:

@@ -129,7 +129,11 @@ def task_row(rec: TaskRecord, now: float, owner_alive: Optional[bool] = None) ->
             "created": None if broken else rec.created, "started": rec.started,
             "finished": rec.finished, "owner": rec.owner, "owner_alive": owner_alive,
             "lease": rec.lease, "error": first_line(rec.error), "queue": rec.queue, "priority": rec.priority,
-            "retrying": is_retrying(rec), "abort_requested": None if broken else rec.abort}
+            "retrying": is_retrying(rec), "abort_requested": None if broken else rec.abort,
+            "progress": None if broken or rec.progress is None else dict(zip(_PROGRESS_KEYS, rec.progress))}
+
+
+_PROGRESS_KEYS = ("done", "total", "note", "at")
 
 
 def is_retrying(rec: TaskRecord) -> bool:

@@ -186,7 +186,7 @@ class WebView(_BatchPages):
             autoescape=select_autoescape(default=True, default_for_string=True),
             undefined=StrictUndefined, finalize=_finalize, trim_blocks=True, lstrip_blocks=True)
         self.templates.filters.update(when=_when, ago=_ago, dur=_dur, clean=_clean_lines, count=_count,
-                                      name=_name)
+                                      name=_name, progress=text.progress)
 
     # -- the store -------------------------------------------------------------------------------
     def open(self, writable: bool = False) -> WheelStore:
