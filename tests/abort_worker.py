@@ -1,4 +1,4 @@
-"""A worker process for the abort tests (issue 23): ``python tests/abort_worker.py STORE LOG``
+"""A worker process for the abort and progress tests (issue 23): ``python tests/abort_worker.py STORE LOG``
 starts a wheel on STORE (tick 0.2 s, 3 workers) and runs until killed or until ``LOG.stop``
 exists.
 
@@ -62,7 +62,16 @@ def make(store: str, log: str):
         mark("end", "other", "done")
         return "other"
 
-    return hu, {"spin": spin, "aspin": aspin, "other": other}
+    @hu.task(name="ab.count")
+    def count(n: int, step: float) -> int:
+        mark("start", "count")
+        for i in range(n):
+            current_task().progress(i + 1, n, f"row {i + 1}")
+            time.sleep(step)
+        mark("end", "count", "done")
+        return n
+
+    return hu, {"spin": spin, "aspin": aspin, "other": other, "count": count}
 
 
 def main() -> int:

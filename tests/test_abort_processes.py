@@ -129,3 +129,26 @@ def test_abort_of_a_pending_task_cancels_it(store_url, tmp_path):
     h = t["spin"].delay(1.0, count_down=3600)
     assert h.abort() is True and h.status == "cancelled"
     assert h.abort() is False
+
+
+def test_another_process_reads_the_latest_progress_while_the_task_runs(store_url, worker):
+    log = worker
+    hu, t = make(store_url, log)
+    h = t["count"].delay(40, 0.05)                   # 2 s, a report every 50 ms
+    seen = []
+    deadline = time.monotonic() + 30
+    while h.status != "succeeded" and time.monotonic() < deadline:
+        p = h.progress
+        if p is not None and (not seen or p != seen[-1]):
+            seen.append(p)
+        time.sleep(0.01)
+    assert h.result(timeout=10) == 40
+    final = h.progress
+    assert (final.done, final.total, final.note, final.fraction) == (40, 40, "row 40", 1.0)
+    running = [p for p in seen if p.done < 40]
+    # read while it ran, increasing; a write at most every 0.25 s (about 8 in 2 s, at least 3)
+    assert len(running) >= 3, seen
+    assert [p.done for p in running] == sorted(p.done for p in running)
+    gaps = [b.at - a.at for a, b in zip(running, running[1:])]
+    assert min(gaps) >= 0.2, gaps                  # PROGRESS_EVERY, less the 50 ms between reports
+    assert all(p.total == 40 and p.note == f"row {p.done}" for p in running)
