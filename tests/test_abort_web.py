@@ -95,3 +95,22 @@ def test_abort_follows_the_actions_and_csrf_rules_of_the_other_buttons(tmp_path)
             assert client.post("api/tasks/nope/abort", headers=h).status_code == 404
     finally:
         store.close()
+
+
+def test_progress_on_the_task_and_running_pages(tmp_path) -> None:
+    import httpx
+
+    from timewheel.records import with_progress
+    path = str(tmp_path / "tasks.db")
+    store, run = _running_store(path)
+    try:
+        with serve(path) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+            assert 'id="progress"' not in client.get("tasks/r1").text
+            assert store.note(run, with_progress(run, (30, 120, "rows <b>", store.now())))
+            page = client.get("tasks/r1").text
+            assert 'id="progress">30/120 (25%) rows &lt;b&gt;' in page
+            assert '<td class="progress">30/120 (25%) rows &lt;b&gt;' in client.get("running").text
+            row = client.get("api/tasks/r1").json()["progress"]
+            assert (row["done"], row["total"], row["note"]) == (30, 120, "rows <b>")
+    finally:
+        store.close()
