@@ -122,7 +122,7 @@ class _Run:
     def __init__(self) -> None:
         self.event = threading.Event()
         self._cancel: Optional[Callable[[], Any]] = None
-        self.progress: Optional[tuple] = None
+        self.progress: Optional[tuple[Any, ...]] = None
         self.unsent = False
         self.sent_at = -PROGRESS_EVERY
 
@@ -152,7 +152,7 @@ def _signal_for(task_id: str, fence: int) -> _Run:
         return sig
 
 
-def unsent_progress(task_id: str, fence: int) -> Optional[tuple]:
+def unsent_progress(task_id: str, fence: int) -> Optional[tuple[Any, ...]]:
     """The latest progress of the run ``fence`` of ``task_id`` not written yet, if its write
     may go now (:data:`PROGRESS_EVERY` since the last one), marked written; else None."""
     run = _signals.get((task_id, fence))
