@@ -44,7 +44,7 @@ from typing import Callable, Optional
 from . import processes
 from .backoff import backoff
 from .errors import StoreError
-from .execute import abort_run, forget_run, unsent_progress
+from .execute import PROGRESS_EVERY, abort_run, forget_run, reports_progress, unsent_progress
 from .pool import WorkerPool
 from .records import (
     ABORTED,
@@ -337,8 +337,8 @@ class Boss:
 
     def _write_progress(self) -> None:
         """Write the latest progress each run here reported since its last write (at most one
-        write per run every execute.PROGRESS_EVERY, and a round at least once a tick while tasks
-        run): a note that keeps the run's fence (WheelStore.note)."""
+        write per run every execute.PROGRESS_EVERY; the boss looks that often while a run
+        reports): a note that keeps the run's fence (WheelStore.note)."""
         for rec in list(self._running.values()):
             value = unsent_progress(rec.id, rec.rev)
             if value is not None:
@@ -422,6 +422,8 @@ class Boss:
             wake = min(wake, self._renew_at)
         if self._running:
             wake = min(wake, self._aborts_at)
+            if any(reports_progress(r.id, r.rev) for r in self._running.values()):
+                wake = min(wake, now + PROGRESS_EVERY + 0.005)   # its next value waits no longer
         return max(0.0, min(wake, self._report_at) - now)
 
     # -- the thread ---------------------------------------------------------------------------

@@ -14,8 +14,8 @@ An abort of a run (issue 23) arrives the same ways: the boss learns it from the 
 its work is consistent.
 
 ``current_task().progress(done, total, note)`` only keeps the value with the run (about a
-microsecond a call); the boss writes the latest of each run once a tick at most
-(:func:`unsent_progress`), and the last one goes with the run's outcome.
+microsecond a call); the boss writes the latest of each run every :data:`PROGRESS_EVERY` at
+most (:func:`unsent_progress`), and the last one goes with the run's outcome.
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ from .records import MAX_RECORD_BYTES, Outcome, TaskRecord, call_of, is_retryabl
 from .tracing import API as _OTEL_API
 
 __all__ = ["TaskContext", "current_task", "execute", "abort_run", "forget_run", "unsent_progress",
-           "PROGRESS_EVERY"]
+           "reports_progress", "PROGRESS_EVERY"]
 
 #: the least seconds between two progress writes of one run (issue 23): at most 4 a second,
-#: whatever the task does (the boss writes at most once a tick besides)
+#: whatever the task does (and the boss looks that often while a run reports)
 PROGRESS_EVERY = 0.25
 
 log = logging.getLogger("timewheel.execute")
@@ -150,6 +150,13 @@ def _signal_for(task_id: str, fence: int) -> _Run:
         if sig is None:
             sig = _signals[(task_id, fence)] = _Run()
         return sig
+
+
+def reports_progress(task_id: str, fence: int) -> bool:
+    """Whether the run ``fence`` of ``task_id`` has reported progress (its boss then looks
+    every :data:`PROGRESS_EVERY` for a value to write)."""
+    run = _signals.get((task_id, fence))
+    return run is not None and run.progress is not None
 
 
 def unsent_progress(task_id: str, fence: int) -> Optional[tuple[Any, ...]]:
