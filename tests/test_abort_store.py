@@ -6,6 +6,11 @@ batch.  On the memory store, the file store, a real redis-server and a real Post
 
 from __future__ import annotations
 
+import threading
+
+import pytest
+
+from timewheel import TaskFailed, TimeWheel, current_task
 from timewheel import batches as br
 from timewheel.records import ABORTED, RUNNING, SUCCEEDED, Outcome, end_run, request_abort
 from timewheel.store.base import WheelStore
@@ -87,3 +92,30 @@ def test_an_aborted_member_finishes_its_batch_as_a_failure(store: WheelStore) ->
     st = store.batch("B")
     assert st.counts == {SUCCEEDED: 2, ABORTED: 1} and st.done is not None and st.status == "failed"
     assert {e for e in br.EVENTS if store.get(br.callback_id("B", e))} == {"on_complete", "on_failure"}
+
+
+def test_in_one_process_the_aborted_hook_fires_once_and_result_raises() -> None:
+    hu = TimeWheel(None, workers=2, tick=0.1)
+    events: list[tuple[str, str]] = []
+    started = threading.Event()
+    hu.on("aborted", lambda rec, exc: events.append((rec.id, type(exc).__name__)))
+
+    @hu.task(retries=5)
+    def wait_for_it() -> str:
+        started.set()
+        while True:
+            current_task().check_aborted()
+            threading.Event().wait(0.01)
+
+    hu.start()
+    try:
+        h = wait_for_it.delay()
+        assert started.wait(10)
+        assert h.abort() is True
+        with pytest.raises(TaskFailed) as err:
+            h.result(timeout=10)
+        assert err.value.status == ABORTED and "TaskAborted" in err.value.error
+    finally:
+        hu.stop()
+    assert events == [(h.id, "TaskAborted")]
+    assert h.record.attempts == 1
