@@ -287,7 +287,7 @@ class TaskHandle(Generic[T_co]):
     def progress(self) -> Optional[Progress]:
         """The last progress its run reported (``current_task().progress(...)``): ``done``,
         ``total``, ``note`` and ``at`` (when, unix seconds); None if it reported none.  While it
-        runs, a value at most a tick or so old; once it finished, its last one."""
+        runs, the latest written (about every 0.25 s); once it finished, its last one."""
         value = self.record.progress
         return None if value is None else Progress._make(value)
 

@@ -529,8 +529,9 @@ class Boss:
         again as before their claim, for any process to start.  A task whose hand-back is
         refused (its claim was recovered meanwhile) is someone else's already.  If the store
         cannot be reached they go back to the workers, as before."""
-        queued = [self._running.get(rec.id, rec) for rec in self.pool.withdraw()]   # (an abort known:
-        if not queued:                                                           # ends it aborted)
+        # (as the boss knows them: one whose abort it learned of ends aborted, not handed back)
+        queued = [self._running.get(rec.id, rec) for rec in self.pool.withdraw()]
+        if not queued:
             return
         try:
             back = self.store.swap([(rec, hand_back(rec)) for rec in queued])
@@ -542,6 +543,7 @@ class Boss:
             return
         for rec in queued:
             self._running.pop(rec.id, None)
+            forget_run(rec.id, rec.rev)
         log.info("handed back %d claimed task(s) no worker had started", sum(b is not None for b in back))
         self.store.ring()
         self.on_change()
