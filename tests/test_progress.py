@@ -138,3 +138,25 @@ def test_100000_reports_cost_under_a_second_and_writes_stay_bounded(tmp_path) ->
     gaps = [b - a for a, b in zip(writes, writes[1:])]
     assert min(gaps) >= PROGRESS_EVERY * 0.9, gaps
     assert h.progress.note == "more" and h.progress.done > 100     # the last one, with the outcome
+
+
+def test_the_cli_shows_a_running_tasks_progress_and_abort_request(tmp_path) -> None:
+    import json
+
+    from .cli_fixtures import invoke
+    from .test_abort_web import _running_store
+    path = str(tmp_path / "tasks.db")
+    store, run = _running_store(path)
+    try:
+        at = store.now()
+        store.note(run, with_progress(run, (30, 120, "rows", at)))
+        store.note(run, request_abort(run, at))
+    finally:
+        store.close()
+    listed = invoke("tasks", path)
+    assert listed.exit_code == 0 and "running 30/120 (25%) rows (asked to abort)" in listed.output
+    shown = invoke("show", path, "r1")
+    assert "30/120 (25%) rows at " in shown.output
+    row = json.loads(invoke("show", path, "r1", "--json").output)
+    assert row["progress"] == {"done": 30, "total": 120, "note": "rows", "at": at}
+    assert row["abort_requested"] == at

@@ -502,10 +502,11 @@ def _check_queue_option(queue: Optional[str]) -> None:
 
 def _status(row: dict[str, Any]) -> str:
     status = "retrying" if row.get("retrying") else row["status"]
-    if status == "running" and row.get("progress"):
-        status += " " + progress_text(row["progress"])
-    if status == "running" and row.get("abort_requested") is not None:
-        status += " (asked to abort)"
+    if status == "running":
+        if row.get("progress"):
+            status += " " + progress_text(row["progress"])
+        if row.get("abort_requested") is not None:
+            status += " (asked to abort)"
     return status + (" (owner gone)" if row["owner_alive"] is False else "")
 
 
