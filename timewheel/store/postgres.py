@@ -927,7 +927,7 @@ class PostgresStore(PostgresFlow, _Observers, PostgresBatches, WheelStore):
                 if rules.set_aside(row[0], exc):
                     self._mark_broken(row[0], str(exc))
                 continue
-            # 'waits' (claimed to wait in the owner's queue) comes after the row's columns
+            # the claim's "waits" (claimed but queued) comes after the row
             taken.append(rules.claimed(old, owner, at, lease=lease, queued=row[_NROW]))
         return Claimed(taken, head)
 
