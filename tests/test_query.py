@@ -39,7 +39,7 @@ def test_inspect_data(filled, dead_owner) -> None:
                          "queues", "limits", "processes", "inbox"}
     assert data["inbox"] == (None if isinstance(store, MemoryStore) else {"waiting": 0, "set_aside": 0})
     assert data["counts"] == {"pending": 4, "running": 1, "succeeded": 1, "failed": 1,
-                              "cancelled": 1, "misfired": 1, "broken": 0, "claimed": 0}
+                              "cancelled": 1, "misfired": 1, "aborted": 0, "broken": 0, "claimed": 0}
     assert {"path", "journal_mode", "size_bytes", "wal_bytes", "slots", "tick"} <= set(data["store"])
     ticker = data["ticker"]
     assert {"now", "current_tick", "horizon", "done_through", "lag_ticks", "lag_seconds", "ticking",
@@ -83,7 +83,8 @@ def test_tasks_data_order_filters_and_rows(filled) -> None:
     assert [t["id"] for t in data["tasks"]] == ALL and data["next_after"] is None
     assert set(data["tasks"][0]) == {"id", "name", "status", "eta", "due_in", "attempts", "max_attempts",
                                      "crashes", "created", "started", "finished", "owner", "owner_alive",
-                                     "lease", "error", "queue", "priority", "retrying"}
+                                     "lease", "error", "queue", "priority", "retrying",
+                                     "abort_requested", "progress"}
     assert [t["id"] for t in query.tasks_data(store, now, status=FAILED)["tasks"]] == ["bad"]
     named = query.tasks_data(store, now, name="reports.build", status="pending")["tasks"]
     assert [t["id"] for t in named] == ["p-evil", "p-far"]

@@ -59,6 +59,7 @@ from .records import (
     RUNNING,
     SUCCEEDED,
     TERMINAL,
+    Progress,
     TaskRecord,
     cancel,
     end_run,
@@ -87,7 +88,7 @@ R_co = TypeVar("R_co", covariant=True)     # covariant: Task[P, CoroutineType[..
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 #: what ``hu.on()`` accepts: a task changed state (the change is durable when hooks run)
-EVENTS = ("started", "succeeded", "failed", "retrying", "misfired")
+EVENTS = ("started", "succeeded", "failed", "retrying", "misfired", "aborted")
 _instances: "weakref.WeakSet[TimeWheel]" = weakref.WeakSet()
 #: the adders of the ``hu.using(connection)`` blocks open in this context, by id of their wheel
 _USING: "ContextVar[Optional[dict[int, Any]]]" = ContextVar("timewheel_using", default=None)
@@ -275,12 +276,27 @@ class TaskHandle(Generic[T_co]):
 
     @property
     def status(self) -> str:
-        """``pending``, ``running``, ``succeeded``, ``failed``, ``cancelled`` or ``misfired``."""
+        """``pending``, ``running``, ``succeeded``, ``failed``, ``cancelled``, ``misfired`` or ``aborted``."""
         return self.record.status
 
     def cancel(self) -> bool:
         """True if the task was still pending and now never runs; False otherwise."""
         return self._wheel.cancel(self.id)
+
+    @property
+    def progress(self) -> Optional[Progress]:
+        """The last progress its run reported (``current_task().progress(...)``): ``done``,
+        ``total``, ``note`` and ``at`` (when, unix seconds); None if it reported none.  While it
+        runs, the latest written (about every 0.25 s); once it finished, its last one."""
+        value = self.record.progress
+        return None if value is None else Progress._make(value)
+
+    def abort(self) -> bool:
+        """Stop the task: cancel it if pending; if running, ask the process running it (any
+        process, any host) to stop it -- it learns so within a tick: an ``async def`` task is
+        cancelled, a sync one sees ``current_task().aborted``.  The run ends ``aborted``, not
+        retried.  True if that was recorded; False for a finished or unknown task."""
+        return self._wheel.abort(self.id)
 
     def result(self, timeout: Optional[float] = None) -> T_co:
         """Wait for the task to end and return its value.
@@ -640,7 +656,7 @@ class Task(Generic[P, R_co]):
                            hu.now() if batch is None else batch.now, self.retries, self.retry_delay,
                            grace, self.timeout,
                            (o.get("queue", self.queue), o.get("priority", self.priority), limits, None, None,
-                            (), None))
+                            (), None, None, None))
             if "debounce" in o:
                 return hu._debounce(rec, o["debounce"], o["max_wait"])
         if batch is None:
@@ -659,7 +675,7 @@ class Task(Generic[P, R_co]):
         if self._flow is not None:
             rest = (self.queue, self.priority, self._limits(args, {}), None, None)
         return new_task(_ids.new(), self.name, hu.now(), payload, hu.now(), self.retries, self.retry_delay,
-                        None, self.timeout, rest + ((), None))
+                        None, self.timeout, rest + ((), None, None, None))
 
 
 def _inbox_builder(registry: "dict[str, Task[..., Any]]", clock: Callable[[], float]
@@ -1093,6 +1109,15 @@ class TimeWheel(_Batches):
     def cancel(self, task_id: str) -> bool:
         """True if the task was pending and now never runs; False otherwise."""
         return self._change(task_id, lambda r: r.status == PENDING, cancel)
+
+    def abort(self, task_id: str) -> bool:
+        """:meth:`TaskHandle.abort` by id."""
+        if not _storable_id(task_id):
+            return False
+        _, done = self.store.abort(task_id)
+        if done == "cancelled":
+            self._changed_notify()
+        return done in ("cancelled", "asked", "asked already")
 
     def retry(self, task_id: str) -> bool:
         """Put a failed, misfired or cancelled task back as pending, due now, with its full

@@ -15,7 +15,9 @@ It does two jobs, each a few store calls per round:
   (:func:`queue_depth`), so that its workers never wait for a claim's round trip -- hands them
   to the pool, and records their outcomes in batches through the pure transitions of
   :mod:`timewheel.records` (a compare-and-set: an outcome fenced out by a recovery is dropped,
-  and logged).
+  and logged).  While it runs tasks it asks the store once a tick, in one read for all of
+  them, which of them were asked to abort (issue 23), and tells those runs so; and it writes
+  the progress they reported (at most a few writes a second per run, whatever they do).
 
 Between rounds it sleeps until the earliest ready eta it knows, the next tick boundary (if
 ticking), or a ring of the store's doorbell (a task became ready elsewhere, a worker finished
@@ -42,10 +44,12 @@ from typing import Callable, Optional
 from . import processes
 from .backoff import backoff
 from .errors import StoreError
+from .execute import PROGRESS_EVERY, abort_run, forget_run, reports_progress, unsent_progress
 from .inbox import PAGE as PAGE_INBOX
 from .inbox import Entry
 from .pool import WorkerPool
 from .records import (
+    ABORTED,
     FAILED,
     MISFIRED,
     Outcome,
@@ -56,6 +60,7 @@ from .records import (
     requeue_crashed,
     skip_misfired,
     start_queued,
+    with_progress,
 )
 from .store.base import Claimed, Doorbell, WheelStore
 from .store.rules import outcome_event
@@ -132,9 +137,10 @@ class Boss:
         #: queued tasks a worker took since the last round: (id, when), recorded by the next
         #: round (records.start_queued), so the store counts them running, not claimed
         self._starts: "deque[tuple[str, float]]" = deque()
-        #: (id, rev) of a claim as its worker got it -> the record once its start was stored:
-        #: the outcome of that run is recorded against it; any other run's is fenced as before
-        self._moved: dict[tuple[str, int], TaskRecord] = {}
+        #: id -> the rev its run here was claimed at: what the worker's record, its outcome and
+        #: its run state (execute.py) carry, while ``_running`` holds the record as last stored
+        #: (a start recorded since moves its rev; an abort or progress note does not)
+        self._claim_rev: dict[str, int] = {}
         self._inbox_failing = False
         self._next_eta: Optional[float] = None          # earliest ready eta at the last look
         self._look_at = 0.0                             # the next look even if nothing rang
@@ -142,7 +148,7 @@ class Boss:
         self._horizon: Optional[int] = None
         self._complete = True
         self._lead_at = self._recover_at = self._purge_at = self._renew_at = self._verify_at = 0.0
-        self._report_at = self._forget_at = 0.0
+        self._report_at = self._forget_at = self._aborts_at = 0.0
         self._started_at = time.time()
         self._stopping = threading.Event()
         self._accepting = False
@@ -198,6 +204,10 @@ class Boss:
             self._keep_outcomes(batch)
             raise
         self._renew(now)
+        if self._running and _due(self, "_aborts_at", self.wheel.tick, now):
+            self._watch_aborts()
+        if self._running:
+            self._write_progress()
         if _due(self, "_report_at", processes.REPORT_EVERY, now):
             self._report(now)
         # The calls above took time (a round trip each to a server): sleep from a fresh
@@ -248,8 +258,8 @@ class Boss:
                     log.warning("requeued %d task(s) whose process died while running them: %s",
                                 n, ", ".join(b.id for b in back if b is not None)[:300])
                     for b in back:
-                        if b is not None and b.status == FAILED:     # died max_crashes times
-                            self.on_event(FAILED, b, None)
+                        if b is not None and b.status in (FAILED, ABORTED):   # died max_crashes
+                            self.on_event(b.status, b, None)                 # times; asked to stop
                     self._rang = True
                     self.on_change()
             # Batches (issue 23) are finished by the write of their last member's outcome;
@@ -312,7 +322,7 @@ class Boss:
         due = self._next_eta is not None and self._next_eta <= now
         wanted = (idle + queue > 0 and not self._stopping.is_set()
                   and (self._rang or due or now >= self._look_at or bool(batch)))
-        pairs = [(self._current(rec), end_run(self._current(rec), out)) for rec, out in batch]
+        pairs = [(rec, end_run(rec, out)) for rec, out in self._as_known(batch)]
         starts = self._start_pairs({rec.id for rec, _ in batch}, now)
         pairs += starts
         try:
@@ -330,17 +340,12 @@ class Boss:
             raise
         for (old, _), new in zip(starts, stored[len(batch):]):
             if new is not None and old.id in self._running:
-                self._running[old.id] = self._moved[(old.id, old.rev)] = new
+                self._running[old.id] = new          # the rev its outcome and notes are written at
         if batch:
             self._recorded(batch, stored[:len(batch)])
         if got is not None:
             self._rang = False
             self._claimed(now, got, idle + queue)
-
-    def _current(self, rec: TaskRecord) -> TaskRecord:
-        """The claim ``rec`` a worker ran, as last stored: with its start, if that was recorded
-        since the worker was handed it."""
-        return self._moved.get((rec.id, rec.rev), rec)
 
     def _start_pairs(self, finished: set, now: float) -> list[tuple[TaskRecord, TaskRecord]]:
         """The starts to record this round: of tasks still running here whose outcome is not
@@ -372,6 +377,7 @@ class Boss:
                 misfired.append((rec, skip_misfired(rec, now)))
                 continue
             self._running[rec.id] = rec
+            self._claim_rev[rec.id] = rec.rev
             self.pool.submit(rec)
             self.on_event("started", rec, None)
         if misfired:
@@ -380,6 +386,38 @@ class Boss:
                     log.warning("task %s (%s) misfired: %s", new.id, new.name, new.error)
                     self.on_event(MISFIRED, new, None)
             self.on_change()
+
+    def _as_known(self, batch: list[tuple[TaskRecord, Outcome]]) -> list[tuple[TaskRecord, Outcome]]:
+        """``batch`` with each run's record as the boss knows it: with an abort it learned of
+        (same rev: an abort does not move the fence), so that its outcome ends it aborted, and
+        with its start if that was recorded (a new rev: the outcome is written at it).  Another
+        run's outcome (an older claim of the id) keeps its own record, and is fenced."""
+        run, claimed = self._running, self._claim_rev
+        return [(run[rec.id] if rec.id in run and claimed.get(rec.id) == rec.rev else rec, out)
+                for rec, out in batch]
+
+    def _watch_aborts(self) -> None:
+        """Ask the store which runs held here were asked to abort (one read for all of them),
+        and tell each: an async one is cancelled, a sync one sees ``aborted``."""
+        unaware = [r for r in self._running.values() if r.abort is None]
+        if not unaware:
+            return
+        for task_id, at in self.store.aborting(self.liveness.token, unaware).items():
+            rec = self._running.get(task_id)
+            if rec is None or rec.abort is not None:
+                continue
+            self._running[task_id] = rec._replace(abort=at)
+            abort_run(task_id, self._claim_rev.get(task_id, rec.rev))
+            log.info("task %s (%s): asked to abort; told its run", task_id, rec.name)
+
+    def _write_progress(self) -> None:
+        """Write the latest progress each run here reported since its last write (at most one
+        write per run every execute.PROGRESS_EVERY; the boss looks that often while a run
+        reports): a note that keeps the run's fence (WheelStore.note)."""
+        for rec in list(self._running.values()):
+            value = unsent_progress(rec.id, self._claim_rev.get(rec.id, rec.rev))
+            if value is not None:
+                self.store.note(rec, with_progress(rec, value))
 
     def _renew(self, now: float) -> None:
         every = self.liveness.renew_every
@@ -421,15 +459,17 @@ class Boss:
             raise
 
     def _apply(self, batch: list[tuple[TaskRecord, Outcome]]) -> None:
-        self._recorded(batch, self.store.swap([(self._current(rec), end_run(self._current(rec), out))
-                                               for rec, out in batch]))
+        known = self._as_known(batch)
+        self._recorded(batch, self.store.swap([(rec, end_run(rec, out)) for rec, out in known]))
 
     def _recorded(self, batch: list[tuple[TaskRecord, Outcome]],
                   stored: list[Optional[TaskRecord]]) -> None:
         """Account for the outcomes of ``batch`` once the store answered (``stored``)."""
         for (rec, out), new in zip(batch, stored):
             self._running.pop(rec.id, None)
-            self._moved.pop((rec.id, rec.rev), None)
+            forget_run(rec.id, rec.rev)
+            if self._claim_rev.get(rec.id) == rec.rev:
+                del self._claim_rev[rec.id]
             self._task_s = _ewma(self._task_s, max(0.0, out.finished - out.started))
             if new is None:
                 log.warning("task %s (%s): this run's outcome was refused: the task was recovered "
@@ -457,6 +497,10 @@ class Boss:
             wake = min(wake, self._lead_at)
         if self.liveness.renew_every:
             wake = min(wake, self._renew_at)
+        if self._running:
+            wake = min(wake, self._aborts_at)
+            if any(reports_progress(r.id, r.rev) for r in self._running.values()):
+                wake = min(wake, now + PROGRESS_EVERY + 0.005)   # its next value waits no longer
         return max(0.0, min(wake, self._report_at) - now)
 
     # -- the thread ---------------------------------------------------------------------------
@@ -562,7 +606,8 @@ class Boss:
         again as before their claim, for any process to start.  A task whose hand-back is
         refused (its claim was recovered meanwhile) is someone else's already.  If the store
         cannot be reached they go back to the workers, as before."""
-        queued = self.pool.withdraw()
+        # (as the boss knows them: one whose abort it learned of ends aborted, not handed back)
+        queued = [self._running.get(rec.id, rec) for rec in self.pool.withdraw()]
         if not queued:
             return
         try:
@@ -575,6 +620,8 @@ class Boss:
             return
         for rec in queued:
             self._running.pop(rec.id, None)
+            self._claim_rev.pop(rec.id, None)
+            forget_run(rec.id, rec.rev)
         log.info("handed back %d claimed task(s) no worker had started", sum(b is not None for b in back))
         self.store.ring()
         self.on_change()

@@ -290,6 +290,25 @@ class MemoryStore(WheelStore):
         self._flush_ring()
         return out
 
+    def note(self, old: TaskRecord, new: TaskRecord) -> bool:
+        fields = rules.noted(old, new)
+        with self._lock:
+            cur = self._records.get(old.id)
+            if cur is None or cur.status != RUNNING or cur.rev != old.rev:
+                return False
+            self._records[old.id] = cur._replace(**fields)
+            return True
+
+    def aborting(self, owner: str, running: Sequence[TaskRecord]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        with self._lock:
+            for rec in running:
+                cur = self._records.get(rec.id)
+                if (cur is not None and cur.abort is not None and cur.rev == rec.rev
+                        and cur.status == RUNNING and cur.owner == owner):
+                    out[rec.id] = cur.abort
+        return out
+
     # -- workers --------------------------------------------------------------------------------
     def claim(self, owner: str, now: float, limit: int, queued: int = 0, *,
               queues: Optional[frozenset] = None) -> Claimed:

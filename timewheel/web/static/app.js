@@ -182,7 +182,8 @@
   }
 
   // -- Overview -------------------------------------------------------------------------------
-  var STATUSES = ["pending", "running", "claimed", "succeeded", "failed", "cancelled", "misfired", "broken"];
+  var STATUSES = ["pending", "running", "claimed", "succeeded", "failed", "cancelled", "misfired", "aborted",
+                  "broken"];
 
   function overview() {
     var state = initial();
