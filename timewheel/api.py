@@ -695,16 +695,16 @@ def _inbox_builder(registry: "dict[str, Task[..., Any]]", clock: Callable[[], fl
                 task._signature.bind(*args, **kwargs)
             except TypeError as exc:
                 raise inbox.InboxError(f"its arguments do not fit {task.name}: {exc}") from None
-        rest: tuple[Any, ...] = ("default", 0, (), None, None, (), None)
-        if task._flow is not None:
-            try:
-                rest = (task.queue, task.priority, task._limits(tuple(args), kwargs), None, None, (), None)
-            except Exception as exc:  # noqa: BLE001 - the application's key function
-                raise inbox.InboxError(f"the limits of {task.name}: {exc.__class__.__name__}: "
-                                       f"{exc}") from None
         now = clock()
-        return new_task(entry.id, task.name, now if entry.eta is None else entry.eta, entry.payload, now,
-                        task.retries, task.retry_delay, task.misfire_grace, task.timeout, rest)
+        rec = new_task(entry.id, task.name, now if entry.eta is None else entry.eta, entry.payload, now,
+                       task.retries, task.retry_delay, task.misfire_grace, task.timeout)
+        if task._flow is None:
+            return rec
+        try:
+            limits = task._limits(tuple(args), kwargs)
+        except Exception as exc:  # noqa: BLE001 - the application's key function
+            raise inbox.InboxError(f"the limits of {task.name}: {exc.__class__.__name__}: {exc}") from None
+        return rec._replace(queue=task.queue, priority=task.priority, limits=limits)
     return build
 
 

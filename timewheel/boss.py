@@ -112,8 +112,8 @@ class Boss:
                  purge_every: Optional[float] = None, queues: Optional[frozenset] = None,
                  inbox: Optional[Callable[[Entry], TaskRecord]] = None) -> None:
         self.store = store
-        #: makes the record of an inbox entry (timewheel/inbox.py); None: take no entries in
-        self.inbox = inbox if store.inbox_kept else None
+        #: takes in the store's inbox (timewheel/inbox.py) each tick; None: no entries taken in
+        self._inbox = _InboxTaker(store, inbox) if inbox is not None and store.inbox_kept else None
         #: the queues this process claims (None: every queue; see timewheel.flow)
         self.queues = queues
         self.wheel = store.wheel
@@ -141,7 +141,6 @@ class Boss:
         #: its run state (execute.py) carry, while ``_running`` holds the record as last stored
         #: (a start recorded since moves its rev; an abort or progress note does not)
         self._claim_rev: dict[str, int] = {}
-        self._inbox_failing = False
         self._next_eta: Optional[float] = None          # earliest ready eta at the last look
         self._look_at = 0.0                             # the next look even if nothing rang
         self._rang = True
@@ -247,8 +246,9 @@ class Boss:
             self._horizon, self._complete = adv.horizon, adv.complete
             if adv.moved:
                 self._rang = True
-        if self.inbox is not None:
-            self._take_inbox()
+        if self._inbox is not None and self._inbox.take():
+            self._rang = True
+            self.on_change()
         if _due(self, "_recover_at", self.recover_every, now):
             lost = self.store.abandoned(now)
             if lost:
@@ -275,29 +275,6 @@ class Boss:
             self.store.forget_processes(processes.gone_long_ago(self.store.process_reports(), now,
                                                                 self.liveness.is_dead))
 
-    def _take_inbox(self) -> None:
-        """Take in what other tools put in the store's inbox: a page per call, up to ten while
-        pages come full (2,000 entries a tick), so a flood of entries cannot stall the tick."""
-        assert self.inbox is not None
-        for _ in range(10):
-            try:
-                added, aside = self.store.take_inbox(self.inbox, PAGE_INBOX)
-            except StoreError as exc:
-                # An inbox another tool damaged (a Redis key of another type, a dropped table)
-                # must not stop the wheel: it ticks on, and says so once until it works again.
-                if not self._inbox_failing:
-                    log.error("cannot take the inbox of %s in (%s); the wheel goes on without it",
-                              self.store.location, exc)
-                self._inbox_failing = True
-                return
-            self._inbox_failing = False
-            if added:
-                log.info("took %d task(s) in from the inbox", added)
-                self._rang = True
-                self.on_change()
-            if added + aside < PAGE_INBOX:
-                return
-
     @property
     def queueing(self) -> int:
         """How many claimed tasks it queues beyond its workers now (0 but in a backlog)."""
@@ -323,7 +300,8 @@ class Boss:
         wanted = (idle + queue > 0 and not self._stopping.is_set()
                   and (self._rang or due or now >= self._look_at or bool(batch)))
         pairs = [(rec, end_run(rec, out)) for rec, out in self._as_known(batch)]
-        starts = self._start_pairs({rec.id for rec, _ in batch}, now)
+        starts = _start_pairs(self._starts, self._running, {rec.id for rec, _ in batch}, now,
+                              getattr(self.store, "lease", None))
         pairs += starts
         try:
             if wanted:
@@ -346,20 +324,6 @@ class Boss:
         if got is not None:
             self._rang = False
             self._claimed(now, got, idle + queue)
-
-    def _start_pairs(self, finished: set, now: float) -> list[tuple[TaskRecord, TaskRecord]]:
-        """The starts to record this round: of tasks still running here whose outcome is not
-        in this round (an outcome records the start itself); a leased one with its lease
-        renewed from ``now``, as a renewal would (the write stores the record's lease)."""
-        pairs = []
-        lease = getattr(self.store, "lease", None)
-        while self._starts:
-            task_id, at = self._starts.popleft()
-            rec = self._running.get(task_id)
-            if rec is not None and rec.started is None and task_id not in finished:
-                renewed = now + lease if rec.lease is not None and lease else None
-                pairs.append((rec, start_queued(rec, at, renewed)))
-        return pairs
 
     def _claimed(self, now: float, got: Claimed, room: int) -> None:
         self._next_eta = got.next_eta
@@ -637,6 +601,54 @@ class Boss:
             self.bell.close()
         except Exception:  # noqa: BLE001 - a bell that cannot unregister is forgotten by the ticker
             log.debug("closing the doorbell failed", exc_info=True)
+
+
+def _start_pairs(starts: "deque[tuple[str, float]]", running: dict[str, TaskRecord], finished: set,
+                 now: float, lease: Optional[float]) -> list[tuple[TaskRecord, TaskRecord]]:
+    """The starts to record in a round (taken off ``starts``): of tasks still ``running`` here
+    whose outcome is not in this round (an outcome records the start itself); a leased one
+    with its lease renewed from ``now``, as a renewal would (the write stores the record's
+    lease: the claim's deadline, renewed in the store meanwhile, may be long past)."""
+    pairs = []
+    while starts:
+        task_id, at = starts.popleft()
+        rec = running.get(task_id)
+        if rec is not None and rec.started is None and task_id not in finished:
+            renewed = now + lease if rec.lease is not None and lease else None
+            pairs.append((rec, start_queued(rec, at, renewed)))
+    return pairs
+
+
+class _InboxTaker:
+    """Takes in what other tools put in a store's inbox (timewheel/inbox.py), for the ticking
+    process: a page per call, up to ten while pages come full (2,000 entries a tick), so a
+    flood of entries cannot stall the tick."""
+
+    def __init__(self, store: WheelStore, build: Callable[[Entry], TaskRecord]) -> None:
+        self.store, self.build = store, build
+        self.failing = False
+
+    def take(self) -> int:
+        """Take entries in; how many tasks were added."""
+        added = 0
+        for _ in range(10):
+            try:
+                n, aside = self.store.take_inbox(self.build, PAGE_INBOX)
+            except StoreError as exc:
+                # An inbox another tool damaged (a Redis key of another type, a dropped table)
+                # must not stop the wheel: it ticks on, and says so once until it works again.
+                if not self.failing:
+                    log.error("cannot take the inbox of %s in (%s); the wheel goes on without it",
+                              self.store.location, exc)
+                self.failing = True
+                return added
+            self.failing = False
+            if n:
+                log.info("took %d task(s) in from the inbox", n)
+            added += n
+            if n + aside < PAGE_INBOX:
+                return added
+        return added
 
 
 def _due(boss: Boss, attr: str, interval: float, now: float) -> bool:
