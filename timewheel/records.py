@@ -41,6 +41,7 @@ __all__ = [
     "cancel", "retry_backoff", "new_task", "load_plain", "MAX_RECORD_BYTES", "MAX_ETA", "MAX_BACKOFF",
     "record_from_fields", "is_retryable", "retry_eta", "jitter_fraction", "Attempt",
     "ATTEMPT_OUTCOMES", "HISTORY", "first_lines", "hand_back", "history_to_json", "history_from_json",
+    "MAX_DEPENDENCIES",
 ]
 
 PENDING = "pending"
@@ -64,6 +65,8 @@ MAX_BACKOFF = 6 * 3600.0
 HISTORY = 10
 #: how an attempt ended: ran to the end, failed and retried, failed for good, lost with its process
 ATTEMPT_OUTCOMES = ("succeeded", "retried", "failed", "crashed")
+#: the dependencies one task may have (``depends_on=``)
+MAX_DEPENDENCIES = 1000
 #: an attempt keeps the first lines of its error, at most this many characters
 ERROR_LINES, ERROR_CHARS = 5, 1000
 
@@ -112,6 +115,12 @@ class TaskRecord(NamedTuple):
     # -- batches (issue 23; see timewheel/batches.py).  Last, with a default: a record that is
     # no batch's member is encoded as before.
     batch: Optional[str] = None     #: the batch it is a member of
+    # -- dependencies (issue 23; see timewheel/deps.py).  Last, with defaults: a record without
+    # dependencies is encoded as before.
+    depends_on: tuple = ()          #: the ids of the tasks it runs after (each must succeed)
+    waiting: int = 0                #: of those, how many have not succeeded yet: 0 = released
+    takes_result: bool = False      #: ``then``: its first argument is its dependency's result
+    given: Optional[bytes] = None   #: that result as stored, copied in when it was released
 
     @property
     def done(self) -> bool:
@@ -300,9 +309,10 @@ def hand_back(rec: TaskRecord) -> TaskRecord:
 
 
 def reset_for_retry(rec: TaskRecord, now: float) -> TaskRecord:
-    """A failed, misfired or cancelled task -> PENDING now, with a fresh attempt budget."""
+    """A failed, misfired or cancelled task -> PENDING now, with a fresh attempt budget (a
+    dependent cancelled with its dependency runs without waiting for it: the caller asked)."""
     return rec._replace(status=PENDING, eta=now, attempts=0, crashes=0, started=None,
-                               finished=None, owner=None, lease=None, result=None)
+                        finished=None, owner=None, lease=None, result=None, waiting=0)
 
 
 def cancel(rec: TaskRecord, now: float) -> TaskRecord:
@@ -319,11 +329,14 @@ _V1_LEN = 18                     # 0.1.0 stored the first 18 fields, version (1)
 _FLOW_AT = 21                    # queue: the first field of flow control
 _HISTORY_AT = 26                 # history (issue 26)
 _BATCH_AT = 27                   # batch (issue 23)
-_CUTS = (9, 17, _FLOW_AT, _HISTORY_AT, _BATCH_AT)   # after misfire_grace; before version (never
+_DEPS_AT = 28                    # depends_on (issue 23)
+_CUTS = (9, 17, _FLOW_AT, _HISTORY_AT, _BATCH_AT, _DEPS_AT)   # after misfire_grace; before version (never
                                  # 18: that is v1); before the flow fields (a running record with
                                  # a lease); before the history (a task of flow control not yet
-                                 # run); before the batch (a task that ran, of no batch)
+                                 # run); before the batch (a task that ran, of no batch); before
+                                 # the dependencies (a member of a batch)
 _TAILS = tuple((cut, _DEFAULTS[cut:]) for cut in _CUTS)   # sliced once, not per record
+_NO_DEPS = _DEFAULTS[_DEPS_AT:]
 
 
 def new_task(task_id: str, name: str, eta: float, payload: bytes, created: float, retries: int,
@@ -334,7 +347,7 @@ def new_task(task_id: str, name: str, eta: float, payload: bytes, created: float
     first_call, max_wait, history, batch)."""
     return tuple.__new__(TaskRecord, (task_id, name, eta, payload, PENDING, created, retries,
                                       retry_delay, misfire_grace, 0, 0, None, None, None, None,
-                                      None, None, RECORD_VERSION, 0, timeout, None) + flow)
+                                      None, None, RECORD_VERSION, 0, timeout, None) + flow + _NO_DEPS)
 
 
 def call_of(payload: bytes) -> tuple[Any, Any, Optional[dict[str, str]]]:
@@ -392,12 +405,16 @@ _OPTIONAL: dict[str, Any] = {
     "traceback": lambda v: isinstance(v, str), "result": lambda v: isinstance(v, bytes),
     "first_call": _is_time, "max_wait": _is_time,
     "batch": lambda v: type(v) is str and 0 < len(v) <= 200,
+    "given": lambda v: isinstance(v, bytes),
 }
 _CHECKS.update({
     "queue": lambda v: type(v) is str and 0 < len(v) <= 64 and ":" not in v,
     "priority": lambda v: type(v) is int and -100 <= v <= 100,
     "limits": lambda v: _are_limits(v),
     "history": lambda v: _is_history(v),
+    "depends_on": lambda v: _are_ids(v),
+    "waiting": lambda v: type(v) is int and 0 <= v <= MAX_DEPENDENCIES,
+    "takes_result": lambda v: type(v) is bool,
 })
 _OUTCOMES = frozenset(ATTEMPT_OUTCOMES)
 
@@ -430,6 +447,12 @@ def history_from_json(text: Any) -> Any:
         else text
 
 
+def _are_ids(v: Any) -> bool:
+    """A record's dependencies: up to MAX_DEPENDENCIES task ids."""
+    return type(v) is tuple and len(v) <= MAX_DEPENDENCIES and all(
+        type(i) is str and 0 < len(i) <= 200 for i in v)
+
+
 def _are_limits(v: Any) -> bool:
     """A record's limits: up to 8 (key, concurrency, rate, per) tuples of plain values."""
     return type(v) is tuple and len(v) <= 8 and all(
@@ -442,7 +465,8 @@ def _plausible(id: Any, name: Any, eta: Any, payload: Any, status: Any, created:
                retry_delay: Any, misfire_grace: Any, attempts: Any, crashes: Any, started: Any,
                finished: Any, owner: Any, error: Any, traceback: Any, result: Any, version: Any,
                rev: Any, timeout: Any, lease: Any, queue: Any, priority: Any, limits: Any,
-               first_call: Any, max_wait: Any, history: Any, batch: Any) -> bool:
+               first_call: Any, max_wait: Any, history: Any, batch: Any, depends_on: Any, waiting: Any,
+               takes_result: Any, given: Any) -> bool:
     """Every check of ``_CHECKS`` and ``_OPTIONAL`` in one expression: a claim decodes every
     task it takes, and the loop over them costs 5 us a record, this 1 us.  (A pickle cannot
     make subclasses here -- find_class is refused -- so exact types are what isinstance saw;
@@ -468,7 +492,14 @@ def _plausible(id: Any, name: Any, eta: Any, payload: Any, status: Any, created:
                  and first_call is None
                  and max_wait is None or _flow_plausible(queue, priority, limits, first_call, max_wait))
             and (history == () or _is_history(history))
-            and (batch is None or type(batch) is str and 0 < len(batch) <= 200))
+            and (batch is None or type(batch) is str and 0 < len(batch) <= 200)
+            and (depends_on == () and waiting == 0 and type(waiting) is int and takes_result is False
+                 and given is None or _deps_plausible(depends_on, waiting, takes_result, given)))
+
+
+def _deps_plausible(depends_on: Any, waiting: Any, takes_result: Any, given: Any) -> bool:
+    return (_are_ids(depends_on) and _CHECKS["waiting"](waiting) and type(takes_result) is bool
+            and (given is None or type(given) is bytes))
 
 
 def _flow_plausible(queue: Any, priority: Any, limits: Any, first_call: Any, max_wait: Any) -> bool:
@@ -507,6 +538,8 @@ def record_from_fields(values: tuple) -> TaskRecord:
         values = tuple(values) + _DEFAULTS[_FLOW_AT:]
     elif len(values) == _BATCH_AT:              # every field but the batch (PostgreSQL)
         values = tuple(values) + _DEFAULTS[_BATCH_AT:]
+    elif len(values) == _DEPS_AT:               # every field but the dependencies' (PostgreSQL)
+        values = tuple(values) + _NO_DEPS
     elif len(values) == _FLOW_AT + 1:           # the same with the history (PostgreSQL)
         values = (tuple(values[:_FLOW_AT]) + _DEFAULTS[_FLOW_AT:_HISTORY_AT] + (values[_FLOW_AT],)
                   + _DEFAULTS[_HISTORY_AT + 1:])
