@@ -36,7 +36,7 @@ import time
 from collections import defaultdict
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
-from .. import flow
+from .. import deps, flow
 from ..errors import DuplicateTask, shown
 from ..records import PENDING, RUNNING, RecordDecodeError, TaskRecord, decode_record, encode_record
 from ..wheel import Wheel
@@ -61,6 +61,7 @@ from .sqlite_batches import KEPT_FOR_BATCH, FileBatchStore
 from .sqlite_bells import Doorbells
 from .sqlite_claim import LOOK, SET_RECORD, claim_due
 from .sqlite_counters import Counters, absorb, counted
+from .sqlite_deps import FileDeps
 from .sqlite_file import V1_FORMAT, StoreFile
 from .sqlite_flow import PAUSED, FileFlow
 from .sqlite_format import horizon_of, set_up
@@ -122,6 +123,7 @@ class SqliteDictStore(FileBatchStore, WheelStore):
 
     flow_control = True       #: see WheelStore.flow_control
     batches_kept = True       #: see WheelStore.batches_kept
+    dependencies_kept = True  #: see WheelStore.dependencies_kept (store/sqlite_deps.py)
 
     def __init__(self, path: "str | os.PathLike[str]", wheel: Optional[Wheel] = None, *,
                  readonly: bool = False, busy_timeout: float = 10.0,
@@ -155,7 +157,8 @@ class SqliteDictStore(FileBatchStore, WheelStore):
         if not records:
             return []
         if len(records) == 1 and existing == "fail" and not (records[0].queue != "default"
-                                                               or records[0].priority):
+                                                               or records[0].priority
+                                                               or records[0].depends_on):
             # The hot path of delay(): one statement, one row, uncounted until absorbed.
             rec = records[0]
             t = self.wheel.due_tick(rec.eta)
@@ -181,12 +184,22 @@ class SqliteDictStore(FileBatchStore, WheelStore):
         horizon = horizon_of(self.file)
         counters = Counters()
         if existing == "fail":
+            known = None
+            if any(r.depends_on for r in records):
+                records, known = self._resolve(records)
             ticks = self._insert(records, horizon, counters)
             counters.flush(self.file.x, self.file.many)
+            if known is not None:
+                self._index(records, known, horizon)
             return list(records), min(ticks)
         rows = self._reader.fetch(["t:" + r.id for r in records], rev=True)
         olds = {key[2:]: _stored(row) for key, row in rows.items()}
         out, plan = rules.admit_all(records, olds.get, existing)
+        known = None
+        if deps.has_dependencies(plan):
+            resolved, known = self._resolve(list(plan.values()))
+            out = [r if plan.get(r.id) is not r else next(x for x in resolved if x.id == r.id) for r in out]
+            plan = {r.id: r for r in resolved}
         inserts = [new for task_id, new in plan.items() if task_id not in olds]
         updates: list[tuple[bytes, str, str, int, str]] = []
         members: list[tuple[TaskRecord, TaskRecord]] = []
@@ -208,8 +221,57 @@ class SqliteDictStore(FileBatchStore, WheelStore):
         counters.flush(self.file.x, self.file.many)
         if members:
             self._count_members(members)
+        if known is not None:
+            self._index(list(plan.values()), known, horizon)
         earliest = min((r.eta for r in out if r.status == PENDING), default=None)
         return out, None if earliest is None else self.wheel.due_tick(earliest)
+
+    def _resolve(self, records: Sequence[TaskRecord]) -> tuple[list[TaskRecord], dict[str, TaskRecord]]:
+        """An add's new records with their dependencies resolved (deps.resolve_all: TaskNotFound
+        before anything is written), and the dependencies' records as the add sees them."""
+        ids = {d for r in records for d in r.depends_on}
+        rows = self._reader.fetch(["t:" + i for i in ids])
+        known = {key[2:]: rec for key, row in rows.items() if isinstance(rec := _stored(row), TaskRecord)}
+        out = deps.resolve_all(records, known.get, self.now())
+        known.update((r.id, r) for r in out)
+        return out, known
+
+    def _index(self, records: Sequence[TaskRecord], known: dict[str, TaskRecord], horizon: int) -> None:
+        """In the add's transaction: the dependency index of its records (open rows for the
+        dependencies each waits for; closed ones for those already finished, for show)."""
+        waits = {r.id: set(deps.edges_of(r, known.get)) for r in records if r.depends_on}
+        FileDeps(self.file).add((d, r.id, d in waits[r.id]) for r in records if r.depends_on
+                                for d in r.depends_on)
+
+    def dependents(self, task_id: str) -> list[str]:
+        if not self._reader.layout.batches:
+            return []
+        with self.file.reading():
+            return FileDeps(self.file).dependents(task_id)
+
+    def _tell_dependents(self, written: Sequence[tuple[TaskRecord, Optional[TaskRecord]]], horizon: int,
+                         fl: FileFlow) -> None:
+        """In the caller's transaction: the dependents of the outcomes it recorded are released
+        or cancelled (deps.on_outcome), and the dependents of those it cancelled, and so on:
+        a work list, level by level, never a recursion."""
+        todo = [new for old, new in written if new is not None and deps.concluded(old, new)]
+        fd = FileDeps(self.file)
+        now = self.now()
+        while todo:
+            dep = todo.pop()
+            ids = fd.take(dep.id)
+            if not ids:
+                continue
+            rows = self._reader.fetch(["t:" + i for i in ids])
+            changes = []
+            for i in ids:
+                cur = _stored(rows["t:" + i]) if "t:" + i in rows else None
+                new = deps.on_outcome(dep, cur, now) if isinstance(cur, TaskRecord) else None
+                if new is not None and isinstance(cur, TaskRecord):
+                    changes.append((cur, new))
+            stored = self._swap_in_transaction(changes, horizon, fl, tell=False)
+            todo += [s for (c, _), s in zip(changes, stored) if s is not None and deps.concluded(c, s)]
+            fl.released += sum(1 for s in stored if s is not None and s.status == PENDING)
 
     def _insert(self, records: Sequence[TaskRecord], horizon: int, counters: Counters) -> Iterable[int]:
         """INSERT new pending records, counted; the batch path of delay(), kept tight.
@@ -239,7 +301,7 @@ class SqliteDictStore(FileBatchStore, WheelStore):
                     # adaptation protocol (a registry lookup, then attribute lookups that raise
                     # and clear an AttributeError: 0.25-0.6 us on CPython 3.9-3.13) but binds a
                     # bytearray at once.  Both are stored as the same BLOB, read back as bytes.
-                    if rec.queue == "default" and not rec.priority:
+                    if rec.queue == "default" and not rec.priority and not rec.waiting:
                         pos = at % (cell, eta_us(eta))
                     else:                        # another band (flow control): counted apart
                         pos = positions.of(rec, horizon, wheel)
@@ -272,7 +334,7 @@ class SqliteDictStore(FileBatchStore, WheelStore):
         return out
 
     def _swap_in_transaction(self, changes: Sequence[tuple[TaskRecord, TaskRecord]], horizon: int,
-                             fl: FileFlow) -> list[Optional[TaskRecord]]:
+                             fl: FileFlow, tell: bool = True) -> list[Optional[TaskRecord]]:
         out: list[Optional[TaskRecord]] = []
         rows = self._reader.fetch(["t:" + old.id for old, _ in changes])
         counters = Counters()
@@ -311,6 +373,8 @@ class SqliteDictStore(FileBatchStore, WheelStore):
             # the outcome and its batch's counts in one transaction; callbacks that became
             # ready wake the runners as released tasks do
             fl.released += self._count_members(members)
+        if tell:
+            self._tell_dependents([(old, new) for (old, _), new in zip(changes, out)], horizon, fl)
         return out
 
     def _ring_if_pending(self, stored: Sequence[Optional[TaskRecord]], released: int = 0) -> None:
@@ -462,6 +526,8 @@ class SqliteDictStore(FileBatchStore, WheelStore):
                 rows = f.q(f'SELECT key, name FROM "{TABLE}" WHERE pos >= ? AND pos < ? {kept} ORDER BY pos '
                            'LIMIT ?', (lo, positions.finished(status, bound), limit - n))
                 f.many(f'DELETE FROM "{TABLE}" WHERE key = ?', [(k,) for k, _ in rows])
+                if self._reader.layout.batches:
+                    FileDeps(f).forget([k[2:] for k, _ in rows])
                 for _, name in rows:
                     counters.move((status, name or "", None), None)
                 n += len(rows)
