@@ -109,6 +109,7 @@ _COPY_COLUMNS = ("id, name, status, eta, eta_us, tick, payload, created, retries
 _COPY_TYPES = ["text", "text", "text", "float8", "int8", "int8", "bytea", "float8", "int8", "float8",
                "float8", "int8", "int8", "int4", "int8", "float8", "text"]
 _NREC = len(pgsql.RECORD_COLUMNS)
+_NROW = len(pgsql.ROW_COLUMNS)    # a read row: the record's columns, then its batch
 _LIMITS_AT = pgsql.RECORD_COLUMNS.index("limits")
 
 
@@ -902,7 +903,7 @@ class PostgresStore(PostgresFlow, _Observers, PostgresBatches, WheelStore):
                 if rules.set_aside(row[0], exc):
                     self._mark_broken(row[0], str(exc))
                 continue
-            taken.append(rules.claimed(old, owner, at, lease=lease, queued=row[_NREC]))
+            taken.append(rules.claimed(old, owner, at, lease=lease, queued=row[_NROW]))   # 'waits', after the row
         return Claimed(taken, head)
 
     def _mark_broken(self, task_id: str, reason: str) -> None:
