@@ -79,7 +79,38 @@ class _Batch:
         self.members: list[str] = []
 
 
-class MemoryStore(WheelStore):
+class _Dependencies:
+    """The dependency methods of :class:`MemoryStore` (timewheel/deps.py), under its lock."""
+
+    _lock: threading.RLock
+    _records: dict[str, TaskRecord]
+    _dependents: dict[str, dict[str, None]]
+    _followers: dict[str, dict[str, None]]
+    _concluded: list[tuple[Optional[TaskRecord], TaskRecord]]
+    _store: Callable[[TaskRecord], None]
+    now: Callable[[], float]
+
+    def _tell_dependents(self) -> None:
+        """The dependents of the outcomes this write recorded are released or cancelled
+        (deps.Cascade), in the same write, under the lock."""
+        if not self._concluded:
+            return
+        cascade = deps.Cascade(lambda i: self._dependents.pop(i, {}), self._records.get,
+                               lambda old, new: self._store(rules.swapped(old, new)), self.now())
+        while self._concluded:
+            cascade.wrote(*self._concluded.pop())
+            cascade.run()
+
+    def dependents(self, task_id: str) -> list[str]:
+        with self._lock:
+            return list(self._followers.get(task_id, ()))
+
+    def _known(self, task_id: str) -> Optional[TaskRecord]:
+        rec = self._records.get(task_id)
+        return None if rec is None or rec.status == BROKEN else rec
+
+
+class MemoryStore(_Dependencies, WheelStore):
     flow_control = True       #: see WheelStore.flow_control
     batches_kept = True       #: see WheelStore.batches_kept
     dependencies_kept = True  #: see WheelStore.dependencies_kept
@@ -147,17 +178,6 @@ class MemoryStore(WheelStore):
             for c, d in deltas.items():
                 b.counts[c] = b.counts.get(c, 0) + d
             self._touched.add(batch_id)
-
-    def _tell_dependents(self) -> None:
-        """The dependents of the outcomes this write recorded are released or cancelled
-        (deps.Cascade), in the same write, under the lock."""
-        if not self._concluded:
-            return
-        cascade = deps.Cascade(lambda i: self._dependents.pop(i, {}), self._records.get,
-                               lambda old, new: self._store(rules.swapped(old, new)), self.now())
-        while self._concluded:
-            cascade.wrote(*self._concluded.pop())
-            cascade.run()
 
     def _settle(self) -> None:
         """The batches this write finished get their callbacks (where the id is free) and are
@@ -242,14 +262,6 @@ class MemoryStore(WheelStore):
         self._tell_dependents()
         self._settle()
         return out
-
-    def dependents(self, task_id: str) -> list[str]:
-        with self._lock:
-            return list(self._followers.get(task_id, ()))
-
-    def _known(self, task_id: str) -> Optional[TaskRecord]:
-        rec = self._records.get(task_id)
-        return None if rec is None or rec.status == BROKEN else rec
 
     # -- batches ----------------------------------------------------------------------------------
     def add_batch(self, batch_id: str, members: Sequence[TaskRecord], *,

@@ -61,7 +61,7 @@ from .sqlite_batches import KEPT_FOR_BATCH, FileBatchStore
 from .sqlite_bells import Doorbells
 from .sqlite_claim import LOOK, SET_RECORD, claim_due
 from .sqlite_counters import Counters, absorb, counted
-from .sqlite_deps import FileDeps
+from .sqlite_deps import FileDeps, FileDepsStore
 from .sqlite_file import V1_FORMAT, StoreFile
 from .sqlite_flow import PAUSED, FileFlow
 from .sqlite_format import horizon_of, set_up
@@ -108,7 +108,7 @@ class _ReadOnlyLiveness(Liveness):
         self._probe.close()
 
 
-class SqliteDictStore(FileBatchStore, WheelStore):
+class SqliteDictStore(FileDepsStore, FileBatchStore, WheelStore):
     """A :class:`WheelStore` in one SQLite file.  Thread-safe; one instance per process.
 
     :param path: the store file; created (mode 0600) unless ``readonly``.
@@ -184,9 +184,7 @@ class SqliteDictStore(FileBatchStore, WheelStore):
         horizon = horizon_of(self.file)
         counters = Counters()
         if existing == "fail":
-            known = None
-            if any(r.depends_on for r in records):
-                records, known = self._resolve(records)
+            records, known = self._resolve(records) if any(r.depends_on for r in records) else (records, None)
             ticks = self._insert(records, horizon, counters)
             counters.flush(self.file.x, self.file.many)
             if known is not None:
@@ -195,11 +193,9 @@ class SqliteDictStore(FileBatchStore, WheelStore):
         rows = self._reader.fetch(["t:" + r.id for r in records], rev=True)
         olds = {key[2:]: _stored(row) for key, row in rows.items()}
         out, plan = rules.admit_all(records, olds.get, existing)
-        known = None
-        if deps.has_dependencies(plan):
-            resolved, known = self._resolve(list(plan.values()))
-            out = [r if plan.get(r.id) is not r else next(x for x in resolved if x.id == r.id) for r in out]
-            plan = {r.id: r for r in resolved}
+        resolved, known = self._resolve(list(plan.values())) if deps.has_dependencies(plan) else ([], None)
+        if known is not None:
+            out, plan = [known[r.id] if plan.get(r.id) is r else r for r in out], {r.id: r for r in resolved}
         inserts = [new for task_id, new in plan.items() if task_id not in olds]
         updates: list[tuple[bytes, str, str, int, str]] = []
         members: list[tuple[TaskRecord, TaskRecord]] = []
@@ -225,53 +221,6 @@ class SqliteDictStore(FileBatchStore, WheelStore):
             self._index(list(plan.values()), known, horizon)
         earliest = min((r.eta for r in out if r.status == PENDING), default=None)
         return out, None if earliest is None else self.wheel.due_tick(earliest)
-
-    def _resolve(self, records: Sequence[TaskRecord]) -> tuple[list[TaskRecord], dict[str, TaskRecord]]:
-        """An add's new records with their dependencies resolved (deps.resolve_all: TaskNotFound
-        before anything is written), and the dependencies' records as the add sees them."""
-        ids = {d for r in records for d in r.depends_on}
-        rows = self._reader.fetch(["t:" + i for i in ids])
-        known = {key[2:]: rec for key, row in rows.items() if isinstance(rec := _stored(row), TaskRecord)}
-        out = deps.resolve_all(records, known.get, self.now())
-        known.update((r.id, r) for r in out)
-        return out, known
-
-    def _index(self, records: Sequence[TaskRecord], known: dict[str, TaskRecord], horizon: int) -> None:
-        """In the add's transaction: the dependency index of its records (open rows for the
-        dependencies each waits for; closed ones for those already finished, for show)."""
-        waits = {r.id: set(deps.edges_of(r, known.get)) for r in records if r.depends_on}
-        FileDeps(self.file).add((d, r.id, d in waits[r.id]) for r in records if r.depends_on
-                                for d in r.depends_on)
-
-    def dependents(self, task_id: str) -> list[str]:
-        if not self._reader.layout.batches:
-            return []
-        with self.file.reading():
-            return FileDeps(self.file).dependents(task_id)
-
-    def _tell_dependents(self, written: Sequence[tuple[TaskRecord, Optional[TaskRecord]]], horizon: int,
-                         fl: FileFlow) -> None:
-        """In the caller's transaction: the dependents of the outcomes it recorded are released
-        or cancelled (deps.on_outcome), and the dependents of those it cancelled, and so on:
-        a work list, level by level, never a recursion."""
-        todo = [new for old, new in written if new is not None and deps.concluded(old, new)]
-        fd = FileDeps(self.file)
-        now = self.now()
-        while todo:
-            dep = todo.pop()
-            ids = fd.take(dep.id)
-            if not ids:
-                continue
-            rows = self._reader.fetch(["t:" + i for i in ids])
-            changes = []
-            for i in ids:
-                cur = _stored(rows["t:" + i]) if "t:" + i in rows else None
-                new = deps.on_outcome(dep, cur, now) if isinstance(cur, TaskRecord) else None
-                if new is not None and isinstance(cur, TaskRecord):
-                    changes.append((cur, new))
-            stored = self._swap_in_transaction(changes, horizon, fl, tell=False)
-            todo += [s for (c, _), s in zip(changes, stored) if s is not None and deps.concluded(c, s)]
-            fl.released += sum(1 for s in stored if s is not None and s.status == PENDING)
 
     def _insert(self, records: Sequence[TaskRecord], horizon: int, counters: Counters) -> Iterable[int]:
         """INSERT new pending records, counted; the batch path of delay(), kept tight.

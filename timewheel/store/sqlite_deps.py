@@ -16,12 +16,14 @@ eta's tick, as a task parked on a limit is.  Released, it moves to the wheel or 
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
+from .. import deps
+from ..records import PENDING, RecordDecodeError, TaskRecord, decode_record
 from .connection import TABLE
 from .sqlite_file import StoreFile
 
-__all__ = ["SCHEMA", "DEPS", "FileDeps"]
+__all__ = ["SCHEMA", "DEPS", "FileDeps", "FileDepsStore"]
 
 DEPS = f"{TABLE}_deps"
 
@@ -60,3 +62,70 @@ class FileDeps:
     def forget(self, deps: Sequence[str]) -> None:
         """The rows of purged dependencies."""
         self._file.many(f'DELETE FROM "{DEPS}" WHERE dep = ?', [(d,) for d in deps])
+
+
+class FileDepsStore:
+    """The dependency methods of the file store (a mixin of
+    :class:`~timewheel.store.sqlite.SqliteDictStore`, which provides what is declared here)."""
+
+    file: StoreFile
+    _reader: Any
+    now: Any
+    _swap_in_transaction: Any
+
+    def _resolve(self, records: Sequence[TaskRecord]) -> tuple[list[TaskRecord], dict[str, TaskRecord]]:
+        """An add's new records with their dependencies resolved (deps.resolve_all: TaskNotFound
+        before anything is written), and the dependencies' records as the add sees them."""
+        ids = {d for r in records for d in r.depends_on}
+        rows = self._reader.fetch(["t:" + i for i in ids])
+        known = {key[2:]: rec for key, row in rows.items() if (rec := _record(row)) is not None}
+        out = deps.resolve_all(records, known.get, self.now())
+        known.update((r.id, r) for r in out)
+        return out, known
+
+    def _index(self, records: Sequence[TaskRecord], known: dict[str, TaskRecord], horizon: int) -> None:
+        """In the add's transaction: the dependency index of its records (open rows for the
+        dependencies each waits for; closed ones for those already finished, for show)."""
+        waits = {r.id: set(deps.edges_of(r, known.get)) for r in records if r.depends_on}
+        FileDeps(self.file).add((d, r.id, d in waits[r.id]) for r in records if r.depends_on
+                                for d in r.depends_on)
+
+    def dependents(self, task_id: str) -> list[str]:
+        if not self._reader.layout.batches:
+            return []
+        with self.file.reading():
+            return FileDeps(self.file).dependents(task_id)
+
+    def _tell_dependents(self, written: Sequence[tuple[TaskRecord, Optional[TaskRecord]]], horizon: int,
+                         fl: Any) -> None:
+        """In the caller's transaction: the dependents of the outcomes it recorded are released
+        or cancelled (deps.on_outcome), and the dependents of those it cancelled, and so on:
+        a work list, level by level, never a recursion."""
+        todo = [new for old, new in written if new is not None and deps.concluded(old, new)]
+        fd = FileDeps(self.file)
+        now = self.now()
+        while todo:
+            dep = todo.pop()
+            ids = fd.take(dep.id)
+            if not ids:
+                continue
+            rows = self._reader.fetch(["t:" + i for i in ids])
+            changes = []
+            for i in ids:
+                cur = _record(rows["t:" + i]) if "t:" + i in rows else None
+                new = None if cur is None else deps.on_outcome(dep, cur, now)
+                if new is not None and cur is not None:
+                    changes.append((cur, new))
+            stored = self._swap_in_transaction(changes, horizon, fl, tell=False)
+            todo += [s for (c, _), s in zip(changes, stored) if s is not None and deps.concluded(c, s)]
+            fl.released += sum(1 for s in stored if s is not None and s.status == PENDING)
+
+
+
+def _record(row: tuple) -> Optional[TaskRecord]:
+    """The record of a (value, ...) row; None if it cannot be decoded (no task one can depend
+    on, nor one to release: it is set aside as broken when it is claimed)."""
+    try:
+        return decode_record(row[0])
+    except RecordDecodeError:
+        return None
