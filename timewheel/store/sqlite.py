@@ -185,11 +185,12 @@ class SqliteDictStore(FileDepsStore, FileBatchStore, WheelStore):
         counters = Counters()
         if existing == "fail":
             records, known = self._resolve(records) if any(r.depends_on for r in records) else (records, None)
-            ticks = self._insert(records, horizon, counters)
+            pending = records if known is None else self._finished_at_add(records, horizon, counters)
+            ticks = self._insert(pending, horizon, counters)
             counters.flush(self.file.x, self.file.many)
             if known is not None:
                 self._index(records, known, horizon)
-            return list(records), min(ticks)
+            return list(records), min(ticks, default=None)
         rows = self._reader.fetch(["t:" + r.id for r in records], rev=True)
         olds = {key[2:]: _stored(row) for key, row in rows.items()}
         out, plan = rules.admit_all(records, olds.get, existing)
@@ -212,7 +213,8 @@ class SqliteDictStore(FileDepsStore, FileBatchStore, WheelStore):
             updates.append((encode_record(new), pos, new.name, new.rev, key))
             if isinstance(old, TaskRecord) and old.batch is not None:
                 members.append((old, new))       # a member replaced: it leaves its batch's counts
-        self._insert(inserts, horizon, counters)
+        self._insert(inserts if known is None else self._finished_at_add(inserts, horizon, counters),
+                     horizon, counters)
         self.file.many(SET_RECORD, updates)
         counters.flush(self.file.x, self.file.many)
         if members:

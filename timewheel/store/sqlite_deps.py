@@ -16,10 +16,13 @@ eta's tick, as a task parked on a limit is.  Released, it moves to the wheel or 
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any, Iterable, Optional, Sequence
 
 from .. import deps
-from ..records import PENDING, RecordDecodeError, TaskRecord, decode_record
+from ..errors import DuplicateTask
+from ..records import PENDING, RecordDecodeError, TaskRecord, decode_record, encode_record
+from . import positions
 from .connection import TABLE
 from .sqlite_file import StoreFile
 
@@ -69,6 +72,7 @@ class FileDepsStore:
     :class:`~timewheel.store.sqlite.SqliteDictStore`, which provides what is declared here)."""
 
     file: StoreFile
+    wheel: Any
     _reader: Any
     now: Any
     _swap_in_transaction: Any
@@ -89,6 +93,22 @@ class FileDepsStore:
         waits = {r.id: set(deps.edges_of(r, known.get)) for r in records if r.depends_on}
         FileDeps(self.file).add((d, r.id, d in waits[r.id]) for r in records if r.depends_on
                                 for d in r.depends_on)
+
+    def _finished_at_add(self, records: Sequence[TaskRecord], horizon: int, counters: Any
+                         ) -> list[TaskRecord]:
+        """In the add's transaction: insert its dependents cancelled at once (a dependency had
+        already failed), counted; the pending records are left for the store's insert."""
+        done = [r for r in records if r.status != PENDING]
+        if done:
+            try:
+                self.file.many(f'INSERT INTO "{TABLE}" (key, value, pos, name) VALUES (?, ?, ?, ?)',
+                               [("t:" + r.id, encode_record(r), positions.of(r, horizon, self.wheel), r.name)
+                                for r in done])
+            except sqlite3.IntegrityError:
+                raise DuplicateTask("a task id is given twice or already exists; nothing was added") from None
+            for r in done:
+                counters.move(None, (r.status, r.name, None))
+        return [r for r in records if r.status == PENDING]
 
     def dependents(self, task_id: str) -> list[str]:
         if not self._reader.layout.batches:
