@@ -389,3 +389,44 @@ def test_stores_without_dependencies_refuse_them_and_write_nothing(backend, requ
         a.then(t)
     assert sum(hu.store.counts().values()) == 1
     hu.close()
+
+
+# -- shown: timewheel show / tasks and the web view ------------------------------------------------
+
+def test_show_tasks_and_the_web_view_list_dependencies_and_dependents(tmp_path) -> None:
+    import httpx
+
+    from timewheel.testing import serve
+
+    from .test_cli import as_json, ok
+
+    path = str(tmp_path / "t.db")
+    hu = TimeWheel(path)
+
+    @hu.task()
+    def t(x: object = None) -> None: ...
+
+    a, b = t.delay(), t.delay()
+    c = t.options(depends_on=[a, b]).delay()
+    d = c.then(t)
+    store = hu.store
+    _run(store, a.id)
+    hu.close()
+    shown = as_json("show", path, c.id)
+    assert shown["depends_on"] == [a.id, b.id] and shown["waiting_for"] == 1
+    assert shown["dependencies"] == [{"id": a.id, "status": SUCCEEDED}, {"id": b.id, "status": PENDING}]
+    assert shown["dependents"] == [{"id": d.id, "status": PENDING}] and not shown["takes_result"]
+    assert shown["waiting"] == f"waiting for 1 of its 2 dependencies: {b.id}"
+    assert as_json("show", path, a.id)["dependents"] == [{"id": c.id, "status": PENDING}]
+    assert as_json("show", path, d.id)["takes_result"] is True
+    text = ok("show", path, c.id).stdout
+    assert "waiting (on 1 of 2 dependencies)" in text and f"{a.id} (succeeded)" in text
+    rows = {r["id"]: r for r in as_json("tasks", path)["tasks"]}
+    assert rows[c.id]["waiting_for"] == 1 and rows[b.id]["waiting_for"] == 0
+    assert "waiting (on 1 of 2 dependencies)" in ok("tasks", path).stdout
+    with serve(path) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        page = client.get(f"tasks/{c.id}").text
+        assert 'id="dependencies"' in page and a.id in page and b.id in page
+        assert 'id="dependents"' in page and d.id in page
+        listing = client.get("tasks", params={"status": "pending"}).text
+        assert "waiting" in listing and "(on 1 of 2)" in listing
