@@ -83,7 +83,8 @@ def test_tasks_data_order_filters_and_rows(filled) -> None:
     assert [t["id"] for t in data["tasks"]] == ALL and data["next_after"] is None
     assert set(data["tasks"][0]) == {"id", "name", "status", "eta", "due_in", "attempts", "max_attempts",
                                      "crashes", "created", "started", "finished", "owner", "owner_alive",
-                                     "lease", "error", "queue", "priority", "retrying"}
+                                     "lease", "error", "queue", "priority", "retrying",
+                                     "depends_on", "waiting_for"}
     assert [t["id"] for t in query.tasks_data(store, now, status=FAILED)["tasks"]] == ["bad"]
     named = query.tasks_data(store, now, name="reports.build", status="pending")["tasks"]
     assert [t["id"] for t in named] == ["p-evil", "p-far"]
