@@ -34,7 +34,7 @@ from timewheel.store.rules import claimed
 
 from .conftest import make_record
 
-DEP_BACKENDS = ["memory", "sqlite"]
+DEP_BACKENDS = ["memory", "sqlite", "redis"]
 dep_backends = pytest.mark.parametrize("backend", DEP_BACKENDS, indirect=True)
 
 
@@ -374,7 +374,7 @@ def test_a_failed_dependency_fails_the_dependents_result(hu: TimeWheel) -> None:
     assert f.id in hu.get(f.id).then(after).record.error        # added after: cancelled at once
 
 
-@pytest.mark.parametrize("backend", ["redis", "postgres"], indirect=True)
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 def test_stores_without_dependencies_refuse_them_and_write_nothing(backend, request) -> None:
     url = request.getfixturevalue("redis_db" if backend == "redis" else "pg_db")
     hu = TimeWheel(url)

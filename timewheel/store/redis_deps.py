@@ -1,0 +1,139 @@
+"""Dependencies on Redis (issue 23): what the store's PUT script is handed so that a dependent
+is added, released or cancelled in the same script as the write it follows from (see
+:mod:`timewheel.store.redis_lua`, PUT: the keys ``waiting``, ``dq:<id>``, ``dl:<id>``).
+
+A script cannot re-encode a record, so :mod:`timewheel.deps` decides in Python, on what it
+read, and the script writes all of it or nothing, checking that what was read is still what is
+stored: each dependency an add waits for is still at the ``rev`` read (it has not finished
+meanwhile, or the add is planned again), and an outcome's script holds the changes to every
+task that waits for it (the SET ``dq:<id>`` still has the members read; else planned again).
+An outcome written without them -- the common case: a task nobody waits for costs one EXISTS
+in the script, no round trip -- is refused by the script if someone does wait, and written
+again here with its dependents' changes.  A mixin of :class:`~timewheel.store.redis.RedisStore`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+from .. import deps
+from ..errors import StoreError
+from ..records import RecordDecodeError, TaskRecord
+from . import rules
+from .redis_client import text as _text
+
+__all__ = ["RedisDeps"]
+
+#: PUT's batch values when it touches no batch (see redis_lua.PUT)
+_NO_BATCH = ("", "", "", 0)
+
+
+class RedisDeps:
+    """The dependency methods of the Redis store (it provides what is declared here)."""
+
+    _put: Any
+    _item: Any
+    _io: Any
+    _hashes: Any
+    _record_of: Any
+    keys: Any
+    location: str
+    now: Any
+    dependencies_kept = True  #: see WheelStore.dependencies_kept
+
+    def dependents(self, task_id: str) -> list[str]:
+        key = self.keys.prefix + "dl:" + task_id
+        return [_text(i) for i in self._io(lambda c: c.lrange(key, 0, -1))]
+
+    def _with_deps(self, plan: Sequence[TaskRecord]) -> tuple[list[TaskRecord], list[Any]]:
+        """An add's records with their dependencies resolved (TaskNotFound: nothing is written)
+        and PUT's operations: the index entries, and a check of each unfinished dependency's
+        rev (if it finished meanwhile, the add is planned again)."""
+        new_ids = {r.id for r in plan}
+        ids = list(dict.fromkeys(d for r in plan for d in r.depends_on if d not in new_ids))
+        known: dict[str, TaskRecord] = {}
+        revs: dict[str, str] = {}
+        for task_id, fields in zip(ids, self._hashes(ids)):
+            if fields:
+                try:
+                    known[task_id] = self._record_of(fields)
+                except RecordDecodeError:
+                    continue                       # no task one can depend on
+                revs[task_id] = _text(fields.get(b"v", b""))
+        resolved = deps.resolve_all(list(plan), known.get, self.now())
+        seen = {**known, **{r.id: r for r in resolved}}
+        ops: list[Any] = []
+        checked: set[str] = set()
+        for rec in resolved:
+            waits = set(deps.edges_of(rec, seen.get))
+            for d in rec.depends_on:
+                ops += ["edge", d, rec.id]
+                if d in waits:
+                    ops += ["wait", d, rec.id]
+                    if d in revs and d not in checked:
+                        ops += ["rev", d, revs[d]]
+                        checked.add(d)
+        return resolved, ops
+
+    def _add_dependent(self, plan: Sequence[TaskRecord], expect: dict[str, Any],
+                       batch: Sequence[Any] = _NO_BATCH) -> Optional[list[TaskRecord]]:
+        """PUT 'all' of an add's ``plan`` with dependencies: the records written, or None if
+        a dependency changed meanwhile (plan again).  Raises what PUT's other refusals mean
+        as the caller's ``_refused`` says (their codes are returned in ``res``)."""
+        resolved, ops = self._with_deps(plan)
+        res = self._put("all", [self._item(r, expect.get(r.id)) for r in resolved], batch, ops)
+        if res[0] == 1:
+            return resolved
+        if res[1] == -4:
+            return None
+        if res[1] == -5:
+            raise StoreError(f"{self.location}: a task others wait for cannot be replaced by one that is "
+                             "cancelled at once (a dependency of it failed); nothing was added")
+        raise _Refused(res[1])
+
+    def _conclude(self, old: TaskRecord, new: TaskRecord) -> Optional[TaskRecord]:
+        """Write the outcome ``new`` over ``old`` (``new`` has its next rev) together with what
+        it does to the tasks waiting for it, and for those it cancels, and so on (a work list):
+        one script.  None if ``old`` is no longer what is stored (as a swap refuses)."""
+        while True:
+            now = self.now()
+            changed: dict[str, tuple[TaskRecord, TaskRecord]] = {}    # id -> (as stored, as it becomes)
+            ops: list[Any] = []
+            todo = [new]
+            while todo:
+                dep = todo.pop()
+                key = self.keys.prefix + "dq:" + dep.id
+                members = sorted(_text(m) for m in self._io(lambda c, k=key: c.smembers(k)))
+                ops += ["set", dep.id, len(members)]
+                unread = [m for m in members if m not in changed]
+                for task_id, fields in zip(unread, self._hashes(unread)):
+                    try:
+                        rec = self._record_of(fields) if fields else None
+                    except RecordDecodeError:
+                        rec = None
+                    if rec is not None:
+                        changed[task_id] = (rec, rec)
+                for task_id in members:
+                    if task_id in changed:
+                        stored, cur = changed[task_id]
+                        nxt = deps.on_outcome(dep, cur, now)
+                        if nxt is not None:
+                            changed[task_id] = (stored, nxt)
+                            if deps.concluded(cur, nxt):
+                                todo.append(nxt)
+            items = [self._item(new, old.rev)] + [self._item(rules.swapped(s, c), s.rev)
+                                                  for s, c in changed.values() if c is not s]
+            res = self._put("all", items, _NO_BATCH, ops)
+            if res[0] == 1:
+                return new
+            if res[1] == 1:
+                return None                         # the outcome's own record changed
+            # a waiting task, or who waits, changed meanwhile: plan again
+
+
+class _Refused(Exception):
+    """PUT refused an add for a reason its caller names (a code of redis_lua.PUT)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
