@@ -266,8 +266,8 @@ def _check_file_deps(con) -> None:
     position, and then on as many open index rows as its record counts."""
     from timewheel.records import decode_record
     from timewheel.store.positions import WAITING
-    for key, value, pos in con.execute("SELECT key, value, pos FROM timewheel WHERE key >= 't:' AND key < 't;' "
-                                       "AND pos != 'b:'"):
+    for key, value, pos in con.execute("SELECT key, value, pos FROM timewheel "
+                                       "WHERE key >= 't:' AND key < 't;' AND pos != 'b:'"):
         rec = decode_record(value)
         parked = pos.startswith(f"l:{WAITING}:")
         assert parked == (rec.status == "pending" and rec.waiting > 0), (key, pos, rec.waiting)

@@ -1,9 +1,9 @@
-"""Dependencies and chains across real processes (issue 23), on the file store: three worker
-processes run a graph of dependencies; the order holds (a dependent never starts before each
+"""Dependencies and chains across real processes (issue 23), on the file store and a real
+redis-server: three worker processes run a graph of dependencies; the order holds (a dependent never starts before each
 of its dependencies ended successfully, by their logged times), each runs once, ``then``
 chains of three pass their results along, a failure cancels its dependents transitively with
 the reason and nothing waits for ever, and a SIGKILL of the worker running a dependency makes
-it run again with its dependent still run once, after it.  (Redis and PostgreSQL stores refuse
+it run again with its dependent still run once, after it.  (PostgreSQL stores refuse
 dependencies for now: tests/test_deps.py.)"""
 
 from __future__ import annotations
@@ -69,16 +69,24 @@ def _times(log: str) -> tuple[dict, dict]:
     return starts, ends
 
 
-@pytest.fixture
-def setup(tmp_path):
-    store, log = str(tmp_path / "tasks.db"), str(tmp_path / "runs.log")
+@pytest.fixture(params=["sqlite", "redis"])
+def setup(request, tmp_path):
+    if request.param == "redis":
+        store = request.getfixturevalue("redis_db") + "?lease=1"
+    else:
+        store = str(tmp_path / "tasks.db")
+    log = str(tmp_path / "runs.log")
     hu, tasks = make(store, log)          # enqueues only: never started here
     workers = Workers(store, log, 3)
     yield hu, tasks, workers, log
     workers.stop()
     hu.close()
-    from .conftest import check_file_store
-    check_file_store(store)
+    if request.param == "redis":
+        from .redis_check import check_redis_store
+        check_redis_store(request.getfixturevalue("redis_db"), "timewheel")
+    else:
+        from .conftest import check_file_store
+        check_file_store(store)
 
 
 def test_order_holds_across_processes_and_then_chains_pass_results(setup) -> None:
