@@ -430,3 +430,25 @@ def test_show_tasks_and_the_web_view_list_dependencies_and_dependents(tmp_path) 
         assert 'id="dependents"' in page and d.id in page
         listing = client.get("tasks", params={"status": "pending"}).text
         assert "waiting" in listing and "(on 1 of 2)" in listing
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"], indirect=True)
+def test_the_sweep_tells_dependents_an_outcome_left_waiting(store: WheelStore, monkeypatch) -> None:
+    """The backstop of the ticking process (once a minute): a dependency's outcome recorded
+    without telling its dependents -- no write of the stores does that; simulated here by
+    switching the telling off for one write -- is told by sweep_dependents()."""
+    now = store.now()
+    store.add([make_record("a", now), make_record("f", now)])
+    store.add([make_record("x", now, depends_on=("a",)), make_record("y", now, depends_on=("f",))])
+    assert store.sweep_dependents() == 0
+    with monkeypatch.context() as m:
+        if hasattr(store, "_concluded"):
+            m.setattr(store, "_tell_dependents", lambda *a: store._concluded.clear())
+        else:
+            m.setattr(store, "_tell_dependents", lambda *a: None)
+        _run(store, "a")
+        _run(store, "f", ok=False)
+    assert store.get("x").waiting == 1 and store.get("y").status == PENDING      # left waiting
+    assert store.sweep_dependents() == 2
+    assert store.get("x").waiting == 0 and "x" in _ready_ids(store)
+    assert store.get("y").status == CANCELLED and store.sweep_dependents() == 0

@@ -314,6 +314,12 @@ class WheelStore(abc.ABC):
     #: the others refuse them rather than run a dependent early
     dependencies_kept: bool = False
 
+    def sweep_dependents(self, limit: int = 100) -> int:
+        """Release or cancel the tasks still waiting for dependencies that have finished (none
+        should: the write of each outcome tells its dependents; this is the ticking process's
+        backstop, once a minute).  Returns how many finished dependencies were found."""
+        return 0
+
     def dependents(self, task_id: str) -> list[str]:
         """The ids of the tasks added with ``task_id`` among their dependencies, in the order
         they were added (kept until ``task_id`` is purged)."""

@@ -88,6 +88,8 @@ class _Dependencies:
     _followers: dict[str, dict[str, None]]
     _concluded: list[tuple[Optional[TaskRecord], TaskRecord]]
     _store: Callable[[TaskRecord], None]
+    _settle: Callable[[], None]
+    _flush_ring: Callable[[], None]
     now: Callable[[], float]
 
     def _tell_dependents(self) -> None:
@@ -100,6 +102,16 @@ class _Dependencies:
         while self._concluded:
             cascade.wrote(*self._concluded.pop())
             cascade.run()
+
+    def sweep_dependents(self, limit: int = 100) -> int:
+        with self._lock:
+            done = [r for i in self._dependents if (r := self._records.get(i)) is not None
+                    and r.status in TERMINAL][:limit]
+            self._concluded += [(None, r) for r in done]
+            self._tell_dependents()
+            self._settle()
+        self._flush_ring()
+        return len(done)
 
     def dependents(self, task_id: str) -> list[str]:
         with self._lock:

@@ -25,6 +25,7 @@ from ..records import PENDING, RecordDecodeError, TaskRecord, decode_record, enc
 from . import positions
 from .connection import TABLE
 from .sqlite_file import StoreFile
+from .sqlite_flow import FileFlow
 
 __all__ = ["SCHEMA", "DEPS", "FileDeps", "FileDepsStore"]
 
@@ -75,6 +76,7 @@ class FileDepsStore:
     wheel: Any
     _reader: Any
     now: Any
+    ring: Any
     _swap_in_transaction: Any
 
     def _resolve(self, records: Sequence[TaskRecord]) -> tuple[list[TaskRecord], dict[str, TaskRecord]]:
@@ -109,6 +111,25 @@ class FileDepsStore:
             for r in done:
                 counters.move(None, (r.status, r.name, None))
         return [r for r in records if r.status == PENDING]
+
+    def sweep_dependents(self, limit: int = 100) -> int:
+        from .sqlite_format import horizon_of  # (it imports this module)
+        f = self.file
+        if not self._reader.layout.batches:
+            return 0
+        finished = (f'SELECT DISTINCT d.dep FROM "{DEPS}" d JOIN "{TABLE}" t ON t.key = \'t:\' || d.dep '
+                    "WHERE d.open = 1 AND t.pos >= 'x:' AND t.pos < 'x;' LIMIT ?")
+        with f.reading():                        # one join over the open rows, once a minute
+            if not f.q(finished, (1,)):
+                return 0
+        with f.writing():
+            ids = [d for (d,) in f.q(finished, (limit,))]
+            rows = self._reader.fetch(["t:" + i for i in ids])
+            done = [rec for row in rows.values() if (rec := _record(row)) is not None]
+            fl = FileFlow(f, self.wheel)
+            self._tell_dependents([(None, rec) for rec in done], horizon_of(f), fl)
+        self.ring()
+        return len(done)
 
     def dependents(self, task_id: str) -> list[str]:
         if not self._reader.layout.batches:
