@@ -333,6 +333,8 @@ def test_depends_on_and_then_through_the_api(hu: TimeWheel) -> None:
     with pytest.raises(TypeError):              # then()'s first argument is the result: checked
         a.then(add, 1, 2, 3)
     assert b.record.waiting == 1 and c.depends_on == (a.id, b.id)
+    with pytest.raises(ValueError, match="cycle"):      # replacing could close a cycle
+        step.schedule(("r",), task_id="r", replace=True, depends_on=[a])
     hu.start()
     assert chain.result(10) == 112 and c.result(10) == 1
     assert order.index("a") < order.index("b") < order.index("c") and order.index("t1") < order.index("t2")

@@ -1,5 +1,6 @@
 """Dependencies and chains across real processes (issue 23), on the file store and a real
-redis-server: three worker processes run a graph of dependencies; the order holds (a dependent never starts before each
+redis-server: three worker processes run a graph of dependencies; the order holds (a
+dependent never starts before each
 of its dependencies ended successfully, by their logged times), each runs once, ``then``
 chains of three pass their results along, a failure cancels its dependents transitively with
 the reason and nothing waits for ever, and a SIGKILL of the worker running a dependency makes

@@ -574,6 +574,8 @@ class Task(Generic[P, R_co]):
         after = () if depends_on is None else deps.check_dependencies(depends_on)
         if after and options is not None and "debounce" in options:
             raise ValueError("debounce= and depends_on= cannot be combined")
+        if after and replace:     # a pending task replaced could come to wait for its own dependents
+            raise ValueError("replace=True and depends_on= cannot be combined (no cycle can be built)")
         return self._enqueue(tuple(args), kwargs or {}, count_down, eta, misfire_grace, task_id,
                              existing, options, connection, after)
 
