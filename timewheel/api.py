@@ -55,6 +55,7 @@ from .records import (
     MAX_ETA,
     MAX_RECORD_BYTES,
     PENDING,
+    PLAIN_REST,
     RETRYABLE,
     RUNNING,
     SUCCEEDED,
@@ -669,8 +670,8 @@ class Task(Generic[P, R_co]):
             rec = new_task(task_id or _ids.new(), self.name, due, payload,
                            hu.now() if batch is None else batch.now, self.retries, self.retry_delay,
                            grace, self.timeout,
-                           (o.get("queue", self.queue), o.get("priority", self.priority), limits, None, None,
-                            (), None))
+                           (o.get("queue", self.queue), o.get("priority", self.priority), limits, None, None)
+                           + PLAIN_REST[5:])
             if "debounce" in o:
                 return hu._debounce(rec, o["debounce"], o["max_wait"])
         if after:
@@ -694,7 +695,7 @@ class Task(Generic[P, R_co]):
         if self._flow is not None:
             rest = (self.queue, self.priority, self._limits(args, {}), None, None)
         return new_task(_ids.new(), self.name, hu.now(), payload, hu.now(), self.retries, self.retry_delay,
-                        None, self.timeout, rest + ((), None))
+                        None, self.timeout, rest + PLAIN_REST[5:])
 
 
 class Delayed(Generic[P, T_co]):

@@ -41,7 +41,7 @@ __all__ = [
     "cancel", "retry_backoff", "new_task", "load_plain", "MAX_RECORD_BYTES", "MAX_ETA", "MAX_BACKOFF",
     "record_from_fields", "is_retryable", "retry_eta", "jitter_fraction", "Attempt",
     "ATTEMPT_OUTCOMES", "HISTORY", "first_lines", "hand_back", "history_to_json", "history_from_json",
-    "MAX_DEPENDENCIES",
+    "MAX_DEPENDENCIES", "PLAIN_REST",
 ]
 
 PENDING = "pending"
@@ -339,15 +339,20 @@ _TAILS = tuple((cut, _DEFAULTS[cut:]) for cut in _CUTS)   # sliced once, not per
 _NO_DEPS = _DEFAULTS[_DEPS_AT:]
 
 
+#: the fields after ``lease`` of a plain new task: its ``rest`` in :func:`new_task`
+PLAIN_REST = _DEFAULTS[_FLOW_AT:]
+
+
 def new_task(task_id: str, name: str, eta: float, payload: bytes, created: float, retries: int,
              retry_delay: float, misfire_grace: Optional[float], timeout: Optional[float],
-             flow: tuple = ("default", 0, (), None, None, (), None)) -> TaskRecord:
+             rest: tuple = PLAIN_REST) -> TaskRecord:
     """A new PENDING record, built positionally: ``delay()`` makes one per task, and this is
-    about twice as fast as the keyword constructor.  ``flow``: (queue, priority, limits,
-    first_call, max_wait, history, batch)."""
+    about twice as fast as the keyword constructor.  ``rest``: the fields after ``lease``
+    (queue, priority, limits, first_call, max_wait, history, batch, depends_on, waiting,
+    takes_result, given), all given, so that a plain task's record costs one concatenation."""
     return tuple.__new__(TaskRecord, (task_id, name, eta, payload, PENDING, created, retries,
                                       retry_delay, misfire_grace, 0, 0, None, None, None, None,
-                                      None, None, RECORD_VERSION, 0, timeout, None) + flow + _NO_DEPS)
+                                      None, None, RECORD_VERSION, 0, timeout, None) + rest)
 
 
 def call_of(payload: bytes) -> tuple[Any, Any, Optional[dict[str, str]]]:

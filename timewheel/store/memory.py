@@ -261,11 +261,14 @@ class MemoryStore(_Dependencies, WheelStore):
     def _write_new(self, out: list[TaskRecord], plan: dict[str, TaskRecord]) -> list[TaskRecord]:
         """Store an add's plan (dependencies resolved first: TaskNotFound writes nothing) and
         what follows from it; what ``add`` returns."""
-        if deps.has_dependencies(plan):
-            resolved = {r.id: r for r in deps.resolve_all(list(plan.values()), self._known, self.now())}
-            out = [resolved[r.id] if plan.get(r.id) is r else r for r in out]
-            plan = resolved
-        for rec in plan.values():
+        if not deps.has_dependencies(plan):
+            for rec in plan.values():
+                self._store(rec)
+            self._settle()
+            return out
+        resolved = {r.id: r for r in deps.resolve_all(list(plan.values()), self._known, self.now())}
+        out = [resolved[r.id] if plan.get(r.id) is r else r for r in out]
+        for rec in resolved.values():
             self._store(rec)
             for dep_id in deps.edges_of(rec, self._known):
                 self._dependents.setdefault(dep_id, {})[rec.id] = None

@@ -60,6 +60,10 @@ class FileDeps:
             f.x(f'UPDATE "{DEPS}" SET open = 0 WHERE dep = ? AND open = 1', (dep,))
         return ids
 
+    def any_open(self) -> bool:
+        """Whether any task waits for any other (most stores: none)."""
+        return bool(self._file.q(f'SELECT 1 FROM "{DEPS}" WHERE open = 1 LIMIT 1'))
+
     def dependents(self, dep: str) -> list[str]:
         return [t for (t,) in self._file.q(f'SELECT task FROM "{DEPS}" WHERE dep = ? ORDER BY rowid', (dep,))]
 
@@ -144,6 +148,8 @@ class FileDepsStore:
         a work list, level by level, never a recursion."""
         todo = [new for old, new in written if new is not None and deps.concluded(old, new)]
         fd = FileDeps(self.file)
+        if not todo or not fd.any_open():         # one index probe per write, not per outcome
+            return
         now = self.now()
         while todo:
             dep = todo.pop()
