@@ -1,11 +1,10 @@
-"""Dependencies and chains across real processes (issue 23), on the file store and a real
-redis-server: three worker processes run a graph of dependencies; the order holds (a
-dependent never starts before each
-of its dependencies ended successfully, by their logged times), each runs once, ``then``
+"""Dependencies and chains across real processes (issue 23), on the file store, a real
+redis-server and a real PostgreSQL server: three worker processes run a graph of
+dependencies; the order holds (a dependent never starts before each of its dependencies
+ended successfully, by their logged times), each runs once, ``then``
 chains of three pass their results along, a failure cancels its dependents transitively with
 the reason and nothing waits for ever, and a SIGKILL of the worker running a dependency makes
-it run again with its dependent still run once, after it.  (PostgreSQL stores refuse
-dependencies for now: tests/test_deps.py.)"""
+it run again with its dependent still run once, after it."""
 
 from __future__ import annotations
 
@@ -70,10 +69,13 @@ def _times(log: str) -> tuple[dict, dict]:
     return starts, ends
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def setup(request, tmp_path):
     if request.param == "redis":
         store = request.getfixturevalue("redis_db") + "?lease=1"
+    elif request.param == "postgres":
+        url = request.getfixturevalue("pg_db")
+        store = url + ("&" if "?" in url else "?") + "lease=1"
     else:
         store = str(tmp_path / "tasks.db")
     log = str(tmp_path / "runs.log")
@@ -85,6 +87,9 @@ def setup(request, tmp_path):
     if request.param == "redis":
         from .redis_check import check_redis_store
         check_redis_store(request.getfixturevalue("redis_db"), "timewheel")
+    elif request.param == "postgres":
+        from .pg_check import check_pg_store
+        check_pg_store(request.getfixturevalue("pg_db"), "timewheel")
     else:
         from .conftest import check_file_store
         check_file_store(store)

@@ -54,6 +54,9 @@ class PostgresBatches:
                   callbacks: "Optional[Mapping[str, TaskRecord]]" = None, opened: Optional[float] = None
                   ) -> list[TaskRecord]:
         batch_rules.check_members(batch_id, members)
+        if any(r.depends_on for r in members):
+            raise ValueError(f"{self.location}: a batch with callbacks cannot hold tasks with depends_on= "
+                             "on PostgreSQL yet; nothing was written")
         if self.readonly:
             raise StoreError(f"{self.location} is open read-only")
         from .postgres import _columns  # (it imports this module)

@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 
 from .. import deps
 from ..errors import StoreError
-from ..records import RecordDecodeError, TaskRecord
+from ..records import TERMINAL, RecordDecodeError, TaskRecord
 from . import rules
 from .redis_client import text as _text
 
@@ -44,6 +44,27 @@ class RedisDeps:
     def dependents(self, task_id: str) -> list[str]:
         key = self.keys.prefix + "dl:" + task_id
         return [_text(i) for i in self._io(lambda c: c.lrange(key, 0, -1))]
+
+    def sweep_dependents(self, limit: int = 100) -> int:
+        """One SCAN step over the ``dq:`` sets (a cursor kept between calls, once a minute):
+        those of a finished task are handed its outcome again (its record rewritten as it is,
+        with its dependents' changes: redis_deps._conclude)."""
+        pattern = self.keys.prefix.replace("{", "\\{").replace("}", "\\}") + "dq:*"
+        at = self.__dict__.get("_sweep_at", 0)
+        cursor, keys = self._io(lambda c: c.scan(at, match=pattern, count=limit))
+        self.__dict__["_sweep_at"] = int(cursor)
+        found = 0
+        for key in keys:
+            task_id = _text(key)[len(self.keys.prefix) + 3:]
+            fields = self._io(lambda c, i=task_id: c.hgetall(self.keys.prefix + "t:" + i))
+            try:
+                rec = self._record_of(fields) if fields else None
+            except RecordDecodeError:
+                rec = None
+            if rec is not None and rec.status in TERMINAL:
+                self._conclude(rec, rules.swapped(rec, rec))
+                found += 1
+        return found
 
     def _with_deps(self, plan: Sequence[TaskRecord]) -> tuple[list[TaskRecord], list[Any]]:
         """An add's records with their dependencies resolved (TaskNotFound: nothing is written)
