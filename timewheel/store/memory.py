@@ -103,6 +103,26 @@ class _Dependencies:
             cascade.wrote(*self._concluded.pop())
             cascade.run()
 
+    def _write_new(self, out: list[TaskRecord], plan: dict[str, TaskRecord]) -> list[TaskRecord]:
+        """Store an add's plan (dependencies resolved first: TaskNotFound writes nothing) and
+        what follows from it; what ``add`` returns."""
+        if not deps.has_dependencies(plan):
+            for rec in plan.values():
+                self._store(rec)
+            self._settle()
+            return out
+        resolved = {r.id: r for r in deps.resolve_all(list(plan.values()), self._known, self.now())}
+        out = [resolved[r.id] if plan.get(r.id) is r else r for r in out]
+        for rec in resolved.values():
+            self._store(rec)
+            for dep_id in deps.edges_of(rec, self._known):
+                self._dependents.setdefault(dep_id, {})[rec.id] = None
+            for dep_id in rec.depends_on:
+                self._followers.setdefault(dep_id, {})[rec.id] = None
+        self._tell_dependents()
+        self._settle()
+        return out
+
     def sweep_dependents(self, limit: int = 100) -> int:
         with self._lock:
             done = [r for i in self._dependents if (r := self._records.get(i)) is not None
@@ -256,26 +276,6 @@ class MemoryStore(_Dependencies, WheelStore):
             out, plan = rules.admit_all(records, self._stored, existing)
             out = self._write_new(out, plan)
         self._flush_ring()
-        return out
-
-    def _write_new(self, out: list[TaskRecord], plan: dict[str, TaskRecord]) -> list[TaskRecord]:
-        """Store an add's plan (dependencies resolved first: TaskNotFound writes nothing) and
-        what follows from it; what ``add`` returns."""
-        if not deps.has_dependencies(plan):
-            for rec in plan.values():
-                self._store(rec)
-            self._settle()
-            return out
-        resolved = {r.id: r for r in deps.resolve_all(list(plan.values()), self._known, self.now())}
-        out = [resolved[r.id] if plan.get(r.id) is r else r for r in out]
-        for rec in resolved.values():
-            self._store(rec)
-            for dep_id in deps.edges_of(rec, self._known):
-                self._dependents.setdefault(dep_id, {})[rec.id] = None
-            for dep_id in rec.depends_on:
-                self._followers.setdefault(dep_id, {})[rec.id] = None
-        self._tell_dependents()
-        self._settle()
         return out
 
     # -- batches ----------------------------------------------------------------------------------

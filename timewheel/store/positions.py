@@ -50,7 +50,7 @@ __all__ = ["Position", "parse", "ready_eta_us", "status_of", "of", "fresh_cell",
            "FRESH_NAME", "READY_OF_CELL", "WHEEL_OF_FRESH", "OWNER", "READY_ETA", "READY", "READY_END",
            "eta_field", "READY_OF_FRESH", "BANDS", "PARKED", "PARKED_END", "band", "band_ready",
            "band_bound", "band_of_ready", "limit_hash", "parked", "parked_range", "PARKED_LIMIT",
-           "PARKED_QUEUE", "IS_PARKED", "WAITING"]
+           "PARKED_QUEUE", "IS_PARKED", "WAITING", "IS_FINISHED"]
 
 SLOT_W, CYCLE_W, ETA_W, FINISHED_W = 6, 15, 18, 15
 CODES = {SUCCEEDED: "s", FAILED: "f", CANCELLED: "c", MISFIRED: "m"}
@@ -103,6 +103,7 @@ IS_FRESH = "pos >= 'n:' AND pos < 'n;'"
 IS_IN_WHEEL = "pos >= 'p:' AND pos < 'p;'"
 IS_READY = f"pos >= '{READY}' AND pos < '{READY_END}'"
 IS_RUNNING = "pos >= 'r:' AND pos < 'r;'"
+IS_FINISHED = "pos >= 'x:' AND pos < 'x;'"
 #: the ``pos`` range of each status (pending: the n:, p: and q: rows; no position starts with o)
 RANGE = {PENDING: ("n:", "q;"), RUNNING: ("r:", "r;"),
          **{status: (f"x:{code}:", f"x:{code};") for status, code in CODES.items()}}

@@ -112,7 +112,7 @@ from .redis_batches import NO_BATCH as _NO_BATCH
 from .redis_batches import RedisBatches
 from .redis_client import RedisClient, redis
 from .redis_client import text as _text
-from .redis_deps import RedisDeps, _Refused
+from .redis_deps import RedisDeps
 from .redis_flow import RedisFlow, RedisRegistry, bands_of
 
 __all__ = ["RedisStore", "RedisLiveness", "FORMAT", "DEFAULT_LEASE"]
@@ -467,29 +467,6 @@ class RedisStore(RedisDeps, RedisBatches, RedisRegistry, WheelStore):
             if res[0] == 1:
                 return out
 
-    def _add_with_deps(self, records: Sequence[TaskRecord], existing: str) -> list[TaskRecord]:
-        """add() of records with dependencies (issue 23: redis_deps.py), planned again while a
-        dependency or a stored record changes under it."""
-        if existing == "fail":
-            rules.check_distinct(records)
-        while True:
-            if existing == "fail":
-                out, plan, expect = list(records), {r.id: r for r in records}, {}
-            else:
-                out, plan, expect = self._plan(records, existing)
-                if not plan:
-                    return out
-            try:
-                written = self._add_dependent(list(plan.values()), expect)
-            except _Refused:
-                if existing == "fail":
-                    raise DuplicateTask("a task id is given twice or already exists; nothing was added"
-                                        ) from None
-                continue
-            if written is not None:
-                by_id = {r.id: r for r in written}
-                return [by_id[r.id] if plan.get(r.id) is r else r for r in out]
-
     def _plan(self, records: Sequence[TaskRecord], existing: str
               ) -> tuple[list[TaskRecord], dict[str, TaskRecord], dict[str, Optional[str]]]:
         """What add(existing=keep|reuse|replace) returns, what it writes, and the ``v``
@@ -534,17 +511,6 @@ class RedisStore(RedisDeps, RedisBatches, RedisRegistry, WheelStore):
         planned = [rules.swapped(old, new) if new.id == old.id else None for old, new in changes]
         items = [self._item(p, old.rev) for (old, _), p in zip(changes, planned) if p is not None]
         return planned, items
-
-    def _swapped(self, changes: Sequence[tuple[TaskRecord, TaskRecord]], planned: list[Optional[TaskRecord]],
-                 done: Sequence[Any]) -> list[Optional[TaskRecord]]:
-        """What PUT 'each' did with each planned record: written (1), refused (0), or left for
-        the tasks that wait for it (2): then written with their changes (redis_deps.py)."""
-        results = iter(int(x) for x in done)
-        out: list[Optional[TaskRecord]] = []
-        for (old, _), p in zip(changes, planned):
-            r = 0 if p is None else next(results)
-            out.append(p if r == 1 else self._conclude(old, p) if r == 2 and p is not None else None)
-        return out
 
     # -- workers ------------------------------------------------------------------------------
     def claim(self, owner: str, now: float, limit: int, queued: int = 0, *,

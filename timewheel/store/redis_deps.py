@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 from .. import deps
-from ..errors import StoreError
+from ..errors import DuplicateTask, StoreError
 from ..records import TERMINAL, RecordDecodeError, TaskRecord
 from . import rules
 from .redis_client import text as _text
@@ -35,6 +35,7 @@ class RedisDeps:
     _item: Any
     _io: Any
     _hashes: Any
+    _plan: Any
     _record_of: Any
     keys: Any
     location: str
@@ -65,6 +66,40 @@ class RedisDeps:
                 self._conclude(rec, rules.swapped(rec, rec))
                 found += 1
         return found
+
+    def _add_with_deps(self, records: Sequence[TaskRecord], existing: str) -> list[TaskRecord]:
+        """add() of records with dependencies (issue 23: redis_deps.py), planned again while a
+        dependency or a stored record changes under it."""
+        if existing == "fail":
+            rules.check_distinct(records)
+        while True:
+            if existing == "fail":
+                out, plan, expect = list(records), {r.id: r for r in records}, {}
+            else:
+                out, plan, expect = self._plan(records, existing)
+                if not plan:
+                    return out
+            try:
+                written = self._add_dependent(list(plan.values()), expect)
+            except _Refused:
+                if existing == "fail":
+                    raise DuplicateTask("a task id is given twice or already exists; nothing was added"
+                                        ) from None
+                continue
+            if written is not None:
+                by_id = {r.id: r for r in written}
+                return [by_id[r.id] if plan.get(r.id) is r else r for r in out]
+
+    def _swapped(self, changes: Sequence[tuple[TaskRecord, TaskRecord]], planned: list[Optional[TaskRecord]],
+                 done: Sequence[Any]) -> list[Optional[TaskRecord]]:
+        """What PUT 'each' did with each planned record: written (1), refused (0), or left for
+        the tasks that wait for it (2): then written with their changes (redis_deps.py)."""
+        results = iter(int(x) for x in done)
+        out: list[Optional[TaskRecord]] = []
+        for (old, _), p in zip(changes, planned):
+            r = 0 if p is None else next(results)
+            out.append(p if r == 1 else self._conclude(old, p) if r == 2 and p is not None else None)
+        return out
 
     def _with_deps(self, plan: Sequence[TaskRecord]) -> tuple[list[TaskRecord], list[Any]]:
         """An add's records with their dependencies resolved (TaskNotFound: nothing is written)

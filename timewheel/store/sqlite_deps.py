@@ -121,8 +121,9 @@ class FileDepsStore:
         f = self.file
         if not self._reader.layout.batches:
             return 0
-        finished = (f'SELECT DISTINCT d.dep FROM "{DEPS}" d JOIN "{TABLE}" t ON t.key = \'t:\' || d.dep '
-                    "WHERE d.open = 1 AND t.pos >= 'x:' AND t.pos < 'x;' LIMIT ?")
+        finished = (f'SELECT DISTINCT d.dep FROM "{DEPS}" d JOIN "{TABLE}" '
+                    f'ON "{TABLE}".key = \'t:\' || d.dep WHERE d.open = 1 AND {positions.IS_FINISHED} '
+                    "LIMIT ?")
         with f.reading():                        # one join over the open rows, once a minute
             if not f.q(finished, (1,)):
                 return 0
