@@ -20,19 +20,14 @@ from timewheel import TaskFailed
 from timewheel.testing import processes as procs
 
 from .deps_worker import make
+from .test_batch_processes import Workers as BatchWorkers
 from .test_batch_processes import _entries, _lines, _wait
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-class Workers:
-    """The worker processes, started through the tests' process helper, stopped at the end."""
-
-    def __init__(self, store: str, log: str, n: int) -> None:
-        self.store, self.log = store, log
-        self.out = open(log + ".out", "ab")
-        self.procs = [self._start() for _ in range(n)]
-        _wait(lambda: len(_lines(log, "ready")) >= n, 60, "the workers to start")
+class Workers(BatchWorkers):
+    """The batch tests' worker processes, running tests/deps_worker.py."""
 
     def _start(self) -> subprocess.Popen:
         return procs.popen([sys.executable, os.path.join(HERE, "deps_worker.py"), self.store, self.log],
@@ -46,17 +41,6 @@ class Workers:
                 self.procs[i] = self._start()
                 return
         raise AssertionError(f"no worker {pid}")
-
-    def stop(self) -> None:
-        with open(self.log + ".stop", "w"):
-            pass
-        for p in self.procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=10)
-        self.out.close()
 
 
 def _times(log: str) -> tuple[dict, dict]:

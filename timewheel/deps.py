@@ -1,6 +1,8 @@
 """Dependencies between tasks, pure (issue 23): what a dependency's outcome means for the tasks
 that wait for it, and what a new dependent is when it is added.  No I/O, no clock: every store
-applies these in the transactions that write records (the memory and file stores).
+applies these in the transactions that write records (memory, file, Redis and PostgreSQL: the
+last two plan in Python on what they read, and their script or transaction writes it all or
+refuses what changed meanwhile).
 
 A task added with ``depends_on=(a, b)`` (its record's :attr:`~timewheel.records.TaskRecord.depends_on`)
 runs once every dependency has **succeeded** and its own eta has passed.  Until then it is
@@ -37,8 +39,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 from .errors import TaskNotFound
 from .records import CANCELLED, MAX_DEPENDENCIES, PENDING, SUCCEEDED, TERMINAL, TaskRecord
 
-__all__ = ["check_dependencies", "reason", "resolve", "resolve_all", "concluded", "on_outcome", "edges_of",
-           "waiting_on", "has_dependencies", "Cascade"]
+__all__ = ["check_dependencies", "reason", "resolve", "resolve_all", "concluded", "on_outcome", "tell",
+           "edges_of", "waiting_on", "has_dependencies", "Cascade"]
 
 
 def check_dependencies(values: Any) -> tuple[str, ...]:
@@ -118,6 +120,22 @@ def on_outcome(dependency: TaskRecord, dependent: TaskRecord, now: float) -> Opt
     if dependent.takes_result:
         return dependent._replace(waiting=dependent.waiting - 1, given=dependency.result)
     return dependent._replace(waiting=dependent.waiting - 1)
+
+
+def tell(dep: TaskRecord, waiting: Iterable[str], changed: dict, now: float) -> list[TaskRecord]:
+    """One step of a store's walk: ``dep``'s outcome told to the tasks ``waiting`` for it,
+    as ``changed`` holds them (id -> (as stored, as it becomes): updated here).  Returns the
+    outcomes it made (cancelled tasks: their own dependents are next)."""
+    made = []
+    for task_id in waiting:
+        if task_id in changed:
+            stored, cur = changed[task_id]
+            nxt = on_outcome(dep, cur, now)
+            if nxt is not None:
+                changed[task_id] = (stored, nxt)
+                if concluded(cur, nxt):
+                    made.append(nxt)
+    return made
 
 
 def edges_of(rec: TaskRecord, stored: Callable[[str], Optional[TaskRecord]]) -> list[str]:

@@ -215,14 +215,7 @@ class PostgresDeps:
                                               (dep.id,)).fetchall()]
             fresh = self._rows(conn, sorted(set(ids) - set(changed)), "UPDATE")
             changed.update((i, (r, r)) for i, r in fresh.items())
-            for task_id in ids:
-                if task_id in changed:
-                    stored, cur = changed[task_id]
-                    nxt = deps.on_outcome(dep, cur, now)
-                    if nxt is not None:
-                        changed[task_id] = (stored, nxt)
-                        if deps.concluded(cur, nxt):
-                            todo.append(nxt)
+            todo += deps.tell(dep, ids, changed, now)
         return [(rules.swapped(s, c), s.rev) for s, c in changed.values() if c is not s]
 
     def _swap_in(self, conn: Any, items: list[tuple[TaskRecord, int]]) -> None:

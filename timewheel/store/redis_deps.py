@@ -169,14 +169,7 @@ class RedisDeps:
                         rec = None
                     if rec is not None:
                         changed[task_id] = (rec, rec)
-                for task_id in members:
-                    if task_id in changed:
-                        stored, cur = changed[task_id]
-                        nxt = deps.on_outcome(dep, cur, now)
-                        if nxt is not None:
-                            changed[task_id] = (stored, nxt)
-                            if deps.concluded(cur, nxt):
-                                todo.append(nxt)
+                todo += deps.tell(dep, members, changed, now)
             items = [self._item(new, old.rev)] + [self._item(rules.swapped(s, c), s.rev)
                                                   for s, c in changed.values() if c is not s]
             res = self._put("all", items, _NO_BATCH, ops)
