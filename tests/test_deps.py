@@ -292,6 +292,18 @@ def test_a_dependency_with_many_dependents_releases_them_all_in_one_write(store:
 
 
 @dep_backends
+def test_a_task_with_a_hundred_dependencies_is_released_by_the_last(store: WheelStore) -> None:
+    now = store.now()
+    store.add([make_record(f"d{i}", now) for i in range(100)])
+    store.add([make_record("x", now, depends_on=tuple(f"d{i}" for i in range(100)))])
+    for i in range(99):
+        _run(store, f"d{i}")
+    assert store.get("x").waiting == 1 and "x" not in _ready_ids(store)
+    _run(store, "d99")
+    assert store.get("x").waiting == 0 and "x" in _ready_ids(store)
+
+
+@dep_backends
 def test_a_dependent_retried_by_hand_runs_without_waiting(store: WheelStore) -> None:
     now = store.now()
     store.add([make_record("a", now)])

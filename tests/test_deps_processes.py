@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from timewheel import TaskFailed
+from timewheel import TaskFailed, TaskNotFound
 from timewheel.testing import processes as procs
 
 from .deps_worker import make
@@ -89,6 +89,10 @@ def test_order_holds_across_processes_and_then_chains_pass_results(setup) -> Non
         on = rng.sample(roots, rng.randint(1, 3))
         joins[f"j{i}"] = (step.schedule((f"j{i}", rng.uniform(0, 0.05), False), depends_on=on), on)
     final = step.schedule(("final", 0.0, False), depends_on=[h for h, _ in joins.values()])
+    before = sum(hu.store.counts().values())
+    with pytest.raises(TaskNotFound):                 # an unknown dependency: nothing written
+        step.schedule(("never", 0.0, False), depends_on=[roots[0], "no-such-task"])
+    assert sum(hu.store.counts().values()) == before
     chains = [step.delay(f"c{i}", 0.05, False) for i in range(5)]
     ends_of_chains = []
     for i, c in enumerate(chains):

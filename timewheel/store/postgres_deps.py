@@ -73,9 +73,10 @@ class PostgresDeps:
                                          "ORDER BY e.seq", (task_id,))]
 
     def sweep_dependents(self, limit: int = 100) -> int:
-        rows = self._call(f"SELECT t.id FROM {self.s}.tasks t WHERE t.status IN ('succeeded', 'failed', "
-                          f"'cancelled', 'misfired') AND EXISTS (SELECT FROM {self.s}.deps e "
-                          "WHERE e.dep = t.id AND e.open) LIMIT %s", (limit,))
+        # (any final status: one a later version adds too)
+        rows = self._call(f"SELECT t.id FROM {self.s}.tasks t WHERE t.status NOT IN ('pending', 'running', "
+                          f"'broken') AND EXISTS (SELECT FROM {self.s}.deps e WHERE e.dep = t.id AND e.open) "
+                          "LIMIT %s", (limit,))
         found = 0
         for (task_id,) in rows:
             rec = self._read_one(task_id)

@@ -337,7 +337,8 @@ BEGIN
   -- deps first; never alone.  (A statement of its own: it sees a row that an add committed
   -- while this one waited for a task's lock.)
   IF done IS NOT NULL AND EXISTS (SELECT FROM {s}.deps e JOIN {s}.tasks t ON t.id = e.dep
-                                  WHERE e.dep = ANY(done) AND e.open AND t.status IN {_FINISHED}) THEN
+                                  WHERE e.dep = ANY(done) AND e.open
+                                    AND t.status NOT IN ('pending', 'running', 'broken')) THEN
     RAISE EXCEPTION 'an outcome that tasks wait for' USING ERRCODE = '{DEPENDENTS_WAIT}';
   END IF;
   RETURN QUERY SELECT unnest(done);
