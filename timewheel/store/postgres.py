@@ -923,7 +923,8 @@ class PostgresStore(PostgresDeps, PostgresFlow, _Observers, PostgresBatches, Whe
                 if rules.set_aside(row[0], exc):
                     self._mark_broken(row[0], str(exc))
                 continue
-            taken.append(rules.claimed(old, owner, at, lease=lease, queued=row[_NROW]))   # 'waits', after the row
+            # the claim's "waits" (claimed but queued) comes after the row
+            taken.append(rules.claimed(old, owner, at, lease=lease, queued=row[_NROW]))
         return Claimed(taken, head)
 
     def _mark_broken(self, task_id: str, reason: str) -> None:
