@@ -128,7 +128,7 @@ class PostgresDeps:
     # -- adds -------------------------------------------------------------------------------------
     def _add_dependent(self, records: Sequence[TaskRecord], existing: str) -> list[TaskRecord]:
         """add() of records of which some have dependencies: one transaction."""
-        from .postgres import _COLS, _plan, add_call, stored_by_id
+        from .postgres import _COLS, _plan, stored_by_id
 
         def work(conn: Any) -> tuple[list[TaskRecord], bool]:
             if existing == "fail":
@@ -140,24 +140,7 @@ class PostgresDeps:
                 out, plan, expect = _plan(records, existing, stored_by_id(rows))
                 if not plan:
                     return out, False
-            new_ids = set(plan)
-            wanted = sorted({d for r in plan.values() for d in r.depends_on} - new_ids)
-            known = self._rows(conn, wanted, "SHARE")        # (an outcome waits for this add)
-            resolved = deps.resolve_all(list(plan.values()), known.get, self.now())
-            seen = {**known, **{r.id: r for r in resolved}}
-            (conflict, ring), = conn.execute(*add_call(self.s, [(r, expect.get(r.id)) for r in resolved],
-                                                       self.wheel, self._store_id)).fetchall()
-            if conflict < 0:
-                raise StoreError(f"{self.location}: schema holds another store than the one opened")
-            if conflict:
-                if existing == "fail":
-                    raise DuplicateTask(f"task id {resolved[conflict - 1].id!r} already exists; "
-                                        "nothing was added")
-                raise _Again()
-            edges = [(d, r.id, d in set(deps.edges_of(r, seen.get))) for r in resolved for d in r.depends_on]
-            conn.execute(f"INSERT INTO {self.s}.deps (dep, task, open) SELECT * FROM unnest(%s::text[], "
-                         "%s::text[], %s::boolean[]) ON CONFLICT DO NOTHING",
-                         ([e[0] for e in edges], [e[1] for e in edges], [e[2] for e in edges]))
+            resolved, ring = self._add_resolved(conn, list(plan.values()), expect, existing)
             by_id = {r.id: r for r in resolved}
             return [by_id[r.id] if plan.get(r.id) is r else r for r in out], ring
 
@@ -165,6 +148,31 @@ class PostgresDeps:
         if ring:
             self.ring()
         return out
+
+    def _add_resolved(self, conn: Any, plan: list[TaskRecord], expect: dict[str, Optional[int]],
+                      existing: str = "fail") -> tuple[list[TaskRecord], bool]:
+        """In ``conn``'s transaction: ``plan`` (new records, some with dependencies) resolved on
+        its dependencies' rows, locked ``FOR SHARE`` (an outcome waits for this add), and
+        written with its rows of ``deps``; (the records written, whether to ring)."""
+        from .postgres import add_call
+        wanted = sorted({d for r in plan for d in r.depends_on} - {r.id for r in plan})
+        known = self._rows(conn, wanted, "SHARE")
+        resolved = deps.resolve_all(plan, known.get, self.now())
+        seen = {**known, **{r.id: r for r in resolved}}
+        (conflict, ring), = conn.execute(*add_call(self.s, [(r, expect.get(r.id)) for r in resolved],
+                                                   self.wheel, self._store_id)).fetchall()
+        if conflict < 0:
+            raise StoreError(f"{self.location}: schema holds another store than the one opened")
+        if conflict:
+            if existing == "fail":
+                raise DuplicateTask(f"task id {resolved[conflict - 1].id!r} already exists; "
+                                    "nothing was added")
+            raise _Again()
+        edges = [(d, r.id, d in set(deps.edges_of(r, seen.get))) for r in resolved for d in r.depends_on]
+        conn.execute(f"INSERT INTO {self.s}.deps (dep, task, open) SELECT * FROM unnest(%s::text[], "
+                     "%s::text[], %s::boolean[]) ON CONFLICT DO NOTHING",
+                     ([e[0] for e in edges], [e[1] for e in edges], [e[2] for e in edges]))
+        return resolved, ring
 
     # -- outcomes ---------------------------------------------------------------------------------
     def _swap_waited(self, changes: Sequence[tuple[TaskRecord, TaskRecord]],
