@@ -389,9 +389,9 @@ def test_a_failed_dependency_fails_the_dependents_result(hu: TimeWheel) -> None:
     assert f.id in hu.get(f.id).then(after).record.error        # added after: cancelled at once
 
 
-def test_postgres_refuses_dependents_it_cannot_write_and_writes_nothing(pg_db) -> None:
-    """Through the application's own connection (transactional enqueue) a PostgreSQL store
-    refuses dependents (not built yet)."""
+def test_postgres_dependents_through_the_applications_transaction(pg_db) -> None:
+    """Transactional enqueue (hu.using): a dependent is written with the application's
+    transaction -- rolled back with it, committed with it -- and released by its outcome."""
     import psycopg
     hu = TimeWheel(pg_db)
 
@@ -399,10 +399,17 @@ def test_postgres_refuses_dependents_it_cannot_write_and_writes_nothing(pg_db) -
     def t(x: object = None) -> None: ...
 
     a = t.delay()
-    with psycopg.connect(pg_db) as conn, pytest.raises(ValueError, match="application's connection"):
+    with psycopg.connect(pg_db) as conn:
         with hu.using(conn):
-            t.options(depends_on=[a]).delay()
-    assert sum(hu.store.counts().values()) == 1
+            gone = t.options(depends_on=[a]).delay()
+        conn.rollback()
+        with hu.using(conn):
+            kept = a.then(t)
+        conn.commit()
+    assert hu.store.get(gone.id) is None and hu.store.get(kept.id).waiting == 1
+    assert hu.store.dependents(a.id) == [kept.id]
+    _run(hu.store, a.id)
+    assert hu.store.get(kept.id).waiting == 0 and hu.store.get(kept.id).given is not None
     hu.close()
 
 

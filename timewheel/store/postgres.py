@@ -828,9 +828,6 @@ class PostgresStore(PostgresDeps, PostgresFlow, _Observers, PostgresBatches, Whe
         application's: :mod:`timewheel.store.postgres_tx`)."""
         if not records:
             return []
-        if any(r.depends_on for r in records):
-            raise ValueError("depends_on= and then() are not written through the application's connection "
-                             "(hu.using, connection=); nothing was written")
         if existing == "fail":
             rules.check_distinct(records)
             conflict, wake = write([(r, None) for r in records])

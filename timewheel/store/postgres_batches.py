@@ -85,7 +85,8 @@ class PostgresBatches:
                                               "nothing was added")
                     moved = {batch_rules.OPEN: len(members)}
                     if any(r.depends_on for r in members):      # (issue 23: postgres_deps.py)
-                        added, ring = self._add_resolved(conn, list(members), {})
+                        added, ring = self._add_resolved(lambda q, p: conn.execute(q, p).fetchall(),
+                                                         list(members), {})
                         moved = batch_rules.moves([(None, r) for r in added])[batch_id]
                     elif members:
                         got = self._copy_in(conn, members)

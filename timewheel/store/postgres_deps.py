@@ -31,7 +31,8 @@ try:
 except ImportError:  # pragma: no cover - the store itself says what is missing
     psycopg = None
 
-__all__ = ["PostgresDeps", "DependentsWait", "waits_refused", "depends_json", "depends_from"]
+__all__ = ["PostgresDeps", "DependentsWait", "waits_refused", "depends_json", "depends_from", "Query",
+           "Again"]
 
 #: the SQLSTATE of postgres_sql.DEPENDENTS_WAIT
 _WAIT = "TW023"
@@ -46,7 +47,7 @@ class DependentsWait(Exception):
     """A write of this store's was refused because tasks wait for an outcome it held."""
 
 
-class _Again(Exception):
+class Again(Exception):
     """What was read changed before the write: roll back and plan again."""
 
 
@@ -96,7 +97,7 @@ class PostgresDeps:
             return None
 
     def _transaction(self, work: Callable[[Any], Any]) -> Any:
-        """``work(conn)`` in one transaction of this store's, again while it raises _Again."""
+        """``work(conn)`` in one transaction of this store's, again while it raises Again."""
         if self.readonly:
             raise StoreError(f"{self.location} is open read-only")
         while True:
@@ -104,21 +105,21 @@ class PostgresDeps:
                 try:
                     with conn.transaction():
                         return work(conn)
-                except _Again:
+                except Again:
                     continue
                 except psycopg.errors.DeadlockDetected:
                     continue
                 except psycopg.Error as exc:
                     raise self._error(exc, True, done) from None
 
-    def _rows(self, conn: Any, ids: Sequence[str], lock: str) -> dict[str, TaskRecord]:
+    def _rows(self, q: "Query", ids: Sequence[str], lock: str) -> dict[str, TaskRecord]:
         """The decodable records of ``ids``, locked (``FOR SHARE``/``FOR UPDATE``) in id order."""
         from .postgres import _COLS, decode_row
         out: dict[str, TaskRecord] = {}
         if not ids:
             return out
-        for row in conn.execute(f"SELECT {_COLS} FROM {self.s}.tasks t WHERE t.id = ANY(%s) ORDER BY t.id "
-                                f"FOR {lock}", (list(ids),)).fetchall():
+        for row in q(f"SELECT {_COLS} FROM {self.s}.tasks t WHERE t.id = ANY(%s::text[]) ORDER BY t.id "
+                     f"FOR {lock}", [list(ids)]):
             try:
                 out[row[0]] = decode_row(row)
             except RecordDecodeError:
@@ -140,7 +141,7 @@ class PostgresDeps:
                 out, plan, expect = _plan(records, existing, stored_by_id(rows))
                 if not plan:
                     return out, False
-            resolved, ring = self._add_resolved(conn, list(plan.values()), expect, existing)
+            resolved, ring = self._add_resolved(_query(conn), list(plan.values()), expect, existing)
             by_id = {r.id: r for r in resolved}
             return [by_id[r.id] if plan.get(r.id) is r else r for r in out], ring
 
@@ -149,29 +150,30 @@ class PostgresDeps:
             self.ring()
         return out
 
-    def _add_resolved(self, conn: Any, plan: list[TaskRecord], expect: dict[str, Optional[int]],
+    def _add_resolved(self, q: "Query", plan: list[TaskRecord], expect: dict[str, Optional[int]],
                       existing: str = "fail") -> tuple[list[TaskRecord], bool]:
-        """In ``conn``'s transaction: ``plan`` (new records, some with dependencies) resolved on
-        its dependencies' rows, locked ``FOR SHARE`` (an outcome waits for this add), and
-        written with its rows of ``deps``; (the records written, whether to ring)."""
+        """In the transaction ``q`` runs statements in (this store's, or an application's):
+        ``plan`` (new records, some with dependencies) resolved on its dependencies' rows,
+        locked ``FOR SHARE`` (an outcome waits for this add), and written with its rows of
+        ``deps``; (the records written, whether to ring)."""
         from .postgres import add_call
         wanted = sorted({d for r in plan for d in r.depends_on} - {r.id for r in plan})
-        known = self._rows(conn, wanted, "SHARE")
+        known = self._rows(q, wanted, "SHARE")
         resolved = deps.resolve_all(plan, known.get, self.now())
         seen = {**known, **{r.id: r for r in resolved}}
-        (conflict, ring), = conn.execute(*add_call(self.s, [(r, expect.get(r.id)) for r in resolved],
-                                                   self.wheel, self._store_id)).fetchall()
+        (conflict, ring), = q(*add_call(self.s, [(r, expect.get(r.id)) for r in resolved], self.wheel,
+                                        self._store_id))
         if conflict < 0:
             raise StoreError(f"{self.location}: schema holds another store than the one opened")
         if conflict:
             if existing == "fail":
                 raise DuplicateTask(f"task id {resolved[conflict - 1].id!r} already exists; "
                                     "nothing was added")
-            raise _Again()
+            raise Again()
         edges = [(d, r.id, d in set(deps.edges_of(r, seen.get))) for r in resolved for d in r.depends_on]
-        conn.execute(f"INSERT INTO {self.s}.deps (dep, task, open) SELECT * FROM unnest(%s::text[], "
-                     "%s::text[], %s::boolean[]) ON CONFLICT DO NOTHING",
-                     ([e[0] for e in edges], [e[1] for e in edges], [e[2] for e in edges]))
+        q(f"INSERT INTO {self.s}.deps (dep, task, open) SELECT * FROM unnest(%s::text[], %s::text[], "
+          "%s::boolean[]) ON CONFLICT DO NOTHING RETURNING dep",
+          [[e[0] for e in edges], [e[1] for e in edges], [e[2] for e in edges]])
         return resolved, ring
 
     # -- outcomes ---------------------------------------------------------------------------------
@@ -222,20 +224,29 @@ class PostgresDeps:
             ids = [t for (t,) in conn.execute(f"UPDATE {self.s}.deps e SET open = false "
                                               "WHERE e.dep = %s AND e.open RETURNING e.task",
                                               (dep.id,)).fetchall()]
-            fresh = self._rows(conn, sorted(set(ids) - set(changed)), "UPDATE")
+            fresh = self._rows(_query(conn), sorted(set(ids) - set(changed)), "UPDATE")
             changed.update((i, (r, r)) for i, r in fresh.items())
             todo += deps.tell(dep, ids, changed, now)
         return [(rules.swapped(s, c), s.rev) for s, c in changed.values() if c is not s]
 
     def _swap_in(self, conn: Any, items: list[tuple[TaskRecord, int]]) -> None:
-        """``swap`` of ``items`` in ``conn``'s transaction; _Again unless all were written."""
+        """``swap`` of ``items`` in ``conn``'s transaction; Again unless all were written."""
         from .postgres import _casts, write_args
         if not items:
             return
         rows = conn.execute(f"SELECT * FROM {self.s}.swap(%s, {_casts()}, %s)",
                             [self.liveness.token, *write_args(items, self.wheel), self.channel]).fetchall()
         if len(rows) != len(items):
-            raise _Again()
+            raise Again()
+
+
+#: runs one statement in a transaction and returns its rows
+Query = Callable[[str, Sequence[Any]], list]
+
+
+def _query(conn: Any) -> "Query":
+    """A psycopg connection's statements as a Query."""
+    return lambda sql, params: conn.execute(sql, params).fetchall()
 
 
 def depends_json(rec: TaskRecord) -> Optional[str]:
