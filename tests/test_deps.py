@@ -518,3 +518,14 @@ def test_members_of_a_batch_may_depend_on_each_other(store: WheelStore) -> None:
     state = store.batch("B")
     assert state.counts == {"failed": 1, "cancelled": 2} and state.done is not None
     assert store.get(br.callback_id("B", "on_complete")).status == PENDING
+
+
+@dep_backends
+def test_purging_a_dependency_forgets_its_dependents_list(store: WheelStore) -> None:
+    now = store.now()
+    store.add([make_record("a", now)])
+    store.add([make_record("x", now, depends_on=("a",))])
+    _run(store, "a")
+    assert store.dependents("a") == ["x"]
+    assert store.purge(store.now() + 10, ["succeeded"]) == 1
+    assert store.dependents("a") == [] and store.get("x").waiting == 0

@@ -524,10 +524,12 @@ BEGIN
         AND (u.batch IS NULL OR NOT EXISTS (     -- members are kept until their batch is done
           SELECT FROM {s}.batches b WHERE b.id = u.batch AND b.done IS NULL))
       ORDER BY u.finished_ms, u.id LIMIT p_limit FOR UPDATE SKIP LOCKED)
-    RETURNING t.status, t.name, t.tick),
+    RETURNING t.id, t.status, t.name, t.tick),
   cnt AS (
     INSERT INTO {s}.counts_delta (status, name, tick, n)
-    SELECT status, name, tick, sum(n) FROM ({_counted("gone", "-1")}) d GROUP BY status, name, tick)
+    SELECT status, name, tick, sum(n) FROM ({_counted("gone", "-1")}) d GROUP BY status, name, tick),
+  dep AS (                                  -- their rows of deps (closed: they had finished)
+    DELETE FROM {s}.deps e USING gone WHERE e.dep = gone.id)
   SELECT count(*) INTO purged FROM gone;
   RETURN purged;
 END $$""",
