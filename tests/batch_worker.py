@@ -58,6 +58,12 @@ def make(store: str, log: str, *, workers: int = 4):
 
 
 def main() -> int:
+    return run_until_stopped(make)
+
+
+def run_until_stopped(make) -> int:
+    """``argv``: STORE LOG.  Start the wheel ``make(STORE, LOG)`` returns, log ``ready``, run
+    until ``LOG.stop`` exists (a worker process of the tests)."""
     import logging
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s {os.getpid()} %(name)s %(message)s")
     store, log = sys.argv[1], sys.argv[2]

@@ -214,7 +214,7 @@ def check_file_store(db: str) -> None:
         assert meta["format"] == "timewheel/5" and isinstance(meta["horizon"], int), meta
         states: Counter = Counter()
         ticks: Counter = Counter()
-        codes = {"s": "succeeded", "f": "failed", "c": "cancelled", "m": "misfired"}
+        codes = {"s": "succeeded", "f": "failed", "c": "cancelled", "m": "misfired", "a": "aborted"}
         held = set(con.execute("SELECT lim, key FROM timewheel_held"))
         holders: dict = {}
         for key, value, pos, name, rev in con.execute(

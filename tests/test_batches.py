@@ -486,7 +486,8 @@ def test_the_cli_lists_batches_and_shows_one(tmp_path) -> None:
     assert out.exit_code == 0, out.output
     (row,) = json.loads(out.output)["batches"]
     assert row["id"] == "demo" and row["status"] == RUNNING and (row["finished"], row["total"]) == (2, 3)
-    assert row["counts"] == {"open": 1, "succeeded": 1, "failed": 1, "cancelled": 0, "misfired": 0}
+    assert row["counts"] == {"open": 1, "succeeded": 1, "failed": 1, "cancelled": 0, "misfired": 0,
+                             "aborted": 0}
     shown = json.loads(invoke("batch", db, "demo", "--json", "--limit", "2").output)
     assert [m["id"] for m in shown["members"]] == ["demo-0", "demo-1"] and shown["next_start"] == 2
     assert [m["status"] for m in shown["members"]] == [SUCCEEDED, FAILED]

@@ -135,7 +135,7 @@ def test_inspect(store: Path) -> None:
     assert set(data) == {"store", "counts", "ticker", "next_due", "running", "pending_by_name", "ring",
                          "queues", "limits", "processes"}
     assert data["counts"] == {"pending": 4, "running": 1, "succeeded": 1, "failed": 1,
-                              "cancelled": 1, "misfired": 1, "broken": 0}
+                              "cancelled": 1, "misfired": 1, "aborted": 0, "broken": 0}
     assert {"path", "journal_mode", "size_bytes", "wal_bytes", "slots", "tick"} <= set(data["store"])
     assert data["store"]["journal_mode"] == "wal" and data["store"]["slots"] == 3600
     assert data["store"]["path"] == str(store)
@@ -267,7 +267,7 @@ def test_stats(store: Path) -> None:
     assert {"counts", "by_name", "lateness", "lateness_by_name"} <= set(data)
     assert data["counts"]["pending"] == 4 and data["counts"]["misfired"] == 1
     assert data["by_name"]["emails.send"] == {"pending": 2, "running": 1, "succeeded": 0, "failed": 1,
-                                              "cancelled": 1, "misfired": 1, "broken": 0}
+                                              "cancelled": 1, "misfired": 1, "aborted": 0, "broken": 0}
     lat = data["lateness"]
     assert lat["runs"] == 3 and set(lat) == {"runs", "min", "p50", "p95", "max", "mean"}
     assert 0 <= lat["min"] <= lat["p50"] <= lat["p95"] <= lat["max"] < 60

@@ -39,7 +39,7 @@ def test_inspect_data(filled, dead_owner) -> None:
     assert set(data) == {"store", "counts", "ticker", "next_due", "running", "pending_by_name", "ring",
                          "queues", "limits", "processes"}
     assert data["counts"] == {"pending": 4, "running": 1, "succeeded": 1, "failed": 1,
-                              "cancelled": 1, "misfired": 1, "broken": 0}
+                              "cancelled": 1, "misfired": 1, "aborted": 0, "broken": 0}
     assert {"path", "journal_mode", "size_bytes", "wal_bytes", "slots", "tick"} <= set(data["store"])
     ticker = data["ticker"]
     assert {"now", "current_tick", "horizon", "done_through", "lag_ticks", "lag_seconds", "ticking",
@@ -84,7 +84,7 @@ def test_tasks_data_order_filters_and_rows(filled) -> None:
     assert set(data["tasks"][0]) == {"id", "name", "status", "eta", "due_in", "attempts", "max_attempts",
                                      "crashes", "created", "started", "finished", "owner", "owner_alive",
                                      "lease", "error", "queue", "priority", "retrying",
-                                     "depends_on", "waiting_for"}
+                                     "abort_requested", "progress", "depends_on", "waiting_for"}
     assert [t["id"] for t in query.tasks_data(store, now, status=FAILED)["tasks"]] == ["bad"]
     named = query.tasks_data(store, now, name="reports.build", status="pending")["tasks"]
     assert [t["id"] for t in named] == ["p-evil", "p-far"]

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from timewheel.errors import DuplicateTask
 from timewheel.records import (
+    ABORTED,
     CANCELLED,
     FAILED,
     MISFIRED,
@@ -53,6 +54,7 @@ TABLE = {
     FAILED:           {"fail": DUP, "keep": KEEP, "reuse": REPLACE, "replace": REPLACE},
     CANCELLED:        {"fail": DUP, "keep": KEEP, "reuse": REPLACE, "replace": REPLACE},
     MISFIRED:         {"fail": DUP, "keep": KEEP, "reuse": REPLACE, "replace": REPLACE},
+    ABORTED:          {"fail": DUP, "keep": KEEP, "reuse": REPLACE, "replace": REPLACE},
     "broken, rev 7":  {"fail": DUP, "keep": REPLACE, "reuse": REPLACE, "replace": REPLACE},
     "broken, no rev": {"fail": DUP, "keep": REPLACE, "reuse": REPLACE, "replace": REPLACE},
 }

@@ -26,6 +26,7 @@ from .errors import (
     StoreBusy,
     StoreError,
     StoreMismatch,
+    TaskAborted,
     TaskFailed,
     TaskNotFound,
     TaskTimeout,
@@ -37,7 +38,7 @@ __all__ = [
     "TimeWheel", "Task", "TaskHandle", "Delayed", "Stopped", "Health", "EVENTS", "TaskFailed", "TaskNotFound",
     "TaskTimeout", "DuplicateTask", "TimeWheelError", "StoreError", "StoreBusy", "NotAStore",
     "StoreMismatch", "TaskRecord", "STATUSES", "TaskContext", "current_task", "Retry", "BatchNotFound",
-    "BatchClosed", "BatchHandle",
+    "BatchClosed", "BatchHandle", "TaskAborted",
 ]
 __version__ = "0.4.0"
 

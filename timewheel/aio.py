@@ -21,7 +21,7 @@ import contextvars
 import os
 import threading
 import weakref
-from typing import Any, Awaitable, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from .errors import TaskTimeout
 
@@ -83,10 +83,12 @@ _current: Optional[_LoopThread] = None
 _aside = threading.local()                    # .active: this thread runs a private loop
 
 
-def run_coroutine(awaitable: Awaitable[Any], timeout: Optional[float] = None) -> Any:
+def run_coroutine(awaitable: Awaitable[Any], timeout: Optional[float] = None,
+                  cancel_on: Optional[Callable[[Callable[[], Any]], None]] = None) -> Any:
     """Run an awaitable to completion on the shared loop and return its value (or raise its
     exception); past ``timeout`` seconds it is cancelled and TaskTimeout raised.  Blocks the
-    calling thread, never the loop.  The awaitable sees the caller's context variables."""
+    calling thread, never the loop.  The awaitable sees the caller's context variables.
+    ``cancel_on(cancel)`` is handed a function that cancels it (an abort: issue 23)."""
     global _current
     me = threading.current_thread()
     lt = _current
@@ -105,6 +107,8 @@ def run_coroutine(awaitable: Awaitable[Any], timeout: Optional[float] = None) ->
         except BaseException:
             lt.active -= 1
             raise
+    if cancel_on is not None:
+        cancel_on(future.cancel)          # cancels the task on the loop (thread-safe)
     try:
         return future.result()
     finally:

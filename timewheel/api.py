@@ -60,6 +60,7 @@ from .records import (
     RUNNING,
     SUCCEEDED,
     TERMINAL,
+    Progress,
     TaskRecord,
     cancel,
     end_run,
@@ -88,7 +89,7 @@ R_co = TypeVar("R_co", covariant=True)     # covariant: Task[P, CoroutineType[..
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 #: what ``hu.on()`` accepts: a task changed state (the change is durable when hooks run)
-EVENTS = ("started", "succeeded", "failed", "retrying", "misfired")
+EVENTS = ("started", "succeeded", "failed", "retrying", "misfired", "aborted")
 _instances: "weakref.WeakSet[TimeWheel]" = weakref.WeakSet()
 #: the adders of the ``hu.using(connection)`` blocks open in this context, by id of their wheel
 _USING: "ContextVar[Optional[dict[int, Any]]]" = ContextVar("timewheel_using", default=None)
@@ -276,7 +277,7 @@ class TaskHandle(Generic[T_co]):
 
     @property
     def status(self) -> str:
-        """``pending``, ``running``, ``succeeded``, ``failed``, ``cancelled`` or ``misfired``."""
+        """``pending``, ``running``, ``succeeded``, ``failed``, ``cancelled``, ``misfired`` or ``aborted``."""
         return self.record.status
 
     def cancel(self) -> bool:
@@ -296,6 +297,21 @@ class TaskHandle(Generic[T_co]):
     def depends_on(self) -> tuple[str, ...]:
         """The ids of the tasks this one runs after (``depends_on=``, ``then``)."""
         return self.record.depends_on
+
+    @property
+    def progress(self) -> Optional[Progress]:
+        """The last progress its run reported (``current_task().progress(...)``): ``done``,
+        ``total``, ``note`` and ``at`` (when, unix seconds); None if it reported none.  While it
+        runs, the latest written (about every 0.25 s); once it finished, its last one."""
+        value = self.record.progress
+        return None if value is None else Progress._make(value)
+
+    def abort(self) -> bool:
+        """Stop the task: cancel it if pending; if running, ask the process running it (any
+        process, any host) to stop it -- it learns so within a tick: an ``async def`` task is
+        cancelled, a sync one sees ``current_task().aborted``.  The run ends ``aborted``, not
+        retried.  True if that was recorded; False for a finished or unknown task."""
+        return self._wheel.abort(self.id)
 
     def result(self, timeout: Optional[float] = None) -> T_co:
         """Wait for the task to end and return its value.
@@ -1101,6 +1117,15 @@ class TimeWheel(_Batches):
     def cancel(self, task_id: str) -> bool:
         """True if the task was pending and now never runs; False otherwise."""
         return self._change(task_id, lambda r: r.status == PENDING, cancel)
+
+    def abort(self, task_id: str) -> bool:
+        """:meth:`TaskHandle.abort` by id."""
+        if not _storable_id(task_id):
+            return False
+        _, done = self.store.abort(task_id)
+        if done == "cancelled":
+            self._changed_notify()
+        return done in ("cancelled", "asked", "asked already")
 
     def retry(self, task_id: str) -> bool:
         """Put a failed, misfired or cancelled task back as pending, due now, with its full

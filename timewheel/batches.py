@@ -9,7 +9,7 @@ callbacks, each an ordinary task called with the batch's id as its one argument:
 * ``on_complete``: once every member has finished, whatever the outcome;
 * ``on_success``: once every member has finished and every one succeeded;
 * ``on_failure``: once every member has finished and at least one failed for good, was
-  cancelled or misfired.
+  cancelled, misfired or was aborted.
 
 "Finished" is a final status (``records.TERMINAL``): a member waiting for a retry is pending.
 
@@ -37,6 +37,7 @@ from typing import Any, Iterable, Mapping, NamedTuple, Optional, Sequence
 
 from .errors import DuplicateTask
 from .records import (
+    ABORTED,
     CANCELLED,
     FAILED,
     MISFIRED,
@@ -56,9 +57,9 @@ __all__ = ["EVENTS", "OPEN", "CLASSES", "FAILURES", "MAX_BATCH_ID", "BatchState"
 EVENTS = ("on_complete", "on_success", "on_failure")
 OPEN = "open"          #: a member not finished yet: pending (maybe waiting for a retry) or running
 #: what a batch counts its members by, in this order (a store's columns and fields)
-CLASSES = (OPEN, SUCCEEDED, FAILED, CANCELLED, MISFIRED)
+CLASSES = (OPEN, SUCCEEDED, FAILED, CANCELLED, MISFIRED, ABORTED)
 #: the final statuses that make a batch failed
-FAILURES = frozenset({FAILED, CANCELLED, MISFIRED})
+FAILURES = frozenset({FAILED, CANCELLED, MISFIRED, ABORTED})
 #: the longest batch id: its callbacks' ids (``batch:<id>:on_complete``) must fit in 200
 MAX_BATCH_ID = 180
 
@@ -103,7 +104,7 @@ def check_members(batch_id: str, members: Sequence[TaskRecord]) -> None:
 
 def batch_status(counts: Mapping[str, int], done: Optional[float]) -> str:
     """``running`` until the batch is done, then ``succeeded`` or ``failed`` (some member
-    failed for good, was cancelled or misfired)."""
+    failed for good, was cancelled, misfired or was aborted)."""
     if done is None:
         return RUNNING
     return FAILED if any(counts.get(s, 0) for s in FAILURES) else SUCCEEDED
@@ -140,7 +141,7 @@ def finished(counts: Mapping[str, int]) -> bool:
 
 def events(counts: Mapping[str, int]) -> tuple[str, ...]:
     """The callbacks a finished batch gets: ``on_complete``, and ``on_success`` when no member
-    failed for good, was cancelled or misfired, else ``on_failure``."""
+    failed for good, was cancelled, misfired or aborted, else ``on_failure``."""
     failed = any(counts.get(s, 0) for s in FAILURES)
     return ("on_complete", "on_failure" if failed else "on_success")
 

@@ -15,7 +15,9 @@ It does two jobs, each a few store calls per round:
   (:func:`queue_depth`), so that its workers never wait for a claim's round trip -- hands them
   to the pool, and records their outcomes in batches through the pure transitions of
   :mod:`timewheel.records` (a compare-and-set: an outcome fenced out by a recovery is dropped,
-  and logged).
+  and logged).  While it runs tasks it asks the store once a tick, in one read for all of
+  them, which of them were asked to abort (issue 23), and tells those runs so; and it writes
+  the progress they reported (at most a few writes a second per run, whatever they do).
 
 Between rounds it sleeps until the earliest ready eta it knows, the next tick boundary (if
 ticking), or a ring of the store's doorbell (a task became ready elsewhere, a worker finished
@@ -42,8 +44,10 @@ from typing import Callable, Optional
 from . import processes
 from .backoff import backoff
 from .errors import StoreError
+from .execute import PROGRESS_EVERY, abort_run, forget_run, reports_progress, unsent_progress
 from .pool import WorkerPool
 from .records import (
+    ABORTED,
     FAILED,
     MISFIRED,
     Outcome,
@@ -53,6 +57,7 @@ from .records import (
     is_misfire,
     requeue_crashed,
     skip_misfired,
+    with_progress,
 )
 from .store.base import Claimed, Doorbell, WheelStore
 from .store.rules import outcome_event
@@ -129,7 +134,7 @@ class Boss:
         self._horizon: Optional[int] = None
         self._complete = True
         self._lead_at = self._recover_at = self._purge_at = self._renew_at = self._verify_at = 0.0
-        self._report_at = self._forget_at = self._deps_at = 0.0
+        self._report_at = self._forget_at = self._aborts_at = self._deps_at = 0.0
         self._started_at = time.time()
         self._stopping = threading.Event()
         self._accepting = False
@@ -176,6 +181,10 @@ class Boss:
             self._keep_outcomes(batch)
             raise
         self._renew(now)
+        if self._running and _due(self, "_aborts_at", self.wheel.tick, now):
+            self._watch_aborts()
+        if self._running:
+            self._write_progress()
         if _due(self, "_report_at", processes.REPORT_EVERY, now):
             self._report(now)
         # The calls above took time (a round trip each to a server): sleep from a fresh
@@ -224,8 +233,8 @@ class Boss:
                     log.warning("requeued %d task(s) whose process died while running them: %s",
                                 n, ", ".join(b.id for b in back if b is not None)[:300])
                     for b in back:
-                        if b is not None and b.status == FAILED:     # died max_crashes times
-                            self.on_event(FAILED, b, None)
+                        if b is not None and b.status in (FAILED, ABORTED):   # died max_crashes
+                            self.on_event(b.status, b, None)                 # times; asked to stop
                     self._rang = True
                     self.on_change()
             # Batches (issue 23) are finished by the write of their last member's outcome;
@@ -271,7 +280,7 @@ class Boss:
         due = self._next_eta is not None and self._next_eta <= now
         wanted = (idle + queue > 0 and not self._stopping.is_set()
                   and (self._rang or due or now >= self._look_at or bool(batch)))
-        pairs = [(rec, end_run(rec, out)) for rec, out in batch]
+        pairs = [(rec, end_run(rec, out)) for rec, out in self._as_known(batch)]
         if wanted:
             t0 = time.perf_counter()
             # (queues= only when some are named: a store without flow control takes none)
@@ -310,6 +319,36 @@ class Boss:
                     log.warning("task %s (%s) misfired: %s", new.id, new.name, new.error)
                     self.on_event(MISFIRED, new, None)
             self.on_change()
+
+    def _as_known(self, batch: list[tuple[TaskRecord, Outcome]]) -> list[tuple[TaskRecord, Outcome]]:
+        """``batch`` with each run's record as the boss knows it: with an abort it learned of
+        (same rev: an abort does not move the fence), so that its outcome ends it aborted."""
+        run = self._running
+        return [(run[rec.id] if rec.id in run and run[rec.id].rev == rec.rev else rec, out)
+                for rec, out in batch]
+
+    def _watch_aborts(self) -> None:
+        """Ask the store which runs held here were asked to abort (one read for all of them),
+        and tell each: an async one is cancelled, a sync one sees ``aborted``."""
+        unaware = [r for r in self._running.values() if r.abort is None]
+        if not unaware:
+            return
+        for task_id, at in self.store.aborting(self.liveness.token, unaware).items():
+            rec = self._running.get(task_id)
+            if rec is None or rec.abort is not None:
+                continue
+            self._running[task_id] = rec._replace(abort=at)
+            abort_run(task_id, rec.rev)
+            log.info("task %s (%s): asked to abort; told its run", task_id, rec.name)
+
+    def _write_progress(self) -> None:
+        """Write the latest progress each run here reported since its last write (at most one
+        write per run every execute.PROGRESS_EVERY; the boss looks that often while a run
+        reports): a note that keeps the run's fence (WheelStore.note)."""
+        for rec in list(self._running.values()):
+            value = unsent_progress(rec.id, rec.rev)
+            if value is not None:
+                self.store.note(rec, with_progress(rec, value))
 
     def _renew(self, now: float) -> None:
         every = self.liveness.renew_every
@@ -351,13 +390,15 @@ class Boss:
             raise
 
     def _apply(self, batch: list[tuple[TaskRecord, Outcome]]) -> None:
-        self._recorded(batch, self.store.swap([(rec, end_run(rec, out)) for rec, out in batch]))
+        known = self._as_known(batch)
+        self._recorded(batch, self.store.swap([(rec, end_run(rec, out)) for rec, out in known]))
 
     def _recorded(self, batch: list[tuple[TaskRecord, Outcome]],
                   stored: list[Optional[TaskRecord]]) -> None:
         """Account for the outcomes of ``batch`` once the store answered (``stored``)."""
         for (rec, out), new in zip(batch, stored):
             self._running.pop(rec.id, None)
+            forget_run(rec.id, rec.rev)
             self._task_s = _ewma(self._task_s, max(0.0, out.finished - out.started))
             if new is None:
                 log.warning("task %s (%s): this run's outcome was refused: the task was recovered "
@@ -385,6 +426,10 @@ class Boss:
             wake = min(wake, self._lead_at)
         if self.liveness.renew_every:
             wake = min(wake, self._renew_at)
+        if self._running:
+            wake = min(wake, self._aborts_at)
+            if any(reports_progress(r.id, r.rev) for r in self._running.values()):
+                wake = min(wake, now + PROGRESS_EVERY + 0.005)   # its next value waits no longer
         return max(0.0, min(wake, self._report_at) - now)
 
     # -- the thread ---------------------------------------------------------------------------
@@ -490,7 +535,8 @@ class Boss:
         again as before their claim, for any process to start.  A task whose hand-back is
         refused (its claim was recovered meanwhile) is someone else's already.  If the store
         cannot be reached they go back to the workers, as before."""
-        queued = self.pool.withdraw()
+        # (as the boss knows them: one whose abort it learned of ends aborted, not handed back)
+        queued = [self._running.get(rec.id, rec) for rec in self.pool.withdraw()]
         if not queued:
             return
         try:
@@ -503,6 +549,7 @@ class Boss:
             return
         for rec in queued:
             self._running.pop(rec.id, None)
+            forget_run(rec.id, rec.rev)
         log.info("handed back %d claimed task(s) no worker had started", sum(b is not None for b in back))
         self.store.ring()
         self.on_change()

@@ -28,6 +28,7 @@ import click
 from .query import FINISHED
 from .store.base import LISTABLE
 from .text import clean, clip, duration, first_line, local, relative, seconds, size, span
+from .text import progress as progress_text
 from .web.command import web as web_command
 
 if TYPE_CHECKING:
@@ -432,7 +433,8 @@ def inspect(db: str, all_slots: bool, next_n: int, out: Output) -> None:
         where,
         ["wheel", f"{st['slots']} slots x {st['tick']:g}s"],
         ["tasks", f"{n['pending']} pending, {n['running']} running, {n['failed']} failed (buried), done: "
-                  f"{n['succeeded']} succeeded, {n['cancelled']} cancelled, {n['misfired']} misfired"
+                  f"{n['succeeded']} succeeded, {n['cancelled']} cancelled, {n['misfired']} misfired, "
+                  f"{n['aborted']} aborted"
                   + (f"; {n['broken']} BROKEN (timewheel tasks --status broken)" if n["broken"] else "")],
         ["processes", "{alive} alive: {busy} task(s) running on a worker, {queued} claimed and queued for "
                       "one".format(**data["processes"])],
@@ -500,8 +502,14 @@ def _check_queue_option(queue: Optional[str]) -> None:
 
 def _status(row: dict[str, Any]) -> str:
     waits = row.get("waiting_for")
-    status = ("retrying" if row.get("retrying") else row["status"] if not waits
-              else f"waiting (on {waits} of {len(row['depends_on'])} dependencies)")
+    status = "retrying" if row.get("retrying") else row["status"]
+    if waits:
+        status = f"waiting (on {waits} of {len(row['depends_on'])} dependencies)"
+    if status == "running":
+        if row.get("progress"):
+            status += " " + progress_text(row["progress"])
+        if row.get("abort_requested") is not None:
+            status += " (asked to abort)"
     return status + (" (owner gone)" if row["owner_alive"] is False else "")
 
 
@@ -587,6 +595,8 @@ def show(db: str, task_id: str, full: bool, out: Output) -> None:
             ["owner", _owner(d)],
             ["queue", f"{d['queue']} (priority {d['priority']})"],
         ]
+        if d["progress"]:
+            rows.append(["progress", f"{progress_text(d['progress'])} at {local(d['progress']['at'])}"])
         if d["limits"]:
             rows.append(["limits", "; ".join(_limit_text(x) for x in d["limits"])])
         if d["first_call"] is not None:
@@ -737,6 +747,44 @@ def cancel(db: str, ids: tuple[str, ...], timeout: float, out: Output) -> None:
         result = change_tasks(store, ids, "cancel")
         where = store.location
     _report_changes(where, result, "cancelled", "only pending tasks can be cancelled", out, strict=True)
+
+
+@cli.command()
+@db_argument
+@click.argument("ids", metavar="ID...", nargs=-1, required=True)
+@timeout_option
+@output_options
+def abort(db: str, ids: tuple[str, ...], timeout: float, out: Output) -> None:
+    """Stop tasks: a running one is asked to abort, a pending one is cancelled.
+
+    The process running it learns so within a tick: an async task is cancelled, a sync one
+    sees current_task().aborted.  It ends "aborted" and is not retried.
+
+    Exits 1 if an id is unknown or its task has finished already.
+
+    \b
+    Example:
+      timewheel abort tasks.db 3f2a9c0d1e4b5a6f00000001
+    """
+    from .query import abort_tasks
+    with opened(db, write=True, timeout=timeout) as store:
+        result = abort_tasks(store, ids)
+        where = store.location
+    if out.as_json:
+        out.json(result)
+    else:
+        out.table([[i, "asked to abort"] for i in result["aborting"]]
+                  + [[i, "cancelled"] for i in result["cancelled"]], ["id", "result"],
+                  empty="(nothing stopped)")
+    problems = []
+    if result["unknown"]:
+        problems.append(f"no task {_ids(result['unknown'])} in {where}")
+    if result["skipped"]:
+        problems.append("; ".join(f"task {s['id']} is {s['status']}" for s in result["skipped"])
+                        + " (only pending and running tasks can be stopped)")
+    if problems:
+        click.echo(clean(f"Error: {'; '.join(problems)}"), err=True)
+        click.get_current_context().exit(1)
 
 
 @cli.command()

@@ -9,7 +9,7 @@ from typing import Any, Optional, Union
 
 __all__ = [
     "TimeWheelError", "TaskFailed", "StoreError", "StoreBusy", "NotAStore", "StoreMismatch",
-    "TaskNotFound", "DuplicateTask", "TaskTimeout", "Retry",
+    "TaskNotFound", "DuplicateTask", "TaskTimeout", "TaskAborted", "Retry",
 ]
 
 
@@ -18,7 +18,8 @@ class TimeWheelError(Exception):
 
 
 class TaskFailed(TimeWheelError):
-    """The task ended without a result: it failed, was cancelled or was skipped as misfired.
+    """The task ended without a result: it failed, was cancelled, was skipped as misfired or
+    was aborted.
 
     ``status`` says which; the message holds the task's error text.
     """
@@ -80,6 +81,12 @@ class BatchClosed(TimeWheelError):
 class TaskTimeout(TimeWheelError):
     """A run took longer than its task's ``timeout``; raised inside the task, recorded as its
     error, and retried like any other failure while attempts remain."""
+
+
+class TaskAborted(TimeWheelError):
+    """Raised inside a sync task by ``current_task().check_aborted()`` once an abort of its run
+    was asked for (``TaskHandle.abort()``, ``timewheel abort``, the web view): the run ends
+    ``aborted``, never retried.  (An ``async def`` task is cancelled instead.)"""
 
 
 class Retry(TimeWheelError):

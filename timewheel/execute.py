@@ -6,12 +6,23 @@ Shared by the worker pool and by ``immediate=True``.  Inside a run,
 ``timeout`` is enforced here: an ``async def`` task is cancelled at its deadline; a sync task
 gets :class:`~timewheel.errors.TaskTimeout` raised in its thread by a watchdog (this
 interrupts Python code, not a C call that blocks: see docs/guide/time-limits.md).
+
+An abort of a run (issue 23) arrives the same ways: the boss learns it from the store and calls
+:func:`abort_run`; an ``async def`` task is cancelled, a sync one sees
+``current_task().aborted`` become True (and ``check_aborted()`` raise
+:class:`~timewheel.errors.TaskAborted`) -- it is asked, not interrupted, so that it stops where
+its work is consistent.
+
+``current_task().progress(done, total, note)`` only keeps the value with the run (about a
+microsecond a call); the boss writes the latest of each run every :data:`PROGRESS_EVERY` at
+most (:func:`unsent_progress`), and the last one goes with the run's outcome.
 """
 
 from __future__ import annotations
 
 import contextvars
 import ctypes
+import dataclasses
 import heapq
 import inspect
 import itertools
@@ -27,11 +38,16 @@ from typing import Any, Callable, Mapping, NoReturn, Optional
 
 from . import serialize, tracing
 from .aio import run_coroutine
-from .errors import Retry, TaskTimeout
-from .records import MAX_RECORD_BYTES, Outcome, TaskRecord, call_of, is_retryable
+from .errors import Retry, TaskAborted, TaskTimeout
+from .records import MAX_RECORD_BYTES, Outcome, TaskRecord, call_of, is_retryable, progress_value
 from .tracing import API as _OTEL_API
 
-__all__ = ["TaskContext", "current_task", "execute"]
+__all__ = ["TaskContext", "current_task", "execute", "abort_run", "forget_run", "unsent_progress",
+           "reports_progress", "PROGRESS_EVERY"]
+
+#: the least seconds between two progress writes of one run (issue 23): at most 4 a second,
+#: whatever the task does (and the boss looks that often while a run reports)
+PROGRESS_EVERY = 0.25
 
 log = logging.getLogger("timewheel.execute")
 
@@ -48,6 +64,30 @@ class TaskContext:
     fence: int
     batch_id: Optional[str] = None      #: the batch it is a member of (issue 23)
     _wheel: Any = None
+    _signal: "Optional[_Run]" = None
+
+    @property
+    def aborted(self) -> bool:
+        """True once an abort of this run was asked for (``TaskHandle.abort()``): stop, and
+        the run ends ``aborted`` (see :meth:`check_aborted`)."""
+        return self._signal is not None and self._signal.event.is_set()
+
+    def check_aborted(self) -> None:
+        """Raise :class:`~timewheel.errors.TaskAborted` if an abort of this run was asked for:
+        call it where stopping leaves things consistent.  The run ends ``aborted``, not retried."""
+        if self.aborted:
+            raise TaskAborted(f"task {self.id} was asked to abort")
+
+    def progress(self, done: float, total: Optional[float] = None, note: str = "") -> None:
+        """Report how far this run got: ``done`` units of ``total`` (if known), with a short
+        ``note``.  Cheap -- call it as often as you like: the latest value is written a few
+        times a second at most, and the last one with the run's outcome.  Read back by
+        ``TaskHandle.progress``, ``timewheel show`` and the web view."""
+        value = progress_value(done, total, note, time.time())
+        run = self._signal
+        if run is not None:
+            run.progress = value
+            run.unsent = True
 
     @property
     def batch(self) -> Any:
@@ -73,8 +113,90 @@ def current_task() -> Optional[TaskContext]:
     return _current.get()
 
 
+class _Run:
+    """What passes between a run and the boss: an abort asked for (set by the boss's thread,
+    read by the task's), and the run's latest progress (the reverse)."""
+
+    __slots__ = ("event", "_cancel", "progress", "unsent", "sent_at")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._cancel: Optional[Callable[[], Any]] = None
+        self.progress: Optional[tuple[Any, ...]] = None
+        self.unsent = False
+        self.sent_at = -PROGRESS_EVERY
+
+    def set(self) -> None:
+        self.event.set()
+        cancel = self._cancel
+        if cancel is not None:
+            cancel()
+
+    def on_set(self, cancel: Callable[[], Any]) -> None:
+        """Call ``cancel`` when set (now, if it is): an async run's cancellation.  (Set and
+        registered at once from two threads, ``cancel`` may run twice: it is idempotent.)"""
+        self._cancel = cancel
+        if self.event.is_set():
+            cancel()
+
+
+_signals: dict[tuple[str, int], _Run] = {}
+_signals_lock = threading.Lock()
+
+
+def _signal_for(task_id: str, fence: int) -> _Run:
+    with _signals_lock:
+        sig = _signals.get((task_id, fence))
+        if sig is None:
+            sig = _signals[(task_id, fence)] = _Run()
+        return sig
+
+
+def reports_progress(task_id: str, fence: int) -> bool:
+    """Whether the run ``fence`` of ``task_id`` has reported progress (its boss then looks
+    every :data:`PROGRESS_EVERY` for a value to write)."""
+    run = _signals.get((task_id, fence))
+    return run is not None and run.progress is not None
+
+
+def unsent_progress(task_id: str, fence: int) -> Optional[tuple[Any, ...]]:
+    """The latest progress of the run ``fence`` of ``task_id`` not written yet, if its write
+    may go now (:data:`PROGRESS_EVERY` since the last one), marked written; else None."""
+    run = _signals.get((task_id, fence))
+    if run is None or not run.unsent:
+        return None
+    now = time.monotonic()
+    if now - run.sent_at < PROGRESS_EVERY:
+        return None
+    run.unsent, run.sent_at = False, now
+    return run.progress
+
+
+def abort_run(task_id: str, fence: int) -> None:
+    """Tell the run ``fence`` of ``task_id`` in this process to stop (a run not started yet
+    ends at once when a worker takes it)."""
+    _signal_for(task_id, fence).set()
+
+
+def forget_run(task_id: str, fence: int) -> None:
+    """The run's outcome is recorded: drop its signal."""
+    with _signals_lock:
+        _signals.pop((task_id, fence), None)
+
+
 def execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], float]) -> Outcome:
-    """Run ``rec`` (claimed, RUNNING) with the function registered under its name."""
+    """Run ``rec`` (claimed, RUNNING) with the function registered under its name; its last
+    progress, if it reported any, goes with the outcome."""
+    run = _signal_for(rec.id, rec.rev)
+    try:
+        out = _execute(registry, rec, clock, run)
+    finally:
+        forget_run(rec.id, rec.rev)
+    return out if run.progress is None else dataclasses.replace(out, progress=run.progress)
+
+
+def _execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], float],
+             signal: _Run) -> Outcome:
     started = clock()
 
     def failed(error: str, tb: Optional[str] = None, retryable: bool = True,
@@ -95,14 +217,17 @@ def execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], fl
         log.error("task %s (%s): cannot decode its arguments: %s", rec.id, rec.name, exc)
         return failed(f"cannot decode its arguments: {exc.__class__.__name__}: {exc}",
                       _traceback.format_exc(), retryable=False, exc=exc)
+    if signal.event.is_set():
+        return failed("TaskAborted: aborted before it started", retryable=False)
     token = _current.set(TaskContext(rec.id, rec.name, rec.attempts, rec.eta, rec.rev, rec.batch,
-                                     None if rec.batch is None else getattr(task, "timewheel", None)))
+                                     None if rec.batch is None else getattr(task, "timewheel", None),
+                                     signal))
     try:
         if _OTEL_API in sys.modules:        # the application uses OpenTelemetry: a span
             value = tracing.run_in_span(rec, traced, started,
-                                        lambda: _call(task.fn, args, kwargs, rec.timeout))
+                                        lambda: _call(task.fn, args, kwargs, rec.timeout, signal))
         else:
-            value = _call(task.fn, args, kwargs, rec.timeout)
+            value = _call(task.fn, args, kwargs, rec.timeout, signal)
     except Retry as exc:           # the task asked: whatever retry_on says
         finished = clock()
         error = f"Retry: {exc}" + ("" if exc.__cause__ is None else
@@ -113,6 +238,10 @@ def execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], fl
                        retry_at=exc.due(finished), max_retries=exc.max_retries)
     except BaseException as exc:   # a task's SystemExit must not kill the worker either
         error = f"{exc.__class__.__name__}: {exc}"
+        if signal.event.is_set():      # whatever it raised (TaskAborted, a cancellation): no retry
+            log.info("task %s (%s), attempt %d, aborted as asked: %s", rec.id, rec.name, rec.attempts, error)
+            return Outcome(ok=False, started=started, finished=clock(), error=error,
+                           traceback=_traceback.format_exc(), retryable=False, exception=exc)
         retryable = is_retryable(exc, task.retry_on, task.dont_retry_on)
         log.warning("task %s (%s) failed, attempt %d of %d%s: %s", rec.id, rec.name, rec.attempts,
                     rec.retries + 1, "" if retryable else " (not retried: retry_on/dont_retry_on)",
@@ -157,9 +286,10 @@ def _arguments(task: Any, payload: bytes) -> tuple[Any, Any, Optional[dict[str, 
 
 
 def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-          timeout: Optional[float]) -> Any:
+          timeout: Optional[float], signal: Optional[_Run] = None) -> Any:
+    cancel_on = None if signal is None else signal.on_set
     if inspect.iscoroutinefunction(fn):
-        return run_coroutine(fn(*args, **kwargs), timeout)
+        return run_coroutine(fn(*args, **kwargs), timeout, cancel_on)
     if timeout is None:
         value = fn(*args, **kwargs)
     else:
@@ -172,7 +302,7 @@ def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
             # The watchdog's bare exception went off on the way into the guard's __exit__.
             raise _timed_out(timeout, exc.__traceback__) from None
     if inspect.isawaitable(value):       # a sync function that returned a coroutine
-        return run_coroutine(value, timeout)
+        return run_coroutine(value, timeout, cancel_on)
     return value
 
 

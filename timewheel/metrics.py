@@ -10,7 +10,8 @@ of your own (the web view serves it; for a bare store it gives the store's serie
 * ``timewheel_tasks{status,name}`` -- tasks in the store, every process's, read from
   ``store.counts()`` at each scrape (counter tables: cheap however big the store);
 * ``timewheel_runs_total{name,outcome}`` -- runs that ended **in this process**: outcome
-  ``succeeded``, ``failed`` (for good) or ``retrying`` (failed, will run again);
+  ``succeeded``, ``failed`` (for good), ``retrying`` (failed, will run again) or ``aborted``
+  (stopped as asked: issue 23);
   ``timewheel_misfires_total{name}`` -- tasks this process skipped as too late;
 * ``timewheel_lateness_seconds{name}`` -- histogram of ``started - eta`` and
   ``timewheel_duration_seconds{name}`` -- histogram of ``finished - started``, of the runs
@@ -56,7 +57,7 @@ LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.
 #: seconds a run took: web-app tasks are milliseconds to minutes
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                     300.0, 1800.0, float("inf"))
-_OUTCOMES = ("succeeded", "failed", "retrying")      # the events that end a run
+_OUTCOMES = ("succeeded", "failed", "retrying", "aborted")      # the events that end a run
 _MAX_CLAIMED = 100_000
 
 

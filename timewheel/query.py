@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 from . import deps, flow
 from .errors import BatchNotFound, StoreError, TaskNotFound, shown
 from .records import (
+    ABORTED,
     CANCELLED,
     FAILED,
     MISFIRED,
@@ -49,7 +50,7 @@ __all__ = [
 #: carry the start of a failed attempt next to the eta of its retry: that pair measures nothing.
 RAN = (RUNNING, SUCCEEDED, FAILED)
 #: finished statuses, merged most recent first in a listing without a status
-FINISHED = (SUCCEEDED, FAILED, CANCELLED, MISFIRED)
+FINISHED = (SUCCEEDED, FAILED, CANCELLED, MISFIRED, ABORTED)
 #: the longest timeline: ten years ahead
 MAX_HOURS = 10 * 366 * 24.0
 #: the most runs stats_data() measures lateness over (each is a record read)
@@ -128,8 +129,12 @@ def task_row(rec: TaskRecord, now: float, owner_alive: Optional[bool] = None) ->
             "created": None if broken else rec.created, "started": rec.started,
             "finished": rec.finished, "owner": rec.owner, "owner_alive": owner_alive,
             "lease": rec.lease, "error": first_line(rec.error), "queue": rec.queue, "priority": rec.priority,
-            "retrying": is_retrying(rec), "depends_on": list(rec.depends_on),
-            "waiting_for": rec.waiting if rec.status == PENDING else 0}
+            "retrying": is_retrying(rec), "abort_requested": None if broken else rec.abort,
+            "progress": None if broken or rec.progress is None else dict(zip(_PROGRESS_KEYS, rec.progress)),
+            "depends_on": list(rec.depends_on), "waiting_for": rec.waiting if rec.status == PENDING else 0}
+
+
+_PROGRESS_KEYS = ("done", "total", "note", "at")
 
 
 def is_retrying(rec: TaskRecord) -> bool:
@@ -591,6 +596,28 @@ def change_tasks(store: WheelStore, ids: Sequence[str], verb: str) -> dict[str, 
         else:
             skipped.append({"id": task_id, "status": rec.status if not allowed(rec) else "changing"})
     return {key: done, "skipped": skipped, "unknown": unknown}
+
+
+def abort_tasks(store: WheelStore, ids: Sequence[str]) -> dict[str, Any]:
+    """Stop each task, once per id, in the order given (:meth:`WheelStore.abort`): ``timewheel
+    abort --json``.  ``{"aborting": [ids of running tasks asked to abort, now or before],
+    "cancelled": [ids of pending tasks cancelled], "skipped": [{"id", "status"}], "unknown": [ids]}``."""
+    out: dict[str, Any] = {"aborting": [], "cancelled": [], "skipped": [], "unknown": []}
+    for task_id in dict.fromkeys(ids):
+        try:
+            rec, done = store.abort(task_id, attempts=_ATTEMPTS)
+        except RecordDecodeError:
+            out["skipped"].append({"id": task_id, "status": BROKEN})
+            continue
+        if rec is None:
+            out["unknown"].append(task_id)
+        elif done == "cancelled":
+            out["cancelled"].append(task_id)
+        elif done in ("asked", "asked already"):
+            out["aborting"].append(task_id)
+        else:
+            out["skipped"].append({"id": task_id, "status": rec.status if done == "refused" else done})
+    return out
 
 
 def retry_failed(store: WheelStore, *, name: Optional[str] = None) -> dict[str, Any]:

@@ -10,7 +10,9 @@ manual retry resets -- live in this one module and are tested without threads or
        |                  |---requeue_crashed--> pending (its process died) | failed (too often)
        |                  |---hand_back--> pending (claimed for a queue, never started)
        |---skip_misfired--> misfired        pending --cancel--> cancelled
-    failed | misfired | cancelled --reset_for_retry--> pending
+    running --request_abort--> running, its ``abort`` set (the store keeps ``rev``: the run's
+       fence still holds) --end_run--> aborted (or succeeded, if it returned all the same)
+    failed | misfired | cancelled | aborted --reset_for_retry--> pending
 
 Which failures use up a retry, and when the next attempt runs, is decided here too
 (:func:`is_retryable`, :func:`retry_eta`: the backoff with full jitter, or the time a task
@@ -36,6 +38,8 @@ from typing import Any, NamedTuple, Optional
 
 __all__ = [
     "TaskRecord", "Outcome", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "MISFIRED",
+    "ABORTED", "request_abort", "Progress", "progress_value", "with_progress", "is_progress",
+    "progress_to_json", "progress_from_json",
     "STATUSES", "TERMINAL", "RETRYABLE", "encode_record", "decode_record", "RecordDecodeError",
     "start_run", "is_misfire", "skip_misfired", "end_run", "requeue_crashed", "reset_for_retry",
     "cancel", "retry_backoff", "new_task", "load_plain", "MAX_RECORD_BYTES", "MAX_ETA", "MAX_BACKOFF",
@@ -50,9 +54,10 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"          # buried: kept with its error until retried or purged
 CANCELLED = "cancelled"
 MISFIRED = "misfired"      # skipped: it would have started later than its misfire_grace
-STATUSES = (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED, MISFIRED)
-TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, MISFIRED})
-RETRYABLE = frozenset({FAILED, MISFIRED, CANCELLED})   #: what reset_for_retry accepts
+ABORTED = "aborted"        # stopped while running, as asked (issue 23): never retried
+STATUSES = (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED, MISFIRED, ABORTED)
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, MISFIRED, ABORTED})
+RETRYABLE = frozenset({FAILED, MISFIRED, CANCELLED, ABORTED})   #: what reset_for_retry accepts
 
 RECORD_VERSION = 2
 #: 9999-12-31T23:59:59Z: the latest eta any store accepts (keys hold fixed-width times)
@@ -64,7 +69,7 @@ MAX_BACKOFF = 6 * 3600.0
 #: the runs a record keeps in its history: the last ten (issue 26)
 HISTORY = 10
 #: how an attempt ended: ran to the end, failed and retried, failed for good, lost with its process
-ATTEMPT_OUTCOMES = ("succeeded", "retried", "failed", "crashed")
+ATTEMPT_OUTCOMES = ("succeeded", "retried", "failed", "crashed", "aborted")
 #: the dependencies one task may have (``depends_on=``)
 MAX_DEPENDENCIES = 1000
 #: an attempt keeps the first lines of its error, at most this many characters
@@ -115,6 +120,9 @@ class TaskRecord(NamedTuple):
     # -- batches (issue 23; see timewheel/batches.py).  Last, with a default: a record that is
     # no batch's member is encoded as before.
     batch: Optional[str] = None     #: the batch it is a member of
+    # -- aborting a running task (issue 23).  Last, with a default: as above.
+    abort: Optional[float] = None   #: while running: when an abort was asked for (the store's clock)
+    progress: Optional[tuple] = None  #: the run's last reported progress: a Progress tuple
     # -- dependencies (issue 23; see timewheel/deps.py).  Last, with defaults: a record without
     # dependencies is encoded as before.
     depends_on: tuple = ()          #: the ids of the tasks it runs after (each must succeed)
@@ -125,6 +133,49 @@ class TaskRecord(NamedTuple):
     @property
     def done(self) -> bool:
         return self.status in TERMINAL
+
+
+class Progress(NamedTuple):
+    """How far a run got, as it said (``current_task().progress(done, total, note)``)."""
+
+    done: float                  #: units done (an int, or a float)
+    total: Optional[float]       #: units in all, if known
+    note: str                    #: a short text ("" for none)
+    at: float                    #: when it was reported (the worker's clock, unix seconds)
+
+    @property
+    def fraction(self) -> Optional[float]:
+        """``done / total`` (at most 1), or None without a total."""
+        return None if not self.total else min(1.0, self.done / self.total)
+
+
+#: the longest note a progress keeps (a longer one is cut)
+MAX_NOTE = 200
+
+
+def progress_value(done: Any, total: Any, note: Any, at: float) -> tuple:
+    """A progress as a record keeps it, checked: ``done`` a finite number >= 0, ``total`` None
+    or a finite number > 0, ``note`` a str (cut to :data:`MAX_NOTE` characters).  TypeError
+    or ValueError naming what is wrong."""
+    for value, what in ((done, "done"), (total, "total")):
+        if value is None and what == "total":
+            continue
+        if type(value) not in _NUMBER:
+            raise TypeError(f"progress {what} must be an int or a float, got {type(value).__name__}")
+        if not (math.isfinite(value) and 0 <= value <= 1e15) or (what == "total" and value == 0):
+            raise ValueError(f"progress {what} must be a finite number from 0 to 1e15"
+                             f"{' (not 0)' if what == 'total' else ''}, got {value!r}")
+    if type(note) is not str:
+        raise TypeError(f"progress note must be a str, got {type(note).__name__}")
+    return (done, total, note[:MAX_NOTE], at)
+
+
+def with_progress(rec: TaskRecord, progress: tuple) -> TaskRecord:
+    """RUNNING -> RUNNING with its run's latest ``progress``: like :func:`request_abort`, a
+    note a store writes without bumping ``rev``."""
+    if rec.status != RUNNING:
+        raise ValueError(f"only a running task reports progress, not a {rec.status} one")
+    return rec._replace(progress=progress)
 
 
 class Attempt(NamedTuple):
@@ -162,6 +213,8 @@ class Outcome:
     max_retries: Optional[int] = None
     #: the backoff is full-jittered (:func:`retry_eta`); False: exactly ``retry_backoff``
     jitter: bool = False
+    #: the run's last reported progress (a Progress tuple), written with the outcome
+    progress: Optional[tuple] = None
 
 
 # -- transitions --------------------------------------------------------------------------------
@@ -247,12 +300,20 @@ def end_run(rec: TaskRecord, out: Outcome) -> TaskRecord:
     ``started`` stays the claim's, by the store's clock, when the run was claimed to start at
     once (what a rate limit counted: issue 21); a run that waited in its process's queue
     takes the worker's.
+
+    An abort asked for during the run (``rec.abort``) makes any failure ABORTED, never retried;
+    a run that returned all the same succeeded: its work is done, and its result is kept.
     """
     started = out.started if rec.started is None else rec.started
-    common = dict(owner=None, lease=None, started=started, finished=out.finished)
+    common = dict(owner=None, lease=None, started=started, finished=out.finished,
+                  progress=rec.progress if out.progress is None else out.progress)
     if out.ok:
         return rec._replace(status=SUCCEEDED, result=out.result, error=None, traceback=None,
                             history=_attempt(rec, started, out.finished, "succeeded", None), **common)
+    if rec.abort is not None:
+        error = f"aborted: {out.error}" if out.error else "aborted"
+        return rec._replace(status=ABORTED, error=error, traceback=out.traceback,
+                            history=_attempt(rec, started, out.finished, "aborted", error), **common)
     budget = rec.retries if out.max_retries is None else out.max_retries
     if out.retryable and rec.attempts <= budget:
         return rec._replace(status=PENDING, eta=retry_eta(rec, out), error=out.error,
@@ -290,6 +351,11 @@ def requeue_crashed(rec: TaskRecord, now: float, max_crashes: int) -> TaskRecord
     not counted (the re-run repeats its number)."""
     if rec.started is None:
         return hand_back(rec)
+    if rec.abort is not None:          # asked to stop: it is not run again
+        died = f"the process running it ({rec.owner}) died"
+        return rec._replace(status=ABORTED, owner=None, lease=None, finished=now,
+                            error=f"aborted ({died} before the run ended)",
+                            history=_attempt(rec, rec.started, now, "aborted", died))
     crashes = rec.crashes + 1
     history = _attempt(rec, rec.started, now, "crashed", f"the process running it ({rec.owner}) died")
     if crashes >= max_crashes:
@@ -303,21 +369,36 @@ def requeue_crashed(rec: TaskRecord, now: float, max_crashes: int) -> TaskRecord
 def hand_back(rec: TaskRecord) -> TaskRecord:
     """RUNNING but never started (claimed into its owner's queue, ``started`` None) -> PENDING
     as before the claim: its attempt not counted, its eta (the oldest) kept, so the next claim
-    -- for idle workers, anywhere -- starts it and counts it."""
+    -- for idle workers, anywhere -- starts it and counts it.  One whose abort was asked for
+    ends ABORTED instead, never started."""
+    if rec.abort is not None:
+        return rec._replace(status=ABORTED, owner=None, lease=None, finished=rec.abort,
+                            error="aborted before it started")
     return rec._replace(status=PENDING, owner=None, lease=None, started=None,
                         attempts=max(0, rec.attempts - 1))
 
 
 def reset_for_retry(rec: TaskRecord, now: float) -> TaskRecord:
-    """A failed, misfired or cancelled task -> PENDING now, with a fresh attempt budget (a
-    dependent cancelled with its dependency runs without waiting for it: the caller asked)."""
+    """A failed, misfired, cancelled or aborted task -> PENDING now, with a fresh attempt budget
+    (a dependent cancelled with its dependency runs without waiting for it: the caller asked)."""
     return rec._replace(status=PENDING, eta=now, attempts=0, crashes=0, started=None,
-                        finished=None, owner=None, lease=None, result=None, waiting=0)
+                        finished=None, owner=None, lease=None, result=None, abort=None, progress=None,
+                        waiting=0)
 
 
 def cancel(rec: TaskRecord, now: float) -> TaskRecord:
     """PENDING -> CANCELLED: it will never run."""
     return rec._replace(status=CANCELLED, finished=now, error="cancelled")
+
+
+def request_abort(rec: TaskRecord, now: float) -> TaskRecord:
+    """RUNNING -> RUNNING with ``abort`` set: the process running it is asked to stop it (it
+    learns so at its next round, within a tick).  A store writes this *without* bumping
+    ``rev`` (:meth:`~timewheel.store.WheelStore.note`): the run's fence, its lease and its
+    outcome stay valid.  The first request's time is kept."""
+    if rec.status != RUNNING:
+        raise ValueError(f"only a running task can be asked to abort, not a {rec.status} one")
+    return rec if rec.abort is not None else rec._replace(abort=now)
 
 
 # -- encoding -----------------------------------------------------------------------------------
@@ -329,14 +410,16 @@ _V1_LEN = 18                     # 0.1.0 stored the first 18 fields, version (1)
 _FLOW_AT = 21                    # queue: the first field of flow control
 _HISTORY_AT = 26                 # history (issue 26)
 _BATCH_AT = 27                   # batch (issue 23)
-_DEPS_AT = 28                    # depends_on (issue 23)
-_CUTS = (9, 17, _FLOW_AT, _HISTORY_AT, _BATCH_AT, _DEPS_AT)   # after misfire_grace; before version (never
-                                 # 18: that is v1); before the flow fields (a running record with
-                                 # a lease); before the history (a task of flow control not yet
-                                 # run); before the batch (a task that ran, of no batch); before
-                                 # the dependencies (a member of a batch)
+_ABORT_AT = 28                   # abort (issue 23)
+_PROGRESS_AT = 29                # progress (issue 23)
+_DEPS_AT = 30                    # depends_on (issue 23)
+# Where an encoded record may end (the fields after the cut hold their defaults): after
+# misfire_grace; before version (never 18: that is v1); before the flow fields (a running record
+# with a lease); before the history (a task of flow control not yet run); before the batch (a
+# task that ran, of no batch); before the abort (a member of a batch); before the progress;
+# before the dependencies.
+_CUTS = (9, 17, _FLOW_AT, _HISTORY_AT, _BATCH_AT, _ABORT_AT, _PROGRESS_AT, _DEPS_AT)
 _TAILS = tuple((cut, _DEFAULTS[cut:]) for cut in _CUTS)   # sliced once, not per record
-_NO_DEPS = _DEFAULTS[_DEPS_AT:]
 
 
 #: the fields after ``lease`` of a plain new task: its ``rest`` in :func:`new_task`
@@ -348,8 +431,9 @@ def new_task(task_id: str, name: str, eta: float, payload: bytes, created: float
              rest: tuple = PLAIN_REST) -> TaskRecord:
     """A new PENDING record, built positionally: ``delay()`` makes one per task, and this is
     about twice as fast as the keyword constructor.  ``rest``: the fields after ``lease``
-    (queue, priority, limits, first_call, max_wait, history, batch, depends_on, waiting,
-    takes_result, given), all given, so that a plain task's record costs one concatenation."""
+    (queue, priority, limits, first_call, max_wait, history, batch, abort, progress, depends_on,
+    waiting, takes_result, given), all given, so that a plain task's record costs one
+    concatenation."""
     return tuple.__new__(TaskRecord, (task_id, name, eta, payload, PENDING, created, retries,
                                       retry_delay, misfire_grace, 0, 0, None, None, None, None,
                                       None, None, RECORD_VERSION, 0, timeout, None) + rest)
@@ -409,7 +493,8 @@ _OPTIONAL: dict[str, Any] = {
     "lease": _is_time, "owner": lambda v: isinstance(v, str), "error": lambda v: isinstance(v, str),
     "traceback": lambda v: isinstance(v, str), "result": lambda v: isinstance(v, bytes),
     "first_call": _is_time, "max_wait": _is_time,
-    "batch": lambda v: type(v) is str and 0 < len(v) <= 200,
+    "batch": lambda v: type(v) is str and 0 < len(v) <= 200, "abort": _is_time,
+    "progress": lambda v: is_progress(v),
     "given": lambda v: isinstance(v, bytes),
 }
 _CHECKS.update({
@@ -431,6 +516,31 @@ def _is_history(v: Any) -> bool:
         and (a[2] is None or _is_time(a[2])) and (a[3] is None or _is_time(a[3]))
         and (a[4] is None or type(a[4]) is str and len(a[4]) <= 500) and a[5] in _OUTCOMES
         and (a[6] is None or type(a[6]) is str and len(a[6]) <= ERROR_CHARS) for a in v)
+
+
+def is_progress(v: Any) -> bool:
+    """A record's progress: (done, total, note, at) of plain values, as progress_value makes."""
+    return (type(v) is tuple and len(v) == 4 and type(v[0]) in _NUMBER and 0 <= v[0] <= 1e15
+            and (v[1] is None or type(v[1]) in _NUMBER and 0 < v[1] <= 1e15)
+            and type(v[2]) is str and len(v[2]) <= MAX_NOTE and _is_time(v[3]))
+
+
+def progress_to_json(progress: Optional[tuple]) -> Optional[str]:
+    """A progress as JSON text (None for none): how a store keeps it beside a record (the Redis
+    hash's ``pg`` field, PostgreSQL's ``progress`` column)."""
+    return None if progress is None else json.dumps(progress, allow_nan=False, separators=(",", ":"))
+
+
+def progress_from_json(text: Any) -> Any:
+    """The inverse of :func:`progress_to_json`; what is not such text is returned as it is,
+    for the record's check to name."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        return text
+    return tuple(value) if type(value) is list else text
 
 
 def history_to_json(history: tuple) -> Optional[str]:
@@ -470,8 +580,8 @@ def _plausible(id: Any, name: Any, eta: Any, payload: Any, status: Any, created:
                retry_delay: Any, misfire_grace: Any, attempts: Any, crashes: Any, started: Any,
                finished: Any, owner: Any, error: Any, traceback: Any, result: Any, version: Any,
                rev: Any, timeout: Any, lease: Any, queue: Any, priority: Any, limits: Any,
-               first_call: Any, max_wait: Any, history: Any, batch: Any, depends_on: Any, waiting: Any,
-               takes_result: Any, given: Any) -> bool:
+               first_call: Any, max_wait: Any, history: Any, batch: Any, abort: Any, progress: Any,
+               depends_on: Any, waiting: Any, takes_result: Any, given: Any) -> bool:
     """Every check of ``_CHECKS`` and ``_OPTIONAL`` in one expression: a claim decodes every
     task it takes, and the loop over them costs 5 us a record, this 1 us.  (A pickle cannot
     make subclasses here -- find_class is refused -- so exact types are what isinstance saw;
@@ -498,6 +608,8 @@ def _plausible(id: Any, name: Any, eta: Any, payload: Any, status: Any, created:
                  and max_wait is None or _flow_plausible(queue, priority, limits, first_call, max_wait))
             and (history == () or _is_history(history))
             and (batch is None or type(batch) is str and 0 < len(batch) <= 200)
+            and (abort is None or type(abort) in n and -t <= abort <= t)
+            and (progress is None or is_progress(progress))
             and (depends_on == () and waiting == 0 and type(waiting) is int and takes_result is False
                  and given is None or _deps_plausible(depends_on, waiting, takes_result, given)))
 
@@ -541,10 +653,8 @@ def record_from_fields(values: tuple) -> TaskRecord:
     defaults (queue "default", priority 0, no limits)."""
     if len(values) == _FLOW_AT:
         values = tuple(values) + _DEFAULTS[_FLOW_AT:]
-    elif len(values) == _BATCH_AT:              # every field but the batch (PostgreSQL)
-        values = tuple(values) + _DEFAULTS[_BATCH_AT:]
-    elif len(values) == _DEPS_AT:               # every field but the dependencies' (PostgreSQL)
-        values = tuple(values) + _NO_DEPS
+    elif len(values) in (_BATCH_AT, _ABORT_AT, _PROGRESS_AT, _DEPS_AT):   # without the batch, ...
+        values = tuple(values) + _DEFAULTS[len(values):]
     elif len(values) == _FLOW_AT + 1:           # the same with the history (PostgreSQL)
         values = (tuple(values[:_FLOW_AT]) + _DEFAULTS[_FLOW_AT:_HISTORY_AT] + (values[_FLOW_AT],)
                   + _DEFAULTS[_HISTORY_AT + 1:])

@@ -16,8 +16,8 @@ import re
 import time
 from typing import Optional
 
-__all__ = ["clean", "span", "duration", "relative", "local", "seconds", "size", "clip", "first_line",
-           "without_password"]
+__all__ = ["clean", "progress", "span", "duration", "relative", "local", "seconds", "size", "clip",
+           "first_line", "without_password"]
 
 # C0 and C1 controls, DEL, line/paragraph separators, and the bidirectional embeddings,
 # overrides and isolates ("Trojan source"), plus the BOM.
@@ -134,3 +134,13 @@ def without_password(url: str) -> str:
             rest = f"{user}:***{rest[at:]}"
         url = scheme + sep + rest
     return re.sub(r"([?&](?:ssl)?password=)[^&#]*", r"\1***", url)
+
+
+def progress(value: Optional[dict]) -> str:
+    """A run's progress as ``timewheel show``/``tasks`` and the web view print it: ``40/100
+    (40%) rows``, ``40 rows`` without a total, ``-`` for none (issue 23)."""
+    if not value:
+        return "-"
+    done, total, note = value["done"], value["total"], value["note"]
+    text = f"{done:g}" if total is None else f"{done:g}/{total:g} ({min(100.0, 100 * done / total):.0f}%)"
+    return f"{text} {clean(note)}" if note else text

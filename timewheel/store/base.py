@@ -300,6 +300,43 @@ class WheelStore(abc.ABC):
                 return rec, new
         return rec, None
 
+    # -- aborting a running task (issue 23) ---------------------------------------------------
+    def note(self, old: TaskRecord, new: TaskRecord) -> bool:
+        """Write the notes ``new`` changes on the running ``old`` -- its ``abort``
+        (:func:`~timewheel.records.request_abort`) or its ``progress``
+        (:func:`~timewheel.records.with_progress`), field by field (:func:`rules.noted`) -- if
+        the stored record is still ``old``'s run (running, at ``old.rev``), *keeping* its
+        ``rev``: the run's fence, its lease and its outcome stay valid, and the outcome's write
+        replaces this one.  One atomic write; nothing moves, nothing is counted.  False if the
+        record changed meanwhile."""
+        raise StoreError(f"{self.location}: this store cannot abort a running task")
+
+    def abort(self, task_id: str, attempts: int = 100) -> tuple[Optional[TaskRecord], str]:
+        """Stop a task (:func:`~timewheel.store.rules.abort_step`): cancel it if pending, ask
+        its run to abort if running (:meth:`note`), looked at again while another process
+        changes it meanwhile.  Returns (the record as last read, what was done): ``"cancelled"``,
+        ``"asked"``, ``"asked already"``, ``"refused"`` (finished, or no such task: None) or
+        ``"changing"`` (still changing after ``attempts``).  RecordDecodeError for a broken one."""
+        from .rules import abort_step
+        rec = None
+        for _ in range(attempts):
+            rec = self.get(task_id)
+            kind, new = abort_step(rec, self.now())
+            if kind == "refuse" or kind == "done":
+                return rec, "refused" if kind == "refuse" else "asked already"
+            assert rec is not None and new is not None
+            if kind == "swap" and self.swap([(rec, new)])[0] is not None:
+                return rec, "cancelled"
+            if kind == "note" and self.note(rec, new):
+                return rec, "asked"
+        return rec, "changing"
+
+    def aborting(self, owner: str, running: Sequence[TaskRecord]) -> dict[str, float]:
+        """Of ``running`` (the runs ``owner`` holds, at their claim's ``rev``), those whose
+        abort was asked for, with when: one read for all of them (the boss asks once a tick
+        while it runs tasks: never a poll per task)."""
+        return {}
+
     def record_and_claim(self, changes: Sequence[tuple[TaskRecord, TaskRecord]], owner: str,
                          now: float, limit: int, queued: int = 0, *,
                          queues: Optional[frozenset] = None

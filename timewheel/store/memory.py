@@ -82,6 +82,8 @@ class _Batch:
 class _Dependencies:
     """The dependency methods of :class:`MemoryStore` (timewheel/deps.py), under its lock."""
 
+    dependencies_kept = True  #: see WheelStore.dependencies_kept
+
     _lock: threading.RLock
     _records: dict[str, TaskRecord]
     _dependents: dict[str, dict[str, None]]
@@ -145,7 +147,6 @@ class _Dependencies:
 class MemoryStore(_Dependencies, WheelStore):
     flow_control = True       #: see WheelStore.flow_control
     batches_kept = True       #: see WheelStore.batches_kept
-    dependencies_kept = True  #: see WheelStore.dependencies_kept
 
     def __init__(self, wheel: Wheel = Wheel(), *, clock: Callable[[], float] = time.time) -> None:
         self.wheel = wheel
@@ -358,6 +359,25 @@ class MemoryStore(_Dependencies, WheelStore):
             self._tell_dependents()
             self._settle()
         self._flush_ring()
+        return out
+
+    def note(self, old: TaskRecord, new: TaskRecord) -> bool:
+        fields = rules.noted(old, new)
+        with self._lock:
+            cur = self._records.get(old.id)
+            if cur is None or cur.status != RUNNING or cur.rev != old.rev:
+                return False
+            self._records[old.id] = cur._replace(**fields)
+            return True
+
+    def aborting(self, owner: str, running: Sequence[TaskRecord]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        with self._lock:
+            for rec in running:
+                cur = self._records.get(rec.id)
+                if (cur is not None and cur.abort is not None and cur.rev == rec.rev
+                        and cur.status == RUNNING and cur.owner == owner):
+                    out[rec.id] = cur.abort
         return out
 
     # -- workers --------------------------------------------------------------------------------

@@ -14,7 +14,7 @@
                                        (:data:`WAITING`): waiting for its dependencies until the
                                        last one succeeds (store/sqlite_deps.py)
 ``r:<owner>``                          running, claimed by the process ``owner``
-``x:<s|f|c|m>:<finished>``             succeeded / failed / cancelled / misfired
+``x:<s|f|c|m|a>:<finished>``           succeeded / failed / cancelled / misfired / aborted
 ``b:``                                 a record that cannot be decoded
 =====================================  ========================================================
 
@@ -40,7 +40,7 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple, Optional
 
-from ..records import CANCELLED, FAILED, MISFIRED, PENDING, RUNNING, SUCCEEDED, TaskRecord
+from ..records import ABORTED, CANCELLED, FAILED, MISFIRED, PENDING, RUNNING, SUCCEEDED, TaskRecord
 from ..wheel import Wheel
 from .base import BROKEN, eta_us, finished_ms
 
@@ -53,7 +53,7 @@ __all__ = ["Position", "parse", "ready_eta_us", "status_of", "of", "fresh_cell",
            "PARKED_QUEUE", "IS_PARKED", "WAITING", "IS_FINISHED"]
 
 SLOT_W, CYCLE_W, ETA_W, FINISHED_W = 6, 15, 18, 15
-CODES = {SUCCEEDED: "s", FAILED: "f", CANCELLED: "c", MISFIRED: "m"}
+CODES = {SUCCEEDED: "s", FAILED: "f", CANCELLED: "c", MISFIRED: "m", ABORTED: "a"}
 _STATUS_OF_CODE = {c: s for s, c in CODES.items()}
 BROKEN_POS = "b:"
 #: the ready queue's range: its positions are ``READY`` followed by the eta

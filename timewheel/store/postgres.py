@@ -62,6 +62,9 @@ from ..records import (
     TaskRecord,
     history_from_json,
     history_to_json,
+    is_progress,
+    progress_from_json,
+    progress_to_json,
     record_from_fields,
 )
 from ..wheel import Wheel
@@ -110,7 +113,7 @@ _COPY_COLUMNS = ("id, name, status, eta, eta_us, tick, payload, created, retries
 _COPY_TYPES = ["text", "text", "text", "float8", "int8", "int8", "bytea", "float8", "int8", "float8",
                "float8", "int8", "int8", "int4", "int8", "float8", "text"]
 _NREC = len(pgsql.RECORD_COLUMNS)
-_NROW = len(pgsql.ROW_COLUMNS)    # a read row: the record's columns, then its batch
+_NROW = len(pgsql.ROW_COLUMNS)    # a read row: the record's columns, then its batch and abort
 _LIMITS_AT = pgsql.RECORD_COLUMNS.index("limits")
 
 
@@ -128,8 +131,8 @@ def _columns(rec: TaskRecord, wheel: Wheel) -> tuple:
             None if rec.finished is None else finished_ms(rec.finished), rec.owner, rec.error,
             rec.traceback, rec.result, rec.version, rec.rev, rec.timeout, rec.lease, rec.queue,
             rec.priority, json.dumps(rec.limits) if rec.limits else None, rec.first_call, rec.max_wait,
-            history_to_json(rec.history), rec.batch, depends_json(rec), rec.waiting, rec.takes_result,
-            rec.given)
+            history_to_json(rec.history), rec.batch, rec.abort, progress_to_json(rec.progress),
+            depends_json(rec), rec.waiting, rec.takes_result, rec.given)
 
 
 def write_args(items: Sequence[tuple[TaskRecord, Optional[int]]], wheel: Wheel) -> list[list]:
@@ -177,14 +180,22 @@ def decode_row(row: Sequence[Any]) -> TaskRecord:
             raise RecordDecodeError(f"not a timewheel record (field limits holds {limits!r:.60})") from None
     rec = record_from_fields(values[:_LIMITS_AT] + (limits,) + values[_LIMITS_AT + 1:]
                              + (history_from_json(row[_NREC - 1]),))
-    batch = row[_NREC]                     # the batch, after the record's columns (issue 23)
+    batch, abort, progress = row[_NREC], row[_NREC + 1], row[_NREC + 2]   # after the record's (issue 23)
+    depends_on, waiting, takes_result, given = row[_NREC + 3:_NROW]        # dependencies (issue 23)
+    if batch is None and abort is None and progress is None and depends_on is None and not waiting \
+            and not takes_result and given is None:
+        return rec
     if batch is not None and (not isinstance(batch, str) or not 0 < len(batch) <= 200):
         raise RecordDecodeError("not a timewheel record (field batch is not a batch id)")
-    depends_on, waiting, takes_result, given = row[_NREC + 1:_NROW]       # dependencies (issue 23)
+    if abort is not None and (not isinstance(abort, float) or not math.isfinite(abort)):
+        raise RecordDecodeError("not a timewheel record (field abort is not a time)")
+    progress = progress_from_json(progress)
+    if progress is not None and not is_progress(progress):
+        raise RecordDecodeError("not a timewheel record (field progress is not a progress)")
     if depends_on is None and not waiting and not takes_result and given is None:
-        return rec if batch is None else rec._replace(batch=batch)
-    return record_from_fields(rec[:_NREC] + (batch, depends_from(depends_on), waiting, takes_result,
-                                             None if given is None else bytes(given)))
+        return rec._replace(batch=batch, abort=abort, progress=progress)
+    return record_from_fields(rec[:_NREC] + (batch, abort, progress, depends_from(depends_on), waiting,
+                                             takes_result, None if given is None else bytes(given)))
 
 
 def _placeholder(row: Sequence[Any], reason: str) -> TaskRecord:
@@ -908,6 +919,22 @@ class PostgresStore(PostgresDeps, PostgresFlow, _Observers, PostgresBatches, Whe
         done = set(rows[-1][-1] or ())
         out = [p if p is not None and p.id in done else None for p in planned]
         return out, self._claimed([r[:-1] for r in rows], owner)
+
+    def note(self, old: TaskRecord, new: TaskRecord) -> bool:
+        fields = rules.noted(old, new)
+        (ok,), = self._call(f"SELECT {self.s}.note(%s, %s, %s::float8, %s::text)",
+                            (old.id, old.rev, fields.get("abort"), progress_to_json(fields.get("progress"))),
+                            write=True)
+        return bool(ok)
+
+    def aborting(self, owner: str, running: Sequence[TaskRecord]) -> dict[str, float]:
+        if not running:
+            return {}
+        rows = self._call(f"SELECT t.id, t.abort FROM unnest(%s::text[], %s::bigint[]) AS r(id, rev) "
+                          f"JOIN {self.s}.tasks t ON t.id = r.id AND t.rev = r.rev "
+                          "WHERE t.status = 'running' AND t.owner = %s AND t.abort IS NOT NULL",
+                          ([r.id for r in running], [r.rev for r in running], owner))
+        return {i: a for i, a in rows}
 
     def _claimed(self, rows: list[tuple], owner: str) -> Claimed:
         *taken_rows, (*_, at, lease, head) = rows

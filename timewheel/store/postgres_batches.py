@@ -22,13 +22,14 @@ __all__ = ["PostgresBatches"]
 
 def _batch_cols(s: str) -> str:
     """What a read of batch rows ``b`` selects: its columns, then (event, id, name) of its callbacks."""
-    return ("b.id, b.created, b.done, b.open, b.succeeded, b.failed, b.cancelled, b.misfired, "
+    return ("b.id, b.created, b.done, b.open, b.succeeded, b.failed, b.cancelled, b.misfired, b.aborted, "
             f"ARRAY(SELECT ARRAY[c.event, c.id, c.name] FROM {s}.batch_callbacks c WHERE c.of_batch = b.id)")
 
 
 def _batch_state(row: Sequence[Any]) -> "batch_rules.BatchState":
-    described = {e: (e, i, n) for e, i, n in row[8]}
-    return batch_rules.BatchState(row[0], row[1], row[2], batch_rules.counts_of(row[3:8]),
+    n = len(batch_rules.CLASSES)
+    described = {e: (e, i, n) for e, i, n in row[3 + n]}
+    return batch_rules.BatchState(row[0], row[1], row[2], batch_rules.counts_of(row[3:3 + n]),
                                   tuple(described[e] for e in batch_rules.EVENTS if e in described))
 
 

@@ -44,7 +44,7 @@ __all__ = ["FORMAT", "VERSION", "RECORD_COLUMNS", "ROW_COLUMNS", "WRITE_COLUMNS"
 FORMAT = "timewheel-postgres/1"
 #: the schema's version; :func:`migration` brings an older one here.  2: the tasks' attempt
 #: history, the processes' reports, the serializer (issue 26); 3: flow control (issue 21);
-#: 4: batches (issue 23)
+#: 4: batches, and aborting a running task (issue 23)
 VERSION = 4
 
 #: the columns of a task row in the order of :class:`~timewheel.records.TaskRecord`'s fields
@@ -52,8 +52,10 @@ RECORD_COLUMNS = ("id", "name", "eta", "payload", "status", "created", "retries"
                   "misfire_grace", "attempts", "crashes", "started", "finished", "owner", "error",
                   "traceback", "result", "version", "rev", "timeout", "lease",
                   "queue", "priority", "limits", "first_call", "max_wait", "history")
-#: what reads of a task row select: the record's columns, then its batch and dependencies (issue 23)
-ROW_COLUMNS = RECORD_COLUMNS + ("batch", "depends_on", "waiting", "takes_result", "given")
+#: what reads of a task row select: the record's columns, then its batch, abort and progress,
+#: and its dependencies (issue 23)
+ROW_COLUMNS = RECORD_COLUMNS + ("batch", "abort", "progress", "depends_on", "waiting", "takes_result",
+                               "given")
 
 #: what a write hands in per task (arrays, one element per task): the record's columns and
 #: where it goes (``eta_us``, ``tick``, ``finished_ms``), with their SQL types
@@ -65,12 +67,14 @@ WRITE_COLUMNS = (
     ("owner", "text"), ("error", "text"), ("traceback", "text"), ("result", "bytea"),
     ("version", "int"), ("rev", "bigint"), ("timeout", "float8"), ("lease", "float8"),
     ("queue", "text"), ("priority", "int"), ("limits", "text"), ("first_call", "float8"),
-    ("max_wait", "float8"), ("history", "text"), ("batch", "text"),
+    ("max_wait", "float8"), ("history", "text"), ("batch", "text"), ("abort", "float8"),
+    ("progress", "text"),
     # dependencies (issue 23): the ids as JSON text, those not succeeded yet, then, its result
     ("depends_on", "text"), ("waiting", "int"), ("takes_result", "boolean"), ("given", "bytea"),
 )
 
-_FINISHED = "('succeeded', 'failed', 'cancelled', 'misfired')"
+_FINISHED = "('succeeded', 'failed', 'cancelled', 'misfired', 'aborted')"
+_STATUSES = "('pending', 'running', 'succeeded', 'failed', 'cancelled', 'misfired', 'aborted', 'broken')"
 
 
 #: the SQLSTATE of a swap refused because tasks wait for an outcome it writes (issue 23)
@@ -146,8 +150,7 @@ def _schema(s: str) -> list[str]:
         f"""CREATE TABLE {s}.tasks (
   id text COLLATE "C" PRIMARY KEY,
   name text COLLATE "C" NOT NULL,
-  status text NOT NULL CHECK (status IN ('pending', 'running', 'succeeded', 'failed', 'cancelled',
-                                         'misfired', 'broken')),
+  status text NOT NULL CONSTRAINT tasks_status_check CHECK (status IN {_STATUSES}),
   eta float8 NOT NULL,
   eta_us bigint NOT NULL,          -- ceil(eta * 1e6): compared with the server's microsecond
   tick bigint NOT NULL,            -- the wheel's tick of eta
@@ -202,6 +205,14 @@ def _batch_schema(s: str) -> list[str]:
     finish); its callbacks' rows, copied into the tasks when it does; its members in order."""
     return [
         f'ALTER TABLE {s}.tasks ADD COLUMN batch text COLLATE "C"',
+        # aborting a running task (issue 23): when it was asked for (NULL: never), and the
+        # status it ends with, finished like the others; a run's last progress (JSON text)
+        f"ALTER TABLE {s}.tasks ADD COLUMN abort float8",
+        f"ALTER TABLE {s}.tasks ADD COLUMN progress text",
+        f"ALTER TABLE {s}.tasks DROP CONSTRAINT IF EXISTS tasks_status_check",
+        f"ALTER TABLE {s}.tasks ADD CONSTRAINT tasks_status_check CHECK (status IN {_STATUSES})",
+        f"DROP INDEX IF EXISTS {s}.tasks_finished",
+        f"CREATE INDEX tasks_finished ON {s}.tasks (status, finished_ms, id) WHERE status IN {_FINISHED}",
         # dependencies (issue 23, timewheel/deps.py): a waiting task is parked as '~deps' (never
         # claimed); deps holds (dependency, dependent), open while it waits for that outcome
         f"ALTER TABLE {s}.tasks ADD COLUMN depends_on text, ADD COLUMN waiting int NOT NULL DEFAULT 0, "
@@ -214,7 +225,7 @@ def _batch_schema(s: str) -> list[str]:
   created float8 NOT NULL,
   done float8,                     -- when its callbacks were added (NULL: not yet)
   open bigint NOT NULL DEFAULT 0, succeeded bigint NOT NULL DEFAULT 0, failed bigint NOT NULL DEFAULT 0,
-  cancelled bigint NOT NULL DEFAULT 0, misfired bigint NOT NULL DEFAULT 0
+  cancelled bigint NOT NULL DEFAULT 0, misfired bigint NOT NULL DEFAULT 0, aborted bigint NOT NULL DEFAULT 0
 )""",
         f"CREATE INDEX batches_created ON {s}.batches (created)",
         f"CREATE INDEX batches_stalled ON {s}.batches (id) WHERE done IS NULL AND open <= 0",
@@ -236,7 +247,7 @@ def _batch_functions(s: str) -> list[str]:
     # the callbacks' rows keep what a write hands in (limits as JSON text); the task row's types
     picked = ", ".join(f"{c}::jsonb" if c == "limits" else c for c, _ in WRITE_COLUMNS)
     sums = ", ".join(f"{c} = {c} + CASE WHEN x.c = '{c}' THEN x.d ELSE 0 END"
-                     for c in ("open", "succeeded", "failed", "cancelled", "misfired"))
+                     for c in ("open", "succeeded", "failed", "cancelled", "misfired", "aborted"))
     return [
         # A batch with no open member that is not done: done now, its applicable callbacks
         # added where their ids are free (batches.events' twin).  Returns the callbacks added.
@@ -246,7 +257,7 @@ DECLARE{_NOW}
   bad boolean; added bigint;
 BEGIN
   UPDATE {s}.batches SET done = now_s WHERE id = p_batch AND done IS NULL AND open <= 0
-  RETURNING failed + cancelled + misfired > 0 INTO bad;
+  RETURNING failed + cancelled + misfired + aborted > 0 INTO bad;
   IF NOT FOUND THEN RETURN 0; END IF;
   WITH ins AS (
     INSERT INTO {s}.tasks ({cols}) SELECT {picked} FROM {s}.batch_callbacks c
@@ -281,6 +292,14 @@ BEGIN
     PERFORM {s}.finish_batch(b);
   END LOOP;
 END $$""",
+        # Notes on a running task: its abort asked for, its progress (each NULL: left as it is),
+        # while it runs at p_rev, the rev left alone (the run's fence, its lease and its outcome
+        # stay valid: WheelStore.note)
+        f"""CREATE OR REPLACE FUNCTION {s}.note(p_id text, p_rev bigint, p_abort float8, p_progress text)
+RETURNS boolean LANGUAGE sql AS $$
+  WITH u AS (UPDATE {s}.tasks SET abort = coalesce(p_abort, abort), progress = coalesce(p_progress, progress)
+             WHERE id = p_id AND rev = p_rev AND status = 'running' RETURNING 1)
+  SELECT EXISTS (SELECT 1 FROM u) $$""",
     ]
 
 
@@ -584,8 +603,8 @@ _RECORD_TYPES = (
     ("traceback", "text"), ("result", "bytea"), ("version", "int"), ("rev", "bigint"),
     ("timeout", "float8"), ("lease", "float8"), ("queue", "text"), ("priority", "int"),
     ("limits", "jsonb"), ("first_call", "float8"), ("max_wait", "float8"), ("history", "text"),
-    ("batch", "text"), ("depends_on", "text"), ("waiting", "int"), ("takes_result", "boolean"),
-    ("given", "bytea"),
+    ("batch", "text"), ("abort", "float8"), ("progress", "text"), ("depends_on", "text"),
+    ("waiting", "int"), ("takes_result", "boolean"), ("given", "bytea"),
 )
 assert tuple(c for c, _ in _RECORD_TYPES) == ROW_COLUMNS
 

@@ -86,6 +86,8 @@ from ..records import (
     TaskRecord,
     decode_record,
     encode_record,
+    is_progress,
+    progress_from_json,
 )
 from ..text import without_password as _public
 from ..wheel import Wheel
@@ -108,6 +110,7 @@ from .base import (
     purge_statuses,
 )
 from .leases import LeaseLiveness
+from .redis_abort import RedisAborts
 from .redis_batches import NO_BATCH as _NO_BATCH
 from .redis_batches import RedisBatches
 from .redis_client import RedisClient, redis
@@ -214,12 +217,20 @@ def _record(fields: dict) -> TaskRecord:
         if status not in STATUSES:
             raise ValueError(f"status {status!r}")
         owner = fields.get(b"o")
-        return rec._replace(
-            status=status, rev=int(fields[b"v"]), attempts=int(fields[b"a"]),
+        rev = int(fields[b"v"])
+        rec = rec._replace(
+            status=status, rev=rev, attempts=int(fields[b"a"]),
             owner=None if owner is None else owner.decode(), started=_opt_time(fields.get(b"st")),
             finished=_opt_time(fields.get(b"f")), lease=_opt_time(fields.get(b"l")))
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
         raise RecordDecodeError(f"not a timewheel record (its fields: {exc})") from None
+    noted = fields.get(b"pg")                  # the run's progress, while it runs at that rev
+    if noted is not None and noted.partition(b"|")[0] == str(rev).encode():
+        progress = progress_from_json(noted.partition(b"|")[2])
+        if not is_progress(progress):
+            raise RecordDecodeError("not a timewheel record (field pg is not a progress)")
+        rec = rec._replace(progress=progress)
+    return rec
 
 
 class RedisLiveness(LeaseLiveness):
@@ -307,7 +318,7 @@ class _PubSubBell(Doorbell):
         super().close()
 
 
-class RedisStore(RedisDeps, RedisBatches, RedisRegistry, WheelStore):
+class RedisStore(RedisDeps, RedisAborts, RedisBatches, RedisRegistry, WheelStore):
     """A :class:`WheelStore` in a Redis database.  Thread-safe; one instance per process.
 
     :param url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS) or

@@ -26,7 +26,7 @@ log = logging.getLogger("timewheel.store")
 
 _RESYNC = 10.0              #: seconds between measurements of the offset to the server's clock
 _SCRIPTS = ("init", "put", "add", "claim", "advance", "renew", "purge", "forget", "lead", "resign",
-            "mark_broken")
+            "mark_broken", "note", "aborting")
 
 
 def text(v: Any) -> str:

@@ -26,7 +26,8 @@ Conventions:
 
 from __future__ import annotations
 
-__all__ = ["INIT", "PUT", "ADD", "CLAIM", "ADVANCE", "RENEW", "PURGE", "FORGET", "LEAD", "RESIGN",
+__all__ = ["INIT", "PUT", "ADD", "CLAIM", "ADVANCE", "RENEW", "PURGE", "FORGET", "LEAD", "RESIGN", "NOTE",
+           "ABORTING",
            "MARK_BROKEN"]
 
 _PRELUDE = r"""#!lua
@@ -241,7 +242,7 @@ end
 
 # Batches (issue 23; timewheel/batches.py is the twin).  {ns}:b:<id> is a batch's hash: 'c'
 # when it opened (us), 'd' when it was done, its members per class ('open', 'succeeded',
-# 'failed', 'cancelled', 'misfired') and per callback event '<event>:<i|n|k|s|r|q|l>' (id,
+# 'failed', 'cancelled', 'misfired', 'aborted') and per callback event '<event>:<i|n|k|s|r|q|l>' (id,
 # name, due tick, score, record, band, limits); {ns}:bm:<id> the list of its members' ids in
 # the order they were added; {ns}:batches a ZSET of batch ids by opening; {ns}:bopen the SET
 # of those not done yet.
@@ -273,9 +274,10 @@ local function settle_batches(horizon, ttl)       -- counts, then callbacks of f
       for c, d in pairs(BD[bid] or {}) do
         if d ~= 0 then redis.call('HINCRBY', key, c, d) end
       end
-      local h = redis.call('HMGET', key, 'd', 'open', 'failed', 'cancelled', 'misfired')
+      local h = redis.call('HMGET', key, 'd', 'open', 'failed', 'cancelled', 'misfired', 'aborted')
       if not h[1] and tonumber(h[2] or '0') <= 0 then
-        local failed = tonumber(h[3] or '0') + tonumber(h[4] or '0') + tonumber(h[5] or '0') > 0
+        local failed = tonumber(h[3] or '0') + tonumber(h[4] or '0') + tonumber(h[5] or '0')
+                       + tonumber(h[6] or '0') > 0
         local events = {'on_complete', failed and 'on_failure' or 'on_success'}
         for _, e in ipairs(events) do
           local cb = redis.call('HMGET', key, e .. ':i', e .. ':n', e .. ':k', e .. ':s', e .. ':r',
@@ -817,6 +819,34 @@ for i = 4, #ARGV, 2 do
   end
 end
 return lost
+"""
+
+#: Notes on a running task (issue 23): ARGV id, rev, the record with its ``abort`` set (or ''),
+#: its progress as JSON (or '').  Written -- the record with ``ab`` set to the rev, the progress
+#: as ``pg`` = ``<rev>|<json>`` (read only while the rev is that) -- only while it runs at that
+#: rev; ``v`` is left alone (the run's fence, its lease and its outcome stay valid).  Returns 1,
+#: or 0 if it changed.
+NOTE = _PRELUDE + r"""
+local key = P .. 't:' .. ARGV[1]
+local h = redis.call('HMGET', key, 's', 'v')
+if h[1] ~= 'running' or h[2] ~= ARGV[2] then return 0 end
+if ARGV[3] ~= '' then redis.call('HSET', key, 'r', ARGV[3], 'ab', ARGV[2]) end
+if ARGV[4] ~= '' then redis.call('HSET', key, 'pg', ARGV[2] .. '|' .. ARGV[4]) end
+return 1
+"""
+
+#: The runs of ARGV[1] (ARGV: owner, then id and rev of each) whose abort was asked for: an
+#: ``ab`` equal to the rev they run at (an older run's mark is stale: every other write bumps
+#: ``v``).  One round trip a tick for all of a process's runs.
+ABORTING = _PRELUDE + r"""
+local out = {}
+for i = 2, #ARGV, 2 do
+  local h = redis.call('HMGET', P .. 't:' .. ARGV[i], 's', 'o', 'v', 'ab')
+  if h[1] == 'running' and h[2] == ARGV[1] and h[3] == ARGV[i + 1] and h[4] == ARGV[i + 1] then
+    out[#out + 1] = ARGV[i]
+  end
+end
+return out
 """
 
 #: Delete finished tasks (and the index entries of those whose hash already expired) that

@@ -11,7 +11,8 @@ drift apart:
   compare-and-set the next ``rev``;
 * :func:`set_aside` -- whether a record that cannot be decoded is set aside as broken, and the
   one line that says so;
-* :func:`outcome_event` -- the hook event of a run's recorded outcome.
+* :func:`outcome_event` -- the hook event of a run's recorded outcome;
+* :func:`abort_step` -- what ``abort()`` writes for a task in each state (issue 23).
 
 **Revisions.**  ``rev`` counts the writes of an id and is the fencing token: a run claimed at
 ``rev`` f records its outcome only while the stored ``rev`` is still f.  So it never goes
@@ -29,10 +30,21 @@ import logging
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 from ..errors import DuplicateTask
-from ..records import FAILED, PENDING, RUNNING, SUCCEEDED, TERMINAL, TaskRecord, start_run
+from ..records import (
+    ABORTED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL,
+    TaskRecord,
+    cancel,
+    request_abort,
+    start_run,
+)
 
 __all__ = ["Unreadable", "UNKNOWN_REV", "stored_rev", "admit", "admit_all", "claimed", "swapped", "set_aside",
-           "outcome_event"]
+           "outcome_event", "abort_step", "NOTES", "noted"]
 
 log = logging.getLogger("timewheel.store")
 
@@ -142,11 +154,40 @@ def set_aside(task_id: str, reason: BaseException, *, readonly: bool = False,
 
 
 #: the hook event of each status a run's outcome can leave (see records.end_run)
-_OUTCOME_EVENTS = {SUCCEEDED: "succeeded", FAILED: "failed", PENDING: "retrying"}
+_OUTCOME_EVENTS = {SUCCEEDED: "succeeded", FAILED: "failed", PENDING: "retrying", ABORTED: "aborted"}
 
 
 def outcome_event(new: TaskRecord) -> Optional[str]:
     """The hook event of a run's outcome as stored (:func:`~timewheel.records.end_run`'s
-    result): ``"succeeded"``, ``"failed"``, or ``"retrying"`` (pending again, at its retry
-    eta); None for any other status."""
+    result): ``"succeeded"``, ``"failed"``, ``"retrying"`` (pending again, at its retry
+    eta) or ``"aborted"``; None for any other status."""
     return _OUTCOME_EVENTS.get(new.status)
+
+
+def abort_step(rec: Optional[TaskRecord], now: float) -> tuple[str, Optional[TaskRecord]]:
+    """What ``abort()`` does with the task as stored (None: none): ``("swap", cancelled)`` for a
+    pending one (it never runs, as ``cancel()``); ``("note", asked)`` for a running one --
+    :func:`~timewheel.records.request_abort`, written by :meth:`WheelStore.note`, which keeps
+    the run's ``rev``; ``("done", None)`` when an abort of this run was asked for already (it is
+    recorded); ``("refuse", None)`` for a finished or unknown task."""
+    if rec is None or rec.status in TERMINAL:
+        return "refuse", None
+    if rec.status == PENDING:
+        return "swap", cancel(rec, now)
+    if rec.abort is not None:
+        return "done", None
+    return "note", request_abort(rec, now)
+
+
+#: the fields :meth:`WheelStore.note` writes into a running record without bumping its rev
+NOTES = ("abort", "progress")
+
+
+def noted(old: TaskRecord, new: TaskRecord) -> dict[str, object]:
+    """The notes ``new`` changes on ``old`` (both the same run): what
+    :meth:`WheelStore.note` writes, field by field, over whatever the store holds -- so that a
+    progress note never undoes an abort asked for meanwhile by another process, nor the
+    reverse.  Any other difference is a ValueError: a note never changes the run itself."""
+    if new.id != old.id or new._replace(abort=old.abort, progress=old.progress) != old:
+        raise ValueError(f"a note of task {old.id} changes more than {', '.join(NOTES)}")
+    return {f: getattr(new, f) for f in NOTES if getattr(new, f) != getattr(old, f)}

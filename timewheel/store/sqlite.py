@@ -57,6 +57,7 @@ from .base import (
 )
 from .connection import DURABILITY, RECORD, TABLE
 from .locks import FileLiveness, probe
+from .sqlite_abort import FileAborts
 from .sqlite_batches import KEPT_FOR_BATCH, FileBatchStore
 from .sqlite_bells import Doorbells
 from .sqlite_claim import LOOK, SET_RECORD, claim_due
@@ -108,7 +109,7 @@ class _ReadOnlyLiveness(Liveness):
         self._probe.close()
 
 
-class SqliteDictStore(FileDepsStore, FileBatchStore, WheelStore):
+class SqliteDictStore(FileDepsStore, FileAborts, FileBatchStore, WheelStore):
     """A :class:`WheelStore` in one SQLite file.  Thread-safe; one instance per process.
 
     :param path: the store file; created (mode 0600) unless ``readonly``.

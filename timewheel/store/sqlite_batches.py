@@ -5,7 +5,8 @@ here and nowhere else.
 =======================  ======================================================================
 ``timewheel_batches``    batch id -> when it was opened, when it was done (NULL: not yet), its
                          members per class (``open``, ``succeeded``, ``failed``, ``cancelled``,
-                         ``misfired``: kept by the writes, as the per-status counters are) and
+                         ``misfired``, ``aborted``: kept by the writes, as the per-status
+                         counters are) and
                          its callbacks (:func:`timewheel.batches.encode_callbacks`)
 ``timewheel_members``    (batch id, seq) -> task key: the members in the order they were added,
                          and, by key, whether a finished task may be purged yet

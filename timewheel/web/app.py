@@ -51,9 +51,10 @@ STATIC = os.path.join(HERE, "static")
 #: at most this many tasks change per bulk action (press again for more)
 BULK_LIMIT = 1000
 MAX_PAGE = 500
-_VERBS = {"retry": "retried", "cancel": "cancelled"}
-_WHY_NOT = {"retry": "only failed, misfired or cancelled tasks can be retried",
-            "cancel": "only pending tasks can be cancelled"}
+_VERBS = {"retry": "retried", "cancel": "cancelled", "abort": "aborting"}
+_WHY_NOT = {"retry": "only failed, misfired, cancelled or aborted tasks can be retried",
+            "cancel": "only pending tasks can be cancelled",
+            "abort": "only pending and running tasks can be stopped"}
 FLASH_COOKIE = "timewheel_flash"
 
 StoreSource = Union[str, "os.PathLike[str]", WheelStore, Any]
@@ -82,7 +83,8 @@ _RULES = [
     Rule("/tasks", endpoint="tasks"),
     Rule("/tasks/<taskid:task_id>", endpoint="task", methods=["GET"]),
     Rule("/task", endpoint="task_query", methods=["GET"]),
-    Rule("/tasks/<taskid:task_id>/<any(retry, cancel):verb>", endpoint="task_action", methods=["POST"]),
+    Rule("/tasks/<taskid:task_id>/<any(retry, cancel, abort):verb>", endpoint="task_action",
+         methods=["POST"]),
     Rule("/failed", endpoint="failed"),
     Rule("/running", endpoint="running"),
     Rule("/processes", endpoint="processes"),
@@ -99,9 +101,9 @@ _RULES = [
     Rule("/api/tasks", endpoint="api_tasks"),
     Rule("/api/tasks/<taskid:task_id>", endpoint="api_task", methods=["GET"]),
     Rule("/api/task", endpoint="api_task_query", methods=["GET"]),
-    Rule("/api/tasks/<taskid:task_id>/<any(retry, cancel):verb>", endpoint="api_task_action",
+    Rule("/api/tasks/<taskid:task_id>/<any(retry, cancel, abort):verb>", endpoint="api_task_action",
          methods=["POST"]),
-    Rule("/api/<any(retry, cancel):verb>", endpoint="api_bulk", methods=["POST"]),
+    Rule("/api/<any(retry, cancel, abort):verb>", endpoint="api_bulk", methods=["POST"]),
     Rule("/api/purge", endpoint="api_purge", methods=["POST"]),
     Rule("/api/<any(pause, resume):verb>", endpoint="api_queue_action", methods=["POST"]),
     Rule("/api/stats", endpoint="api_stats"),
@@ -184,7 +186,7 @@ class WebView(_BatchPages):
             autoescape=select_autoescape(default=True, default_for_string=True),
             undefined=StrictUndefined, finalize=_finalize, trim_blocks=True, lstrip_blocks=True)
         self.templates.filters.update(when=_when, ago=_ago, dur=_dur, clean=_clean_lines, count=_count,
-                                      name=_name)
+                                      name=_name, progress=text.progress)
 
     # -- the store -------------------------------------------------------------------------------
     def open(self, writable: bool = False) -> WheelStore:
@@ -434,7 +436,8 @@ class WebView(_BatchPages):
         full = params.flag(request.args, "full")
         data = query.show_data(self.store, task_id, time.time(), full=full)
         return self._page(request, "task.html", title=f"Task {task_id}", task=data, full=full,
-                          can_retry=data["status"] in RETRYABLE, can_cancel=data["status"] == PENDING)
+                          can_retry=data["status"] in RETRYABLE, can_cancel=data["status"] == PENDING,
+                          can_abort=data["status"] == RUNNING and data["abort_requested"] is None)
 
     def on_task_query(self, request: Request) -> Response:
         return self.on_task(request, _required_id(request))
@@ -504,7 +507,7 @@ class WebView(_BatchPages):
 
     def on_task_action(self, request: Request, task_id: str, verb: str) -> Response:
         self._require_actions(request)
-        result = query.change_tasks(self.open(writable=True), [task_id], verb)
+        result = _change(self.open(writable=True), [task_id], verb)
         back = self._url(request, "task", task_id=task_id)
         return self._back(request, _summary(result, verb), back)
 
@@ -512,9 +515,9 @@ class WebView(_BatchPages):
         self._require_actions(request)
         verb = params.choice(request.form, "verb", _VERBS, None)
         if verb is None:
-            raise BadRequest("verb is required: retry or cancel")
+            raise BadRequest("verb is required: retry, cancel or abort")
         ids = self._selection(request.form)
-        result = query.change_tasks(self.open(writable=True), ids, verb)
+        result = _change(self.open(writable=True), ids, verb)
         return self._back(request, _summary(result, verb, selected=len(ids)),
                           self._url(request, "failed" if verb == "retry" else "tasks"))
 
@@ -582,7 +585,7 @@ class WebView(_BatchPages):
 
     def on_api_task_action(self, request: Request, task_id: str, verb: str) -> Response:
         self._require_actions(request)
-        result = query.change_tasks(self.open(writable=True), [task_id], verb)
+        result = _change(self.open(writable=True), [task_id], verb)
         if result["unknown"]:
             raise TaskNotFound(f"no task {task_id} in {self.store.location}")
         if result["skipped"]:
@@ -593,7 +596,7 @@ class WebView(_BatchPages):
     def on_api_bulk(self, request: Request, verb: str) -> Response:
         self._require_actions(request)
         ids = self._selection(_body(request))
-        return _json(query.change_tasks(self.open(writable=True), ids, verb))
+        return _json(_change(self.open(writable=True), ids, verb))
 
     def on_api_purge(self, request: Request) -> Response:
         self._require_actions(request)
@@ -687,9 +690,18 @@ def _revolution_choices(wheel: dict[str, Any]) -> list[tuple[int, str]]:
     return [(k, text.span(k * turn)) for k in sorted({1, 6, 12, query.MAX_REVOLUTIONS})]
 
 
+def _change(store: WheelStore, ids: list[str], verb: str) -> dict[str, Any]:
+    """Retry, cancel or abort (issue 23: a running task asked to, a pending one cancelled)."""
+    return query.abort_tasks(store, ids) if verb == "abort" else query.change_tasks(store, ids, verb)
+
+
 def _summary(result: dict[str, Any], verb: str, selected: Optional[int] = None) -> str:
     done = result[_VERBS[verb]]
     parts = [f"{_VERBS[verb]} {len(done)} task(s)"]
+    if verb == "abort":
+        parts = [f"asked {len(done)} running task(s) to abort"]
+        if result["cancelled"]:
+            parts.append(f"cancelled {len(result['cancelled'])} pending task(s)")
     if result["skipped"]:
         parts.append(f"{len(result['skipped'])} skipped ({_WHY_NOT[verb]})")
     if result["unknown"]:

@@ -18,7 +18,7 @@ imported by that name when first claimed; so it needs no ``tasks.py`` of its own
 * ``run_after`` is the eta (never early); ``priority`` and ``queue_name`` are flow control's
   priority and queue (``timewheel_run --queues emails`` serves one queue).
 * ``get_result()`` reads the store from any process: pending -> ``READY``, running ->
-  ``RUNNING``, succeeded -> ``SUCCESSFUL``, failed, cancelled or misfired -> ``FAILED``, with
+  ``RUNNING``, succeeded -> ``SUCCESSFUL``, failed, cancelled, misfired or aborted -> ``FAILED``, with
   ``errors`` (the exception's class path and traceback) and ``return_value``.  Arguments and
   return values are JSON-normalised as Django's backends do (a tuple comes back a list).
 * ``takes_context=True`` tasks get Django's ``TaskContext`` first; its ``attempt`` counts

@@ -1,23 +1,23 @@
 """How a stored task reads as Django's ``TaskResult``: pure functions, no Django import (the
 backend in :mod:`timewheel.contrib.django.backend` builds the objects from what they say).
 
-Django's tasks have four statuses; timewheel's six map onto them as a Django user expects:
+Django's tasks have four statuses; timewheel's seven map onto them as a Django user expects:
 a task waiting for its eta or for a retry is ``READY``, a claimed one ``RUNNING``, and a task
-that will never run (again) without a ``retry`` -- failed, cancelled, skipped as misfired --
-is ``FAILED``.
+that will never run (again) without a ``retry`` -- failed, cancelled, skipped as misfired,
+aborted -- is ``FAILED``.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
-from ...records import CANCELLED, FAILED, MISFIRED, PENDING, RUNNING, SUCCEEDED, TaskRecord
+from ...records import ABORTED, CANCELLED, FAILED, MISFIRED, PENDING, RUNNING, SUCCEEDED, TaskRecord
 
 __all__ = ["DJANGO_STATUS", "StoredError", "error_of", "exception_path"]
 
 #: timewheel's status -> Django's TaskResultStatus value
 DJANGO_STATUS = {PENDING: "READY", RUNNING: "RUNNING", SUCCEEDED: "SUCCESSFUL", FAILED: "FAILED",
-                 CANCELLED: "FAILED", MISFIRED: "FAILED"}
+                 CANCELLED: "FAILED", MISFIRED: "FAILED", ABORTED: "FAILED"}
 
 #: what a failure that raised nothing in the task is reported as (a crash, a cancel, a misfire,
 #: a function missing in the worker): the exception ``TaskHandle.result()`` raises for it

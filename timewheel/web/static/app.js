@@ -182,7 +182,7 @@
   }
 
   // -- Overview -------------------------------------------------------------------------------
-  var STATUSES = ["pending", "running", "succeeded", "failed", "cancelled", "misfired", "broken"];
+  var STATUSES = ["pending", "running", "succeeded", "failed", "cancelled", "misfired", "aborted", "broken"];
 
   function overview() {
     var state = initial();
