@@ -529,3 +529,18 @@ def test_purging_a_dependency_forgets_its_dependents_list(store: WheelStore) -> 
     assert store.dependents("a") == ["x"]
     assert store.purge(store.now() + 10, ["succeeded"]) == 1
     assert store.dependents("a") == [] and store.get("x").waiting == 0
+
+
+@dep_backends
+def test_an_aborted_dependency_cancels_its_dependents(store: WheelStore) -> None:
+    """Any final status other than succeeded -- aborted too (abort: issue 23)."""
+    now = store.now()
+    store.add([make_record("a", now)])
+    store.add([make_record("x", now, depends_on=("a",))])
+    rec = store.get("a")
+    (running,) = store.swap([(rec, claimed(rec, "me", store.now()))])
+    asked = running._replace(abort=store.now())
+    out = Outcome(ok=False, started=store.now(), finished=store.now(), error="TaskAborted: stop")
+    (done,) = store.swap([(running, end_run(asked, out))])
+    assert done.status == "aborted"
+    assert store.get("x").status == CANCELLED and store.get("x").error == deps.reason("a", "aborted")
