@@ -293,8 +293,25 @@ def check_file_store(db: str) -> None:
             row = con.execute("SELECT concurrency FROM timewheel_limits WHERE lim = ?", (lim,)).fetchone()
             assert row is not None and (not row[0] or n <= row[0]), (lim, n, row)
         _check_file_batches(con)
+        _check_file_deps(con)
     finally:
         con.close()
+
+
+def _check_file_deps(con) -> None:
+    """A task waits for its dependencies (issue 23) exactly when it is parked at the waiting
+    position, and then on as many open index rows as its record counts."""
+    from timewheel.records import decode_record
+    from timewheel.store.positions import WAITING
+    for key, value, pos in con.execute("SELECT key, value, pos FROM timewheel "
+                                       "WHERE key >= 't:' AND key < 't;' AND pos != 'b:'"):
+        rec = decode_record(value)
+        parked = pos.startswith(f"l:{WAITING}:")
+        assert parked == (rec.status == "pending" and rec.waiting > 0), (key, pos, rec.waiting)
+        if parked:
+            (open_rows,) = con.execute("SELECT count(*) FROM timewheel_deps WHERE task = ? AND open = 1",
+                                       (key[2:],)).fetchone()
+            assert open_rows == rec.waiting, (key, open_rows, rec.waiting)
 
 
 def _check_file_batches(con) -> None:

@@ -37,7 +37,13 @@ def check_pg_store(url: str, schema: str) -> None:
             if status != PENDING:
                 assert parked is None, (task_id, status, parked)
             else:
-                assert parked is None or parked in [lim[0] for lim in rec.limits], (task_id, parked)
+                # waiting for its dependencies (issue 23): parked as '~deps', on as many open rows
+                assert (parked == "~deps") == (rec.waiting > 0), (task_id, parked, rec.waiting)
+                if rec.waiting:
+                    (n,), = c.execute(f"SELECT count(*) FROM {s}.deps WHERE task = %s AND open", (task_id,))
+                    assert n == rec.waiting, (task_id, n, rec.waiting)
+                else:
+                    assert parked is None or parked in [lim[0] for lim in rec.limits], (task_id, parked)
             if status == RUNNING:
                 running_limits[task_id] = {lim[0] for lim in rec.limits}
             assert e_us == eta_us(rec.eta) and t == wheel.due_tick(rec.eta), (task_id, e_us, t)

@@ -41,6 +41,9 @@ def _check(r: redis.Redis, p: str) -> None:
     parked = {k.decode()[len(p) + 5:]: _zset(r, k.decode()) for k in r.scan_iter(match=glob + "park:*")}
     held = {k.decode()[len(p) + 5:]: {m.decode() for m in r.smembers(k)}
             for k in r.scan_iter(match=glob + "held:*")}
+    waiting = _zset(r, p + "waiting")          # dependents waiting for their dependencies (issue 23)
+    dq = {k.decode()[len(p) + 3:]: {m.decode() for m in r.smembers(k)}
+          for k in r.scan_iter(match=glob + "dq:*")}
     holding: dict = {}
     states: Counter = Counter()
     ticks: Counter = Counter()
@@ -68,8 +71,13 @@ def _check(r: redis.Redis, p: str) -> None:
             pk = h.get(b"pk")
             in_ready, in_cell = task_id in queue, task_id in cells.get(cell, {})
             in_park = [k for k, members in parked.items() if task_id in members]
-            assert in_ready + in_cell + len(in_park) == 1, (key, in_ready, in_cell, in_park)
-            if in_park:
+            in_wait = task_id in waiting
+            assert in_ready + in_cell + len(in_park) + in_wait == 1, (key, in_ready, in_cell, in_park)
+            assert in_wait == (rec.waiting > 0) and (h.get(b"dw") is not None) == in_wait, key
+            if in_wait:                       # on as many waiting sets as its record counts
+                assert waiting[task_id] == eta_us(rec.eta), key
+                assert sum(task_id in members for members in dq.values()) == rec.waiting, key
+            elif in_park:
                 assert pk is not None and in_park == [pk.decode()] and int(h[b"pe"]) == eta_us(rec.eta), key
             else:
                 assert pk is None, key
@@ -90,7 +98,7 @@ def _check(r: redis.Redis, p: str) -> None:
             assert xn.get(task_id) == f"{s}|{name}", key
     ids = {k[len(p) + 2:] for k in tasks}
     for task_id in list(ready) + [i for c in list(cells.values()) + list(bands.values())
-                                  + list(parked.values()) for i in c]:
+                                  + list(parked.values()) + [waiting] for i in c]:
         assert task_id in seen_pending, f"index entry {task_id} is not a pending task"
     for lim, members in held.items():         # no slot held but by a running task of that limit
         assert members == holding.get(lim, set()), (lim, members, holding.get(lim))

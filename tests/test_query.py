@@ -84,7 +84,7 @@ def test_tasks_data_order_filters_and_rows(filled) -> None:
     assert set(data["tasks"][0]) == {"id", "name", "status", "eta", "due_in", "attempts", "max_attempts",
                                      "crashes", "created", "started", "finished", "owner", "owner_alive",
                                      "lease", "error", "queue", "priority", "retrying",
-                                     "abort_requested", "progress"}
+                                     "abort_requested", "progress", "depends_on", "waiting_for"}
     assert [t["id"] for t in query.tasks_data(store, now, status=FAILED)["tasks"]] == ["bad"]
     named = query.tasks_data(store, now, name="reports.build", status="pending")["tasks"]
     assert [t["id"] for t in named] == ["p-evil", "p-far"]

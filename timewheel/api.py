@@ -44,7 +44,7 @@ if sys.version_info >= (3, 10):
 else:                                   # typing_extensions: a dependency on 3.9 only
     from typing_extensions import ParamSpec
 
-from . import flow, inbox, serialize, tracing
+from . import deps, flow, inbox, serialize, tracing
 from .backoff import backoff
 from .boss import Boss, Health
 from .errors import DuplicateTask, StoreBusy, TaskFailed, TaskNotFound, shown
@@ -55,6 +55,7 @@ from .records import (
     MAX_ETA,
     MAX_RECORD_BYTES,
     PENDING,
+    PLAIN_REST,
     RETRYABLE,
     RUNNING,
     SUCCEEDED,
@@ -283,6 +284,20 @@ class TaskHandle(Generic[T_co]):
         """True if the task was still pending and now never runs; False otherwise."""
         return self._wheel.cancel(self.id)
 
+    def then(self, task: "Task[..., R]", *args: Any, **kwargs: Any) -> "TaskHandle[R]":
+        """Schedule ``task(<this task's result>, *args, **kwargs)`` to run once this task has
+        succeeded (cancelled, with the reason, if it does not): a dependent whose first
+        argument is this task's stored result, copied in when it is released (issue 23).
+        Chains: ``fetch.delay(url).then(parse).then(save)``."""
+        if not isinstance(task, Task):
+            raise TypeError(f"then() takes a task (@hu.task), got {shown(task)}")
+        return task._enqueue(args, kwargs, None, None, ..., None, "fail", after=(self.id,), then=True)
+
+    @property
+    def depends_on(self) -> tuple[str, ...]:
+        """The ids of the tasks this one runs after (``depends_on=``, ``then``)."""
+        return self.record.depends_on
+
     @property
     def progress(self) -> Optional[Progress]:
         """The last progress its run reported (``current_task().progress(...)``): ``done``,
@@ -510,17 +525,19 @@ class Task(Generic[P, R_co]):
     @overload
     def options(self: "Task[P, Coroutine[Any, Any, T]]", *, count_down: Optional[float] = None,
                 eta: Optional[Union[_dt.datetime, float]] = None,
-                task_id: Optional[str] = None) -> "Delayed[P, T]": ...
+                task_id: Optional[str] = None, depends_on: Any = None) -> "Delayed[P, T]": ...
     @overload
     def options(self, *, count_down: Optional[float] = None, eta: Optional[Union[_dt.datetime, float]] = None,
-                task_id: Optional[str] = None) -> "Delayed[P, R_co]": ...
+                task_id: Optional[str] = None, depends_on: Any = None) -> "Delayed[P, R_co]": ...
 
     def options(self, *, count_down: Optional[float] = None, eta: Optional[Union[_dt.datetime, float]] = None,
-                task_id: Optional[str] = None) -> "Delayed[P, Any]":
+                task_id: Optional[str] = None, depends_on: Any = None) -> "Delayed[P, Any]":
         """:meth:`delay` with these options, for type-checked code:
         ``send_email.options(count_down=10, task_id="welcome:7").delay("a@b.c", "hi")``.  The
-        ``delay()`` it returns passes every keyword to the function (they may have any name)."""
-        return Delayed(self, count_down, eta, task_id)
+        ``delay()`` it returns passes every keyword to the function (they may have any name).
+        ``depends_on``: as :meth:`schedule`'s."""
+        return Delayed(self, count_down, eta, task_id,
+                       () if depends_on is None else deps.check_dependencies(depends_on))
 
     def schedule(self, args: Union[tuple[Any, ...], list[Any]] = (),
                  kwargs: Optional[dict[str, Any]] = None, *,
@@ -529,7 +546,8 @@ class Task(Generic[P, R_co]):
                  misfire_grace: Any = ..., task_id: Optional[str] = None,
                  replace: bool = False, once: bool = False, connection: Any = None,
                  queue: Optional[str] = None, priority: Optional[int] = None,
-                 debounce: Optional[float] = None, max_wait: Optional[float] = None) -> TaskHandle[Any]:
+                 debounce: Optional[float] = None, max_wait: Optional[float] = None,
+                 depends_on: Any = None) -> TaskHandle[Any]:
         """Like :meth:`delay` with the arguments given explicitly (so they may have any name),
         and with a per-call ``misfire_grace``, ``queue`` and ``priority``.
 
@@ -546,6 +564,13 @@ class Task(Generic[P, R_co]):
         later than ``max_wait`` seconds after the first call of this run; a call while it
         runs leads to one more run after it (id ``<task_id>~next``), with the latest
         arguments.  The handle is the run the call went to.
+
+        ``depends_on=[h1, h2]`` (handles or ids, issue 23): the task runs only once every one of
+        them has succeeded and its own eta has passed; until then it waits, parked.  If one
+        ends in any other final status (failed for good, cancelled, misfired) the task is
+        cancelled, with the reason naming it -- as it is at once if one already has.  An id
+        not in the store raises :class:`TaskNotFound` and nothing is written (inside
+        ``hu.batch()``: the whole batch).  See docs/guide/dependencies.md.
         """
         if not isinstance(args, (tuple, list)):
             raise TypeError(f"{self.name}: args must be a tuple or list, got {type(args).__name__}")
@@ -563,8 +588,13 @@ class Task(Generic[P, R_co]):
                 raise ValueError("debounce= reads and writes the store itself; it takes no connection=")
         existing = ("fail" if task_id is None else "replace" if replace else "keep" if once
                     else "reuse")
+        after = () if depends_on is None else deps.check_dependencies(depends_on)
+        if after and options is not None and "debounce" in options:
+            raise ValueError("debounce= and depends_on= cannot be combined")
+        if after and replace:     # a pending task replaced could come to wait for its own dependents
+            raise ValueError("replace=True and depends_on= cannot be combined (no cycle can be built)")
         return self._enqueue(tuple(args), kwargs or {}, count_down, eta, misfire_grace, task_id,
-                             existing, options, connection)
+                             existing, options, connection, after)
 
     def _call_options(self, task_id: Optional[str], queue: Optional[str], priority: Optional[int],
                       debounce: Any, max_wait: Any, policy: bool, count_down: Any,
@@ -606,7 +636,8 @@ class Task(Generic[P, R_co]):
     def _enqueue(self, args: tuple[Any, ...], kwargs: dict[str, Any], count_down: Any, eta: Any,
                  misfire_grace: Any, task_id: Optional[str], existing: str,
                  options: Optional[dict[str, Any]] = None,
-                 connection: Any = None) -> TaskHandle[Any]:
+                 connection: Any = None, after: tuple[str, ...] = (),
+                 then: bool = False) -> TaskHandle[Any]:
         """What :meth:`delay` and :meth:`schedule` do once their own options are read: check
         the rest, build the record, and add it (or keep it for the open batch).  Positional,
         and without the checks ``delay(*args, **kwargs)`` makes true by construction: it runs
@@ -616,9 +647,9 @@ class Task(Generic[P, R_co]):
         due = self.timewheel._eta(count_down, eta)
         arity = self._arity
         if self._signature is not None and not (
-                arity is not None and not kwargs and arity[0] <= len(args) <= arity[1]):
+                arity is not None and not kwargs and arity[0] <= len(args) + then <= arity[1]):
             try:
-                self._signature.bind(*args, **kwargs)
+                self._signature.bind(*((None,) * then), *args, **kwargs)
             except TypeError as exc:
                 raise TypeError(f"{self.name}: {exc}") from None
         try:
@@ -655,10 +686,15 @@ class Task(Generic[P, R_co]):
             rec = new_task(task_id or _ids.new(), self.name, due, payload,
                            hu.now() if batch is None else batch.now, self.retries, self.retry_delay,
                            grace, self.timeout,
-                           (o.get("queue", self.queue), o.get("priority", self.priority), limits, None, None,
-                            (), None, None, None))
+                           (o.get("queue", self.queue), o.get("priority", self.priority), limits, None, None)
+                           + PLAIN_REST[5:])
             if "debounce" in o:
                 return hu._debounce(rec, o["debounce"], o["max_wait"])
+        if after:
+            if not hu.store.dependencies_kept:
+                raise ValueError(f"{self.name}: {hu.location} keeps no dependencies (depends_on=, then()) "
+                                 "yet; nothing was written")
+            rec = rec._replace(depends_on=after, takes_result=then)
         if batch is None:
             return hu._submit(rec, existing, connection)
         if connection is not None:
@@ -675,7 +711,7 @@ class Task(Generic[P, R_co]):
         if self._flow is not None:
             rest = (self.queue, self.priority, self._limits(args, {}), None, None)
         return new_task(_ids.new(), self.name, hu.now(), payload, hu.now(), self.retries, self.retry_delay,
-                        None, self.timeout, rest + ((), None, None, None))
+                        None, self.timeout, rest + PLAIN_REST[5:])
 
 
 def _inbox_builder(registry: "dict[str, Task[..., Any]]", clock: Callable[[], float]
@@ -712,11 +748,13 @@ class Delayed(Generic[P, T_co]):
     """What :meth:`Task.options` returns: ``delay()`` with options set, checked by type checkers
     against the function's parameters (``T_co``: what the handle's ``result()`` returns)."""
 
-    __slots__ = ("_task", "_count_down", "_eta", "_task_id")
+    __slots__ = ("_task", "_count_down", "_eta", "_task_id", "_after")
 
     def __init__(self, task: "Task[P, Any]", count_down: Optional[float],
-                 eta: Optional[Union[_dt.datetime, float]], task_id: Optional[str]) -> None:
+                 eta: Optional[Union[_dt.datetime, float]], task_id: Optional[str],
+                 after: tuple[str, ...] = ()) -> None:
         self._task, self._count_down, self._eta, self._task_id = task, count_down, eta, task_id
+        self._after = after
 
     def __repr__(self) -> str:
         return f"<Delayed {self._task.name}>"
@@ -724,7 +762,7 @@ class Delayed(Generic[P, T_co]):
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[T_co]:
         """Schedule ``fn(*args, **kwargs)`` with the options (see :meth:`Task.delay`)."""
         return self._task._enqueue(args, kwargs, self._count_down, self._eta, ..., self._task_id,
-                                   "fail" if self._task_id is None else "reuse")
+                                   "fail" if self._task_id is None else "reuse", after=self._after)
 
 
 def _plain(limits: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -1141,7 +1179,7 @@ class TimeWheel(_Batches):
         """immediate=True: run and record right here, retries included (without waiting)."""
         store = self.store
         rec: Optional[TaskRecord] = first
-        while rec is not None and rec.status == PENDING:
+        while rec is not None and rec.status == PENDING and not rec.waiting:
             (running,) = store.swap([(rec, claimed(rec, "immediate", store.now()))])
             if running is None:
                 break

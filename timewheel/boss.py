@@ -147,7 +147,7 @@ class Boss:
         self._horizon: Optional[int] = None
         self._complete = True
         self._lead_at = self._recover_at = self._purge_at = self._renew_at = self._verify_at = 0.0
-        self._report_at = self._forget_at = self._aborts_at = 0.0
+        self._report_at = self._forget_at = self._aborts_at = self._deps_at = 0.0
         self._started_at = time.time()
         self._stopping = threading.Event()
         self._accepting = False
@@ -271,6 +271,12 @@ class Boss:
             n = self.store.purge(now - self.result_ttl)
             if n:
                 log.info("purged %d finished task(s) past their result TTL", n)
+        if _due(self, "_deps_at", 60.0, now):
+            # Dependents (issue 23) are released or cancelled by the write of their dependency's
+            # outcome; this backstop tells those a store left waiting for a finished one.
+            if self.store.sweep_dependents():
+                log.warning("told waiting tasks of dependencies that had finished before")
+                self._rang = True
         if _due(self, "_forget_at", 60.0, now):
             self.store.forget_processes(processes.gone_long_ago(self.store.process_reports(), now,
                                                                 self.liveness.is_dead))

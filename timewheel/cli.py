@@ -512,7 +512,10 @@ def _check_queue_option(queue: Optional[str]) -> None:
 # -- tasks / show ----------------------------------------------------------------------------------
 
 def _status(row: dict[str, Any]) -> str:
+    waits = row.get("waiting_for")
     status = "retrying" if row.get("retrying") else row["status"]
+    if waits:
+        status = f"waiting (on {waits} of {len(row['depends_on'])} dependencies)"
     if status == "running":
         if row.get("progress"):
             status += " " + progress_text(row["progress"])
@@ -612,6 +615,11 @@ def show(db: str, task_id: str, full: bool, out: Output) -> None:
             rows.append(["debounced", f"first call {local(d['first_call'])}{wait}"])
         if d["waiting"]:
             rows.append(["waiting", d["waiting"]])
+        for key in ("dependencies", "dependents"):
+            if d[key]:
+                rows.append([key, ", ".join(f"{x['id']} ({x['status'] or 'purged'})" for x in d[key])])
+        if d["takes_result"]:
+            rows.append(["then", "its first argument is its dependency's result"])
         if d["args_error"] is None:
             rows += [["args", d["args"] + (f" (cut{hint})" if d["args_truncated"] else "")],
                      ["kwargs", d["kwargs"]]]

@@ -211,6 +211,8 @@ def _execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], f
                       "register it and retry the task", retryable=False)
     try:
         args, kwargs, traced = _arguments(task, rec.payload)
+        if rec.takes_result:                 # h.then(task, ...): h's result comes first (issue 23)
+            args = (_result_given(task, rec.given), *args)
     except Exception as exc:  # noqa: BLE001 - whatever the payload holds, it is this task's failure
         log.error("task %s (%s): cannot decode its arguments: %s", rec.id, rec.name, exc)
         return failed(f"cannot decode its arguments: {exc.__class__.__name__}: {exc}",
@@ -259,6 +261,17 @@ def _execute(registry: Mapping[str, Any], rec: TaskRecord, clock: Callable[[], f
         return failed(f"its return value is {len(result)} bytes serialised; the limit is "
                       f"{MAX_RECORD_BYTES // 2}", retryable=False)
     return Outcome(ok=True, started=started, finished=clock(), result=result)
+
+
+def _result_given(task: Any, blob: Optional[bytes]) -> Any:
+    """The dependency's result a ``then`` task was released with, decoded as its arguments are."""
+    if blob is None:
+        return None
+    if serialize.is_json(blob):
+        return serialize.loads_result(blob)
+    if task.json:
+        raise ValueError("the result it was given is a pickle; a serializer='json' wheel runs only JSON")
+    return pickle.loads(blob)
 
 
 def _arguments(task: Any, payload: bytes) -> tuple[Any, Any, Optional[dict[str, str]]]:

@@ -19,7 +19,7 @@ import math
 import time
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from . import flow
+from . import deps, flow
 from .errors import BatchNotFound, StoreError, TaskNotFound, shown
 from .records import (
     ABORTED,
@@ -146,7 +146,8 @@ def task_row(rec: TaskRecord, now: float, owner_alive: Optional[bool] = None) ->
             "finished": rec.finished, "owner": rec.owner, "owner_alive": owner_alive,
             "lease": rec.lease, "error": first_line(rec.error), "queue": rec.queue, "priority": rec.priority,
             "retrying": is_retrying(rec), "abort_requested": None if broken else rec.abort,
-            "progress": None if broken or rec.progress is None else dict(zip(_PROGRESS_KEYS, rec.progress))}
+            "progress": None if broken or rec.progress is None else dict(zip(_PROGRESS_KEYS, rec.progress)),
+            "depends_on": list(rec.depends_on), "waiting_for": rec.waiting if rec.status == PENDING else 0}
 
 
 _PROGRESS_KEYS = ("done", "total", "note", "at")
@@ -276,6 +277,10 @@ def waiting_reason(store: WheelStore, rec: TaskRecord, now: float) -> Optional[s
     or it waits for a free worker."""
     if rec.status != PENDING:
         return None
+    if rec.waiting:
+        on = deps.waiting_on(rec, lambda i: _status_of(store, i))
+        more = f" (and {len(on) - 10} more)" if len(on) > 10 else ""
+        return f"waiting for {len(on)} of its {len(rec.depends_on)} dependencies: {', '.join(on[:10])}{more}"
     if rec.eta > now:
         return (f"retrying: attempt {rec.attempts} failed ({first_line(rec.error)}); attempt "
                 f"{rec.attempts + 1} is due in {rec.eta - now:.3f}s") if is_retrying(rec) else None
@@ -437,7 +442,24 @@ def show_data(store: WheelStore, task_id: str, now: float, *, full: bool = False
                        for k, c, r, p in rec.limits],
             "first_call": rec.first_call, "max_wait": rec.max_wait,
             "waiting": None if rec.status == BROKEN else waiting_reason(store, rec, now),
-            "history": history_rows(rec)}
+            "history": history_rows(rec),
+            "dependencies": [{"id": i, "status": _status_of(store, i)} for i in rec.depends_on[:SHOWN_DEPS]],
+            "dependents": [{"id": i, "status": _status_of(store, i)}
+                           for i in store.dependents(task_id)[:SHOWN_DEPS]],
+            "takes_result": rec.takes_result}
+
+
+#: the dependencies and dependents ``show`` lists (the record and the index hold them all)
+SHOWN_DEPS = 100
+
+
+def _status_of(store: WheelStore, task_id: str) -> Optional[str]:
+    """A task's status for a listing of dependencies (None: purged; ``broken``: unreadable)."""
+    try:
+        rec = store.get(task_id)
+    except RecordDecodeError:
+        return BROKEN
+    return None if rec is None else rec.status
 
 
 def _cut(text: Optional[str], limit: Optional[int]) -> Optional[str]:

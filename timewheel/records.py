@@ -46,7 +46,7 @@ __all__ = [
     "cancel", "retry_backoff", "new_task", "load_plain", "MAX_RECORD_BYTES", "MAX_ETA", "MAX_BACKOFF",
     "record_from_fields", "is_retryable", "retry_eta", "jitter_fraction", "Attempt",
     "ATTEMPT_OUTCOMES", "HISTORY", "first_lines", "hand_back", "history_to_json", "history_from_json",
-    "start_queued",
+    "MAX_DEPENDENCIES", "PLAIN_REST", "start_queued",
 ]
 
 PENDING = "pending"
@@ -71,6 +71,8 @@ MAX_BACKOFF = 6 * 3600.0
 HISTORY = 10
 #: how an attempt ended: ran to the end, failed and retried, failed for good, lost with its process
 ATTEMPT_OUTCOMES = ("succeeded", "retried", "failed", "crashed", "aborted")
+#: the dependencies one task may have (``depends_on=``)
+MAX_DEPENDENCIES = 1000
 #: an attempt keeps the first lines of its error, at most this many characters
 ERROR_LINES, ERROR_CHARS = 5, 1000
 
@@ -122,6 +124,12 @@ class TaskRecord(NamedTuple):
     # -- aborting a running task (issue 23).  Last, with a default: as above.
     abort: Optional[float] = None   #: while running: when an abort was asked for (the store's clock)
     progress: Optional[tuple] = None  #: the run's last reported progress: a Progress tuple
+    # -- dependencies (issue 23; see timewheel/deps.py).  Last, with defaults: a record without
+    # dependencies is encoded as before.
+    depends_on: tuple = ()          #: the ids of the tasks it runs after (each must succeed)
+    waiting: int = 0                #: of those, how many have not succeeded yet: 0 = released
+    takes_result: bool = False      #: ``then``: its first argument is its dependency's result
+    given: Optional[bytes] = None   #: that result as stored, copied in when it was released
 
     @property
     def done(self) -> bool:
@@ -381,9 +389,11 @@ def start_queued(rec: TaskRecord, now: float, lease: Optional[float] = None) -> 
 
 
 def reset_for_retry(rec: TaskRecord, now: float) -> TaskRecord:
-    """A failed, misfired, cancelled or aborted task -> PENDING now, with a fresh attempt budget."""
+    """A failed, misfired, cancelled or aborted task -> PENDING now, with a fresh attempt budget
+    (a dependent cancelled with its dependency runs without waiting for it: the caller asked)."""
     return rec._replace(status=PENDING, eta=now, attempts=0, crashes=0, started=None,
-                        finished=None, owner=None, lease=None, result=None, abort=None, progress=None)
+                        finished=None, owner=None, lease=None, result=None, abort=None, progress=None,
+                        waiting=0)
 
 
 def cancel(rec: TaskRecord, now: float) -> TaskRecord:
@@ -412,23 +422,31 @@ _HISTORY_AT = 26                 # history (issue 26)
 _BATCH_AT = 27                   # batch (issue 23)
 _ABORT_AT = 28                   # abort (issue 23)
 _PROGRESS_AT = 29                # progress (issue 23)
+_DEPS_AT = 30                    # depends_on (issue 23)
 # Where an encoded record may end (the fields after the cut hold their defaults): after
 # misfire_grace; before version (never 18: that is v1); before the flow fields (a running record
 # with a lease); before the history (a task of flow control not yet run); before the batch (a
-# task that ran, of no batch); before the abort (a member of a batch); before the progress.
-_CUTS = (9, 17, _FLOW_AT, _HISTORY_AT, _BATCH_AT, _ABORT_AT, _PROGRESS_AT)
+# task that ran, of no batch); before the abort (a member of a batch); before the progress;
+# before the dependencies.
+_CUTS = (9, 17, _FLOW_AT, _HISTORY_AT, _BATCH_AT, _ABORT_AT, _PROGRESS_AT, _DEPS_AT)
 _TAILS = tuple((cut, _DEFAULTS[cut:]) for cut in _CUTS)   # sliced once, not per record
+
+
+#: the fields after ``lease`` of a plain new task: its ``rest`` in :func:`new_task`
+PLAIN_REST = _DEFAULTS[_FLOW_AT:]
 
 
 def new_task(task_id: str, name: str, eta: float, payload: bytes, created: float, retries: int,
              retry_delay: float, misfire_grace: Optional[float], timeout: Optional[float],
-             flow: tuple = ("default", 0, (), None, None, (), None, None, None)) -> TaskRecord:
+             rest: tuple = PLAIN_REST) -> TaskRecord:
     """A new PENDING record, built positionally: ``delay()`` makes one per task, and this is
-    about twice as fast as the keyword constructor.  ``flow``: (queue, priority, limits,
-    first_call, max_wait, history, batch, abort, progress)."""
+    about twice as fast as the keyword constructor.  ``rest``: the fields after ``lease``
+    (queue, priority, limits, first_call, max_wait, history, batch, abort, progress, depends_on,
+    waiting, takes_result, given), all given, so that a plain task's record costs one
+    concatenation."""
     return tuple.__new__(TaskRecord, (task_id, name, eta, payload, PENDING, created, retries,
                                       retry_delay, misfire_grace, 0, 0, None, None, None, None,
-                                      None, None, RECORD_VERSION, 0, timeout, None) + flow)
+                                      None, None, RECORD_VERSION, 0, timeout, None) + rest)
 
 
 def call_of(payload: bytes) -> tuple[Any, Any, Optional[dict[str, str]]]:
@@ -487,12 +505,16 @@ _OPTIONAL: dict[str, Any] = {
     "first_call": _is_time, "max_wait": _is_time,
     "batch": lambda v: type(v) is str and 0 < len(v) <= 200, "abort": _is_time,
     "progress": lambda v: is_progress(v),
+    "given": lambda v: isinstance(v, bytes),
 }
 _CHECKS.update({
     "queue": lambda v: type(v) is str and 0 < len(v) <= 64 and ":" not in v,
     "priority": lambda v: type(v) is int and -100 <= v <= 100,
     "limits": lambda v: _are_limits(v),
     "history": lambda v: _is_history(v),
+    "depends_on": lambda v: _are_ids(v),
+    "waiting": lambda v: type(v) is int and 0 <= v <= MAX_DEPENDENCIES,
+    "takes_result": lambda v: type(v) is bool,
 })
 _OUTCOMES = frozenset(ATTEMPT_OUTCOMES)
 
@@ -550,6 +572,12 @@ def history_from_json(text: Any) -> Any:
         else text
 
 
+def _are_ids(v: Any) -> bool:
+    """A record's dependencies: up to MAX_DEPENDENCIES task ids."""
+    return type(v) is tuple and len(v) <= MAX_DEPENDENCIES and all(
+        type(i) is str and 0 < len(i) <= 200 for i in v)
+
+
 def _are_limits(v: Any) -> bool:
     """A record's limits: up to 8 (key, concurrency, rate, per) tuples of plain values."""
     return type(v) is tuple and len(v) <= 8 and all(
@@ -562,7 +590,8 @@ def _plausible(id: Any, name: Any, eta: Any, payload: Any, status: Any, created:
                retry_delay: Any, misfire_grace: Any, attempts: Any, crashes: Any, started: Any,
                finished: Any, owner: Any, error: Any, traceback: Any, result: Any, version: Any,
                rev: Any, timeout: Any, lease: Any, queue: Any, priority: Any, limits: Any,
-               first_call: Any, max_wait: Any, history: Any, batch: Any, abort: Any, progress: Any) -> bool:
+               first_call: Any, max_wait: Any, history: Any, batch: Any, abort: Any, progress: Any,
+               depends_on: Any, waiting: Any, takes_result: Any, given: Any) -> bool:
     """Every check of ``_CHECKS`` and ``_OPTIONAL`` in one expression: a claim decodes every
     task it takes, and the loop over them costs 5 us a record, this 1 us.  (A pickle cannot
     make subclasses here -- find_class is refused -- so exact types are what isinstance saw;
@@ -590,7 +619,14 @@ def _plausible(id: Any, name: Any, eta: Any, payload: Any, status: Any, created:
             and (history == () or _is_history(history))
             and (batch is None or type(batch) is str and 0 < len(batch) <= 200)
             and (abort is None or type(abort) in n and -t <= abort <= t)
-            and (progress is None or is_progress(progress)))
+            and (progress is None or is_progress(progress))
+            and (depends_on == () and waiting == 0 and type(waiting) is int and takes_result is False
+                 and given is None or _deps_plausible(depends_on, waiting, takes_result, given)))
+
+
+def _deps_plausible(depends_on: Any, waiting: Any, takes_result: Any, given: Any) -> bool:
+    return (_are_ids(depends_on) and _CHECKS["waiting"](waiting) and type(takes_result) is bool
+            and (given is None or type(given) is bytes))
 
 
 def _flow_plausible(queue: Any, priority: Any, limits: Any, first_call: Any, max_wait: Any) -> bool:
@@ -627,7 +663,7 @@ def record_from_fields(values: tuple) -> TaskRecord:
     defaults (queue "default", priority 0, no limits)."""
     if len(values) == _FLOW_AT:
         values = tuple(values) + _DEFAULTS[_FLOW_AT:]
-    elif len(values) in (_BATCH_AT, _ABORT_AT, _PROGRESS_AT):   # without the batch, ... (PostgreSQL)
+    elif len(values) in (_BATCH_AT, _ABORT_AT, _PROGRESS_AT, _DEPS_AT):   # without the batch, ...
         values = tuple(values) + _DEFAULTS[len(values):]
     elif len(values) == _FLOW_AT + 1:           # the same with the history (PostgreSQL)
         values = (tuple(values[:_FLOW_AT]) + _DEFAULTS[_FLOW_AT:_HISTORY_AT] + (values[_FLOW_AT],)

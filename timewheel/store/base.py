@@ -234,6 +234,12 @@ class WheelStore(abc.ABC):
 
         A replacement continues the old record's ``rev`` -- also of a record that cannot be
         decoded, which every policy but ``"fail"`` replaces (see :mod:`timewheel.store.rules`).
+
+        A record written with ``depends_on`` (a store that keeps dependencies, issue 23) is
+        resolved first (:func:`timewheel.deps.resolve_all`: waiting, or cancelled if a
+        dependency already failed); an unknown dependency raises :class:`TaskNotFound` and
+        nothing is written.  Every write that records a final status releases or cancels the
+        dependents of that task in the same transaction (:class:`timewheel.deps.Cascade`).
         """
 
     @abc.abstractmethod
@@ -341,6 +347,21 @@ class WheelStore(abc.ABC):
         transaction or round trip overrides this."""
         return (self.swap(changes) if changes else []), self.claim(owner, now, limit, queued,
                                                                    queues=queues)
+
+    #: True where the store keeps dependencies (``depends_on``: issue 23, :mod:`timewheel.deps`);
+    #: the others refuse them rather than run a dependent early
+    dependencies_kept: bool = False
+
+    def sweep_dependents(self, limit: int = 100) -> int:
+        """Release or cancel the tasks still waiting for dependencies that have finished (none
+        should: the write of each outcome tells its dependents; this is the ticking process's
+        backstop, once a minute).  Returns how many finished dependencies were found."""
+        return 0
+
+    def dependents(self, task_id: str) -> list[str]:
+        """The ids of the tasks added with ``task_id`` among their dependencies, in the order
+        they were added (kept until ``task_id`` is purged)."""
+        return []
 
     # -- batches (issue 23, :mod:`timewheel.batches`) ------------------------------------------
     #: True where the store keeps batches; the others refuse them rather than lose callbacks

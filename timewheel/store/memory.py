@@ -18,9 +18,9 @@ import time
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 from .. import batches as batch_rules
-from .. import flow
+from .. import deps, flow
 from ..errors import BatchClosed, BatchNotFound
-from ..records import PENDING, RUNNING, RecordDecodeError, TaskRecord
+from ..records import PENDING, RUNNING, TERMINAL, RecordDecodeError, TaskRecord
 from ..wheel import Wheel
 from . import rules
 from .base import (
@@ -79,7 +79,72 @@ class _Batch:
         self.members: list[str] = []
 
 
-class MemoryStore(WheelStore):
+class _Dependencies:
+    """The dependency methods of :class:`MemoryStore` (timewheel/deps.py), under its lock."""
+
+    dependencies_kept = True  #: see WheelStore.dependencies_kept
+
+    _lock: threading.RLock
+    _records: dict[str, TaskRecord]
+    _dependents: dict[str, dict[str, None]]
+    _followers: dict[str, dict[str, None]]
+    _concluded: list[tuple[Optional[TaskRecord], TaskRecord]]
+    _store: Callable[[TaskRecord], None]
+    _settle: Callable[[], None]
+    _flush_ring: Callable[[], None]
+    now: Callable[[], float]
+
+    def _tell_dependents(self) -> None:
+        """The dependents of the outcomes this write recorded are released or cancelled
+        (deps.Cascade), in the same write, under the lock."""
+        if not self._concluded:
+            return
+        cascade = deps.Cascade(lambda i: self._dependents.pop(i, {}), self._records.get,
+                               lambda old, new: self._store(rules.swapped(old, new)), self.now())
+        while self._concluded:
+            cascade.wrote(*self._concluded.pop())
+            cascade.run()
+
+    def _write_new(self, out: list[TaskRecord], plan: dict[str, TaskRecord]) -> list[TaskRecord]:
+        """Store an add's plan (dependencies resolved first: TaskNotFound writes nothing) and
+        what follows from it; what ``add`` returns."""
+        if not deps.has_dependencies(plan):
+            for rec in plan.values():
+                self._store(rec)
+            self._settle()
+            return out
+        resolved = {r.id: r for r in deps.resolve_all(list(plan.values()), self._known, self.now())}
+        out = [resolved[r.id] if plan.get(r.id) is r else r for r in out]
+        for rec in resolved.values():
+            self._store(rec)
+            for dep_id in deps.edges_of(rec, self._known):
+                self._dependents.setdefault(dep_id, {})[rec.id] = None
+            for dep_id in rec.depends_on:
+                self._followers.setdefault(dep_id, {})[rec.id] = None
+        self._tell_dependents()
+        self._settle()
+        return out
+
+    def sweep_dependents(self, limit: int = 100) -> int:
+        with self._lock:
+            done = [r for i in self._dependents if (r := self._records.get(i)) is not None
+                    and r.status in TERMINAL][:limit]
+            self._concluded += [(None, r) for r in done]
+            self._tell_dependents()
+            self._settle()
+        self._flush_ring()
+        return len(done)
+
+    def dependents(self, task_id: str) -> list[str]:
+        with self._lock:
+            return list(self._followers.get(task_id, ()))
+
+    def _known(self, task_id: str) -> Optional[TaskRecord]:
+        rec = self._records.get(task_id)
+        return None if rec is None or rec.status == BROKEN else rec
+
+
+class MemoryStore(_Dependencies, WheelStore):
     flow_control = True       #: see WheelStore.flow_control
     batches_kept = True       #: see WheelStore.batches_kept
 
@@ -108,6 +173,11 @@ class MemoryStore(WheelStore):
         self._ring = False               # a task became ready: ring once the lock is released
         self._batches: dict[str, _Batch] = {}
         self._touched: set[str] = set()  # batches whose counts this write changed
+        # dependencies (timewheel/deps.py): unfinished dependency -> the tasks waiting for it;
+        # the outcomes this write recorded that have dependents to tell
+        self._dependents: dict[str, dict[str, None]] = {}
+        self._followers: dict[str, dict[str, None]] = {}     # every dependent, for show (until purged)
+        self._concluded: list[tuple[Optional[TaskRecord], TaskRecord]] = []
 
     # -- placement ------------------------------------------------------------------------------
     def _store(self, rec: TaskRecord) -> None:
@@ -119,11 +189,13 @@ class MemoryStore(WheelStore):
         self._records[rec.id] = rec
         if rec.batch is not None or (old is not None and old.batch is not None):
             self._count(old, rec)
+        if rec.status in TERMINAL and rec.id in self._dependents:
+            self._concluded.append((old, rec))
         if old is not None and old.status == RUNNING and old.limits and rec.status != RUNNING:
             self._free(old)                  # its outcome or requeue frees its slots
         elif old is not None and old.status == PENDING and old.limits and rec.status != PENDING:
             self._pass_on(old)
-        if rec.status == PENDING:
+        if rec.status == PENDING and not rec.waiting:      # (a waiting one stays parked)
             t = self.wheel.due_tick(rec.eta)
             if t <= self._state.horizon:
                 self._make_ready(rec)
@@ -203,9 +275,7 @@ class MemoryStore(WheelStore):
         check_existing(existing)
         with self._lock:
             out, plan = rules.admit_all(records, self._stored, existing)
-            for rec in plan.values():
-                self._store(rec)
-            self._settle()
+            out = self._write_new(out, plan)
         self._flush_ring()
         return out
 
@@ -222,15 +292,15 @@ class MemoryStore(WheelStore):
                 raise BatchNotFound(f"no batch {batch_id!r} in {self.location}; nothing was added")
             if b is not None and b.done is not None:
                 raise BatchClosed(f"batch {batch_id} is done (its callbacks were added); nothing was added")
-            _, plan = rules.admit_all(members, self._stored, "fail")
+            out, plan = rules.admit_all(members, self._stored, "fail")
+            if deps.has_dependencies(plan):            # (TaskNotFound before anything is written)
+                deps.resolve_all(list(plan.values()), self._known, self.now())
             if b is None:
                 b = self._batches[batch_id] = _Batch(self.now() if opened is None else opened,
                                                      dict(callbacks or {}))
                 self._touched.add(batch_id)
-            for rec in plan.values():
-                b.members.append(rec.id)
-                self._store(rec)
-            self._settle()
+            b.members += plan
+            self._write_new(out, plan)
         self._flush_ring()
         return list(members)
 
@@ -286,6 +356,7 @@ class MemoryStore(WheelStore):
                 stored = rules.swapped(old, new)
                 self._store(stored)
                 out.append(stored)
+            self._tell_dependents()
             self._settle()
         self._flush_ring()
         return out
@@ -450,6 +521,7 @@ class MemoryStore(WheelStore):
                        and (r.batch is None or self._batch_done(r.batch))][:limit]
             for task_id in victims:
                 del self._records[task_id]
+                self._followers.pop(task_id, None)
             self._forget_idle_limits(self._clock())
             return len(victims)
 

@@ -10,7 +10,9 @@
                                        in 3 digits, so that higher priorities sort first
 ``l:<limit>:<p>:<eta>:<queue>``        due, parked on a full limit (``<limit>``: 16 hex digits
                                        of the SHA-1 of its key), until a slot frees or its rate
-                                       window reopens (store/sqlite.py)
+                                       window reopens (store/sqlite.py); ``<limit>`` 16 zeros
+                                       (:data:`WAITING`): waiting for its dependencies until the
+                                       last one succeeds (store/sqlite_deps.py)
 ``r:<owner>``                          running, claimed by the process ``owner``
 ``x:<s|f|c|m|a>:<finished>``           succeeded / failed / cancelled / misfired / aborted
 ``b:``                                 a record that cannot be decoded
@@ -48,7 +50,7 @@ __all__ = ["Position", "parse", "ready_eta_us", "status_of", "of", "fresh_cell",
            "FRESH_NAME", "READY_OF_CELL", "WHEEL_OF_FRESH", "OWNER", "READY_ETA", "READY", "READY_END",
            "eta_field", "READY_OF_FRESH", "BANDS", "PARKED", "PARKED_END", "band", "band_ready",
            "band_bound", "band_of_ready", "limit_hash", "parked", "parked_range", "PARKED_LIMIT",
-           "PARKED_QUEUE", "IS_PARKED"]
+           "PARKED_QUEUE", "IS_PARKED", "WAITING", "IS_FINISHED"]
 
 SLOT_W, CYCLE_W, ETA_W, FINISHED_W = 6, 15, 18, 15
 CODES = {SUCCEEDED: "s", FAILED: "f", CANCELLED: "c", MISFIRED: "m", ABORTED: "a"}
@@ -101,6 +103,7 @@ IS_FRESH = "pos >= 'n:' AND pos < 'n;'"
 IS_IN_WHEEL = "pos >= 'p:' AND pos < 'p;'"
 IS_READY = f"pos >= '{READY}' AND pos < '{READY_END}'"
 IS_RUNNING = "pos >= 'r:' AND pos < 'r;'"
+IS_FINISHED = "pos >= 'x:' AND pos < 'x;'"
 #: the ``pos`` range of each status (pending: the n:, p: and q: rows; no position starts with o)
 RANGE = {PENDING: ("n:", "q;"), RUNNING: ("r:", "r;"),
          **{status: (f"x:{code}:", f"x:{code};") for status, code in CODES.items()}}
@@ -213,6 +216,10 @@ def limit_hash(key: str) -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
+#: the limit hash of the tasks waiting for their dependencies (no limit's key hashes to it)
+WAITING = "0" * 16
+
+
 def parked(limit: str, rec: TaskRecord) -> str:
     """Where ``rec`` waits for the limit of hash ``limit``: by priority, then eta."""
     return "l:%s:%03d:%0*d:%s" % (limit, 100 - rec.priority, ETA_W, eta_us(rec.eta), rec.queue)
@@ -284,6 +291,8 @@ def of(rec: TaskRecord, horizon: int, wheel: Wheel) -> str:
     """Where ``rec`` belongs, given the horizon: a counted position, never n: (nor l:,
     which only a claim gives)."""
     if rec.status == PENDING:
+        if rec.waiting:                  # waiting for its dependencies (issue 23): parked apart
+            return parked(WAITING, rec)
         t = wheel.due_tick(rec.eta)
         b = band(rec.queue, rec.priority)
         if not b:

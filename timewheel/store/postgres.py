@@ -85,6 +85,7 @@ from .base import (
 )
 from .leases import LeaseLiveness
 from .postgres_batches import PostgresBatches
+from .postgres_deps import DependentsWait, PostgresDeps, depends_from, depends_json, waits_refused
 from .postgres_flow import PostgresFlow
 from .postgres_inbox import PostgresInbox
 from .postgres_url import check_schema, parse
@@ -131,7 +132,8 @@ def _columns(rec: TaskRecord, wheel: Wheel) -> tuple:
             None if rec.finished is None else finished_ms(rec.finished), rec.owner, rec.error,
             rec.traceback, rec.result, rec.version, rec.rev, rec.timeout, rec.lease, rec.queue,
             rec.priority, json.dumps(rec.limits) if rec.limits else None, rec.first_call, rec.max_wait,
-            history_to_json(rec.history), rec.batch, rec.abort, progress_to_json(rec.progress))
+            history_to_json(rec.history), rec.batch, rec.abort, progress_to_json(rec.progress),
+            depends_json(rec), rec.waiting, rec.takes_result, rec.given)
 
 
 def write_args(items: Sequence[tuple[TaskRecord, Optional[int]]], wheel: Wheel) -> list[list]:
@@ -161,7 +163,7 @@ def _is_new(rec: TaskRecord) -> bool:
             and rec.started is None and rec.finished is None and rec.owner is None and rec.error is None
             and rec.traceback is None and rec.result is None and rec.lease is None
             and rec.queue == "default" and rec.priority == 0 and not rec.limits and rec.first_call is None
-            and rec.max_wait is None)
+            and rec.max_wait is None and not rec.depends_on)
 
 
 def decode_row(row: Sequence[Any]) -> TaskRecord:
@@ -180,7 +182,9 @@ def decode_row(row: Sequence[Any]) -> TaskRecord:
     rec = record_from_fields(values[:_LIMITS_AT] + (limits,) + values[_LIMITS_AT + 1:]
                              + (history_from_json(row[_NREC - 1]),))
     batch, abort, progress = row[_NREC], row[_NREC + 1], row[_NREC + 2]   # after the record's (issue 23)
-    if batch is None and abort is None and progress is None:
+    depends_on, waiting, takes_result, given = row[_NREC + 3:_NROW]        # dependencies (issue 23)
+    if batch is None and abort is None and progress is None and depends_on is None and not waiting \
+            and not takes_result and given is None:
         return rec
     if batch is not None and (not isinstance(batch, str) or not 0 < len(batch) <= 200):
         raise RecordDecodeError("not a timewheel record (field batch is not a batch id)")
@@ -189,7 +193,10 @@ def decode_row(row: Sequence[Any]) -> TaskRecord:
     progress = progress_from_json(progress)
     if progress is not None and not is_progress(progress):
         raise RecordDecodeError("not a timewheel record (field progress is not a progress)")
-    return rec._replace(batch=batch, abort=abort, progress=progress)
+    if depends_on is None and not waiting and not takes_result and given is None:
+        return rec._replace(batch=batch, abort=abort, progress=progress)
+    return record_from_fields(rec[:_NREC] + (batch, abort, progress, depends_from(depends_on), waiting,
+                                             takes_result, None if given is None else bytes(given)))
 
 
 def _placeholder(row: Sequence[Any], reason: str) -> TaskRecord:
@@ -566,7 +573,7 @@ class _Observers:
             mark = _mark(kind, last[0], last[2], last[11], last[12])
 
 
-class PostgresStore(PostgresFlow, _Observers, PostgresBatches, PostgresInbox, WheelStore):
+class PostgresStore(PostgresDeps, PostgresFlow, _Observers, PostgresBatches, PostgresInbox, WheelStore):
     """A :class:`WheelStore` in a PostgreSQL database.  Thread-safe; one instance per process.
 
     :param location: ``postgresql://[user[:password]@]host[:port]/db[?...]``, ``postgres://...``
@@ -643,6 +650,8 @@ class PostgresStore(PostgresFlow, _Observers, PostgresBatches, PostgresInbox, Wh
                 cur = conn.execute(sql, params)
                 return cur.fetchall() if cur.description is not None else []
             except psycopg.Error as exc:
+                if waits_refused(exc):               # nothing written: see postgres_deps.py
+                    raise DependentsWait() from None
                 raise self._error(exc, write, done) from None
 
     def _error(self, exc: BaseException, write: bool, done: list[str]) -> StoreError:
@@ -766,6 +775,8 @@ class PostgresStore(PostgresFlow, _Observers, PostgresBatches, PostgresInbox, Wh
 
     def add(self, records: Sequence[TaskRecord], *, existing: str = "fail") -> list[TaskRecord]:
         check_existing(existing)
+        if any(r.depends_on for r in records):      # (issue 23: postgres_deps.py)
+            return self._add_dependent(records, existing)
         return self.add_with(self._write, self._plan_reader(), records, existing, self.ring)
 
     def _copy_new(self, recs: Sequence[TaskRecord]) -> tuple[int, bool]:
@@ -860,10 +871,16 @@ class PostgresStore(PostgresFlow, _Observers, PostgresBatches, PostgresInbox, Wh
     def swap(self, changes: Sequence[tuple[TaskRecord, TaskRecord]]) -> list[Optional[TaskRecord]]:
         planned = _planned(changes)
         out: list[Optional[TaskRecord]] = [None] * len(changes)
-        for part in _rounds([k for k, p in enumerate(planned) if p is not None], planned):
-            rows = self._call(f"SELECT * FROM {self.s}.swap(%s, {_casts()}, %s)",
-                              [self.liveness.token, *self._write_args(changes, planned, part), self.channel],
-                              write=True)
+        parts = _rounds([k for k, p in enumerate(planned) if p is not None], planned)
+        for j, part in enumerate(parts):
+            try:
+                rows = self._call(f"SELECT * FROM {self.s}.swap(%s, {_casts()}, %s)",
+                                  [self.liveness.token, *self._write_args(changes, planned, part),
+                                   self.channel], write=True)
+            except DependentsWait:               # tasks wait for an outcome: with their changes
+                rest = {k for p in parts[j:] for k in p}
+                waited = self._swap_waited(changes, [p if k in rest else None for k, p in enumerate(planned)])
+                return [waited[k] if k in rest else out[k] for k in range(len(changes))]
             done = {i for (i,) in rows}
             for k in part:
                 out[k] = planned[k] if planned[k].id in done else None      # type: ignore[union-attr]
@@ -892,11 +909,14 @@ class PostgresStore(PostgresFlow, _Observers, PostgresBatches, PostgresInbox, Wh
         if len(rounds) != 1:                 # nothing to record, or an id given twice
             return self.swap(changes), self.claim(owner, now, limit, queued, queues=queues)
         limit, queued = max(0, limit), max(0, queued)
-        rows = self._call(f"SELECT * FROM {self.s}.settle(%s, {_casts()}, %s, %s, %s, %s, %s, %s::text[], "
-                          "%s)",
-                          [self.liveness.token, *self._write_args(changes, planned, rounds[0]), owner,
-                           owner == self.liveness.token, limit, limit + queued, self.lease, _served(queues),
-                           self.channel], write=True)
+        args = [self.liveness.token, *self._write_args(changes, planned, rounds[0]), owner,
+                owner == self.liveness.token, limit, limit + queued, self.lease, _served(queues),
+                self.channel]
+        try:
+            rows = self._call(f"SELECT * FROM {self.s}.settle(%s, {_casts()}, %s, %s, %s, %s, %s, "
+                              "%s::text[], %s)", args, write=True)
+        except DependentsWait:                   # tasks wait for an outcome: with their changes
+            return self._swap_waited(changes, planned), self.claim(owner, now, limit, queued, queues=queues)
         done = set(rows[-1][-1] or ())
         out = [p if p is not None and p.id in done else None for p in planned]
         return out, self._claimed([r[:-1] for r in rows], owner)

@@ -46,6 +46,7 @@ class PostgresBatches:
     _dog: Any
     _call: Any
     _copy_in: Any
+    _add_resolved: Any
     _first_taken: Any
     _error: Any
     now: Any
@@ -83,18 +84,25 @@ class PostgresBatches:
                         if state[0][0] is not None:
                             raise BatchClosed(f"batch {batch_id} is done (its callbacks were added); "
                                               "nothing was added")
-                    if members:
+                    moved = {batch_rules.OPEN: len(members)}
+                    if any(r.depends_on for r in members):      # (issue 23: postgres_deps.py)
+                        added, ring = self._add_resolved(lambda q, p: conn.execute(q, p).fetchall(),
+                                                         list(members), {})
+                        moved = batch_rules.moves([(None, r) for r in added])[batch_id]
+                    elif members:
                         got = self._copy_in(conn, members)
                         if got is None:
                             raise StoreError(f"{self._where}: schema {self.schema!r} holds another "
                                              "store than the one opened; nothing was written")
                         ring = got
+                    if members:
                         conn.execute(f"INSERT INTO {s}.members (batch, seq, id) SELECT %s, b.base + u.k, "
                                      "u.id FROM unnest(%s::text[]) WITH ORDINALITY AS u(id, k), (SELECT "
                                      f"coalesce(max(seq), 0) AS base FROM {s}.members WHERE batch = %s) b",
                                      (batch_id, [r.id for r in members], batch_id))
-                        conn.execute(f"UPDATE {s}.batches SET open = open + %s WHERE id = %s",
-                                     (len(members), batch_id))
+                        conn.execute(f"UPDATE {s}.batches SET "
+                                     + ", ".join(f"{c} = {c} + %s" for c in moved) + " WHERE id = %s",
+                                     (*moved.values(), batch_id))
                     (added,), = conn.execute(f"SELECT {s}.finish_batch(%s)", (batch_id,)).fetchall()
                     ring = ring or added > 0
             except psycopg.errors.UniqueViolation:

@@ -54,9 +54,10 @@ RECORD_COLUMNS = ("id", "name", "eta", "payload", "status", "created", "retries"
                   "misfire_grace", "attempts", "crashes", "started", "finished", "owner", "error",
                   "traceback", "result", "version", "rev", "timeout", "lease",
                   "queue", "priority", "limits", "first_call", "max_wait", "history")
-#: what reads of a task row select: the record's columns, then its batch, abort and progress
-#: (issue 23)
-ROW_COLUMNS = RECORD_COLUMNS + ("batch", "abort", "progress")
+#: what reads of a task row select: the record's columns, then its batch, abort and progress,
+#: and its dependencies (issue 23)
+ROW_COLUMNS = RECORD_COLUMNS + ("batch", "abort", "progress", "depends_on", "waiting", "takes_result",
+                               "given")
 
 #: what a write hands in per task (arrays, one element per task): the record's columns and
 #: where it goes (``eta_us``, ``tick``, ``finished_ms``), with their SQL types
@@ -70,10 +71,18 @@ WRITE_COLUMNS = (
     ("queue", "text"), ("priority", "int"), ("limits", "text"), ("first_call", "float8"),
     ("max_wait", "float8"), ("history", "text"), ("batch", "text"), ("abort", "float8"),
     ("progress", "text"),
+    # dependencies (issue 23): the ids as JSON text, those not succeeded yet, then, its result
+    ("depends_on", "text"), ("waiting", "int"), ("takes_result", "boolean"), ("given", "bytea"),
 )
 
 _FINISHED = "('succeeded', 'failed', 'cancelled', 'misfired', 'aborted')"
 _STATUSES = "('pending', 'running', 'succeeded', 'failed', 'cancelled', 'misfired', 'aborted', 'broken')"
+
+
+#: the SQLSTATE of a swap refused because tasks wait for an outcome it writes (issue 23)
+DEPENDENTS_WAIT = "TW023"
+#: where a write puts a task: parked as '~deps' while it waits for its dependencies
+_WAITING = "CASE WHEN i.status = 'pending' AND i.waiting > 0 THEN '~deps' END"
 
 
 def channel(schema: str) -> str:
@@ -206,6 +215,13 @@ def _batch_schema(s: str) -> list[str]:
         f"ALTER TABLE {s}.tasks ADD CONSTRAINT tasks_status_check CHECK (status IN {_STATUSES})",
         f"DROP INDEX IF EXISTS {s}.tasks_finished",
         f"CREATE INDEX tasks_finished ON {s}.tasks (status, finished_ms, id) WHERE status IN {_FINISHED}",
+        # dependencies (issue 23, timewheel/deps.py): a waiting task is parked as '~deps' (never
+        # claimed); deps holds (dependency, dependent), open while it waits for that outcome
+        f"ALTER TABLE {s}.tasks ADD COLUMN depends_on text, ADD COLUMN waiting int NOT NULL DEFAULT 0, "
+        "ADD COLUMN takes_result boolean NOT NULL DEFAULT false, ADD COLUMN given bytea",
+        f"""CREATE TABLE {s}.deps (dep text COLLATE "C" NOT NULL, task text COLLATE "C" NOT NULL,
+  open boolean NOT NULL DEFAULT true, seq bigserial, PRIMARY KEY (dep, task))""",
+        f"CREATE INDEX deps_open ON {s}.deps (dep) WHERE open",
         f"""CREATE TABLE {s}.batches (
   id text COLLATE "C" PRIMARY KEY,
   created float8 NOT NULL,
@@ -315,7 +331,7 @@ BEGIN
     WHERE t.status <> 'running' OR t.lease IS NULL OR t.lease <= now_s OR t.owner = p_me
     ORDER BY t.id FOR UPDATE OF t),
   upd AS (
-    UPDATE {s}.tasks t SET {sets}, ready = false, parked = NULL FROM i JOIN cur ON cur.id = i.id
+    UPDATE {s}.tasks t SET {sets}, ready = false, parked = {_WAITING} FROM i JOIN cur ON cur.id = i.id
     WHERE t.id = i.id RETURNING t.id, t.status, t.name, t.tick, t.batch),
   cnt AS (
     INSERT INTO {s}.counts_delta (status, name, tick, n)
@@ -336,6 +352,15 @@ BEGIN
   END IF;
   IF m_os IS NOT NULL THEN
     PERFORM {s}.batch_moved(m_ob, m_os, m_nb, m_ns);
+  END IF;
+  -- Dependencies (issue 23): an outcome that tasks wait for is written in the caller's
+  -- transaction that changes them too (store/postgres_deps.py), which closes their rows of
+  -- deps first; never alone.  (A statement of its own: it sees a row that an add committed
+  -- while this one waited for a task's lock.)
+  IF done IS NOT NULL AND EXISTS (SELECT FROM {s}.deps e JOIN {s}.tasks t ON t.id = e.dep
+                                  WHERE e.dep = ANY(done) AND e.open
+                                    AND t.status NOT IN ('pending', 'running', 'broken')) THEN
+    RAISE EXCEPTION 'an outcome that tasks wait for' USING ERRCODE = '{DEPENDENTS_WAIT}';
   END IF;
   RETURN QUERY SELECT unnest(done);
 END $$""",
@@ -369,7 +394,7 @@ BEGIN
   END IF;
   SELECT count(*) INTO absent FROM unnest(a_expect) e WHERE e IS NULL;
   WITH ins AS (
-    INSERT INTO {s}.tasks ({cols}) SELECT {values} FROM {inp} WHERE i.expect IS NULL
+    INSERT INTO {s}.tasks ({cols}, parked) SELECT {values}, {_WAITING} FROM {inp} WHERE i.expect IS NULL
     ON CONFLICT (id) DO NOTHING RETURNING id)
   SELECT coalesce(array_agg(ins.id), '{{}}') INTO inserted FROM ins;
   IF cardinality(inserted) < absent THEN      -- one was added meanwhile: undo ours
@@ -520,10 +545,12 @@ BEGIN
         AND (u.batch IS NULL OR NOT EXISTS (     -- members are kept until their batch is done
           SELECT FROM {s}.batches b WHERE b.id = u.batch AND b.done IS NULL))
       ORDER BY u.finished_ms, u.id LIMIT p_limit FOR UPDATE SKIP LOCKED)
-    RETURNING t.status, t.name, t.tick),
+    RETURNING t.id, t.status, t.name, t.tick),
   cnt AS (
     INSERT INTO {s}.counts_delta (status, name, tick, n)
-    SELECT status, name, tick, sum(n) FROM ({_counted("gone", "-1")}) d GROUP BY status, name, tick)
+    SELECT status, name, tick, sum(n) FROM ({_counted("gone", "-1")}) d GROUP BY status, name, tick),
+  dep AS (                                  -- their rows of deps (closed: they had finished)
+    DELETE FROM {s}.deps e USING gone WHERE e.dep = gone.id)
   SELECT count(*) INTO purged FROM gone;
   RETURN purged;
 END $$""",
@@ -578,7 +605,8 @@ _RECORD_TYPES = (
     ("traceback", "text"), ("result", "bytea"), ("version", "int"), ("rev", "bigint"),
     ("timeout", "float8"), ("lease", "float8"), ("queue", "text"), ("priority", "int"),
     ("limits", "jsonb"), ("first_call", "float8"), ("max_wait", "float8"), ("history", "text"),
-    ("batch", "text"), ("abort", "float8"), ("progress", "text"),
+    ("batch", "text"), ("abort", "float8"), ("progress", "text"), ("depends_on", "text"),
+    ("waiting", "int"), ("takes_result", "boolean"), ("given", "bytea"),
 )
 assert tuple(c for c, _ in _RECORD_TYPES) == ROW_COLUMNS
 

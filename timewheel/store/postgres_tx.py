@@ -30,7 +30,9 @@ from typing import Any, Callable, Optional, Sequence
 from ..errors import StoreError
 from ..records import TaskRecord
 from .base import check_existing
-from .postgres import _COLS, add_call, stored_by_id, translate
+from .postgres import _COLS, _plan, add_call, stored_by_id, translate
+from .postgres_deps import Again
+from .rules import check_distinct
 
 __all__ = ["Through"]
 
@@ -47,7 +49,31 @@ class Through:
 
     def add(self, records: Sequence[TaskRecord], *, existing: str = "fail") -> list[TaskRecord]:
         check_existing(existing)
+        if any(r.depends_on for r in records):          # (issue 23: store/postgres_deps.py)
+            return self._add_dependent(records, existing)
         return self._store.add_with(self._write, self._read, records, existing, self._ring)
+
+    def _add_dependent(self, records: Sequence[TaskRecord], existing: str) -> list[TaskRecord]:
+        """add() of dependents in the application's transaction, as the store adds them in its
+        own (store/postgres_deps.py); planned again if a stored task changes meanwhile."""
+        if existing == "fail":
+            check_distinct(records)
+        while True:
+            if existing == "fail":
+                out, plan, expect = list(records), {r.id: r for r in records}, {}
+            else:
+                stored = self._read(list(dict.fromkeys(r.id for r in records)))
+                out, plan, expect = _plan(records, existing, stored)
+                if not plan:
+                    return out
+            try:
+                resolved, ring = self._store._add_resolved(self._call, list(plan.values()), expect, existing)
+            except Again:
+                continue
+            if ring:
+                self._ring()
+            by_id = {r.id: r for r in resolved}
+            return [by_id[r.id] if plan.get(r.id) is r else r for r in out]
 
     def _call(self, sql: str, params: Sequence[Any]) -> list[tuple]:
         try:

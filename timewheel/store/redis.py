@@ -115,6 +115,7 @@ from .redis_batches import NO_BATCH as _NO_BATCH
 from .redis_batches import RedisBatches
 from .redis_client import RedisClient, redis
 from .redis_client import text as _text
+from .redis_deps import RedisDeps
 from .redis_flow import RedisFlow, RedisRegistry, bands_of
 from .redis_inbox import RedisInbox
 
@@ -318,7 +319,7 @@ class _PubSubBell(Doorbell):
         super().close()
 
 
-class RedisStore(RedisAborts, RedisBatches, RedisRegistry, RedisInbox, WheelStore):
+class RedisStore(RedisDeps, RedisAborts, RedisBatches, RedisRegistry, RedisInbox, WheelStore):
     """A :class:`WheelStore` in a Redis database.  Thread-safe; one instance per process.
 
     :param url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS) or
@@ -416,8 +417,10 @@ class RedisStore(RedisAborts, RedisBatches, RedisRegistry, RedisInbox, WheelStor
         self._client.close()
 
     # -- writing records ----------------------------------------------------------------------
+    _record_of = staticmethod(lambda fields: _record(fields))
+
     def _item(self, rec: TaskRecord, expect: "Optional[int | str]") -> list[Any]:
-        """PUT's 16 values for storing ``rec`` if the stored rev (the hash's ``v`` field) is
+        """PUT's 17 values for storing ``rec`` if the stored rev (the hash's ``v`` field) is
         ``expect`` (None: no such task)."""
         tick: Any = ""
         if rec.status == PENDING:
@@ -429,14 +432,17 @@ class RedisStore(RedisAborts, RedisBatches, RedisRegistry, RedisInbox, WheelStor
             score = finished_ms(rec.finished)
         return [rec.id, "" if expect is None else expect, rec.status, rec.name, tick, score, rec.rev,
                 rec.attempts, rec.owner or "", _num(rec.started), _num(rec.finished), _num(rec.lease),
-                encode_record(rec), _band(rec), _limits(rec), rec.batch or ""]
+                encode_record(rec), _band(rec), _limits(rec), rec.batch or "",
+                rec.waiting if rec.waiting and rec.status == PENDING else ""]
 
-    def _put(self, mode: str, items: list[list[Any]], batch: Sequence[Any] = _NO_BATCH) -> list[int]:
-        return [int(x) for x in self._script("put", self._put_args(mode, items, batch))]
+    def _put(self, mode: str, items: list[list[Any]], batch: Sequence[Any] = _NO_BATCH,
+             ops: Sequence[Any] = ()) -> list[int]:
+        return [int(x) for x in self._script("put", self._put_args(mode, items, batch, ops))]
 
-    def _put_args(self, mode: str, items: list[list[Any]], batch: Sequence[Any] = _NO_BATCH) -> list[Any]:
+    def _put_args(self, mode: str, items: list[list[Any]], batch: Sequence[Any] = _NO_BATCH,
+                  ops: Sequence[Any] = ()) -> list[Any]:
         ttl = 0 if self.result_ttl is None else max(1000, round(self.result_ttl * 1000))
-        args: list[Any] = [mode, ttl, self.channel, *batch]
+        args: list[Any] = [mode, ttl, self.channel, *batch, len(ops) // 3, *ops]
         for item in items:
             args += item
         return args
@@ -445,6 +451,8 @@ class RedisStore(RedisAborts, RedisBatches, RedisRegistry, RedisInbox, WheelStor
         check_existing(existing)
         if not records:
             return []
+        if any(r.depends_on for r in records):
+            return self._add_with_deps(records, existing)
         if existing == "fail" and len(records) == 1 and records[0].status == PENDING and not (
                 _band(records[0])):
             # delay()'s: one new pending task of the default band, by the script cut to that
@@ -508,18 +516,13 @@ class RedisStore(RedisAborts, RedisBatches, RedisRegistry, RedisInbox, WheelStor
         if not changes:
             return []
         planned, items = self._plan_swap(changes)
-        return self._swapped(planned, self._put("each", items) if items else [])
+        return self._swapped(changes, planned, self._put("each", items) if items else [])
 
     def _plan_swap(self, changes: Sequence[tuple[TaskRecord, TaskRecord]]
                    ) -> tuple[list[Optional[TaskRecord]], list[list[Any]]]:
         planned = [rules.swapped(old, new) if new.id == old.id else None for old, new in changes]
         items = [self._item(p, old.rev) for (old, _), p in zip(changes, planned) if p is not None]
         return planned, items
-
-    @staticmethod
-    def _swapped(planned: list[Optional[TaskRecord]], done: Sequence[Any]) -> list[Optional[TaskRecord]]:
-        results = iter(int(x) for x in done)
-        return [p if p is not None and next(results) == 1 else None for p in planned]
 
     # -- workers ------------------------------------------------------------------------------
     def claim(self, owner: str, now: float, limit: int, queued: int = 0, *,
@@ -536,11 +539,11 @@ class RedisStore(RedisAborts, RedisBatches, RedisRegistry, RedisInbox, WheelStor
         meanwhile.  Each script is atomic on its own."""
         planned, items = self._plan_swap(changes)
         if not items:
-            return self._swapped(planned, []), self.claim(owner, now, limit, queued, queues=queues)
+            return self._swapped(changes, planned, []), self.claim(owner, now, limit, queued, queues=queues)
         limit, queued = max(0, limit), max(0, queued)
         done, res = self._client.scripts([("put", self._put_args("each", items)),
                                           ("claim", self._claim_args(owner, limit, queued, queues))])
-        return self._swapped(planned, done), self._claimed(res, owner, limit)
+        return self._swapped(changes, planned, done), self._claimed(res, owner, limit)
 
     def _claim_args(self, owner: str, limit: int, queued: int, queues: Optional[frozenset]) -> list[Any]:
         own = "1" if owner == self.liveness.token else "0"
@@ -699,6 +702,7 @@ class RedisStore(RedisAborts, RedisBatches, RedisRegistry, RedisInbox, WheelStor
             mark = None if after is None else (eta_us(after.eta), after.id)
             bands = self._io(lambda c: bands_of(self.keys, c))
             entries = heapq.merge(self._walk(self.keys.ready, mark),
+                                  self._walk(self.keys.prefix + "waiting", mark),    # (issue 23)
                                   *[self._walk(self.keys.band_ready(b), mark) for b in bands],
                                   self._wheel_entries(mark, bool(bands)), iter(self._flow.parked(mark)),
                                   key=lambda e: (e[1], e[0]))

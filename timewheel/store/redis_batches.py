@@ -12,6 +12,7 @@ from ..errors import BatchClosed, BatchNotFound, DuplicateTask, StoreError
 from ..records import TaskRecord
 from .base import eta_us
 from .redis_client import text as _text
+from .redis_deps import _Refused
 
 __all__ = ["RedisBatches", "NO_BATCH"]
 
@@ -24,6 +25,7 @@ class RedisBatches:
 
     _put: Any
     _item: Any
+    _add_dependent: Any
     _io: Any
     keys: Any
     location: str
@@ -39,7 +41,24 @@ class RedisBatches:
             for event, rec in callbacks.items():
                 item = self._item(rec, None)
                 header += [event, item[0], item[3], item[4], item[5], item[12], item[13], item[14]]
+        if any(r.depends_on for r in members):          # (issue 23: redis_deps.py)
+            return self._add_dependent_members(members, header)
         res = self._put("all", [self._item(r, None) for r in members], header)
+        self._refused(batch_id, members, res)
+        return list(members)
+
+    def _add_dependent_members(self, members: Sequence[TaskRecord], header: list[Any]) -> list[TaskRecord]:
+        while True:                 # planned again while a dependency changes under it
+            try:
+                written = self._add_dependent(members, {}, header)
+            except _Refused as exc:
+                self._refused(header[1], members, [0, exc.code])
+                raise
+            if written is not None:
+                return written
+
+    def _refused(self, batch_id: str, members: Sequence[TaskRecord], res: Sequence[int]) -> None:
+        """Raise what PUT's refusal of a batch's members means."""
         if res[0] == 0:
             if res[1] == -1:
                 raise BatchClosed(f"batch {batch_id!r} already exists; nothing was added")
@@ -48,7 +67,6 @@ class RedisBatches:
             if res[1] == -3:
                 raise BatchClosed(f"batch {batch_id} is done (its callbacks were added); nothing was added")
             raise DuplicateTask(f"task id {members[res[1] - 1].id!r} already exists; nothing was added")
-        return list(members)
 
     def batch(self, batch_id: str) -> "Optional[batch_rules.BatchState]":
         fields = self._io(lambda c: c.hgetall(self.keys.prefix + "b:" + batch_id))

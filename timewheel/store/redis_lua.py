@@ -220,11 +220,12 @@ local function flush()
   OPS, ORDER, COUNTS, TICKS = {ZREM = {}, HDEL = {}, DEL = {}, ZADD = {}, HSET = {}}, {}, {}, {}
 end
 
-local function unplace(id, s, name, k, b, pk)    -- out of its status's index and counters
+local function unplace(id, s, name, k, b, pk, dw)   -- out of its status's index and counters
   if s == 'pending' then
     zrem(band_ready(b), id)                       -- ready, or in its cell: removing from both
     if k then zrem(band_cell(tonumber(k), b), id); tick_count(k, -1) end   -- costs no lookup
     if pk then zrem(P .. 'park:' .. pk, id) end
+    if dw then zrem(P .. 'waiting', id) end       -- waiting for its dependencies (issue 23)
     qcount(b, 'pending', -1)
   elseif s == 'running' then zrem(P .. 'running', id); qcount(b, 'running', -1)
   elseif s == 'broken' then zrem(P .. 'broken', id)
@@ -332,12 +333,21 @@ return redis.call('HMGET', KEYS[1], 'format', 'slots', 'tick')
 #: bell channel, what to do with a batch ('': nothing; 'open': open it; 'add': add members to
 #: it, which must be open; 'settle': finish it if it has no open member), the batch id, when
 #: it opened (us), the number of its callbacks, 8 values per callback (event, id, name, due
-#: tick, score, record, band, limits), then 16 values per item: id, expected rev ('' = must
-#: not be stored), status, name, due tick (pending) or '', score (eta us / lease us /
-#: finished ms), rev, attempts, owner, started, finished, lease ('' = None), record, band
-#: ('' = the default one), limits, batch ('' = none).
+#: tick, score, record, band, limits), the number of dependency operations and 3 values per
+#: operation (below), then 17 values per item: id, expected rev ('' = must not be stored),
+#: status, name, due tick (pending) or '', score (eta us / lease us / finished ms), rev,
+#: attempts, owner, started, finished, lease ('' = None), record, band ('' = the default
+#: one), limits, batch ('' = none), dependencies not succeeded yet ('' = none: not waiting).
+#: Dependencies (issue 23; timewheel/deps.py decides, in Python): a waiting task sits in
+#: {ns}:waiting (by eta), never ready; {ns}:dq:<id> is the SET of the tasks waiting for <id>,
+#: {ns}:dl:<id> the LIST of every task added with <id> among its dependencies (for show).
+#: Operations ('all' only): ('rev', id, v) that task is still at rev v, ('set', id, n) the
+#: items hold the changes to all n tasks of dq:<id> (which is then deleted) -- else {0, -4}:
+#: the caller plans again; ('wait', dep, id) add id to dq:dep; ('edge', dep, id) to dl:dep.
+#: An item of a final status whose id has waiting tasks not so covered is not written:
+#: {0, -5} ('all'), 2 ('each'): the caller writes it again with its dependents' changes.
 #: Returns {1} or {0, index of the first conflict} ('all': -1 the batch exists already, -2 it
-#: does not exist, -3 it is done), or a 1/0 per item ('each').
+#: does not exist, -3 it is done), or a 1/0/2 per item ('each').
 PUT = _PRELUDE + _BATCHES + r"""
 local mode, ttl, channel = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local taken_in = 0                                -- 'inbox:<n>:<sha1>': the tasks of the inbox's
@@ -351,8 +361,10 @@ if string.sub(mode, 1, 6) == 'inbox:' then        -- first n entries, which must
   mode = 'all'
 end
 local bmode, bid, bopened, nc = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
-local H = 7 + 8 * nc
-local W = 16
+local D0 = 8 + 8 * nc                             -- ARGV[D0]: dependency operations, then 3 each
+local nd = tonumber(ARGV[D0])
+local H = D0 + 3 * nd
+local W = 17
 local n = (#ARGV - H) / W
 local function arg(j, f) return ARGV[H + (j - 1) * W + f] end
 local function key_of(j) return P .. 't:' .. arg(j, 1) end
@@ -379,6 +391,24 @@ if mode == 'all' then
   if conflict or not fresh then
     for j = 1, n do if not matches(j) then return {0, j} end end
   end
+end
+local CASCADED = {}                               -- ids whose waiting tasks' changes are items here
+for i = 0, nd - 1 do
+  local op, a, b = ARGV[D0 + 1 + 3 * i], ARGV[D0 + 2 + 3 * i], ARGV[D0 + 3 + 3 * i]
+  if op == 'rev' then
+    if redis.call('HGET', P .. 't:' .. a, 'v') ~= b then return {0, -4} end
+  elseif op == 'set' then
+    if redis.call('SCARD', P .. 'dq:' .. a) ~= tonumber(b) then return {0, -4} end
+    CASCADED[a] = true
+  end
+end
+local function has_waiters(j)                     -- an outcome whose waiting tasks are not covered
+  local s = arg(j, 3)
+  return s ~= 'pending' and s ~= 'running' and s ~= 'broken' and not CASCADED[arg(j, 1)]
+    and redis.call('EXISTS', P .. 'dq:' .. arg(j, 1)) == 1
+end
+if mode == 'all' then
+  for j = 1, n do if has_waiters(j) then return {0, -5} end end
 end
 if taken_in > 0 then redis.call('LTRIM', P .. 'inbox', taken_in, -1) end
 if bmode == 'open' and redis.call('EXISTS', P .. 'b:' .. bid) == 1 then return {0, -1} end
@@ -414,18 +444,21 @@ local horizon = tonumber(redis.call('HGET', META, 'horizon'))
 local head = ready_head()
 local ring = false
 local seen, out = {}, {}
-local OPTIONAL = {{'k', 5}, {'o', 9}, {'st', 10}, {'f', 11}, {'l', 12}, {'q', 14}, {'lm', 15}, {'b', 16}}
+local OPTIONAL = {{'k', 5}, {'o', 9}, {'st', 10}, {'f', 11}, {'l', 12}, {'q', 14}, {'lm', 15}, {'b', 16},
+                  {'dw', 17}}
 for j = 1, n do
   local id, s, name, k, score = arg(j, 1), arg(j, 3), arg(j, 4), arg(j, 5), arg(j, 6)
   if seen[id] then flush() end                    -- its first occurrence's writes come first
   seen[id] = true
-  if mode == 'all' or matches(j) then
+  local write = mode == 'all' or matches(j)
+  if write and mode ~= 'all' and has_waiters(j) then write = false; out[j] = 2 end
+  if write then
     local key = key_of(j)
     local cur = {false}
-    if not fresh then cur = redis.call('HMGET', key, 's', 'n', 'k', 'q', 'pk', 'lm', 'b') end
+    if not fresh then cur = redis.call('HMGET', key, 's', 'n', 'k', 'q', 'pk', 'lm', 'b', 'dw') end
     member_moved(cur[1] and cur[7], cur[1], arg(j, 16), s)
     if cur[1] then                                -- take it out of where it is
-      unplace(id, cur[1], cur[2] or '', cur[3] or nil, cur[4], cur[5] or nil)
+      unplace(id, cur[1], cur[2] or '', cur[3] or nil, cur[4], cur[5] or nil, cur[8] or nil)
       if cur[1] == 'running' and cur[6] and s ~= 'running' then free(id, cur[6]) end
       if cur[1] == 'pending' and cur[6] and s ~= 'pending' then pass_on(cur[6]) end
       redis.call('DEL', key)
@@ -445,7 +478,9 @@ for j = 1, n do
     redis.call('HSET', key, unpack(f))
     local b = arg(j, 14)
     if s == 'pending' then
-      if tonumber(k) <= horizon then
+      if arg(j, 17) ~= '' then                    -- waiting for its dependencies: parked apart
+        zadd(P .. 'waiting', score, id)
+      elseif tonumber(k) <= horizon then
         zadd(band_ready(b), score, id)
         if head == nil or tonumber(score) < head or b ~= '' then ring = true end
       else
@@ -461,12 +496,25 @@ for j = 1, n do
       zadd(P .. 'x:' .. s, score, id)
       later('HSET', P .. 'xn', id, s .. '|' .. name)
       -- a member is kept until its batch is done (then expires: see settle)
-      if ttl > 0 and (arg(j, 16) == '' or batch_done(arg(j, 16))) then redis.call('PEXPIRE', key, ttl) end
+      if ttl > 0 and (arg(j, 16) == '' or batch_done(arg(j, 16))) then
+        redis.call('PEXPIRE', key, ttl)
+        redis.call('PEXPIRE', P .. 'dl:' .. id, ttl)      -- (no such key: nothing)
+      end
     end
     count(s, name, 1)
     out[j] = 1
-  else
+  elseif out[j] == nil then
     out[j] = 0
+  end
+end
+for i = 0, nd - 1 do                              -- the dependency index follows the writes
+  local op, a, b = ARGV[D0 + 1 + 3 * i], ARGV[D0 + 2 + 3 * i], ARGV[D0 + 3 + 3 * i]
+  if op == 'wait' then redis.call('SADD', P .. 'dq:' .. a, b)
+  elseif op == 'set' then redis.call('DEL', P .. 'dq:' .. a)
+  elseif op == 'edge' then
+    redis.call('RPUSH', P .. 'dl:' .. a, b)
+    local left = redis.call('PTTL', P .. 't:' .. a)    -- expires with its task
+    if left > 0 then redis.call('PEXPIRE', P .. 'dl:' .. a, left) end
   end
 end
 if settle_batches(horizon, ttl) then ring = true end
@@ -832,6 +880,7 @@ for i = 3, #ARGV do
       else
         if cur[1] == false or cur[1] == s then    -- never a task that is not finished
           later('DEL', false, key)
+          later('DEL', false, P .. 'dl:' .. id)
           count(s, names[m] and string.sub(names[m], string.find(names[m], '|', 1, true) + 1) or '', -1)
           n = n + 1
         end
@@ -914,10 +963,10 @@ return 1
 MARK_BROKEN = _PRELUDE + r"""
 local id = ARGV[1]
 local key = P .. 't:' .. id
-local h = redis.call('HMGET', key, 's', 'n', 'k', 'q', 'pk', 'lm')
+local h = redis.call('HMGET', key, 's', 'n', 'k', 'q', 'pk', 'lm', 'dw')
 local s, name = h[1], h[2] or ''
 if s == false or s == 'broken' then return 0 end
-unplace(id, s, name, h[3] or nil, h[4], h[5] or nil)
+unplace(id, s, name, h[3] or nil, h[4], h[5] or nil, h[7] or nil)
 if s == 'running' and h[6] then free(id, h[6]) end
 count('broken', name, 1)
 redis.call('HSET', key, 's', 'broken')

@@ -36,7 +36,7 @@ import time
 from collections import defaultdict
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
-from .. import flow
+from .. import deps, flow
 from ..errors import DuplicateTask, shown
 from ..records import PENDING, RUNNING, RecordDecodeError, TaskRecord, decode_record, encode_record
 from ..wheel import Wheel
@@ -62,6 +62,7 @@ from .sqlite_batches import KEPT_FOR_BATCH, FileBatchStore
 from .sqlite_bells import Doorbells
 from .sqlite_claim import LOOK, SET_RECORD, claim_due
 from .sqlite_counters import Counters, absorb, counted
+from .sqlite_deps import FileDeps, FileDepsStore
 from .sqlite_file import V1_FORMAT, StoreFile
 from .sqlite_flow import PAUSED, FileFlow
 from .sqlite_format import horizon_of, set_up
@@ -109,7 +110,7 @@ class _ReadOnlyLiveness(Liveness):
         self._probe.close()
 
 
-class SqliteDictStore(FileAborts, FileBatchStore, FileInboxStore, WheelStore):
+class SqliteDictStore(FileDepsStore, FileAborts, FileBatchStore, FileInboxStore, WheelStore):
     """A :class:`WheelStore` in one SQLite file.  Thread-safe; one instance per process.
 
     :param path: the store file; created (mode 0600) unless ``readonly``.
@@ -124,6 +125,7 @@ class SqliteDictStore(FileAborts, FileBatchStore, FileInboxStore, WheelStore):
 
     flow_control = True       #: see WheelStore.flow_control
     batches_kept = True       #: see WheelStore.batches_kept
+    dependencies_kept = True  #: see WheelStore.dependencies_kept (store/sqlite_deps.py)
 
     def __init__(self, path: "str | os.PathLike[str]", wheel: Optional[Wheel] = None, *,
                  readonly: bool = False, busy_timeout: float = 10.0,
@@ -157,7 +159,8 @@ class SqliteDictStore(FileAborts, FileBatchStore, FileInboxStore, WheelStore):
         if not records:
             return []
         if len(records) == 1 and existing == "fail" and not (records[0].queue != "default"
-                                                               or records[0].priority):
+                                                               or records[0].priority
+                                                               or records[0].depends_on):
             # The hot path of delay(): one statement, one row, uncounted until absorbed.
             rec = records[0]
             t = self.wheel.due_tick(rec.eta)
@@ -183,12 +186,19 @@ class SqliteDictStore(FileAborts, FileBatchStore, FileInboxStore, WheelStore):
         horizon = horizon_of(self.file)
         counters = Counters()
         if existing == "fail":
-            ticks = self._insert(records, horizon, counters)
+            records, known = self._resolve(records) if any(r.depends_on for r in records) else (records, None)
+            pending = records if known is None else self._finished_at_add(records, horizon, counters)
+            ticks = self._insert(pending, horizon, counters)
             counters.flush(self.file.x, self.file.many)
-            return list(records), min(ticks)
+            if known is not None:
+                self._index(records, known, horizon)
+            return list(records), min(ticks, default=None)
         rows = self._reader.fetch(["t:" + r.id for r in records], rev=True)
         olds = {key[2:]: _stored(row) for key, row in rows.items()}
         out, plan = rules.admit_all(records, olds.get, existing)
+        resolved, known = self._resolve(list(plan.values())) if deps.has_dependencies(plan) else ([], None)
+        if known is not None:
+            out, plan = [known[r.id] if plan.get(r.id) is r else r for r in out], {r.id: r for r in resolved}
         inserts = [new for task_id, new in plan.items() if task_id not in olds]
         updates: list[tuple[bytes, str, str, int, str]] = []
         members: list[tuple[TaskRecord, TaskRecord]] = []
@@ -205,11 +215,14 @@ class SqliteDictStore(FileAborts, FileBatchStore, FileInboxStore, WheelStore):
             updates.append((encode_record(new), pos, new.name, new.rev, key))
             if isinstance(old, TaskRecord) and old.batch is not None:
                 members.append((old, new))       # a member replaced: it leaves its batch's counts
-        self._insert(inserts, horizon, counters)
+        self._insert(inserts if known is None else self._finished_at_add(inserts, horizon, counters),
+                     horizon, counters)
         self.file.many(SET_RECORD, updates)
         counters.flush(self.file.x, self.file.many)
         if members:
             self._count_members(members)
+        if known is not None:
+            self._index(list(plan.values()), known, horizon)
         earliest = min((r.eta for r in out if r.status == PENDING), default=None)
         return out, None if earliest is None else self.wheel.due_tick(earliest)
 
@@ -241,7 +254,7 @@ class SqliteDictStore(FileAborts, FileBatchStore, FileInboxStore, WheelStore):
                     # adaptation protocol (a registry lookup, then attribute lookups that raise
                     # and clear an AttributeError: 0.25-0.6 us on CPython 3.9-3.13) but binds a
                     # bytearray at once.  Both are stored as the same BLOB, read back as bytes.
-                    if rec.queue == "default" and not rec.priority:
+                    if rec.queue == "default" and not rec.priority and not rec.waiting:
                         pos = at % (cell, eta_us(eta))
                     else:                        # another band (flow control): counted apart
                         pos = positions.of(rec, horizon, wheel)
@@ -274,7 +287,7 @@ class SqliteDictStore(FileAborts, FileBatchStore, FileInboxStore, WheelStore):
         return out
 
     def _swap_in_transaction(self, changes: Sequence[tuple[TaskRecord, TaskRecord]], horizon: int,
-                             fl: FileFlow) -> list[Optional[TaskRecord]]:
+                             fl: FileFlow, tell: bool = True) -> list[Optional[TaskRecord]]:
         out: list[Optional[TaskRecord]] = []
         rows = self._reader.fetch(["t:" + old.id for old, _ in changes])
         counters = Counters()
@@ -313,6 +326,8 @@ class SqliteDictStore(FileAborts, FileBatchStore, FileInboxStore, WheelStore):
             # the outcome and its batch's counts in one transaction; callbacks that became
             # ready wake the runners as released tasks do
             fl.released += self._count_members(members)
+        if tell:
+            self._tell_dependents([(old, new) for (old, _), new in zip(changes, out)], horizon, fl)
         return out
 
     def _ring_if_pending(self, stored: Sequence[Optional[TaskRecord]], released: int = 0) -> None:
@@ -464,6 +479,8 @@ class SqliteDictStore(FileAborts, FileBatchStore, FileInboxStore, WheelStore):
                 rows = f.q(f'SELECT key, name FROM "{TABLE}" WHERE pos >= ? AND pos < ? {kept} ORDER BY pos '
                            'LIMIT ?', (lo, positions.finished(status, bound), limit - n))
                 f.many(f'DELETE FROM "{TABLE}" WHERE key = ?', [(k,) for k, _ in rows])
+                if self._reader.layout.batches:
+                    FileDeps(f).forget([k[2:] for k, _ in rows])
                 for _, name in rows:
                     counters.move((status, name or "", None), None)
                 n += len(rows)

@@ -163,9 +163,9 @@ class FileBatchStore:
             else:
                 fb.check_open(batch_id)
             if members:
-                _, earliest = self._add_in_transaction(members, "fail")
+                added, earliest = self._add_in_transaction(members, "fail")
                 fb.add_members(batch_id, [r.id for r in members])
-                self._count_members([(None, r) for r in members])
+                self._count_members([(None, r) for r in added])   # (a dependent may be cancelled at once)
             offered = fb.settle([batch_id], self.now(), self._add_callbacks)
         self._bells.ring_if_near(earliest)
         if offered:

@@ -40,6 +40,7 @@ from .connection import RECORD, SCHEMA, TABLE
 from .sqlite_batches import BATCHES
 from .sqlite_batches import SCHEMA as BATCH_SCHEMA
 from .sqlite_counters import NAMED_TABLE, SLOTS_TABLE, Counters, counted, slot_schema
+from .sqlite_deps import SCHEMA as DEPS_SCHEMA
 from .sqlite_file import (
     FORMAT,
     V1_FORMAT,
@@ -143,7 +144,8 @@ def _initialise(f: StoreFile, wheel: Wheel, now: float) -> Wheel:
     with f.writing():
         if _format(f) is not None:
             return geometry(f)
-        for ddl in SCHEMA + slot_schema(wheel.slots) + FLOW_SCHEMA + BATCH_SCHEMA + INBOX_SCHEMA:
+        for ddl in (SCHEMA + slot_schema(wheel.slots) + FLOW_SCHEMA + BATCH_SCHEMA + DEPS_SCHEMA
+                    + INBOX_SCHEMA):
             f.x(ddl)
         _mark_format(f)
         f.meta.update(slots=wheel.slots, tick=float(wheel.tick), horizon=wheel.current_tick(now),
@@ -163,7 +165,7 @@ def _convert(f: StoreFile) -> None:
     with f.writing():
         fmt = _format(f)
         if fmt in (V3_FORMAT, V4_FORMAT):
-            for ddl in (FLOW_SCHEMA if fmt == V3_FORMAT else ()) + BATCH_SCHEMA + INBOX_SCHEMA:
+            for ddl in (FLOW_SCHEMA if fmt == V3_FORMAT else ()) + BATCH_SCHEMA + DEPS_SCHEMA + INBOX_SCHEMA:
                 f.x(ddl)
             _mark_format(f)
             f.meta["format"] = FORMAT
@@ -176,7 +178,7 @@ def _convert(f: StoreFile) -> None:
         for col, kind in (("pos", "TEXT"), ("name", "TEXT"), ("rev", "INTEGER")):
             if col not in columns:
                 f.x(f'ALTER TABLE "{TABLE}" ADD COLUMN {col} {kind}')
-        for ddl in SCHEMA[1:] + FLOW_SCHEMA + BATCH_SCHEMA + INBOX_SCHEMA:
+        for ddl in SCHEMA[1:] + FLOW_SCHEMA + BATCH_SCHEMA + DEPS_SCHEMA + INBOX_SCHEMA:
             f.x(ddl)
         old = LegacyMeta(f)
         if fmt == V1_FORMAT:
