@@ -134,12 +134,10 @@ class Boss:
         self.bell: Doorbell = Doorbell()
         self._running: dict[str, TaskRecord] = {}      # claimed here, outcome not yet recorded
         self._outcomes: "deque[tuple[TaskRecord, Outcome]]" = deque()
-        #: queued tasks a worker took since the last round: (id, when), recorded by the next
-        #: round (records.start_queued), so the store counts them running, not claimed
+        #: queued tasks a worker took since the last round: (id, when), for records.start_queued
         self._starts: "deque[tuple[str, float]]" = deque()
-        #: id -> the rev its run here was claimed at: what the worker's record, its outcome and
-        #: its run state (execute.py) carry, while ``_running`` holds the record as last stored
-        #: (a start recorded since moves its rev; an abort or progress note does not)
+        #: id -> the rev its run was claimed at (the worker's record, its run state in execute.py);
+        #: ``_running`` holds the record as last stored (a recorded start moves the rev)
         self._claim_rev: dict[str, int] = {}
         self._next_eta: Optional[float] = None          # earliest ready eta at the last look
         self._look_at = 0.0                             # the next look even if nothing rang
@@ -179,11 +177,9 @@ class Boss:
                 time.sleep(next(pauses))
 
     def _started(self, rec: TaskRecord) -> None:
-        """A worker took ``rec`` (the pool's callback): if it waited in the queue, its start
-        goes to the store with the next round -- the next outcome's, or the next look within a
-        tick.  Not a round of its own: a short task's outcome usually comes first, and then
-        records the start itself (a write less per task in a backlog: measured, waking a round
-        per start cost the file store a third of its no-op throughput)."""
+        """A worker took ``rec`` (the pool's callback): a start from the queue goes to the store
+        with the next round, not one of its own: a short task's outcome usually comes first
+        and records it (20,000 no-op tasks on 4 workers: 1,854 starts written)."""
         if rec.started is None:
             self._starts.append((rec.id, self.clock()))
 
@@ -359,9 +355,8 @@ class Boss:
 
     def _as_known(self, batch: list[tuple[TaskRecord, Outcome]]) -> list[tuple[TaskRecord, Outcome]]:
         """``batch`` with each run's record as the boss knows it: with an abort it learned of
-        (same rev: an abort does not move the fence), so that its outcome ends it aborted, and
-        with its start if that was recorded (a new rev: the outcome is written at it).  Another
-        run's outcome (an older claim of the id) keeps its own record, and is fenced."""
+        (same rev), so that its outcome ends it aborted, and with its start if that was recorded
+        (a new rev).  An older claim's outcome keeps its own record, and is fenced."""
         run, claimed = self._running, self._claim_rev
         return [(run[rec.id] if rec.id in run and claimed.get(rec.id) == rec.rev else rec, out)
                 for rec, out in batch]
