@@ -131,8 +131,18 @@ class _Procs:
                 p.wait(10)
 
 
+#: A task killed mid-run this many times ends failed (TimeWheel(max_crashes=), the guard against
+#: a task that kills its process).  The loop kills a process every 0.25-1 s, far more often than
+#: any deployment, and since a queued task's start is recorded (issue 26) a kill counts a crash
+#: for every run it interrupts: at the library's default of 3, 2 of 3,000 tasks were interrupted
+#: three times in one of four runs and ended failed, which this harness (rightly) counts as lost.
+#: The loop checks that kills lose nothing and double nothing, not that guard: it allows more.
+MAX_CRASHES = 10
+
+
 def run(kills: int = 100, procs: int = 3, tasks: int = 3000, *, tick: float = 0.25, workers: int = 4,
-        task_sleep: float = 0.05, window: float = 1.0, restart_delay: float = 0.5, max_crashes: int = 3,
+        task_sleep: float = 0.05, window: float = 1.0, restart_delay: float = 0.5,
+        max_crashes: int = MAX_CRASHES,
         seed: Optional[int] = None, workdir: Optional[str] = None, drain_timeout: float = 30.0,
         quiet: bool = False, store: Optional[str] = None) -> dict:
     """Run the crash loop; return its figures (see the module docstring)."""
@@ -324,7 +334,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="a kill this soon after a run's end excuses its re-run (default 1.0)")
     ap.add_argument("--restart-delay", type=float, default=0.5,
                     help="seconds before a killed worker is restarted (default 0.5)")
-    ap.add_argument("--max-crashes", type=int, default=3, help="TimeWheel(max_crashes=) (default 3)")
+    ap.add_argument("--max-crashes", type=int, default=MAX_CRASHES,
+                    help=f"TimeWheel(max_crashes=) (default {MAX_CRASHES})")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--dir", default=None, help="work directory (kept); default: a temp dir, removed")
     ap.add_argument("--store", default=None, help="the store (default: tasks.db in the work directory)")
