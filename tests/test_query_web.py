@@ -61,7 +61,8 @@ def test_series_data_counts_the_last_hour_per_minute(store) -> None:
     minute = (now - 600) // 60 * 60                  # five runs that end within one minute
     recs = [make_record(f"ok{i}", minute + 5 + i) for i in range(5)] + \
         [make_record("bad", now - 120), make_record("old", now - 7200), make_record("skip", now - 60,
-                                                                                   misfire_grace=0.1)]
+                                                                                   misfire_grace=0.1),
+         make_record("stop", now - 90)]
     store.add(recs)
     for r in recs:
         started = r.eta + (0.5 if r.id != "ok4" else 2.5)
@@ -69,11 +70,16 @@ def test_series_data_counts_the_last_hour_per_minute(store) -> None:
         if r.id == "skip":
             store.swap([(run, skip_misfired(run, started))])
             continue
+        if r.id == "stop":                          # asked to abort, and it stopped
+            run = run._replace(abort=started + 0.05)
+            store.swap([(store.get("stop"), end_run(run, Outcome(False, started, started + 0.1,
+                                                                  error="TaskAborted: stopped")))])
+            continue
         out = Outcome(ok=r.id != "bad", started=started, finished=started + 0.1, error="E: no")
         store.swap([(run, end_run(run, out))])
     data = query.series_data(store, now)
-    total = {k: sum(b[k] for b in data["buckets"]) for k in ("succeeded", "failed", "misfired")}
-    assert total == {"succeeded": 5, "failed": 1, "misfired": 1} and not data["sampled"]
+    total = {k: sum(b[k] for b in data["buckets"]) for k in ("succeeded", "failed", "misfired", "aborted")}
+    assert total == {"succeeded": 5, "failed": 1, "misfired": 1, "aborted": 1} and not data["sampled"]
     (busy,) = [b for b in data["buckets"] if b["succeeded"]]
     assert busy["start"] == minute and busy["succeeded"] == 5
     assert busy["lateness_p50"] == pytest.approx(0.5) and busy["lateness_max"] == pytest.approx(2.5)

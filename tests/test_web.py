@@ -18,6 +18,7 @@ import pytest
 from markupsafe import escape
 
 from timewheel import query
+from timewheel.records import Outcome, end_run, start_run
 from timewheel.store import SqliteDictStore
 from timewheel.testing import DEAD_OWNER, HOSTILE_NAME, fill, record, serve, web_command
 from timewheel.testing import processes as procs
@@ -72,6 +73,26 @@ def actions(tmp_path):
 
 
 # -- what the pages show -----------------------------------------------------------------------
+
+
+def test_the_failed_page_lists_aborted_tasks_and_retries_them(actions) -> None:
+    """An aborted run (issue 23) is listed on the Failed page beside failed and misfired ones,
+    with its error, and can be retried from there like them; the series counts it."""
+    server, store, demo, client = actions
+    now = time.time()
+    store.add([record("ab1", now - 5)])
+    (run,) = store.swap([(store.get("ab1"), start_run(store.get("ab1"), "me", now - 4))])
+    asked = run._replace(abort=now - 3)                 # as abort() notes it: same rev
+    (done,) = store.swap([(run, end_run(asked, Outcome(False, now - 4, now - 2, error="TaskAborted: stop")))])
+    assert done is not None and done.status == "aborted"
+    page = client.get("failed").text
+    assert "Failed, misfired and aborted" in page and 'id="section-aborted"' in page
+    assert 'data-id="ab1"' in page and "stopped on request" in page
+    assert sum(b["aborted"] for b in client.get("api/series").json()["buckets"]) == 1
+    token = csrf(client, "failed")
+    r = client.post("bulk", data={"csrf_token": token, "verb": "retry", "all": "1", "status": "aborted",
+                                  "next": "/failed"})
+    assert r.status_code == 303 and store.get("ab1").status == "pending"
 
 def test_every_page_shows_what_the_store_holds(site) -> None:
     server, store, demo, client = site

@@ -794,9 +794,13 @@ def slot_data(store: WheelStore, now: float, slot: int, *, revolutions: int = 24
             "cell": cell, "tasks": tasks}
 
 
+#: the outcomes :func:`series_data` counts per minute
+_SERIES = (SUCCEEDED, FAILED, MISFIRED, ABORTED)
+
+
 def series_data(store: WheelStore, now: float, *, minutes: int = 60, cap: int = 2000) -> dict[str, Any]:
-    """Runs that finished in the last ``minutes``, per minute: how many succeeded, failed or
-    were skipped as misfired, and how late they started (``lateness_p50``, ``_p95``, ``_max``
+    """Runs that finished in the last ``minutes``, per minute: how many succeeded, failed,
+    were skipped as misfired or were aborted, and how late they started (``lateness_p50``, ``_p95``, ``_max``
     of ``started - eta``; None in a minute without runs).
 
     Reads the ``cap`` most recent records of each of those statuses, no more.  When one had
@@ -808,11 +812,11 @@ def series_data(store: WheelStore, now: float, *, minutes: int = 60, cap: int = 
     since = now - minutes * 60
     start = math.floor(since / 60) * 60
     n = max(1, math.ceil((now - start) / 60))
-    buckets: list[dict[str, Any]] = [{"start": start + 60 * i, SUCCEEDED: 0, FAILED: 0, MISFIRED: 0}
+    buckets: list[dict[str, Any]] = [{"start": start + 60 * i, **dict.fromkeys(_SERIES, 0)}
                                      for i in range(n)]
     late: list[list[float]] = [[] for _ in range(n)]
     complete = since
-    for status in (SUCCEEDED, FAILED, MISFIRED):
+    for status in _SERIES:
         recs = [r for r in store.scan(status, limit=cap) if r.status == status and r.finished is not None]
         if len(recs) == cap:
             complete = max(complete, recs[-1].finished or 0.0)
@@ -826,7 +830,7 @@ def series_data(store: WheelStore, now: float, *, minutes: int = 60, cap: int = 
         stats = _lateness(xs)
         b.update(lateness_p50=stats["p50"], lateness_p95=stats["p95"], lateness_max=stats["max"])
         if complete > since and b["start"] < complete:    # partly before what was read: unknown
-            b.update({SUCCEEDED: None, FAILED: None, MISFIRED: None})
+            b.update(dict.fromkeys(_SERIES, None))
     return {"now": now, "minutes": minutes, "bucket_seconds": 60, "sampled": complete > since,
             "complete_since": complete, "buckets": buckets}
 

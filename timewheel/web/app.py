@@ -25,7 +25,17 @@ from werkzeug.wrappers import Request, Response
 
 from .. import __version__, query, text
 from ..errors import BatchNotFound, StoreBusy, StoreError, TaskNotFound
-from ..records import FAILED, MISFIRED, PENDING, RETRYABLE, RUNNING, STATUSES, TERMINAL, RecordDecodeError
+from ..records import (
+    ABORTED,
+    FAILED,
+    MISFIRED,
+    PENDING,
+    RETRYABLE,
+    RUNNING,
+    STATUSES,
+    TERMINAL,
+    RecordDecodeError,
+)
 from ..store import WheelStore, open_store
 from ..store.base import LISTABLE
 from . import params
@@ -447,9 +457,9 @@ class WebView(_BatchPages):
         limit = params.integer(request.args, "limit", 100, 1, MAX_PAGE)
         now = time.time()
         sections = [(s, query.tasks_data(self.store, now, status=s, name=name, limit=limit))
-                    for s in (FAILED, MISFIRED)]
+                    for s in (FAILED, MISFIRED, ABORTED)]
         counts = query.counts_by_status(self.store)[0]
-        return self._page(request, "failed.html", title="Failed and misfired", sections=sections,
+        return self._page(request, "failed.html", title="Failed, misfired and aborted", sections=sections,
                           name=name, limit=limit, counts=counts, now=now, terminal=sorted(TERMINAL))
 
     def on_running(self, request: Request) -> Response:

@@ -238,7 +238,7 @@
       var b = state.series.buckets;
       var xs = b.map(function (x) { return x.start; });
       var tdata = [xs, b.map(function (x) { return x.succeeded; }), b.map(function (x) { return x.failed; }),
-                   b.map(function (x) { return x.misfired; })];
+                   b.map(function (x) { return x.misfired; }), b.map(function (x) { return x.aborted; })];
       var ldata = [xs, b.map(function (x) { return x.lateness_p50; }), b.map(function (x) { return x.lateness_p95; }),
                    b.map(function (x) { return x.lateness_max; })];
       var note = document.getElementById("sampled");
@@ -247,7 +247,8 @@
         when(state.series.complete_since) + ".";
       if (!thr) {
         thr = chart(document.getElementById("chart-throughput"),
-          [Object.assign(bars("#2f9e44"), { label: "succeeded" }), line("#e03131", "failed"), line("#f08c00", "misfired")], tdata);
+          [Object.assign(bars("#2f9e44"), { label: "succeeded" }), line("#e03131", "failed"), line("#f08c00", "misfired"),
+           line("#868e96", "aborted")], tdata);
         lat = chart(document.getElementById("chart-lateness"),
           [line("#3b5bdb", "p50"), line("#7048e8", "p95"), line("#e8590c", "max")], ldata, { ymin: 0.01 });
       } else {
