@@ -44,16 +44,8 @@ def make(store: str, log: str, *, workers: int = 4):
 
 
 def main() -> int:
-    import logging
-    logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s {os.getpid()} %(name)s %(message)s")
-    store, log = sys.argv[1], sys.argv[2]
-    hu, _ = make(store, log)
-    hu.start()
-    append_line(log, f"ready {os.getpid()} {time.time():.6f}")
-    while not os.path.exists(log + ".stop"):
-        time.sleep(0.05)
-    hu.stop(timeout=10)
-    return 0
+    from batch_worker import run_until_stopped
+    return run_until_stopped(make)
 
 
 if __name__ == "__main__":
