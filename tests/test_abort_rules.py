@@ -31,7 +31,7 @@ from timewheel.records import (
     requeue_crashed,
     reset_for_retry,
 )
-from timewheel.store.rules import abort_step, outcome_event
+from timewheel.store.rules import abort_step, kept_notes, outcome_event
 
 from .conftest import make_record
 
@@ -138,3 +138,21 @@ def test_the_abort_field_round_trips_and_a_record_without_it_is_encoded_as_befor
     assert decode_record(encode_record(rec)) == rec
     if abort is None:        # as a record of a batch member was encoded before the field existed
         assert len(pickle.loads(encode_record(rec))) == 28
+
+
+@pytest.mark.parametrize("new_status", sorted(STATUSES))
+def test_a_write_keeps_the_notes_only_while_the_run_goes_on(new_status) -> None:
+    """kept_notes: a write over a running record that leaves it running (a queued task's start)
+    keeps the abort and progress it does not set; any other write says what it says."""
+    cur = make_record("x", 1.0, status=RUNNING, owner="p", attempts=1, rev=3, abort=4.0,
+                      progress=(1, 2, "", 4.5))
+    new = make_record("x", 1.0, status=new_status, owner="p", started=5.0, attempts=1, rev=3)
+    got = kept_notes(cur, new)
+    if new_status == RUNNING:
+        assert (got.abort, got.progress, got.started) == (4.0, (1, 2, "", 4.5), 5.0)
+        mine = new._replace(abort=6.0, progress=(2, 2, "", 6.5))
+        assert kept_notes(cur, mine) == mine                  # its own notes win
+    else:
+        assert got is new
+    assert kept_notes(cur._replace(status=PENDING, abort=None), new) is new
+

@@ -12,7 +12,17 @@ import pytest
 
 from timewheel import TaskFailed, TimeWheel, current_task
 from timewheel import batches as br
-from timewheel.records import ABORTED, RUNNING, SUCCEEDED, Outcome, end_run, request_abort
+from timewheel.records import (
+    ABORTED,
+    RUNNING,
+    SUCCEEDED,
+    Outcome,
+    end_run,
+    progress_value,
+    request_abort,
+    start_queued,
+    with_progress,
+)
 from timewheel.store.base import WheelStore
 
 from .conftest import make_record
@@ -61,6 +71,30 @@ def test_an_abort_request_keeps_the_fence_and_is_read_for_all_runs_at_once(store
     assert store.get("c").rev == c.rev
     store.add([make_record("p", now + 3600)])
     assert store.abort("p")[1] == "cancelled" and store.get("p").status == "cancelled"
+
+
+def test_an_abort_asked_just_before_a_queued_tasks_start_is_recorded_is_kept(store: WheelStore) -> None:
+    """The start of a task that waited in its process's queue is written from the claim's copy
+    of the record (records.start_queued), which lacks an abort asked for meanwhile: the write
+    keeps the request (and the progress written), so the process still learns of it."""
+    now = store.now() - 1
+    store.add([make_record("q", now)])
+    through = store.wheel.current_tick(store.now()) + 1
+    while not store.advance(through, 10_000, "test").complete:
+        pass
+    (q,) = store.claim(OWNER, store.now(), 0, queued=1).records
+    assert q.started is None
+    assert store.note(q, request_abort(q, now + 0.5)) is True
+    assert store.note(q, with_progress(q, progress_value(3, 10, "so far", now + 0.6))) is True
+    (started,) = store.swap([(q, start_queued(q, now + 0.7))])     # the boss's copy: no notes
+    assert started is not None and started.started == now + 0.7 and started.rev == q.rev + 1
+    assert set(store.aborting(OWNER, [started])) == {"q"}
+    got = store.get("q")
+    assert got.rev == started.rev and got.started == now + 0.7
+    assert tuple(got.progress) == (3, 10, "so far", now + 0.6)
+    # a write that ends the run takes what it says: the notes do not outlive the run
+    (done,) = store.swap([(started, end_run(started, Outcome(True, now + 0.7, now + 1)))])
+    assert done is not None and done.status == SUCCEEDED and store.aborting(OWNER, [started]) == {}
 
 
 def test_aborted_is_counted_listed_and_purged_like_any_final_status(store: WheelStore) -> None:

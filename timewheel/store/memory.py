@@ -353,7 +353,7 @@ class MemoryStore(_Dependencies, WheelStore):
                 if cur is None or cur.status == BROKEN or cur.rev != old.rev or new.id != old.id:
                     out.append(None)
                     continue
-                stored = rules.swapped(old, new)
+                stored = rules.swapped(old, rules.kept_notes(cur, new))
                 self._store(stored)
                 out.append(stored)
             self._tell_dependents()

@@ -305,11 +305,24 @@ RETURNS boolean LANGUAGE sql AS $$
     ]
 
 
+#: the notes written on a running task without a new rev (rules.NOTES)
+_NOTES = ("abort", "progress")
+
+
+def _set(c: str) -> str:
+    """The assignment of column ``c`` in a compare-and-set: the record's value, but a note the
+    record does not set is kept while the task stays running (rules.kept_notes' twin)."""
+    if c in _NOTES:
+        return (f"{c} = CASE WHEN t.status = 'running' AND i.status = 'running' "
+                f"THEN coalesce(i.{c}, t.{c}) ELSE i.{c} END")
+    return f"{c} = {_value(c, 'i.')}"
+
+
 def _functions(s: str) -> list[str]:
     inp, params, args = _input(), _params(), _args()
     cols = ", ".join(c for c, _ in WRITE_COLUMNS)
     values = ", ".join(_value(c) for c, _ in WRITE_COLUMNS)
-    sets = ", ".join(f"{c} = {_value(c, 'i.')}" for c, _ in WRITE_COLUMNS if c != "id")
+    sets = ", ".join(_set(c) for c, _ in WRITE_COLUMNS if c != "id")
     out_cols = _out_cols()
     return [
         # -- writes of whole records -------------------------------------------------------------

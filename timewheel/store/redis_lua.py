@@ -455,7 +455,9 @@ for j = 1, n do
   if write then
     local key = key_of(j)
     local cur = {false}
-    if not fresh then cur = redis.call('HMGET', key, 's', 'n', 'k', 'q', 'pk', 'lm', 'b', 'dw') end
+    if not fresh then
+      cur = redis.call('HMGET', key, 's', 'n', 'k', 'q', 'pk', 'lm', 'b', 'dw', 'ab', 'pg')
+    end
     member_moved(cur[1] and cur[7], cur[1], arg(j, 16), s)
     if cur[1] then                                -- take it out of where it is
       unplace(id, cur[1], cur[2] or '', cur[3] or nil, cur[4], cur[5] or nil, cur[8] or nil)
@@ -476,6 +478,13 @@ for j = 1, n do
       if v ~= '' then f[#f + 1] = o[1]; f[#f + 1] = v end
     end
     redis.call('HSET', key, unpack(f))
+    if cur[1] == 'running' and s == 'running' then  -- the same run goes on: its notes stay
+      local was = arg(j, 2)                       -- (rules.kept_notes' twin; they follow the rev)
+      if cur[9] == was then redis.call('HSET', key, 'ab', arg(j, 7)) end
+      if cur[10] and string.sub(cur[10], 1, #was + 1) == was .. '|' then
+        redis.call('HSET', key, 'pg', arg(j, 7) .. string.sub(cur[10], #was + 1))
+      end
+    end
     local b = arg(j, 14)
     if s == 'pending' then
       if arg(j, 17) ~= '' then                    -- waiting for its dependencies: parked apart

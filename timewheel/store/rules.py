@@ -183,6 +183,18 @@ def abort_step(rec: Optional[TaskRecord], now: float) -> tuple[str, Optional[Tas
 NOTES = ("abort", "progress")
 
 
+def kept_notes(cur: TaskRecord, new: TaskRecord) -> TaskRecord:
+    """``new``, written over ``cur`` as stored (the same run: the rev matched), with the notes
+    (:data:`NOTES`) it does not set itself kept, while the task stays running.  A writer's copy
+    lacks a note another process wrote after it read the record -- an abort asked for just
+    before a queued task's start is recorded (records.start_queued) -- and a note, which keeps
+    the rev, must outlive such a write as it outlives nothing else of the run."""
+    if cur.status != RUNNING or new.status != RUNNING:
+        return new
+    kept = {f: getattr(cur, f) for f in NOTES if getattr(new, f) is None and getattr(cur, f) is not None}
+    return new._replace(**kept) if kept else new
+
+
 def noted(old: TaskRecord, new: TaskRecord) -> dict[str, object]:
     """The notes ``new`` changes on ``old`` (both the same run): what
     :meth:`WheelStore.note` writes, field by field, over whatever the store holds -- so that a

@@ -305,7 +305,7 @@ class SqliteDictStore(FileDepsStore, FileAborts, FileBatchStore, FileInboxStore,
             if cur is None or cur.rev != old.rev:
                 out.append(None)
                 continue
-            stored = rules.swapped(old, new)
+            stored = rules.swapped(old, rules.kept_notes(cur, new))
             pos = positions.of(stored, horizon, self.wheel)
             counters.move(counted(row[1], row[2], cur, self.wheel), (stored.status, stored.name, (
                 self.wheel.due_tick(stored.eta) if stored.status == PENDING else None)))
