@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import pytest
 
@@ -92,6 +92,17 @@ def make_record(task_id: str, eta: float, **fields: Any) -> TaskRecord:
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> str:
     return request.param
+
+
+@pytest.fixture(params=BACKENDS)
+def location(request, db_path) -> Optional[str]:
+    """Where a test's TimeWheel keeps its tasks, on each backend: None (memory), a file, the
+    test's Redis database or PostgreSQL URL (a module may narrow it with its own)."""
+    if request.param == "memory":
+        return None
+    if request.param == "sqlite":
+        return db_path
+    return request.getfixturevalue("redis_db" if request.param == "redis" else "pg_db")
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from timewheel.records import (
 from timewheel.store.base import WheelStore
 
 from .conftest import make_record
-from .test_batches import _members, _templates, batch_backends
+from .test_batches import _members, _templates
 
 OWNER = "host:1:abcd"
 
@@ -110,7 +110,6 @@ def test_aborted_is_counted_listed_and_purged_like_any_final_status(store: Wheel
     assert store.get("a") is None and store.counts().get((ABORTED, "job"), 0) == 0
 
 
-@batch_backends
 def test_an_aborted_member_finishes_its_batch_as_a_failure(store: WheelStore) -> None:
     now = store.now() - 1
     store.add_batch("B", _members("B", 3, now), callbacks=_templates("B", now), opened=now)

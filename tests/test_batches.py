@@ -35,10 +35,6 @@ from timewheel.store.rules import claimed
 
 from .conftest import examples, make_record
 
-BATCH_BACKENDS = ["memory", "sqlite", "redis", "postgres"]
-batch_backends = pytest.mark.parametrize("backend", BATCH_BACKENDS, indirect=True)
-
-
 # -- the pure rules --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("old,new,want", [
@@ -171,7 +167,6 @@ def _callbacks(store: WheelStore, batch_id: str) -> dict:
     return {e: r for e in br.EVENTS if (r := store.get(br.callback_id(batch_id, e))) is not None}
 
 
-@batch_backends
 def test_the_last_outcome_adds_the_callbacks_once(store: WheelStore) -> None:
     now = store.now() - 1
     store.add_batch("B", _members("B", 20, now), callbacks=_templates("B", now), opened=now)
@@ -199,7 +194,6 @@ def test_the_last_outcome_adds_the_callbacks_once(store: WheelStore) -> None:
     assert store.get(br.callback_id("B", "on_success")) is None
 
 
-@batch_backends
 def test_an_empty_batch_is_done_at_once(store: WheelStore) -> None:
     now = store.now()
     store.add_batch("E", [], callbacks=_templates("E", now, ("on_complete", "on_success")), opened=now)
@@ -207,7 +201,6 @@ def test_an_empty_batch_is_done_at_once(store: WheelStore) -> None:
     assert set(_callbacks(store, "E")) == {"on_complete", "on_success"}
 
 
-@batch_backends
 def test_errors_write_nothing(store: WheelStore) -> None:
     now = store.now()
     store.add([make_record("taken", now + 60)])
@@ -227,7 +220,6 @@ def test_errors_write_nothing(store: WheelStore) -> None:
     assert store.get("late") is None and store.batch("O").counts == {"succeeded": 1}
 
 
-@batch_backends
 def test_members_added_later_hold_the_batch_open(store: WheelStore) -> None:
     now = store.now() - 1
     store.add_batch("G", _members("G", 2, now), callbacks=_templates("G", now), opened=now)
@@ -241,7 +233,6 @@ def test_members_added_later_hold_the_batch_open(store: WheelStore) -> None:
     assert store.batch_members("G")[-1] == "G-extra"
 
 
-@batch_backends
 def test_members_are_kept_until_the_batch_is_done_whatever_the_ttl(store: WheelStore) -> None:
     now = store.now() - 1
     members = _members("K", 3, now)
@@ -260,7 +251,6 @@ def test_members_are_kept_until_the_batch_is_done_whatever_the_ttl(store: WheelS
     assert {r.status for r in _callbacks(store, "K").values()} == {PENDING}
 
 
-@batch_backends
 def test_racing_last_outcomes_add_one_set_of_callbacks(store_factory) -> None:
     """Two instances (other processes, for the file and Redis stores) record the last two
     outcomes at the same moment, many times over: every batch gets one set of callbacks."""
@@ -311,7 +301,6 @@ def _undo(store: WheelStore, batch_id: str) -> None:
         store._call(f"UPDATE {store.s}.batches SET done = NULL WHERE id = %s", (batch_id,), write=True)
 
 
-@batch_backends
 def test_the_sweep_finishes_a_batch_left_unfinished(store: WheelStore) -> None:
     """The backstop: a batch whose counts say finished but that is not done is finished by
     sweep_batches (the ticking process calls it), once, its callbacks never twice."""
@@ -328,7 +317,6 @@ def test_the_sweep_finishes_a_batch_left_unfinished(store: WheelStore) -> None:
     assert store.sweep_batches() == 0
 
 
-@batch_backends
 def test_batches_are_listed_newest_first(store: WheelStore) -> None:
     now = store.now()
     for k, at in enumerate((now - 30, now - 10, now - 20)):

@@ -35,10 +35,6 @@ from timewheel.store.rules import claimed
 
 from .conftest import make_record
 
-DEP_BACKENDS = ["memory", "sqlite", "redis", "postgres"]
-dep_backends = pytest.mark.parametrize("backend", DEP_BACKENDS, indirect=True)
-
-
 # -- the pure rules --------------------------------------------------------------------------------
 
 def _rec(task_id: str, status: str = PENDING, **fields) -> "deps.TaskRecord":
@@ -207,7 +203,6 @@ def _ready_ids(store: WheelStore) -> set:
     return {r.id for r in store.claim("peek", store.now() + 5, 100).records}
 
 
-@dep_backends
 def test_a_dependent_waits_parked_and_is_released_by_the_last_success(store: WheelStore) -> None:
     now = store.now()
     store.add([make_record("a", now), make_record("b", now)])
@@ -228,7 +223,6 @@ def test_a_dependent_waits_parked_and_is_released_by_the_last_success(store: Whe
     assert store.dependents("a") == ["x"] and store.dependents("x") == []
 
 
-@dep_backends
 def test_a_failure_cancels_the_dependents_transitively_in_its_write(store: WheelStore) -> None:
     now = store.now()
     store.add([make_record("a", now), make_record("ok", now)])
@@ -243,7 +237,6 @@ def test_a_failure_cancels_the_dependents_transitively_in_its_write(store: Wheel
     assert store.get("free").waiting == 0 and "free" in _ready_ids(store)
 
 
-@dep_backends
 def test_a_cancel_by_hand_of_a_dependency_cancels_its_dependents(store: WheelStore) -> None:
     now = store.now()
     (a,) = store.add([make_record("a", now + 100)])
@@ -252,7 +245,6 @@ def test_a_cancel_by_hand_of_a_dependency_cancels_its_dependents(store: WheelSto
     assert store.get("x").status == CANCELLED and "a" in store.get("x").error
 
 
-@dep_backends
 def test_an_unknown_dependency_writes_nothing(store: WheelStore) -> None:
     now = store.now()
     store.add([make_record("a", now)])
@@ -264,7 +256,6 @@ def test_an_unknown_dependency_writes_nothing(store: WheelStore) -> None:
     assert store.get("p") is None and store.get("q") is None
 
 
-@dep_backends
 def test_dependencies_in_one_add_and_already_finished_ones(store: WheelStore) -> None:
     now = store.now()
     store.add([make_record("f", now)])
@@ -280,7 +271,6 @@ def test_dependencies_in_one_add_and_already_finished_ones(store: WheelStore) ->
     assert _ready_ids(store) == {"a", "then"}
 
 
-@dep_backends
 def test_a_dependency_with_many_dependents_releases_them_all_in_one_write(store: WheelStore) -> None:
     now = store.now()
     store.add([make_record("root", now)])
@@ -291,7 +281,6 @@ def test_a_dependency_with_many_dependents_releases_them_all_in_one_write(store:
     assert sum(1 for i in range(2000) if store.get(f"x{i}").waiting == 0) == 2000
 
 
-@dep_backends
 def test_a_task_with_a_hundred_dependencies_is_released_by_the_last(store: WheelStore) -> None:
     now = store.now()
     store.add([make_record(f"d{i}", now) for i in range(100)])
@@ -303,7 +292,6 @@ def test_a_task_with_a_hundred_dependencies_is_released_by_the_last(store: Wheel
     assert store.get("x").waiting == 0 and "x" in _ready_ids(store)
 
 
-@dep_backends
 def test_a_dependent_retried_by_hand_runs_without_waiting(store: WheelStore) -> None:
     now = store.now()
     store.add([make_record("a", now)])
@@ -454,7 +442,6 @@ def test_show_tasks_and_the_web_view_list_dependencies_and_dependents(tmp_path) 
         assert "waiting" in listing and "(on 1 of 2)" in listing
 
 
-@dep_backends
 def test_the_sweep_tells_dependents_an_outcome_left_waiting(store: WheelStore, backend, request) -> None:
     """The backstop of the ticking process (once a minute): a dependency's outcome recorded
     without telling its dependents -- no write of the stores does that; simulated here by
@@ -501,7 +488,6 @@ def _hidden_index(store, backend, request, ids):
             c.execute(f"UPDATE {store.s}.deps SET open = true WHERE dep = ANY(%s)", (ids,))
 
 
-@dep_backends
 def test_members_of_a_batch_may_depend_on_each_other(store: WheelStore) -> None:
     """A batch with callbacks whose members wait for one another: a member cancelled by its
     dependency's failure counts as cancelled, and the batch finishes when the last one is told."""
@@ -520,7 +506,6 @@ def test_members_of_a_batch_may_depend_on_each_other(store: WheelStore) -> None:
     assert store.get(br.callback_id("B", "on_complete")).status == PENDING
 
 
-@dep_backends
 def test_purging_a_dependency_forgets_its_dependents_list(store: WheelStore) -> None:
     now = store.now()
     store.add([make_record("a", now)])
@@ -531,7 +516,6 @@ def test_purging_a_dependency_forgets_its_dependents_list(store: WheelStore) -> 
     assert store.dependents("a") == [] and store.get("x").waiting == 0
 
 
-@dep_backends
 def test_an_aborted_dependency_cancels_its_dependents(store: WheelStore) -> None:
     """Any final status other than succeeded -- aborted too (abort: issue 23)."""
     now = store.now()

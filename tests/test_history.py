@@ -116,13 +116,6 @@ def test_a_record_without_runs_is_stored_as_before_and_a_bad_history_is_refused(
 
 # -- through a real wheel on every backend, then the CLI and the web view ------------------------
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
-def location(request, db_path):
-    if request.param == "memory":
-        return None
-    if request.param == "sqlite":
-        return db_path
-    return request.getfixturevalue("redis_db" if request.param == "redis" else "pg_db")
 
 
 def flaky_wheel(location):

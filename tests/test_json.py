@@ -91,13 +91,6 @@ def test_a_bad_payload_is_a_value_error(blob) -> None:
 
 # -- a JSON wheel on every backend ----------------------------------------------------------------
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
-def location(request, db_path):
-    if request.param == "memory":
-        return None
-    if request.param == "sqlite":
-        return db_path
-    return request.getfixturevalue("redis_db" if request.param == "redis" else "pg_db")
 
 
 def json_wheel(location, **kw) -> TimeWheel:
