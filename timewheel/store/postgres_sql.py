@@ -39,6 +39,7 @@ from typing import Sequence
 
 from .postgres_flow_sql import flow_functions, flow_schema
 from .postgres_inbox import schema as inbox_schema
+from .rules import NOTES
 
 __all__ = ["FORMAT", "VERSION", "RECORD_COLUMNS", "ROW_COLUMNS", "WRITE_COLUMNS", "migration", "channel"]
 
@@ -305,14 +306,10 @@ RETURNS boolean LANGUAGE sql AS $$
     ]
 
 
-#: the notes written on a running task without a new rev (rules.NOTES)
-_NOTES = ("abort", "progress")
-
-
 def _set(c: str) -> str:
     """The assignment of column ``c`` in a compare-and-set: the record's value, but a note the
     record does not set is kept while the task stays running (rules.kept_notes' twin)."""
-    if c in _NOTES:
+    if c in NOTES:
         return (f"{c} = CASE WHEN t.status = 'running' AND i.status = 'running' "
                 f"THEN coalesce(i.{c}, t.{c}) ELSE i.{c} END")
     return f"{c} = {_value(c, 'i.')}"
